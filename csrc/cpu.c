@@ -1,0 +1,183 @@
+#define _GNU_SOURCE
+#include "cpu.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "probes.h"
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+int64_t osvrt_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t timeout_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tp = &ts;
+    }
+    /* EAGAIN (the word moved: a kick came), EINTR and ETIMEDOUT all mean
+     * "look again", which the caller does. */
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, tp, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+void osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
+{
+    osvrt_pushlist_init(&c->incoming);
+    atomic_init(&c->idle_state, OSVRT_CPU_BUSY);
+    atomic_init(&c->futex, 0);
+    c->leftover = NULL;
+    c->id = id;
+    atomic_init(&c->drained, 0);
+    atomic_init(&c->idle_ns, 0);
+    atomic_init(&c->idle_calls, 0);
+    atomic_init(&c->sleeps, 0);
+    atomic_init(&c->kicks_sent, 0);
+    atomic_init(&c->kicks_skipped, 0);
+    atomic_init(&c->pushes, 0);
+}
+
+void osvrt_cpu_kick(struct osvrt_cpu *c)
+{
+    /* seq_cst fence: the Dekker pair with osvrt_cpu_idle (see cpu.h).  Our
+     * push (or whatever made work) is ordered before the idle_state load. */
+    atomic_thread_fence(memory_order_seq_cst);
+    uint32_t s = atomic_load_explicit(&c->idle_state, memory_order_relaxed);
+    /* Only the waker that moves SLEEPING -> BUSY makes the syscall: a burst of
+     * wakes to one sleeping CPU costs one futex wake.  relaxed: the futex word
+     * increment below is what the sleeper synchronizes with. */
+    if (s == OSVRT_CPU_SLEEPING &&
+        atomic_compare_exchange_strong_explicit(&c->idle_state, &s, OSVRT_CPU_BUSY,
+                                                memory_order_relaxed, memory_order_relaxed)) {
+        /* release: pairs with the sleeper's acquire load of the futex word. */
+        atomic_fetch_add_explicit(&c->futex, 1, memory_order_release);
+        futex_wake(&c->futex);
+        atomic_fetch_add_explicit(&c->kicks_sent, 1, memory_order_relaxed);
+        OSVRT_PROBE1(kick, c->id);
+    } else {
+        atomic_fetch_add_explicit(&c->kicks_skipped, 1, memory_order_relaxed);
+    }
+}
+
+void osvrt_cpu_post(struct osvrt_cpu *c, struct osvrt_pushnode *n)
+{
+    osvrt_pushlist_push(&c->incoming, n);
+    atomic_fetch_add_explicit(&c->pushes, 1, memory_order_relaxed);
+    OSVRT_PROBE2(push, c->id, n->key);
+    osvrt_cpu_kick(c);
+}
+
+uint32_t osvrt_cpu_drain(struct osvrt_cpu *c, uint64_t *out, uint32_t max)
+{
+    uint32_t n = 0;
+    while (n < max) {
+        if (!c->leftover) {
+            c->leftover = osvrt_pushlist_take_all(&c->incoming);
+            if (!c->leftover)
+                break;
+        }
+        struct osvrt_pushnode *node = c->leftover;
+        c->leftover = node->next;
+        out[n++] = node->key;
+    }
+    if (n) {
+        /* relaxed: a statistic, written only by the owner. */
+        atomic_store_explicit(&c->drained,
+                              atomic_load_explicit(&c->drained, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+        OSVRT_PROBE2(drain, c->id, n);
+    }
+    return n;
+}
+
+static void add_stat(_Atomic uint64_t *s, uint64_t v)
+{
+    /* Owner-only counter: load + store, no locked RMW.  relaxed: readers
+     * (stats) only need an eventually consistent snapshot. */
+    atomic_store_explicit(s, atomic_load_explicit(s, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns)
+{
+    int64_t start = osvrt_now_ns();
+    int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
+    int64_t spin_end = spin_ns < 0 ? start : start + spin_ns;
+    int work = 0;
+
+    OSVRT_PROBE1(idle_enter, c->id);
+    add_stat(&c->idle_calls, 1);
+    /* relaxed: POLLING only tells kickers they may skip; missing it costs a
+     * spurious futex wake at worst. */
+    atomic_store_explicit(&c->idle_state, OSVRT_CPU_POLLING, memory_order_relaxed);
+
+    /* Poll: a wake arriving now costs the waker no syscall and us no sleep. */
+    for (uint32_t i = 0;; i++) {
+        if (osvrt_cpu_has_work(c)) {
+            work = 1;
+            goto out;
+        }
+        if ((i & 63) == 0) {
+            int64_t now = osvrt_now_ns();
+            if (now >= spin_end || now >= deadline)
+                break;
+        }
+        cpu_relax();
+    }
+
+    add_stat(&c->sleeps, 1);
+    for (;;) {
+        /* acquire: pairs with the kicker's release increment. */
+        uint32_t seen = atomic_load_explicit(&c->futex, memory_order_acquire);
+        atomic_store_explicit(&c->idle_state, OSVRT_CPU_SLEEPING, memory_order_relaxed);
+        /* seq_cst fence: the Dekker pair with osvrt_cpu_kick (see cpu.h). */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (osvrt_cpu_has_work(c)) {
+            work = 1;
+            break;
+        }
+        int64_t now = osvrt_now_ns();
+        if (now >= deadline)
+            break;
+        futex_wait(&c->futex, seen, deadline == INT64_MAX ? -1 : deadline - now);
+    }
+out:
+    atomic_store_explicit(&c->idle_state, OSVRT_CPU_BUSY, memory_order_relaxed);
+    add_stat(&c->idle_ns, (uint64_t)(osvrt_now_ns() - start));
+    OSVRT_PROBE2(idle_exit, c->id, work);
+    return work;
+}
+
+void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *o)
+{
+    o->kicks_sent = atomic_load_explicit(&c->kicks_sent, memory_order_relaxed);
+    o->kicks_skipped = atomic_load_explicit(&c->kicks_skipped, memory_order_relaxed);
+    o->pushes = atomic_load_explicit(&c->pushes, memory_order_relaxed);
+    o->drained = atomic_load_explicit(&c->drained, memory_order_relaxed);
+    o->idle_ns = atomic_load_explicit(&c->idle_ns, memory_order_relaxed);
+    o->idle_calls = atomic_load_explicit(&c->idle_calls, memory_order_relaxed);
+    o->sleeps = atomic_load_explicit(&c->sleeps, memory_order_relaxed);
+}

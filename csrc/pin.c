@@ -1,0 +1,15 @@
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+
+#include "osvrt.h"
+
+int osvrt_pin_self(int cpu)
+{
+    if (cpu < 0 || cpu >= CPU_SETSIZE)
+        return 22; /* EINVAL */
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}

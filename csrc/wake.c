@@ -1,0 +1,136 @@
+#include "wake.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "probes.h"
+
+struct osvrt_rt *osvrt_rt_new(uint32_t ncpu)
+{
+    if (ncpu == 0 || ncpu > 4096)
+        return NULL;
+    struct osvrt_rt *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return NULL;
+    rt->cpus = aligned_alloc(OSVRT_CACHELINE, ncpu * sizeof *rt->cpus);
+    if (!rt->cpus || osvrt_table_init(&rt->table) != 0) {
+        free(rt->cpus);
+        free(rt);
+        return NULL;
+    }
+    rt->ncpu = ncpu;
+    for (uint32_t i = 0; i < ncpu; i++)
+        osvrt_cpu_init(&rt->cpus[i], i);
+    return rt;
+}
+
+void osvrt_rt_free(struct osvrt_rt *rt)
+{
+    if (!rt)
+        return;
+    osvrt_table_destroy(&rt->table);
+    free(rt->cpus);
+    free(rt);
+}
+
+/* CAS the state part of a thread's word from `from` to `to`, generation fixed. */
+static int cas_state(struct osvrt_thread *th, uint64_t h, uint32_t from, uint32_t to,
+                     memory_order success)
+{
+    uint64_t expect = osvrt_word(osvrt_handle_gen(h), from);
+    return atomic_compare_exchange_strong_explicit(&th->word, &expect,
+                                                   osvrt_word(osvrt_handle_gen(h), to),
+                                                   success, memory_order_relaxed);
+}
+
+int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h)
+{
+    struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
+    if (!th)
+        return 0;
+    uint32_t s = osvrt_thread_state(th);
+    if (s == OSVRT_WAKING)
+        return 0;
+    if (s == OSVRT_WAITING)
+        return 1;
+    /* seq_cst: WAITING is published before the caller re-checks its condition
+     * (the waiter half of the no-lost-wake-up argument in wake.h). */
+    return cas_state(th, h, s, OSVRT_WAITING, memory_order_seq_cst);
+}
+
+int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h)
+{
+    struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
+    /* relaxed: the thread keeps running on the CPU it is on; nothing to publish. */
+    return th && cas_state(th, h, OSVRT_WAITING, OSVRT_RUNNING, memory_order_relaxed);
+}
+
+int osvrt_wake(struct osvrt_rt *rt, uint64_t h)
+{
+    struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
+    if (!th)
+        return 0;
+    /* seq_cst: the waker half of the argument in wake.h: the caller's condition
+     * store is ordered before this CAS reads WAITING.  Only the winner pushes. */
+    if (!cas_state(th, h, OSVRT_WAITING, OSVRT_WAKING, memory_order_seq_cst))
+        return 0;
+    /* relaxed: cpu is only changed by the thread's owner while no wake can
+     * succeed (the thread is not WAITING), so the CAS above ordered it. */
+    uint32_t cpu = atomic_load_explicit(&th->cpu, memory_order_relaxed);
+    th->link.key = h;
+    OSVRT_PROBE2(wake, h, cpu);
+    osvrt_cpu_post(&rt->cpus[cpu], &th->link);
+    return 1;
+}
+
+int osvrt_ready(struct osvrt_rt *rt, uint64_t h, uint32_t cpu)
+{
+    struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
+    if (!th || cpu >= rt->ncpu)
+        return 0;
+    atomic_store_explicit(&th->cpu, cpu, memory_order_relaxed);
+    th->link.key = h;
+    /* relaxed: the caller owns the thread; the push's release CAS publishes
+     * the record (cpu, key, state) to the draining CPU. */
+    atomic_store_explicit(&th->word, osvrt_word(osvrt_handle_gen(h), OSVRT_WAKING),
+                          memory_order_relaxed);
+    OSVRT_PROBE2(wake, h, cpu);
+    osvrt_cpu_post(&rt->cpus[cpu], &th->link);
+    return 1;
+}
+
+uint32_t osvrt_drain(struct osvrt_rt *rt, uint32_t cpu, uint64_t *out, uint32_t max)
+{
+    if (cpu >= rt->ncpu)
+        return 0;
+    uint32_t n = osvrt_cpu_drain(&rt->cpus[cpu], out, max);
+    for (uint32_t i = 0; i < n; i++) {
+        if (out[i] & OSVRT_KEY_TAG)
+            continue;
+        struct osvrt_thread *th = osvrt_thread_at(&rt->table, osvrt_handle_idx(out[i]));
+        /* The drainer owns a WAKING record: free refuses it, wakes need WAITING.
+         * release: a later wait_prepare/free on another CPU sees it unlinked. */
+        atomic_store_explicit(&th->word, osvrt_word(osvrt_handle_gen(out[i]), OSVRT_QUEUED),
+                              memory_order_release);
+    }
+    return n;
+}
+
+int osvrt_set_state(struct osvrt_rt *rt, uint64_t h, uint32_t state)
+{
+    struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
+    if (!th || state == OSVRT_WAITING || state == OSVRT_WAKING || state == OSVRT_FREE
+        || state > OSVRT_TERMINATED)
+        return 0;
+    uint32_t s = osvrt_thread_state(th);
+    if (s == OSVRT_WAITING || s == OSVRT_WAKING)
+        return 0;
+    /* relaxed: the owner's own bookkeeping; WAITING/WAKING are never crossed here. */
+    return cas_state(th, h, s, state, memory_order_relaxed);
+}
+
+uint32_t osvrt_get_state(struct osvrt_rt *rt, uint64_t h)
+{
+    struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
+    return th ? osvrt_thread_state(th) : OSVRT_FREE;
+}

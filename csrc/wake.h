@@ -1,0 +1,55 @@
+/* wake.h - the wake protocol, implemented once (OSv's, core/sched.cc).
+ *
+ * A waiter:  osvrt_wait_prepare(h)   publish WAITING (seq_cst)
+ *            re-check its condition
+ *            if it holds: osvrt_wait_abort(h); else sleep until drained.
+ * A waker:   make the condition true, THEN osvrt_wake(h): CAS WAITING -> WAKING,
+ *            and only the winner pushes the thread onto its CPU's pushlist and
+ *            kicks that CPU if it sleeps.  In any other state a wake is a no-op.
+ *
+ * Why no wake-up is lost: the waiter's store of WAITING precedes its re-check,
+ * and the waker's condition store precedes its CAS (both seq_cst).  So either
+ * the re-check sees the condition, or the CAS sees WAITING.  Why no thread is
+ * pushed twice: only the CAS winner pushes, and WAITING is re-entered only by
+ * the owner after the drain took the thread back (state QUEUED).
+ * If a waker wins while the waiter is still running (wait_abort fails), the
+ * thread is on its pushlist; the drain sees it and it stays runnable.
+ */
+#ifndef OSVRT_WAKE_H
+#define OSVRT_WAKE_H
+
+#include <stdint.h>
+
+#include "cpu.h"
+#include "thread_table.h"
+
+struct osvrt_rt {
+    uint32_t ncpu;
+    struct osvrt_cpu *cpus;              /* ncpu entries, cache-line aligned */
+    struct osvrt_thread_table table;
+};
+
+struct osvrt_rt *osvrt_rt_new(uint32_t ncpu);
+void osvrt_rt_free(struct osvrt_rt *rt);
+
+/* 1 on success; 0 if the handle is stale or a wake is still in flight
+ * (state WAKING: drain the thread's CPU first). */
+int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h);
+/* The condition held after all: WAITING -> RUNNING.  Returns 1 if it did; 0 if
+ * a waker won the race (the thread is on its pushlist, WAKING). */
+int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h);
+/* 1 if this call woke the thread (it was WAITING), else 0. */
+int osvrt_wake(struct osvrt_rt *rt, uint64_t h);
+/* Hand a thread the caller owns exclusively (a new thread, one it claimed, or
+ * one it moves) to `cpu`: the record's CPU becomes cpu, WAKING, pushed, kicked.
+ * Returns 0 for a stale handle or a bad cpu, else 1. */
+int osvrt_ready(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
+/* Owner of `cpu` only: take up to max incoming keys; thread records drained
+ * here move WAKING -> QUEUED.  Returns how many keys it wrote. */
+uint32_t osvrt_drain(struct osvrt_rt *rt, uint32_t cpu, uint64_t *out, uint32_t max);
+/* The owner moves its thread's state (RUNNING, QUEUED, TERMINATED).  Never
+ * into or out of WAITING/WAKING: those belong to the protocol above. */
+int osvrt_set_state(struct osvrt_rt *rt, uint64_t h, uint32_t state);
+uint32_t osvrt_get_state(struct osvrt_rt *rt, uint64_t h);   /* OSVRT_FREE if stale */
+
+#endif
