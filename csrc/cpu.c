@@ -163,6 +163,12 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns)
         if (now >= deadline)
             break;
         futex_wait(&c->futex, seen, deadline == INT64_MAX ? -1 : deadline - now);
+        /* A kick with no work still ends the idle: the owner has something to
+         * look at (a stop request).  relaxed: only the value matters here. */
+        if (atomic_load_explicit(&c->futex, memory_order_relaxed) != seen) {
+            work = osvrt_cpu_has_work(c);
+            break;
+        }
     }
 out:
     atomic_store_explicit(&c->idle_state, OSVRT_CPU_BUSY, memory_order_relaxed);

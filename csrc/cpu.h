@@ -66,7 +66,8 @@ static inline int osvrt_cpu_has_work(struct osvrt_cpu *c)
 }
 /* Owner side: wait for incoming work, polling for up to spin_ns, then sleeping
  * on the futex.  timeout_ns < 0 waits without limit.  Returns 1 if work is
- * there, 0 on timeout. */
+ * there, 0 on timeout or on a kick that found no work (the owner then looks
+ * at its own state, e.g. a stop request, and calls again). */
 int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns);
 
 void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *out);

@@ -1,0 +1,240 @@
+/* test_idle.c - per-CPU idle (poll, then futex sleep) and kick. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "check.h"
+#include "osvrt.h"
+
+#define MS 1000000LL
+#define SEC 1000000000LL
+
+static struct osvrt_rt *rt;
+static struct osvrt_cpu *cpu0;
+
+static struct osvrt_cpu_stats stats(void)
+{
+    struct osvrt_cpu_stats s;
+    osvrt_cpu_get_stats(cpu0, &s);
+    return s;
+}
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {ns / SEC, ns % SEC};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* ---- a helper OS thread that acts once CPU 0 is in a given idle state ---- */
+
+enum action { ACT_READY, ACT_WAKE, ACT_BURST };
+
+struct helper {
+    pthread_t th;
+    uint32_t wait_state;      /* OSVRT_CPU_POLLING or OSVRT_CPU_SLEEPING */
+    int64_t delay_ns;         /* then wait this long (into futex_wait, or deep in the poll) */
+    enum action act;
+    uint64_t h;
+    struct osvrt_pushnode *nodes;
+    uint32_t nnodes;
+    _Atomic int64_t acted_at; /* when the wake was made */
+};
+
+static void *helper_main(void *p)
+{
+    struct helper *hp = p;
+    int64_t give_up = osvrt_now_ns() + 10 * SEC;
+    while (atomic_load(&cpu0->idle_state) != hp->wait_state) {
+        CHECK_MSG(osvrt_now_ns() < give_up, "CPU 0 never reached idle state %u", hp->wait_state);
+        sched_yield();
+    }
+    sleep_ns(hp->delay_ns);
+    CHECK_EQ(atomic_load(&cpu0->idle_state), hp->wait_state);  /* still idle: nothing else woke it */
+    atomic_store(&hp->acted_at, osvrt_now_ns());
+    switch (hp->act) {
+    case ACT_READY:
+        CHECK_EQ(osvrt_ready(rt, hp->h, 0), 1);
+        break;
+    case ACT_WAKE:
+        CHECK_EQ(osvrt_wake(rt, hp->h), 1);
+        break;
+    case ACT_BURST:
+        for (uint32_t i = 0; i < hp->nnodes; i++)
+            osvrt_cpu_post(cpu0, &hp->nodes[i]);
+        break;
+    }
+    return NULL;
+}
+
+static void helper_start(struct helper *hp, uint32_t state, int64_t delay_ns, enum action act)
+{
+    hp->wait_state = state;
+    hp->delay_ns = delay_ns;
+    hp->act = act;
+    atomic_store(&hp->acted_at, 0);
+    CHECK(pthread_create(&hp->th, NULL, helper_main, hp) == 0);
+}
+
+static void expect_drain(uint64_t h)
+{
+    uint64_t key[4];
+    CHECK_EQ(osvrt_drain(rt, 0, key, 4), 1);
+    CHECK_EQ(key[0], h);
+    CHECK_EQ(osvrt_get_state(rt, h), OSVRT_QUEUED);
+    CHECK_EQ(osvrt_drain(rt, 0, key, 4), 0);
+}
+
+/* Nothing to do: idle returns 0, never before the timeout. */
+static void test_timeout(void)
+{
+    struct osvrt_cpu_stats s0 = stats();
+    static const struct { int64_t timeout, spin; } cases[] = {
+        {50 * MS, 0},          /* straight to the futex */
+        {30 * MS, 10 * MS},    /* poll, then sleep */
+        {20 * MS, 1 * SEC},    /* the timeout cuts the poll short */
+        {1 * MS, -1},
+        {0, 0},
+    };
+    int64_t total = 0;
+    for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int64_t t0 = osvrt_now_ns();
+        int r = osvrt_cpu_idle(cpu0, cases[i].timeout, cases[i].spin);
+        int64_t dt = osvrt_now_ns() - t0;
+        CHECK_EQ(r, 0);
+        CHECK_MSG(dt >= cases[i].timeout, "idle(timeout %lld ns) returned after %lld ns",
+                  (long long)cases[i].timeout, (long long)dt);
+        CHECK_MSG(dt < cases[i].timeout + 1500 * MS, "idle(timeout %lld ns) took %lld ns",
+                  (long long)cases[i].timeout, (long long)dt);
+        CHECK_EQ(atomic_load(&cpu0->idle_state), OSVRT_CPU_BUSY);
+        total += cases[i].timeout;
+    }
+    struct osvrt_cpu_stats s1 = stats();
+    CHECK_EQ(s1.idle_calls - s0.idle_calls, sizeof cases / sizeof *cases);
+    CHECK(s1.idle_ns - s0.idle_ns >= (uint64_t)total);
+    CHECK(s1.sleeps - s0.sleeps >= 3);   /* the first three reached the futex */
+    CHECK_EQ(s1.kicks_sent, s0.kicks_sent);
+}
+
+/* Work already there: idle returns 1 at once; a push to a busy CPU needs no kick. */
+static void test_work_already_there(uint64_t h)
+{
+    struct osvrt_cpu_stats s0 = stats();
+    CHECK_EQ(osvrt_ready(rt, h, 0), 1);
+    int64_t t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 2 * SEC, 0), 1);
+    CHECK(osvrt_now_ns() - t0 < 1 * SEC);
+    struct osvrt_cpu_stats s1 = stats();
+    CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 0);
+    CHECK_EQ(s1.kicks_skipped - s0.kicks_skipped, 1);
+    CHECK_EQ(s1.sleeps - s0.sleeps, 0);
+    expect_drain(h);
+}
+
+/* A sleeping CPU is woken by the kick, long before its timeout. */
+static void test_kick_wakes_sleeper(uint64_t h, enum action act)
+{
+    struct helper hp = {.h = h};
+    if (act == ACT_WAKE) {
+        CHECK_EQ(osvrt_set_state(rt, h, OSVRT_RUNNING), 1);
+        CHECK_EQ(osvrt_wait_prepare(rt, h), 1);
+    }
+    struct osvrt_cpu_stats s0 = stats();
+    helper_start(&hp, OSVRT_CPU_SLEEPING, 20 * MS, act);
+    int64_t t0 = osvrt_now_ns();
+    int r = osvrt_cpu_idle(cpu0, 5 * SEC, 0);
+    int64_t t1 = osvrt_now_ns();
+    CHECK(pthread_join(hp.th, NULL) == 0);
+    int64_t acted = atomic_load(&hp.acted_at);
+    CHECK_EQ(r, 1);
+    CHECK_MSG(acted > 0 && t1 - acted < 1 * SEC, "woke %lld ns after the kick",
+              (long long)(t1 - acted));
+    CHECK(t1 - t0 < 4 * SEC);
+    struct osvrt_cpu_stats s1 = stats();
+    CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 1);
+    CHECK_EQ(s1.kicks_skipped - s0.kicks_skipped, 0);
+    CHECK_EQ(s1.sleeps - s0.sleeps, 1);
+    CHECK_EQ(s1.pushes - s0.pushes, 1);
+    expect_drain(h);
+    printf("kick (%s): woke %.1f us after the wake\n", act == ACT_WAKE ? "wake" : "ready",
+           (double)(t1 - acted) / 1e3);
+}
+
+/* A polling CPU needs no kick. */
+static void test_polling_not_kicked(uint64_t h)
+{
+    struct helper hp = {.h = h};
+    struct osvrt_cpu_stats s0 = stats();
+    helper_start(&hp, OSVRT_CPU_POLLING, 5 * MS, ACT_READY);
+    int64_t t0 = osvrt_now_ns();
+    int r = osvrt_cpu_idle(cpu0, 10 * SEC, 10 * SEC);
+    int64_t t1 = osvrt_now_ns();
+    CHECK(pthread_join(hp.th, NULL) == 0);
+    CHECK_EQ(r, 1);
+    CHECK(t1 - t0 < 5 * SEC);
+    struct osvrt_cpu_stats s1 = stats();
+    CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 0);
+    CHECK_EQ(s1.kicks_skipped - s0.kicks_skipped, 1);
+    CHECK_EQ(s1.sleeps - s0.sleeps, 0);
+    expect_drain(h);
+}
+
+/* A burst of wakes to one sleeping CPU costs few futex wakes. */
+static void test_burst(void)
+{
+    const uint32_t k = 20000;
+    struct osvrt_pushnode *nodes = calloc(k, sizeof *nodes);
+    CHECK(nodes);
+    for (uint32_t i = 0; i < k; i++)
+        nodes[i].key = OSVRT_KEY_TAG | i;   /* tagged: not thread handles */
+    struct helper hp = {.nodes = nodes, .nnodes = k};
+    struct osvrt_cpu_stats s0 = stats();
+    helper_start(&hp, OSVRT_CPU_SLEEPING, 20 * MS, ACT_BURST);
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 0), 1);
+    uint64_t key[256];
+    uint32_t got = 0;
+    int64_t give_up = osvrt_now_ns() + 10 * SEC;
+    while (got < k) {
+        uint32_t n = osvrt_drain(rt, 0, key, 256);
+        for (uint32_t i = 0; i < n; i++, got++)
+            CHECK_EQ(key[i], OSVRT_KEY_TAG | got);   /* in push order */
+        if (!n) {
+            CHECK_MSG(osvrt_now_ns() < give_up, "burst: only %u of %u nodes arrived", got, k);
+            osvrt_cpu_idle(cpu0, 1 * SEC, 50 * MS);   /* poll: a busy owner needs no kicks */
+        }
+    }
+    CHECK(pthread_join(hp.th, NULL) == 0);
+    struct osvrt_cpu_stats s1 = stats();
+    uint64_t sent = s1.kicks_sent - s0.kicks_sent, skipped = s1.kicks_skipped - s0.kicks_skipped;
+    printf("burst of %u wakes to a sleeping CPU: %llu futex wakes, %llu skipped\n", k,
+           (unsigned long long)sent, (unsigned long long)skipped);
+    CHECK_EQ(sent + skipped, k);
+    CHECK(sent >= 1);
+    CHECK_MSG(sent * 20 <= k, "%llu futex wakes for a burst of %u", (unsigned long long)sent, k);
+    CHECK_EQ(s1.pushes - s0.pushes, k);
+    CHECK_EQ(s1.drained - s0.drained, k);
+    free(nodes);
+}
+
+int main(void)
+{
+    rt = osvrt_rt_new(2);
+    CHECK(rt != NULL);
+    cpu0 = &rt->cpus[0];
+    uint64_t h;
+    CHECK_EQ(osvrt_table_alloc(&rt->table, 0, &h, 1), 1);
+
+    test_timeout();
+    test_work_already_there(h);
+    test_kick_wakes_sleeper(h, ACT_READY);
+    test_kick_wakes_sleeper(h, ACT_WAKE);
+    test_polling_not_kicked(h);
+    test_burst();
+
+    osvrt_rt_free(rt);
+    printf("test_idle: OK\n");
+    return 0;
+}

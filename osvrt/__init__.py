@@ -1,0 +1,12 @@
+"""osvrt: green threads scheduled the way the OSv unikernel schedules threads,
+on the host's own CPUs.  See README.md and DESIGN.md."""
+from .deadline import timeout
+from .kernel import current, sleep, yield_now
+from .runtime import Runtime, run, spawn
+from .sync import Event
+from .thread import Cancelled, Thread
+
+__all__ = [
+    "Cancelled", "Event", "Runtime", "Thread", "current", "run", "sleep", "spawn",
+    "timeout", "yield_now",
+]

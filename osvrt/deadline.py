@@ -1,0 +1,63 @@
+"""timeout(seconds): a block that raises TimeoutError when it runs too long.
+
+Built outside the kernel from a timer and the thread's pending-exception slot:
+when the timer fires, an _Expired exception is made pending for the thread (and
+its wait, if any, is woken); the worker raises it at the thread's next
+resume, inside the block; __exit__ turns its own _Expired into TimeoutError.
+"""
+from . import kernel
+from .thread import Cancelled
+
+
+class _Expired(Cancelled):
+    """Unwinds a timed-out block.  A Cancelled, so `except Exception` in the
+    block cannot swallow it; the block's __exit__ converts it."""
+
+    def __init__(self, scope):
+        super().__init__("osvrt.timeout expired")
+        self.scope = scope
+
+
+class timeout:
+    """`with osvrt.timeout(s): ...` raises TimeoutError out of the block if it
+    has not finished after s seconds.  Nests; inner and outer scopes each
+    convert only their own expiry."""
+
+    __slots__ = ("_delay", "_thread", "_timer", "_active", "expired")
+
+    def __init__(self, seconds):
+        self._delay = kernel.check_delay(seconds)
+        self._thread = None
+        self._timer = None
+        self._active = False
+        self.expired = False
+
+    def __enter__(self):
+        if self._active or self._timer is not None:
+            raise RuntimeError("an osvrt.timeout can be entered only once")
+        t = kernel.current()
+        self._thread = t
+        self._active = True
+        self._timer = t._w.add_timer(kernel.monotonic() + self._delay, self._fire, None)
+        return self
+
+    def _fire(self, _):
+        if not self._active:
+            return
+        self.expired = True
+        t = self._thread
+        t._throw = _Expired(self)
+        ticket = t._ticket
+        if ticket is not None:
+            kernel.wake(ticket)
+
+    def __exit__(self, typ, exc, tb):
+        self._active = False
+        self._timer[2] = None
+        t = self._thread
+        pending = t._throw
+        if isinstance(pending, _Expired) and pending.scope is self:
+            t._throw = None          # fired, but the block ended before it was raised
+        if isinstance(exc, _Expired) and exc.scope is self:
+            raise TimeoutError(f"osvrt.timeout: the block ran past {self._delay} s") from None
+        return False

@@ -1,0 +1,334 @@
+"""Runtime: starts one pinned worker per CPU, and is the door in from other
+OS threads (submit, run, stop).  spawn() is the door in from green threads.
+"""
+import concurrent.futures
+import contextvars
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+import types
+
+from . import kernel
+from ._core import ffi, lib
+from .cpu import Worker
+from .stall import StallWatchdog
+from .thread import Cancelled, Thread
+
+log = logging.getLogger("osvrt")
+
+_NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+_ids = itertools.count(1)      # next() is atomic: ids are unique across runtimes
+
+
+def _resolve_cpus(cpus):
+    available = sorted(os.sched_getaffinity(0))
+    if cpus is None:
+        return tuple(available)
+    if isinstance(cpus, bool):
+        raise ValueError(f"cpus={cpus!r}: give None, a count, or CPU ids")
+    if isinstance(cpus, int):
+        if not 1 <= cpus <= len(available):
+            raise ValueError(f"cpus={cpus!r}: a count must be 1..{len(available)} "
+                             f"(this process may use CPUs {available})")
+        return tuple(available[:cpus])
+    if isinstance(cpus, (str, bytes)):
+        raise ValueError(f"cpus={cpus!r}: give None, a count, or an iterable of CPU ids")
+    try:
+        ids = list(cpus)
+    except TypeError:
+        raise ValueError(f"cpus={cpus!r}: give None, a count, or an iterable of CPU ids") from None
+    if not ids:
+        raise ValueError(f"cpus={cpus!r}: no CPUs given")
+    for c in ids:
+        if isinstance(c, bool) or not isinstance(c, int) or c not in available:
+            raise ValueError(f"cpus: {c!r} is not a CPU this process may use {available}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"cpus={ids!r}: a CPU is named twice")
+    return tuple(ids)
+
+
+def _check_number(name, value, minimum, *, allow_equal):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < minimum or (value == minimum and not allow_equal):
+        op = ">=" if allow_equal else ">"
+        raise ValueError(f"{name} must be a finite number {op} {minimum}, not {value!r}")
+    return value
+
+
+def _check_priority(priority):
+    return float(_check_number("priority", priority, 0, allow_equal=False))
+
+
+def _start_coroutine(fn, args):
+    if not callable(fn):
+        raise TypeError(f"a green thread runs an async def function; {fn!r} is not callable")
+    coro = fn(*args)
+    if not isinstance(coro, types.CoroutineType):
+        raise TypeError(f"a green thread runs an async def function; {fn!r} returned "
+                        f"{type(coro).__name__}, not a coroutine")
+    return coro
+
+
+class Runtime:
+    """One worker OS thread per CPU, each pinned to its CPU."""
+
+    def __init__(self, cpus=None, *, pin=True, balance=True, balance_interval=0.01,
+                 idle_spin_us=50, stall_threshold=0.1):
+        self._cpus = _resolve_cpus(cpus)
+        if not isinstance(pin, bool):
+            raise TypeError(f"pin must be True or False, not {pin!r}")
+        if not isinstance(balance, bool):
+            raise TypeError(f"balance must be True or False, not {balance!r}")
+        self._pin = pin
+        self._balance = balance
+        self._balance_interval = _check_number("balance_interval", balance_interval, 0,
+                                               allow_equal=False)
+        self._spin_ns = int(_check_number("idle_spin_us", idle_spin_us, 0, allow_equal=True) * 1000)
+        self._stall_threshold = (None if stall_threshold is None else
+                                 _check_number("stall_threshold", stall_threshold, 0,
+                                               allow_equal=False))
+        self._state = _NEW
+        self._workers = ()
+        self._by_cpu = {}
+        self._by_handle = {}       # C handle -> Thread, for threads that crossed CPUs
+        self._live = set()
+        self._spawned = 0
+        self._stopping = False
+        self._all_done = threading.Event()
+        self._alloc_lock = threading.Lock()
+        self._crt = None
+        self._watchdog = None
+        self._crashed = None
+
+    @property
+    def cpus(self):
+        return self._cpus
+
+    def __repr__(self):
+        return f"<osvrt.Runtime cpus={self._cpus} {self._state}>"
+
+    # ---- life cycle ------------------------------------------------------
+
+    def start(self):
+        if self._state != _NEW:
+            raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
+        crt = lib.osvrt_rt_new(len(self._cpus))
+        if crt == ffi.NULL:
+            raise MemoryError("osvrt: cannot allocate the C runtime")
+        # Freed when the last reference goes, never while a worker, a Thread or
+        # a foreign waker still holds a path to it.
+        self._crt = ffi.gc(crt, lib.osvrt_rt_free)
+        self._workers = tuple(Worker(self, i, c, self._crt, self._spin_ns)
+                              for i, c in enumerate(self._cpus))
+        self._by_cpu = {w.cpu_id: w for w in self._workers}
+        errors = []
+        started = threading.Semaphore(0)
+
+        def ready(worker, err):
+            if err is not None:
+                errors.append((worker.cpu_id, err))
+            started.release()
+
+        for w in self._workers:
+            w.os_thread = threading.Thread(target=w.main, args=(self._pin, ready),
+                                           name=f"osvrt-cpu{w.cpu_id}", daemon=True)
+            w.os_thread.start()
+        for _ in self._workers:
+            started.acquire()
+        self._state = _RUNNING
+        if errors:
+            self.stop()
+            cpu, err = errors[0]
+            raise OSError(err.errno, f"osvrt: cannot pin a worker to CPU {cpu}: {err.strerror}")
+        if self._stall_threshold is not None:
+            self._watchdog = StallWatchdog(self._workers, self._stall_threshold)
+            self._watchdog.start()
+        return self
+
+    def stop(self, timeout=None):
+        """Cancel every live green thread, wait up to `timeout` seconds for them
+        to finish (their cleanup runs), then join every worker."""
+        timeout = kernel.check_timeout(timeout)
+        if self._state == _NEW:
+            self._state = _STOPPED
+            return
+        if self._state == _STOPPED:
+            return
+        w = kernel.current_worker()
+        if w is not None and w.rt is self:
+            raise RuntimeError("Runtime.stop() from inside its own green thread would wait "
+                               "for itself; stop it from outside (or let main return)")
+        self._stopping = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._cancel_all(deadline)
+        finally:
+            self._stop_workers()
+
+    def _cancel_all(self, deadline):
+        cancelled = set()
+        while True:
+            live = [t for t in list(self._live) if not t.done()]
+            if not live:
+                return
+            for t in live:
+                if t.id not in cancelled:     # cancel once: let cleanup code run
+                    cancelled.add(t.id)
+                    t.cancel()
+            self._all_done.clear()
+            if not self._live:
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                names = sorted(t.name for t in self._live)
+                log.error("osvrt: %d green thread(s) still alive at stop timeout, abandoned: %s",
+                          len(names), ", ".join(names))
+                return
+            self._all_done.wait(0.05 if left is None else min(0.05, left))
+
+    def _stop_workers(self):
+        for w in self._workers:
+            w._stop = True
+            w.kick()
+        for w in self._workers:
+            w.os_thread.join(5.0)
+            if w.os_thread.is_alive():
+                log.critical("osvrt: worker for CPU %d is stuck in green thread %r and "
+                             "could not be stopped", w.cpu_id, w.current)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self._state = _STOPPED
+
+    def __enter__(self):
+        if self._state == _NEW:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- doors in --------------------------------------------------------
+
+    def submit(self, fn, *args, cpu=None, name=None):
+        """Start fn(*args) as a green thread from any OS thread; returns a
+        concurrent.futures.Future with its result or exception."""
+        return self._submit(fn, args, cpu, name)[1]
+
+    def _submit(self, fn, args, cpu, name):
+        if self._state != _RUNNING or self._stopping:
+            raise RuntimeError(f"this Runtime is {'stopping' if self._stopping else self._state}: "
+                               "submit() needs a started Runtime (rt.start() or `with rt:`)")
+        if cpu is None:
+            target = min(self._workers, key=_load)
+        else:
+            target = self._worker_for(cpu)
+        t = self._make_thread(fn, args, name, target, cpu is not None, 1.0)
+        fut = concurrent.futures.Future()
+        t._future = fut
+        fut.add_done_callback(lambda f, t=t: f.cancelled() and t.cancel())
+        target.post(t)
+        return t, fut
+
+    def run(self, fn, *args):
+        """Run fn(*args) as a green thread and block until it ends (from an OS
+        thread that is not one of this runtime's workers)."""
+        if kernel.current_worker() is not None:
+            raise RuntimeError("Runtime.run() blocks its OS thread; inside the runtime "
+                               "use `await osvrt.spawn(fn).join()` instead")
+        return self.submit(fn, *args).result()
+
+    # ---- internals shared with workers -----------------------------------
+
+    def _worker_for(self, cpu):
+        try:
+            return self._by_cpu[cpu]
+        except (KeyError, TypeError):
+            raise ValueError(f"cpu={cpu!r} is not one of this runtime's CPUs {self._cpus}") from None
+
+    def _make_thread(self, fn, args, name, target, pinned, priority):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {name!r}")
+        prio = _check_priority(priority) if priority != 1.0 else 1.0
+        coro = _start_coroutine(fn, args)
+        tid = next(_ids)
+        t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio, self)
+        self._live.add(t)
+        self._spawned += 1
+        return t
+
+    def _handle_for(self, t):
+        """The C thread-table handle of t, allocated on its first cross-CPU trip."""
+        w = kernel.current_worker()
+        if w is not None and w.rt is self:
+            h = w.take_handle()
+        else:
+            buf = ffi.new("uint64_t[1]")
+            with self._alloc_lock:
+                if not lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), 0, buf, 1):
+                    raise MemoryError("osvrt: the C thread table is full")
+            h = buf[0]
+        self._by_handle[h] = t           # before the push that makes it findable
+        t._h = h
+        return h
+
+    def _thread_ended(self, t):
+        self._live.discard(t)
+        if self._stopping and not self._live:
+            self._all_done.set()
+
+    def _worker_crashed(self, worker, exc):
+        self._crashed = exc
+        self._all_done.set()
+
+    def stats(self):
+        """Counters per CPU (switches, wake-ups local/remote, kicks sent/skipped,
+        idle time, run-queue length, stalls) and totals."""
+        return {
+            "cpus": [w.stats() for w in self._workers],
+            "threads_live": len(self._live),
+            "threads_spawned": self._spawned,
+        }
+
+
+def _load(w):
+    return len(w.runq) + (w.current is not None)
+
+
+def spawn(fn, *args, name=None, cpu=None, priority=1.0):
+    """Start fn(*args) as a green thread of the current runtime.  Unpinned, it
+    starts on the spawner's CPU (as OSv); cpu=c pins it to CPU c."""
+    w = kernel.current_worker()
+    if w is None or w.current is None:
+        raise RuntimeError(kernel._OUTSIDE)
+    rt = w.rt
+    target = w if cpu is None else rt._worker_for(cpu)
+    t = rt._make_thread(fn, args, name, target, cpu is not None, priority)
+    if w._tracing:
+        lib.osvrt_trace_spawn(w.index, t.id)
+    if target is w:
+        w.enqueue_new(t)
+    else:
+        target.post(t)
+    return t
+
+
+def run(main, *args, cpus=None, **runtime_options):
+    """Start a Runtime, run main(*args) as its first green thread, return its
+    result (or raise its exception), and shut down cleanly.  Ctrl-C cancels
+    main, lets cleanup run, stops the runtime and re-raises KeyboardInterrupt."""
+    rt = Runtime(cpus, **runtime_options)
+    rt.start()
+    try:
+        t, fut = rt._submit(main, args, None, None)
+        try:
+            concurrent.futures.wait([fut])
+        except KeyboardInterrupt:
+            t.cancel()
+            raise
+        return t._outcome()
+    finally:
+        rt.stop()

@@ -1,0 +1,17 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="osvrt",
+    version="0.1.0",
+    description="Green threads scheduled the way the OSv unikernel schedules threads",
+    packages=find_packages(include=["osvrt", "osvrt.*"]),
+    python_requires=">=3.11",
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=["osvrt/_build.py:ffibuilder"],
+    install_requires=["cffi>=1.15", "atomics>=1.0", "numba>=0.58"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"],
+        "plot": ["matplotlib>=3.5"],
+    },
+    zip_safe=False,
+)
