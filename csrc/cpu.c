@@ -84,9 +84,12 @@ void osvrt_cpu_kick(struct osvrt_cpu *c)
 
 void osvrt_cpu_post(struct osvrt_cpu *c, struct osvrt_pushnode *n)
 {
+    /* Read the key before the push: once pushed, the node belongs to the
+     * consumer, which may drain it and let another waker rewrite it at once. */
+    uint64_t key = n->key;
     osvrt_pushlist_push(&c->incoming, n);
     atomic_fetch_add_explicit(&c->pushes, 1, memory_order_relaxed);
-    OSVRT_PROBE2(push, c->id, n->key);
+    OSVRT_PROBE2(push, c->id, key);
     osvrt_cpu_kick(c);
 }
 

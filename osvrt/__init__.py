@@ -3,10 +3,11 @@ on the host's own CPUs.  See README.md and DESIGN.md."""
 from .deadline import timeout
 from .kernel import current, sleep, yield_now
 from .runtime import Runtime, run, spawn
-from .sync import Event
+from .sync import Condition, Event, Mutex, Queue, QueueEmpty, QueueFull, Semaphore
 from .thread import Cancelled, Thread
 
 __all__ = [
-    "Cancelled", "Event", "Runtime", "Thread", "current", "run", "sleep", "spawn",
-    "timeout", "yield_now",
+    "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueEmpty", "QueueFull",
+    "Runtime", "Semaphore", "Thread", "current", "run", "sleep", "spawn", "timeout",
+    "yield_now",
 ]

@@ -28,15 +28,14 @@ log = logging.getLogger("osvrt")
 
 _DRAIN_BATCH = 256
 _HANDLE_BATCH = 256
-_TRACE_REFRESH = 1024        # switches between looks at the SDT semaphores
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _exp = math.exp
-_mono = time.monotonic
+_clock = kernel.monotonic
 _INV_TAU = fair.INV_TAU
 _THYST = fair.THYST_UNITS
-_PENALTY = fair.PENALTY_UNITS
+_THYST_LESS_PENALTY = fair.THYST_UNITS - fair.PENALTY_UNITS
 _RENORM_LIMIT = fair.RENORM_LIMIT
 _PARK = kernel.PARK
 _YIELD = kernel.YIELD
@@ -50,7 +49,9 @@ class Worker:
         self.cpu_id = cpu_id         # the host CPU it is pinned to
         self._crt = crt
         self._spin_ns = spin_ns
-        self._word = lib.osvrt_incoming_word(crt, index)   # non-zero: incoming work
+        # The head of our C pushlist, read as plain memory on every trap (no
+        # call: see DESIGN.md on the GIL).  Non-zero: wake-ups are waiting.
+        self._incoming = memoryview(ffi.buffer(lib.osvrt_incoming_word(crt, index), 8)).cast("Q")
         self._buf = ffi.new("uint64_t[]", _DRAIN_BATCH)
         self.runq = []               # heap of (R'', order, Thread); the running thread is not in it
         self.timers = []             # heap of [deadline, order, callback or None, arg]
@@ -62,13 +63,18 @@ class Worker:
         self._handles = []           # free C thread-table handles
         self._dead = []              # handles of ended threads, freed in batches
         self._tracing = False
+        self._pull = None            # an idle worker that asked us for work
+        self.idle_pull = False       # set by the Runtime (balance=True)
         self.os_thread = None
         # stats (owner-written; read racily by stats())
         self.switches = 0
         self.wakes_local = 0
         self.wakes_remote = 0
         self.stalls = 0
-        self.run_seq = 0             # resumes so far; the stall watchdog compares it
+        self.migrations_in = 0
+        self.migrations_out = 0
+        self.pull_requests = 0       # asked other CPUs for work
+        self.pulls_served = 0        # answered such a request
         self.run_start = 0.0
         self.timer_garbage = 0
 
@@ -85,15 +91,93 @@ class Worker:
 
     # ---- entry points for this worker's own green threads ----------------
 
-    def enqueue_woken(self, t):
-        """A local wake-up: no C call."""
-        if t._rn != self.renorm:
+    def catch_up(self, t):
+        """Make t's R'' relative to this CPU before it queues here: import it if
+        t moved here (fair.import_runtime), or apply the renormalizations it
+        slept through (fair.renormalized).  A moved thread has _rn = -1."""
+        if t._export is not None:
+            t._r = fair.import_runtime(t._export, self.c)
+            t._export = None
+            self.migrations_in += 1
+        else:
             t._r = fair.renormalized(t._r, self.renorm - t._rn)
-            t._rn = self.renorm
-        t._state = QUEUED
-        self._order += 1
-        _heappush(self.runq, (t._r, self._order, t))
-        self.wakes_local += 1
+        t._rn = self.renorm
+
+    def load(self):
+        """Runnable threads here (racy when read from another worker: a hint)."""
+        return len(self.runq) + (self.current is not None)
+
+    def move_out(self, t, target):
+        """Give t (queued here, parked, or on its way here; never running) to
+        another CPU.  Only this worker may call it: run queues have one owner.
+        A parked thread just changes home: its next wake goes to the target."""
+        if t._rn != self.renorm:
+            self.catch_up(t)
+        t._export = fair.export_runtime(t._r, self.c)
+        t._rn = -1                      # "import me": see catch_up
+        t._w = target
+        self.migrations_out += 1
+        if lib.osvrt_migrate_semaphore:
+            lib.osvrt_trace_migrate(t.id, self.index, target.index)
+        runq = self.runq
+        for i, entry in enumerate(runq):
+            if entry[2] is t:
+                runq[i] = runq[-1]
+                runq.pop()
+                heapq.heapify(runq)
+                target.post(t)
+                return
+
+    def _movable(self):
+        """Queued threads that may move, largest R'' first (OSv moves those:
+        they have had the most CPU lately)."""
+        return sorted((e for e in self.runq if not e[2]._pinned), key=lambda e: -e[0])
+
+    def balance_once(self, one_per_pass=False):
+        """A balancer pass on this CPU: while the least loaded CPU is more than
+        one behind us, move it our largest-R'' movable thread.  OSv moves one
+        thread per pass; we move the whole excess."""
+        others = [w for w in self.rt._workers if w is not self]
+        if not others or not self.runq:
+            return 0
+        loads = {w: w.load() for w in others}
+        mine = len(self.runq) + 1          # the balancer itself counts, as in OSv
+        moved = 0
+        for _, _, t in self._movable():
+            target = min(loads, key=loads.get)
+            if loads[target] >= mine - 1:
+                break
+            self.move_out(t, target)
+            loads[target] += 1
+            mine -= 1
+            moved += 1
+            if one_per_pass:
+                break
+        return moved
+
+    def _serve_pull(self, requester):
+        """An idle CPU asked us for work (idle pull): hand it threads at once."""
+        self.pulls_served += 1
+        mine = len(self.runq) + 1
+        theirs = requester.load()
+        for _, _, t in self._movable():
+            if theirs >= mine - 1:
+                break
+            self.move_out(t, requester)
+            theirs += 1
+            mine -= 1
+
+    def _ask_for_work(self):
+        """About to idle: ask the busiest other CPU to hand us threads at its
+        next trap (it owns its run queue; we never take from it)."""
+        busiest = None
+        most = 0
+        for w in self.rt._workers:
+            if w is not self and len(w.runq) > most:
+                busiest, most = w, len(w.runq)
+        if busiest is not None and busiest._pull is None:
+            busiest._pull = self
+            self.pull_requests += 1
 
     def enqueue_new(self, t):
         t._state = QUEUED
@@ -129,21 +213,24 @@ class Worker:
     def _loop(self):
         runq = self.runq
         timers = self.timers
-        word = self._word
+        incoming = self._incoming
+        clock = _clock
         t = None                    # the thread to run next (or the one that keeps running)
         penalty = False             # the thread switched out is still runnable
-        trace_left = _TRACE_REFRESH
-        now = _mono()
+        now = clock()
         while not self._stop:
             # Every trap takes in wake-ups and fires timers before the rule picks.
-            if word[0]:
+            if incoming[0]:
                 self._take_incoming()
             if timers and timers[0][0] <= now:
                 self._fire_timers(now)
+            if self._pull is not None:
+                requester, self._pull = self._pull, None
+                self._serve_pull(requester)
             if t is not None and runq and runq[0][0] <= t._r:
                 # t yielded and is no longer strictly below the head (ties go to
-                # the queue): switch it out, re-inserted before its equals (a
-                # negative order sorts first), charged its hysteresis.
+                # the queue): switch it out, charged its hysteresis, re-inserted
+                # before its equals (a negative order sorts first).
                 t._r += t._prio * self.c * _THYST
                 t._state = QUEUED
                 self._order += 1
@@ -157,22 +244,18 @@ class Worker:
                 t = _heappop(runq)[2]
                 # Switch-in: hysteresis credit, less the penalty when the thread
                 # switched out stayed runnable (OSv's context_switch_penalty).
-                t._r -= t._prio * self.c * (_THYST - _PENALTY if penalty else _THYST)
+                t._r -= t._prio * self.c * (_THYST_LESS_PENALTY if penalty else _THYST)
                 self.switches += 1
-                trace_left -= 1
-                if trace_left <= 0:
-                    trace_left = _TRACE_REFRESH
-                    self._refresh_tracing()
                 if self._tracing:
                     lib.osvrt_trace_switch(self.index, 0, t.id)
 
-            # Run t until its next trap.
+            # Run t until its next trap.  (current, run_start) identify this run
+            # for the stall watchdog.
             self.current = t
-            self.run_seq += 1
             self.run_start = now
             t._state = RUNNING
             try:
-                if t._cancel or t._throw is not None:
+                if t._pending:
                     trap = self._throw_into(t)
                 else:
                     v = t._value
@@ -186,32 +269,36 @@ class Worker:
                 self._finish(t, None, e)
             self.current = None
 
-            # Charge the wall-clock time t ran (fair.advance / fair.charge).
-            now = _mono()
+            # Charge the wall-clock time t ran (fair.advance, fair.charge).
             c = self.c
+            now = clock()
             cn = self.c = c * _exp((now - self.run_start) * _INV_TAU)
-            t._r += t._prio * (cn - c)
-            if cn > _RENORM_LIMIT:
-                self._renormalize(t)
-
-            if trap is _YIELD:
-                pass                     # the rule decides at the top, after wake-ups
-            elif trap is _PARK:
-                t._r += t._prio * self.c * _THYST
+            if trap is _PARK:
+                t._r += t._prio * (cn - c + cn * _THYST)      # ... and its switch-out hysteresis
                 t._rn = self.renorm
                 if t._ticket:            # not already claimed by an early wake
                     t._state = WAITING
+                if cn > _RENORM_LIMIT:
+                    self._renormalize(t)
                 t = None
                 penalty = False
-            elif trap is _ENDED:
+                continue
+            t._r += t._prio * (cn - c)
+            if cn > _RENORM_LIMIT:
+                self._renormalize(t)
+            if trap is _ENDED:
                 t = None
                 penalty = False
-            else:
+            elif trap is not _YIELD:     # YIELD: the rule decides at the top, after wake-ups
                 t._throw = TypeError(
                     f"green thread {t.name!r} awaited {trap!r}, which is not an osvrt "
                     "operation (asyncio and other event loops' awaitables do not work here)")
+                t._pending = True
 
     def _throw_into(self, t):
+        # Clear the summary flag before reading the two sources: a setter sets
+        # its source first and the flag second, so nothing set meanwhile is lost.
+        t._pending = False
         if t._throw is not None:
             exc, t._throw = t._throw, None
         else:
@@ -220,8 +307,10 @@ class Worker:
             coro = t._coro
             if not coro.cr_suspended and coro.cr_frame is not None:
                 # Cancelled before its first step: none of its code runs.
-                t._coro.close()
+                coro.close()
                 raise exc
+        if t._cancel:
+            t._pending = True            # a cancel that came with a timeout: next await
         return t._ctx.run(t._coro.throw, exc)
 
     def _take_incoming(self):
@@ -238,13 +327,11 @@ class Worker:
 
     def _arrive(self, t):
         """A thread handed to us through the pushlist: woken remotely, new, or moved."""
-        if t._export is not None:             # moved here: import its runtime
-            t._r = fair.import_runtime(t._export, self.c)
-            t._export = None
-            t._rn = self.renorm
-        elif t._rn != self.renorm:
-            t._r = fair.renormalized(t._r, self.renorm - t._rn)
-            t._rn = self.renorm
+        if t._w is not self:
+            t._w.post(t)                  # it was moved while on its way here: forward
+            return
+        if t._rn != self.renorm:
+            self.catch_up(t)
         t._state = QUEUED
         self._order += 1
         _heappush(self.runq, (t._r, self._order, t))
@@ -271,8 +358,10 @@ class Worker:
         self._flush_dead()
         if self._stop:
             return now
+        if self.idle_pull:
+            self._ask_for_work()
         lib.osvrt_rt_idle(self._crt, self.index, timeout, self._spin_ns)
-        after = _mono()
+        after = _clock()
         # Idle time decays everyone's runtime too: c follows wall-clock time.
         self.c *= _exp((after - now) * _INV_TAU)
         if self.c > _RENORM_LIMIT:
@@ -353,6 +442,8 @@ class Worker:
             lib.osvrt_table_free(lib.osvrt_rt_table(self._crt), pool, len(pool))
 
     def _refresh_tracing(self):
+        # Called when idle and by the stall watchdog: the semaphores cost a
+        # lib attribute read (~170 ns), too much for every switch.
         self._tracing = bool(lib.osvrt_switch_semaphore or lib.osvrt_exit_semaphore)
 
     def stats(self):
@@ -370,4 +461,8 @@ class Worker:
             "runq_len": len(self.runq),
             "timers": len(self.timers),
             "stalls": self.stalls,
+            "migrations_in": self.migrations_in,
+            "migrations_out": self.migrations_out,
+            "pull_requests": self.pull_requests,
+            "pulls_served": self.pulls_served,
         }

@@ -47,6 +47,7 @@ class timeout:
         self.expired = True
         t = self._thread
         t._throw = _Expired(self)
+        t._pending = True
         ticket = t._ticket
         if ticket is not None:
             kernel.wake(ticket)

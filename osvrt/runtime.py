@@ -11,7 +11,7 @@ import threading
 import time
 import types
 
-from . import kernel
+from . import balancer, kernel
 from ._core import ffi, lib
 from .cpu import Worker
 from .stall import StallWatchdog
@@ -77,7 +77,7 @@ class Runtime:
     """One worker OS thread per CPU, each pinned to its CPU."""
 
     def __init__(self, cpus=None, *, pin=True, balance=True, balance_interval=0.01,
-                 idle_spin_us=50, stall_threshold=0.1):
+                 idle_spin_us=50, stall_threshold=0.1, balance_policy="osvrt"):
         self._cpus = _resolve_cpus(cpus)
         if not isinstance(pin, bool):
             raise TypeError(f"pin must be True or False, not {pin!r}")
@@ -87,6 +87,9 @@ class Runtime:
         self._balance = balance
         self._balance_interval = _check_number("balance_interval", balance_interval, 0,
                                                allow_equal=False)
+        if balance_policy not in balancer.POLICIES:
+            raise ValueError(f"balance_policy={balance_policy!r}: one of {balancer.POLICIES}")
+        self._balance_policy = balance_policy
         self._spin_ns = int(_check_number("idle_spin_us", idle_spin_us, 0, allow_equal=True) * 1000)
         self._stall_threshold = (None if stall_threshold is None else
                                  _check_number("stall_threshold", stall_threshold, 0,
@@ -147,7 +150,19 @@ class Runtime:
         if self._stall_threshold is not None:
             self._watchdog = StallWatchdog(self._workers, self._stall_threshold)
             self._watchdog.start()
+        if self._balance and len(self._workers) > 1:
+            self._start_balancers()
         return self
+
+    def _start_balancers(self):
+        osv = self._balance_policy == "osv"
+        for w in self._workers:
+            w.idle_pull = not osv
+            t = self._make_thread(balancer.balancer, (w, self._balance_interval, osv),
+                                  f"osvrt-balancer-cpu{w.cpu_id}", w, True, 1.0)
+            self._live.discard(t)         # a system thread: stop() does not wait for it
+            self._spawned -= 1
+            w.post(t)
 
     def stop(self, timeout=None):
         """Cancel every live green thread, wait up to `timeout` seconds for them
@@ -255,7 +270,7 @@ class Runtime:
         prio = _check_priority(priority) if priority != 1.0 else 1.0
         coro = _start_coroutine(fn, args)
         tid = next(_ids)
-        t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio, self)
+        t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio)
         self._live.add(t)
         self._spawned += 1
         return t

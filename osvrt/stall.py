@@ -5,7 +5,8 @@ await holds its whole CPU (and, under the GIL, delays every worker).  A
 watchdog OS thread looks at each worker every threshold/2: if the same run
 (same resume counter) has lasted longer than the threshold, it logs the
 thread's name and where it is, once per thread, and counts a stall.  The
-workers pay one counter increment and one store per resume for this.
+workers pay one store per resume for this.  It also refreshes each worker's
+"is a tracer attached" flag, so the switch path never reads the SDT semaphores.
 """
 import logging
 import sys
@@ -42,16 +43,16 @@ class StallWatchdog:
                 self._check(w)
 
     def _check(self, w):
-        seq = w.run_seq
+        w._refresh_tracing()
         t = w.current
-        start = w.run_start
-        if t is None or t._stalled or w.run_seq != seq:
+        start = w.run_start              # with t, names this run
+        if t is None or t._stalled or w.current is not t:
             return
         ran = time.monotonic() - start
         if ran <= self._threshold:
             return
         frame = sys._current_frames().get(w.os_thread.ident)
-        if w.run_seq != seq:             # it trapped meanwhile: not a stall after all
+        if w.current is not t or w.run_start != start:   # it trapped meanwhile
             return
         t._stalled = True
         w.stalls += 1

@@ -1,9 +1,50 @@
-"""Synchronization between green threads, on any CPUs, built on the kernel's
-park / wake (kernel.py).  Each waiter parks on a ticket that it publishes on
-the primitive's wait list before re-checking the condition, so no wake-up is
-lost; a wake of a thread on another CPU goes through that CPU's pushlist.
+"""Synchronization between green threads on any CPUs, built on the kernel's
+park / claim / schedule (kernel.py); nothing here is known to the worker loop.
+
+Each primitive keeps its state under a tiny `_guard` lock.  It is held for a
+few bytecodes and never across a park; uncontended it is an atomic flag that
+does not release the GIL, and it is contended only when the GIL moves to the
+other worker inside those bytecodes.  Run queues stay lock-free: a wake of a
+thread on another CPU goes through that CPU's pushlist.
+
+Hand-off rules (OSv's lfmutex): the releaser of a Mutex or Semaphore, or the
+producer of a Queue item, gives what it releases straight to the oldest
+waiter, whose ticket it claims first.  A waiter that is cancelled or times out
+after something was handed to it gives it on, so nothing is ever lost.
 """
+import collections
+import threading
+import types
+
 from . import kernel
+from .kernel import PARK, _tls, claim, schedule, wake
+from .thread import Cancelled
+
+
+def _me():
+    try:
+        t = _tls.worker.current
+    except AttributeError:
+        t = None
+    if t is None:
+        raise kernel.outside()
+    return t
+
+
+def _discard(waiters, entry):
+    """Remove `entry` itself (not an equal one: claimed tickets all equal [])."""
+    for i, e in enumerate(waiters):
+        if e is entry:
+            del waiters[i]
+            return
+
+
+class QueueFull(Exception):
+    """put_nowait() on a full Queue."""
+
+
+class QueueEmpty(Exception):
+    """get_nowait() on an empty Queue."""
 
 
 class Event:
@@ -27,22 +68,390 @@ class Event:
         if waiters:
             self._waiters = []
             for ticket in waiters:
-                kernel.wake(ticket)
+                wake(ticket)
 
     def clear(self):
         self._flag = False
 
-    async def wait(self):
+    # A generator-based coroutine rather than `async def`: `await e.wait()`
+    # then costs one frame, not a coroutine plus a trap generator.
+    @types.coroutine
+    def wait(self):
         if self._flag:
             return True
-        ticket = kernel.current()._new_ticket()
+        t = _me()
+        ticket = t._ticket = [t]
         self._waiters.append(ticket)
         if self._flag:                     # set() ran between our check and append
-            kernel.wake(ticket)
+            wake(ticket)
         try:
-            await kernel.park()
+            yield PARK
         except BaseException:
-            if ticket in self._waiters:
-                self._waiters.remove(ticket)
+            _discard(self._waiters, ticket)
             raise
         return True
+
+
+class Mutex:
+    """A FIFO mutex with direct hand-off and no barging: release() makes the
+    oldest waiter the owner before waking it.  Not reentrant."""
+
+    __slots__ = ("_owner", "_waiters", "_guard", "__weakref__")
+
+    def __init__(self):
+        self._owner = None                 # invariant: None => no waiters
+        self._waiters = collections.deque()
+        self._guard = threading.Lock()
+
+    def __repr__(self):
+        owner = self._owner.name if self._owner is not None else None
+        return f"<osvrt.Mutex owner={owner!r} waiters={len(self._waiters)}>"
+
+    def locked(self):
+        return self._owner is not None
+
+    @types.coroutine
+    def acquire(self):
+        t = _me()
+        with self._guard:
+            owner = self._owner
+            if owner is None:
+                self._owner = t
+                return True
+            if owner is t:
+                raise RuntimeError(f"green thread {t.name!r} already holds this Mutex "
+                                   "(it is not reentrant)")
+            ticket = t._ticket = [t]
+            self._waiters.append(ticket)
+        try:
+            yield PARK
+        except BaseException:
+            self._abandon(t, ticket)
+            raise
+        return True                        # release() made us the owner
+
+    def _abandon(self, t, ticket):
+        """A waiter leaves (cancel, timeout): if ownership reached it meanwhile,
+        pass it on; else drop its ticket."""
+        with self._guard:
+            if self._owner is not t:
+                _discard(self._waiters, ticket)
+                return
+        self.release()
+
+    def release(self):
+        t = _me()
+        with self._guard:
+            if self._owner is not t:
+                raise RuntimeError(f"green thread {t.name!r} released a Mutex it does not hold "
+                                   f"(owner: {self._owner.name if self._owner else None!r})")
+            self._hand_off()
+
+    def _hand_off(self):
+        """With the guard held: make the oldest live waiter the owner, or free it."""
+        waiters = self._waiters
+        while waiters:
+            nxt = claim(waiters.popleft())
+            if nxt is not None:            # stale tickets (cancelled waiters) are skipped
+                self._owner = nxt
+                schedule(nxt)
+                return
+        self._owner = None
+
+    def _enqueue(self, ticket):
+        """Wait morphing (Condition.notify): the waiter joins our queue without
+        waking, or becomes the owner at once if we are free."""
+        with self._guard:
+            if self._owner is None:
+                t = claim(ticket)
+                if t is not None:
+                    self._owner = t
+                    schedule(t)
+            else:
+                self._waiters.append(ticket)
+
+    __aenter__ = acquire
+
+    @types.coroutine
+    def __aexit__(self, *exc):
+        self.release()
+        return False
+        yield                              # a generator: awaitable by `async with`
+
+
+class Condition:
+    """A condition variable over a Mutex, with wait morphing: notify() moves a
+    waiter onto the mutex's queue, so it wakes already owning the mutex."""
+
+    __slots__ = ("_mutex", "_waiters", "_guard")
+
+    def __init__(self, m=None):
+        if m is not None and not isinstance(m, Mutex):
+            raise TypeError(f"Condition needs an osvrt.Mutex, not {m!r}")
+        self._mutex = m if m is not None else Mutex()
+        self._waiters = collections.deque()
+        self._guard = threading.Lock()
+
+    def locked(self):
+        return self._mutex.locked()
+
+    def acquire(self):
+        return self._mutex.acquire()
+
+    def release(self):
+        self._mutex.release()
+
+    def __aenter__(self):
+        return self._mutex.acquire()
+
+    def __aexit__(self, *exc):
+        return self._mutex.__aexit__(*exc)
+
+    @types.coroutine
+    def wait(self):
+        t = _me()
+        m = self._mutex
+        if m._owner is not t:
+            raise RuntimeError(f"green thread {t.name!r} waits on a Condition without "
+                               "holding its Mutex")
+        ticket = t._ticket = [t]
+        with self._guard:
+            self._waiters.append(ticket)
+        m.release()
+        try:
+            yield PARK
+        except BaseException:
+            with self._guard:
+                _discard(self._waiters, ticket)
+            if m._owner is not t:
+                yield from _reacquire(m)   # wait() always returns holding the mutex
+            raise
+        return True                        # woken as the owner (wait morphing)
+
+    @types.coroutine
+    def wait_for(self, predicate):
+        result = predicate()
+        while not result:
+            yield from self.wait()
+            result = predicate()
+        return result
+
+    def notify(self, n=1):
+        t = _me()
+        if self._mutex._owner is not t:
+            raise RuntimeError(f"green thread {t.name!r} notifies a Condition without "
+                               "holding its Mutex")
+        moved = 0
+        while moved < n:
+            with self._guard:
+                if not self._waiters:
+                    return
+                ticket = self._waiters.popleft()
+            if ticket:                     # a cancelled waiter's ticket is empty
+                self._mutex._enqueue(ticket)
+                moved += 1
+
+    def notify_all(self):
+        self.notify(len(self._waiters))
+
+
+def _reacquire(m):
+    """Acquire m even if cancelled meanwhile, and re-deliver that cancel at the
+    next await: Condition.wait() always returns holding its mutex."""
+    cancelled = False
+    while True:
+        try:
+            yield from m.acquire()
+            break
+        except Cancelled:
+            cancelled = True
+    if cancelled:
+        t = _me()
+        t._cancel = True
+        t._pending = True
+
+
+class Semaphore:
+    """A counting semaphore with FIFO hand-off of permits."""
+
+    __slots__ = ("_value", "_waiters", "_guard")
+
+    def __init__(self, n=1):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"Semaphore needs an int count, not {n!r}")
+        if n < 0:
+            raise ValueError(f"Semaphore count must be >= 0, not {n!r}")
+        self._value = n
+        self._waiters = collections.deque()   # (ticket, granted)
+        self._guard = threading.Lock()
+
+    def __repr__(self):
+        return f"<osvrt.Semaphore value={self._value} waiters={len(self._waiters)}>"
+
+    def locked(self):
+        return self._value == 0
+
+    @types.coroutine
+    def acquire(self):
+        t = _me()
+        with self._guard:
+            if self._value > 0 and not self._waiters:
+                self._value -= 1
+                return True
+            ticket = t._ticket = [t]
+            granted = [False]
+            entry = (ticket, granted)
+            self._waiters.append(entry)
+        try:
+            yield PARK
+        except BaseException:
+            with self._guard:
+                if not granted[0]:
+                    _discard(self._waiters, entry)
+            if granted[0]:
+                self.release()             # a permit reached us: give it on
+            raise
+        return True
+
+    def release(self):
+        with self._guard:
+            waiters = self._waiters
+            while waiters:
+                ticket, granted = waiters.popleft()
+                t = claim(ticket)
+                if t is not None:
+                    granted[0] = True
+                    schedule(t)
+                    return
+            self._value += 1
+
+    __aenter__ = acquire
+
+    @types.coroutine
+    def __aexit__(self, *exc):
+        self.release()
+        return False
+        yield
+
+
+class Queue:
+    """A FIFO queue; maxsize 0 means unbounded.  Items go straight to the
+    oldest waiting getter, and room straight to the oldest waiting putter."""
+
+    __slots__ = ("_maxsize", "_items", "_getters", "_putters", "_guard")
+
+    def __init__(self, maxsize=0):
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"Queue maxsize must be an int, not {maxsize!r}")
+        if maxsize < 0:
+            raise ValueError(f"Queue maxsize must be >= 0, not {maxsize!r}")
+        self._maxsize = maxsize
+        self._items = collections.deque()
+        self._getters = collections.deque()   # (ticket, slot): slot[0] receives the item
+        self._putters = collections.deque()   # (ticket, slot): slot[0] holds the item to add
+        self._guard = threading.Lock()
+
+    def __repr__(self):
+        return (f"<osvrt.Queue size={len(self._items)} maxsize={self._maxsize} "
+                f"getters={len(self._getters)} putters={len(self._putters)}>")
+
+    @property
+    def maxsize(self):
+        return self._maxsize
+
+    def qsize(self):
+        return len(self._items)
+
+    def empty(self):
+        return not self._items
+
+    def full(self):
+        return 0 < self._maxsize <= len(self._items)
+
+    def _give_to_getter(self, item):
+        """Guard held: hand item to the oldest live getter; False if none."""
+        getters = self._getters
+        while getters:
+            ticket, slot = getters.popleft()
+            t = claim(ticket)
+            if t is not None:
+                slot[0] = item
+                slot[1] = True
+                schedule(t)
+                return True
+        return False
+
+    def _admit_putter(self):
+        """Guard held, room for one more: take the oldest live putter's item."""
+        putters = self._putters
+        while putters:
+            ticket, slot = putters.popleft()
+            t = claim(ticket)
+            if t is not None:
+                self._items.append(slot[0])
+                slot[1] = True
+                schedule(t)
+                return
+
+    def put_nowait(self, item):
+        with self._guard:
+            if self._give_to_getter(item):
+                return
+            if 0 < self._maxsize <= len(self._items):
+                raise QueueFull(f"Queue is full ({self._maxsize} items)")
+            self._items.append(item)
+
+    def get_nowait(self):
+        with self._guard:
+            if not self._items:
+                raise QueueEmpty("Queue is empty")
+            item = self._items.popleft()
+            self._admit_putter()
+            return item
+
+    @types.coroutine
+    def put(self, item):
+        t = _me()
+        with self._guard:
+            if self._give_to_getter(item):
+                return
+            if not (0 < self._maxsize <= len(self._items)) and not self._putters:
+                self._items.append(item)
+                return
+            ticket = t._ticket = [t]
+            slot = [item, False]           # [item, taken]
+            entry = (ticket, slot)
+            self._putters.append(entry)
+        try:
+            yield PARK
+        except BaseException:
+            with self._guard:
+                if not slot[1]:
+                    _discard(self._putters, entry)
+            # If it was taken, the put happened: the item stays in the queue.
+            raise
+
+    @types.coroutine
+    def get(self):
+        t = _me()
+        with self._guard:
+            if self._items:
+                item = self._items.popleft()
+                self._admit_putter()
+                return item
+            ticket = t._ticket = [t]
+            slot = [None, False]           # [item, given]
+            entry = (ticket, slot)
+            self._getters.append(entry)
+        try:
+            yield PARK
+        except BaseException:
+            with self._guard:
+                if not slot[1]:
+                    _discard(self._getters, entry)
+                elif not self._give_to_getter(slot[0]):
+                    # An item reached us as we were cancelled: put it back first
+                    # in line, so no item is lost and order is kept.
+                    self._items.appendleft(slot[0])
+            raise
+        return slot[0]

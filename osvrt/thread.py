@@ -42,16 +42,31 @@ class _UnretrievedException:
                       self.name, exc_info=(type(self.exc), self.exc, self.exc.__traceback__))
 
 
+def _move_parked(arg):
+    """Timer callback on a thread's own worker: move it while it is parked."""
+    ticket, target = arg
+    t = kernel.claim(ticket)
+    if t is not None:
+        t._w.move_out(t, target)
+        kernel.schedule(t)
+
+
+async def _move_from_home(t, home, target):
+    """Runs on t's home worker, so t is not running and the run queue is ours."""
+    if t._w is home and t._state is not TERMINATED:
+        home.move_out(t, target)
+
+
 class Thread:
     __slots__ = (
         "_coro", "_ctx", "_name", "id", "_w", "_pinned", "_prio",
         "_r", "_rn",            # fair rule: R'' and the renormalization count it is relative to
-        "_state", "_ticket", "_value", "_throw", "_cancel", "_started",
+        "_state", "_ticket", "_value", "_throw", "_cancel", "_pending",
         "_result", "_exc", "_joiners", "_h", "_future", "_unretrieved",
-        "_rt", "_stalled", "_export", "__weakref__",
+        "_stalled", "_export", "__weakref__",
     )
 
-    def __init__(self, coro, ctx, name, tid, worker, pinned, prio, rt):
+    def __init__(self, coro, ctx, name, tid, worker, pinned, prio):
         self._coro = coro
         self._ctx = ctx
         self._name = name        # None: named on first use (spawn stays cheap)
@@ -66,14 +81,13 @@ class Thread:
         self._value = None      # sent into the coroutine at its next resume
         self._throw = None      # raised into it at its next resume instead
         self._cancel = False
-        self._started = False
+        self._pending = False   # _throw or _cancel was set: the worker looks at both
         self._result = None
         self._exc = None
         self._joiners = None    # wait tickets of threads in join()
         self._h = 0             # C thread-table handle, allocated on first cross-CPU use
         self._future = None     # the concurrent.futures.Future of a submit()
         self._unretrieved = None
-        self._rt = rt
         self._stalled = False
         self._export = None     # exported runtime while moving between CPUs
 
@@ -117,6 +131,7 @@ class Thread:
         if self._state is TERMINATED:
             return False
         self._cancel = True
+        self._pending = True    # after the flag: see Worker._throw_into
         ticket = self._ticket
         if ticket is not None:
             kernel.wake(ticket)
@@ -147,6 +162,32 @@ class Thread:
             if self._state is not TERMINATED:
                 raise TimeoutError(f"join of green thread {self.name!r} timed out after {timeout} s")
         return self._outcome()
+
+    async def pin(self, cpu):
+        """Move this thread (yourself or another) to `cpu` and keep it there."""
+        target = self._w.rt._worker_for(cpu)
+        self._pinned = True
+        if self._state is TERMINATED:
+            return
+        if self is kernel.current():
+            if self._w is not target:
+                # Park, and let our own worker hand us over right after (a
+                # zero-delay timer fires at its next loop turn, once we are
+                # off the CPU): only the owner moves a thread.
+                ticket = self._new_ticket()
+                self._w.add_timer(0.0, _move_parked, (ticket, target))
+                await kernel.park()
+            return
+        from .runtime import spawn
+        while self._w is not target and self._state is not TERMINATED:
+            home = self._w
+            await spawn(_move_from_home, self, home, target, cpu=home.cpu_id,
+                        name=f"osvrt-pin-{self.id}").join()
+
+    def unpin(self):
+        """Let the balancer move this thread again.  Takes effect at once and
+        never moves the thread by itself."""
+        self._pinned = False
 
     def _outcome(self):
         if self._unretrieved is not None:

@@ -1,0 +1,93 @@
+"""Shared fixtures for the osvrt scheduler tests.
+
+Every test that runs green threads is bounded in time: work goes in through
+Runtime.submit(...).result(timeout=...) (a lost wake-up then FAILS with
+TimeoutError), and the `rt` fixture stops its runtime with a timeout.  As a
+last resort, `hang_guard` dumps every thread's stack and ends the test process
+if a single test runs past HANG_GUARD_S (a hang must never stall CI forever).
+"""
+import faulthandler
+import os
+import sys
+import threading
+
+import pytest
+
+import osvrt
+
+AVAILABLE = sorted(os.sched_getaffinity(0))
+HANG_GUARD_S = 120
+RESULT_TIMEOUT = 30          # seconds a submitted green thread may take before the test fails
+
+
+@pytest.fixture(autouse=True)
+def hang_guard():
+    faulthandler.dump_traceback_later(HANG_GUARD_S, exit=True, file=sys.stderr)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def available_cpus():
+    """The CPU ids this process may use, sorted."""
+    return list(AVAILABLE)
+
+
+@pytest.fixture
+def two_cpus():
+    """Two distinct CPU ids (the test is skipped on a one-CPU machine)."""
+    if len(AVAILABLE) < 2:
+        pytest.skip("needs at least 2 CPUs")
+    return AVAILABLE[0], AVAILABLE[1]
+
+
+def _make_runtime(**options):
+    options.setdefault("cpus", min(2, len(AVAILABLE)))
+    return osvrt.Runtime(**options)
+
+
+@pytest.fixture
+def make_rt():
+    """make_rt(**options) -> a started Runtime (at most 2 CPUs unless cpus= is
+    given), stopped with a bounded timeout at teardown."""
+    made = []
+
+    def make(**options):
+        r = _make_runtime(**options)
+        r.start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop(timeout=5)
+
+
+@pytest.fixture
+def rt(make_rt):
+    """A started Runtime on (at most) the first two available CPUs."""
+    return make_rt()
+
+
+@pytest.fixture
+def call(rt):
+    """call(fn, *args, cpu=None, timeout=RESULT_TIMEOUT): run the coroutine
+    function fn as a green thread of `rt` and return its result (re-raising its
+    exception); TimeoutError if it does not finish in time."""
+    def call(fn, *args, cpu=None, timeout=RESULT_TIMEOUT):
+        return rt.submit(fn, *args, cpu=cpu).result(timeout=timeout)
+    return call
+
+
+def osvrt_worker_threads():
+    return [t for t in threading.enumerate()
+            if t.name.startswith("osvrt-cpu") and t.is_alive()]
+
+
+@pytest.fixture
+def worker_threads():
+    """worker_threads() -> the live OS threads whose name starts with 'osvrt-cpu'
+    and that were not already alive when the test began (so that a worker
+    leaked by an earlier, failed test cannot fail this one too)."""
+    before = set(osvrt_worker_threads())
+    return lambda: [t for t in osvrt_worker_threads() if t not in before]
