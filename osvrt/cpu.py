@@ -18,11 +18,11 @@ import heapq
 import logging
 import math
 import os
-import time
 
 from . import fair, kernel
 from ._core import ffi, lib
-from .thread import QUEUED, RUNNING, TERMINATED, WAITING, Cancelled, _UnretrievedException
+from .kernel import QUEUED, RUNNING, TERMINATED, WAITING
+from .thread import Cancelled, _UnretrievedException
 
 log = logging.getLogger("osvrt")
 
@@ -76,7 +76,7 @@ class Worker:
         self.pull_requests = 0       # asked other CPUs for work
         self.pulls_served = 0        # answered such a request
         self.run_start = 0.0
-        self.timer_garbage = 0
+        self._timer_limit = 64       # compact disarmed timers when the heap reaches this
 
     # ---- entry points for other OS threads -------------------------------
 
@@ -129,9 +129,16 @@ class Worker:
                 return
 
     def _movable(self):
-        """Queued threads that may move, largest R'' first (OSv moves those:
-        they have had the most CPU lately)."""
-        return sorted((e for e in self.runq if not e[2]._pinned), key=lambda e: -e[0])
+        """Queued threads worth moving, largest R'' first (OSv moves those: they
+        have had the most CPU lately).  Pinned threads never move; nor do
+        threads whose decayed runtime is below min_move_runtime (new threads,
+        threads that mostly wait): under the GIL a move only pays for a thread
+        that computes, and every later cross-CPU wake of it costs a C call
+        that invites a GIL hand-off (DESIGN.md).  A CPU hog passes the bar
+        after its first slice."""
+        floor = self.rt._min_move_runtime * self.c / fair.TAU   # in R'' units (fair.true_runtime)
+        return sorted((e for e in self.runq if not e[2]._pinned and e[0] >= floor),
+                      key=lambda e: -e[0])
 
     def balance_once(self, one_per_pass=False):
         """A balancer pass on this CPU: while the least loaded CPU is more than
@@ -185,10 +192,21 @@ class Worker:
         _heappush(self.runq, (t._r, self._order, t))
 
     def add_timer(self, deadline, callback, arg):
+        """Arm a timer on this CPU; set entry[2] = None to disarm it."""
+        if len(self.timers) >= self._timer_limit:
+            self._compact_timers()
         self._order += 1
         entry = [deadline, self._order, callback, arg]
         _heappush(self.timers, entry)
         return entry
+
+    def _compact_timers(self):
+        # Disarmed timers (a join that ended before its timeout) would otherwise
+        # stay until their deadline; doubling the limit keeps this amortized O(1).
+        live = [e for e in self.timers if e[2] is not None]
+        heapq.heapify(live)
+        self.timers[:] = live
+        self._timer_limit = max(64, 2 * len(live))
 
     # ---- the loop --------------------------------------------------------
 
@@ -345,8 +363,6 @@ class Worker:
             if cb is not None:
                 entry[2] = None
                 cb(entry[3])
-            else:
-                self.timer_garbage -= 1 if self.timer_garbage > 0 else 0
 
     def _idle(self, now):
         timers = self.timers

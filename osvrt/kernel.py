@@ -39,6 +39,13 @@ _tls = threading.local()    # .worker: the Worker this OS thread runs, if any
 
 PARK = 0
 YIELD = 1
+
+# Thread states (Thread.state), written only by the thread's own worker.
+UNSTARTED = "unstarted"
+QUEUED = "queued"           # runnable: in a run queue, or on its way to one
+RUNNING = "running"
+WAITING = "waiting"         # parked until a wake
+TERMINATED = "terminated"
 TIMED_OUT = object()        # what park() returns when a wake_at() timer won
 
 _OUTSIDE = ("not inside an osvrt runtime: start one with osvrt.run(main) "
@@ -115,7 +122,7 @@ def schedule(t, value=None):
     if w is here:                 # local: straight onto our own run queue
         if t._rn != w.renorm:
             w.catch_up(t)
-        t._state = "queued"
+        t._state = QUEUED
         w._order += 1
         _heappush(w.runq, (t._r, w._order, t))
         w.wakes_local += 1

@@ -77,7 +77,8 @@ class Runtime:
     """One worker OS thread per CPU, each pinned to its CPU."""
 
     def __init__(self, cpus=None, *, pin=True, balance=True, balance_interval=0.01,
-                 idle_spin_us=50, stall_threshold=0.1, balance_policy="osvrt"):
+                 idle_spin_us=50, stall_threshold=0.1, balance_policy="osvrt",
+                 min_move_runtime=0.001):
         self._cpus = _resolve_cpus(cpus)
         if not isinstance(pin, bool):
             raise TypeError(f"pin must be True or False, not {pin!r}")
@@ -90,6 +91,11 @@ class Runtime:
         if balance_policy not in balancer.POLICIES:
             raise ValueError(f"balance_policy={balance_policy!r}: one of {balancer.POLICIES}")
         self._balance_policy = balance_policy
+        # The balancer moves only threads whose decayed runtime (fair.py) is at
+        # least this many seconds: see Worker._movable.
+        self._min_move_runtime = _check_number("min_move_runtime", min_move_runtime, 0,
+                                               allow_equal=True)
+        self._system = []          # balancer threads: not waited for by stop()
         self._spin_ns = int(_check_number("idle_spin_us", idle_spin_us, 0, allow_equal=True) * 1000)
         self._stall_threshold = (None if stall_threshold is None else
                                  _check_number("stall_threshold", stall_threshold, 0,
@@ -162,6 +168,7 @@ class Runtime:
                                   f"osvrt-balancer-cpu{w.cpu_id}", w, True, 1.0)
             self._live.discard(t)         # a system thread: stop() does not wait for it
             self._spawned -= 1
+            self._system.append(t)
             w.post(t)
 
     def stop(self, timeout=None):
@@ -216,6 +223,12 @@ class Runtime:
                              "could not be stopped", w.cpu_id, w.current)
         if self._watchdog is not None:
             self._watchdog.stop()
+        # System threads that never got to run would warn "never awaited" when
+        # collected; no worker runs any more, so closing them here is safe.
+        for t in self._system:
+            coro = t._coro
+            if coro is not None and not coro.cr_suspended and coro.cr_frame is not None:
+                coro.close()
         self._state = _STOPPED
 
     def __enter__(self):

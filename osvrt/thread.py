@@ -17,12 +17,7 @@ class Cancelled(BaseException):
     does not swallow it."""
 
 
-# Thread.state values.
-UNSTARTED = "unstarted"
-QUEUED = "queued"         # runnable, in a run queue or on its way to one
-RUNNING = "running"
-WAITING = "waiting"       # parked until a wake
-TERMINATED = "terminated"
+from .kernel import QUEUED, RUNNING, TERMINATED, UNSTARTED, WAITING  # noqa: F401 (re-exported)
 
 
 class _UnretrievedException:
