@@ -62,18 +62,18 @@ void osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
 
 void osvrt_cpu_kick(struct osvrt_cpu *c)
 {
-    /* seq_cst fence: the Dekker pair with osvrt_cpu_idle (see cpu.h).  Our
-     * push (or whatever made work) is ordered before the idle_state load. */
+    /* release: the kicker's earlier writes (a push, a stop flag) are visible to
+     * an owner that sees the new sequence (osvrt_cpu_kick_seq is acquire). */
+    atomic_fetch_add_explicit(&c->futex, 1, memory_order_release);
+    /* seq_cst fence: the Dekker pair with osvrt_cpu_idle (see cpu.h). */
     atomic_thread_fence(memory_order_seq_cst);
     uint32_t s = atomic_load_explicit(&c->idle_state, memory_order_relaxed);
-    /* Only the waker that moves SLEEPING -> BUSY makes the syscall: a burst of
-     * wakes to one sleeping CPU costs one futex wake.  relaxed: the futex word
-     * increment below is what the sleeper synchronizes with. */
+    /* Only the kicker that moves SLEEPING -> BUSY makes the syscall: a burst of
+     * wakes to one sleeping CPU costs one futex wake.  relaxed: the sequence
+     * bump above is what the sleeper synchronizes with. */
     if (s == OSVRT_CPU_SLEEPING &&
         atomic_compare_exchange_strong_explicit(&c->idle_state, &s, OSVRT_CPU_BUSY,
                                                 memory_order_relaxed, memory_order_relaxed)) {
-        /* release: pairs with the sleeper's acquire load of the futex word. */
-        atomic_fetch_add_explicit(&c->futex, 1, memory_order_release);
         futex_wake(&c->futex);
         atomic_fetch_add_explicit(&c->kicks_sent, 1, memory_order_relaxed);
         OSVRT_PROBE1(kick, c->id);
@@ -124,7 +124,31 @@ static void add_stat(_Atomic uint64_t *s, uint64_t v)
                           memory_order_relaxed);
 }
 
-int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns)
+/* Kicked since the caller read `seq`?  relaxed: osvrt_cpu_kick_seq, read by
+ * the caller after we return, is the acquire that orders what follows. */
+static inline int kicked(struct osvrt_cpu *c, uint32_t seq)
+{
+    return atomic_load_explicit(&c->futex, memory_order_relaxed) != seq;
+}
+
+/* Work is here, but another worker is still running Python: under the GIL we
+ * could not run yet, and blocking on the GIL means sleeping on its condition
+ * variable, a futex wake away.  Poll on (GIL released) until that worker
+ * idles too, or for gil_wait_ns at most.  relaxed: `active` is a hint only. */
+static void gil_settle(_Atomic uint32_t *active, int64_t gil_wait_ns)
+{
+    if (!active || gil_wait_ns <= 0)
+        return;
+    int64_t until = osvrt_now_ns() + gil_wait_ns;
+    for (uint32_t i = 0; atomic_load_explicit(active, memory_order_relaxed) != 0; i++) {
+        if ((i & 63) == 0 && osvrt_now_ns() >= until)
+            return;
+        cpu_relax();
+    }
+}
+
+int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
+                   _Atomic uint32_t *active, int64_t gil_wait_ns)
 {
     int64_t start = osvrt_now_ns();
     int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
@@ -133,8 +157,9 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns)
 
     OSVRT_PROBE1(idle_enter, c->id);
     add_stat(&c->idle_calls, 1);
-    /* relaxed: POLLING only tells kickers they may skip; missing it costs a
-     * spurious futex wake at worst. */
+    if (active)   /* relaxed: a hint for other idlers (gil_settle), never for correctness */
+        atomic_fetch_sub_explicit(active, 1, memory_order_relaxed);
+    /* relaxed: POLLING only tells kickers they may skip the syscall. */
     atomic_store_explicit(&c->idle_state, OSVRT_CPU_POLLING, memory_order_relaxed);
 
     /* Poll: a wake arriving now costs the waker no syscall and us no sleep. */
@@ -143,6 +168,8 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns)
             work = 1;
             goto out;
         }
+        if (kicked(c, seq))
+            goto out;
         if ((i & 63) == 0) {
             int64_t now = osvrt_now_ns();
             if (now >= spin_end || now >= deadline)
@@ -153,8 +180,6 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns)
 
     add_stat(&c->sleeps, 1);
     for (;;) {
-        /* acquire: pairs with the kicker's release increment. */
-        uint32_t seen = atomic_load_explicit(&c->futex, memory_order_acquire);
         atomic_store_explicit(&c->idle_state, OSVRT_CPU_SLEEPING, memory_order_relaxed);
         /* seq_cst fence: the Dekker pair with osvrt_cpu_kick (see cpu.h). */
         atomic_thread_fence(memory_order_seq_cst);
@@ -162,19 +187,20 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns)
             work = 1;
             break;
         }
+        if (kicked(c, seq))
+            break;
         int64_t now = osvrt_now_ns();
         if (now >= deadline)
             break;
-        futex_wait(&c->futex, seen, deadline == INT64_MAX ? -1 : deadline - now);
-        /* A kick with no work still ends the idle: the owner has something to
-         * look at (a stop request).  relaxed: only the value matters here. */
-        if (atomic_load_explicit(&c->futex, memory_order_relaxed) != seen) {
-            work = osvrt_cpu_has_work(c);
-            break;
-        }
+        /* Returns at once if the sequence moved since `seq` (EAGAIN). */
+        futex_wait(&c->futex, seq, deadline == INT64_MAX ? -1 : deadline - now);
     }
 out:
     atomic_store_explicit(&c->idle_state, OSVRT_CPU_BUSY, memory_order_relaxed);
+    if (work)
+        gil_settle(active, gil_wait_ns);
+    if (active)
+        atomic_fetch_add_explicit(active, 1, memory_order_relaxed);
     add_stat(&c->idle_ns, (uint64_t)(osvrt_now_ns() - start));
     OSVRT_PROBE2(idle_exit, c->id, work);
     return work;

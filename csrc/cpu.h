@@ -1,12 +1,19 @@
 /* cpu.h - one per worker: the incoming pushlist, idle (poll, then futex
  * sleep) and kick (our IPI).
  *
- * Idle/kick is a Dekker pair and cannot lose a wake-up:
- *   sleeper: idle_state = SLEEPING; fence(seq_cst); if incoming non-empty: don't sleep
- *   waker:   push onto incoming;    fence(seq_cst); if idle_state == SLEEPING: kick
+ * Every kick bumps the futex word (a doorbell sequence); only the futex_wake
+ * syscall is skipped when the CPU is not asleep.  The owner reads the sequence
+ * BEFORE its last look at its own state (run queue, stop flag) and passes it
+ * to osvrt_cpu_idle, which returns as soon as the sequence moves: so a kick
+ * that comes after that look is never lost, whether the CPU was busy,
+ * polling, or asleep.
+ *
+ * Idle/kick is a Dekker pair:
+ *   sleeper: idle_state = SLEEPING; fence(seq_cst); if work or futex != seq: don't sleep
+ *   waker:   push; bump futex;      fence(seq_cst); if idle_state == SLEEPING: futex_wake
  * With both fences, at least one side sees the other's store: either the
- * sleeper sees the node, or the waker sees SLEEPING and bumps the futex word,
- * which makes futex_wait return at once if it has not started sleeping yet.
+ * sleeper sees the node (or the bump), or the waker sees SLEEPING and wakes it;
+ * futex_wait(seq) itself returns at once if the word has moved.
  *
  * Cache lines: `incoming` (written by producers), `idle_state`+`futex`
  * (read by producers, written by the owner), the owner's private fields, and
@@ -64,11 +71,27 @@ static inline int osvrt_cpu_has_work(struct osvrt_cpu *c)
 {
     return c->leftover != NULL || !osvrt_pushlist_empty(&c->incoming);
 }
+/* The doorbell sequence: read it before the last look at your own state. */
+static inline uint32_t osvrt_cpu_kick_seq(struct osvrt_cpu *c)
+{
+    /* acquire: whatever the kicker wrote before bumping is visible after. */
+    return atomic_load_explicit(&c->futex, memory_order_acquire);
+}
+
 /* Owner side: wait for incoming work, polling for up to spin_ns, then sleeping
- * on the futex.  timeout_ns < 0 waits without limit.  Returns 1 if work is
- * there, 0 on timeout or on a kick that found no work (the owner then looks
- * at its own state, e.g. a stop request, and calls again). */
-int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns);
+ * on the futex.  timeout_ns < 0 waits without limit.  `seq` is the doorbell
+ * sequence the caller read (osvrt_cpu_kick_seq) before its last look at its
+ * own state.  Returns 1 if work is there, 0 on timeout or on a kick without
+ * work (the caller looks at its state again).
+ *
+ * `active`, if not NULL, counts the callers (workers) that are not idle; this
+ * call leaves it while idle.  With work found while another worker is active,
+ * it polls on for up to gil_wait_ns before returning: under CPython's GIL
+ * that worker holds the interpreter, and returning now would only put us to
+ * sleep on the GIL's condition variable, a futex wake away; it releases the
+ * GIL when it idles, which we then see here (DESIGN.md, "The GIL"). */
+int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
+                   _Atomic uint32_t *active, int64_t gil_wait_ns);
 
 void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *out);
 

@@ -30,10 +30,13 @@ enum osvrt_state {
 #define OSVRT_CHUNK_SHIFT 12u
 #define OSVRT_CHUNK_SIZE  (1u << OSVRT_CHUNK_SHIFT)   /* records per chunk */
 #define OSVRT_MAX_CHUNKS  4096u                       /* 16M records */
-/* Generations use 31 bits: a key with bit 63 set is never a thread handle,
- * which leaves that bit for other kinds of pushlist node (net channels). */
-#define OSVRT_GEN_MASK    0x7fffffffu
+/* Generations use 30 bits, which leaves the two top bits of a pushlist key:
+ * bit 63 set: not a thread (other kinds of node, e.g. net channels);
+ * bit 62 set: a thread woken by osvrt_wake (the C protocol), as opposed to one
+ * handed over by osvrt_ready; the Python owner must then claim its wait. */
+#define OSVRT_GEN_MASK    0x3fffffffu
 #define OSVRT_KEY_TAG     (1ull << 63)
+#define OSVRT_KEY_CWAKE   (1ull << 62)
 
 struct osvrt_thread {
     struct osvrt_pushnode link;    /* first: a pushnode* is a thread* */

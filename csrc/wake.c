@@ -19,6 +19,7 @@ struct osvrt_rt *osvrt_rt_new(uint32_t ncpu)
         return NULL;
     }
     rt->ncpu = ncpu;
+    atomic_init(&rt->active, ncpu);
     for (uint32_t i = 0; i < ncpu; i++)
         osvrt_cpu_init(&rt->cpus[i], i);
     return rt;
@@ -43,16 +44,18 @@ static int cas_state(struct osvrt_thread *th, uint64_t h, uint32_t from, uint32_
                                                    success, memory_order_relaxed);
 }
 
-int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h)
+int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu)
 {
     struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
-    if (!th)
+    if (!th || cpu >= rt->ncpu)
         return 0;
     uint32_t s = osvrt_thread_state(th);
     if (s == OSVRT_WAKING)
         return 0;
     if (s == OSVRT_WAITING)
         return 1;
+    /* relaxed: published by the seq_cst CAS below, before any waker reads it. */
+    atomic_store_explicit(&th->cpu, cpu, memory_order_relaxed);
     /* seq_cst: WAITING is published before the caller re-checks its condition
      * (the waiter half of the no-lost-wake-up argument in wake.h). */
     return cas_state(th, h, s, OSVRT_WAITING, memory_order_seq_cst);
@@ -77,7 +80,7 @@ int osvrt_wake(struct osvrt_rt *rt, uint64_t h)
     /* relaxed: cpu is only changed by the thread's owner while no wake can
      * succeed (the thread is not WAITING), so the CAS above ordered it. */
     uint32_t cpu = atomic_load_explicit(&th->cpu, memory_order_relaxed);
-    th->link.key = h;
+    th->link.key = h | OSVRT_KEY_CWAKE;
     OSVRT_PROBE2(wake, h, cpu);
     osvrt_cpu_post(&rt->cpus[cpu], &th->link);
     return 1;
@@ -107,10 +110,11 @@ uint32_t osvrt_drain(struct osvrt_rt *rt, uint32_t cpu, uint64_t *out, uint32_t 
     for (uint32_t i = 0; i < n; i++) {
         if (out[i] & OSVRT_KEY_TAG)
             continue;
-        struct osvrt_thread *th = osvrt_thread_at(&rt->table, osvrt_handle_idx(out[i]));
+        uint64_t h = out[i] & ~OSVRT_KEY_CWAKE;
+        struct osvrt_thread *th = osvrt_thread_at(&rt->table, osvrt_handle_idx(h));
         /* The drainer owns a WAKING record: free refuses it, wakes need WAITING.
          * release: a later wait_prepare/free on another CPU sees it unlinked. */
-        atomic_store_explicit(&th->word, osvrt_word(osvrt_handle_gen(out[i]), OSVRT_QUEUED),
+        atomic_store_explicit(&th->word, osvrt_word(osvrt_handle_gen(h), OSVRT_QUEUED),
                               memory_order_release);
     }
     return n;

@@ -25,6 +25,7 @@
 
 struct osvrt_rt {
     uint32_t ncpu;
+    _Atomic uint32_t active;             /* workers not idle (osvrt_cpu_idle) */
     struct osvrt_cpu *cpus;              /* ncpu entries, cache-line aligned */
     struct osvrt_thread_table table;
 };
@@ -32,9 +33,9 @@ struct osvrt_rt {
 struct osvrt_rt *osvrt_rt_new(uint32_t ncpu);
 void osvrt_rt_free(struct osvrt_rt *rt);
 
-/* 1 on success; 0 if the handle is stale or a wake is still in flight
- * (state WAKING: drain the thread's CPU first). */
-int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h);
+/* The waiter runs on `cpu`: its wake is pushed there.  1 on success; 0 if the
+ * handle is stale or a wake is still in flight (state WAKING: drain first). */
+int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
 /* The condition held after all: WAITING -> RUNNING.  Returns 1 if it did; 0 if
  * a waker won the race (the thread is on its pushlist, WAKING). */
 int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h);
@@ -45,7 +46,9 @@ int osvrt_wake(struct osvrt_rt *rt, uint64_t h);
  * Returns 0 for a stale handle or a bad cpu, else 1. */
 int osvrt_ready(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
 /* Owner of `cpu` only: take up to max incoming keys; thread records drained
- * here move WAKING -> QUEUED.  Returns how many keys it wrote. */
+ * here move WAKING -> QUEUED.  Returns how many keys it wrote.  A key is a
+ * thread handle, with OSVRT_KEY_CWAKE set if osvrt_wake (not osvrt_ready)
+ * pushed it, or a tagged non-thread key (OSVRT_KEY_TAG). */
 uint32_t osvrt_drain(struct osvrt_rt *rt, uint32_t cpu, uint64_t *out, uint32_t max);
 /* The owner moves its thread's state (RUNNING, QUEUED, TERMINATED).  Never
  * into or out of WAITING/WAKING: those belong to the protocol above. */

@@ -20,6 +20,7 @@ enum osvrt_state {
     OSVRT_QUEUED = 4, OSVRT_RUNNING = 5, OSVRT_TERMINATED = 6,
 };
 #define OSVRT_KEY_TAG ...
+#define OSVRT_KEY_CWAKE ...
 
 struct osvrt_cpu_stats {
     uint64_t kicks_sent, kicks_skipped, pushes, drained, idle_ns, idle_calls, sleeps;
@@ -32,7 +33,7 @@ uint32_t osvrt_table_alloc(void *table, uint32_t cpu, uint64_t *out, uint32_t n)
 uint32_t osvrt_table_free(void *table, const uint64_t *h, uint32_t n);
 void *osvrt_rt_table(struct osvrt_rt *rt);
 
-int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h);
+int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
 int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h);
 int osvrt_wake(struct osvrt_rt *rt, uint64_t h);
 int osvrt_ready(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
@@ -40,7 +41,9 @@ uint32_t osvrt_drain(struct osvrt_rt *rt, uint32_t cpu, uint64_t *out, uint32_t 
 int osvrt_set_state(struct osvrt_rt *rt, uint64_t h, uint32_t state);
 uint32_t osvrt_get_state(struct osvrt_rt *rt, uint64_t h);
 
-int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t timeout_ns, int64_t spin_ns);
+int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t timeout_ns, int64_t spin_ns,
+                  uint32_t seq, int64_t gil_wait_ns);
+const uint32_t *osvrt_kick_word(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *out);
 const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu);
@@ -67,8 +70,11 @@ double osvrt_peer_queue(int kind, int producers, uint64_t per_producer);
 GLUE = """
 #include "osvrt.h"
 static void *osvrt_rt_table(struct osvrt_rt *rt) { return &rt->table; }
-static int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t t, int64_t spin)
-{ return osvrt_cpu_idle(&rt->cpus[cpu], t, spin); }
+static int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t t, int64_t spin,
+                         uint32_t seq, int64_t gil_wait)
+{ return osvrt_cpu_idle(&rt->cpus[cpu], t, spin, seq, &rt->active, gil_wait); }
+static const uint32_t *osvrt_kick_word(struct osvrt_rt *rt, uint32_t cpu)
+{ return (const uint32_t *)&rt->cpus[cpu].futex; }
 static void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu) { osvrt_cpu_kick(&rt->cpus[cpu]); }
 static void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *o)
 { osvrt_cpu_get_stats(&rt->cpus[cpu], o); }

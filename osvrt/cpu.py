@@ -27,6 +27,9 @@ from .thread import Cancelled, _UnretrievedException
 log = logging.getLogger("osvrt")
 
 _DRAIN_BATCH = 256
+_MOVE_SCAN = 256             # run-queue entries a balancer pass or a pull looks at
+_GIL_WAIT_NS = 200_000       # see osvrt_cpu_idle: wait for the other worker to let go of the GIL
+_CWAKE = lib.OSVRT_KEY_CWAKE
 _HANDLE_BATCH = 256
 
 _heappush = heapq.heappush
@@ -52,6 +55,9 @@ class Worker:
         # The head of our C pushlist, read as plain memory on every trap (no
         # call: see DESIGN.md on the GIL).  Non-zero: wake-ups are waiting.
         self._incoming = memoryview(ffi.buffer(lib.osvrt_incoming_word(crt, index), 8)).cast("Q")
+        # The doorbell sequence that every kick bumps (csrc/cpu.h): read before
+        # the last look at our own state, so no kick (stop, pull) is lost.
+        self._kick_seq = memoryview(ffi.buffer(lib.osvrt_kick_word(crt, index), 4)).cast("I")
         self._buf = ffi.new("uint64_t[]", _DRAIN_BATCH)
         self.runq = []               # heap of (R'', order, Thread); the running thread is not in it
         self.timers = []             # heap of [deadline, order, callback or None, arg]
@@ -137,7 +143,12 @@ class Worker:
         that invites a GIL hand-off (DESIGN.md).  A CPU hog passes the bar
         after its first slice."""
         floor = self.rt._min_move_runtime * self.c / fair.TAU   # in R'' units (fair.true_runtime)
-        return sorted((e for e in self.runq if not e[2]._pinned and e[0] >= floor),
+        runq = self.runq
+        # Look only at the heap's last _MOVE_SCAN entries: they are leaves,
+        # where the largest R'' sit, and it keeps a pull O(1) even when a CPU
+        # queues 100,000 new threads that are not worth moving.
+        tail = runq[-_MOVE_SCAN:] if len(runq) > _MOVE_SCAN else runq
+        return sorted((e for e in tail if not e[2]._pinned and e[0] >= floor),
                       key=lambda e: -e[0])
 
     def balance_once(self, one_per_pass=False):
@@ -337,6 +348,15 @@ class Worker:
         while True:
             n = lib.osvrt_drain(self._crt, self.index, buf, _DRAIN_BATCH)
             for h in ffi.unpack(buf, n):
+                if h & _CWAKE:
+                    # Woken by the C protocol (osvrt_wake, e.g. a net channel):
+                    # the wait must still be claimed; a timer or cancel() may
+                    # have ended it already, and then this wake is stale.
+                    t = by_handle.get(h ^ _CWAKE)
+                    ticket = t._ticket if t is not None else None
+                    if ticket and kernel.claim(ticket) is not None:
+                        kernel.schedule(t)
+                    continue
                 t = by_handle.get(h)
                 if t is not None:
                     self._arrive(t)
@@ -365,6 +385,7 @@ class Worker:
                 cb(entry[3])
 
     def _idle(self, now):
+        seq = self._kick_seq[0]         # first: a kick after this ends the idle
         timers = self.timers
         # Drop disarmed timers at the head so they don't cut our sleep short.
         while timers and timers[0][2] is None:
@@ -372,11 +393,11 @@ class Worker:
         timeout = -1 if not timers else max(0, int((timers[0][0] - now) * 1e9) + 1000)
         self._refresh_tracing()
         self._flush_dead()
-        if self._stop:
+        if self._stop or self._pull is not None:
             return now
         if self.idle_pull:
             self._ask_for_work()
-        lib.osvrt_rt_idle(self._crt, self.index, timeout, self._spin_ns)
+        lib.osvrt_rt_idle(self._crt, self.index, timeout, self._spin_ns, seq, _GIL_WAIT_NS)
         after = _clock()
         # Idle time decays everyone's runtime too: c follows wall-clock time.
         self.c *= _exp((after - now) * _INV_TAU)

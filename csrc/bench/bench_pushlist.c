@@ -98,7 +98,7 @@ int main(int argc, char **argv)
     printf("  ratio mutex/pushlist        %8.2f\n", pl_med > 0 ? mq_med / pl_med : 0.0);
 
     /* ---- ping-pong, for reference ---- */
-    uint64_t rounds = items / 10 < 100 ? 100 : items / 10;
+    uint64_t rounds = items / 50 < 100 ? 100 : items / 50;
     /* A spinning pair on one CPU hands over only at time-slice ends (ms each): few rounds. */
     uint64_t spin_co_rounds = items / 20000 < 5 ? 5 : items / 20000;
     int pp_runs = runs < 3 ? runs : 3;

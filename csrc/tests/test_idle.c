@@ -31,7 +31,7 @@ static void sleep_ns(int64_t ns)
 
 /* ---- a helper OS thread that acts once CPU 0 is in a given idle state ---- */
 
-enum action { ACT_READY, ACT_WAKE, ACT_BURST };
+enum action { ACT_READY, ACT_WAKE, ACT_BURST, ACT_KICK };
 
 struct helper {
     pthread_t th;
@@ -66,6 +66,9 @@ static void *helper_main(void *p)
         for (uint32_t i = 0; i < hp->nnodes; i++)
             osvrt_cpu_post(cpu0, &hp->nodes[i]);
         break;
+    case ACT_KICK:
+        osvrt_cpu_kick(cpu0);
+        break;
     }
     return NULL;
 }
@@ -79,11 +82,22 @@ static void helper_start(struct helper *hp, uint32_t state, int64_t delay_ns, en
     CHECK(pthread_create(&hp->th, NULL, helper_main, hp) == 0);
 }
 
+/* The owner idles: the doorbell sequence is read just before, as a worker
+ * reads it before its last look at its own state.  Idle may return 0 on a
+ * kick whose push it has not seen yet (the caller then looks again), so
+ * "work arrived" is: it returned 1, or work is there now. */
+static int idle(int64_t timeout_ns, int64_t spin_ns)
+{
+    int r = osvrt_cpu_idle(cpu0, timeout_ns, spin_ns, osvrt_cpu_kick_seq(cpu0), NULL, 0);
+    CHECK_EQ(atomic_load(&cpu0->idle_state), OSVRT_CPU_BUSY);
+    return r || osvrt_cpu_has_work(cpu0);
+}
+
 static void expect_drain(uint64_t h)
 {
     uint64_t key[4];
     CHECK_EQ(osvrt_drain(rt, 0, key, 4), 1);
-    CHECK_EQ(key[0], h);
+    CHECK_EQ(key[0] & ~OSVRT_KEY_CWAKE, h);         /* from osvrt_wake or osvrt_ready */
     CHECK_EQ(osvrt_get_state(rt, h), OSVRT_QUEUED);
     CHECK_EQ(osvrt_drain(rt, 0, key, 4), 0);
 }
@@ -102,14 +116,13 @@ static void test_timeout(void)
     int64_t total = 0;
     for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
         int64_t t0 = osvrt_now_ns();
-        int r = osvrt_cpu_idle(cpu0, cases[i].timeout, cases[i].spin);
+        int r = idle(cases[i].timeout, cases[i].spin);
         int64_t dt = osvrt_now_ns() - t0;
         CHECK_EQ(r, 0);
         CHECK_MSG(dt >= cases[i].timeout, "idle(timeout %lld ns) returned after %lld ns",
                   (long long)cases[i].timeout, (long long)dt);
         CHECK_MSG(dt < cases[i].timeout + 1500 * MS, "idle(timeout %lld ns) took %lld ns",
                   (long long)cases[i].timeout, (long long)dt);
-        CHECK_EQ(atomic_load(&cpu0->idle_state), OSVRT_CPU_BUSY);
         total += cases[i].timeout;
     }
     struct osvrt_cpu_stats s1 = stats();
@@ -125,7 +138,7 @@ static void test_work_already_there(uint64_t h)
     struct osvrt_cpu_stats s0 = stats();
     CHECK_EQ(osvrt_ready(rt, h, 0), 1);
     int64_t t0 = osvrt_now_ns();
-    CHECK_EQ(osvrt_cpu_idle(cpu0, 2 * SEC, 0), 1);
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 2 * SEC, 0, osvrt_cpu_kick_seq(cpu0), NULL, 0), 1);   /* already visible: exactly 1 */
     CHECK(osvrt_now_ns() - t0 < 1 * SEC);
     struct osvrt_cpu_stats s1 = stats();
     CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 0);
@@ -140,12 +153,12 @@ static void test_kick_wakes_sleeper(uint64_t h, enum action act)
     struct helper hp = {.h = h};
     if (act == ACT_WAKE) {
         CHECK_EQ(osvrt_set_state(rt, h, OSVRT_RUNNING), 1);
-        CHECK_EQ(osvrt_wait_prepare(rt, h), 1);
+        CHECK_EQ(osvrt_wait_prepare(rt, h, 0), 1);
     }
     struct osvrt_cpu_stats s0 = stats();
     helper_start(&hp, OSVRT_CPU_SLEEPING, 20 * MS, act);
     int64_t t0 = osvrt_now_ns();
-    int r = osvrt_cpu_idle(cpu0, 5 * SEC, 0);
+    int r = idle(5 * SEC, 0);
     int64_t t1 = osvrt_now_ns();
     CHECK(pthread_join(hp.th, NULL) == 0);
     int64_t acted = atomic_load(&hp.acted_at);
@@ -170,7 +183,7 @@ static void test_polling_not_kicked(uint64_t h)
     struct osvrt_cpu_stats s0 = stats();
     helper_start(&hp, OSVRT_CPU_POLLING, 5 * MS, ACT_READY);
     int64_t t0 = osvrt_now_ns();
-    int r = osvrt_cpu_idle(cpu0, 10 * SEC, 10 * SEC);
+    int r = idle(10 * SEC, 10 * SEC);
     int64_t t1 = osvrt_now_ns();
     CHECK(pthread_join(hp.th, NULL) == 0);
     CHECK_EQ(r, 1);
@@ -193,7 +206,7 @@ static void test_burst(void)
     struct helper hp = {.nodes = nodes, .nnodes = k};
     struct osvrt_cpu_stats s0 = stats();
     helper_start(&hp, OSVRT_CPU_SLEEPING, 20 * MS, ACT_BURST);
-    CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 0), 1);
+    CHECK_EQ(idle(5 * SEC, 0), 1);
     uint64_t key[256];
     uint32_t got = 0;
     int64_t give_up = osvrt_now_ns() + 10 * SEC;
@@ -203,7 +216,7 @@ static void test_burst(void)
             CHECK_EQ(key[i], OSVRT_KEY_TAG | got);   /* in push order */
         if (!n) {
             CHECK_MSG(osvrt_now_ns() < give_up, "burst: only %u of %u nodes arrived", got, k);
-            osvrt_cpu_idle(cpu0, 1 * SEC, 50 * MS);   /* poll: a busy owner needs no kicks */
+            idle(1 * SEC, 50 * MS);   /* poll: a busy owner needs no kicks */
         }
     }
     CHECK(pthread_join(hp.th, NULL) == 0);
@@ -217,6 +230,79 @@ static void test_burst(void)
     CHECK_EQ(s1.pushes - s0.pushes, k);
     CHECK_EQ(s1.drained - s0.drained, k);
     free(nodes);
+}
+
+/* A kick with no work still ends the idle (a stop request, say): a kick that
+ * came after the owner read the sequence is never lost, asleep or not. */
+static void test_kick_without_work(void)
+{
+    struct osvrt_cpu_stats s0 = stats();
+    uint32_t seq = osvrt_cpu_kick_seq(cpu0);
+    osvrt_cpu_kick(cpu0);                             /* before the idle: still counts */
+    int64_t t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 0, seq, NULL, 0), 0);
+    CHECK(osvrt_now_ns() - t0 < 1 * SEC);
+    CHECK(osvrt_cpu_kick_seq(cpu0) != seq);
+
+    struct helper hp = {0};                           /* and while asleep */
+    helper_start(&hp, OSVRT_CPU_SLEEPING, 20 * MS, ACT_KICK);
+    t0 = osvrt_now_ns();
+    CHECK_EQ(idle(5 * SEC, 0), 0);
+    int64_t t1 = osvrt_now_ns();
+    CHECK(pthread_join(hp.th, NULL) == 0);
+    CHECK_MSG(t1 - atomic_load(&hp.acted_at) < 1 * SEC, "woke %lld ns after the kick",
+              (long long)(t1 - atomic_load(&hp.acted_at)));
+    CHECK(t1 - t0 < 4 * SEC);
+    struct osvrt_cpu_stats s1 = stats();
+    CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 1);       /* only the sleeping one needed a futex wake */
+    CHECK_EQ(s1.kicks_skipped - s0.kicks_skipped, 1);
+    CHECK_EQ(s1.pushes, s0.pushes);
+}
+
+/* `active`: work found while another worker is active (holds the GIL) is
+ * returned after gil_wait_ns, or as soon as no other worker is active. */
+static _Atomic uint32_t active;
+
+static void *leave_active(void *arg)
+{
+    sleep_ns((int64_t)(intptr_t)arg);
+    atomic_fetch_sub(&active, 1);
+    return NULL;
+}
+
+static void test_active(uint64_t h)
+{
+    /* Alone (active 1 -> 0 while idle): work is returned at once. */
+    atomic_store(&active, 1);
+    CHECK_EQ(osvrt_ready(rt, h, 0), 1);
+    int64_t t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 5 * SEC, osvrt_cpu_kick_seq(cpu0), &active, 2 * SEC), 1);
+    CHECK(osvrt_now_ns() - t0 < 1 * SEC);
+    CHECK_EQ(atomic_load(&active), 1);                /* restored on the way out */
+    expect_drain(h);
+
+    /* Another worker stays active: the poll holds the work for gil_wait_ns. */
+    atomic_store(&active, 2);
+    CHECK_EQ(osvrt_ready(rt, h, 0), 1);
+    t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 5 * SEC, osvrt_cpu_kick_seq(cpu0), &active, 30 * MS), 1);
+    int64_t dt = osvrt_now_ns() - t0;
+    CHECK_MSG(dt >= 30 * MS && dt < 2 * SEC, "returned after %lld ns", (long long)dt);
+    CHECK_EQ(atomic_load(&active), 2);
+    expect_drain(h);
+
+    /* ...until that worker goes idle too: then it returns at once. */
+    atomic_store(&active, 2);
+    CHECK_EQ(osvrt_ready(rt, h, 0), 1);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, leave_active, (void *)(intptr_t)(20 * MS)) == 0);
+    t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 5 * SEC, osvrt_cpu_kick_seq(cpu0), &active, 3 * SEC), 1);
+    dt = osvrt_now_ns() - t0;
+    CHECK(pthread_join(th, NULL) == 0);
+    CHECK_MSG(dt >= 20 * MS && dt < 2 * SEC, "returned after %lld ns", (long long)dt);
+    CHECK_EQ(atomic_load(&active), 1);
+    expect_drain(h);
 }
 
 int main(void)
@@ -233,6 +319,8 @@ int main(void)
     test_kick_wakes_sleeper(h, ACT_WAKE);
     test_polling_not_kicked(h);
     test_burst();
+    test_kick_without_work();
+    test_active(h);
 
     osvrt_rt_free(rt);
     printf("test_idle: OK\n");

@@ -59,7 +59,7 @@ static void test_stale_handles(void)
     CHECK_EQ(osvrt_get_state(rt, h2), OSVRT_UNSTARTED);
     CHECK_EQ(osvrt_set_state(rt, h1, OSVRT_RUNNING), 0);
     CHECK_EQ(osvrt_get_state(rt, h2), OSVRT_UNSTARTED);
-    CHECK_EQ(osvrt_wait_prepare(rt, h1), 0);
+    CHECK_EQ(osvrt_wait_prepare(rt, h1, 0), 0);
     CHECK_EQ(osvrt_get_state(rt, h2), OSVRT_UNSTARTED);
 
     uint64_t p0 = pushes(0), p1 = pushes(1);
@@ -67,7 +67,7 @@ static void test_stale_handles(void)
     CHECK_EQ(osvrt_get_state(rt, h2), OSVRT_UNSTARTED);
     CHECK_EQ(atomic_load(&th->cpu), 1);
 
-    CHECK_EQ(osvrt_wait_prepare(rt, h2), 1);         /* h2 WAITING: a wake could succeed... */
+    CHECK_EQ(osvrt_wait_prepare(rt, h2, 1), 1);      /* h2 WAITING on CPU 1: a wake could succeed... */
     CHECK_EQ(osvrt_wake(rt, h1), 0);                 /* ...but not through the stale handle */
     CHECK_EQ(osvrt_wait_abort(rt, h1), 0);
     CHECK_EQ(osvrt_get_state(rt, h2), OSVRT_WAITING);
@@ -84,21 +84,21 @@ static void test_stale_handles(void)
     CHECK_EQ(osvrt_set_state(rt, h2, OSVRT_RUNNING), 0);   /* WAKING belongs to the protocol */
     uint64_t key[4];
     CHECK_EQ(osvrt_drain(rt, 1, key, 4), 1);
-    CHECK_EQ(key[0], h2);
+    CHECK_EQ(key[0], h2 | OSVRT_KEY_CWAKE);          /* pushed by osvrt_wake */
     CHECK_EQ(osvrt_get_state(rt, h2), OSVRT_QUEUED);
     CHECK_EQ(free1(h2), 1);                          /* drained: free now works */
     CHECK_EQ(free1(h2), 0);
 
     /* A WAITING record may be freed; a late wake through the old handle is a no-op. */
     uint64_t h3 = alloc1(0);
-    CHECK_EQ(osvrt_wait_prepare(rt, h3), 1);
+    CHECK_EQ(osvrt_wait_prepare(rt, h3, 0), 1);
     CHECK_EQ(free1(h3), 1);
     p0 = pushes(0);
     CHECK_EQ(osvrt_wake(rt, h3), 0);
     CHECK_EQ(pushes(0), p0);
     uint64_t h4 = alloc1(0);                          /* reuse, then the old handle again */
     CHECK_EQ(osvrt_handle_idx(h4), osvrt_handle_idx(h3));
-    CHECK_EQ(osvrt_wait_prepare(rt, h4), 1);
+    CHECK_EQ(osvrt_wait_prepare(rt, h4, 0), 1);
     CHECK_EQ(osvrt_wake(rt, h3), 0);
     CHECK_EQ(osvrt_get_state(rt, h4), OSVRT_WAITING);
     CHECK_EQ(osvrt_wait_abort(rt, h4), 1);
@@ -112,7 +112,7 @@ static void test_stale_handles(void)
     CHECK_EQ(osvrt_get_state(rt, h4), OSVRT_RUNNING);
     CHECK_EQ(osvrt_set_state(rt, h4, OSVRT_QUEUED), 1);
     CHECK_EQ(osvrt_get_state(rt, h4), OSVRT_QUEUED);
-    CHECK_EQ(osvrt_wait_prepare(rt, h4), 1);
+    CHECK_EQ(osvrt_wait_prepare(rt, h4, 0), 1);
     CHECK_EQ(osvrt_set_state(rt, h4, OSVRT_RUNNING), 0);
     CHECK_EQ(osvrt_get_state(rt, h4), OSVRT_WAITING);
     CHECK_EQ(osvrt_wait_abort(rt, h4), 1);
