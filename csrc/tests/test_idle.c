@@ -243,6 +243,18 @@ static void test_kick_without_work(void)
     CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 0, seq, NULL, 0), 0);
     CHECK(osvrt_now_ns() - t0 < 1 * SEC);
     CHECK(osvrt_cpu_kick_seq(cpu0) != seq);
+    seq = osvrt_cpu_kick_seq(cpu0);                   /* the same, seen by the poll */
+    osvrt_cpu_kick(cpu0);
+    t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle(cpu0, 5 * SEC, 5 * SEC, seq, NULL, 0), 0);
+    CHECK(osvrt_now_ns() - t0 < 1 * SEC);
+
+    struct helper hp0 = {0};                          /* kicked while polling */
+    helper_start(&hp0, OSVRT_CPU_POLLING, 5 * MS, ACT_KICK);
+    t0 = osvrt_now_ns();
+    CHECK_EQ(idle(5 * SEC, 5 * SEC), 0);
+    CHECK(pthread_join(hp0.th, NULL) == 0);
+    CHECK_MSG(osvrt_now_ns() - t0 < 1 * SEC, "a kick did not end the poll");
 
     struct helper hp = {0};                           /* and while asleep */
     helper_start(&hp, OSVRT_CPU_SLEEPING, 20 * MS, ACT_KICK);
@@ -255,7 +267,7 @@ static void test_kick_without_work(void)
     CHECK(t1 - t0 < 4 * SEC);
     struct osvrt_cpu_stats s1 = stats();
     CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 1);       /* only the sleeping one needed a futex wake */
-    CHECK_EQ(s1.kicks_skipped - s0.kicks_skipped, 1);
+    CHECK_EQ(s1.kicks_skipped - s0.kicks_skipped, 3);
     CHECK_EQ(s1.pushes, s0.pushes);
 }
 
