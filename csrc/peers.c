@@ -166,15 +166,22 @@ static struct osvrt_pushnode *take_batch(struct queue_bench *qb)
         return osvrt_pushlist_take_all(&qb->pl);
     pthread_mutex_lock(&qb->mq.m);
     struct osvrt_pushnode *n = qb->mq.head;
-    qb->mq.head = NULL;
-    qb->mq.tail = &qb->mq.head;
+    if (qb->kind == OSVRT_PEER_MUTEX_POP && n) {     /* one item per lock */
+        qb->mq.head = n->next;
+        if (!qb->mq.head)
+            qb->mq.tail = &qb->mq.head;
+        n->next = NULL;
+    } else {
+        qb->mq.head = NULL;
+        qb->mq.tail = &qb->mq.head;
+    }
     pthread_mutex_unlock(&qb->mq.m);
     return n;
 }
 
 double osvrt_peer_queue(int kind, int producers, uint64_t per_producer)
 {
-    if (producers <= 0 || producers > 64 || (kind != OSVRT_PEER_PUSHLIST && kind != OSVRT_PEER_MUTEX_QUEUE))
+    if (producers <= 0 || producers > 64 || (kind != OSVRT_PEER_PUSHLIST && kind != OSVRT_PEER_MUTEX_QUEUE && kind != OSVRT_PEER_MUTEX_POP))
         return -1;
     struct queue_bench qb = {.kind = kind, .producers = producers, .per_producer = per_producer};
     uint64_t total = (uint64_t)producers * per_producer;

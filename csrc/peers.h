@@ -8,7 +8,11 @@
 
 #include <stdint.h>
 
-enum osvrt_peer_queue { OSVRT_PEER_PUSHLIST = 0, OSVRT_PEER_MUTEX_QUEUE = 1 };
+enum osvrt_peer_queue {
+    OSVRT_PEER_PUSHLIST = 0,      /* lock-free MPSC: push CAS, drain takes all */
+    OSVRT_PEER_MUTEX_QUEUE = 1,   /* FIFO under a pthread mutex, consumer takes all per lock */
+    OSVRT_PEER_MUTEX_POP = 2,     /* the same FIFO, consumer pops one item per lock (the common shape) */
+};
 
 /* Two pthreads hand a token back and forth. */
 double osvrt_peer_futex_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);

@@ -59,7 +59,7 @@ void osvrt_trace_spawn(uint32_t cpu, uint64_t id);
 void osvrt_trace_exit(uint32_t cpu, uint64_t id);
 void osvrt_trace_migrate(uint64_t id, uint32_t from_cpu, uint32_t to_cpu);
 
-enum osvrt_peer_queue { OSVRT_PEER_PUSHLIST = 0, OSVRT_PEER_MUTEX_QUEUE = 1 };
+enum osvrt_peer_queue { OSVRT_PEER_PUSHLIST = 0, OSVRT_PEER_MUTEX_QUEUE = 1, OSVRT_PEER_MUTEX_POP = 2 };
 double osvrt_peer_futex_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
 double osvrt_peer_condvar_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
 double osvrt_peer_spin_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);

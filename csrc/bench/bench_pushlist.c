@@ -77,25 +77,30 @@ int main(int argc, char **argv)
     }
 
     /* ---- queues: alternate the kinds so drift (frequency, noise) hits both ---- */
-    double pl[MAX_RUNS], mq[MAX_RUNS];
+    static const struct { int kind; const char *name; } kinds[] = {
+        {OSVRT_PEER_PUSHLIST, "pushlist (lock-free MPSC)"},
+        {OSVRT_PEER_MUTEX_QUEUE, "mutex queue, take all"},
+        {OSVRT_PEER_MUTEX_POP, "mutex queue, pop one"},
+    };
+    enum { NK = sizeof kinds / sizeof *kinds };
+    double v[NK][MAX_RUNS], med[NK];
     osvrt_peer_queue(OSVRT_PEER_PUSHLIST, 2, items < 10000 ? items : 10000);   /* warm-up */
-    for (int i = 0; i < runs; i++) {
-        pl[i] = check(osvrt_peer_queue(OSVRT_PEER_PUSHLIST, 2, items), "pushlist queue");
-        mq[i] = check(osvrt_peer_queue(OSVRT_PEER_MUTEX_QUEUE, 2, items), "mutex queue");
-    }
-    double pl_lo = pl[0], pl_hi = pl[0], mq_lo = mq[0], mq_hi = mq[0];
-    for (int i = 1; i < runs; i++) {
-        pl_lo = pl[i] < pl_lo ? pl[i] : pl_lo;
-        pl_hi = pl[i] > pl_hi ? pl[i] : pl_hi;
-        mq_lo = mq[i] < mq_lo ? mq[i] : mq_lo;
-        mq_hi = mq[i] > mq_hi ? mq[i] : mq_hi;
-    }
-    double pl_med = median(pl, runs), mq_med = median(mq, runs);
+    for (int i = 0; i < runs; i++)
+        for (int k = 0; k < NK; k++)
+            v[k][i] = check(osvrt_peer_queue(kinds[k].kind, 2, items), kinds[k].name);
     printf("queue, 2 producers -> 1 consumer, %llu items per producer, median of %d runs:\n",
            (unsigned long long)items, runs);
-    printf("  pushlist (lock-free MPSC)   %8.1f ns/item   (min %.1f, max %.1f)\n", pl_med, pl_lo, pl_hi);
-    printf("  mutex queue (pthread)       %8.1f ns/item   (min %.1f, max %.1f)\n", mq_med, mq_lo, mq_hi);
-    printf("  ratio mutex/pushlist        %8.2f\n", pl_med > 0 ? mq_med / pl_med : 0.0);
+    for (int k = 0; k < NK; k++) {
+        double lo = v[k][0], hi = v[k][0];
+        for (int i = 1; i < runs; i++) {
+            lo = v[k][i] < lo ? v[k][i] : lo;
+            hi = v[k][i] > hi ? v[k][i] : hi;
+        }
+        med[k] = median(v[k], runs);
+        printf("  %-28s %8.1f ns/item   (min %.1f, max %.1f)\n", kinds[k].name, med[k], lo, hi);
+    }
+    for (int k = 1; k < NK; k++)
+        printf("  ratio %s / pushlist  %6.2f\n", kinds[k].name, med[0] > 0 ? med[k] / med[0] : 0.0);
 
     /* ---- ping-pong, for reference ---- */
     uint64_t rounds = items / 50 < 100 ? 100 : items / 50;

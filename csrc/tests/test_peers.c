@@ -26,7 +26,7 @@ static void two_cpus(int *a, int *b)
 int main(void)
 {
     const uint64_t items = SCALED(200000);
-    for (int kind = OSVRT_PEER_PUSHLIST; kind <= OSVRT_PEER_MUTEX_QUEUE; kind++) {
+    for (int kind = OSVRT_PEER_PUSHLIST; kind <= OSVRT_PEER_MUTEX_POP; kind++) {
         for (int producers = 1; producers <= 3; producers++) {
             double ns = osvrt_peer_queue(kind, producers, items);
             printf("queue kind %d, %d producer(s): %.1f ns/item\n", kind, producers, ns);
