@@ -1,0 +1,41 @@
+"""Ctrl-C during osvrt.run(): main is cancelled, its cleanup runs, the runtime
+stops (no worker OS thread left), and KeyboardInterrupt reaches the caller."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+CHILD = textwrap.dedent("""
+    import sys, threading, osvrt
+    async def main():
+        try:
+            print("ready", flush=True)
+            await osvrt.sleep(60)
+        finally:
+            print("cleanup ran", flush=True)
+    try:
+        osvrt.run(main, cpus=2)
+    except KeyboardInterrupt:
+        left = [t.name for t in threading.enumerate() if t.name.startswith("osvrt-cpu")]
+        print("KeyboardInterrupt; workers left:", left, flush=True)
+        sys.exit(3)
+    print("returned normally", flush=True)
+""")
+
+
+def test_ctrl_c_cancels_main_and_shuts_down():
+    p = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.1)
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 3, (out, err)
+    assert "cleanup ran" in out
+    assert "KeyboardInterrupt; workers left: []" in out
