@@ -44,6 +44,9 @@ uint32_t osvrt_get_state(struct osvrt_rt *rt, uint64_t h);
 int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t timeout_ns, int64_t spin_ns,
                   uint32_t seq, int64_t gil_wait_ns);
 const uint32_t *osvrt_kick_word(struct osvrt_rt *rt, uint32_t cpu);
+const uint32_t *osvrt_idle_word(struct osvrt_rt *rt, uint32_t cpu);
+const uint64_t *osvrt_pushes_word(struct osvrt_rt *rt, uint32_t cpu);
+const uint64_t *osvrt_drained_word(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *out);
 const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu);
@@ -75,6 +78,12 @@ static int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t t, int64_t s
 { return osvrt_cpu_idle(&rt->cpus[cpu], t, spin, seq, &rt->active, gil_wait); }
 static const uint32_t *osvrt_kick_word(struct osvrt_rt *rt, uint32_t cpu)
 { return (const uint32_t *)&rt->cpus[cpu].futex; }
+static const uint32_t *osvrt_idle_word(struct osvrt_rt *rt, uint32_t cpu)
+{ return (const uint32_t *)&rt->cpus[cpu].idle_state; }
+static const uint64_t *osvrt_pushes_word(struct osvrt_rt *rt, uint32_t cpu)
+{ return (const uint64_t *)&rt->cpus[cpu].pushes; }
+static const uint64_t *osvrt_drained_word(struct osvrt_rt *rt, uint32_t cpu)
+{ return (const uint64_t *)&rt->cpus[cpu].drained; }
 static void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu) { osvrt_cpu_kick(&rt->cpus[cpu]); }
 static void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *o)
 { osvrt_cpu_get_stats(&rt->cpus[cpu], o); }

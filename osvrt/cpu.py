@@ -16,6 +16,7 @@ Others reach it through its C pushlist (post()), never through these lists.
 """
 import heapq
 import logging
+from concurrent.futures import InvalidStateError
 import math
 import os
 
@@ -27,6 +28,7 @@ from .thread import Cancelled, _UnretrievedException
 log = logging.getLogger("osvrt")
 
 _DRAIN_BATCH = 256
+_OFFER_PERIOD = 0.001        # a busy CPU looks for idle CPUs at most this often
 _MOVE_SCAN = 256             # run-queue entries a balancer pass or a pull looks at
 _GIL_WAIT_NS = 200_000       # see osvrt_cpu_idle: wait for the other worker to let go of the GIL
 _CWAKE = lib.OSVRT_KEY_CWAKE
@@ -58,6 +60,12 @@ class Worker:
         # The doorbell sequence that every kick bumps (csrc/cpu.h): read before
         # the last look at our own state, so no kick (stop, pull) is lost.
         self._kick_seq = memoryview(ffi.buffer(lib.osvrt_kick_word(crt, index), 4)).cast("I")
+        # For other workers' balancing decisions (hints; plain reads, no call):
+        # are we idle (csrc/cpu.h idle_state), and how many threads were pushed
+        # to us that we have not taken in yet.
+        self._idle_state = memoryview(ffi.buffer(lib.osvrt_idle_word(crt, index), 4)).cast("I")
+        self._pushes = memoryview(ffi.buffer(lib.osvrt_pushes_word(crt, index), 8)).cast("Q")
+        self._drained = memoryview(ffi.buffer(lib.osvrt_drained_word(crt, index), 8)).cast("Q")
         self._buf = ffi.new("uint64_t[]", _DRAIN_BATCH)
         self.runq = []               # heap of (R'', order, Thread); the running thread is not in it
         self.timers = []             # heap of [deadline, order, callback or None, arg]
@@ -81,7 +89,9 @@ class Worker:
         self.migrations_out = 0
         self.pull_requests = 0       # asked other CPUs for work
         self.pulls_served = 0        # answered such a request
+        self.work_offers = 0         # gave threads to an idle CPU unasked
         self.run_start = 0.0
+        self._next_offer = 0.0       # earliest time to look for idle CPUs again (_offer_work)
         self._timer_limit = 64       # compact disarmed timers when the heap reaches this
 
     # ---- entry points for other OS threads -------------------------------
@@ -110,8 +120,23 @@ class Worker:
         t._rn = self.renorm
 
     def load(self):
-        """Runnable threads here (racy when read from another worker: a hint)."""
-        return len(self.runq) + (self.current is not None)
+        """Runnable threads here, running or queued, and those pushed to us but
+        not taken in yet (read from other workers: a hint)."""
+        return (len(self.runq) + (self.current is not None)
+                + max(0, self._pushes[0] - self._drained[0]))
+
+    def is_idle(self):
+        return self._idle_state[0] != 0          # POLLING or SLEEPING (csrc/cpu.h)
+
+    def _offer_work(self):
+        """We have queued threads: hand some to an idle CPU now, rather than
+        wait until it asks (it only asks as it goes idle, or at its balancer
+        tick).  Called at most once per _OFFER_PERIOD from a YIELD trap."""
+        for w in self.rt._workers:
+            if w is not self and w.is_idle() and w._pull is None:
+                self.work_offers += 1
+                self._give_work(w)
+                return
 
     def move_out(self, t, target):
         """Give t (queued here, parked, or on its way here; never running) to
@@ -176,6 +201,9 @@ class Worker:
     def _serve_pull(self, requester):
         """An idle CPU asked us for work (idle pull): hand it threads at once."""
         self.pulls_served += 1
+        self._give_work(requester)
+
+    def _give_work(self, requester):
         mine = len(self.runq) + 1
         theirs = requester.load()
         for _, _, t in self._movable():
@@ -265,6 +293,7 @@ class Worker:
                 self._order += 1
                 _heappush(runq, (t._r, -self._order, t))
                 t = None
+                self.current = None
                 penalty = True
             if t is None:
                 if not runq:
@@ -279,7 +308,8 @@ class Worker:
                     lib.osvrt_trace_switch(self.index, 0, t.id)
 
             # Run t until its next trap.  (current, run_start) identify this run
-            # for the stall watchdog.
+            # for the stall watchdog; current stays set while t keeps the CPU
+            # (after a YIELD), so load() counts it.
             self.current = t
             self.run_start = now
             t._state = RUNNING
@@ -296,7 +326,6 @@ class Worker:
             except BaseException as e:
                 trap = _ENDED
                 self._finish(t, None, e)
-            self.current = None
 
             # Charge the wall-clock time t ran (fair.advance, fair.charge).
             c = self.c
@@ -307,18 +336,31 @@ class Worker:
                 t._rn = self.renorm
                 if t._ticket:            # not already claimed by an early wake
                     t._state = WAITING
+                    if t._pending:
+                        # A cancel or timeout came while t ran (it found no
+                        # ticket to claim then): end this wait at once so the
+                        # exception is raised at this await.  cancel() sets the
+                        # flag before it looks for a ticket, and t publishes its
+                        # ticket before it parks: one of the two sees the other.
+                        kernel.wake(t._ticket)
                 if cn > _RENORM_LIMIT:
                     self._renormalize(t)
                 t = None
+                self.current = None
                 penalty = False
                 continue
             t._r += t._prio * (cn - c)
             if cn > _RENORM_LIMIT:
                 self._renormalize(t)
-            if trap is _ENDED:
+            if trap is _YIELD:           # the rule decides at the top, after wake-ups
+                if runq and now >= self._next_offer and self.idle_pull:
+                    self._next_offer = now + _OFFER_PERIOD
+                    self._offer_work()
+            elif trap is _ENDED:
                 t = None
+                self.current = None
                 penalty = False
-            elif trap is not _YIELD:     # YIELD: the rule decides at the top, after wake-ups
+            else:
                 t._throw = TypeError(
                     f"green thread {t.name!r} awaited {trap!r}, which is not an osvrt "
                     "operation (asyncio and other event loops' awaitables do not work here)")
@@ -349,13 +391,16 @@ class Worker:
             n = lib.osvrt_drain(self._crt, self.index, buf, _DRAIN_BATCH)
             for h in ffi.unpack(buf, n):
                 if h & _CWAKE:
-                    # Woken by the C protocol (osvrt_wake, e.g. a net channel):
-                    # the wait must still be claimed; a timer or cancel() may
-                    # have ended it already, and then this wake is stale.
+                    # Woken by the C protocol (osvrt_wake, e.g. a net channel).
+                    # It ends the thread's wait only if the thread is still in
+                    # a C-mode wait (_cwait) and nobody claimed it first (a
+                    # timer, cancel()); else it is stale and ignored, so it can
+                    # never end an unrelated wait such as an Event's.
                     t = by_handle.get(h ^ _CWAKE)
-                    ticket = t._ticket if t is not None else None
-                    if ticket and kernel.claim(ticket) is not None:
-                        kernel.schedule(t)
+                    if t is not None and t._cwait:
+                        ticket = t._ticket
+                        if ticket and kernel.claim(ticket) is not None:
+                            kernel.schedule(t)
                     continue
                 t = by_handle.get(h)
                 if t is not None:
@@ -434,12 +479,15 @@ class Worker:
         fut = t._future
         if fut is not None:
             t._future = None
-            if isinstance(exc, Cancelled):
-                fut.cancel()
-            elif exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
+            try:
+                if isinstance(exc, Cancelled):
+                    fut.cancel()
+                elif exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+            except InvalidStateError:
+                pass                     # the caller cancelled the Future first: it stays so
         elif exc is not None and not isinstance(exc, Cancelled):
             t._unretrieved = _UnretrievedException(t.name, exc)
         joiners = t._joiners
@@ -502,4 +550,5 @@ class Worker:
             "migrations_out": self.migrations_out,
             "pull_requests": self.pull_requests,
             "pulls_served": self.pulls_served,
+            "work_offers": self.work_offers,
         }

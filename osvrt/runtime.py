@@ -247,6 +247,8 @@ class Runtime:
         return self._submit(fn, args, cpu, name)[1]
 
     def _submit(self, fn, args, cpu, name):
+        if self._crashed is not None:
+            raise RuntimeError(f"this Runtime is broken: a worker crashed ({self._crashed!r})")
         if self._state != _RUNNING or self._stopping:
             raise RuntimeError(f"this Runtime is {'stopping' if self._stopping else self._state}: "
                                "submit() needs a started Runtime (rt.start() or `with rt:`)")
@@ -272,10 +274,10 @@ class Runtime:
     # ---- internals shared with workers -----------------------------------
 
     def _worker_for(self, cpu):
-        try:
-            return self._by_cpu[cpu]
-        except (KeyError, TypeError):
-            raise ValueError(f"cpu={cpu!r} is not one of this runtime's CPUs {self._cpus}") from None
+        w = None if isinstance(cpu, bool) or type(cpu) is not int else self._by_cpu.get(cpu)
+        if w is None:
+            raise ValueError(f"cpu={cpu!r} is not one of this runtime's CPUs {self._cpus}")
+        return w
 
     def _make_thread(self, fn, args, name, target, pinned, priority):
         if name is not None and not isinstance(name, str):
@@ -309,7 +311,17 @@ class Runtime:
             self._all_done.set()
 
     def _worker_crashed(self, worker, exc):
+        """A bug in the scheduler itself: never leave anyone waiting silently.
+        The Futures of threads on that CPU fail, and submit() refuses."""
         self._crashed = exc
+        err = RuntimeError(f"osvrt: the worker for CPU {worker.cpu_id} crashed: {exc!r}")
+        for t in list(self._live):
+            fut = t._future
+            if t._w is worker and fut is not None and not fut.done():
+                try:
+                    fut.set_exception(err)
+                except concurrent.futures.InvalidStateError:
+                    pass
         self._all_done.set()
 
     def stats(self):

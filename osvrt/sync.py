@@ -9,8 +9,11 @@ thread on another CPU goes through that CPU's pushlist.
 
 Hand-off rules (OSv's lfmutex): the releaser of a Mutex or Semaphore, or the
 producer of a Queue item, gives what it releases straight to the oldest
-waiter, whose ticket it claims first.  A waiter that is cancelled or times out
-after something was handed to it gives it on, so nothing is ever lost.
+waiter, whose ticket it claims first.  If a cancel or timeout reaches a waiter
+after something was handed to it: a Mutex or Semaphore waiter gives it on; a
+Queue getter or putter completes (items cannot be given on without breaking
+their order or the bound) and the cancel or timeout is raised at its next
+await instead.  Nothing is ever lost, duplicated or reordered.
 """
 import collections
 import threading
@@ -29,6 +32,16 @@ def _me():
     if t is None:
         raise kernel.outside()
     return t
+
+
+def _defer(t, exc):
+    """The wait completed (something was handed over) as `exc` was raised into
+    it: let the operation return, and raise exc at the thread's next await."""
+    if type(exc) is Cancelled:
+        t._cancel = True
+    else:
+        t._throw = exc               # a timeout (_Expired): still inside its block
+    t._pending = True
 
 
 def _discard(waiters, entry):
@@ -158,16 +171,16 @@ class Mutex:
                 return
         self._owner = None
 
-    def _enqueue(self, ticket):
-        """Wait morphing (Condition.notify): the waiter joins our queue without
-        waking, or becomes the owner at once if we are free."""
+    def _enqueue(self, t):
+        """Wait morphing (Condition.notify, which claimed t): t joins our queue
+        without waking, or becomes the owner at once if we are free."""
         with self._guard:
             if self._owner is None:
-                t = claim(ticket)
-                if t is not None:
-                    self._owner = t
-                    schedule(t)
+                self._owner = t
+                schedule(t)
             else:
+                # A fresh ticket for this wait, so cancel() can still reach it.
+                ticket = t._ticket = [t]
                 self._waiters.append(ticket)
 
     __aenter__ = acquire
@@ -247,8 +260,11 @@ class Condition:
                 if not self._waiters:
                     return
                 ticket = self._waiters.popleft()
-            if ticket:                     # a cancelled waiter's ticket is empty
-                self._mutex._enqueue(ticket)
+            # Claim first: a waiter cancelled (or timed out) meanwhile is
+            # skipped and does not use up the notify.
+            t = claim(ticket)
+            if t is not None:
+                self._mutex._enqueue(t)
                 moved += 1
 
     def notify_all(self):
@@ -424,12 +440,12 @@ class Queue:
             self._putters.append(entry)
         try:
             yield PARK
-        except BaseException:
+        except BaseException as exc:
             with self._guard:
                 if not slot[1]:
                     _discard(self._putters, entry)
-            # If it was taken, the put happened: the item stays in the queue.
-            raise
+                    raise
+            _defer(t, exc)                 # the item went in: the put happened
 
     @types.coroutine
     def get(self):
@@ -445,13 +461,10 @@ class Queue:
             self._getters.append(entry)
         try:
             yield PARK
-        except BaseException:
+        except BaseException as exc:
             with self._guard:
                 if not slot[1]:
                     _discard(self._getters, entry)
-                elif not self._give_to_getter(slot[0]):
-                    # An item reached us as we were cancelled: put it back first
-                    # in line, so no item is lost and order is kept.
-                    self._items.appendleft(slot[0])
-            raise
+                    raise
+            _defer(t, exc)                 # an item reached us: the get happened
         return slot[0]

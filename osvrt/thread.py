@@ -28,7 +28,7 @@ class _UnretrievedException:
     __slots__ = ("name", "exc")
 
     def __init__(self, name, exc):
-        self._name = name        # None: named on first use (spawn stays cheap)
+        self.name = name
         self.exc = exc
 
     def __del__(self):
@@ -58,7 +58,7 @@ class Thread:
         "_r", "_rn",            # fair rule: R'' and the renormalization count it is relative to
         "_state", "_ticket", "_value", "_throw", "_cancel", "_pending",
         "_result", "_exc", "_joiners", "_h", "_future", "_unretrieved",
-        "_stalled", "_export", "__weakref__",
+        "_stalled", "_export", "_cwait", "__weakref__",
     )
 
     def __init__(self, coro, ctx, name, tid, worker, pinned, prio):
@@ -85,6 +85,7 @@ class Thread:
         self._unretrieved = None
         self._stalled = False
         self._export = None     # exported runtime while moving between CPUs
+        self._cwait = False     # in a wait that C may end (csrc/wake.h protocol)
 
     def __repr__(self):
         return f"<osvrt.Thread {self.name!r} id={self.id} {self._state} cpu={self.cpu}>"

@@ -1,0 +1,42 @@
+"""Waits that C may end: the C side of the wake protocol (csrc/wake.h) for a
+green thread.  Used where a C producer (the net classifier) wakes a thread
+without the GIL.
+
+    ready = lambda: channel_not_empty()       # a plain memory read, no call
+    await cwait(ready)                        # returns once ready() may be true
+
+Order (why no wake-up is lost): the thread publishes WAITING in C
+(osvrt_wait_prepare, seq_cst) and its ticket, THEN re-checks ready(); the
+producer makes the condition true, THEN calls osvrt_wake (CAS WAITING ->
+WAKING).  Either the re-check sees the condition, or the CAS sees WAITING and
+pushes the thread (key tagged OSVRT_KEY_CWAKE) onto its CPU's pushlist, where
+the worker claims the ticket (cpu.py, _take_incoming).  Timers and cancel()
+claim the same ticket the ordinary way.  Spurious returns are possible: the
+caller loops on its condition.
+"""
+from . import kernel
+from ._core import lib
+
+
+async def cwait(ready):
+    t = kernel.current()
+    w = t._w
+    crt = w._crt
+    h = t._h or w.rt._handle_for(t)
+    if not lib.osvrt_wait_prepare(crt, h, w.index):
+        # A C wake from an earlier wait is still on our pushlist (WAKING):
+        # let the worker take it in, then the caller looks again.
+        await kernel.yield_now()
+        return
+    ticket = t._new_ticket()
+    t._cwait = True
+    try:
+        if ready():
+            kernel.claim(ticket)         # no park after all
+            return
+        await kernel.park()
+    finally:
+        t._cwait = False
+        # Leave WAITING so a late producer's wake is a no-op; if one already
+        # won (WAKING), its key arrives later and is ignored (_cwait is False).
+        lib.osvrt_wait_abort(crt, h)
