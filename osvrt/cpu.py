@@ -336,7 +336,7 @@ class Worker:
                 t._rn = self.renorm
                 if t._ticket:            # not already claimed by an early wake
                     t._state = WAITING
-                    if t._pending:
+                    if t._pending and (t._cancel or t._throw is not None):
                         # A cancel or timeout came while t ran (it found no
                         # ticket to claim then): end this wait at once so the
                         # exception is raised at this await.  cancel() sets the
@@ -369,9 +369,15 @@ class Worker:
     def _throw_into(self, t):
         # Clear the summary flag before reading the two sources: a setter sets
         # its source first and the flag second, so nothing set meanwhile is lost.
+        # The flag may be stale (a timeout block that ended cleared its own
+        # exception): then nothing is raised and t resumes as usual.
         t._pending = False
         if t._throw is not None:
             exc, t._throw = t._throw, None
+        elif not t._cancel:
+            v = t._value
+            t._value = None
+            return t._ctx.run(t._coro.send, v)
         else:
             t._cancel = False
             exc = Cancelled()

@@ -192,21 +192,33 @@ class Runtime:
             self._stop_workers()
 
     def _cancel_all(self, deadline):
-        cancelled = set()
+        cancelled = set()                     # cancel each thread once: let cleanup code run
+        # First, each worker cancels its own threads (local wakes: no C call
+        # per thread, which from this foreign OS thread would each invite a
+        # GIL hand-off); then we cancel whatever is left (moved, new) directly.
+        for w in self._workers:
+            t = self._make_thread(_cancel_local, (self, w, cancelled),
+                                  f"osvrt-stop-cpu{w.cpu_id}", w, True, 1.0)
+            self._live.discard(t)
+            self._system.append(t)           # closed at stop if it never ran
+            w.post(t)
+        first = True
         while True:
             live = [t for t in list(self._live) if not t.done()]
             if not live:
                 return
-            for t in live:
-                if t.id not in cancelled:     # cancel once: let cleanup code run
-                    cancelled.add(t.id)
-                    t.cancel()
+            if not first:
+                for t in live:
+                    if t.id not in cancelled:
+                        cancelled.add(t.id)
+                        t.cancel()
+            first = False
             self._all_done.clear()
             if not self._live:
                 return
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                names = sorted(t.name for t in self._live)
+                names = sorted(t.name for t in list(self._live))
                 log.error("osvrt: %d green thread(s) still alive at stop timeout, abandoned: %s",
                           len(names), ", ".join(names))
                 return
@@ -332,6 +344,13 @@ class Runtime:
             "threads_live": len(self._live),
             "threads_spawned": self._spawned,
         }
+
+
+async def _cancel_local(rt, w, cancelled):
+    for t in list(rt._live):
+        if t._w is w and t.id not in cancelled and not t.done():
+            cancelled.add(t.id)
+            t.cancel()
 
 
 def _load(w):

@@ -17,12 +17,34 @@ import osvrt
 
 AVAILABLE = sorted(os.sched_getaffinity(0))
 HANG_GUARD_S = 120
-RESULT_TIMEOUT = 30          # seconds a submitted green thread may take before the test fails
+RESULT_TIMEOUT = 15          # seconds a submitted green thread may take before the test fails
+
+
+_real_stderr_fd = None
+
+
+def pytest_configure(config):
+    # The hang guard must write to the real stderr: pytest's output capture
+    # would swallow the dump when the guard ends the process.
+    global _real_stderr_fd
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        capman.suspend_global_capture()
+    try:
+        _real_stderr_fd = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        _real_stderr_fd = None
+    finally:
+        if capman is not None:
+            capman.resume_global_capture()
 
 
 @pytest.fixture(autouse=True)
 def hang_guard():
-    faulthandler.dump_traceback_later(HANG_GUARD_S, exit=True, file=sys.stderr)
+    if _real_stderr_fd is not None:
+        faulthandler.dump_traceback_later(HANG_GUARD_S, exit=True, file=_real_stderr_fd)
+    else:
+        faulthandler.dump_traceback_later(HANG_GUARD_S, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
 
@@ -60,7 +82,7 @@ def make_rt():
 
     yield make
     for r in made:
-        r.stop(timeout=5)
+        r.stop(timeout=2)
 
 
 @pytest.fixture

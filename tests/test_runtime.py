@@ -3,6 +3,7 @@ other OS threads (submit, run), and stats()."""
 import concurrent.futures
 import os
 import threading
+import time
 
 import pytest
 
@@ -110,6 +111,21 @@ def test_stop_is_idempotent(worker_threads):
     r.stop()
     r.stop(timeout=1)
     assert worker_threads() == []
+
+
+@pytest.mark.parametrize("ncpus", sorted({1, min(2, len(AVAILABLE))}))
+def test_stop_right_after_work_ends_every_worker_promptly(worker_threads, ncpus):
+    # stop() that arrives while a worker is in its brief idle spin (it has just
+    # finished work) must not be lost: every stop ends its workers promptly.
+    for i in range(40):
+        r = osvrt.Runtime(cpus=ncpus)
+        r.start()
+        assert r.run(_answer) == 42
+        t0 = time.monotonic()
+        r.stop()
+        took = time.monotonic() - t0
+        assert worker_threads() == [], f"stop #{i} left a worker running"
+        assert took < 3.0, f"stop #{i} took {took:.1f} s"
 
 
 def test_no_worker_survives_stop_with_busy_threads(worker_threads):
@@ -305,7 +321,7 @@ def test_stats_count_switches_and_local_wakeups(rt):
         async def waiter():
             await ev.wait()
 
-        w = osvrt.spawn(waiter)            # same CPU: a local wake-up
+        w = osvrt.spawn(waiter, cpu=osvrt.current().cpu)   # same CPU: a local wake-up
         await osvrt.sleep(0.01)
         ev.set()
         await w.join()

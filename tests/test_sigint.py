@@ -25,9 +25,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_cancels_main_and_shuts_down():
+def test_ctrl_c_cancels_main_and_shuts_down(tmp_path):
+    # cwd: not the repository root, whose osvrt/ source tree (no built _core)
+    # would shadow the installed package for `python -c`.
     p = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert p.stdout.readline().strip() == "ready"
         time.sleep(0.1)
