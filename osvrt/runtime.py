@@ -15,7 +15,7 @@ from . import balancer, kernel
 from ._core import ffi, lib
 from .cpu import Worker
 from .stall import StallWatchdog
-from .thread import Cancelled, Thread
+from .thread import Thread
 
 log = logging.getLogger("osvrt")
 
@@ -112,6 +112,9 @@ class Runtime:
         self._crt = None
         self._watchdog = None
         self._crashed = None
+        self._net = None           # osvrt.net's classifier, made by the first udp_bind
+        self._on_stop = []         # callables _stop_workers() runs before joining the workers
+        self._stats_hooks = {}     # name -> callable: more sections of stats()
 
     @property
     def cpus(self):
@@ -225,6 +228,11 @@ class Runtime:
             self._all_done.wait(0.05 if left is None else min(0.05, left))
 
     def _stop_workers(self):
+        for hook in self._on_stop:
+            try:
+                hook()
+            except Exception:
+                log.exception("osvrt: a stop hook failed: %r", hook)
         for w in self._workers:
             w._stop = True
             w.kick()
@@ -343,6 +351,7 @@ class Runtime:
             "cpus": [w.stats() for w in self._workers],
             "threads_live": len(self._live),
             "threads_spawned": self._spawned,
+            **{name: hook() for name, hook in self._stats_hooks.items()},
         }
 
 

@@ -17,7 +17,7 @@ class Cancelled(BaseException):
     does not swallow it."""
 
 
-from .kernel import QUEUED, RUNNING, TERMINATED, UNSTARTED, WAITING  # noqa: F401 (re-exported)
+from .kernel import TERMINATED, UNSTARTED
 
 
 class _UnretrievedException:

@@ -113,3 +113,17 @@ def worker_threads():
     leaked by an earlier, failed test cannot fail this one too)."""
     before = set(osvrt_worker_threads())
     return lambda: [t for t in osvrt_worker_threads() if t not in before]
+
+
+@pytest.fixture(scope="module")
+def mrt():
+    """One runtime on two CPUs for the whole module (the sync tests)."""
+    r = osvrt.Runtime(cpus=2)
+    r.start()
+    yield r
+    r.stop(timeout=5)
+
+
+@pytest.fixture
+def cpus(mrt):
+    return mrt.cpus

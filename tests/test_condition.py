@@ -9,36 +9,12 @@ import time
 import pytest
 
 import osvrt
+from support import run, until
 
 AVAILABLE = sorted(os.sched_getaffinity(0))
 RESULT_TIMEOUT = 30
 
 pytestmark = pytest.mark.skipif(len(AVAILABLE) < 2, reason="needs at least 2 CPUs")
-
-
-@pytest.fixture(scope="module")
-def mrt():
-    r = osvrt.Runtime(cpus=2)
-    r.start()
-    yield r
-    r.stop(timeout=5)
-
-
-@pytest.fixture
-def cpus(mrt):
-    return mrt.cpus
-
-
-def run(rt, fn, *args, cpu=None, timeout=RESULT_TIMEOUT):
-    return rt.submit(fn, *args, cpu=cpu).result(timeout=timeout)
-
-
-async def until(pred, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await osvrt.sleep(0.001)
 
 
 # ---- construction -------------------------------------------------------------

@@ -13,26 +13,13 @@ import pytest
 
 import osvrt
 from osvrt import kernel
+from support import run, until
 
 AVAILABLE = sorted(os.sched_getaffinity(0))
 RESULT_TIMEOUT = 30
 NOT_A_CPU = max(AVAILABLE) + 4096
 
 pytestmark = pytest.mark.skipif(len(AVAILABLE) < 2, reason="needs at least 2 CPUs")
-
-
-@pytest.fixture(scope="module")
-def mrt():
-    """Two CPUs, balancer on (the default)."""
-    r = osvrt.Runtime(cpus=2)
-    r.start()
-    yield r
-    r.stop(timeout=5)
-
-
-@pytest.fixture
-def cpus(mrt):
-    return mrt.cpus
 
 
 @pytest.fixture
@@ -42,18 +29,6 @@ def quiet_rt():
     r.start()
     yield r
     r.stop(timeout=5)
-
-
-def run(rt, fn, *args, cpu=None, timeout=RESULT_TIMEOUT):
-    return rt.submit(fn, *args, cpu=cpu).result(timeout=timeout)
-
-
-async def until(pred, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await osvrt.sleep(0.001)
 
 
 def where():

@@ -7,13 +7,13 @@ database, so a run stays short and writes nothing into the repository."""
 import collections
 import os
 import threading
-import time
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import osvrt
+from support import run, until
 
 AVAILABLE = sorted(os.sched_getaffinity(0))
 EXAMPLE_TIMEOUT = 20
@@ -29,30 +29,6 @@ SETTINGS = settings(
                            HealthCheck.function_scoped_fixture],
     derandomize=False,
 )
-
-
-@pytest.fixture(scope="module")
-def mrt():
-    r = osvrt.Runtime(cpus=2)
-    r.start()
-    yield r
-    r.stop(timeout=5)
-
-
-def run(rt, fn, *args, cpu=None, timeout=EXAMPLE_TIMEOUT):
-    return rt.submit(fn, *args, cpu=cpu).result(timeout=timeout)
-
-
-async def until(pred, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await osvrt.sleep(0.001)
-
-
-async def queued(t):
-    await until(lambda: t.state == "waiting", what=f"{t.name} parked")
 
 
 async def join_quietly(t, timeout=EXAMPLE_TIMEOUT):
