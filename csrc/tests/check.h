@@ -12,6 +12,11 @@
 #define OSVRT_TEST_SLOW 1
 #endif
 #define SCALED(n) ((n) / OSVRT_TEST_SLOW)
+#ifdef OSVRT_TEST_SANITIZED
+#define OSVRT_TEST_STALL_S 15    /* seconds without progress that a watchdog calls a hang */
+#else
+#define OSVRT_TEST_STALL_S 5
+#endif
 
 #define CHECK(cond)                                                              \
     do {                                                                         \

@@ -288,7 +288,7 @@ static void stress(int wakers, uint64_t n, uint64_t min_rounds, int64_t budget_s
         CHECK(pthread_create(&k[i], NULL, waker, (void *)(uintptr_t)(i + 1)) == 0);
 
     /* Watchdog: fail if the waiter makes no progress for a few seconds. */
-    const int64_t stall_ns = (OSVRT_TEST_SLOW > 1 ? 15LL : 5LL) * 1000000000;
+    const int64_t stall_ns = (int64_t)OSVRT_TEST_STALL_S * 1000000000;
     uint64_t last = 0;
     int64_t last_t = osvrt_now_ns();
     for (;;) {
