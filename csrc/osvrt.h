@@ -13,6 +13,8 @@
 
 /* Pin the calling OS thread to one CPU.  0 on success, else an errno value. */
 int osvrt_pin_self(int cpu);
+/* The CPU the calling OS thread runs on now (sched_getcpu), or -1. */
+int osvrt_current_cpu(void);
 
 /* Pointer to the word Python polls on its switch path: non-zero while
  * `cpu` has incoming work.  Reading it needs no call (see DESIGN.md). */

@@ -4,6 +4,11 @@
 
 #include "osvrt.h"
 
+int osvrt_current_cpu(void)
+{
+    return sched_getcpu();
+}
+
 int osvrt_pin_self(int cpu)
 {
     if (cpu < 0 || cpu >= CPU_SETSIZE)

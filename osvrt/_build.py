@@ -12,6 +12,8 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
 SOURCES = ["cpu.c", "peers.c", "pin.c", "thread_table.c", "trace.c", "wake.c"]
+# net channels (issue 6): osvrt/net/
+SOURCES += ["channel.c", "classifier.c", "flow_table.c", "net_bench.c", "packet.c"]
 
 CDEF = """
 
@@ -51,6 +53,7 @@ void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *out);
 const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu);
 int osvrt_pin_self(int cpu);
+int osvrt_current_cpu(void);
 int64_t osvrt_now_ns(void);
 
 unsigned short osvrt_switch_semaphore;
@@ -67,6 +70,63 @@ double osvrt_peer_futex_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
 double osvrt_peer_condvar_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
 double osvrt_peer_spin_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
 double osvrt_peer_queue(int kind, int producers, uint64_t per_producer);
+"""
+
+# ---- net channels (csrc/classifier.h, channel.h, packet.h; osvrt/net/) ----
+# Python reads a channel's indexes and slots as plain memory (a view below);
+# it calls C only to add/remove flows, for stats, and to wait (cwait.py).
+CDEF += """
+typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t saddr, uint32_t sport);
+#define OSVRT_NET_MAX_LANES ...
+#define OSVRT_NET_NREASONS ...
+#define OSVRT_PKT_NVERDICTS ...
+#define OSVRT_CHAN_MAX_CAPACITY ...
+#define OSVRT_CHAN_MAX_ARENA ...
+#define OSVRT_CHAN_WAITER ...
+struct osvrt_net_config {
+    const char *ifname; uint32_t ring_frames; uint32_t frame_size; uint32_t buckets;
+    uint32_t burst; int64_t spin_ns; int32_t cpu;
+};
+struct osvrt_net_stats {
+    uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
+             dropped_too_big, dropped_channel_full, dropped_rule, dropped_ring, wakes, bursts,
+             sleeps, gso_packets;
+    uint64_t malformed[16];
+};
+struct osvrt_flow_stats {
+    uint64_t received, dropped_channel_full, dropped_too_big, dropped_rule, wakes, queued;
+};
+struct osvrt_chan_view {
+    uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
+    uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
+};
+struct osvrt_rr_result { uint64_t done, lost; double elapsed_ns, mean_ns, p50_ns, p99_ns; };
+struct osvrt_net;
+struct osvrt_flow;
+
+struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_config *cfg, int *err);
+int osvrt_net_start(struct osvrt_net *net);
+void osvrt_net_stop(struct osvrt_net *net);
+void osvrt_net_free(struct osvrt_net *net);
+struct osvrt_flow *osvrt_net_flow_add4(struct osvrt_net *net, uint8_t proto, uint32_t daddr,
+                                       uint16_t dport, uint32_t saddr, uint16_t sport,
+                                       uint32_t nlanes, uint32_t capacity, uint32_t arena,
+                                       osvrt_rule_fn rule, int *err);
+int osvrt_net_flow_remove(struct osvrt_net *net, struct osvrt_flow *f);
+void osvrt_flow_put(struct osvrt_flow *f);
+int osvrt_flow_view(struct osvrt_flow *f, uint32_t lane, struct osvrt_chan_view *out);
+uint64_t osvrt_flow_head(struct osvrt_flow *f, uint32_t lane);
+void osvrt_flow_release(struct osvrt_flow *f, uint32_t lane, uint64_t tail);
+void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *out);
+void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
+const char *osvrt_pkt_verdict_name(int verdict);
+int osvrt_attach_drop_all(int fd);
+
+int osvrt_net_bench_rr(const char *ip, uint16_t port, uint64_t n, uint32_t payload,
+                       uint32_t window, int cpu, int timeout_ms, struct osvrt_rr_result *out);
+double osvrt_net_bench_blast(const char *ip, uint16_t port, uint64_t n, uint32_t payload,
+                             uint32_t gso, int cpu);
+double osvrt_net_bench_classify(uint64_t n, uint32_t payload, uint32_t flows);
 """
 
 # Thin adapters kept out of the C core: they only re-shape arguments for cffi.
@@ -87,6 +147,50 @@ static const uint64_t *osvrt_drained_word(struct osvrt_rt *rt, uint32_t cpu)
 static void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu) { osvrt_cpu_kick(&rt->cpus[cpu]); }
 static void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *o)
 { osvrt_cpu_get_stats(&rt->cpus[cpu], o); }
+"""
+
+# net channels: a flow key from scalars, and a plain view of a channel's words.
+GLUE += """
+#include "classifier.h"
+#include "net_bench.h"
+struct osvrt_chan_view {
+    uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
+    uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
+};
+static struct osvrt_flow *osvrt_net_flow_add4(struct osvrt_net *net, uint8_t proto, uint32_t daddr,
+                                              uint16_t dport, uint32_t saddr, uint16_t sport,
+                                              uint32_t nlanes, uint32_t capacity, uint32_t arena,
+                                              osvrt_rule_fn rule, int *err)
+{
+    struct osvrt_flow_key k = {.daddr = daddr, .saddr = saddr, .dport = dport, .sport = sport,
+                               .proto = proto};
+    return osvrt_net_flow_add(net, &k, nlanes, capacity, arena, rule, err);
+}
+static int osvrt_flow_view(struct osvrt_flow *f, uint32_t lane, struct osvrt_chan_view *v)
+{
+    struct osvrt_chan *c = osvrt_flow_lane(f, lane);
+    if (!c)
+        return 0;
+    v->head = (uint64_t *)&c->head;
+    v->tail = (uint64_t *)&c->tail;
+    v->waiter = (uint64_t *)&c->waiter;
+    v->slots = c->slots;
+    v->arena = c->arena;
+    v->capacity = c->capacity;
+    v->arena_size = c->arena_size;
+    v->slot_size = sizeof(struct osvrt_chan_slot);
+    return 1;
+}
+/* For hosts whose plain loads and stores are not acquire/release (not x86):
+ * the consumer's two synchronizing accesses as calls. */
+static uint64_t osvrt_flow_head(struct osvrt_flow *f, uint32_t lane)
+{
+    return atomic_load_explicit(&f->lanes[lane]->head, memory_order_acquire);
+}
+static void osvrt_flow_release(struct osvrt_flow *f, uint32_t lane, uint64_t tail)
+{
+    osvrt_chan_release(f->lanes[lane], tail);
+}
 """
 
 ffibuilder = FFI()

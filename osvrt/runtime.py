@@ -273,7 +273,12 @@ class Runtime:
             raise RuntimeError(f"this Runtime is {'stopping' if self._stopping else self._state}: "
                                "submit() needs a started Runtime (rt.start() or `with rt:`)")
         if cpu is None:
-            target = min(self._workers, key=_load)
+            # The least loaded CPU; on a tie, the one this OS thread runs on:
+            # a caller that then blocks on the Future frees that CPU for the
+            # worker, and the round trip needs no cross-CPU wake (measured
+            # here: 43 us against 105 us for the other CPU).
+            here = lib.osvrt_current_cpu() if len(self._workers) > 1 else -1
+            target = min(self._workers, key=lambda w: (_load(w), w.cpu_id != here))
         else:
             target = self._worker_for(cpu)
         t = self._make_thread(fn, args, name, target, cpu is not None, 1.0)
