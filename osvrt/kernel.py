@@ -96,7 +96,22 @@ def wake(ticket, value=None):
         t = ticket.pop()          # the claim (principle 2)
     except IndexError:
         return False
-    schedule(t, value)
+    # schedule(t, value), inlined: this is every local wake's path.
+    t._value = value
+    w = t._w
+    try:
+        here = _tls.worker
+    except AttributeError:
+        here = None
+    if w is here:
+        if t._rn != w.renorm:
+            w.catch_up(t)
+        t._state = QUEUED
+        w._order += 1
+        _heappush(w.runq, (t._r, w._order, t))
+        w.wakes_local += 1
+    else:
+        w.post(t)
     return True
 
 

@@ -92,7 +92,12 @@ class Event:
     def wait(self):
         if self._flag:
             return True
-        t = _me()
+        try:                               # _me(), inlined: the hot path
+            t = _tls.worker.current
+        except AttributeError:
+            t = None
+        if t is None:
+            raise kernel.outside()
         ticket = t._ticket = [t]
         self._waiters.append(ticket)
         if self._flag:                     # set() ran between our check and append
