@@ -54,8 +54,17 @@ class Worker:
         self.cpu_id = cpu_id         # the host CPU it is pinned to
         self._crt = crt
         self._spin_ns = spin_ns
-        # The head of our C pushlist, read as plain memory on every trap (no
-        # call: see DESIGN.md on the GIL).  Non-zero: wake-ups are waiting.
+        # Words of C memory that Python reads with no call.  Each is an aligned
+        # 4- or 8-byte word, so a read is one plain load (a relaxed atomic
+        # load on x86-64 and arm64); Python never writes them (C does, with
+        # atomics).  None needs more than a relaxed load: each is a hint
+        # checked again in C (incoming), a futex expected value (kick_seq),
+        # or a balancing estimate; a stale value costs one extra pass.  (The
+        # `atomics` package would give the same load at ~11 us: it goes
+        # through cffi's ABI mode, which releases the GIL on every call.)
+        #
+        # The head of our C pushlist, read on every trap.  Non-zero: wake-ups
+        # are waiting (DESIGN.md on the GIL: no C call in the common case).
         self._incoming = memoryview(ffi.buffer(lib.osvrt_incoming_word(crt, index), 8)).cast("Q")
         # The doorbell sequence that every kick bumps (csrc/cpu.h): read before
         # the last look at our own state, so no kick (stop, pull) is lost.
