@@ -12,6 +12,9 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"],
         "plot": ["matplotlib>=3.5"],
+        # the peers that `python -m osvrt bench` measures when they are installed
+        "peers": ["uvloop>=0.17", "trio>=0.22", "gevent>=22"],
     },
+    entry_points={"pytest11": ["osvrt = osvrt.pytest_plugin"]},
     zip_safe=False,
 )

@@ -29,8 +29,7 @@ row in the group.
 """
 import pytest
 
-import peers
-from osvrt._core import lib
+from osvrt.bench import peers
 
 COLOCATED_N = 20_000          # round trips
 APART_N = 3_000               # cross-CPU switches are ~10-50 us
@@ -43,16 +42,10 @@ def completed(n):
     return check
 
 
-def c_pingpong(fn, cpu_a, cpu_b, n):
-    ns = fn(cpu_a, cpu_b, n)
-    assert ns > 0, f"C peer {fn} failed: {ns}"
-    return dict(ns=ns, a=n, b=n)
-
-
 # (module to import or None, runner(n, cpu_a, cpu_b)) -- colocated peers
 COLOCATED_PEERS = {
-    "c_futex": (None, lambda n, a, b: c_pingpong(lib.osvrt_peer_futex_pingpong, a, a, n)),
-    "c_condvar": (None, lambda n, a, b: c_pingpong(lib.osvrt_peer_condvar_pingpong, a, a, n)),
+    "c_futex": (None, lambda n, a, b: peers.c_pingpong("futex", a, a, n)),
+    "c_condvar": (None, lambda n, a, b: peers.c_pingpong("condvar", a, a, n)),
     "asyncio_event": (None, lambda n, a, b: peers.asyncio_event_pingpong(n)),
     "asyncio_future": (None, lambda n, a, b: peers.asyncio_future_pingpong(n)),
     "uvloop_future": ("uvloop", lambda n, a, b: peers.asyncio_future_pingpong(n, "uvloop")),
@@ -64,9 +57,9 @@ COLOCATED_PEERS = {
 }
 
 APART_PEERS = {
-    "c_futex": lambda n, a, b: c_pingpong(lib.osvrt_peer_futex_pingpong, a, b, n),
-    "c_condvar": lambda n, a, b: c_pingpong(lib.osvrt_peer_condvar_pingpong, a, b, n),
-    "c_spin": lambda n, a, b: c_pingpong(lib.osvrt_peer_spin_pingpong, a, b, n),
+    "c_futex": lambda n, a, b: peers.c_pingpong("futex", a, b, n),
+    "c_condvar": lambda n, a, b: peers.c_pingpong("condvar", a, b, n),
+    "c_spin": lambda n, a, b: peers.c_pingpong("spin", a, b, n),
     "threading_event": lambda n, a, b: peers.threading_event_pingpong(n, a, b),
 }
 

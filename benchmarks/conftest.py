@@ -20,9 +20,10 @@ them.  The peer also has its own benchmark row in the same group.
 """
 import os
 import statistics
-import time
 
 import pytest
+
+from osvrt.bench.peers import runtime
 
 SMALL = 200
 
@@ -58,34 +59,17 @@ def two_cpus(cpus):
     return cpus[0], cpus[1]
 
 
-def stop_runtime(rt):
-    # Let idle workers finish their poll and go to sleep first: a stop() kick
-    # that lands while a worker polls is lost and stop() then waits 5 s for
-    # it (see the report: Runtime.stop() right after rt.run()).
-    time.sleep(0.005)
-    rt.stop(timeout=5)
-
-
-def _runtime(ncpus):
-    import osvrt
-    rt = osvrt.Runtime(cpus=min(ncpus, len(os.sched_getaffinity(0)))).start()
-    try:
-        yield rt
-    finally:
-        stop_runtime(rt)
-
-
 @pytest.fixture(scope="module")
 def osvrt_rt():
     """A started osvrt.Runtime(cpus=2) (fewer if the machine has fewer), one
     per module, so runtime start-up is never measured."""
-    yield from _runtime(2)
+    yield from runtime(2)
 
 
 @pytest.fixture(scope="module")
 def osvrt_rt1():
     """A started osvrt.Runtime(cpus=1), one per module."""
-    yield from _runtime(1)
+    yield from runtime(1)
 
 
 def _median(xs):

@@ -282,6 +282,7 @@ class Worker:
         incoming = self._incoming
         clock = _clock
         t = None                    # the thread to run next (or the one that keeps running)
+        prev = None                 # the thread that ran last (for the switch tracepoint)
         penalty = False             # the thread switched out is still runnable
         now = clock()
         while not self._stop:
@@ -314,12 +315,12 @@ class Worker:
                 t._r -= t._prio * self.c * (_THYST_LESS_PENALTY if penalty else _THYST)
                 self.switches += 1
                 if self._tracing:
-                    lib.osvrt_trace_switch(self.index, 0, t.id)
+                    lib.osvrt_trace_switch(self.index, prev.id if prev is not None else 0, t.id)
 
             # Run t until its next trap.  (current, run_start) identify this run
             # for the stall watchdog; current stays set while t keeps the CPU
             # (after a YIELD), so load() counts it.
-            self.current = t
+            self.current = prev = t
             self.run_start = now
             t._state = RUNNING
             try:

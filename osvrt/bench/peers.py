@@ -1,16 +1,23 @@
-"""Workloads for the benchmark suites: osvrt's and its pure-Python peers'.
+"""Workloads: osvrt's and its peers', each one measured round.
 
-Every function runs one measured round and returns a dict with the per-unit
-figure it measured itself (``ns`` per one-way switch / per round trip, or
-``per_s``) and the counts the caller asserts on (did the ping-pong complete,
-did every task run).  Timing is taken inside the workload with
-time.perf_counter_ns(), so the set-up of a loop or a runtime is not counted.
+Every workload returns a dict with the per-unit figure it measured itself
+(``ns`` per one-way switch, per round trip or per item; ``per_s`` for rates;
+``bytes_per_task`` for memory) and the counts a caller checks (did the
+ping-pong complete, did every task run).  Timing is taken inside the workload
+with time.perf_counter_ns(), so the start-up of a loop or a runtime is not
+counted.  The C peers live in csrc/peers.c and are called through
+osvrt._core.lib: no compiler is needed at run time.
 
-Run as a script, it is the child process of bench_memory.py:
-    python peers.py memory <peer> <n>   -> prints one JSON line
+Used by ``python -m osvrt bench`` (osvrt.bench.cli) and by the pytest-benchmark
+suites in benchmarks/.
+
+The memory workloads run in a fresh interpreter each (memory_in_subprocess),
+so one peer's heap never pollutes another's.
 """
+import gc
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -18,12 +25,42 @@ import time
 _now = time.perf_counter_ns
 
 
-def cpu_ids():
-    return sorted(os.sched_getaffinity(0))
-
-
 def _done(ns_total, units, **counts):
     return dict(ns=ns_total / units if units else 0.0, **counts)
+
+
+def _rate(n, dt_ns, **counts):
+    return dict(per_s=n * 1e9 / dt_ns if dt_ns else 0.0, ns=dt_ns / n if n else 0.0, **counts)
+
+
+def module_available(name):
+    """(True, None) if `name` imports, else (False, reason)."""
+    try:
+        __import__(name)
+    except Exception as e:          # ImportError, or a broken install
+        return False, f"{name} not installed" if isinstance(e, ImportError) else f"{name}: {e}"
+    return True, None
+
+
+# ---------------------------------------------------------------------------
+# osvrt runtimes
+
+def stop_runtime(rt, timeout=5):
+    """Stop rt, giving idle workers a moment to reach their sleep first."""
+    time.sleep(0.005)
+    rt.stop(timeout=timeout)
+
+
+def runtime(ncpus, **options):
+    """A started osvrt.Runtime(cpus=ncpus, **options) (fewer CPUs if this process
+    has fewer), stopped at the end: a generator, for module-scoped fixtures
+    (`yield from runtime(2)`)."""
+    import osvrt
+    rt = osvrt.Runtime(cpus=min(ncpus, len(os.sched_getaffinity(0))), **options).start()
+    try:
+        yield rt
+    finally:
+        stop_runtime(rt)
 
 
 # ---------------------------------------------------------------------------
@@ -70,8 +107,7 @@ async def osvrt_spawn_join(n):
     ts = [spawn(_osvrt_nop) for _ in range(n)]
     for t in ts:
         await t.join()
-    dt = _now() - t0
-    return dict(per_s=n * 1e9 / dt, ns=dt / n, done=sum(t.done() for t in ts))
+    return _rate(n, _now() - t0, done=sum(t.done() for t in ts))
 
 
 async def osvrt_pairs(k, m, cpus):
@@ -79,11 +115,13 @@ async def osvrt_pairs(k, m, cpus):
     (both its threads) to cpus[i % len(cpus)].  Returns total switches/s."""
     import osvrt
     counts = [0] * k
+    start = osvrt.Event()
 
     def pair(i):
         ping, pong = osvrt.Event(), osvrt.Event()
 
         async def a():
+            await start.wait()
             for _ in range(m):
                 ping.set()
                 await pong.wait()
@@ -91,6 +129,7 @@ async def osvrt_pairs(k, m, cpus):
             counts[i] += m
 
         async def b():
+            await start.wait()
             for _ in range(m):
                 await ping.wait()
                 ping.clear()
@@ -98,44 +137,89 @@ async def osvrt_pairs(k, m, cpus):
             counts[i] += m
         return a, b
 
-    start = osvrt.Event()
     ts = []
     for i in range(k):
         a, b = pair(i)
         c = cpus[i % len(cpus)]
-
-        async def gated(fn):
-            await start.wait()
-            await fn()
-        ts.append(osvrt.spawn(gated, b, cpu=c))
-        ts.append(osvrt.spawn(gated, a, cpu=c))
+        ts.append(osvrt.spawn(b, cpu=c))
+        ts.append(osvrt.spawn(a, cpu=c))
     await osvrt.sleep(0.005)          # let every thread reach the gate
     t0 = _now()
     start.set()
     for t in ts:
         await t.join()
-    dt = _now() - t0
     switches = 2 * k * m
-    return dict(per_s=switches * 1e9 / dt, ns=dt / switches, round_trips=sum(counts) // 2)
+    return dict(_rate(switches, _now() - t0), round_trips=sum(counts) // 2)
+
+
+async def _osvrt_seven():
+    return 7
+
+
+def osvrt_submit_round_trips(rt, n, how="run"):
+    """n round trips from this (foreign) OS thread into rt and back: rt.run(),
+    rt.submit().result(), or submit pinned to rt's first CPU."""
+    if how not in ("run", "submit", "submit_pinned"):
+        raise ValueError(f"how={how!r}: one of run, submit, submit_pinned")
+    ok = 0
+    t0 = _now()
+    if how == "run":
+        for _ in range(n):
+            ok += rt.run(_osvrt_seven) == 7
+    elif how == "submit":
+        for _ in range(n):
+            ok += rt.submit(_osvrt_seven).result() == 7
+    else:
+        cpu = rt.cpus[0]
+        for _ in range(n):
+            ok += rt.submit(_osvrt_seven, cpu=cpu).result() == 7
+    return _done(_now() - t0, n, answered=ok)
+
+
+# ---------------------------------------------------------------------------
+# C peers (csrc/peers.c)
+
+def c_pingpong(kind, cpu_a, cpu_b, n):
+    """Two pthreads pinned to cpu_a / cpu_b hand a turn over n round trips;
+    kind: "futex" (a futex word), "condvar" (mutex + condvar, OSv's own test
+    shape) or "spin" (pure spin on an atomic: the floor)."""
+    from osvrt._core import lib
+    fn = {"futex": lib.osvrt_peer_futex_pingpong, "condvar": lib.osvrt_peer_condvar_pingpong,
+          "spin": lib.osvrt_peer_spin_pingpong}[kind]
+    ns = fn(cpu_a, cpu_b, n)
+    if ns <= 0 and n:
+        raise RuntimeError(f"C {kind} ping-pong failed (returned {ns})")
+    return dict(ns=ns, a=n, b=n)
+
+
+def c_queue(kind, producers, per_producer):
+    """`producers` pthreads push per_producer items each to one consumer pthread
+    that takes batches: kind "pushlist" (osvrt's lock-free MPSC list) or
+    "mutex" (a FIFO under a pthread mutex).  ns per item."""
+    from osvrt._core import lib
+    k = {"pushlist": lib.OSVRT_PEER_PUSHLIST, "mutex": lib.OSVRT_PEER_MUTEX_QUEUE}[kind]
+    ns = lib.osvrt_peer_queue(k, producers, per_producer)
+    if ns < 0:
+        raise RuntimeError(f"C {kind} queue lost, duplicated or reordered items")
+    return dict(ns=ns, items=producers * per_producer)
 
 
 # ---------------------------------------------------------------------------
 # asyncio / uvloop
 
-def _run_loop(loop_factory, coro_fn, *args):
-    loop = loop_factory()
+def _run_loop(kind, coro_fn, *args):
+    if kind == "uvloop":
+        import uvloop
+        loop = uvloop.new_event_loop()
+    elif kind == "asyncio":
+        import asyncio
+        loop = asyncio.new_event_loop()
+    else:
+        raise ValueError(f"kind={kind!r}: asyncio or uvloop")
     try:
         return loop.run_until_complete(coro_fn(*args))
     finally:
         loop.close()
-
-
-def asyncio_loop_factory(kind):
-    if kind == "uvloop":
-        import uvloop
-        return uvloop.new_event_loop
-    import asyncio
-    return asyncio.new_event_loop
 
 
 async def _aio_event_pingpong(n):
@@ -197,11 +281,11 @@ async def _aio_future_pingpong(n):
 
 
 def asyncio_event_pingpong(n, kind="asyncio"):
-    return _run_loop(asyncio_loop_factory(kind), _aio_event_pingpong, n)
+    return _run_loop(kind, _aio_event_pingpong, n)
 
 
 def asyncio_future_pingpong(n, kind="asyncio"):
-    return _run_loop(asyncio_loop_factory(kind), _aio_future_pingpong, n)
+    return _run_loop(kind, _aio_future_pingpong, n)
 
 
 async def _aio_nop():
@@ -210,18 +294,16 @@ async def _aio_nop():
 
 async def _aio_spawn_join(n):
     import asyncio
-    loop = asyncio.get_running_loop()
-    create = loop.create_task
+    create = asyncio.get_running_loop().create_task
     t0 = _now()
     ts = [create(_aio_nop()) for _ in range(n)]
     for t in ts:
         await t
-    dt = _now() - t0
-    return dict(per_s=n * 1e9 / dt, ns=dt / n, done=sum(t.done() for t in ts))
+    return _rate(n, _now() - t0, done=sum(t.done() for t in ts))
 
 
 def asyncio_spawn_join(n, kind="asyncio"):
-    return _run_loop(asyncio_loop_factory(kind), _aio_spawn_join, n)
+    return _run_loop(kind, _aio_spawn_join, n)
 
 
 # ---------------------------------------------------------------------------
@@ -272,8 +354,7 @@ def trio_spawn_join(n):
             start = nursery.start_soon
             for _ in range(n):
                 start(nop)
-        dt = _now() - t0
-        return dict(per_s=n * 1e9 / dt, ns=dt / n, done=done[0])
+        return _rate(n, _now() - t0, done=done[0])
 
     return trio.run(main)
 
@@ -319,8 +400,7 @@ def gevent_spawn_join(n):
     t0 = _now()
     gs = [spawn(nop) for _ in range(n)]
     gevent.joinall(gs, raise_error=True)
-    dt = _now() - t0
-    return dict(per_s=n * 1e9 / dt, ns=dt / n, done=done[0])
+    return _rate(n, _now() - t0, done=done[0])
 
 
 # ---------------------------------------------------------------------------
@@ -332,6 +412,15 @@ def _pinned(fn, cpu):
             os.sched_setaffinity(0, {cpu})
         fn(*args)
     return run
+
+
+def _run_threads(threads):
+    t0 = _now()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return _now() - t0
 
 
 def threading_condition_pingpong(n, cpu_a=None, cpu_b=None):
@@ -348,14 +437,9 @@ def threading_condition_pingpong(n, cpu_a=None, cpu_b=None):
                 cv.notify()
             count[me] += 1
 
-    ths = [threading.Thread(target=_pinned(side, c), args=(i,))
-           for i, c in ((1, cpu_b), (0, cpu_a))]
-    t0 = _now()
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    return _done(_now() - t0, 2 * n, a=count[0], b=count[1])
+    dt = _run_threads([threading.Thread(target=_pinned(side, c), args=(i,))
+                       for i, c in ((1, cpu_b), (0, cpu_a))])
+    return _done(dt, 2 * n, a=count[0], b=count[1])
 
 
 def threading_event_pingpong(n, cpu_a=None, cpu_b=None):
@@ -376,13 +460,9 @@ def threading_event_pingpong(n, cpu_a=None, cpu_b=None):
             pong.set()
             count[1] += 1
 
-    ths = [threading.Thread(target=_pinned(b, cpu_b)), threading.Thread(target=_pinned(a, cpu_a))]
-    t0 = _now()
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    return _done(_now() - t0, 2 * n, a=count[0], b=count[1])
+    dt = _run_threads([threading.Thread(target=_pinned(b, cpu_b)),
+                       threading.Thread(target=_pinned(a, cpu_a))])
+    return _done(dt, 2 * n, a=count[0], b=count[1])
 
 
 def threading_spawn_join(n):
@@ -397,8 +477,7 @@ def threading_spawn_join(n):
         th.start()
     for th in ths:
         th.join()
-    dt = _now() - t0
-    return dict(per_s=n * 1e9 / dt, ns=dt / n, done=len(done))
+    return _rate(n, _now() - t0, done=len(done))
 
 
 class EventEcho:
@@ -431,24 +510,106 @@ class EventEcho:
             req.set()
             resp.wait()
             resp.clear()
-        dt = _now() - t0
-        return dict(ns=dt / n, answered=self.answered - before)
+        return _done(_now() - t0, n, answered=self.answered - before)
 
     def close(self):
         self.stop = True
         self.req.set()
         self.thread.join(5)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 # ---------------------------------------------------------------------------
-# memory per parked task: the child process of bench_memory.py
+# UDP request/response: osvrt.net.bench's echo servers and its C client (which
+# holds no GIL, so each server has the interpreter to itself), placed as
+# benchmarks/bench_udp.py places them on two CPUs: the client on the first,
+# the server (the osvrt worker, or the Python thread) on the second, the
+# osvrt classifier beside the client, not polling.
+
+UDP_WORKER_SPIN_US = 200
+
+
+def udp_unavailable():
+    """None if osvrt.net can run here, else why not (a sentence)."""
+    try:
+        import osvrt.net  # noqa: F401
+        from osvrt.net import bench, testing  # noqa: F401
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    ok, why = testing.can_open_packet_socket()
+    return None if ok else f"needs CAP_NET_RAW ({why})"
+
+
+def udp_osvrt_round(n, window, client_cpu, server_cpu, warm=200):
+    """One osvrt round: a fresh Runtime on the server CPU and its classifier,
+    an echo green thread on a net channel, `warm` then n transactions from
+    the C client with `window` in flight; the runtime stops before any peer
+    round.  The dict of osvrt.net.bench.rr: ns, per_s, p50_ns, p99_ns, done,
+    lost."""
+    import osvrt
+    import osvrt.net
+    from osvrt.net import bench as nb
+    rt = osvrt.Runtime(cpus=[server_cpu], idle_spin_us=UDP_WORKER_SPIN_US).start()
+    try:
+        osvrt.net.configure(rt, cpu=client_cpu, spin_us=0)
+        server = nb.OsvrtEchoServer(rt, cpu=server_cpu)
+        try:
+            if warm:
+                nb.rr(server.addr, warm, window=window, cpu=client_cpu)
+            return nb.rr(server.addr, n, window=window, cpu=client_cpu)
+        finally:
+            server.close()
+    finally:
+        stop_runtime(rt)
+
+
+def udp_peer_round(server, n, window, client_cpu, warm=200):
+    """The same transactions against a peer echo server (osvrt.net.bench)."""
+    from osvrt.net import bench as nb
+    if warm:
+        nb.rr(server.addr, warm, window=window, cpu=client_cpu)
+    return nb.rr(server.addr, n, window=window, cpu=client_cpu)
+
+
+def udp_thread_server(server_cpu):
+    """A kernel UDP socket served by a Python thread pinned to server_cpu."""
+    from osvrt.net import bench as nb
+    return nb.ThreadEchoServer(cpu=server_cpu)
+
+
+# ---------------------------------------------------------------------------
+# Memory per parked task: RSS growth while n tasks each wait on an Event.
+# Each runs in a fresh interpreter (memory_in_subprocess): it warms up with a
+# small batch, reads /proc/self/statm, parks n tasks, reads it again once all
+# are parked, then releases and joins them.
+
+_WARM = 100
+
 
 def _rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-_WARM = 100
+def _measure_sync(batch, n, warm=_WARM):
+    batch(warm)
+    gc.collect()
+    before = _rss()
+    after, parked = batch(n)
+    return before, after, parked
+
+
+async def _measure_async(batch, n, warm=_WARM):
+    await batch(warm)
+    gc.collect()
+    before = _rss()
+    after, parked = await batch(n)
+    return before, after, parked
 
 
 def _mem_osvrt(n):
@@ -472,15 +633,11 @@ def _mem_osvrt(n):
             await t.join()
         return rss, count[0]
 
-    async def main():
-        await batch(_WARM)
-        import gc
-        gc.collect()
-        before = _rss()
-        after, parked = await batch(n)
-        return before, after, parked
-
-    return osvrt.run(main, cpus=1)
+    rt = osvrt.Runtime(cpus=1).start()
+    try:
+        return rt.run(_measure_async, batch, n)
+    finally:
+        stop_runtime(rt)
 
 
 def _mem_asyncio(n, kind="asyncio"):
@@ -506,15 +663,7 @@ def _mem_asyncio(n, kind="asyncio"):
             await t
         return rss, count[0]
 
-    async def main():
-        await batch(_WARM)
-        import gc
-        gc.collect()
-        before = _rss()
-        after, parked = await batch(n)
-        return before, after, parked
-
-    return _run_loop(asyncio_loop_factory(kind), main)
+    return _run_loop(kind, _measure_async, batch, n)
 
 
 def _mem_trio(n):
@@ -540,15 +689,7 @@ def _mem_trio(n):
             release.set()
         return out[0], count[0]
 
-    async def main():
-        await batch(_WARM)
-        import gc
-        gc.collect()
-        before = _rss()
-        after, parked = await batch(n)
-        return before, after, parked
-
-    return trio.run(main)
+    return trio.run(_measure_async, batch, n)
 
 
 def _mem_gevent(n):
@@ -573,12 +714,7 @@ def _mem_gevent(n):
         gevent.joinall(gs, raise_error=True)
         return rss, count[0]
 
-    batch(_WARM)
-    import gc
-    gc.collect()
-    before = _rss()
-    after, parked = batch(n)
-    return before, after, parked
+    return _measure_sync(batch, n)
 
 
 def _mem_threading(n):
@@ -606,12 +742,7 @@ def _mem_threading(n):
             th.join()
         return rss, count[0]
 
-    batch(min(_WARM, 20))
-    import gc
-    gc.collect()
-    before = _rss()
-    after, parked = batch(n)
-    return before, after, parked
+    return _measure_sync(batch, n, warm=min(_WARM, 20))
 
 
 MEMORY_PEERS = {
@@ -625,12 +756,35 @@ MEMORY_PEERS = {
 
 
 def memory_child(peer, n):
+    """Run in the child: park n tasks of `peer`; the figures as a dict."""
     before, after, parked = MEMORY_PEERS[peer](n)
     return dict(peer=peer, n=n, parked=parked, rss_before=before, rss_after=after,
                 bytes_per_task=(after - before) / n)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "memory":
-        sys.exit("usage: peers.py memory <peer> <n>")
-    print(json.dumps(memory_child(sys.argv[2], int(sys.argv[3]))))
+def _child_env():
+    # The child must import this very osvrt (an in-place checkout as well as
+    # an installed one).
+    import osvrt
+    root = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def memory_in_subprocess(peer, n, timeout=120):
+    """Bytes per parked task of `peer` (a key of MEMORY_PEERS), measured in a
+    fresh interpreter; the child's dict, with bytes_per_task and parked."""
+    if peer not in MEMORY_PEERS:
+        raise ValueError(f"peer={peer!r}: one of {sorted(MEMORY_PEERS)}")
+    code = ("import json, sys; from osvrt.bench.peers import memory_child; "
+            "print(json.dumps(memory_child(sys.argv[1], int(sys.argv[2]))))")
+    proc = subprocess.run([sys.executable, "-c", code, peer, str(int(n))], capture_output=True,
+                          text=True, env=_child_env(), timeout=timeout)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"memory child for {peer} failed: {tail[0]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    if r["parked"] != n:
+        raise RuntimeError(f"{peer}: only {r['parked']} of {n} tasks parked")
+    return r

@@ -1,0 +1,265 @@
+"""`python -m osvrt bench` (osvrt.bench): the comparison runs end to end at
+tiny sizes, the table, JSON and chart come out, and the method (alternating
+rounds, medians, per-round ratios, targets) does what it says.  No speed is
+asserted: a figure only has to be a positive number.
+"""
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import osvrt
+from osvrt.bench import cli, measure, peers
+from osvrt.bench.measure import Contender, Measure, Target, Unavailable, run_measure
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
+TINY = dict(colocated=50, apart=20, spawn=50, spawn_threads=10, memory=200, memory_threads=10,
+            wake=20, queue=1_000, udp=20, udp_tps=40)
+
+
+def _args(*argv, **extra):
+    args = cli.add_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+    for k, v in extra.items():
+        setattr(args, k, v)
+    return args
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+# ---- the whole comparison, tiny ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    out = io.StringIO()
+    args = _args("--json", str(d / "b.json"), "--plot", "-", "--rounds", "1", "--no-progress",
+                 sizes=TINY, warmup=0)
+    doc = cli.run(args, out=out)
+    return doc, out.getvalue(), d / "b.json"
+
+
+def test_every_measure_runs_or_says_why_not(tiny_run):
+    doc, text, _ = tiny_run
+    keys = [m["key"] for m in doc["measures"]]
+    assert keys == list(cli.MEASURE_KEYS)
+    for m in doc["measures"]:
+        if m["key"] in ("udp_rr", "udp_tps") and m["status"] == "n/a":
+            assert m["reason"].startswith(("osvrt.net not available: ",
+                                           "the UDP rows place client and server on 2 CPUs"))
+            continue
+        if m["key"] == "switch_apart" and len(os.sched_getaffinity(0)) < 2:
+            assert m["status"] == "n/a"
+            continue
+        assert m["status"] == "ok", m
+        for name, cell in m["contenders"].items():
+            assert cell["error"] is None, (m["key"], name, cell["error"])
+            assert len(cell["rounds"]) == 1 and cell["median"] > 0, (m["key"], name, cell)
+        for t in m["targets"]:
+            if t["peer"] in m["unavailable"]:          # e.g. uvloop not installed
+                assert t["ratio"] is None and t["met"] is None
+                assert t["why_not"] == m["unavailable"][t["peer"]]
+            else:
+                assert t["ratio"] > 0 and t["met"] in (True, False), t
+
+
+def test_table_and_json(tiny_run):
+    doc, text, path = tiny_run
+    for m in doc["measures"]:
+        assert m["title"] in text
+    assert "ratio osvrt/peer (target)" in text
+    assert ("met" in text) or ("MISSED" in text)
+    assert f"raw figures: {path}" in text
+    on_disk = json.loads(path.read_text())
+    assert on_disk["measures"] == json.loads(json.dumps(doc["measures"]))
+    assert on_disk["options"]["rounds"] == 1
+    assert on_disk["host"]["cpus_available"] == sorted(os.sched_getaffinity(0))
+    udp = next(m for m in doc["measures"] if m["key"] == "udp_rr")
+    if udp["status"] == "n/a":
+        assert "UDP request/response (" in text and "n/a (osvrt.net not available" in text
+
+
+def test_chart_is_drawn_or_the_reason_given(tiny_run, tmp_path):
+    doc, _, _ = tiny_run
+    png = tmp_path / "b.png"
+    why = cli.draw_plot(doc, str(png))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert why is not None and "osvrt[plot]" in why
+        assert not png.exists()
+    else:
+        assert why is None
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_udp_rows_say_why_when_osvrt_net_is_not_available(monkeypatch, tmp_path):
+    monkeypatch.setattr(peers, "udp_unavailable",
+                        lambda: "ModuleNotFoundError: No module named 'osvrt.net'")
+    out = io.StringIO()
+    doc = cli.run(_args("--only", "udp_rr,udp_tps", "--json", "-", "--plot", "-",
+                        "--no-progress", sizes=TINY), out=out)
+    assert [m["status"] for m in doc["measures"]] == ["n/a", "n/a"]
+    text = out.getvalue()
+    if len(os.sched_getaffinity(0)) > 1:
+        assert re.search(r"UDP request/response \((µs|us)\) +n/a \(osvrt.net not available: "
+                         r"ModuleNotFoundError: No module named 'osvrt.net'\)", text), text
+    assert "2 not measured" in text
+
+
+def test_command_line_quick_subset(tmp_path):
+    j = tmp_path / "q.json"
+    p = subprocess.run([sys.executable, "-m", "osvrt", "bench", "--quick", "--only",
+                        "pushlist,foreign_wake", "--rounds", "1", "--json", str(j), "--plot", "-"],
+                       capture_output=True, text=True, env=_env(), cwd=str(tmp_path), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "pushlist 2P+1C (ns/item)" in p.stdout
+    assert "foreign-thread wake" in p.stdout
+    assert "%]" in p.stderr                        # progress on stderr (not a tty: lines)
+    doc = json.loads(j.read_text())
+    assert [m["key"] for m in doc["measures"]] == ["foreign_wake", "pushlist"]
+    assert doc["options"]["mode"] == "quick"
+
+
+def test_help_lists_the_commands():
+    p = subprocess.run([sys.executable, "-m", "osvrt", "--help"], capture_output=True, text=True,
+                       env=_env(), timeout=60)
+    assert p.returncode == 0
+    assert "bench" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "osvrt", "bench", "--only", "nope"],
+                       capture_output=True, text=True, env=_env(), timeout=60)
+    assert p.returncode == 2 and "nope" in p.stderr
+
+
+def test_cpus_option():
+    avail = sorted(os.sched_getaffinity(0))
+    assert cli.parse_cpus(None) == tuple(avail[:2])
+    assert cli.parse_cpus("1") == (avail[0],)
+    assert cli.parse_cpus(f"{avail[0]},") == (avail[0],)
+    for bad in ("0.5", "x", "99999", "-1", f"{avail[0]},{avail[0]}"):
+        with pytest.raises(ValueError, match="--cpus"):
+            cli.parse_cpus(bad)
+
+
+# ---- the method ------------------------------------------------------------
+
+def _fake(name, values, log, **kw):
+    it = iter(values)
+
+    def run(ctx):
+        log.append(name)
+        return {"ns": next(it)}
+    return Contender(name, name, run, **kw)
+
+
+def test_rounds_alternate_and_ratios_are_medians_of_rounds():
+    log = []
+    m = Measure("m", "fake", "ns", "lower",
+                _fake("osvrt", [99, 1, 2, 30, 4, 5], log),
+                [_fake("p", [99, 10, 10, 10, 10, 10], log),
+                 _fake("q", [99, 2, 2, 2, 2, 2], log)],
+                targets=[Target("p", "<=", 0.5, "half"), Target("q", "<", 1, "faster")])
+    r = run_measure(m, rounds=5, warmup=1)
+    # warm-up in order, then each round starts one contender further on
+    assert log[:3] == ["osvrt", "p", "q"]
+    starts = [log[3 + 3 * i] for i in range(5)]
+    assert starts == ["osvrt", "p", "q", "osvrt", "p"]
+    assert r["contenders"]["osvrt"]["rounds"] == [1, 2, 30, 4, 5]      # warm-up dropped
+    assert r["contenders"]["osvrt"]["median"] == 4
+    assert r["ratios"]["p"]["median"] == pytest.approx(0.4)
+    assert r["ratios"]["q"]["median"] == pytest.approx(2.0)
+    assert [t["met"] for t in r["targets"]] == [True, False]
+
+
+def test_errors_unavailable_peers_and_unavailable_rows_are_reported():
+    def boom(ctx):
+        raise RuntimeError("lost a wake-up")
+
+    m = Measure("m", "fake", "ns", "lower", _fake("osvrt", [1] * 9, []),
+                [Contender("p", "p", boom), Contender("q", "q", lambda c: {"ns": 1},
+                                                        requires="no_such_module_osvrt")],
+                targets=[Target("p", "<=", 1, "x"), Target("q", "<=", 1, "y")])
+    r = run_measure(m, rounds=3, warmup=1)
+    assert r["status"] == "ok"
+    assert r["contenders"]["p"]["error"] == "RuntimeError: lost a wake-up"
+    assert r["unavailable"] == {"q": "no_such_module_osvrt not installed"}
+    assert [t["met"] for t in r["targets"]] == [None, None]
+    assert "lost a wake-up" in r["targets"][0]["why_not"]
+    text = cli.render_table([r], io.StringIO())
+    assert "error" in text and "n/a" in text
+
+    def setup():
+        raise Unavailable("needs a NIC")
+    m2 = Measure("m2", "fake2", "us", "lower", _fake("osvrt", [1], []), [], setup=setup)
+    r2 = run_measure(m2, rounds=1)
+    assert (r2["status"], r2["reason"]) == ("n/a", "needs a NIC")
+    assert "n/a (needs a NIC)" in cli.render_table([r, r2], io.StringIO())
+
+
+def test_deadline_cuts_rounds_but_keeps_the_minimum():
+    m = Measure("m", "fake", "ns", "lower", _fake("osvrt", [1] * 20, []),
+                [_fake("p", [1] * 20, [])])
+    r = run_measure(m, rounds=10, warmup=0, min_rounds=3, deadline=0.0)
+    assert r["rounds_done"] == 3
+
+
+def test_ascii_table_when_the_terminal_cannot_print_symbols():
+    class Ascii(io.StringIO):
+        encoding = "ascii"
+    m = Measure("m", "fake", "us", "higher", _fake("osvrt", [5, 5], []),
+                [_fake("asyncio", [1, 1], [])], targets=[Target("asyncio", ">=", 5, "5x")])
+    text = cli.render_table([run_measure(m, rounds=1)], Ascii())
+    text.encode("ascii")
+    assert "5.00 vs asyncio (>=5) met" in text and "(us)" in text
+
+
+def test_progress_bar():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    s = Tty()
+    bar = cli.Progress(4, stream=s)
+    bar.step("switch: osvrt")
+    bar.step("switch: c_futex")
+    bar.close()
+    assert "\r[" in s.getvalue() and "2/4" in s.getvalue()
+    s = io.StringIO()
+    bar = cli.Progress(4, stream=s)
+    for label in ("a: x", "a: y", "b: x"):
+        bar.step(label)
+    assert s.getvalue().count("\n") == 2           # one line per measure when not a tty
+    s = io.StringIO()
+    cli.Progress(4, stream=s, enabled=False).step("a: x")
+    assert s.getvalue() == ""
+
+
+# ---- workloads not in the table ---------------------------------------------
+
+def test_submit_round_trip_variants_and_c_spin():
+    rt = osvrt.Runtime(cpus=1).start()
+    try:
+        for how in ("run", "submit", "submit_pinned"):
+            assert peers.osvrt_submit_round_trips(rt, 5, how)["answered"] == 5
+        with pytest.raises(ValueError, match="how="):
+            peers.osvrt_submit_round_trips(rt, 1, "nope")
+    finally:
+        peers.stop_runtime(rt)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:                  # spinning on one CPU would wait for preemption
+        assert peers.c_pingpong("spin", cpus[0], cpus[1], 100)["ns"] > 0
+
+
+def test_measure_module_exports():
+    assert measure.median([3, 1, 2]) == 2 and measure.median([]) is None
+    with pytest.raises(ValueError):
+        Target("p", "~", 1, "")
+    with pytest.raises(ValueError):
+        Measure("m", "t", "ns", "sideways", None, [])
