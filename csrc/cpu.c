@@ -151,8 +151,11 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uin
                    _Atomic uint32_t *active, int64_t gil_wait_ns)
 {
     int64_t start = osvrt_now_ns();
-    int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
-    int64_t spin_end = spin_ns < 0 ? start : start + spin_ns;
+    /* Saturate: a timeout or spin near INT64_MAX must not overflow. */
+    int64_t deadline = timeout_ns < 0 || timeout_ns > INT64_MAX - start ? INT64_MAX
+                                                                        : start + timeout_ns;
+    int64_t spin_end = spin_ns < 0 ? start
+                     : spin_ns > INT64_MAX - start ? INT64_MAX : start + spin_ns;
     int work = 0;
 
     OSVRT_PROBE1(idle_enter, c->id);

@@ -36,6 +36,9 @@ static int grow(struct osvrt_thread_table *t)
     for (uint32_t i = 0; i < OSVRT_CHUNK_SIZE; i++) {
         chunk[i].link.next = NULL;
         chunk[i].link.key = 0;
+        chunk[i].cwake.next = NULL;
+        chunk[i].cwake.key = 0;
+        atomic_init(&chunk[i].linked, 0);
         atomic_init(&chunk[i].word, osvrt_word(0, OSVRT_FREE));
         atomic_init(&chunk[i].cpu, 0);
         chunk[i].idx = base + i;
@@ -60,6 +63,7 @@ uint32_t osvrt_table_alloc(struct osvrt_thread_table *t, uint32_t cpu, uint64_t 
         struct osvrt_thread *th = osvrt_thread_at(t, idx);
         uint32_t gen = (uint32_t)(atomic_load_explicit(&th->word, memory_order_relaxed) >> 32);
         th->link.next = NULL;
+        th->cwake.next = NULL;
         atomic_store_explicit(&th->cpu, cpu, memory_order_relaxed);
         /* release: cpu and link are set before the handle becomes valid. */
         atomic_store_explicit(&th->word, osvrt_word(gen, OSVRT_UNSTARTED), memory_order_release);
@@ -78,6 +82,9 @@ uint32_t osvrt_table_free(struct osvrt_thread_table *t, const uint64_t *h, uint3
         if (!th)
             continue;
         uint32_t gen = osvrt_handle_gen(h[i]);
+        /* acquire: pairs with the drain's release clear of `linked`. */
+        if (atomic_load_explicit(&th->linked, memory_order_acquire))
+            continue;                   /* `link` is still on a pushlist */
         uint64_t w = atomic_load_explicit(&th->word, memory_order_relaxed);
         int ok = 0;
         /* A record on a pushlist (WAKING) is still linked: freeing it would let

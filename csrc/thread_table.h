@@ -38,11 +38,19 @@ enum osvrt_state {
 #define OSVRT_KEY_TAG     (1ull << 63)
 #define OSVRT_KEY_CWAKE   (1ull << 62)
 
+/* Two pushlist nodes, each with exactly one owner at a time, so neither can
+ * ever be linked twice: `link` belongs to whoever hands the thread over with
+ * osvrt_ready (the Python side claimed it, or owns it as new or moving);
+ * `cwake` belongs to the winner of the CAS WAITING -> WAKING in osvrt_wake.
+ * Both can be on pushlists at once (a C wake and a cancel racing); the
+ * consumer tells them apart by the key's OSVRT_KEY_CWAKE bit. */
 struct osvrt_thread {
-    struct osvrt_pushnode link;    /* first: a pushnode* is a thread* */
+    struct osvrt_pushnode link;    /* osvrt_ready's node */
+    struct osvrt_pushnode cwake;   /* osvrt_wake's node */
     _Atomic uint64_t word;         /* gen << 32 | state */
-    _Atomic uint32_t cpu;          /* the CPU whose pushlist its wakes go to */
+    _Atomic uint32_t cpu;          /* the CPU whose pushlist its C wakes go to */
     uint32_t idx;
+    _Atomic uint32_t linked;       /* 1 while `link` is on a pushlist */
 };
 
 struct osvrt_thread_table {
@@ -91,7 +99,8 @@ static inline struct osvrt_thread *osvrt_thread_get(struct osvrt_thread_table *t
 
 static inline uint32_t osvrt_thread_state(struct osvrt_thread *th)
 {
-    /* relaxed: a snapshot for callers that decide nothing on it alone. */
+    /* relaxed: a snapshot; every caller that acts on it re-validates it with a
+     * CAS on the same word. */
     return (uint32_t)atomic_load_explicit(&th->word, memory_order_relaxed);
 }
 
@@ -100,8 +109,8 @@ void osvrt_table_destroy(struct osvrt_thread_table *t);
 /* Allocates up to n records (state UNSTARTED, on `cpu`); writes their handles.
  * Returns how many it allocated (fewer only when memory runs out). */
 uint32_t osvrt_table_alloc(struct osvrt_thread_table *t, uint32_t cpu, uint64_t *out, uint32_t n);
-/* Frees records; stale handles, and records still on a pushlist (WAKING), are
- * left alone.  Returns how many it freed. */
+/* Frees records; stale handles, and records with a node still on a pushlist
+ * (WAKING, or `linked`), are left alone.  Returns how many it freed. */
 uint32_t osvrt_table_free(struct osvrt_thread_table *t, const uint64_t *h, uint32_t n);
 
 #endif

@@ -54,11 +54,15 @@ int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu)
         return 0;
     if (s == OSVRT_WAITING)
         return 1;
-    /* relaxed: published by the seq_cst CAS below, before any waker reads it. */
+    /* relaxed: published by the CAS below, before any waker can read it. */
     atomic_store_explicit(&th->cpu, cpu, memory_order_relaxed);
-    /* seq_cst: WAITING is published before the caller re-checks its condition
-     * (the waiter half of the no-lost-wake-up argument in wake.h). */
-    return cas_state(th, h, s, OSVRT_WAITING, memory_order_seq_cst);
+    if (!cas_state(th, h, s, OSVRT_WAITING, memory_order_acq_rel))
+        return 0;
+    /* seq_cst fence: WAITING is ordered before the caller's re-check of its
+     * condition (store-load: an RMW alone does not order a later plain load on
+     * every CPU); the waiter half of the argument in wake.h. */
+    atomic_thread_fence(memory_order_seq_cst);
+    return 1;
 }
 
 int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h)
@@ -73,16 +77,18 @@ int osvrt_wake(struct osvrt_rt *rt, uint64_t h)
     struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
     if (!th)
         return 0;
-    /* seq_cst: the waker half of the argument in wake.h: the caller's condition
-     * store is ordered before this CAS reads WAITING.  Only the winner pushes. */
-    if (!cas_state(th, h, OSVRT_WAITING, OSVRT_WAKING, memory_order_seq_cst))
+    /* seq_cst fence: the waker half of the argument in wake.h: the caller's
+     * condition store is ordered before the CAS reads the state. */
+    atomic_thread_fence(memory_order_seq_cst);
+    /* acq_rel: only the winner pushes `cwake`, which it now owns. */
+    if (!cas_state(th, h, OSVRT_WAITING, OSVRT_WAKING, memory_order_acq_rel))
         return 0;
     /* relaxed: cpu is only changed by the thread's owner while no wake can
      * succeed (the thread is not WAITING), so the CAS above ordered it. */
     uint32_t cpu = atomic_load_explicit(&th->cpu, memory_order_relaxed);
-    th->link.key = h | OSVRT_KEY_CWAKE;
+    th->cwake.key = h | OSVRT_KEY_CWAKE;
     OSVRT_PROBE2(wake, h, cpu);
-    osvrt_cpu_post(&rt->cpus[cpu], &th->link);
+    osvrt_cpu_post(&rt->cpus[cpu], &th->cwake);
     return 1;
 }
 
@@ -91,12 +97,12 @@ int osvrt_ready(struct osvrt_rt *rt, uint64_t h, uint32_t cpu)
     struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
     if (!th || cpu >= rt->ncpu)
         return 0;
-    atomic_store_explicit(&th->cpu, cpu, memory_order_relaxed);
+    /* The state word is left alone: it belongs to the C protocol (wake.h),
+     * whose CAS may be racing with this hand-over on the other node. */
+    /* relaxed: the caller owns `link`; the push's release CAS publishes key
+     * and flag to the draining CPU. */
+    atomic_store_explicit(&th->linked, 1, memory_order_relaxed);
     th->link.key = h;
-    /* relaxed: the caller owns the thread; the push's release CAS publishes
-     * the record (cpu, key, state) to the draining CPU. */
-    atomic_store_explicit(&th->word, osvrt_word(osvrt_handle_gen(h), OSVRT_WAKING),
-                          memory_order_relaxed);
     OSVRT_PROBE2(wake, h, cpu);
     osvrt_cpu_post(&rt->cpus[cpu], &th->link);
     return 1;
@@ -112,10 +118,16 @@ uint32_t osvrt_drain(struct osvrt_rt *rt, uint32_t cpu, uint64_t *out, uint32_t 
             continue;
         uint64_t h = out[i] & ~OSVRT_KEY_CWAKE;
         struct osvrt_thread *th = osvrt_thread_at(&rt->table, osvrt_handle_idx(h));
-        /* The drainer owns a WAKING record: free refuses it, wakes need WAITING.
-         * release: a later wait_prepare/free on another CPU sees it unlinked. */
-        atomic_store_explicit(&th->word, osvrt_word(osvrt_handle_gen(h), OSVRT_QUEUED),
-                              memory_order_release);
+        if (out[i] & OSVRT_KEY_CWAKE) {
+            /* `cwake` is off the list: WAKING -> QUEUED (the drainer owns a
+             * WAKING record: free refuses it, wakes need WAITING).  release: a
+             * later wait_prepare/free on another CPU sees it unlinked. */
+            atomic_store_explicit(&th->word, osvrt_word(osvrt_handle_gen(h), OSVRT_QUEUED),
+                                  memory_order_release);
+        } else {
+            /* release: pairs with table_free's acquire load of `linked`. */
+            atomic_store_explicit(&th->linked, 0, memory_order_release);
+        }
     }
     return n;
 }

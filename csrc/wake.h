@@ -7,9 +7,9 @@
  *            and only the winner pushes the thread onto its CPU's pushlist and
  *            kicks that CPU if it sleeps.  In any other state a wake is a no-op.
  *
- * Why no wake-up is lost: the waiter's store of WAITING precedes its re-check,
- * and the waker's condition store precedes its CAS (both seq_cst).  So either
- * the re-check sees the condition, or the CAS sees WAITING.  Why no thread is
+ * Why no wake-up is lost: a seq_cst fence follows the waiter's CAS to WAITING
+ * (before its re-check) and precedes the waker's CAS (after its condition
+ * store).  So either the re-check sees the condition, or the CAS sees WAITING.  Why no thread is
  * pushed twice: only the CAS winner pushes, and WAITING is re-entered only by
  * the owner after the drain took the thread back (state QUEUED).
  * If a waker wins while the waiter is still running (wait_abort fails), the
@@ -42,11 +42,12 @@ int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h);
 /* 1 if this call woke the thread (it was WAITING), else 0. */
 int osvrt_wake(struct osvrt_rt *rt, uint64_t h);
 /* Hand a thread the caller owns exclusively (a new thread, one it claimed, or
- * one it moves) to `cpu`: the record's CPU becomes cpu, WAKING, pushed, kicked.
+ * one it moves) to `cpu`: its `link` node is pushed there and the CPU kicked.
+ * The state word is not touched (a C wake may be racing on `cwake`).
  * Returns 0 for a stale handle or a bad cpu, else 1. */
 int osvrt_ready(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
-/* Owner of `cpu` only: take up to max incoming keys; thread records drained
- * here move WAKING -> QUEUED.  Returns how many keys it wrote.  A key is a
+/* Owner of `cpu` only: take up to max incoming keys; a record whose `cwake`
+ * is drained moves WAKING -> QUEUED, one whose `link` is drained is unlinked.  Returns how many keys it wrote.  A key is a
  * thread handle, with OSVRT_KEY_CWAKE set if osvrt_wake (not osvrt_ready)
  * pushed it, or a tagged non-thread key (OSVRT_KEY_TAG). */
 uint32_t osvrt_drain(struct osvrt_rt *rt, uint32_t cpu, uint64_t *out, uint32_t max);

@@ -23,12 +23,14 @@ import os
 from . import fair, kernel
 from ._core import ffi, lib
 from .kernel import QUEUED, RUNNING, TERMINATED, WAITING
+from .deadline import _Expired
 from .thread import Cancelled, _UnretrievedException
 
 log = logging.getLogger("osvrt")
 
 _DRAIN_BATCH = 256
 _OFFER_PERIOD = 0.001        # a busy CPU looks for idle CPUs at most this often
+_MAX_IDLE = 3600.0           # longest single idle (s); the loop just idles again after it
 _MOVE_SCAN = 256             # run-queue entries a balancer pass or a pull looks at
 _GIL_WAIT_NS = 200_000       # see osvrt_cpu_idle: wait for the other worker to let go of the GIL
 _CWAKE = lib.OSVRT_KEY_CWAKE
@@ -151,22 +153,28 @@ class Worker:
         """Give t (queued here, parked, or on its way here; never running) to
         another CPU.  Only this worker may call it: run queues have one owner.
         A parked thread just changes home: its next wake goes to the target."""
-        if t._rn != self.renorm:
-            self.catch_up(t)
-        t._export = fair.export_runtime(t._r, self.c)
-        t._rn = -1                      # "import me": see catch_up
-        t._w = target
-        self.migrations_out += 1
-        if lib.osvrt_migrate_semaphore:
-            lib.osvrt_trace_migrate(t.id, self.index, target.index)
+        self._move_all([t], target)
+
+    def _move_all(self, threads, target):
+        """move_out for several threads, with one pass over the run queue."""
+        moving = set()
+        for t in threads:
+            if t._rn != self.renorm:
+                self.catch_up(t)
+            t._export = fair.export_runtime(t._r, self.c)
+            t._rn = -1                  # "import me": see catch_up
+            t._w = target
+            moving.add(t)
+            self.migrations_out += 1
+            if lib.osvrt_migrate_semaphore:
+                lib.osvrt_trace_migrate(t.id, self.index, target.index)
         runq = self.runq
-        for i, entry in enumerate(runq):
-            if entry[2] is t:
-                runq[i] = runq[-1]
-                runq.pop()
-                heapq.heapify(runq)
+        queued = [e[2] for e in runq if e[2] in moving]
+        if queued:
+            runq[:] = [e for e in runq if e[2] not in moving]
+            heapq.heapify(runq)
+            for t in queued:
                 target.post(t)
-                return
 
     def _movable(self):
         """Queued threads worth moving, largest R'' first (OSv moves those: they
@@ -194,18 +202,19 @@ class Worker:
             return 0
         loads = {w: w.load() for w in others}
         mine = len(self.runq) + 1          # the balancer itself counts, as in OSv
-        moved = 0
+        plan = {}
         for _, _, t in self._movable():
             target = min(loads, key=loads.get)
             if loads[target] >= mine - 1:
                 break
-            self.move_out(t, target)
+            plan.setdefault(target, []).append(t)
             loads[target] += 1
             mine -= 1
-            moved += 1
             if one_per_pass:
                 break
-        return moved
+        for target, threads in plan.items():
+            self._move_all(threads, target)
+        return sum(len(v) for v in plan.values())
 
     def _serve_pull(self, requester):
         """An idle CPU asked us for work (idle pull): hand it threads at once."""
@@ -215,12 +224,15 @@ class Worker:
     def _give_work(self, requester):
         mine = len(self.runq) + 1
         theirs = requester.load()
+        give = []
         for _, _, t in self._movable():
             if theirs >= mine - 1:
                 break
-            self.move_out(t, requester)
+            give.append(t)
             theirs += 1
             mine -= 1
+        if give:
+            self._move_all(give, requester)
 
     def _ask_for_work(self):
         """About to idle: ask the busiest other CPU to hand us threads at its
@@ -379,16 +391,15 @@ class Worker:
     def _throw_into(self, t):
         # Clear the summary flag before reading the two sources: a setter sets
         # its source first and the flag second, so nothing set meanwhile is lost.
-        # The flag may be stale (a timeout block that ended cleared its own
-        # exception): then nothing is raised and t resumes as usual.
         t._pending = False
-        if t._throw is not None:
-            exc, t._throw = t._throw, None
-        elif not t._cancel:
-            v = t._value
-            t._value = None
-            return t._ctx.run(t._coro.send, v)
-        else:
+        exc, t._throw = t._throw, None
+        if exc.__class__ is _Expired and exc.stale:
+            exc = None                   # a timeout whose block already ended (deadline.py)
+        if exc is None:
+            if not t._cancel:            # a stale flag: resume as usual
+                v = t._value
+                t._value = None
+                return t._ctx.run(t._coro.send, v)
             t._cancel = False
             exc = Cancelled()
             coro = t._coro
@@ -396,7 +407,7 @@ class Worker:
                 # Cancelled before its first step: none of its code runs.
                 coro.close()
                 raise exc
-        if t._cancel:
+        elif t._cancel:
             t._pending = True            # a cancel that came with a timeout: next await
         return t._ctx.run(t._coro.throw, exc)
 
@@ -451,7 +462,8 @@ class Worker:
         # Drop disarmed timers at the head so they don't cut our sleep short.
         while timers and timers[0][2] is None:
             _heappop(timers)
-        timeout = -1 if not timers else max(0, int((timers[0][0] - now) * 1e9) + 1000)
+        # Clamped: a finite but huge delay (sleep(1e12)) must fit the C int64.
+        timeout = -1 if not timers else max(0, int(min(timers[0][0] - now, _MAX_IDLE) * 1e9) + 1000)
         self._refresh_tracing()
         self._flush_dead()
         if self._stop or self._pull is not None:
@@ -504,6 +516,13 @@ class Worker:
                     fut.set_result(result)
             except InvalidStateError:
                 pass                     # the caller cancelled the Future first: it stays so
+            if fut.cancelled():
+                # Future.cancel() alone does not wake concurrent.futures.wait()
+                # (osvrt.run waits that way); this completes the protocol.
+                try:
+                    fut.set_running_or_notify_cancel()
+                except RuntimeError:
+                    pass                 # already notified
         elif exc is not None and not isinstance(exc, Cancelled):
             t._unretrieved = _UnretrievedException(t.name, exc)
         joiners = t._joiners
@@ -534,7 +553,12 @@ class Worker:
         dead = self._dead
         if dead:
             self._dead = []
-            lib.osvrt_table_free(lib.osvrt_rt_table(self._crt), dead, len(dead))
+            freed = lib.osvrt_table_free(lib.osvrt_rt_table(self._crt), dead, len(dead))
+            if freed < len(dead):
+                # A record with a node still on a pushlist (a late C wake) is
+                # refused: keep it for the next flush instead of leaking it.
+                self._dead = [h for h in dead
+                              if lib.osvrt_get_state(self._crt, h) != lib.OSVRT_FREE]
 
     def _release_handles(self):
         self._flush_dead()
@@ -545,7 +569,8 @@ class Worker:
     def _refresh_tracing(self):
         # Called when idle and by the stall watchdog: the semaphores cost a
         # lib attribute read (~170 ns), too much for every switch.
-        self._tracing = bool(lib.osvrt_switch_semaphore or lib.osvrt_exit_semaphore)
+        self._tracing = bool(lib.osvrt_switch_semaphore or lib.osvrt_exit_semaphore
+                             or lib.osvrt_spawn_semaphore)
 
     def stats(self):
         cs = ffi.new("struct osvrt_cpu_stats *")

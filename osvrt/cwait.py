@@ -31,8 +31,10 @@ async def cwait(ready):
     ticket = t._new_ticket()
     t._cwait = True
     try:
-        if ready():
-            kernel.claim(ticket)         # no park after all
+        # No park after all if the condition holds and our own claim wins; if a
+        # cancel or timer claimed the ticket first, it has made us runnable,
+        # so we must park to be taken off the CPU exactly once.
+        if ready() and kernel.claim(ticket) is not None:
             return
         await kernel.park()
     finally:

@@ -5,8 +5,12 @@ when the timer fires, an _Expired exception is made pending for the thread (and
 its wait, if any, is woken); the worker raises it at the thread's next
 resume, inside the block; __exit__ turns its own _Expired into TimeoutError.
 """
+import itertools
+
 from . import kernel
 from .thread import Cancelled
+
+_entered = itertools.count()     # scope entry order: an outer scope has a smaller number
 
 
 class _Expired(Cancelled):
@@ -17,19 +21,25 @@ class _Expired(Cancelled):
         super().__init__("osvrt.timeout expired")
         self.scope = scope
 
+    @property
+    def stale(self):
+        """Its block has ended: it must not be raised (Worker._throw_into)."""
+        return not self.scope._active
+
 
 class timeout:
     """`with osvrt.timeout(s): ...` raises TimeoutError out of the block if it
     has not finished after s seconds.  Nests; inner and outer scopes each
     convert only their own expiry."""
 
-    __slots__ = ("_delay", "_thread", "_timer", "_active", "expired")
+    __slots__ = ("_delay", "_thread", "_timer", "_active", "_order", "expired")
 
     def __init__(self, seconds):
         self._delay = kernel.check_delay(seconds)
         self._thread = None
         self._timer = None
         self._active = False
+        self._order = None
         self.expired = False
 
     def __enter__(self):
@@ -37,6 +47,7 @@ class timeout:
             raise RuntimeError("an osvrt.timeout can be entered only once")
         t = kernel.current()
         self._thread = t
+        self._order = next(_entered)
         self._active = True
         self._timer = t._w.add_timer(kernel.monotonic() + self._delay, self._fire, None)
         return self
@@ -46,7 +57,14 @@ class timeout:
             return
         self.expired = True
         t = self._thread
-        t._throw = _Expired(self)
+        exc = _Expired(self)
+        pending = t._throw
+        if isinstance(pending, _Expired) and not pending.stale and pending.scope._order < self._order:
+            return                       # an enclosing scope expired too: it wins
+        t._throw = exc
+        # This timer may run on another CPU than t (t moved since __enter__), so
+        # __exit__ may have run meanwhile: then a late _Expired is marked stale
+        # by _active and Worker._throw_into drops it instead of raising it.
         t._pending = True
         ticket = t._ticket
         if ticket is not None:

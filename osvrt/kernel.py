@@ -37,8 +37,10 @@ import types
 _heappush = heapq.heappush
 _tls = threading.local()    # .worker: the Worker this OS thread runs, if any
 
-PARK = 0
-YIELD = 1
+# Trap values: unique objects, so that no foreign awaitable's yield (0, 1,
+# None, a Future) can pass for one; the loop compares them by identity.
+PARK = object()
+YIELD = object()
 
 # Thread states (Thread.state), written only by the thread's own worker.
 UNSTARTED = "unstarted"

@@ -97,6 +97,8 @@ class Runtime:
                                                allow_equal=True)
         self._system = []          # balancer threads: not waited for by stop()
         self._spin_ns = int(_check_number("idle_spin_us", idle_spin_us, 0, allow_equal=True) * 1000)
+        if self._spin_ns > 10**9:
+            raise ValueError(f"idle_spin_us must be at most 1,000,000 (1 s of polling), not {idle_spin_us!r}")
         self._stall_threshold = (None if stall_threshold is None else
                                  _check_number("stall_threshold", stall_threshold, 0,
                                                allow_equal=False))
@@ -108,7 +110,6 @@ class Runtime:
         self._spawned = 0
         self._stopping = False
         self._all_done = threading.Event()
-        self._alloc_lock = threading.Lock()
         self._crt = None
         self._watchdog = None
         self._crashed = None
@@ -203,12 +204,17 @@ class Runtime:
             t = self._make_thread(_cancel_local, (self, w, cancelled),
                                   f"osvrt-stop-cpu{w.cpu_id}", w, True, 1.0)
             self._live.discard(t)
+            self._spawned -= 1
             self._system.append(t)           # closed at stop if it never ran
             w.post(t)
         first = True
         while True:
             live = [t for t in list(self._live) if not t.done()]
             if not live:
+                return
+            if self._crashed is not None:
+                log.error("osvrt: a worker crashed; %d green thread(s) abandoned at stop",
+                          len(live))
                 return
             if not first:
                 for t in live:
@@ -322,9 +328,8 @@ class Runtime:
             h = w.take_handle()
         else:
             buf = ffi.new("uint64_t[1]")
-            with self._alloc_lock:
-                if not lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), 0, buf, 1):
-                    raise MemoryError("osvrt: the C thread table is full")
+            if not lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), 0, buf, 1):
+                raise MemoryError("osvrt: the C thread table is full")
             h = buf[0]
         self._by_handle[h] = t           # before the push that makes it findable
         t._h = h

@@ -2,9 +2,11 @@
 park / claim / schedule (kernel.py); nothing here is known to the worker loop.
 
 Each primitive keeps its state under a tiny `_guard` lock.  It is held for a
-few bytecodes and never across a park; uncontended it is an atomic flag that
-does not release the GIL, and it is contended only when the GIL moves to the
-other worker inside those bytecodes.  Run queues stay lock-free: a wake of a
+few bytecodes, never across a park and never across a C call (the claimed
+thread is scheduled after the guard is let go: a wake of a thread on another
+CPU is a cffi call, which releases the GIL); uncontended it is an atomic flag
+that does not release the GIL either, and it is contended only when the GIL
+moves to the other worker inside those bytecodes.  Run queues stay lock-free: a wake of a
 thread on another CPU goes through that CPU's pushlist.
 
 Hand-off rules (OSv's lfmutex): the releaser of a Mutex or Semaphore, or the
@@ -163,30 +165,35 @@ class Mutex:
             if self._owner is not t:
                 raise RuntimeError(f"green thread {t.name!r} released a Mutex it does not hold "
                                    f"(owner: {self._owner.name if self._owner else None!r})")
-            self._hand_off()
+            nxt = self._hand_off()
+        if nxt is not None:
+            schedule(nxt)
 
     def _hand_off(self):
-        """With the guard held: make the oldest live waiter the owner, or free it."""
+        """With the guard held: make the oldest live waiter the owner (returned,
+        for the caller to schedule), or free the mutex (None)."""
         waiters = self._waiters
         while waiters:
             nxt = claim(waiters.popleft())
             if nxt is not None:            # stale tickets (cancelled waiters) are skipped
                 self._owner = nxt
-                schedule(nxt)
-                return
+                return nxt
         self._owner = None
+        return None
 
     def _enqueue(self, t):
         """Wait morphing (Condition.notify, which claimed t): t joins our queue
         without waking, or becomes the owner at once if we are free."""
         with self._guard:
-            if self._owner is None:
+            owned = self._owner is None
+            if owned:
                 self._owner = t
-                schedule(t)
             else:
                 # A fresh ticket for this wait, so cancel() can still reach it.
                 ticket = t._ticket = [t]
                 self._waiters.append(ticket)
+        if owned:
+            schedule(t)
 
     __aenter__ = acquire
 
@@ -337,14 +344,17 @@ class Semaphore:
     def release(self):
         with self._guard:
             waiters = self._waiters
+            t = None
             while waiters:
                 ticket, granted = waiters.popleft()
                 t = claim(ticket)
                 if t is not None:
                     granted[0] = True
-                    schedule(t)
-                    return
-            self._value += 1
+                    break
+            else:
+                self._value += 1
+        if t is not None:
+            schedule(t)
 
     __aenter__ = acquire
 
@@ -390,7 +400,8 @@ class Queue:
         return 0 < self._maxsize <= len(self._items)
 
     def _give_to_getter(self, item):
-        """Guard held: hand item to the oldest live getter; False if none."""
+        """Guard held: hand item to the oldest live getter and return it (the
+        caller schedules it once the guard is let go); None if none waits."""
         getters = self._getters
         while getters:
             ticket, slot = getters.popleft()
@@ -398,12 +409,12 @@ class Queue:
             if t is not None:
                 slot[0] = item
                 slot[1] = True
-                schedule(t)
-                return True
-        return False
+                return t
+        return None
 
     def _admit_putter(self):
-        """Guard held, room for one more: take the oldest live putter's item."""
+        """Guard held, room for one more: take the oldest live putter's item;
+        return that putter for the caller to schedule, or None."""
         putters = self._putters
         while putters:
             ticket, slot = putters.popleft()
@@ -411,38 +422,47 @@ class Queue:
             if t is not None:
                 self._items.append(slot[0])
                 slot[1] = True
-                schedule(t)
-                return
+                return t
+        return None
 
     def put_nowait(self, item):
         with self._guard:
-            if self._give_to_getter(item):
-                return
-            if 0 < self._maxsize <= len(self._items):
-                raise QueueFull(f"Queue is full ({self._maxsize} items)")
-            self._items.append(item)
+            getter = self._give_to_getter(item)
+            if getter is None:
+                if 0 < self._maxsize <= len(self._items):
+                    raise QueueFull(f"Queue is full ({self._maxsize} items)")
+                self._items.append(item)
+        if getter is not None:
+            schedule(getter)
 
     def get_nowait(self):
         with self._guard:
             if not self._items:
                 raise QueueEmpty("Queue is empty")
             item = self._items.popleft()
-            self._admit_putter()
-            return item
+            putter = self._admit_putter()
+        if putter is not None:
+            schedule(putter)
+        return item
 
     @types.coroutine
     def put(self, item):
         t = _me()
         with self._guard:
-            if self._give_to_getter(item):
-                return
-            if not (0 < self._maxsize <= len(self._items)) and not self._putters:
+            getter = self._give_to_getter(item)
+            done = getter is not None
+            if not done and not (0 < self._maxsize <= len(self._items)) and not self._putters:
                 self._items.append(item)
-                return
-            ticket = t._ticket = [t]
-            slot = [item, False]           # [item, taken]
-            entry = (ticket, slot)
-            self._putters.append(entry)
+                done = True
+            if not done:
+                ticket = t._ticket = [t]
+                slot = [item, False]       # [item, taken]
+                entry = (ticket, slot)
+                self._putters.append(entry)
+        if getter is not None:
+            schedule(getter)
+        if done:
+            return
         try:
             yield PARK
         except BaseException as exc:
@@ -458,12 +478,19 @@ class Queue:
         with self._guard:
             if self._items:
                 item = self._items.popleft()
-                self._admit_putter()
-                return item
-            ticket = t._ticket = [t]
-            slot = [None, False]           # [item, given]
-            entry = (ticket, slot)
-            self._getters.append(entry)
+                putter = self._admit_putter()
+                waiting = False
+            else:
+                putter = None
+                waiting = True
+                ticket = t._ticket = [t]
+                slot = [None, False]       # [item, given]
+                entry = (ticket, slot)
+                self._getters.append(entry)
+        if putter is not None:
+            schedule(putter)
+        if not waiting:
+            return item
         try:
             yield PARK
         except BaseException as exc:

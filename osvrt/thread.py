@@ -42,7 +42,10 @@ def _move_parked(arg):
     ticket, target = arg
     t = kernel.claim(ticket)
     if t is not None:
-        t._w.move_out(t, target)
+        # Only t's owner moves it; if a concurrent pin() already gave t to
+        # another CPU, just wake it there.
+        if t._w is kernel.current_worker():
+            t._w.move_out(t, target)
         kernel.schedule(t)
 
 
@@ -142,6 +145,9 @@ class Thread:
                 raise RuntimeError(f"green thread {self.name!r} cannot join itself")
             timeout = kernel.check_timeout(timeout)
             ticket = me._new_ticket()
+            # Under the GIL these three bytecodes cannot interleave with
+            # _finish() (no eval-breaker between them in 3.11); a free-threaded
+            # build would need the list made eagerly or a lock here.
             if self._joiners is None:
                 self._joiners = []
             self._joiners.append(ticket)

@@ -86,12 +86,16 @@ static void test_wake_not_waiting(void)
     CHECK_EQ(osvrt_wait_abort(rt, h), 0);                 /* not WAITING: nothing to abort */
     CHECK_EQ(osvrt_get_state(rt, h), OSVRT_RUNNING);
 
-    /* A wake goes to the record's CPU; ready() moves it. */
+    /* ready() hands the thread to a CPU on its `link` node and leaves the
+     * state word alone (it belongs to the C protocol). */
     CHECK_EQ(osvrt_ready(rt, h, 1), 1);
-    CHECK_EQ(osvrt_get_state(rt, h), OSVRT_WAKING);
+    CHECK_EQ(osvrt_get_state(rt, h), OSVRT_RUNNING);
+    CHECK_EQ(atomic_load(&osvrt_thread_get(&rt->table, h)->linked), 1);
+    CHECK_EQ(osvrt_table_free(&rt->table, &h, 1), 0);   /* `link` still on a list */
     CHECK_EQ(osvrt_drain(rt, 0, key, 4), 0);
     CHECK_EQ(osvrt_drain(rt, 1, key, 4), 1);
     CHECK_EQ(key[0], h);
+    CHECK_EQ(atomic_load(&osvrt_thread_get(&rt->table, h)->linked), 0);
     CHECK_EQ(osvrt_set_state(rt, h, OSVRT_RUNNING), 1);
     CHECK_EQ(osvrt_wait_prepare(rt, h, 1), 1);
     uint64_t p1 = stats(1).pushes;
@@ -102,6 +106,18 @@ static void test_wake_not_waiting(void)
     CHECK_EQ(osvrt_drain(rt, 1, key, 4), 1);
     CHECK_EQ(key[0], h | OSVRT_KEY_CWAKE);   /* pushed by osvrt_wake */
 
+    /* A C wake and a hand-over race (a classifier wake and a cancel()): each
+     * uses its own node, so both arrive, once each, and nothing is linked twice. */
+    CHECK_EQ(osvrt_set_state(rt, h, OSVRT_RUNNING), 1);
+    CHECK_EQ(osvrt_wait_prepare(rt, h, 0), 1);
+    CHECK_EQ(osvrt_wake(rt, h), 1);                  /* cwake on CPU 0's list */
+    CHECK_EQ(osvrt_ready(rt, h, 0), 1);              /* link on CPU 0's list too */
+    CHECK_EQ(osvrt_drain(rt, 0, key, 4), 2);         /* both arrive, in push order */
+    CHECK_EQ(key[0], h | OSVRT_KEY_CWAKE);
+    CHECK_EQ(key[1], h);
+    CHECK_EQ(osvrt_drain(rt, 0, key, 4), 0);         /* and the list ends (no cycle) */
+    CHECK_EQ(osvrt_get_state(rt, h), OSVRT_QUEUED);
+
     /* drain hands out keys in push order and keeps the rest for the next call. */
     uint64_t hs[6];
     CHECK_EQ(osvrt_table_alloc(&rt->table, 0, hs, 6), 6);
@@ -110,9 +126,9 @@ static void test_wake_not_waiting(void)
     CHECK_EQ(osvrt_drain(rt, 0, key, 4), 4);
     for (int i = 0; i < 4; i++) {
         CHECK_EQ(key[i], hs[i]);
-        CHECK_EQ(osvrt_get_state(rt, hs[i]), OSVRT_QUEUED);
+        CHECK_EQ(atomic_load(&osvrt_thread_get(&rt->table, hs[i])->linked), 0);
     }
-    CHECK_EQ(osvrt_get_state(rt, hs[4]), OSVRT_WAKING);  /* not taken yet */
+    CHECK_EQ(atomic_load(&osvrt_thread_get(&rt->table, hs[4])->linked), 1);  /* not taken yet */
     CHECK(osvrt_cpu_has_work(&rt->cpus[0]));
     CHECK_EQ(osvrt_drain(rt, 0, key, 4), 2);
     CHECK_EQ(key[0], hs[4]);
@@ -309,7 +325,8 @@ static void stress(int wakers, uint64_t n, uint64_t min_rounds, int64_t budget_s
     for (int i = 0; i < wakers; i++)
         CHECK(pthread_join(k[i], NULL) == 0);
     int64_t t1 = osvrt_now_ns();
-    if (atomic_load(&last_round) < rounds) {
+    int cut_short = atomic_load(&last_round) < rounds;
+    if (cut_short) {
         printf("NOTE: time budget (%lld s) spent after %llu of %llu rounds: machine overloaded?\n",
                (long long)budget_s, (unsigned long long)atomic_load(&last_round),
                (unsigned long long)rounds);
@@ -345,12 +362,16 @@ static void stress(int wakers, uint64_t n, uint64_t min_rounds, int64_t budget_s
     CHECK_EQ(s1.kicks_sent + s1.kicks_skipped - s0.kicks_sent - s0.kicks_skipped, won);
     CHECK_EQ(aborted + lost_race + slept - spurious, rounds);
     CHECK(spurious <= slept);
-    /* Both sides of every race were exercised. */
-    CHECK_MSG(aborted > 0, "the waiter never found the condition already true");
-    CHECK_MSG(lost_race > 0, "the waker never won before wait_abort");
-    CHECK_MSG(slept > 0, "the waiter never had to sleep");
-    CHECK_MSG(s1.kicks_sent > s0.kicks_sent, "no futex kick was ever needed");
-    CHECK_MSG(s1.sleeps > s0.sleeps, "the waiter never went to futex_wait");
+    /* Both sides of every race were exercised, unless an overloaded machine
+     * cut the run short (then the threads rarely overlap at all and the
+     * interleavings are the scheduler's; the checks above still hold). */
+    if (!cut_short) {
+        CHECK_MSG(aborted > 0, "the waiter never found the condition already true");
+        CHECK_MSG(lost_race > 0, "the waker never won before wait_abort");
+        CHECK_MSG(slept > 0, "the waiter never had to sleep");
+        CHECK_MSG(s1.kicks_sent > s0.kicks_sent, "no futex kick was ever needed");
+        CHECK_MSG(s1.sleeps > s0.sleeps, "the waiter never went to futex_wait");
+    }
     CHECK_EQ(osvrt_table_free(&rt->table, &h, 1), 1);
 }
 

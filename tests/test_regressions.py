@@ -1,0 +1,157 @@
+"""Regressions found in review, each reproduced before its fix.  Every one of
+them hung or crashed a worker, so each test runs under a hard time bound."""
+import threading
+import time
+
+import pytest
+
+import osvrt
+from osvrt import kernel
+from osvrt._core import lib
+from osvrt.cwait import cwait
+
+
+def bounded(fn, timeout=20):
+    """fn() in a daemon thread; its result, or a failure (not a hang) after timeout."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:
+            box["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(timeout)
+    assert not th.is_alive(), f"hung for {timeout} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def test_run_whose_main_is_cancelled_raises_instead_of_hanging():
+    # Future.cancel() alone never woke concurrent.futures.wait() in osvrt.run.
+    async def main():
+        osvrt.current().cancel()
+        await osvrt.sleep(10)
+
+    with pytest.raises(osvrt.Cancelled):
+        bounded(lambda: osvrt.run(main, cpus=1))
+
+
+def test_c_wake_and_remote_cancel_of_one_thread_do_not_corrupt_the_pushlist():
+    # osvrt_wake (a net classifier) and cancel() from another CPU used to push
+    # the same node twice: a self-loop that spun its CPU forever.
+    async def waiter():
+        try:
+            await cwait(lambda: False)
+        except osvrt.Cancelled:
+            return "cancelled"
+        return "woken"
+
+    async def hog():
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            pass
+
+    async def remote(a):
+        await osvrt.sleep(0.05)          # a is parked; its CPU is inside hog
+        crt = kernel.current_worker().rt._crt
+        assert lib.osvrt_wake(crt, a._h) == 1
+        a.cancel()
+
+    async def main():
+        c0, c1 = kernel.current_worker().rt.cpus
+        a = osvrt.spawn(waiter, cpu=c0)
+        await osvrt.sleep(0.02)
+        osvrt.spawn(hog, cpu=c0)
+        await osvrt.spawn(remote, a, cpu=c1).join()
+        return await a.join(timeout=5)
+
+    assert bounded(lambda: osvrt.run(main, cpus=2, balance=False, stall_threshold=None)) \
+        == "cancelled"
+
+
+def test_cwait_whose_ticket_a_cancel_claimed_runs_the_thread_once():
+    # cwait() used to return without parking after losing its claim, so the
+    # thread ran on while also queued: it ran twice and ended twice.
+    async def victim():
+        me = osvrt.current()
+
+        def ready():
+            th = threading.Thread(target=me.cancel)      # a foreign OS thread
+            th.start()
+            th.join()
+            return True
+
+        try:
+            await cwait(ready)
+        except osvrt.Cancelled:
+            return "cancelled once"
+        return "not cancelled"
+
+    async def main():
+        t = osvrt.spawn(victim)
+        r = await t.join(timeout=5)
+        await osvrt.sleep(0.05)          # a stale queue entry would run t again here
+        return r, kernel.current_worker().runq
+
+    r, runq = bounded(lambda: osvrt.run(main, cpus=1, balance=False, stall_threshold=None))
+    assert r == "cancelled once"
+    assert runq == []
+
+
+def test_a_huge_finite_sleep_does_not_crash_the_worker():
+    # int(1e12 s * 1e9) overflowed the C int64 idle timeout: OverflowError
+    # escaped the worker loop.
+    async def sleeper():
+        await osvrt.sleep(1e12)
+
+    async def main():
+        t = osvrt.spawn(sleeper)
+        await osvrt.sleep(0.05)
+        t.cancel()
+        with pytest.raises(osvrt.Cancelled):
+            await t.join(timeout=5)
+        return "worker alive"
+
+    assert bounded(lambda: osvrt.run(main, cpus=1)) == "worker alive"
+
+
+def test_nested_timeouts_that_expire_together_keep_the_outer_expiry():
+    # The inner scope's _Expired used to overwrite the outer one's; the inner
+    # TimeoutError was then handled and the outer block ran on unbounded.
+    async def main():
+        t0 = time.monotonic()
+        try:
+            with osvrt.timeout(0.01):
+                try:
+                    with osvrt.timeout(0.01):
+                        time.sleep(0.05)         # both deadlines pass before we trap
+                        await osvrt.sleep(0)
+                except TimeoutError:
+                    pass                         # the inner timeout, handled
+                await osvrt.sleep(0.5)           # the outer deadline has passed
+            return "outer block NOT interrupted"
+        except TimeoutError:
+            return round(time.monotonic() - t0, 1)
+
+    took = bounded(lambda: osvrt.run(main, cpus=1))
+    assert isinstance(took, float) and took < 0.4, took
+
+
+def test_a_foreign_awaitable_yielding_a_small_int_is_a_type_error():
+    # PARK and YIELD were 0 and 1: a foreign yield of 0 was taken for PARK and
+    # the thread hung with no ticket to wake it.
+    class Foreign:
+        def __await__(self):
+            yield 0
+
+    async def main():
+        try:
+            await Foreign()
+        except TypeError as e:
+            return str(e)
+
+    assert "not an osvrt operation" in bounded(lambda: osvrt.run(main, cpus=1))
