@@ -68,12 +68,21 @@ void osvrt_cpu_kick(struct osvrt_cpu *c)
     /* seq_cst fence: the Dekker pair with osvrt_cpu_idle (see cpu.h). */
     atomic_thread_fence(memory_order_seq_cst);
     uint32_t s = atomic_load_explicit(&c->idle_state, memory_order_relaxed);
-    /* Only the kicker that moves SLEEPING -> BUSY makes the syscall: a burst of
-     * wakes to one sleeping CPU costs one futex wake.  relaxed: the sequence
-     * bump above is what the sleeper synchronizes with. */
-    if (s == OSVRT_CPU_SLEEPING &&
+    /* Only the kicker that moves this sleep (state and count, see cpu.h) from
+     * SLEEPING to BUSY makes the syscall: a burst of wakes to one sleeping CPU
+     * costs one futex wake.  relaxed: the sequence bump above is what the
+     * sleeper synchronizes with. */
+    if (OSVRT_IDLE_STATE(s) == OSVRT_CPU_SLEEPING &&
         atomic_compare_exchange_strong_explicit(&c->idle_state, &s, OSVRT_CPU_BUSY,
                                                 memory_order_relaxed, memory_order_relaxed)) {
+        /* Bump again, after the CAS: the owner may not be in futex_wait yet,
+         * and the `seq` it will pass may already include our first bump (it
+         * read seq after it, e.g. for an earlier push).  Then only this second
+         * bump makes its futex_wait fail at once; once it is queued, the wake
+         * below reaches it.  Without it the wake can be lost while the state
+         * reads BUSY, and every later kicker skips its wake (seen in
+         * test_wake).  release: as above. */
+        atomic_fetch_add_explicit(&c->futex, 1, memory_order_release);
         futex_wake(&c->futex);
         atomic_fetch_add_explicit(&c->kicks_sent, 1, memory_order_relaxed);
         OSVRT_PROBE1(kick, c->id);
@@ -182,8 +191,11 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uin
     }
 
     add_stat(&c->sleeps, 1);
-    for (;;) {
-        atomic_store_explicit(&c->idle_state, OSVRT_CPU_SLEEPING, memory_order_relaxed);
+    for (uint32_t nap = 1;; nap++) {
+        /* A fresh count per sleep: stale kickers' CASes fail (cpu.h). */
+        uint32_t count = (uint32_t)atomic_load_explicit(&c->sleeps, memory_order_relaxed) + nap;
+        atomic_store_explicit(&c->idle_state, (count << 2) | OSVRT_CPU_SLEEPING,
+                              memory_order_relaxed);
         /* seq_cst fence: the Dekker pair with osvrt_cpu_kick (see cpu.h). */
         atomic_thread_fence(memory_order_seq_cst);
         if (osvrt_cpu_has_work(c)) {

@@ -10,7 +10,8 @@
  *
  * Idle/kick is a Dekker pair:
  *   sleeper: idle_state = SLEEPING; fence(seq_cst); if work or futex != seq: don't sleep
- *   waker:   push; bump futex;      fence(seq_cst); if idle_state == SLEEPING: futex_wake
+ *   waker:   push; bump futex;      fence(seq_cst); if CAS idle_state SLEEPING -> BUSY:
+ *            bump futex again, futex_wake
  * With both fences, at least one side sees the other's store: either the
  * sleeper sees the node (or the bump), or the waker sees SLEEPING and wakes it;
  * futex_wait(seq) itself returns at once if the word has moved.
@@ -33,6 +34,14 @@ enum osvrt_idle_state {
     OSVRT_CPU_SLEEPING = 2,  /* idle, in (or about to enter) futex_wait: needs a kick */
 };
 
+/* idle_state holds the state in its two low bits and, while SLEEPING, a count
+ * of sleeps above them.  A kicker moves SLEEPING -> BUSY with a CAS on the
+ * whole word, so it can only hit the very sleep it saw.  Without the count, a
+ * kicker delayed between its load and its CAS could mark a LATER sleep BUSY
+ * after its futex_wake had gone to nobody; every kicker after it would then
+ * skip its wake while the owner slept: a lost wake-up (seen in test_wake). */
+#define OSVRT_IDLE_STATE(word) ((word) & 3u)
+
 struct osvrt_cpu_stats {
     uint64_t kicks_sent;       /* futex wakes made to this CPU */
     uint64_t kicks_skipped;    /* wakes that needed no futex wake (busy or polling) */
@@ -46,7 +55,7 @@ struct osvrt_cpu_stats {
 struct osvrt_cpu {
     struct osvrt_pushlist incoming;               /* its own cache line */
 
-    _Alignas(OSVRT_CACHELINE) _Atomic uint32_t idle_state;
+    _Alignas(OSVRT_CACHELINE) _Atomic uint32_t idle_state;   /* see OSVRT_IDLE_STATE */
     _Atomic uint32_t futex;                       /* bumped by every kick */
 
     _Alignas(OSVRT_CACHELINE) struct osvrt_pushnode *leftover;  /* owner only */

@@ -6,6 +6,8 @@ from .runtime import Runtime, run, spawn
 from .sync import Condition, Event, Mutex, Queue, QueueEmpty, QueueFull, Semaphore
 from .thread import Cancelled, Thread
 
+from . import net  # noqa: E402  (osvrt.net.udp_bind, as in DESIGN.md; imports nothing heavy)
+
 __all__ = [
     "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueEmpty", "QueueFull",
     "Runtime", "Semaphore", "Thread", "current", "run", "sleep", "spawn", "timeout",

@@ -85,7 +85,7 @@ typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t sad
 #define OSVRT_CHAN_WAITER ...
 struct osvrt_net_config {
     const char *ifname; uint32_t ring_frames; uint32_t frame_size; uint32_t buckets;
-    uint32_t burst; int64_t spin_ns; int32_t cpu;
+    uint32_t burst; int64_t spin_ns; int32_t cpu; uint32_t prefilter;
 };
 struct osvrt_net_stats {
     uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,

@@ -137,7 +137,7 @@ class Worker:
                 + max(0, self._pushes[0] - self._drained[0]))
 
     def is_idle(self):
-        return self._idle_state[0] != 0          # POLLING or SLEEPING (csrc/cpu.h)
+        return self._idle_state[0] & 3 != 0      # POLLING or SLEEPING (OSVRT_IDLE_STATE, csrc/cpu.h)
 
     def _offer_work(self):
         """We have queued threads: hand some to an idle CPU now, rather than

@@ -48,12 +48,12 @@ static void *helper_main(void *p)
 {
     struct helper *hp = p;
     int64_t give_up = osvrt_now_ns() + 10 * SEC;
-    while (atomic_load(&cpu0->idle_state) != hp->wait_state) {
+    while (OSVRT_IDLE_STATE(atomic_load(&cpu0->idle_state)) != hp->wait_state) {
         CHECK_MSG(osvrt_now_ns() < give_up, "CPU 0 never reached idle state %u", hp->wait_state);
         sched_yield();
     }
     sleep_ns(hp->delay_ns);
-    CHECK_EQ(atomic_load(&cpu0->idle_state), hp->wait_state);  /* still idle: nothing else woke it */
+    CHECK_EQ(OSVRT_IDLE_STATE(atomic_load(&cpu0->idle_state)), hp->wait_state);  /* still idle: nothing else woke it */
     atomic_store(&hp->acted_at, osvrt_now_ns());
     switch (hp->act) {
     case ACT_READY:

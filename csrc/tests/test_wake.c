@@ -321,7 +321,7 @@ static void stress(int wakers, uint64_t n, uint64_t min_rounds, int64_t budget_s
             /* A lost wake-up leaves the owner idle (polling or asleep) with
              * its thread still to come.  An owner that is BUSY is runnable and
              * merely not scheduled (an overloaded host): give it longer. */
-            uint32_t st = atomic_load(&rt->cpus[0].idle_state);
+            uint32_t st = OSVRT_IDLE_STATE(atomic_load(&rt->cpus[0].idle_state));
             if (st != OSVRT_CPU_BUSY || now - last_t > 6 * stall_ns)
                 dump_and_die("no progress for several seconds: lost wake-up");
         }

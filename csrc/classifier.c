@@ -1,0 +1,641 @@
+#define _GNU_SOURCE
+#include "classifier.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cpu.h"      /* osvrt_now_ns */
+#include "probes.h"
+#include "wake.h"
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+
+int osvrt_pin_self(int cpu);   /* pin.c */
+
+#define VNET_HDR_LEN 10        /* sizeof(struct virtio_net_hdr) */
+#define DEFAULT_RING_FRAMES 256
+#define DEFAULT_BUCKETS 1024
+#define DEFAULT_BURST 64
+#define DEFAULT_SPIN_NS 50000
+/* Room for the largest IPv4 packet (64 KiB, also a GSO super-packet's limit)
+ * with Ethernet, two VLAN tags, the virtio-net header and the ring's own
+ * header in front of it.  lo's MTU is 65536: anything larger is cut and
+ * counted as too big. */
+#define DEFAULT_FRAME_SIZE (65536 + 256)
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static int filter_port(struct osvrt_net *net, uint16_t port, int delta);
+
+/* ---- flows ---- */
+
+void osvrt_flow_put(struct osvrt_flow *f)
+{
+    /* acq_rel: the last one to let go sees every other holder's uses of the
+     * flow (release half) before it frees it (acquire half). */
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (uint32_t i = 0; i < f->nlanes; i++)
+        osvrt_chan_free(f->lanes[i]);
+    free(f);
+}
+
+static void flow_release_table_ref(struct osvrt_ft_node *n)
+{
+    osvrt_flow_put((struct osvrt_flow *)n);
+}
+
+struct osvrt_chan *osvrt_flow_lane(struct osvrt_flow *f, uint32_t lane)
+{
+    return lane < f->nlanes ? f->lanes[lane] : NULL;
+}
+
+struct osvrt_flow *osvrt_net_flow_add(struct osvrt_net *net, const struct osvrt_flow_key *key,
+                                      uint32_t nlanes, uint32_t capacity, uint32_t arena,
+                                      osvrt_rule_fn rule, int *err)
+{
+    int e = 0;
+    if (nlanes == 0 || nlanes > OSVRT_NET_MAX_LANES || capacity == 0
+        || capacity > OSVRT_CHAN_MAX_CAPACITY || arena == 0 || arena > OSVRT_CHAN_MAX_ARENA
+        || (key->proto != IPPROTO_UDP && key->proto != IPPROTO_TCP)) {
+        *err = EINVAL;
+        return NULL;
+    }
+    struct osvrt_flow *f = calloc(1, sizeof *f + nlanes * sizeof f->lanes[0]);
+    if (!f) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    f->nlanes = nlanes;
+    for (uint32_t i = 0; i < nlanes; i++) {
+        if (!(f->lanes[i] = osvrt_chan_new(capacity, arena))) {
+            e = ENOMEM;
+            goto fail;
+        }
+    }
+    f->rule = rule;
+    atomic_init(&f->refs, 2);
+    atomic_init(&f->dropped_rule, 0);
+    atomic_init(&f->dropped_too_big, 0);
+    memset(&f->node, 0, sizeof f->node);
+    atomic_init(&f->node.next, NULL);
+    f->node.key = *key;
+    f->node.release = flow_release_table_ref;
+    if ((e = osvrt_ft_insert(&net->table, &f->node)) == 0) {
+        if ((e = filter_port(net, key->dport, +1)) == 0)
+            return f;
+        /* The kernel refused the new filter: the flow would get nothing. */
+        osvrt_ft_remove(&net->table, &f->node);    /* retired: the table's reference */
+        *err = e;
+        osvrt_flow_put(f);                         /* the caller's */
+        return NULL;
+    }
+fail:
+    for (uint32_t i = 0; i < nlanes; i++)
+        osvrt_chan_free(f->lanes[i]);
+    free(f);
+    *err = e;
+    return NULL;
+}
+
+int osvrt_net_flow_remove(struct osvrt_net *net, struct osvrt_flow *f)
+{
+    int e = osvrt_ft_remove(&net->table, &f->node);
+    if (e == 0)
+        filter_port(net, f->node.key.dport, -1);   /* a failure only lets more in */
+    return e;
+}
+
+void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *o)
+{
+    memset(o, 0, sizeof *o);
+    for (uint32_t i = 0; i < f->nlanes; i++) {
+        struct osvrt_chan_stats cs;
+        osvrt_chan_get_stats(f->lanes[i], &cs);
+        o->received += cs.received;
+        o->dropped_channel_full += cs.dropped_full;
+        o->dropped_too_big += cs.dropped_too_big;
+        o->wakes += cs.wakes;
+        /* relaxed: a snapshot; head may run ahead of tail between the loads. */
+        uint64_t h = atomic_load_explicit(&f->lanes[i]->head, memory_order_relaxed);
+        uint64_t t = atomic_load_explicit(&f->lanes[i]->tail, memory_order_relaxed);
+        o->queued += h > t ? h - t : 0;
+    }
+    /* relaxed: statistics. */
+    o->dropped_rule = atomic_load_explicit(&f->dropped_rule, memory_order_relaxed);
+    o->dropped_too_big += atomic_load_explicit(&f->dropped_too_big, memory_order_relaxed);
+}
+
+/* ---- the burst: parse, classify, post; publish and wake at the end ---- */
+
+/* Publish every touched channel, then wake each one's waiter once. */
+static uint32_t flush(struct osvrt_net *net)
+{
+    uint32_t n = net->ntouched;
+    if (n == 0)
+        return 0;
+    for (uint32_t i = 0; i < n; i++)
+        osvrt_chan_publish(net->touched[i]);
+    /* seq_cst fence: the waker half of wake.h's argument.  The head stores
+     * above are ordered before the waiter loads and wake CASes below, so
+     * either the green thread's re-check (after its seq_cst wait_prepare)
+     * sees the packets, or we see its WAITING state and wake it. */
+    atomic_thread_fence(memory_order_seq_cst);
+    uint32_t woke = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct osvrt_chan *c = net->touched[i];
+        uint64_t w = osvrt_chan_waiter(c);
+        if ((w & OSVRT_CHAN_WAITER) && net->rt && osvrt_wake(net->rt, w & ~OSVRT_CHAN_WAITER)) {
+            osvrt_stat_add(&c->wakes, 1);
+            woke++;
+        }
+    }
+    osvrt_stat_add(&net->wakes, woke);
+    net->ntouched = 0;
+    net->burst_seq++;
+    return woke;
+}
+
+static void touch(struct osvrt_net *net, struct osvrt_chan *c)
+{
+    if (c->burst_mark == net->burst_seq)
+        return;
+    if (net->ntouched == OSVRT_NET_TOUCH_MAX)
+        flush(net);                       /* a burst over very many flows: flush early */
+    c->burst_mark = net->burst_seq;
+    net->touched[net->ntouched++] = c;
+}
+
+/* One datagram (TCP segment) into its flow: the rule picks the lane. */
+static void deliver(struct osvrt_net *net, struct osvrt_flow *f, const uint8_t *rule_data,
+                    uint32_t rule_len, const uint8_t *data, uint32_t len,
+                    const struct osvrt_chan_slot *meta)
+{
+    uint32_t lane = 0;
+    if (f->rule) {
+        int32_t r = f->rule(rule_data, rule_len, meta->saddr, meta->sport);
+        if (r < 0 || (uint32_t)r >= f->nlanes) {
+            osvrt_stat_add(&f->dropped_rule, 1);
+            osvrt_stat_add(&net->dropped_rule, 1);
+            return;
+        }
+        lane = (uint32_t)r;
+    }
+    struct osvrt_chan *c = f->lanes[lane];
+    int res = osvrt_chan_push(c, data, len, meta);
+    if (res == OSVRT_CHAN_OK) {
+        osvrt_stat_add(&net->received, 1);
+        OSVRT_PROBE2(channel_push, (uintptr_t)c, len);
+        touch(net, c);
+    } else {
+        osvrt_stat_add(res == OSVRT_CHAN_FULL ? &net->dropped_channel_full : &net->dropped_too_big, 1);
+        OSVRT_PROBE2(channel_drop, (uintptr_t)c, res);
+    }
+}
+
+void osvrt_net_rx_begin(struct osvrt_net *net)
+{
+    osvrt_ft_read_lock(&net->table, net->reader);
+}
+
+uint32_t osvrt_net_rx_end(struct osvrt_net *net)
+{
+    uint32_t woke = flush(net);
+    osvrt_ft_read_unlock(&net->table, net->reader);
+    osvrt_stat_add(&net->bursts, 1);
+    return woke;
+}
+
+int osvrt_net_rx_frame(struct osvrt_net *net, const uint8_t *frame, uint32_t len,
+                       uint32_t wire_len, uint32_t status, const struct osvrt_vnet_hdr *vnet)
+{
+    osvrt_stat_add(&net->frames, 1);
+    struct osvrt_pkt p;
+    uint32_t flags = (status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)) ? OSVRT_PKT_CSUM_TRUSTED : 0;
+    int v = osvrt_pkt_parse(frame, len, wire_len, flags, vnet, &p);
+    if (v == OSVRT_PKT_IGNORED) {
+        osvrt_stat_add(&net->ignored, 1);
+        return v;
+    }
+    if (v != OSVRT_PKT_OK && v != OSVRT_PKT_TOO_BIG) {
+        osvrt_stat_add(&net->dropped_malformed, 1);
+        osvrt_stat_add(&net->malformed[v], 1);
+        return v;
+    }
+    uint32_t nseg = osvrt_pkt_segments(&p);
+    osvrt_stat_add(&net->packets, nseg);
+    OSVRT_PROBE3(net_rx, p.proto, p.dport, p.data_len);
+    struct osvrt_ft_node *n = osvrt_ft_classify(&net->table, p.proto, p.daddr, p.dport,
+                                                p.saddr, p.sport);
+    if (!n) {
+        osvrt_stat_add(&net->dropped_no_flow, nseg);
+        return v;
+    }
+    struct osvrt_flow *f = (struct osvrt_flow *)n;
+    if (v == OSVRT_PKT_TOO_BIG) {
+        osvrt_stat_add(&net->dropped_too_big, nseg);
+        osvrt_stat_add(&f->dropped_too_big, nseg);
+        return v;
+    }
+    struct osvrt_chan_slot meta = {
+        .saddr = p.saddr, .daddr = p.daddr, .sport = p.sport, .dport = p.dport,
+        .proto = p.proto,
+    };
+    if (p.proto == IPPROTO_TCP) {
+        /* The whole segment goes in (the stack needs its header); the rule
+         * sees the payload.  A TCP super-packet stays one segment. */
+        meta.info = p.data_off - p.l4_off;
+        deliver(net, f, frame + p.data_off, p.data_len, frame + p.l4_off, p.l4_len, &meta);
+        return v;
+    }
+    if (nseg > 1)
+        osvrt_stat_add(&net->gso_packets, 1);
+    uint32_t seg = nseg > 1 ? p.gso_size : p.data_len;
+    for (uint32_t i = 0, o = 0; i < nseg; i++, o += seg) {
+        uint32_t l = p.data_len - o < seg ? p.data_len - o : seg;
+        const uint8_t *d = frame + p.data_off + o;
+        deliver(net, f, d, l, d, l, &meta);
+    }
+    return v;
+}
+
+/* ---- the socket and its ring ---- */
+
+int osvrt_attach_drop_all(int fd)
+{
+    struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog prog = {.len = 1, .filter = &drop};
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 ? 0 : errno;
+}
+
+static inline struct tpacket2_hdr *frame_at(struct osvrt_net *net, uint32_t i)
+{
+    uint32_t b = i / net->frames_per_block, k = i % net->frames_per_block;
+    return (struct tpacket2_hdr *)(net->ring + (size_t)b * net->block_size + (size_t)k * net->frame_size);
+}
+
+/* Build and attach the prefilter (see classifier.h); filter_lock held.
+ * 0 or an errno value.  Frames shorter than 24 bytes (no IPv4 protocol
+ * byte) fail the filter's loads and are kept out too. */
+static int update_filter(struct osvrt_net *net)
+{
+    if (!net->port_refs || net->fd < 0)
+        return 0;
+    uint32_t nports = 0;
+    for (uint32_t p = 0; p < 65536; p++)
+        nports += net->port_refs[p] != 0;
+    if (nports > OSVRT_NET_FILTER_MAX_PORTS) {
+        /* Too many for a linear program: let everything in. */
+        struct sock_filter all = BPF_STMT(BPF_RET | BPF_K, 0x40000);
+        struct sock_fprog prog = {.len = 1, .filter = &all};
+        net->filter_ports = nports;
+        return setsockopt(net->fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 ? 0 : errno;
+    }
+    enum { ACCEPT = 0x40000 };   /* snap length: the whole frame */
+    struct sock_filter *f = malloc((24 + 2 * (size_t)nports) * sizeof *f);
+    if (!f)
+        return ENOMEM;
+    uint32_t n = 0;
+    /* Every early exit is a "ret accept" right after its test, so no jump is
+     * longer than one instruction, whatever the number of ports. */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12);        /* EtherType */
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 1, 0);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ACCEPT);             /* not IPv4 */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 23);        /* protocol */
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, 2, 0);
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 1, 0);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ACCEPT);             /* not UDP/TCP */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 20);        /* flags, offset */
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 0, 1);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ACCEPT);             /* a fragment */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 14);       /* X = IHL * 4 */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_MISC | BPF_TXA, 0);
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 20, 1, 0);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ACCEPT);             /* IHL < 5 */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_ADD | BPF_K, 14 + 4);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_MISC | BPF_TAX, 0);               /* X = end of ports */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0);
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_X, 0, 1, 0);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ACCEPT);             /* too short */
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 14);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_H | BPF_IND, 14 + 2);    /* dst port */
+    for (uint32_t p = 0; p < 65536; p++) {
+        if (!net->port_refs[p])
+            continue;
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, p, 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ACCEPT);
+    }
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, 0);                  /* not ours */
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
+    int e = setsockopt(net->fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 ? 0 : errno;
+    free(f);
+    if (e == 0)
+        net->filter_ports = nports;
+    return e;
+}
+
+/* A flow on `port` came (+1) or went (-1): keep the prefilter in step. */
+static int filter_port(struct osvrt_net *net, uint16_t port, int delta)
+{
+    if (!net->port_refs)
+        return 0;
+    pthread_mutex_lock(&net->filter_lock);
+    uint32_t before = net->port_refs[port];
+    net->port_refs[port] = (uint32_t)((int64_t)before + delta);
+    int e = 0;
+    if ((before == 0) != (net->port_refs[port] == 0) && (e = update_filter(net)) != 0)
+        net->port_refs[port] = before;        /* the old filter stays: keep its count */
+    pthread_mutex_unlock(&net->filter_lock);
+    return e;
+}
+
+static void refresh_ring_drops(struct osvrt_net *net)
+{
+    if (net->fd < 0)
+        return;
+    struct tpacket_stats st;
+    socklen_t len = sizeof st;
+    /* The kernel resets its counters on every read, so concurrent readers
+     * (this thread, a stats call) each add a disjoint part. */
+    if (getsockopt(net->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0 && st.tp_drops)
+        atomic_fetch_add_explicit(&net->dropped_ring, st.tp_drops, memory_order_relaxed);
+}
+
+/* Hand one ring frame to rx_frame (the frame's header is the kernel's: it
+ * is checked all the same). */
+static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t status)
+{
+    const uint8_t *base = (const uint8_t *)h;
+    const struct sockaddr_ll *sll =
+        (const struct sockaddr_ll *)(base + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
+    if (sll->sll_pkttype == PACKET_OUTGOING || sll->sll_pkttype == PACKET_OTHERHOST) {
+        osvrt_stat_add(&net->frames, 1);
+        osvrt_stat_add(&net->ignored, 1);
+        return;
+    }
+    uint32_t mac = h->tp_mac, snap = h->tp_snaplen;
+    if (mac < TPACKET2_HDRLEN + VNET_HDR_LEN || mac > net->frame_size
+        || snap > net->frame_size - mac) {
+        osvrt_stat_add(&net->frames, 1);
+        osvrt_stat_add(&net->dropped_malformed, 1);
+        osvrt_stat_add(&net->malformed[OSVRT_PKT_TRUNC_ETH], 1);
+        return;
+    }
+    struct osvrt_vnet_hdr vnet;
+    const uint8_t *v = base + mac - VNET_HDR_LEN;
+    vnet.flags = v[0];
+    vnet.gso_type = v[1];
+    vnet.hdr_len = (uint16_t)(v[2] | v[3] << 8);          /* little-endian (vio_le) */
+    vnet.gso_size = (uint16_t)(v[4] | v[5] << 8);
+    vnet.csum_start = (uint16_t)(v[6] | v[7] << 8);
+    vnet.csum_offset = (uint16_t)(v[8] | v[9] << 8);
+    osvrt_net_rx_frame(net, base + mac, snap, h->tp_len, status, &vnet);
+}
+
+static int open_ring(struct osvrt_net *net, const char *ifname)
+{
+    const struct osvrt_net_config *cfg = &net->cfg;
+    unsigned ifindex = if_nametoindex(ifname);
+    if (ifindex == 0)
+        return ENODEV;
+    /* Protocol 0: nothing arrives before the bind below, after the ring is set. */
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return errno;
+    net->fd = fd;
+    int v2 = TPACKET_V2, one = 1;
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v2, sizeof v2) != 0
+        || setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0
+        || setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) != 0)
+        return errno;
+    /* Geometry: frames never straddle blocks, and a block is 2^k pages (the
+     * kernel allocates that much anyway), at least four frames when small. */
+    uint32_t fs = (cfg->frame_size + TPACKET_ALIGNMENT - 1) & ~(uint32_t)(TPACKET_ALIGNMENT - 1);
+    uint32_t block = 4096;
+    while (block < fs * 4u && block < (4u << 20))
+        block <<= 1;
+    while (block < fs)
+        block <<= 1;
+    uint32_t per_block = block / fs;
+    uint32_t blocks = (cfg->ring_frames + per_block - 1) / per_block;
+    struct tpacket_req req = {
+        .tp_block_size = block, .tp_block_nr = blocks,
+        .tp_frame_size = fs, .tp_frame_nr = blocks * per_block,
+    };
+    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0)
+        return errno;
+    size_t bytes = (size_t)block * blocks;
+    void *ring = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (ring == MAP_FAILED)
+        return errno;
+    net->ring = ring;
+    net->ring_bytes = bytes;
+    net->frame_size = fs;
+    net->frame_nr = req.tp_frame_nr;
+    net->block_size = block;
+    net->frames_per_block = per_block;
+    if (cfg->prefilter) {
+        /* Before the bind: nothing foreign is let in even for a moment. */
+        if (!(net->port_refs = calloc(65536, sizeof *net->port_refs)))
+            return ENOMEM;
+        int e = update_filter(net);
+        if (e)
+            return e;
+    }
+    struct sockaddr_ll sll = {
+        .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = (int)ifindex,
+    };
+    if (bind(fd, (struct sockaddr *)&sll, sizeof sll) != 0)
+        return errno;
+    net->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (net->stop_fd < 0)
+        return errno;
+    return 0;
+}
+
+/* ---- the thread ---- */
+
+static inline uint32_t frame_status(struct tpacket2_hdr *h)
+{
+    /* acquire: the kernel sets TP_STATUS_USER after writing the frame (it
+     * orders with smp_wmb); the frame's bytes are read after this load. */
+    return __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+}
+
+static inline void frame_release(struct tpacket2_hdr *h)
+{
+    /* release: our reads of the frame are done before the kernel may
+     * reuse it. */
+    __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+}
+
+static void *net_main(void *arg)
+{
+    struct osvrt_net *net = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);   /* signals are the Python main thread's */
+    if (net->cfg.cpu >= 0)
+        osvrt_pin_self(net->cfg.cpu);
+    const int64_t spin = net->cfg.spin_ns;
+    int64_t idle_since = osvrt_now_ns();
+    struct pollfd fds[2] = {{.fd = net->fd, .events = POLLIN}, {.fd = net->stop_fd, .events = POLLIN}};
+    /* relaxed (stop): a hint; the eventfd write wakes poll(), and the join
+     * in osvrt_net_stop is what synchronizes. */
+    while (!atomic_load_explicit(&net->stop, memory_order_relaxed)) {
+        struct tpacket2_hdr *h = frame_at(net, net->ring_pos);
+        uint32_t st = frame_status(h);
+        if (!(st & TP_STATUS_USER)) {
+            if (osvrt_now_ns() - idle_since < spin) {
+                for (int i = 0; i < 64 && !(frame_status(h) & TP_STATUS_USER); i++)
+                    cpu_relax();
+                continue;
+            }
+            refresh_ring_drops(net);
+            osvrt_stat_add(&net->sleeps, 1);
+            poll(fds, 2, -1);                 /* EINTR, or a frame, or stop: look again */
+            idle_since = osvrt_now_ns();
+            continue;
+        }
+        osvrt_net_rx_begin(net);
+        for (uint32_t n = 0; n < net->cfg.burst && (st & TP_STATUS_USER); n++) {
+            ring_frame(net, h, st);
+            frame_release(h);
+            net->ring_pos = net->ring_pos + 1 == net->frame_nr ? 0 : net->ring_pos + 1;
+            h = frame_at(net, net->ring_pos);
+            st = frame_status(h);
+        }
+        osvrt_net_rx_end(net);
+        idle_since = osvrt_now_ns();
+    }
+    refresh_ring_drops(net);
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_config *cfg, int *err)
+{
+    struct osvrt_net *net = aligned_alloc(OSVRT_CACHELINE, (sizeof *net + OSVRT_CACHELINE - 1)
+                                                            & ~(size_t)(OSVRT_CACHELINE - 1));
+    if (!net) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    memset(net, 0, sizeof *net);
+    net->rt = rt;
+    net->cfg = *cfg;
+    net->cfg.ifname = NULL;                   /* not kept: the caller owns the string */
+    if (!net->cfg.ring_frames)
+        net->cfg.ring_frames = DEFAULT_RING_FRAMES;
+    if (!net->cfg.frame_size)
+        net->cfg.frame_size = DEFAULT_FRAME_SIZE;
+    if (!net->cfg.buckets)
+        net->cfg.buckets = DEFAULT_BUCKETS;
+    if (!net->cfg.burst)
+        net->cfg.burst = DEFAULT_BURST;
+    if (net->cfg.spin_ns < 0)
+        net->cfg.spin_ns = DEFAULT_SPIN_NS;
+    net->fd = -1;
+    net->stop_fd = -1;
+    net->burst_seq = 1;
+    pthread_mutex_init(&net->filter_lock, NULL);
+    atomic_init(&net->stop, 0);
+    int e = 0;
+    if (net->cfg.frame_size < 256 || net->cfg.frame_size > (16u << 20)
+        || net->cfg.ring_frames > (1u << 20)) {
+        e = EINVAL;
+        goto fail_early;
+    }
+    if ((e = osvrt_ft_init(&net->table, net->cfg.buckets)) != 0)
+        goto fail_early;
+    net->reader = osvrt_ft_reader_register(&net->table);
+    if (cfg->ifname && (e = open_ring(net, cfg->ifname)) != 0) {
+        osvrt_net_free(net);
+        *err = e;
+        return NULL;
+    }
+    return net;
+fail_early:
+    pthread_mutex_destroy(&net->filter_lock);
+    free(net);
+    *err = e;
+    return NULL;
+}
+
+int osvrt_net_start(struct osvrt_net *net)
+{
+    if (net->fd < 0)
+        return EINVAL;
+    if (net->started)
+        return 0;
+    int e = pthread_create(&net->thread, NULL, net_main, net);
+    if (e == 0) {
+        net->started = 1;
+        pthread_setname_np(net->thread, "osvrt-net");   /* named before anyone looks */
+    }
+    return e;
+}
+
+void osvrt_net_stop(struct osvrt_net *net)
+{
+    if (!net->started)
+        return;
+    atomic_store_explicit(&net->stop, 1, memory_order_relaxed);   /* see net_main */
+    uint64_t one = 1;
+    while (write(net->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+    pthread_join(net->thread, NULL);
+    net->started = 0;
+}
+
+void osvrt_net_free(struct osvrt_net *net)
+{
+    if (!net)
+        return;
+    osvrt_net_stop(net);
+    osvrt_ft_destroy(&net->table);
+    if (net->ring)
+        munmap(net->ring, net->ring_bytes);
+    if (net->fd >= 0)
+        close(net->fd);
+    if (net->stop_fd >= 0)
+        close(net->stop_fd);
+    free(net->port_refs);
+    pthread_mutex_destroy(&net->filter_lock);
+    free(net);
+}
+
+void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *o)
+{
+    refresh_ring_drops(net);
+    /* relaxed (all): statistics, an eventually consistent snapshot. */
+#define LOAD(f) o->f = atomic_load_explicit(&net->f, memory_order_relaxed)
+    LOAD(frames); LOAD(packets); LOAD(received); LOAD(ignored); LOAD(dropped_malformed);
+    LOAD(dropped_no_flow); LOAD(dropped_too_big); LOAD(dropped_channel_full); LOAD(dropped_rule);
+    LOAD(dropped_ring); LOAD(wakes); LOAD(bursts); LOAD(sleeps); LOAD(gso_packets);
+#undef LOAD
+    for (int i = 0; i < OSVRT_NET_NREASONS; i++)
+        o->malformed[i] = atomic_load_explicit(&net->malformed[i], memory_order_relaxed);
+}

@@ -1,0 +1,190 @@
+/* classifier.h - the net classifier: a pthread (no GIL, never calls Python)
+ * that reads every frame an interface receives from an AF_PACKET socket's
+ * memory-mapped ring, sorts the packets into per-flow net channels
+ * (channel.h), and wakes each flow's green thread once per burst through the
+ * wake protocol (wake.h).
+ *
+ * The socket: TPACKET_V2 ring (per-frame hand-over; V3 hands over blocks on
+ * a timer that costs milliseconds), PACKET_IGNORE_OUTGOING (lo would
+ * otherwise show every packet twice), PACKET_VNET_HDR (a GSO super-packet
+ * comes with its segment size, and is split here into the datagrams the
+ * sender meant).  The thread polls the ring for spin_ns after its last frame,
+ * then sleeps in poll() (with an eventfd to stop it).
+ *
+ * A burst: up to `burst` frames are taken from the ring inside one flow-table
+ * read section; each packet is parsed (packet.h), looked up (flow_table.h),
+ * passed to the flow's rule if it has one (a C callback, e.g. a numba cfunc:
+ * it picks the lane), and copied into the lane's channel (the ring frame is
+ * handed back at once).  At the end of the burst every channel that got
+ * packets publishes them (one release store) and, after one seq_cst fence,
+ * its waiter is woken with osvrt_wake: one wake per channel per burst.
+ *
+ * Drops are counted per reason: malformed (and per parse verdict), no flow,
+ * too big (cut by the ring frame, or larger than the channel's arena),
+ * channel full, rule (the rule refused it), and the kernel's own ring drops
+ * (PACKET_STATISTICS).  Nothing malformed ever stops the thread.
+ *
+ * Threads: the classifier thread is the only producer of every channel and
+ * the only flow-table reader.  Flows are added and removed by any thread
+ * (the green threads, through cffi); a removed flow's memory lives on until
+ * both the table (after the epoch grace period) and its owner let go.
+ * Without a socket (ifname NULL) the same processing is driven by the caller
+ * through osvrt_net_rx_begin/frame/end: tests, the fuzz target, benchmarks.
+ */
+#ifndef OSVRT_CLASSIFIER_H
+#define OSVRT_CLASSIFIER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "channel.h"
+#include "flow_table.h"
+#include "packet.h"
+
+struct osvrt_rt;
+
+#define OSVRT_NET_MAX_LANES 64
+#define OSVRT_NET_NREASONS 16          /* >= OSVRT_PKT_NVERDICTS */
+_Static_assert(OSVRT_PKT_NVERDICTS <= OSVRT_NET_NREASONS, "malformed[] too small");
+#define OSVRT_NET_TOUCH_MAX 256        /* channels touched before a mid-burst flush */
+
+/* A flow's rule: called per datagram (per TCP segment) by the classifier
+ * thread, without the GIL.  data/len: the UDP (TCP) payload; saddr network
+ * order, sport host order.  Returns the lane (0..nlanes-1), or < 0 to drop. */
+typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t saddr, uint32_t sport);
+
+struct osvrt_net_config {
+    const char *ifname;     /* interface to read ("lo"); NULL: no socket */
+    uint32_t ring_frames;   /* ring frames (0: 256) */
+    uint32_t frame_size;    /* bytes per ring frame (0: room for a 64 KiB packet) */
+    uint32_t buckets;       /* flow-table buckets (0: 1024) */
+    uint32_t burst;         /* frames per burst (0: 64) */
+    int64_t spin_ns;        /* poll the ring this long after the last frame (< 0: 50 us) */
+    int32_t cpu;            /* pin the thread to this CPU; -1: not pinned */
+    uint32_t prefilter;     /* 1: kernel-side filter, see below */
+};
+
+/* The prefilter (cfg.prefilter = 1): a classic BPF program on the packet
+ * socket, rebuilt whenever a flow is added or removed, that keeps out of the
+ * ring every well-formed IPv4 UDP/TCP packet whose destination port has no
+ * flow.  Other traffic on the interface (replies to clients, other programs'
+ * TCP) then costs the kernel one filter run instead of a copy into the ring
+ * and a wake-up of the classifier.  Everything else is let in and judged by
+ * the parser: other EtherTypes and protocols (counted as ignored), fragments,
+ * frames too short for their headers (counted as malformed).  Packets kept
+ * out are counted nowhere (the kernel delivers them as usual).  More than
+ * OSVRT_NET_FILTER_MAX_PORTS ports: everything is let in. */
+#define OSVRT_NET_FILTER_MAX_PORTS 2000
+
+struct osvrt_net_stats {
+    uint64_t frames;            /* frames read from the ring (or fed) */
+    uint64_t packets;           /* IPv4 UDP/TCP packets, a GSO super-packet counted per datagram */
+    uint64_t received;          /* packets posted into channels */
+    uint64_t ignored;           /* not IPv4 UDP/TCP for this host: the kernel's business */
+    uint64_t dropped_malformed;
+    uint64_t dropped_no_flow;
+    uint64_t dropped_too_big;
+    uint64_t dropped_channel_full;
+    uint64_t dropped_rule;
+    uint64_t dropped_ring;      /* the kernel's ring drops (PACKET_STATISTICS tp_drops) */
+    uint64_t wakes;             /* osvrt_wake calls that woke a thread */
+    uint64_t bursts;
+    uint64_t sleeps;            /* times the thread went to sleep in poll() */
+    uint64_t gso_packets;       /* super-packets split */
+    uint64_t malformed[OSVRT_NET_NREASONS];   /* by osvrt_pkt_verdict */
+};
+
+struct osvrt_flow_stats {
+    uint64_t received;
+    uint64_t dropped_channel_full;
+    uint64_t dropped_too_big;
+    uint64_t dropped_rule;
+    uint64_t wakes;
+    uint64_t queued;            /* published, not yet consumed */
+};
+
+struct osvrt_flow {
+    struct osvrt_ft_node node;          /* first */
+    _Atomic uint32_t refs;              /* the table's and the owner's */
+    uint32_t nlanes;
+    osvrt_rule_fn rule;
+    _Atomic uint64_t dropped_rule;      /* classifier-written */
+    _Atomic uint64_t dropped_too_big;   /* cut by the ring frame */
+    struct osvrt_chan *lanes[];         /* nlanes channels */
+};
+
+struct osvrt_net {
+    struct osvrt_rt *rt;
+    struct osvrt_flow_table table;
+    int reader;                         /* the classifier's flow-table reader slot */
+    struct osvrt_net_config cfg;
+    /* the socket and its ring */
+    int fd, stop_fd;
+    uint8_t *ring;
+    size_t ring_bytes;
+    uint32_t frame_size, frame_nr, ring_pos;
+    uint32_t block_size, frames_per_block;  /* frames never straddle blocks */
+    /* the prefilter: flows per destination port (under filter_lock) */
+    pthread_mutex_t filter_lock;
+    uint32_t *port_refs;                    /* 65536 entries, NULL without a prefilter */
+    uint32_t filter_ports;                  /* ports in the filter now */
+    /* the thread */
+    pthread_t thread;
+    int started;
+    _Atomic int stop;
+    /* burst state (producer only) */
+    uint64_t burst_seq;
+    uint32_t ntouched;
+    struct osvrt_chan *touched[OSVRT_NET_TOUCH_MAX];
+    /* counters: written by the producer alone (dropped_ring: fetch_add) */
+    _Atomic uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
+        dropped_too_big, dropped_channel_full, dropped_rule, dropped_ring, wakes, bursts,
+        sleeps, gso_packets;
+    _Atomic uint64_t malformed[OSVRT_NET_NREASONS];
+};
+
+/* A classifier for rt (whose threads it wakes).  With cfg->ifname, opens the
+ * AF_PACKET socket and maps its ring (needs CAP_NET_RAW: *err = EPERM).
+ * NULL with *err set (EPERM, ENODEV: no such interface, EINVAL, ENOMEM...). */
+struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_config *cfg, int *err);
+/* Start the thread (a socket is needed).  0 or an errno value. */
+int osvrt_net_start(struct osvrt_net *net);
+/* Stop and join the thread; idempotent. */
+void osvrt_net_stop(struct osvrt_net *net);
+/* Stop, close, and drop the table's reference to every flow. */
+void osvrt_net_free(struct osvrt_net *net);
+
+/* A new flow with nlanes channels of `capacity` slots and `arena` bytes each.
+ * Two references: the table's and the caller's (osvrt_flow_put).
+ * NULL with *err: EEXIST (key taken), EINVAL (a bad size), ENOMEM. */
+struct osvrt_flow *osvrt_net_flow_add(struct osvrt_net *net, const struct osvrt_flow_key *key,
+                                      uint32_t nlanes, uint32_t capacity, uint32_t arena,
+                                      osvrt_rule_fn rule, int *err);
+/* Stop classifying into the flow (0, or ENOENT if already removed). */
+int osvrt_net_flow_remove(struct osvrt_net *net, struct osvrt_flow *f);
+/* Drop the caller's reference; the flow is freed when the table's is gone too. */
+void osvrt_flow_put(struct osvrt_flow *f);
+struct osvrt_chan *osvrt_flow_lane(struct osvrt_flow *f, uint32_t lane);
+
+void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *out);
+void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
+
+/* Attach a one-instruction classic BPF filter, `ret #0`, to a socket: it
+ * keeps nothing.  Attached to a UDP socket before bind, it makes the socket
+ * a port reservation: the kernel delivers nothing to it, answers no ICMP
+ * port-unreachable, and lets nobody else bind the port.  0 or an errno. */
+int osvrt_attach_drop_all(int fd);
+
+/* Socket-less driving (tests, fuzzing, benchmarks), from one thread at a
+ * time and never while the classifier thread runs. */
+void osvrt_net_rx_begin(struct osvrt_net *net);
+/* One frame: `len` bytes present of `wire_len`; status: TP_STATUS_* bits
+ * (TP_STATUS_CSUMNOTREADY / TP_STATUS_CSUM_VALID trust the L4 checksum);
+ * vnet: the virtio-net header or NULL.  Returns the parse verdict. */
+int osvrt_net_rx_frame(struct osvrt_net *net, const uint8_t *frame, uint32_t len,
+                       uint32_t wire_len, uint32_t status, const struct osvrt_vnet_hdr *vnet);
+/* Publish what the burst posted and wake the waiters.  Returns the wakes. */
+uint32_t osvrt_net_rx_end(struct osvrt_net *net);
+
+#endif

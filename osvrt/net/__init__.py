@@ -1,0 +1,30 @@
+"""osvrt.net: UDP on net channels.
+
+A classifier thread in C (csrc/classifier.c) reads every frame that arrives
+on an interface (default ``lo``) from an AF_PACKET ring, sorts the packets
+into per-flow channels (lock-free single-producer single-consumer rings in
+C memory) and wakes the green thread that owns each flow, once per burst.
+Protocol processing (here: UDP) then runs in that green thread, which reads
+the channel as plain memory, with no syscall and no call into C::
+
+    import osvrt, osvrt.net
+
+    async def main():
+        ep = await osvrt.net.udp_bind(("127.0.0.1", 9000))
+        data, addr = await ep.recvfrom()
+        await ep.sendto(data, addr)
+        ep.close()
+
+    osvrt.run(main)
+
+Needs CAP_NET_RAW (the AF_PACKET socket): without it, udp_bind raises
+PermissionError.  The classifier starts with the first udp_bind of a runtime
+(or with configure()) and stops with the runtime; rt.stats()["net"] and
+ep.stats() count what arrived, what was dropped and why, and the wake-ups.
+Modules: _stack (the classifier of a runtime), channel (reading a channel),
+udp (endpoints), rules (classifier rules compiled with numba.cfunc).
+"""
+from ._stack import configure, net_of
+from .udp import UdpEndpoint, udp_bind
+
+__all__ = ["UdpEndpoint", "configure", "net_of", "udp_bind"]

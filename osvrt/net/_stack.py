@@ -1,0 +1,223 @@
+"""The classifier of one Runtime: the C object (csrc/classifier.h), its
+thread, its flows and its statistics.
+
+One per Runtime, made on first use (udp_bind, or configure() beforehand with
+options) and stored as rt._net.  It registers two hooks with the runtime:
+rt._on_stop (close every endpoint, then stop and join the classifier thread
+before the workers are joined) and rt._stats_hooks["net"] (rt.stats()["net"]).
+The C object itself is freed when this object is collected, never while an
+endpoint (which holds a reference) may still read its flows.
+"""
+import errno
+import logging
+import os
+import threading
+import weakref
+
+from .._core import ffi, lib
+
+log = logging.getLogger("osvrt")
+
+_make_lock = threading.Lock()     # one classifier per runtime, even when two CPUs race
+
+DROP_REASONS = ("malformed", "no_flow", "too_big", "channel_full", "rule", "ring")
+MALFORMED_REASONS = tuple(
+    ffi.string(lib.osvrt_pkt_verdict_name(v)).decode()
+    for v in range(lib.OSVRT_PKT_NVERDICTS))
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, not {value!r}")
+    return value
+
+
+def _open_error(err, interface):
+    if err in (errno.EPERM, errno.EACCES):
+        return PermissionError(
+            err, "osvrt.net needs CAP_NET_RAW to read packets from an AF_PACKET socket "
+                 f"on {interface!r}: run as root, or grant it (e.g. `setcap cap_net_raw+ep` "
+                 "on the Python binary)")
+    if err == errno.ENODEV:
+        return OSError(err, f"osvrt.net: no network interface named {interface!r}")
+    return OSError(err, f"osvrt.net: cannot open the packet ring on {interface!r}: "
+                        f"{os.strerror(err)}")
+
+
+class Net:
+    """The classifier of a runtime.  Made by net_of() / configure()."""
+
+    def __init__(self, rt, *, interface="lo", ring_frames=256, spin_us=50, cpu=None, burst=64,
+                 buckets=1024, prefilter=True):
+        if not isinstance(interface, str) or not interface or len(interface) >= 16:
+            raise ValueError(f"interface must be a network interface name, not {interface!r}")
+        _check_int("ring_frames", ring_frames, 8, 1 << 20)
+        _check_int("burst", burst, 1, 4096)
+        _check_int("buckets", buckets, 1, 1 << 24)
+        if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or not 0 <= spin_us <= 1e6:
+            raise ValueError(f"spin_us must be a number of microseconds in 0..1e6, not {spin_us!r}")
+        if cpu is not None:
+            _check_int("cpu", cpu, 0, (os.cpu_count() or 1) - 1)
+        if not isinstance(prefilter, bool):
+            raise TypeError(f"prefilter must be True or False, not {prefilter!r}")
+        if rt._crt is None:
+            raise RuntimeError("osvrt.net: the runtime is not started (rt.start() first)")
+        self.interface = interface
+        self._lock = threading.Lock()         # endpoints set, closing, stopping
+        self._endpoints = weakref.WeakSet()
+        self._keep = []                       # rules' code: alive until the thread is joined
+        self._stopped = False
+        self._crt = rt._crt                   # the C runtime outlives the thread that wakes on it
+        cfg = ffi.new("struct osvrt_net_config *")
+        name = ffi.new("char[]", interface.encode())
+        cfg.ifname = name
+        cfg.ring_frames = ring_frames
+        cfg.buckets = buckets
+        cfg.burst = burst
+        cfg.spin_ns = int(spin_us * 1000)
+        cfg.cpu = -1 if cpu is None else cpu
+        cfg.prefilter = prefilter
+        err = ffi.new("int *")
+        cnet = lib.osvrt_net_new(rt._crt, cfg, err)
+        if cnet == ffi.NULL:
+            raise _open_error(err[0], interface)
+        self._cnet = ffi.gc(cnet, lib.osvrt_net_free)
+        e = lib.osvrt_net_start(cnet)
+        if e:
+            raise OSError(e, f"osvrt.net: cannot start the classifier thread: {os.strerror(e)}")
+        self._cstats = ffi.new("struct osvrt_net_stats *")
+
+    def __repr__(self):
+        return (f"<osvrt.net classifier on {self.interface!r} "
+                f"{'stopped' if self._stopped else 'running'} endpoints={len(self._endpoints)}>")
+
+    def stop(self):
+        """Close every endpoint (their ports and flows), then stop and join
+        the classifier thread.  Idempotent.  The runtime calls it on stop."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            endpoints = list(self._endpoints)
+        for ep in endpoints:
+            try:
+                ep.close()
+            except Exception:                 # never leave the thread running
+                log.exception("osvrt.net: closing %r at stop failed", ep)
+        lib.osvrt_net_stop(self._cnet)
+
+    def stats(self):
+        """Counters of the classifier: frames and packets seen, packets put
+        into channels, drops by reason (malformed ones by kind), wake-ups
+        sent, and each open endpoint's own stats()."""
+        s = self._cstats
+        lib.osvrt_net_get_stats(self._cnet, s)
+        return {
+            "interface": self.interface,
+            "running": not self._stopped,
+            "frames": s.frames,
+            "packets": s.packets,
+            "received": s.received,
+            "ignored": s.ignored,
+            "dropped": {
+                "malformed": s.dropped_malformed,
+                "no_flow": s.dropped_no_flow,
+                "too_big": s.dropped_too_big,
+                "channel_full": s.dropped_channel_full,
+                "rule": s.dropped_rule,
+                "ring": s.dropped_ring,
+            },
+            "malformed": {MALFORMED_REASONS[v]: s.malformed[v]
+                          for v in range(lib.OSVRT_PKT_NVERDICTS) if v >= 3},
+            "wakes_sent": s.wakes,
+            "bursts": s.bursts,
+            "sleeps": s.sleeps,
+            "gso_packets": s.gso_packets,
+            "endpoints": [ep.stats() for ep in list(self._endpoints)],
+        }
+
+
+def _runtime_of(rt):
+    if rt is not None:
+        return rt
+    from .. import kernel
+    return kernel.current()._w.rt     # RuntimeError outside a green thread
+
+
+def net_of(rt=None, **options):
+    """The classifier of `rt` (default: the current green thread's runtime),
+    made and started if it does not exist yet (with `options`, see
+    configure())."""
+    rt = _runtime_of(rt)
+    net = rt._net
+    if net is not None and not options:
+        return net
+    with _make_lock:
+        net = rt._net
+        if net is None:
+            if rt._stopping or rt._crt is None:
+                raise RuntimeError(f"osvrt.net: {rt!r} is not running")
+            net = Net(rt, **options)
+            rt._net = net
+            rt._on_stop.append(net.stop)
+            rt._stats_hooks["net"] = net.stats
+            if rt._stopping:
+                # stop() began while we made it: its hooks may have run
+                # already, so stop it here (stop is idempotent).
+                net.stop()
+                raise RuntimeError(f"osvrt.net: {rt!r} is stopping")
+        elif options:
+            raise RuntimeError("osvrt.net.configure(): this runtime's classifier is already "
+                               "running; configure it before the first udp_bind")
+    return net
+
+
+async def net_for_green_thread():
+    """net_of() for the current green thread's runtime, without holding its
+    CPU while the classifier is made: mapping the packet ring takes the
+    kernel milliseconds (tens on a busy machine), so a helper OS thread makes
+    it while this green thread waits on an osvrt Event (set from that
+    thread: a foreign wake, safe from any OS thread)."""
+    from .. import kernel
+    from ..sync import Event
+    rt = kernel.current()._w.rt
+    net = rt._net
+    if net is not None:
+        return net
+    done = Event()
+    box = []
+
+    def make():
+        try:
+            box.append(net_of(rt))
+        except BaseException as e:            # handed to the green thread
+            box.append(e)
+        done.set()
+    threading.Thread(target=make, name="osvrt-net-start", daemon=True).start()
+    await done.wait()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+def configure(rt=None, *, interface="lo", ring_frames=256, spin_us=50, cpu=None, burst=64,
+              buckets=1024, prefilter=True):
+    """Start the classifier of `rt` with these options, before its first
+    udp_bind (RuntimeError after).  From a green thread, or from any thread
+    with rt given.
+
+    interface:   the interface to read (default "lo")
+    ring_frames: frames in the AF_PACKET ring (each holds a 64 KiB packet)
+    spin_us:     microseconds the classifier polls the ring after its last
+                 frame before it sleeps in poll() (0: never polls)
+    cpu:         pin the classifier thread to this CPU (default: not pinned)
+    burst:       frames handled per burst (one wake per flow per burst)
+    buckets:     flow-table buckets
+    prefilter:   keep UDP/TCP packets to ports without a flow out of the ring
+                 in the kernel (a BPF filter: no copy, no wake-up for other
+                 traffic); False lets every frame in (all are counted)
+    """
+    return net_of(rt, interface=interface, ring_frames=ring_frames, spin_us=spin_us, cpu=cpu,
+                  burst=burst, buckets=buckets, prefilter=prefilter)

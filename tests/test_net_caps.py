@@ -1,0 +1,62 @@
+"""Without CAP_NET_RAW, udp_bind raises PermissionError naming CAP_NET_RAW
+(checked in a child process that has dropped the capability: capsh, or
+setpriv as an unprivileged user), and nothing is left half made."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = r"""
+import osvrt, osvrt.net
+async def main():
+    try:
+        await osvrt.net.udp_bind(("127.0.0.1", 0))
+    except PermissionError as e:
+        return "PermissionError: " + str(e)
+    return "no error"
+rt = osvrt.Runtime(cpus=1).start()
+try:
+    print(rt.submit(main).result(timeout=10))
+    print("net" in rt.stats())
+finally:
+    rt.stop(timeout=2)
+"""
+
+
+def _runners():
+    out = []
+    if shutil.which("capsh") and os.geteuid() == 0:
+        out.append(("capsh", ["capsh", "--drop=cap_net_raw", "--"]))
+    if shutil.which("setpriv") and os.geteuid() == 0:
+        out.append(("setpriv", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                "--inh-caps=-all", "--bounding-set=-net_raw", "--"]))
+    return out
+
+
+def _run(prefix):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if prefix[0] == "capsh":
+        cmd = prefix + ["-c", f"exec {sys.executable} -c \"$CHILD\""]
+        env["CHILD"] = CHILD
+    else:
+        cmd = prefix + [sys.executable, "-c", CHILD]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd="/")
+
+
+@pytest.mark.parametrize("runner", [r[0] for r in _runners()] or ["none"])
+def test_permission_error_names_cap_net_raw(runner):
+    runners = dict(_runners())
+    if runner not in runners:
+        pytest.skip("needs root and capsh or setpriv to drop CAP_NET_RAW in a child")
+    r = _run(runners[runner])
+    if r.returncode != 0 and ("Permission denied" in r.stderr and "osvrt" not in r.stderr):
+        pytest.skip(f"the child cannot read the checkout as an unprivileged user: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("PermissionError: "), r.stdout
+    assert "CAP_NET_RAW" in lines[0]
+    assert lines[1] == "False"          # no classifier was left registered
