@@ -117,7 +117,7 @@ def test_udp_rows_say_why_when_osvrt_net_is_not_available(monkeypatch, tmp_path)
 
 def test_command_line_quick_subset(tmp_path):
     j = tmp_path / "q.json"
-    p = subprocess.run([sys.executable, "-m", "osvrt", "bench", "--quick", "--only",
+    p = subprocess.run([sys.executable, "-P", "-m", "osvrt", "bench", "--quick", "--only",
                         "pushlist,foreign_wake", "--rounds", "1", "--json", str(j), "--plot", "-"],
                        capture_output=True, text=True, env=_env(), cwd=str(tmp_path), timeout=120)
     assert p.returncode == 0, p.stderr
@@ -130,11 +130,11 @@ def test_command_line_quick_subset(tmp_path):
 
 
 def test_help_lists_the_commands():
-    p = subprocess.run([sys.executable, "-m", "osvrt", "--help"], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-P", "-m", "osvrt", "--help"], capture_output=True, text=True,
                        env=_env(), timeout=60)
     assert p.returncode == 0
     assert "bench" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "osvrt", "bench", "--only", "nope"],
+    p = subprocess.run([sys.executable, "-P", "-m", "osvrt", "bench", "--only", "nope"],
                        capture_output=True, text=True, env=_env(), timeout=60)
     assert p.returncode == 2 and "nope" in p.stderr
 

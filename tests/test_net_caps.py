@@ -40,10 +40,10 @@ def _runners():
 def _run(prefix):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if prefix[0] == "capsh":
-        cmd = prefix + ["-c", f"exec {sys.executable} -c \"$CHILD\""]
+        cmd = prefix + ["-c", f"exec {sys.executable} -P -c \"$CHILD\""]
         env["CHILD"] = CHILD
     else:
-        cmd = prefix + [sys.executable, "-c", CHILD]
+        cmd = prefix + [sys.executable, "-P", "-c", CHILD]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd="/")
 
 

@@ -158,7 +158,7 @@ def probes_added(names):
 
 def record(tmp_path, *perf_args):
     out = tmp_path / "perf.data"
-    p = perf("record", *perf_args, "-o", str(out), "--", sys.executable, "-c", WORKLOAD,
+    p = perf("record", *perf_args, "-o", str(out), "--", sys.executable, "-P", "-c", WORKLOAD,
              cwd=str(tmp_path))
     if p.returncode != 0:
         if _not_permitted(p.stderr):

@@ -222,7 +222,7 @@ def test_plugin_module_imports_cheaply():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (os.path.dirname(os.path.dirname(os.path.abspath(
             __import__("osvrt").__file__))), os.environ.get("PYTHONPATH")) if p))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, env=env,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "1"]

@@ -779,7 +779,9 @@ def memory_in_subprocess(peer, n, timeout=120):
         raise ValueError(f"peer={peer!r}: one of {sorted(MEMORY_PEERS)}")
     code = ("import json, sys; from osvrt.bench.peers import memory_child; "
             "print(json.dumps(memory_child(sys.argv[1], int(sys.argv[2]))))")
-    proc = subprocess.run([sys.executable, "-c", code, peer, str(int(n))], capture_output=True,
+    # -P: never the current directory first on sys.path (a source checkout's
+    # osvrt/, without the built extension, would shadow the installed one).
+    proc = subprocess.run([sys.executable, "-P", "-c", code, peer, str(int(n))], capture_output=True,
                           text=True, env=_child_env(), timeout=timeout)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
