@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import osvrt
+
+# Where the osvrt under test was imported from (a built checkout, or
+# site-packages): the child must import that one, not a source tree.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
 
 CHILD = r"""
 import osvrt, osvrt.net
