@@ -11,5 +11,5 @@ from . import net  # noqa: E402  (osvrt.net.udp_bind, as in DESIGN.md; imports n
 __all__ = [
     "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueEmpty", "QueueFull",
     "Runtime", "Semaphore", "Thread", "current", "run", "sleep", "spawn", "timeout",
-    "yield_now",
+    "yield_now", "net",
 ]

@@ -26,14 +26,7 @@ from .kernel import PARK, _tls, claim, schedule, wake
 from .thread import Cancelled
 
 
-def _me():
-    try:
-        t = _tls.worker.current
-    except AttributeError:
-        t = None
-    if t is None:
-        raise kernel.outside()
-    return t
+_me = kernel.current
 
 
 def _defer(t, exc):
