@@ -42,7 +42,6 @@ Groups (extra_info[unit] is the median over rounds):
 
 Run:  pytest benchmarks/bench_udp.py --benchmark-json=/tmp/udp.json
 """
-import os
 import time
 
 import pytest
@@ -51,6 +50,7 @@ import osvrt
 import osvrt.net
 from osvrt.net import bench as nb
 from osvrt.net import testing
+from osvrt.bench import peers as bench_peers
 
 ok, why = testing.can_open_packet_socket()
 pytestmark = pytest.mark.skipif(not ok, reason=f"osvrt.net needs CAP_NET_RAW ({why})")
@@ -58,7 +58,6 @@ pytestmark = pytest.mark.skipif(not ok, reason=f"osvrt.net needs CAP_NET_RAW ({w
 RR_N = 5_000
 TPS_N = 20_000
 WINDOW = 16
-WORKER_SPIN_US = 200
 
 
 def placement(cpus):
@@ -73,28 +72,8 @@ def completed(n):
     return check
 
 
-def osvrt_round(n, window, client_cpu, server_cpu, warm=200):
-    """One osvrt round: a fresh runtime and classifier, an echo green thread,
-    the C client; the runtime is stopped before the next (peer) round."""
-    rt = osvrt.Runtime(cpus=[server_cpu], idle_spin_us=WORKER_SPIN_US).start()
-    try:
-        osvrt.net.configure(rt, cpu=client_cpu, spin_us=0)
-        server = nb.OsvrtEchoServer(rt, cpu=server_cpu)
-        try:
-            nb.rr(server.addr, warm, window=window, cpu=client_cpu)
-            c0, t0 = nb.cpu_seconds_of_thread("osvrt-net"), time.perf_counter()
-            r = nb.rr(server.addr, n, window=window, cpu=client_cpu)
-            r["classifier_cpu_pct"] = 100 * (nb.cpu_seconds_of_thread("osvrt-net") - c0) / (
-                time.perf_counter() - t0)
-            net = rt.stats()["net"]
-            r["wakes_sent"] = net["wakes_sent"]
-            r["ring_dropped"] = net["dropped"]["ring"]
-        finally:
-            server.close()
-    finally:
-        time.sleep(0.005)
-        rt.stop(timeout=5)
-    return r
+def osvrt_round(n, window, client_cpu, server_cpu):
+    return bench_peers.udp_osvrt_round(n, window, client_cpu, server_cpu, extras=True)
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +86,7 @@ def peers(cpus):
         s.close()
 
 
-def peer_round(server, n, window, client_cpu, warm=200):
-    nb.rr(server.addr, warm, window=window, cpu=client_cpu)
-    return nb.rr(server.addr, n, window=window, cpu=client_cpu)
+peer_round = bench_peers.udp_peer_round
 
 
 def _record(benchmark, r, *keys):

@@ -46,6 +46,8 @@ void osvrt_chan_free(struct osvrt_chan *c)
 void osvrt_chan_get_stats(const struct osvrt_chan *c, struct osvrt_chan_stats *o)
 {
     struct osvrt_chan *m = (struct osvrt_chan *)c;   /* atomic loads take non-const pointers in C11 */
+    /* relaxed: statistics, each written by one side (osvrt_stat_add); a
+     * snapshot needs no order between them. */
     o->received = atomic_load_explicit(&m->received, memory_order_relaxed);
     o->dropped_full = atomic_load_explicit(&m->dropped_full, memory_order_relaxed);
     o->dropped_too_big = atomic_load_explicit(&m->dropped_too_big, memory_order_relaxed);

@@ -378,6 +378,7 @@ static void refresh_ring_drops(struct osvrt_net *net)
     socklen_t len = sizeof st;
     /* The kernel resets its counters on every read, so concurrent readers
      * (this thread, a stats call) each add a disjoint part. */
+    /* relaxed: a statistic (an RMW, as two threads may add). */
     if (getsockopt(net->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0 && st.tp_drops)
         atomic_fetch_add_explicit(&net->dropped_ring, st.tp_drops, memory_order_relaxed);
 }
@@ -499,7 +500,8 @@ static void *net_main(void *arg)
     if (net->cfg.cpu >= 0)
         osvrt_pin_self(net->cfg.cpu);
     const int64_t spin = net->cfg.spin_ns;
-    int64_t idle_since = osvrt_now_ns();
+    int64_t idle_since = spin ? osvrt_now_ns() : 0;   /* no spin window: no clock reads */
+    uint32_t naps = 0;
     struct pollfd fds[2] = {{.fd = net->fd, .events = POLLIN}, {.fd = net->stop_fd, .events = POLLIN}};
     /* relaxed (stop): a hint; the eventfd write wakes poll(), and the join
      * in osvrt_net_stop is what synchronizes. */
@@ -507,15 +509,20 @@ static void *net_main(void *arg)
         struct tpacket2_hdr *h = frame_at(net, net->ring_pos);
         uint32_t st = frame_status(h);
         if (!(st & TP_STATUS_USER)) {
-            if (osvrt_now_ns() - idle_since < spin) {
+            if (spin && osvrt_now_ns() - idle_since < spin) {
                 for (int i = 0; i < 64 && !(frame_status(h) & TP_STATUS_USER); i++)
                     cpu_relax();
                 continue;
             }
-            refresh_ring_drops(net);
+            /* The kernel's drop count is a syscall away: fetch it now and
+             * then (stats calls and the exit fetch it too), not per sleep,
+             * which with spin 0 is per burst, on the latency path. */
+            if ((++naps & 255) == 0)
+                refresh_ring_drops(net);
             osvrt_stat_add(&net->sleeps, 1);
             poll(fds, 2, -1);                 /* EINTR, or a frame, or stop: look again */
-            idle_since = osvrt_now_ns();
+            if (spin)
+                idle_since = osvrt_now_ns();
             continue;
         }
         osvrt_net_rx_begin(net);
@@ -527,7 +534,8 @@ static void *net_main(void *arg)
             st = frame_status(h);
         }
         osvrt_net_rx_end(net);
-        idle_since = osvrt_now_ns();
+        if (spin)
+            idle_since = osvrt_now_ns();
     }
     refresh_ring_drops(net);
     return NULL;

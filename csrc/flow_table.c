@@ -66,6 +66,7 @@ void osvrt_ft_destroy(struct osvrt_flow_table *t)
 {
     if (!t->buckets)
         return;
+    /* relaxed: destroy's contract is that no reader or writer is active. */
     for (uint32_t i = 0; i <= t->mask; i++) {
         struct osvrt_ft_node *n = atomic_load_explicit(&t->buckets[i], memory_order_relaxed);
         while (n) {
@@ -120,6 +121,7 @@ static uint32_t reclaim_locked(struct osvrt_flow_table *t)
     /* The oldest reader epoch still in a read section bounds what may go.
      * seq_cst: the writer half of the epoch handshake (flow_table.h). */
     uint64_t min = UINT64_MAX;
+    /* relaxed: nreaders is written only under t->lock, which we hold. */
     uint32_t nr = atomic_load_explicit(&t->nreaders, memory_order_relaxed);
     for (uint32_t i = 0; i < nr; i++) {
         uint64_t e = atomic_load_explicit(&t->readers[i].epoch, memory_order_seq_cst);

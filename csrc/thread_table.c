@@ -12,6 +12,7 @@ int osvrt_table_init(struct osvrt_thread_table *t)
 void osvrt_table_destroy(struct osvrt_thread_table *t)
 {
     for (uint32_t c = 0; c < t->nchunks; c++)
+        /* relaxed: destroy runs after every user of the table has stopped. */
         free(atomic_load_explicit(&t->chunks[c], memory_order_relaxed));
     free(t->free_idx);
     pthread_mutex_destroy(&t->lock);
@@ -61,6 +62,8 @@ uint32_t osvrt_table_alloc(struct osvrt_thread_table *t, uint32_t cpu, uint64_t 
             break;
         uint32_t idx = t->free_idx[--t->nfree];
         struct osvrt_thread *th = osvrt_thread_at(t, idx);
+        /* relaxed: a free record is touched only under t->lock (free's CAS
+         * published FREE before the index reached the free stack). */
         uint32_t gen = (uint32_t)(atomic_load_explicit(&th->word, memory_order_relaxed) >> 32);
         th->link.next = NULL;
         th->cwake.next = NULL;
@@ -85,6 +88,7 @@ uint32_t osvrt_table_free(struct osvrt_thread_table *t, const uint64_t *h, uint3
         /* acquire: pairs with the drain's release clear of `linked`. */
         if (atomic_load_explicit(&th->linked, memory_order_acquire))
             continue;                   /* `link` is still on a pushlist */
+        /* relaxed: a first guess; the CAS below validates it. */
         uint64_t w = atomic_load_explicit(&th->word, memory_order_relaxed);
         int ok = 0;
         /* A record on a pushlist (WAKING) is still linked: freeing it would let

@@ -39,6 +39,15 @@ def _defer(t, exc):
     t._pending = True
 
 
+@types.coroutine
+def _release_on_exit(self, *exc):
+    """__aexit__ of Mutex and Semaphore: release; a generator, so that
+    `async with` can await it without a coroutine frame."""
+    self.release()
+    return False
+    yield                                  # unreachable: makes this a generator
+
+
 def _discard(waiters, entry):
     """Remove `entry` itself (not an equal one: claimed tickets all equal [])."""
     for i, e in enumerate(waiters):
@@ -189,12 +198,7 @@ class Mutex:
             schedule(t)
 
     __aenter__ = acquire
-
-    @types.coroutine
-    def __aexit__(self, *exc):
-        self.release()
-        return False
-        yield                              # a generator: awaitable by `async with`
+    __aexit__ = _release_on_exit
 
 
 class Condition:
@@ -350,12 +354,7 @@ class Semaphore:
             schedule(t)
 
     __aenter__ = acquire
-
-    @types.coroutine
-    def __aexit__(self, *exc):
-        self.release()
-        return False
-        yield
+    __aexit__ = _release_on_exit
 
 
 class Queue:

@@ -297,9 +297,6 @@ class Progress:
         self.t0 = time.monotonic()
         self._last_title = None
 
-    def add_total(self, n):
-        self.total = max(1, self.total + n)
-
     def step(self, label):
         self.done = min(self.total, self.done + 1)
         if not self.enabled:

@@ -33,15 +33,6 @@ def _rate(n, dt_ns, **counts):
     return dict(per_s=n * 1e9 / dt_ns if dt_ns else 0.0, ns=dt_ns / n if n else 0.0, **counts)
 
 
-def module_available(name):
-    """(True, None) if `name` imports, else (False, reason)."""
-    try:
-        __import__(name)
-    except Exception as e:          # ImportError, or a broken install
-        return False, f"{name} not installed" if isinstance(e, ImportError) else f"{name}: {e}"
-    return True, None
-
-
 # ---------------------------------------------------------------------------
 # osvrt runtimes
 
@@ -66,13 +57,9 @@ def runtime(ncpus, **options):
 # ---------------------------------------------------------------------------
 # osvrt workloads (coroutine functions: run them with rt.run(fn, ...))
 
-async def osvrt_event_pingpong(n, cpu_a, cpu_b):
-    """Two green threads pinned to cpu_a / cpu_b hand a turn back and forth
-    over two osvrt Events, n round trips."""
-    import osvrt
-    ping, pong = osvrt.Event(), osvrt.Event()
-    count = [0, 0]
-
+def _event_sides(ping, pong, n, count):
+    """The two sides of an Event ping-pong, n round trips; the same code runs
+    on osvrt's and asyncio's Events (same API), so both measure one shape."""
     async def a():
         for _ in range(n):
             ping.set()
@@ -87,6 +74,17 @@ async def osvrt_event_pingpong(n, cpu_a, cpu_b):
             pong.set()
             count[1] += 1
 
+    return a, b
+
+
+async def osvrt_event_pingpong(n, cpu_a, cpu_b):
+    """Two green threads pinned to cpu_a / cpu_b hand a turn back and forth
+    over two osvrt Events, n round trips."""
+    import osvrt
+    ping, pong = osvrt.Event(), osvrt.Event()
+    count = [0, 0]
+
+    a, b = _event_sides(ping, pong, n, count)
     t0 = _now()
     tb = osvrt.spawn(b, cpu=cpu_b)
     ta = osvrt.spawn(a, cpu=cpu_a)
@@ -227,20 +225,7 @@ async def _aio_event_pingpong(n):
     ping, pong = asyncio.Event(), asyncio.Event()
     count = [0, 0]
 
-    async def a():
-        for _ in range(n):
-            ping.set()
-            await pong.wait()
-            pong.clear()
-            count[0] += 1
-
-    async def b():
-        for _ in range(n):
-            await ping.wait()
-            ping.clear()
-            pong.set()
-            count[1] += 1
-
+    a, b = _event_sides(ping, pong, n, count)
     loop = asyncio.get_running_loop()
     t0 = _now()
     tb = loop.create_task(b())
@@ -545,12 +530,13 @@ def udp_unavailable():
     return None if ok else f"needs CAP_NET_RAW ({why})"
 
 
-def udp_osvrt_round(n, window, client_cpu, server_cpu, warm=200):
+def udp_osvrt_round(n, window, client_cpu, server_cpu, warm=200, extras=False):
     """One osvrt round: a fresh Runtime on the server CPU and its classifier,
     an echo green thread on a net channel, `warm` then n transactions from
     the C client with `window` in flight; the runtime stops before any peer
     round.  The dict of osvrt.net.bench.rr: ns, per_s, p50_ns, p99_ns, done,
-    lost."""
+    lost; with extras, also the classifier's CPU share and the net counters
+    wakes_sent and ring_dropped."""
     import osvrt
     import osvrt.net
     from osvrt.net import bench as nb
@@ -561,7 +547,15 @@ def udp_osvrt_round(n, window, client_cpu, server_cpu, warm=200):
         try:
             if warm:
                 nb.rr(server.addr, warm, window=window, cpu=client_cpu)
-            return nb.rr(server.addr, n, window=window, cpu=client_cpu)
+            c0, t0 = nb.cpu_seconds_of_thread("osvrt-net"), time.perf_counter()
+            r = nb.rr(server.addr, n, window=window, cpu=client_cpu)
+            if extras:
+                r["classifier_cpu_pct"] = 100 * (nb.cpu_seconds_of_thread("osvrt-net") - c0) / (
+                    time.perf_counter() - t0)
+                net = rt.stats()["net"]
+                r["wakes_sent"] = net["wakes_sent"]
+                r["ring_dropped"] = net["dropped"]["ring"]
+            return r
         finally:
             server.close()
     finally:

@@ -32,6 +32,7 @@ from ..cwait import cwait
 from .._core import ffi, lib
 
 _SLOT = struct.Struct("<QIIIHHII")      # struct osvrt_chan_slot (channel.h)
+_TAKE = struct.Struct("<QII4xH")         # what take() needs of a slot: off, len, saddr, sport
 _WAITER = lib.OSVRT_CHAN_WAITER     # "a handle is stored" (a handle may be 0)
 _TSO = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _ADDR_CACHE_MAX = 4096
@@ -139,8 +140,7 @@ class Lane:
         """The oldest packet as (data, (ip, port)); the caller made sure one
         is there and holds the token."""
         t = self.tail
-        off, n, saddr, daddr, sport, dport, info, proto = _SLOT.unpack_from(
-            self.slots, (t % self.capacity) * 32)
+        off, n, saddr, sport = _TAKE.unpack_from(self.slots, (t % self.capacity) * 32)
         p = off % self.arena_size
         data = self.arena[p:p + n].tobytes()
         t += 1
