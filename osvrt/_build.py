@@ -11,7 +11,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
-SOURCES = ["cpu.c", "peers.c", "pin.c", "thread_table.c", "trace.c", "wake.c"]
+SOURCES = ["core_api.c", "cpu.c", "peers.c", "pin.c", "thread_table.c", "trace.c", "wake.c"]
 # net channels (issue 6): osvrt/net/
 SOURCES += ["channel.c", "classifier.c", "flow_table.c", "net_bench.c", "packet.c"]
 
@@ -53,6 +53,7 @@ void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *out);
 const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu);
 int osvrt_pin_self(int cpu);
+const void *osvrt_core_api(void);   /* the engine's table (csrc/core_api.h) */
 int osvrt_current_cpu(void);
 int64_t osvrt_now_ns(void);
 
@@ -132,6 +133,7 @@ double osvrt_net_bench_classify(uint64_t n, uint32_t payload, uint32_t flows);
 # Thin adapters kept out of the C core: they only re-shape arguments for cffi.
 GLUE = """
 #include "osvrt.h"
+#include "core_api.h"
 static void *osvrt_rt_table(struct osvrt_rt *rt) { return &rt->table; }
 static int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t t, int64_t spin,
                          uint32_t seq, int64_t gil_wait)

@@ -10,7 +10,7 @@ Order (why no wake-up is lost): the thread publishes WAITING in C
 producer makes the condition true, THEN calls osvrt_wake (CAS WAITING ->
 WAKING).  Either the re-check sees the condition, or the CAS sees WAITING and
 pushes the thread (key tagged OSVRT_KEY_CWAKE) onto its CPU's pushlist, where
-the worker claims the ticket (cpu.py, _take_incoming).  Timers and cancel()
+the worker claims the ticket (_engine/worker.c, take_incoming).  Timers and cancel()
 claim the same ticket the ordinary way.  Spurious returns are possible: the
 caller loops on its condition.
 """

@@ -65,14 +65,11 @@ class timeout:
         # This timer may run on another CPU than t (t moved since __enter__), so
         # __exit__ may have run meanwhile: then a late _Expired is marked stale
         # by _active and Worker._throw_into drops it instead of raising it.
-        t._pending = True
-        ticket = t._ticket
-        if ticket is not None:
-            kernel.wake(ticket)
+        t._interrupt()                   # sets _pending, ends the wait t is parked in
 
     def __exit__(self, typ, exc, tb):
         self._active = False
-        self._timer[2] = None
+        self._timer.cancel()
         t = self._thread
         pending = t._throw
         if isinstance(pending, _Expired) and pending.scope is self:

@@ -10,7 +10,7 @@ Running for dt multiplies c by exp(dt/TAU) and adds p * (c_new - c_old) to the
 running thread's R''.  Queued and sleeping threads are not touched: their true
 R = TAU * R'' / c decays by itself as c grows.
 
-The worker loop (cpu.py) inlines `advance` and `charge` on its switch path;
+The worker loop (_engine/worker.c) inlines `advance` and `charge` in C;
 this module is their reference, and holds the parts that are not hot.
 """
 import math

@@ -6,18 +6,19 @@ Design principles (curio's rule: features live outside the kernel):
    of two traps, PARK ("I wait; someone will wake me") and YIELD ("I can
    run; let the fair rule pick again").  Sleep, join, Event, timeouts and
    every later primitive are built from park(), wake() and wake_at();
-   nothing is special-cased in the worker loop (cpu.py).
+   nothing is special-cased in the worker loop (_engine/worker.c).  A ticket
+   is itself awaitable: `await ticket` parks on it, as Event.wait() does.
 
-2. A wait is a *ticket*: a one-element list [thread] made just before a park.
-   wake(ticket) claims it with list.pop(), a single atomic operation (under
-   the GIL, and under the per-object lock of free-threaded CPython).  So of
-   all the wakers racing for one wait (an Event, a timer, cancel(), another
-   CPU) exactly one wins, and no Python lock and no C call is needed to
-   decide it.  A stale ticket is just an empty list: waking it is a no-op.
+2. A wait is a *ticket* (t._new_ticket()) that names one wait of a thread
+   by a sequence number; wake(ticket) claims it with one compare-and-swap on
+   the thread's wait word.  So of all the wakers racing for one wait (an
+   Event, a timer, cancel(), another CPU) exactly one wins, with no lock and
+   no reliance on the GIL.  A stale ticket (its wait was claimed or a newer
+   one opened) fails the CAS: waking it is a no-op.
 
 3. A wake never touches another CPU's run queue.  The winner puts the thread
-   on its own run queue if the thread lives on the winner's worker (no C
-   call: local wake-ups stay in Python); otherwise it hands the thread to C
+   on its own run queue if the thread lives on the winner's worker (no call
+   into the C core); otherwise it hands the thread to C
    (osvrt_ready: push onto that CPU's lock-free pushlist, kick it if it
    sleeps).  Run queues are owned by their worker alone.
 
@@ -28,171 +29,51 @@ Design principles (curio's rule: features live outside the kernel):
    Waits that a C producer ends (net channels) use the C protocol of
    csrc/wake.h instead, where the CAS WAITING -> WAKING plays this role.
 """
-import heapq
-import math
-import threading
 import time
-import types
 
-_heappush = heapq.heappush
-_tls = threading.local()    # .worker: the Worker this OS thread runs, if any
+from . import _engine
+from ._core import ffi, lib
 
-# Trap values: unique objects, so that no foreign awaitable's yield (0, 1,
-# None, a Future) can pass for one; the loop compares them by identity.
-PARK = object()
-YIELD = object()
+# The engine calls the C core through the table the core exports, directly,
+# with no cffi on the way (csrc/core_api.h).
+_engine.bind_core(int(ffi.cast("uintptr_t", lib.osvrt_core_api())))
 
-# Thread states (Thread.state), written only by the thread's own worker.
-UNSTARTED = "unstarted"
-QUEUED = "queued"           # runnable: in a run queue, or on its way to one
-RUNNING = "running"
-WAITING = "waiting"         # parked until a wake
-TERMINATED = "terminated"
-TIMED_OUT = object()        # what park() returns when a wake_at() timer won
+# The traps, the thread states and the kernel calls live in the engine
+# (osvrt/_engine/: module.c, thread.c, worker.c); this module names them.
+PARK = _engine.PARK              # trap values, compared by identity in the loop
+YIELD = _engine.YIELD
+TIMED_OUT = _engine.TIMED_OUT     # what a wait returns when a wake_at() timer won
+UNSTARTED = _engine.UNSTARTED     # Thread.state values, written only by the thread's worker
+QUEUED = _engine.QUEUED           # runnable: in a run queue, or on its way to one
+RUNNING = _engine.RUNNING
+WAITING = _engine.WAITING         # parked until a wake
+TERMINATED = _engine.TERMINATED
 
-_OUTSIDE = ("not inside an osvrt runtime: start one with osvrt.run(main) "
-            "or hand work to a running one with Runtime.submit()")
+_OUTSIDE = _engine.OUTSIDE
 
-# The scheduler's clock.  On Linux both time.monotonic and time.perf_counter
-# are clock_gettime(CLOCK_MONOTONIC); perf_counter costs half as much to call.
+# The scheduler's clock: CLOCK_MONOTONIC, as the engine's loop reads it (on
+# Linux time.perf_counter is the same clock and costs half of monotonic()).
 monotonic = time.perf_counter
 
-
-@types.coroutine
-def _trap(what):
-    return (yield what)
-
-
-def park():
-    """Await it to wait until a wake() claims the thread's current ticket;
-    it returns the value that wake() passed."""
-    return _trap(PARK)
-
-
-def current_worker():
-    try:
-        return _tls.worker
-    except AttributeError:
-        return None
+current = _engine.current              # the running green thread (RuntimeError outside)
+current_worker = _engine.current_worker
+park = _engine.park                    # await park(): wait until a wake claims our ticket
+wake = _engine.wake                    # wake(ticket, value=None) -> bool, from any OS thread
+claim = _engine.claim                  # claim(ticket) -> Thread or None
+schedule = _engine.schedule            # schedule(claimed_thread, value=None)
+wake_at = _engine.wake_at              # wake_at(ticket, delay, value=TIMED_OUT) -> Timer
+yield_now = _engine.yield_now
+sleep = _engine.sleep
 
 
 def outside():
     return RuntimeError(_OUTSIDE)
 
 
-def current():
-    """The running green thread; RuntimeError outside a green thread."""
-    try:
-        t = _tls.worker.current
-    except AttributeError:
-        t = None
-    if t is None:
-        raise RuntimeError(_OUTSIDE)
-    return t
-
-
-def wake(ticket, value=None):
-    """End the wait that `ticket` stands for, if nobody did yet.  Safe from any
-    OS thread.  Returns True if this call woke the thread."""
-    try:
-        t = ticket.pop()          # the claim (principle 2)
-    except IndexError:
-        return False
-    # schedule(t, value), inlined: this is every local wake's path.
-    t._value = value
-    w = t._w
-    try:
-        here = _tls.worker
-    except AttributeError:
-        here = None
-    if w is here:
-        if t._rn != w.renorm:
-            w.catch_up(t)
-        t._state = QUEUED
-        w._order += 1
-        _heappush(w.runq, (t._r, w._order, t))
-        w.wakes_local += 1
-    else:
-        w.post(t)
-    return True
-
-
-def claim(ticket):
-    """The thread of `ticket` if this call claimed it, else None.  For
-    primitives that must hand something over (ownership, an item) between the
-    claim and the schedule()."""
-    try:
-        return ticket.pop()
-    except IndexError:
-        return None
-
-
-def schedule(t, value=None):
-    """Make a claimed thread runnable again, with `value` as what its park()
-    returns (principle 3)."""
-    t._value = value
-    w = t._w
-    try:
-        here = _tls.worker
-    except AttributeError:
-        here = None
-    if w is here:                 # local: straight onto our own run queue
-        if t._rn != w.renorm:
-            w.catch_up(t)
-        t._state = QUEUED
-        w._order += 1
-        _heappush(w.runq, (t._r, w._order, t))
-        w.wakes_local += 1
-    else:
-        w.post(t)
-
-
-def wake_at(ticket, delay, value=TIMED_OUT):
-    """Arm a timer on the current worker that wakes `ticket` after `delay`
-    seconds.  Returns the timer entry; set entry[2] = None to disarm it."""
-    return _tls.worker.add_timer(monotonic() + delay, _wake_timer, (ticket, value))
-
-
-def _wake_timer(arg):
-    wake(arg[0], arg[1])
-
-
 def check_delay(seconds, what="seconds"):
     """A non-negative finite number of seconds, or TypeError/ValueError naming it."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {seconds!r}")
-    if not seconds >= 0 or math.isinf(seconds):
-        raise ValueError(f"{what} must be a finite number >= 0, not {seconds!r}")
-    return seconds
+    return _engine.check_delay(seconds, what)
 
 
 def check_timeout(timeout):
     return None if timeout is None else check_delay(timeout, "timeout")
-
-
-@types.coroutine
-def yield_now():
-    """Let the fair rule pick again (the caller may well keep running)."""
-    # A generator, not `async def`: one frame per yield instead of two.
-    try:
-        t = _tls.worker.current
-    except AttributeError:
-        t = None
-    if t is None:
-        raise RuntimeError(_OUTSIDE)
-    yield YIELD
-
-
-async def sleep(seconds):
-    """Sleep `seconds` (>= 0); sleep(0) only yields."""
-    check_delay(seconds)
-    t = current()
-    if seconds == 0:
-        await _trap(YIELD)
-        return
-    ticket = t._new_ticket()
-    timer = wake_at(ticket, seconds, None)
-    try:
-        await park()
-    finally:
-        timer[2] = None           # woken early (cancel): disarm

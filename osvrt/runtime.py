@@ -3,7 +3,6 @@ OS threads (submit, run, stop).  spawn() is the door in from green threads.
 """
 import concurrent.futures
 import contextvars
-import itertools
 import logging
 import math
 import os
@@ -11,7 +10,7 @@ import threading
 import time
 import types
 
-from . import balancer, kernel
+from . import _engine, balancer, kernel
 from ._core import ffi, lib
 from .cpu import Worker
 from .stall import StallWatchdog
@@ -20,7 +19,6 @@ from .thread import Thread
 log = logging.getLogger("osvrt")
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
-_ids = itertools.count(1)      # next() is atomic: ids are unique across runtimes
 
 
 def _resolve_cpus(cpus):
@@ -60,7 +58,7 @@ def _check_number(name, value, minimum, *, allow_equal):
 
 
 def _check_priority(priority):
-    return float(_check_number("priority", priority, 0, allow_equal=False))
+    return _engine.check_priority(priority)     # the range that keeps the fair rule finite
 
 
 def _start_coroutine(fn, args):
@@ -315,7 +313,7 @@ class Runtime:
             raise TypeError(f"name must be a str, not {name!r}")
         prio = _check_priority(priority) if priority != 1.0 else 1.0
         coro = _start_coroutine(fn, args)
-        tid = next(_ids)
+        tid = _engine.next_id()
         t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio)
         self._live.add(t)
         self._spawned += 1
@@ -360,7 +358,7 @@ class Runtime:
         return {
             "cpus": [w.stats() for w in self._workers],
             "threads_live": len(self._live),
-            "threads_spawned": self._spawned,
+            "threads_spawned": self._spawned + sum(w.spawned for w in self._workers),
             **{name: hook() for name, hook in self._stats_hooks.items()},
         }
 
@@ -373,25 +371,12 @@ async def _cancel_local(rt, w, cancelled):
 
 
 def _load(w):
-    return len(w.runq) + (w.current is not None)
+    return w.runq_len + w.running
 
 
-def spawn(fn, *args, name=None, cpu=None, priority=1.0):
-    """Start fn(*args) as a green thread of the current runtime.  Unpinned, it
-    starts on the spawner's CPU (as OSv); cpu=c pins it to CPU c."""
-    w = kernel.current_worker()
-    if w is None or w.current is None:
-        raise RuntimeError(kernel._OUTSIDE)
-    rt = w.rt
-    target = w if cpu is None else rt._worker_for(cpu)
-    t = rt._make_thread(fn, args, name, target, cpu is not None, priority)
-    if w._tracing:
-        lib.osvrt_trace_spawn(w.index, t.id)
-    if target is w:
-        w.enqueue_new(t)
-    else:
-        target.post(t)
-    return t
+# spawn(fn, *args, name=None, cpu=None, priority=1.0) -> Thread, in the engine
+# (module.c): unpinned, a thread starts on the spawner's CPU (as OSv).
+spawn = _engine.spawn
 
 
 def run(main, *args, cpus=None, **runtime_options):

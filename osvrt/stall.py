@@ -5,8 +5,7 @@ await holds its whole CPU (and, under the GIL, delays every worker).  A
 watchdog OS thread looks at each worker every threshold/2: if the same run
 (same resume counter) has lasted longer than the threshold, it logs the
 thread's name and where it is, once per thread, and counts a stall.  The
-workers pay one store per resume for this.  It also refreshes each worker's
-"is a tracer attached" flag, so the switch path never reads the SDT semaphores.
+workers pay one store per resume for this.
 """
 import logging
 import sys
@@ -43,7 +42,6 @@ class StallWatchdog:
                 self._check(w)
 
     def _check(self, w):
-        w._refresh_tracing()
         t = w.current
         start = w.run_start              # with t, names this run
         if t is None or t._stalled or w.current is not t:

@@ -1,5 +1,7 @@
 """Synchronization between green threads on any CPUs, built on the kernel's
 park / claim / schedule (kernel.py); nothing here is known to the worker loop.
+Event is the engine's own (event.c); the others are built here on the same
+kernel calls, which are the engine's too.
 
 Each primitive keeps its state under a tiny `_guard` lock.  It is held for a
 few bytecodes, never across a park and never across a C call (the claimed
@@ -21,8 +23,8 @@ import collections
 import threading
 import types
 
-from . import kernel
-from .kernel import PARK, _tls, claim, schedule, wake
+from . import _engine, kernel
+from .kernel import PARK, claim, schedule
 from .thread import Cancelled
 
 
@@ -64,54 +66,9 @@ class QueueEmpty(Exception):
     """get_nowait() on an empty Queue."""
 
 
-class Event:
-    """A flag that green threads can wait for."""
-
-    __slots__ = ("_flag", "_waiters")
-
-    def __init__(self):
-        self._flag = False
-        self._waiters = []
-
-    def __repr__(self):
-        return f"<osvrt.Event {'set' if self._flag else 'unset'} waiters={len(self._waiters)}>"
-
-    def is_set(self):
-        return self._flag
-
-    def set(self):
-        self._flag = True                  # the condition first, then the wakes
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-            for ticket in waiters:
-                wake(ticket)
-
-    def clear(self):
-        self._flag = False
-
-    # A generator-based coroutine rather than `async def`: `await e.wait()`
-    # then costs one frame, not a coroutine plus a trap generator.
-    @types.coroutine
-    def wait(self):
-        if self._flag:
-            return True
-        try:                               # _me(), inlined: the hot path
-            t = _tls.worker.current
-        except AttributeError:
-            t = None
-        if t is None:
-            raise kernel.outside()
-        ticket = t._ticket = [t]
-        self._waiters.append(ticket)
-        if self._flag:                     # set() ran between our check and append
-            wake(ticket)
-        try:
-            yield PARK
-        except BaseException:
-            _discard(self._waiters, ticket)
-            raise
-        return True
+# Event is the engine's (osvrt/_engine/event.c): its wait and set are the
+# switch path that benchmarks measure, and set() is safe from any OS thread.
+Event = _engine.Event
 
 
 class Mutex:
@@ -143,7 +100,7 @@ class Mutex:
             if owner is t:
                 raise RuntimeError(f"green thread {t.name!r} already holds this Mutex "
                                    "(it is not reentrant)")
-            ticket = t._ticket = [t]
+            ticket = t._new_ticket()
             self._waiters.append(ticket)
         try:
             yield PARK
@@ -192,7 +149,7 @@ class Mutex:
                 self._owner = t
             else:
                 # A fresh ticket for this wait, so cancel() can still reach it.
-                ticket = t._ticket = [t]
+                ticket = t._new_ticket()
                 self._waiters.append(ticket)
         if owned:
             schedule(t)
@@ -236,7 +193,7 @@ class Condition:
         if m._owner is not t:
             raise RuntimeError(f"green thread {t.name!r} waits on a Condition without "
                                "holding its Mutex")
-        ticket = t._ticket = [t]
+        ticket = t._new_ticket()
         with self._guard:
             self._waiters.append(ticket)
         m.release()
@@ -323,7 +280,7 @@ class Semaphore:
             if self._value > 0 and not self._waiters:
                 self._value -= 1
                 return True
-            ticket = t._ticket = [t]
+            ticket = t._new_ticket()
             granted = [False]
             entry = (ticket, granted)
             self._waiters.append(entry)
@@ -447,7 +404,7 @@ class Queue:
                 self._items.append(item)
                 done = True
             if not done:
-                ticket = t._ticket = [t]
+                ticket = t._new_ticket()
                 slot = [item, False]       # [item, taken]
                 entry = (ticket, slot)
                 self._putters.append(entry)
@@ -475,7 +432,7 @@ class Queue:
             else:
                 putter = None
                 waiting = True
-                ticket = t._ticket = [t]
+                ticket = t._new_ticket()
                 slot = [None, False]       # [item, given]
                 entry = (ticket, slot)
                 self._getters.append(entry)

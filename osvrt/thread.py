@@ -1,23 +1,20 @@
 """The green thread: a coroutine plus what the scheduler keeps about it.
 
-A Thread is owned by one worker at a time (its `_w`).  Only that worker
-resumes it or moves it; other OS threads reach it only through wake()
-(kernel.py) or cancel(), which are safe from anywhere.
+The fields and the hot methods (cancel, join, done) are the engine's
+(osvrt/_engine/thread.c, ThreadBase); this class adds what is not per
+switch.  A Thread is owned by one worker at a time (its `_w`).  Only that
+worker resumes it or moves it; other OS threads reach it only through
+wake() (kernel.py) or cancel(), which are safe from anywhere.
 """
 import logging
 
-from . import kernel
+from . import _engine, kernel
+from .kernel import TERMINATED
 
 log = logging.getLogger("osvrt")
 
-
-class Cancelled(BaseException):
-    """Raised inside a green thread at its next await after cancel().
-    A BaseException, like asyncio.CancelledError, so `except Exception`
-    does not swallow it."""
-
-
-from .kernel import TERMINATED, UNSTARTED
+Cancelled = _engine.Cancelled
+Cancelled.__module__ = "osvrt"
 
 
 class _UnretrievedException:
@@ -55,40 +52,14 @@ async def _move_from_home(t, home, target):
         home.move_out(t, target)
 
 
-class Thread:
-    __slots__ = (
-        "_coro", "_ctx", "_name", "id", "_w", "_pinned", "_prio",
-        "_r", "_rn",            # fair rule: R'' and the renormalization count it is relative to
-        "_state", "_ticket", "_value", "_throw", "_cancel", "_pending",
-        "_result", "_exc", "_joiners", "_h", "_future", "_unretrieved",
-        "_stalled", "_export", "_cwait", "__weakref__",
-    )
+class Thread(_engine.ThreadBase):
+    """A green thread: made by osvrt.spawn() or Runtime.submit().
 
-    def __init__(self, coro, ctx, name, tid, worker, pinned, prio):
-        self._coro = coro
-        self._ctx = ctx
-        self._name = name        # None: named on first use (spawn stays cheap)
-        self.id = tid
-        self._w = worker
-        self._pinned = pinned
-        self._prio = prio
-        self._r = 0.0           # a new thread starts at R = 0 (runs almost at once)
-        self._rn = worker.renorm
-        self._state = UNSTARTED
-        self._ticket = None     # the claimable wait ticket while parked (kernel.py)
-        self._value = None      # sent into the coroutine at its next resume
-        self._throw = None      # raised into it at its next resume instead
-        self._cancel = False
-        self._pending = False   # _throw or _cancel was set: the worker looks at both
-        self._result = None
-        self._exc = None
-        self._joiners = None    # wait tickets of threads in join()
-        self._h = 0             # C thread-table handle, allocated on first cross-CPU use
-        self._future = None     # the concurrent.futures.Future of a submit()
-        self._unretrieved = None
-        self._stalled = False
-        self._export = None     # exported runtime while moving between CPUs
-        self._cwait = False     # in a wait that C may end (csrc/wake.h protocol)
+    Attributes: name, id, cpu (where it is now), pinned, priority, state.
+    Methods: await join(timeout=None), cancel(), done(), await pin(cpu), unpin().
+    """
+
+    __slots__ = ()
 
     def __repr__(self):
         return f"<osvrt.Thread {self.name!r} id={self.id} {self._state} cpu={self.cpu}>"
@@ -115,55 +86,6 @@ class Thread:
     @property
     def priority(self):
         return self._prio
-
-    @property
-    def state(self):
-        return self._state
-
-    def done(self):
-        return self._state is TERMINATED
-
-    def cancel(self):
-        """Ask the thread to stop: Cancelled is raised inside it at its next
-        await (at once if it is parked).  Safe from any OS thread.  Returns
-        False if the thread had already ended."""
-        if self._state is TERMINATED:
-            return False
-        self._cancel = True
-        self._pending = True    # after the flag: see Worker._throw_into
-        ticket = self._ticket
-        if ticket is not None:
-            kernel.wake(ticket)
-        return True
-
-    async def join(self, timeout=None):
-        """Wait for the thread to end; return its result or raise its exception
-        (osvrt.Cancelled if it was cancelled).  TimeoutError after `timeout`."""
-        if self._state is not TERMINATED:
-            me = kernel.current()
-            if me is self:
-                raise RuntimeError(f"green thread {self.name!r} cannot join itself")
-            timeout = kernel.check_timeout(timeout)
-            ticket = me._new_ticket()
-            # Under the GIL these three bytecodes cannot interleave with
-            # _finish() (no eval-breaker between them in 3.11); a free-threaded
-            # build would need the list made eagerly or a lock here.
-            if self._joiners is None:
-                self._joiners = []
-            self._joiners.append(ticket)
-            # No lost wake-up: the ticket is published (joiners) before this
-            # re-check, and _finish() marks TERMINATED before waking joiners.
-            if self._state is TERMINATED:
-                kernel.wake(ticket)
-            timer = kernel.wake_at(ticket, timeout) if timeout is not None else None
-            try:
-                await kernel.park()
-            finally:
-                if timer is not None:
-                    timer[2] = None
-            if self._state is not TERMINATED:
-                raise TimeoutError(f"join of green thread {self.name!r} timed out after {timeout} s")
-        return self._outcome()
 
     async def pin(self, cpu):
         """Move this thread (yourself or another) to `cpu` and keep it there."""
@@ -199,7 +121,5 @@ class Thread:
             raise self._exc
         return self._result
 
-    def _new_ticket(self):
-        """A fresh wait ticket: one wake may claim it (see kernel.wake)."""
-        ticket = self._ticket = [self]
-        return ticket
+
+_engine.configure(Thread, _UnretrievedException)

@@ -1,0 +1,184 @@
+/* engine.h - the engine: the scheduler's hot path, compiled against the
+ * CPython C API (DESIGN.md, layer 2).  It holds Python objects and runs per
+ * switch; the C core (csrc/) below it holds none and never needs the GIL.
+ *
+ * Objects, one file each:
+ *   thread.c  Thread (the green thread) and Ticket (a wait; also the trap
+ *             object a coroutine awaits, with am_send so a resume stays in C)
+ *   timer.c   Timer (a per-CPU timer entry)
+ *   worker.c  Worker (the per-CPU run loop, run queue, timers)
+ *   event.c   Event
+ *   module.c  the kernel calls (current, wake, claim, schedule, spawn, ...)
+ *
+ * Ownership, the rule every field below follows (free-threading ready):
+ *   "owner"  touched only by the OS thread of the worker that owns the
+ *            object now (a Thread's owner is its home worker while the thread
+ *            is queued or running there, or the claimer of its wait);
+ *   "atomic" a C11 atomic, with the memory order named where it is used;
+ *   "racy"   a statistic or hint read by other threads with a relaxed load.
+ */
+#ifndef OSVRT_ENGINE_H
+#define OSVRT_ENGINE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core_api.h"
+
+/* The current worker of this OS thread.  initial-exec: the extension is
+ * loaded at import, before any worker starts, and the model makes an access
+ * one %fs-relative load instead of a __tls_get_addr call. */
+#define OSVRT_TLS __thread __attribute__((tls_model("initial-exec")))
+
+typedef struct WorkerObject WorkerObject;
+
+/* Thread states; Thread._state maps them to the interned strings below. */
+enum { ST_UNSTARTED, ST_QUEUED, ST_RUNNING, ST_WAITING, ST_TERMINATED, ST_COUNT };
+
+typedef struct ThreadObject {
+    PyObject_HEAD
+    PyObject *coro;            /* owner; NULL once ended */
+    PyObject *ctx;             /* owner: its contextvars.Context */
+    PyObject *name;            /* owner; NULL: named green-<id> on first use */
+    WorkerObject *w;           /* home; written by the owner (moves), read by
+                                  wakers with an acquire load (see home_of) */
+    PyObject *value;           /* owner (the claimer): sent at the next resume */
+    PyObject *throw_;          /* raised at the next resume (timeouts); set
+                                  with pending, see throw_into */
+    PyObject *result, *exc;    /* written once by the owner at the end */
+    PyObject *joiners;         /* owner: list of Tickets of joining threads */
+    PyObject *future;          /* the submit() Future, or NULL */
+    PyObject *unretrieved;     /* logs an exception nobody joined */
+    PyObject *weakreflist;
+    uint64_t id;
+    uint64_t h;                /* C thread-table handle; 0 until it first crosses CPUs */
+    double prio;
+    double r;                  /* owner: R'' (fair rule), relative to w->c */
+    double export_r;           /* owner: R/TAU while moving (has_export) */
+    int64_t rn;                /* owner: w->renorm that r is relative to */
+    /* The wait word: seq << 1 | open.  A Ticket names one seq; claiming a
+     * wait is a CAS that clears `open` for that seq, so of all the wakers
+     * racing for one wait (an Event, a timer, cancel(), another CPU) exactly
+     * one wins, and a stale ticket (older seq) can never claim a later wait.
+     * Foreign threads hold only a reference to the Thread, never to a
+     * half-dead ticket slot: no lifetime question under free-threading. */
+    _Atomic uint64_t wait;
+    _Atomic int cancel;        /* cancel() asked; set by any thread (release) */
+    _Atomic int pending;       /* cancel or throw_ set: the loop looks at both */
+    _Atomic int state;         /* written by the owner; read racily (Thread.state) */
+    char pinned, stalled, cwait, started, has_export;
+} ThreadObject;
+
+/* Ticket kinds: what a resumed await returns (thread.c, ticket_am_send). */
+enum { TK_PARK, TK_YIELD, TK_SLEEP, TK_EVENT, TK_JOIN };
+
+typedef struct TicketObject {
+    PyObject_HEAD
+    ThreadObject *t;           /* the waiter (owner of the ticket) */
+    PyObject *obj;             /* TK_EVENT: the Event; TK_JOIN: the joined Thread */
+    PyObject *timer;           /* a Timer to disarm when the wait ends, or NULL */
+    uint64_t seq;              /* the wait it stands for (ThreadObject.wait) */
+    double delay;              /* TK_SLEEP/TK_EVENT/TK_JOIN: < 0 for none */
+    int kind;
+    int step;                  /* 0: not awaited yet; 1: yielded to the loop */
+} TicketObject;
+
+typedef struct TimerObject {
+    PyObject_HEAD
+    double deadline;
+    PyObject *fn;              /* owner; NULL once fired or cancelled */
+    PyObject *arg;
+    int wakes;                 /* fn is a Ticket to wake with arg as its value */
+} TimerObject;
+
+struct rq_entry { double r; int64_t order; ThreadObject *t; };
+struct tm_entry { double deadline; int64_t order; TimerObject *tm; };
+
+#define DRAIN_BATCH 256
+#define TICKET_FREELIST 256
+
+struct WorkerObject {
+    PyObject_HEAD
+    PyObject *dict;                /* the Python subclass's attributes */
+    PyObject *rt;                  /* the Runtime (outlives its workers' loops) */
+    PyObject *by_handle;           /* rt._by_handle: C handle -> Thread */
+    PyObject *live;                /* rt._live: the set of live threads */
+    struct osvrt_rt *crt;          /* kept alive by rt._crt */
+    struct osvrt_cpu *cpu;
+    uint32_t index;
+    int64_t spin_ns;
+    /* run queue: a binary heap of (R'', order) owned by this worker alone */
+    struct rq_entry *rq;
+    Py_ssize_t rq_cap;
+    _Atomic Py_ssize_t rq_len;     /* owner writes (relaxed); others read it as a load hint */
+    struct tm_entry *tm;           /* owner: timers heap */
+    Py_ssize_t tm_len, tm_cap, tm_limit;
+    int64_t order;                 /* owner: FIFO tie-break for heaps */
+    double c;                      /* owner: the fair normalizer */
+    int64_t renorm;                /* owner: renormalizations so far */
+    ThreadObject *current;         /* owner writes; the watchdog reads it racily */
+    _Atomic double run_start;      /* owner writes (relaxed); the watchdog reads */
+    _Atomic int running;           /* 1 while a thread runs or keeps the CPU (load hint) */
+    _Atomic int stop;              /* set by Runtime.stop from another thread, then a kick */
+    PyObject *_Atomic pull;        /* an idle Worker asking us for work (exchange) */
+    int idle_pull;                 /* owner: balance=True */
+    double next_offer;             /* owner */
+    /* statistics: owner-written, read racily by stats() */
+    uint64_t switches, wakes_local, wakes_remote, migrations_in, migrations_out, stalls,
+             spawned;
+    TicketObject *free_tickets[TICKET_FREELIST];   /* owner: ticket freelist */
+    int nfree;
+    uint64_t drain_buf[DRAIN_BATCH];
+};
+
+/* module.c */
+extern const struct osvrt_core_api *osvrt_api;
+extern OSVRT_TLS WorkerObject *tls_worker;
+extern PyObject *Cancelled, *TIMED_OUT, *PARK, *YIELD, *state_names[ST_COUNT];
+extern PyObject *ThreadClass, *UnretrievedClass;
+extern PyObject *str_throw, *str_close, *str_name, *str_exc;
+extern PyObject *OUTSIDE_MSG;
+extern PyTypeObject ThreadBase_Type, Ticket_Type, Timer_Type, WorkerBase_Type, Event_Type;
+PyObject *outside_error(void);
+double osvrt_clock(void);
+int check_delay(PyObject *seconds, const char *what, double *out);
+/* o.name(arg), or o.name() when arg is NULL: for the rare paths into Python. */
+PyObject *call_method(PyObject *o, const char *name, PyObject *arg);
+
+/* thread.c */
+TicketObject *ticket_new(ThreadObject *t, int kind);
+ThreadObject *ticket_claim(TicketObject *tk);        /* new ref or NULL */
+ThreadObject *thread_claim_open(ThreadObject *t);   /* new ref or NULL */
+int wake_ticket(TicketObject *tk, PyObject *value);  /* 1 woke, 0 stale, -1 error */
+int schedule(ThreadObject *t, PyObject *value);      /* steals nothing */
+PyObject *thread_outcome(ThreadObject *t);
+void ticket_open(TicketObject *tk);
+static inline int ticket_is_claimed(TicketObject *tk)
+{
+    /* relaxed: a hint for compaction; a wrong "open" only keeps an entry. */
+    return atomic_load_explicit(&tk->t->wait, memory_order_relaxed) != ((tk->seq << 1) | 1);
+}
+static inline WorkerObject *home_of(ThreadObject *t)
+{
+    /* acquire: pairs with the owner's release store when it moves t, so a
+     * waker that sees the new home also sees what the mover wrote first.  A
+     * stale home is harmless: that worker forwards (worker.c, arrive), and
+     * every worker outlives the threads of its runtime. */
+    return __atomic_load_n(&t->w, __ATOMIC_ACQUIRE);
+}
+
+/* timer.c */
+TimerObject *timer_new(double deadline, PyObject *fn, PyObject *arg, int wakes);
+void timer_disarm(TimerObject *tm);
+
+/* worker.c */
+int worker_push(WorkerObject *w, ThreadObject *t, int before_equals);
+int worker_post(WorkerObject *w, ThreadObject *t);
+TimerObject *worker_add_timer(WorkerObject *w, double deadline, PyObject *fn, PyObject *arg,
+                              int wakes);
+void worker_catch_up(WorkerObject *w, ThreadObject *t);
+
+#endif

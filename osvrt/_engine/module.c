@@ -1,0 +1,494 @@
+/* module.c - osvrt._engine: the kernel calls every primitive is built on
+ * (kernel.py re-exports them), spawn, and the module's set-up.
+ *
+ * The kernel's principles (kernel.py states them in full):
+ *  1. a green thread enters the scheduler only by awaiting a trap: a Ticket
+ *     (it waits), YIELD (it may run on), or by ending;
+ *  2. a wait is a ticket that exactly one waker claims (thread.c);
+ *  3. a wake never touches another CPU's run queue (worker.c, schedule);
+ *  4. no lost wake-ups: a waiter opens its wait before it re-checks, a
+ *     waker changes the condition before it claims.
+ */
+#include <time.h>
+
+#include "engine.h"
+
+const struct osvrt_core_api *osvrt_api;
+OSVRT_TLS WorkerObject *tls_worker;
+PyObject *Cancelled, *TIMED_OUT, *PARK, *YIELD, *state_names[ST_COUNT];
+PyObject *ThreadClass, *UnretrievedClass;
+PyObject *str_throw, *str_close, *str_name, *str_exc;
+PyObject *OUTSIDE_MSG;
+
+/* ids are unique across runtimes; relaxed: only uniqueness matters. */
+static _Atomic uint64_t next_id = 1;
+
+#define PRIO_MIN 1e-6
+#define PRIO_MAX 1e6
+
+void worker_init_constants(void);
+
+double
+osvrt_clock(void)
+{
+    /* CLOCK_MONOTONIC: the clock of time.monotonic() and time.perf_counter()
+     * on Linux, so Python-side deadlines and the loop agree. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+PyObject *
+call_method(PyObject *o, const char *name, PyObject *arg)
+{
+    PyObject *fn = PyObject_GetAttrString(o, name);
+    if (fn == NULL)
+        return NULL;
+    PyObject *r = arg ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn);
+    Py_DECREF(fn);
+    return r;
+}
+
+PyObject *
+outside_error(void)
+{
+    PyErr_SetObject(PyExc_RuntimeError, OUTSIDE_MSG);
+    return NULL;
+}
+
+static int
+as_finite_double(PyObject *v, double *out)
+{
+    if (PyBool_Check(v) || !(PyLong_Check(v) || PyFloat_Check(v)))
+        return -2;
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        return -3;               /* an int too large for a float: not finite */
+    }
+    *out = x;
+    return isfinite(x) ? 0 : -3;
+}
+
+/* A finite number of seconds >= 0, or TypeError/ValueError naming it. */
+int
+check_delay(PyObject *seconds, const char *what, double *out)
+{
+    double x = 0;
+    int r = as_finite_double(seconds, &x);
+    if (r == -1)
+        return -1;
+    if (r == -2) {
+        PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, not %R", what, seconds);
+        return -1;
+    }
+    if (r == -3 || !(x >= 0)) {
+        PyErr_Format(PyExc_ValueError, "%s must be a finite number >= 0, not %R", what, seconds);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int
+check_priority(PyObject *p, double *out)
+{
+    double x = 0;
+    int r = as_finite_double(p, &x);
+    if (r == -1)
+        return -1;
+    if (r == -2) {
+        PyErr_Format(PyExc_TypeError, "priority must be a number, not %R", p);
+        return -1;
+    }
+    /* The fair arithmetic adds p * (c' - c) with c up to 2**63: bounding p
+     * keeps every R'' finite, so no NaN can ever stop the rule from picking
+     * (a thread at 1e300 once starved all others). */
+    if (r == -3 || !(x >= PRIO_MIN && x <= PRIO_MAX)) {
+        PyErr_Format(PyExc_ValueError,
+                     "priority must be a number from %g to %g (CPU share is proportional "
+                     "to 1/priority), not %R", PRIO_MIN, PRIO_MAX, p);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* ---- module functions ---------------------------------------------------- */
+
+static PyObject *
+m_current(PyObject *m, PyObject *unused)
+{
+    WorkerObject *w = tls_worker;
+    if (w == NULL || w->current == NULL)
+        return outside_error();
+    return Py_NewRef(w->current);
+}
+
+static PyObject *
+m_current_worker(PyObject *m, PyObject *unused)
+{
+    WorkerObject *w = tls_worker;
+    return Py_NewRef(w ? (PyObject *)w : Py_None);
+}
+
+static int
+as_ticket(PyObject *o)
+{
+    if (Py_IS_TYPE(o, &Ticket_Type))
+        return 1;
+    PyErr_Format(PyExc_TypeError, "not an osvrt wait ticket: %R", o);
+    return 0;
+}
+
+static PyObject *
+m_wake(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "wake(ticket, value=None)");
+        return NULL;
+    }
+    if (!as_ticket(args[0]))
+        return NULL;
+    int r = wake_ticket((TicketObject *)args[0], nargs > 1 ? args[1] : NULL);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+m_claim(PyObject *m, PyObject *tk)
+{
+    if (!as_ticket(tk))
+        return NULL;
+    ThreadObject *t = ticket_claim((TicketObject *)tk);
+    return t ? (PyObject *)t : Py_NewRef(Py_None);
+}
+
+static PyObject *
+m_schedule(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2 || !PyObject_TypeCheck(args[0], &ThreadBase_Type)) {
+        PyErr_SetString(PyExc_TypeError, "schedule(thread, value=None)");
+        return NULL;
+    }
+    if (schedule((ThreadObject *)args[0], nargs > 1 ? args[1] : NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+m_wake_at(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "wake_at(ticket, delay, value=TIMED_OUT)");
+        return NULL;
+    }
+    if (!as_ticket(args[0]))
+        return NULL;
+    double delay;
+    if (check_delay(args[1], "delay", &delay) < 0)
+        return NULL;
+    WorkerObject *w = tls_worker;
+    if (w == NULL)
+        return outside_error();
+    return (PyObject *)worker_add_timer(w, osvrt_clock() + delay, args[0],
+                                        nargs > 2 ? args[2] : TIMED_OUT, 1);
+}
+
+static PyObject *
+m_park(PyObject *m, PyObject *unused)
+{
+    return (PyObject *)ticket_new(NULL, TK_PARK);
+}
+
+static PyObject *
+m_yield_now(PyObject *m, PyObject *unused)
+{
+    return (PyObject *)ticket_new(NULL, TK_YIELD);
+}
+
+static PyObject *
+m_sleep(PyObject *m, PyObject *seconds)
+{
+    double delay;
+    if (check_delay(seconds, "seconds", &delay) < 0)
+        return NULL;
+    TicketObject *tk = ticket_new(NULL, TK_SLEEP);
+    if (tk != NULL)
+        tk->delay = delay;
+    return (PyObject *)tk;
+}
+
+static PyObject *
+m_check_delay(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    double d;
+    if (nargs != 2 || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "check_delay(seconds, what)");
+        return NULL;
+    }
+    if (check_delay(args[0], PyUnicode_AsUTF8(args[1]), &d) < 0)
+        return NULL;
+    return Py_NewRef(args[0]);
+}
+
+static PyObject *
+m_check_priority(PyObject *m, PyObject *p)
+{
+    double x;
+    if (check_priority(p, &x) < 0)
+        return NULL;
+    return PyFloat_FromDouble(x);
+}
+
+static PyObject *
+m_next_id(PyObject *m, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(atomic_fetch_add_explicit(&next_id, 1,
+                                                                 memory_order_relaxed));
+}
+
+static PyObject *
+m_monotonic(PyObject *m, PyObject *unused)
+{
+    return PyFloat_FromDouble(osvrt_clock());
+}
+
+/* spawn(fn, *args, name=None, cpu=None, priority=1.0) -> Thread */
+static PyObject *
+m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *name = Py_None, *cpu = Py_None, *priority = NULL;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "spawn() needs the async function to run");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; kwnames && i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
+        if (PyUnicode_CompareWithASCIIString(k, "name") == 0)
+            name = v;
+        else if (PyUnicode_CompareWithASCIIString(k, "cpu") == 0)
+            cpu = v;
+        else if (PyUnicode_CompareWithASCIIString(k, "priority") == 0)
+            priority = v;
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "spawn() got an unexpected keyword argument %R: spawn takes only "
+                         "name, cpu and priority; to pass keyword arguments to the function, "
+                         "spawn functools.partial(fn, %U=...)", k, k);
+            return NULL;
+        }
+    }
+    WorkerObject *w = tls_worker;
+    if (w == NULL || w->current == NULL)
+        return outside_error();
+    if (name != Py_None && !PyUnicode_Check(name))
+        return PyErr_Format(PyExc_TypeError, "name must be a str, not %R", name);
+    double prio = 1.0;
+    if (priority != NULL && check_priority(priority, &prio) < 0)
+        return NULL;
+    WorkerObject *target = w;
+    PyObject *tobj = NULL;
+    if (cpu != Py_None) {
+        tobj = call_method(w->rt, "_worker_for", cpu);
+        if (tobj == NULL)
+            return NULL;
+        if (!PyObject_TypeCheck(tobj, &WorkerBase_Type)) {
+            Py_DECREF(tobj);
+            return PyErr_Format(PyExc_RuntimeError, "_worker_for returned %R", tobj);
+        }
+        target = (WorkerObject *)tobj;
+    }
+    PyObject *fn = args[0];
+    PyObject *coro = NULL;
+    ThreadObject *t = NULL;
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError,
+                     "a green thread runs an async def function; %R is not callable", fn);
+        goto fail;
+    }
+    coro = PyObject_Vectorcall(fn, args + 1, nargs - 1, NULL);
+    if (coro == NULL)
+        goto fail;
+    if (!PyCoro_CheckExact(coro)) {
+        PyErr_Format(PyExc_TypeError, "a green thread runs an async def function; %R returned "
+                     "%s, not a coroutine", fn, Py_TYPE(coro)->tp_name);
+        goto fail;
+    }
+    PyTypeObject *cls = (PyTypeObject *)ThreadClass;
+    t = (ThreadObject *)cls->tp_alloc(cls, 0);
+    if (t == NULL)
+        goto fail;
+    t->ctx = PyContext_CopyCurrent();
+    if (t->ctx == NULL)
+        goto fail;
+    t->coro = coro;
+    coro = NULL;
+    t->name = name == Py_None ? NULL : Py_NewRef(name);
+    t->w = (WorkerObject *)Py_NewRef(target);
+    t->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    t->pinned = cpu != Py_None;
+    t->prio = prio;
+    t->rn = target->renorm;        /* r = 0: a new thread runs almost at once */
+    if (PySet_Add(w->live, (PyObject *)t) < 0)
+        goto fail;
+    w->spawned++;
+    if (*osvrt_api->spawn_semaphore)
+        osvrt_api->trace_spawn(w->index, t->id);
+    if (target == w) {
+        atomic_store_explicit(&t->state, ST_QUEUED, memory_order_relaxed);
+        if (worker_push(w, t, 0) < 0)
+            goto fail_live;
+    } else if (worker_post(target, t) < 0) {
+        goto fail_live;
+    }
+    Py_XDECREF(tobj);
+    return (PyObject *)t;
+
+fail_live:
+    (void)PySet_Discard(w->live, (PyObject *)t);
+fail:
+    Py_XDECREF(tobj);
+    Py_XDECREF(coro);
+    Py_XDECREF(t);
+    return NULL;
+}
+
+static PyObject *
+m_bind_core(PyObject *m, PyObject *addr)
+{
+    unsigned long long a = PyLong_AsUnsignedLongLong(addr);
+    if (a == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    const struct osvrt_core_api *api = (const struct osvrt_core_api *)(uintptr_t)a;
+    if (api == NULL || api->version != OSVRT_CORE_API_VERSION
+        || api->size != sizeof(struct osvrt_core_api))
+        return PyErr_Format(PyExc_ImportError, "osvrt: the C core (osvrt._core) and the engine "
+                            "(osvrt._engine) are from different builds; reinstall osvrt");
+    osvrt_api = api;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+m_configure(PyObject *m, PyObject *args)
+{
+    PyObject *thread_cls, *unretrieved;
+    if (!PyArg_ParseTuple(args, "O!O:configure", &PyType_Type, &thread_cls, &unretrieved))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)thread_cls, &ThreadBase_Type))
+        return PyErr_Format(PyExc_TypeError, "%R is not a ThreadBase subclass", thread_cls);
+    Py_XSETREF(ThreadClass, Py_NewRef(thread_cls));
+    Py_XSETREF(UnretrievedClass, Py_NewRef(unretrieved));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"current", m_current, METH_NOARGS,
+     "The running green thread; RuntimeError outside a green thread."},
+    {"current_worker", m_current_worker, METH_NOARGS,
+     "The Worker this OS thread runs, or None."},
+    {"wake", (PyCFunction)(void (*)(void))m_wake, METH_FASTCALL,
+     "wake(ticket, value=None) -> bool: end the wait `ticket` stands for, if nobody\n"
+     "did yet; its await returns `value`.  Safe from any OS thread."},
+    {"claim", m_claim, METH_O,
+     "claim(ticket) -> Thread or None: take the waiter of `ticket` if this call wins;\n"
+     "the caller then hands something over and calls schedule()."},
+    {"schedule", (PyCFunction)(void (*)(void))m_schedule, METH_FASTCALL,
+     "schedule(thread, value=None): make a claimed thread runnable again."},
+    {"wake_at", (PyCFunction)(void (*)(void))m_wake_at, METH_FASTCALL,
+     "wake_at(ticket, delay, value=TIMED_OUT) -> Timer: wake `ticket` after `delay` s."},
+    {"park", m_park, METH_NOARGS,
+     "Await it to wait until a wake() claims the current thread's open ticket;\n"
+     "it returns the value that wake() passed."},
+    {"yield_now", m_yield_now, METH_NOARGS,
+     "await osvrt.yield_now(): let the fair rule pick again (the caller may well\n"
+     "keep running)."},
+    {"sleep", m_sleep, METH_O,
+     "await osvrt.sleep(seconds): sleep `seconds` (a number >= 0); sleep(0) only yields."},
+    {"spawn", (PyCFunction)(void (*)(void))m_spawn, METH_FASTCALL | METH_KEYWORDS,
+     "spawn(fn, *args, name=None, cpu=None, priority=1.0) -> Thread\n\n"
+     "Start fn(*args), an async def function, as a green thread of the current\n"
+     "runtime.  Unpinned, it starts on the spawner's CPU (as in OSv); cpu=c pins it\n"
+     "to CPU c.  priority (1e-6..1e6): CPU share is proportional to 1/priority.\n"
+     "Keyword arguments for fn: spawn functools.partial(fn, ...)."},
+    {"check_delay", (PyCFunction)(void (*)(void))m_check_delay, METH_FASTCALL, NULL},
+    {"check_priority", m_check_priority, METH_O, NULL},
+    {"next_id", m_next_id, METH_NOARGS, NULL},
+    {"monotonic", m_monotonic, METH_NOARGS, "The scheduler's clock (CLOCK_MONOTONIC), seconds."},
+    {"bind_core", m_bind_core, METH_O, NULL},
+    {"configure", m_configure, METH_VARARGS, NULL},
+    {NULL}
+};
+
+static struct PyModuleDef engine_module = {
+    PyModuleDef_HEAD_INIT, "osvrt._engine",
+    "The engine: the scheduler's hot path (worker loop, Thread, waits, Event), compiled.",
+    -1, module_methods,
+};
+
+static PyObject *
+new_sentinel(void)
+{
+    return PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+}
+
+PyMODINIT_FUNC
+PyInit__engine(void)
+{
+    static const char *names[ST_COUNT] = {"unstarted", "queued", "running", "waiting",
+                                          "terminated"};
+    worker_init_constants();
+    PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
+                             &Event_Type};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (PyType_Ready(types[i]) < 0)
+            return NULL;
+    PyObject *m = PyModule_Create(&engine_module);
+    if (m == NULL)
+        return NULL;
+    for (int i = 0; i < ST_COUNT; i++)
+        if ((state_names[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            goto fail;
+    if (!(str_throw = PyUnicode_InternFromString("throw"))
+        || !(str_close = PyUnicode_InternFromString("close"))
+        || !(str_name = PyUnicode_InternFromString("name"))
+        || !(str_exc = PyUnicode_InternFromString("exc"))
+        || !(OUTSIDE_MSG = PyUnicode_FromString(
+                 "not inside an osvrt runtime: start one with osvrt.run(main) "
+                 "or hand work to a running one with Runtime.submit()"))
+        || !(PARK = new_sentinel()) || !(YIELD = new_sentinel())
+        || !(TIMED_OUT = new_sentinel()))
+        goto fail;
+    Cancelled = PyErr_NewExceptionWithDoc(
+        "osvrt.Cancelled",
+        "Raised inside a green thread at its next await after cancel().\n"
+        "A BaseException, like asyncio.CancelledError, so `except Exception`\n"
+        "does not swallow it.", PyExc_BaseException, NULL);
+    if (Cancelled == NULL)
+        goto fail;
+    if (PyModule_AddObjectRef(m, "Cancelled", Cancelled) < 0
+        || PyModule_AddObjectRef(m, "PARK", PARK) < 0
+        || PyModule_AddObjectRef(m, "YIELD", YIELD) < 0
+        || PyModule_AddObjectRef(m, "TIMED_OUT", TIMED_OUT) < 0
+        || PyModule_AddObjectRef(m, "OUTSIDE", OUTSIDE_MSG) < 0)
+        goto fail;
+    static const char *consts[ST_COUNT] = {"UNSTARTED", "QUEUED", "RUNNING", "WAITING",
+                                           "TERMINATED"};
+    for (int i = 0; i < ST_COUNT; i++)
+        if (PyModule_AddObjectRef(m, consts[i], state_names[i]) < 0)
+            goto fail;
+    if (PyModule_AddObjectRef(m, "ThreadBase", (PyObject *)&ThreadBase_Type) < 0
+        || PyModule_AddObjectRef(m, "Ticket", (PyObject *)&Ticket_Type) < 0
+        || PyModule_AddObjectRef(m, "Timer", (PyObject *)&Timer_Type) < 0
+        || PyModule_AddObjectRef(m, "WorkerBase", (PyObject *)&WorkerBase_Type) < 0
+        || PyModule_AddObjectRef(m, "Event", (PyObject *)&Event_Type) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

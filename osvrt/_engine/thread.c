@@ -1,0 +1,727 @@
+/* thread.c - Thread (a green thread: a coroutine plus what the scheduler
+ * keeps about it) and Ticket (one wait of a thread).
+ *
+ * A Ticket is also the trap object: `await ticket` hands the ticket itself
+ * to the worker loop (the first am_send yields it), and the loop's next
+ * PyIter_Send into the coroutine reaches the ticket's am_send again, which
+ * returns what the wait produced.  So a park and its resume run no bytecode
+ * of ours and raise no StopIteration.  A ticket registers its wait lazily, at
+ * its first am_send, as a generator would: `w = e.wait()` that is awaited
+ * later, or never, registers nothing.
+ */
+#include "engine.h"
+
+/* ---- Thread ------------------------------------------------------------ */
+
+static PyObject *
+thread_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    ThreadObject *t = (ThreadObject *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->prio = 1.0;
+    atomic_init(&t->wait, 0);
+    atomic_init(&t->cancel, 0);
+    atomic_init(&t->pending, 0);
+    atomic_init(&t->state, ST_UNSTARTED);
+    return (PyObject *)t;
+}
+
+/* Thread(coro, ctx, name, tid, worker, pinned, prio): what Runtime._make_thread
+ * calls; osvrt.spawn makes threads in C without it (module.c). */
+static int
+thread_init(ThreadObject *t, PyObject *args, PyObject *kw)
+{
+    PyObject *coro, *ctx, *name, *worker;
+    unsigned long long tid;
+    int pinned;
+    double prio;
+    if (!PyArg_ParseTuple(args, "OOOKOpd:Thread", &coro, &ctx, &name, &tid, &worker, &pinned,
+                          &prio))
+        return -1;
+    if (!PyObject_TypeCheck(worker, &WorkerBase_Type)) {
+        PyErr_Format(PyExc_TypeError, "Thread needs a Worker, not %R", worker);
+        return -1;
+    }
+    Py_XSETREF(t->coro, Py_NewRef(coro));
+    Py_XSETREF(t->ctx, Py_NewRef(ctx));
+    Py_XSETREF(t->name, name == Py_None ? NULL : Py_NewRef(name));
+    Py_XSETREF(t->w, (WorkerObject *)Py_NewRef(worker));
+    t->id = tid;
+    t->pinned = (char)pinned;
+    t->prio = prio;
+    t->r = 0.0;                 /* a new thread starts at R = 0: it runs almost at once */
+    t->rn = t->w->renorm;
+    return 0;
+}
+
+static int
+thread_traverse(ThreadObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->coro);
+    Py_VISIT(t->ctx);
+    Py_VISIT(t->name);
+    Py_VISIT(t->w);
+    Py_VISIT(t->value);
+    Py_VISIT(t->throw_);
+    Py_VISIT(t->result);
+    Py_VISIT(t->exc);
+    Py_VISIT(t->joiners);
+    Py_VISIT(t->future);
+    Py_VISIT(t->unretrieved);
+    return 0;
+}
+
+static int
+thread_clear(ThreadObject *t)
+{
+    Py_CLEAR(t->coro);
+    Py_CLEAR(t->ctx);
+    Py_CLEAR(t->name);
+    Py_CLEAR(t->w);
+    Py_CLEAR(t->value);
+    Py_CLEAR(t->throw_);
+    Py_CLEAR(t->result);
+    Py_CLEAR(t->exc);
+    Py_CLEAR(t->joiners);
+    Py_CLEAR(t->future);
+    Py_CLEAR(t->unretrieved);
+    return 0;
+}
+
+static void
+thread_dealloc(ThreadObject *t)
+{
+    /* A static type: a Python subclass's subtype_dealloc releases the
+     * subclass itself after calling this. */
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_GC_UnTrack(t);
+    if (t->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)t);
+    thread_clear(t);
+    tp->tp_free((PyObject *)t);
+}
+
+/* Claim t's open wait, whichever ticket it is (cancel, timeouts, C wakes). */
+ThreadObject *
+thread_claim_open(ThreadObject *t)
+{
+    /* acquire: see what the owner wrote before it opened the wait. */
+    uint64_t w = atomic_load_explicit(&t->wait, memory_order_acquire);
+    while (w & 1) {
+        /* acq_rel: the winner owns t (principle 2 of kernel.py). */
+        if (atomic_compare_exchange_weak_explicit(&t->wait, &w, w & ~(uint64_t)1,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return (ThreadObject *)Py_NewRef(t);
+    }
+    return NULL;
+}
+
+static PyObject *
+thread_cancel(ThreadObject *t, PyObject *unused)
+{
+    if (atomic_load_explicit(&t->state, memory_order_relaxed) == ST_TERMINATED)
+        Py_RETURN_FALSE;
+    /* release, flag before summary: throw_into clears the summary first and
+     * then reads the flag, so a cancel that races it is seen now or later. */
+    atomic_store_explicit(&t->cancel, 1, memory_order_release);
+    atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
+    /* If t is parked, end its wait now; if it runs, the loop sees `pending`
+     * when it parks (worker.c): cancel() sets pending before it looks for an
+     * open wait, and t opens its wait before it parks, so one side sees the
+     * other (both seq_cst). */
+    ThreadObject *c = thread_claim_open(t);
+    if (c != NULL) {
+        int r = schedule(c, NULL);
+        Py_DECREF(c);
+        if (r < 0)
+            return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* For timeouts (deadline.py): end t's open wait, if any, so the pending
+ * exception is raised at once.  Safe from any OS thread. */
+static PyObject *
+thread_interrupt(ThreadObject *t, PyObject *unused)
+{
+    atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
+    ThreadObject *c = thread_claim_open(t);
+    if (c == NULL)
+        Py_RETURN_FALSE;
+    int r = schedule(c, NULL);
+    Py_DECREF(c);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+thread_new_ticket(ThreadObject *t, PyObject *unused)
+{
+    TicketObject *tk = ticket_new(t, TK_PARK);
+    if (tk != NULL)
+        ticket_open(tk);
+    return (PyObject *)tk;
+}
+
+static PyObject *
+thread_done(ThreadObject *t, PyObject *unused)
+{
+    return PyBool_FromLong(atomic_load_explicit(&t->state, memory_order_relaxed) == ST_TERMINATED);
+}
+
+/* The joiner's side of join(): a ticket whose first am_send registers. */
+static PyObject *
+thread_join(ThreadObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:join", kwlist, &timeout))
+        return NULL;
+    double delay = -1.0;
+    if (timeout != Py_None && check_delay(timeout, "timeout", &delay) < 0)
+        return NULL;
+    TicketObject *tk = ticket_new(NULL, TK_JOIN);
+    if (tk == NULL)
+        return NULL;
+    tk->obj = Py_NewRef(t);
+    tk->delay = delay;
+    return (PyObject *)tk;
+}
+
+PyObject *
+thread_outcome(ThreadObject *t)
+{
+    if (t->unretrieved != NULL) {
+        /* Retrieved after all: it must not log at collection. */
+        if (PyObject_SetAttr(t->unretrieved, str_exc, Py_None) < 0)
+            return NULL;
+        Py_CLEAR(t->unretrieved);
+    }
+    if (t->exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(t->exc), t->exc);
+        return NULL;
+    }
+    return Py_NewRef(t->result ? t->result : Py_None);
+}
+
+static PyObject *
+thread_get_state(ThreadObject *t, void *c)
+{
+    return Py_NewRef(state_names[atomic_load_explicit(&t->state, memory_order_relaxed)]);
+}
+
+static int
+thread_set_state(ThreadObject *t, PyObject *v, void *c)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (v == state_names[i]) {
+            atomic_store_explicit(&t->state, i, memory_order_relaxed);
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "not a thread state: %R", v);
+    return -1;
+}
+
+static PyObject *
+thread_get_flag(ThreadObject *t, void *which)
+{
+    _Atomic int *f = which ? &t->pending : &t->cancel;
+    return PyBool_FromLong(atomic_load_explicit(f, memory_order_acquire));
+}
+
+static int
+thread_set_flag(ThreadObject *t, PyObject *v, void *which)
+{
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0)
+        return -1;
+    _Atomic int *f = which ? &t->pending : &t->cancel;
+    atomic_store_explicit(f, b, memory_order_seq_cst);
+    return 0;
+}
+
+static PyObject *
+thread_get_export(ThreadObject *t, void *c)
+{
+    if (!t->has_export)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(t->export_r);
+}
+
+static int
+thread_set_export(ThreadObject *t, PyObject *v, void *c)
+{
+    if (v == NULL || v == Py_None) {
+        t->has_export = 0;
+        return 0;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred())
+        return -1;
+    t->export_r = x;
+    t->has_export = 1;
+    return 0;
+}
+
+static PyObject *
+thread_get_throw(ThreadObject *t, void *c)
+{
+    return Py_NewRef(t->throw_ ? t->throw_ : Py_None);
+}
+
+static int
+thread_set_throw(ThreadObject *t, PyObject *v, void *c)
+{
+    Py_XSETREF(t->throw_, (v == NULL || v == Py_None) ? NULL : Py_NewRef(v));
+    return 0;
+}
+
+static PyObject *
+thread_get_w(ThreadObject *t, void *c)
+{
+    return Py_NewRef((PyObject *)home_of(t));
+}
+
+static int
+thread_set_w(ThreadObject *t, PyObject *v, void *c)
+{
+    if (v == NULL || !PyObject_TypeCheck(v, &WorkerBase_Type)) {
+        PyErr_Format(PyExc_TypeError, "a thread's home is a Worker, not %R", v);
+        return -1;
+    }
+    WorkerObject *old = t->w;
+    Py_INCREF(v);
+    /* release: see home_of. */
+    __atomic_store_n(&t->w, (WorkerObject *)v, __ATOMIC_RELEASE);
+    Py_XDECREF(old);
+    return 0;
+}
+
+#define OFF(f) offsetof(ThreadObject, f)
+static PyMemberDef thread_members[] = {
+    {"id", T_ULONGLONG, OFF(id), READONLY, NULL},
+    {"_coro", T_OBJECT, OFF(coro), 0, NULL},
+    {"_ctx", T_OBJECT, OFF(ctx), 0, NULL},
+    {"_name", T_OBJECT, OFF(name), 0, NULL},
+    {"_value", T_OBJECT, OFF(value), 0, NULL},
+    {"_result", T_OBJECT, OFF(result), 0, NULL},
+    {"_exc", T_OBJECT, OFF(exc), 0, NULL},
+    {"_joiners", T_OBJECT, OFF(joiners), 0, NULL},
+    {"_future", T_OBJECT, OFF(future), 0, NULL},
+    {"_unretrieved", T_OBJECT, OFF(unretrieved), 0, NULL},
+    {"_h", T_ULONGLONG, OFF(h), 0, NULL},
+    {"_prio", T_DOUBLE, OFF(prio), 0, NULL},
+    {"_r", T_DOUBLE, OFF(r), 0, NULL},
+    {"_rn", T_LONGLONG, OFF(rn), 0, NULL},
+    {"_pinned", T_BOOL, OFF(pinned), 0, NULL},
+    {"_stalled", T_BOOL, OFF(stalled), 0, NULL},
+    {"_cwait", T_BOOL, OFF(cwait), 0, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, OFF(weakreflist), READONLY, NULL},
+    {NULL}
+};
+#undef OFF
+
+static PyGetSetDef thread_getset[] = {
+    {"_state", (getter)thread_get_state, (setter)thread_set_state, NULL, NULL},
+    {"state", (getter)thread_get_state, NULL,
+     "One of 'unstarted', 'queued', 'running', 'waiting', 'terminated'.", NULL},
+    {"_cancel", (getter)thread_get_flag, (setter)thread_set_flag, NULL, NULL},
+    {"_pending", (getter)thread_get_flag, (setter)thread_set_flag, NULL, (void *)1},
+    {"_export", (getter)thread_get_export, (setter)thread_set_export, NULL, NULL},
+    {"_throw", (getter)thread_get_throw, (setter)thread_set_throw, NULL, NULL},
+    {"_w", (getter)thread_get_w, (setter)thread_set_w, NULL, NULL},
+    {NULL}
+};
+
+static PyMethodDef thread_methods[] = {
+    {"cancel", (PyCFunction)thread_cancel, METH_NOARGS,
+     "Ask the thread to stop: osvrt.Cancelled is raised inside it at its next await\n"
+     "(at once if it is parked).  Safe from any OS thread.  Returns False if the\n"
+     "thread had already ended."},
+    {"join", (PyCFunction)(void (*)(void))thread_join, METH_VARARGS | METH_KEYWORDS,
+     "await t.join(timeout=None): wait for the thread to end; return its result or\n"
+     "raise its exception (osvrt.Cancelled if it was cancelled).  TimeoutError after\n"
+     "`timeout` seconds; joining yourself raises RuntimeError."},
+    {"done", (PyCFunction)thread_done, METH_NOARGS, "True once the thread has ended."},
+    {"_new_ticket", (PyCFunction)thread_new_ticket, METH_NOARGS,
+     "A fresh wait of this thread (its owner only); one wake may claim it."},
+    {"_interrupt", (PyCFunction)thread_interrupt, METH_NOARGS, NULL},
+    {NULL}
+};
+
+PyTypeObject ThreadBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.ThreadBase",
+    .tp_basicsize = sizeof(ThreadObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = thread_new,
+    .tp_init = (initproc)thread_init,
+    .tp_dealloc = (destructor)thread_dealloc,
+    .tp_traverse = (traverseproc)thread_traverse,
+    .tp_clear = (inquiry)thread_clear,
+    .tp_weaklistoffset = offsetof(ThreadObject, weakreflist),
+    .tp_members = thread_members,
+    .tp_getset = thread_getset,
+    .tp_methods = thread_methods,
+};
+
+/* ---- Ticket -------------------------------------------------------------- */
+
+TicketObject *
+ticket_new(ThreadObject *t, int kind)
+{
+    WorkerObject *w = tls_worker;
+    TicketObject *tk;
+    if (w != NULL && w->nfree > 0) {
+        /* The freelist is per worker (its owner alone pops and pushes), so
+         * it needs no lock on any build. */
+        tk = w->free_tickets[--w->nfree];
+        (void)PyObject_Init((PyObject *)tk, &Ticket_Type);
+    } else {
+        tk = PyObject_GC_New(TicketObject, &Ticket_Type);
+        if (tk == NULL)
+            return NULL;
+    }
+    tk->t = (ThreadObject *)Py_XNewRef(t);
+    tk->obj = NULL;
+    tk->timer = NULL;
+    tk->seq = 0;
+    tk->delay = -1.0;
+    tk->kind = kind;
+    tk->step = 0;
+    PyObject_GC_Track(tk);
+    return tk;
+}
+
+/* Open a new wait of tk->t (its owner only): every older ticket goes stale. */
+void
+ticket_open(TicketObject *tk)
+{
+    ThreadObject *t = tk->t;
+    uint64_t seq = (atomic_load_explicit(&t->wait, memory_order_relaxed) >> 1) + 1;
+    tk->seq = seq;
+    /* seq_cst: the wait is published before the caller re-checks its
+     * condition (the waiter half of principle 4, kernel.py), and before the
+     * loop reads `pending` at the park (thread_cancel). */
+    atomic_store_explicit(&t->wait, (seq << 1) | 1, memory_order_seq_cst);
+}
+
+ThreadObject *
+ticket_claim(TicketObject *tk)
+{
+    ThreadObject *t = tk->t;
+    if (t == NULL)
+        return NULL;
+    uint64_t open = (tk->seq << 1) | 1;
+    /* acq_rel: the winner owns t and sees what its owner wrote before it
+     * opened the wait (release half of ticket_open's store). */
+    if (atomic_compare_exchange_strong_explicit(&t->wait, &open, tk->seq << 1,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        return (ThreadObject *)Py_NewRef(t);
+    return NULL;
+}
+
+int
+wake_ticket(TicketObject *tk, PyObject *value)
+{
+    ThreadObject *t = ticket_claim(tk);
+    if (t == NULL)
+        return 0;
+    int r = schedule(t, value);
+    Py_DECREF(t);
+    return r < 0 ? -1 : 1;
+}
+
+static void
+ticket_end_timer(TicketObject *tk)
+{
+    if (tk->timer != NULL) {
+        timer_disarm((TimerObject *)tk->timer);
+        Py_CLEAR(tk->timer);
+    }
+}
+
+static int
+ticket_traverse(TicketObject *tk, visitproc visit, void *arg)
+{
+    Py_VISIT(tk->t);
+    Py_VISIT(tk->obj);
+    Py_VISIT(tk->timer);
+    return 0;
+}
+
+static int
+ticket_clear(TicketObject *tk)
+{
+    Py_CLEAR(tk->t);
+    Py_CLEAR(tk->obj);
+    Py_CLEAR(tk->timer);
+    return 0;
+}
+
+static void
+ticket_dealloc(TicketObject *tk)
+{
+    PyObject_GC_UnTrack(tk);
+    ticket_clear(tk);
+    WorkerObject *w = tls_worker;
+    if (w != NULL && w->nfree < TICKET_FREELIST)
+        w->free_tickets[w->nfree++] = tk;
+    else
+        PyObject_GC_Del(tk);
+}
+
+/* Registers an Event wait (event.c). */
+int event_register(PyObject *event, TicketObject *tk);
+int event_is_set(PyObject *event);
+
+/* Step 0 of a wait: register it and yield the ticket, or finish at once. */
+static PySendResult
+ticket_start(TicketObject *tk, PyObject **result)
+{
+    WorkerObject *w = tls_worker;
+    ThreadObject *me = w ? w->current : NULL;
+    if (tk->kind == TK_JOIN) {
+        ThreadObject *target = (ThreadObject *)tk->obj;
+        if (atomic_load_explicit(&target->state, memory_order_acquire) == ST_TERMINATED)
+            goto done_join;
+        if (me == target) {
+            PyObject *name = PyObject_GetAttr((PyObject *)target, str_name);
+            if (name == NULL)
+                return PYGEN_ERROR;
+            PyErr_Format(PyExc_RuntimeError, "green thread %R cannot join itself", name);
+            Py_DECREF(name);
+            return PYGEN_ERROR;
+        }
+    } else if (tk->kind == TK_EVENT && event_is_set(tk->obj)) {
+        *result = Py_NewRef(Py_True);
+        return PYGEN_RETURN;
+    }
+    if (me == NULL) {
+        PyErr_SetObject(PyExc_RuntimeError, OUTSIDE_MSG);
+        return PYGEN_ERROR;
+    }
+    if (tk->t == NULL)
+        tk->t = (ThreadObject *)Py_NewRef(me);
+    switch (tk->kind) {
+    case TK_PARK:                   /* kernel.park(): the wait is already open */
+    case TK_YIELD:
+        break;
+    case TK_SLEEP:
+        if (tk->delay == 0.0) {     /* sleep(0) only yields */
+            tk->kind = TK_YIELD;
+            break;
+        }
+        ticket_open(tk);
+        break;
+    case TK_EVENT:
+        ticket_open(tk);
+        if (event_register(tk->obj, tk) < 0)
+            return PYGEN_ERROR;
+        break;
+    case TK_JOIN: {
+        ThreadObject *target = (ThreadObject *)tk->obj;
+        ticket_open(tk);
+        if (target->joiners == NULL && (target->joiners = PyList_New(0)) == NULL)
+            return PYGEN_ERROR;
+        /* Drop joins that timed out (claimed tickets) once the list doubles:
+         * a million join(timeout=0) polls then cost O(1) memory each. */
+        Py_ssize_t n = PyList_GET_SIZE(target->joiners);
+        if (n >= 64 && (n & (n - 1)) == 0) {
+            PyObject *keep = PyList_New(0);
+            if (keep == NULL)
+                return PYGEN_ERROR;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                TicketObject *o = (TicketObject *)PyList_GET_ITEM(target->joiners, i);
+                if (!ticket_is_claimed(o) && PyList_Append(keep, (PyObject *)o) < 0) {
+                    Py_DECREF(keep);
+                    return PYGEN_ERROR;
+                }
+            }
+            Py_SETREF(target->joiners, keep);
+        }
+        if (PyList_Append(target->joiners, (PyObject *)tk) < 0)
+            return PYGEN_ERROR;
+        /* No lost wake-up: published before this re-check; the end of the
+         * target marks it terminated before it wakes its joiners. */
+        if (atomic_load_explicit(&target->state, memory_order_seq_cst) == ST_TERMINATED
+            && wake_ticket(tk, NULL) < 0)
+            return PYGEN_ERROR;
+        break;
+    }
+    }
+    if (tk->delay > 0.0 || (tk->delay == 0.0 && tk->kind != TK_YIELD)) {
+        TimerObject *tm = worker_add_timer(w, osvrt_clock() + tk->delay, (PyObject *)tk,
+                                           tk->kind == TK_SLEEP ? Py_None : TIMED_OUT, 1);
+        if (tm == NULL)
+            return PYGEN_ERROR;
+        tk->timer = (PyObject *)tm;
+    }
+    tk->step = 1;
+    *result = Py_NewRef(tk);
+    return PYGEN_NEXT;
+
+done_join:
+    *result = thread_outcome((ThreadObject *)tk->obj);
+    return *result ? PYGEN_RETURN : PYGEN_ERROR;
+}
+
+static PySendResult
+timeout_error(const char *what, PyObject *name, double delay)
+{
+    PyObject *d = PyFloat_FromDouble(delay);
+    if (d == NULL)
+        return PYGEN_ERROR;
+    if (name != NULL)
+        PyErr_Format(PyExc_TimeoutError, "%s %R timed out after %R s", what, name, d);
+    else
+        PyErr_Format(PyExc_TimeoutError, "%s timed out after %R s", what, d);
+    Py_DECREF(d);
+    return PYGEN_ERROR;
+}
+
+static PySendResult
+ticket_am_send(TicketObject *tk, PyObject *arg, PyObject **result)
+{
+    if (tk->step == 0)
+        return ticket_start(tk, result);
+    if (tk->step == 2) {
+        PyErr_SetString(PyExc_RuntimeError, "an osvrt wait can be awaited only once");
+        return PYGEN_ERROR;
+    }
+    tk->step = 2;
+    ticket_end_timer(tk);
+    switch (tk->kind) {
+    case TK_PARK:
+        *result = Py_NewRef(arg);
+        return PYGEN_RETURN;
+    case TK_EVENT:
+        if (arg == TIMED_OUT)
+            return timeout_error("osvrt.Event.wait", NULL, tk->delay);
+        *result = Py_NewRef(Py_True);
+        return PYGEN_RETURN;
+    case TK_JOIN: {
+        ThreadObject *target = (ThreadObject *)tk->obj;
+        if (atomic_load_explicit(&target->state, memory_order_acquire) == ST_TERMINATED) {
+            *result = thread_outcome(target);
+            return *result ? PYGEN_RETURN : PYGEN_ERROR;
+        }
+        PyObject *name = PyObject_GetAttr((PyObject *)target, str_name);
+        if (name == NULL)
+            return PYGEN_ERROR;
+        timeout_error("join of green thread", name, tk->delay);
+        Py_DECREF(name);
+        return PYGEN_ERROR;
+    }
+    default:                       /* TK_YIELD, TK_SLEEP */
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+}
+
+static PyObject *
+ticket_await(PyObject *tk)
+{
+    return Py_NewRef(tk);
+}
+
+/* The iterator protocol, for callers that do not use am_send: a coroutine
+ * resumed under a tracer (3.11 then calls tp_iternext/send), and foreign
+ * loops that call send() directly. */
+static PyObject *
+ticket_send_method(TicketObject *tk, PyObject *arg)
+{
+    PyObject *res;
+    PySendResult r = ticket_am_send(tk, arg, &res);
+    if (r == PYGEN_NEXT)
+        return res;
+    if (r == PYGEN_RETURN) {
+        if (res == Py_None)
+            PyErr_SetNone(PyExc_StopIteration);
+        else {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
+            if (e != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+        Py_DECREF(res);
+    }
+    return NULL;
+}
+
+static PyObject *
+ticket_iternext(TicketObject *tk)
+{
+    return ticket_send_method(tk, Py_None);
+}
+
+/* An exception thrown into the awaiting coroutine (cancel, timeout) passes
+ * through here: end the wait's timer and raise it at the await.  A claimed
+ * ticket left in an Event's or a Thread's list is dropped lazily there. */
+static PyObject *
+ticket_throw(TicketObject *tk, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expects 1 to 3 arguments");
+        return NULL;
+    }
+    tk->step = 2;
+    ticket_end_timer(tk);
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ))
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    else if (PyExceptionClass_Check(typ))
+        PyErr_SetObject(typ, val);
+    else
+        PyErr_Format(PyExc_TypeError, "exceptions must derive from BaseException, not %R", typ);
+    return NULL;
+}
+
+static PyObject *
+ticket_close(TicketObject *tk, PyObject *unused)
+{
+    tk->step = 2;
+    ticket_end_timer(tk);
+    Py_RETURN_NONE;
+}
+
+static PyAsyncMethods ticket_as_async = {
+    .am_await = ticket_await,
+    .am_send = (sendfunc)ticket_am_send,
+};
+
+static PyMethodDef ticket_methods[] = {
+    {"send", (PyCFunction)ticket_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))ticket_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)ticket_close, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyObject *
+ticket_repr(TicketObject *tk)
+{
+    static const char *kinds[] = {"park", "yield", "sleep", "event", "join"};
+    return PyUnicode_FromFormat("<osvrt wait %s seq=%llu %s>", kinds[tk->kind],
+                                (unsigned long long)tk->seq,
+                                tk->t && !ticket_is_claimed(tk) ? "open" : "closed");
+}
+
+PyTypeObject Ticket_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.Ticket",
+    .tp_basicsize = sizeof(TicketObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)ticket_dealloc,
+    .tp_traverse = (traverseproc)ticket_traverse,
+    .tp_clear = (inquiry)ticket_clear,
+    .tp_as_async = &ticket_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)ticket_iternext,
+    .tp_methods = ticket_methods,
+    .tp_repr = (reprfunc)ticket_repr,
+};

@@ -1,0 +1,1099 @@
+/* worker.c - the per-CPU worker: its run loop, run queue and timers.
+ *
+ * The loop, at every trap (a Ticket or PARK: the thread waits; YIELD: it may
+ * run on; or the thread's end):
+ *   1. takes in wake-ups from other CPUs if its pushlist head is non-NULL
+ *      (one relaxed load; the core's drain is called only then);
+ *   2. fires expired timers;
+ *   3. charges the wall-clock time the thread ran (OSv's fair rule: the
+ *      normalizer c grows as exp(dt/TAU), the thread's R'' by p*(c'-c)) and
+ *      keeps running it while its R'' is strictly below the head of the run
+ *      queue, else switches, ties going to the queued thread;
+ *   4. with nothing runnable, idles in the core (GIL released) until a
+ *      wake-up, a kick or the next timer.
+ * osvrt/fair.py is the reference for the arithmetic; tests/test_fair.py
+ * checks the schedule it produces.
+ *
+ * Ownership: the run queue and the timers are touched by this worker's OS
+ * thread alone.  Other OS threads reach it only through its C pushlist
+ * (worker_post) and the atomics marked in engine.h.
+ */
+#include <math.h>
+
+#include "engine.h"
+
+#define TAU 0.200
+#define INV_TAU (1.0 / TAU)
+#define RENORM_LIMIT 9223372036854775808.0          /* 2**63 */
+#define RENORM_FACTOR (1.0 / 85070591730234615865843651857942052864.0)   /* 2**-126 */
+#define OFFER_PERIOD 0.001      /* a busy CPU looks for idle CPUs at most this often */
+#define MAX_IDLE 3600.0         /* longest single idle (s); the loop idles again after it */
+#define GIL_WAIT_NS 200000      /* see osvrt_cpu_idle: let the other worker release the GIL */
+
+static double THYST_UNITS, THYST_LESS_PENALTY;      /* fair.py: expm1(THYST/TAU), less the penalty */
+
+/* The trap value the loop uses for "the thread ended" (never a Python object). */
+static PyObject ended_marker;
+#define ENDED (&ended_marker)
+
+/* ---- heaps ------------------------------------------------------------- */
+
+static inline int
+rq_less(const struct rq_entry *a, const struct rq_entry *b)
+{
+    return a->r < b->r || (a->r == b->r && a->order < b->order);
+}
+
+static void
+rq_sift_up(struct rq_entry *h, Py_ssize_t i)
+{
+    struct rq_entry e = h[i];
+    while (i > 0) {
+        Py_ssize_t p = (i - 1) / 2;
+        if (!rq_less(&e, &h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = e;
+}
+
+static void
+rq_sift_down(struct rq_entry *h, Py_ssize_t n, Py_ssize_t i)
+{
+    struct rq_entry e = h[i];
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && rq_less(&h[c + 1], &h[c]))
+            c++;
+        if (!rq_less(&h[c], &e))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = e;
+}
+
+static inline Py_ssize_t
+rq_len(WorkerObject *w)
+{
+    return atomic_load_explicit(&w->rq_len, memory_order_relaxed);
+}
+
+/* Queue t here (the caller made t's R'' relative to this CPU).  Takes a new
+ * reference.  before_equals: a preempted thread goes before its equals. */
+int
+worker_push(WorkerObject *w, ThreadObject *t, int before_equals)
+{
+    Py_ssize_t n = rq_len(w);
+    if (n == w->rq_cap) {
+        Py_ssize_t cap = w->rq_cap ? w->rq_cap * 2 : 64;
+        struct rq_entry *g = PyMem_Realloc(w->rq, sizeof(*g) * (size_t)cap);
+        if (g == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->rq = g;
+        w->rq_cap = cap;
+    }
+    w->order++;
+    w->rq[n] = (struct rq_entry){t->r, before_equals ? -w->order : w->order,
+                                 (ThreadObject *)Py_NewRef(t)};
+    rq_sift_up(w->rq, n);
+    /* relaxed: other workers read the length only as a load estimate. */
+    atomic_store_explicit(&w->rq_len, n + 1, memory_order_relaxed);
+    return 0;
+}
+
+static ThreadObject *
+rq_pop(WorkerObject *w)
+{
+    Py_ssize_t n = rq_len(w) - 1;
+    ThreadObject *t = w->rq[0].t;
+    w->rq[0] = w->rq[n];
+    atomic_store_explicit(&w->rq_len, n, memory_order_relaxed);
+    if (n > 0)
+        rq_sift_down(w->rq, n, 0);
+    return t;                   /* the heap's reference, now the caller's */
+}
+
+static inline int
+tm_less(const struct tm_entry *a, const struct tm_entry *b)
+{
+    return a->deadline < b->deadline || (a->deadline == b->deadline && a->order < b->order);
+}
+
+static void
+tm_sift_up(struct tm_entry *h, Py_ssize_t i)
+{
+    struct tm_entry e = h[i];
+    while (i > 0) {
+        Py_ssize_t p = (i - 1) / 2;
+        if (!tm_less(&e, &h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = e;
+}
+
+static void
+tm_sift_down(struct tm_entry *h, Py_ssize_t n, Py_ssize_t i)
+{
+    struct tm_entry e = h[i];
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && tm_less(&h[c + 1], &h[c]))
+            c++;
+        if (!tm_less(&h[c], &e))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = e;
+}
+
+static TimerObject *
+tm_pop(WorkerObject *w)
+{
+    TimerObject *tm = w->tm[0].tm;
+    w->tm[0] = w->tm[--w->tm_len];
+    if (w->tm_len > 0)
+        tm_sift_down(w->tm, w->tm_len, 0);
+    return tm;
+}
+
+/* Disarmed timers (a wait that ended before its timeout) would otherwise stay
+ * until their deadline; sweeping when the heap doubles keeps it amortized O(1). */
+static void
+tm_compact(WorkerObject *w)
+{
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < w->tm_len; i++) {
+        if (w->tm[i].tm->fn != NULL)
+            w->tm[k++] = w->tm[i];
+        else
+            Py_DECREF(w->tm[i].tm);   /* a disarmed timer holds nothing: no code runs */
+    }
+    w->tm_len = k;
+    for (Py_ssize_t i = k / 2; i-- > 0;)
+        tm_sift_down(w->tm, k, i);
+    w->tm_limit = k * 2 > 64 ? k * 2 : 64;
+}
+
+TimerObject *
+worker_add_timer(WorkerObject *w, double deadline, PyObject *fn, PyObject *arg, int wakes)
+{
+    if (w->tm_len >= w->tm_limit)
+        tm_compact(w);
+    if (w->tm_len == w->tm_cap) {
+        Py_ssize_t cap = w->tm_cap ? w->tm_cap * 2 : 64;
+        struct tm_entry *g = PyMem_Realloc(w->tm, sizeof(*g) * (size_t)cap);
+        if (g == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        w->tm = g;
+        w->tm_cap = cap;
+    }
+    TimerObject *tm = timer_new(deadline, fn, arg, wakes);
+    if (tm == NULL)
+        return NULL;
+    w->order++;
+    w->tm[w->tm_len] = (struct tm_entry){deadline, w->order, (TimerObject *)Py_NewRef(tm)};
+    tm_sift_up(w->tm, w->tm_len++);
+    return tm;
+}
+
+/* ---- fair rule helpers ------------------------------------------------- */
+
+/* Make t's R'' relative to this CPU before it queues here: import it if t
+ * moved here (has_export), or apply the renormalizations it slept through
+ * (one: rescale; two or more: its R is below 2**-63 of a normal value). */
+void
+worker_catch_up(WorkerObject *w, ThreadObject *t)
+{
+    if (t->has_export) {
+        t->r = t->export_r * w->c;
+        t->has_export = 0;
+        w->migrations_in++;
+    } else {
+        int64_t missed = w->renorm - t->rn;
+        if (missed == 1)
+            t->r *= RENORM_FACTOR;
+        else if (missed > 1)
+            t->r = 0.0;
+    }
+    t->rn = w->renorm;
+}
+
+/* c passed 2**63: scale c and every R'' here by 2**-126.  A positive factor
+ * keeps the heap's order, so no re-heapify. */
+static void
+renormalize(WorkerObject *w, ThreadObject *running)
+{
+    w->c *= RENORM_FACTOR;
+    w->renorm++;
+    if (running != NULL) {
+        running->r *= RENORM_FACTOR;
+        running->rn = w->renorm;
+    }
+    for (Py_ssize_t i = 0, n = rq_len(w); i < n; i++) {
+        struct rq_entry *e = &w->rq[i];
+        e->r *= RENORM_FACTOR;
+        e->t->r = e->r;
+        e->t->rn = w->renorm;
+    }
+}
+
+/* ---- wake paths ---------------------------------------------------------- */
+
+/* Hand t (owned by the caller: new, claimed or moving) to worker w, from
+ * any OS thread: push onto w's C pushlist, kick w if it sleeps. */
+int
+worker_post(WorkerObject *w, ThreadObject *t)
+{
+    if (t->h == 0) {
+        /* First trip across CPUs: the runtime allocates its C record. */
+        PyObject *r = call_method(w->rt, "_handle_for", (PyObject *)t);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (!osvrt_api->ready(w->crt, t->h, w->index)) {
+        PyErr_Format(PyExc_RuntimeError, "osvrt: stale C handle %llu for %R",
+                     (unsigned long long)t->h, t);
+        return -1;
+    }
+    return 0;
+}
+
+/* Make a claimed thread runnable, with `value` as what its wait returns:
+ * straight onto our own run queue if it lives here (no C call), else onto
+ * its CPU's pushlist. */
+int
+schedule(ThreadObject *t, PyObject *value)
+{
+    Py_XSETREF(t->value, Py_XNewRef(value));
+    WorkerObject *home = home_of(t);
+    if (home != tls_worker)
+        return worker_post(home, t);
+    if (t->rn != home->renorm || t->has_export)
+        worker_catch_up(home, t);
+    atomic_store_explicit(&t->state, ST_QUEUED, memory_order_relaxed);
+    home->wakes_local++;
+    return worker_push(home, t, 0);
+}
+
+/* A thread handed to us through the pushlist: woken remotely, new, or moved. */
+static int
+arrive(WorkerObject *w, ThreadObject *t)
+{
+    WorkerObject *home = home_of(t);
+    if (home != w)
+        return worker_post(home, t);   /* moved while on its way here: forward */
+    if (t->rn != w->renorm || t->has_export)
+        worker_catch_up(w, t);
+    atomic_store_explicit(&t->state, ST_QUEUED, memory_order_relaxed);
+    w->wakes_remote++;
+    return worker_push(w, t, 0);
+}
+
+static int
+take_incoming(WorkerObject *w)
+{
+    for (;;) {
+        uint32_t n = osvrt_api->drain(w->crt, w->index, w->drain_buf, DRAIN_BATCH);
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t h = w->drain_buf[i];
+            if (h & OSVRT_KEY_TAG)
+                continue;
+            int cwake = (h & OSVRT_KEY_CWAKE) != 0;
+            PyObject *key = PyLong_FromUnsignedLongLong(h & ~OSVRT_KEY_CWAKE);
+            if (key == NULL)
+                return -1;
+            PyObject *o = PyDict_GetItemWithError(w->by_handle, key);
+            Py_DECREF(key);
+            if (o == NULL) {
+                if (PyErr_Occurred())
+                    return -1;
+                continue;              /* ended meanwhile */
+            }
+            ThreadObject *t = (ThreadObject *)Py_NewRef(o);
+            int r = 0;
+            if (cwake) {
+                /* Woken by the C protocol (a net channel): it ends the wait
+                 * only if the thread is still in a C-mode wait and nobody
+                 * claimed it first (a timer, cancel()); else it is stale and
+                 * can never end an unrelated wait such as an Event's. */
+                ThreadObject *c = t->cwait ? thread_claim_open(t) : NULL;
+                if (c != NULL) {
+                    r = schedule(c, NULL);
+                    Py_DECREF(c);
+                }
+            } else {
+                r = arrive(w, t);
+            }
+            Py_DECREF(t);
+            if (r < 0)
+                return -1;
+        }
+        if (n < DRAIN_BATCH)
+            return 0;
+    }
+}
+
+static int
+fire_timers(WorkerObject *w, double now)
+{
+    while (w->tm_len && w->tm[0].deadline <= now) {
+        TimerObject *tm = tm_pop(w);
+        PyObject *fn = tm->fn, *arg = tm->arg;
+        int r = 0;
+        if (fn != NULL) {
+            tm->fn = tm->arg = NULL;   /* fired: disarmed, and the references are ours */
+            if (tm->wakes) {
+                r = wake_ticket((TicketObject *)fn, arg) < 0 ? -1 : 0;
+            } else {
+                PyObject *res = PyObject_CallOneArg(fn, arg);
+                r = res ? 0 : -1;
+                Py_XDECREF(res);
+            }
+            Py_DECREF(fn);
+            Py_DECREF(arg);
+        }
+        Py_DECREF(tm);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- a thread's end -------------------------------------------------------- */
+
+static int
+finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
+{
+    /* seq_cst: terminated before the joiners are looked at (join's re-check). */
+    atomic_store_explicit(&t->state, ST_TERMINATED, memory_order_seq_cst);
+    Py_XSETREF(t->result, Py_XNewRef(result));
+    Py_XSETREF(t->exc, Py_XNewRef(exc));
+    Py_CLEAR(t->coro);
+    Py_CLEAR(t->ctx);
+    Py_CLEAR(t->value);
+    /* Close the wait for good: a late claim (stale ticket) must fail. */
+    uint64_t seq = (atomic_load_explicit(&t->wait, memory_order_relaxed) >> 1) + 1;
+    atomic_store_explicit(&t->wait, seq << 1, memory_order_release);
+    if (*osvrt_api->exit_semaphore)
+        osvrt_api->trace_exit(w->index, t->id);
+    int err = 0;
+    if (t->future != NULL) {
+        PyObject *r = call_method((PyObject *)w, "_settle", (PyObject *)t);
+        err |= r == NULL;
+        Py_XDECREF(r);
+    } else if (exc != NULL && !PyObject_TypeCheck(exc, (PyTypeObject *)Cancelled)) {
+        /* Nobody may join it: log at collection unless someone does. */
+        PyObject *name = PyObject_GetAttr((PyObject *)t, str_name);
+        PyObject *u = name ? PyObject_CallFunctionObjArgs(UnretrievedClass, name, exc, NULL) : NULL;
+        Py_XDECREF(name);
+        if (u == NULL)
+            err = 1;
+        Py_XSETREF(t->unretrieved, u);
+    }
+    PyObject *joiners = t->joiners;
+    t->joiners = NULL;
+    if (joiners != NULL) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(joiners); i++) {
+            if (wake_ticket((TicketObject *)PyList_GET_ITEM(joiners, i), NULL) < 0)
+                err = 1;
+        }
+        Py_DECREF(joiners);
+    }
+    if (t->h != 0) {
+        PyObject *r = call_method((PyObject *)w, "_handle_dead", (PyObject *)t);
+        err |= r == NULL;
+        Py_XDECREF(r);
+    }
+    if (PySet_Discard(w->live, (PyObject *)t) < 0)
+        err = 1;
+    else if (PySet_GET_SIZE(w->live) == 0) {
+        PyObject *r = call_method(w->rt, "_thread_ended", (PyObject *)t);
+        err |= r == NULL;
+        Py_XDECREF(r);
+    }
+    return err ? -1 : 0;
+}
+
+/* ---- resuming a thread ------------------------------------------------- */
+
+static PyObject *
+fetch_exc(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *typ, *val, *tb;
+    PyErr_Fetch(&typ, &val, &tb);
+    PyErr_NormalizeException(&typ, &val, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(val, tb);
+        Py_DECREF(tb);
+    }
+    Py_DECREF(typ);
+    return val;
+#endif
+}
+
+/* The coroutine raised or returned (StopIteration from throw()): end t. */
+static PyObject *
+ended_by_error(WorkerObject *w, ThreadObject *t, PyObject *exc)
+{
+    int r;
+    if (PyErr_GivenExceptionMatches(exc, PyExc_StopIteration)) {
+        PyObject *v = PyObject_GetAttrString(exc, "value");
+        if (v == NULL) {
+            Py_DECREF(exc);
+            return NULL;
+        }
+        r = finish(w, t, v, NULL);
+        Py_DECREF(v);
+    } else {
+        r = finish(w, t, NULL, exc);
+    }
+    Py_DECREF(exc);
+    return r < 0 ? NULL : ENDED;
+}
+
+/* Run t's coroutine in t's context until its next trap.  Returns the trap
+ * (a new reference), ENDED, or NULL for an error of the engine itself. */
+static PyObject *
+run_in_context(WorkerObject *w, ThreadObject *t, PyObject *exc)
+{
+    PyObject *res = NULL;
+    PySendResult r;
+    t->started = 1;
+    if (PyContext_Enter(t->ctx) < 0)
+        return ended_by_error(w, t, fetch_exc());
+    if (exc == NULL) {
+        PyObject *v = t->value ? t->value : Py_NewRef(Py_None);
+        t->value = NULL;
+        r = PyIter_Send(t->coro, v, &res);
+        Py_DECREF(v);
+    } else {
+        /* throw() has no am_send counterpart: a method call, rare path. */
+        res = PyObject_CallMethodOneArg(t->coro, str_throw, exc);
+        r = res ? PYGEN_NEXT : PYGEN_ERROR;
+    }
+    PyObject *err = r == PYGEN_ERROR ? fetch_exc() : NULL;
+    if (PyContext_Exit(t->ctx) < 0) {
+        Py_XDECREF(err);
+        Py_XDECREF(res);
+        return NULL;
+    }
+    if (r == PYGEN_NEXT)
+        return res;
+    if (r == PYGEN_RETURN) {
+        int f = finish(w, t, res, NULL);
+        Py_DECREF(res);
+        return f < 0 ? NULL : ENDED;
+    }
+    return ended_by_error(w, t, err);
+}
+
+/* A timeout's exception made stale by the end of its block (deadline.py). */
+static int
+is_stale(PyObject *exc)
+{
+    if (Py_TYPE(exc) == (PyTypeObject *)Cancelled
+        || !PyObject_TypeCheck(exc, (PyTypeObject *)Cancelled))
+        return 0;
+    PyObject *s = PyObject_GetAttrString(exc, "stale");
+    if (s == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int r = PyObject_IsTrue(s);
+    Py_DECREF(s);
+    if (r < 0)
+        PyErr_Clear();
+    return r > 0;
+}
+
+static PyObject *
+throw_into(WorkerObject *w, ThreadObject *t)
+{
+    /* Clear the summary before reading the two sources: a setter sets its
+     * source first and the summary second, so nothing set meanwhile is lost. */
+    atomic_store_explicit(&t->pending, 0, memory_order_seq_cst);
+    PyObject *exc = t->throw_;
+    t->throw_ = NULL;
+    if (exc != NULL && is_stale(exc))
+        Py_CLEAR(exc);
+    if (exc == NULL) {
+        if (!atomic_load_explicit(&t->cancel, memory_order_acquire))
+            return run_in_context(w, t, NULL);       /* a stale flag: resume as usual */
+        atomic_store_explicit(&t->cancel, 0, memory_order_relaxed);
+        exc = PyObject_CallNoArgs(Cancelled);
+        if (exc == NULL)
+            return NULL;
+        if (!t->started) {
+            /* Cancelled before its first step: none of its code runs. */
+            PyObject *r = PyObject_CallMethodNoArgs(t->coro, str_close);
+            if (r == NULL) {
+                Py_DECREF(exc);
+                return NULL;
+            }
+            Py_DECREF(r);
+            int f = finish(w, t, NULL, exc);
+            Py_DECREF(exc);
+            return f < 0 ? NULL : ENDED;
+        }
+    } else if (atomic_load_explicit(&t->cancel, memory_order_acquire)) {
+        /* a cancel that came with a timeout: raised at the next await */
+        atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
+    }
+    Py_CLEAR(t->value);
+    PyObject *trap = run_in_context(w, t, exc);
+    Py_DECREF(exc);
+    return trap;
+}
+
+static int
+call_hook(WorkerObject *w, const char *name, PyObject *arg)
+{
+    PyObject *r = call_method((PyObject *)w, name, arg);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* ---- idle ------------------------------------------------------------------ */
+
+static int
+worker_idle(WorkerObject *w, double *now)
+{
+    /* acquire, first: a kick after this read ends the idle (csrc/cpu.h). */
+    uint32_t seq = atomic_load_explicit(&w->cpu->futex, memory_order_acquire);
+    while (w->tm_len && w->tm[0].tm->fn == NULL)    /* disarmed heads would cut the sleep short */
+        Py_DECREF(tm_pop(w));
+    int64_t timeout = -1;
+    if (w->tm_len) {
+        double d = w->tm[0].deadline - *now;
+        d = d < MAX_IDLE ? d : MAX_IDLE;
+        timeout = d > 0 ? (int64_t)(d * 1e9) + 1000 : 0;
+    }
+    if (call_hook(w, "_before_idle", NULL) < 0)
+        return -1;
+    /* acquire: pairs with the stopper's release store (then it kicks). */
+    if (atomic_load_explicit(&w->stop, memory_order_acquire)
+        || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
+        return 0;
+    atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    Py_BEGIN_ALLOW_THREADS
+    osvrt_api->cpu_idle(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS);
+    Py_END_ALLOW_THREADS
+    double after = osvrt_clock();
+    /* Idle time decays everyone's runtime too: c follows wall-clock time. */
+    w->c *= exp((after - *now) * INV_TAU);
+    if (w->c > RENORM_LIMIT)
+        renormalize(w, NULL);
+    *now = after;
+    return 0;
+}
+
+/* ---- the loop --------------------------------------------------------------- */
+
+static PyObject *
+worker_run_loop(WorkerObject *w, PyObject *unused)
+{
+    if (w->crt == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Worker._bind() was not called");
+        return NULL;
+    }
+    tls_worker = w;
+    ThreadObject *t = NULL;      /* the thread to run next, or the one that keeps running */
+    uint64_t prev_id = 0;        /* the thread that ran last (switch tracepoint) */
+    int penalty = 0;             /* the thread switched out stays runnable */
+    double now = osvrt_clock();
+    PyObject *trap = NULL;
+
+    /* acquire: pairs with Runtime.stop's release store before its kick. */
+    while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        /* Every trap takes in wake-ups and fires timers before the rule picks. */
+        if (!osvrt_pushlist_empty(&w->cpu->incoming) && take_incoming(w) < 0)
+            goto error;
+        if (w->tm_len && w->tm[0].deadline <= now && fire_timers(w, now) < 0)
+            goto error;
+        if (atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL) {
+            /* acq_rel: we own the requester reference it leaves behind. */
+            PyObject *req = atomic_exchange_explicit(&w->pull, NULL, memory_order_acq_rel);
+            if (req != NULL) {
+                int r = call_hook(w, "_serve_pull", req);
+                Py_DECREF(req);
+                if (r < 0)
+                    goto error;
+            }
+        }
+        if (t != NULL && rq_len(w) && w->rq[0].r <= t->r) {
+            /* t yielded and is no longer strictly below the head (ties go to
+             * the queue): switch it out, charged its hysteresis, re-inserted
+             * before its equals. */
+            t->r += t->prio * w->c * THYST_UNITS;
+            atomic_store_explicit(&t->state, ST_QUEUED, memory_order_relaxed);
+            if (worker_push(w, t, 1) < 0)
+                goto error;
+            Py_CLEAR(t);
+            w->current = NULL;
+            penalty = 1;
+        }
+        if (t == NULL) {
+            if (!rq_len(w)) {
+                if (worker_idle(w, &now) < 0)
+                    goto error;
+                continue;
+            }
+            t = rq_pop(w);
+            /* Switch-in: hysteresis credit, less the penalty when the thread
+             * switched out stayed runnable (OSv's context_switch_penalty). */
+            t->r -= t->prio * w->c * (penalty ? THYST_LESS_PENALTY : THYST_UNITS);
+            w->switches++;
+            if (*osvrt_api->switch_semaphore)
+                osvrt_api->trace_switch(w->index, prev_id, t->id);
+        }
+
+        /* Run t until its next trap.  (current, run_start) name this run for
+         * the stall watchdog; current stays set while t keeps the CPU. */
+        w->current = t;
+        prev_id = t->id;
+        atomic_store_explicit(&w->run_start, now, memory_order_relaxed);
+        atomic_store_explicit(&w->running, 1, memory_order_relaxed);
+        atomic_store_explicit(&t->state, ST_RUNNING, memory_order_relaxed);
+        if (atomic_load_explicit(&t->pending, memory_order_acquire))
+            trap = throw_into(w, t);
+        else
+            trap = run_in_context(w, t, NULL);
+        if (trap == NULL)
+            goto error;
+
+        /* Charge the wall-clock time t ran (fair.advance, fair.charge). */
+        double c = w->c;
+        now = osvrt_clock();
+        double cn = w->c = c * exp((now - atomic_load_explicit(&w->run_start,
+                                                               memory_order_relaxed)) * INV_TAU);
+        int parks = trap == PARK
+                    || (Py_IS_TYPE(trap, &Ticket_Type) && ((TicketObject *)trap)->kind != TK_YIELD);
+        if (parks) {
+            t->r += t->prio * (cn - c + cn * THYST_UNITS);   /* ... and its switch-out hysteresis */
+            t->rn = w->renorm;
+            /* relaxed: only the owner opens a wait; a claimer that closed it
+             * has made t runnable (queued or posted) already. */
+            if (atomic_load_explicit(&t->wait, memory_order_relaxed) & 1) {
+                atomic_store_explicit(&t->state, ST_WAITING, memory_order_relaxed);
+                /* seq_cst: pairs with cancel()'s store of pending (thread.c). */
+                if (atomic_load_explicit(&t->pending, memory_order_seq_cst)
+                    && (atomic_load_explicit(&t->cancel, memory_order_acquire) || t->throw_)) {
+                    /* A cancel or timeout came while t ran and found no wait to
+                     * end: end this one at once so it is raised at this await. */
+                    ThreadObject *cl = thread_claim_open(t);
+                    if (cl != NULL) {
+                        int r = schedule(cl, NULL);
+                        Py_DECREF(cl);
+                        if (r < 0)
+                            goto error;
+                    }
+                }
+            }
+            if (cn > RENORM_LIMIT)
+                renormalize(w, t);
+            Py_CLEAR(t);
+            w->current = NULL;
+            atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+            penalty = 0;
+        } else {
+            t->r += t->prio * (cn - c);
+            if (cn > RENORM_LIMIT)
+                renormalize(w, t);
+            if (trap == ENDED) {
+                Py_CLEAR(t);
+                w->current = NULL;
+                atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+                penalty = 0;
+            } else if (trap == YIELD || Py_IS_TYPE(trap, &Ticket_Type)) {
+                /* the rule decides at the top, after wake-ups */
+                if (w->idle_pull && rq_len(w) && now >= w->next_offer) {
+                    w->next_offer = now + OFFER_PERIOD;
+                    if (call_hook(w, "_offer_work", NULL) < 0)
+                        goto error;
+                }
+            } else {
+                PyObject *name = PyObject_GetAttr((PyObject *)t, str_name);
+                if (name == NULL)
+                    goto error;
+                PyObject *msg = PyUnicode_FromFormat(
+                    "green thread %R awaited %R, which is not an osvrt operation "
+                    "(asyncio and other event loops' awaitables do not work here)", name, trap);
+                Py_DECREF(name);
+                PyObject *e = msg ? PyObject_CallOneArg(PyExc_TypeError, msg) : NULL;
+                Py_XDECREF(msg);
+                if (e == NULL)
+                    goto error;
+                Py_XSETREF(t->throw_, e);
+                atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
+            }
+        }
+        if (trap != ENDED)
+            Py_DECREF(trap);
+        trap = NULL;
+    }
+    Py_XDECREF(t);
+    w->current = NULL;
+    atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    tls_worker = NULL;
+    Py_RETURN_NONE;
+
+error:
+    if (trap != NULL && trap != ENDED)
+        Py_DECREF(trap);
+    Py_XDECREF(t);
+    w->current = NULL;
+    atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    tls_worker = NULL;
+    return NULL;
+}
+
+/* ---- Python-facing methods ---------------------------------------------- */
+
+static PyObject *
+worker_bind(WorkerObject *w, PyObject *args)
+{
+    PyObject *rt, *by_handle, *live;
+    unsigned long long crt;
+    unsigned int index;
+    long long spin_ns;
+    int idle_pull = 0;
+    if (!PyArg_ParseTuple(args, "OO!O!KIL|p:_bind", &rt, &PyDict_Type, &by_handle, &PySet_Type,
+                          &live, &crt, &index, &spin_ns, &idle_pull))
+        return NULL;
+    if (crt == 0 || index >= ((struct osvrt_rt *)(uintptr_t)crt)->ncpu) {
+        PyErr_Format(PyExc_ValueError, "bad C runtime or CPU index %u", index);
+        return NULL;
+    }
+    Py_XSETREF(w->rt, Py_NewRef(rt));
+    Py_XSETREF(w->by_handle, Py_NewRef(by_handle));
+    Py_XSETREF(w->live, Py_NewRef(live));
+    w->crt = (struct osvrt_rt *)(uintptr_t)crt;
+    w->cpu = &w->crt->cpus[index];
+    w->index = index;
+    w->spin_ns = spin_ns;
+    w->idle_pull = idle_pull;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_enqueue_new(WorkerObject *w, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &ThreadBase_Type))
+        return PyErr_Format(PyExc_TypeError, "not a Thread: %R", o);
+    ThreadObject *t = (ThreadObject *)o;
+    atomic_store_explicit(&t->state, ST_QUEUED, memory_order_relaxed);
+    if (worker_push(w, t, 0) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_post_method(WorkerObject *w, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &ThreadBase_Type))
+        return PyErr_Format(PyExc_TypeError, "not a Thread: %R", o);
+    if (worker_post(w, (ThreadObject *)o) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_kick(WorkerObject *w, PyObject *unused)
+{
+    if (w->cpu != NULL)
+        osvrt_api->cpu_kick(w->cpu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_add_timer_method(WorkerObject *w, PyObject *args)
+{
+    double deadline;
+    PyObject *fn, *arg;
+    if (!PyArg_ParseTuple(args, "dOO:add_timer", &deadline, &fn, &arg))
+        return NULL;
+    return (PyObject *)worker_add_timer(w, deadline, fn, arg, 0);
+}
+
+static PyObject *
+worker_catch_up_method(WorkerObject *w, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &ThreadBase_Type))
+        return PyErr_Format(PyExc_TypeError, "not a Thread: %R", o);
+    worker_catch_up(w, (ThreadObject *)o);
+    Py_RETURN_NONE;
+}
+
+/* The heap's last n entries as (R'', order, thread): leaves, where the
+ * largest R'' sit (the balancer's candidates). */
+static PyObject *
+worker_runq_tail(WorkerObject *w, PyObject *arg)
+{
+    Py_ssize_t want = PyLong_AsSsize_t(arg);
+    if (want < 0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = rq_len(w), from = n > want ? n - want : 0;
+    PyObject *out = PyList_New(n - from);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = from; i < n; i++) {
+        struct rq_entry *e = &w->rq[i];
+        PyObject *tup = Py_BuildValue("(dLO)", e->r, (long long)e->order, (PyObject *)e->t);
+        if (tup == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i - from, tup);
+    }
+    return out;
+}
+
+static PyObject *
+worker_get_runq(WorkerObject *w, void *c)
+{
+    PyObject *n = PyLong_FromSsize_t(rq_len(w));
+    if (n == NULL)
+        return NULL;
+    PyObject *r = worker_runq_tail(w, n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* Take the given threads out of the run queue (moves); returns those found. */
+static PyObject *
+worker_runq_remove(WorkerObject *w, PyObject *which)
+{
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    Py_ssize_t n = rq_len(w), k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int hit = PySet_Contains(which, (PyObject *)w->rq[i].t);
+        if (hit < 0 || (hit && PyList_Append(found, (PyObject *)w->rq[i].t) < 0)) {
+            /* leave the heap whole: undo nothing yet, entries below k are kept */
+            for (Py_ssize_t j = i; j < n; j++)
+                w->rq[k++] = w->rq[j];
+            atomic_store_explicit(&w->rq_len, k, memory_order_relaxed);
+            for (Py_ssize_t j = k / 2; j-- > 0;)
+                rq_sift_down(w->rq, k, j);
+            Py_DECREF(found);
+            return NULL;
+        }
+        if (hit)
+            Py_DECREF(w->rq[i].t);    /* `found` holds it now */
+        else
+            w->rq[k++] = w->rq[i];
+    }
+    atomic_store_explicit(&w->rq_len, k, memory_order_relaxed);
+    for (Py_ssize_t j = k / 2; j-- > 0;)
+        rq_sift_down(w->rq, k, j);
+    return found;
+}
+
+/* An idle worker asks us for work; False if another request is pending. */
+static PyObject *
+worker_request_pull(WorkerObject *w, PyObject *requester)
+{
+    PyObject *expect = NULL;
+    Py_INCREF(requester);
+    /* acq_rel: the loop's exchange takes the reference we leave. */
+    if (atomic_compare_exchange_strong_explicit(&w->pull, &expect, requester,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        Py_RETURN_TRUE;
+    Py_DECREF(requester);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+worker_get_pull_pending(WorkerObject *w, void *c)
+{
+    return PyBool_FromLong(atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL);
+}
+
+static PyObject *
+worker_get_current(WorkerObject *w, void *c)
+{
+    /* Racy by design (the watchdog, stats): under the GIL the loop cannot
+     * drop the thread during this read; see README, free-threading. */
+    PyObject *t = (PyObject *)w->current;
+    return Py_NewRef(t ? t : Py_None);
+}
+
+static PyObject *
+worker_get_run_start(WorkerObject *w, void *c)
+{
+    return PyFloat_FromDouble(atomic_load_explicit(&w->run_start, memory_order_relaxed));
+}
+
+static PyObject *
+worker_get_int(WorkerObject *w, void *which)
+{
+    switch ((intptr_t)which) {
+    case 0: return PyLong_FromSsize_t(rq_len(w));
+    case 1: return PyBool_FromLong(atomic_load_explicit(&w->running, memory_order_relaxed));
+    case 2: return PyBool_FromLong(atomic_load_explicit(&w->stop, memory_order_relaxed));
+    default: return PyLong_FromSsize_t(w->tm_len);
+    }
+}
+
+static int
+worker_set_stop(WorkerObject *w, PyObject *v, void *c)
+{
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0)
+        return -1;
+    /* release: whatever the stopper did first is seen by the loop's acquire. */
+    atomic_store_explicit(&w->stop, b, memory_order_release);
+    return 0;
+}
+
+static int
+worker_traverse(WorkerObject *w, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(w));
+    Py_VISIT(w->dict);
+    Py_VISIT(w->rt);
+    Py_VISIT(w->by_handle);
+    Py_VISIT(w->live);
+    for (Py_ssize_t i = 0, n = rq_len(w); i < n; i++)
+        Py_VISIT(w->rq[i].t);
+    for (Py_ssize_t i = 0; i < w->tm_len; i++)
+        Py_VISIT(w->tm[i].tm);
+    return 0;
+}
+
+static int
+worker_clear(WorkerObject *w)
+{
+    Py_CLEAR(w->dict);
+    Py_CLEAR(w->rt);
+    Py_CLEAR(w->by_handle);
+    Py_CLEAR(w->live);
+    Py_ssize_t n = rq_len(w);
+    atomic_store_explicit(&w->rq_len, 0, memory_order_relaxed);
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(w->rq[i].t);
+    Py_ssize_t m = w->tm_len;
+    w->tm_len = 0;
+    for (Py_ssize_t i = 0; i < m; i++)
+        Py_DECREF(w->tm[i].tm);
+    PyObject *p = atomic_exchange_explicit(&w->pull, NULL, memory_order_acq_rel);
+    Py_XDECREF(p);
+    return 0;
+}
+
+static void
+worker_dealloc(WorkerObject *w)
+{
+    PyTypeObject *tp = Py_TYPE(w);
+    PyObject_GC_UnTrack(w);
+    worker_clear(w);
+    PyMem_Free(w->rq);
+    PyMem_Free(w->tm);
+    while (w->nfree > 0)
+        PyObject_GC_Del(w->free_tickets[--w->nfree]);
+    tp->tp_free((PyObject *)w);
+}
+
+static PyObject *
+worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    WorkerObject *w = (WorkerObject *)type->tp_alloc(type, 0);
+    if (w == NULL)
+        return NULL;
+    w->c = 1.0;
+    w->tm_limit = 64;
+    atomic_init(&w->rq_len, 0);
+    atomic_init(&w->run_start, 0.0);
+    atomic_init(&w->running, 0);
+    atomic_init(&w->stop, 0);
+    atomic_init(&w->pull, NULL);
+    return (PyObject *)w;
+}
+
+#define OFF(f) offsetof(WorkerObject, f)
+static PyMemberDef worker_members[] = {
+    {"c", T_DOUBLE, OFF(c), 0, "the fair normalizer (fair.py)"},
+    {"renorm", T_LONGLONG, OFF(renorm), READONLY, NULL},
+    {"index", T_UINT, OFF(index), READONLY, NULL},
+    {"idle_pull", T_INT, OFF(idle_pull), 0, NULL},
+    {"switches", T_ULONGLONG, OFF(switches), READONLY, NULL},
+    {"wakes_local", T_ULONGLONG, OFF(wakes_local), READONLY, NULL},
+    {"wakes_remote", T_ULONGLONG, OFF(wakes_remote), READONLY, NULL},
+    {"migrations_in", T_ULONGLONG, OFF(migrations_in), READONLY, NULL},
+    {"migrations_out", T_ULONGLONG, OFF(migrations_out), 0, NULL},
+    {"stalls", T_ULONGLONG, OFF(stalls), 0, NULL},
+    {"spawned", T_ULONGLONG, OFF(spawned), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, OFF(dict), READONLY, NULL},
+    {NULL}
+};
+#undef OFF
+
+static PyGetSetDef worker_getset[] = {
+    {"current", (getter)worker_get_current, NULL, "the green thread running here, or None", NULL},
+    {"run_start", (getter)worker_get_run_start, NULL, NULL, NULL},
+    {"runq", (getter)worker_get_runq, NULL, "a snapshot of the run queue (heap order)", NULL},
+    {"runq_len", (getter)worker_get_int, NULL, NULL, (void *)0},
+    {"running", (getter)worker_get_int, NULL, NULL, (void *)1},
+    {"_stop", (getter)worker_get_int, (setter)worker_set_stop, NULL, (void *)2},
+    {"timers_len", (getter)worker_get_int, NULL, NULL, (void *)3},
+    {"pull_pending", (getter)worker_get_pull_pending, NULL, NULL, NULL},
+    {NULL}
+};
+
+static PyMethodDef worker_methods[] = {
+    {"_bind", (PyCFunction)worker_bind, METH_VARARGS, NULL},
+    {"_run_loop", (PyCFunction)worker_run_loop, METH_NOARGS, NULL},
+    {"enqueue_new", (PyCFunction)worker_enqueue_new, METH_O, NULL},
+    {"post", (PyCFunction)worker_post_method, METH_O,
+     "Hand a thread the caller owns (claimed, new, or moving) to this CPU.\n"
+     "Safe from any OS thread: it only pushes onto this CPU's C pushlist."},
+    {"kick", (PyCFunction)worker_kick, METH_NOARGS, NULL},
+    {"add_timer", (PyCFunction)worker_add_timer_method, METH_VARARGS,
+     "add_timer(deadline, fn, arg) -> Timer: call fn(arg) at `deadline` on this\n"
+     "worker's thread (its owner only); Timer.cancel() disarms it."},
+    {"catch_up", (PyCFunction)worker_catch_up_method, METH_O, NULL},
+    {"_runq_tail", (PyCFunction)worker_runq_tail, METH_O, NULL},
+    {"_runq_remove", (PyCFunction)worker_runq_remove, METH_O, NULL},
+    {"_request_pull", (PyCFunction)worker_request_pull, METH_O, NULL},
+    {NULL}
+};
+
+PyTypeObject WorkerBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.WorkerBase",
+    .tp_basicsize = sizeof(WorkerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = worker_new,
+    .tp_dealloc = (destructor)worker_dealloc,
+    .tp_traverse = (traverseproc)worker_traverse,
+    .tp_clear = (inquiry)worker_clear,
+    .tp_dictoffset = offsetof(WorkerObject, dict),
+    .tp_members = worker_members,
+    .tp_getset = worker_getset,
+    .tp_methods = worker_methods,
+};
+
+void
+worker_init_constants(void)
+{
+    THYST_UNITS = expm1(0.005 / TAU);
+    THYST_LESS_PENALTY = THYST_UNITS - expm1(10e-6 / TAU);
+}
