@@ -1,15 +1,35 @@
 """osvrt: green threads scheduled the way the OSv unikernel schedules threads,
-on the host's own CPUs.  See README.md and DESIGN.md."""
+on the host's own CPUs.
+
+    import osvrt
+
+    async def worker(n):
+        await osvrt.sleep(0.01 * n)
+        return n
+
+    async def main():
+        async with osvrt.TaskGroup() as g:
+            threads = [g.spawn(worker, n) for n in range(4)]
+        return [await t.join() for t in threads]
+
+    print(osvrt.run(main))           # [0, 1, 2, 3]
+
+
+Every public name has its own help(): help(osvrt.run), help(osvrt.Runtime),
+help(osvrt.spawn), help(osvrt.Thread), help(osvrt.TaskGroup), ...  The
+reference for all of them is docs/api.md in the source distribution and the
+project's repository; docs/design.md explains how the runtime works."""
 from .deadline import timeout
 from .kernel import current, sleep, yield_now
 from .runtime import Runtime, run, spawn
+from .taskgroup import TaskGroup
 from .sync import Condition, Event, Mutex, Queue, QueueEmpty, QueueFull, Semaphore
 from .thread import Cancelled, Thread
 
-from . import net  # noqa: E402  (osvrt.net.udp_bind, as in DESIGN.md; imports nothing heavy)
+from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)
 
 __all__ = [
     "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueEmpty", "QueueFull",
-    "Runtime", "Semaphore", "Thread", "current", "run", "sleep", "spawn", "timeout",
+    "Runtime", "Semaphore", "TaskGroup", "Thread", "current", "run", "sleep", "spawn", "timeout",
     "yield_now", "net",
 ]

@@ -381,17 +381,62 @@ spawn = _engine.spawn
 
 def run(main, *args, cpus=None, **runtime_options):
     """Start a Runtime, run main(*args) as its first green thread, return its
-    result (or raise its exception), and shut down cleanly.  Ctrl-C cancels
-    main, lets cleanup run, stops the runtime and re-raises KeyboardInterrupt."""
+    result (or raise its exception), and shut down cleanly.
+
+    runtime_options are Runtime's keyword arguments (an unknown one is a
+    TypeError that names it and lists the valid ones), plus
+    handle_signals=True: while main runs, SIGTERM cancels main, lets every
+    green thread's cleanup run, stops the runtime and then raises
+    SystemExit(143), the status a shell reports for a process that SIGTERM
+    ended (a second SIGTERM during that cleanup ends the process at once).
+    It is installed only when run() is called in the main thread of the main
+    interpreter and SIGTERM is at its default, and the previous handler is
+    restored on return.  handle_signals=False leaves SIGTERM alone.
+    Ctrl-C (KeyboardInterrupt) cancels main, lets cleanup run, stops the
+    runtime and re-raises KeyboardInterrupt, in either case."""
+    import inspect
+    from ._signals import EXIT_STATUS, TermGuard
+    from .thread import Cancelled
+
+    handle_signals = runtime_options.pop("handle_signals", True)
+    if not isinstance(handle_signals, bool):
+        raise TypeError(f"handle_signals must be True or False, not {handle_signals!r}")
+    # Checked here so that the error names osvrt.run's own option, not a
+    # parameter of Runtime.__init__ that the caller never wrote.
+    valid = [name for name, p in inspect.signature(Runtime.__init__).parameters.items()
+             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid.append("handle_signals")
+    for name in runtime_options:
+        if name not in valid:
+            raise TypeError(f"osvrt.run() got an unknown runtime option {name!r}; "
+                            f"valid options: {', '.join(valid)}")
+
     rt = Runtime(cpus, **runtime_options)
     rt.start()
+    guard = TermGuard.install() if handle_signals else None
     try:
-        t, fut = rt._submit(main, args, None, None)
         try:
-            concurrent.futures.wait([fut])
-        except KeyboardInterrupt:
-            t.cancel()
-            raise
-        return t._outcome()
+            t, fut = rt._submit(main, args, None, None)
+            if guard is not None:
+                guard.watch(t)
+            try:
+                concurrent.futures.wait([fut])
+            except KeyboardInterrupt:
+                t.cancel()
+                raise
+        finally:
+            rt.stop()
     finally:
-        rt.stop()
+        if guard is not None:
+            guard.restore()
+    if guard is not None and guard.signalled:
+        # Terminated, whatever main returned.  An error that main raised
+        # while it was being cancelled must not vanish with the exit status.
+        try:
+            t._outcome()
+        except Cancelled:
+            pass
+        except BaseException:
+            log.exception("osvrt: main raised while SIGTERM stopped it")
+        raise SystemExit(EXIT_STATUS)
+    return t._outcome()
