@@ -44,11 +44,12 @@
 #  endif
 
 /* The note's size field: sizeof(x), negated for a signed type.  A pointer is
- * read as an unsigned integer; __builtin_choose_expr keeps (T *)-1 < 0, which
- * is not valid C for a pointer T *, out of the comparison. */
+ * read as an unsigned integer: __builtin_choose_expr (type class 5 is a
+ * pointer) keeps the cast (T *)-1 out of the comparison.  Written as
+ * !(-1 > 0) because -Wtype-limits flags "unsigned < 0" as always false. */
 #  define OSVRT_SDT_INTTYPE(x) \
     __typeof__(__builtin_choose_expr(__builtin_classify_type(x) == 5, 0UL, (x)))
-#  define OSVRT_SDT_SIGNED(x) ((OSVRT_SDT_INTTYPE(x))-1 < (OSVRT_SDT_INTTYPE(x))0)
+#  define OSVRT_SDT_SIGNED(x) (!((OSVRT_SDT_INTTYPE(x))-1 > (OSVRT_SDT_INTTYPE(x))0))
 #  define OSVRT_SDT_SIZE(x) (OSVRT_SDT_SIGNED(x) ? -(int)sizeof(x) : (int)sizeof(x))
 
 /* One asm statement per site.  %cN prints a constant bare (no '$' or '#');
