@@ -1,6 +1,8 @@
 """`python -m osvrt bench` (osvrt.bench): the comparison runs end to end at
 tiny sizes, the table, JSON and chart come out, and the method (alternating
-rounds, medians, per-round ratios, targets) does what it says.  No speed is
+rounds, medians, per-round ratios, spread, targets) does what it says.  The
+report's layouts (one table, or one block per measure on a narrow terminal),
+with rich and in plain text, are checked on fixed figures.  No speed is
 asserted: a figure only has to be a positive number.
 """
 import argparse
@@ -31,6 +33,7 @@ def _args(*argv, **extra):
 
 def _env():
     env = dict(os.environ)
+    env["COLUMNS"] = "200"             # the one-table layout, whatever runs the tests
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     return env
 
@@ -42,7 +45,7 @@ def tiny_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     out = io.StringIO()
     args = _args("--json", str(d / "b.json"), "--plot", "-", "--rounds", "1", "--no-progress",
-                 sizes=TINY, warmup=0)
+                 sizes=TINY, warmup=0, width=200)
     doc = cli.run(args, out=out)
     return doc, out.getvalue(), d / "b.json"
 
@@ -106,7 +109,7 @@ def test_udp_rows_say_why_when_osvrt_net_is_not_available(monkeypatch, tmp_path)
                         lambda: "ModuleNotFoundError: No module named 'osvrt.net'")
     out = io.StringIO()
     doc = cli.run(_args("--only", "udp_rr,udp_tps", "--json", "-", "--plot", "-",
-                        "--no-progress", sizes=TINY), out=out)
+                        "--no-progress", sizes=TINY, width=200), out=out)
     assert [m["status"] for m in doc["measures"]] == ["n/a", "n/a"]
     text = out.getvalue()
     if len(os.sched_getaffinity(0)) > 1:
@@ -193,7 +196,7 @@ def test_errors_unavailable_peers_and_unavailable_rows_are_reported():
     assert r["unavailable"] == {"q": "no_such_module_osvrt not installed"}
     assert [t["met"] for t in r["targets"]] == [None, None]
     assert "lost a wake-up" in r["targets"][0]["why_not"]
-    text = cli.render_table([r], io.StringIO())
+    text = cli.render_table([r], io.StringIO(), width=120)
     assert "error" in text and "n/a" in text
 
     def setup():
@@ -201,7 +204,8 @@ def test_errors_unavailable_peers_and_unavailable_rows_are_reported():
     m2 = Measure("m2", "fake2", "us", "lower", _fake("osvrt", [1], []), [], setup=setup)
     r2 = run_measure(m2, rounds=1)
     assert (r2["status"], r2["reason"]) == ("n/a", "needs a NIC")
-    assert "n/a (needs a NIC)" in cli.render_table([r, r2], io.StringIO())
+    assert "n/a (needs a NIC)" in cli.render_table([r, r2], io.StringIO(), width=120)
+    assert "n/a (needs a NIC)" in cli.render_table([r, r2], io.StringIO(), width=80)
 
 
 def test_deadline_cuts_rounds_but_keeps_the_minimum():
@@ -216,9 +220,14 @@ def test_ascii_table_when_the_terminal_cannot_print_symbols():
         encoding = "ascii"
     m = Measure("m", "fake", "us", "higher", _fake("osvrt", [5, 5], []),
                 [_fake("asyncio", [1, 1], [])], targets=[Target("asyncio", ">=", 5, "5x")])
-    text = cli.render_table([run_measure(m, rounds=1)], Ascii())
-    text.encode("ascii")
-    assert "5.00 vs asyncio (>=5) met" in text and "(us)" in text
+    r = run_measure(m, rounds=1)
+    for plain in (True, False):
+        text = cli.render_table([r], Ascii(), width=120, plain=plain)
+        text.encode("ascii")
+        assert "5.00 vs asyncio (>=5) met" in text and "(us)" in text
+        text = cli.render_table([r], Ascii(), width=80, plain=plain)
+        text.encode("ascii")
+        assert "(us, higher is better)" in text and ">=5 met" in text
 
 
 def test_progress_bar():
