@@ -432,7 +432,7 @@ def _unit_label(r, sym):
 def _fmt_spread(sp, sym):
     """'±4%' (half the interquartile range, as a share of the median), '!'
     appended when the row is unstable; '' for a single round."""
-    if not sp or sp["min"] == sp["max"] and sp["q1"] == sp["q3"] and not sp["unstable"]:
+    if not sp or sp.get("n", 2) < 2:
         return ""
     return f"{sym['pm']}{50 * sp['iqr_rel']:.0f}%" + ("!" if sp["unstable"] else "")
 
@@ -813,7 +813,8 @@ def render_compare(old, new, stream=None, width=None):
             else:
                 verdict = "better" if (ch < 1) == (r["better"] == "lower") else "worse"
             rows.append([f"{r['title']} ({_unit_label(r, sym)})" if first else "", _header(name),
-                         _fmt_value(before), _fmt_value(after), f"{ch:.2f}{sym['x']}", verdict])
+                         _fmt_value(before), _fmt_value(after), f"{_fmt_ratio(ch)}{sym['x']}",
+                         verdict])
             first = False
     title = f"change against {old.get('started', '?')} (osvrt {old.get('osvrt_version', '?')}):"
     if not rows:
@@ -857,7 +858,8 @@ def draw_plot(doc, path):
     heights = [max(2, len(r["ratios"])) for r in results]
     fig, axes = plt.subplots(len(results), 1, figsize=(9, 0.42 * sum(heights) + 1.0 * len(results)
                                                           + 0.6),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+                             gridspec_kw={"height_ratios": heights}, squeeze=False,
+                             constrained_layout=True)      # room for the suptitle, unlike tight_layout
     for ax, r in zip(axes[:, 0], results):
         lower = r["better"] == "lower"
         targets = {t["peer"]: t for t in r["targets"]}
@@ -901,7 +903,6 @@ def draw_plot(doc, path):
                            "interquartile range; green: osvrt ahead)", fontsize=8)
     fig.suptitle(f"osvrt bench on {doc['host']['system']}, CPUs {doc['options']['cpus']} "
                  f"({doc['options']['rounds']} alternating rounds)", fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None

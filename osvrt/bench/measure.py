@@ -98,7 +98,7 @@ def spread(xs):
     else:
         q1 = q3 = xs[0]
     rel = (q3 - q1) / m if m else 0.0
-    return {"min": min(xs), "max": max(xs), "q1": q1, "q3": q3, "iqr_rel": rel,
+    return {"n": len(xs), "min": min(xs), "max": max(xs), "q1": q1, "q3": q3, "iqr_rel": rel,
             "unstable": len(xs) > 1 and rel > UNSTABLE_IQR}
 
 
