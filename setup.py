@@ -61,9 +61,12 @@ setup(
     install_requires=["cffi>=1.15"],
     extras_require={
         "numba": ["numba>=0.58"],
-        # numba too, so that the test run exercises the classifier rules
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numba>=0.58"],
+        # numba, so that the test run exercises the classifier rules; rich:
+        # tests/test_bench_cli.py checks the report drawn with and without it
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numba>=0.58", "rich>=12"],
         "plot": ["matplotlib>=3.5"],
+        # `python -m osvrt bench`'s tables and progress bar (plain text without it)
+        "bench": ["rich>=12"],
         # the peers that `python -m osvrt bench` measures when they are installed
         "peers": ["uvloop>=0.17", "trio>=0.22", "gevent>=22"],
     },

@@ -1,5 +1,5 @@
 /* Only the probes of this file have semaphores: see probes.h. */
-#define _SDT_HAS_SEMAPHORES 1
+#define OSVRT_PROBE_SEMAPHORES 1
 #include "trace.h"
 
 #include "probes.h"

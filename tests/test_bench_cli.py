@@ -1,6 +1,8 @@
 """`python -m osvrt bench` (osvrt.bench): the comparison runs end to end at
 tiny sizes, the table, JSON and chart come out, and the method (alternating
-rounds, medians, per-round ratios, targets) does what it says.  No speed is
+rounds, medians, per-round ratios, spread, targets) does what it says.  The
+report's layouts (one table, or one block per measure on a narrow terminal),
+with rich and in plain text, are checked on fixed figures.  No speed is
 asserted: a figure only has to be a positive number.
 """
 import argparse
@@ -31,6 +33,7 @@ def _args(*argv, **extra):
 
 def _env():
     env = dict(os.environ)
+    env["COLUMNS"] = "200"             # the one-table layout, whatever runs the tests
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     return env
 
@@ -42,7 +45,7 @@ def tiny_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     out = io.StringIO()
     args = _args("--json", str(d / "b.json"), "--plot", "-", "--rounds", "1", "--no-progress",
-                 sizes=TINY, warmup=0)
+                 sizes=TINY, warmup=0, width=200)
     doc = cli.run(args, out=out)
     return doc, out.getvalue(), d / "b.json"
 
@@ -106,7 +109,7 @@ def test_udp_rows_say_why_when_osvrt_net_is_not_available(monkeypatch, tmp_path)
                         lambda: "ModuleNotFoundError: No module named 'osvrt.net'")
     out = io.StringIO()
     doc = cli.run(_args("--only", "udp_rr,udp_tps", "--json", "-", "--plot", "-",
-                        "--no-progress", sizes=TINY), out=out)
+                        "--no-progress", sizes=TINY, width=200), out=out)
     assert [m["status"] for m in doc["measures"]] == ["n/a", "n/a"]
     text = out.getvalue()
     if len(os.sched_getaffinity(0)) > 1:
@@ -193,7 +196,7 @@ def test_errors_unavailable_peers_and_unavailable_rows_are_reported():
     assert r["unavailable"] == {"q": "no_such_module_osvrt not installed"}
     assert [t["met"] for t in r["targets"]] == [None, None]
     assert "lost a wake-up" in r["targets"][0]["why_not"]
-    text = cli.render_table([r], io.StringIO())
+    text = cli.render_table([r], io.StringIO(), width=120)
     assert "error" in text and "n/a" in text
 
     def setup():
@@ -201,7 +204,8 @@ def test_errors_unavailable_peers_and_unavailable_rows_are_reported():
     m2 = Measure("m2", "fake2", "us", "lower", _fake("osvrt", [1], []), [], setup=setup)
     r2 = run_measure(m2, rounds=1)
     assert (r2["status"], r2["reason"]) == ("n/a", "needs a NIC")
-    assert "n/a (needs a NIC)" in cli.render_table([r, r2], io.StringIO())
+    assert "n/a (needs a NIC)" in cli.render_table([r, r2], io.StringIO(), width=120)
+    assert "n/a (needs a NIC)" in cli.render_table([r, r2], io.StringIO(), width=80)
 
 
 def test_deadline_cuts_rounds_but_keeps_the_minimum():
@@ -216,9 +220,15 @@ def test_ascii_table_when_the_terminal_cannot_print_symbols():
         encoding = "ascii"
     m = Measure("m", "fake", "us", "higher", _fake("osvrt", [5, 5], []),
                 [_fake("asyncio", [1, 1], [])], targets=[Target("asyncio", ">=", 5, "5x")])
-    text = cli.render_table([run_measure(m, rounds=1)], Ascii())
-    text.encode("ascii")
-    assert "5.00 vs asyncio (>=5) met" in text and "(us)" in text
+    r = run_measure(m, rounds=1)
+    for plain in (True, False):
+        text = cli.render_table([r], Ascii(), width=120, plain=plain)
+        text.encode("ascii")
+        assert "5.00 vs asyncio (>=5) met" in text and "(us)" in text
+        assert "+-" not in text                     # one round: no spread to show
+        text = cli.render_table([r], Ascii(), width=80, plain=plain)
+        text.encode("ascii")
+        assert "(us, higher is better)" in text and ">=5 met" in text
 
 
 def test_progress_bar():
@@ -263,3 +273,198 @@ def test_measure_module_exports():
         Target("p", "~", 1, "")
     with pytest.raises(ValueError):
         Measure("m", "t", "ns", "sideways", None, [])
+
+
+# ---- the report's layouts, on fixed figures ---------------------------------
+
+class Utf8(io.StringIO):
+    encoding = "utf-8"
+
+
+def _fixed_results():
+    """Two measures with known rounds: a steady one with peers p and q, and an
+    unstable one with peer r only."""
+    log = []
+    steady = Measure("steady", "steady row", "us", "lower",
+                     _fake("osvrt", [8, 10, 12], log),
+                     [_fake("c_futex", [20, 20, 20], log), _fake("asyncio", [40, 40, 40], log)],
+                     targets=[Target("c_futex", "<=", 0.6, "x"), Target("uvloop", "<", 1, "y")])
+    shaky = Measure("shaky", "shaky row", "tasks/s", "higher",
+                    _fake("osvrt", [5, 10, 20], log), [_fake("gevent", [10, 10, 10], log)],
+                    targets=[Target("gevent", ">=", 2, "z")])
+    return [run_measure(steady, rounds=3, warmup=0), run_measure(shaky, rounds=3, warmup=0)]
+
+
+def test_spread_and_the_unstable_rule():
+    sp = measure.spread([8, 10, 12])
+    assert (sp["min"], sp["max"], sp["q1"], sp["q3"]) == (8, 12, 9, 11)
+    assert sp["iqr_rel"] == pytest.approx(0.2) and not sp["unstable"]
+    assert measure.spread([5, 10, 20])["unstable"]                # IQR 7.5 of 10
+    assert not measure.spread([7.5, 10, 12.5])["unstable"]        # IQR exactly 25%: stable
+    assert not measure.spread([3])["unstable"] and measure.spread([]) is None
+    steady, shaky = _fixed_results()
+    assert steady["contenders"]["osvrt"]["spread"]["iqr_rel"] == pytest.approx(0.2)
+    assert shaky["contenders"]["osvrt"]["spread"]["unstable"] is True
+    assert steady["ratios"]["c_futex"]["spread"]["min"] == pytest.approx(0.4)
+    json.dumps([steady, shaky])                                  # JSON-ready as it is
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_wide_layout_shows_the_spread_beside_each_median(plain):
+    text = cli.render_table(_fixed_results(), Utf8(), width=140, plain=plain)
+    assert "ratio osvrt/peer (target)" in text
+    assert max(len(x) for x in text.splitlines()) <= 140
+    row = next(x for x in text.splitlines() if x.startswith("steady row (µs)"))
+    assert re.search(r"10\.0 ±10% +20\.0 ±0% +40\.0 ±0% +—", row), row
+    shaky = next(x for x in text.splitlines() if x.startswith("shaky row"))
+    assert "10.0 ±38%!" in shaky                                  # the unstable mark
+    assert "0.500 vs C futex (≤0.6) met" in text
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_narrow_layout_at_80_columns(plain):
+    text = cli.render_table(_fixed_results(), Utf8(), width=80, plain=plain)
+    lines = text.splitlines()
+    assert max(len(x) for x in lines) <= 80, text
+    assert "ratio osvrt/peer (target)" not in text               # not the one-table layout
+    assert "steady row (µs, lower is better)" in lines
+    assert "shaky row (tasks/s, higher is better)" in lines
+    steady = text[:text.index("shaky row")]
+    shaky = text[text.index("shaky row"):]
+    # each block lists only the contenders its measure ran; no "—" fillers
+    assert "gevent" not in steady and "asyncio" not in shaky and "—" not in text
+    assert re.search(r"osvrt +10\.0 +±10% +8\.00–12\.0", steady), steady
+    assert re.search(r"C futex +20\.0 .* 0\.500 +≤0\.6 met", steady), steady
+    assert re.search(r"osvrt +10\.0 +±38%! +5\.00–20\.0", shaky), shaky
+    assert "n/a vs uvloop (<1): not measured" in steady
+
+
+def test_narrow_layout_drops_the_range_before_overflowing():
+    text = cli.render_table(_fixed_results(), Utf8(), width=52, plain=True)
+    assert max(len(x) for x in text.splitlines()) <= 52, text
+    assert "min–max" not in text and "±38%!" in text
+
+
+def test_plain_text_without_rich(monkeypatch):
+    monkeypatch.setattr(cli, "_rich", lambda: None)
+    results = _fixed_results()
+    assert cli.render_table(results, Utf8(), width=80) == \
+        cli.render_table(results, Utf8(), width=80, plain=True)
+    assert isinstance(cli.make_progress(3, stream=io.StringIO()), cli.Progress)
+    # the command does not import rich until it draws
+    p = subprocess.run([sys.executable, "-P", "-c", "import sys, osvrt.bench.cli; "
+                        "print('rich' in sys.modules)"], capture_output=True, text=True,
+                       env=_env(), timeout=60)
+    assert p.stdout.strip() == "False", p.stderr
+
+
+def test_rich_progress_on_a_terminal():
+    if cli._rich() is None:
+        pytest.skip("rich is not installed, or OSVRT_BENCH_PLAIN is set")
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    s = Tty()
+    bar = cli.make_progress(4, stream=s)
+    assert isinstance(bar, cli.RichProgress)
+    bar.step("switch: osvrt")
+    bar.step("switch: c_futex")
+    assert "2/4" in s.getvalue() and "switch: c_futex" in s.getvalue()
+    bar.close()
+
+
+def test_report_legend_and_unstable_summary():
+    steady, shaky = _fixed_results()
+    doc = {"measures": [steady, shaky], "osvrt_version": "0", "elapsed_s": 1.0,
+           "host": {"python": "3", "python_implementation": "CPython", "system": "Linux",
+                    "cpus_available": [0], "loadavg_before": None},
+           "options": {"cpus": [0], "rounds": 3, "warmup": 0}}
+    text = cli.render_report(doc, Utf8(), width=80, plain=True)
+    assert max(len(x) for x in text.splitlines()) <= 80, text
+    assert "! unstable: interquartile range > 25% of the median" in " ".join(text.split())
+    assert "unstable: shaky row (osvrt)" in text
+    only = cli.render_report(dict(doc, measures=[steady]), Utf8(), width=80, plain=True)
+    assert "shaky row" not in only and "gevent" not in only
+    assert "unstable:" not in only.split("of the median")[-1]
+
+
+def test_only_prints_the_legend_of_the_measures_it_ran(tmp_path):
+    out = io.StringIO()
+    cli.run(_args("--only", "pushlist", "--json", "-", "--plot", "-", "--rounds", "1",
+                  "--no-progress", sizes=TINY, warmup=0, width=100), out=out)
+    text = out.getvalue()
+    legend = text[text.index("columns (what each ran"):]
+    assert "the C pushlist, 2 producer pthreads + 1 consumer" in legend
+    assert "a FIFO under a pthread mutex" in legend
+    for other in ("Event ping-pong", "asyncio", "threading", "futex", "UDP", "mutex + condvar",
+                  "parked"):
+        assert other not in legend, (other, legend)
+
+
+def _doc(medians, better="lower"):
+    results = []
+    for key, cells in medians.items():
+        results.append({"key": key, "title": key.replace("_", " "), "unit": "ns",
+                        "better": better, "status": "ok",
+                        "contenders": {n: {"median": v} for n, v in cells.items()}})
+    return {"started": "then", "osvrt_version": "0.0", "measures": results}
+
+
+def test_compare_old_and_new_medians():
+    old = _doc({"switch_apart": {"osvrt": 100.0, "c_futex": 200.0, "gone": 5.0},
+                "memory": {"osvrt": 1000.0}})
+    new = _doc({"switch_apart": {"osvrt": 50.0, "c_futex": 201.0, "threading": 9.0},
+                "pushlist": {"osvrt": 3.0}})
+    text = cli.render_compare(old, new, Utf8(), width=120)
+    assert text.splitlines()[0] == "change against then (osvrt 0.0):"
+    assert re.search(r"switch apart \(ns\) +osvrt +100 +50\.0 +0\.500× +better", text), text
+    assert re.search(r"C futex +200 +201 +1\.00× +same", text), text
+    for absent in ("threading", "gone", "memory", "pushlist"):       # not in both runs
+        assert absent not in text
+    higher = cli.render_compare(_doc({"m": {"osvrt": 10.0}}, "higher"),
+                                _doc({"m": {"osvrt": 5.0}}, "higher"), Utf8(), width=120)
+    assert re.search(r"0\.500× +worse", higher), higher
+    narrow = cli.render_compare(old, new, Utf8(), width=60)
+    assert max(len(x) for x in narrow.splitlines()[2:]) <= 60, narrow
+    assert re.search(r"osvrt +100 → 50\.0 +0\.500× better", narrow), narrow
+    assert "no measure in common" in cli.render_compare(old, _doc({}), Utf8())
+
+
+def test_compare_and_out_on_the_command_line(tmp_path):
+    p = subprocess.run([sys.executable, "-P", "-m", "osvrt", "bench", "--compare",
+                        str(tmp_path / "nope.json")], capture_output=True, text=True,
+                       env=_env(), timeout=60)
+    assert p.returncode == 2 and "--compare" in p.stderr and "nope.json" in p.stderr
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(_doc({"pushlist": {"osvrt": 1e9, "c_mutex": 1e-9}})))
+    out_dir = tmp_path / "results" / "today"
+    p = subprocess.run([sys.executable, "-P", "-m", "osvrt", "bench", "--quick", "--only",
+                        "pushlist", "--rounds", "1", "--out", str(out_dir), "--compare", str(old),
+                        "--no-progress"], capture_output=True, text=True, env=_env(),
+                       cwd=str(tmp_path), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"pushlist 2P\+1C \(ns/item\) +osvrt .* better", p.stdout), p.stdout
+    assert re.search(r"C mutex .* worse", p.stdout), p.stdout
+    doc = json.loads((out_dir / cli.DEFAULT_JSON).read_text())
+    cell = doc["measures"][0]["contenders"]["osvrt"]
+    assert len(cell["rounds"]) == 1 and cell["spread"]["min"] == cell["rounds"][0]
+    assert f"raw figures: {out_dir / cli.DEFAULT_JSON}" in p.stdout
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "chart: not drawn" in p.stdout
+    else:
+        assert (out_dir / cli.DEFAULT_PLOT).read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / cli.DEFAULT_JSON).exists()
+
+
+def test_chart_of_fixed_ratios(tmp_path):
+    pytest.importorskip("matplotlib")
+    doc = {"measures": _fixed_results(), "host": {"system": "Linux"},
+           "options": {"cpus": [0, 1], "rounds": 3}}
+    assert cli.draw_plot(doc, str(tmp_path / "c.png")) is None
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    for r in doc["measures"]:
+        r["ratios"] = {}
+    assert cli.draw_plot(doc, str(tmp_path / "d.png")) == "no ratio was measured"

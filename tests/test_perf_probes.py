@@ -1,23 +1,28 @@
-"""The README's "Profiling with perf" recipes, run for real.
+"""The USDT probes of the C core, and the README's "Profiling with perf"
+recipes, run for real.
 
 The C core carries USDT probes (provider osvrt, perf's sdt_osvrt:*): C probes
-(wake, push, drain, kick, idle_enter, idle_exit) and the Python scheduler's
-tracepoints (switch, spawn, exit, migrate) behind SDT semaphores.  These tests
-list the probes, put uprobes on two of them (a C probe, wake, and a
-semaphore-guarded one, switch), record a cross-CPU ping-pong and check with
-perf script that both fired; and sample the same workload with perf record -g
-and read it with perf report.
+(wake, push, drain, kick, idle_enter, idle_exit, net_rx, channel_push,
+channel_drop) and the Python scheduler's tracepoints (switch, spawn, exit,
+migrate) behind SDT semaphores.  csrc/sdt.h writes the probe notes itself, so
+every build carries them: the first tests read them from the installed
+extension with a small ELF parser (no perf, no binutils) and run everywhere.
 
-Skipped, saying why, where perf is missing, the extension has no SDT notes,
-tracefs cannot be mounted, or perf is not permitted to add uprobes or record.
-Probes this test adds are deleted afterwards; a lock file keeps two test runs
-on one host from deleting each other's probes.
+The perf tests list the probes, put uprobes on two of them (a C probe, wake,
+and a semaphore-guarded one, switch), record a cross-CPU ping-pong and check
+with perf script that both fired and that the semaphore was raised; and sample
+the same workload with perf record -g and read it with perf report.  They are
+skipped, saying why, where perf is missing, tracefs cannot be mounted, or perf
+is not permitted to add uprobes or record.  Probes these tests add are deleted
+afterwards; a lock file keeps two test runs on one host from deleting each
+other's probes.
 """
 import contextlib
 import fcntl
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -31,8 +36,14 @@ SO = os.path.realpath(_core.__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
 LOCK = "/tmp/osvrt-perf-probes.lock"
 PROBES = ("wake", "switch")          # a C probe and a semaphore-guarded tracepoint
-ALL_PROBES = ("kick", "push", "drain", "idle_enter", "idle_exit", "wake",
-              "switch", "spawn", "exit", "migrate")
+# every probe of csrc, with its number of arguments
+ARGC = {"kick": 1, "push": 2, "drain": 2, "idle_enter": 1, "idle_exit": 2, "wake": 2,
+        "net_rx": 3, "channel_push": 2, "channel_drop": 2,
+        "switch": 3, "spawn": 2, "exit": 2, "migrate": 3}
+ALL_PROBES = tuple(ARGC)
+# The semaphore-guarded tracepoints and their argument sizes: trace.h's
+# signatures, the contract with the Python scheduler (uint32_t -> 4, uint64_t -> 8).
+TRACEPOINTS = {"switch": [4, 8, 8], "spawn": [4, 8], "exit": [4, 8], "migrate": [8, 4, 4]}
 
 # A cross-CPU ping-pong that lasts ~0.6 s: osvrt reads the SDT semaphores when
 # a worker idles and every stall-watchdog period (50 ms), so the traced run
@@ -52,6 +63,8 @@ async def pingpong(n):
     await ta.join(); await tb.join()
 
 async def main():
+    from osvrt import _core
+    print("switch semaphore", _core.lib.osvrt_switch_semaphore)
     end = time.monotonic() + 0.6
     rounds = 0
     while time.monotonic() < end:
@@ -66,11 +79,143 @@ with rt:
     print("rounds", rt.run(main))
 """
 
-pytestmark = [
-    pytest.mark.skipif(PERF is None, reason="perf is not installed (apt-get install linux-perf)"),
-    pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
-                       reason="the traced workload needs 2 CPUs"),
-]
+def needs_perf(test):
+    """Marks a test that runs perf on the 2-CPU workload."""
+    test = pytest.mark.skipif(PERF is None,
+                              reason="perf is not installed (apt-get install linux-perf)")(test)
+    return pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                              reason="the traced workload needs 2 CPUs")(test)
+
+
+# ---- the probe notes, read from the extension itself -------------------------
+
+EM_X86_64, EM_AARCH64 = 62, 183
+NOP = {EM_X86_64: b"\x90", EM_AARCH64: struct.pack("<I", 0xD503201F)}
+NT_STAPSDT = 3
+# One argument: size (negative when signed) @ operand.  x86-64 operands as GNU
+# as prints them: %reg, $imm, disp(%base[,%index,scale]); aarch64: xN/wN/sp,
+# [reg], [reg, #imm] (sdt.h asks for registers there; the others are what
+# <sys/sdt.h> may emit).
+ARG_RE = {
+    EM_X86_64: re.compile(r"-?(1|2|4|8)@(%[a-z0-9]+|\$-?\d+|-?\d*\(%[a-z0-9]+(,%[a-z0-9]+,[1248])?\)"
+                          r"|[A-Za-z_.][\w.]*(\+\d+)?\(%rip\))"),
+    EM_AARCH64: re.compile(r"-?(1|2|4|8)@([xw]\d{1,2}|sp|-?\d+|\[(sp|x\d{1,2})(, ?#?-?\d+)?\])"),
+}
+
+
+class Elf:
+    """The sections, dynamic symbols and stapsdt notes of a 64-bit ELF file."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            self.data = data = f.read()
+        assert data[:4] == b"\x7fELF", f"{path} is not an ELF file"
+        assert data[4] == 2, f"{path} is not a 64-bit ELF file"
+        self.end = "<" if data[5] == 1 else ">"
+        (self.machine,) = self._u("H", 18)
+        shoff, = self._u("Q", 0x28)
+        shentsize, shnum, shstrndx = self._u("HHH", 0x3A)
+        raw = [self._u("IIQQQQIIQQ", shoff + i * shentsize) for i in range(shnum)]
+        names = raw[shstrndx]
+        self.sections = {}
+        self.by_index = []
+        for (name, type_, flags, addr, off, size, link, _info, _align, entsize) in raw:
+            sec = dict(type=type_, flags=flags, addr=addr, off=off, size=size, link=link,
+                       entsize=entsize, name=self._cstr(names[4] + name))
+            self.sections.setdefault(sec["name"], sec)
+            self.by_index.append(sec)
+
+    def _u(self, fmt, off):
+        return struct.unpack_from(self.end + fmt, self.data, off)
+
+    def _cstr(self, off):
+        return self.data[off:self.data.index(b"\0", off)].decode()
+
+    def symbols(self):
+        """Dynamic symbols by name: their link-time addresses."""
+        dynsym = self.sections[".dynsym"]
+        strtab = self.by_index[dynsym["link"]]
+        out = {}
+        for off in range(dynsym["off"], dynsym["off"] + dynsym["size"], 24):
+            name, _info, _other, _shndx, value, _size = self._u("IBBHQQ", off)
+            if name:
+                out[self._cstr(strtab["off"] + name)] = value
+        return out
+
+    def file_offset(self, addr):
+        for sec in self.by_index:
+            if sec["type"] != 8 and sec["flags"] & 2 and sec["addr"] <= addr < sec["addr"] + sec["size"]:
+                return sec, sec["off"] + addr - sec["addr"]     # 8: SHT_NOBITS, 2: SHF_ALLOC
+        return None, None
+
+    def stapsdt(self):
+        """[(provider, name, pc, base, semaphore, args)], one per probe site."""
+        sec = self.sections.get(".note.stapsdt")
+        if sec is None:
+            return []
+        notes, off, end = [], sec["off"], sec["off"] + sec["size"]
+        while off < end:
+            namesz, descsz, type_ = self._u("III", off)
+            off += 12
+            owner = self.data[off:off + namesz].rstrip(b"\0")
+            off += (namesz + 3) & ~3
+            desc = self.data[off:off + descsz]
+            off += (descsz + 3) & ~3
+            if owner != b"stapsdt" or type_ != NT_STAPSDT:
+                continue
+            pc, base, sem = struct.unpack_from(self.end + "QQQ", desc)
+            strings = desc[24:].split(b"\0")
+            assert len(strings) == 4 and strings[3] == b"", f"malformed note strings {strings}"
+            provider, name, args = (s.decode() for s in strings[:3])
+            notes.append((provider, name, pc, base, sem, args))
+        return notes
+
+
+@pytest.fixture(scope="module")
+def elf():
+    e = Elf(SO)
+    if e.machine not in NOP:
+        pytest.skip(f"csrc/sdt.h writes no probes for ELF machine {e.machine} "
+                    "(x86-64 and aarch64 only)")
+    return e
+
+
+def test_extension_carries_every_probe_with_wellformed_arguments(elf):
+    notes = [n for n in elf.stapsdt() if n[0] == "osvrt"]
+    names = {n[1] for n in notes}
+    assert names == set(ALL_PROBES), (f"missing {sorted(set(ALL_PROBES) - names)}, "
+                                      f"unexpected {sorted(names - set(ALL_PROBES))}")
+    text = elf.sections[".text"]
+    base = elf.sections[".stapsdt.base"]
+    for provider, name, pc, note_base, sem, args in notes:
+        where = f"sdt_osvrt:{name} at {pc:#x} ({args!r})"
+        ops = args.split()
+        assert len(ops) == ARGC[name], where
+        bad = [op for op in ops if not ARG_RE[elf.machine].fullmatch(op)]
+        assert not bad, f"{where}: malformed operands {bad}"
+        # the base the note records is the section's own address: not moved since linking
+        assert note_base == base["addr"] and base["size"] >= 1, where
+        assert text["addr"] <= pc < text["addr"] + text["size"], f"{where}: pc outside .text"
+        _, off = elf.file_offset(pc)
+        nop = NOP[elf.machine]
+        assert elf.data[off:off + len(nop)] == nop, f"{where}: no nop at the probe site"
+        if name in TRACEPOINTS:
+            sizes = [int(op.split("@")[0]) for op in ops]
+            assert sizes == TRACEPOINTS[name], f"{where}: argument sizes {sizes}"
+        else:
+            assert sem == 0, f"{where}: a C probe with a semaphore"
+
+
+def test_tracepoint_semaphores_are_the_ones_python_reads(elf):
+    symbols = elf.symbols()
+    probes = elf.sections[".probes"]
+    for name in TRACEPOINTS:
+        sems = {n[4] for n in elf.stapsdt() if n[:2] == ("osvrt", name)}
+        sym = symbols[f"osvrt_{name}_semaphore"]
+        # the kernel raises the 2-byte word the note names; Python reads the symbol
+        assert sems == {sym}, (name, sorted(map(hex, sems)), hex(sym))
+        assert probes["addr"] <= sym and sym + 2 <= probes["addr"] + probes["size"], name
+        assert getattr(_core.lib, f"osvrt_{name}_semaphore") in range(0, 1 << 16)
 
 
 def perf(*args, timeout=120, check=False, cwd=None):
@@ -114,7 +259,7 @@ def _tracefs():
 @pytest.fixture(scope="module")
 def sdt():
     if not _has_sdt_notes():
-        pytest.skip(f"{SO} has no SDT notes (built without <sys/sdt.h>)")
+        pytest.skip(f"{SO} has no SDT notes (an architecture csrc/sdt.h does not know)")
     if _tracefs() is None:
         pytest.skip("tracefs is not mounted and cannot be mounted here "
                     "(mount -t tracefs nodev /sys/kernel/tracing needs root)")
@@ -165,9 +310,11 @@ def record(tmp_path, *perf_args):
             pytest.skip(f"perf record is not permitted here: {p.stderr.strip()[:300]}")
         pytest.fail(f"perf record failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     assert "rounds" in p.stdout, p.stdout + p.stderr
+    (tmp_path / "stdout").write_text(p.stdout)
     return out
 
 
+@needs_perf
 def test_perf_lists_every_probe(sdt, tmp_path):
     perf("buildid-cache", "--add", SO, check=True)
     listed = perf("list", "sdt_osvrt:*", check=True).stdout
@@ -175,10 +322,14 @@ def test_perf_lists_every_probe(sdt, tmp_path):
     assert not missing, f"perf list does not show {missing}:\n{listed}"
 
 
+@needs_perf
 def test_c_probe_and_python_tracepoint_fire(sdt, tmp_path):
     with probes_added(PROBES):
         data = record(tmp_path, *[a for n in PROBES for a in ("-e", f"sdt_osvrt:{n}")])
         script = perf("script", "-i", str(data), check=True).stdout
+    stdout = (tmp_path / "stdout").read_text()
+    # the kernel raised switch's semaphore while perf recorded (as Python reads it)
+    assert re.search(r"switch semaphore [1-9]", stdout), stdout
     counts = {n: len(re.findall(rf"sdt_osvrt:{n}:", script)) for n in PROBES}
     assert counts["wake"] > 0, f"the C probe wake never fired:\n{script[:2000]}"
     assert counts["switch"] > 0, ("the semaphore-guarded tracepoint switch never fired "
@@ -188,9 +339,14 @@ def test_c_probe_and_python_tracepoint_fire(sdt, tmp_path):
     assert cpus and cpus <= {0, 1}, cpus
 
 
+@needs_perf
 def test_sampling_with_call_graphs(tmp_path):
     data = record(tmp_path, "-e", "cpu-clock", "-F", "999", "-g")
     rep = perf("report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,sym",
-               check=True).stdout
+               "-g", "caller", check=True).stdout
     assert os.path.basename(SO) in rep or "_core" in rep, rep[:3000]
     assert "libpython" in rep or "python" in rep, rep[:3000]
+    # _core's samples are named (its symbols resolve), and a chain runs from the
+    # cffi wrapper into the core: the frame walk crosses the extension's frames
+    assert re.search(r"\[\.\] osvrt_\w+", rep), rep[:3000]
+    assert re.search(r"_cffi_f_\w+\s*\n\s*(\|\s*)*osvrt_\w+", rep), rep[:6000]

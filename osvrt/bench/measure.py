@@ -80,6 +80,28 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+# A row is unstable when its rounds' interquartile range exceeds this share of
+# the median: the median is then a weak claim (a loaded host, a frequency
+# change, a contender that drifts between rounds).
+UNSTABLE_IQR = 0.25
+
+
+def spread(xs):
+    """The rounds' spread: min, max, quartiles (inclusive method, so defined
+    from 2 rounds on), IQR as a share of the median, and whether that share
+    passes UNSTABLE_IQR.  None for no rounds."""
+    if not xs:
+        return None
+    m = statistics.median(xs)
+    if len(xs) > 1:
+        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    else:
+        q1 = q3 = xs[0]
+    rel = (q3 - q1) / m if m else 0.0
+    return {"n": len(xs), "min": min(xs), "max": max(xs), "q1": q1, "q3": q3, "iqr_rel": rel,
+            "unstable": len(xs) > 1 and rel > UNSTABLE_IQR}
+
+
 def _available(c):
     if c.requires is None:
         return None
@@ -109,7 +131,7 @@ def run_measure(m, *, rounds=5, warmup=1, min_rounds=3, deadline=None, progress=
         if why is None:
             live.append(c)
             res["contenders"][c.name] = {"label": c.label, "rounds": [], "median": None,
-                                         "error": None, "details": []}
+                                         "spread": None, "error": None, "details": []}
         else:
             res["unavailable"][c.name] = why
     t0 = time.monotonic()
@@ -148,6 +170,7 @@ def run_measure(m, *, rounds=5, warmup=1, min_rounds=3, deadline=None, progress=
         cell = res["contenders"][name]
         cell["rounds"] = [v for v in vs if v is not None]
         cell["median"] = median(cell["rounds"]) if cell["error"] is None else None
+        cell["spread"] = spread(cell["rounds"]) if cell["error"] is None else None
     own = values.get(m.osvrt.name, [])
     for p in m.peers:
         if p.name not in values:
@@ -155,7 +178,8 @@ def run_measure(m, *, rounds=5, warmup=1, min_rounds=3, deadline=None, progress=
         ratios = [a / b for a, b in zip(own, values[p.name]) if a is not None and b]
         if ratios and res["contenders"][p.name]["error"] is None \
                 and res["contenders"][m.osvrt.name]["error"] is None:
-            res["ratios"][p.name] = {"median": median(ratios), "rounds": ratios}
+            res["ratios"][p.name] = {"median": median(ratios), "rounds": ratios,
+                                     "spread": spread(ratios)}
     for t in m.targets:
         ratio = res["ratios"].get(t.peer, {}).get("median")
         entry = {"peer": t.peer, "op": t.op, "value": t.value, "text": t.text,
