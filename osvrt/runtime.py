@@ -14,7 +14,7 @@ from . import _engine, balancer, kernel
 from ._core import ffi, lib
 from .cpu import Worker
 from .stall import StallWatchdog
-from .thread import Thread
+from .thread import Cancelled, Thread
 
 log = logging.getLogger("osvrt")
 
@@ -104,7 +104,9 @@ class Runtime:
         self._workers = ()
         self._by_cpu = {}
         self._by_handle = {}       # C handle -> Thread, for threads that crossed CPUs
-        self._live = set()
+        self._foreign_handles = []  # free C handles for submits from foreign OS threads
+        self._foreign_lock = threading.Lock()
+        self._live = _engine.LiveSet()   # live green threads (add, discard, len, iter)
         self._spawned = 0
         self._stopping = False
         self._all_done = threading.Event()
@@ -270,7 +272,7 @@ class Runtime:
         concurrent.futures.Future with its result or exception."""
         return self._submit(fn, args, cpu, name)[1]
 
-    def _submit(self, fn, args, cpu, name):
+    def _submit(self, fn, args, cpu, name, future=True):
         if self._crashed is not None:
             raise RuntimeError(f"this Runtime is broken: a worker crashed ({self._crashed!r})")
         if self._state != _RUNNING or self._stopping:
@@ -286,9 +288,11 @@ class Runtime:
         else:
             target = self._worker_for(cpu)
         t = self._make_thread(fn, args, name, target, cpu is not None, 1.0)
-        fut = concurrent.futures.Future()
-        t._future = fut
-        fut.add_done_callback(lambda f, t=t: f.cancelled() and t.cancel())
+        fut = None
+        if future:
+            fut = concurrent.futures.Future()
+            t._future = fut
+            fut.add_done_callback(lambda f, t=t: f.cancelled() and t.cancel())
         target.post(t)
         return t, fut
 
@@ -298,7 +302,35 @@ class Runtime:
         if kernel.current_worker() is not None:
             raise RuntimeError("Runtime.run() blocks its OS thread; inside the runtime "
                                "use `await osvrt.spawn(fn).join()` instead")
-        return self.submit(fn, *args).result()
+        if not self._workers:
+            return self.submit(fn, *args).result()     # raises: not started
+        # Wait in C with the GIL released, polling before it sleeps: a quick
+        # round trip then costs no futex wake on either side (thread.c,
+        # _wait_done).  Counted as a GIL holder until then, so the worker that
+        # finds the thread does not block on the GIL we still hold.
+        self._workers[0]._enter_active()
+        try:
+            t, _ = self._submit(fn, args, None, None, future=False)
+        except BaseException:
+            self._workers[0]._leave_active()
+            raise
+        # Poll only from another CPU than the worker's; on its own CPU (the
+        # usual case: see _submit) sleep at once and leave the CPU to it.
+        spin = len(self._workers) > 1 and t._w.cpu_id != lib.osvrt_current_cpu()
+        left_active = False
+        try:
+            while not t._wait_done(0.1, not left_active, spin):
+                left_active = True          # let Ctrl-C in between polls
+                if self._crashed is not None:
+                    raise RuntimeError(f"osvrt: a worker crashed ({self._crashed!r})")
+            left_active = True
+        finally:
+            if not left_active:
+                self._workers[0]._leave_active()
+        if isinstance(t._exc, Cancelled):
+            # as from a submit() Future: stop() cancelled it
+            raise concurrent.futures.CancelledError() from t._exc
+        return t._outcome()
 
     # ---- internals shared with workers -----------------------------------
 
@@ -325,10 +357,17 @@ class Runtime:
         if w is not None and w.rt is self:
             h = w.take_handle()
         else:
-            buf = ffi.new("uint64_t[1]")
-            if not lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), 0, buf, 1):
-                raise MemoryError("osvrt: the C thread table is full")
-            h = buf[0]
+            # A foreign OS thread: from a pool refilled in batches (one C call
+            # per 64 submits); the lock orders foreign threads, not workers.
+            with self._foreign_lock:
+                if not self._foreign_handles:
+                    n = 64
+                    buf = ffi.new("uint64_t[]", n)
+                    got = lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), 0, buf, n)
+                    if not got:
+                        raise MemoryError("osvrt: the C thread table is full")
+                    self._foreign_handles = ffi.unpack(buf, got)
+                h = self._foreign_handles.pop()
         self._by_handle[h] = t           # before the push that makes it findable
         t._h = h
         return h

@@ -8,6 +8,7 @@
  *   timer.c   Timer (a per-CPU timer entry)
  *   worker.c  Worker (the per-CPU run loop, run queue, timers)
  *   event.c   Event
+ *   live.c    LiveSet (a runtime's live threads)
  *   module.c  the kernel calls (current, wake, claim, schedule, spawn, ...)
  *
  * Ownership, the rule every field below follows (free-threading ready):
@@ -35,6 +36,16 @@
 
 typedef struct WorkerObject WorkerObject;
 
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* Thread states; Thread._state maps them to the interned strings below. */
 enum { ST_UNSTARTED, ST_QUEUED, ST_RUNNING, ST_WAITING, ST_TERMINATED, ST_COUNT };
 
@@ -53,11 +64,12 @@ typedef struct ThreadObject {
     PyObject *future;          /* the submit() Future, or NULL */
     PyObject *unretrieved;     /* logs an exception nobody joined */
     PyObject *weakreflist;
+    Py_ssize_t live_index;     /* its slot in the runtime's LiveSet (live.c), -1 if none */
     uint64_t id;
     uint64_t h;                /* C thread-table handle; 0 until it first crosses CPUs */
     double prio;
-    double r;                  /* owner: R'' (fair rule), relative to w->c */
-    double export_r;           /* owner: R/TAU while moving (has_export) */
+    double r;                  /* owner: R'' (fair rule), relative to w->c; while
+                                  moving (has_export), R/TAU to import */
     int64_t rn;                /* owner: w->renorm that r is relative to */
     /* The wait word: seq << 1 | open.  A Ticket names one seq; claiming a
      * wait is a CAS that clears `open` for that seq, so of all the wakers
@@ -69,6 +81,10 @@ typedef struct ThreadObject {
     _Atomic int cancel;        /* cancel() asked; set by any thread (release) */
     _Atomic int pending;       /* cancel or throw_ set: the loop looks at both */
     _Atomic int state;         /* written by the owner; read racily (Thread.state) */
+    /* 0 until the thread ends, then 1 (release): a futex word for foreign
+     * OS threads that wait in C (thread_wait_done); `sleepers` counts those
+     * in futex_wait, so the end makes the syscall only when one sleeps. */
+    _Atomic uint32_t done_word, sleepers;
     char pinned, stalled, cwait, started, has_export;
 } ThreadObject;
 
@@ -141,7 +157,8 @@ extern PyObject *Cancelled, *TIMED_OUT, *PARK, *YIELD, *state_names[ST_COUNT];
 extern PyObject *ThreadClass, *UnretrievedClass;
 extern PyObject *str_throw, *str_close, *str_name, *str_exc;
 extern PyObject *OUTSIDE_MSG;
-extern PyTypeObject ThreadBase_Type, Ticket_Type, Timer_Type, WorkerBase_Type, Event_Type;
+extern PyTypeObject ThreadBase_Type, Ticket_Type, Timer_Type, WorkerBase_Type, Event_Type,
+                    LiveSet_Type;
 PyObject *outside_error(void);
 double osvrt_clock(void);
 int check_delay(PyObject *seconds, const char *what, double *out);
@@ -169,6 +186,11 @@ static inline WorkerObject *home_of(ThreadObject *t)
      * every worker outlives the threads of its runtime. */
     return __atomic_load_n(&t->w, __ATOMIC_ACQUIRE);
 }
+
+/* live.c */
+int live_add(PyObject *set, ThreadObject *t);
+int live_discard(PyObject *set, ThreadObject *t);
+Py_ssize_t live_len(PyObject *set);
 
 /* timer.c */
 TimerObject *timer_new(double deadline, PyObject *fn, PyObject *arg, int wakes);

@@ -334,7 +334,8 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
     t->pinned = cpu != Py_None;
     t->prio = prio;
     t->rn = target->renorm;        /* r = 0: a new thread runs almost at once */
-    if (PySet_Add(w->live, (PyObject *)t) < 0)
+    t->live_index = -1;
+    if (live_add(w->live, t) < 0)
         goto fail;
     w->spawned++;
     if (*osvrt_api->spawn_semaphore)
@@ -350,7 +351,7 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
     return (PyObject *)t;
 
 fail_live:
-    (void)PySet_Discard(w->live, (PyObject *)t);
+    live_discard(w->live, t);
 fail:
     Py_XDECREF(tobj);
     Py_XDECREF(coro);
@@ -443,7 +444,7 @@ PyInit__engine(void)
                                           "terminated"};
     worker_init_constants();
     PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
-                             &Event_Type};
+                             &Event_Type, &LiveSet_Type};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
@@ -485,7 +486,8 @@ PyInit__engine(void)
         || PyModule_AddObjectRef(m, "Ticket", (PyObject *)&Ticket_Type) < 0
         || PyModule_AddObjectRef(m, "Timer", (PyObject *)&Timer_Type) < 0
         || PyModule_AddObjectRef(m, "WorkerBase", (PyObject *)&WorkerBase_Type) < 0
-        || PyModule_AddObjectRef(m, "Event", (PyObject *)&Event_Type) < 0)
+        || PyModule_AddObjectRef(m, "Event", (PyObject *)&Event_Type) < 0
+        || PyModule_AddObjectRef(m, "LiveSet", (PyObject *)&LiveSet_Type) < 0)
         goto fail;
     return m;
 fail:

@@ -9,6 +9,11 @@
  * its first am_send, as a generator would: `w = e.wait()` that is awaited
  * later, or never, registers nothing.
  */
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "engine.h"
 
 /* ---- Thread ------------------------------------------------------------ */
@@ -20,6 +25,7 @@ thread_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (t == NULL)
         return NULL;
     t->prio = 1.0;
+    t->live_index = -1;
     atomic_init(&t->wait, 0);
     atomic_init(&t->cancel, 0);
     atomic_init(&t->pending, 0);
@@ -166,6 +172,80 @@ thread_new_ticket(ThreadObject *t, PyObject *unused)
     return (PyObject *)tk;
 }
 
+/* For a foreign OS thread that waits for t's end (Runtime.run): poll, then
+ * sleep on t's done word, all with the GIL released, so the worker can run
+ * t meanwhile and a quick round trip costs neither side a futex wake.
+ * leave_active: the caller counted itself in the core's `active` (as a
+ * holder of the GIL) before it posted t; it leaves as it lets the GIL go,
+ * so a polling worker that found t takes the GIL without blocking on it
+ * (csrc/cpu.c, gil_settle).  Once t has ended, it polls on until no worker
+ * holds the GIL, for the same reason the other way round.  spin=False when
+ * t's worker shares the caller's CPU: polling there would only delay it, and
+ * sched_yield() hands the CPU to any other process on a loaded host (measured:
+ * 12-23 us a round trip on a quiet host, 280 us on a loaded one), so the
+ * caller sleeps on the futex at once.
+ * Returns True if t ended within `timeout` seconds. */
+#define FOREIGN_SPIN_NS 200000
+#define FOREIGN_SETTLE_NS 200000
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int
+wait_done_nogil(ThreadObject *t, _Atomic uint32_t *active, int64_t timeout_ns, int spin)
+{
+    int64_t start = now_ns(), end = start + timeout_ns;
+    int64_t spin_end = spin ? start + FOREIGN_SPIN_NS : start;
+    /* acquire: pairs with finish()'s release store; the outcome is visible. */
+    while (!atomic_load_explicit(&t->done_word, memory_order_acquire)) {
+        int64_t now = now_ns();
+        if (now >= end)
+            return 0;
+        if (now < spin_end) {
+            cpu_relax();
+            continue;
+        }
+        /* seq_cst: the Dekker pair with finish (sleepers up, then look at
+         * done; it stores done, then looks at sleepers). */
+        atomic_fetch_add_explicit(&t->sleepers, 1, memory_order_seq_cst);
+        struct timespec ts = {(end - now) / 1000000000, (end - now) % 1000000000};
+        if (!atomic_load_explicit(&t->done_word, memory_order_seq_cst))
+            syscall(SYS_futex, (uint32_t *)&t->done_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+        atomic_fetch_sub_explicit(&t->sleepers, 1, memory_order_relaxed);
+    }
+    int64_t settle_end = spin ? now_ns() + FOREIGN_SETTLE_NS : 0;
+    /* relaxed: a hint; at worst we block on the GIL as we would anyway. */
+    while (atomic_load_explicit(active, memory_order_relaxed) != 0 && now_ns() < settle_end)
+        cpu_relax();
+    return 1;
+}
+
+static PyObject *
+thread_wait_done(ThreadObject *t, PyObject *args)
+{
+    double timeout;
+    int leave_active = 0, spin = 1;
+    if (!PyArg_ParseTuple(args, "d|pp:_wait_done", &timeout, &leave_active, &spin))
+        return NULL;
+    WorkerObject *w = home_of(t);
+    if (w->crt == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "%R has no runtime", t);
+    _Atomic uint32_t *active = &w->crt->active;
+    int64_t timeout_ns = timeout <= 0 ? 0 : timeout >= 1e9 ? (int64_t)1e18 : (int64_t)(timeout * 1e9);
+    int done;
+    Py_BEGIN_ALLOW_THREADS
+    if (leave_active)     /* relaxed: a hint for gil_settle only */
+        atomic_fetch_sub_explicit(active, 1, memory_order_relaxed);
+    done = wait_done_nogil(t, active, timeout_ns, spin);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(done);
+}
+
 static PyObject *
 thread_done(ThreadObject *t, PyObject *unused)
 {
@@ -249,7 +329,7 @@ thread_get_export(ThreadObject *t, void *c)
 {
     if (!t->has_export)
         Py_RETURN_NONE;
-    return PyFloat_FromDouble(t->export_r);
+    return PyFloat_FromDouble(t->r);
 }
 
 static int
@@ -262,7 +342,7 @@ thread_set_export(ThreadObject *t, PyObject *v, void *c)
     double x = PyFloat_AsDouble(v);
     if (x == -1.0 && PyErr_Occurred())
         return -1;
-    t->export_r = x;
+    t->r = x;                   /* R/TAU until the target imports it */
     t->has_export = 1;
     return 0;
 }
@@ -350,6 +430,8 @@ static PyMethodDef thread_methods[] = {
     {"_new_ticket", (PyCFunction)thread_new_ticket, METH_NOARGS,
      "A fresh wait of this thread (its owner only); one wake may claim it."},
     {"_interrupt", (PyCFunction)thread_interrupt, METH_NOARGS, NULL},
+    {"_wait_done", (PyCFunction)thread_wait_done, METH_VARARGS, NULL},
+
     {NULL}
 };
 

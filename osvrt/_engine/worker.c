@@ -18,7 +18,10 @@
  * thread alone.  Other OS threads reach it only through its C pushlist
  * (worker_post) and the atomics marked in engine.h.
  */
+#include <linux/futex.h>
 #include <math.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "engine.h"
 
@@ -116,6 +119,13 @@ rq_pop(WorkerObject *w)
     atomic_store_explicit(&w->rq_len, n, memory_order_relaxed);
     if (n > 0)
         rq_sift_down(w->rq, n, 0);
+    if (w->rq_cap > 256 && n < w->rq_cap / 4) {    /* give memory back after a burst */
+        struct rq_entry *g = PyMem_Realloc(w->rq, sizeof(*g) * (size_t)(w->rq_cap / 2));
+        if (g != NULL) {
+            w->rq = g;
+            w->rq_cap /= 2;
+        }
+    }
     return t;                   /* the heap's reference, now the caller's */
 }
 
@@ -218,7 +228,7 @@ void
 worker_catch_up(WorkerObject *w, ThreadObject *t)
 {
     if (t->has_export) {
-        t->r = t->export_r * w->c;
+        t->r *= w->c;           /* r held R/TAU while the thread moved */
         t->has_export = 0;
         w->migrations_in++;
     } else {
@@ -385,6 +395,11 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
     Py_CLEAR(t->coro);
     Py_CLEAR(t->ctx);
     Py_CLEAR(t->value);
+    /* release: a foreign waiter that sees done sees the outcome; seq_cst:
+     * the Dekker pair with wait_done_nogil's sleepers count. */
+    atomic_store_explicit(&t->done_word, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&t->sleepers, memory_order_seq_cst))
+        syscall(SYS_futex, (uint32_t *)&t->done_word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
     /* Close the wait for good: a late claim (stale ticket) must fail. */
     uint64_t seq = (atomic_load_explicit(&t->wait, memory_order_relaxed) >> 1) + 1;
     atomic_store_explicit(&t->wait, seq << 1, memory_order_release);
@@ -418,9 +433,8 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         err |= r == NULL;
         Py_XDECREF(r);
     }
-    if (PySet_Discard(w->live, (PyObject *)t) < 0)
-        err = 1;
-    else if (PySet_GET_SIZE(w->live) == 0) {
+    live_discard(w->live, t);
+    if (live_len(w->live) == 0) {
         PyObject *r = call_method(w->rt, "_thread_ended", (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
@@ -774,7 +788,7 @@ worker_bind(WorkerObject *w, PyObject *args)
     unsigned int index;
     long long spin_ns;
     int idle_pull = 0;
-    if (!PyArg_ParseTuple(args, "OO!O!KIL|p:_bind", &rt, &PyDict_Type, &by_handle, &PySet_Type,
+    if (!PyArg_ParseTuple(args, "OO!O!KIL|p:_bind", &rt, &PyDict_Type, &by_handle, &LiveSet_Type,
                           &live, &crt, &index, &spin_ns, &idle_pull))
         return NULL;
     if (crt == 0 || index >= ((struct osvrt_rt *)(uintptr_t)crt)->ncpu) {
@@ -811,6 +825,23 @@ worker_post_method(WorkerObject *w, PyObject *o)
         return PyErr_Format(PyExc_TypeError, "not a Thread: %R", o);
     if (worker_post(w, (ThreadObject *)o) < 0)
         return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A foreign OS thread is about to post a thread and wait for it in C
+ * (Runtime.run): count it as a holder of the GIL until Thread._wait_done
+ * lets the GIL go (thread.c).  relaxed: `active` is a hint (gil_settle). */
+static PyObject *
+worker_enter_active(WorkerObject *w, PyObject *unused)
+{
+    atomic_fetch_add_explicit(&w->crt->active, 1, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_leave_active(WorkerObject *w, PyObject *unused)
+{
+    atomic_fetch_sub_explicit(&w->crt->active, 1, memory_order_relaxed);
     Py_RETURN_NONE;
 }
 
@@ -1066,6 +1097,8 @@ static PyMethodDef worker_methods[] = {
      "Hand a thread the caller owns (claimed, new, or moving) to this CPU.\n"
      "Safe from any OS thread: it only pushes onto this CPU's C pushlist."},
     {"kick", (PyCFunction)worker_kick, METH_NOARGS, NULL},
+    {"_enter_active", (PyCFunction)worker_enter_active, METH_NOARGS, NULL},
+    {"_leave_active", (PyCFunction)worker_leave_active, METH_NOARGS, NULL},
     {"add_timer", (PyCFunction)worker_add_timer_method, METH_VARARGS,
      "add_timer(deadline, fn, arg) -> Timer: call fn(arg) at `deadline` on this\n"
      "worker's thread (its owner only); Timer.cancel() disarms it."},

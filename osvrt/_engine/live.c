@@ -1,0 +1,243 @@
+/* live.c - LiveSet: the live green threads of one runtime (rt._live).
+ *
+ * Every thread is added at spawn and discarded at its end, so this is on the
+ * spawn path and holds one entry per parked thread.  A Python set costs about
+ * 50 bytes an entry at its load factor; this is an array of references with
+ * each thread's index stored in the thread (swap-with-last removal): about
+ * 12 bytes an entry, O(1) both ways.  A spinlock orders workers and foreign
+ * submitters; it is held for a few instructions and never across a call that
+ * can run Python code (references are released after it is let go).
+ */
+#include "engine.h"
+
+typedef struct {
+    PyObject_HEAD
+    atomic_flag lock;
+    ThreadObject **items;          /* under lock; strong references */
+    Py_ssize_t n, cap;
+} LiveSetObject;
+
+static inline void
+live_lock(LiveSetObject *s)
+{
+    /* acquire: the holder sees the array as the last holder left it. */
+    while (atomic_flag_test_and_set_explicit(&s->lock, memory_order_acquire))
+        ;
+}
+
+static inline void
+live_unlock(LiveSetObject *s)
+{
+    atomic_flag_clear_explicit(&s->lock, memory_order_release);
+}
+
+int
+live_add(PyObject *set, ThreadObject *t)
+{
+    LiveSetObject *s = (LiveSetObject *)set;
+    live_lock(s);
+    if (t->live_index >= 0) {
+        live_unlock(s);
+        return 0;
+    }
+    if (s->n == s->cap) {
+        /* realloc runs no Python code and keeps the GIL: fine under the lock */
+        Py_ssize_t cap = s->cap ? s->cap * 2 : 16;
+        ThreadObject **g = PyMem_Realloc(s->items, sizeof(*g) * (size_t)cap);
+        if (g == NULL) {
+            live_unlock(s);
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->items = g;
+        s->cap = cap;
+    }
+    t->live_index = s->n;
+    s->items[s->n++] = (ThreadObject *)Py_NewRef(t);
+    live_unlock(s);
+    return 0;
+}
+
+int
+live_discard(PyObject *set, ThreadObject *t)
+{
+    LiveSetObject *s = (LiveSetObject *)set;
+    live_lock(s);
+    Py_ssize_t i = t->live_index;
+    if (i < 0 || i >= s->n || s->items[i] != t) {
+        live_unlock(s);
+        return 0;
+    }
+    ThreadObject *last = s->items[--s->n];
+    s->items[i] = last;
+    last->live_index = i;
+    t->live_index = -1;
+    if (s->cap > 64 && s->n < s->cap / 4) {     /* give memory back after a burst */
+        ThreadObject **g = PyMem_Realloc(s->items, sizeof(*g) * (size_t)(s->cap / 2));
+        if (g != NULL) {
+            s->items = g;
+            s->cap /= 2;
+        }
+    }
+    live_unlock(s);
+    Py_DECREF(t);
+    return 1;
+}
+
+Py_ssize_t
+live_len(PyObject *set)
+{
+    LiveSetObject *s = (LiveSetObject *)set;
+    live_lock(s);
+    Py_ssize_t n = s->n;
+    live_unlock(s);
+    return n;
+}
+
+static PyObject *
+live_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    if ((args && PyTuple_GET_SIZE(args)) || (kw && PyDict_GET_SIZE(kw))) {
+        PyErr_SetString(PyExc_TypeError, "LiveSet() takes no arguments");
+        return NULL;
+    }
+    LiveSetObject *s = (LiveSetObject *)type->tp_alloc(type, 0);
+    if (s != NULL)
+        atomic_flag_clear(&s->lock);
+    return (PyObject *)s;
+}
+
+static PyObject *
+live_snapshot(LiveSetObject *s)
+{
+    for (;;) {
+        Py_ssize_t n = live_len((PyObject *)s);
+        PyObject *list = PyList_New(n);
+        if (list == NULL)
+            return NULL;
+        live_lock(s);
+        if (s->n != n) {                  /* changed while we allocated: again */
+            live_unlock(s);
+            Py_DECREF(list);
+            continue;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyList_SET_ITEM(list, i, Py_NewRef(s->items[i]));
+        live_unlock(s);
+        return list;
+    }
+}
+
+static PyObject *
+live_iter(LiveSetObject *s)
+{
+    PyObject *list = live_snapshot(s);
+    if (list == NULL)
+        return NULL;
+    PyObject *it = PyObject_GetIter(list);
+    Py_DECREF(list);
+    return it;
+}
+
+static int
+check_thread(PyObject *o)
+{
+    if (PyObject_TypeCheck(o, &ThreadBase_Type))
+        return 1;
+    PyErr_Format(PyExc_TypeError, "a LiveSet holds green threads, not %R", o);
+    return 0;
+}
+
+static PyObject *
+live_add_method(LiveSetObject *s, PyObject *o)
+{
+    if (!check_thread(o) || live_add((PyObject *)s, (ThreadObject *)o) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+live_discard_method(LiveSetObject *s, PyObject *o)
+{
+    if (!check_thread(o))
+        return NULL;
+    live_discard((PyObject *)s, (ThreadObject *)o);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+live_length(LiveSetObject *s)
+{
+    return live_len((PyObject *)s);
+}
+
+static int
+live_contains(LiveSetObject *s, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &ThreadBase_Type))
+        return 0;
+    ThreadObject *t = (ThreadObject *)o;
+    live_lock(s);
+    int in = t->live_index >= 0 && t->live_index < s->n && s->items[t->live_index] == t;
+    live_unlock(s);
+    return in;
+}
+
+static int
+live_traverse(LiveSetObject *s, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < s->n; i++)
+        Py_VISIT(s->items[i]);
+    return 0;
+}
+
+static int
+live_clear(LiveSetObject *s)
+{
+    live_lock(s);
+    ThreadObject **items = s->items;
+    Py_ssize_t n = s->n;
+    s->items = NULL;
+    s->n = s->cap = 0;
+    live_unlock(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        items[i]->live_index = -1;
+        Py_DECREF(items[i]);
+    }
+    PyMem_Free(items);
+    return 0;
+}
+
+static void
+live_dealloc(LiveSetObject *s)
+{
+    PyObject_GC_UnTrack(s);
+    live_clear(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PySequenceMethods live_as_sequence = {
+    .sq_length = (lenfunc)live_length,
+    .sq_contains = (objobjproc)live_contains,
+};
+
+static PyMethodDef live_methods[] = {
+    {"add", (PyCFunction)live_add_method, METH_O, NULL},
+    {"discard", (PyCFunction)live_discard_method, METH_O, NULL},
+    {NULL}
+};
+
+PyTypeObject LiveSet_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.LiveSet",
+    .tp_doc = "The live green threads of one runtime (add, discard, len, in, iter: a snapshot).",
+    .tp_basicsize = sizeof(LiveSetObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = live_new,
+    .tp_dealloc = (destructor)live_dealloc,
+    .tp_traverse = (traverseproc)live_traverse,
+    .tp_clear = (inquiry)live_clear,
+    .tp_iter = (getiterfunc)live_iter,
+    .tp_as_sequence = &live_as_sequence,
+    .tp_methods = live_methods,
+};
