@@ -6,8 +6,10 @@ not clients.
 
 Placement on a 2-CPU machine (see bench_udp.py): the client on one CPU, the
 server (the osvrt worker, or the Python thread, or the asyncio loop) on the
-other; the classifier thread unpinned (the scheduler puts it where there is
-room: it runs in short bursts right after the client's send).
+other; the classifier thread where osvrt.net's placement rule puts it (the
+CPU without a worker, polling an adaptive window and yielding to the client)
+unless a caller configures it.  real_clients(): the same with real clients,
+sockperf (ping-pong latency) and dnsperf (queries/s).
 """
 import asyncio
 import os
@@ -389,3 +391,28 @@ def real_clients(rounds=5, seconds=1.0, client_cpu=None, server_cpu=None, tests=
         res["ring_dropped"] = sum(r["ring_dropped"] for r in os_)
         out[test] = res
     return out
+
+
+# One side of one round, for a report that alternates the sides itself
+# (osvrt/bench/cli.py): test is "sockperf" or "dnsperf".
+_CLIENTS = {"sockperf": (sockperf_round, sockperf_reply), "dnsperf": (dnsperf_round, dns_reply)}
+
+
+def real_client_osvrt(test, client_cpu, server_cpu, seconds=1.0):
+    """One round of `test` against an osvrt.net echo (fresh Runtime on
+    server_cpu, default classifier placement)."""
+    run, reply = _CLIENTS[test]
+    return osvrt_server_round(lambda a: run(a, seconds, client_cpu), reply, client_cpu, server_cpu)
+
+
+def real_client_kernel(test, server, client_cpu, seconds=1.0):
+    """One round of `test` against `server`, a ThreadEchoServer made with
+    real_client_server(test, ...)."""
+    run, _ = _CLIENTS[test]
+    return run(server.addr, seconds, client_cpu)
+
+
+def real_client_server(test, server_cpu):
+    """The kernel-socket peer for `test`: a Python thread on server_cpu
+    answering as the client expects; close() it when done."""
+    return ThreadEchoServer(cpu=server_cpu, reply=_CLIENTS[test][1])
