@@ -8,6 +8,7 @@
 #include <linux/if_packet.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,15 +28,18 @@
 int osvrt_pin_self(int cpu);   /* pin.c */
 
 #define VNET_HDR_LEN 10        /* sizeof(struct virtio_net_hdr) */
-#define DEFAULT_RING_FRAMES 256
+#define DEFAULT_RING_FRAMES 8192
 #define DEFAULT_BUCKETS 1024
 #define DEFAULT_BURST 64
 #define DEFAULT_SPIN_NS 50000
-/* Room for the largest IPv4 packet (64 KiB, also a GSO super-packet's limit)
- * with Ethernet, two VLAN tags, the virtio-net header and the ring's own
- * header in front of it.  lo's MTU is 65536: anything larger is cut and
- * counted as too big. */
-#define DEFAULT_FRAME_SIZE (65536 + 256)
+/* An MTU-sized (1500) frame with the ring's header, the virtio-net header
+ * and VLAN tags in front fits; larger ones come whole through the socket
+ * (TP_STATUS_COPY, see classifier.h).  The copy buffer: room for the
+ * largest IPv4 packet (64 KiB, also a GSO super-packet's limit) with
+ * Ethernet, two VLAN tags and the virtio-net header. */
+#define DEFAULT_FRAME_SIZE 2048
+#define BIG_SIZE (65536 + 256)
+#define COPY_RCVBUF (8 << 20)
 
 static inline void cpu_relax(void)
 {
@@ -97,7 +101,7 @@ struct osvrt_flow *osvrt_net_flow_add(struct osvrt_net *net, const struct osvrt_
     f->rule = rule;
     atomic_init(&f->refs, 2);
     atomic_init(&f->dropped_rule, 0);
-    atomic_init(&f->dropped_too_big, 0);
+    atomic_init(&f->dropped_truncated, 0);
     memset(&f->node, 0, sizeof f->node);
     atomic_init(&f->node.next, NULL);
     f->node.key = *key;
@@ -144,7 +148,7 @@ void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *o)
     }
     /* relaxed: statistics. */
     o->dropped_rule = atomic_load_explicit(&f->dropped_rule, memory_order_relaxed);
-    o->dropped_too_big += atomic_load_explicit(&f->dropped_too_big, memory_order_relaxed);
+    o->dropped_truncated = atomic_load_explicit(&f->dropped_truncated, memory_order_relaxed);
 }
 
 /* ---- the burst: parse, classify, post; publish and wake at the end ---- */
@@ -254,8 +258,8 @@ int osvrt_net_rx_frame(struct osvrt_net *net, const uint8_t *frame, uint32_t len
     }
     struct osvrt_flow *f = (struct osvrt_flow *)n;
     if (v == OSVRT_PKT_TOO_BIG) {
-        osvrt_stat_add(&net->dropped_too_big, nseg);
-        osvrt_stat_add(&f->dropped_too_big, nseg);
+        osvrt_stat_add(&net->dropped_truncated, nseg);
+        osvrt_stat_add(&f->dropped_truncated, nseg);
         return v;
     }
     struct osvrt_chan_slot meta = {
@@ -395,6 +399,27 @@ static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t s
         osvrt_stat_add(&net->ignored, 1);
         return;
     }
+    if (status & TP_STATUS_COPY) {
+        /* Cut by the frame, and queued whole on the socket: the copies are
+         * queued in frame order, one per TP_STATUS_COPY frame, so the next
+         * one is this frame's.  recv() prepends the virtio-net header. */
+        ssize_t n = recv(net->fd, net->big, net->big_size, MSG_DONTWAIT | MSG_TRUNC);
+        if (n >= VNET_HDR_LEN + 14 && (size_t)n <= net->big_size) {
+            osvrt_stat_add(&net->copied, 1);
+            struct osvrt_vnet_hdr vnet;
+            const uint8_t *v = net->big;
+            vnet.flags = v[0];
+            vnet.gso_type = v[1];
+            vnet.hdr_len = (uint16_t)(v[2] | v[3] << 8);
+            vnet.gso_size = (uint16_t)(v[4] | v[5] << 8);
+            vnet.csum_start = (uint16_t)(v[6] | v[7] << 8);
+            vnet.csum_offset = (uint16_t)(v[8] | v[9] << 8);
+            uint32_t len = (uint32_t)n - VNET_HDR_LEN;
+            osvrt_net_rx_frame(net, net->big + VNET_HDR_LEN, len, len, status, &vnet);
+            return;
+        }
+        /* No copy after all (or larger than any IPv4 packet): judge the cut frame. */
+    }
     uint32_t mac = h->tp_mac, snap = h->tp_snaplen;
     if (mac < TPACKET2_HDRLEN + VNET_HDR_LEN || mac > net->frame_size
         || snap > net->frame_size - mac) {
@@ -428,8 +453,17 @@ static int open_ring(struct osvrt_net *net, const char *ifname)
     int v2 = TPACKET_V2, one = 1;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v2, sizeof v2) != 0
         || setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0
-        || setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) != 0)
+        || setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) != 0
+        || setsockopt(fd, SOL_PACKET, PACKET_COPY_THRESH, &one, sizeof one) != 0)
         return errno;
+    /* Room for the whole copies of packets too big for a frame (FORCE: past
+     * rmem_max when privileged; otherwise what the host allows). */
+    int rcv = COPY_RCVBUF;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    if (!(net->big = malloc(BIG_SIZE)))
+        return ENOMEM;
+    net->big_size = BIG_SIZE;
     /* Geometry: frames never straddle blocks, and a block is 2^k pages (the
      * kernel allocates that much anyway), at least four frames when small. */
     uint32_t fs = (cfg->frame_size + TPACKET_ALIGNMENT - 1) & ~(uint32_t)(TPACKET_ALIGNMENT - 1);
@@ -497,10 +531,24 @@ static void *net_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);   /* signals are the Python main thread's */
-    if (net->cfg.cpu >= 0)
+    if (net->cfg.cpu >= 0) {
         osvrt_pin_self(net->cfg.cpu);
+    } else if (net->cfg.cpu_mask) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (int i = 0; i < 64; i++)
+            if (net->cfg.cpu_mask >> i & 1)
+                CPU_SET(i, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    }
     const int64_t spin = net->cfg.spin_ns;
+    const int yield = net->cfg.spin_yield != 0;
     int64_t idle_since = spin ? osvrt_now_ns() : 0;   /* no spin window: no clock reads */
+    /* The adaptive window: twice the typical gap between bursts (an EWMA:
+     * a longer gap counts fully at once, shorter ones pull it down by 1/4),
+     * capped at spin; a gap beyond spin means sparse traffic: no polling. */
+    int64_t gap = spin, window = spin, last_burst = idle_since;
+    int spun = 0;
     uint32_t naps = 0;
     struct pollfd fds[2] = {{.fd = net->fd, .events = POLLIN}, {.fd = net->stop_fd, .events = POLLIN}};
     /* relaxed (stop): a hint; the eventfd write wakes poll(), and the join
@@ -509,11 +557,16 @@ static void *net_main(void *arg)
         struct tpacket2_hdr *h = frame_at(net, net->ring_pos);
         uint32_t st = frame_status(h);
         if (!(st & TP_STATUS_USER)) {
-            if (spin && osvrt_now_ns() - idle_since < spin) {
-                for (int i = 0; i < 64 && !(frame_status(h) & TP_STATUS_USER); i++)
-                    cpu_relax();
+            if (window && osvrt_now_ns() - idle_since < window) {
+                spun = 1;
+                if (yield)
+                    sched_yield();            /* a runnable thread of this CPU goes first */
+                else
+                    for (int i = 0; i < 64 && !(frame_status(h) & TP_STATUS_USER); i++)
+                        cpu_relax();
                 continue;
             }
+            spun = 0;
             /* The kernel's drop count is a syscall away: fetch it now and
              * then (stats calls and the exit fetch it too), not per sleep,
              * which with spin 0 is per burst, on the latency path. */
@@ -534,8 +587,15 @@ static void *net_main(void *arg)
             st = frame_status(h);
         }
         osvrt_net_rx_end(net);
-        if (spin)
-            idle_since = osvrt_now_ns();
+        if (spin) {
+            int64_t now = osvrt_now_ns(), g = now - last_burst;
+            last_burst = idle_since = now;
+            gap = g > gap ? g : gap + (g - gap) / 4;
+            window = gap < spin ? (2 * gap < spin ? 2 * gap : spin) : 0;
+            if (spun)
+                osvrt_stat_add(&net->spin_hits, 1);
+            spun = 0;
+        }
     }
     refresh_ring_drops(net);
     return NULL;
@@ -631,6 +691,7 @@ void osvrt_net_free(struct osvrt_net *net)
     if (net->stop_fd >= 0)
         close(net->stop_fd);
     free(net->port_refs);
+    free(net->big);
     pthread_mutex_destroy(&net->filter_lock);
     free(net);
 }
@@ -643,6 +704,7 @@ void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *o)
     LOAD(frames); LOAD(packets); LOAD(received); LOAD(ignored); LOAD(dropped_malformed);
     LOAD(dropped_no_flow); LOAD(dropped_too_big); LOAD(dropped_channel_full); LOAD(dropped_rule);
     LOAD(dropped_ring); LOAD(wakes); LOAD(bursts); LOAD(sleeps); LOAD(gso_packets);
+    LOAD(dropped_truncated); LOAD(copied); LOAD(spin_hits);
 #undef LOAD
     for (int i = 0; i < OSVRT_NET_NREASONS; i++)
         o->malformed[i] = atomic_load_explicit(&net->malformed[i], memory_order_relaxed);

@@ -8,8 +8,18 @@
  * a timer that costs milliseconds), PACKET_IGNORE_OUTGOING (lo would
  * otherwise show every packet twice), PACKET_VNET_HDR (a GSO super-packet
  * comes with its segment size, and is split here into the datagrams the
- * sender meant).  The thread polls the ring for spin_ns after its last frame,
- * then sleeps in poll() (with an eventfd to stop it).
+ * sender meant).  After a burst the thread polls the ring for an adaptive
+ * window (twice the typical gap between recent bursts, at most spin_ns; none
+ * when traffic is sparser than that), yielding its CPU between looks when
+ * spin_yield is set, then sleeps in poll() (with an eventfd to stop it).
+ *
+ * Frames: ring_frames frames of frame_size bytes (default 8192 x 2 KiB: a
+ * burst of thousands of MTU-sized datagrams fits).  A packet too big for a
+ * frame (lo's MTU is 64 KiB; a GSO super-packet) is cut by the kernel; with
+ * PACKET_COPY_THRESH the kernel also queues the whole packet on the socket
+ * and marks the frame TP_STATUS_COPY, and the classifier reads it from there
+ * (counted as `copied`).  A cut frame without that copy (the socket's
+ * receive buffer was full) is dropped and counted as `truncated`.
  *
  * A burst: up to `burst` frames are taken from the ring inside one flow-table
  * read section; each packet is parsed (packet.h), looked up (flow_table.h),
@@ -56,13 +66,15 @@ typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t sad
 
 struct osvrt_net_config {
     const char *ifname;     /* interface to read ("lo"); NULL: no socket */
-    uint32_t ring_frames;   /* ring frames (0: 256) */
-    uint32_t frame_size;    /* bytes per ring frame (0: room for a 64 KiB packet) */
+    uint32_t ring_frames;   /* ring frames (0: 8192) */
+    uint32_t frame_size;    /* bytes per ring frame (0: 2048; larger packets: see above) */
     uint32_t buckets;       /* flow-table buckets (0: 1024) */
     uint32_t burst;         /* frames per burst (0: 64) */
-    int64_t spin_ns;        /* poll the ring this long after the last frame (< 0: 50 us) */
+    int64_t spin_ns;        /* longest adaptive poll window after a burst (< 0: 50 us; 0: never) */
     int32_t cpu;            /* pin the thread to this CPU; -1: not pinned */
     uint32_t prefilter;     /* 1: kernel-side filter, see below */
+    uint32_t spin_yield;    /* 1: sched_yield() between polls (runnable threads of the CPU go first) */
+    uint64_t cpu_mask;      /* pin the thread to these CPUs (bit i: CPU i) when cpu < 0; 0: not pinned */
 };
 
 /* The prefilter (cfg.prefilter = 1): a classic BPF program on the packet
@@ -93,6 +105,9 @@ struct osvrt_net_stats {
     uint64_t sleeps;            /* times the thread went to sleep in poll() */
     uint64_t gso_packets;       /* super-packets split */
     uint64_t malformed[OSVRT_NET_NREASONS];   /* by osvrt_pkt_verdict */
+    uint64_t dropped_truncated; /* cut by the ring frame, and no whole copy to read */
+    uint64_t copied;            /* too big for a frame: read whole from the socket (TP_STATUS_COPY) */
+    uint64_t spin_hits;         /* polls that found a frame (a sleep saved) */
 };
 
 struct osvrt_flow_stats {
@@ -102,6 +117,7 @@ struct osvrt_flow_stats {
     uint64_t dropped_rule;
     uint64_t wakes;
     uint64_t queued;            /* published, not yet consumed */
+    uint64_t dropped_truncated; /* cut by the ring frame (no whole copy) */
 };
 
 struct osvrt_flow {
@@ -110,7 +126,7 @@ struct osvrt_flow {
     uint32_t nlanes;
     osvrt_rule_fn rule;
     _Atomic uint64_t dropped_rule;      /* classifier-written */
-    _Atomic uint64_t dropped_too_big;   /* cut by the ring frame */
+    _Atomic uint64_t dropped_truncated; /* cut by the ring frame */
     struct osvrt_chan *lanes[];         /* nlanes channels */
 };
 
@@ -137,7 +153,11 @@ struct osvrt_net {
     uint64_t burst_seq;
     uint32_t ntouched;
     struct osvrt_chan *touched[OSVRT_NET_TOUCH_MAX];
+    /* a whole packet too big for a ring frame (TP_STATUS_COPY), read here */
+    uint8_t *big;
+    uint32_t big_size;
     /* counters: written by the producer alone (dropped_ring: fetch_add) */
+    _Atomic uint64_t dropped_truncated, copied, spin_hits;
     _Atomic uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
         dropped_too_big, dropped_channel_full, dropped_rule, dropped_ring, wakes, bursts,
         sleeps, gso_packets;

@@ -87,15 +87,18 @@ typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t sad
 struct osvrt_net_config {
     const char *ifname; uint32_t ring_frames; uint32_t frame_size; uint32_t buckets;
     uint32_t burst; int64_t spin_ns; int32_t cpu; uint32_t prefilter;
+    uint32_t spin_yield; uint64_t cpu_mask;
 };
 struct osvrt_net_stats {
     uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
              dropped_too_big, dropped_channel_full, dropped_rule, dropped_ring, wakes, bursts,
              sleeps, gso_packets;
     uint64_t malformed[16];
+    uint64_t dropped_truncated, copied, spin_hits;
 };
 struct osvrt_flow_stats {
     uint64_t received, dropped_channel_full, dropped_too_big, dropped_rule, wakes, queued;
+    uint64_t dropped_truncated;
 };
 struct osvrt_chan_view {
     uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;

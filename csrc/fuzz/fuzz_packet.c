@@ -129,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct osvrt_net_stats st;
     osvrt_net_get_stats(net, &st);
-    FUZZ_CHECK(st.packets == st.received + st.dropped_no_flow + st.dropped_too_big
+    FUZZ_CHECK(st.packets == st.received + st.dropped_no_flow + st.dropped_too_big + st.dropped_truncated
                              + st.dropped_channel_full + st.dropped_rule);
     if (++calls % 16 == 0)
         drain_all();

@@ -170,18 +170,20 @@ static void test_offline(void)
     CHECK_EQ(ns.dropped_channel_full, 2);            /* the first burst's 5th and 6th */
     CHECK_EQ(ns.dropped_no_flow, 1);
     CHECK_EQ(ns.dropped_malformed, 1);
-    CHECK_EQ(ns.dropped_too_big, 1);
+    CHECK_EQ(ns.dropped_too_big, 0);
+    CHECK_EQ(ns.dropped_truncated, 1);              /* 'cut': cut by the ring frame */
     CHECK_EQ(ns.dropped_rule, 2);
     CHECK_EQ(ns.gso_packets, 1);
     CHECK_EQ(ns.wakes, 1);
     CHECK_EQ(ns.received, 4 + 3 + 1 + 11 + 4);
     CHECK_EQ(ns.packets, ns.received + ns.dropped_channel_full + ns.dropped_no_flow
-                         + ns.dropped_too_big + ns.dropped_rule);
+                         + ns.dropped_too_big + ns.dropped_truncated + ns.dropped_rule);
     struct osvrt_flow_stats fs;
     osvrt_flow_get_stats(a, &fs);
     CHECK_EQ(fs.received, 5);
     CHECK_EQ(fs.dropped_channel_full, 2);
-    CHECK_EQ(fs.dropped_too_big, 1);
+    CHECK_EQ(fs.dropped_too_big, 0);
+    CHECK_EQ(fs.dropped_truncated, 1);
     CHECK_EQ(fs.wakes, 1);
     CHECK_EQ(fs.queued, 1);                          /* 'z' */
     osvrt_flow_get_stats(s, &fs);

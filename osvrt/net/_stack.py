@@ -20,7 +20,37 @@ log = logging.getLogger("osvrt")
 
 _make_lock = threading.Lock()     # one classifier per runtime, even when two CPUs race
 
-DROP_REASONS = ("malformed", "no_flow", "too_big", "channel_full", "rule", "ring")
+DROP_REASONS = ("malformed", "no_flow", "too_big", "truncated", "channel_full", "rule", "ring")
+
+AUTO = "auto"
+
+
+def placement(rt, cpu=AUTO, spin_us=50, allowed=None):
+    """Where the classifier thread runs and whether it polls: (cpu, cpu_mask,
+    spin_ns, why).  The rule (measured on 1 and 2 CPUs, see the README):
+
+    - cpu="auto" (the default) and the process may use CPUs that run no
+      worker of rt: the classifier is confined to those spare CPUs and polls
+      an adaptive window (at most spin_us) after each burst, yielding the CPU
+      between looks, so a thread runnable there (a client) always goes first;
+    - cpu="auto" and every usable CPU runs a worker (a one-CPU host, or a
+      runtime on every CPU): it is not pinned and never polls (spin 0): it
+      sleeps in poll() and is woken by the kernel's receive path;
+    - cpu=N: pinned to CPU N; it polls only if N runs no worker of rt.
+    spin_us=0 turns polling off everywhere."""
+    # The main thread's CPUs: this may run in a worker's helper thread, pinned.
+    allowed = sorted(allowed if allowed is not None else os.sched_getaffinity(os.getpid()))
+    workers = set(getattr(rt, "cpus", None) or ())
+    spin_ns = int(spin_us * 1000)
+    if cpu is None or cpu == AUTO:
+        spare = [c for c in allowed if c not in workers and c < 64]
+        if spare and workers:
+            mask = sum(1 << c for c in spare)
+            return -1, mask, spin_ns, f"spare CPUs {spare}: pinned there, adaptive polling"
+        return -1, 0, 0, "no CPU without a worker: unpinned, no polling"
+    if cpu in workers:
+        return cpu, 0, 0, f"CPU {cpu} runs a worker: no polling"
+    return cpu, 0, spin_ns, f"CPU {cpu}: adaptive polling"
 MALFORMED_REASONS = tuple(
     ffi.string(lib.osvrt_pkt_verdict_name(v)).decode()
     for v in range(lib.OSVRT_PKT_NVERDICTS))
@@ -49,16 +79,17 @@ def _open_error(err, interface):
 class Net:
     """The classifier of a runtime.  Made by net_of() / configure()."""
 
-    def __init__(self, rt, *, interface="lo", ring_frames=256, spin_us=50, cpu=None, burst=64,
-                 buckets=1024, prefilter=True):
+    def __init__(self, rt, *, interface="lo", ring_frames=8192, frame_size=2048, spin_us=50,
+                 cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True):
         if not isinstance(interface, str) or not interface or len(interface) >= 16:
             raise ValueError(f"interface must be a network interface name, not {interface!r}")
         _check_int("ring_frames", ring_frames, 8, 1 << 20)
+        _check_int("frame_size", frame_size, 256, 16 << 20)
         _check_int("burst", burst, 1, 4096)
         _check_int("buckets", buckets, 1, 1 << 24)
         if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or not 0 <= spin_us <= 1e6:
             raise ValueError(f"spin_us must be a number of microseconds in 0..1e6, not {spin_us!r}")
-        if cpu is not None:
+        if cpu is not None and cpu != AUTO:
             _check_int("cpu", cpu, 0, (os.cpu_count() or 1) - 1)
         if not isinstance(prefilter, bool):
             raise TypeError(f"prefilter must be True or False, not {prefilter!r}")
@@ -74,11 +105,16 @@ class Net:
         name = ffi.new("char[]", interface.encode())
         cfg.ifname = name
         cfg.ring_frames = ring_frames
+        cfg.frame_size = frame_size
         cfg.buckets = buckets
         cfg.burst = burst
-        cfg.spin_ns = int(spin_us * 1000)
-        cfg.cpu = -1 if cpu is None else cpu
+        pcpu, mask, spin_ns, self.placement = placement(rt, cpu, spin_us)
+        cfg.spin_ns = spin_ns
+        cfg.cpu = pcpu
+        cfg.cpu_mask = mask
+        cfg.spin_yield = bool(spin_yield)
         cfg.prefilter = prefilter
+        self.cpu, self.cpu_mask, self.spin_us = pcpu, mask, spin_ns / 1000
         err = ffi.new("int *")
         cnet = lib.osvrt_net_new(rt._crt, cfg, err)
         if cnet == ffi.NULL:
@@ -125,6 +161,7 @@ class Net:
                 "malformed": s.dropped_malformed,
                 "no_flow": s.dropped_no_flow,
                 "too_big": s.dropped_too_big,
+                "truncated": s.dropped_truncated,
                 "channel_full": s.dropped_channel_full,
                 "rule": s.dropped_rule,
                 "ring": s.dropped_ring,
@@ -135,6 +172,12 @@ class Net:
             "bursts": s.bursts,
             "sleeps": s.sleeps,
             "gso_packets": s.gso_packets,
+            "copied": s.copied,
+            "spin_hits": s.spin_hits,
+            "placement": self.placement,
+            "cpu": self.cpu if self.cpu >= 0 else
+            [c for c in range(64) if self.cpu_mask >> c & 1] or None,
+            "spin_us": self.spin_us,
             "endpoints": [ep.stats() for ep in list(self._endpoints)],
         }
 
@@ -202,22 +245,33 @@ async def net_for_green_thread():
     return box[0]
 
 
-def configure(rt=None, *, interface="lo", ring_frames=256, spin_us=50, cpu=None, burst=64,
-              buckets=1024, prefilter=True):
+def configure(rt=None, *, interface="lo", ring_frames=8192, frame_size=2048, spin_us=50,
+              cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True):
     """Start the classifier of `rt` with these options, before its first
     udp_bind (RuntimeError after).  From a green thread, or from any thread
     with rt given.
 
     interface:   the interface to read (default "lo")
-    ring_frames: frames in the AF_PACKET ring (each holds a 64 KiB packet)
-    spin_us:     microseconds the classifier polls the ring after its last
-                 frame before it sleeps in poll() (0: never polls)
-    cpu:         pin the classifier thread to this CPU (default: not pinned)
+    ring_frames: frames in the AF_PACKET ring (default 8192)
+    frame_size:  bytes per ring frame (default 2048: an MTU-sized datagram;
+                 larger ones are read whole from the socket and counted as
+                 "copied", or, if the kernel could not queue a copy, dropped
+                 as "truncated")
+    spin_us:     the longest window the classifier polls the ring after a
+                 burst before it sleeps in poll(); the window adapts to the
+                 gaps between recent bursts, and placement may turn it off
+                 (0: never polls)
+    cpu:         "auto" (default): CPUs without a worker if there are any
+                 (polling there), else unpinned without polling; or a CPU
+                 id (polling only if no worker runs there); see placement()
+    spin_yield:  yield the CPU between polls (default True), so a thread
+                 runnable on the classifier's CPU always goes first
     burst:       frames handled per burst (one wake per flow per burst)
     buckets:     flow-table buckets
     prefilter:   keep UDP/TCP packets to ports without a flow out of the ring
                  in the kernel (a BPF filter: no copy, no wake-up for other
                  traffic); False lets every frame in (all are counted)
     """
-    return net_of(rt, interface=interface, ring_frames=ring_frames, spin_us=spin_us, cpu=cpu,
-                  burst=burst, buckets=buckets, prefilter=prefilter)
+    return net_of(rt, interface=interface, ring_frames=ring_frames, frame_size=frame_size,
+                  spin_us=spin_us, cpu=cpu, burst=burst, buckets=buckets, prefilter=prefilter,
+                  spin_yield=spin_yield)

@@ -6,8 +6,10 @@ not clients.
 
 Placement on a 2-CPU machine (see bench_udp.py): the client on one CPU, the
 server (the osvrt worker, or the Python thread, or the asyncio loop) on the
-other; the classifier thread unpinned (the scheduler puts it where there is
-room: it runs in short bursts right after the client's send).
+other; the classifier thread where osvrt.net's placement rule puts it (the
+CPU without a worker, polling an adaptive window and yielding to the client)
+unless a caller configures it.  real_clients(): the same with real clients,
+sockperf (ping-pong latency) and dnsperf (queries/s).
 """
 import asyncio
 import os
@@ -42,9 +44,11 @@ def _pin(cpu):
 
 class ThreadEchoServer:
     """A kernel UDP socket served by one Python thread (blocking recvfrom /
-    sendto), pinned to cpu."""
+    sendto), pinned to cpu.  reply: data -> the datagram to send back
+    (default: the same bytes; see sockperf_reply, dns_reply)."""
 
-    def __init__(self, cpu=None, ip="127.0.0.1"):
+    def __init__(self, cpu=None, ip="127.0.0.1", reply=None):
+        self._reply = reply
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((ip, 0))
         self.addr = self.sock.getsockname()
@@ -54,11 +58,12 @@ class ThreadEchoServer:
     def _run(self, cpu):
         _pin(cpu)
         s = self.sock
+        reply = self._reply
         while True:
             data, addr = s.recvfrom(65536)
             if data == _STOP:
                 return
-            s.sendto(data, addr)
+            s.sendto(data if reply is None else reply(data), addr)
 
     def close(self):
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(_STOP, self.addr)
@@ -114,9 +119,10 @@ class AsyncioEchoServer:
 
 
 class OsvrtEchoServer:
-    """An osvrt.net endpoint echoed by one green thread of rt, pinned to cpu."""
+    """An osvrt.net endpoint echoed by one green thread of rt, pinned to cpu
+    (reply: as for ThreadEchoServer)."""
 
-    def __init__(self, rt, cpu=None, ip="127.0.0.1"):
+    def __init__(self, rt, cpu=None, ip="127.0.0.1", reply=None):
         from . import udp_bind
         self.rt = rt
         ready = threading.Event()
@@ -133,7 +139,7 @@ class OsvrtEchoServer:
                     data, addr = await recvfrom()
                 except OSError:
                     return count
-                await sendto(data, addr)
+                await sendto(data if reply is None else reply(data), addr)
                 count += 1
         self._fut = rt.submit(serve, cpu=cpu)
         if not ready.wait(10):
@@ -211,3 +217,202 @@ def cpu_seconds_of_thread(name):
         except OSError:
             pass
     return total
+
+
+# ---------------------------------------------------------------------------
+# Real clients: sockperf (ping-pong latency) and dnsperf (queries/s), each
+# against an osvrt.net echo and a kernel UDP socket served by a Python
+# thread, alternating rounds, medians.
+
+SOCKPERF_PACKAGE = "sockperf"
+DNSPERF_PACKAGE = "dnsperf"
+
+
+def sockperf_reply(data):
+    """sockperf's reply: its 14-byte header with the client bit (bit 0 of
+    byte 9) cleared, or sockperf ignores the datagram."""
+    if len(data) < 14:
+        return data
+    return data[:9] + bytes((data[9] & 0xFE,)) + data[10:]
+
+
+def dns_reply(data):
+    """A valid DNS response to a query: same ID, question and counts, the QR
+    bit set (NOERROR, no answers): what dnsperf counts as completed."""
+    if len(data) < 12:
+        return data
+    return data[:2] + bytes((data[2] | 0x80, data[3] & 0x70)) + data[4:]
+
+
+def find_tool(name, package, install=True):
+    """The path of program `name`; installed with apt-get (package) when it
+    is missing and we run as root.  (path, None) or (None, why)."""
+    import shutil
+    import subprocess
+    path = shutil.which(name)
+    if path:
+        return path, None
+    if install and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", package], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=600, check=False)
+        path = shutil.which(name)
+        if path:
+            return path, None
+    return None, f"{name} is not installed (Debian/Ubuntu package {package!r}: apt-get install {package})"
+
+
+def _taskset(cpu):
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+
+
+def sockperf_round(addr, seconds=1.0, cpu=None, msg_size=14):
+    """sockperf ping-pong (one request in flight) against addr for `seconds`;
+    the client pinned to cpu.  Returns dict(p50_us, p99_us, avg_us,
+    observations): sockperf's one-way latency (half the round trip)."""
+    import re
+    import subprocess
+    path, why = find_tool("sockperf", SOCKPERF_PACKAGE)
+    if path is None:
+        raise FileNotFoundError(why)
+    cmd = _taskset(cpu) + [path, "ping-pong", "-i", addr[0], "-p", str(addr[1]),
+                           "-t", str(max(1, round(seconds))) if seconds >= 1 else "1",
+                           "-m", str(msg_size)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+    pct = {float(a): float(b) for a, b in re.findall(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", out)}
+    avg = re.search(r"avg-latency=([\d.]+)", out)
+    obs = re.search(r"Total (\d+) observations", out)
+    if 50.0 not in pct or 99.0 not in pct:
+        raise RuntimeError(f"sockperf gave no percentiles: {out[-600:]!r}")
+    return dict(p50_us=pct[50.0], p99_us=pct[99.0], avg_us=float(avg.group(1)) if avg else 0.0,
+                observations=int(obs.group(1)) if obs else 0)
+
+
+def dnsperf_round(addr, seconds=1.0, cpu=None, outstanding=100):
+    """dnsperf against addr for `seconds` (client pinned to cpu).  Returns
+    dict(qps, completed, lost)."""
+    import re
+    import subprocess
+    import tempfile
+    path, why = find_tool("dnsperf", DNSPERF_PACKAGE)
+    if path is None:
+        raise FileNotFoundError(why)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("example.com A\nexample.org AAAA\nosvrt.test MX\nwww.example.net A\n")
+        qfile = f.name
+    try:
+        cmd = _taskset(cpu) + [path, "-s", addr[0], "-p", str(addr[1]), "-d", qfile,
+                               "-l", str(seconds), "-q", str(outstanding), "-t", "1"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+    finally:
+        os.unlink(qfile)
+    qps = re.search(r"Queries per second:\s+([\d.]+)", out)
+    done = re.search(r"Queries completed:\s+(\d+)", out)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    if not qps:
+        raise RuntimeError(f"dnsperf gave no rate: {out[-600:]!r}")
+    return dict(qps=float(qps.group(1)), completed=int(done.group(1)) if done else 0,
+                lost=int(lost.group(1)) if lost else 0)
+
+
+def default_cpus():
+    """(client CPU, server CPU): the first two CPUs this process may use
+    (both the same on a one-CPU host)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[0], cpus[1] if len(cpus) > 1 else cpus[0]
+
+
+def osvrt_server_round(client, reply, client_cpu, server_cpu, net_options=None, rt_options=None):
+    """One round of `client(addr)` against an osvrt.net echo (reply
+    transform) in a fresh Runtime on server_cpu with the default classifier
+    placement (or net_options); the runtime stops before returning."""
+    import osvrt
+    import osvrt.net
+    rt = osvrt.Runtime(cpus=[server_cpu], **(rt_options or {})).start()
+    try:
+        if net_options:
+            osvrt.net.configure(rt, **net_options)
+        server = OsvrtEchoServer(rt, cpu=server_cpu, reply=reply)
+        try:
+            r = client(server.addr)
+            net = rt.stats()["net"]
+            r["ring_dropped"] = net["dropped"]["ring"]
+            r["classifier_cpu"] = net.get("cpu")
+            r["classifier_spin_us"] = net.get("spin_us")
+            return r
+        finally:
+            server.close()
+    finally:
+        time.sleep(0.005)
+        rt.stop(timeout=5)
+
+
+def real_clients(rounds=5, seconds=1.0, client_cpu=None, server_cpu=None, tests=("sockperf", "dnsperf"),
+                 net_options=None, rt_options=None, log=None):
+    """sockperf ping-pong (p50, p99 one-way latency, us) and dnsperf
+    (queries/s) against an osvrt.net echo and a kernel UDP socket served by a
+    Python thread, in alternating rounds (kernel, osvrt, kernel, osvrt...);
+    medians, and ratios osvrt/kernel.  A client that is missing (and cannot
+    be installed) is skipped: result[test] = {"skipped": why}.  Needs
+    CAP_NET_RAW (osvrt.net)."""
+    import statistics
+    dc, ds = default_cpus()
+    client_cpu = dc if client_cpu is None else client_cpu
+    server_cpu = ds if server_cpu is None else server_cpu
+    out = {"client_cpu": client_cpu, "server_cpu": server_cpu, "rounds": rounds, "seconds": seconds}
+    specs = {
+        "sockperf": ("sockperf", SOCKPERF_PACKAGE, sockperf_reply,
+                     lambda a: sockperf_round(a, seconds, client_cpu), ("p50_us", "p99_us", "avg_us")),
+        "dnsperf": ("dnsperf", DNSPERF_PACKAGE, dns_reply,
+                    lambda a: dnsperf_round(a, seconds, client_cpu), ("qps",)),
+    }
+    for test in tests:
+        tool, package, reply, client, keys = specs[test]
+        path, why = find_tool(tool, package)
+        if path is None:
+            out[test] = {"skipped": why}
+            continue
+        kernel = ThreadEchoServer(cpu=server_cpu, reply=reply)
+        ks, os_ = [], []
+        try:
+            for i in range(rounds):
+                ks.append(client(kernel.addr))
+                os_.append(osvrt_server_round(client, reply, client_cpu, server_cpu,
+                                              net_options, rt_options))
+                if log:
+                    log(f"{test} round {i}: kernel {ks[-1]} osvrt {os_[-1]}")
+        finally:
+            kernel.close()
+        res = {"kernel_rounds": ks, "osvrt_rounds": os_}
+        for k in keys:
+            kv = statistics.median(r[k] for r in ks)
+            ov = statistics.median(r[k] for r in os_)
+            res[f"kernel_{k}"], res[f"osvrt_{k}"] = kv, ov
+            res[f"ratio_{k}"] = statistics.median(o[k] / r[k] for o, r in zip(os_, ks) if r[k])
+        res["ring_dropped"] = sum(r["ring_dropped"] for r in os_)
+        out[test] = res
+    return out
+
+
+# One side of one round, for a report that alternates the sides itself
+# (osvrt/bench/cli.py): test is "sockperf" or "dnsperf".
+_CLIENTS = {"sockperf": (sockperf_round, sockperf_reply), "dnsperf": (dnsperf_round, dns_reply)}
+
+
+def real_client_osvrt(test, client_cpu, server_cpu, seconds=1.0):
+    """One round of `test` against an osvrt.net echo (fresh Runtime on
+    server_cpu, default classifier placement)."""
+    run, reply = _CLIENTS[test]
+    return osvrt_server_round(lambda a: run(a, seconds, client_cpu), reply, client_cpu, server_cpu)
+
+
+def real_client_kernel(test, server, client_cpu, seconds=1.0):
+    """One round of `test` against `server`, a ThreadEchoServer made with
+    real_client_server(test, ...)."""
+    run, _ = _CLIENTS[test]
+    return run(server.addr, seconds, client_cpu)
+
+
+def real_client_server(test, server_cpu):
+    """The kernel-socket peer for `test`: a Python thread on server_cpu
+    answering as the client expects; close() it when done."""
+    return ThreadEchoServer(cpu=server_cpu, reply=_CLIENTS[test][1])

@@ -26,6 +26,7 @@ import collections
 import platform
 import socket
 import struct
+import time
 
 from .. import kernel
 from ..cwait import cwait
@@ -36,6 +37,17 @@ _TAKE = struct.Struct("<QII4xH")         # what take() needs of a slot: off, len
 _WAITER = lib.OSVRT_CHAN_WAITER     # "a handle is stored" (a handle may be 0)
 _TSO = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _ADDR_CACHE_MAX = 4096
+_now = time.perf_counter
+
+# Adaptive polling before a park (OSv polls before it halts): a reader whose
+# recent waits were short polls the channel for up to twice the typical wait
+# (an EWMA of the last waits), at most POLL_MAX_S, instead of parking at once
+# (a park costs a futex sleep of the worker when nothing else runs, and its
+# wake-up goes through the C pushlist).  The poll yields to the worker's other
+# green threads every few reads, so it never delays runnable work by more
+# than one yield.  Waits longer than POLL_MAX_S (idle flows) never poll.
+POLL_MAX_S = 60e-6
+_POLL_READS = 16            # plain reads of head between two yields
 
 
 class _CallWord:
@@ -57,7 +69,8 @@ class Lane:
     """One channel of a flow, as its consumer sees it."""
 
     __slots__ = ("flow", "index", "head", "tail_word", "waiter", "slots", "arena", "capacity",
-                 "arena_size", "tail", "token", "readers", "ready", "closed", "_addrs")
+                 "arena_size", "tail", "token", "readers", "ready", "closed", "_addrs", "wait_ewma",
+                 "polls", "poll_hits")
 
     def __init__(self, flow, index):
         view = ffi.new("struct osvrt_chan_view *")
@@ -83,6 +96,8 @@ class Lane:
         self.readers = collections.deque()   # tickets of readers waiting for the token
         self.closed = False
         self._addrs = {}
+        self.wait_ewma = POLL_MAX_S      # seconds: typical wait (starts as "worth a poll")
+        self.polls = self.poll_hits = 0
         head = self.head
 
         def ready():                     # cwait's re-check: plain reads only
@@ -160,8 +175,32 @@ class Lane:
         return addr
 
     async def wait(self):
-        """Park until the channel has a packet (or is closed).  The caller
-        holds the token."""
+        """Wait until the channel has a packet (or is closed): poll a short,
+        adaptive window first (see POLL_MAX_S), then park.  The caller holds
+        the token."""
+        t0 = _now()
+        ewma = self.wait_ewma
+        if ewma < POLL_MAX_S:
+            end = t0 + min(2 * ewma, POLL_MAX_S)
+            head, yield_now = self.head, kernel.yield_now
+            self.polls += 1
+            while True:
+                for _ in range(_POLL_READS):
+                    if head[0] != self.tail:
+                        waited = _now() - t0
+                        self.wait_ewma = ewma + (waited - ewma) * 0.25
+                        self.poll_hits += 1
+                        return
+                if self.closed or _now() >= end:
+                    break
+                await yield_now()
+        await self._park()
+        waited = _now() - t0
+        # A long wait counts fully, so an idle flow stops polling at once;
+        # short ones pull the typical wait down gently.
+        self.wait_ewma = waited if waited > ewma else ewma + (waited - ewma) * 0.25
+
+    async def _park(self):
         t = kernel.current()
         h = t._h or t._w.rt._handle_for(t)
         self.waiter[0] = h | _WAITER     # before cwait's WAITING + re-check

@@ -231,6 +231,7 @@ class UdpEndpoint:
             "dropped": {
                 "channel_full": s.dropped_channel_full,
                 "too_big": s.dropped_too_big,
+                "truncated": s.dropped_truncated,
                 "rule": s.dropped_rule,
             },
             "wakes_sent": s.wakes,
