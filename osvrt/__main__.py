@@ -12,6 +12,9 @@ COMMANDS = {
     "bench": ("osvrt.bench.cli",
               "measure osvrt against C pthreads, threading, asyncio, uvloop, trio and "
               "gevent on this host (the OSv paper's comparison)"),
+    "instructions": ("osvrt.bench.instructions",
+                     "count instructions per switch and per spawn under valgrind's callgrind "
+                     "(osvrt, asyncio, uvloop): figures that repeat on a noisy host"),
 }
 
 

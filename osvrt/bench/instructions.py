@@ -1,0 +1,138 @@
+"""`python -m osvrt instructions`: instructions per switch and per spawn, counted
+by valgrind's callgrind, for osvrt and its event-loop peers.
+
+Wall-clock figures on a shared 2-vCPU guest drift by 30%; instruction counts
+repeat (osvrt's within about 0.5%, the peers' exactly), so a change to the
+hot path can be judged by them without noise.  The difference method cancels
+start-up and shutdown: each workload runs N and 2N units in two processes,
+and (count(2N) - count(N)) / N is the cost of one unit.  A colocated switch is
+half a round trip of an Event (osvrt) or Future (asyncio, uvloop) ping-pong
+between two threads of one CPU.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+WORKLOADS = ("switch", "spawn")
+PEERS = ("osvrt", "asyncio", "uvloop")
+
+
+# ---- the workloads, run in the child: the same ones that `python -m osvrt
+# bench` times (osvrt.bench.peers), so counts and times describe one thing
+
+def child(peer, kind, n):
+    from . import peers
+    if peer == "osvrt":
+        # One CPU: both sides of the ping-pong are colocated by construction.
+        import osvrt
+        rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None).start()
+        try:
+            if kind == "switch":
+                cpu = rt.cpus[0]
+                rt.run(peers.osvrt_event_pingpong, n, cpu, cpu)
+            else:
+                rt.run(peers.osvrt_spawn_join, n)
+        finally:
+            peers.stop_runtime(rt)
+    elif kind == "switch":
+        peers.asyncio_future_pingpong(n, peer)
+    else:
+        peers.asyncio_spawn_join(n, peer)
+
+
+# ---- the parent ------------------------------------------------------------
+
+_COLLECTED = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def _count(peer, kind, n, timeout):
+    """Instructions of one child process that runs n units."""
+    code = (f"from osvrt.bench.instructions import child; child({peer!r}, {kind!r}, {n})")
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+           sys.executable, "-P", "-c", code]
+    env = dict(os.environ, PYTHONHASHSEED="0")    # the same dict layouts in every run
+    import osvrt
+    root = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    m = _COLLECTED.search(p.stderr)
+    if p.returncode != 0 or m is None:
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"callgrind run of {peer} {kind} failed: {tail}")
+    return int(m.group(1).replace(",", ""))
+
+
+def per_unit(peer, kind, n, timeout=600):
+    """Instructions per unit (one-way switch, or one spawn+join) of `peer`."""
+    low, high = _count(peer, kind, n, timeout), _count(peer, kind, 2 * n, timeout)
+    per = (high - low) / n
+    return per / 2 if kind == "switch" else per
+
+
+def available(peer):
+    if peer == "osvrt" or peer == "asyncio":
+        return True
+    try:
+        __import__(peer)
+    except ImportError:
+        return False
+    return True
+
+
+def measure(peers=PEERS, kinds=WORKLOADS, n=None, quick=False):
+    """{kind: {peer: instructions per unit}} for every available peer."""
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("valgrind is not installed (Debian: apt-get install valgrind)")
+    sizes = {"switch": 2000 if quick else 10000, "spawn": 2000 if quick else 10000}
+    out = {}
+    for kind in kinds:
+        out[kind] = {}
+        for peer in peers:
+            if available(peer):
+                out[kind][peer] = per_unit(peer, kind, n or sizes[kind])
+    return out
+
+
+# Targets of issue #9 (BENCHMARKS.md): a switch <= 3,000 instructions; a spawn
+# + join <= 1/4 of asyncio's.
+def report(result):
+    lines = ["instructions per unit (callgrind, difference of N and 2N units):"]
+    for kind, row in result.items():
+        unit = "one-way colocated switch" if kind == "switch" else "spawn + run + join"
+        cells = ", ".join(f"{p} {v:,.0f}" for p, v in row.items())
+        lines.append(f"  {unit}: {cells}")
+        o, a = row.get("osvrt"), row.get("asyncio")
+        if kind == "switch" and o is not None:
+            lines.append(f"    target <= 3,000: {'met' if o <= 3000 else 'MISSED'}")
+        if kind == "spawn" and o is not None and a:
+            r = o / a
+            lines.append(f"    osvrt/asyncio {r:.3f}, target <= 0.25: {'met' if r <= 0.25 else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def add_arguments(p):
+    p.add_argument("--quick", action="store_true", help="smaller N (2,000 units)")
+    p.add_argument("--only", default=",".join(WORKLOADS),
+                   help="comma-separated workloads: switch,spawn")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help="comma-separated: osvrt,asyncio,uvloop (missing ones are skipped)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the figures here")
+
+
+def run(args):
+    kinds = [k for k in args.only.split(",") if k]
+    bad = [k for k in kinds if k not in WORKLOADS]
+    if bad:
+        raise ValueError(f"--only {args.only!r}: unknown {bad}; one of {list(WORKLOADS)}")
+    peers = [p for p in args.peers.split(",") if p]
+    bad = [p for p in peers if p not in PEERS]
+    if bad:
+        raise ValueError(f"--peers {args.peers!r}: unknown {bad}; one of {list(PEERS)}")
+    result = measure(peers, kinds, quick=args.quick)
+    print(report(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
