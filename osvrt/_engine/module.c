@@ -107,9 +107,10 @@ check_priority(PyObject *p, double *out)
      * keeps every R'' finite, so no NaN can ever stop the rule from picking
      * (a thread at 1e300 once starved all others). */
     if (r == -3 || !(x >= PRIO_MIN && x <= PRIO_MAX)) {
+        /* PyErr_Format has no %g: the bounds are spelled out (PRIO_MIN, PRIO_MAX). */
         PyErr_Format(PyExc_ValueError,
-                     "priority must be a number from %g to %g (CPU share is proportional "
-                     "to 1/priority), not %R", PRIO_MIN, PRIO_MAX, p);
+                     "priority must be a number from 1e-06 to 1e+06 (CPU share is "
+                     "proportional to 1/priority), not %R", p);
         return -1;
     }
     *out = x;
