@@ -16,6 +16,10 @@ import osvrt
 from osvrt.runtime import _abandoned_line
 
 
+def osvrt_cpus():
+    return sorted(os.sched_getaffinity(0))
+
+
 def _rss_kb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
@@ -177,3 +181,150 @@ def test_osvrt_run_inside_green_thread_raises(call):
         finally:
             c.close()
     assert "green thread" in call(main)
+
+
+# ---- 9. leaving a wait list is O(1) -----------------------------------------
+
+N_WAITERS = 20_000
+
+
+def _park_many_then_stop(make_primitive, wait_on, n=N_WAITERS):
+    """n green threads wait on one primitive; stop(timeout=2) must run every
+    one's cleanup (each leaving the wait list) within the timeout."""
+    rt = osvrt.Runtime(cpus=2)
+    rt.start()
+    cleaned = []
+    parked = threading.Event()
+
+    async def waiter(p):
+        try:
+            await wait_on(p)
+        finally:
+            cleaned.append(1)
+
+    async def main():
+        p = await make_primitive()
+        for i in range(n):
+            osvrt.spawn(waiter, p, cpu=rt.cpus[i % 2])
+        await osvrt.sleep(0.2)
+        while len(p._waiters if hasattr(p, "_waiters") else p._getters) < n:
+            await osvrt.sleep(0.05)
+        parked.set()
+        await osvrt.sleep(3600)
+
+    rt.submit(main)
+    assert parked.wait(60)
+    t0 = time.monotonic()
+    rt.stop(timeout=2)
+    took = time.monotonic() - t0
+    assert len(cleaned) == n, f"{len(cleaned)} of {n} cleanups ran in {took:.2f} s"
+    assert rt.stats()["threads_live"] == 0
+
+
+def test_stop_with_20000_waiters_on_one_mutex():
+    async def make():
+        m = osvrt.Mutex()
+        await m.acquire()                   # held by main for good
+        return m
+    _park_many_then_stop(make, lambda m: m.acquire())
+
+
+def test_stop_with_20000_waiters_on_one_semaphore():
+    async def make():
+        return osvrt.Semaphore(0)
+    _park_many_then_stop(make, lambda s: s.acquire())
+
+
+def test_stop_with_20000_getters_on_one_queue():
+    async def make():
+        return osvrt.Queue()
+    _park_many_then_stop(make, lambda q: q.get())
+
+
+def test_stop_with_20000_waiters_on_one_condition():
+    async def make():
+        return osvrt.Condition()
+
+    async def wait_on(c):
+        async with c:
+            await c.wait()
+    _park_many_then_stop(make, wait_on)
+
+
+def test_gone_waiters_are_swept_and_fifo_is_kept(call):
+    """Lazy deletion: waiters that leave are skipped and swept; those that stay
+    are served in FIFO order, for Mutex, Semaphore, Queue and Condition."""
+    n = 300
+
+    async def main():
+        m, s, q, c = osvrt.Mutex(), osvrt.Semaphore(0), osvrt.Queue(), osvrt.Condition()
+        got = {"m": [], "s": [], "q": [], "c": []}
+
+        async def on_mutex(i):
+            async with m:
+                got["m"].append(i)
+
+        async def on_sem(i):
+            await s.acquire()
+            got["s"].append(i)
+
+        async def on_queue(i):
+            got["q"].append((i, await q.get()))
+
+        async def on_cond(i):
+            async with c:
+                await c.wait()
+                got["c"].append(i)
+
+        await m.acquire()
+        here = osvrt.current().cpu
+        threads = {k: [] for k in got}
+        for i in range(n):
+            for k, fn in (("m", on_mutex), ("s", on_sem), ("q", on_queue), ("c", on_cond)):
+                t = osvrt.spawn(fn, i, cpu=here)
+                threads[k].append(t)
+                while t.state != "waiting":      # queued in spawn order
+                    await osvrt.sleep(0)
+        await osvrt.sleep(0.05)
+        for k in got:
+            for i in range(n):
+                if i % 3:
+                    threads[k][i].cancel()
+        await osvrt.sleep(0.05)
+        stay = [i for i in range(n) if i % 3 == 0]
+        # swept: the deques hold no more than twice the live waiters (+ slack)
+        for deq in (m._waiters, s._waiters, q._getters, c._waiters):
+            assert len(deq) <= 2 * len(stay) + 40, len(deq)
+        m.release()
+        for j in range(len(stay)):
+            s.release()                          # granted in FIFO order: one at a time
+            while len(got["s"]) <= j:
+                await osvrt.sleep(0)
+        for i in range(len(stay)):
+            q.put_nowait(i)
+        async with c:
+            c.notify_all()
+        for k in got:
+            for t in threads[k]:
+                try:
+                    await t.join(timeout=5)
+                except osvrt.Cancelled:
+                    pass
+        assert got["m"] == stay
+        assert got["s"] == stay
+        assert sorted(got["q"]) == list(zip(stay, range(len(stay))))   # FIFO hand-off
+        assert got["c"] == stay
+        assert not m.locked() and s._value == 0 and q.empty()
+        return True
+    assert call(main, cpu=osvrt_cpus()[0])
+
+
+def test_abandoned_log_line_names_ten_and_the_count():
+    class T:
+        def __init__(self, i):
+            self.name = f"t{i:05d}"
+    line = _abandoned_line([T(i) for i in range(20_000)])
+    assert line.startswith("20000 green thread(s)")
+    assert "t00009" in line and "t00010" not in line
+    assert line.endswith("and 19990 more")
+    assert len(line) < 300
