@@ -328,3 +328,89 @@ def test_abandoned_log_line_names_ten_and_the_count():
     assert "t00009" in line and "t00010" not in line
     assert line.endswith("and 19990 more")
     assert len(line) < 300
+
+
+# ---- 3. join(timeout=...) polls do not leak (fixed by the engine) ---------
+
+def test_join_timeout_polls_do_not_leak(call):
+    async def spinner(stop):
+        while not stop:
+            await osvrt.sleep(0.001)
+
+    async def main():
+        stop = []
+        t = osvrt.spawn(spinner, stop)
+        gc.collect()
+        before = _rss_kb()
+        most = 0
+        for i in range(200_000):
+            try:
+                await t.join(timeout=0)
+            except TimeoutError:
+                pass
+            if i % 1000 == 0:
+                most = max(most, len(t._joiners or ()))
+        grew = _rss_kb() - before
+        stop.append(1)
+        await t.join(timeout=5)
+        return grew, most
+    grew, most = call(main, timeout=60)
+    assert most <= 64, f"{most} timed-out join tickets kept"
+    assert grew < 4096, f"RSS grew {grew} KiB over 200,000 join(timeout=0) polls"
+
+
+# ---- 7. extreme priority (bounded by the engine) ---------------------------
+
+def test_extreme_priority_does_not_starve_others(call, available_cpus):
+    async def spin(counts, k, until):
+        while osvrt.kernel.monotonic() < until:
+            counts[k] += 1
+            await osvrt.yield_now()
+
+    async def main():
+        here = osvrt.current().cpu
+        until = osvrt.kernel.monotonic() + 1.0
+        counts = [0, 0, 0, 0]
+        threads = [osvrt.spawn(spin, counts, 0, until, cpu=here, priority=1e6)]
+        threads += [osvrt.spawn(spin, counts, k, until, cpu=here) for k in (1, 2, 3)]
+        for t in threads:
+            await t.join(timeout=10)
+        return counts
+    counts = call(main, cpu=available_cpus[0], timeout=30)
+    normal = counts[1:]
+    assert min(normal) > 1000, counts
+    assert max(normal) < 2 * min(normal), counts         # fair among equals
+    assert counts[0] <= min(normal), counts              # 1e6: the smallest share
+
+
+def test_priority_bounds_are_accepted(call):
+    async def main():
+        for p in (1e-6, 1e6):
+            await osvrt.spawn(noop, priority=p).join(timeout=5)
+        return True
+    assert call(main)
+
+
+# ---- 10. many Event waiters with timeouts (the engine's Event is O(1)) -----
+
+def test_20000_event_waiters_all_time_out_in_time(rt):
+    n, delay = 20_000, 1.0
+    timed_out = []
+
+    async def waiter(ev):
+        try:
+            await ev.wait(timeout=delay)
+        except TimeoutError:
+            timed_out.append(osvrt.kernel.monotonic())
+
+    async def main():
+        ev = osvrt.Event()
+        t0 = osvrt.kernel.monotonic()
+        threads = [osvrt.spawn(waiter, ev, cpu=rt.cpus[i % len(rt.cpus)]) for i in range(n)]
+        for t in threads:
+            await t.join(timeout=30)
+        return t0
+    t0 = rt.submit(main).result(timeout=60)
+    assert len(timed_out) == n
+    last = max(timed_out) - t0
+    assert last < 3 * delay, f"the last of {n} waiters timed out after {last:.2f} s"
