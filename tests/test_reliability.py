@@ -414,3 +414,89 @@ def test_20000_event_waiters_all_time_out_in_time(rt):
     assert len(timed_out) == n
     last = max(timed_out) - t0
     assert last < 3 * delay, f"the last of {n} waiters timed out after {last:.2f} s"
+
+
+# ---- 8. the stall detector charges CPU time, not time waiting for the GIL --
+
+def _stalls(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name == "osvrt" and r.levelno == logging.WARNING and "without a trap" in r.getMessage()]
+
+
+async def _cpu_bound_yielding(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        t1 = time.monotonic() + 0.002         # ~2 ms of bytecode, then a trap
+        while time.monotonic() < t1:
+            pass
+        n += 1
+        await osvrt.yield_now()
+    return n
+
+
+def _gil_hog(stop):
+    """A foreign OS thread that holds the GIL in long C calls (sorting a big
+    list does not let go of it): every worker waits for the GIL meanwhile."""
+    import random
+    data = [random.random() for _ in range(400_000)]
+    while not stop.is_set():
+        sorted(data)
+
+
+@pytest.mark.parametrize("hog", [False, True], ids=["two-workers", "plus-gil-hog"])
+def test_gil_waits_are_not_reported_as_stalls(make_rt, caplog, hog):
+    caplog.set_level(logging.WARNING, logger="osvrt")
+    rt = make_rt(cpus=2, stall_threshold=0.1)
+    stop = threading.Event()
+    hogger = threading.Thread(target=_gil_hog, args=(stop,)) if hog else None
+    if hogger:
+        hogger.start()
+    try:
+        futs = [rt.submit(_cpu_bound_yielding, 2.0, cpu=c, name=f"busy-{c}") for c in rt.cpus]
+        counts = [f.result(timeout=30) for f in futs]
+    finally:
+        stop.set()
+        if hogger:
+            hogger.join()
+    assert all(n > 0 for n in counts)
+    assert _stalls(caplog) == []
+    assert sum(s["stalls"] for s in rt.stats()["cpus"]) == 0
+
+
+def test_busy_loop_is_still_reported_with_cpu_and_place(make_rt, caplog):
+    caplog.set_level(logging.WARNING, logger="osvrt")
+    rt = make_rt(cpus=2, stall_threshold=0.1)
+
+    async def hog():
+        await osvrt.sleep(0.001)
+        end = time.monotonic() + 0.4
+        while time.monotonic() < end:        # no await for 400 ms
+            pass
+        await osvrt.sleep(0.05)
+
+    # the other CPU is busy too: the hog still computes for more than 100 ms
+    other = rt.submit(_cpu_bound_yielding, 0.6, cpu=rt.cpus[0])
+    rt.submit(hog, cpu=rt.cpus[1], name="the-hog").result(timeout=15)
+    other.result(timeout=15)
+    msgs = _stalls(caplog)
+    assert len(msgs) == 1, msgs
+    m = msgs[0]
+    assert "'the-hog'" in m and f"CPU {rt.cpus[1]}" in m and "ms of CPU" in m
+    assert "test_reliability.py" in m and "in hog" in m
+
+
+def test_blocking_sleep_is_still_reported(make_rt, caplog):
+    caplog.set_level(logging.WARNING, logger="osvrt")
+    rt = make_rt(cpus=1, stall_threshold=0.1)
+
+    async def sleeper():
+        await osvrt.sleep(0.001)
+        time.sleep(1.0)                      # blocks the worker's OS thread
+        await osvrt.sleep(0.05)
+
+    rt.submit(sleeper, name="the-sleeper").result(timeout=15)
+    msgs = _stalls(caplog)
+    assert len(msgs) == 1, msgs
+    assert "'the-sleeper'" in msgs[0] and "blocked in a system call" in msgs[0]
+    assert "in sleeper" in msgs[0]
