@@ -137,7 +137,8 @@ class _Storm:
         self.timeouts = 0
         self.cancels = 0
         self.threads = []                 # every worker ever started
-        self.lock = threading.Lock()      # guards `threads` between OS threads
+        self.live = []                    # those not seen ended yet
+        self.lock = threading.Lock()      # guards both lists between OS threads
 
     def enter(self, bound):
         self.inside += 1
@@ -164,10 +165,21 @@ class _Storm:
     def add(self, t):
         with self.lock:
             self.threads.append(t)
+            self.live.append(t)
 
     def pick(self):
+        """A random worker that has not ended (the set of workers stays the
+        same size: each one cancelled is replaced by one new one)."""
         with self.lock:
-            return random.choice(self.threads) if self.threads else None
+            live = self.live
+            while live:
+                i = random.randrange(len(live))
+                t = live[i]
+                if not t.done():
+                    return t
+                live[i] = live[-1]
+                live.pop()
+            return None
 
     def run(self, op, workers=16):
         rt = self.rt
@@ -179,16 +191,15 @@ class _Storm:
             while not self.stop:
                 await osvrt.sleep(random.uniform(0, 0.003))
                 t = self.pick()
-                if t is not None and not t.done():
-                    t.cancel()
+                if t is not None and t.cancel():
                     self.add(osvrt.spawn(self.worker, op))
 
         def foreign_chaos():
             while not self.stop:
                 time.sleep(random.uniform(0, 0.003))
                 t = self.pick()
-                if t is not None and not t.done():
-                    t.cancel()
+                if t is None or not t.cancel():
+                    continue
                 try:
                     t2, _ = rt._submit(self.worker, (op,), None, None)
                 except RuntimeError:
