@@ -115,6 +115,7 @@ class Runtime:
         # to mark the runtime stopping: a submit either gets in before stop()
         # looks at the live threads, or is refused at once (RuntimeError).
         self._door = threading.Lock()
+        self._stopped = threading.Event()  # set when stop() has finished
         self._all_done = threading.Event()
         self._crt = None
         self._watchdog = None
@@ -189,18 +190,24 @@ class Runtime:
         with self._door:
             if self._state == _NEW:
                 self._state = _STOPPED
+                self._stopped.set()
                 return
-            if self._state == _STOPPED or self._stopping:
-                return
-            if w is not None and w.rt is self:
+            if w is not None and w.rt is self and self._state != _STOPPED:
                 raise RuntimeError("Runtime.stop() from inside its own green thread would wait "
                                    "for itself; stop it from outside (or let main return)")
+            second = self._state == _STOPPED or self._stopping
             self._stopping = True
+        if second:
+            self._stopped.wait()           # another stop() is under way: return when it is done
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._cancel_all(deadline)
         finally:
-            self._stop_workers()
+            try:
+                self._stop_workers()
+            finally:
+                self._stopped.set()
 
     def _cancel_all(self, deadline):
         cancelled = set()                     # cancel each thread once: let cleanup code run

@@ -500,3 +500,28 @@ def test_blocking_sleep_is_still_reported(make_rt, caplog):
     assert len(msgs) == 1, msgs
     assert "'the-sleeper'" in msgs[0] and "blocked in a system call" in msgs[0]
     assert "in sleeper" in msgs[0]
+
+
+def test_concurrent_stops_all_return_once_stopped():
+    rt = osvrt.Runtime(cpus=2)
+    rt.start()
+    started = threading.Event()
+    fut = rt.submit(_stubborn, started)
+    assert started.wait(5)
+    states = []
+
+    def stopper():
+        rt.stop(timeout=0.3)
+        states.append(rt._state)
+
+    threads = [threading.Thread(target=stopper) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert states == ["stopped"] * 4
+    assert fut.cancelled()
+    rt.stop()                              # and once more, after: a no-op
+    never = osvrt.Runtime(cpus=1)
+    never.stop()
+    never.stop()
