@@ -51,7 +51,11 @@ def _resolve_cpus(cpus):
 def _check_number(name, value, minimum, *, allow_equal):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {value!r}")
-    if math.isnan(value) or math.isinf(value) or value < minimum or (value == minimum and not allow_equal):
+    try:
+        x = float(value)             # an int beyond a float's range is not finite
+    except OverflowError:
+        x = math.inf
+    if math.isnan(x) or math.isinf(x) or x < minimum or (x == minimum and not allow_equal):
         op = ">=" if allow_equal else ">"
         raise ValueError(f"{name} must be a finite number {op} {minimum}, not {value!r}")
     return value
@@ -109,6 +113,11 @@ class Runtime:
         self._live = _engine.LiveSet()   # live green threads (add, discard, len, iter)
         self._spawned = 0
         self._stopping = False
+        # Held by _submit() from its state check to its post, and by stop()
+        # to mark the runtime stopping: a submit either gets in before stop()
+        # looks at the live threads, or is refused at once (RuntimeError).
+        self._door = threading.Lock()
+        self._stopped = threading.Event()  # set when stop() has finished
         self._all_done = threading.Event()
         self._crt = None
         self._watchdog = None
@@ -179,21 +188,28 @@ class Runtime:
         """Cancel every live green thread, wait up to `timeout` seconds for them
         to finish (their cleanup runs), then join every worker."""
         timeout = kernel.check_timeout(timeout)
-        if self._state == _NEW:
-            self._state = _STOPPED
-            return
-        if self._state == _STOPPED:
-            return
         w = kernel.current_worker()
-        if w is not None and w.rt is self:
-            raise RuntimeError("Runtime.stop() from inside its own green thread would wait "
-                               "for itself; stop it from outside (or let main return)")
-        self._stopping = True
+        with self._door:
+            if self._state == _NEW:
+                self._state = _STOPPED
+                self._stopped.set()
+                return
+            if w is not None and w.rt is self and self._state != _STOPPED:
+                raise RuntimeError("Runtime.stop() from inside its own green thread would wait "
+                                   "for itself; stop it from outside (or let main return)")
+            second = self._state == _STOPPED or self._stopping
+            self._stopping = True
+        if second:
+            self._stopped.wait()           # another stop() is under way: return when it is done
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._cancel_all(deadline)
         finally:
-            self._stop_workers()
+            try:
+                self._stop_workers()
+            finally:
+                self._stopped.set()
 
     def _cancel_all(self, deadline):
         cancelled = set()                     # cancel each thread once: let cleanup code run
@@ -227,9 +243,7 @@ class Runtime:
                 return
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                names = sorted(t.name for t in list(self._live))
-                log.error("osvrt: %d green thread(s) still alive at stop timeout, abandoned: %s",
-                          len(names), ", ".join(names))
+                log.error("osvrt: %s", _abandoned_line(list(self._live)))
                 return
             self._all_done.wait(0.05 if left is None else min(0.05, left))
 
@@ -252,10 +266,27 @@ class Runtime:
         # System threads that never got to run would warn "never awaited" when
         # collected; no worker runs any more, so closing them here is safe.
         for t in self._system:
-            coro = t._coro
-            if coro is not None and not coro.cr_suspended and coro.cr_frame is not None:
-                coro.close()
+            _close_unstarted(t)
+        self._settle_abandoned()
         self._state = _STOPPED
+
+    def _settle_abandoned(self):
+        """After the workers' loops: no green thread left behind may leave a
+        caller waiting.  The submit() Future of every thread that did not end
+        (it ignored its cancel, or never ran) is cancelled; a thread that never
+        started (still on a pushlist) is closed and forgotten."""
+        stuck = {w for w in self._workers if w.os_thread.is_alive()}
+        for t in list(self._live):
+            if t.done():
+                continue
+            fut = t._future
+            if fut is not None and fut.cancel():
+                try:
+                    fut.set_running_or_notify_cancel()    # wakes concurrent.futures.wait()
+                except RuntimeError:
+                    pass
+            if t._w not in stuck and _close_unstarted(t):
+                self._live.discard(t)
 
     def __enter__(self):
         if self._state == _NEW:
@@ -273,10 +304,15 @@ class Runtime:
         return self._submit(fn, args, cpu, name)[1]
 
     def _submit(self, fn, args, cpu, name, future=True):
+        with self._door:
+            return self._submit_locked(fn, args, cpu, name, future)
+
+    def _submit_locked(self, fn, args, cpu, name, future):
         if self._crashed is not None:
             raise RuntimeError(f"this Runtime is broken: a worker crashed ({self._crashed!r})")
         if self._state != _RUNNING or self._stopping:
-            raise RuntimeError(f"this Runtime is {'stopping' if self._stopping else self._state}: "
+            state = self._state if self._state != _RUNNING else "stopping"
+            raise RuntimeError(f"this Runtime is {state}: "
                                "submit() needs a started Runtime (rt.start() or `with rt:`)")
         if cpu is None:
             # The least loaded CPU; on a tie, the one this OS thread runs on:
@@ -323,6 +359,9 @@ class Runtime:
                 left_active = True          # let Ctrl-C in between polls
                 if self._crashed is not None:
                     raise RuntimeError(f"osvrt: a worker crashed ({self._crashed!r})")
+                if self._state == _STOPPED:
+                    # abandoned at stop(), as a submit() Future would be cancelled
+                    raise concurrent.futures.CancelledError()
             left_active = True
         finally:
             if not left_active:
@@ -402,6 +441,26 @@ class Runtime:
         }
 
 
+def _close_unstarted(t):
+    """Close t's coroutine if it never ran (it would warn "never awaited" when
+    collected); only once no worker can run it.  True if it was closed."""
+    coro = t._coro
+    if coro is not None and not coro.cr_suspended and not coro.cr_running \
+            and coro.cr_frame is not None:
+        coro.close()
+        return True
+    return False
+
+
+def _abandoned_line(threads, shown=10):
+    """The log line for threads left alive at stop: the first few names and
+    the count, never thousands of names."""
+    names = sorted(t.name for t in threads)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"{len(names)} green thread(s) still alive at stop timeout, abandoned: "
+            f"{', '.join(names[:shown])}{more}")
+
+
 async def _cancel_local(rt, w, cancelled):
     for t in list(rt._live):
         if t._w is w and t.id not in cancelled and not t.done():
@@ -437,6 +496,9 @@ def run(main, *args, cpus=None, **runtime_options):
     from ._signals import EXIT_STATUS, TermGuard
     from .thread import Cancelled
 
+    if kernel.current_worker() is not None:
+        raise RuntimeError("osvrt.run() starts a runtime and blocks its OS thread; inside a "
+                           "green thread use `await osvrt.spawn(fn).join()` instead")
     handle_signals = runtime_options.pop("handle_signals", True)
     if not isinstance(handle_signals, bool):
         raise TypeError(f"handle_signals must be True or False, not {handle_signals!r}")

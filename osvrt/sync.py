@@ -50,12 +50,52 @@ def _release_on_exit(self, *exc):
     yield                                  # unreachable: makes this a generator
 
 
-def _discard(waiters, entry):
-    """Remove `entry` itself (not an equal one: claimed tickets all equal [])."""
-    for i, e in enumerate(waiters):
-        if e is entry:
-            del waiters[i]
-            return
+# Wait-list entries are lists [ticket, state, ...].  A waiter that leaves
+# (cancel, timeout) does not search its entry out of the deque: it marks it
+# _GONE in O(1), and the hand-off skips it (its ticket was claimed by the
+# cancel or timer, so it could not be claimed anyway).  When gone entries are
+# more than half of the deque, one pass drops them all (as the engine's Event
+# does): leaving stays O(1) amortized, and FIFO order is kept.  All under the
+# primitive's guard.
+_WAIT, _DONE, _GONE, _OUT = 0, 1, 2, 3    # queued; handed something; left; popped
+_SWEEP_MIN = 32
+
+
+def _pop_live(prim, waiters):
+    """Guard held: pop entries until one whose ticket we claim; return
+    (entry, thread), or (None, None) if no live waiter is left."""
+    while waiters:
+        e = waiters.popleft()
+        if e[1] == _GONE:
+            prim._gone -= 1
+            continue
+        e[1] = _OUT
+        t = claim(e[0])
+        if t is not None:
+            return e, t
+    return None, None
+
+
+def _leave(prim, waiters, e):
+    """Guard held: the waiter of entry e leaves.  If e is still queued, mark it
+    gone, and sweep the deque once gone entries are the majority."""
+    if e[1] != _WAIT:
+        return                             # already popped by a hand-off
+    e[1] = _GONE
+    prim._gone += 1
+    if prim._gone > _SWEEP_MIN and 2 * prim._gone > len(waiters):
+        live = [x for x in waiters if x[1] != _GONE]
+        waiters.clear()
+        waiters.extend(live)
+        prim._gone = 0
+
+
+class _Gone:
+    """The gone count of one of a Queue's two wait deques."""
+    __slots__ = ("_gone",)
+
+    def __init__(self):
+        self._gone = 0
 
 
 class QueueFull(Exception):
@@ -75,16 +115,17 @@ class Mutex:
     """A FIFO mutex with direct hand-off and no barging: release() makes the
     oldest waiter the owner before waking it.  Not reentrant."""
 
-    __slots__ = ("_owner", "_waiters", "_guard", "__weakref__")
+    __slots__ = ("_owner", "_waiters", "_gone", "_guard", "__weakref__")
 
     def __init__(self):
-        self._owner = None                 # invariant: None => no waiters
-        self._waiters = collections.deque()
+        self._owner = None                 # invariant: None => no live waiters
+        self._waiters = collections.deque()   # [ticket, state]
+        self._gone = 0                     # entries in _waiters marked _GONE
         self._guard = threading.Lock()
 
     def __repr__(self):
         owner = self._owner.name if self._owner is not None else None
-        return f"<osvrt.Mutex owner={owner!r} waiters={len(self._waiters)}>"
+        return f"<osvrt.Mutex owner={owner!r} waiters={len(self._waiters) - self._gone}>"
 
     def locked(self):
         return self._owner is not None
@@ -100,21 +141,21 @@ class Mutex:
             if owner is t:
                 raise RuntimeError(f"green thread {t.name!r} already holds this Mutex "
                                    "(it is not reentrant)")
-            ticket = t._new_ticket()
-            self._waiters.append(ticket)
+            entry = [t._new_ticket(), _WAIT]
+            self._waiters.append(entry)
         try:
             yield PARK
         except BaseException:
-            self._abandon(t, ticket)
+            self._abandon(t, entry)
             raise
         return True                        # release() made us the owner
 
-    def _abandon(self, t, ticket):
+    def _abandon(self, t, entry):
         """A waiter leaves (cancel, timeout): if ownership reached it meanwhile,
-        pass it on; else drop its ticket."""
+        pass it on; else drop its entry (O(1): see _leave)."""
         with self._guard:
             if self._owner is not t:
-                _discard(self._waiters, ticket)
+                _leave(self, self._waiters, entry)
                 return
         self.release()
 
@@ -131,14 +172,12 @@ class Mutex:
     def _hand_off(self):
         """With the guard held: make the oldest live waiter the owner (returned,
         for the caller to schedule), or free the mutex (None)."""
-        waiters = self._waiters
-        while waiters:
-            nxt = claim(waiters.popleft())
-            if nxt is not None:            # stale tickets (cancelled waiters) are skipped
-                self._owner = nxt
-                return nxt
-        self._owner = None
-        return None
+        if not self._waiters:
+            self._owner = None
+            return None
+        _, nxt = _pop_live(self, self._waiters)   # left / stale waiters are skipped
+        self._owner = nxt
+        return nxt
 
     def _enqueue(self, t):
         """Wait morphing (Condition.notify, which claimed t): t joins our queue
@@ -149,8 +188,7 @@ class Mutex:
                 self._owner = t
             else:
                 # A fresh ticket for this wait, so cancel() can still reach it.
-                ticket = t._new_ticket()
-                self._waiters.append(ticket)
+                self._waiters.append([t._new_ticket(), _WAIT])
         if owned:
             schedule(t)
 
@@ -162,13 +200,14 @@ class Condition:
     """A condition variable over a Mutex, with wait morphing: notify() moves a
     waiter onto the mutex's queue, so it wakes already owning the mutex."""
 
-    __slots__ = ("_mutex", "_waiters", "_guard")
+    __slots__ = ("_mutex", "_waiters", "_gone", "_guard")
 
     def __init__(self, m=None):
         if m is not None and not isinstance(m, Mutex):
             raise TypeError(f"Condition needs an osvrt.Mutex, not {m!r}")
         self._mutex = m if m is not None else Mutex()
-        self._waiters = collections.deque()
+        self._waiters = collections.deque()   # [ticket, state]
+        self._gone = 0
         self._guard = threading.Lock()
 
     def locked(self):
@@ -193,15 +232,15 @@ class Condition:
         if m._owner is not t:
             raise RuntimeError(f"green thread {t.name!r} waits on a Condition without "
                                "holding its Mutex")
-        ticket = t._new_ticket()
+        entry = [t._new_ticket(), _WAIT]
         with self._guard:
-            self._waiters.append(ticket)
+            self._waiters.append(entry)
         m.release()
         try:
             yield PARK
         except BaseException:
             with self._guard:
-                _discard(self._waiters, ticket)
+                _leave(self, self._waiters, entry)
             if m._owner is not t:
                 yield from _reacquire(m)   # wait() always returns holding the mutex
             raise
@@ -222,16 +261,14 @@ class Condition:
                                "holding its Mutex")
         moved = 0
         while moved < n:
-            with self._guard:
-                if not self._waiters:
-                    return
-                ticket = self._waiters.popleft()
             # Claim first: a waiter cancelled (or timed out) meanwhile is
             # skipped and does not use up the notify.
-            t = claim(ticket)
-            if t is not None:
-                self._mutex._enqueue(t)
-                moved += 1
+            with self._guard:
+                _, t = _pop_live(self, self._waiters)
+            if t is None:
+                return
+            self._mutex._enqueue(t)
+            moved += 1
 
     def notify_all(self):
         self.notify(len(self._waiters))
@@ -256,7 +293,7 @@ def _reacquire(m):
 class Semaphore:
     """A counting semaphore with FIFO hand-off of permits."""
 
-    __slots__ = ("_value", "_waiters", "_guard")
+    __slots__ = ("_value", "_waiters", "_gone", "_guard")
 
     def __init__(self, n=1):
         if isinstance(n, bool) or not isinstance(n, int):
@@ -264,11 +301,12 @@ class Semaphore:
         if n < 0:
             raise ValueError(f"Semaphore count must be >= 0, not {n!r}")
         self._value = n
-        self._waiters = collections.deque()   # (ticket, granted)
+        self._waiters = collections.deque()   # [ticket, state]: _DONE once granted
+        self._gone = 0
         self._guard = threading.Lock()
 
     def __repr__(self):
-        return f"<osvrt.Semaphore value={self._value} waiters={len(self._waiters)}>"
+        return f"<osvrt.Semaphore value={self._value} waiters={len(self._waiters) - self._gone}>"
 
     def locked(self):
         return self._value == 0
@@ -280,31 +318,25 @@ class Semaphore:
             if self._value > 0 and not self._waiters:
                 self._value -= 1
                 return True
-            ticket = t._new_ticket()
-            granted = [False]
-            entry = (ticket, granted)
+            entry = [t._new_ticket(), _WAIT]
             self._waiters.append(entry)
         try:
             yield PARK
         except BaseException:
             with self._guard:
-                if not granted[0]:
-                    _discard(self._waiters, entry)
-            if granted[0]:
+                granted = entry[1] == _DONE
+                if not granted:
+                    _leave(self, self._waiters, entry)
+            if granted:
                 self.release()             # a permit reached us: give it on
             raise
         return True
 
     def release(self):
         with self._guard:
-            waiters = self._waiters
-            t = None
-            while waiters:
-                ticket, granted = waiters.popleft()
-                t = claim(ticket)
-                if t is not None:
-                    granted[0] = True
-                    break
+            entry, t = _pop_live(self, self._waiters)
+            if t is not None:
+                entry[1] = _DONE
             else:
                 self._value += 1
         if t is not None:
@@ -318,7 +350,7 @@ class Queue:
     """A FIFO queue; maxsize 0 means unbounded.  Items go straight to the
     oldest waiting getter, and room straight to the oldest waiting putter."""
 
-    __slots__ = ("_maxsize", "_items", "_getters", "_putters", "_guard")
+    __slots__ = ("_maxsize", "_items", "_getters", "_putters", "_gone", "_guard")
 
     def __init__(self, maxsize=0):
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
@@ -327,13 +359,18 @@ class Queue:
             raise ValueError(f"Queue maxsize must be >= 0, not {maxsize!r}")
         self._maxsize = maxsize
         self._items = collections.deque()
-        self._getters = collections.deque()   # (ticket, slot): slot[0] receives the item
-        self._putters = collections.deque()   # (ticket, slot): slot[0] holds the item to add
+        # Entries [ticket, state, item]: a getter's item arrives with _DONE; a
+        # putter's item is taken into the queue with _DONE.  The gone counts
+        # are per deque: _gone is a 2-list [getters, putters] (see _leave).
+        self._getters = collections.deque()
+        self._putters = collections.deque()
+        self._gone = [_Gone(), _Gone()]
         self._guard = threading.Lock()
 
     def __repr__(self):
         return (f"<osvrt.Queue size={len(self._items)} maxsize={self._maxsize} "
-                f"getters={len(self._getters)} putters={len(self._putters)}>")
+                f"getters={len(self._getters) - self._gone[0]._gone} "
+                f"putters={len(self._putters) - self._gone[1]._gone}>")
 
     @property
     def maxsize(self):
@@ -351,28 +388,21 @@ class Queue:
     def _give_to_getter(self, item):
         """Guard held: hand item to the oldest live getter and return it (the
         caller schedules it once the guard is let go); None if none waits."""
-        getters = self._getters
-        while getters:
-            ticket, slot = getters.popleft()
-            t = claim(ticket)
-            if t is not None:
-                slot[0] = item
-                slot[1] = True
-                return t
-        return None
+        e, t = _pop_live(self._gone[0], self._getters)
+        if t is not None:
+            e[2] = item
+            e[1] = _DONE
+        return t
 
     def _admit_putter(self):
         """Guard held, room for one more: take the oldest live putter's item;
         return that putter for the caller to schedule, or None."""
-        putters = self._putters
-        while putters:
-            ticket, slot = putters.popleft()
-            t = claim(ticket)
-            if t is not None:
-                self._items.append(slot[0])
-                slot[1] = True
-                return t
-        return None
+        e, t = _pop_live(self._gone[1], self._putters)
+        if t is not None:
+            self._items.append(e[2])
+            e[2] = None
+            e[1] = _DONE
+        return t
 
     def put_nowait(self, item):
         with self._guard:
@@ -404,9 +434,7 @@ class Queue:
                 self._items.append(item)
                 done = True
             if not done:
-                ticket = t._new_ticket()
-                slot = [item, False]       # [item, taken]
-                entry = (ticket, slot)
+                entry = [t._new_ticket(), _WAIT, item]
                 self._putters.append(entry)
         if getter is not None:
             schedule(getter)
@@ -416,8 +444,9 @@ class Queue:
             yield PARK
         except BaseException as exc:
             with self._guard:
-                if not slot[1]:
-                    _discard(self._putters, entry)
+                if entry[1] != _DONE:
+                    _leave(self._gone[1], self._putters, entry)
+                    entry[2] = None
                     raise
             _defer(t, exc)                 # the item went in: the put happened
 
@@ -432,9 +461,7 @@ class Queue:
             else:
                 putter = None
                 waiting = True
-                ticket = t._new_ticket()
-                slot = [None, False]       # [item, given]
-                entry = (ticket, slot)
+                entry = [t._new_ticket(), _WAIT, None]
                 self._getters.append(entry)
         if putter is not None:
             schedule(putter)
@@ -444,8 +471,8 @@ class Queue:
             yield PARK
         except BaseException as exc:
             with self._guard:
-                if not slot[1]:
-                    _discard(self._getters, entry)
+                if entry[1] != _DONE:
+                    _leave(self._gone[0], self._getters, entry)
                     raise
             _defer(t, exc)                 # an item reached us: the get happened
-        return slot[0]
+        return entry[2]
