@@ -85,6 +85,7 @@ event_register(PyObject *obj, TicketObject *tk)
     EventObject *e = (EventObject *)obj;
     TicketObject **dead = NULL;
     Py_ssize_t nd = 0;
+    int err = 0;
     /* Allocation under the spinlock is fine: it runs no Python code and
      * never releases the GIL. */
     event_lock(e);
@@ -98,7 +99,7 @@ event_register(PyObject *obj, TicketObject *tk)
         TicketObject **grown = PyMem_Realloc(e->waiters, sizeof(*grown) * (size_t)cap);
         if (grown == NULL) {
             event_unlock(e);
-            PyErr_NoMemory();
+            err = 1;
             goto out;
         }
         e->waiters = grown;
@@ -110,8 +111,10 @@ out:
     for (Py_ssize_t i = 0; i < nd; i++)
         Py_DECREF(dead[i]);
     PyMem_Free(dead);
-    if (PyErr_Occurred())
+    if (err) {
+        PyErr_NoMemory();
         return -1;
+    }
     /* The re-check (module comment): set() may have taken the list before
      * our append. */
     if (event_is_set(obj) && wake_ticket(tk, NULL) < 0)

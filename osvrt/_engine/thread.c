@@ -603,31 +603,31 @@ ticket_start(TicketObject *tk, PyObject **result)
     case TK_EVENT:
         ticket_open(tk);
         if (event_register(tk->obj, tk) < 0)
-            return PYGEN_ERROR;
+            goto fail_open;
         break;
     case TK_JOIN: {
         ThreadObject *target = (ThreadObject *)tk->obj;
         ticket_open(tk);
         if (target->joiners == NULL && (target->joiners = PyList_New(0)) == NULL)
-            return PYGEN_ERROR;
+            goto fail_open;
         /* Drop joins that timed out (claimed tickets) once the list doubles:
          * a million join(timeout=0) polls then cost O(1) memory each. */
         Py_ssize_t n = PyList_GET_SIZE(target->joiners);
         if (n >= 64 && (n & (n - 1)) == 0) {
             PyObject *keep = PyList_New(0);
             if (keep == NULL)
-                return PYGEN_ERROR;
+                goto fail_open;
             for (Py_ssize_t i = 0; i < n; i++) {
                 TicketObject *o = (TicketObject *)PyList_GET_ITEM(target->joiners, i);
                 if (!ticket_is_claimed(o) && PyList_Append(keep, (PyObject *)o) < 0) {
                     Py_DECREF(keep);
-                    return PYGEN_ERROR;
+                    goto fail_open;
                 }
             }
             Py_SETREF(target->joiners, keep);
         }
         if (PyList_Append(target->joiners, (PyObject *)tk) < 0)
-            return PYGEN_ERROR;
+            goto fail_open;
         /* No lost wake-up: published before this re-check; the end of the
          * target marks it terminated before it wakes its joiners. */
         if (atomic_load_explicit(&target->state, memory_order_seq_cst) == ST_TERMINATED
@@ -640,12 +640,18 @@ ticket_start(TicketObject *tk, PyObject **result)
         TimerObject *tm = worker_add_timer(w, osvrt_clock() + tk->delay, (PyObject *)tk,
                                            tk->kind == TK_SLEEP ? Py_None : TIMED_OUT, 1);
         if (tm == NULL)
-            return PYGEN_ERROR;
+            goto fail_open;
         tk->timer = (PyObject *)tm;
     }
     tk->step = 1;
     *result = Py_NewRef(tk);
     return PYGEN_NEXT;
+
+fail_open:
+    /* The wait was opened but the thread will not park: close it, so no
+     * later wake schedules a thread that is running. */
+    Py_XDECREF(ticket_claim(tk));
+    return PYGEN_ERROR;
 
 done_join:
     *result = thread_outcome((ThreadObject *)tk->obj);
