@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "core_api.h"
+#include "worker_stats.h"
 
 /* The current worker of this OS thread.  initial-exec: the extension is
  * loaded at import, before any worker starts, and the model makes an access
@@ -85,6 +86,8 @@ typedef struct ThreadObject {
      * OS threads that wait in C (thread_wait_done); `sleepers` counts those
      * in futex_wait, so the end makes the syscall only when one sleeps. */
     _Atomic uint32_t done_word, sleepers;
+    uint32_t posts;            /* hand-overs so far (owner: whoever posts it); the
+                                  trace's flow ids */
     char pinned, stalled, cwait, started, has_export;
 } ThreadObject;
 
@@ -111,6 +114,18 @@ typedef struct TimerObject {
 } TimerObject;
 
 struct rq_entry { double r; int64_t order; ThreadObject *t; };
+
+/* One recorded scheduler event (trace.py turns them into Chrome trace JSON). */
+enum { TR_SWITCH = 1, TR_POST = 2, TR_ARRIVE = 3, TR_MIGRATE = 4, TR_IDLE = 5 };
+struct trace_event {
+    double ts;                 /* osvrt_clock() */
+    uint32_t kind, cpu;        /* cpu: the recording worker's index */
+    uint64_t a, b, c;          /* SWITCH: prev id, next id, run-queue length;
+                                  POST: thread id, flow id, target index;
+                                  ARRIVE: thread id, flow id, run-queue length;
+                                  MIGRATE (from Python): id, from index, to index;
+                                  IDLE: duration in ns */
+};
 struct tm_entry { double deadline; int64_t order; TimerObject *tm; };
 
 #define DRAIN_BATCH 256
@@ -142,9 +157,16 @@ struct WorkerObject {
     PyObject *_Atomic pull;        /* an idle Worker asking us for work (exchange) */
     int idle_pull;                 /* owner: balance=True */
     double next_offer;             /* owner */
-    /* statistics: owner-written, read racily by stats() */
-    uint64_t switches, wakes_local, wakes_remote, migrations_in, migrations_out, stalls,
-             spawned;
+    /* statistics: owner-written, read racily by stats() and by other processes
+     * (`osvrt top`): `st` points at `own_stats` or into the runtime's stats
+     * file (Worker._bind_stats) */
+    struct osvrt_worker_stats *st;
+    struct osvrt_worker_stats own_stats;
+    /* trace recording (Runtime(trace=...)): owner only; NULL when off, so
+     * the switch path pays one test */
+    struct trace_event *trace;
+    Py_ssize_t trace_len, trace_cap;
+    uint64_t trace_lost;
     TicketObject *free_tickets[TICKET_FREELIST];   /* owner: ticket freelist */
     int nfree;
     uint64_t drain_buf[DRAIN_BATCH];
@@ -202,5 +224,7 @@ int worker_post(WorkerObject *w, ThreadObject *t);
 TimerObject *worker_add_timer(WorkerObject *w, double deadline, PyObject *fn, PyObject *arg,
                               int wakes);
 void worker_catch_up(WorkerObject *w, ThreadObject *t);
+void trace_add(WorkerObject *w, uint32_t kind, uint64_t a, uint64_t b, uint64_t c);
+#define STAT_ADD(w, field, n) osvrt_stat_add(&(w)->st->field, (n))
 
 #endif

@@ -338,7 +338,7 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
     t->live_index = -1;
     if (live_add(w->live, t) < 0)
         goto fail;
-    w->spawned++;
+    STAT_ADD(w, spawned, 1);
     if (*osvrt_api->spawn_semaphore)
         osvrt_api->trace_spawn(w->index, t->id);
     if (target == w) {

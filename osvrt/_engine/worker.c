@@ -230,7 +230,7 @@ worker_catch_up(WorkerObject *w, ThreadObject *t)
     if (t->has_export) {
         t->r *= w->c;           /* r held R/TAU while the thread moved */
         t->has_export = 0;
-        w->migrations_in++;
+        STAT_ADD(w, migrations_in, 1);
     } else {
         int64_t missed = w->renorm - t->rn;
         if (missed == 1)
@@ -274,6 +274,10 @@ worker_post(WorkerObject *w, ThreadObject *t)
             return -1;
         Py_DECREF(r);
     }
+    t->posts++;                /* the poster owns t: no other writer */
+    WorkerObject *here = tls_worker;
+    if (here != NULL && here->trace)
+        trace_add(here, TR_POST, t->id, ((uint64_t)t->id << 16) | (t->posts & 0xffff), w->index);
     if (!osvrt_api->ready(w->crt, t->h, w->index)) {
         PyErr_Format(PyExc_RuntimeError, "osvrt: stale C handle %llu for %R",
                      (unsigned long long)t->h, t);
@@ -295,7 +299,7 @@ schedule(ThreadObject *t, PyObject *value)
     if (t->rn != home->renorm || t->has_export)
         worker_catch_up(home, t);
     atomic_store_explicit(&t->state, ST_QUEUED, memory_order_relaxed);
-    home->wakes_local++;
+    STAT_ADD(home, wakes_local, 1);
     return worker_push(home, t, 0);
 }
 
@@ -309,7 +313,10 @@ arrive(WorkerObject *w, ThreadObject *t)
     if (t->rn != w->renorm || t->has_export)
         worker_catch_up(w, t);
     atomic_store_explicit(&t->state, ST_QUEUED, memory_order_relaxed);
-    w->wakes_remote++;
+    STAT_ADD(w, wakes_remote, 1);
+    if (w->trace)
+        trace_add(w, TR_ARRIVE, t->id, ((uint64_t)t->id << 16) | (t->posts & 0xffff),
+                  (uint64_t)rq_len(w));
     return worker_push(w, t, 0);
 }
 
@@ -606,10 +613,14 @@ worker_idle(WorkerObject *w, double *now)
         || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
         return 0;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    osvrt_stat_set(&w->st->current_id, 0);
     Py_BEGIN_ALLOW_THREADS
     osvrt_api->cpu_idle(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS);
     Py_END_ALLOW_THREADS
     double after = osvrt_clock();
+    STAT_ADD(w, idle_ns, (uint64_t)((after - *now) * 1e9));
+    if (w->trace)
+        trace_add(w, TR_IDLE, (uint64_t)((after - *now) * 1e9), 0, 0);
     /* Idle time decays everyone's runtime too: c follows wall-clock time. */
     w->c *= exp((after - *now) * INV_TAU);
     if (w->c > RENORM_LIMIT)
@@ -673,15 +684,19 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
             /* Switch-in: hysteresis credit, less the penalty when the thread
              * switched out stayed runnable (OSv's context_switch_penalty). */
             t->r -= t->prio * w->c * (penalty ? THYST_LESS_PENALTY : THYST_UNITS);
-            w->switches++;
+            STAT_ADD(w, switches, 1);
+            osvrt_stat_set(&w->st->runq_len, (uint64_t)rq_len(w));
             if (*osvrt_api->switch_semaphore)
                 osvrt_api->trace_switch(w->index, prev_id, t->id);
+            if (w->trace)
+                trace_add(w, TR_SWITCH, prev_id, t->id, (uint64_t)rq_len(w));
         }
 
         /* Run t until its next trap.  (current, run_start) name this run for
          * the stall watchdog; current stays set while t keeps the CPU. */
         w->current = t;
         prev_id = t->id;
+        osvrt_stat_set(&w->st->current_id, t->id);
         atomic_store_explicit(&w->run_start, now, memory_order_relaxed);
         atomic_store_explicit(&w->running, 1, memory_order_relaxed);
         atomic_store_explicit(&t->state, ST_RUNNING, memory_order_relaxed);
@@ -776,6 +791,102 @@ error:
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
     tls_worker = NULL;
     return NULL;
+}
+
+/* ---- trace recording ------------------------------------------------------ */
+
+void
+trace_add(WorkerObject *w, uint32_t kind, uint64_t a, uint64_t b, uint64_t c)
+{
+    if (w->trace_len == w->trace_cap) {
+        w->trace_lost++;          /* full: count, never stall the loop */
+        return;
+    }
+    w->trace[w->trace_len++] = (struct trace_event){osvrt_clock(), kind, w->index, a, b, c};
+}
+
+static PyObject *
+worker_trace_start(WorkerObject *w, PyObject *arg)
+{
+    Py_ssize_t cap = PyLong_AsSsize_t(arg);
+    if (cap == -1 && PyErr_Occurred())
+        return NULL;
+    if (cap <= 0 || cap > (Py_ssize_t)(PY_SSIZE_T_MAX / sizeof(struct trace_event)))
+        return PyErr_Format(PyExc_ValueError, "trace capacity must be > 0, not %zd", cap);
+    struct trace_event *buf = PyMem_Malloc(sizeof(*buf) * (size_t)cap);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    PyMem_Free(w->trace);
+    w->trace = buf;
+    w->trace_cap = cap;
+    w->trace_len = 0;
+    w->trace_lost = 0;
+    Py_RETURN_NONE;
+}
+
+/* The recorded events as bytes (struct trace_event, native layout: see
+ * osvrt/trace.py), and recording stops.  Call it when the loop no longer
+ * runs (after stop), or from the worker's own thread. */
+static PyObject *
+worker_trace_take(WorkerObject *w, PyObject *unused)
+{
+    PyObject *b = PyBytes_FromStringAndSize((const char *)w->trace,
+                                            (Py_ssize_t)sizeof(struct trace_event) * w->trace_len);
+    if (b == NULL)
+        return NULL;
+    PyObject *r = Py_BuildValue("(NK)", b, (unsigned long long)w->trace_lost);
+    PyMem_Free(w->trace);
+    w->trace = NULL;
+    w->trace_len = w->trace_cap = 0;
+    return r;
+}
+
+static PyObject *
+worker_trace_add(WorkerObject *w, PyObject *args)
+{
+    unsigned int kind;
+    unsigned long long a, b, c;
+    if (!PyArg_ParseTuple(args, "IKKK:_trace_add", &kind, &a, &b, &c))
+        return NULL;
+    if (w->trace)
+        trace_add(w, kind, a, b, c);
+    Py_RETURN_NONE;
+}
+
+/* Point the counters at a slot of the runtime's stats file (addr != 0), or
+ * back at the worker's own (addr == 0); the values carry over.  The caller
+ * keeps the mapping alive until it binds back to 0 (Runtime.stop). */
+static PyObject *
+worker_bind_stats(WorkerObject *w, PyObject *args)
+{
+    unsigned long long addr;
+    if (!PyArg_ParseTuple(args, "K:_bind_stats", &addr))
+        return NULL;
+    struct osvrt_worker_stats *to = addr ? (struct osvrt_worker_stats *)(uintptr_t)addr
+                                         : &w->own_stats;
+    if (to != w->st) {
+        memcpy(to, w->st, sizeof *to);
+        w->st = to;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_get_stat(WorkerObject *w, void *off)
+{
+    _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)w->st + (uintptr_t)off);
+    return PyLong_FromUnsignedLongLong(atomic_load_explicit(c, memory_order_relaxed));
+}
+
+static int
+worker_set_stat(WorkerObject *w, PyObject *v, void *off)
+{
+    unsigned long long x = v ? PyLong_AsUnsignedLongLong(v) : 0;
+    if (x == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    /* Python writes only the counters that Python keeps (stalls, moves) */
+    osvrt_stat_set((_Atomic uint64_t *)((char *)w->st + (uintptr_t)off), x);
+    return 0;
 }
 
 /* ---- Python-facing methods ---------------------------------------------- */
@@ -1038,6 +1149,7 @@ worker_dealloc(WorkerObject *w)
     worker_clear(w);
     PyMem_Free(w->rq);
     PyMem_Free(w->tm);
+    PyMem_Free(w->trace);
     while (w->nfree > 0)
         PyObject_GC_Del(w->free_tickets[--w->nfree]);
     tp->tp_free((PyObject *)w);
@@ -1051,6 +1163,7 @@ worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     w->c = 1.0;
     w->tm_limit = 64;
+    w->st = &w->own_stats;
     atomic_init(&w->rq_len, 0);
     atomic_init(&w->run_start, 0.0);
     atomic_init(&w->running, 0);
@@ -1065,19 +1178,18 @@ static PyMemberDef worker_members[] = {
     {"renorm", T_LONGLONG, OFF(renorm), READONLY, NULL},
     {"index", T_UINT, OFF(index), READONLY, NULL},
     {"idle_pull", T_INT, OFF(idle_pull), 0, NULL},
-    {"switches", T_ULONGLONG, OFF(switches), READONLY, NULL},
-    {"wakes_local", T_ULONGLONG, OFF(wakes_local), READONLY, NULL},
-    {"wakes_remote", T_ULONGLONG, OFF(wakes_remote), READONLY, NULL},
-    {"migrations_in", T_ULONGLONG, OFF(migrations_in), READONLY, NULL},
-    {"migrations_out", T_ULONGLONG, OFF(migrations_out), 0, NULL},
-    {"stalls", T_ULONGLONG, OFF(stalls), 0, NULL},
-    {"spawned", T_ULONGLONG, OFF(spawned), READONLY, NULL},
+    {"trace_lost", T_ULONGLONG, OFF(trace_lost), READONLY, NULL},
     {"__dictoffset__", T_PYSSIZET, OFF(dict), READONLY, NULL},
     {NULL}
 };
 #undef OFF
 
+#define STAT(name, writable) \
+    {#name, (getter)worker_get_stat, writable ? (setter)worker_set_stat : NULL, NULL, \
+     (void *)offsetof(struct osvrt_worker_stats, name)}
 static PyGetSetDef worker_getset[] = {
+    STAT(switches, 0), STAT(wakes_local, 0), STAT(wakes_remote, 0), STAT(migrations_in, 0),
+    STAT(migrations_out, 1), STAT(stalls, 1), STAT(spawned, 0), STAT(idle_ns, 0),
     {"current", (getter)worker_get_current, NULL, "the green thread running here, or None", NULL},
     {"run_start", (getter)worker_get_run_start, NULL, NULL, NULL},
     {"runq", (getter)worker_get_runq, NULL, "a snapshot of the run queue (heap order)", NULL},
@@ -1106,6 +1218,10 @@ static PyMethodDef worker_methods[] = {
     {"_runq_tail", (PyCFunction)worker_runq_tail, METH_O, NULL},
     {"_runq_remove", (PyCFunction)worker_runq_remove, METH_O, NULL},
     {"_request_pull", (PyCFunction)worker_request_pull, METH_O, NULL},
+    {"_trace_start", (PyCFunction)worker_trace_start, METH_O, NULL},
+    {"_trace_take", (PyCFunction)worker_trace_take, METH_NOARGS, NULL},
+    {"_trace_add", (PyCFunction)worker_trace_add, METH_VARARGS, NULL},
+    {"_bind_stats", (PyCFunction)worker_bind_stats, METH_VARARGS, NULL},
     {NULL}
 };
 
