@@ -219,6 +219,7 @@ def _park_many_then_stop(make_primitive, wait_on, n=N_WAITERS):
     assert rt.stats()["threads_live"] == 0
 
 
+@pytest.mark.perf_bound
 def test_stop_with_20000_waiters_on_one_mutex():
     async def make():
         m = osvrt.Mutex()
@@ -227,18 +228,21 @@ def test_stop_with_20000_waiters_on_one_mutex():
     _park_many_then_stop(make, lambda m: m.acquire())
 
 
+@pytest.mark.perf_bound
 def test_stop_with_20000_waiters_on_one_semaphore():
     async def make():
         return osvrt.Semaphore(0)
     _park_many_then_stop(make, lambda s: s.acquire())
 
 
+@pytest.mark.perf_bound
 def test_stop_with_20000_getters_on_one_queue():
     async def make():
         return osvrt.Queue()
     _park_many_then_stop(make, lambda q: q.get())
 
 
+@pytest.mark.perf_bound
 def test_stop_with_20000_waiters_on_one_condition():
     async def make():
         return osvrt.Condition()
@@ -330,6 +334,7 @@ def test_abandoned_log_line_names_ten_and_the_count():
 
 # ---- 3. join(timeout=...) polls do not leak (fixed by the engine) ---------
 
+@pytest.mark.perf_bound
 def test_join_timeout_polls_do_not_leak(call):
     async def spinner(stop):
         while not stop:
@@ -391,6 +396,7 @@ def test_priority_bounds_are_accepted(call):
 
 # ---- 10. many Event waiters with timeouts (the engine's Event is O(1)) -----
 
+@pytest.mark.perf_bound
 def test_20000_event_waiters_all_time_out_in_time(rt):
     n, delay = 20_000, 1.0
     timed_out = []
@@ -442,6 +448,7 @@ def _gil_hog(stop):
         sorted(data)
 
 
+@pytest.mark.perf_bound
 @pytest.mark.parametrize("hog", [False, True], ids=["two-workers", "plus-gil-hog"])
 def test_gil_waits_are_not_reported_as_stalls(make_rt, caplog, hog):
     caplog.set_level(logging.WARNING, logger="osvrt")
