@@ -23,13 +23,14 @@ from .deadline import timeout
 from .kernel import current, sleep, yield_now
 from .runtime import Runtime, run, spawn
 from .taskgroup import TaskGroup
-from .sync import Condition, Event, Mutex, Queue, QueueEmpty, QueueFull, Semaphore
+from .sync import (Condition, Event, Mutex, Queue, QueueClosed, QueueEmpty, QueueFull,
+                   Semaphore)
 from .thread import Cancelled, Thread
 
 from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)
 
 __all__ = [
-    "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueEmpty", "QueueFull",
+    "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueClosed", "QueueEmpty", "QueueFull",
     "Runtime", "Semaphore", "TaskGroup", "Thread", "current", "run", "sleep", "spawn", "timeout",
     "yield_now", "net",
 ]

@@ -58,6 +58,7 @@ def _release_on_exit(self, *exc):
 # does): leaving stays O(1) amortized, and FIFO order is kept.  All under the
 # primitive's guard.
 _WAIT, _DONE, _GONE, _OUT = 0, 1, 2, 3    # queued; handed something; left; popped
+_SHUT = 4                                  # Queue: woken by close()
 _SWEEP_MIN = 32
 
 
@@ -104,6 +105,10 @@ class QueueFull(Exception):
 
 class QueueEmpty(Exception):
     """get_nowait() on an empty Queue."""
+
+
+class QueueClosed(Exception):
+    """put() on a closed Queue, or get() on one that is closed and drained."""
 
 
 # Event is the engine's (osvrt/_engine/event.c): its wait and set are the
@@ -348,9 +353,17 @@ class Semaphore:
 
 class Queue:
     """A FIFO queue; maxsize 0 means unbounded.  Items go straight to the
-    oldest waiting getter, and room straight to the oldest waiting putter."""
+    oldest waiting getter, and room straight to the oldest waiting putter.
 
-    __slots__ = ("_maxsize", "_items", "_getters", "_putters", "_gone", "_guard")
+    put(x) / get() wait; put_nowait / get_nowait raise QueueFull / QueueEmpty.
+    task_done() / await join(): as asyncio's (join waits until every item put
+    has been marked done).  close(): no more puts (QueueClosed); getters drain
+    what is queued, then get() raises QueueClosed, and `async for x in q`
+    ends.  Usable from green threads on any CPU.
+    """
+
+    __slots__ = ("_maxsize", "_items", "_getters", "_putters", "_gone", "_guard", "_closed",
+                 "_unfinished", "_finished")
 
     def __init__(self, maxsize=0):
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
@@ -366,9 +379,14 @@ class Queue:
         self._putters = collections.deque()
         self._gone = [_Gone(), _Gone()]
         self._guard = threading.Lock()
+        self._closed = False
+        self._unfinished = 0               # items put and not yet task_done()
+        self._finished = Event()           # set while _unfinished == 0
+        self._finished.set()
 
     def __repr__(self):
         return (f"<osvrt.Queue size={len(self._items)} maxsize={self._maxsize} "
+                f"{'closed ' if self._closed else ''}"
                 f"getters={len(self._getters) - self._gone[0]._gone} "
                 f"putters={len(self._putters) - self._gone[1]._gone}>")
 
@@ -402,21 +420,33 @@ class Queue:
             self._items.append(e[2])
             e[2] = None
             e[1] = _DONE
+            self._count_put()
         return t
+
+    def _count_put(self):
+        """Guard held: one more unfinished item (join() waits for it)."""
+        self._unfinished += 1
+        if self._unfinished == 1:
+            self._finished.clear()
 
     def put_nowait(self, item):
         with self._guard:
+            if self._closed:
+                raise QueueClosed("put_nowait() on a closed Queue")
             getter = self._give_to_getter(item)
             if getter is None:
                 if 0 < self._maxsize <= len(self._items):
                     raise QueueFull(f"Queue is full ({self._maxsize} items)")
                 self._items.append(item)
+            self._count_put()
         if getter is not None:
             schedule(getter)
 
     def get_nowait(self):
         with self._guard:
             if not self._items:
+                if self._closed:
+                    raise QueueClosed("the Queue is closed and drained")
                 raise QueueEmpty("Queue is empty")
             item = self._items.popleft()
             putter = self._admit_putter()
@@ -428,12 +458,16 @@ class Queue:
     def put(self, item):
         t = _me()
         with self._guard:
+            if self._closed:
+                raise QueueClosed("put() on a closed Queue")
             getter = self._give_to_getter(item)
             done = getter is not None
             if not done and not (0 < self._maxsize <= len(self._items)) and not self._putters:
                 self._items.append(item)
                 done = True
-            if not done:
+            if done:
+                self._count_put()
+            else:
                 entry = [t._new_ticket(), _WAIT, item]
                 self._putters.append(entry)
         if getter is not None:
@@ -449,6 +483,8 @@ class Queue:
                     entry[2] = None
                     raise
             _defer(t, exc)                 # the item went in: the put happened
+        if entry[1] == _SHUT:
+            raise QueueClosed("the Queue was closed while put() waited")
 
     @types.coroutine
     def get(self):
@@ -458,6 +494,8 @@ class Queue:
                 item = self._items.popleft()
                 putter = self._admit_putter()
                 waiting = False
+            elif self._closed:
+                raise QueueClosed("the Queue is closed and drained")
             else:
                 putter = None
                 waiting = True
@@ -475,4 +513,54 @@ class Queue:
                     _leave(self._gone[0], self._getters, entry)
                     raise
             _defer(t, exc)                 # an item reached us: the get happened
+        if entry[1] == _SHUT:
+            raise QueueClosed("the Queue is closed and drained")
         return entry[2]
+
+    def task_done(self):
+        """Mark one item got earlier as processed (for join())."""
+        with self._guard:
+            if self._unfinished <= 0:
+                raise ValueError("task_done() called more times than items were put")
+            self._unfinished -= 1
+            if self._unfinished == 0:
+                self._finished.set()
+
+    async def join(self):
+        """Wait until every item put has been marked done with task_done()."""
+        await self._finished.wait()
+
+    def close(self):
+        """No more puts: waiting and later putters get QueueClosed.  Getters
+        take what is queued; once it is drained, get() raises QueueClosed and
+        `async for` ends.  Closing twice is a no-op."""
+        woken = []
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            # Getters wait only when nothing is queued: all of them end now.
+            for gone, waiters in ((self._gone[0], self._getters), (self._gone[1], self._putters)):
+                while True:
+                    e, t = _pop_live(gone, waiters)
+                    if t is None:
+                        break
+                    e[1] = _SHUT
+                    e[2] = None
+                    woken.append(t)
+        for t in woken:
+            schedule(t)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def __aiter__(self):
+        return self
+
+    @types.coroutine
+    def __anext__(self):
+        try:
+            return (yield from self.get())
+        except QueueClosed:
+            raise StopAsyncIteration from None
