@@ -14,7 +14,7 @@ from . import _engine, balancer, kernel
 from ._core import ffi, lib
 from .cpu import Worker
 from .stall import StallWatchdog
-from .thread import Cancelled, Thread
+from .thread import Cancelled, Thread, _await
 
 log = logging.getLogger("osvrt")
 
@@ -69,6 +69,8 @@ def _start_coroutine(fn, args):
     if not callable(fn):
         raise TypeError(f"a green thread runs an async def function; {fn!r} is not callable")
     coro = fn(*args)
+    if isinstance(coro, _engine.Ticket):
+        coro = _await(coro)            # osvrt's own awaitables, e.g. submit(osvrt.sleep, 1)
     if not isinstance(coro, types.CoroutineType):
         raise TypeError(f"a green thread runs an async def function; {fn!r} returned "
                         f"{type(coro).__name__}, not a coroutine")

@@ -122,4 +122,9 @@ class Thread(_engine.ThreadBase):
         return self._result
 
 
-_engine.configure(Thread, _UnretrievedException)
+async def _await(awaitable):
+    """Runs one of osvrt's own awaitables (a sleep, a wait) as a green thread."""
+    return await awaitable
+
+
+_engine.configure(Thread, _UnretrievedException, _await)

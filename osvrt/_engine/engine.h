@@ -176,7 +176,7 @@ struct WorkerObject {
 extern const struct osvrt_core_api *osvrt_api;
 extern OSVRT_TLS WorkerObject *tls_worker;
 extern PyObject *Cancelled, *TIMED_OUT, *PARK, *YIELD, *state_names[ST_COUNT];
-extern PyObject *ThreadClass, *UnretrievedClass;
+extern PyObject *ThreadClass, *UnretrievedClass, *AwaitWrapper;
 extern PyObject *str_throw, *str_close, *str_name, *str_exc;
 extern PyObject *OUTSIDE_MSG;
 extern PyTypeObject ThreadBase_Type, Ticket_Type, Timer_Type, WorkerBase_Type, Event_Type,

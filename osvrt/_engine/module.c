@@ -16,7 +16,7 @@
 const struct osvrt_core_api *osvrt_api;
 OSVRT_TLS WorkerObject *tls_worker;
 PyObject *Cancelled, *TIMED_OUT, *PARK, *YIELD, *state_names[ST_COUNT];
-PyObject *ThreadClass, *UnretrievedClass;
+PyObject *ThreadClass, *UnretrievedClass, *AwaitWrapper;
 PyObject *str_throw, *str_close, *str_name, *str_exc;
 PyObject *OUTSIDE_MSG;
 
@@ -315,6 +315,13 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
     coro = PyObject_Vectorcall(fn, args + 1, nargs - 1, NULL);
     if (coro == NULL)
         goto fail;
+    if (Py_IS_TYPE(coro, &Ticket_Type) && AwaitWrapper != NULL) {
+        /* osvrt's own awaitables (spawn(osvrt.sleep, 1)): run inside a
+         * coroutine, as when sleep was an async def */
+        Py_SETREF(coro, PyObject_CallOneArg(AwaitWrapper, coro));
+        if (coro == NULL)
+            goto fail;
+    }
     if (!PyCoro_CheckExact(coro)) {
         PyErr_Format(PyExc_TypeError, "a green thread runs an async def function; %R returned "
                      "%s, not a coroutine", fn, Py_TYPE(coro)->tp_name);
@@ -378,13 +385,15 @@ m_bind_core(PyObject *m, PyObject *addr)
 static PyObject *
 m_configure(PyObject *m, PyObject *args)
 {
-    PyObject *thread_cls, *unretrieved;
-    if (!PyArg_ParseTuple(args, "O!O:configure", &PyType_Type, &thread_cls, &unretrieved))
+    PyObject *thread_cls, *unretrieved, *wrapper;
+    if (!PyArg_ParseTuple(args, "O!OO:configure", &PyType_Type, &thread_cls, &unretrieved,
+                          &wrapper))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)thread_cls, &ThreadBase_Type))
         return PyErr_Format(PyExc_TypeError, "%R is not a ThreadBase subclass", thread_cls);
     Py_XSETREF(ThreadClass, Py_NewRef(thread_cls));
     Py_XSETREF(UnretrievedClass, Py_NewRef(unretrieved));
+    Py_XSETREF(AwaitWrapper, Py_NewRef(wrapper));
     Py_RETURN_NONE;
 }
 

@@ -1,0 +1,161 @@
+"""The engine (osvrt/_engine): the protocol paths a tracer takes, references
+that must not leak, osvrt's own awaitables as threads, and the instruction
+counter's workloads (run here without valgrind, so they never rot)."""
+import gc
+import sys
+import threading
+import weakref
+
+import pytest
+
+import osvrt
+from osvrt import _engine
+
+from support import RESULT_TIMEOUT
+
+
+def run(main, *args, cpus=1):
+    rt = osvrt.Runtime(cpus=cpus, balance=False, stall_threshold=None).start()
+    try:
+        return rt.submit(main, *args).result(timeout=RESULT_TIMEOUT)
+    finally:
+        rt.stop(timeout=5)
+
+
+async def _workout():
+    """Waits of every kind: Event, sleep, join (with and without timeout),
+    timeout, cancel, yield."""
+    e = osvrt.Event()
+    log = []
+
+    async def waiter():
+        await e.wait()
+        log.append("woken")
+        await osvrt.sleep(0.001)
+        return 7
+
+    async def sleeper():
+        await osvrt.sleep(10)
+
+    w = osvrt.spawn(waiter)
+    s = osvrt.spawn(sleeper)
+    await osvrt.yield_now()
+    e.set()
+    r = await w.join()
+    with pytest.raises(TimeoutError):
+        await s.join(timeout=0.001)
+    s.cancel()
+    with pytest.raises(osvrt.Cancelled):
+        await s.join()
+    with pytest.raises(TimeoutError):
+        with osvrt.timeout(0.001):
+            await osvrt.sleep(1)
+    return r, log
+
+
+def test_waits_work_under_a_tracer():
+    # Under sys.settrace, CPython 3.11 resumes an awaited object through
+    # tp_iternext/send()/throw() instead of am_send: the Ticket's second path.
+    calls = []
+
+    def tracer(frame, event, arg):
+        calls.append(event)
+        return None
+
+    threading.settrace(tracer)             # for the workers started below
+    try:
+        assert run(_workout) == (7, ["woken"])
+    finally:
+        threading.settrace(None)
+    assert calls, "the tracer never ran: the test did not take the traced path"
+
+
+def test_a_wait_can_be_awaited_only_once():
+    async def main():
+        e = osvrt.Event()
+        e.set()
+        w = e.wait()
+        assert await w is True
+        sl = osvrt.sleep(0)
+        await sl
+        with pytest.raises(RuntimeError):
+            await sl
+        return True
+
+    assert run(main)
+
+
+def test_osvrt_awaitables_run_as_threads():
+    async def main():
+        t = osvrt.spawn(osvrt.sleep, 0.001)
+        return await t.join()
+
+    assert run(main) is None
+    rt = osvrt.Runtime(cpus=1).start()
+    try:
+        assert rt.run(osvrt.sleep, 0) is None
+    finally:
+        rt.stop(timeout=5)
+
+
+def test_arguments_and_results_keep_their_reference_counts():
+    arg, res = object(), object()
+
+    async def echo(x):
+        await osvrt.yield_now()
+        return res
+
+    async def main(n):
+        for _ in range(n):
+            assert await osvrt.spawn(echo, arg).join() is res
+        return True
+
+    run(main, 10)                          # warm up caches and freelists
+    gc.collect()
+    before = sys.getrefcount(arg), sys.getrefcount(res)
+    run(main, 2000)
+    gc.collect()
+    assert (sys.getrefcount(arg), sys.getrefcount(res)) == before
+
+
+def test_ended_threads_and_their_waits_are_freed():
+    refs = []
+
+    async def child(e):
+        await e.wait()
+
+    async def main():
+        e = osvrt.Event()
+        ts = [osvrt.spawn(child, e) for _ in range(200)]
+        refs.extend(weakref.ref(t) for t in ts)
+        await osvrt.sleep(0.001)
+        e.set()
+        for t in ts:
+            await t.join()
+        return True
+
+    run(main)
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
+
+
+def test_wake_refuses_what_is_not_a_ticket():
+    with pytest.raises(TypeError):
+        _engine.wake([None])
+    with pytest.raises(TypeError):
+        _engine.claim(object())
+
+
+@pytest.mark.parametrize("peer,kind", [("osvrt", "switch"), ("osvrt", "spawn"),
+                                       ("asyncio", "switch"), ("asyncio", "spawn")])
+def test_instruction_workloads_run(peer, kind):
+    from osvrt.bench import instructions
+    instructions.child(peer, kind, 50)
+
+
+def test_instruction_report_states_the_targets():
+    from osvrt.bench import instructions
+    text = instructions.report({"switch": {"osvrt": 2000.0, "asyncio": 22000.0},
+                                "spawn": {"osvrt": 8000.0, "asyncio": 24000.0}})
+    assert "target <= 3,000: met" in text
+    assert "osvrt/asyncio 0.333, target <= 0.25: MISSED" in text
