@@ -62,16 +62,16 @@ typedef struct ThreadObject {
                                   with pending, see throw_into */
     PyObject *result, *exc;    /* written once by the owner at the end */
     PyObject *joiners;         /* owner: list of Tickets of joining threads */
-    PyObject *future;          /* the submit() Future, or NULL */
-    PyObject *unretrieved;     /* logs an exception nobody joined */
+    /* owner: the submit() Future (aux_future = 1), or, for a thread that
+     * ended with an exception nobody has joined, its logger (one slot: a
+     * thread with a Future reports there and never needs the logger) */
+    PyObject *aux;
     PyObject *weakreflist;
-    Py_ssize_t live_index;     /* its slot in the runtime's LiveSet (live.c), -1 if none */
     uint64_t id;
     uint64_t h;                /* C thread-table handle; 0 until it first crosses CPUs */
     double prio;
     double r;                  /* owner: R'' (fair rule), relative to w->c; while
                                   moving (has_export), R/TAU to import */
-    int64_t rn;                /* owner: w->renorm that r is relative to */
     /* The wait word: seq << 1 | open.  A Ticket names one seq; claiming a
      * wait is a CAS that clears `open` for that seq, so of all the wakers
      * racing for one wait (an Event, a timer, cancel(), another CPU) exactly
@@ -79,16 +79,21 @@ typedef struct ThreadObject {
      * Foreign threads hold only a reference to the Thread, never to a
      * half-dead ticket slot: no lifetime question under free-threading. */
     _Atomic uint64_t wait;
-    _Atomic int cancel;        /* cancel() asked; set by any thread (release) */
-    _Atomic int pending;       /* cancel or throw_ set: the loop looks at both */
-    _Atomic int state;         /* written by the owner; read racily (Thread.state) */
+    _Atomic uint8_t cancel;    /* cancel() asked; set by any thread (release) */
+    _Atomic uint8_t pending;   /* cancel or throw_ set: the loop looks at both */
+    _Atomic uint8_t state;     /* written by the owner; read racily (Thread.state) */
+    /* The 32- and 8-bit fields last, packed: the object fits pymalloc's
+     * 192-byte class with its GC header (a parked thread's memory). */
+    int32_t live_index;        /* its slot in the runtime's LiveSet (live.c), -1 if none */
+    int32_t rn;                /* owner: w->renorm that r is relative to (one per
+                                  ~17 s of CPU: 32 bits last for millennia) */
     /* 0 until the thread ends, then 1 (release): a futex word for foreign
      * OS threads that wait in C (thread_wait_done); `sleepers` counts those
      * in futex_wait, so the end makes the syscall only when one sleeps. */
     _Atomic uint32_t done_word, sleepers;
     uint32_t posts;            /* hand-overs so far (owner: whoever posts it); the
                                   trace's flow ids */
-    char pinned, stalled, cwait, started, has_export;
+    char pinned, stalled, cwait, started, has_export, aux_future;
 } ThreadObject;
 
 /* Ticket kinds: what a resumed await returns (thread.c, ticket_am_send). */
@@ -149,7 +154,7 @@ struct WorkerObject {
     Py_ssize_t tm_len, tm_cap, tm_limit;
     int64_t order;                 /* owner: FIFO tie-break for heaps */
     double c;                      /* owner: the fair normalizer */
-    int64_t renorm;                /* owner: renormalizations so far */
+    int32_t renorm;                /* owner: renormalizations so far */
     ThreadObject *current;         /* owner writes; the watchdog reads it racily */
     _Atomic double run_start;      /* owner writes (relaxed); the watchdog reads */
     _Atomic int running;           /* 1 while a thread runs or keeps the CPU (load hint) */

@@ -52,7 +52,7 @@ live_add(PyObject *set, ThreadObject *t)
         s->items = g;
         s->cap = cap;
     }
-    t->live_index = s->n;
+    t->live_index = (int32_t)s->n;
     s->items[s->n++] = (ThreadObject *)Py_NewRef(t);
     live_unlock(s);
     return 0;
@@ -63,14 +63,14 @@ live_discard(PyObject *set, ThreadObject *t)
 {
     LiveSetObject *s = (LiveSetObject *)set;
     live_lock(s);
-    Py_ssize_t i = t->live_index;
+    Py_ssize_t i = t->live_index;      /* < 2**31 threads live at once */
     if (i < 0 || i >= s->n || s->items[i] != t) {
         live_unlock(s);
         return 0;
     }
     ThreadObject *last = s->items[--s->n];
     s->items[i] = last;
-    last->live_index = i;
+    last->live_index = (int32_t)i;
     t->live_index = -1;
     if (s->cap > 64 && s->n < s->cap / 4) {     /* give memory back after a burst */
         ThreadObject **g = PyMem_Realloc(s->items, sizeof(*g) * (size_t)(s->cap / 2));

@@ -74,8 +74,7 @@ thread_traverse(ThreadObject *t, visitproc visit, void *arg)
     Py_VISIT(t->result);
     Py_VISIT(t->exc);
     Py_VISIT(t->joiners);
-    Py_VISIT(t->future);
-    Py_VISIT(t->unretrieved);
+    Py_VISIT(t->aux);
     return 0;
 }
 
@@ -91,8 +90,7 @@ thread_clear(ThreadObject *t)
     Py_CLEAR(t->result);
     Py_CLEAR(t->exc);
     Py_CLEAR(t->joiners);
-    Py_CLEAR(t->future);
-    Py_CLEAR(t->unretrieved);
+    Py_CLEAR(t->aux);
     return 0;
 }
 
@@ -274,11 +272,11 @@ thread_join(ThreadObject *t, PyObject *args, PyObject *kw)
 PyObject *
 thread_outcome(ThreadObject *t)
 {
-    if (t->unretrieved != NULL) {
+    if (t->aux != NULL && !t->aux_future) {
         /* Retrieved after all: it must not log at collection. */
-        if (PyObject_SetAttr(t->unretrieved, str_exc, Py_None) < 0)
+        if (PyObject_SetAttr(t->aux, str_exc, Py_None) < 0)
             return NULL;
-        Py_CLEAR(t->unretrieved);
+        Py_CLEAR(t->aux);
     }
     if (t->exc != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(t->exc), t->exc);
@@ -309,7 +307,7 @@ thread_set_state(ThreadObject *t, PyObject *v, void *c)
 static PyObject *
 thread_get_flag(ThreadObject *t, void *which)
 {
-    _Atomic int *f = which ? &t->pending : &t->cancel;
+    _Atomic uint8_t *f = which ? &t->pending : &t->cancel;
     return PyBool_FromLong(atomic_load_explicit(f, memory_order_acquire));
 }
 
@@ -319,8 +317,30 @@ thread_set_flag(ThreadObject *t, PyObject *v, void *which)
     int b = v ? PyObject_IsTrue(v) : 0;
     if (b < 0)
         return -1;
-    _Atomic int *f = which ? &t->pending : &t->cancel;
-    atomic_store_explicit(f, b, memory_order_seq_cst);
+    _Atomic uint8_t *f = which ? &t->pending : &t->cancel;
+    atomic_store_explicit(f, (uint8_t)b, memory_order_seq_cst);
+    return 0;
+}
+
+/* _future and _unretrieved share the `aux` slot (engine.h). */
+static PyObject *
+thread_get_aux(ThreadObject *t, void *future)
+{
+    int want = future != NULL;
+    return Py_NewRef(t->aux != NULL && t->aux_future == want ? t->aux : Py_None);
+}
+
+static int
+thread_set_aux(ThreadObject *t, PyObject *v, void *future)
+{
+    int want = future != NULL;
+    if (v == NULL || v == Py_None) {
+        if (t->aux_future == want)
+            Py_CLEAR(t->aux);
+        return 0;
+    }
+    Py_XSETREF(t->aux, Py_NewRef(v));
+    t->aux_future = (char)want;
     return 0;
 }
 
@@ -391,12 +411,11 @@ static PyMemberDef thread_members[] = {
     {"_result", T_OBJECT, OFF(result), 0, NULL},
     {"_exc", T_OBJECT, OFF(exc), 0, NULL},
     {"_joiners", T_OBJECT, OFF(joiners), 0, NULL},
-    {"_future", T_OBJECT, OFF(future), 0, NULL},
-    {"_unretrieved", T_OBJECT, OFF(unretrieved), 0, NULL},
+
     {"_h", T_ULONGLONG, OFF(h), 0, NULL},
     {"_prio", T_DOUBLE, OFF(prio), 0, NULL},
     {"_r", T_DOUBLE, OFF(r), 0, NULL},
-    {"_rn", T_LONGLONG, OFF(rn), 0, NULL},
+    {"_rn", T_INT, OFF(rn), 0, NULL},
     {"_pinned", T_BOOL, OFF(pinned), 0, NULL},
     {"_stalled", T_BOOL, OFF(stalled), 0, NULL},
     {"_cwait", T_BOOL, OFF(cwait), 0, NULL},
@@ -414,6 +433,8 @@ static PyGetSetDef thread_getset[] = {
     {"_export", (getter)thread_get_export, (setter)thread_set_export, NULL, NULL},
     {"_throw", (getter)thread_get_throw, (setter)thread_set_throw, NULL, NULL},
     {"_w", (getter)thread_get_w, (setter)thread_set_w, NULL, NULL},
+    {"_future", (getter)thread_get_aux, (setter)thread_set_aux, NULL, (void *)1},
+    {"_unretrieved", (getter)thread_get_aux, (setter)thread_set_aux, NULL, NULL},
     {NULL}
 };
 

@@ -232,7 +232,7 @@ worker_catch_up(WorkerObject *w, ThreadObject *t)
         t->has_export = 0;
         STAT_ADD(w, migrations_in, 1);
     } else {
-        int64_t missed = w->renorm - t->rn;
+        int32_t missed = w->renorm - t->rn;
         if (missed == 1)
             t->r *= RENORM_FACTOR;
         else if (missed > 1)
@@ -413,7 +413,7 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
     if (*osvrt_api->exit_semaphore)
         osvrt_api->trace_exit(w->index, t->id);
     int err = 0;
-    if (t->future != NULL) {
+    if (t->aux != NULL && t->aux_future) {
         PyObject *r = call_method((PyObject *)w, "_settle", (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
@@ -424,7 +424,8 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         Py_XDECREF(name);
         if (u == NULL)
             err = 1;
-        Py_XSETREF(t->unretrieved, u);
+        Py_XSETREF(t->aux, u);
+        t->aux_future = 0;
     }
     PyObject *joiners = t->joiners;
     t->joiners = NULL;
@@ -1175,7 +1176,7 @@ worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 #define OFF(f) offsetof(WorkerObject, f)
 static PyMemberDef worker_members[] = {
     {"c", T_DOUBLE, OFF(c), 0, "the fair normalizer (fair.py)"},
-    {"renorm", T_LONGLONG, OFF(renorm), READONLY, NULL},
+    {"renorm", T_INT, OFF(renorm), READONLY, NULL},
     {"index", T_UINT, OFF(index), READONLY, NULL},
     {"idle_pull", T_INT, OFF(idle_pull), 0, NULL},
     {"trace_lost", T_ULONGLONG, OFF(trace_lost), READONLY, NULL},
