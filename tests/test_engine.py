@@ -159,3 +159,30 @@ def test_instruction_report_states_the_targets():
                                 "spawn": {"osvrt": 8000.0, "asyncio": 24000.0}})
     assert "target <= 3,000: met" in text
     assert "osvrt/asyncio 0.333, target <= 0.25: MISSED" in text
+
+
+def test_cancel_reaches_a_waiter_morphed_onto_a_held_mutex():
+    # Condition.notify moves the waiter onto the Mutex queue with a fresh wait
+    # opened on its behalf (thread.c, thread_new_ticket): a cancel must end
+    # that wait although the Mutex stays held.
+    async def main():
+        m = osvrt.Mutex()
+        c = osvrt.Condition(m)
+
+        async def waiter():
+            async with c:
+                await c.wait()
+
+        t = osvrt.spawn(waiter)
+        await osvrt.sleep(0.01)
+        async with m:
+            c.notify()                      # t now waits for m, which we hold
+            t.cancel()
+            await osvrt.sleep(0.01)
+        # Condition.wait returns holding the mutex even when cancelled, so t
+        # takes m back before Cancelled leaves its `async with`.
+        with pytest.raises(osvrt.Cancelled):
+            await t.join(timeout=5)
+        return m.locked()
+
+    assert run(main) is False

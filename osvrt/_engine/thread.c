@@ -165,8 +165,30 @@ static PyObject *
 thread_new_ticket(ThreadObject *t, PyObject *unused)
 {
     TicketObject *tk = ticket_new(t, TK_PARK);
-    if (tk != NULL)
-        ticket_open(tk);
+    if (tk == NULL)
+        return NULL;
+    ticket_open(tk);
+    WorkerObject *w = tls_worker;
+    if (w == NULL || w->current != t) {
+        /* Opened on behalf of a parked thread by the claimer of its last wait
+         * (wait morphing: Condition.notify moves it onto a Mutex).  A cancel
+         * that came between that claim and this open found no wait to end,
+         * and t will not pass the loop's park check again: end this one now.
+         * (A running thread opens its own waits; the park check covers it.)
+         * seq_cst: ticket_open's store, then this load; cancel() stores
+         * pending, then looks for an open wait. */
+        if (atomic_load_explicit(&t->pending, memory_order_seq_cst)) {
+            ThreadObject *c = thread_claim_open(t);
+            if (c != NULL) {
+                int r = schedule(c, NULL);
+                Py_DECREF(c);
+                if (r < 0) {
+                    Py_DECREF(tk);
+                    return NULL;
+                }
+            }
+        }
+    }
     return (PyObject *)tk;
 }
 
