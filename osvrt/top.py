@@ -72,6 +72,8 @@ def _remove_left_files():
     # A program that exits without stopping its runtime (workers are daemon
     # threads) must not leave its file behind.
     for p in list(_open_paths):
+        if not os.path.basename(p).startswith(f"osvrt-{os.getpid()}-"):
+            continue                       # a forked child: the file is its parent's
         try:
             os.unlink(p)
         except OSError:

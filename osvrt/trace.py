@@ -221,9 +221,9 @@ def write(path, per_cpu, cpu_ids, names=None, lost=None, pid=None):
     events = chrome_events(per_cpu, cpu_ids, names, pid)
     other = {"clock": "CLOCK_MONOTONIC", "cpus": list(cpu_ids),
              "lost_events": list(lost or [0] * len(cpu_ids))}
-    tmp = f"{os.fsdecode(path)}.tmp{os.getpid()}"
+    path = os.fsdecode(path)
     try:
-        with open(tmp, "w") as f:
+        with open(path, "w") as f:
             f.write('{"displayTimeUnit": "ns", "otherData": ')
             json.dump(other, f)
             f.write(', "traceEvents": [\n')
@@ -232,10 +232,9 @@ def write(path, per_cpu, cpu_ids, names=None, lost=None, pid=None):
                     f.write(",\n")
                 f.write(json.dumps(ev, separators=(",", ":")))
             f.write("\n]}\n")
-        os.replace(tmp, path)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(path)              # no half-written trace
         except OSError:
             pass
         raise

@@ -240,3 +240,13 @@ def test_trace_loads_in_perfetto_trace_processor(tmp_path, two_cpus):
         assert {f"CPU {c}" for c in two_cpus} <= threads
     finally:
         tp.close()
+
+
+def test_bytes_trace_path(tmp_path):
+    path = os.fsencode(tmp_path / "b.json")
+
+    async def main():
+        await osvrt.sleep(0.001)
+
+    osvrt.run(main, cpus=1, trace=path)
+    assert _load(path)["traceEvents"]
