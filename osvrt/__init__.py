@@ -20,6 +20,7 @@ help(osvrt.spawn), help(osvrt.Thread), help(osvrt.TaskGroup), ...  The
 reference for all of them is docs/api.md in the source distribution and the
 project's repository; docs/design.md explains how the runtime works."""
 from .deadline import timeout
+from .introspect import ThreadInfo, threads
 from .kernel import current, sleep, yield_now
 from .runtime import Runtime, run, spawn
 from .taskgroup import TaskGroup
@@ -31,6 +32,6 @@ from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports
 
 __all__ = [
     "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueClosed", "QueueEmpty", "QueueFull",
-    "Runtime", "Semaphore", "TaskGroup", "Thread", "current", "run", "sleep", "spawn", "timeout",
-    "yield_now", "net",
+    "Runtime", "Semaphore", "TaskGroup", "Thread", "ThreadInfo", "current", "run", "sleep",
+    "spawn", "threads", "timeout", "yield_now", "net",
 ]

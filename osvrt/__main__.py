@@ -15,6 +15,9 @@ COMMANDS = {
     "instructions": ("osvrt.bench.instructions",
                      "count instructions per switch and per spawn under valgrind's callgrind "
                      "(osvrt, asyncio, uvloop): figures that repeat on a noisy host"),
+    "top": ("osvrt.top",
+            "a live per-CPU view of a running osvrt program (switches/s, run queue, idle, "
+            "migrations, wake-ups, busiest threads), from its stats file"),
 }
 
 
@@ -37,13 +40,13 @@ def main(argv=None):
     module.add_arguments(cp)
     args = cp.parse_args(argv[1:])
     try:
-        module.run(args)
+        rc = module.run(args)
     except ValueError as e:
         cp.error(str(e))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

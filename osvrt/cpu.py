@@ -85,6 +85,7 @@ class Worker(_engine.WorkerBase):
             t._w = target
             moving.add(t)
             self.migrations_out += 1
+            self._trace_add(4, t.id, self.index, target.index)   # MIGRATE, if recording
             if lib.osvrt_migrate_semaphore:
                 lib.osvrt_trace_migrate(t.id, self.index, target.index)
         for t in self._runq_remove(moving):

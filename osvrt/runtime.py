@@ -10,9 +10,11 @@ import threading
 import time
 import types
 
-from . import _engine, balancer, kernel
+from . import _engine, balancer, kernel, trace as _trace
 from ._core import ffi, lib
+from . import top
 from .cpu import Worker
+from .introspect import Publisher
 from .stall import StallWatchdog
 from .thread import Cancelled, Thread, _await
 
@@ -82,8 +84,22 @@ class Runtime:
 
     def __init__(self, cpus=None, *, pin=True, balance=True, balance_interval=0.01,
                  idle_spin_us=50, stall_threshold=0.1, balance_policy="osvrt",
-                 min_move_runtime=0.001):
+                 min_move_runtime=0.001, trace=None, trace_events=_trace.DEFAULT_EVENTS,
+                 stats_file=True):
         self._cpus = _resolve_cpus(cpus)
+        # trace: a path; start() records each CPU's scheduler events and
+        # stop() writes them there as Chrome trace JSON (osvrt/trace.py).
+        self._trace_path = _trace.check_path(trace)
+        self._trace_events = _trace.check_events(trace_events)
+        self._trace_names = {}       # thread id -> name, for the trace (trace.py, "Names")
+        # stats_file: the counters live in /dev/shm/osvrt-<pid>-<n>.stats, for
+        # `python -m osvrt top` (osvrt/top.py)
+        if not isinstance(stats_file, bool):
+            raise TypeError(f"stats_file must be True or False, not {stats_file!r}")
+        self._stats_file_on = stats_file
+        self._stats_file = None
+        self._publisher = None
+        self._stop_error = None
         if not isinstance(pin, bool):
             raise TypeError(f"pin must be True or False, not {pin!r}")
         if not isinstance(balance, bool):
@@ -146,8 +162,20 @@ class Runtime:
         # Freed when the last reference goes, never while a worker, a Thread or
         # a foreign waker still holds a path to it.
         self._crt = ffi.gc(crt, lib.osvrt_rt_free)
-        self._workers = tuple(Worker(self, i, c, self._crt, self._spin_ns)
-                              for i, c in enumerate(self._cpus))
+        workers = tuple(Worker(self, i, c, self._crt, self._spin_ns)
+                        for i, c in enumerate(self._cpus))
+        # Before any worker's loop runs: the trace buffers and the stats
+        # binding belong to the workers' own threads once they do.
+        if self._trace_path is not None:
+            _trace.check_writable(self._trace_path)
+            for w in workers:
+                w._trace_start(self._trace_events)
+        if self._stats_file_on:
+            try:
+                self._stats_file = top.StatsFile(workers)
+            except OSError as e:
+                log.warning("osvrt: no stats file for `python -m osvrt top`: %s", e)
+        self._workers = workers
         self._by_cpu = {w.cpu_id: w for w in self._workers}
         errors = []
         started = threading.Semaphore(0)
@@ -173,7 +201,19 @@ class Runtime:
             self._watchdog.start()
         if self._balance and len(self._workers) > 1:
             self._start_balancers()
+        if self._stats_file is not None or self._trace_path is not None:
+            self._publisher = Publisher(self, self._stats_file,
+                                        self._trace_names if self._trace_path is not None
+                                        else None)
+            self._publisher.start()
         return self
+
+    @property
+    def stats_path(self):
+        """The path of this runtime's stats file (`python -m osvrt top`), or
+        None (not started, stopped, or stats_file=False)."""
+        f = self._stats_file
+        return None if f is None or f._mm is None else f.path
 
     def _start_balancers(self):
         osv = self._balance_policy == "osv"
@@ -205,6 +245,8 @@ class Runtime:
             self._stopped.wait()           # another stop() is under way: return when it is done
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._trace_path is not None:
+            self._note_names()             # named threads that the cancel below will end
         try:
             self._cancel_all(deadline)
         finally:
@@ -212,6 +254,16 @@ class Runtime:
                 self._stop_workers()
             finally:
                 self._stopped.set()
+        err, self._stop_error = self._stop_error, None
+        if err is not None:
+            raise err
+
+    def _note_names(self):
+        names = self._trace_names
+        for t in list(self._live):
+            n = t._name
+            if n is not None:
+                names[t.id] = n
 
     def _cancel_all(self, deadline):
         cancelled = set()                     # cancel each thread once: let cleanup code run
@@ -265,12 +317,42 @@ class Runtime:
                              "could not be stopped", w.cpu_id, w.current)
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self._publisher is not None:
+            self._publisher.stop()
+        exited = [w for w in self._workers if not w.os_thread.is_alive()]
+        if self._stats_file is not None:
+            # the counters carry over to the workers' own memory
+            self._stats_file.close(workers_exited=len(exited) == len(self._workers))
+        if self._trace_path is not None:
+            self._write_trace(exited)
         # System threads that never got to run would warn "never awaited" when
         # collected; no worker runs any more, so closing them here is safe.
         for t in self._system:
             _close_unstarted(t)
         self._settle_abandoned()
         self._state = _STOPPED
+
+    def _write_trace(self, exited):
+        """Take each stopped worker's events and write the trace (a stuck
+        worker's buffer is left to it: it may still write)."""
+        per_cpu, lost = [], []
+        for w in self._workers:
+            if w in exited:
+                buf, n_lost = w._trace_take()
+                per_cpu.append(_trace.decode(buf))
+                lost.append(n_lost)
+            else:
+                per_cpu.append([])
+                lost.append(0)
+        self._note_names()
+        if any(lost):
+            log.warning("osvrt: the trace lost %d event(s): a CPU's buffer of %d filled up "
+                        "(Runtime(trace_events=...))", sum(lost), self._trace_events)
+        try:
+            _trace.write(self._trace_path, per_cpu, self._cpus, self._trace_names, lost)
+        except OSError as e:
+            log.error("osvrt: cannot write the trace to %r: %s", self._trace_path, e)
+            self._stop_error = e
 
     def _settle_abandoned(self):
         """After the workers' loops: no green thread left behind may leave a
@@ -388,6 +470,8 @@ class Runtime:
         coro = _start_coroutine(fn, args)
         tid = _engine.next_id()
         t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio)
+        if name is not None and self._trace_path is not None:
+            self._trace_names[tid] = name
         self._live.add(t)
         self._spawned += 1
         return t
