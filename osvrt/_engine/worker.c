@@ -606,10 +606,18 @@ worker_idle(WorkerObject *w, double *now)
         || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
         return 0;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    int nev = 0;
+    /* The sleep is epoll_wait on this CPU's epfd: fds ready, a kick (its
+     * eventfd) or the next timer end it (csrc/cpu.h). */
     Py_BEGIN_ALLOW_THREADS
-    osvrt_api->cpu_idle(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS);
+    osvrt_api->cpu_idle_io(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS,
+                           w->io.evs, IO_BATCH, &nev);
     Py_END_ALLOW_THREADS
     double after = osvrt_clock();
+    w->io.tick = 0;
+    w->io.last = after;
+    if (nev > 0 && io_dispatch(w, nev) < 0)
+        return -1;
     /* Idle time decays everyone's runtime too: c follows wall-clock time. */
     w->c *= exp((after - *now) * INV_TAU);
     if (w->c > RENORM_LIMIT)
@@ -640,6 +648,11 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
         if (!osvrt_pushlist_empty(&w->cpu->incoming) && take_incoming(w) < 0)
             goto error;
         if (w->tm_len && w->tm[0].deadline <= now && fire_timers(w, now) < 0)
+            goto error;
+        /* Readiness while busy: poll without blocking every IO_TICKS turns
+         * or IO_PERIOD of run time, only while threads here wait for fds
+         * (io.c): runnable threads never starve I/O, nor I/O them. */
+        if (io_due(w, now) && io_poll(w, now) < 0)
             goto error;
         if (atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL) {
             /* acq_rel: we own the requester reference it leaves behind. */
@@ -1007,7 +1020,7 @@ worker_traverse(WorkerObject *w, visitproc visit, void *arg)
         Py_VISIT(w->rq[i].t);
     for (Py_ssize_t i = 0; i < w->tm_len; i++)
         Py_VISIT(w->tm[i].tm);
-    return 0;
+    return io_traverse(w, visit, arg);
 }
 
 static int
@@ -1027,6 +1040,7 @@ worker_clear(WorkerObject *w)
         Py_DECREF(w->tm[i].tm);
     PyObject *p = atomic_exchange_explicit(&w->pull, NULL, memory_order_acq_rel);
     Py_XDECREF(p);
+    io_clear(w);
     return 0;
 }
 
@@ -1056,6 +1070,7 @@ worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     atomic_init(&w->running, 0);
     atomic_init(&w->stop, 0);
     atomic_init(&w->pull, NULL);
+    io_init(w);
     return (PyObject *)w;
 }
 
