@@ -25,11 +25,15 @@ from .runtime import Runtime, run, spawn
 from .taskgroup import TaskGroup
 from .sync import Condition, Event, Mutex, Queue, QueueEmpty, QueueFull, Semaphore
 from .thread import Cancelled, Thread
+from .io import (BusyResourceError, ClosedResourceError, notify_closing, wait_readable,
+                 wait_writable)
+from .offload import to_thread
 
 from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)
 
 __all__ = [
     "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueEmpty", "QueueFull",
     "Runtime", "Semaphore", "TaskGroup", "Thread", "current", "run", "sleep", "spawn", "timeout",
-    "yield_now", "net",
+    "yield_now", "net", "wait_readable", "wait_writable", "notify_closing", "to_thread",
+    "ClosedResourceError", "BusyResourceError",
 ]
