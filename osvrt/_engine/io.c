@@ -264,7 +264,7 @@ io_close_fd(WorkerObject *w, int fd)
     return err ? -1 : 0;
 }
 
-static int
+int
 io_take_closing(WorkerObject *w)
 {
     /* acquire: pairs with the poster's release store after it appended. */

@@ -605,6 +605,13 @@ worker_idle(WorkerObject *w, double *now)
     if (atomic_load_explicit(&w->stop, memory_order_acquire)
         || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
         return 0;
+    /* fds closed by other threads (notify_closing): their waiters here wake. */
+    if (atomic_load_explicit(&w->io.closing, memory_order_relaxed)) {
+        if (io_take_closing(w) < 0)
+            return -1;
+        if (rq_len(w))
+            return 0;
+    }
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
     int nev = 0;
     /* The sleep is epoll_wait on this CPU's epfd: fds ready, a kick (its
