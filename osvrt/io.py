@@ -23,6 +23,7 @@ registration of a closed fd, so always close through osvrt.
 """
 import errno
 import select
+import weakref
 
 from . import _engine, kernel
 
@@ -48,6 +49,12 @@ class BusyResourceError(RuntimeError):
 
 _engine._io_set_classes(ClosedResourceError, BusyResourceError)
 
+_runtimes = weakref.WeakSet()        # started runtimes: notify_closing from foreign threads
+
+
+def track(rt):
+    _runtimes.add(rt)
+
 
 def wait_readable(f, timeout=None):
     """Await it: park until f (an fd, or an object with fileno()) is readable
@@ -70,7 +77,10 @@ def notify_closing(f):
     if fd < 0:
         return
     me = kernel.current_worker()
-    workers = me.rt._workers if me is not None else ()
+    if me is not None:
+        workers = me.rt._workers
+    else:                            # a foreign OS thread: every live runtime's workers
+        workers = [w for rt in list(_runtimes) for w in rt._workers]
     for w in workers:
         if w is me or _engine._io_waiters(w):
             _engine._io_close(w, fd)

@@ -129,6 +129,18 @@ def test_notify_closing_wakes_waiters_with_clear_error(make_rt, same_cpu):
     rt.submit(main, cpu=rt.cpus[0]).result(timeout=15)
 
 
+def test_notify_closing_from_a_foreign_os_thread(call):
+    async def main():
+        a, b = pair()
+        t = osvrt.spawn(waiter(osvrt.wait_readable, a))
+        await osvrt.sleep(0.05)
+        await osvrt.to_thread(lambda: (osvrt.notify_closing(a), a.close()))
+        with pytest.raises(osvrt.ClosedResourceError):
+            await t.join(timeout=5)
+        b.close()
+    call(main)
+
+
 def test_many_waits_no_fd_leak(call):
     async def main():
         n0 = fd_count()
