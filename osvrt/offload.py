@@ -89,8 +89,12 @@ class OffloadPool:
             except BaseException as e:     # handed to the green thread, re-raised there
                 job.exc = e
             job.fn = job.args = job.kwargs = None
-            kernel.wake(job.ticket, job)   # a no-op if the caller was cancelled
-            job.ticket = None
+            # Drop our references before the wake, as far as we can: the
+            # ticket holds the green thread (and so its result) alive, and
+            # this OS thread may not get the GIL back for a while after it.
+            tk, job.ticket = job.ticket, None
+            kernel.wake(tk, job)           # a no-op if the caller was cancelled
+            del tk, job
 
     def stop(self, timeout=5.0):
         """Let queued calls be dropped, running ones finish (up to timeout)."""
