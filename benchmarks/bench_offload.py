@@ -51,7 +51,7 @@ def _run(cpus, jobs, size):
         os.sched_setaffinity(0, old)
 
 
-def speedup(rounds=3, jobs=8, size=30_000_000):
+def speedup(rounds=5, jobs=8, size=30_000_000):
     avail = sorted(os.sched_getaffinity(0))
     if len(avail) < 2:
         raise RuntimeError("needs 2 CPUs")

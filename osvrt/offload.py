@@ -57,6 +57,12 @@ class OffloadPool:
         self._idle = 0
         self._closed = False
         self.calls = 0
+        # The process's CPUs (its main thread's): a pool thread is started by a
+        # worker, pinned to one CPU, and would inherit that pin.
+        try:
+            self._cpus = os.sched_getaffinity(os.getpid())
+        except (AttributeError, OSError):
+            self._cpus = None
 
     def submit(self, job):
         with self._lock:
@@ -64,15 +70,21 @@ class OffloadPool:
                 raise RuntimeError("osvrt.to_thread: the runtime is stopping")
             self._jobs.append(job)
             self.calls += 1
-            if self._idle == 0 and len(self._threads) < self.size:
+            # More queued calls than idle threads (a notified thread counts
+            # as idle until it wakes and takes one): start another thread.
+            if len(self._jobs) > self._idle and len(self._threads) < self.size:
                 th = threading.Thread(target=self._serve, daemon=True,
                                       name=f"osvrt-offload-{len(self._threads)}")
                 self._threads.append(th)
                 th.start()
-            else:
-                self._ready.notify()
+            self._ready.notify()
 
     def _serve(self):
+        if self._cpus:
+            try:
+                os.sched_setaffinity(0, self._cpus)
+            except OSError:
+                pass
         while True:
             with self._lock:
                 while not self._jobs and not self._closed:

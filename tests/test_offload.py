@@ -111,3 +111,12 @@ def test_outside_a_runtime():
     import asyncio
     with pytest.raises(RuntimeError, match="osvrt"):
         asyncio.run(osvrt.to_thread(int))
+
+
+def test_pool_threads_are_not_pinned_to_the_worker_that_started_them(rt):
+    import os
+    allowed = os.sched_getaffinity(os.getpid())
+
+    async def main():
+        return await osvrt.to_thread(os.sched_getaffinity, 0)
+    assert rt.submit(main, cpu=rt.cpus[-1]).result(timeout=10) == allowed
