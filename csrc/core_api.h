@@ -15,7 +15,7 @@
 
 #include "wake.h"
 
-#define OSVRT_CORE_API_VERSION 1u
+#define OSVRT_CORE_API_VERSION 2u
 
 struct osvrt_core_api {
     uint32_t version;
@@ -25,6 +25,10 @@ struct osvrt_core_api {
     int (*cpu_idle)(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
                     _Atomic uint32_t *active, int64_t gil_wait_ns);
     void (*cpu_kick)(struct osvrt_cpu *c);
+    int (*cpu_idle_io)(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
+                       _Atomic uint32_t *active, int64_t gil_wait_ns,
+                       struct epoll_event *evs, int maxev, int *nev);
+    int (*cpu_poll_io)(struct osvrt_cpu *c, struct epoll_event *evs, int maxev);
     void (*trace_switch)(uint32_t cpu, uint64_t from_id, uint64_t to_id);
     void (*trace_spawn)(uint32_t cpu, uint64_t id);
     void (*trace_exit)(uint32_t cpu, uint64_t id);

@@ -3,7 +3,8 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,25 +27,51 @@ int64_t osvrt_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t timeout_ns)
+/* Sleep in epoll_wait on epfd for up to timeout_ns (< 0: no limit), with
+ * nanosecond timeouts (epoll_pwait2, Linux 5.11) so timers keep their
+ * precision; plain epoll_wait (ms, rounded up) where the kernel lacks it.
+ * Returns what epoll returned (EINTR: 0; the caller looks again either way). */
+static int epoll_sleep(int epfd, struct epoll_event *evs, int maxev, int64_t timeout_ns)
 {
-    struct timespec ts, *tp = NULL;
-    if (timeout_ns >= 0) {
-        ts.tv_sec = timeout_ns / 1000000000;
-        ts.tv_nsec = timeout_ns % 1000000000;
-        tp = &ts;
+    static _Atomic int no_pwait2;
+    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        struct timespec ts, *tp = NULL;
+        if (timeout_ns >= 0) {
+            ts.tv_sec = timeout_ns / 1000000000;
+            ts.tv_nsec = timeout_ns % 1000000000;
+            tp = &ts;
+        }
+        int n = (int)syscall(SYS_epoll_pwait2, epfd, evs, maxev, tp, NULL, 0);
+        if (n >= 0)
+            return n;
+        if (errno != ENOSYS)
+            return 0;
+        atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
     }
-    /* EAGAIN (the word moved: a kick came), EINTR and ETIMEDOUT all mean
-     * "look again", which the caller does. */
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, tp, NULL, 0);
+    int ms = timeout_ns < 0 ? -1 : timeout_ns > (int64_t)INT_MAX * 1000000 ? INT_MAX
+                                  : (int)((timeout_ns + 999999) / 1000000);
+    int n = epoll_wait(epfd, evs, maxev, ms);
+    return n < 0 ? 0 : n;
 }
 
-static void futex_wake(_Atomic uint32_t *addr)
+/* Drop the kick's eventfd from a batch of events (reading it back to zero);
+ * returns how many fd events remain in evs. */
+static int keep_fd_events(struct osvrt_cpu *c, struct epoll_event *evs, int n)
 {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.u64 == OSVRT_KICK_TAG) {
+            uint64_t v;
+            ssize_t r = read(c->evfd, &v, sizeof v);   /* non-blocking: EAGAIN is fine */
+            (void)r;
+        } else {
+            evs[k++] = evs[i];
+        }
+    }
+    return k;
 }
 
-void osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
+int osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
 {
     osvrt_pushlist_init(&c->incoming);
     atomic_init(&c->idle_state, OSVRT_CPU_BUSY);
@@ -55,9 +82,35 @@ void osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
     atomic_init(&c->idle_ns, 0);
     atomic_init(&c->idle_calls, 0);
     atomic_init(&c->sleeps, 0);
+    atomic_init(&c->io_events, 0);
     atomic_init(&c->kicks_sent, 0);
     atomic_init(&c->kicks_skipped, 0);
     atomic_init(&c->pushes, 0);
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->epfd < 0 || c->evfd < 0)
+        goto fail;
+    /* Level-triggered: a kick written before the sleep keeps epoll_wait from blocking. */
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = OSVRT_KICK_TAG};
+    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &ev) != 0)
+        goto fail;
+    return 0;
+fail:
+    {
+        int e = errno;
+        osvrt_cpu_destroy(c);
+        errno = e;
+    }
+    return -1;
+}
+
+void osvrt_cpu_destroy(struct osvrt_cpu *c)
+{
+    if (c->epfd >= 0)
+        close(c->epfd);
+    if (c->evfd >= 0)
+        close(c->evfd);
+    c->epfd = c->evfd = -1;
 }
 
 void osvrt_cpu_kick(struct osvrt_cpu *c)
@@ -75,15 +128,15 @@ void osvrt_cpu_kick(struct osvrt_cpu *c)
     if (OSVRT_IDLE_STATE(s) == OSVRT_CPU_SLEEPING &&
         atomic_compare_exchange_strong_explicit(&c->idle_state, &s, OSVRT_CPU_BUSY,
                                                 memory_order_relaxed, memory_order_relaxed)) {
-        /* Bump again, after the CAS: the owner may not be in futex_wait yet,
-         * and the `seq` it will pass may already include our first bump (it
-         * read seq after it, e.g. for an earlier push).  Then only this second
-         * bump makes its futex_wait fail at once; once it is queued, the wake
-         * below reaches it.  Without it the wake can be lost while the state
-         * reads BUSY, and every later kicker skips its wake (seen in
-         * test_wake).  release: as above. */
+        /* Bump again, after the CAS (kept from the futex sleep, where only
+         * this bump made a futex_wait that had not started yet fail at once):
+         * the owner's re-check after its next SLEEPING store sees it.  The
+         * eventfd write below is level-triggered, so an owner not yet in
+         * epoll_wait returns from it at once.  release: as above. */
         atomic_fetch_add_explicit(&c->futex, 1, memory_order_release);
-        futex_wake(&c->futex);
+        uint64_t one = 1;
+        ssize_t r = write(c->evfd, &one, sizeof one);   /* EAGAIN (counter full): readable anyway */
+        (void)r;
         atomic_fetch_add_explicit(&c->kicks_sent, 1, memory_order_relaxed);
         OSVRT_PROBE1(kick, c->id);
     } else {
@@ -156,8 +209,21 @@ static void gil_settle(_Atomic uint32_t *active, int64_t gil_wait_ns)
     }
 }
 
-int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
-                   _Atomic uint32_t *active, int64_t gil_wait_ns)
+int osvrt_cpu_poll_io(struct osvrt_cpu *c, struct epoll_event *evs, int maxev)
+{
+    int n = epoll_wait(c->epfd, evs, maxev, 0);
+    if (n <= 0)
+        return 0;
+    n = keep_fd_events(c, evs, n);
+    add_stat(&c->io_events, (uint64_t)n);
+    return n;
+}
+
+#define IO_POLL_NS 25000      /* while polling idle, look at epfd this often */
+
+int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
+                      _Atomic uint32_t *active, int64_t gil_wait_ns,
+                      struct epoll_event *evs, int maxev, int *nev)
 {
     int64_t start = osvrt_now_ns();
     /* Saturate: a timeout or spin near INT64_MAX must not overflow. */
@@ -165,7 +231,13 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uin
                                                                         : start + timeout_ns;
     int64_t spin_end = spin_ns < 0 ? start
                      : spin_ns > INT64_MAX - start ? INT64_MAX : start + spin_ns;
-    int work = 0;
+    int64_t next_io = start;
+    int work = 0, n = 0;
+    struct epoll_event one[1];
+    if (evs == NULL || maxev <= 0) {
+        evs = one;          /* room for the kick only (see cpu.h) */
+        maxev = 1;
+    }
 
     OSVRT_PROBE1(idle_enter, c->id);
     add_stat(&c->idle_calls, 1);
@@ -184,6 +256,12 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uin
             goto out;
         if ((i & 63) == 0) {
             int64_t now = osvrt_now_ns();
+            if (now >= next_io && now < spin_end && evs != one) {
+                next_io = now + IO_POLL_NS;
+                int k = epoll_wait(c->epfd, evs, maxev, 0);
+                if (k > 0 && (n = keep_fd_events(c, evs, k)) > 0)
+                    goto out;
+            }
             if (now >= spin_end || now >= deadline)
                 break;
         }
@@ -207,18 +285,32 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uin
         int64_t now = osvrt_now_ns();
         if (now >= deadline)
             break;
-        /* Returns at once if the sequence moved since `seq` (EAGAIN). */
-        futex_wait(&c->futex, seq, deadline == INT64_MAX ? -1 : deadline - now);
+        /* Returns at once if a kick wrote the eventfd since it was last read. */
+        int k = epoll_sleep(c->epfd, evs, maxev, deadline == INT64_MAX ? -1 : deadline - now);
+        if (k > 0 && (n = keep_fd_events(c, evs, k)) > 0)
+            break;
     }
 out:
     atomic_store_explicit(&c->idle_state, OSVRT_CPU_BUSY, memory_order_relaxed);
+    if (n > 0) {
+        add_stat(&c->io_events, (uint64_t)n);
+        work = 1;
+    }
     if (work)
         gil_settle(active, gil_wait_ns);
     if (active)
         atomic_fetch_add_explicit(active, 1, memory_order_relaxed);
     add_stat(&c->idle_ns, (uint64_t)(osvrt_now_ns() - start));
     OSVRT_PROBE2(idle_exit, c->id, work);
+    if (nev)
+        *nev = evs == one ? 0 : n;
     return work;
+}
+
+int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
+                   _Atomic uint32_t *active, int64_t gil_wait_ns)
+{
+    return osvrt_cpu_idle_io(c, timeout_ns, spin_ns, seq, active, gil_wait_ns, NULL, 0, NULL);
 }
 
 void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *o)
@@ -230,4 +322,5 @@ void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *o)
     o->idle_ns = atomic_load_explicit(&c->idle_ns, memory_order_relaxed);
     o->idle_calls = atomic_load_explicit(&c->idle_calls, memory_order_relaxed);
     o->sleeps = atomic_load_explicit(&c->sleeps, memory_order_relaxed);
+    o->io_events = atomic_load_explicit(&c->io_events, memory_order_relaxed);
 }

@@ -1,8 +1,19 @@
-/* cpu.h - one per worker: the incoming pushlist, idle (poll, then futex
- * sleep) and kick (our IPI).
+/* cpu.h - one per worker: the incoming pushlist, its readiness poller
+ * (an epoll instance), idle (poll, then sleep in epoll_wait) and kick (our IPI).
  *
- * Every kick bumps the futex word (a doorbell sequence); only the futex_wake
- * syscall is skipped when the CPU is not asleep.  The owner reads the sequence
+ * Readiness (Go's netpoller, tokio's driver): every CPU owns one epoll
+ * instance, epfd.  Per CPU, not per runtime: the fds a worker's green threads
+ * wait on are registered, re-armed and dispatched by that worker alone, so
+ * its registration table needs no lock and a ready event wakes a thread on
+ * the CPU that polled it (no cross-CPU hop).  The engine polls epfd without
+ * blocking while it is busy (osvrt/_engine/io.c); the idle worker sleeps in
+ * epoll_wait on it, until an fd is ready, the next timer, or a kick.
+ *
+ * Every kick bumps the `futex` word (a doorbell sequence; the name stays from
+ * when the sleep was a futex_wait); only when the CPU sleeps does the kicker
+ * also write the CPU's eventfd, which is registered in epfd: that is what the
+ * sleeping epoll_wait sees.  Kicks to a busy or polling CPU make no syscall
+ * (counted as skipped).  The owner reads the sequence
  * BEFORE its last look at its own state (run queue, stop flag) and passes it
  * to osvrt_cpu_idle, which returns as soon as the sequence moves: so a kick
  * that comes after that look is never lost, whether the CPU was busy,
@@ -10,11 +21,15 @@
  *
  * Idle/kick is a Dekker pair:
  *   sleeper: idle_state = SLEEPING; fence(seq_cst); if work or futex != seq: don't sleep
+ *            else epoll_wait(epfd)
  *   waker:   push; bump futex;      fence(seq_cst); if CAS idle_state SLEEPING -> BUSY:
- *            bump futex again, futex_wake
+ *            bump futex again, write(eventfd)
  * With both fences, at least one side sees the other's store: either the
- * sleeper sees the node (or the bump), or the waker sees SLEEPING and wakes it;
- * futex_wait(seq) itself returns at once if the word has moved.
+ * sleeper sees the node (or the bump), or the waker sees SLEEPING and writes
+ * the eventfd.  The eventfd is a level: a write made before the sleeper
+ * reaches epoll_wait leaves it readable, so that epoll_wait returns at once
+ * (the role futex_wait's "the word moved: EAGAIN" played).  The sleeper reads
+ * the eventfd back to zero when epoll_wait reports it.
  *
  * Cache lines: `incoming` (written by producers), `idle_state`+`futex`
  * (read by producers, written by the owner), the owner's private fields, and
@@ -25,32 +40,37 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 
 #include "pushlist.h"
 
 enum osvrt_idle_state {
     OSVRT_CPU_BUSY     = 0,  /* running green threads: checks incoming at every trap */
     OSVRT_CPU_POLLING  = 1,  /* idle, spinning on incoming: needs no kick */
-    OSVRT_CPU_SLEEPING = 2,  /* idle, in (or about to enter) futex_wait: needs a kick */
+    OSVRT_CPU_SLEEPING = 2,  /* idle, in (or about to enter) epoll_wait: needs a kick */
 };
 
 /* idle_state holds the state in its two low bits and, while SLEEPING, a count
  * of sleeps above them.  A kicker moves SLEEPING -> BUSY with a CAS on the
  * whole word, so it can only hit the very sleep it saw.  Without the count, a
  * kicker delayed between its load and its CAS could mark a LATER sleep BUSY
- * after its futex_wake had gone to nobody; every kicker after it would then
+ * after its eventfd write had gone to nobody; every kicker after it would then
  * skip its wake while the owner slept: a lost wake-up (seen in test_wake). */
 #define OSVRT_IDLE_STATE(word) ((word) & 3u)
 
 struct osvrt_cpu_stats {
-    uint64_t kicks_sent;       /* futex wakes made to this CPU */
-    uint64_t kicks_skipped;    /* wakes that needed no futex wake (busy or polling) */
+    uint64_t kicks_sent;       /* eventfd writes (wakes of a sleeper) made to this CPU */
+    uint64_t kicks_skipped;    /* kicks that needed no syscall (busy or polling) */
     uint64_t pushes;           /* nodes pushed onto this CPU (remote wake-ups, moves) */
     uint64_t drained;          /* nodes this CPU has taken in */
     uint64_t idle_ns;          /* time spent in osvrt_cpu_idle */
     uint64_t idle_calls;
-    uint64_t sleeps;           /* idle calls that went on to futex_wait */
+    uint64_t sleeps;           /* idle calls that went on to sleep (epoll_wait) */
+    uint64_t io_events;        /* readiness events handed out by osvrt_cpu_idle_io */
 };
+
+/* epoll_event.data.u64 of the CPU's own eventfd (the kick); fd events use data.fd. */
+#define OSVRT_KICK_TAG UINT64_MAX
 
 struct osvrt_cpu {
     struct osvrt_pushlist incoming;               /* its own cache line */
@@ -60,16 +80,20 @@ struct osvrt_cpu {
 
     _Alignas(OSVRT_CACHELINE) struct osvrt_pushnode *leftover;  /* owner only */
     uint32_t id;
-    _Atomic uint64_t drained, idle_ns, idle_calls, sleeps;      /* written by the owner */
+    int epfd;                                     /* readiness poller; -1 if it failed */
+    int evfd;                                     /* the kick's eventfd, in epfd */
+    _Atomic uint64_t drained, idle_ns, idle_calls, sleeps, io_events;  /* written by the owner */
 
     _Alignas(OSVRT_CACHELINE) _Atomic uint64_t kicks_sent, kicks_skipped, pushes;  /* producers */
 };
 
-void osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id);
+/* 0, or -1 with errno if the epoll instance or the eventfd cannot be made. */
+int osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id);
+void osvrt_cpu_destroy(struct osvrt_cpu *c);
 
 /* Producer side: push a node (its key already set) and kick if the CPU sleeps. */
 void osvrt_cpu_post(struct osvrt_cpu *c, struct osvrt_pushnode *n);
-/* Kick: futex-wake the CPU if it is sleeping; count it either way. */
+/* Kick: write the CPU's eventfd if it is sleeping; count it either way. */
 void osvrt_cpu_kick(struct osvrt_cpu *c);
 
 /* Owner side.  Takes up to max incoming keys, oldest first; the rest stay for
@@ -88,7 +112,7 @@ static inline uint32_t osvrt_cpu_kick_seq(struct osvrt_cpu *c)
 }
 
 /* Owner side: wait for incoming work, polling for up to spin_ns, then sleeping
- * on the futex.  timeout_ns < 0 waits without limit.  `seq` is the doorbell
+ * in epoll_wait on the CPU's epfd.  timeout_ns < 0 waits without limit.  `seq` is the doorbell
  * sequence the caller read (osvrt_cpu_kick_seq) before its last look at its
  * own state.  Returns 1 if work is there, 0 on timeout or on a kick without
  * work (the caller looks at its state again).
@@ -101,6 +125,17 @@ static inline uint32_t osvrt_cpu_kick_seq(struct osvrt_cpu *c)
  * GIL when it idles, which we then see here (DESIGN.md, "The GIL"). */
 int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
                    _Atomic uint32_t *active, int64_t gil_wait_ns);
+/* The same, and readiness: fd events that epfd reports (while polling, every
+ * ~25 us, and in the sleep) end the idle too; they are written to evs (at most
+ * maxev; the kick's eventfd is never among them) and counted in *nev.  Returns
+ * 1 if work is there or *nev > 0.  osvrt_cpu_idle is this with no room for
+ * events: use it only on a CPU whose epfd holds no fd but the eventfd. */
+int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
+                      _Atomic uint32_t *active, int64_t gil_wait_ns,
+                      struct epoll_event *evs, int maxev, int *nev);
+/* Owner side, no wait: poll epfd once; like osvrt_cpu_idle_io's events.  Returns
+ * how many fd events it wrote (0 on error). */
+int osvrt_cpu_poll_io(struct osvrt_cpu *c, struct epoll_event *evs, int maxev);
 
 void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *out);
 

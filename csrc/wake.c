@@ -20,8 +20,16 @@ struct osvrt_rt *osvrt_rt_new(uint32_t ncpu)
     }
     rt->ncpu = ncpu;
     atomic_init(&rt->active, ncpu);
-    for (uint32_t i = 0; i < ncpu; i++)
-        osvrt_cpu_init(&rt->cpus[i], i);
+    for (uint32_t i = 0; i < ncpu; i++) {
+        if (osvrt_cpu_init(&rt->cpus[i], i) != 0) {
+            while (i-- > 0)
+                osvrt_cpu_destroy(&rt->cpus[i]);
+            osvrt_table_destroy(&rt->table);
+            free(rt->cpus);
+            free(rt);
+            return NULL;
+        }
+    }
     return rt;
 }
 
@@ -29,6 +37,8 @@ void osvrt_rt_free(struct osvrt_rt *rt)
 {
     if (!rt)
         return;
+    for (uint32_t i = 0; i < rt->ncpu; i++)
+        osvrt_cpu_destroy(&rt->cpus[i]);
     osvrt_table_destroy(&rt->table);
     free(rt->cpus);
     free(rt);

@@ -27,11 +27,15 @@ from .taskgroup import TaskGroup
 from .sync import (Condition, Event, Mutex, Queue, QueueClosed, QueueEmpty, QueueFull,
                    Semaphore)
 from .thread import Cancelled, Thread
+from .io import (BusyResourceError, ClosedResourceError, notify_closing, wait_readable,
+                 wait_writable)
+from .offload import to_thread
 
 from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)
 
 __all__ = [
     "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueClosed", "QueueEmpty", "QueueFull",
     "Runtime", "Semaphore", "TaskGroup", "Thread", "ThreadInfo", "current", "run", "sleep",
-    "spawn", "threads", "timeout", "yield_now", "net",
+    "spawn", "threads", "timeout", "yield_now", "net", "wait_readable", "wait_writable",
+    "notify_closing", "to_thread", "ClosedResourceError", "BusyResourceError",
 ]

@@ -25,7 +25,7 @@ enum osvrt_state {
 #define OSVRT_KEY_CWAKE ...
 
 struct osvrt_cpu_stats {
-    uint64_t kicks_sent, kicks_skipped, pushes, drained, idle_ns, idle_calls, sleeps;
+    uint64_t kicks_sent, kicks_skipped, pushes, drained, idle_ns, idle_calls, sleeps, io_events;
 };
 struct osvrt_rt { uint32_t ncpu; ...; };
 

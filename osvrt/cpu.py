@@ -253,6 +253,8 @@ class Worker(_engine.WorkerBase):
             "kicks_skipped": cs.kicks_skipped,
             "idle_time": cs.idle_ns / 1e9,
             "idle_sleeps": cs.sleeps,
+            "io_events": cs.io_events,          # readiness events polled on this CPU
+            "io_waiters": _engine._io_waiters(self),
             "runq_len": self.runq_len,
             "timers": self.timers_len,
             "stalls": self.stalls,

@@ -3,6 +3,7 @@ OS threads (submit, run, stop).  spawn() is the door in from green threads.
 """
 import concurrent.futures
 import contextvars
+import errno
 import logging
 import math
 import os
@@ -11,6 +12,7 @@ import time
 import types
 
 from . import _engine, balancer, kernel, trace as _trace
+from . import io as _io
 from ._core import ffi, lib
 from . import top
 from .cpu import Worker
@@ -158,7 +160,12 @@ class Runtime:
             raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
         crt = lib.osvrt_rt_new(len(self._cpus))
         if crt == ffi.NULL:
+            err = ffi.errno
+            if err in (errno.EMFILE, errno.ENFILE):
+                raise OSError(err, "osvrt: cannot make the per-CPU epoll and eventfd: "
+                                   "too many open files")
             raise MemoryError("osvrt: cannot allocate the C runtime")
+        _io.track(self)
         # Freed when the last reference goes, never while a worker, a Thread or
         # a foreign waker still holds a path to it.
         self._crt = ffi.gc(crt, lib.osvrt_rt_free)

@@ -1,10 +1,14 @@
-/* test_idle.c - per-CPU idle (poll, then futex sleep) and kick. */
+/* test_idle.c - per-CPU idle (poll, then sleep in epoll_wait on the CPU's
+ * epfd) and kick (a write of the CPU's eventfd, registered in epfd). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "osvrt.h"
@@ -36,7 +40,7 @@ enum action { ACT_READY, ACT_WAKE, ACT_BURST, ACT_KICK };
 struct helper {
     pthread_t th;
     uint32_t wait_state;      /* OSVRT_CPU_POLLING or OSVRT_CPU_SLEEPING */
-    int64_t delay_ns;         /* then wait this long (into futex_wait, or deep in the poll) */
+    int64_t delay_ns;         /* then wait this long (into epoll_wait, or deep in the poll) */
     enum action act;
     uint64_t h;
     struct osvrt_pushnode *nodes;
@@ -108,7 +112,7 @@ static void test_timeout(void)
 {
     struct osvrt_cpu_stats s0 = stats();
     static const struct { int64_t timeout, spin; } cases[] = {
-        {50 * MS, 0},          /* straight to the futex */
+        {50 * MS, 0},          /* straight to the sleep (epoll_wait) */
         {30 * MS, 10 * MS},    /* poll, then sleep */
         {20 * MS, 1 * SEC},    /* the timeout cuts the poll short */
         {1 * MS, -1},
@@ -129,7 +133,7 @@ static void test_timeout(void)
     struct osvrt_cpu_stats s1 = stats();
     CHECK_EQ(s1.idle_calls - s0.idle_calls, sizeof cases / sizeof *cases);
     CHECK(s1.idle_ns - s0.idle_ns >= (uint64_t)total);
-    CHECK(s1.sleeps - s0.sleeps >= 3);   /* the first three reached the futex */
+    CHECK(s1.sleeps - s0.sleeps >= 3);   /* the first three reached the sleep */
     CHECK_EQ(s1.kicks_sent, s0.kicks_sent);
 }
 
@@ -196,7 +200,7 @@ static void test_polling_not_kicked(uint64_t h)
     expect_drain(h);
 }
 
-/* A burst of wakes to one sleeping CPU costs few futex wakes. */
+/* A burst of wakes to one sleeping CPU costs few eventfd writes. */
 static void test_burst(void)
 {
     const uint32_t k = 20000;
@@ -223,11 +227,11 @@ static void test_burst(void)
     CHECK(pthread_join(hp.th, NULL) == 0);
     struct osvrt_cpu_stats s1 = stats();
     uint64_t sent = s1.kicks_sent - s0.kicks_sent, skipped = s1.kicks_skipped - s0.kicks_skipped;
-    printf("burst of %u wakes to a sleeping CPU: %llu futex wakes, %llu skipped\n", k,
+    printf("burst of %u wakes to a sleeping CPU: %llu eventfd wakes, %llu skipped\n", k,
            (unsigned long long)sent, (unsigned long long)skipped);
     CHECK_EQ(sent + skipped, k);
     CHECK(sent >= 1);
-    CHECK_MSG(sent * 20 <= k, "%llu futex wakes for a burst of %u", (unsigned long long)sent, k);
+    CHECK_MSG(sent * 20 <= k, "%llu eventfd wakes for a burst of %u", (unsigned long long)sent, k);
     CHECK_EQ(s1.pushes - s0.pushes, k);
     CHECK_EQ(s1.drained - s0.drained, k);
     free(nodes);
@@ -267,7 +271,7 @@ static void test_kick_without_work(void)
               (long long)(t1 - atomic_load(&hp.acted_at)));
     CHECK(t1 - t0 < 4 * SEC);
     struct osvrt_cpu_stats s1 = stats();
-    CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 1);       /* only the sleeping one needed a futex wake */
+    CHECK_EQ(s1.kicks_sent - s0.kicks_sent, 1);       /* only the sleeping one needed an eventfd write */
     CHECK_EQ(s1.kicks_skipped - s0.kicks_skipped, 3);
     CHECK_EQ(s1.pushes, s0.pushes);
 }
@@ -318,6 +322,86 @@ static void test_active(uint64_t h)
     expect_drain(h);
 }
 
+/* Readiness: an fd registered in the CPU's epfd ends the sleep and is handed
+ * out (never the kick's eventfd); a kick still ends a sleep with fds in epfd;
+ * the non-blocking poll sees a ready fd; an fd that is not ready times out. */
+struct fd_writer { int fd; int64_t delay_ns; };
+
+static void *write_later(void *p)
+{
+    struct fd_writer *fw = p;
+    int64_t give_up = osvrt_now_ns() + 10 * SEC;
+    while (OSVRT_IDLE_STATE(atomic_load(&cpu0->idle_state)) != OSVRT_CPU_SLEEPING) {
+        CHECK_MSG(osvrt_now_ns() < give_up, "CPU 0 never slept");
+        sched_yield();
+    }
+    sleep_ns(fw->delay_ns);
+    char c = 'x';
+    CHECK_EQ(write(fw->fd, &c, 1), 1);
+    return NULL;
+}
+
+static void test_readiness(void)
+{
+    int p[2];
+    CHECK(pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint32_t)p[0]};
+    CHECK(epoll_ctl(cpu0->epfd, EPOLL_CTL_ADD, p[0], &ev) == 0);
+    struct epoll_event out[8];
+    int nev = -1;
+
+    /* nothing ready: the timeout ends the sleep, no events */
+    CHECK_EQ(osvrt_cpu_idle_io(cpu0, 20 * MS, 0, osvrt_cpu_kick_seq(cpu0), NULL, 0, out, 8, &nev), 0);
+    CHECK_EQ(nev, 0);
+    CHECK_EQ(osvrt_cpu_poll_io(cpu0, out, 8), 0);
+
+    /* an fd that becomes ready while the CPU sleeps ends the sleep */
+    struct osvrt_cpu_stats s0 = stats();
+    struct fd_writer fw = {p[1], 20 * MS};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, write_later, &fw) == 0);
+    int64_t t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle_io(cpu0, 5 * SEC, 0, osvrt_cpu_kick_seq(cpu0), NULL, 0, out, 8, &nev), 1);
+    int64_t dt = osvrt_now_ns() - t0;
+    CHECK(pthread_join(th, NULL) == 0);
+    CHECK_EQ(nev, 1);
+    CHECK_EQ((int)out[0].data.u64, p[0]);
+    CHECK(out[0].events & EPOLLIN);
+    CHECK_MSG(dt >= 15 * MS && dt < 2 * SEC, "returned after %lld ns", (long long)dt);
+    CHECK_EQ(stats().io_events - s0.io_events, 1);
+
+    /* still readable (level-triggered here): the busy poll sees it, and a
+     * polling idle sees it without sleeping */
+    CHECK_EQ(osvrt_cpu_poll_io(cpu0, out, 8), 1);
+    s0 = stats();
+    CHECK_EQ(osvrt_cpu_idle_io(cpu0, 5 * SEC, 1 * MS, osvrt_cpu_kick_seq(cpu0), NULL, 0, out, 8, &nev), 1);
+    CHECK_EQ(nev, 1);
+    CHECK_EQ(stats().sleeps, s0.sleeps);
+    char buf[8];
+    CHECK_EQ(read(p[0], buf, sizeof buf), 1);
+
+    /* with an fd in epfd, a kick (the eventfd) still wakes the sleeper, and
+     * the eventfd itself is never handed out as an event */
+    struct helper hp = {0};
+    helper_start(&hp, OSVRT_CPU_SLEEPING, 20 * MS, ACT_KICK);
+    nev = -1;
+    s0 = stats();
+    t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle_io(cpu0, 5 * SEC, 0, osvrt_cpu_kick_seq(cpu0), NULL, 0, out, 8, &nev), 0);
+    CHECK(osvrt_now_ns() - t0 < 2 * SEC);
+    CHECK(pthread_join(hp.th, NULL) == 0);
+    CHECK_EQ(nev, 0);
+    CHECK_EQ(stats().kicks_sent - s0.kicks_sent, 1);
+    /* the eventfd was read back to zero: the next sleep is not cut short */
+    t0 = osvrt_now_ns();
+    CHECK_EQ(osvrt_cpu_idle_io(cpu0, 30 * MS, 0, osvrt_cpu_kick_seq(cpu0), NULL, 0, out, 8, &nev), 0);
+    CHECK(osvrt_now_ns() - t0 >= 25 * MS);
+
+    CHECK(epoll_ctl(cpu0->epfd, EPOLL_CTL_DEL, p[0], &ev) == 0);
+    close(p[0]);
+    close(p[1]);
+}
+
 int main(void)
 {
     rt = osvrt_rt_new(2);
@@ -334,6 +418,7 @@ int main(void)
     test_burst();
     test_kick_without_work();
     test_active(h);
+    test_readiness();
 
     osvrt_rt_free(rt);
     printf("test_idle: OK\n");

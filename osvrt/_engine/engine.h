@@ -10,6 +10,7 @@
  *   event.c   Event
  *   live.c    LiveSet (a runtime's live threads)
  *   module.c  the kernel calls (current, wake, claim, schedule, spawn, ...)
+ *   io.c      readiness: each worker's fd registrations in its CPU's epoll
  *
  * Ownership, the rule every field below follows (free-threading ready):
  *   "owner"  touched only by the OS thread of the worker that owns the
@@ -24,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -97,7 +99,7 @@ typedef struct ThreadObject {
 } ThreadObject;
 
 /* Ticket kinds: what a resumed await returns (thread.c, ticket_am_send). */
-enum { TK_PARK, TK_YIELD, TK_SLEEP, TK_EVENT, TK_JOIN };
+enum { TK_PARK, TK_YIELD, TK_SLEEP, TK_EVENT, TK_JOIN, TK_IO };
 
 typedef struct TicketObject {
     PyObject_HEAD
@@ -108,6 +110,9 @@ typedef struct TicketObject {
     double delay;              /* TK_SLEEP/TK_EVENT/TK_JOIN: < 0 for none */
     int kind;
     int step;                  /* 0: not awaited yet; 1: yielded to the loop */
+    int fd;                    /* TK_IO: the fd and the direction (EPOLLIN or EPOLLOUT) */
+    uint32_t ioev;
+    WorkerObject *iow;         /* TK_IO: the worker whose table holds it, or NULL */
 } TicketObject;
 
 typedef struct TimerObject {
@@ -130,6 +135,31 @@ struct trace_event {
                                   ARRIVE: thread id, flow id, run-queue length;
                                   MIGRATE (from Python): id, from index, to index;
                                   IDLE: duration in ns */
+};
+
+/* Readiness (io.c).  A worker polls its CPU's epoll without blocking every
+ * IO_TICKS loop turns or IO_PERIOD seconds of run time, whichever comes first
+ * (tokio polls its driver every 61 ticks; Go's sysmon every 10 ms), and only
+ * while some green thread here waits for an fd. */
+#define IO_TICKS 61
+#define IO_PERIOD 0.001
+#define IO_BATCH 256
+struct io_slot {
+    TicketObject *rd, *wr;     /* owner: the waits for this fd, or NULL */
+    uint32_t armed;            /* owner: events armed (EPOLLONESHOT) in the kernel now */
+    char registered;           /* owner: added to this CPU's epfd (as far as we know) */
+};
+struct worker_io {
+    struct io_slot *slots;     /* owner: indexed by fd */
+    int nslots;
+    _Atomic Py_ssize_t waiters;   /* owner writes; notify_closing reads it as a hint */
+    int tick;                  /* owner: loop turns since the last poll */
+    double last;               /* owner: when it last polled */
+    _Atomic int closing;       /* other threads posted fds in closing_fds */
+    pthread_mutex_t mu;        /* guards closing_fds (never on the switch path) */
+    int *closing_fds;
+    int nclosing, capclosing;
+    struct epoll_event evs[IO_BATCH];
 };
 struct tm_entry { double deadline; int64_t order; TimerObject *tm; };
 
@@ -175,6 +205,7 @@ struct WorkerObject {
     TicketObject *free_tickets[TICKET_FREELIST];   /* owner: ticket freelist */
     int nfree;
     uint64_t drain_buf[DRAIN_BATCH];
+    struct worker_io io;           /* readiness (io.c) */
 };
 
 /* module.c */
@@ -212,6 +243,26 @@ static inline WorkerObject *home_of(ThreadObject *t)
      * stale home is harmless: that worker forwards (worker.c, arrive), and
      * every worker outlives the threads of its runtime. */
     return __atomic_load_n(&t->w, __ATOMIC_ACQUIRE);
+}
+
+/* io.c */
+extern PyMethodDef io_module_methods[];
+int io_register(WorkerObject *w, TicketObject *tk);
+void io_end(TicketObject *tk);             /* the wait ended: leave the table */
+int io_dispatch(WorkerObject *w, int n);    /* n events in w->io.evs */
+int io_poll(WorkerObject *w, double now);   /* poll without blocking, dispatch */
+int io_take_closing(WorkerObject *w);      /* fds other threads closed (notify_closing) */
+void io_init(WorkerObject *w);
+void io_clear(WorkerObject *w);
+int io_traverse(WorkerObject *w, visitproc visit, void *arg);
+PyObject *io_timeout_error(TicketObject *tk);
+static inline int io_due(WorkerObject *w, double now)
+{
+    /* relaxed: both are owner-written or a hint; a missed closing is seen next turn. */
+    if (!atomic_load_explicit(&w->io.waiters, memory_order_relaxed)
+        && !atomic_load_explicit(&w->io.closing, memory_order_relaxed))
+        return 0;
+    return ++w->io.tick >= IO_TICKS || now - w->io.last >= IO_PERIOD;
 }
 
 /* live.c */

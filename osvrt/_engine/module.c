@@ -461,6 +461,8 @@ PyInit__engine(void)
     PyObject *m = PyModule_Create(&engine_module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddFunctions(m, io_module_methods) < 0)
+        goto fail;
     for (int i = 0; i < ST_COUNT; i++)
         if ((state_names[i] = PyUnicode_InternFromString(names[i])) == NULL)
             goto fail;

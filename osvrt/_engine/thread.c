@@ -518,6 +518,9 @@ ticket_new(ThreadObject *t, int kind)
     tk->delay = -1.0;
     tk->kind = kind;
     tk->step = 0;
+    tk->fd = -1;
+    tk->ioev = 0;
+    tk->iow = NULL;
     PyObject_GC_Track(tk);
     return tk;
 }
@@ -648,6 +651,11 @@ ticket_start(TicketObject *tk, PyObject **result)
         if (event_register(tk->obj, tk) < 0)
             goto fail_open;
         break;
+    case TK_IO:
+        ticket_open(tk);
+        if (io_register(w, tk) < 0)
+            goto fail_open;
+        break;
     case TK_JOIN: {
         ThreadObject *target = (ThreadObject *)tk->obj;
         ticket_open(tk);
@@ -730,6 +738,18 @@ ticket_am_send(TicketObject *tk, PyObject *arg, PyObject **result)
     case TK_PARK:
         *result = Py_NewRef(arg);
         return PYGEN_RETURN;
+    case TK_IO:
+        io_end(tk);
+        if (arg == TIMED_OUT) {
+            io_timeout_error(tk);
+            return PYGEN_ERROR;
+        }
+        if (PyExceptionInstance_Check(arg)) {   /* closed while waited on, or lost */
+            PyErr_SetObject((PyObject *)Py_TYPE(arg), arg);
+            return PYGEN_ERROR;
+        }
+        *result = Py_NewRef(arg);
+        return PYGEN_RETURN;
     case TK_EVENT:
         if (arg == TIMED_OUT)
             return timeout_error("osvrt.Event.wait", NULL, tk->delay);
@@ -803,6 +823,8 @@ ticket_throw(TicketObject *tk, PyObject *const *args, Py_ssize_t nargs)
     }
     tk->step = 2;
     ticket_end_timer(tk);
+    if (tk->kind == TK_IO)
+        io_end(tk);
     PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
     if (PyExceptionInstance_Check(typ))
         PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
@@ -818,6 +840,8 @@ ticket_close(TicketObject *tk, PyObject *unused)
 {
     tk->step = 2;
     ticket_end_timer(tk);
+    if (tk->kind == TK_IO)
+        io_end(tk);
     Py_RETURN_NONE;
 }
 
@@ -836,7 +860,7 @@ static PyMethodDef ticket_methods[] = {
 static PyObject *
 ticket_repr(TicketObject *tk)
 {
-    static const char *kinds[] = {"park", "yield", "sleep", "event", "join"};
+    static const char *kinds[] = {"park", "yield", "sleep", "event", "join", "io"};
     return PyUnicode_FromFormat("<osvrt wait %s seq=%llu %s>", kinds[tk->kind],
                                 (unsigned long long)tk->seq,
                                 tk->t && !ticket_is_claimed(tk) ? "open" : "closed");

@@ -613,15 +613,30 @@ worker_idle(WorkerObject *w, double *now)
     if (atomic_load_explicit(&w->stop, memory_order_acquire)
         || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
         return 0;
+    /* fds closed by other threads (notify_closing): their waiters here wake. */
+    if (atomic_load_explicit(&w->io.closing, memory_order_relaxed)) {
+        if (io_take_closing(w) < 0)
+            return -1;
+        if (rq_len(w))
+            return 0;
+    }
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
     osvrt_stat_set(&w->st->current_id, 0);
+    int nev = 0;
+    /* The sleep is epoll_wait on this CPU's epfd: fds ready, a kick (its
+     * eventfd) or the next timer end it (csrc/cpu.h). */
     Py_BEGIN_ALLOW_THREADS
-    osvrt_api->cpu_idle(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS);
+    osvrt_api->cpu_idle_io(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS,
+                           w->io.evs, IO_BATCH, &nev);
     Py_END_ALLOW_THREADS
     double after = osvrt_clock();
     STAT_ADD(w, idle_ns, (uint64_t)((after - *now) * 1e9));
     if (w->trace)
         trace_add(w, TR_IDLE, (uint64_t)((after - *now) * 1e9), 0, 0);
+    w->io.tick = 0;
+    w->io.last = after;
+    if (nev > 0 && io_dispatch(w, nev) < 0)
+        return -1;
     /* Idle time decays everyone's runtime too: c follows wall-clock time. */
     w->c *= exp((after - *now) * INV_TAU);
     if (w->c > RENORM_LIMIT)
@@ -652,6 +667,11 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
         if (!osvrt_pushlist_empty(&w->cpu->incoming) && take_incoming(w) < 0)
             goto error;
         if (w->tm_len && w->tm[0].deadline <= now && fire_timers(w, now) < 0)
+            goto error;
+        /* Readiness while busy: poll without blocking every IO_TICKS turns
+         * or IO_PERIOD of run time, only while threads here wait for fds
+         * (io.c): runnable threads never starve I/O, nor I/O them. */
+        if (io_due(w, now) && io_poll(w, now) < 0)
             goto error;
         if (atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL) {
             /* acq_rel: we own the requester reference it leaves behind. */
@@ -1119,7 +1139,7 @@ worker_traverse(WorkerObject *w, visitproc visit, void *arg)
         Py_VISIT(w->rq[i].t);
     for (Py_ssize_t i = 0; i < w->tm_len; i++)
         Py_VISIT(w->tm[i].tm);
-    return 0;
+    return io_traverse(w, visit, arg);
 }
 
 static int
@@ -1139,6 +1159,7 @@ worker_clear(WorkerObject *w)
         Py_DECREF(w->tm[i].tm);
     PyObject *p = atomic_exchange_explicit(&w->pull, NULL, memory_order_acq_rel);
     Py_XDECREF(p);
+    io_clear(w);
     return 0;
 }
 
@@ -1170,6 +1191,7 @@ worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     atomic_init(&w->running, 0);
     atomic_init(&w->stop, 0);
     atomic_init(&w->pull, NULL);
+    io_init(w);
     return (PyObject *)w;
 }
 

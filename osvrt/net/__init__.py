@@ -1,4 +1,5 @@
-"""osvrt.net: UDP on net channels.
+"""osvrt.net: green sockets on the kernel's stack (streams.py: TCP, Unix,
+UDP sockets, getaddrinfo; no privileges), and UDP on net channels.
 
 A classifier thread in C (csrc/classifier.c) reads every frame that arrives
 on an interface (default ``lo``) from an AF_PACKET ring, sorts the packets
@@ -25,6 +26,10 @@ Modules: _stack (the classifier of a runtime), channel (reading a channel),
 udp (endpoints), rules (classifier rules compiled with numba.cfunc).
 """
 from ._stack import configure, net_of
+from .streams import (Listener, Stream, UdpSocket, getaddrinfo, open_tcp_stream,
+                      open_unix_stream, tcp_listen, udp_socket, unix_listen)
 from .udp import UdpEndpoint, udp_bind
 
-__all__ = ["UdpEndpoint", "configure", "net_of", "udp_bind"]
+__all__ = ["Listener", "Stream", "UdpEndpoint", "UdpSocket", "configure", "getaddrinfo",
+           "net_of", "open_tcp_stream", "open_unix_stream", "tcp_listen", "udp_bind",
+           "udp_socket", "unix_listen"]

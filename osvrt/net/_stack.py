@@ -220,29 +220,17 @@ def net_of(rt=None, **options):
 async def net_for_green_thread():
     """net_of() for the current green thread's runtime, without holding its
     CPU while the classifier is made: mapping the packet ring takes the
-    kernel milliseconds (tens on a busy machine), so a helper OS thread makes
-    it while this green thread waits on an osvrt Event (set from that
-    thread: a foreign wake, safe from any OS thread)."""
+    kernel milliseconds (100-180 ms on a busy machine), so it is made on the
+    runtime's offload pool (osvrt.to_thread) while this green thread waits and
+    the worker runs others.  A cancel leaves the setup to finish on its own:
+    net_of() stores the classifier on the runtime, so nothing is lost."""
     from .. import kernel
-    from ..sync import Event
+    from ..offload import to_thread
     rt = kernel.current()._w.rt
     net = rt._net
     if net is not None:
         return net
-    done = Event()
-    box = []
-
-    def make():
-        try:
-            box.append(net_of(rt))
-        except BaseException as e:            # handed to the green thread
-            box.append(e)
-        done.set()
-    threading.Thread(target=make, name="osvrt-net-start", daemon=True).start()
-    await done.wait()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
+    return await to_thread(net_of, rt)
 
 
 def configure(rt=None, *, interface="lo", ring_frames=8192, frame_size=2048, spin_us=50,

@@ -1,0 +1,269 @@
+"""Green sockets judged by real clients: wrk against the HTTP/1.1 keep-alive
+"hello" server (examples/http_hello.py) and redis-benchmark against the RESP
+server (examples/resp_server.py), and the SAME server logic (the same
+respond() / parse_one() / execute() functions) on asyncio streams and on
+uvloop streams, in alternating rounds in one run; medians of requests/s and
+p99 latency.
+
+Placement: every server and the client share the host's CPUs (2 here); the
+osvrt server runs Runtime(cpus=N) (default: all), one listener per CPU with
+SO_REUSEPORT; asyncio and uvloop run their usual single event loop.
+
+Target: osvrt requests/s >= 1.25x uvloop's with p99 no worse.  extra_info
+carries <server>_rps, <server>_p99_ms (medians) and ratio_rps_vs_uvloop,
+ratio_p99_vs_uvloop.  A missing wrk / redis-benchmark is installed with
+apt-get (packages wrk, redis-tools) when running as root, else the benchmark
+is skipped naming the package; a missing uvloop is skipped from the peers.
+Under --benchmark-disable each runs one short round.
+
+Run:     pytest benchmarks/bench_streams.py --benchmark-json=/tmp/streams.json
+Or:      python benchmarks/bench_streams.py [--rounds 5] [--seconds 3] [--cpus 2]
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EXAMPLES = os.path.join(ROOT, "examples")
+ROUNDS = 5
+SECONDS = 3.0
+CONNECTIONS = 64
+
+
+# ---- the peers: the examples' logic on asyncio streams ----------------------------
+
+def _asyncio_server(kind, port, use_uvloop):
+    import asyncio
+    sys.path.insert(0, EXAMPLES)
+    if kind == "http":
+        from http_hello import respond
+
+        async def handle(reader, writer):
+            buf = b""
+            try:
+                while data := await reader.read(65536):
+                    buf += data
+                    out, buf, close = respond(buf)
+                    if out:
+                        writer.write(out)
+                        await writer.drain()
+                    if close:
+                        break
+            except ConnectionError:
+                pass
+            writer.close()
+    else:
+        from resp_server import execute, parse_one
+
+        async def handle(reader, writer):
+            buf = b""
+            try:
+                while data := await reader.read(65536):
+                    buf = buf + data if buf else data
+                    out = []
+                    pos = 0
+                    while True:
+                        args, pos = parse_one(buf, pos)
+                        if args is None:
+                            break
+                        if args:
+                            out.append(execute(args))
+                    buf = buf[pos:]
+                    if out:
+                        writer.write(b"".join(out))
+                        await writer.drain()
+            except (ConnectionError, ValueError):
+                pass
+            writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        print("ready", flush=True)
+        async with srv:
+            await srv.serve_forever()
+    if use_uvloop:
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def _server_cmd(name, kind, port, cpus):
+    if name == "osvrt":
+        script = os.path.join(EXAMPLES, "http_hello.py" if kind == "http" else "resp_server.py")
+        cmd = [sys.executable, script, "--port", str(port)]
+        return cmd + (["--cpus", str(cpus)] if cpus else [])
+    return [sys.executable, os.path.abspath(__file__), "--serve", name, kind, str(port)]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port, proc, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not come up")
+
+
+def _start(name, kind, cpus):
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(_server_cmd(name, kind, port, cpus), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        _wait_port(port, proc)
+    except BaseException:
+        proc.kill()
+        raise RuntimeError(f"{name} {kind} server failed: {proc.stderr.read().decode()[-2000:]}")
+    return proc, port
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                         timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    return {"rps": rps, "p99_ms": float(m.group(1)) * _UNIT[m.group(2)],
+            "errors": errors.group(0) if errors else None}
+
+
+def redis_round(port, requests, connections=50, tests="set,get,ping"):
+    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests,
+                          "-n", str(requests), "-c", str(connections), "--csv"],
+                         capture_output=True, text=True, timeout=300).stdout
+    rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()
+            if line.startswith('"')]                 # not the "WARNING: ..." lines
+    if not rows or rows[0][0] != "test":
+        raise RuntimeError(f"redis-benchmark printed no results: {out[-500:]!r}")
+    head, rows = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
+    i_rps, i_p99 = head.index("rps"), head.index("p99_latency_ms")
+    rps = [float(r[i_rps]) for r in rows]
+    # requests/s over all the tests (harmonic mean: the same count each), worst p99
+    return {"rps": len(rps) / sum(1 / x for x in rps),
+            "p99_ms": max(float(r[i_p99]) for r in rows),
+            "tests": {r[0]: float(r[i_rps]) for r in rows}}
+
+
+def peers():
+    names = ["osvrt", "asyncio"]
+    try:
+        import uvloop  # noqa: F401
+        names.append("uvloop")
+    except ImportError:
+        pass
+    return names
+
+
+def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None):
+    """Alternating rounds of every server; medians and ratios."""
+    names = peers()
+    per = {n: [] for n in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            proc, port = _start(name, kind, cpus)
+            try:
+                if kind == "http":
+                    wrk_round(port, 1 if seconds >= 2 else seconds)          # warm-up
+                    per[name].append(wrk_round(port, seconds))
+                else:
+                    n = requests or int(20000 * seconds)
+                    per[name].append(redis_round(port, n))
+            finally:
+                _stop(proc)
+    res = {"rounds": rounds}
+    for n in names:
+        res[f"{n}_rps"] = statistics.median(x["rps"] for x in per[n])
+        res[f"{n}_p99_ms"] = statistics.median(x["p99_ms"] for x in per[n])
+    for peer in names[1:]:
+        res[f"ratio_rps_vs_{peer}"] = res["osvrt_rps"] / res[f"{peer}_rps"]
+        res[f"ratio_p99_vs_{peer}"] = res["osvrt_p99_ms"] / res[f"{peer}_p99_ms"]
+    res["raw"] = per
+    return res
+
+
+def _need(tool, package):
+    sys.path.insert(0, ROOT)
+    from osvrt.net.bench import find_tool
+    path, why = find_tool(tool, package)
+    if path is None:
+        pytest.skip(why)
+
+
+def _bench(benchmark, quick, kind):
+    rounds, seconds = (1, 0.5) if quick else (ROUNDS, SECONDS)
+    box = {}
+
+    def run():
+        box["r"] = compare(kind, rounds=rounds, seconds=seconds,
+                           requests=2000 if quick else None)
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    r = box["r"]
+    assert all(x["rps"] > 0 for xs in r["raw"].values() for x in xs), r
+    for k, v in r.items():
+        if k != "raw":
+            benchmark.extra_info[k] = v
+    benchmark.extra_info["target"] = "ratio_rps_vs_uvloop >= 1.25 and ratio_p99_vs_uvloop <= 1"
+    return r
+
+
+@pytest.mark.benchmark(group="streams-real-clients")
+def bench_wrk_http_hello(benchmark, quick):
+    _need("wrk", "wrk")
+    _bench(benchmark, quick, "http")
+
+
+@pytest.mark.benchmark(group="streams-real-clients")
+def bench_redis_benchmark_resp(benchmark, quick):
+    _need("redis-benchmark", "redis-tools")
+    _bench(benchmark, quick, "resp")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        _, _, name, kind, port = sys.argv
+        _asyncio_server(kind, int(port), name == "uvloop")
+        sys.exit(0)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--seconds", type=float, default=SECONDS)
+    ap.add_argument("--cpus", type=int, default=None, help="osvrt worker CPUs (default: all)")
+    ap.add_argument("--only", choices=["http", "resp"], default=None)
+    a = ap.parse_args()
+    for kind in ([a.only] if a.only else ["http", "resp"]):
+        r = compare(kind, rounds=a.rounds, seconds=a.seconds, cpus=a.cpus)
+        r.pop("raw")
+        print(kind, json.dumps(r, indent=1), flush=True)

@@ -1,0 +1,442 @@
+/* io.c - readiness: green threads that wait for an fd to become readable or
+ * writable (osvrt.wait_readable / wait_writable), on their worker's epoll.
+ *
+ * Each CPU owns one epoll instance (csrc/cpu.h), and each worker a table of
+ * its fds' waits, indexed by fd.  Per CPU, not per runtime: registering,
+ * re-arming and dispatching touch only the owner's table and its epfd, so no
+ * lock and no cross-CPU traffic sits on the I/O path, and a ready event wakes
+ * its thread on the CPU that polled it (schedule() then needs no C call).
+ * The cost: a rare close of an fd that a thread on ANOTHER worker waits for
+ * (notify_closing) is posted to that worker under a small mutex.
+ *
+ * A wait is a Ticket of kind TK_IO (thread.c): its first am_send opens the
+ * wait, registers it here and parks; the loop's poll (worker.c: the busy
+ * poll every IO_TICKS turns or IO_PERIOD, and worker_idle's epoll_wait) wakes
+ * the ticket with the ready events as its value.  A timeout is the ticket's
+ * timer (value TIMED_OUT), cancel() claims the wait as for any other ticket;
+ * whoever claims first wins, and the loser's wake is a no-op.
+ *
+ * Registrations use EPOLLONESHOT, measured against add-per-wait/del-per-wake:
+ * a oneshot registration stays in the kernel and is re-armed with one
+ * EPOLL_CTL_MOD per wait, where add/del costs two epoll_ctl per wait (see
+ * README, I/O).  An event disarms it, so a wait that ended otherwise (timeout,
+ * cancel) can cost at most one spurious event, which finds no waiter.  The
+ * kernel drops a registration when the fd's last reference is closed; a later
+ * wait on a reused fd number then gets ENOENT from MOD and adds it again.
+ *
+ * Ownership: slots, armed, registered: the owner worker only.  A ticket whose
+ * thread was woken by something else (timer, cancel) and resumed on another
+ * worker (a move) cannot leave our table itself: its entry is claimed, and we
+ * drop it lazily at the next event or wait for that fd.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+static PyObject *ClosedClass;      /* osvrt.ClosedResourceError, set by io.py */
+static PyObject *BusyClass;        /* osvrt.BusyResourceError */
+
+void
+io_init(WorkerObject *w)
+{
+    w->io.slots = NULL;
+    w->io.nslots = 0;
+    atomic_init(&w->io.waiters, 0);
+    w->io.tick = 0;
+    w->io.last = 0.0;
+    atomic_init(&w->io.closing, 0);
+    pthread_mutex_init(&w->io.mu, NULL);
+    w->io.closing_fds = NULL;
+    w->io.nclosing = w->io.capclosing = 0;
+}
+
+static inline void
+waiters_add(WorkerObject *w, Py_ssize_t d)
+{
+    /* owner-only counter: relaxed load + store (others read it as a hint). */
+    atomic_store_explicit(&w->io.waiters,
+                          atomic_load_explicit(&w->io.waiters, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+/* Drop a slot's entry (its wait is over, or it was claimed by someone else). */
+static void
+slot_drop(WorkerObject *w, TicketObject **p)
+{
+    TicketObject *tk = *p;
+    *p = NULL;
+    if (tk->iow == w)
+        tk->iow = NULL;
+    waiters_add(w, -1);
+    Py_DECREF(tk);
+}
+
+static inline void
+slot_sweep(WorkerObject *w, struct io_slot *s)
+{
+    if (s->rd != NULL && ticket_is_claimed(s->rd))
+        slot_drop(w, &s->rd);
+    if (s->wr != NULL && ticket_is_claimed(s->wr))
+        slot_drop(w, &s->wr);
+}
+
+static inline uint32_t
+slot_wants(struct io_slot *s)
+{
+    return (s->rd ? EPOLLIN : 0) | (s->wr ? EPOLLOUT : 0);
+}
+
+/* Arm `events` for fd, adding the registration if the kernel lost it. */
+static int
+slot_arm(WorkerObject *w, int fd, struct io_slot *s, uint32_t events)
+{
+    struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.u64 = (uint32_t)fd};
+    int op = s->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int r = epoll_ctl(w->cpu->epfd, op, fd, &ev);
+    if (r < 0 && op == EPOLL_CTL_MOD && errno == ENOENT)       /* closed and reused */
+        r = epoll_ctl(w->cpu->epfd, EPOLL_CTL_ADD, fd, &ev);
+    else if (r < 0 && op == EPOLL_CTL_ADD && errno == EEXIST)  /* a dup we did not see */
+        r = epoll_ctl(w->cpu->epfd, EPOLL_CTL_MOD, fd, &ev);
+    if (r < 0)
+        return -1;
+    s->registered = 1;
+    s->armed = events;
+    return 0;
+}
+
+int
+io_register(WorkerObject *w, TicketObject *tk)
+{
+    int fd = tk->fd;
+    if (fd >= w->io.nslots) {
+        int n = w->io.nslots ? w->io.nslots : 64;
+        while (n <= fd)
+            n *= 2;
+        struct io_slot *g = PyMem_Realloc(w->io.slots, sizeof(*g) * (size_t)n);
+        if (g == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(g + w->io.nslots, 0, sizeof(*g) * (size_t)(n - w->io.nslots));
+        w->io.slots = g;
+        w->io.nslots = n;
+    }
+    struct io_slot *s = &w->io.slots[fd];
+    slot_sweep(w, s);
+    TicketObject **p = tk->ioev == EPOLLIN ? &s->rd : &s->wr;
+    if (*p != NULL) {
+        PyErr_Format(BusyClass ? BusyClass : PyExc_RuntimeError,
+                     "another green thread is already waiting for fd %d to become %s",
+                     fd, tk->ioev == EPOLLIN ? "readable" : "writable");
+        return -1;
+    }
+    uint32_t want = slot_wants(s) | tk->ioev;
+    if ((s->armed & want) != want && slot_arm(w, fd, s, want) < 0) {
+        int e = errno;
+        PyObject *v = Py_BuildValue(
+            "(is)", e, e == EBADF ? "fd is not open (closed behind osvrt's back?)"
+                     : e == EPERM ? "this kind of file has no readiness (epoll refuses it)"
+                     : strerror(e));
+        if (v != NULL) {
+            PyErr_SetObject(PyExc_OSError, v);
+            Py_DECREF(v);
+        }
+        return -1;
+    }
+    *p = (TicketObject *)Py_NewRef(tk);
+    tk->iow = w;
+    waiters_add(w, 1);
+    return 0;
+}
+
+void
+io_end(TicketObject *tk)
+{
+    WorkerObject *w = tk->iow;
+    if (w == NULL || w != tls_worker)
+        return;                  /* woken by the poll, or moved: see the top */
+    tk->iow = NULL;
+    if (tk->fd < w->io.nslots) {
+        struct io_slot *s = &w->io.slots[tk->fd];
+        if (s->rd == tk)
+            slot_drop(w, &s->rd);
+        else if (s->wr == tk)
+            slot_drop(w, &s->wr);
+    }
+    /* Still armed: at most one later event that finds nobody (oneshot). */
+}
+
+int
+io_dispatch(WorkerObject *w, int n)
+{
+    int err = 0;
+    for (int i = 0; i < n; i++) {
+        int fd = (int)(uint32_t)w->io.evs[i].data.u64;
+        uint32_t r = w->io.evs[i].events;
+        if (fd < 0 || fd >= w->io.nslots)
+            continue;
+        struct io_slot *s = &w->io.slots[fd];
+        s->armed = 0;            /* oneshot: disarmed by this event */
+        PyObject *v = NULL;
+        TicketObject **which[2] = {&s->rd, &s->wr};
+        uint32_t mask[2] = {EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP,
+                            EPOLLOUT | EPOLLERR | EPOLLHUP};
+        for (int k = 0; k < 2; k++) {
+            TicketObject **p = which[k];
+            if (*p == NULL || !(r & mask[k]))
+                continue;
+            if (v == NULL && (v = PyLong_FromUnsignedLong(r)) == NULL) {
+                err = 1;
+                break;
+            }
+            TicketObject *tk = *p;
+            Py_INCREF(tk);
+            slot_drop(w, p);
+            if (wake_ticket(tk, v) < 0)
+                err = 1;
+            Py_DECREF(tk);
+        }
+        Py_XDECREF(v);
+        slot_sweep(w, s);
+        uint32_t want = slot_wants(s);
+        if (want && slot_arm(w, fd, s, want) < 0) {
+            /* Cannot re-arm (closed behind our back): end the other wait
+             * with the error rather than leave it parked for ever. */
+            PyObject *e = PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
+            if (e == NULL) {
+                err = 1;
+                continue;
+            }
+            for (int k = 0; k < 2; k++) {
+                TicketObject **p = which[k];
+                if (*p == NULL)
+                    continue;
+                TicketObject *tk = *p;
+                Py_INCREF(tk);
+                slot_drop(w, p);
+                if (wake_ticket(tk, e) < 0)
+                    err = 1;
+                Py_DECREF(tk);
+            }
+            Py_DECREF(e);
+        }
+    }
+    return err ? -1 : 0;
+}
+
+/* End every wait here for fd with ClosedResourceError and drop the
+ * registration (the fd is about to be closed, or was). */
+static int
+io_close_fd(WorkerObject *w, int fd)
+{
+    if (fd < 0 || fd >= w->io.nslots)
+        return 0;
+    struct io_slot *s = &w->io.slots[fd];
+    if (s->registered) {
+        struct epoll_event ev = {0};
+        (void)epoll_ctl(w->cpu->epfd, EPOLL_CTL_DEL, fd, &ev);   /* EBADF/ENOENT: gone already */
+        s->registered = 0;
+        s->armed = 0;
+    }
+    slot_sweep(w, s);
+    if (s->rd == NULL && s->wr == NULL)
+        return 0;
+    PyObject *e = PyObject_CallFunction(ClosedClass ? ClosedClass : PyExc_OSError, "is", EBADF,
+                                        "the fd was closed while a green thread waited on it");
+    if (e == NULL)
+        return -1;
+    int err = 0;
+    TicketObject **which[2] = {&s->rd, &s->wr};
+    for (int k = 0; k < 2; k++) {
+        if (*which[k] == NULL)
+            continue;
+        TicketObject *tk = *which[k];
+        Py_INCREF(tk);
+        slot_drop(w, which[k]);
+        if (wake_ticket(tk, e) < 0)
+            err = 1;
+        Py_DECREF(tk);
+    }
+    Py_DECREF(e);
+    return err ? -1 : 0;
+}
+
+int
+io_take_closing(WorkerObject *w)
+{
+    /* acquire: pairs with the poster's release store after it appended. */
+    if (!atomic_exchange_explicit(&w->io.closing, 0, memory_order_acquire))
+        return 0;
+    pthread_mutex_lock(&w->io.mu);
+    int *fds = w->io.closing_fds, n = w->io.nclosing;
+    w->io.closing_fds = NULL;
+    w->io.nclosing = w->io.capclosing = 0;
+    pthread_mutex_unlock(&w->io.mu);
+    int err = 0;
+    for (int i = 0; i < n; i++)
+        if (io_close_fd(w, fds[i]) < 0)
+            err = 1;
+    PyMem_RawFree(fds);
+    return err ? -1 : 0;
+}
+
+int
+io_poll(WorkerObject *w, double now)
+{
+    w->io.tick = 0;
+    w->io.last = now;
+    if (io_take_closing(w) < 0)
+        return -1;
+    if (!atomic_load_explicit(&w->io.waiters, memory_order_relaxed))
+        return 0;
+    int n = osvrt_api->cpu_poll_io(w->cpu, w->io.evs, IO_BATCH);
+    return n > 0 ? io_dispatch(w, n) : 0;
+}
+
+int
+io_traverse(WorkerObject *w, visitproc visit, void *arg)
+{
+    for (int i = 0; i < w->io.nslots; i++) {
+        Py_VISIT(w->io.slots[i].rd);
+        Py_VISIT(w->io.slots[i].wr);
+    }
+    return 0;
+}
+
+void
+io_clear(WorkerObject *w)
+{
+    for (int i = 0; i < w->io.nslots; i++) {
+        struct io_slot *s = &w->io.slots[i];
+        if (s->rd)
+            slot_drop(w, &s->rd);
+        if (s->wr)
+            slot_drop(w, &s->wr);
+    }
+    PyMem_Free(w->io.slots);
+    w->io.slots = NULL;
+    w->io.nslots = 0;
+    pthread_mutex_lock(&w->io.mu);
+    PyMem_RawFree(w->io.closing_fds);
+    w->io.closing_fds = NULL;
+    w->io.nclosing = w->io.capclosing = 0;
+    pthread_mutex_unlock(&w->io.mu);
+}
+
+PyObject *
+io_timeout_error(TicketObject *tk)
+{
+    PyObject *d = PyFloat_FromDouble(tk->delay);
+    if (d == NULL)
+        return NULL;
+    PyErr_Format(PyExc_TimeoutError, "waiting for fd %d to become %s timed out after %R s",
+                 tk->fd, tk->ioev == EPOLLIN ? "readable" : "writable", d);
+    Py_DECREF(d);
+    return NULL;
+}
+
+/* ---- module functions ------------------------------------------------------ */
+
+static int
+fd_of(PyObject *f)
+{
+    int fd = PyObject_AsFileDescriptor(f);    /* an int, or fileno(); ValueError if < 0 */
+    return fd;
+}
+
+/* wait_io(f, events, timeout=None) -> an awaitable wait (a TK_IO Ticket). */
+static PyObject *
+m_wait_io(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "wait_io(f, events, timeout=None)");
+    int fd = fd_of(args[0]);
+    if (fd < 0)
+        return NULL;
+    long ev = PyLong_AsLong(args[1]);
+    if (ev == -1 && PyErr_Occurred())
+        return NULL;
+    if (ev != EPOLLIN && ev != EPOLLOUT)
+        return PyErr_Format(PyExc_ValueError, "events must be EPOLLIN or EPOLLOUT, not %ld", ev);
+    double delay = -1.0;
+    if (nargs == 3 && args[2] != Py_None && check_delay(args[2], "timeout", &delay) < 0)
+        return NULL;
+    TicketObject *tk = ticket_new(NULL, TK_IO);
+    if (tk == NULL)
+        return NULL;
+    tk->fd = fd;
+    tk->ioev = (uint32_t)ev;
+    tk->delay = delay;
+    return (PyObject *)tk;
+}
+
+/* _io_close(worker, fd): end worker's waits for fd (the caller is that
+ * worker's OS thread) or post them to it (any other thread). */
+static PyObject *
+m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &WorkerBase_Type))
+        return PyErr_Format(PyExc_TypeError, "_io_close(worker, fd)");
+    WorkerObject *w = (WorkerObject *)args[0];
+    int fd = _PyLong_AsInt(args[1]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (w == tls_worker) {
+        if (io_close_fd(w, fd) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (w->cpu == NULL)
+        Py_RETURN_NONE;
+    pthread_mutex_lock(&w->io.mu);
+    if (w->io.nclosing == w->io.capclosing) {
+        int cap = w->io.capclosing ? w->io.capclosing * 2 : 16;
+        int *g = PyMem_RawRealloc(w->io.closing_fds, sizeof(int) * (size_t)cap);
+        if (g == NULL) {
+            pthread_mutex_unlock(&w->io.mu);
+            return PyErr_NoMemory();
+        }
+        w->io.closing_fds = g;
+        w->io.capclosing = cap;
+    }
+    w->io.closing_fds[w->io.nclosing++] = fd;
+    pthread_mutex_unlock(&w->io.mu);
+    /* release: the owner's acquire exchange sees the fd appended. */
+    atomic_store_explicit(&w->io.closing, 1, memory_order_release);
+    osvrt_api->cpu_kick(w->cpu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+m_io_waiters(PyObject *m, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &WorkerBase_Type))
+        return PyErr_Format(PyExc_TypeError, "not a Worker: %R", o);
+    return PyLong_FromSsize_t(
+        atomic_load_explicit(&((WorkerObject *)o)->io.waiters, memory_order_relaxed));
+}
+
+static PyObject *
+m_io_set_classes(PyObject *m, PyObject *args)
+{
+    PyObject *closed, *busy;
+    if (!PyArg_ParseTuple(args, "OO:_io_set_classes", &closed, &busy))
+        return NULL;
+    Py_XSETREF(ClosedClass, Py_NewRef(closed));
+    Py_XSETREF(BusyClass, Py_NewRef(busy));
+    Py_RETURN_NONE;
+}
+
+PyMethodDef io_module_methods[] = {
+    {"wait_io", (PyCFunction)(void (*)(void))m_wait_io, METH_FASTCALL,
+     "wait_io(f, events, timeout=None): an awaitable that parks until f (an fd or\n"
+     "an object with fileno()) is ready for events (EPOLLIN or EPOLLOUT); the await\n"
+     "returns the epoll events seen.  TimeoutError after timeout; cancellable."},
+    {"_io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
+    {"_io_waiters", m_io_waiters, METH_O, NULL},
+    {"_io_set_classes", m_io_set_classes, METH_VARARGS, NULL},
+    {NULL}
+};

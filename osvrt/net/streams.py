@@ -1,0 +1,339 @@
+"""Green sockets on the kernel's stack: TCP and Unix streams, UDP sockets.
+
+    stream = await osvrt.net.open_tcp_stream("127.0.0.1", 8000)
+    await stream.sendall(b"ping")
+    data = await stream.recv()            # b"" at EOF
+
+    async with await osvrt.net.tcp_listen(("127.0.0.1", 0)) as listener:
+        stream, addr = await listener.accept()
+
+Every socket is non-blocking.  An operation tries the syscall first and
+waits for readiness (osvrt.wait_readable / wait_writable: the worker's
+epoll) only on EAGAIN, so a green thread waiting for I/O never blocks its
+CPU.  Errors are the socket module's own OSError subclasses, with errno
+(ConnectionRefusedError, ConnectionResetError, BrokenPipeError, ...); using a
+closed object raises osvrt.ClosedResourceError (EBADF).  close() wakes any
+green thread waiting on the socket with ClosedResourceError
+(osvrt.notify_closing) before it closes the fd.
+
+Backpressure: sendall() parks while the kernel's send buffer is full, so a
+slow reader holds the writer, and memory stays bounded by the socket buffers.
+
+Concurrency: one green thread at a time may wait to receive on an object, and
+one to send (a second, on the same CPU, gets osvrt.BusyResourceError).  To
+accept on several CPUs, open one listener per CPU with reuse_port=True (the
+kernel spreads connections among them), as the examples do.
+"""
+import errno
+import socket
+
+from ..io import ClosedResourceError, notify_closing, wait_readable, wait_writable
+from ..offload import to_thread
+
+__all__ = ["Listener", "Stream", "UdpSocket", "getaddrinfo", "open_tcp_stream",
+           "open_unix_stream", "tcp_listen", "udp_socket", "unix_listen"]
+
+_EAGAIN = (BlockingIOError, InterruptedError)
+
+
+def _closed(what):
+    return ClosedResourceError(errno.EBADF, f"this {what} was closed")
+
+
+class _Sock:
+    """What Stream, Listener and UdpSocket share: the socket, close, async with."""
+    __slots__ = ("socket", "_fd")
+    _what = "socket"
+
+    def __init__(self, sock):
+        sock.setblocking(False)
+        self.socket = sock
+        self._fd = sock.fileno()
+
+    def fileno(self):
+        return self._fd
+
+    @property
+    def closed(self):
+        return self._fd < 0
+
+    def close(self):
+        """Close the socket; green threads waiting on it get ClosedResourceError.
+        Closing twice is a no-op."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            notify_closing(fd)
+            self.socket.close()
+
+    async def aclose(self):
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return f"<osvrt {type(self).__name__} fd={self._fd}>"
+
+
+class Stream(_Sock):
+    """A connected stream socket (TCP or Unix)."""
+    __slots__ = ()
+    _what = "stream"
+
+    async def recv(self, max_bytes=65536):
+        """Up to max_bytes bytes; b"" at EOF (the peer closed or sent EOF)."""
+        sock = self.socket
+        while True:
+            try:
+                return sock.recv(max_bytes)
+            except _EAGAIN:
+                pass
+            except OSError as e:
+                if self._fd < 0:
+                    raise _closed(self._what) from e
+                raise
+            await wait_readable(self._fd)
+
+    async def recv_into(self, buffer, nbytes=0):
+        sock = self.socket
+        while True:
+            try:
+                return sock.recv_into(buffer, nbytes)
+            except _EAGAIN:
+                pass
+            except OSError as e:
+                if self._fd < 0:
+                    raise _closed(self._what) from e
+                raise
+            await wait_readable(self._fd)
+
+    async def sendall(self, data):
+        """Send all of data; parks while the send buffer is full (backpressure)."""
+        sock = self.socket
+        try:
+            n = sock.send(data)
+        except _EAGAIN:
+            n = 0
+        except OSError as e:
+            if self._fd < 0:
+                raise _closed(self._what) from e
+            raise
+        if n == len(data):
+            return
+        view = memoryview(data).cast("B")[n:]
+        try:
+            while view:
+                await wait_writable(self._fd)
+                try:
+                    n = sock.send(view)
+                except _EAGAIN:
+                    continue
+                except OSError as e:
+                    if self._fd < 0:
+                        raise _closed(self._what) from e
+                    raise
+                view = view[n:]
+        finally:
+            view.release()
+
+    async def send_eof(self):
+        """Half-close: the peer's recv() returns b"" once it has read what we sent;
+        we can still receive."""
+        if self._fd < 0:
+            raise _closed(self._what)
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:
+                raise
+
+
+class Listener(_Sock):
+    """A listening stream socket; accept() gives (Stream, address)."""
+    __slots__ = ()
+    _what = "listener"
+
+    @property
+    def address(self):
+        """The bound address: (host, port) for TCP, the path for Unix."""
+        a = self.socket.getsockname()
+        return a[:2] if isinstance(a, tuple) else a
+
+    async def accept(self):
+        sock = self.socket
+        while True:
+            try:
+                conn, addr = sock.accept()
+                break
+            except _EAGAIN:
+                pass
+            except OSError as e:
+                if self._fd < 0:
+                    raise _closed(self._what) from e
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue            # the peer gave up before we accepted: next one
+                raise
+            await wait_readable(self._fd)
+        if conn.family != socket.AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return Stream(conn), addr
+
+
+class UdpSocket(_Sock):
+    """A kernel UDP socket (no privileges needed; see osvrt.net.udp_bind for
+    net channels)."""
+    __slots__ = ()
+    _what = "UDP socket"
+
+    @property
+    def address(self):
+        return self.socket.getsockname()[:2]
+
+    async def recvfrom(self, max_bytes=65536):
+        sock = self.socket
+        while True:
+            try:
+                return sock.recvfrom(max_bytes)
+            except _EAGAIN:
+                pass
+            except OSError as e:
+                if self._fd < 0:
+                    raise _closed(self._what) from e
+                raise
+            await wait_readable(self._fd)
+
+    async def sendto(self, data, address):
+        sock = self.socket
+        while True:
+            try:
+                return sock.sendto(data, address)
+            except _EAGAIN:
+                pass
+            except OSError as e:
+                if self._fd < 0:
+                    raise _closed(self._what) from e
+                raise
+            await wait_writable(self._fd)
+
+
+def _is_ip(host):
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, host.split("%", 1)[0])
+            return fam
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+    return 0
+
+
+async def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    """socket.getaddrinfo, with the same arguments; a name to resolve is looked
+    up on an OS thread (osvrt.to_thread), so the worker is never blocked;
+    numeric addresses are answered at once."""
+    if host is None or isinstance(host, (str, bytes)) and _is_ip(
+            host.decode() if isinstance(host, bytes) else host):
+        return socket.getaddrinfo(host, port, family, type, proto,
+                                  flags | (socket.AI_NUMERICHOST if host is not None else 0))
+    return await to_thread(socket.getaddrinfo, host, port, family, type, proto, flags)
+
+
+async def _connect(sock, address, timeout, what):
+    try:
+        err = sock.connect_ex(address)
+        if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+            try:
+                await wait_writable(sock.fileno(), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"connecting to {what} timed out after {timeout} s") from None
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"{errno.errorcode.get(err, err)} connecting to {what}: "
+                               f"{__import__('os').strerror(err)}")
+    except BaseException:
+        notify_closing(sock.fileno())
+        sock.close()                 # cancelled or failed: no fd leaks
+        raise
+
+
+async def open_tcp_stream(host, port, *, timeout=None):
+    """Connect to (host, port) over TCP and return a Stream.  Every address that
+    host resolves to is tried in turn; the last error is raised (e.g.
+    ConnectionRefusedError).  TimeoutError if not connected within timeout s."""
+    from ..kernel import check_timeout, monotonic
+    timeout = check_timeout(timeout)
+    deadline = None if timeout is None else monotonic() + timeout
+    infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last = None
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        left = None if deadline is None else max(0.0, deadline - monotonic())
+        try:
+            await _connect(sock, addr, left, f"{host}:{port}")
+        except TimeoutError:
+            raise
+        except OSError as e:
+            last = e
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return Stream(sock)
+    raise last if last is not None else OSError(f"no address for {host!r}")
+
+
+async def tcp_listen(address, *, backlog=128, reuse_port=False):
+    """A Listener bound to address (host, port); port 0 picks a free port
+    (see .address).  host "" or None: every IPv4 address.  reuse_port lets
+    several listeners (one per CPU) share the port."""
+    host, port = address
+    if host in (None, ""):
+        host = "0.0.0.0"
+    infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return Listener(sock)
+
+
+async def udp_socket(local_addr=("0.0.0.0", 0)):
+    """A kernel UDP socket bound to local_addr; .address, recvfrom(), sendto()."""
+    host, port = local_addr[:2]
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(local_addr)
+    except BaseException:
+        sock.close()
+        raise
+    return UdpSocket(sock)
+
+
+async def open_unix_stream(path):
+    """Connect to the Unix stream socket at path."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await _connect(sock, path, None, repr(path))
+    return Stream(sock)
+
+
+async def unix_listen(path, *, backlog=128):
+    """A Listener on a Unix stream socket at path (which must not exist)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return Listener(sock)

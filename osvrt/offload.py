@@ -1,0 +1,176 @@
+"""Offload: run a blocking call on a bounded pool of OS threads while the
+worker goes on running green threads.
+
+    data = await osvrt.to_thread(path.read_bytes)
+    n = await osvrt.to_thread(numba_kernel, array)    # @njit(nogil=True): parallel
+
+One pool per Runtime (made at the first to_thread), of at most
+min(32, os.cpu_count() + 4) OS threads, started lazily (one more only when
+every started thread is busy) and stopped at Runtime.stop.  A call parks its
+green thread on a wait ticket; the pool thread that ran it ends the wait with
+kernel.wake(), which is safe from any OS thread (the wake goes through the
+C pushlist of the thread's CPU and kicks it if it sleeps).
+
+Python code in the pool shares the GIL with the workers, as in asyncio's
+to_thread: what runs in parallel is what releases the GIL (syscalls, numba
+nogil kernels, hashlib/zlib on big buffers, numpy).
+"""
+import collections
+import logging
+import os
+import threading
+
+from . import kernel
+from .thread import Cancelled
+
+log = logging.getLogger("osvrt")
+
+__all__ = ["to_thread", "default_pool_size"]
+
+_pools_lock = threading.Lock()
+
+
+def default_pool_size():
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class _Job:
+    __slots__ = ("fn", "args", "kwargs", "ticket", "result", "exc", "abandoned")
+
+    def __init__(self, fn, args, kwargs, ticket):
+        self.fn, self.args, self.kwargs, self.ticket = fn, args, kwargs, ticket
+        self.result = self.exc = None
+        self.abandoned = False
+
+
+class OffloadPool:
+    """A bounded pool of OS threads for one Runtime (rt._offload)."""
+
+    def __init__(self, size=None):
+        self.size = default_pool_size() if size is None else int(size)
+        if self.size < 1:
+            raise ValueError(f"offload pool size must be >= 1, not {size!r}")
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._jobs = collections.deque()
+        self._threads = []
+        self._idle = 0
+        self._closed = False
+        self.calls = 0
+        # The process's CPUs (its main thread's): a pool thread is started by a
+        # worker, pinned to one CPU, and would inherit that pin.
+        try:
+            self._cpus = os.sched_getaffinity(os.getpid())
+        except (AttributeError, OSError):
+            self._cpus = None
+
+    def submit(self, job):
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("osvrt.to_thread: the runtime is stopping")
+            self._jobs.append(job)
+            self.calls += 1
+            # More queued calls than idle threads (a notified thread counts
+            # as idle until it wakes and takes one): start another thread.
+            if len(self._jobs) > self._idle and len(self._threads) < self.size:
+                th = threading.Thread(target=self._serve, daemon=True,
+                                      name=f"osvrt-offload-{len(self._threads)}")
+                self._threads.append(th)
+                th.start()
+            self._ready.notify()
+
+    def _serve(self):
+        if self._cpus:
+            try:
+                os.sched_setaffinity(0, self._cpus)
+            except OSError:
+                pass
+        while True:
+            with self._lock:
+                while not self._jobs and not self._closed:
+                    self._idle += 1
+                    self._ready.wait()
+                    self._idle -= 1
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+            if job.abandoned:
+                continue                   # cancelled before it started: never run
+            try:
+                job.result = job.fn(*job.args, **job.kwargs)
+            except BaseException as e:     # handed to the green thread, re-raised there
+                job.exc = e
+            job.fn = job.args = job.kwargs = None
+            # Drop our references before the wake, as far as we can: the
+            # ticket holds the green thread (and so its result) alive, and
+            # this OS thread may not get the GIL back for a while after it.
+            tk, job.ticket = job.ticket, None
+            kernel.wake(tk, job)           # a no-op if the caller was cancelled
+            del tk, job
+
+    def stop(self, timeout=5.0):
+        """Let queued calls be dropped, running ones finish (up to timeout)."""
+        with self._lock:
+            self._closed = True
+            for job in self._jobs:
+                job.abandoned = True
+            self._jobs.clear()
+            self._ready.notify_all()
+            threads = list(self._threads)
+        for th in threads:
+            th.join(timeout)
+            if th.is_alive():
+                log.warning("osvrt: offload thread %s still runs a call at stop; abandoned",
+                            th.name)
+
+    def stats(self):
+        return {"threads": len(self._threads), "idle": self._idle, "queued": len(self._jobs),
+                "calls": self.calls, "size": self.size}
+
+
+def pool_of(rt):
+    p = getattr(rt, "_offload", None)
+    if p is None:
+        with _pools_lock:
+            p = getattr(rt, "_offload", None)
+            if p is None:
+                p = rt._offload = OffloadPool(getattr(rt, "_offload_size", None))
+                rt._on_stop.append(p.stop)
+                rt._stats_hooks["offload"] = p.stats
+    return p
+
+
+async def to_thread(fn, /, *args, **kwargs):
+    """Run fn(*args, **kwargs) on the runtime's pool of OS threads and return
+    its result (or raise its exception) in the calling green thread, which
+    parks meanwhile while its worker runs other green threads.
+
+    Cancellation (t.cancel(), osvrt.timeout): the green thread is released at
+    once and raises Cancelled (or TimeoutError); the call itself cannot be
+    interrupted, so it finishes in the background and its result is dropped
+    (trio's abandon-on-cancel).  A call still queued when cancelled never runs."""
+    if not callable(fn):
+        raise TypeError(f"osvrt.to_thread needs a callable, not {fn!r}")
+    t = kernel.current()
+    w = kernel.current_worker()
+    pool = pool_of(w.rt)
+    tk = t._new_ticket()
+    job = _Job(fn, args, kwargs, tk)
+    try:
+        pool.submit(job)
+    except BaseException:
+        kernel.wake(tk, None)        # close the opened wait before raising (never parked)
+        await tk
+        raise
+    try:
+        await tk
+    except BaseException:
+        job.abandoned = True
+        raise
+    if job.exc is not None:
+        exc, job.exc = job.exc, None
+        try:
+            raise exc
+        finally:
+            exc = None
+    return job.result
