@@ -3,7 +3,7 @@
 The cdef declares only what Python uses.  Python reads the words on its hot
 path (a CPU's incoming head, the tracepoint semaphores) as plain memory, with
 no call: every cffi call releases the GIL, and while another worker runs
-Python that release costs tens of microseconds (DESIGN.md, "The GIL").
+Python that release costs tens of microseconds (README.md and docs/design.md, "The GIL").
 """
 import os
 

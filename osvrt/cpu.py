@@ -97,7 +97,7 @@ class Worker(_engine.WorkerBase):
         threads whose decayed runtime is below min_move_runtime (new threads,
         threads that mostly wait): under the GIL a move only pays for a thread
         that computes, and every later cross-CPU wake of it costs a C call
-        that invites a GIL hand-off (DESIGN.md).  A CPU hog passes the bar
+        that invites a GIL hand-off (docs/design.md, "The GIL").  A CPU hog passes the bar
         after its first slice."""
         floor = self.rt._min_move_runtime * self.c / fair.TAU   # in R'' units (fair.true_runtime)
         # Look only at the heap's last _MOVE_SCAN entries: they are leaves,

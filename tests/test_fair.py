@@ -169,7 +169,7 @@ def _work(us):
 async def _hog(deadline):
     """Loop: ~50 us of work, then yield; return the time this green thread ran.
     It is measured as the fair rule charges it (monotonic wall-clock time
-    from resume to trap, DESIGN.md), so time the OS takes the worker away
+    from resume to trap, docs/design.md), so time the OS takes the worker away
     for other processes counts alike for everyone and cannot skew it."""
     used = 0.0
     clock = time.perf_counter

@@ -1,5 +1,5 @@
 /* engine.h - the engine: the scheduler's hot path, compiled against the
- * CPython C API (DESIGN.md, layer 2).  It holds Python objects and runs per
+ * CPython C API (docs/design.md, layer 2).  It holds Python objects and runs per
  * switch; the C core (csrc/) below it holds none and never needs the GIL.
  *
  * Objects, one file each:

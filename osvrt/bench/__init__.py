@@ -2,7 +2,7 @@
 
 - peers.py: the workloads (osvrt's, the C pthread peers' from csrc/peers.c,
   threading's, asyncio's, uvloop's, trio's, gevent's), one measured round each;
-- measure.py: alternating rounds, medians and ratios (BENCHMARKS.md's method);
+- measure.py: alternating rounds, medians and ratios (the method: same-run ratios, alternating rounds);
 - cli.py: `python -m osvrt bench`, the table, the JSON and the PNG chart.
 
 The pytest-benchmark suites in benchmarks/ import their workloads from

@@ -187,7 +187,7 @@ def build_measures(cpus, sizes):
          Contender("threading", "threading.Event, two threads pinned to two CPUs",
                    lambda rt: peers.threading_event_pingpong(na, a, b), check=done_a)],
         # 1/3 under the GIL (a cross-CPU switch needs a GIL hand-off); the
-        # 1/10 of BENCHMARKS.md is for a free-threaded build
+        # 1/10 is the target for a free-threaded build
         targets=[Target("c_futex", "<=", 1 / 3, "<= 1/3 of C futex")],
         setup=apart_setup, weight=16, sizes={"round_trips": na, "cpus": [a, b]},
         notes="ns per one-way switch = elapsed / (2 x round trips)")
@@ -824,7 +824,7 @@ def render_report(doc, stream=None, width=None, plain=None):
             tally["n/a" if t["met"] is None else "met" if t["met"] else "MISSED"] += 1
         if r["status"] != "ok":
             tally["n/a"] += 1
-    out.append(f"targets (BENCHMARKS.md): {tally['met']} met, {tally['MISSED']} missed, "
+    out.append(f"targets: {tally['met']} met, {tally['MISSED']} missed, "
                f"{tally['n/a']} not measured; ran {doc['elapsed_s']:.0f} s")
     return "\n".join(out)
 

@@ -109,7 +109,7 @@ def measure(peers=PEERS, kinds=WORKLOADS, n=None, quick=False):
     return out
 
 
-# Targets of issue #9 (BENCHMARKS.md): a switch <= 3,000 instructions; a spawn
+# The targets: a switch <= 3,000 instructions; a spawn
 # + join <= 1/4 of asyncio's.
 def report(result):
     lines = ["instructions per unit (callgrind, difference of N and 2N units):"]

@@ -1,4 +1,4 @@
-"""The method of BENCHMARKS.md: osvrt and its peers measured side by side in
+"""The method: osvrt and its peers measured side by side in
 the same run, in alternating rounds, reported as medians, and every claim a
 ratio of osvrt against a peer from the same rounds.
 

@@ -3,7 +3,7 @@ csrc/channel.h), with no syscall and, when a packet is there, no call into C.
 
 The channel's words are C memory that this module reads and writes through
 memoryviews: a memoryview load or store does not release the GIL, while any
-cffi call does (DESIGN.md, "The GIL").  Orders: the producer publishes `head`
+cffi call does (README.md and docs/design.md, "The GIL").  Orders: the producer publishes `head`
 with a release store after writing the slots and payloads; we load head,
 then read slots and payloads, then store `tail` when done.  On x86-64 (TSO)
 a plain aligned load is an acquire and a plain aligned store a release, and
