@@ -678,6 +678,22 @@ void osvrt_net_stop(struct osvrt_net *net)
     net->started = 0;
 }
 
+void osvrt_net_release(struct osvrt_net *net)
+{
+    if (!net)
+        return;
+    osvrt_net_stop(net);
+    /* The thread is joined: nothing else reads the ring or the socket, but a
+     * stats call may (refresh_ring_drops): the caller serializes the two. */
+    refresh_ring_drops(net);
+    if (net->ring)
+        munmap(net->ring, net->ring_bytes);
+    net->ring = NULL;
+    if (net->fd >= 0)
+        close(net->fd);
+    net->fd = -1;
+}
+
 void osvrt_net_free(struct osvrt_net *net)
 {
     if (!net)

@@ -172,6 +172,10 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
 int osvrt_net_start(struct osvrt_net *net);
 /* Stop and join the thread; idempotent. */
 void osvrt_net_stop(struct osvrt_net *net);
+/* Stop, then give back the packet socket and its ring (the large part); the
+ * flows and the counters stay readable until osvrt_net_free.  Not concurrent
+ * with osvrt_net_get_stats (the caller serializes them). */
+void osvrt_net_release(struct osvrt_net *net);
 /* Stop, close, and drop the table's reference to every flow. */
 void osvrt_net_free(struct osvrt_net *net);
 

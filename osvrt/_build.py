@@ -111,6 +111,7 @@ struct osvrt_flow;
 struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_config *cfg, int *err);
 int osvrt_net_start(struct osvrt_net *net);
 void osvrt_net_stop(struct osvrt_net *net);
+void osvrt_net_release(struct osvrt_net *net);
 void osvrt_net_free(struct osvrt_net *net);
 struct osvrt_flow *osvrt_net_flow_add4(struct osvrt_net *net, uint8_t proto, uint32_t daddr,
                                        uint16_t dport, uint32_t saddr, uint16_t sport,

@@ -131,7 +131,9 @@ class Net:
 
     def stop(self):
         """Close every endpoint (their ports and flows), then stop and join
-        the classifier thread.  Idempotent.  The runtime calls it on stop."""
+        the classifier thread and give back its packet socket and ring (16 MiB
+        by default), so a Runtime kept after stop() holds neither.
+        Idempotent.  The runtime calls it on stop."""
         with self._lock:
             if self._stopped:
                 return
@@ -142,14 +144,16 @@ class Net:
                 ep.close()
             except Exception:                 # never leave the thread running
                 log.exception("osvrt.net: closing %r at stop failed", ep)
-        lib.osvrt_net_stop(self._cnet)
+        with self._lock:                      # not while stats() reads the socket
+            lib.osvrt_net_release(self._cnet)
 
     def stats(self):
         """Counters of the classifier: frames and packets seen, packets put
         into channels, drops by reason (malformed ones by kind), wake-ups
         sent, and each open endpoint's own stats()."""
         s = self._cstats
-        lib.osvrt_net_get_stats(self._cnet, s)
+        with self._lock:                      # see stop(): the socket may be going away
+            lib.osvrt_net_get_stats(self._cnet, s)
         return {
             "interface": self.interface,
             "running": not self._stopped,
