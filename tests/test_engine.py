@@ -186,3 +186,30 @@ def test_cancel_reaches_a_waiter_morphed_onto_a_held_mutex():
         return m.locked()
 
     assert run(main) is False
+
+
+def test_event_set_from_a_foreign_os_thread_wakes_every_waiter():
+    # DESIGN.md's promise: Event.set() is safe from any OS thread.  Waiters on
+    # both CPUs; a plain threading.Thread sets it, racing the waits, 200 times.
+    rt = osvrt.Runtime(cpus=2, stall_threshold=None).start()
+    try:
+        cpus = rt.cpus
+
+        async def round_(e, k):
+            async def waiter():
+                await e.wait()
+                return 1
+
+            ts = [osvrt.spawn(waiter, cpu=cpus[i % len(cpus)]) for i in range(k)]
+            setter = threading.Thread(target=e.set)
+            setter.start()                    # races the waiters' registration
+            woken = 0
+            for t in ts:
+                woken += await t.join(timeout=5)
+            setter.join()
+            return woken
+
+        for _ in range(200):
+            assert rt.submit(round_, osvrt.Event(), 8).result(timeout=RESULT_TIMEOUT) == 8
+    finally:
+        rt.stop(timeout=5)
