@@ -126,7 +126,12 @@ def _wait_port(port, proc, timeout=15.0):
 
 def _start(name, kind, cpus):
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The server imports the osvrt this process runs (an installed one, or a
+    # checkout built in place); never the checkout's sources without their
+    # extensions, which would shadow an installed osvrt.
+    import osvrt
+    here = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(_server_cmd(name, kind, port, cpus), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env)
     try:

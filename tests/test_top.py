@@ -126,7 +126,7 @@ def test_busiest_threads_published(make_rt):
 def test_dead_process_file_ignored_and_cleaned(tmp_path):
     code = ("import os, osvrt; rt = osvrt.Runtime(cpus=1); rt.start(); "
             "print(rt.stats_path, flush=True); os._exit(0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                          timeout=30)
     path = out.stdout.strip()
     assert path and os.path.exists(path), out.stderr   # os._exit: no cleanup ran
@@ -138,7 +138,7 @@ def test_dead_process_file_ignored_and_cleaned(tmp_path):
 def test_exit_without_stop_removes_file():
     code = ("import osvrt; rt = osvrt.Runtime(cpus=1); rt.start(); "
             "print(rt.stats_path, flush=True)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                          timeout=30)
     path = out.stdout.strip()
     assert path and not os.path.exists(path)
@@ -158,7 +158,7 @@ def _parse_once(text):
 
 
 def test_top_once(busy_program, two_cpus):
-    out = subprocess.run([sys.executable, "-m", "osvrt", "top", str(busy_program.pid),
+    out = subprocess.run([sys.executable, "-P", "-m", "osvrt", "top", str(busy_program.pid),
                           "--once", "--interval", "0.5"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
@@ -173,14 +173,14 @@ def test_top_once(busy_program, two_cpus):
 def test_top_without_pid_finds_the_program(busy_program, two_cpus):
     if any(s["pid"] != busy_program.pid for s in top.find()):
         pytest.skip("another osvrt program runs on this host")
-    out = subprocess.run([sys.executable, "-m", "osvrt", "top", "--once", "--interval", "0.3"],
+    out = subprocess.run([sys.executable, "-P", "-m", "osvrt", "top", "--once", "--interval", "0.3"],
                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
     assert f"pid {busy_program.pid}" in out.stdout
 
 
 def test_top_unknown_pid():
-    out = subprocess.run([sys.executable, "-m", "osvrt", "top", "999999999", "--once"],
+    out = subprocess.run([sys.executable, "-P", "-m", "osvrt", "top", "999999999", "--once"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no running osvrt runtime" in out.stderr
 
@@ -190,7 +190,7 @@ def test_top_live_screen_under_a_pty(busy_program, two_cpus):
     if pid == 0:                                     # the child: top on a terminal
         try:
             os.environ["COLUMNS"], os.environ["LINES"] = "120", "40"
-            os.execv(sys.executable, [sys.executable, "-m", "osvrt", "top",
+            os.execv(sys.executable, [sys.executable, "-P", "-m", "osvrt", "top",
                                       str(busy_program.pid), "--interval", "0.3"])
         finally:
             os._exit(127)
