@@ -34,6 +34,8 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <limits.h>
+
 #include "engine.h"
 
 static PyObject *ClosedClass;      /* osvrt.ClosedResourceError, set by io.py */
@@ -381,9 +383,12 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 2 || !PyObject_TypeCheck(args[0], &WorkerBase_Type))
         return PyErr_Format(PyExc_TypeError, "_io_close(worker, fd)");
     WorkerObject *w = (WorkerObject *)args[0];
-    int fd = _PyLong_AsInt(args[1]);
-    if (fd == -1 && PyErr_Occurred())
+    long lfd = PyLong_AsLong(args[1]);      /* public API on 3.11-3.13 (no _PyLong_AsInt) */
+    if (lfd == -1 && PyErr_Occurred())
         return NULL;
+    if (lfd < 0 || lfd > INT_MAX)
+        return PyErr_Format(PyExc_ValueError, "not a file descriptor: %R", args[1]);
+    int fd = (int)lfd;
     if (w == tls_worker) {
         if (io_close_fd(w, fd) < 0)
             return NULL;
