@@ -75,6 +75,22 @@ class _Sock:
         self.close()
         return False
 
+    async def _retry(self, err, op, wait, *args):
+        """op(*args) raised err: if it would have blocked, park in `wait`
+        (wait_readable or wait_writable) and try again until it does not;
+        an error after close() reads as ClosedResourceError.  Called only once
+        the first, inline try failed, so the common path has no extra frame."""
+        while True:
+            if not isinstance(err, _EAGAIN):
+                if self._fd < 0:
+                    raise _closed(self._what) from err
+                raise err
+            await wait(self._fd)
+            try:
+                return op(*args)
+            except OSError as e:
+                err = e
+
     def __repr__(self):
         return f"<osvrt {type(self).__name__} fd={self._fd}>"
 
@@ -87,29 +103,17 @@ class Stream(_Sock):
     async def recv(self, max_bytes=65536):
         """Up to max_bytes bytes; b"" at EOF (the peer closed or sent EOF)."""
         sock = self.socket
-        while True:
-            try:
-                return sock.recv(max_bytes)
-            except _EAGAIN:
-                pass
-            except OSError as e:
-                if self._fd < 0:
-                    raise _closed(self._what) from e
-                raise
-            await wait_readable(self._fd)
+        try:
+            return sock.recv(max_bytes)
+        except OSError as e:
+            return await self._retry(e, sock.recv, wait_readable, max_bytes)
 
     async def recv_into(self, buffer, nbytes=0):
         sock = self.socket
-        while True:
-            try:
-                return sock.recv_into(buffer, nbytes)
-            except _EAGAIN:
-                pass
-            except OSError as e:
-                if self._fd < 0:
-                    raise _closed(self._what) from e
-                raise
-            await wait_readable(self._fd)
+        try:
+            return sock.recv_into(buffer, nbytes)
+        except OSError as e:
+            return await self._retry(e, sock.recv_into, wait_readable, buffer, nbytes)
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
@@ -195,29 +199,17 @@ class UdpSocket(_Sock):
 
     async def recvfrom(self, max_bytes=65536):
         sock = self.socket
-        while True:
-            try:
-                return sock.recvfrom(max_bytes)
-            except _EAGAIN:
-                pass
-            except OSError as e:
-                if self._fd < 0:
-                    raise _closed(self._what) from e
-                raise
-            await wait_readable(self._fd)
+        try:
+            return sock.recvfrom(max_bytes)
+        except OSError as e:
+            return await self._retry(e, sock.recvfrom, wait_readable, max_bytes)
 
     async def sendto(self, data, address):
         sock = self.socket
-        while True:
-            try:
-                return sock.sendto(data, address)
-            except _EAGAIN:
-                pass
-            except OSError as e:
-                if self._fd < 0:
-                    raise _closed(self._what) from e
-                raise
-            await wait_writable(self._fd)
+        try:
+            return sock.sendto(data, address)
+        except OSError as e:
+            return await self._retry(e, sock.sendto, wait_writable, data, address)
 
 
 def _is_ip(host):
