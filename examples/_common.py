@@ -1,5 +1,6 @@
 """Argument parsing shared by the examples (argparse: the standard library's)."""
 import argparse
+import os
 
 
 def parse(description, default_port):
@@ -9,3 +10,11 @@ def parse(description, default_port):
     p.add_argument("--cpus", type=int, default=None,
                    help="worker CPUs (default: every CPU this process may use)")
     return p.parse_args()
+
+
+def worker_cpus(n):
+    """The CPUs the runtime will use, as osvrt.Runtime(cpus=n) picks them: all
+    this process may use, or the first n of them.  The servers open one
+    listener per CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus if n is None else cpus[:n]

@@ -6,7 +6,7 @@
 import osvrt
 from osvrt import net
 
-from _common import parse
+from _common import parse, worker_cpus
 
 
 async def echo(stream):
@@ -24,19 +24,19 @@ async def acceptor(listener):
         osvrt.spawn(echo, stream)                 # starts on this CPU
 
 
-async def main(host, port):
-    rt = osvrt.current()._w.rt
+async def main(host, port, cpus):
     # one listener per CPU on the same port: the kernel spreads connections
-    listeners = [await net.tcp_listen((host, port), reuse_port=True) for _ in rt.cpus]
-    print(f"echo server on {host}:{listeners[0].address[1]}, CPUs {list(rt.cpus)}", flush=True)
+    listeners = [await net.tcp_listen((host, port), reuse_port=True) for _ in cpus]
+    print(f"echo server on {host}:{listeners[0].address[1]}, CPUs {list(cpus)}", flush=True)
     async with osvrt.TaskGroup() as g:
-        for cpu, lst in zip(rt.cpus, listeners):
+        for cpu, lst in zip(cpus, listeners):
             g.spawn(acceptor, lst, cpu=cpu)
 
 
 if __name__ == "__main__":
     args = parse("TCP echo server on osvrt", 7000)
     try:
-        osvrt.run(main, args.host, args.port, cpus=args.cpus)
+        cpus = worker_cpus(args.cpus)
+        osvrt.run(main, args.host, args.port, cpus, cpus=cpus)
     except KeyboardInterrupt:
         pass

@@ -6,7 +6,7 @@
 import osvrt
 from osvrt import net
 
-from _common import parse
+from _common import parse, worker_cpus
 
 BODY = b"hello"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
@@ -51,19 +51,19 @@ async def acceptor(listener):
         osvrt.spawn(serve, stream)
 
 
-async def main(host, port):
-    rt = osvrt.current()._w.rt
+async def main(host, port, cpus):
     listeners = [await net.tcp_listen((host, port), reuse_port=True, backlog=1024)
-                 for _ in rt.cpus]
-    print(f"http on http://{host}:{listeners[0].address[1]}/, CPUs {list(rt.cpus)}", flush=True)
+                 for _ in cpus]
+    print(f"http on http://{host}:{listeners[0].address[1]}/, CPUs {list(cpus)}", flush=True)
     async with osvrt.TaskGroup() as g:
-        for cpu, lst in zip(rt.cpus, listeners):
+        for cpu, lst in zip(cpus, listeners):
             g.spawn(acceptor, lst, cpu=cpu)
 
 
 if __name__ == "__main__":
     args = parse("HTTP/1.1 hello server on osvrt", 8080)
     try:
-        osvrt.run(main, args.host, args.port, cpus=args.cpus)
+        cpus = worker_cpus(args.cpus)
+        osvrt.run(main, args.host, args.port, cpus, cpus=cpus)
     except KeyboardInterrupt:
         pass

@@ -8,7 +8,7 @@ few bytecodes with no await inside, so under the GIL it is atomic.
 import osvrt
 from osvrt import net
 
-from _common import parse
+from _common import parse, worker_cpus
 
 STORE = {}
 OK, PONG, NIL = b"+OK\r\n", b"+PONG\r\n", b"$-1\r\n"
@@ -92,19 +92,19 @@ async def acceptor(listener):
         osvrt.spawn(serve, stream)
 
 
-async def main(host, port):
-    rt = osvrt.current()._w.rt
+async def main(host, port, cpus):
     listeners = [await net.tcp_listen((host, port), reuse_port=True, backlog=1024)
-                 for _ in rt.cpus]
-    print(f"RESP on {host}:{listeners[0].address[1]}, CPUs {list(rt.cpus)}", flush=True)
+                 for _ in cpus]
+    print(f"RESP on {host}:{listeners[0].address[1]}, CPUs {list(cpus)}", flush=True)
     async with osvrt.TaskGroup() as g:
-        for cpu, lst in zip(rt.cpus, listeners):
+        for cpu, lst in zip(cpus, listeners):
             g.spawn(acceptor, lst, cpu=cpu)
 
 
 if __name__ == "__main__":
     args = parse("RESP (PING/SET/GET) server on osvrt", 6380)
     try:
-        osvrt.run(main, args.host, args.port, cpus=args.cpus)
+        cpus = worker_cpus(args.cpus)
+        osvrt.run(main, args.host, args.port, cpus, cpus=cpus)
     except KeyboardInterrupt:
         pass
