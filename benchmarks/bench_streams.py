@@ -176,6 +176,11 @@ def redis_round(port, requests, connections=50, tests="set,get,ping"):
     head, rows = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
     i_rps, i_p99 = head.index("rps"), head.index("p99_latency_ms")
     rps = [float(r[i_rps]) for r in rows]
+    if not rps or min(rps) <= 0:
+        # a test too short to time (the quick run's small counts): say so, do
+        # not divide by it
+        raise RuntimeError(f"redis-benchmark timed no test of {tests!r} ({requests} requests "
+                           f"each): {out[-500:]!r}")
     # requests/s over all the tests (harmonic mean: the same count each), worst p99
     return {"rps": len(rps) / sum(1 / x for x in rps),
             "p99_ms": max(float(r[i_p99]) for r in rows),
@@ -234,7 +239,7 @@ def _bench(benchmark, quick, kind):
 
     def run():
         box["r"] = compare(kind, rounds=rounds, seconds=seconds,
-                           requests=2000 if quick else None)
+                           requests=10000 if quick else None)   # fewer: too quick to time
     benchmark.pedantic(run, rounds=1, iterations=1)
     r = box["r"]
     assert all(x["rps"] > 0 for xs in r["raw"].values() for x in xs), r
