@@ -239,3 +239,54 @@ def test_idle_worker_sleeps_in_epoll_and_kick_still_wakes(make_rt):
     st = rt.stats()["cpus"]
     assert sum(c["io_events"] for c in st) >= 1
     assert sum(c["kicks_sent"] for c in st) >= 1
+
+
+def test_a_closing_posted_for_an_old_fd_spares_a_wait_on_its_reused_number():
+    # Regression: a closing posted to another CPU (notify_closing from a
+    # foreign thread) was applied by fd number when that CPU next looked, and
+    # by then the number could belong to a new socket with a fresh wait on it:
+    # a RESP server under redis-benchmark lost connections to this.  Here the
+    # posting CPU is kept busy until the number has been reused and waited on.
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    import threading
+    rt = osvrt.Runtime(cpus=2, balance=False, stall_threshold=None).start()
+    try:
+        c1 = rt.cpus[1]
+        reused = threading.Event()
+        box = {}
+
+        async def on_cpu1():
+            keep = pair()                      # a wait here, so closings get posted to us
+            keeper = osvrt.spawn(waiter(osvrt.wait_readable, keep[0]), cpu=c1)
+            await osvrt.sleep(0.02)
+            old_a, old_b = pair()
+            box["old_fd"] = old_a.fileno()
+
+            def foreign():                     # notify, close, reuse the number
+                osvrt.notify_closing(old_a)    # posted to this CPU, taken later
+                old_a.close()
+                new_a, new_b = pair()
+                box["new"] = (new_a, new_b)
+                reused.set()
+
+            th = threading.Thread(target=foreign)
+            th.start()
+            while not reused.is_set():         # hold the CPU: the closing waits
+                time.sleep(0.001)
+            th.join()
+            new_a, new_b = box["new"]
+            assert new_a.fileno() == box["old_fd"] or new_b.fileno() == box["old_fd"]
+            mine = new_a if new_a.fileno() == box["old_fd"] else new_b
+            peer = new_b if mine is new_a else new_a
+            peer.send(b"x")
+            await osvrt.wait_readable(mine, timeout=2)     # not ClosedResourceError
+            got = mine.recv(1)
+            keeper.cancel()
+            for s in (*keep, old_b, new_a, new_b):
+                s.close()
+            return got
+
+        assert rt.submit(on_cpu1, cpu=c1).result(timeout=15) == b"x"
+    finally:
+        rt.stop(timeout=5)

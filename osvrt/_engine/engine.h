@@ -146,6 +146,7 @@ struct trace_event {
 #define IO_BATCH 256
 struct io_slot {
     TicketObject *rd, *wr;     /* owner: the waits for this fd, or NULL */
+    uint64_t rd_seq, wr_seq;   /* owner: worker_io.reg_seq when each wait registered */
     uint32_t armed;            /* owner: events armed (EPOLLONESHOT) in the kernel now */
     char registered;           /* owner: added to this CPU's epfd (as far as we know) */
 };
@@ -157,7 +158,13 @@ struct worker_io {
     double last;               /* owner: when it last polled */
     _Atomic int closing;       /* other threads posted fds in closing_fds */
     pthread_mutex_t mu;        /* guards closing_fds (never on the switch path) */
-    int *closing_fds;
+    /* Every registration takes the next number (owner writes, relaxed; other
+     * threads read it when they post a closing).  A posted closing ends only
+     * waits registered before it was posted: the fd number may have been
+     * closed and reused by a new connection meanwhile, and a wait on the new
+     * fd must not be woken by the old fd's closing. */
+    _Atomic uint64_t reg_seq;
+    struct io_closing { int fd; uint64_t seq; } *closing_fds;
     int nclosing, capclosing;
     struct epoll_event evs[IO_BATCH];
 };

@@ -50,6 +50,7 @@ io_init(WorkerObject *w)
     w->io.tick = 0;
     w->io.last = 0.0;
     atomic_init(&w->io.closing, 0);
+    atomic_init(&w->io.reg_seq, 0);
     pthread_mutex_init(&w->io.mu, NULL);
     w->io.closing_fds = NULL;
     w->io.nclosing = w->io.capclosing = 0;
@@ -149,6 +150,13 @@ io_register(WorkerObject *w, TicketObject *tk)
         return -1;
     }
     *p = (TicketObject *)Py_NewRef(tk);
+    uint64_t seq = atomic_load_explicit(&w->io.reg_seq, memory_order_relaxed) + 1;
+    /* relaxed, no RMW: the owner is the only writer (see engine.h) */
+    atomic_store_explicit(&w->io.reg_seq, seq, memory_order_relaxed);
+    if (tk->ioev == EPOLLIN)
+        s->rd_seq = seq;
+    else
+        s->wr_seq = seq;
     tk->iow = w;
     waiters_add(w, 1);
     return 0;
@@ -229,14 +237,19 @@ io_dispatch(WorkerObject *w, int n)
     return err ? -1 : 0;
 }
 
-/* End every wait here for fd with ClosedResourceError and drop the
- * registration (the fd is about to be closed, or was). */
+/* End every wait here for fd registered up to `upto` (see worker_io.reg_seq)
+ * with ClosedResourceError and drop the registration (the fd is about to be
+ * closed, or was).  A wait registered later is on a new fd of that number:
+ * it and its epoll registration stay. */
 static int
-io_close_fd(WorkerObject *w, int fd)
+io_close_fd(WorkerObject *w, int fd, uint64_t upto)
 {
     if (fd < 0 || fd >= w->io.nslots)
         return 0;
     struct io_slot *s = &w->io.slots[fd];
+    slot_sweep(w, s);
+    if ((s->rd != NULL && s->rd_seq > upto) || (s->wr != NULL && s->wr_seq > upto))
+        return 0;                  /* the fd number was reused: not this closing's fd */
     if (s->registered) {
         struct epoll_event ev = {0};
         (void)epoll_ctl(w->cpu->epfd, EPOLL_CTL_DEL, fd, &ev);   /* EBADF/ENOENT: gone already */
@@ -273,13 +286,14 @@ io_take_closing(WorkerObject *w)
     if (!atomic_exchange_explicit(&w->io.closing, 0, memory_order_acquire))
         return 0;
     pthread_mutex_lock(&w->io.mu);
-    int *fds = w->io.closing_fds, n = w->io.nclosing;
+    struct io_closing *fds = w->io.closing_fds;
+    int n = w->io.nclosing;
     w->io.closing_fds = NULL;
     w->io.nclosing = w->io.capclosing = 0;
     pthread_mutex_unlock(&w->io.mu);
     int err = 0;
     for (int i = 0; i < n; i++)
-        if (io_close_fd(w, fds[i]) < 0)
+        if (io_close_fd(w, fds[i].fd, fds[i].seq) < 0)
             err = 1;
     PyMem_RawFree(fds);
     return err ? -1 : 0;
@@ -390,7 +404,8 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         return PyErr_Format(PyExc_ValueError, "not a file descriptor: %R", args[1]);
     int fd = (int)lfd;
     if (w == tls_worker) {
-        if (io_close_fd(w, fd) < 0)
+        /* synchronous: the fd is still open, so no wait here is on a reuse */
+        if (io_close_fd(w, fd, UINT64_MAX) < 0)
             return NULL;
         Py_RETURN_NONE;
     }
@@ -399,7 +414,7 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     pthread_mutex_lock(&w->io.mu);
     if (w->io.nclosing == w->io.capclosing) {
         int cap = w->io.capclosing ? w->io.capclosing * 2 : 16;
-        int *g = PyMem_RawRealloc(w->io.closing_fds, sizeof(int) * (size_t)cap);
+        struct io_closing *g = PyMem_RawRealloc(w->io.closing_fds, sizeof(*g) * (size_t)cap);
         if (g == NULL) {
             pthread_mutex_unlock(&w->io.mu);
             return PyErr_NoMemory();
@@ -407,7 +422,14 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         w->io.closing_fds = g;
         w->io.capclosing = cap;
     }
-    w->io.closing_fds[w->io.nclosing++] = fd;
+    /* The caller has not closed fd yet (notify_closing comes first), so every
+     * wait on this fd number registered so far is on this fd.  One registered
+     * after this load is on a reuse of the number (which needs the close()
+     * that follows us, a system call that orders this load before it), or, in
+     * the instant before that close, on this fd: that one ends at its timeout,
+     * as a wait on an fd closed behind osvrt's back does. */
+    uint64_t upto = atomic_load_explicit(&w->io.reg_seq, memory_order_acquire);
+    w->io.closing_fds[w->io.nclosing++] = (struct io_closing){fd, upto};
     pthread_mutex_unlock(&w->io.mu);
     /* release: the owner's acquire exchange sees the fd appended. */
     atomic_store_explicit(&w->io.closing, 1, memory_order_release);
