@@ -21,7 +21,6 @@ import os
 import threading
 
 from . import kernel
-from .thread import Cancelled
 
 log = logging.getLogger("osvrt")
 

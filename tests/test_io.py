@@ -7,7 +7,6 @@ import time
 import pytest
 
 import osvrt
-from osvrt import kernel
 
 
 def fd_count():

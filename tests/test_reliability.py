@@ -5,7 +5,6 @@ import concurrent.futures
 import gc
 import logging
 import os
-import resource
 import threading
 import time
 import warnings

@@ -1046,20 +1046,22 @@ worker_runq_remove(WorkerObject *w, PyObject *which)
     PyObject *found = PyList_New(0);
     if (found == NULL)
         return NULL;
+    /* Two passes: the first may fail (PySet_Contains, PyList_Append) and
+     * changes nothing; the second cannot fail (threads hash by identity, and
+     * each was looked up once already).  An error leaves the run
+     * queue as it was. */
     Py_ssize_t n = rq_len(w), k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         int hit = PySet_Contains(which, (PyObject *)w->rq[i].t);
         if (hit < 0 || (hit && PyList_Append(found, (PyObject *)w->rq[i].t) < 0)) {
-            /* leave the heap whole: undo nothing yet, entries below k are kept */
-            for (Py_ssize_t j = i; j < n; j++)
-                w->rq[k++] = w->rq[j];
-            atomic_store_explicit(&w->rq_len, k, memory_order_relaxed);
-            for (Py_ssize_t j = k / 2; j-- > 0;)
-                rq_sift_down(w->rq, k, j);
             Py_DECREF(found);
             return NULL;
         }
-        if (hit)
+    }
+    if (PyList_GET_SIZE(found) == 0)
+        return found;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PySet_Contains(which, (PyObject *)w->rq[i].t) == 1)
             Py_DECREF(w->rq[i].t);    /* `found` holds it now */
         else
             w->rq[k++] = w->rq[i];

@@ -297,19 +297,16 @@ def build_measures(cpus, sizes):
                 [Contender("kernel_udp", "kernel UDP socket served by a Python thread",
                            lambda ctx: nb.real_client_kernel(test, ctx[2], ctx[0], 1.0), key=key)])
 
-    sockperf_p50 = Measure(
-        "sockperf_p50", "sockperf ping-pong p50 (one-way)", "us", "lower",
-        *real_client("sockperf", "p50_us"),
-        targets=[Target("kernel_udp", "<=", 0.75, ">= 25% lower p50")],
-        setup=lambda: _real_client(cpus, "sockperf"), weight=3,
-        sizes={"seconds": 1, "msg_size": 14},
-        notes="Debian's sockperf, ping-pong -m 14, client pinned to the first CPU")
-    sockperf_p99 = Measure(
-        "sockperf_p99", "sockperf ping-pong p99 (one-way)", "us", "lower",
-        *real_client("sockperf", "p99_us"),
-        targets=[Target("kernel_udp", "<=", 0.75, ">= 25% lower p99")],
-        setup=lambda: _real_client(cpus, "sockperf"), weight=3,
-        sizes={"seconds": 1, "msg_size": 14})
+    def sockperf(pct):
+        return Measure(
+            f"sockperf_{pct}", f"sockperf ping-pong {pct} (one-way)", "us", "lower",
+            *real_client("sockperf", f"{pct}_us"),
+            targets=[Target("kernel_udp", "<=", 0.75, f">= 25% lower {pct}")],
+            setup=lambda: _real_client(cpus, "sockperf"), weight=3,
+            sizes={"seconds": 1, "msg_size": 14},
+            notes="Debian's sockperf, ping-pong -m 14, client pinned to the first CPU")
+
+    sockperf_p50, sockperf_p99 = sockperf("p50"), sockperf("p99")
     dnsperf_qps = Measure(
         "dnsperf_qps", "dnsperf queries/s (DNS-shaped echo)", "q/s", "higher",
         *real_client("dnsperf", "qps"),
