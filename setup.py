@@ -9,8 +9,8 @@ from setuptools import Extension, find_packages, setup
 engine = Extension(
     "osvrt._engine",
     sources=sorted(glob.glob("osvrt/_engine/*.c")),
-    depends=sorted(glob.glob("osvrt/_engine/*.h") + glob.glob("csrc/*.h")),
-    include_dirs=["csrc"],
+    depends=sorted(glob.glob("osvrt/_engine/*.h") + glob.glob("csrc/core/*.h")),
+    include_dirs=["csrc/core"],
     extra_compile_args=["-std=gnu11", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall", "-Wextra",
                         "-Werror", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
     libraries=["m"],

@@ -13,7 +13,7 @@ adaptive window and yielding to the client).
 Targets (same run, alternating): osvrt/kernel sockperf p50 and p99 <= 0.75;
 dnsperf queries/s >= 1.25x.  extra_info carries osvrt_*, kernel_* and
 ratio_* (medians).  A missing sockperf/dnsperf is installed with apt-get
-when running as root (osvrt.net.bench.find_tool), otherwise the benchmark
+when running as root (osvrt.bench.net.find_tool), otherwise the benchmark
 is skipped naming the package.  Under --benchmark-disable each runs one
 short round.
 
@@ -21,8 +21,8 @@ Run:  pytest benchmarks/bench_net_clients.py --benchmark-json=/tmp/clients.json
 """
 import pytest
 
-from osvrt.net import bench as nb
-from osvrt.net import testing
+from osvrt.bench import net as nb
+from osvrt.bench import frames as testing
 
 ok, why = testing.can_open_packet_socket()
 pytestmark = pytest.mark.skipif(not ok, reason=f"osvrt.net needs CAP_NET_RAW ({why})")

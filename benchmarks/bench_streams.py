@@ -227,7 +227,7 @@ def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None):
 
 def _need(tool, package):
     sys.path.insert(0, ROOT)
-    from osvrt.net.bench import find_tool
+    from osvrt.bench.net import find_tool
     path, why = find_tool(tool, package)
     if path is None:
         pytest.skip(why)

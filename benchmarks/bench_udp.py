@@ -48,8 +48,8 @@ import pytest
 
 import osvrt
 import osvrt.net
-from osvrt.net import bench as nb
-from osvrt.net import testing
+from osvrt.bench import net as nb
+from osvrt.bench import frames as testing
 from osvrt.bench import peers as bench_peers
 
 ok, why = testing.can_open_packet_socket()

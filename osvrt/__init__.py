@@ -20,14 +20,14 @@ help(osvrt.spawn), help(osvrt.Thread), help(osvrt.TaskGroup), ...  The
 reference for all of them is docs/api.md in the source distribution and the
 project's repository; docs/design.md explains how the runtime works."""
 from .deadline import timeout
-from .introspect import ThreadInfo, threads
+from .observe.introspect import ThreadInfo, threads
 from .kernel import current, sleep, yield_now
 from .runtime import Runtime, run, spawn
 from .taskgroup import TaskGroup
 from .sync import (Condition, Event, Mutex, Queue, QueueClosed, QueueEmpty, QueueFull,
                    Semaphore)
 from .thread import Cancelled, Thread
-from .io import (BusyResourceError, ClosedResourceError, notify_closing, wait_readable,
+from .readiness import (BusyResourceError, ClosedResourceError, notify_closing, wait_readable,
                  wait_writable)
 from .offload import to_thread
 

@@ -15,7 +15,7 @@ COMMANDS = {
     "instructions": ("osvrt.bench.instructions",
                      "count instructions per switch and per spawn under valgrind's callgrind "
                      "(osvrt, asyncio, uvloop): figures that repeat on a noisy host"),
-    "top": ("osvrt.top",
+    "top": ("osvrt.observe.top",
             "a live per-CPU view of a running osvrt program (switches/s, run queue, idle, "
             "migrations, wake-ups, busiest threads), from its stats file"),
 }

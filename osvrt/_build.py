@@ -11,9 +11,13 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
-SOURCES = ["core_api.c", "cpu.c", "peers.c", "pin.c", "thread_table.c", "trace.c", "wake.c"]
-# net channels (issue 6): osvrt/net/
-SOURCES += ["channel.c", "classifier.c", "flow_table.c", "net_bench.c", "packet.c"]
+# csrc/core: the scheduler's C core; csrc/net: net channels (osvrt/net/);
+# csrc/bench: the C peers and load generators of the benchmarks.
+SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c", "trace.c",
+                                 "wake.c")]
+SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c")]
+SOURCES += ["bench/" + s for s in ("net_bench.c", "peers.c")]
+INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net", "bench")]
 
 CDEF = """
 
@@ -205,7 +209,7 @@ ffibuilder.set_source(
     "osvrt._core",
     GLUE,
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
-    include_dirs=[os.path.relpath(CSRC)],
+    include_dirs=[os.path.relpath(d) for d in INCLUDE_DIRS],
     # -g and frame pointers: perf record -g walks and names the frames of
     # _core (the default x86-64 -O2 omits the frame pointer, and a perf without
     # DWARF unwinding then loses the caller of every C function).

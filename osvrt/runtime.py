@@ -11,13 +11,14 @@ import threading
 import time
 import types
 
-from . import _engine, balancer, kernel, trace as _trace
-from . import io as _io
+from . import _engine, balancer, kernel
+from .observe import trace as _trace
+from . import readiness as _io
 from ._core import ffi, lib
-from . import top
-from .cpu import Worker
-from .introspect import Publisher
-from .stall import StallWatchdog
+from .observe import top
+from .worker import Worker
+from .observe.introspect import Publisher
+from .observe.stall import StallWatchdog
 from .thread import Cancelled, Thread, _await
 
 log = logging.getLogger("osvrt")

@@ -11,7 +11,7 @@ import pytest
 
 import osvrt
 import osvrt.net
-from osvrt.net import testing
+from osvrt.bench import frames as testing
 
 ok, why = testing.can_open_packet_socket()
 pytestmark = pytest.mark.skipif(not ok, reason=f"osvrt.net needs CAP_NET_RAW ({why})")

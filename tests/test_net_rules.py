@@ -8,7 +8,8 @@ import pytest
 
 import osvrt
 import osvrt.net
-from osvrt.net import rules, testing
+from osvrt.bench import frames as testing
+from osvrt.net import rules
 
 numba = pytest.importorskip("numba")
 ok, why = testing.can_open_packet_socket()

@@ -21,7 +21,7 @@ import pytest
 
 import osvrt
 import osvrt.net
-from osvrt.net import testing
+from osvrt.bench import frames as testing
 
 ok, why = testing.can_open_packet_socket()
 pytestmark = pytest.mark.skipif(not ok, reason=f"osvrt.net needs CAP_NET_RAW ({why})")
@@ -484,10 +484,10 @@ def test_datagrams_larger_than_a_ring_frame_arrive_whole(rt):
 
 
 def test_placement_rule():
-    """The classifier's placement (osvrt.net._stack.placement): spare CPUs
+    """The classifier's placement (osvrt.net.channels.service.placement): spare CPUs
     when there are some (adaptive polling), otherwise unpinned and never
     polling; a CPU given that runs a worker: no polling."""
-    from osvrt.net._stack import placement
+    from osvrt.net.channels.service import placement
 
     class R:
         cpus = [1]

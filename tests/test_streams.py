@@ -1,4 +1,4 @@
-"""Green sockets (osvrt.net.streams): TCP and Unix streams, UDP sockets."""
+"""Green sockets (osvrt.net.sockets): TCP and Unix streams, UDP sockets."""
 import os
 import resource
 import socket

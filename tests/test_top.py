@@ -12,7 +12,7 @@ import time
 import pytest
 
 import osvrt
-from osvrt import top
+from osvrt.observe import top
 
 from support import run
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import osvrt
-from osvrt import trace as tr
+from osvrt.observe import trace as tr
 
 from support import run
 

@@ -102,7 +102,7 @@ def _real_client(cpus, test):
     why = peers.udp_unavailable()
     if why is not None:
         raise Unavailable(f"osvrt.net not available: {why}")
-    from osvrt.net import bench as nb
+    from osvrt.bench import net as nb
     package = {"sockperf": nb.SOCKPERF_PACKAGE, "dnsperf": nb.DNSPERF_PACKAGE}[test]
     path, why = nb.find_tool(test, package)
     if path is None:
@@ -289,7 +289,7 @@ def build_measures(cpus, sizes):
         targets=[Target("kernel_udp", ">=", 1.25, ">= 1.25x transactions/s")],
         setup=lambda: _udp_servers(cpus), weight=5, sizes={"transactions": nt_, "window": 16},
         notes="transactions per second with 16 requests in flight, C client")
-    from osvrt.net import bench as nb
+    from osvrt.bench import net as nb
 
     def real_client(test, key):
         return (Contender("osvrt", "echo green thread on an osvrt.net channel (default placement)",
@@ -729,7 +729,7 @@ LEGEND = {
                         "second CPU"},
 }
 # said once when a UDP row ran
-UDP_NOTE = ("UDP rows: the client is C (osvrt.net.bench, no GIL) on the first CPU; osvrt's "
+UDP_NOTE = ("UDP rows: the client is C (osvrt.bench.net, no GIL) on the first CPU; osvrt's "
             "worker and the peer's server thread run on the second")
 
 

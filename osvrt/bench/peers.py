@@ -510,7 +510,7 @@ class EventEcho:
 
 
 # ---------------------------------------------------------------------------
-# UDP request/response: osvrt.net.bench's echo servers and its C client (which
+# UDP request/response: osvrt.bench.net's echo servers and its C client (which
 # holds no GIL, so each server has the interpreter to itself), placed as
 # benchmarks/bench_udp.py places them on two CPUs: the client on the first,
 # the server (the osvrt worker, or the Python thread) on the second, the
@@ -523,10 +523,10 @@ def udp_unavailable():
     """None if osvrt.net can run here, else why not (a sentence)."""
     try:
         import osvrt.net  # noqa: F401
-        from osvrt.net import bench, testing  # noqa: F401
+        from osvrt.bench import frames, net  # noqa: F401
     except Exception as e:
         return f"{type(e).__name__}: {e}"
-    ok, why = testing.can_open_packet_socket()
+    ok, why = frames.can_open_packet_socket()
     return None if ok else f"needs CAP_NET_RAW ({why})"
 
 
@@ -534,12 +534,12 @@ def udp_osvrt_round(n, window, client_cpu, server_cpu, warm=200, extras=False):
     """One osvrt round: a fresh Runtime on the server CPU and its classifier,
     an echo green thread on a net channel, `warm` then n transactions from
     the C client with `window` in flight; the runtime stops before any peer
-    round.  The dict of osvrt.net.bench.rr: ns, per_s, p50_ns, p99_ns, done,
+    round.  The dict of osvrt.bench.net.rr: ns, per_s, p50_ns, p99_ns, done,
     lost; with extras, also the classifier's CPU share and the net counters
     wakes_sent and ring_dropped."""
     import osvrt
     import osvrt.net
-    from osvrt.net import bench as nb
+    from osvrt.bench import net as nb
     rt = osvrt.Runtime(cpus=[server_cpu], idle_spin_us=UDP_WORKER_SPIN_US).start()
     try:
         osvrt.net.configure(rt, cpu=client_cpu, spin_us=0)
@@ -563,8 +563,8 @@ def udp_osvrt_round(n, window, client_cpu, server_cpu, warm=200, extras=False):
 
 
 def udp_peer_round(server, n, window, client_cpu, warm=200):
-    """The same transactions against a peer echo server (osvrt.net.bench)."""
-    from osvrt.net import bench as nb
+    """The same transactions against a peer echo server (osvrt.bench.net)."""
+    from osvrt.bench import net as nb
     if warm:
         nb.rr(server.addr, warm, window=window, cpu=client_cpu)
     return nb.rr(server.addr, n, window=window, cpu=client_cpu)
@@ -572,7 +572,7 @@ def udp_peer_round(server, n, window, client_cpu, warm=200):
 
 def udp_thread_server(server_cpu):
     """A kernel UDP socket served by a Python thread pinned to server_cpu."""
-    from osvrt.net import bench as nb
+    from osvrt.bench import net as nb
     return nb.ThreadEchoServer(cpu=server_cpu)
 
 

@@ -22,13 +22,23 @@ Needs CAP_NET_RAW (the AF_PACKET socket): without it, udp_bind raises
 PermissionError.  The classifier starts with the first udp_bind of a runtime
 (or with configure()) and stops with the runtime; rt.stats()["net"] and
 ep.stats() count what arrived, what was dropped and why, and the wake-ups.
-Modules: _stack (the classifier of a runtime), channel (reading a channel),
-udp (endpoints), rules (classifier rules compiled with numba.cfunc).
+Modules: sockets (kernel sockets), channels/ (service: the classifier of a
+runtime; lane: reading a channel; udp: endpoints), rules (classifier rules
+compiled with numba.cfunc).
 """
-from ._stack import configure, net_of
-from .streams import (Listener, Stream, UdpSocket, getaddrinfo, open_tcp_stream,
+import sys as _sys
+
+from . import sockets as _sockets
+from .channels import udp as _udp
+from .channels.service import configure, net_of
+from .sockets import (Listener, Stream, UdpSocket, getaddrinfo, open_tcp_stream,
                       open_unix_stream, tcp_listen, udp_socket, unix_listen)
-from .udp import UdpEndpoint, udp_bind
+from .channels.udp import UdpEndpoint, udp_bind
+
+# The names these modules had before the #22 layout (osvrt.net.streams,
+# osvrt.net.udp), kept importable for callers written against them.
+_sys.modules.setdefault(__name__ + ".streams", _sockets)
+_sys.modules.setdefault(__name__ + ".udp", _udp)
 
 __all__ = ["Listener", "Stream", "UdpEndpoint", "UdpSocket", "configure", "getaddrinfo",
            "net_of", "open_tcp_stream", "open_unix_stream", "tcp_listen", "udp_bind",

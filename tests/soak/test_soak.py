@@ -450,7 +450,7 @@ def test_udp_flood_with_malformed_frames_every_datagram_accounted_for(scale, rep
     # A flood into one net-channel endpoint, with malformed frames mixed in:
     # every valid datagram is received or counted as dropped, every malformed
     # frame is counted as malformed, and the classifier survives it all.
-    from osvrt.net import testing
+    from osvrt.bench import frames as testing
     ok, why = testing.can_open_packet_socket()
     if not ok:
         pytest.skip(why)

@@ -14,7 +14,7 @@ import os
 import threading
 import weakref
 
-from .._core import ffi, lib
+from ..._core import ffi, lib
 
 log = logging.getLogger("osvrt")
 
@@ -189,7 +189,7 @@ class Net:
 def _runtime_of(rt):
     if rt is not None:
         return rt
-    from .. import kernel
+    from ... import kernel
     return kernel.current()._w.rt     # RuntimeError outside a green thread
 
 
@@ -228,8 +228,8 @@ async def net_for_green_thread():
     runtime's offload pool (osvrt.to_thread) while this green thread waits and
     the worker runs others.  A cancel leaves the setup to finish on its own:
     net_of() stores the classifier on the runtime, so nothing is lost."""
-    from .. import kernel
-    from ..offload import to_thread
+    from ... import kernel
+    from ...offload import to_thread
     rt = kernel.current()._w.rt
     net = rt._net
     if net is not None:

@@ -28,9 +28,9 @@ import socket
 import struct
 import time
 
-from .. import kernel
-from ..cwait import cwait
-from .._core import ffi, lib
+from ... import kernel
+from ...cwait import cwait
+from ..._core import ffi, lib
 
 _SLOT = struct.Struct("<QIIIHHII")      # struct osvrt_chan_slot (channel.h)
 _TAKE = struct.Struct("<QII4xH")         # what take() needs of a slot: off, len, saddr, sport

@@ -13,11 +13,11 @@ import socket
 import sys
 import weakref
 
-from .. import kernel
-from .._core import ffi, lib
-from . import rules as _rules
-from ._stack import _check_int, net_for_green_thread
-from .channel import Lane
+from ... import kernel
+from ..._core import ffi, lib
+from .. import rules as _rules
+from .service import _check_int, net_for_green_thread
+from .lane import Lane
 
 _UDP = socket.IPPROTO_UDP
 _DEFAULT_CAPACITY = 256

@@ -27,7 +27,7 @@ kernel spreads connections among them), as the examples do.
 import errno
 import socket
 
-from ..io import ClosedResourceError, notify_closing, wait_readable, wait_writable
+from ..readiness import ClosedResourceError, notify_closing, wait_readable, wait_writable
 from ..offload import to_thread
 
 __all__ = ["Listener", "Stream", "UdpSocket", "getaddrinfo", "open_tcp_stream",

@@ -123,7 +123,7 @@ class OsvrtEchoServer:
     (reply: as for ThreadEchoServer)."""
 
     def __init__(self, rt, cpu=None, ip="127.0.0.1", reply=None):
-        from . import udp_bind
+        from ..net import udp_bind
         self.rt = rt
         ready = threading.Event()
         box = []
@@ -160,7 +160,7 @@ def classifier_throughput(rt, n, *, payload=64, gso=32, cpu=-1):
     second from the first to the last, plus how many the kernel's ring
     dropped (the classifier fell behind) and the channel dropped (full: the
     point here)."""
-    from . import net_of, udp_bind
+    from ..net import net_of, udp_bind
 
     async def bind():
         return await udp_bind(("127.0.0.1", 0), capacity=64)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from . import fair, kernel
+from .. import fair, kernel
 
 log = logging.getLogger("osvrt")
 
