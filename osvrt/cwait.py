@@ -22,7 +22,7 @@ async def cwait(ready):
     t = kernel.current()
     w = t._w
     crt = w._crt
-    h = t._h or w.rt._handle_for(t)
+    h = t._h or w.rt.handle_for(t)
     if not lib.osvrt_wait_prepare(crt, h, w.index):
         # A C wake from an earlier wait is still on our pushlist (WAKING):
         # let the worker take it in, then the caller looks again.

@@ -43,7 +43,7 @@ class _Job:
 
 
 class OffloadPool:
-    """A bounded pool of OS threads for one Runtime (rt._offload)."""
+    """A bounded pool of OS threads for one Runtime (attached as its "offload" service)."""
 
     def __init__(self, size=None):
         self.size = default_pool_size() if size is None else int(size)
@@ -128,14 +128,12 @@ class OffloadPool:
 
 
 def pool_of(rt):
-    p = getattr(rt, "_offload", None)
+    p = rt.service("offload")
     if p is None:
         with _pools_lock:
-            p = getattr(rt, "_offload", None)
+            p = rt.service("offload")
             if p is None:
-                p = rt._offload = OffloadPool(getattr(rt, "_offload_size", None))
-                rt._on_stop.append(p.stop)
-                rt._stats_hooks["offload"] = p.stats
+                p = rt.attach_service("offload", OffloadPool(None))
     return p
 
 

@@ -78,9 +78,9 @@ def notify_closing(f):
         return
     me = kernel.current_worker()
     if me is not None:
-        workers = me.rt._workers
+        workers = me.rt.workers
     else:                            # a foreign OS thread: every live runtime's workers
-        workers = [w for rt in list(_runtimes) for w in rt._workers]
+        workers = [w for rt in list(_runtimes) for w in rt.workers]
     for w in workers:
         if w is me or _engine._io_waiters(w):
             _engine._io_close(w, fd)

@@ -5,7 +5,6 @@ import concurrent.futures
 import contextvars
 import errno
 import logging
-import math
 import os
 import threading
 import time
@@ -15,7 +14,8 @@ from . import _engine, balancer, kernel
 from .observe import trace as _trace
 from . import readiness as _io
 from ._core import ffi, lib
-from .observe import top
+from .checks import check_bool, check_number, check_priority
+from .observe.statsfile import StatsFile
 from .worker import Worker
 from .observe.introspect import Publisher
 from .observe.stall import StallWatchdog
@@ -53,23 +53,6 @@ def _resolve_cpus(cpus):
     return tuple(ids)
 
 
-def _check_number(name, value, minimum, *, allow_equal):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {value!r}")
-    try:
-        x = float(value)             # an int beyond a float's range is not finite
-    except OverflowError:
-        x = math.inf
-    if math.isnan(x) or math.isinf(x) or x < minimum or (x == minimum and not allow_equal):
-        op = ">=" if allow_equal else ">"
-        raise ValueError(f"{name} must be a finite number {op} {minimum}, not {value!r}")
-    return value
-
-
-def _check_priority(priority):
-    return _engine.check_priority(priority)     # the range that keeps the fair rule finite
-
-
 def _start_coroutine(fn, args):
     if not callable(fn):
         raise TypeError(f"a green thread runs an async def function; {fn!r} is not callable")
@@ -97,33 +80,27 @@ class Runtime:
         self._trace_names = {}       # thread id -> name, for the trace (trace.py, "Names")
         # stats_file: the counters live in /dev/shm/osvrt-<pid>-<n>.stats, for
         # `python -m osvrt top` (osvrt/top.py)
-        if not isinstance(stats_file, bool):
-            raise TypeError(f"stats_file must be True or False, not {stats_file!r}")
-        self._stats_file_on = stats_file
+        self._stats_file_on = check_bool("stats_file", stats_file)
         self._stats_file = None
         self._publisher = None
         self._stop_error = None
-        if not isinstance(pin, bool):
-            raise TypeError(f"pin must be True or False, not {pin!r}")
-        if not isinstance(balance, bool):
-            raise TypeError(f"balance must be True or False, not {balance!r}")
-        self._pin = pin
-        self._balance = balance
-        self._balance_interval = _check_number("balance_interval", balance_interval, 0,
+        self._pin = check_bool("pin", pin)
+        self._balance = check_bool("balance", balance)
+        self._balance_interval = check_number("balance_interval", balance_interval, 0,
                                                allow_equal=False)
         if balance_policy not in balancer.POLICIES:
             raise ValueError(f"balance_policy={balance_policy!r}: one of {balancer.POLICIES}")
         self._balance_policy = balance_policy
         # The balancer moves only threads whose decayed runtime (fair.py) is at
         # least this many seconds: see Worker._movable.
-        self._min_move_runtime = _check_number("min_move_runtime", min_move_runtime, 0,
+        self._min_move_runtime = check_number("min_move_runtime", min_move_runtime, 0,
                                                allow_equal=True)
         self._system = []          # balancer threads: not waited for by stop()
-        self._spin_ns = int(_check_number("idle_spin_us", idle_spin_us, 0, allow_equal=True) * 1000)
+        self._spin_ns = int(check_number("idle_spin_us", idle_spin_us, 0, allow_equal=True) * 1000)
         if self._spin_ns > 10**9:
             raise ValueError(f"idle_spin_us must be at most 1,000,000 (1 s of polling), not {idle_spin_us!r}")
         self._stall_threshold = (None if stall_threshold is None else
-                                 _check_number("stall_threshold", stall_threshold, 0,
+                                 check_number("stall_threshold", stall_threshold, 0,
                                                allow_equal=False))
         self._state = _NEW
         self._workers = ()
@@ -143,9 +120,11 @@ class Runtime:
         self._crt = None
         self._watchdog = None
         self._crashed = None
-        self._net = None           # osvrt.net's classifier, made by the first udp_bind
-        self._on_stop = []         # callables _stop_workers() runs before joining the workers
-        self._stats_hooks = {}     # name -> callable: more sections of stats()
+        # Attached services (attach_service): name -> object with stop() and
+        # stats(), in attach order; stopped before the workers are joined.
+        self._services = {}
+        self._services_lock = threading.Lock()
+        self._services_stopped = False
 
     @property
     def cpus(self):
@@ -170,7 +149,9 @@ class Runtime:
         # Freed when the last reference goes, never while a worker, a Thread or
         # a foreign waker still holds a path to it.
         self._crt = ffi.gc(crt, lib.osvrt_rt_free)
-        workers = tuple(Worker(self, i, c, self._crt, self._spin_ns)
+        workers = tuple(Worker(self, i, c, self._crt, self._spin_ns, by_handle=self._by_handle,
+                               live=self._live, min_move_runtime=self._min_move_runtime,
+                               on_crash=self._worker_crashed)
                         for i, c in enumerate(self._cpus))
         # Before any worker's loop runs: the trace buffers and the stats
         # binding belong to the workers' own threads once they do.
@@ -180,7 +161,7 @@ class Runtime:
                 w._trace_start(self._trace_events)
         if self._stats_file_on:
             try:
-                self._stats_file = top.StatsFile(workers)
+                self._stats_file = StatsFile(workers)
             except OSError as e:
                 log.warning("osvrt: no stats file for `python -m osvrt top`: %s", e)
         self._workers = workers
@@ -310,11 +291,14 @@ class Runtime:
             self._all_done.wait(0.05 if left is None else min(0.05, left))
 
     def _stop_workers(self):
-        for hook in self._on_stop:
+        with self._services_lock:
+            self._services_stopped = True
+            services = list(self._services.items())
+        for name, svc in services:
             try:
-                hook()
+                svc.stop()
             except Exception:
-                log.exception("osvrt: a stop hook failed: %r", hook)
+                log.exception("osvrt: the %r service failed to stop: %r", name, svc)
         for w in self._workers:
             w._stop = True
             w.kick()
@@ -463,18 +447,68 @@ class Runtime:
             raise concurrent.futures.CancelledError() from t._exc
         return t._outcome()
 
-    # ---- internals shared with workers -----------------------------------
+    # ---- the service interface ---------------------------------------------
+    # What the parts built on the runtime (osvrt.net's channels, the offload
+    # pool, net/tcp, aio) use, instead of its private attributes: in the
+    # spirit of trio's Instruments, a declared, small surface.
 
-    def _worker_for(self, cpu):
+    @property
+    def workers(self):
+        """The workers, one per CPU, in the order of `cpus` (empty before start)."""
+        return self._workers
+
+    @property
+    def core(self):
+        """The C runtime (a cffi `struct osvrt_rt *`), or None before start."""
+        return self._crt
+
+    @property
+    def stopping(self):
+        """True once stop() has begun (or the runtime stopped)."""
+        return self._stopping or self._state == _STOPPED
+
+    def live_threads(self):
+        """A snapshot list of the live green threads (system threads excluded)."""
+        return list(self._live)
+
+    def attach_service(self, name, service):
+        """Attach `service` (an object with stop() and stats() -> dict) under
+        `name`: stop() runs when the runtime stops, before the workers are
+        joined; stats() becomes rt.stats()[name].  RuntimeError once the
+        runtime's services have been stopped; ValueError if `name` is taken."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a service name is a non-empty str, not {name!r}")
+        for method in ("stop", "stats"):
+            if not callable(getattr(service, method, None)):
+                raise TypeError(f"a service has callable stop() and stats(); {service!r} "
+                                f"has no {method}()")
+        with self._services_lock:
+            if self._services_stopped:
+                raise RuntimeError(f"{self!r} has stopped its services: cannot attach {name!r}")
+            if name in self._services:
+                raise ValueError(f"a service named {name!r} is already attached to {self!r}")
+            self._services[name] = service
+        return service
+
+    def service(self, name):
+        """The service attached under `name`, or None."""
+        return self._services.get(name)
+
+    def worker_for(self, cpu):
+        """The worker of host CPU `cpu` (ValueError if it is not one of `cpus`)."""
         w = None if isinstance(cpu, bool) or type(cpu) is not int else self._by_cpu.get(cpu)
         if w is None:
             raise ValueError(f"cpu={cpu!r} is not one of this runtime's CPUs {self._cpus}")
         return w
 
+    _worker_for = worker_for     # the engine's hook name (module.c, m_spawn)
+
+    # ---- internals shared with workers -----------------------------------
+
     def _make_thread(self, fn, args, name, target, pinned, priority):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, not {name!r}")
-        prio = _check_priority(priority) if priority != 1.0 else 1.0
+        prio = check_priority(priority) if priority != 1.0 else 1.0
         coro = _start_coroutine(fn, args)
         tid = _engine.next_id()
         t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio)
@@ -484,8 +518,9 @@ class Runtime:
         self._spawned += 1
         return t
 
-    def _handle_for(self, t):
-        """The C thread-table handle of t, allocated on its first cross-CPU trip."""
+    def handle_for(self, t):
+        """The C thread-table handle of green thread t, allocated on its first
+        cross-CPU trip (a C producer wakes t by this handle: cwait, net channels)."""
         w = kernel.current_worker()
         if w is not None and w.rt is self:
             h = w.take_handle()
@@ -504,6 +539,8 @@ class Runtime:
         self._by_handle[h] = t           # before the push that makes it findable
         t._h = h
         return h
+
+    _handle_for = handle_for     # the engine's hook name (thread.c)
 
     def _thread_ended(self, t):
         self._live.discard(t)
@@ -531,7 +568,7 @@ class Runtime:
             "cpus": [w.stats() for w in self._workers],
             "threads_live": len(self._live),
             "threads_spawned": self._spawned + sum(w.spawned for w in self._workers),
-            **{name: hook() for name, hook in self._stats_hooks.items()},
+            **{name: svc.stats() for name, svc in list(self._services.items())},
         }
 
 
@@ -566,9 +603,7 @@ def _load(w):
     return w.runq_len + w.running
 
 
-# spawn(fn, *args, name=None, cpu=None, priority=1.0) -> Thread, in the engine
-# (module.c): unpinned, a thread starts on the spawner's CPU (as OSv).
-spawn = _engine.spawn
+spawn = kernel.spawn     # the engine's trap (module.c), named with the others in kernel.py
 
 
 def run(main, *args, cpus=None, **runtime_options):

@@ -22,7 +22,7 @@ import threading
 import types
 
 from .kernel import current, yield_now
-from .runtime import spawn as _spawn
+from .kernel import spawn as _spawn
 from .thread import Cancelled
 
 __all__ = ["TaskGroup"]

@@ -89,7 +89,7 @@ class Thread(_engine.ThreadBase):
 
     async def pin(self, cpu):
         """Move this thread (yourself or another) to `cpu` and keep it there."""
-        target = self._w.rt._worker_for(cpu)
+        target = self._w.rt.worker_for(cpu)
         self._pinned = True
         if self._state is TERMINATED:
             return
@@ -102,10 +102,9 @@ class Thread(_engine.ThreadBase):
                 self._w.add_timer(0.0, _move_parked, (ticket, target))
                 await kernel.park()
             return
-        from .runtime import spawn
         while self._w is not target and self._state is not TERMINATED:
             home = self._w
-            await spawn(_move_from_home, self, home, target, cpu=home.cpu_id,
+            await kernel.spawn(_move_from_home, self, home, target, cpu=home.cpu_id,
                         name=f"osvrt-pin-{self.id}").join()
 
     def unpin(self):

@@ -26,12 +26,19 @@ _HANDLE_BATCH = 256
 
 
 class Worker(_engine.WorkerBase):
-    def __init__(self, rt, index, cpu_id, crt, spin_ns):
+    def __init__(self, rt, index, cpu_id, crt, spin_ns, *, by_handle, live, min_move_runtime,
+                 on_crash):
+        """The runtime hands a worker what it shares with it: by_handle (C
+        handle -> Thread), live (the LiveSet), min_move_runtime (the
+        balancer's bar, seconds) and on_crash(worker, exc)."""
         self.rt = rt
         self.cpu_id = cpu_id         # the host CPU it is pinned to
         self._crt = crt
+        self._by_handle = by_handle
+        self._min_move_runtime = min_move_runtime
+        self._on_crash = on_crash
         # index: position in rt.cpus and in the C runtime (the engine's field)
-        self._bind(rt, rt._by_handle, rt._live, int(ffi.cast("uintptr_t", crt)), index, spin_ns)
+        self._bind(rt, by_handle, live, int(ffi.cast("uintptr_t", crt)), index, spin_ns)
         # For other workers' balancing decisions (hints; plain reads, no call):
         # are we idle (csrc/cpu.h idle_state), and how many threads were pushed
         # to us that we have not taken in yet.  Each is an aligned word of C
@@ -64,7 +71,7 @@ class Worker(_engine.WorkerBase):
         """We have queued threads: hand some to an idle CPU now, rather than
         wait until it asks (it only asks as it goes idle, or at its balancer
         tick).  Called at most once per _OFFER_PERIOD from a YIELD trap."""
-        for w in self.rt._workers:
+        for w in self.rt.workers:
             if w is not self and w.is_idle() and not w.pull_pending:
                 self.work_offers += 1
                 self._give_work(w)
@@ -99,7 +106,7 @@ class Worker(_engine.WorkerBase):
         that computes, and every later cross-CPU wake of it costs a C call
         that invites a GIL hand-off (docs/design.md, "The GIL").  A CPU hog passes the bar
         after its first slice."""
-        floor = self.rt._min_move_runtime * self.c / fair.TAU   # in R'' units (fair.true_runtime)
+        floor = self._min_move_runtime * self.c / fair.TAU   # in R'' units (fair.true_runtime)
         # Look only at the heap's last _MOVE_SCAN entries: they are leaves,
         # where the largest R'' sit, and it keeps a pull O(1) even when a CPU
         # queues 100,000 new threads that are not worth moving.
@@ -111,7 +118,7 @@ class Worker(_engine.WorkerBase):
         """A balancer pass on this CPU: while the least loaded CPU is more than
         one behind us, move it our largest-R'' movable thread.  OSv moves one
         thread per pass; we move the whole excess."""
-        others = [w for w in self.rt._workers if w is not self]
+        others = [w for w in self.rt.workers if w is not self]
         if not others or not self.runq_len:
             return 0
         loads = {w: w.load() for w in others}
@@ -153,7 +160,7 @@ class Worker(_engine.WorkerBase):
         next trap (it owns its run queue; we never take from it)."""
         busiest = None
         most = 0
-        for w in self.rt._workers:
+        for w in self.rt.workers:
             if w is not self and w.runq_len > most:
                 busiest, most = w, w.runq_len
         if busiest is not None and busiest._request_pull(self):
@@ -173,7 +180,7 @@ class Worker(_engine.WorkerBase):
             self._run_loop()
         except BaseException as e:   # a bug in the scheduler itself: never silent
             log.critical("osvrt worker for CPU %d crashed", self.cpu_id, exc_info=True)
-            self.rt._worker_crashed(self, e)
+            self._on_crash(self, e)
         finally:
             self._release_handles()
 
@@ -207,7 +214,7 @@ class Worker(_engine.WorkerBase):
 
     def _handle_dead(self, t):
         """(hook) t ended and had crossed CPUs: free its C record (in batches)."""
-        self.rt._by_handle.pop(t._h, None)
+        self._by_handle.pop(t._h, None)
         self._dead.append(t._h)
         if len(self._dead) >= _HANDLE_BATCH:
             self._flush_dead()

@@ -565,4 +565,4 @@ def test_stopped_runtime_gives_back_its_packet_socket_and_ring():
             pytest.skip(why)
         kept.append(rt)                     # the user keeps the Runtime object
     assert packet_sockets() == before
-    assert all(not r._net.stats()["running"] for r in kept)   # stats stay readable
+    assert all(not r.service("net").stats()["running"] for r in kept)   # stats stay readable

@@ -43,13 +43,13 @@ def threads():
     w = kernel.current_worker()
     if w is None:
         raise kernel.outside()
-    return sorted((info(t) for t in list(w.rt._live)), key=lambda i: i.id)
+    return sorted((info(t) for t in w.rt.live_threads()), key=lambda i: i.id)
 
 
 class Publisher:
     """An OS thread that, about twice a second (ten times while tracing), looks at the live threads:
     it publishes the busiest ones into the stats file (stats is a
-    top.StatsFile or None) and notes the names of named threads for a
+    statsfile.StatsFile or None) and notes the names of named threads for a
     trace (names is a dict or None).  A look holds the GIL for a time that
     grows with the number of live threads; the period grows with it, so
     that looking never takes more than about 2% of the time."""
@@ -86,7 +86,7 @@ class Publisher:
             period = max(self._period, spent / self.BUDGET)
 
     def look(self):
-        live = list(self._rt._live)
+        live = self._rt.live_threads()
         names = self._names
         if names is not None:
             for t in live:

@@ -1,169 +1,17 @@
 """`python -m osvrt top [PID]`: a live per-CPU view of a running osvrt
 program, read from its runtime's stats file with no cooperation from it.
 
-The stats file
---------------
-Each started Runtime (unless Runtime(stats_file=False)) creates
-/dev/shm/osvrt-<pid>-<n>.stats (n counts the runtimes of the process; the
-directory is tempfile.gettempdir() where /dev/shm is missing), maps it, and
-points every worker's counters at its slot: the engine then updates them in
-place (relaxed stores by the owning worker; csrc/worker_stats.h).  stop()
-points them back, marks the file dead and deletes it; a file whose pid is
-gone (a crashed process) is ignored and deleted by `top`.
-
-Layout (native byte order; all fields naturally aligned):
-
-  offset 0     struct osvrt_stats_header, 64 bytes (csrc/worker_stats.h):
-                 u64 magic 0x5453545256534f00, u32 version 1, u32 ncpu,
-                 u64 pid, u64 slot_size 128, u64 alive (1 running, 0 stopped),
-                 u64 threads_offset (the offset of the threads area below;
-                 osvrt's use of the first reserved word), u64 reserved[2]
-  offset 64    ncpu x struct osvrt_worker_stats, 128 bytes each:
-                 u64 switches, wakes_local, wakes_remote, migrations_in,
-                 migrations_out, stalls, spawned, idle_ns, runq_len,
-                 current_id (0 when idle), cpu (host CPU id), reserved[5]
-  threads_offset: the busiest threads, written by the runtime's publisher
-               about twice a second (osvrt/introspect.py):
-                 u64 seq (odd while being written: a reader retries),
-                 u64 count (0..10), f64 published (CLOCK_MONOTONIC s),
-                 u64 reserved,
-                 then 10 entries of 56 bytes: u64 id, u32 cpu (host id),
-                 u32 state (0 unstarted, 1 queued, 2 running, 3 waiting,
-                 4 terminated), f64 runtime (decayed, s), char name[32]
-                 (UTF-8, at most 31 bytes, NUL-padded)
+The stats file's layout and its writer are in statsfile.py.
 """
-import atexit
 import glob
-import itertools
-import mmap
 import os
 import re
-import struct
 import sys
 import tempfile
 import time
 
-MAGIC = 0x5453545256534F00
-VERSION = 1
-HEADER = struct.Struct("=QIIQQQQQQ")       # 64 bytes
-SLOT = struct.Struct("=16Q")               # 128 bytes
-SLOT_FIELDS = ("switches", "wakes_local", "wakes_remote", "migrations_in", "migrations_out",
-               "stalls", "spawned", "idle_ns", "runq_len", "current_id", "cpu")
-THREADS_HEAD = struct.Struct("=QQdQ")      # 32 bytes
-THREAD = struct.Struct("=QIId32s")          # 56 bytes
-TOP_THREADS = 10
-STATES = ("unstarted", "queued", "running", "waiting", "terminated")
-_STATE_CODE = {s: i for i, s in enumerate(STATES)}
-_ALIVE_OFF = 32                           # offset of header.alive
-_counter = itertools.count()
-_open_paths = set()                        # this process's live stats files (atexit)
-
-
-def stats_dir():
-    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-
-
-def _size(ncpu):
-    return HEADER.size + ncpu * SLOT.size + THREADS_HEAD.size + TOP_THREADS * THREAD.size
-
-
-@atexit.register
-def _remove_left_files():
-    # A program that exits without stopping its runtime (workers are daemon
-    # threads) must not leave its file behind.
-    for p in list(_open_paths):
-        if not os.path.basename(p).startswith(f"osvrt-{os.getpid()}-"):
-            continue                       # a forked child: the file is its parent's
-        try:
-            os.unlink(p)
-        except OSError:
-            pass
-
-
-class StatsFile:
-    """The writer's side: made by Runtime.start(), closed by Runtime.stop()."""
-
-    def __init__(self, workers):
-        import ctypes
-        ncpu = len(workers)
-        self.threads_off = HEADER.size + ncpu * SLOT.size
-        d = stats_dir()
-        while True:
-            path = os.path.join(d, f"osvrt-{os.getpid()}-{next(_counter)}.stats")
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-                break
-            except FileExistsError:           # a file left by an earlier process with our pid
-                continue
-        try:
-            os.ftruncate(fd, _size(ncpu))
-            self._mm = mmap.mmap(fd, _size(ncpu))
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
-        self.path = path
-        _open_paths.add(path)
-        mm = self._mm
-        for i, w in enumerate(workers):
-            SLOT.pack_into(mm, HEADER.size + i * SLOT.size, *([0] * 10 + [w.cpu_id] + [0] * 5))
-        self._anchor = ctypes.c_char.from_buffer(mm)
-        base = ctypes.addressof(self._anchor)
-        self._bound = []
-        for i, w in enumerate(workers):
-            w._bind_stats(base + HEADER.size + i * SLOT.size)   # values carry over
-            self._bound.append(w)
-            # the engine does not write `cpu`: the copy above overwrote it
-            struct.pack_into("=Q", mm, HEADER.size + i * SLOT.size + 10 * 8, w.cpu_id)
-        HEADER.pack_into(mm, 0, MAGIC, VERSION, ncpu, os.getpid(), SLOT.size, 1,
-                         self.threads_off, 0, 0)
-        self._seq = 0
-
-    def publish_threads(self, rows):
-        """rows: (id, name, host cpu, decayed runtime, state) of the busiest threads."""
-        mm = self._mm
-        if mm is None:
-            return
-        off = self.threads_off
-        self._seq += 1                                       # odd: being written
-        struct.pack_into("=Q", mm, off, self._seq)
-        for k, (tid, name, cpu, runtime, state) in enumerate(rows[:TOP_THREADS]):
-            raw = name.encode("utf-8", "replace")[:31]
-            while raw:                                       # no cut UTF-8 sequence
-                try:
-                    raw.decode("utf-8")
-                    break
-                except UnicodeDecodeError:
-                    raw = raw[:-1]
-            THREAD.pack_into(mm, off + THREADS_HEAD.size + k * THREAD.size, tid, cpu,
-                             _STATE_CODE.get(state, 0), runtime, raw)
-        THREADS_HEAD.pack_into(mm, off, self._seq, min(len(rows), TOP_THREADS),
-                               time.monotonic(), 0)
-        self._seq += 1
-        struct.pack_into("=Q", mm, off, self._seq)           # even: done
-
-    def close(self, workers_exited=True):
-        """Unbind the workers (only once their loops have ended), mark the
-        file dead, delete it, and unmap (kept mapped when a worker is stuck:
-        it may still write into it)."""
-        mm = self._mm
-        if mm is None:
-            return
-        struct.pack_into("=Q", mm, _ALIVE_OFF, 0)
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        _open_paths.discard(self.path)
-        if not workers_exited:
-            return
-        for w in self._bound:
-            w._bind_stats(0)
-        self._bound = []
-        del self._anchor
-        self._mm = None
-        mm.close()
+from .statsfile import (HEADER, MAGIC, SLOT, SLOT_FIELDS, STATES, THREAD, THREADS_HEAD,
+                        TOP_THREADS, VERSION, StatsFile, stats_dir)  # noqa: F401 (StatsFile: re-exported)
 
 
 # ---- the reader's side -------------------------------------------------------

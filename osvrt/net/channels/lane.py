@@ -202,7 +202,7 @@ class Lane:
 
     async def _park(self):
         t = kernel.current()
-        h = t._h or t._w.rt._handle_for(t)
+        h = t._h or t._w.rt.handle_for(t)
         self.waiter[0] = h | _WAITER     # before cwait's WAITING + re-check
         try:
             ready = self.ready

@@ -2,9 +2,9 @@
 thread, its flows and its statistics.
 
 One per Runtime, made on first use (udp_bind, or configure() beforehand with
-options) and stored as rt._net.  It registers two hooks with the runtime:
-rt._on_stop (close every endpoint, then stop and join the classifier thread
-before the workers are joined) and rt._stats_hooks["net"] (rt.stats()["net"]).
+options) and attached to it as the service "net" (Runtime.attach_service):
+its stop() (close every endpoint, then stop and join the classifier thread)
+runs before the workers are joined, its stats() is rt.stats()["net"].
 The C object itself is freed when this object is collected, never while an
 endpoint (which holds a reference) may still read its flows.
 """
@@ -15,6 +15,7 @@ import threading
 import weakref
 
 from ..._core import ffi, lib
+from ...checks import check_int
 
 log = logging.getLogger("osvrt")
 
@@ -56,14 +57,6 @@ MALFORMED_REASONS = tuple(
     for v in range(lib.OSVRT_PKT_NVERDICTS))
 
 
-def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, not {value!r}")
-    return value
-
-
 def _open_error(err, interface):
     if err in (errno.EPERM, errno.EACCES):
         return PermissionError(
@@ -83,24 +76,24 @@ class Net:
                  cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True):
         if not isinstance(interface, str) or not interface or len(interface) >= 16:
             raise ValueError(f"interface must be a network interface name, not {interface!r}")
-        _check_int("ring_frames", ring_frames, 8, 1 << 20)
-        _check_int("frame_size", frame_size, 256, 16 << 20)
-        _check_int("burst", burst, 1, 4096)
-        _check_int("buckets", buckets, 1, 1 << 24)
+        check_int("ring_frames", ring_frames, 8, 1 << 20)
+        check_int("frame_size", frame_size, 256, 16 << 20)
+        check_int("burst", burst, 1, 4096)
+        check_int("buckets", buckets, 1, 1 << 24)
         if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or not 0 <= spin_us <= 1e6:
             raise ValueError(f"spin_us must be a number of microseconds in 0..1e6, not {spin_us!r}")
         if cpu is not None and cpu != AUTO:
-            _check_int("cpu", cpu, 0, (os.cpu_count() or 1) - 1)
+            check_int("cpu", cpu, 0, (os.cpu_count() or 1) - 1)
         if not isinstance(prefilter, bool):
             raise TypeError(f"prefilter must be True or False, not {prefilter!r}")
-        if rt._crt is None:
+        if rt.core is None:
             raise RuntimeError("osvrt.net: the runtime is not started (rt.start() first)")
         self.interface = interface
         self._lock = threading.Lock()         # endpoints set, closing, stopping
         self._endpoints = weakref.WeakSet()
         self._keep = []                       # rules' code: alive until the thread is joined
         self._stopped = False
-        self._crt = rt._crt                   # the C runtime outlives the thread that wakes on it
+        self._crt = rt.core                   # the C runtime outlives the thread that wakes on it
         cfg = ffi.new("struct osvrt_net_config *")
         name = ffi.new("char[]", interface.encode())
         cfg.ifname = name
@@ -116,7 +109,7 @@ class Net:
         cfg.prefilter = prefilter
         self.cpu, self.cpu_mask, self.spin_us = pcpu, mask, spin_ns / 1000
         err = ffi.new("int *")
-        cnet = lib.osvrt_net_new(rt._crt, cfg, err)
+        cnet = lib.osvrt_net_new(rt.core, cfg, err)
         if cnet == ffi.NULL:
             raise _open_error(err[0], interface)
         self._cnet = ffi.gc(cnet, lib.osvrt_net_free)
@@ -189,8 +182,15 @@ class Net:
 def _runtime_of(rt):
     if rt is not None:
         return rt
+    return _current_runtime()
+
+
+def _current_runtime():
     from ... import kernel
-    return kernel.current()._w.rt     # RuntimeError outside a green thread
+    w = kernel.current_worker()
+    if w is None:
+        raise kernel.outside()
+    return w.rt
 
 
 def net_of(rt=None, **options):
@@ -198,21 +198,23 @@ def net_of(rt=None, **options):
     made and started if it does not exist yet (with `options`, see
     configure())."""
     rt = _runtime_of(rt)
-    net = rt._net
+    net = rt.service("net")
     if net is not None and not options:
         return net
     with _make_lock:
-        net = rt._net
+        net = rt.service("net")
         if net is None:
-            if rt._stopping or rt._crt is None:
+            if rt.stopping or rt.core is None:
                 raise RuntimeError(f"osvrt.net: {rt!r} is not running")
             net = Net(rt, **options)
-            rt._net = net
-            rt._on_stop.append(net.stop)
-            rt._stats_hooks["net"] = net.stats
-            if rt._stopping:
-                # stop() began while we made it: its hooks may have run
-                # already, so stop it here (stop is idempotent).
+            try:
+                rt.attach_service("net", net)
+            except RuntimeError:
+                net.stop()                 # its services already stopped (stop is idempotent)
+                raise RuntimeError(f"osvrt.net: {rt!r} is stopping") from None
+            if rt.stopping:
+                # stop() began while we made it: its services may have
+                # stopped already, so stop it here (stop is idempotent).
                 net.stop()
                 raise RuntimeError(f"osvrt.net: {rt!r} is stopping")
         elif options:
@@ -228,10 +230,9 @@ async def net_for_green_thread():
     runtime's offload pool (osvrt.to_thread) while this green thread waits and
     the worker runs others.  A cancel leaves the setup to finish on its own:
     net_of() stores the classifier on the runtime, so nothing is lost."""
-    from ... import kernel
     from ...offload import to_thread
-    rt = kernel.current()._w.rt
-    net = rt._net
+    rt = _current_runtime()
+    net = rt.service("net")
     if net is not None:
         return net
     return await to_thread(net_of, rt)

@@ -16,7 +16,8 @@ import weakref
 from ... import kernel
 from ..._core import ffi, lib
 from .. import rules as _rules
-from .service import _check_int, net_for_green_thread
+from ...checks import check_int
+from .service import net_for_green_thread
 from .lane import Lane
 
 _UDP = socket.IPPROTO_UDP
@@ -67,11 +68,11 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
     taken), ValueError/TypeError for bad arguments."""
     kernel.current()                                  # RuntimeError outside a green thread
     host, port, daddr = _parse_address(address)
-    _check_int("capacity", capacity, 1, lib.OSVRT_CHAN_MAX_CAPACITY)
+    check_int("capacity", capacity, 1, lib.OSVRT_CHAN_MAX_CAPACITY)
     if buffer_size is None:
         buffer_size = max(128 * 1024, 2048 * capacity)
-    _check_int("buffer_size", buffer_size, 1, lib.OSVRT_CHAN_MAX_ARENA)
-    _check_int("lanes", lanes, 1, lib.OSVRT_NET_MAX_LANES)
+    check_int("buffer_size", buffer_size, 1, lib.OSVRT_CHAN_MAX_ARENA)
+    check_int("lanes", lanes, 1, lib.OSVRT_NET_MAX_LANES)
     fn, keep = _rules.rule_pointer(rule)
     if lanes > 1 and rule is None:
         raise ValueError(f"lanes={lanes}: more than one lane needs a rule that picks the lane")

@@ -1,0 +1,57 @@
+"""Argument checks shared by every module: each raises TypeError or
+ValueError with a message that names the argument and the bad value, and
+returns the value when it is good.  Write a new check here, not a local copy.
+
+The checks on the switch path (delays, priorities) are the engine's (C:
+module.c), so that spawn() and sleep() need no Python frame; they are named
+here too."""
+import math
+
+from . import _engine
+
+
+def check_bool(name, value):
+    """True or False, nothing else (1 and None are mistakes, not flags)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def check_int(name, value, lo, hi):
+    """An int (not a bool) in lo..hi."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, not {value!r}")
+    return value
+
+
+def check_number(name, value, minimum, *, allow_equal):
+    """A finite int or float (not a bool) above `minimum` (or equal to it when
+    allow_equal)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    try:
+        x = float(value)             # an int beyond a float's range is not finite
+    except OverflowError:
+        x = math.inf
+    if math.isnan(x) or math.isinf(x) or x < minimum or (x == minimum and not allow_equal):
+        op = ">=" if allow_equal else ">"
+        raise ValueError(f"{name} must be a finite number {op} {minimum}, not {value!r}")
+    return value
+
+
+def check_delay(seconds, what="seconds"):
+    """A non-negative finite number of seconds (the engine's check)."""
+    return _engine.check_delay(seconds, what)
+
+
+def check_timeout(timeout):
+    """None (no limit) or a delay."""
+    return None if timeout is None else check_delay(timeout, "timeout")
+
+
+def check_priority(priority):
+    """A priority in the range that keeps the fair rule finite (the engine's
+    check); returns it as a float."""
+    return _engine.check_priority(priority)

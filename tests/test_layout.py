@@ -1,0 +1,156 @@
+"""The layout's rules (issue #22), checked on the source: no import circle
+among osvrt's Python modules (imports inside functions included), importing
+osvrt loads neither rich nor the bench or viewer code, and the parts built on
+the runtime use its service interface, not its private attributes."""
+import ast
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+import osvrt
+
+ROOT = pathlib.Path(osvrt.__file__).parent
+
+
+def _modules():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        parts = list(rel.parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        yield ".".join(parts), is_pkg, path
+
+
+def _exists(name):
+    p = ROOT.parent.joinpath(*name.split("."))
+    return p.with_suffix(".py").exists() or (p / "__init__.py").exists()
+
+
+def import_graph():
+    """module -> set of osvrt modules it imports (anywhere in its body)."""
+    graph = {}
+    for name, is_pkg, path in _modules():
+        package = name if is_pkg else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                targets = [f"{mod}.{a.name}" if _exists(f"{mod}.{a.name}") else mod
+                           for a in node.names]
+            else:
+                continue
+            for t in targets:
+                if t.startswith("osvrt") and _exists(t) and t != name:
+                    # a package's own children, and a child's parent package,
+                    # are not a circle (Python imports parents first)
+                    if not (t.startswith(name + ".") or name.startswith(t + ".")):
+                        edges.add(t)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(n):
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                c = visit(m)
+                if c:
+                    return c
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state:
+            c = visit(n)
+            if c:
+                return c
+    return None
+
+
+def test_no_import_circle():
+    graph = import_graph()
+    assert "osvrt.runtime" in graph and "osvrt.kernel" in graph["osvrt.runtime"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_import_osvrt_loads_no_tooling():
+    code = ("import sys, osvrt, osvrt.net; "
+            "print(' '.join(m for m in sys.modules if m == 'rich' or m.startswith('rich.') "
+            "or m.startswith('osvrt.bench') or m == 'osvrt.observe.top' "
+            "or m == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == []
+
+
+# `rt._x`, `.rt._x`, `runtime._x` on another module's object: the service
+# interface (Runtime.workers, handle_for, worker_for, attach_service, service,
+# core, stopping, live_threads) replaces them.
+PRIVATE_RUNTIME = re.compile(r"\brt\._(?!_)\w+|\.rt\._(?!_)\w+|\brt\._\w+")
+
+
+@pytest.mark.parametrize("name,is_pkg,path", [m for m in _modules()
+                                              if m[0] != "osvrt.runtime"],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_no_module_reaches_into_the_runtime(name, is_pkg, path):
+    hits = [f"{path.name}:{i}: {line.strip()}"
+            for i, line in enumerate(path.read_text().splitlines(), 1)
+            if PRIVATE_RUNTIME.search(line.split("#")[0])]
+    assert hits == []
+
+
+class _Svc:
+    def __init__(self, log):
+        self.log = log
+
+    def stop(self):
+        self.log.append("stop")
+
+    def stats(self):
+        return {"n": 1}
+
+
+def test_attach_service_stops_with_the_runtime_and_reports_stats():
+    log = []
+    rt = osvrt.Runtime(cpus=1).start()
+    try:
+        svc = _Svc(log)
+        assert rt.attach_service("mine", svc) is svc
+        assert rt.service("mine") is svc and rt.service("other") is None
+        assert rt.stats()["mine"] == {"n": 1}
+        with pytest.raises(ValueError, match="'mine' is already attached"):
+            rt.attach_service("mine", _Svc(log))
+        with pytest.raises(TypeError, match="has no stop"):
+            rt.attach_service("bad", object())
+        with pytest.raises(TypeError, match="non-empty str"):
+            rt.attach_service("", svc)
+        assert rt.workers and rt.core is not None and not rt.stopping
+        assert rt.worker_for(rt.cpus[0]) is rt.workers[0]
+    finally:
+        rt.stop()
+    assert log == ["stop"] and rt.stopping
+    with pytest.raises(RuntimeError, match="stopped its services"):
+        rt.attach_service("late", _Svc(log))
+    assert "bad" not in rt.stats()
