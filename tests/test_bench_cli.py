@@ -16,6 +16,7 @@ import sys
 import pytest
 
 import osvrt
+from osvrt.bench import _rich as _rich_mod
 from osvrt.bench import cli, measure, peers
 from osvrt.bench.measure import Contender, Measure, Target, Unavailable, run_measure
 
@@ -346,7 +347,7 @@ def test_narrow_layout_drops_the_range_before_overflowing():
 
 
 def test_plain_text_without_rich(monkeypatch):
-    monkeypatch.setattr(cli, "_rich", lambda: None)
+    monkeypatch.setattr(_rich_mod, "rich_or_none", lambda: None)
     results = _fixed_results()
     assert cli.render_table(results, Utf8(), width=80) == \
         cli.render_table(results, Utf8(), width=80, plain=True)
