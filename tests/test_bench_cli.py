@@ -469,3 +469,91 @@ def test_chart_of_fixed_ratios(tmp_path):
     for r in doc["measures"]:
         r["ratios"] = {}
     assert cli.draw_plot(doc, str(tmp_path / "d.png")) == "no ratio was measured"
+
+
+# ---- #21 items 18 and 19: the status block and the chart ---------------------
+
+def _status_doc(results):
+    return {"measures": results, "osvrt_version": "0.1.0", "elapsed_s": 1.0,
+            "host": {"system": "Linux 6 x86_64", "python": "3.11.2",
+                     "python_implementation": "CPython", "cpus_available": [0, 1],
+                     "loadavg_before": [0.5, 0.4, 0.3], "loadavg_after": [1.5, 1.0, 0.5]},
+            "options": {"mode": "quick", "cpus": [0, 1], "rounds": 3, "warmup": 0,
+                        "budget_s": 25.0}}
+
+
+def test_status_block_states_conditions_and_min_max_for_every_target():
+    doc = _status_doc(_fixed_results())
+    text = cli.render_report(doc, Utf8(), width=140, plain=True)
+    status = text[text.index("status ("):]
+    # the conditions of the run, in the block a status table is filled from
+    assert "quick run (`python -m osvrt bench --quick`)" in status
+    assert "3 alternating rounds" in status and "CPUs [0, 1] of [0, 1]" in status
+    assert "0.50 0.40 0.30 at start, 1.50 1.00 0.50 at end" in status
+    # steady vs C futex: per-round ratios 8/20, 10/20, 12/20
+    row = next(x for x in status.splitlines() if "steady row" in x and "C futex" in x)
+    assert re.search(r"0\.500 +0\.400–0\.600 +3 +≤0\.6 +met", row), row
+    shaky = next(x for x in status.splitlines() if "shaky row" in x)
+    assert re.search(r"1\.00 +0\.500–2\.00 +3 +≥2 +MISSED", shaky), shaky
+    assert any("uvloop" in x and "n/a" in x for x in status.splitlines())
+
+
+def _spawn_like_results():
+    """A spawn-shaped panel: five peers, ratios from 0.02 to 60, one target."""
+    log = []
+    spawn = Measure("spawn_join", "spawn + join", "tasks/s", "higher",
+                    _fake("osvrt", [600_000, 620_000, 610_000], log),
+                    [_fake("asyncio", [100_000, 105_000, 98_000], log),
+                     _fake("uvloop", [150_000, 160_000, 155_000], log),
+                     _fake("trio", [30_000, 31_000, 29_000], log),
+                     _fake("gevent", [80_000, 82_000, 81_000], log),
+                     _fake("threading", [10_000, 10_500, 9_800], log)],
+                    targets=[Target("asyncio", ">=", 5.0, "x")])
+    return _fixed_results() + [run_measure(spawn, rounds=3, warmup=0)]
+
+
+def test_chart_uses_log_ratio_axes_and_green_only_for_met_targets():
+    pytest.importorskip("matplotlib")
+    from osvrt.bench import plot
+    fig, why = plot.figure(_status_doc(_spawn_like_results()))
+    assert why is None
+    try:
+        colors = {}
+        for ax in fig.axes:
+            assert ax.get_xscale() == "log"
+            labels = [t.get_text() for t in ax.get_yticklabels()]
+            for bar, label in zip(ax.patches, labels):
+                colors[ax.get_title(loc="left").split(":")[0], label.split(" (")[0]] = bar.get_facecolor()
+        import matplotlib.colors as mc
+        green, red, grey = (mc.to_rgba(c) for c in (plot.MET, plot.MISSED, plot.NO_TARGET))
+        assert colors["steady row", "C futex"] == green      # 0.5 <= 0.6: met
+        assert colors["shaky row", "gevent"] == red          # 1.0, target >= 2: missed
+        assert colors["spawn + join", "asyncio"] == green    # 6.1 >= 5: met
+        # osvrt ahead of these peers (the old chart drew them green), no target: grey
+        assert colors["steady row", "asyncio"] == grey
+        assert all(colors["spawn + join", p] == grey
+                   for p in ("uvloop", "trio", "gevent", "threading"))
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+
+
+def test_chart_text_never_overlaps():
+    pytest.importorskip("matplotlib")
+    from osvrt.bench import plot
+    fig, _ = plot.figure(_status_doc(_spawn_like_results()))
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            texts = [t for t in ax.texts + ax.get_yticklabels() + ax.get_xticklabels()
+                     + [ax._left_title] if t.get_visible() and t.get_text()]
+            boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+            for i, (a, ba) in enumerate(boxes):
+                for b, bb in boxes[i + 1:]:
+                    assert not ba.overlaps(bb), (a, b)
+            # nothing is written inside the plotting area (over bars or whiskers)
+            assert len(ax.texts) == 0
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)

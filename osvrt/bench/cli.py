@@ -47,7 +47,8 @@ def build_measures(cpus, sizes):
 
 def add_arguments(p):
     p.add_argument("--quick", action="store_true",
-                   help="smaller sizes and 3 rounds: 10-20 s instead of 1-2 minutes")
+                   help="smaller sizes, 3 rounds and a 25 s budget for the rounds (set-ups and "
+                        "fresh interpreters come on top; the report says how long it ran)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the JSON and the chart (created if missing; default: the "
                         "current directory); relative --json/--plot paths are taken in it")

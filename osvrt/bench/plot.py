@@ -1,76 +1,124 @@
-"""The bench chart (a PNG, matplotlib): per measure, the ratios osvrt/peer."""
+"""The bench chart (a PNG, matplotlib): per measure, the ratios osvrt/peer.
+
+Drawn so that it cannot mislead: the ratio axis is logarithmic (a ratio of
+1/3 and one of 3 are the same distance from parity; a linear axis squashed
+the small ones), each bar grows from parity (1) to the ratio, green means
+the row's target against that peer was met, red that it was missed, grey
+that the peer has no target; every figure and word sits in the bar's label
+on the left, so no text is drawn over a bar, a whisker or another label."""
+import math
+
 from .report import _fmt_ratio, _fmt_value, _header
 
-
 CHART_OPS = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
+MET, MISSED, NO_TARGET = "#27ae60", "#c0392b", "#95a5a6"
 
 
 def _chart_unit(unit):
     return {"us": "µs"}.get(unit, unit)
 
 
-def draw_plot(doc, path):
-    """A PNG: per measure, one horizontal bar per peer with the ratio
-    osvrt/peer (median of the per-round ratios), its interquartile range as a
-    whisker, 1 (parity) and the target as lines, on a linear axis.  Returns
-    None, or the reason it was not drawn."""
+def bar_color(target):
+    """Green only for a met target; red for a missed one; grey without one."""
+    if target is None or target.get("met") is None:
+        return NO_TARGET
+    return MET if target["met"] else MISSED
+
+
+def _label(r, name, target):
+    cell = r["contenders"][name]
+    ratio = r["ratios"][name]
+    sp = ratio.get("spread") or {}
+    rng = (f" [{_fmt_ratio(sp['min'])}–{_fmt_ratio(sp['max'])}]"
+           if sp.get("n", 1) > 1 else "")
+    text = (f"{_header(name)} ({_fmt_value(cell['median'])} {_chart_unit(r['unit'])}): "
+            f"{_fmt_ratio(ratio['median'])}{rng}")
+    if target is not None:
+        word = "" if target["met"] is None else " met" if target["met"] else " MISSED"
+        text += f"\ntarget {CHART_OPS[target['op']]}{target['value']:.3g}{word}"
+    return text
+
+
+def _limits(values):
+    """Log-axis limits around every ratio, whisker end, target and parity,
+    with a margin, at least a factor 4 wide."""
+    lo, hi = min(values + [1.0]), max(values + [1.0])
+    lo, hi = lo / 1.5, hi * 1.5
+    if hi / lo < 4:
+        mid = math.sqrt(lo * hi)
+        lo, hi = mid / 2, mid * 2
+    return lo, hi
+
+
+def figure(doc):
+    """The matplotlib Figure of the chart, or (None, reason)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
     except ImportError:
-        return "matplotlib is not installed (pip install 'osvrt[plot]')"
+        return None, "matplotlib is not installed (pip install 'osvrt[plot]')"
     results = [r for r in doc["measures"] if r["status"] == "ok" and r["ratios"]]
     if not results:
-        return "no ratio was measured"
+        return None, "no ratio was measured"
     heights = [max(2, len(r["ratios"])) for r in results]
-    fig, axes = plt.subplots(len(results), 1, figsize=(9, 0.42 * sum(heights) + 1.0 * len(results)
-                                                          + 0.6),
+    fig, axes = plt.subplots(len(results), 1,
+                             figsize=(10, 0.62 * sum(heights) + 0.9 * len(results) + 0.8),
                              gridspec_kw={"height_ratios": heights}, squeeze=False,
                              constrained_layout=True)      # room for the suptitle, unlike tight_layout
     for ax, r in zip(axes[:, 0], results):
         lower = r["better"] == "lower"
         targets = {t["peer"]: t for t in r["targets"]}
         names = list(r["ratios"])[::-1]
-        ratios = [r["ratios"][n]["median"] for n in names]
-        lo = [r["ratios"][n]["median"] - ((r["ratios"][n].get("spread") or {}).get("q1")
-                                          or r["ratios"][n]["median"]) for n in names]
-        hi = [((r["ratios"][n].get("spread") or {}).get("q3") or r["ratios"][n]["median"])
-              - r["ratios"][n]["median"] for n in names]
-        good = [(x < 1) == lower and x != 1 for x in ratios]
-        colors = ["#27ae60" if g else "#c0392b" for g in good]
-        labels = [f"{_header(n)}  ({_fmt_value(r['contenders'][n]['median'])} "
-                  f"{_chart_unit(r['unit'])})" for n in names]
+        med = [r["ratios"][n]["median"] for n in names]
+        q1 = [(r["ratios"][n].get("spread") or {}).get("q1") or m for n, m in zip(names, med)]
+        q3 = [(r["ratios"][n].get("spread") or {}).get("q3") or m for n, m in zip(names, med)]
         ypos = list(range(len(names)))
-        ax.barh(ypos, ratios, color=colors, height=0.6, xerr=[lo, hi],
+        # each bar from parity (1) to the ratio: left of 1 is "osvrt smaller"
+        ax.barh(ypos, [m - 1.0 for m in med], left=1.0, height=0.55,
+                color=[bar_color(targets.get(n)) for n in names],
+                xerr=[[m - a for m, a in zip(med, q1)], [b - m for m, b in zip(med, q3)]],
                 error_kw={"ecolor": "#333333", "capsize": 3, "lw": 1})
-        ax.set_yticks(ypos, labels, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_yticks(ypos, [_label(r, n, targets.get(n)) for n in names], fontsize=7.5)
         ax.axvline(1.0, color="#555555", lw=1)
-        xmax = max([x + h for x, h in zip(ratios, hi)] + [1.0]
-                   + [t["value"] for t in r["targets"]])
+        marks = []
         for i, n in enumerate(names):
-            ax.text(ratios[i] + hi[i] + xmax * 0.01, i, _fmt_ratio(ratios[i]), va="center",
-                    fontsize=8)
             t = targets.get(n)
             if t is not None:
-                ax.plot([t["value"]] * 2, [i - 0.42, i + 0.42], color="#2c3e50", lw=2,
+                ax.plot([t["value"]] * 2, [i - 0.38, i + 0.38], color="#2c3e50", lw=2,
                         ls=(0, (2, 1)))
-                word = "" if t["met"] is None else " met" if t["met"] else " missed"
-                ax.text(t["value"], i + 0.45, f"target {CHART_OPS[t['op']]}{t['value']:.3g}{word}",
-                        fontsize=7, ha="center", va="bottom", color="#2c3e50")
-        ax.set_xlim(0, xmax * 1.18)
-        ax.set_ylim(-0.6, len(names) - 0.4 + 0.35)
+                marks.append(t["value"])
+        ax.set_xlim(*_limits(med + q1 + q3 + marks))
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
         osvrt_med = r["contenders"]["osvrt"]["median"]
         ax.set_title(f"{r['title']}: osvrt {_fmt_value(osvrt_med)} {_chart_unit(r['unit'])}"
                      f" — osvrt/peer, {'lower' if lower else 'higher'} is better",
                      fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=8)
-        ax.grid(axis="x", color="#dddddd", lw=0.6)
+        ax.grid(axis="x", which="both", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
-    axes[-1, 0].set_xlabel("ratio osvrt / peer (median of per-round ratios; whisker: "
-                           "interquartile range; green: osvrt ahead)", fontsize=8)
-    fig.suptitle(f"osvrt bench on {doc['host']['system']}, CPUs {doc['options']['cpus']} "
-                 f"({doc['options']['rounds']} alternating rounds)", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[-1, 0].set_xlabel("ratio osvrt / peer, log scale (median of per-round ratios "
+                           "[min–max]; whisker: interquartile range; dashed: target; green: "
+                           "target met, red: missed, grey: no target)", fontsize=8)
+    o = doc.get("options", {})
+    fig.suptitle(f"osvrt bench on {doc['host']['system']}, CPUs {o.get('cpus')} "
+                 f"({o.get('rounds')} alternating rounds)", fontsize=10)
+    return fig, None
+
+
+def draw_plot(doc, path):
+    """Write the chart as a PNG at `path`.  Returns None, or the reason it
+    was not drawn."""
+    fig, why = figure(doc)
+    if fig is None:
+        return why
+    import matplotlib.pyplot as plt
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
     return None

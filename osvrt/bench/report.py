@@ -428,7 +428,74 @@ def render_report(doc, stream=None, width=None, plain=None):
             tally["n/a"] += 1
     out.append(f"targets: {tally['met']} met, {tally['MISSED']} missed, "
                f"{tally['n/a']} not measured; ran {doc['elapsed_s']:.0f} s")
+    out += [""] + render_status(doc, sym, width)
     return "\n".join(out)
+
+
+def conditions(doc):
+    """One sentence: the conditions every figure of this run was taken under
+    (what a status table must quote beside the figures)."""
+    h, o = doc["host"], doc["options"]
+
+    def load(key):
+        v = h.get(key)
+        return " ".join(f"{x:.2f}" for x in v) if v else "?"
+    return (f"{o.get('mode', '?')} run (`python -m osvrt bench"
+            f"{' --quick' if o.get('mode') == 'quick' else ''}`), {o.get('rounds')} alternating "
+            f"rounds after {o.get('warmup')} warm-up (fewer where the time budget of "
+            f"{o.get('budget_s')} s ran out), CPUs {o.get('cpus')} of "
+            f"{h.get('cpus_available')}, {h.get('python_implementation')} {h.get('python')}, "
+            f"{h.get('system')}, osvrt {doc.get('osvrt_version')}; load average "
+            f"{load('loadavg_before')} at start, {load('loadavg_after')} at end (other "
+            f"processes' load is in every figure; the ratios are same-run)")
+
+
+def status_rows(doc, sym=None):
+    """Per target of every row: [measure, peer, ratio median, min–max over the
+    rounds, rounds, target, verdict]: the README status table's cells."""
+    sym = sym or _symbols(None)
+    rows = []
+    for r in doc["measures"]:
+        for t in r["targets"]:
+            title = f"{r['title']} ({_unit_label(r, sym)})"
+            if t["ratio"] is None:
+                why = t.get("why_not") or r.get("reason") or "not measured"
+                rows.append([title, _header(t["peer"]), "", "", "",
+                             _fmt_op(t, sym), f"n/a: {why}"])
+                continue
+            sp = (r["ratios"].get(t["peer"]) or {}).get("spread") or {}
+            rng = (f"{_fmt_ratio(sp['min'])}{sym['range']}{_fmt_ratio(sp['max'])}"
+                   if sp else "")
+            rows.append([title, _header(t["peer"]), _fmt_ratio(t["ratio"]), rng,
+                         str(sp.get("n", "")), _fmt_op(t, sym), "met" if t["met"] else "MISSED"])
+        if not r["targets"] and r["status"] != "ok":
+            rows.append([r["title"], "", "", "", "", "", f"n/a: {r['reason']}"])
+    return rows
+
+
+STATUS_HEADER = ["measure", "vs", "osvrt/peer", "min{range}max", "rounds", "target", ""]
+
+
+def render_status(doc, sym=None, width=120):
+    """The status block: the run's conditions, then one line per target with
+    the ratio's median and its min-max across the rounds (plain text, for
+    pasting into a status table)."""
+    sym = sym or _symbols(None)
+    out = textwrap.wrap("status (osvrt/peer per round; median, min" + sym["range"] + "max) "
+                        "under these conditions: " + conditions(doc), max(40, width - 1),
+                        subsequent_indent="  ")
+    header = [h.format(range=sym["range"]) for h in STATUS_HEADER]
+    rows = status_rows(doc, sym)
+    lines, _ = _plain_grid(header, rows, {2, 3, 4})
+    if max(len(x) for x in lines) + 2 <= width:
+        return out + ["  " + x for x in lines]
+    for row in rows:                 # narrow: the measure and peer above the figures
+        out.append(f"  {row[0]} vs {row[1]}" if row[1] else f"  {row[0]}")
+        figures = (f"{row[2]} [{row[3]}] over {row[4]} rounds, target {row[5]}: {row[6]}"
+                   if row[2] else f"target {row[5]}: {row[6]}" if row[5] else row[6])
+        out += textwrap.wrap(figures, max(40, width - 1), initial_indent="    ",
+                             subsequent_indent="      ")
+    return out
 
 
 def render_compare(old, new, stream=None, width=None):
