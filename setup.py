@@ -1,5 +1,6 @@
 import glob
 import pathlib
+import re
 
 from setuptools import Extension, find_packages, setup
 
@@ -17,13 +18,17 @@ engine = Extension(
 )
 
 HERE = pathlib.Path(__file__).parent
+# The version lives in osvrt/_version.py (osvrt.__version__), read here without
+# importing the package (its extensions are not built yet).
+VERSION = re.search(r'^__version__ = "([^"]+)"$', (HERE / "osvrt" / "_version.py").read_text(),
+                    re.M).group(1)
 # The public repository, where docs/ is browsable (no remote is configured in
 # this checkout: confirm the address before the first upload).
 URL = "https://github.com/osvrt/osvrt"
 
 setup(
     name="osvrt",
-    version="0.1.0",
+    version=VERSION,
     description="Green threads scheduled the way the OSv unikernel schedules threads",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -50,6 +55,8 @@ setup(
         "Topic :: Software Development :: Libraries",
     ],
     packages=find_packages(include=["osvrt", "osvrt.*"]),
+    # PEP 561: osvrt ships its types (annotations, the engine's stubs _engine.pyi)
+    package_data={"osvrt": ["py.typed", "*.pyi"]},
     python_requires=">=3.11",
     setup_requires=["cffi>=1.15"],
     cffi_modules=["osvrt/_build.py:ffibuilder"],
@@ -63,7 +70,10 @@ setup(
         "numba": ["numba>=0.58"],
         # numba, so that the test run exercises the classifier rules; rich:
         # tests/test_bench_cli.py checks the report drawn with and without it
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numba>=0.58", "rich>=12"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numba>=0.58", "rich>=12",
+                 "mypy>=1.5"],
+        # the linter and the type checker that CI runs (.ci/run; config in pyproject.toml)
+        "lint": ["ruff>=0.4", "mypy>=1.5"],
         "plot": ["matplotlib>=3.5"],
         # `python -m osvrt bench`'s tables and progress bar (plain text without it)
         "bench": ["rich>=12"],

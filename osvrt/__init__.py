@@ -19,6 +19,7 @@ Every public name has its own help(): help(osvrt.run), help(osvrt.Runtime),
 help(osvrt.spawn), help(osvrt.Thread), help(osvrt.TaskGroup), ...  The
 reference for all of them is docs/api.md in the source distribution and the
 project's repository; docs/design.md explains how the runtime works."""
+from ._version import __version__
 from .deadline import timeout
 from .observe.introspect import ThreadInfo, threads
 from .kernel import current, sleep, yield_now
@@ -34,7 +35,7 @@ from .offload import to_thread
 from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)
 
 __all__ = [
-    "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueClosed", "QueueEmpty", "QueueFull",
+    "__version__", "Cancelled", "Condition", "Event", "Mutex", "Queue", "QueueClosed", "QueueEmpty", "QueueFull",
     "Runtime", "Semaphore", "TaskGroup", "Thread", "ThreadInfo", "current", "run", "sleep",
     "spawn", "threads", "timeout", "yield_now", "net", "wait_readable", "wait_writable",
     "notify_closing", "to_thread", "ClosedResourceError", "BusyResourceError",

@@ -214,7 +214,7 @@ ffibuilder.set_source(
     # _core (the default x86-64 -O2 omits the frame pointer, and a perf without
     # DWARF unwinding then loses the caller of every C function).
     extra_compile_args=["-std=gnu11", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall",
-                        "-Wno-unused-function"],
+                        "-Werror", "-Wno-unused-function"],   # -Werror: as the engine
     libraries=["pthread"],
 )
 

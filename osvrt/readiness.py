@@ -24,6 +24,7 @@ registration of a closed fd, so always close through osvrt.
 import errno
 import select
 import weakref
+from typing import Any
 
 from . import _engine, kernel
 
@@ -49,7 +50,7 @@ class BusyResourceError(RuntimeError):
 
 _engine._io_set_classes(ClosedResourceError, BusyResourceError)
 
-_runtimes = weakref.WeakSet()        # started runtimes: notify_closing from foreign threads
+_runtimes: "weakref.WeakSet[Any]" = weakref.WeakSet()       # started runtimes: notify_closing from foreign threads
 
 
 def track(rt):

@@ -9,6 +9,8 @@ import os
 import threading
 import time
 import types
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from . import _engine, balancer, kernel
 from .observe import trace as _trace
@@ -22,6 +24,7 @@ from .observe.stall import StallWatchdog
 from .thread import Cancelled, Thread, _await
 
 log = logging.getLogger("osvrt")
+_T = TypeVar("_T")
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 
@@ -135,7 +138,7 @@ class Runtime:
 
     # ---- life cycle ------------------------------------------------------
 
-    def start(self):
+    def start(self) -> "Runtime":
         if self._state != _NEW:
             raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
         crt = lib.osvrt_rt_new(len(self._cpus))
@@ -215,7 +218,7 @@ class Runtime:
             self._system.append(t)
             w.post(t)
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> None:
         """Cancel every live green thread, wait up to `timeout` seconds for them
         to finish (their cleanup runs), then join every worker."""
         timeout = kernel.check_timeout(timeout)
@@ -374,7 +377,8 @@ class Runtime:
 
     # ---- doors in --------------------------------------------------------
 
-    def submit(self, fn, *args, cpu=None, name=None):
+    def submit(self, fn: Callable[..., Awaitable[_T]], *args: Any, cpu: int | None = None,
+               name: str | None = None) -> "concurrent.futures.Future[_T]":
         """Start fn(*args) as a green thread from any OS thread; returns a
         concurrent.futures.Future with its result or exception."""
         return self._submit(fn, args, cpu, name)[1]
@@ -408,7 +412,7 @@ class Runtime:
         target.post(t)
         return t, fut
 
-    def run(self, fn, *args):
+    def run(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """Run fn(*args) as a green thread and block until it ends (from an OS
         thread that is not one of this runtime's workers)."""
         if kernel.current_worker() is not None:
@@ -561,7 +565,7 @@ class Runtime:
                     pass
         self._all_done.set()
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Counters per CPU (switches, wake-ups local/remote, kicks sent/skipped,
         idle time, run-queue length, stalls) and totals."""
         return {
@@ -606,7 +610,8 @@ def _load(w):
 spawn = kernel.spawn     # the engine's trap (module.c), named with the others in kernel.py
 
 
-def run(main, *args, cpus=None, **runtime_options):
+def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
+        **runtime_options: Any) -> _T:
     """Start a Runtime, run main(*args) as its first green thread, return its
     result (or raise its exception), and shut down cleanly.
 

@@ -84,7 +84,7 @@ def test_submit_racing_stop_every_accepted_future_resolves():
                     except RuntimeError as e:
                         refused.append(str(e))
                         break
-                accepted.extend(mine)
+                accepted.extend(mine)  # noqa: F821 (the enclosing loop body defines it)
 
             threads = [threading.Thread(target=submitter) for _ in range(4)]
             for t in threads:

@@ -227,10 +227,11 @@ event_dealloc(EventObject *e)
 
 static PyMethodDef event_methods[] = {
     {"set", (PyCFunction)event_set, METH_NOARGS,
-     "Set the flag and wake every waiter.  Safe from any OS thread."},
-    {"clear", (PyCFunction)event_clear_flag, METH_NOARGS, "Reset the flag."},
-    {"is_set", (PyCFunction)event_is_set_method, METH_NOARGS, "True if the flag is set."},
+     "set($self, /)\n--\n\nSet the flag and wake every waiter.  Safe from any OS thread."},
+    {"clear", (PyCFunction)event_clear_flag, METH_NOARGS, "clear($self, /)\n--\n\nReset the flag."},
+    {"is_set", (PyCFunction)event_is_set_method, METH_NOARGS, "is_set($self, /)\n--\n\nTrue if the flag is set."},
     {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait($self, /, timeout=None)\n--\n\n"
      "await e.wait(timeout=None): until the flag is set; returns True at once if it\n"
      "is.  TimeoutError after `timeout` seconds (a number >= 0)."},
     {NULL}

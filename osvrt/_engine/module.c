@@ -399,39 +399,56 @@ m_configure(PyObject *m, PyObject *args)
 
 static PyMethodDef module_methods[] = {
     {"current", m_current, METH_NOARGS,
-     "The running green thread; RuntimeError outside a green thread."},
+     "current($module, /)\n--\n\nThe running green thread; RuntimeError outside a green thread."},
     {"current_worker", m_current_worker, METH_NOARGS,
-     "The Worker this OS thread runs, or None."},
+     "current_worker($module, /)\n--\n\nThe Worker this OS thread runs, or None."},
     {"wake", (PyCFunction)(void (*)(void))m_wake, METH_FASTCALL,
+     "wake($module, ticket, value=None, /)\n--\n\n"
      "wake(ticket, value=None) -> bool: end the wait `ticket` stands for, if nobody\n"
      "did yet; its await returns `value`.  Safe from any OS thread."},
     {"claim", m_claim, METH_O,
+     "claim($module, ticket, /)\n--\n\n"
      "claim(ticket) -> Thread or None: take the waiter of `ticket` if this call wins;\n"
      "the caller then hands something over and calls schedule()."},
     {"schedule", (PyCFunction)(void (*)(void))m_schedule, METH_FASTCALL,
+     "schedule($module, thread, value=None, /)\n--\n\n"
      "schedule(thread, value=None): make a claimed thread runnable again."},
     {"wake_at", (PyCFunction)(void (*)(void))m_wake_at, METH_FASTCALL,
+     "wake_at($module, ticket, delay, value=..., /)\n--\n\n"
      "wake_at(ticket, delay, value=TIMED_OUT) -> Timer: wake `ticket` after `delay` s."},
     {"park", m_park, METH_NOARGS,
+     "park($module, /)\n--\n\n"
      "Await it to wait until a wake() claims the current thread's open ticket;\n"
      "it returns the value that wake() passed."},
     {"yield_now", m_yield_now, METH_NOARGS,
+     "yield_now($module, /)\n--\n\n"
      "await osvrt.yield_now(): let the fair rule pick again (the caller may well\n"
      "keep running)."},
     {"sleep", m_sleep, METH_O,
+     "sleep($module, seconds, /)\n--\n\n"
      "await osvrt.sleep(seconds): sleep `seconds` (a number >= 0); sleep(0) only yields."},
     {"spawn", (PyCFunction)(void (*)(void))m_spawn, METH_FASTCALL | METH_KEYWORDS,
+     "spawn($module, fn, /, *args, name=None, cpu=None, priority=1.0)\n--\n\n"
      "spawn(fn, *args, name=None, cpu=None, priority=1.0) -> Thread\n\n"
      "Start fn(*args), an async def function, as a green thread of the current\n"
      "runtime.  Unpinned, it starts on the spawner's CPU (as in OSv); cpu=c pins it\n"
      "to CPU c.  priority (1e-6..1e6): CPU share is proportional to 1/priority.\n"
      "Keyword arguments for fn: spawn functools.partial(fn, ...)."},
-    {"check_delay", (PyCFunction)(void (*)(void))m_check_delay, METH_FASTCALL, NULL},
-    {"check_priority", m_check_priority, METH_O, NULL},
-    {"next_id", m_next_id, METH_NOARGS, NULL},
-    {"monotonic", m_monotonic, METH_NOARGS, "The scheduler's clock (CLOCK_MONOTONIC), seconds."},
-    {"bind_core", m_bind_core, METH_O, NULL},
-    {"configure", m_configure, METH_VARARGS, NULL},
+    {"check_delay", (PyCFunction)(void (*)(void))m_check_delay, METH_FASTCALL,
+     "check_delay($module, seconds, what, /)\n--\n\n"
+     "seconds if it is a finite number >= 0, else TypeError/ValueError naming `what`."},
+    {"check_priority", m_check_priority, METH_O,
+     "check_priority($module, priority, /)\n--\n\n"
+     "priority as a float if it is in 1e-06..1e+06, else TypeError/ValueError."},
+    {"next_id", m_next_id, METH_NOARGS,
+     "next_id($module, /)\n--\n\nA green thread id, unique across runtimes."},
+    {"monotonic", m_monotonic, METH_NOARGS,
+     "monotonic($module, /)\n--\n\nThe scheduler's clock (CLOCK_MONOTONIC), seconds."},
+    {"bind_core", m_bind_core, METH_O,
+     "bind_core($module, address, /)\n--\n\nBind the C core's function table (csrc/core/core_api.h)."},
+    {"configure", m_configure, METH_VARARGS,
+     "configure($module, thread_class, unretrieved, await_wrapper, /)\n--\n\n"
+     "The Python classes the engine makes threads of (osvrt/thread.py)."},
     {NULL}
 };
 

@@ -462,14 +462,16 @@ static PyGetSetDef thread_getset[] = {
 
 static PyMethodDef thread_methods[] = {
     {"cancel", (PyCFunction)thread_cancel, METH_NOARGS,
+     "cancel($self, /)\n--\n\n"
      "Ask the thread to stop: osvrt.Cancelled is raised inside it at its next await\n"
      "(at once if it is parked).  Safe from any OS thread.  Returns False if the\n"
      "thread had already ended."},
     {"join", (PyCFunction)(void (*)(void))thread_join, METH_VARARGS | METH_KEYWORDS,
+     "join($self, /, timeout=None)\n--\n\n"
      "await t.join(timeout=None): wait for the thread to end; return its result or\n"
      "raise its exception (osvrt.Cancelled if it was cancelled).  TimeoutError after\n"
      "`timeout` seconds; joining yourself raises RuntimeError."},
-    {"done", (PyCFunction)thread_done, METH_NOARGS, "True once the thread has ended."},
+    {"done", (PyCFunction)thread_done, METH_NOARGS, "done($self, /)\n--\n\nTrue once the thread has ended."},
     {"_new_ticket", (PyCFunction)thread_new_ticket, METH_NOARGS,
      "A fresh wait of this thread (its owner only); one wake may claim it."},
     {"_interrupt", (PyCFunction)thread_interrupt, METH_NOARGS, NULL},

@@ -30,7 +30,7 @@ class RowSpec:
                                                                      dict(quick), factory)
 
 
-_REGISTRY = {}
+_REGISTRY: dict[str, RowSpec] = {}
 
 
 def row(key, *, order, full=None, quick=None):

@@ -223,11 +223,8 @@ def run(args, out=None):
 
 
 def _version():
-    try:
-        from importlib.metadata import version
-        return version("osvrt")
-    except Exception:
-        return "(not installed)"
+    from .._version import __version__
+    return __version__
 
 
 def main(argv=None):

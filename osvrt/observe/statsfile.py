@@ -55,7 +55,7 @@ STATES = ("unstarted", "queued", "running", "waiting", "terminated")
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
 _ALIVE_OFF = 32                           # offset of header.alive
 _counter = itertools.count()
-_open_paths = set()                        # this process's live stats files (atexit)
+_open_paths: set[str] = set()                      # this process's live stats files (atexit)
 
 
 def stats_dir():
