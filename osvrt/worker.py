@@ -6,7 +6,9 @@ from other CPUs, fires expired timers, charges the elapsed wall-clock time by
 OSv's fair rule and picks, and with nothing runnable idles in C with the GIL
 released.  This class keeps what is not per switch: balancing (moves, idle
 pull, work offers), C handles, the end of a submit()'s Future, stats.  The
-loop calls back into it through the hooks marked "(hook)".
+loop calls back into it through the hooks marked "(hook)", looked up once on
+this class when a worker is bound (_engine/worker.c, enum worker_hook; listed in
+osvrt/_engine.pyi).
 
 Ownership: the run queue and the timers are touched only by this worker's
 OS thread.  Others reach it through its C pushlist (post()), never directly.
@@ -68,7 +70,7 @@ class Worker(_engine.WorkerBase):
         return self._idle_state[0] & 3 != 0      # POLLING or SLEEPING (OSVRT_IDLE_STATE, csrc/cpu.h)
 
     def _offer_work(self):
-        """We have queued threads: hand some to an idle CPU now, rather than
+        """(hook) We have queued threads: hand some to an idle CPU now, rather than
         wait until it asks (it only asks as it goes idle, or at its balancer
         tick).  Called at most once per _OFFER_PERIOD from a YIELD trap."""
         for w in self.rt.workers:

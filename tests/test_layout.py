@@ -154,3 +154,32 @@ def test_attach_service_stops_with_the_runtime_and_reports_stats():
     with pytest.raises(RuntimeError, match="stopped its services"):
         rt.attach_service("late", _Svc(log))
     assert "bad" not in rt.stats()
+
+
+def test_engine_hooks_are_looked_up_once_at_bind():
+    """The engine calls into Python through functions it looked up on the
+    Worker's and the Runtime's classes at _bind: a hook replaced on an
+    instance afterwards is not called (it was, with a lookup per call)."""
+    rt = osvrt.Runtime(cpus=1).start()
+    try:
+        w = rt.workers[0]
+        called = []
+        w._settle = lambda t: called.append(t)           # an instance attribute: ignored
+        assert rt.submit(osvrt.sleep, 0).result(5) is None
+        assert called == []
+    finally:
+        rt.stop()
+
+
+def test_bind_refuses_a_class_without_the_hooks():
+    from osvrt import _engine
+
+    class Bare(_engine.WorkerBase):
+        pass
+    rt = osvrt.Runtime(cpus=1).start()
+    try:
+        with pytest.raises(AttributeError, match="_before_idle"):
+            Bare()._bind(rt, {}, _engine.LiveSet(), int(osvrt._core.ffi.cast(
+                "uintptr_t", rt.core)), 0, 0)
+    finally:
+        rt.stop()

@@ -173,10 +173,23 @@ struct tm_entry { double deadline; int64_t order; TimerObject *tm; };
 #define DRAIN_BATCH 256
 #define TICKET_FREELIST 256
 
+/* The engine's calls into Python (declared in osvrt/_engine.pyi): looked up
+ * once on the receiver's class at _bind and kept as plain functions, so the
+ * loop pays no attribute lookup per call; called as fn(receiver, arg). */
+enum worker_hook {
+    /* on the Worker (osvrt/worker.py) */
+    HK_BEFORE_IDLE, HK_SERVE_PULL, HK_OFFER_WORK, HK_SETTLE, HK_HANDLE_DEAD,
+    /* on the Runtime (osvrt/runtime.py) */
+    HK_WORKER_FOR, HK_HANDLE_FOR, HK_THREAD_ENDED,
+    HK_COUNT
+};
+#define HK_FIRST_RUNTIME HK_WORKER_FOR
+
 struct WorkerObject {
     PyObject_HEAD
     PyObject *dict;                /* the Python subclass's attributes */
     PyObject *rt;                  /* the Runtime (outlives its workers' loops) */
+    PyObject *hook[HK_COUNT];      /* set at _bind, read by the owner (and spawners) */
     PyObject *by_handle;           /* rt._by_handle: C handle -> Thread */
     PyObject *live;                /* rt._live: the set of live threads */
     struct osvrt_rt *crt;          /* kept alive by rt._crt */
@@ -220,7 +233,7 @@ extern const struct osvrt_core_api *osvrt_api;
 extern OSVRT_TLS WorkerObject *tls_worker;
 extern PyObject *Cancelled, *TIMED_OUT, *PARK, *YIELD, *state_names[ST_COUNT];
 extern PyObject *ThreadClass, *UnretrievedClass, *AwaitWrapper;
-extern PyObject *str_throw, *str_close, *str_name, *str_exc;
+extern PyObject *str_throw, *str_close, *str_name, *str_exc, *str_value, *str_stale;
 extern PyObject *OUTSIDE_MSG;
 extern PyTypeObject ThreadBase_Type, Ticket_Type, Timer_Type, WorkerBase_Type, Event_Type,
                     LiveSet_Type;
@@ -228,7 +241,7 @@ PyObject *outside_error(void);
 double osvrt_clock(void);
 int check_delay(PyObject *seconds, const char *what, double *out);
 /* o.name(arg), or o.name() when arg is NULL: for the rare paths into Python. */
-PyObject *call_method(PyObject *o, const char *name, PyObject *arg);
+PyObject *worker_hook(WorkerObject *w, enum worker_hook k, PyObject *arg);
 
 /* thread.c */
 TicketObject *ticket_new(ThreadObject *t, int kind);

@@ -17,7 +17,7 @@ const struct osvrt_core_api *osvrt_api;
 OSVRT_TLS WorkerObject *tls_worker;
 PyObject *Cancelled, *TIMED_OUT, *PARK, *YIELD, *state_names[ST_COUNT];
 PyObject *ThreadClass, *UnretrievedClass, *AwaitWrapper;
-PyObject *str_throw, *str_close, *str_name, *str_exc;
+PyObject *str_throw, *str_close, *str_name, *str_exc, *str_value, *str_stale;
 PyObject *OUTSIDE_MSG;
 
 /* ids are unique across runtimes; relaxed: only uniqueness matters. */
@@ -36,17 +36,6 @@ osvrt_clock(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-PyObject *
-call_method(PyObject *o, const char *name, PyObject *arg)
-{
-    PyObject *fn = PyObject_GetAttrString(o, name);
-    if (fn == NULL)
-        return NULL;
-    PyObject *r = arg ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn);
-    Py_DECREF(fn);
-    return r;
 }
 
 PyObject *
@@ -295,7 +284,7 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
     WorkerObject *target = w;
     PyObject *tobj = NULL;
     if (cpu != Py_None) {
-        tobj = call_method(w->rt, "_worker_for", cpu);
+        tobj = worker_hook(w, HK_WORKER_FOR, cpu);
         if (tobj == NULL)
             return NULL;
         if (!PyObject_TypeCheck(tobj, &WorkerBase_Type)) {
@@ -487,6 +476,8 @@ PyInit__engine(void)
         || !(str_close = PyUnicode_InternFromString("close"))
         || !(str_name = PyUnicode_InternFromString("name"))
         || !(str_exc = PyUnicode_InternFromString("exc"))
+        || !(str_value = PyUnicode_InternFromString("value"))
+        || !(str_stale = PyUnicode_InternFromString("stale"))
         || !(OUTSIDE_MSG = PyUnicode_FromString(
                  "not inside an osvrt runtime: start one with osvrt.run(main) "
                  "or hand work to a running one with Runtime.submit()"))

@@ -269,7 +269,7 @@ worker_post(WorkerObject *w, ThreadObject *t)
 {
     if (t->h == 0) {
         /* First trip across CPUs: the runtime allocates its C record. */
-        PyObject *r = call_method(w->rt, "_handle_for", (PyObject *)t);
+        PyObject *r = worker_hook(w, HK_HANDLE_FOR, (PyObject *)t);
         if (r == NULL)
             return -1;
         Py_DECREF(r);
@@ -414,7 +414,7 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         osvrt_api->trace_exit(w->index, t->id);
     int err = 0;
     if (t->aux != NULL && t->aux_future) {
-        PyObject *r = call_method((PyObject *)w, "_settle", (PyObject *)t);
+        PyObject *r = worker_hook(w, HK_SETTLE, (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
     } else if (exc != NULL && !PyObject_TypeCheck(exc, (PyTypeObject *)Cancelled)) {
@@ -437,13 +437,13 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         Py_DECREF(joiners);
     }
     if (t->h != 0) {
-        PyObject *r = call_method((PyObject *)w, "_handle_dead", (PyObject *)t);
+        PyObject *r = worker_hook(w, HK_HANDLE_DEAD, (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
     }
     live_discard(w->live, t);
     if (live_len(w->live) == 0) {
-        PyObject *r = call_method(w->rt, "_thread_ended", (PyObject *)t);
+        PyObject *r = worker_hook(w, HK_THREAD_ENDED, (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
     }
@@ -476,7 +476,7 @@ ended_by_error(WorkerObject *w, ThreadObject *t, PyObject *exc)
 {
     int r;
     if (PyErr_GivenExceptionMatches(exc, PyExc_StopIteration)) {
-        PyObject *v = PyObject_GetAttrString(exc, "value");
+        PyObject *v = PyObject_GetAttr(exc, str_value);
         if (v == NULL) {
             Py_DECREF(exc);
             return NULL;
@@ -533,7 +533,7 @@ is_stale(PyObject *exc)
     if (Py_TYPE(exc) == (PyTypeObject *)Cancelled
         || !PyObject_TypeCheck(exc, (PyTypeObject *)Cancelled))
         return 0;
-    PyObject *s = PyObject_GetAttrString(exc, "stale");
+    PyObject *s = PyObject_GetAttr(exc, str_stale);
     if (s == NULL) {
         PyErr_Clear();
         return 0;
@@ -584,10 +584,29 @@ throw_into(WorkerObject *w, ThreadObject *t)
     return trap;
 }
 
-static int
-call_hook(WorkerObject *w, const char *name, PyObject *arg)
+/* The hooks' names, in enum worker_hook order (engine.h). */
+static const char *const hook_names[HK_COUNT] = {
+    "_before_idle", "_serve_pull", "_offer_work", "_settle", "_handle_dead",
+    "_worker_for", "_handle_for", "_thread_ended",
+};
+
+/* fn(receiver, arg) or fn(receiver): the receiver is w for a Worker hook,
+ * w->rt for a Runtime hook.  New reference, or NULL with an exception. */
+PyObject *
+worker_hook(WorkerObject *w, enum worker_hook k, PyObject *arg)
 {
-    PyObject *r = call_method((PyObject *)w, name, arg);
+    assert(k >= 0 && k < HK_COUNT);
+    PyObject *fn = w->hook[k];
+    if (fn == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "osvrt: worker not bound (no %s)", hook_names[k]);
+    PyObject *argv[2] = {k < HK_FIRST_RUNTIME ? (PyObject *)w : w->rt, arg};
+    return PyObject_Vectorcall(fn, argv, arg ? 2 : 1, NULL);
+}
+
+static int
+call_hook(WorkerObject *w, enum worker_hook k, PyObject *arg)
+{
+    PyObject *r = worker_hook(w, k, arg);
     Py_XDECREF(r);
     return r ? 0 : -1;
 }
@@ -607,7 +626,7 @@ worker_idle(WorkerObject *w, double *now)
         d = d < MAX_IDLE ? d : MAX_IDLE;
         timeout = d > 0 ? (int64_t)(d * 1e9) + 1000 : 0;
     }
-    if (call_hook(w, "_before_idle", NULL) < 0)
+    if (call_hook(w, HK_BEFORE_IDLE, NULL) < 0)
         return -1;
     /* acquire: pairs with the stopper's release store (then it kicks). */
     if (atomic_load_explicit(&w->stop, memory_order_acquire)
@@ -677,7 +696,7 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
             /* acq_rel: we own the requester reference it leaves behind. */
             PyObject *req = atomic_exchange_explicit(&w->pull, NULL, memory_order_acq_rel);
             if (req != NULL) {
-                int r = call_hook(w, "_serve_pull", req);
+                int r = call_hook(w, HK_SERVE_PULL, req);
                 Py_DECREF(req);
                 if (r < 0)
                     goto error;
@@ -775,7 +794,7 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
                 /* the rule decides at the top, after wake-ups */
                 if (w->idle_pull && rq_len(w) && now >= w->next_offer) {
                     w->next_offer = now + OFFER_PERIOD;
-                    if (call_hook(w, "_offer_work", NULL) < 0)
+                    if (call_hook(w, HK_OFFER_WORK, NULL) < 0)
                         goto error;
                 }
             } else {
@@ -927,6 +946,22 @@ worker_bind(WorkerObject *w, PyObject *args)
         PyErr_Format(PyExc_ValueError, "bad C runtime or CPU index %u", index);
         return NULL;
     }
+    /* Look the hooks up once, on the classes (a function, not a bound
+     * method: no reference back to w or rt), before anything is changed. */
+    PyObject *hooks[HK_COUNT];
+    for (int k = 0; k < HK_COUNT; k++) {
+        PyObject *cls = (PyObject *)Py_TYPE(k < HK_FIRST_RUNTIME ? (PyObject *)w : rt);
+        hooks[k] = PyObject_GetAttrString(cls, hook_names[k]);
+        if (hooks[k] == NULL || !PyCallable_Check(hooks[k])) {
+            if (hooks[k] != NULL)
+                PyErr_Format(PyExc_TypeError, "%R.%s is not callable", cls, hook_names[k]);
+            while (k >= 0)
+                Py_XDECREF(hooks[k--]);
+            return NULL;
+        }
+    }
+    for (int k = 0; k < HK_COUNT; k++)
+        Py_XSETREF(w->hook[k], hooks[k]);
     Py_XSETREF(w->rt, Py_NewRef(rt));
     Py_XSETREF(w->by_handle, Py_NewRef(by_handle));
     Py_XSETREF(w->live, Py_NewRef(live));
@@ -1135,6 +1170,8 @@ worker_traverse(WorkerObject *w, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(w));
     Py_VISIT(w->dict);
     Py_VISIT(w->rt);
+    for (int k = 0; k < HK_COUNT; k++)
+        Py_VISIT(w->hook[k]);
     Py_VISIT(w->by_handle);
     Py_VISIT(w->live);
     for (Py_ssize_t i = 0, n = rq_len(w); i < n; i++)
@@ -1149,6 +1186,8 @@ worker_clear(WorkerObject *w)
 {
     Py_CLEAR(w->dict);
     Py_CLEAR(w->rt);
+    for (int k = 0; k < HK_COUNT; k++)
+        Py_CLEAR(w->hook[k]);
     Py_CLEAR(w->by_handle);
     Py_CLEAR(w->live);
     Py_ssize_t n = rq_len(w);
