@@ -21,9 +21,14 @@ Layout (native byte order; all fields naturally aligned):
   offset 64    ncpu x struct osvrt_worker_stats, 128 bytes each:
                  u64 switches, wakes_local, wakes_remote, migrations_in,
                  migrations_out, stalls, spawned, idle_ns, runq_len,
-                 current_id (0 when idle), cpu (host CPU id), reserved[5]
+                 current_id (0 when idle), cpu (host CPU id),
+                 idle_since_ns (CLOCK_MONOTONIC ns when the idle period in
+                 progress began, 0 when not idle: idle_ns counts a period
+                 only once it ends), reserved[4]
   threads_offset: the busiest threads, written by the runtime's publisher
-               about twice a second (osvrt/introspect.py):
+               about twice a second (osvrt/introspect.py), under the seqlock
+               of osvrt/shared_words.py (every word stored and loaded with
+               the atomics package, release/acquire):
                  u64 seq (odd while being written: a reader retries),
                  u64 count (0..10), f64 published (CLOCK_MONOTONIC s),
                  u64 reserved,
