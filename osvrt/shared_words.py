@@ -43,8 +43,13 @@ import struct
 _WORD = 8
 
 
-def _atomics():
-    import atomics                # about 27 ms to import: only where it is used
+def load_atomics():
+    """The atomics module (ImportError naming the package when it is missing)."""
+    try:
+        import atomics            # about 27 ms to import: only where it is used
+    except ImportError as e:
+        raise ImportError(f"osvrt: the stats file needs the `atomics` package ({e}); "
+                          "pip install atomics, or Runtime(stats_file=False)") from e
     return atomics
 
 
@@ -54,7 +59,7 @@ class Words:
     be closed after that."""
 
     def __init__(self, buf, offset, n):
-        atomics = _atomics()
+        atomics = load_atomics()
         self._order = atomics.MemoryOrder
         self._stack = contextlib.ExitStack()
         self._slices = []

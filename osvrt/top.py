@@ -97,6 +97,7 @@ class StatsFile:
 
     def __init__(self, workers):
         import ctypes
+        shared_words.load_atomics()       # first: a missing package leaves no file behind
         ncpu = len(workers)
         self.threads_off = HEADER.size + ncpu * SLOT.size
         d = stats_dir()

@@ -388,3 +388,18 @@ def test_stall_log_escapes_the_file_name(caplog):
     text = caplog.text
     assert "PWNED" in text, text
     assert "\x1b" not in text and "\x07" not in text
+
+
+def test_without_atomics_the_runtime_runs_with_no_stats_file(monkeypatch, caplog, stats_dir):
+    monkeypatch.setitem(sys.modules, "atomics", None)     # import atomics -> ImportError
+    rt = osvrt.Runtime(cpus=1)
+    with caplog.at_level(logging.WARNING, logger="osvrt"):
+        with rt:
+            assert rt.run(_answer) == 42
+            assert rt.stats_path is None
+    assert "atomics" in caplog.text
+    assert os.listdir(stats_dir) == []
+
+
+async def _answer():
+    return 42
