@@ -403,3 +403,20 @@ def test_without_atomics_the_runtime_runs_with_no_stats_file(monkeypatch, caplog
 
 async def _answer():
     return 42
+
+
+def test_program_list_escapes_command_lines(monkeypatch, capsys):
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", EVIL])
+             for _ in range(2)]
+    try:
+        snaps = [dict(_snapshot("x"), pid=p.pid) for p in procs]
+        monkeypatch.setattr(top, "find", lambda pid=None, clean=True, problems=None: snaps)
+        monkeypatch.setattr(sys, "stdin", io.StringIO())          # not a terminal
+        with pytest.raises(ValueError, match="several osvrt programs"):
+            top._choose(None, {})
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    out = capsys.readouterr().out
+    assert "PWNED" in out and "\x1b" not in out and "\x07" not in out
