@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from .printable import printable
+from osvrt.printable import printable
 
 log = logging.getLogger("osvrt")
 

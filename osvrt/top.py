@@ -49,8 +49,8 @@ import sys
 import tempfile
 import time
 
-from . import shared_words
-from .printable import printable
+from osvrt import shared_words          # absolute: this module moves (LAYOUT.md)
+from osvrt.printable import printable
 
 MAGIC = 0x5453545256534F00
 VERSION = 1

@@ -43,8 +43,8 @@ import json
 import os
 import struct
 
-from . import private_file
-from .printable import printable
+from osvrt import private_file
+from osvrt.printable import printable
 
 EVENT = struct.Struct("=dIIQQQ")       # struct trace_event (engine.h), native layout
 SWITCH, POST, ARRIVE, MIGRATE, IDLE = 1, 2, 3, 4, 5

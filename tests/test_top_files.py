@@ -20,7 +20,10 @@ import time
 import pytest
 
 import osvrt
-from osvrt import top
+try:                                         # osvrt/observe/ after #22 (LAYOUT.md)
+    from osvrt.observe import top
+except ImportError:
+    from osvrt import top
 
 from support import run
 

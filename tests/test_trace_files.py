@@ -9,7 +9,10 @@ import threading
 import pytest
 
 import osvrt
-from osvrt import trace as tr
+try:                                         # osvrt/observe/ after #22 (LAYOUT.md)
+    from osvrt.observe import trace as tr
+except ImportError:
+    from osvrt import trace as tr
 
 from support import run
 
