@@ -61,11 +61,12 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["osvrt/_build.py:ffibuilder"],
     ext_modules=[engine],
-    # cffi is the only runtime dependency: it binds the C core.  numba is
-    # needed only for classifier rules (osvrt.net.rules), imported when one is
-    # compiled.  `atomics` was dropped: nothing imports it (see README,
-    # "Dependencies").
-    install_requires=["cffi>=1.15"],
+    # cffi binds the C core.  atomics: release/acquire loads and stores on
+    # the stats file that `python -m osvrt top` reads from another process
+    # (osvrt/observe/shared_words.py; off the hot path; see README, "Dependencies").
+    # numba is needed only for classifier rules (osvrt.net.rules), imported
+    # when one is compiled.
+    install_requires=["cffi>=1.15", "atomics>=1.0.3,<2"],
     extras_require={
         "numba": ["numba>=0.58"],
         # numba, so that the test run exercises the classifier rules; rich:

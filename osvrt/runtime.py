@@ -165,7 +165,7 @@ class Runtime:
         if self._stats_file_on:
             try:
                 self._stats_file = StatsFile(workers)
-            except OSError as e:
+            except (OSError, ImportError) as e:
                 log.warning("osvrt: no stats file for `python -m osvrt top`: %s", e)
         self._workers = workers
         self._by_cpu = {w.cpu_id: w for w in self._workers}

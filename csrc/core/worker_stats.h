@@ -1,5 +1,5 @@
 /* worker_stats.h - one worker's counters, in a layout that other processes
- * can read: `python -m osvrt top` maps a runtime's stats file (osvrt/top.py)
+ * can read: `python -m osvrt top` maps a runtime's stats file (osvrt/observe/statsfile.py)
  * and reads these while the program runs, with no cooperation from it.
  *
  * Each counter has one writer, the worker that owns it, which stores with
@@ -27,7 +27,11 @@ struct osvrt_worker_stats {
     _Atomic uint64_t runq_len;        /* queued threads, as of the last switch */
     _Atomic uint64_t current_id;      /* the running thread's id, 0 when idle */
     _Atomic uint64_t cpu;             /* the host CPU the worker is pinned to */
-    _Atomic uint64_t _reserved[5];    /* keeps the slot at 128 bytes */
+    _Atomic uint64_t idle_since_ns;   /* CLOCK_MONOTONIC ns when the idle period in progress
+                                         began, 0 when not idle: a reader adds the period
+                                         that idle_ns does not hold yet (a sleep with no
+                                         timer may last minutes) */
+    _Atomic uint64_t _reserved[4];    /* keeps the slot at 128 bytes */
 };
 
 _Static_assert(sizeof(struct osvrt_worker_stats) == 128, "a stats slot is 128 bytes");

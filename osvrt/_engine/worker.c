@@ -641,6 +641,8 @@ worker_idle(WorkerObject *w, double *now)
     }
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
     osvrt_stat_set(&w->st->current_id, 0);
+    /* relaxed: a reader's estimate of the idle period in progress (top.py) */
+    osvrt_stat_set(&w->st->idle_since_ns, (uint64_t)(*now * 1e9));
     int nev = 0;
     /* The sleep is epoll_wait on this CPU's epfd: fds ready, a kick (its
      * eventfd) or the next timer end it (csrc/cpu.h). */
@@ -649,7 +651,13 @@ worker_idle(WorkerObject *w, double *now)
                            w->io.evs, IO_BATCH, &nev);
     Py_END_ALLOW_THREADS
     double after = osvrt_clock();
-    STAT_ADD(w, idle_ns, (uint64_t)((after - *now) * 1e9));
+    /* idle_since_ns cleared first (relaxed), then idle_ns with release: a
+     * reader that loads idle_ns with acquire and then idle_since_ns never
+     * counts this period twice (osvrt/observe/top.py, _read_slots). */
+    osvrt_stat_set(&w->st->idle_since_ns, 0);
+    atomic_store_explicit(&w->st->idle_ns,
+                          atomic_load_explicit(&w->st->idle_ns, memory_order_relaxed)
+                          + (uint64_t)((after - *now) * 1e9), memory_order_release);
     if (w->trace)
         trace_add(w, TR_IDLE, (uint64_t)((after - *now) * 1e9), 0, 0);
     w->io.tick = 0;

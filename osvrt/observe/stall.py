@@ -26,6 +26,8 @@ import sys
 import threading
 import time
 
+from .printable import printable
+
 log = logging.getLogger("osvrt")
 
 # futex(2)'s system call number, by machine: a thread in it may be waiting for the GIL.
@@ -37,7 +39,9 @@ _FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98
 def _where(frame):
     if frame is None:
         return "unknown location"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    # a file name is the program's to choose: shown with control characters escaped
+    return (f"{printable(frame.f_code.co_filename)}:{frame.f_lineno} in "
+            f"{printable(frame.f_code.co_name)}")
 
 
 def _cpu_clock(os_thread):

@@ -23,9 +23,14 @@ Layout (native byte order; all fields naturally aligned):
   offset 64    ncpu x struct osvrt_worker_stats, 128 bytes each:
                  u64 switches, wakes_local, wakes_remote, migrations_in,
                  migrations_out, stalls, spawned, idle_ns, runq_len,
-                 current_id (0 when idle), cpu (host CPU id), reserved[5]
+                 current_id (0 when idle), cpu (host CPU id),
+                 idle_since_ns (CLOCK_MONOTONIC ns when the idle period in
+                 progress began, 0 when not idle: idle_ns counts a period
+                 only once it ends), reserved[4]
   threads_offset: the busiest threads, written by the runtime's publisher
-               about twice a second (osvrt/introspect.py):
+               about twice a second (introspect.py), under the seqlock
+               of shared_words.py (every word stored and loaded with
+               the atomics package, release/acquire):
                  u64 seq (odd while being written: a reader retries),
                  u64 count (0..10), f64 published (CLOCK_MONOTONIC s),
                  u64 reserved,
@@ -42,6 +47,8 @@ import struct
 import tempfile
 import time
 
+from . import shared_words
+
 MAGIC = 0x5453545256534F00
 VERSION = 1
 HEADER = struct.Struct("=QIIQQQQQQ")       # 64 bytes
@@ -53,7 +60,9 @@ THREAD = struct.Struct("=QIId32s")          # 56 bytes
 TOP_THREADS = 10
 STATES = ("unstarted", "queued", "running", "waiting", "terminated")
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
-_ALIVE_OFF = 32                           # offset of header.alive
+ALIVE_OFFSET = 32                         # offset of header.alive
+THREAD_WORDS = (THREADS_HEAD.size + TOP_THREADS * THREAD.size) // 8   # seq + 73 data words
+SLOT_WORDS = len(SLOT_FIELDS) + 1         # the named fields, then idle_since_ns
 _counter = itertools.count()
 _open_paths: set[str] = set()                      # this process's live stats files (atexit)
 
@@ -62,7 +71,8 @@ def stats_dir():
     return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
-def _size(ncpu):
+def file_size(ncpu):
+    """The size of the stats file of an ncpu-worker runtime."""
     return HEADER.size + ncpu * SLOT.size + THREADS_HEAD.size + TOP_THREADS * THREAD.size
 
 
@@ -84,6 +94,7 @@ class StatsFile:
 
     def __init__(self, workers):
         import ctypes
+        shared_words.load_atomics()       # first: a missing package leaves no file behind
         ncpu = len(workers)
         self.threads_off = HEADER.size + ncpu * SLOT.size
         d = stats_dir()
@@ -95,8 +106,8 @@ class StatsFile:
             except FileExistsError:           # a file left by an earlier process with our pid
                 continue
         try:
-            os.ftruncate(fd, _size(ncpu))
-            self._mm = mmap.mmap(fd, _size(ncpu))
+            os.ftruncate(fd, file_size(ncpu))
+            self._mm = mmap.mmap(fd, file_size(ncpu))
         except BaseException:
             os.close(fd)
             os.unlink(path)
@@ -115,18 +126,27 @@ class StatsFile:
             self._bound.append(w)
             # the engine does not write `cpu`: the copy above overwrote it
             struct.pack_into("=Q", mm, HEADER.size + i * SLOT.size + 10 * 8, w.cpu_id)
-        HEADER.pack_into(mm, 0, MAGIC, VERSION, ncpu, os.getpid(), SLOT.size, 1,
+        HEADER.pack_into(mm, 0, MAGIC, VERSION, ncpu, os.getpid(), SLOT.size, 0,
                          self.threads_off, 0, 0)
-        self._seq = 0
+        # alive = 1 last, with release: a reader that loads it with acquire
+        # sees the header and the slots above (shared_words.py).
+        alive = shared_words.Words(mm, ALIVE_OFFSET, 1)
+        alive.store(0, 1, "release")
+        alive.close()
+        self._threads_lock = None            # the seqlock's writer, made at the first publish
 
     def publish_threads(self, rows):
-        """rows: (id, name, host cpu, decayed runtime, state) of the busiest threads."""
+        """rows: (id, name, host cpu, decayed runtime, state) of the busiest
+        threads.  Written under the seqlock of shared_words.py (atomic
+        stores with release order), so that `top` in another process never
+        takes a half-written table, on arm64 too."""
         mm = self._mm
         if mm is None:
             return
-        off = self.threads_off
-        self._seq += 1                                       # odd: being written
-        struct.pack_into("=Q", mm, off, self._seq)
+        if self._threads_lock is None:        # made here, in the publisher's thread:
+            self._threads_words = shared_words.Words(mm, self.threads_off, THREAD_WORDS)
+            self._threads_lock = shared_words.SeqlockWriter(self._threads_words)
+        area = bytearray(THREAD_WORDS * 8)
         for k, (tid, name, cpu, runtime, state) in enumerate(rows[:TOP_THREADS]):
             raw = name.encode("utf-8", "replace")[:31]
             while raw:                                       # no cut UTF-8 sequence
@@ -135,12 +155,10 @@ class StatsFile:
                     break
                 except UnicodeDecodeError:
                     raw = raw[:-1]
-            THREAD.pack_into(mm, off + THREADS_HEAD.size + k * THREAD.size, tid, cpu,
+            THREAD.pack_into(area, THREADS_HEAD.size + k * THREAD.size, tid, cpu,
                              _STATE_CODE.get(state, 0), runtime, raw)
-        THREADS_HEAD.pack_into(mm, off, self._seq, min(len(rows), TOP_THREADS),
-                               time.monotonic(), 0)
-        self._seq += 1
-        struct.pack_into("=Q", mm, off, self._seq)           # even: done
+        THREADS_HEAD.pack_into(area, 0, 0, min(len(rows), TOP_THREADS), time.monotonic(), 0)
+        self._threads_lock.write(shared_words.to_words(bytes(area))[1:])   # word 0: the seq
 
     def close(self, workers_exited=True):
         """Unbind the workers (only once their loops have ended), mark the
@@ -149,7 +167,9 @@ class StatsFile:
         mm = self._mm
         if mm is None:
             return
-        struct.pack_into("=Q", mm, _ALIVE_OFF, 0)
+        alive = shared_words.Words(mm, ALIVE_OFFSET, 1)
+        alive.store(0, 0, "release")
+        alive.close()
         try:
             os.unlink(self.path)
         except OSError:
@@ -161,5 +181,8 @@ class StatsFile:
             w._bind_stats(0)
         self._bound = []
         del self._anchor
+        if self._threads_lock is not None:     # the publisher has stopped (Runtime.stop)
+            self._threads_lock = None
+            self._threads_words.close()
         self._mm = None
         mm.close()

@@ -1,17 +1,29 @@
 """`python -m osvrt top [PID]`: a live per-CPU view of a running osvrt
 program, read from its runtime's stats file with no cooperation from it.
 
-The stats file's layout and its writer are in statsfile.py.
+The stats file's layout and its writer are in statsfile.py.  top reads only:
+it checks a file before reading it (_open_checked), loads the words the
+runtime stores with the atomics package (shared_words.py: the seqlock of the
+threads area, idle_ns with acquire), and shows every name, path and command
+line through printable() (printable.py).
 """
 import glob
+import mmap
 import os
 import re
+import stat
 import sys
 import tempfile
 import time
 
-from .statsfile import (HEADER, MAGIC, SLOT, SLOT_FIELDS, STATES, THREAD, THREADS_HEAD,
-                        TOP_THREADS, VERSION, StatsFile, stats_dir)  # noqa: F401 (StatsFile: re-exported)
+from . import shared_words
+from .printable import printable
+from .statsfile import (ALIVE_OFFSET, HEADER, MAGIC, SLOT, SLOT_FIELDS, SLOT_WORDS, STATES,
+                        THREAD, THREAD_WORDS, THREADS_HEAD, TOP_THREADS, VERSION, file_size,
+                        stats_dir)
+from .statsfile import StatsFile  # noqa: F401 (re-exported)
+
+MAX_CPUS = 8192                           # bounds the size of a file `top` accepts
 
 
 # ---- the reader's side -------------------------------------------------------
@@ -28,43 +40,172 @@ def _pid_alive(pid):
     return True
 
 
-def read_file(path):
-    """A snapshot of one stats file: dict(path, pid, alive, ncpu, cpus=[dict
-    per slot], threads=[dict], t=monotonic time read), or None if it is not
-    a stats file (or is gone)."""
+class NotAStatsFile(Exception):
+    """A file named like a stats file that `top` does not read; the message
+    says why (its type, owner, mode or size, or a bad header)."""
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def _kind(mode):
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _owner_of(pid):
+    """The uid process `pid` runs as, or None when it cannot be told."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        return os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return None
-    if len(data) < HEADER.size:
-        return None
-    magic, version, ncpu, pid, slot_size, alive, toff, _, _ = HEADER.unpack_from(data)
-    if magic != MAGIC or version != VERSION or slot_size != SLOT.size \
-            or len(data) < HEADER.size + ncpu * SLOT.size:
-        return None
-    cpus = []
-    for i in range(ncpu):
-        vals = SLOT.unpack_from(data, HEADER.size + i * SLOT.size)
-        cpus.append(dict(zip(SLOT_FIELDS, vals)))
+
+
+def _open_checked(path, file_pid):
+    """The stats file at `path` mapped read-only, with its header, after
+    checking, before reading anything: it is a regular file (lstat, then
+    fstat of what was opened with O_NOFOLLOW | O_NONBLOCK, so a FIFO never
+    blocks and a symlink is never followed), it belongs to the user that
+    process `file_pid` runs as, no other user can write it, and its size is
+    the one its 64-byte header implies (at most MAX_CPUS slots).  Raises
+    NotAStatsFile, or FileNotFoundError when it is gone."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAStatsFile(f"it is {_kind(st.st_mode)}")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(fst.st_mode):
+            raise NotAStatsFile("it was replaced while being opened")
+        owner = _owner_of(file_pid)
+        if owner is None:
+            owner = os.geteuid()
+        if fst.st_uid != owner:
+            raise NotAStatsFile(f"it belongs to uid {fst.st_uid}, but process {file_pid} "
+                                f"runs as uid {owner}")
+        if fst.st_mode & 0o022:
+            raise NotAStatsFile(f"other users may write it (mode {stat.S_IMODE(fst.st_mode):o})")
+        limit = file_size(MAX_CPUS)
+        if not HEADER.size <= fst.st_size <= limit:
+            raise NotAStatsFile(f"it has {fst.st_size} bytes; a stats file has "
+                                f"{HEADER.size + SLOT.size}..{limit}")
+        head = os.pread(fd, HEADER.size, 0)          # the header only, first
+        if len(head) < HEADER.size:
+            raise NotAStatsFile("it was cut short while being read")
+        magic, version, ncpu, pid, slot_size, _, toff, _, _ = HEADER.unpack(head)
+        if magic != MAGIC or version != VERSION or slot_size != SLOT.size:
+            raise NotAStatsFile("its header is not an osvrt stats header (version "
+                                f"{VERSION})")
+        if not 1 <= ncpu <= MAX_CPUS or toff != HEADER.size + ncpu * SLOT.size:
+            raise NotAStatsFile(f"its header is inconsistent (ncpu {ncpu})")
+        if fst.st_size != file_size(ncpu):
+            raise NotAStatsFile(f"it has {fst.st_size} bytes; {ncpu} CPU(s) make "
+                                f"{file_size(ncpu)}")
+        mm = mmap.mmap(fd, file_size(ncpu), prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    return mm, head
+
+
+def _read_slots(mm, ncpu):
+    """Each worker's counters: relaxed loads (one writer each, a hint), and
+    idle_ns with acquire before idle_since_ns, the order that worker.c's
+    release store of idle_ns pairs with: an idle period is never counted
+    twice."""
+    words = shared_words.Words(mm, HEADER.size, ncpu * SLOT.size // 8)
+    try:
+        cpus = []
+        idle_at = SLOT_FIELDS.index("idle_ns")
+        for i in range(ncpu):
+            base = i * SLOT.size // 8
+            vals = [words.load(base + k, "acquire" if k == idle_at else "relaxed")
+                    for k in range(SLOT_WORDS)]
+            now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            slot = dict(zip(SLOT_FIELDS, vals))
+            since = vals[len(SLOT_FIELDS)]
+            # the idle period in progress, which idle_ns holds only once it ends
+            slot["idle_total_ns"] = slot["idle_ns"] + (max(0, now_ns - since) if since else 0)
+            cpus.append(slot)
+        return cpus
+    finally:
+        words.close()
+
+
+def _read_threads(mm, toff):
+    words = shared_words.Words(mm, toff, THREAD_WORDS)
+    try:
+        data = shared_words.seqlock_read(words)
+    finally:
+        words.close()
+    if data is None:                      # every try met a write: none this time
+        return []
+    area = shared_words.from_words([0] + data)
+    _, count, _, _ = THREADS_HEAD.unpack_from(area)
     threads = []
-    if toff and len(data) >= toff + THREADS_HEAD.size + TOP_THREADS * THREAD.size:
-        seq, count, published, _ = THREADS_HEAD.unpack_from(data, toff)
-        if seq % 2 == 0:
-            for k in range(min(count, TOP_THREADS)):
-                tid, cpu, state, runtime, raw = THREAD.unpack_from(
-                    data, toff + THREADS_HEAD.size + k * THREAD.size)
-                threads.append({"id": tid, "cpu": cpu, "runtime": runtime,
-                                "state": STATES[state] if state < len(STATES) else "?",
-                                "name": raw.rstrip(b"\0").decode("utf-8", "replace")})
-    return {"path": path, "pid": pid, "alive": bool(alive), "ncpu": ncpu, "cpus": cpus,
-            "threads": threads, "t": time.monotonic()}
+    for k in range(min(count, TOP_THREADS)):
+        tid, cpu, state, runtime, raw = THREAD.unpack_from(
+            area, THREADS_HEAD.size + k * THREAD.size)
+        threads.append({"id": tid, "cpu": cpu, "runtime": runtime,
+                        "state": STATES[state] if state < len(STATES) else "?",
+                        "name": raw.rstrip(b"\0").decode("utf-8", "replace")})
+    return threads
 
 
-def find(pid=None, clean=True):
+def read_file(path, file_pid=None):
+    """A snapshot of one stats file: dict(path, pid, alive, ncpu, cpus=[dict
+    per slot], threads=[dict], t=monotonic time read), or None if it is gone.
+    NotAStatsFile when it is not one `top` may read (see _open_checked);
+    file_pid: the pid in its name (parsed from path when None)."""
+    if file_pid is None:
+        m = re.fullmatch(r"osvrt-(\d+)-(\d+)\.stats", os.path.basename(path))
+        file_pid = int(m.group(1)) if m else -1
+    try:
+        mm, head = _open_checked(path, file_pid)
+    except FileNotFoundError:
+        return None
+    try:
+        alive = shared_words.Words(mm, ALIVE_OFFSET, 1)
+        try:
+            is_alive = alive.load(0, "acquire")       # pairs with StatsFile's release
+        finally:
+            alive.close()
+        _, _, ncpu, pid, _, _, toff, _, _ = HEADER.unpack(head)
+        if is_alive and HEADER.unpack_from(mm)[:5] != HEADER.unpack(head)[:5]:
+            raise NotAStatsFile("its header changed while being read")
+        cpus = _read_slots(mm, ncpu)
+        threads = _read_threads(mm, toff)
+        t = time.monotonic()
+        if cpus:
+            # the rates' clock: the time the idle periods in progress were measured to
+            t = time.clock_gettime_ns(time.CLOCK_MONOTONIC) / 1e9
+    finally:
+        mm.close()
+    return {"path": path, "pid": pid, "alive": bool(is_alive), "ncpu": ncpu, "cpus": cpus,
+            "threads": threads, "t": t}
+
+
+def _remove_stale(path):
+    """Delete the file of a process that no longer exists: only a regular
+    file of this user's (never what another user planted, never a FIFO or
+    a device)."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def find(pid=None, clean=True, problems=None):
     """Stats files of running osvrt programs (of `pid` if given), as
     read_file() snapshots; files of processes that no longer exist are
-    deleted when clean is true (a crash or a kill -9 leaves them)."""
+    deleted when clean is true (a crash or a kill -9 leaves them).  A file
+    that `top` does not read (NotAStatsFile) is left out; with `problems`
+    (a dict), problems[path] = the reason."""
     found = []
     dirs = {stats_dir(), tempfile.gettempdir()}
     for d in sorted(dirs):
@@ -73,14 +214,16 @@ def find(pid=None, clean=True):
             m = re.fullmatch(r"osvrt-(\d+)-(\d+)\.stats", os.path.basename(path))
             if not m:
                 continue
-            snap = read_file(path)
             file_pid = int(m.group(1))
             if not _pid_alive(file_pid):
                 if clean:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+                    _remove_stale(path)
+                continue
+            try:
+                snap = read_file(path, file_pid)
+            except NotAStatsFile as e:
+                if problems is not None:
+                    problems[path] = str(e)
                 continue
             if snap is None or not snap["alive"] or snap["pid"] != file_pid:
                 continue
@@ -93,7 +236,8 @@ def rows(before, after):
     dt = max(after["t"] - before["t"], 1e-9)
     out = []
     for b, a in zip(before["cpus"], after["cpus"]):
-        idle = (a["idle_ns"] - b["idle_ns"]) / 1e9 / dt
+        idle = (a.get("idle_total_ns", a["idle_ns"])
+                - b.get("idle_total_ns", b["idle_ns"])) / 1e9 / dt
         out.append({
             "cpu": a["cpu"],
             "switches_s": max(0, a["switches"] - b["switches"]) / dt,
@@ -137,7 +281,7 @@ def render_text(pairs):
             lines.append(f"{'ID':>10}  {'CPU':>4}  {'STATE':<10}  {'RUNTIME':>9}  NAME")
             for t in after["threads"]:
                 lines.append(f"{t['id']:>10}  {t['cpu']:>4}  {t['state']:<10}  "
-                             f"{t['runtime'] * 1e3:>7.2f}ms  {t['name']}")
+                             f"{t['runtime'] * 1e3:>7.2f}ms  {printable(t['name'])}")
         lines.append("")
     return "\n".join(lines)
 
@@ -145,6 +289,7 @@ def render_text(pairs):
 def render_rich(pairs):
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text          # a Text is shown as it is: no markup in a name
     parts = []
     for before, after in pairs:
         t = Table(title=f"osvrt pid {after['pid']} ({os.path.basename(after['path'])}, "
@@ -160,7 +305,7 @@ def render_rich(pairs):
                 tt.add_column(h, justify="left" if h in ("STATE", "NAME") else "right")
             for th in after["threads"]:
                 tt.add_row(str(th["id"]), str(th["cpu"]), th["state"],
-                           f"{th['runtime'] * 1e3:.2f}ms", th["name"])
+                           f"{th['runtime'] * 1e3:.2f}ms", Text(printable(th["name"])))
             parts.append(tt)
     return Group(*parts)
 
@@ -178,19 +323,29 @@ def add_arguments(p):
     p.add_argument("--plain", action="store_true", help="plain text even where rich is installed")
 
 
-def _choose(pid):
+def _skipped(problems):
+    """The files left out and why, for an error message (paths escaped)."""
+    if not problems:
+        return ""
+    return "; left out: " + "; ".join(f"{printable(p)}: {why}"
+                                      for p, why in sorted(problems.items()))
+
+
+def _choose(pid, problems):
     if pid is not None:
-        snaps = find(pid)
+        snaps = find(pid, problems=problems)
         if not snaps:
             raise ValueError(f"no running osvrt runtime in process {pid} "
-                             f"(looked for {stats_dir()}/osvrt-{pid}-*.stats)")
+                             f"(looked for {printable(stats_dir())}/osvrt-{pid}-*.stats)"
+                             + _skipped(problems))
         return pid
-    snaps = find()
+    snaps = find(problems=problems)
     pids = sorted({s["pid"] for s in snaps})
     if len(pids) == 1:
         return pids[0]
     if not pids:
-        raise ValueError(f"no running osvrt program found (no live {stats_dir()}/osvrt-*.stats)")
+        raise ValueError(f"no running osvrt program found (no live "
+                         f"{printable(stats_dir())}/osvrt-*.stats)" + _skipped(problems))
     print("running osvrt programs:")
     for p in pids:
         try:
@@ -198,7 +353,7 @@ def _choose(pid):
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             cmd = "?"
-        print(f"  {p}  {cmd[:100]}")
+        print(f"  {p}  {printable(cmd[:100])}")
     if not sys.stdin.isatty():
         raise ValueError("several osvrt programs run: give a PID")
     answer = input("PID: ").strip()
@@ -207,10 +362,21 @@ def _choose(pid):
     return int(answer)
 
 
+def _warn_skipped(problems, _said=set()):
+    """Say once per file, on stderr, which files named like stats files
+    were not read, and why."""
+    for path, why in sorted(problems.items()):
+        if path not in _said:
+            _said.add(path)
+            print(f"osvrt top: not reading {printable(path)}: {why}", file=sys.stderr)
+
+
 def run(args):
     if not (args.interval > 0):
         raise ValueError(f"--interval must be > 0, not {args.interval}")
-    pid = _choose(args.pid)
+    problems = {}
+    pid = _choose(args.pid, problems)
+    _warn_skipped(problems)
     prev = {s["path"]: s for s in find(pid)}
     if args.once:
         time.sleep(args.interval)

@@ -43,6 +43,9 @@ import json
 import os
 import struct
 
+from . import private_file
+from .printable import printable
+
 EVENT = struct.Struct("=dIIQQQ")       # struct trace_event (engine.h), native layout
 SWITCH, POST, ARRIVE, MIGRATE, IDLE = 1, 2, 3, 4, 5
 DEFAULT_EVENTS = 1_000_000
@@ -71,20 +74,18 @@ def check_events(n):
 
 def check_writable(path):
     """Fail at start(), before any worker runs, when the trace could not be
-    written at stop(): the directory must exist and be writable, and an
-    existing file must be a writable regular file."""
+    written at stop(): the directory must exist and be writable, and what
+    is at the path must be nothing or a regular file of this user's
+    (private_file.check_target: a symlink, FIFO or device is refused)."""
     p = os.fsdecode(path)
     parent = os.path.dirname(os.path.abspath(p))
+    shown = printable(p)
     if not os.path.isdir(parent):
-        raise FileNotFoundError(2, f"osvrt: trace={p!r}: no such directory", parent)
-    if os.path.isdir(p):
-        raise IsADirectoryError(21, f"osvrt: trace={p!r} is a directory", p)
-    if os.path.exists(p):
-        if not os.access(p, os.W_OK):
-            raise PermissionError(13, f"osvrt: trace={p!r}: the file is not writable", p)
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(13, f"osvrt: trace={p!r}: cannot create files in {parent!r}",
-                              parent)
+        raise FileNotFoundError(2, f"osvrt: trace={shown}: no such directory", parent)
+    private_file.check_target(p, "trace")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(13, f"osvrt: trace={shown}: cannot create files in "
+                              f"{printable(parent)}", parent)
 
 
 def decode(buf):
@@ -221,21 +222,19 @@ def write(path, per_cpu, cpu_ids, names=None, lost=None, pid=None):
     events = chrome_events(per_cpu, cpu_ids, names, pid)
     other = {"clock": "CLOCK_MONOTONIC", "cpus": list(cpu_ids),
              "lost_events": list(lost or [0] * len(cpu_ids))}
-    path = os.fsdecode(path)
-    try:
-        with open(path, "w") as f:
-            f.write('{"displayTimeUnit": "ns", "otherData": ')
-            json.dump(other, f)
-            f.write(', "traceEvents": [\n')
-            for k, ev in enumerate(events):
-                if k:
-                    f.write(",\n")
-                f.write(json.dumps(ev, separators=(",", ":")))
-            f.write("\n]}\n")
-    except BaseException:
-        try:
-            os.unlink(path)              # no half-written trace
-        except OSError:
-            pass
-        raise
+
+    def fill(f):
+        f.write('{"displayTimeUnit": "ns", "otherData": ')
+        json.dump(other, f)
+        f.write(', "traceEvents": [\n')
+        for k, ev in enumerate(events):
+            if k:
+                f.write(",\n")
+            f.write(json.dumps(ev, separators=(",", ":")))
+        f.write("\n]}\n")
+
+    # A private temporary file renamed into place: mode 0600, nothing at
+    # the path is followed or opened, a failed write leaves the path as it
+    # was (private_file.py).
+    private_file.write(path, "trace", fill)
     return len(events)
