@@ -873,7 +873,7 @@ worker_trace_start(WorkerObject *w, PyObject *arg)
 }
 
 /* The recorded events as bytes (struct trace_event, native layout: see
- * osvrt/trace.py), and recording stops.  Call it when the loop no longer
+ * osvrt/observe/trace.py), and recording stops.  Call it when the loop no longer
  * runs (after stop), or from the worker's own thread. */
 static PyObject *
 worker_trace_take(WorkerObject *w, PyObject *unused)
