@@ -2,13 +2,11 @@
 OS threads (submit, run, stop).  spawn() is the door in from green threads.
 """
 import concurrent.futures
-import contextvars
 import errno
 import logging
 import os
 import threading
 import time
-import types
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,12 +14,12 @@ from . import _engine, balancer, kernel
 from .observe import trace as _trace
 from . import readiness as _io
 from ._core import ffi, lib
-from .checks import check_bool, check_number, check_priority
+from .checks import check_bool, check_number
 from .observe.statsfile import StatsFile
 from .worker import Worker
 from .observe.introspect import Publisher
 from .observe.stall import StallWatchdog
-from .thread import Cancelled, Thread, _await
+from .thread import Cancelled
 
 log = logging.getLogger("osvrt")
 _T = TypeVar("_T")
@@ -54,18 +52,6 @@ def _resolve_cpus(cpus):
     if len(set(ids)) != len(ids):
         raise ValueError(f"cpus={ids!r}: a CPU is named twice")
     return tuple(ids)
-
-
-def _start_coroutine(fn, args):
-    if not callable(fn):
-        raise TypeError(f"a green thread runs an async def function; {fn!r} is not callable")
-    coro = fn(*args)
-    if isinstance(coro, _engine.Ticket):
-        coro = _await(coro)            # osvrt's own awaitables, e.g. submit(osvrt.sleep, 1)
-    if not isinstance(coro, types.CoroutineType):
-        raise TypeError(f"a green thread runs an async def function; {fn!r} returned "
-                        f"{type(coro).__name__}, not a coroutine")
-    return coro
 
 
 class Runtime:
@@ -211,12 +197,9 @@ class Runtime:
         osv = self._balance_policy == "osv"
         for w in self._workers:
             w.idle_pull = not osv
-            t = self._make_thread(balancer.balancer, (w, self._balance_interval, osv),
-                                  f"osvrt-balancer-cpu{w.cpu_id}", w, True, 1.0)
-            self._live.discard(t)         # a system thread: stop() does not wait for it
-            self._spawned -= 1
-            self._system.append(t)
-            w.post(t)
+            w.post(self._make_thread(balancer.balancer, (w, self._balance_interval, osv),
+                                     f"osvrt-balancer-cpu{w.cpu_id}", w, True, 1.0,
+                                     system=True))
 
     def stop(self, timeout: float | None = None) -> None:
         """Cancel every live green thread, wait up to `timeout` seconds for them
@@ -263,12 +246,8 @@ class Runtime:
         # per thread, which from this foreign OS thread would each invite a
         # GIL hand-off); then we cancel whatever is left (moved, new) directly.
         for w in self._workers:
-            t = self._make_thread(_cancel_local, (self, w, cancelled),
-                                  f"osvrt-stop-cpu{w.cpu_id}", w, True, 1.0)
-            self._live.discard(t)
-            self._spawned -= 1
-            self._system.append(t)           # closed at stop if it never ran
-            w.post(t)
+            w.post(self._make_thread(_cancel_local, (self, w, cancelled),
+                                     f"osvrt-stop-cpu{w.cpu_id}", w, True, 1.0, system=True))
         first = True
         while True:
             live = [t for t in list(self._live) if not t.done()]
@@ -509,16 +488,16 @@ class Runtime:
 
     # ---- internals shared with workers -----------------------------------
 
-    def _make_thread(self, fn, args, name, target, pinned, priority):
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str, not {name!r}")
-        prio = check_priority(priority) if priority != 1.0 else 1.0
-        coro = _start_coroutine(fn, args)
-        tid = _engine.next_id()
-        t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio)
+    def _make_thread(self, fn, args, name, target, pinned, priority, system=False):
+        """A new green thread for `target` (the engine's one constructor,
+        which osvrt.spawn uses too); a system thread (balancer, stop helper)
+        is neither live (stop() does not wait for it) nor counted."""
+        t = _engine.make_thread(fn, tuple(args), name, target, pinned, priority, system)
+        if system:
+            self._system.append(t)       # closed at stop if it never ran
+            return t
         if name is not None and self._trace_path is not None:
-            self._trace_names[tid] = name
-        self._live.add(t)
+            self._trace_names[t.id] = name
         self._spawned += 1
         return t
 

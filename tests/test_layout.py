@@ -3,6 +3,7 @@ among osvrt's Python modules (imports inside functions included), importing
 osvrt loads neither rich nor the bench or viewer code, and the parts built on
 the runtime use its service interface, not its private attributes."""
 import ast
+import functools
 import pathlib
 import re
 import subprocess
@@ -181,5 +182,42 @@ def test_bind_refuses_a_class_without_the_hooks():
         with pytest.raises(AttributeError, match="_before_idle"):
             Bare()._bind(rt, {}, _engine.LiveSet(), int(osvrt._core.ffi.cast(
                 "uintptr_t", rt.core)), 0, 0)
+    finally:
+        rt.stop()
+
+
+def _not_async():
+    return 42
+
+
+def test_one_constructor_for_spawn_submit_and_system_threads():
+    """spawn, submit and the runtime's own threads are made by the engine's
+    one constructor: the same checks and the same words, and system threads
+    are never in the live set (nothing to undo by hand)."""
+    src = (ROOT / "runtime.py").read_text()
+    assert "_start_coroutine" not in src and "_spawned -= 1" not in src
+    rt = osvrt.Runtime(cpus=2, balance=True).start()
+    try:
+        assert rt.stats()["threads_spawned"] == 0 and rt.live_threads() == []
+
+        async def spawn_it(fn, **kw):
+            try:
+                osvrt.spawn(fn, **kw)
+            except (TypeError, ValueError) as e:
+                return type(e), str(e)
+
+        def submit_it(fn, **kw):
+            try:
+                rt.submit(fn, **kw)
+            except (TypeError, ValueError) as e:
+                return type(e), str(e)
+
+        async def fine():
+            pass
+
+        for fn, kw in ((_not_async, {}), (42, {}), (fine, {"name": 3})):
+            spawned = rt.submit(functools.partial(spawn_it, fn, **kw)).result(5)
+            submitted = submit_it(fn, **kw)
+            assert spawned is not None and spawned == submitted, (spawned, submitted)
     finally:
         rt.stop()
