@@ -77,6 +77,19 @@ double osvrt_peer_spin_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
 double osvrt_peer_queue(int kind, int producers, uint64_t per_producer);
 """
 
+# ---- the stats file's layout (csrc/core/worker_stats.h) ----
+# Declared with `...` so that cffi takes the sizes and the plain fields'
+# offsets from the header itself; observe/statsfile.py checks its struct
+# formats against them (and the atomic fields' offsets, from the glue below).
+CDEF += """
+#define OSVRT_STATS_MAGIC ...
+#define OSVRT_STATS_VERSION ...
+struct osvrt_stats_header { uint64_t magic; uint32_t version; uint32_t ncpu; uint64_t pid;
+                            uint64_t slot_size; ...; };
+struct osvrt_worker_stats { ...; };
+extern const size_t osvrt_stats_offsets[13];
+"""
+
 # ---- net channels (csrc/classifier.h, channel.h, packet.h; osvrt/net/) ----
 # Python reads a channel's indexes and slots as plain memory (a view below);
 # it calls C only to add/remove flows, for stats, and to wait (cwait.py).
@@ -157,6 +170,23 @@ static const uint64_t *osvrt_drained_word(struct osvrt_rt *rt, uint32_t cpu)
 static void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu) { osvrt_cpu_kick(&rt->cpus[cpu]); }
 static void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *o)
 { osvrt_cpu_get_stats(&rt->cpus[cpu], o); }
+"""
+
+# The offsets of the stats file's atomic fields (cffi cannot declare _Atomic):
+# each worker-stats counter in SLOT_FIELDS order, then the header's `alive`.
+GLUE += """
+#include <stddef.h>
+#include "worker_stats.h"
+const size_t osvrt_stats_offsets[13] = {
+    offsetof(struct osvrt_worker_stats, switches), offsetof(struct osvrt_worker_stats, wakes_local),
+    offsetof(struct osvrt_worker_stats, wakes_remote),
+    offsetof(struct osvrt_worker_stats, migrations_in),
+    offsetof(struct osvrt_worker_stats, migrations_out),
+    offsetof(struct osvrt_worker_stats, stalls), offsetof(struct osvrt_worker_stats, spawned),
+    offsetof(struct osvrt_worker_stats, idle_ns), offsetof(struct osvrt_worker_stats, runq_len),
+    offsetof(struct osvrt_worker_stats, current_id), offsetof(struct osvrt_worker_stats, cpu),
+    offsetof(struct osvrt_stats_header, alive), 0,
+};
 """
 
 # net channels: a flow key from scalars, and a plain view of a channel's words.

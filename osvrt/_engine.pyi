@@ -16,6 +16,7 @@ QUEUED: Final[str]
 RUNNING: Final[str]
 WAITING: Final[str]
 TERMINATED: Final[str]
+FAIR: Final[dict[str, float]]   # the fair rule's constants (engine.h), read by fair.py
 
 class Cancelled(BaseException): ...
 

@@ -221,3 +221,21 @@ def test_one_constructor_for_spawn_submit_and_system_threads():
             assert spawned is not None and spawned == submitted, (spawned, submitted)
     finally:
         rt.stop()
+
+
+def test_each_fact_in_one_place():
+    """The fair rule's constants are the engine's; the stats file's layout is
+    checked against the C header (cffi's sizes and offsets)."""
+    import struct
+
+    from osvrt import _engine, fair
+    from osvrt.observe import statsfile
+    assert fair.TAU == _engine.FAIR["TAU"] == 0.2 and fair.THYST == _engine.FAIR["THYST"]
+    assert "TAU = 0.200" not in (ROOT / "fair.py").read_text()
+    statsfile.check_layout()
+    with pytest.raises(ImportError, match="slot 120 != 128 bytes"):
+        statsfile.check_layout(slot=struct.Struct("=15Q"))
+    with pytest.raises(ImportError, match="slot.spawned not at"):
+        statsfile.check_layout(fields=statsfile.SLOT_FIELDS[:5] + ("x",)
+                               + statsfile.SLOT_FIELDS[5:])
+    assert statsfile.MAGIC == 0x5453545256534F00

@@ -173,6 +173,14 @@ struct tm_entry { double deadline; int64_t order; TimerObject *tm; };
 #define DRAIN_BATCH 256
 #define TICKET_FREELIST 256
 
+/* OSv's fair rule (osvrt/fair.py documents it): defined here once and
+ * exported as _engine.FAIR (fair.py reads them from there). */
+#define TAU 0.200               /* decay time constant (s), OSv's tau */
+#define THYST 0.005             /* hysteresis: credited on switch-in, charged on switch-out */
+#define SWITCH_PENALTY 10e-6    /* charged to the incoming thread when the outgoing stays runnable */
+#define RENORM_LIMIT 9223372036854775808.0          /* 2**63: when c passes this ... */
+#define RENORM_FACTOR (1.0 / 85070591730234615865843651857942052864.0)   /* ... scale by 2**-126 */
+
 /* The engine's calls into Python (declared in osvrt/_engine.pyi): looked up
  * once on the receiver's class at _bind and kept as plain functions, so the
  * loop pays no attribute lookup per call; called as fn(receiver, arg). */

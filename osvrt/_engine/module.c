@@ -549,6 +549,13 @@ PyInit__engine(void)
         || PyModule_AddObjectRef(m, "TIMED_OUT", TIMED_OUT) < 0
         || PyModule_AddObjectRef(m, "OUTSIDE", OUTSIDE_MSG) < 0)
         goto fail;
+    PyObject *fair = Py_BuildValue("{sdsdsdsdsd}", "TAU", TAU, "THYST", THYST, "SWITCH_PENALTY",
+                                   SWITCH_PENALTY, "RENORM_LIMIT", RENORM_LIMIT, "RENORM_FACTOR",
+                                   RENORM_FACTOR);
+    int added = fair != NULL && PyModule_AddObjectRef(m, "FAIR", fair) == 0;
+    Py_XDECREF(fair);
+    if (!added)
+        goto fail;
     static const char *consts[ST_COUNT] = {"UNSTARTED", "QUEUED", "RUNNING", "WAITING",
                                            "TERMINATED"};
     for (int i = 0; i < ST_COUNT; i++)

@@ -25,10 +25,7 @@
 
 #include "engine.h"
 
-#define TAU 0.200
-#define INV_TAU (1.0 / TAU)
-#define RENORM_LIMIT 9223372036854775808.0          /* 2**63 */
-#define RENORM_FACTOR (1.0 / 85070591730234615865843651857942052864.0)   /* 2**-126 */
+#define INV_TAU (1.0 / TAU)    /* TAU and the other fair-rule constants: engine.h */
 #define OFFER_PERIOD 0.001      /* a busy CPU looks for idle CPUs at most this often */
 #define MAX_IDLE 3600.0         /* longest single idle (s); the loop idles again after it */
 #define GIL_WAIT_NS 200000      /* see osvrt_cpu_idle: let the other worker release the GIL */
@@ -1307,6 +1304,6 @@ PyTypeObject WorkerBase_Type = {
 void
 worker_init_constants(void)
 {
-    THYST_UNITS = expm1(0.005 / TAU);
-    THYST_LESS_PENALTY = THYST_UNITS - expm1(10e-6 / TAU);
+    THYST_UNITS = expm1(THYST / TAU);
+    THYST_LESS_PENALTY = THYST_UNITS - expm1(SWITCH_PENALTY / TAU);
 }

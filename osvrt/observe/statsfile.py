@@ -42,8 +42,12 @@ import struct
 import tempfile
 import time
 
-MAGIC = 0x5453545256534F00
-VERSION = 1
+from .._core import ffi, lib
+
+# The layout is csrc/core/worker_stats.h's: the constants come from there, and
+# the struct formats below are checked against it (check_layout) at import.
+MAGIC = lib.OSVRT_STATS_MAGIC
+VERSION = lib.OSVRT_STATS_VERSION
 HEADER = struct.Struct("=QIIQQQQQQ")       # 64 bytes
 SLOT = struct.Struct("=16Q")               # 128 bytes
 SLOT_FIELDS = ("switches", "wakes_local", "wakes_remote", "migrations_in", "migrations_out",
@@ -54,6 +58,31 @@ TOP_THREADS = 10
 STATES = ("unstarted", "queued", "running", "waiting", "terminated")
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
 _ALIVE_OFF = 32                           # offset of header.alive
+_HEADER_FIELDS = (("magic", 0), ("version", 8), ("ncpu", 12), ("pid", 16), ("slot_size", 24))
+
+
+def check_layout(header=HEADER, slot=SLOT, fields=SLOT_FIELDS):
+    """ImportError unless the struct formats match the C layout that cffi
+    read from worker_stats.h (sizes, every field's offset)."""
+    wrong = []
+    if header.size != ffi.sizeof("struct osvrt_stats_header"):
+        wrong.append(f"header {header.size} != {ffi.sizeof('struct osvrt_stats_header')} bytes")
+    if slot.size != ffi.sizeof("struct osvrt_worker_stats"):
+        wrong.append(f"slot {slot.size} != {ffi.sizeof('struct osvrt_worker_stats')} bytes")
+    for name, off in _HEADER_FIELDS:
+        if ffi.offsetof("struct osvrt_stats_header", name) != off:
+            wrong.append(f"header.{name} not at {off}")
+    for i, name in enumerate(fields):
+        if lib.osvrt_stats_offsets[i] != 8 * i:
+            wrong.append(f"slot.{name} not at {8 * i}")
+    if lib.osvrt_stats_offsets[11] != _ALIVE_OFF:
+        wrong.append(f"header.alive not at {_ALIVE_OFF}")
+    if wrong:
+        raise ImportError("osvrt: the stats file layout (observe/statsfile.py) disagrees with "
+                          "csrc/core/worker_stats.h: " + "; ".join(wrong))
+
+
+check_layout()
 _counter = itertools.count()
 _open_paths: set[str] = set()                      # this process's live stats files (atexit)
 
