@@ -6,7 +6,7 @@ from setuptools import Extension, find_packages, setup
 
 # The engine (osvrt/_engine/): the scheduler's hot path against the CPython C
 # API.  It reads the C core's headers for struct layouts and calls the core
-# through the table that osvrt._core exports (csrc/core_api.h).
+# through the table that osvrt._core exports (csrc/core/core_api.h).
 engine = Extension(
     "osvrt._engine",
     sources=sorted(glob.glob("osvrt/_engine/*.c")),

@@ -57,7 +57,7 @@ void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *out);
 const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu);
 int osvrt_pin_self(int cpu);
-const void *osvrt_core_api(void);   /* the engine's table (csrc/core_api.h) */
+const void *osvrt_core_api(void);   /* the engine's table (csrc/core/core_api.h) */
 int osvrt_current_cpu(void);
 int64_t osvrt_now_ns(void);
 
@@ -87,10 +87,11 @@ CDEF += """
 struct osvrt_stats_header { uint64_t magic; uint32_t version; uint32_t ncpu; uint64_t pid;
                             uint64_t slot_size; ...; };
 struct osvrt_worker_stats { ...; };
-extern const size_t osvrt_stats_offsets[13];
+extern const size_t osvrt_stats_offsets[12];
+extern const char *const osvrt_stats_names[11];
 """
 
-# ---- net channels (csrc/classifier.h, channel.h, packet.h; osvrt/net/) ----
+# ---- net channels (csrc/net/classifier.h, channel.h, packet.h; osvrt/net/) ----
 # Python reads a channel's indexes and slots as plain memory (a view below);
 # it calls C only to add/remove flows, for stats, and to wait (cwait.py).
 CDEF += """
@@ -160,7 +161,7 @@ static int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t t, int64_t s
                          uint32_t seq, int64_t gil_wait)
 { return osvrt_cpu_idle(&rt->cpus[cpu], t, spin, seq, &rt->active, gil_wait); }
 static const uint32_t *osvrt_kick_word(struct osvrt_rt *rt, uint32_t cpu)
-{ return (const uint32_t *)&rt->cpus[cpu].futex; }
+{ return (const uint32_t *)&rt->cpus[cpu].doorbell; }
 static const uint32_t *osvrt_idle_word(struct osvrt_rt *rt, uint32_t cpu)
 { return (const uint32_t *)&rt->cpus[cpu].idle_state; }
 static const uint64_t *osvrt_pushes_word(struct osvrt_rt *rt, uint32_t cpu)
@@ -173,20 +174,18 @@ static void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_c
 """
 
 # The offsets of the stats file's atomic fields (cffi cannot declare _Atomic):
-# each worker-stats counter in SLOT_FIELDS order, then the header's `alive`.
+# each worker-stats counter with its name, then the header's `alive`.
 GLUE += """
 #include <stddef.h>
 #include "worker_stats.h"
-const size_t osvrt_stats_offsets[13] = {
-    offsetof(struct osvrt_worker_stats, switches), offsetof(struct osvrt_worker_stats, wakes_local),
-    offsetof(struct osvrt_worker_stats, wakes_remote),
-    offsetof(struct osvrt_worker_stats, migrations_in),
-    offsetof(struct osvrt_worker_stats, migrations_out),
-    offsetof(struct osvrt_worker_stats, stalls), offsetof(struct osvrt_worker_stats, spawned),
-    offsetof(struct osvrt_worker_stats, idle_ns), offsetof(struct osvrt_worker_stats, runq_len),
-    offsetof(struct osvrt_worker_stats, current_id), offsetof(struct osvrt_worker_stats, cpu),
-    offsetof(struct osvrt_stats_header, alive), 0,
+#define OSVRT_STATS_FIELDS(X) X(switches) X(wakes_local) X(wakes_remote) X(migrations_in) \\
+    X(migrations_out) X(stalls) X(spawned) X(idle_ns) X(runq_len) X(current_id) X(cpu)
+#define OSVRT_STATS_OFF(n) offsetof(struct osvrt_worker_stats, n),
+#define OSVRT_STATS_NAME(n) #n,
+const size_t osvrt_stats_offsets[12] = {
+    OSVRT_STATS_FIELDS(OSVRT_STATS_OFF) offsetof(struct osvrt_stats_header, alive)
 };
+const char *const osvrt_stats_names[11] = { OSVRT_STATS_FIELDS(OSVRT_STATS_NAME) };
 """
 
 # net channels: a flow key from scalars, and a plain view of a channel's words.

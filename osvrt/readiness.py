@@ -3,7 +3,7 @@
     await osvrt.wait_readable(sock)              # parks until sock is readable
     await osvrt.wait_writable(fd, timeout=1.0)   # TimeoutError after 1 s
 
-Each worker owns an epoll instance (csrc/cpu.h, osvrt/_engine/io.c).  A wait
+Each worker owns an epoll instance (csrc/core/cpu.h, osvrt/_engine/io.c).  A wait
 is one of the kernel's tickets: it registers the fd (EPOLLONESHOT) with the
 worker's epoll and parks; the worker polls readiness without blocking every
 61 loop turns or ~1 ms of run time while it is busy, and sleeps in epoll_wait

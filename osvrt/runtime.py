@@ -63,12 +63,12 @@ class Runtime:
                  stats_file=True):
         self._cpus = _resolve_cpus(cpus)
         # trace: a path; start() records each CPU's scheduler events and
-        # stop() writes them there as Chrome trace JSON (osvrt/trace.py).
+        # stop() writes them there as Chrome trace JSON (osvrt/observe/trace.py).
         self._trace_path = _trace.check_path(trace)
         self._trace_events = _trace.check_events(trace_events)
         self._trace_names = {}       # thread id -> name, for the trace (trace.py, "Names")
         # stats_file: the counters live in /dev/shm/osvrt-<pid>-<n>.stats, for
-        # `python -m osvrt top` (osvrt/top.py)
+        # `python -m osvrt top` (osvrt/observe/top.py)
         self._stats_file_on = check_bool("stats_file", stats_file)
         self._stats_file = None
         self._publisher = None

@@ -42,7 +42,7 @@ class Worker(_engine.WorkerBase):
         # index: position in rt.cpus and in the C runtime (the engine's field)
         self._bind(rt, by_handle, live, int(ffi.cast("uintptr_t", crt)), index, spin_ns)
         # For other workers' balancing decisions (hints; plain reads, no call):
-        # are we idle (csrc/cpu.h idle_state), and how many threads were pushed
+        # are we idle (csrc/core/cpu.h idle_state), and how many threads were pushed
         # to us that we have not taken in yet.  Each is an aligned word of C
         # memory that C writes with atomics; a plain load is a relaxed atomic
         # load on x86-64 and arm64, and a stale value costs one extra pass.
@@ -67,7 +67,7 @@ class Worker(_engine.WorkerBase):
                 + max(0, self._pushes[0] - self._drained[0]))
 
     def is_idle(self):
-        return self._idle_state[0] & 3 != 0      # POLLING or SLEEPING (OSVRT_IDLE_STATE, csrc/cpu.h)
+        return self._idle_state[0] & 3 != 0      # POLLING or SLEEPING (OSVRT_IDLE_STATE, csrc/core/cpu.h)
 
     def _offer_work(self):
         """(hook) We have queued threads: hand some to an idle CPU now, rather than

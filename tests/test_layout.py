@@ -235,7 +235,7 @@ def test_each_fact_in_one_place():
     statsfile.check_layout()
     with pytest.raises(ImportError, match="slot 120 != 128 bytes"):
         statsfile.check_layout(slot=struct.Struct("=15Q"))
-    with pytest.raises(ImportError, match="slot.spawned not at"):
+    with pytest.raises(ImportError, match="slot fields .* != "):
         statsfile.check_layout(fields=statsfile.SLOT_FIELDS[:5] + ("x",)
                                + statsfile.SLOT_FIELDS[5:])
     assert statsfile.MAGIC == 0x5453545256534F00

@@ -17,7 +17,7 @@ int osvrt_pin_self(int cpu);
 int osvrt_current_cpu(void);
 
 /* Pointer to the word Python polls on its switch path: non-zero while
- * `cpu` has incoming work.  Reading it needs no call (see DESIGN.md). */
+ * `cpu` has incoming work.  Reading it needs no call (see docs/design.md). */
 static inline const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu)
 {
     return (const uintptr_t *)&rt->cpus[cpu].incoming.head;

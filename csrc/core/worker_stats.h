@@ -1,5 +1,5 @@
 /* worker_stats.h - one worker's counters, in a layout that other processes
- * can read: `python -m osvrt top` maps a runtime's stats file (osvrt/top.py)
+ * can read: `python -m osvrt top` maps a runtime's stats file (osvrt/observe/top.py)
  * and reads these while the program runs, with no cooperation from it.
  *
  * Each counter has one writer, the worker that owns it, which stores with

@@ -198,7 +198,7 @@ thread_new_ticket(ThreadObject *t, PyObject *unused)
  * leave_active: the caller counted itself in the core's `active` (as a
  * holder of the GIL) before it posted t; it leaves as it lets the GIL go,
  * so a polling worker that found t takes the GIL without blocking on it
- * (csrc/cpu.c, gil_settle).  Once t has ended, it polls on until no worker
+ * (csrc/core/cpu.c, gil_settle).  Once t has ended, it polls on until no worker
  * holds the GIL, for the same reason the other way round.  spin=False when
  * t's worker shares the caller's CPU: polling there would only delay it, and
  * sched_yield() hands the CPU to any other process on a loaded host (measured:

@@ -613,8 +613,8 @@ call_hook(WorkerObject *w, enum worker_hook k, PyObject *arg)
 static int
 worker_idle(WorkerObject *w, double *now)
 {
-    /* acquire, first: a kick after this read ends the idle (csrc/cpu.h). */
-    uint32_t seq = atomic_load_explicit(&w->cpu->futex, memory_order_acquire);
+    /* acquire, first: a kick after this read ends the idle (csrc/core/cpu.h). */
+    uint32_t seq = atomic_load_explicit(&w->cpu->doorbell, memory_order_acquire);
     while (w->tm_len && w->tm[0].tm->fn == NULL)    /* disarmed heads would cut the sleep short */
         Py_DECREF(tm_pop(w));
     int64_t timeout = -1;
@@ -640,7 +640,7 @@ worker_idle(WorkerObject *w, double *now)
     osvrt_stat_set(&w->st->current_id, 0);
     int nev = 0;
     /* The sleep is epoll_wait on this CPU's epfd: fds ready, a kick (its
-     * eventfd) or the next timer end it (csrc/cpu.h). */
+     * eventfd) or the next timer end it (csrc/core/cpu.h). */
     Py_BEGIN_ALLOW_THREADS
     osvrt_api->cpu_idle_io(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS,
                            w->io.evs, IO_BATCH, &nev);
@@ -862,7 +862,7 @@ worker_trace_start(WorkerObject *w, PyObject *arg)
 }
 
 /* The recorded events as bytes (struct trace_event, native layout: see
- * osvrt/trace.py), and recording stops.  Call it when the loop no longer
+ * osvrt/observe/trace.py), and recording stops.  Call it when the loop no longer
  * runs (after stop), or from the worker's own thread. */
 static PyObject *
 worker_trace_take(WorkerObject *w, PyObject *unused)

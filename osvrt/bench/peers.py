@@ -5,7 +5,7 @@ Every workload returns a dict with the per-unit figure it measured itself
 ``bytes_per_task`` for memory) and the counts a caller checks (did the
 ping-pong complete, did every task run).  Timing is taken inside the workload
 with time.perf_counter_ns(), so the start-up of a loop or a runtime is not
-counted.  The C peers live in csrc/peers.c and are called through
+counted.  The C peers live in csrc/bench/peers.c and are called through
 osvrt._core.lib: no compiler is needed at run time.
 
 Used by ``python -m osvrt bench`` (osvrt.bench.cli) and by the pytest-benchmark
@@ -175,7 +175,7 @@ def osvrt_submit_round_trips(rt, n, how="run"):
 
 
 # ---------------------------------------------------------------------------
-# C peers (csrc/peers.c)
+# C peers (csrc/bench/peers.c)
 
 def c_pingpong(kind, cpu_a, cpu_b, n):
     """Two pthreads pinned to cpu_a / cpu_b hand a turn over n round trips;

@@ -9,13 +9,13 @@ Each started Runtime (unless Runtime(stats_file=False)) creates
 /dev/shm/osvrt-<pid>-<n>.stats (n counts the runtimes of the process; the
 directory is tempfile.gettempdir() where /dev/shm is missing), maps it, and
 points every worker's counters at its slot: the engine then updates them in
-place (relaxed stores by the owning worker; csrc/worker_stats.h).  stop()
+place (relaxed stores by the owning worker; csrc/core/worker_stats.h).  stop()
 points them back, marks the file dead and deletes it; a file whose pid is
 gone (a crashed process) is ignored and deleted by `top`.
 
 Layout (native byte order; all fields naturally aligned):
 
-  offset 0     struct osvrt_stats_header, 64 bytes (csrc/worker_stats.h):
+  offset 0     struct osvrt_stats_header, 64 bytes (csrc/core/worker_stats.h):
                  u64 magic 0x5453545256534f00, u32 version 1, u32 ncpu,
                  u64 pid, u64 slot_size 128, u64 alive (1 running, 0 stopped),
                  u64 threads_offset (the offset of the threads area below;
@@ -25,7 +25,7 @@ Layout (native byte order; all fields naturally aligned):
                  migrations_out, stalls, spawned, idle_ns, runq_len,
                  current_id (0 when idle), cpu (host CPU id), reserved[5]
   threads_offset: the busiest threads, written by the runtime's publisher
-               about twice a second (osvrt/introspect.py):
+               about twice a second (osvrt/observe/introspect.py):
                  u64 seq (odd while being written: a reader retries),
                  u64 count (0..10), f64 published (CLOCK_MONOTONIC s),
                  u64 reserved,
@@ -72,9 +72,12 @@ def check_layout(header=HEADER, slot=SLOT, fields=SLOT_FIELDS):
     for name, off in _HEADER_FIELDS:
         if ffi.offsetof("struct osvrt_stats_header", name) != off:
             wrong.append(f"header.{name} not at {off}")
-    for i, name in enumerate(fields):
+    c_fields = [ffi.string(lib.osvrt_stats_names[i]).decode() for i in range(11)]
+    if list(fields) != c_fields:
+        wrong.append(f"slot fields {list(fields)} != {c_fields}")
+    for i, name in enumerate(c_fields):
         if lib.osvrt_stats_offsets[i] != 8 * i:
-            wrong.append(f"slot.{name} not at {8 * i}")
+            wrong.append(f"slot.{name} at {lib.osvrt_stats_offsets[i]}, not {8 * i}")
     if lib.osvrt_stats_offsets[11] != _ALIVE_OFF:
         wrong.append(f"header.alive not at {_ALIVE_OFF}")
     if wrong:
