@@ -59,7 +59,7 @@ setup(
     package_data={"osvrt": ["py.typed", "*.pyi"]},
     python_requires=">=3.11",
     setup_requires=["cffi>=1.15"],
-    cffi_modules=["osvrt/_build.py:ffibuilder"],
+    cffi_modules=["osvrt/_build.py:ffibuilder", "osvrt/bench/_build_peers.py:ffibuilder"],
     ext_modules=[engine],
     # cffi is the only runtime dependency: it binds the C core.  numba is
     # needed only for classifier rules (osvrt.net.rules), imported when one is

@@ -11,13 +11,18 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
-# csrc/core: the scheduler's C core; csrc/net: net channels (osvrt/net/);
-# csrc/bench: the C peers and load generators of the benchmarks.
+# csrc/core: the scheduler's C core; csrc/net: net channels (osvrt/net/).
+# The benchmarks' C peers (csrc/bench/) are their own module, osvrt.bench._peers
+# (osvrt/bench/_build_peers.py).
 SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c", "trace.c",
                                  "wake.c")]
 SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c")]
-SOURCES += ["bench/" + s for s in ("net_bench.c", "peers.c")]
-INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net", "bench")]
+INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net")]
+# -g and frame pointers: perf record -g walks and names the frames of _core
+# (the default x86-64 -O2 omits the frame pointer, and a perf without DWARF
+# unwinding then loses the caller of every C function).  -Werror: as the engine.
+CFLAGS = ["-std=gnu11", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror",
+          "-Wno-unused-function"]
 
 CDEF = """
 
@@ -70,11 +75,6 @@ void osvrt_trace_spawn(uint32_t cpu, uint64_t id);
 void osvrt_trace_exit(uint32_t cpu, uint64_t id);
 void osvrt_trace_migrate(uint64_t id, uint32_t from_cpu, uint32_t to_cpu);
 
-enum osvrt_peer_queue { OSVRT_PEER_PUSHLIST = 0, OSVRT_PEER_MUTEX_QUEUE = 1, OSVRT_PEER_MUTEX_POP = 2 };
-double osvrt_peer_futex_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
-double osvrt_peer_condvar_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
-double osvrt_peer_spin_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
-double osvrt_peer_queue(int kind, int producers, uint64_t per_producer);
 """
 
 # ---- the stats file's layout (csrc/core/worker_stats.h) ----
@@ -122,7 +122,6 @@ struct osvrt_chan_view {
     uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
     uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
 };
-struct osvrt_rr_result { uint64_t done, lost; double elapsed_ns, mean_ns, p50_ns, p99_ns; };
 struct osvrt_net;
 struct osvrt_flow;
 
@@ -145,11 +144,6 @@ void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
 const char *osvrt_pkt_verdict_name(int verdict);
 int osvrt_attach_drop_all(int fd);
 
-int osvrt_net_bench_rr(const char *ip, uint16_t port, uint64_t n, uint32_t payload,
-                       uint32_t window, int cpu, int timeout_ms, struct osvrt_rr_result *out);
-double osvrt_net_bench_blast(const char *ip, uint16_t port, uint64_t n, uint32_t payload,
-                             uint32_t gso, int cpu);
-double osvrt_net_bench_classify(uint64_t n, uint32_t payload, uint32_t flows);
 """
 
 # Thin adapters kept out of the C core: they only re-shape arguments for cffi.
@@ -191,7 +185,6 @@ const char *const osvrt_stats_names[11] = { OSVRT_STATS_FIELDS(OSVRT_STATS_NAME)
 # net channels: a flow key from scalars, and a plain view of a channel's words.
 GLUE += """
 #include "classifier.h"
-#include "net_bench.h"
 struct osvrt_chan_view {
     uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
     uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
@@ -239,11 +232,7 @@ ffibuilder.set_source(
     GLUE,
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
     include_dirs=[os.path.relpath(d) for d in INCLUDE_DIRS],
-    # -g and frame pointers: perf record -g walks and names the frames of
-    # _core (the default x86-64 -O2 omits the frame pointer, and a perf without
-    # DWARF unwinding then loses the caller of every C function).
-    extra_compile_args=["-std=gnu11", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall",
-                        "-Werror", "-Wno-unused-function"],   # -Werror: as the engine
+    extra_compile_args=CFLAGS,
     libraries=["pthread"],
 )
 

@@ -239,3 +239,15 @@ def test_each_fact_in_one_place():
         statsfile.check_layout(fields=statsfile.SLOT_FIELDS[:5] + ("x",)
                                + statsfile.SLOT_FIELDS[5:])
     assert statsfile.MAGIC == 0x5453545256534F00
+
+
+def test_bench_peers_are_their_own_module():
+    """The C benchmark peers are built as osvrt.bench._peers, not into the
+    runtime's osvrt._core, and the core's public header does not include them."""
+    from osvrt import _core
+    for name in ("osvrt_peer_queue", "osvrt_peer_futex_pingpong", "osvrt_net_bench_rr"):
+        assert not hasattr(_core.lib, name), name
+    from osvrt.bench import _peers
+    assert hasattr(_peers.lib, "osvrt_peer_queue") and hasattr(_peers.lib, "osvrt_net_bench_rr")
+    osvrt_h = (ROOT.parent / "csrc" / "core" / "osvrt.h").read_text()
+    assert '#include "peers.h"' not in osvrt_h

@@ -1,11 +1,10 @@
 /* osvrt.h - the C core's public surface (what the cffi module osvrt._core
- * and the C tests use).  No Python headers anywhere in csrc/: the core never
+ * and the C tests use; the benchmark peers are apart, csrc/bench/).  No Python headers anywhere in csrc/: the core never
  * calls into Python and never needs the GIL. */
 #ifndef OSVRT_H
 #define OSVRT_H
 
 #include "cpu.h"
-#include "peers.h"
 #include "pushlist.h"
 #include "thread_table.h"
 #include "trace.h"

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 
-from .._core import ffi, lib
+from ._peers import ffi, lib     # the C load generator (csrc/bench/net_bench.c)
 
 _STOP = b"osvrt-net-bench-stop"
 
