@@ -56,7 +56,7 @@ setup(
     ],
     packages=find_packages(include=["osvrt", "osvrt.*"]),
     # PEP 561: osvrt ships its types (annotations, the engine's stubs _engine.pyi)
-    package_data={"osvrt": ["py.typed", "*.pyi"]},
+    package_data={"osvrt": ["py.typed", "*.pyi", "bench/*.pyi"]},
     python_requires=">=3.11",
     setup_requires=["cffi>=1.15"],
     cffi_modules=["osvrt/_build.py:ffibuilder", "osvrt/bench/_build_peers.py:ffibuilder"],
