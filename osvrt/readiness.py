@@ -48,8 +48,6 @@ class BusyResourceError(RuntimeError):
     """Another green thread already waits for the same fd in the same direction."""
 
 
-_engine._io_set_classes(ClosedResourceError, BusyResourceError)
-
 _runtimes: "weakref.WeakSet[Any]" = weakref.WeakSet()       # started runtimes: notify_closing from foreign threads
 
 

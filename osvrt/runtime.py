@@ -14,6 +14,7 @@ from . import _engine, balancer, kernel
 from .observe import trace as _trace
 from . import readiness as _io
 from ._core import ffi, lib
+from ._setup import set_up_engine
 from .checks import check_bool, check_number
 from .observe.statsfile import StatsFile
 from .worker import Worker
@@ -127,6 +128,7 @@ class Runtime:
     def start(self) -> "Runtime":
         if self._state != _NEW:
             raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
+        set_up_engine()
         crt = lib.osvrt_rt_new(len(self._cpus))
         if crt == ffi.NULL:
             err = ffi.errno

@@ -251,3 +251,18 @@ def test_bench_peers_are_their_own_module():
     assert hasattr(_peers.lib, "osvrt_peer_queue") and hasattr(_peers.lib, "osvrt_net_bench_rr")
     osvrt_h = (ROOT.parent / "csrc" / "core" / "osvrt.h").read_text()
     assert '#include "peers.h"' not in osvrt_h
+
+
+def test_importing_osvrt_leaves_the_engine_alone():
+    """No import side effects: the engine is set up once, by the first
+    Runtime.start(), whatever was imported in which order before."""
+    code = ("import osvrt.sync, osvrt.readiness, osvrt.kernel, osvrt._setup as s, osvrt; "
+            "before = s._done; "
+            "r = osvrt.run(osvrt.sleep, 0); "
+            "print(before, s._done, r)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["False", "True", "None"]
+    for name in ("kernel.py", "thread.py", "readiness.py"):
+        src = (ROOT / name).read_text()
+        assert not re.search(r"^_engine\.\w+\(", src, re.M), name

@@ -939,6 +939,9 @@ worker_bind(WorkerObject *w, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!O!KIL|p:_bind", &rt, &PyDict_Type, &by_handle, &LiveSet_Type,
                           &live, &crt, &index, &spin_ns, &idle_pull))
         return NULL;
+    if (osvrt_api == NULL)   /* bind_core() comes first (osvrt/_setup.py, at Runtime.start) */
+        return PyErr_Format(PyExc_RuntimeError, "osvrt: the engine is not set up "
+                            "(osvrt._setup.set_up_engine(), which Runtime.start() calls)");
     if (crt == 0 || index >= ((struct osvrt_rt *)(uintptr_t)crt)->ncpu) {
         PyErr_Format(PyExc_ValueError, "bad C runtime or CPU index %u", index);
         return NULL;
