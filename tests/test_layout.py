@@ -266,3 +266,17 @@ def test_importing_osvrt_leaves_the_engine_alone():
     for name in ("kernel.py", "thread.py", "readiness.py"):
         src = (ROOT / name).read_text()
         assert not re.search(r"^_engine\.\w+\(", src, re.M), name
+
+
+def test_repeated_blocks_are_gone():
+    """Definitions that were written more than once now have one home."""
+    csrc = ROOT.parent / "csrc"
+    sources = [p for p in csrc.rglob("*.[ch]")]
+    for fn, home in (("cpu_relax(void)", "relax.h"), ("osvrt_stat_add(", "stat.h")):
+        defs = [p.name for p in sources
+                if re.search(r"static inline void " + re.escape(fn), p.read_text())
+                or re.search(r"^static void " + re.escape(fn), p.read_text(), re.M)]
+        assert defs == [home], (fn, defs)
+    runtime = (ROOT / "runtime.py").read_text()
+    assert "def _load(" not in runtime and "def _check_number(" not in runtime
+    assert "def _check_int(" not in (ROOT / "net" / "channels" / "service.py").read_text()

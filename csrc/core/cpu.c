@@ -10,15 +10,8 @@
 #include <unistd.h>
 
 #include "probes.h"
+#include "relax.h"
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 int64_t osvrt_now_ns(void)
 {

@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "osvrt.h"
+#include "relax.h"
 
 static struct osvrt_rt *rt;
 
@@ -22,12 +23,6 @@ static struct osvrt_cpu_stats stats(uint32_t cpu)
     return s;
 }
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 /* ---- deterministic cases (one OS thread) ---- */
 
