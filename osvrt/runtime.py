@@ -17,7 +17,7 @@ from ._core import ffi, lib
 from ._setup import set_up_engine
 from .checks import check_bool, check_number
 from .observe.statsfile import StatsFile
-from .worker import Worker
+from .worker import Worker, alloc_handles
 from .observe.introspect import Publisher
 from .observe.stall import StallWatchdog
 from .thread import Cancelled
@@ -514,12 +514,7 @@ class Runtime:
             # per 64 submits); the lock orders foreign threads, not workers.
             with self._foreign_lock:
                 if not self._foreign_handles:
-                    n = 64
-                    buf = ffi.new("uint64_t[]", n)
-                    got = lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), 0, buf, n)
-                    if not got:
-                        raise MemoryError("osvrt: the C thread table is full")
-                    self._foreign_handles = ffi.unpack(buf, got)
+                    self._foreign_handles = alloc_handles(self._crt, 0, 64)
                 h = self._foreign_handles.pop()
         self._by_handle[h] = t           # before the push that makes it findable
         t._h = h

@@ -27,6 +27,16 @@ _MOVE_SCAN = 256             # run-queue entries a balancer pass or a pull looks
 _HANDLE_BATCH = 256
 
 
+def alloc_handles(crt, cpu_index, n):
+    """Up to n fresh C thread-table handles (at least one) for CPU slot
+    cpu_index, in one C call: how every handle pool is refilled."""
+    buf = ffi.new("uint64_t[]", n)
+    got = lib.osvrt_table_alloc(lib.osvrt_rt_table(crt), cpu_index, buf, n)
+    if not got:
+        raise MemoryError("osvrt: the C thread table is full")
+    return ffi.unpack(buf, got)
+
+
 class Worker(_engine.WorkerBase):
     def __init__(self, rt, index, cpu_id, crt, spin_ns, *, by_handle, live, min_move_runtime,
                  on_crash):
@@ -226,11 +236,7 @@ class Worker(_engine.WorkerBase):
     def take_handle(self):
         pool = self._handles
         if not pool:
-            buf = ffi.new("uint64_t[]", _HANDLE_BATCH)
-            n = lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), self.index, buf, _HANDLE_BATCH)
-            if n == 0:
-                raise MemoryError("osvrt: the C thread table is full")
-            pool.extend(reversed(ffi.unpack(buf, n)))
+            pool.extend(reversed(alloc_handles(self._crt, self.index, _HANDLE_BATCH)))
         return pool.pop()
 
     def _flush_dead(self):
