@@ -98,8 +98,9 @@ typedef struct ThreadObject {
     char pinned, stalled, cwait, started, has_export, aux_future;
 } ThreadObject;
 
-/* Ticket kinds: what a resumed await returns (thread.c, ticket_am_send). */
-enum { TK_PARK, TK_YIELD, TK_SLEEP, TK_EVENT, TK_JOIN, TK_IO };
+/* Ticket kinds.  Each plugs into the scheduler through its wait_ops
+ * (waits.c), so thread.c names none of them. */
+enum { TK_PARK, TK_YIELD, TK_SLEEP, TK_EVENT, TK_JOIN, TK_IO, TK_COUNT };
 
 typedef struct TicketObject {
     PyObject_HEAD
@@ -258,6 +259,26 @@ ThreadObject *thread_claim_open(ThreadObject *t);   /* new ref or NULL */
 int wake_ticket(TicketObject *tk, PyObject *value);  /* 1 woke, 0 stale, -1 error */
 int schedule(ThreadObject *t, PyObject *value);      /* steals nothing */
 PyObject *thread_outcome(ThreadObject *t);
+
+/* A wait kind's operations (OSv's wait_object: poll, arm, disarm), called by
+ * the Ticket's await (thread.c).  Every member but `result` may be NULL. */
+struct wait_ops {
+    /* Before the wait opens: 1 if it is over already (*result set), 0 to
+     * wait, -1 on error.  May turn the ticket into another kind (sleep(0)
+     * into a yield). */
+    int (*poll)(TicketObject *tk, ThreadObject *me, PyObject **result);
+    /* Register the opened wait where its waker will look: 0, or -1 on error
+     * (the scheduler then closes the wait), or -2 on an error after which
+     * the wait must stay as it is. */
+    int (*arm)(WorkerObject *w, TicketObject *tk);
+    /* The wait ended (woken, timed out, thrown into, closed): unregister. */
+    void (*disarm)(TicketObject *tk);
+    /* What the await returns for the wake value `arg` (or raises). */
+    PySendResult (*result)(TicketObject *tk, PyObject *arg, PyObject **result);
+    int opens;                 /* 1: awaiting it opens a new wait of the thread */
+};
+extern const struct wait_ops wait_kinds[TK_COUNT];
+PySendResult wait_timeout_error(const char *what, PyObject *name, double delay);
 void ticket_open(TicketObject *tk);
 static inline int ticket_is_claimed(TicketObject *tk)
 {
