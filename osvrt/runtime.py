@@ -82,7 +82,7 @@ class Runtime:
             raise ValueError(f"balance_policy={balance_policy!r}: one of {balancer.POLICIES}")
         self._balance_policy = balance_policy
         # The balancer moves only threads whose decayed runtime (fair.py) is at
-        # least this many seconds: see Worker._movable.
+        # least this many seconds: see balancer.movable.
         self._min_move_runtime = check_number("min_move_runtime", min_move_runtime, 0,
                                                allow_equal=True)
         self._system = []          # balancer threads: not waited for by stop()
