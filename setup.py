@@ -6,7 +6,7 @@ from setuptools import Extension, find_packages, setup
 
 # The engine (osvrt/_engine/): the scheduler's hot path against the CPython C
 # API.  It reads the C core's headers for struct layouts and calls the core
-# through the table that osvrt._core exports (csrc/core_api.h).
+# through the table that osvrt._core exports (csrc/core/core_api.h).
 engine = Extension(
     "osvrt._engine",
     sources=sorted(glob.glob("osvrt/_engine/*.c")),
@@ -56,10 +56,10 @@ setup(
     ],
     packages=find_packages(include=["osvrt", "osvrt.*"]),
     # PEP 561: osvrt ships its types (annotations, the engine's stubs _engine.pyi)
-    package_data={"osvrt": ["py.typed", "*.pyi"]},
+    package_data={"osvrt": ["py.typed", "*.pyi", "bench/*.pyi"]},
     python_requires=">=3.11",
     setup_requires=["cffi>=1.15"],
-    cffi_modules=["osvrt/_build.py:ffibuilder"],
+    cffi_modules=["osvrt/_build.py:ffibuilder", "osvrt/bench/_build_peers.py:ffibuilder"],
     ext_modules=[engine],
     # cffi binds the C core.  atomics: release/acquire loads and stores on
     # the stats file that `python -m osvrt top` reads from another process

@@ -1,4 +1,4 @@
-"""The per-CPU wake-up pushlist (lock-free MPSC list, csrc/pushlist.h).
+"""The per-CPU wake-up pushlist (lock-free MPSC list, csrc/core/pushlist.h).
 
 Groups:
 - pushlist-c: C level, 2 producer pthreads + 1 consumer pthread that takes

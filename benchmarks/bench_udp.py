@@ -1,7 +1,7 @@
 """UDP through net channels (osvrt.net) against kernel UDP sockets served by
 a Python thread and by asyncio, in the same run, alternating.
 
-The client is C (csrc/net_bench.c, called through cffi with the GIL
+The client is C (csrc/bench/net_bench.c, called through cffi with the GIL
 released): it measures every round trip itself and holds no GIL, so each
 server has the interpreter to itself and the figures compare servers.
 

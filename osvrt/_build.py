@@ -11,13 +11,18 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
-# csrc/core: the scheduler's C core; csrc/net: net channels (osvrt/net/);
-# csrc/bench: the C peers and load generators of the benchmarks.
+# csrc/core: the scheduler's C core; csrc/net: net channels (osvrt/net/).
+# The benchmarks' C peers (csrc/bench/) are their own module, osvrt.bench._peers
+# (osvrt/bench/_build_peers.py).
 SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c", "trace.c",
                                  "wake.c")]
 SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c")]
-SOURCES += ["bench/" + s for s in ("net_bench.c", "peers.c")]
-INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net", "bench")]
+INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net")]
+# -g and frame pointers: perf record -g walks and names the frames of _core
+# (the default x86-64 -O2 omits the frame pointer, and a perf without DWARF
+# unwinding then loses the caller of every C function).  -Werror: as the engine.
+CFLAGS = ["-std=gnu11", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror",
+          "-Wno-unused-function"]
 
 CDEF = """
 
@@ -57,7 +62,7 @@ void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *out);
 const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu);
 int osvrt_pin_self(int cpu);
-const void *osvrt_core_api(void);   /* the engine's table (csrc/core_api.h) */
+const void *osvrt_core_api(void);   /* the engine's table (csrc/core/core_api.h) */
 int osvrt_current_cpu(void);
 int64_t osvrt_now_ns(void);
 
@@ -70,14 +75,23 @@ void osvrt_trace_spawn(uint32_t cpu, uint64_t id);
 void osvrt_trace_exit(uint32_t cpu, uint64_t id);
 void osvrt_trace_migrate(uint64_t id, uint32_t from_cpu, uint32_t to_cpu);
 
-enum osvrt_peer_queue { OSVRT_PEER_PUSHLIST = 0, OSVRT_PEER_MUTEX_QUEUE = 1, OSVRT_PEER_MUTEX_POP = 2 };
-double osvrt_peer_futex_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
-double osvrt_peer_condvar_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
-double osvrt_peer_spin_pingpong(int cpu_a, int cpu_b, uint64_t round_trips);
-double osvrt_peer_queue(int kind, int producers, uint64_t per_producer);
 """
 
-# ---- net channels (csrc/classifier.h, channel.h, packet.h; osvrt/net/) ----
+# ---- the stats file's layout (csrc/core/worker_stats.h) ----
+# Declared with `...` so that cffi takes the sizes and the plain fields'
+# offsets from the header itself; observe/statsfile.py checks its struct
+# formats against them (and the atomic fields' offsets, from the glue below).
+CDEF += """
+#define OSVRT_STATS_MAGIC ...
+#define OSVRT_STATS_VERSION ...
+struct osvrt_stats_header { uint64_t magic; uint32_t version; uint32_t ncpu; uint64_t pid;
+                            uint64_t slot_size; ...; };
+struct osvrt_worker_stats { ...; };
+extern const size_t osvrt_stats_offsets[12];
+extern const char *const osvrt_stats_names[11];
+"""
+
+# ---- net channels (csrc/net/classifier.h, channel.h, packet.h; osvrt/net/) ----
 # Python reads a channel's indexes and slots as plain memory (a view below);
 # it calls C only to add/remove flows, for stats, and to wait (cwait.py).
 CDEF += """
@@ -108,7 +122,6 @@ struct osvrt_chan_view {
     uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
     uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
 };
-struct osvrt_rr_result { uint64_t done, lost; double elapsed_ns, mean_ns, p50_ns, p99_ns; };
 struct osvrt_net;
 struct osvrt_flow;
 
@@ -131,11 +144,6 @@ void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
 const char *osvrt_pkt_verdict_name(int verdict);
 int osvrt_attach_drop_all(int fd);
 
-int osvrt_net_bench_rr(const char *ip, uint16_t port, uint64_t n, uint32_t payload,
-                       uint32_t window, int cpu, int timeout_ms, struct osvrt_rr_result *out);
-double osvrt_net_bench_blast(const char *ip, uint16_t port, uint64_t n, uint32_t payload,
-                             uint32_t gso, int cpu);
-double osvrt_net_bench_classify(uint64_t n, uint32_t payload, uint32_t flows);
 """
 
 # Thin adapters kept out of the C core: they only re-shape arguments for cffi.
@@ -147,7 +155,7 @@ static int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t t, int64_t s
                          uint32_t seq, int64_t gil_wait)
 { return osvrt_cpu_idle(&rt->cpus[cpu], t, spin, seq, &rt->active, gil_wait); }
 static const uint32_t *osvrt_kick_word(struct osvrt_rt *rt, uint32_t cpu)
-{ return (const uint32_t *)&rt->cpus[cpu].futex; }
+{ return (const uint32_t *)&rt->cpus[cpu].doorbell; }
 static const uint32_t *osvrt_idle_word(struct osvrt_rt *rt, uint32_t cpu)
 { return (const uint32_t *)&rt->cpus[cpu].idle_state; }
 static const uint64_t *osvrt_pushes_word(struct osvrt_rt *rt, uint32_t cpu)
@@ -159,10 +167,24 @@ static void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_c
 { osvrt_cpu_get_stats(&rt->cpus[cpu], o); }
 """
 
+# The offsets of the stats file's atomic fields (cffi cannot declare _Atomic):
+# each worker-stats counter with its name, then the header's `alive`.
+GLUE += """
+#include <stddef.h>
+#include "worker_stats.h"
+#define OSVRT_STATS_FIELDS(X) X(switches) X(wakes_local) X(wakes_remote) X(migrations_in) \\
+    X(migrations_out) X(stalls) X(spawned) X(idle_ns) X(runq_len) X(current_id) X(cpu)
+#define OSVRT_STATS_OFF(n) offsetof(struct osvrt_worker_stats, n),
+#define OSVRT_STATS_NAME(n) #n,
+const size_t osvrt_stats_offsets[12] = {
+    OSVRT_STATS_FIELDS(OSVRT_STATS_OFF) offsetof(struct osvrt_stats_header, alive)
+};
+const char *const osvrt_stats_names[11] = { OSVRT_STATS_FIELDS(OSVRT_STATS_NAME) };
+"""
+
 # net channels: a flow key from scalars, and a plain view of a channel's words.
 GLUE += """
 #include "classifier.h"
-#include "net_bench.h"
 struct osvrt_chan_view {
     uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
     uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
@@ -210,11 +232,7 @@ ffibuilder.set_source(
     GLUE,
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
     include_dirs=[os.path.relpath(d) for d in INCLUDE_DIRS],
-    # -g and frame pointers: perf record -g walks and names the frames of
-    # _core (the default x86-64 -O2 omits the frame pointer, and a perf without
-    # DWARF unwinding then loses the caller of every C function).
-    extra_compile_args=["-std=gnu11", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall",
-                        "-Werror", "-Wno-unused-function"],   # -Werror: as the engine
+    extra_compile_args=CFLAGS,
     libraries=["pthread"],
 )
 

@@ -15,11 +15,14 @@ this module is their reference, and holds the parts that are not hot.
 """
 import math
 
-TAU = 0.200                 # decay time constant (s), OSv's tau
-THYST = 0.005               # hysteresis: credited on switch-in, charged on switch-out
-SWITCH_PENALTY = 10e-6      # charged to the incoming thread when the outgoing stays runnable
-RENORM_LIMIT = 2.0 ** 63    # when c passes this ...
-RENORM_FACTOR = 2.0 ** -126  # ... c and every R'' on the CPU are scaled by this
+from ._engine import FAIR
+
+# The constants are the engine's (osvrt/_engine/engine.h), read from there:
+TAU = FAIR["TAU"]                        # decay time constant (s), OSv's tau
+THYST = FAIR["THYST"]                    # hysteresis: credited on switch-in, charged on switch-out
+SWITCH_PENALTY = FAIR["SWITCH_PENALTY"]  # charged to the incoming thread when the outgoing stays runnable
+RENORM_LIMIT = FAIR["RENORM_LIMIT"]      # when c passes this (2**63) ...
+RENORM_FACTOR = FAIR["RENORM_FACTOR"]    # ... c and every R'' on the CPU are scaled by this (2**-126)
 
 INV_TAU = 1.0 / TAU
 # A charge of dt seconds at normalizer c is p * c * expm1(dt/TAU) in R'' units.

@@ -27,16 +27,15 @@ Design principles (curio's rule: features live outside the kernel):
    BEFORE it looks for tickets.  Whoever comes second sees the other.  A
    thread woken before it reached its park simply finds itself runnable.
    Waits that a C producer ends (net channels) use the C protocol of
-   csrc/wake.h instead, where the CAS WAITING -> WAKING plays this role.
+   csrc/core/wake.h instead, where the CAS WAITING -> WAKING plays this role.
 """
 import time
 
 from . import _engine
-from ._core import ffi, lib
 
 # The engine calls the C core through the table the core exports, directly,
-# with no cffi on the way (csrc/core_api.h).
-_engine.bind_core(int(ffi.cast("uintptr_t", lib.osvrt_core_api())))
+# with no cffi on the way (csrc/core/core_api.h); Runtime.start() gives it that
+# table, once (_setup.py): importing this module changes nothing in the engine.
 
 # The traps, the thread states and the kernel calls live in the engine
 # (osvrt/_engine/: module.c, thread.c, worker.c); this module names them.

@@ -3,7 +3,7 @@
     await osvrt.wait_readable(sock)              # parks until sock is readable
     await osvrt.wait_writable(fd, timeout=1.0)   # TimeoutError after 1 s
 
-Each worker owns an epoll instance (csrc/cpu.h, osvrt/_engine/io.c).  A wait
+Each worker owns an epoll instance (csrc/core/cpu.h, osvrt/_engine/io.c).  A wait
 is one of the kernel's tickets: it registers the fd (EPOLLONESHOT) with the
 worker's epoll and parks; the worker polls readiness without blocking every
 61 loop turns or ~1 ms of run time while it is busy, and sleeps in epoll_wait
@@ -47,8 +47,6 @@ class ClosedResourceError(OSError):
 class BusyResourceError(RuntimeError):
     """Another green thread already waits for the same fd in the same direction."""
 
-
-_engine._io_set_classes(ClosedResourceError, BusyResourceError)
 
 _runtimes: "weakref.WeakSet[Any]" = weakref.WeakSet()       # started runtimes: notify_closing from foreign threads
 

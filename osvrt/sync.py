@@ -6,7 +6,7 @@ kernel calls, which are the engine's too.
 Each primitive keeps its state under a tiny `_guard` lock.  It is held for a
 few bytecodes, never across a park and never across a C call (the claimed
 thread is scheduled after the guard is let go: a wake of a thread on another
-CPU is a cffi call, which releases the GIL); uncontended it is an atomic flag
+CPU is a call into the C core, a push and maybe a kick, a system call); uncontended it is an atomic flag
 that does not release the GIL either, and it is contended only when the GIL
 moves to the other worker inside those bytecodes.  Run queues stay lock-free: a wake of a
 thread on another CPU goes through that CPU's pushlist.

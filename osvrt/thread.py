@@ -125,5 +125,3 @@ async def _await(awaitable):
     """Runs one of osvrt's own awaitables (a sleep, a wait) as a green thread."""
     return await awaitable
 
-
-_engine.configure(Thread, _UnretrievedException, _await)

@@ -4,8 +4,8 @@ The loop itself, the run queue and the timers are the engine's
 (osvrt/_engine/worker.c, WorkerBase): at every trap it takes in wake-ups
 from other CPUs, fires expired timers, charges the elapsed wall-clock time by
 OSv's fair rule and picks, and with nothing runnable idles in C with the GIL
-released.  This class keeps what is not per switch: balancing (moves, idle
-pull, work offers), C handles, the end of a submit()'s Future, stats.  The
+released.  This class keeps what is not per switch: moving threads (the
+mechanism; the policy, which threads go where, is balancer.py's), C handles, the end of a submit()'s Future, stats.  The
 loop calls back into it through the hooks marked "(hook)", looked up once on
 this class when a worker is bound (_engine/worker.c, enum worker_hook; listed in
 osvrt/_engine.pyi).
@@ -17,14 +17,23 @@ import logging
 from concurrent.futures import InvalidStateError
 import os
 
-from . import _engine, fair
+from . import _engine, balancer, fair
 from ._core import ffi, lib
 from .thread import Cancelled
 
 log = logging.getLogger("osvrt")
 
-_MOVE_SCAN = 256             # run-queue entries a balancer pass or a pull looks at
 _HANDLE_BATCH = 256
+
+
+def alloc_handles(crt, cpu_index, n):
+    """Up to n fresh C thread-table handles (at least one) for CPU slot
+    cpu_index, in one C call: how every handle pool is refilled."""
+    buf = ffi.new("uint64_t[]", n)
+    got = lib.osvrt_table_alloc(lib.osvrt_rt_table(crt), cpu_index, buf, n)
+    if not got:
+        raise MemoryError("osvrt: the C thread table is full")
+    return ffi.unpack(buf, got)
 
 
 class Worker(_engine.WorkerBase):
@@ -37,12 +46,12 @@ class Worker(_engine.WorkerBase):
         self.cpu_id = cpu_id         # the host CPU it is pinned to
         self._crt = crt
         self._by_handle = by_handle
-        self._min_move_runtime = min_move_runtime
+        self.min_move_runtime = min_move_runtime   # the balancer's bar (s): balancer.movable
         self._on_crash = on_crash
         # index: position in rt.cpus and in the C runtime (the engine's field)
         self._bind(rt, by_handle, live, int(ffi.cast("uintptr_t", crt)), index, spin_ns)
         # For other workers' balancing decisions (hints; plain reads, no call):
-        # are we idle (csrc/cpu.h idle_state), and how many threads were pushed
+        # are we idle (csrc/core/cpu.h idle_state), and how many threads were pushed
         # to us that we have not taken in yet.  Each is an aligned word of C
         # memory that C writes with atomics; a plain load is a relaxed atomic
         # load on x86-64 and arm64, and a stale value costs one extra pass.
@@ -67,25 +76,19 @@ class Worker(_engine.WorkerBase):
                 + max(0, self._pushes[0] - self._drained[0]))
 
     def is_idle(self):
-        return self._idle_state[0] & 3 != 0      # POLLING or SLEEPING (OSVRT_IDLE_STATE, csrc/cpu.h)
+        return self._idle_state[0] & 3 != 0      # POLLING or SLEEPING (OSVRT_IDLE_STATE, csrc/core/cpu.h)
 
     def _offer_work(self):
-        """(hook) We have queued threads: hand some to an idle CPU now, rather than
-        wait until it asks (it only asks as it goes idle, or at its balancer
-        tick).  Called at most once per _OFFER_PERIOD from a YIELD trap."""
-        for w in self.rt.workers:
-            if w is not self and w.is_idle() and not w.pull_pending:
-                self.work_offers += 1
-                self._give_work(w)
-                return
+        """(hook) We have queued threads: offer some to an idle CPU (balancer.py)."""
+        balancer.offer_work(self)
 
     def move_out(self, t, target):
         """Give t (queued here, parked, or on its way here; never running) to
         another CPU.  Only this worker may call it: run queues have one owner.
         A parked thread just changes home: its next wake goes to the target."""
-        self._move_all([t], target)
+        self.move_all([t], target)
 
-    def _move_all(self, threads, target):
+    def move_all(self, threads, target):
         """move_out for several threads, with one pass over the run queue."""
         moving = set()
         for t in threads:
@@ -100,73 +103,14 @@ class Worker(_engine.WorkerBase):
         for t in self._runq_remove(moving):
             target.post(t)
 
-    def _movable(self):
-        """Queued threads worth moving, largest R'' first (OSv moves those: they
-        have had the most CPU lately).  Pinned threads never move; nor do
-        threads whose decayed runtime is below min_move_runtime (new threads,
-        threads that mostly wait): under the GIL a move only pays for a thread
-        that computes, and every later cross-CPU wake of it costs a C call
-        that invites a GIL hand-off (docs/design.md, "The GIL").  A CPU hog passes the bar
-        after its first slice."""
-        floor = self._min_move_runtime * self.c / fair.TAU   # in R'' units (fair.true_runtime)
-        # Look only at the heap's last _MOVE_SCAN entries: they are leaves,
-        # where the largest R'' sit, and it keeps a pull O(1) even when a CPU
-        # queues 100,000 new threads that are not worth moving.
-        tail = self._runq_tail(_MOVE_SCAN)
-        return sorted((e for e in tail if not e[2]._pinned and e[0] >= floor),
-                      key=lambda e: -e[0])
-
     def balance_once(self, one_per_pass=False):
-        """A balancer pass on this CPU: while the least loaded CPU is more than
-        one behind us, move it our largest-R'' movable thread.  OSv moves one
-        thread per pass; we move the whole excess."""
-        others = [w for w in self.rt.workers if w is not self]
-        if not others or not self.runq_len:
-            return 0
-        loads = {w: w.load() for w in others}
-        mine = self.runq_len + 1          # the balancer itself counts, as in OSv
-        plan = {}
-        for _, _, t in self._movable():
-            target = min(loads, key=loads.get)
-            if loads[target] >= mine - 1:
-                break
-            plan.setdefault(target, []).append(t)
-            loads[target] += 1
-            mine -= 1
-            if one_per_pass:
-                break
-        for target, threads in plan.items():
-            self._move_all(threads, target)
-        return sum(len(v) for v in plan.values())
+        """A balancer pass on this CPU (the policy: balancer.balance_once)."""
+        return balancer.balance_once(self, one_per_pass)
 
     def _serve_pull(self, requester):
         """(hook) An idle CPU asked us for work (idle pull): hand it threads at once."""
         self.pulls_served += 1
-        self._give_work(requester)
-
-    def _give_work(self, requester):
-        mine = self.runq_len + 1
-        theirs = requester.load()
-        give = []
-        for _, _, t in self._movable():
-            if theirs >= mine - 1:
-                break
-            give.append(t)
-            theirs += 1
-            mine -= 1
-        if give:
-            self._move_all(give, requester)
-
-    def _ask_for_work(self):
-        """About to idle: ask the busiest other CPU to hand us threads at its
-        next trap (it owns its run queue; we never take from it)."""
-        busiest = None
-        most = 0
-        for w in self.rt.workers:
-            if w is not self and w.runq_len > most:
-                busiest, most = w, w.runq_len
-        if busiest is not None and busiest._request_pull(self):
-            self.pull_requests += 1
+        balancer.give_work(self, requester)
 
     # ---- the loop --------------------------------------------------------
 
@@ -191,7 +135,7 @@ class Worker(_engine.WorkerBase):
         CPU for work."""
         self._flush_dead()
         if self.idle_pull:
-            self._ask_for_work()
+            balancer.ask_for_work(self)
 
     def _settle(self, t):
         """(hook) t ended and has a submit() Future: complete it."""
@@ -226,11 +170,7 @@ class Worker(_engine.WorkerBase):
     def take_handle(self):
         pool = self._handles
         if not pool:
-            buf = ffi.new("uint64_t[]", _HANDLE_BATCH)
-            n = lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), self.index, buf, _HANDLE_BATCH)
-            if n == 0:
-                raise MemoryError("osvrt: the C thread table is full")
-            pool.extend(reversed(ffi.unpack(buf, n)))
+            pool.extend(reversed(alloc_handles(self._crt, self.index, _HANDLE_BATCH)))
         return pool.pop()
 
     def _flush_dead(self):

@@ -3,6 +3,7 @@ among osvrt's Python modules (imports inside functions included), importing
 osvrt loads neither rich nor the bench or viewer code, and the parts built on
 the runtime use its service interface, not its private attributes."""
 import ast
+import functools
 import pathlib
 import re
 import subprocess
@@ -183,3 +184,99 @@ def test_bind_refuses_a_class_without_the_hooks():
                 "uintptr_t", rt.core)), 0, 0)
     finally:
         rt.stop()
+
+
+def _not_async():
+    return 42
+
+
+def test_one_constructor_for_spawn_submit_and_system_threads():
+    """spawn, submit and the runtime's own threads are made by the engine's
+    one constructor: the same checks and the same words, and system threads
+    are never in the live set (nothing to undo by hand)."""
+    src = (ROOT / "runtime.py").read_text()
+    assert "_start_coroutine" not in src and "_spawned -= 1" not in src
+    rt = osvrt.Runtime(cpus=2, balance=True).start()
+    try:
+        assert rt.stats()["threads_spawned"] == 0 and rt.live_threads() == []
+
+        async def spawn_it(fn, **kw):
+            try:
+                osvrt.spawn(fn, **kw)
+            except (TypeError, ValueError) as e:
+                return type(e), str(e)
+
+        def submit_it(fn, **kw):
+            try:
+                rt.submit(fn, **kw)
+            except (TypeError, ValueError) as e:
+                return type(e), str(e)
+
+        async def fine():
+            pass
+
+        for fn, kw in ((_not_async, {}), (42, {}), (fine, {"name": 3})):
+            spawned = rt.submit(functools.partial(spawn_it, fn, **kw)).result(5)
+            submitted = submit_it(fn, **kw)
+            assert spawned is not None and spawned == submitted, (spawned, submitted)
+    finally:
+        rt.stop()
+
+
+def test_each_fact_in_one_place():
+    """The fair rule's constants are the engine's; the stats file's layout is
+    checked against the C header (cffi's sizes and offsets)."""
+    import struct
+
+    from osvrt import _engine, fair
+    from osvrt.observe import statsfile
+    assert fair.TAU == _engine.FAIR["TAU"] == 0.2 and fair.THYST == _engine.FAIR["THYST"]
+    assert "TAU = 0.200" not in (ROOT / "fair.py").read_text()
+    statsfile.check_layout()
+    with pytest.raises(ImportError, match="slot 120 != 128 bytes"):
+        statsfile.check_layout(slot=struct.Struct("=15Q"))
+    with pytest.raises(ImportError, match="slot fields .* != "):
+        statsfile.check_layout(fields=statsfile.SLOT_FIELDS[:5] + ("x",)
+                               + statsfile.SLOT_FIELDS[5:])
+    assert statsfile.MAGIC == 0x5453545256534F00
+
+
+def test_bench_peers_are_their_own_module():
+    """The C benchmark peers are built as osvrt.bench._peers, not into the
+    runtime's osvrt._core, and the core's public header does not include them."""
+    from osvrt import _core
+    for name in ("osvrt_peer_queue", "osvrt_peer_futex_pingpong", "osvrt_net_bench_rr"):
+        assert not hasattr(_core.lib, name), name
+    from osvrt.bench import _peers
+    assert hasattr(_peers.lib, "osvrt_peer_queue") and hasattr(_peers.lib, "osvrt_net_bench_rr")
+    osvrt_h = (ROOT.parent / "csrc" / "core" / "osvrt.h").read_text()
+    assert '#include "peers.h"' not in osvrt_h
+
+
+def test_importing_osvrt_leaves_the_engine_alone():
+    """No import side effects: the engine is set up once, by the first
+    Runtime.start(), whatever was imported in which order before."""
+    code = ("import osvrt.sync, osvrt.readiness, osvrt.kernel, osvrt._setup as s, osvrt; "
+            "before = s._done; "
+            "r = osvrt.run(osvrt.sleep, 0); "
+            "print(before, s._done, r)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["False", "True", "None"]
+    for name in ("kernel.py", "thread.py", "readiness.py"):
+        src = (ROOT / name).read_text()
+        assert not re.search(r"^_engine\.\w+\(", src, re.M), name
+
+
+def test_repeated_blocks_are_gone():
+    """Definitions that were written more than once now have one home."""
+    csrc = ROOT.parent / "csrc"
+    sources = [p for p in csrc.rglob("*.[ch]")]
+    for fn, home in (("cpu_relax(void)", "relax.h"), ("osvrt_stat_add(", "stat.h")):
+        defs = [p.name for p in sources
+                if re.search(r"static inline void " + re.escape(fn), p.read_text())
+                or re.search(r"^static void " + re.escape(fn), p.read_text(), re.M)]
+        assert defs == [home], (fn, defs)
+    runtime = (ROOT / "runtime.py").read_text()
+    assert "def _load(" not in runtime and "def _check_number(" not in runtime
+    assert "def _check_int(" not in (ROOT / "net" / "channels" / "service.py").read_text()

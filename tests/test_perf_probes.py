@@ -4,7 +4,7 @@ recipes, run for real.
 The C core carries USDT probes (provider osvrt, perf's sdt_osvrt:*): C probes
 (wake, push, drain, kick, idle_enter, idle_exit, net_rx, channel_push,
 channel_drop) and the Python scheduler's tracepoints (switch, spawn, exit,
-migrate) behind SDT semaphores.  csrc/sdt.h writes the probe notes itself, so
+migrate) behind SDT semaphores.  csrc/core/sdt.h writes the probe notes itself, so
 every build carries them: the first tests read them from the installed
 extension with a small ELF parser (no perf, no binutils) and run everywhere.
 
@@ -175,7 +175,7 @@ class Elf:
 def elf():
     e = Elf(SO)
     if e.machine not in NOP:
-        pytest.skip(f"csrc/sdt.h writes no probes for ELF machine {e.machine} "
+        pytest.skip(f"csrc/core/sdt.h writes no probes for ELF machine {e.machine} "
                     "(x86-64 and aarch64 only)")
     return e
 
@@ -259,7 +259,7 @@ def _tracefs():
 @pytest.fixture(scope="module")
 def sdt():
     if not _has_sdt_notes():
-        pytest.skip(f"{SO} has no SDT notes (an architecture csrc/sdt.h does not know)")
+        pytest.skip(f"{SO} has no SDT notes (an architecture csrc/core/sdt.h does not know)")
     if _tracefs() is None:
         pytest.skip("tracefs is not mounted and cannot be mounted here "
                     "(mount -t tracefs nodev /sys/kernel/tracing needs root)")

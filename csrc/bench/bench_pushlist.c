@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "osvrt.h"
+#include "peers.h"
 
 #define MAX_RUNS 101
 

@@ -4,7 +4,7 @@
  * built into the cffi module osvrt._core.  Rather than compile the core twice
  * (two copies of the SDT semaphores, two sets of probes), the core exports
  * this table and the engine calls through it: a direct call through a
- * pointer, with no cffi and no GIL release on the way (DESIGN.md, "The GIL").
+ * pointer, with no cffi and no GIL release on the way (docs/design.md, "The GIL").
  * Bump OSVRT_CORE_API_VERSION when a member changes; the engine refuses a
  * table of another version.
  */

@@ -10,15 +10,8 @@
 #include <unistd.h>
 
 #include "probes.h"
+#include "relax.h"
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 int64_t osvrt_now_ns(void)
 {
@@ -75,7 +68,7 @@ int osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
 {
     osvrt_pushlist_init(&c->incoming);
     atomic_init(&c->idle_state, OSVRT_CPU_BUSY);
-    atomic_init(&c->futex, 0);
+    atomic_init(&c->doorbell, 0);
     c->leftover = NULL;
     c->id = id;
     atomic_init(&c->drained, 0);
@@ -117,7 +110,7 @@ void osvrt_cpu_kick(struct osvrt_cpu *c)
 {
     /* release: the kicker's earlier writes (a push, a stop flag) are visible to
      * an owner that sees the new sequence (osvrt_cpu_kick_seq is acquire). */
-    atomic_fetch_add_explicit(&c->futex, 1, memory_order_release);
+    atomic_fetch_add_explicit(&c->doorbell, 1, memory_order_release);
     /* seq_cst fence: the Dekker pair with osvrt_cpu_idle (see cpu.h). */
     atomic_thread_fence(memory_order_seq_cst);
     uint32_t s = atomic_load_explicit(&c->idle_state, memory_order_relaxed);
@@ -133,7 +126,7 @@ void osvrt_cpu_kick(struct osvrt_cpu *c)
          * the owner's re-check after its next SLEEPING store sees it.  The
          * eventfd write below is level-triggered, so an owner not yet in
          * epoll_wait returns from it at once.  release: as above. */
-        atomic_fetch_add_explicit(&c->futex, 1, memory_order_release);
+        atomic_fetch_add_explicit(&c->doorbell, 1, memory_order_release);
         uint64_t one = 1;
         ssize_t r = write(c->evfd, &one, sizeof one);   /* EAGAIN (counter full): readable anyway */
         (void)r;
@@ -190,7 +183,7 @@ static void add_stat(_Atomic uint64_t *s, uint64_t v)
  * the caller after we return, is the acquire that orders what follows. */
 static inline int kicked(struct osvrt_cpu *c, uint32_t seq)
 {
-    return atomic_load_explicit(&c->futex, memory_order_relaxed) != seq;
+    return atomic_load_explicit(&c->doorbell, memory_order_relaxed) != seq;
 }
 
 /* Work is here, but another worker is still running Python: under the GIL we

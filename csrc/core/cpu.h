@@ -9,9 +9,8 @@
  * blocking while it is busy (osvrt/_engine/io.c); the idle worker sleeps in
  * epoll_wait on it, until an fd is ready, the next timer, or a kick.
  *
- * Every kick bumps the `futex` word (a doorbell sequence; the name stays from
- * when the sleep was a futex_wait); only when the CPU sleeps does the kicker
- * also write the CPU's eventfd, which is registered in epfd: that is what the
+ * Every kick bumps the `doorbell` word (a sequence); only when the CPU sleeps
+ * does the kicker also write the CPU's eventfd, which is registered in epfd: that is what the
  * sleeping epoll_wait sees.  Kicks to a busy or polling CPU make no syscall
  * (counted as skipped).  The owner reads the sequence
  * BEFORE its last look at its own state (run queue, stop flag) and passes it
@@ -20,10 +19,10 @@
  * polling, or asleep.
  *
  * Idle/kick is a Dekker pair:
- *   sleeper: idle_state = SLEEPING; fence(seq_cst); if work or futex != seq: don't sleep
+ *   sleeper: idle_state = SLEEPING; fence(seq_cst); if work or doorbell != seq: don't sleep
  *            else epoll_wait(epfd)
- *   waker:   push; bump futex;      fence(seq_cst); if CAS idle_state SLEEPING -> BUSY:
- *            bump futex again, write(eventfd)
+ *   waker:   push; bump doorbell;   fence(seq_cst); if CAS idle_state SLEEPING -> BUSY:
+ *            bump doorbell again, write(eventfd)
  * With both fences, at least one side sees the other's store: either the
  * sleeper sees the node (or the bump), or the waker sees SLEEPING and writes
  * the eventfd.  The eventfd is a level: a write made before the sleeper
@@ -31,7 +30,7 @@
  * (the role futex_wait's "the word moved: EAGAIN" played).  The sleeper reads
  * the eventfd back to zero when epoll_wait reports it.
  *
- * Cache lines: `incoming` (written by producers), `idle_state`+`futex`
+ * Cache lines: `incoming` (written by producers), `idle_state`+`doorbell`
  * (read by producers, written by the owner), the owner's private fields, and
  * the producers' counters are kept apart.
  */
@@ -76,7 +75,7 @@ struct osvrt_cpu {
     struct osvrt_pushlist incoming;               /* its own cache line */
 
     _Alignas(OSVRT_CACHELINE) _Atomic uint32_t idle_state;   /* see OSVRT_IDLE_STATE */
-    _Atomic uint32_t futex;                       /* bumped by every kick */
+    _Atomic uint32_t doorbell;                    /* bumped by every kick (a sequence) */
 
     _Alignas(OSVRT_CACHELINE) struct osvrt_pushnode *leftover;  /* owner only */
     uint32_t id;
@@ -108,7 +107,7 @@ static inline int osvrt_cpu_has_work(struct osvrt_cpu *c)
 static inline uint32_t osvrt_cpu_kick_seq(struct osvrt_cpu *c)
 {
     /* acquire: whatever the kicker wrote before bumping is visible after. */
-    return atomic_load_explicit(&c->futex, memory_order_acquire);
+    return atomic_load_explicit(&c->doorbell, memory_order_acquire);
 }
 
 /* Owner side: wait for incoming work, polling for up to spin_ns, then sleeping
@@ -122,7 +121,7 @@ static inline uint32_t osvrt_cpu_kick_seq(struct osvrt_cpu *c)
  * it polls on for up to gil_wait_ns before returning: under CPython's GIL
  * that worker holds the interpreter, and returning now would only put us to
  * sleep on the GIL's condition variable, a futex wake away; it releases the
- * GIL when it idles, which we then see here (DESIGN.md, "The GIL"). */
+ * GIL when it idles, which we then see here (docs/design.md, "The GIL"). */
 int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
                    _Atomic uint32_t *active, int64_t gil_wait_ns);
 /* The same, and readiness: fd events that epfd reports (while polling, every

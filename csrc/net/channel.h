@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "pushlist.h"   /* OSVRT_CACHELINE */
+#include "stat.h"
 
 #define OSVRT_CHAN_MAX_CAPACITY (1u << 20)
 #define OSVRT_CHAN_MAX_ARENA    (1u << 30)
@@ -97,13 +98,7 @@ void osvrt_chan_get_stats(const struct osvrt_chan *c, struct osvrt_chan_stats *o
 
 /* ---- producer side ---- */
 
-/* A producer-owned counter: load + store, no locked read-modify-write.
- * relaxed: a statistic; readers want an eventually consistent value. */
-static inline void osvrt_stat_add(_Atomic uint64_t *s, uint64_t v)
-{
-    atomic_store_explicit(s, atomic_load_explicit(s, memory_order_relaxed) + v,
-                          memory_order_relaxed);
-}
+/* osvrt_stat_add: a producer-owned counter (stat.h). */
 
 /* Where a payload of `len` bytes would start, if it fits; else UINT64_MAX. */
 static inline uint64_t osvrt_chan__place(struct osvrt_chan *c, uint64_t tail, uint32_t len)

@@ -19,6 +19,7 @@
 
 #include "cpu.h"      /* osvrt_now_ns */
 #include "probes.h"
+#include "relax.h"
 #include "wake.h"
 
 #ifndef PACKET_IGNORE_OUTGOING
@@ -41,14 +42,6 @@ int osvrt_pin_self(int cpu);   /* pin.c */
 #define BIG_SIZE (65536 + 256)
 #define COPY_RCVBUF (8 << 20)
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 static int filter_port(struct osvrt_net *net, uint16_t port, int delta);
 

@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "osvrt.h"
+#include "peers.h"
 
 /* The first two CPUs this process may run on (-1 if there is only one). */
 static void two_cpus(int *a, int *b)

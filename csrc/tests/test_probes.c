@@ -1,4 +1,4 @@
-/* test_probes: the probe macros of probes.h (csrc/sdt.h by default) compile,
+/* test_probes: the probe macros of probes.h (csrc/core/sdt.h by default) compile,
  * and the notes they leave in this very executable are what perf reads: the
  * provider and name, argument sizes with their signs, a nop at the recorded
  * address, and the semaphore's address for the tracepoints of trace.c.

@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "osvrt.h"
+#include "relax.h"
 
 static struct osvrt_rt *rt;
 
@@ -22,12 +23,6 @@ static struct osvrt_cpu_stats stats(uint32_t cpu)
     return s;
 }
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 /* ---- deterministic cases (one OS thread) ---- */
 
@@ -272,11 +267,11 @@ static void dump_and_die(const char *why)
     fprintf(stderr,
             "test_wake: %s\n"
             "  round %llu of %llu (consumed), posted %llu, thread state %u,\n"
-            "  cpu0 idle_state %u futex %u incoming %s, pushes %llu drained %llu\n"
+            "  cpu0 idle_state %u doorbell %u incoming %s, pushes %llu drained %llu\n"
             "  kicks sent %llu skipped %llu, sleeps %llu\n",
             why, (unsigned long long)atomic_load(&consumed) + 1, (unsigned long long)rounds,
             (unsigned long long)atomic_load(&posted), (unsigned)osvrt_get_state(rt, h),
-            (unsigned)atomic_load(&c->idle_state), (unsigned)atomic_load(&c->futex),
+            (unsigned)atomic_load(&c->idle_state), (unsigned)atomic_load(&c->doorbell),
             osvrt_pushlist_empty(&c->incoming) ? "empty" : "NON-EMPTY",
             (unsigned long long)s.pushes, (unsigned long long)s.drained,
             (unsigned long long)s.kicks_sent, (unsigned long long)s.kicks_skipped,

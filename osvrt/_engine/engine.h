@@ -98,8 +98,9 @@ typedef struct ThreadObject {
     char pinned, stalled, cwait, started, has_export, aux_future;
 } ThreadObject;
 
-/* Ticket kinds: what a resumed await returns (thread.c, ticket_am_send). */
-enum { TK_PARK, TK_YIELD, TK_SLEEP, TK_EVENT, TK_JOIN, TK_IO };
+/* Ticket kinds.  Each plugs into the scheduler through its wait_ops
+ * (waits.c), so thread.c names none of them. */
+enum { TK_PARK, TK_YIELD, TK_SLEEP, TK_EVENT, TK_JOIN, TK_IO, TK_COUNT };
 
 typedef struct TicketObject {
     PyObject_HEAD
@@ -172,6 +173,14 @@ struct tm_entry { double deadline; int64_t order; TimerObject *tm; };
 
 #define DRAIN_BATCH 256
 #define TICKET_FREELIST 256
+
+/* OSv's fair rule (osvrt/fair.py documents it): defined here once and
+ * exported as _engine.FAIR (fair.py reads them from there). */
+#define TAU 0.200               /* decay time constant (s), OSv's tau */
+#define THYST 0.005             /* hysteresis: credited on switch-in, charged on switch-out */
+#define SWITCH_PENALTY 10e-6    /* charged to the incoming thread when the outgoing stays runnable */
+#define RENORM_LIMIT 9223372036854775808.0          /* 2**63: when c passes this ... */
+#define RENORM_FACTOR (1.0 / 85070591730234615865843651857942052864.0)   /* ... scale by 2**-126 */
 
 /* The engine's calls into Python (declared in osvrt/_engine.pyi): looked up
  * once on the receiver's class at _bind and kept as plain functions, so the
@@ -250,6 +259,26 @@ ThreadObject *thread_claim_open(ThreadObject *t);   /* new ref or NULL */
 int wake_ticket(TicketObject *tk, PyObject *value);  /* 1 woke, 0 stale, -1 error */
 int schedule(ThreadObject *t, PyObject *value);      /* steals nothing */
 PyObject *thread_outcome(ThreadObject *t);
+
+/* A wait kind's operations (OSv's wait_object: poll, arm, disarm), called by
+ * the Ticket's await (thread.c).  Every member but `result` may be NULL. */
+struct wait_ops {
+    /* Before the wait opens: 1 if it is over already (*result set), 0 to
+     * wait, -1 on error.  May turn the ticket into another kind (sleep(0)
+     * into a yield). */
+    int (*poll)(TicketObject *tk, ThreadObject *me, PyObject **result);
+    /* Register the opened wait where its waker will look: 0, or -1 on error
+     * (the scheduler then closes the wait), or -2 on an error after which
+     * the wait must stay as it is. */
+    int (*arm)(WorkerObject *w, TicketObject *tk);
+    /* The wait ended (woken, timed out, thrown into, closed): unregister. */
+    void (*disarm)(TicketObject *tk);
+    /* What the await returns for the wake value `arg` (or raises). */
+    PySendResult (*result)(TicketObject *tk, PyObject *arg, PyObject **result);
+    int opens;                 /* 1: awaiting it opens a new wait of the thread */
+};
+extern const struct wait_ops wait_kinds[TK_COUNT];
+PySendResult wait_timeout_error(const char *what, PyObject *name, double delay);
 void ticket_open(TicketObject *tk);
 static inline int ticket_is_claimed(TicketObject *tk)
 {

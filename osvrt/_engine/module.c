@@ -247,6 +247,71 @@ m_monotonic(PyObject *m, PyObject *unused)
     return PyFloat_FromDouble(osvrt_clock());
 }
 
+/* The one place a green thread is made (osvrt.spawn, Runtime.submit and the
+ * runtime's system threads): the name and priority checks, fn(*args) and the
+ * coroutine check, the Thread, its id and, unless `system`, its entry in the
+ * runtime's live set (stop() waits for live threads only).  The caller
+ * queues it (push, post).  New reference, or NULL with an exception. */
+static ThreadObject *
+thread_create(PyObject *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *name,
+              PyObject *priority, WorkerObject *target, int pinned, int system)
+{
+    if (name != Py_None && !PyUnicode_Check(name))
+        return (ThreadObject *)PyErr_Format(PyExc_TypeError, "name must be a str, not %R", name);
+    double prio = 1.0;
+    if (priority != NULL && priority != Py_None && check_priority(priority, &prio) < 0)
+        return NULL;
+    if (ThreadClass == NULL)
+        return (ThreadObject *)PyErr_Format(PyExc_RuntimeError,
+                                            "osvrt: the engine is not configured");
+    if (!PyCallable_Check(fn))
+        return (ThreadObject *)PyErr_Format(
+            PyExc_TypeError, "a green thread runs an async def function; %R is not callable", fn);
+    PyObject *coro = PyObject_Vectorcall(fn, args, nargs, NULL);
+    if (coro == NULL)
+        return NULL;
+    if (Py_IS_TYPE(coro, &Ticket_Type) && AwaitWrapper != NULL) {
+        /* osvrt's own awaitables (spawn(osvrt.sleep, 1)): run inside a
+         * coroutine, as when sleep was an async def */
+        Py_SETREF(coro, PyObject_CallOneArg(AwaitWrapper, coro));
+        if (coro == NULL)
+            return NULL;
+    }
+    if (!PyCoro_CheckExact(coro)) {
+        PyErr_Format(PyExc_TypeError, "a green thread runs an async def function; %R returned "
+                     "%s, not a coroutine", fn, Py_TYPE(coro)->tp_name);
+        Py_DECREF(coro);
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)ThreadClass;
+    ThreadObject *t = (ThreadObject *)cls->tp_alloc(cls, 0);
+    if (t == NULL) {
+        Py_DECREF(coro);
+        return NULL;
+    }
+    t->coro = coro;
+    t->ctx = PyContext_CopyCurrent();
+    if (t->ctx == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    t->name = name == Py_None ? NULL : Py_NewRef(name);
+    t->w = (WorkerObject *)Py_NewRef(target);
+    t->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    t->pinned = (char)pinned;
+    t->prio = prio;
+    /* r = 0: a new thread runs almost at once.  renorm is the target's
+     * (owner-written; from another OS thread a stale value only means one
+     * renormalization more when the target takes the thread in). */
+    t->rn = target->renorm;
+    t->live_index = -1;
+    if (!system && live_add(target->live, t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
 /* spawn(fn, *args, name=None, cpu=None, priority=1.0) -> Thread */
 static PyObject *
 m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
@@ -276,10 +341,11 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
     WorkerObject *w = tls_worker;
     if (w == NULL || w->current == NULL)
         return outside_error();
+    /* the name and priority are checked before the cpu (as they always were) */
+    double prio_unused;
     if (name != Py_None && !PyUnicode_Check(name))
         return PyErr_Format(PyExc_TypeError, "name must be a str, not %R", name);
-    double prio = 1.0;
-    if (priority != NULL && check_priority(priority, &prio) < 0)
+    if (priority != NULL && check_priority(priority, &prio_unused) < 0)
         return NULL;
     WorkerObject *target = w;
     PyObject *tobj = NULL;
@@ -293,46 +359,9 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
         }
         target = (WorkerObject *)tobj;
     }
-    PyObject *fn = args[0];
-    PyObject *coro = NULL;
-    ThreadObject *t = NULL;
-    if (!PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError,
-                     "a green thread runs an async def function; %R is not callable", fn);
-        goto fail;
-    }
-    coro = PyObject_Vectorcall(fn, args + 1, nargs - 1, NULL);
-    if (coro == NULL)
-        goto fail;
-    if (Py_IS_TYPE(coro, &Ticket_Type) && AwaitWrapper != NULL) {
-        /* osvrt's own awaitables (spawn(osvrt.sleep, 1)): run inside a
-         * coroutine, as when sleep was an async def */
-        Py_SETREF(coro, PyObject_CallOneArg(AwaitWrapper, coro));
-        if (coro == NULL)
-            goto fail;
-    }
-    if (!PyCoro_CheckExact(coro)) {
-        PyErr_Format(PyExc_TypeError, "a green thread runs an async def function; %R returned "
-                     "%s, not a coroutine", fn, Py_TYPE(coro)->tp_name);
-        goto fail;
-    }
-    PyTypeObject *cls = (PyTypeObject *)ThreadClass;
-    t = (ThreadObject *)cls->tp_alloc(cls, 0);
+    ThreadObject *t = thread_create(args[0], args + 1, nargs - 1, name, priority, target,
+                                    cpu != Py_None, 0);
     if (t == NULL)
-        goto fail;
-    t->ctx = PyContext_CopyCurrent();
-    if (t->ctx == NULL)
-        goto fail;
-    t->coro = coro;
-    coro = NULL;
-    t->name = name == Py_None ? NULL : Py_NewRef(name);
-    t->w = (WorkerObject *)Py_NewRef(target);
-    t->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
-    t->pinned = cpu != Py_None;
-    t->prio = prio;
-    t->rn = target->renorm;        /* r = 0: a new thread runs almost at once */
-    t->live_index = -1;
-    if (live_add(w->live, t) < 0)
         goto fail;
     STAT_ADD(w, spawned, 1);
     if (*osvrt_api->spawn_semaphore)
@@ -348,12 +377,30 @@ m_spawn(PyObject *m, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames
     return (PyObject *)t;
 
 fail_live:
-    live_discard(w->live, t);
+    live_discard(target->live, t);
 fail:
     Py_XDECREF(tobj);
-    Py_XDECREF(coro);
     Py_XDECREF(t);
     return NULL;
+}
+
+/* make_thread(fn, args, name, worker, pinned, priority, system) -> Thread:
+ * thread_create for Runtime.submit and the runtime's system threads (from
+ * any OS thread); the caller posts it. */
+static PyObject *
+m_make_thread(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyTuple_Check(args[1]) || !PyObject_TypeCheck(args[3], &WorkerBase_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "make_thread(fn, args: tuple, name, worker, pinned, priority, system)");
+        return NULL;
+    }
+    int pinned = PyObject_IsTrue(args[4]), system = PyObject_IsTrue(args[6]);
+    if (pinned < 0 || system < 0)
+        return NULL;
+    return (PyObject *)thread_create(args[0], &PyTuple_GET_ITEM(args[1], 0),
+                                     PyTuple_GET_SIZE(args[1]), args[2], args[5],
+                                     (WorkerObject *)args[3], pinned, system);
 }
 
 static PyObject *
@@ -423,6 +470,11 @@ static PyMethodDef module_methods[] = {
      "runtime.  Unpinned, it starts on the spawner's CPU (as in OSv); cpu=c pins it\n"
      "to CPU c.  priority (1e-6..1e6): CPU share is proportional to 1/priority.\n"
      "Keyword arguments for fn: spawn functools.partial(fn, ...)."},
+    {"make_thread", (PyCFunction)(void (*)(void))m_make_thread, METH_FASTCALL,
+     "make_thread($module, fn, args, name, worker, pinned, priority, system, /)\n--\n\n"
+     "The one constructor of green threads (spawn's too): checks name and priority,\n"
+     "calls fn(*args), checks the coroutine, adds the thread to the live set unless\n"
+     "`system`.  The caller posts it to `worker`."},
     {"check_delay", (PyCFunction)(void (*)(void))m_check_delay, METH_FASTCALL,
      "check_delay($module, seconds, what, /)\n--\n\n"
      "seconds if it is a finite number >= 0, else TypeError/ValueError naming `what`."},
@@ -496,6 +548,13 @@ PyInit__engine(void)
         || PyModule_AddObjectRef(m, "YIELD", YIELD) < 0
         || PyModule_AddObjectRef(m, "TIMED_OUT", TIMED_OUT) < 0
         || PyModule_AddObjectRef(m, "OUTSIDE", OUTSIDE_MSG) < 0)
+        goto fail;
+    PyObject *fair = Py_BuildValue("{sdsdsdsdsd}", "TAU", TAU, "THYST", THYST, "SWITCH_PENALTY",
+                                   SWITCH_PENALTY, "RENORM_LIMIT", RENORM_LIMIT, "RENORM_FACTOR",
+                                   RENORM_FACTOR);
+    int added = fair != NULL && PyModule_AddObjectRef(m, "FAIR", fair) == 0;
+    Py_XDECREF(fair);
+    if (!added)
         goto fail;
     static const char *consts[ST_COUNT] = {"UNSTARTED", "QUEUED", "RUNNING", "WAITING",
                                            "TERMINATED"};

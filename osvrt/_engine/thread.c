@@ -198,7 +198,7 @@ thread_new_ticket(ThreadObject *t, PyObject *unused)
  * leave_active: the caller counted itself in the core's `active` (as a
  * holder of the GIL) before it posted t; it leaves as it lets the GIL go,
  * so a polling worker that found t takes the GIL without blocking on it
- * (csrc/cpu.c, gil_settle).  Once t has ended, it polls on until no worker
+ * (csrc/core/cpu.c, gil_settle).  Once t has ended, it polls on until no worker
  * holds the GIL, for the same reason the other way round.  spin=False when
  * t's worker shares the caller's CPU: polling there would only delay it, and
  * sched_yield() hands the CPU to any other process on a loaded host (measured:
@@ -605,31 +605,20 @@ ticket_dealloc(TicketObject *tk)
         PyObject_GC_Del(tk);
 }
 
-/* Registers an Event wait (event.c). */
-int event_register(PyObject *event, TicketObject *tk);
-int event_is_set(PyObject *event);
-
-/* Step 0 of a wait: register it and yield the ticket, or finish at once. */
+/* Step 0 of a wait: register it and yield the ticket, or finish at once.
+ * What is particular to each kind of wait is in its wait_ops (waits.c). */
 static PySendResult
 ticket_start(TicketObject *tk, PyObject **result)
 {
     WorkerObject *w = tls_worker;
     ThreadObject *me = w ? w->current : NULL;
-    if (tk->kind == TK_JOIN) {
-        ThreadObject *target = (ThreadObject *)tk->obj;
-        if (atomic_load_explicit(&target->state, memory_order_acquire) == ST_TERMINATED)
-            goto done_join;
-        if (me == target) {
-            PyObject *name = PyObject_GetAttr((PyObject *)target, str_name);
-            if (name == NULL)
-                return PYGEN_ERROR;
-            PyErr_Format(PyExc_RuntimeError, "green thread %R cannot join itself", name);
-            Py_DECREF(name);
-            return PYGEN_ERROR;
-        }
-    } else if (tk->kind == TK_EVENT && event_is_set(tk->obj)) {
-        *result = Py_NewRef(Py_True);
-        return PYGEN_RETURN;
+    assert(tk->kind >= 0 && tk->kind < TK_COUNT && tk->step == 0);
+    const struct wait_ops *ops = &wait_kinds[tk->kind];
+    if (ops->poll != NULL) {
+        int r = ops->poll(tk, me, result);
+        if (r != 0)
+            return r > 0 ? PYGEN_RETURN : PYGEN_ERROR;
+        ops = &wait_kinds[tk->kind];     /* poll may change the kind (sleep(0): a yield) */
     }
     if (me == NULL) {
         PyErr_SetObject(PyExc_RuntimeError, OUTSIDE_MSG);
@@ -637,57 +626,15 @@ ticket_start(TicketObject *tk, PyObject **result)
     }
     if (tk->t == NULL)
         tk->t = (ThreadObject *)Py_NewRef(me);
-    switch (tk->kind) {
-    case TK_PARK:                   /* kernel.park(): the wait is already open */
-    case TK_YIELD:
-        break;
-    case TK_SLEEP:
-        if (tk->delay == 0.0) {     /* sleep(0) only yields */
-            tk->kind = TK_YIELD;
-            break;
-        }
+    assert(tk->t == me);                 /* a ticket is awaited by its own thread */
+    if (ops->opens)
         ticket_open(tk);
-        break;
-    case TK_EVENT:
-        ticket_open(tk);
-        if (event_register(tk->obj, tk) < 0)
-            goto fail_open;
-        break;
-    case TK_IO:
-        ticket_open(tk);
-        if (io_register(w, tk) < 0)
-            goto fail_open;
-        break;
-    case TK_JOIN: {
-        ThreadObject *target = (ThreadObject *)tk->obj;
-        ticket_open(tk);
-        if (target->joiners == NULL && (target->joiners = PyList_New(0)) == NULL)
-            goto fail_open;
-        /* Drop joins that timed out (claimed tickets) once the list doubles:
-         * a million join(timeout=0) polls then cost O(1) memory each. */
-        Py_ssize_t n = PyList_GET_SIZE(target->joiners);
-        if (n >= 64 && (n & (n - 1)) == 0) {
-            PyObject *keep = PyList_New(0);
-            if (keep == NULL)
-                goto fail_open;
-            for (Py_ssize_t i = 0; i < n; i++) {
-                TicketObject *o = (TicketObject *)PyList_GET_ITEM(target->joiners, i);
-                if (!ticket_is_claimed(o) && PyList_Append(keep, (PyObject *)o) < 0) {
-                    Py_DECREF(keep);
-                    goto fail_open;
-                }
-            }
-            Py_SETREF(target->joiners, keep);
-        }
-        if (PyList_Append(target->joiners, (PyObject *)tk) < 0)
-            goto fail_open;
-        /* No lost wake-up: published before this re-check; the end of the
-         * target marks it terminated before it wakes its joiners. */
-        if (atomic_load_explicit(&target->state, memory_order_seq_cst) == ST_TERMINATED
-            && wake_ticket(tk, NULL) < 0)
+    if (ops->arm != NULL) {
+        int r = ops->arm(w, tk);
+        if (r == -2)
             return PYGEN_ERROR;
-        break;
-    }
+        if (r < 0)
+            goto fail_open;
     }
     if (tk->delay > 0.0 || (tk->delay == 0.0 && tk->kind != TK_YIELD)) {
         TimerObject *tm = worker_add_timer(w, osvrt_clock() + tk->delay, (PyObject *)tk,
@@ -705,14 +652,10 @@ fail_open:
      * later wake schedules a thread that is running. */
     Py_XDECREF(ticket_claim(tk));
     return PYGEN_ERROR;
-
-done_join:
-    *result = thread_outcome((ThreadObject *)tk->obj);
-    return *result ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
-static PySendResult
-timeout_error(const char *what, PyObject *name, double delay)
+PySendResult
+wait_timeout_error(const char *what, PyObject *name, double delay)
 {
     PyObject *d = PyFloat_FromDouble(delay);
     if (d == NULL)
@@ -736,44 +679,11 @@ ticket_am_send(TicketObject *tk, PyObject *arg, PyObject **result)
     }
     tk->step = 2;
     ticket_end_timer(tk);
-    switch (tk->kind) {
-    case TK_PARK:
-        *result = Py_NewRef(arg);
-        return PYGEN_RETURN;
-    case TK_IO:
-        io_end(tk);
-        if (arg == TIMED_OUT) {
-            io_timeout_error(tk);
-            return PYGEN_ERROR;
-        }
-        if (PyExceptionInstance_Check(arg)) {   /* closed while waited on, or lost */
-            PyErr_SetObject((PyObject *)Py_TYPE(arg), arg);
-            return PYGEN_ERROR;
-        }
-        *result = Py_NewRef(arg);
-        return PYGEN_RETURN;
-    case TK_EVENT:
-        if (arg == TIMED_OUT)
-            return timeout_error("osvrt.Event.wait", NULL, tk->delay);
-        *result = Py_NewRef(Py_True);
-        return PYGEN_RETURN;
-    case TK_JOIN: {
-        ThreadObject *target = (ThreadObject *)tk->obj;
-        if (atomic_load_explicit(&target->state, memory_order_acquire) == ST_TERMINATED) {
-            *result = thread_outcome(target);
-            return *result ? PYGEN_RETURN : PYGEN_ERROR;
-        }
-        PyObject *name = PyObject_GetAttr((PyObject *)target, str_name);
-        if (name == NULL)
-            return PYGEN_ERROR;
-        timeout_error("join of green thread", name, tk->delay);
-        Py_DECREF(name);
-        return PYGEN_ERROR;
-    }
-    default:                       /* TK_YIELD, TK_SLEEP */
-        *result = Py_NewRef(Py_None);
-        return PYGEN_RETURN;
-    }
+    assert(tk->kind >= 0 && tk->kind < TK_COUNT);
+    const struct wait_ops *ops = &wait_kinds[tk->kind];
+    if (ops->disarm != NULL)
+        ops->disarm(tk);
+    return ops->result(tk, arg, result);
 }
 
 static PyObject *
@@ -825,8 +735,8 @@ ticket_throw(TicketObject *tk, PyObject *const *args, Py_ssize_t nargs)
     }
     tk->step = 2;
     ticket_end_timer(tk);
-    if (tk->kind == TK_IO)
-        io_end(tk);
+    if (wait_kinds[tk->kind].disarm != NULL)
+        wait_kinds[tk->kind].disarm(tk);
     PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
     if (PyExceptionInstance_Check(typ))
         PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
@@ -842,8 +752,8 @@ ticket_close(TicketObject *tk, PyObject *unused)
 {
     tk->step = 2;
     ticket_end_timer(tk);
-    if (tk->kind == TK_IO)
-        io_end(tk);
+    if (wait_kinds[tk->kind].disarm != NULL)
+        wait_kinds[tk->kind].disarm(tk);
     Py_RETURN_NONE;
 }
 

@@ -25,10 +25,7 @@
 
 #include "engine.h"
 
-#define TAU 0.200
-#define INV_TAU (1.0 / TAU)
-#define RENORM_LIMIT 9223372036854775808.0          /* 2**63 */
-#define RENORM_FACTOR (1.0 / 85070591730234615865843651857942052864.0)   /* 2**-126 */
+#define INV_TAU (1.0 / TAU)    /* TAU and the other fair-rule constants: engine.h */
 #define OFFER_PERIOD 0.001      /* a busy CPU looks for idle CPUs at most this often */
 #define MAX_IDLE 3600.0         /* longest single idle (s); the loop idles again after it */
 #define GIL_WAIT_NS 200000      /* see osvrt_cpu_idle: let the other worker release the GIL */
@@ -616,8 +613,8 @@ call_hook(WorkerObject *w, enum worker_hook k, PyObject *arg)
 static int
 worker_idle(WorkerObject *w, double *now)
 {
-    /* acquire, first: a kick after this read ends the idle (csrc/cpu.h). */
-    uint32_t seq = atomic_load_explicit(&w->cpu->futex, memory_order_acquire);
+    /* acquire, first: a kick after this read ends the idle (csrc/core/cpu.h). */
+    uint32_t seq = atomic_load_explicit(&w->cpu->doorbell, memory_order_acquire);
     while (w->tm_len && w->tm[0].tm->fn == NULL)    /* disarmed heads would cut the sleep short */
         Py_DECREF(tm_pop(w));
     int64_t timeout = -1;
@@ -645,7 +642,7 @@ worker_idle(WorkerObject *w, double *now)
     osvrt_stat_set(&w->st->idle_since_ns, (uint64_t)(*now * 1e9));
     int nev = 0;
     /* The sleep is epoll_wait on this CPU's epfd: fds ready, a kick (its
-     * eventfd) or the next timer end it (csrc/cpu.h). */
+     * eventfd) or the next timer end it (csrc/core/cpu.h). */
     Py_BEGIN_ALLOW_THREADS
     osvrt_api->cpu_idle_io(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS,
                            w->io.evs, IO_BATCH, &nev);
@@ -950,6 +947,9 @@ worker_bind(WorkerObject *w, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!O!KIL|p:_bind", &rt, &PyDict_Type, &by_handle, &LiveSet_Type,
                           &live, &crt, &index, &spin_ns, &idle_pull))
         return NULL;
+    if (osvrt_api == NULL)   /* bind_core() comes first (osvrt/_setup.py, at Runtime.start) */
+        return PyErr_Format(PyExc_RuntimeError, "osvrt: the engine is not set up "
+                            "(osvrt._setup.set_up_engine(), which Runtime.start() calls)");
     if (crt == 0 || index >= ((struct osvrt_rt *)(uintptr_t)crt)->ncpu) {
         PyErr_Format(PyExc_ValueError, "bad C runtime or CPU index %u", index);
         return NULL;
@@ -1315,6 +1315,6 @@ PyTypeObject WorkerBase_Type = {
 void
 worker_init_constants(void)
 {
-    THYST_UNITS = expm1(0.005 / TAU);
-    THYST_LESS_PENALTY = THYST_UNITS - expm1(10e-6 / TAU);
+    THYST_UNITS = expm1(THYST / TAU);
+    THYST_LESS_PENALTY = THYST_UNITS - expm1(SWITCH_PENALTY / TAU);
 }

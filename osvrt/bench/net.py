@@ -1,6 +1,6 @@
 """UDP workloads for benchmarks/bench_udp.py: echo servers (osvrt on a net
 channel, a kernel socket served by a Python thread, the same served by
-asyncio) and a load generator in C (csrc/net_bench.c) that holds no GIL, so
+asyncio) and a load generator in C (csrc/bench/net_bench.c) that holds no GIL, so
 each server has the interpreter to itself and the figures compare servers,
 not clients.
 
@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 
-from .._core import ffi, lib
+from ._peers import ffi, lib     # the C load generator (csrc/bench/net_bench.c)
 
 _STOP = b"osvrt-net-bench-stop"
 

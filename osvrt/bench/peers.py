@@ -5,8 +5,8 @@ Every workload returns a dict with the per-unit figure it measured itself
 ``bytes_per_task`` for memory) and the counts a caller checks (did the
 ping-pong complete, did every task run).  Timing is taken inside the workload
 with time.perf_counter_ns(), so the start-up of a loop or a runtime is not
-counted.  The C peers live in csrc/peers.c and are called through
-osvrt._core.lib: no compiler is needed at run time.
+counted.  The C peers live in csrc/bench/peers.c and are called through
+osvrt.bench._peers.lib: no compiler is needed at run time.
 
 Used by ``python -m osvrt bench`` (osvrt.bench.cli) and by the pytest-benchmark
 suites in benchmarks/.
@@ -175,13 +175,13 @@ def osvrt_submit_round_trips(rt, n, how="run"):
 
 
 # ---------------------------------------------------------------------------
-# C peers (csrc/peers.c)
+# C peers (csrc/bench/peers.c)
 
 def c_pingpong(kind, cpu_a, cpu_b, n):
     """Two pthreads pinned to cpu_a / cpu_b hand a turn over n round trips;
     kind: "futex" (a futex word), "condvar" (mutex + condvar, OSv's own test
     shape) or "spin" (pure spin on an atomic: the floor)."""
-    from osvrt._core import lib
+    from osvrt.bench._peers import lib
     fn = {"futex": lib.osvrt_peer_futex_pingpong, "condvar": lib.osvrt_peer_condvar_pingpong,
           "spin": lib.osvrt_peer_spin_pingpong}[kind]
     ns = fn(cpu_a, cpu_b, n)
@@ -194,7 +194,7 @@ def c_queue(kind, producers, per_producer):
     """`producers` pthreads push per_producer items each to one consumer pthread
     that takes batches: kind "pushlist" (osvrt's lock-free MPSC list) or
     "mutex" (a FIFO under a pthread mutex).  ns per item."""
-    from osvrt._core import lib
+    from osvrt.bench._peers import lib
     k = {"pushlist": lib.OSVRT_PEER_PUSHLIST, "mutex": lib.OSVRT_PEER_MUTEX_QUEUE}[kind]
     ns = lib.osvrt_peer_queue(k, producers, per_producer)
     if ns < 0:

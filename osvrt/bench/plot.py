@@ -39,6 +39,11 @@ def _label(r, name, target):
     return text
 
 
+def _leading_digit(x):
+    """The first significant digit of x > 0 (0.3 -> 3, 200 -> 2)."""
+    return int(round(x / 10 ** math.floor(math.log10(x)), 6))
+
+
 def _limits(values):
     """Log-axis limits around every ratio, whisker end, target and parity,
     with a margin, at least a factor 4 wide."""
@@ -90,10 +95,14 @@ def figure(doc):
                 ax.plot([t["value"]] * 2, [i - 0.38, i + 0.38], color="#2c3e50", lw=2,
                         ls=(0, (2, 1)))
                 marks.append(t["value"])
-        ax.set_xlim(*_limits(med + q1 + q3 + marks))
+        lo, hi = _limits(med + q1 + q3 + marks)
+        ax.set_xlim(lo, hi)
         ax.set_ylim(-0.6, len(names) - 0.4)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+        # within about a decade the major ticks are one or two: label 2..9 too
+        few = hi / lo < 30
+        ax.xaxis.set_minor_formatter(FuncFormatter(
+            lambda x, _: f"{x:g}" if few and _leading_digit(x) in (2, 3, 5) else ""))
         osvrt_med = r["contenders"]["osvrt"]["median"]
         ax.set_title(f"{r['title']}: osvrt {_fmt_value(osvrt_med)} {_chart_unit(r['unit'])}"
                      f" — osvrt/peer, {'lower' if lower else 'higher'} is better",
@@ -102,8 +111,9 @@ def figure(doc):
         ax.grid(axis="x", which="both", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
     axes[-1, 0].set_xlabel("ratio osvrt / peer, log scale (median of per-round ratios "
-                           "[min–max]; whisker: interquartile range; dashed: target; green: "
-                           "target met, red: missed, grey: no target)", fontsize=8)
+                           "[min–max]; whisker: interquartile range)\ndashed: the target; "
+                           "green: target met, red: target missed, grey: no target",
+                           fontsize=8)
     o = doc.get("options", {})
     fig.suptitle(f"osvrt bench on {doc['host']['system']}, CPUs {o.get('cpus')} "
                  f"({o.get('rounds')} alternating rounds)", fontsize=10)

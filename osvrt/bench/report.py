@@ -314,7 +314,7 @@ LEGEND = {
         "sockperf_p99": "a UDP echo green thread on an osvrt.net channel, default placement",
         "dnsperf_qps": "a DNS-answering green thread on an osvrt.net channel, default placement",
     },
-    "c_futex": {"*": "two pthreads handing a turn over a futex word (csrc/peers.c)"},
+    "c_futex": {"*": "two pthreads handing a turn over a futex word (csrc/bench/peers.c)"},
     "c_mutex": {"switch_colocated": "two pthreads, mutex + condvar (OSv's own test shape)",
                 "switch_apart": "two pthreads, mutex + condvar (OSv's own test shape)",
                 "pushlist": "a FIFO under a pthread mutex, same 2 producers + 1 consumer"},

@@ -1,7 +1,7 @@
 """osvrt.net: green sockets on the kernel's stack (streams.py: TCP, Unix,
 UDP sockets, getaddrinfo; no privileges), and UDP on net channels.
 
-A classifier thread in C (csrc/classifier.c) reads every frame that arrives
+A classifier thread in C (csrc/net/classifier.c) reads every frame that arrives
 on an interface (default ``lo``) from an AF_PACKET ring, sorts the packets
 into per-flow channels (lock-free single-producer single-consumer rings in
 C memory) and wakes the green thread that owns each flow, once per burst.

@@ -9,13 +9,13 @@ Each started Runtime (unless Runtime(stats_file=False)) creates
 /dev/shm/osvrt-<pid>-<n>.stats (n counts the runtimes of the process; the
 directory is tempfile.gettempdir() where /dev/shm is missing), maps it, and
 points every worker's counters at its slot: the engine then updates them in
-place (relaxed stores by the owning worker; csrc/worker_stats.h).  stop()
+place (relaxed stores by the owning worker; csrc/core/worker_stats.h).  stop()
 points them back, marks the file dead and deletes it; a file whose pid is
 gone (a crashed process) is ignored and deleted by `top`.
 
 Layout (native byte order; all fields naturally aligned):
 
-  offset 0     struct osvrt_stats_header, 64 bytes (csrc/worker_stats.h):
+  offset 0     struct osvrt_stats_header, 64 bytes (csrc/core/worker_stats.h):
                  u64 magic 0x5453545256534f00, u32 version 1, u32 ncpu,
                  u64 pid, u64 slot_size 128, u64 alive (1 running, 0 stopped),
                  u64 threads_offset (the offset of the threads area below;
@@ -28,8 +28,8 @@ Layout (native byte order; all fields naturally aligned):
                  progress began, 0 when not idle: idle_ns counts a period
                  only once it ends), reserved[4]
   threads_offset: the busiest threads, written by the runtime's publisher
-               about twice a second (introspect.py), under the seqlock
-               of shared_words.py (every word stored and loaded with
+               about twice a second (osvrt/observe/introspect.py), under the
+               seqlock of shared_words.py (every word stored and loaded with
                the atomics package, release/acquire):
                  u64 seq (odd while being written: a reader retries),
                  u64 count (0..10), f64 published (CLOCK_MONOTONIC s),
@@ -47,10 +47,13 @@ import struct
 import tempfile
 import time
 
+from .._core import ffi, lib
 from . import shared_words
 
-MAGIC = 0x5453545256534F00
-VERSION = 1
+# The layout is csrc/core/worker_stats.h's: the constants come from there, and
+# the struct formats below are checked against it (check_layout) at import.
+MAGIC = lib.OSVRT_STATS_MAGIC
+VERSION = lib.OSVRT_STATS_VERSION
 HEADER = struct.Struct("=QIIQQQQQQ")       # 64 bytes
 SLOT = struct.Struct("=16Q")               # 128 bytes
 SLOT_FIELDS = ("switches", "wakes_local", "wakes_remote", "migrations_in", "migrations_out",
@@ -63,6 +66,34 @@ _STATE_CODE = {s: i for i, s in enumerate(STATES)}
 ALIVE_OFFSET = 32                         # offset of header.alive
 THREAD_WORDS = (THREADS_HEAD.size + TOP_THREADS * THREAD.size) // 8   # seq + 73 data words
 SLOT_WORDS = len(SLOT_FIELDS) + 1         # the named fields, then idle_since_ns
+_HEADER_FIELDS = (("magic", 0), ("version", 8), ("ncpu", 12), ("pid", 16), ("slot_size", 24))
+
+
+def check_layout(header=HEADER, slot=SLOT, fields=SLOT_FIELDS):
+    """ImportError unless the struct formats match the C layout that cffi
+    read from worker_stats.h (sizes, every field's offset)."""
+    wrong = []
+    if header.size != ffi.sizeof("struct osvrt_stats_header"):
+        wrong.append(f"header {header.size} != {ffi.sizeof('struct osvrt_stats_header')} bytes")
+    if slot.size != ffi.sizeof("struct osvrt_worker_stats"):
+        wrong.append(f"slot {slot.size} != {ffi.sizeof('struct osvrt_worker_stats')} bytes")
+    for name, off in _HEADER_FIELDS:
+        if ffi.offsetof("struct osvrt_stats_header", name) != off:
+            wrong.append(f"header.{name} not at {off}")
+    c_fields = [ffi.string(lib.osvrt_stats_names[i]).decode() for i in range(11)]
+    if list(fields) != c_fields:
+        wrong.append(f"slot fields {list(fields)} != {c_fields}")
+    for i, name in enumerate(c_fields):
+        if lib.osvrt_stats_offsets[i] != 8 * i:
+            wrong.append(f"slot.{name} at {lib.osvrt_stats_offsets[i]}, not {8 * i}")
+    if lib.osvrt_stats_offsets[11] != ALIVE_OFFSET:
+        wrong.append(f"header.alive not at {ALIVE_OFFSET}")
+    if wrong:
+        raise ImportError("osvrt: the stats file layout (observe/statsfile.py) disagrees with "
+                          "csrc/core/worker_stats.h: " + "; ".join(wrong))
+
+
+check_layout()
 _counter = itertools.count()
 _open_paths: set[str] = set()                      # this process's live stats files (atexit)
 

@@ -1,5 +1,5 @@
 """Reading a net channel from a green thread (the consumer side of
-csrc/channel.h), with no syscall and, when a packet is there, no call into C.
+csrc/net/channel.h), with no syscall and, when a packet is there, no call into C.
 
 The channel's words are C memory that this module reads and writes through
 memoryviews: a memoryview load or store does not release the GIL, while any

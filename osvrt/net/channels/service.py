@@ -1,4 +1,4 @@
-"""The classifier of one Runtime: the C object (csrc/classifier.h), its
+"""The classifier of one Runtime: the C object (csrc/net/classifier.h), its
 thread, its flows and its statistics.
 
 One per Runtime, made on first use (udp_bind, or configure() beforehand with
