@@ -2,13 +2,11 @@
 OS threads (submit, run, stop).  spawn() is the door in from green threads.
 """
 import concurrent.futures
-import contextvars
 import errno
 import logging
 import os
 import threading
 import time
-import types
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,12 +14,13 @@ from . import _engine, balancer, kernel
 from .observe import trace as _trace
 from . import readiness as _io
 from ._core import ffi, lib
-from .checks import check_bool, check_number, check_priority
+from ._setup import set_up_engine
+from .checks import check_bool, check_number
 from .observe.statsfile import StatsFile
-from .worker import Worker
+from .worker import Worker, alloc_handles
 from .observe.introspect import Publisher
 from .observe.stall import StallWatchdog
-from .thread import Cancelled, Thread, _await
+from .thread import Cancelled
 
 log = logging.getLogger("osvrt")
 _T = TypeVar("_T")
@@ -56,18 +55,6 @@ def _resolve_cpus(cpus):
     return tuple(ids)
 
 
-def _start_coroutine(fn, args):
-    if not callable(fn):
-        raise TypeError(f"a green thread runs an async def function; {fn!r} is not callable")
-    coro = fn(*args)
-    if isinstance(coro, _engine.Ticket):
-        coro = _await(coro)            # osvrt's own awaitables, e.g. submit(osvrt.sleep, 1)
-    if not isinstance(coro, types.CoroutineType):
-        raise TypeError(f"a green thread runs an async def function; {fn!r} returned "
-                        f"{type(coro).__name__}, not a coroutine")
-    return coro
-
-
 class Runtime:
     """One worker OS thread per CPU, each pinned to its CPU."""
 
@@ -95,7 +82,7 @@ class Runtime:
             raise ValueError(f"balance_policy={balance_policy!r}: one of {balancer.POLICIES}")
         self._balance_policy = balance_policy
         # The balancer moves only threads whose decayed runtime (fair.py) is at
-        # least this many seconds: see Worker._movable.
+        # least this many seconds: see balancer.movable.
         self._min_move_runtime = check_number("min_move_runtime", min_move_runtime, 0,
                                                allow_equal=True)
         self._system = []          # balancer threads: not waited for by stop()
@@ -141,6 +128,7 @@ class Runtime:
     def start(self) -> "Runtime":
         if self._state != _NEW:
             raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
+        set_up_engine()
         crt = lib.osvrt_rt_new(len(self._cpus))
         if crt == ffi.NULL:
             err = ffi.errno
@@ -211,12 +199,9 @@ class Runtime:
         osv = self._balance_policy == "osv"
         for w in self._workers:
             w.idle_pull = not osv
-            t = self._make_thread(balancer.balancer, (w, self._balance_interval, osv),
-                                  f"osvrt-balancer-cpu{w.cpu_id}", w, True, 1.0)
-            self._live.discard(t)         # a system thread: stop() does not wait for it
-            self._spawned -= 1
-            self._system.append(t)
-            w.post(t)
+            w.post(self._make_thread(balancer.balancer, (w, self._balance_interval, osv),
+                                     f"osvrt-balancer-cpu{w.cpu_id}", w, True, 1.0,
+                                     system=True))
 
     def stop(self, timeout: float | None = None) -> None:
         """Cancel every live green thread, wait up to `timeout` seconds for them
@@ -263,12 +248,8 @@ class Runtime:
         # per thread, which from this foreign OS thread would each invite a
         # GIL hand-off); then we cancel whatever is left (moved, new) directly.
         for w in self._workers:
-            t = self._make_thread(_cancel_local, (self, w, cancelled),
-                                  f"osvrt-stop-cpu{w.cpu_id}", w, True, 1.0)
-            self._live.discard(t)
-            self._spawned -= 1
-            self._system.append(t)           # closed at stop if it never ran
-            w.post(t)
+            w.post(self._make_thread(_cancel_local, (self, w, cancelled),
+                                     f"osvrt-stop-cpu{w.cpu_id}", w, True, 1.0, system=True))
         first = True
         while True:
             live = [t for t in list(self._live) if not t.done()]
@@ -400,7 +381,7 @@ class Runtime:
             # worker, and the round trip needs no cross-CPU wake (measured
             # here: 43 us against 105 us for the other CPU).
             here = lib.osvrt_current_cpu() if len(self._workers) > 1 else -1
-            target = min(self._workers, key=lambda w: (_load(w), w.cpu_id != here))
+            target = min(self._workers, key=lambda w: (w.load(), w.cpu_id != here))
         else:
             target = self._worker_for(cpu)
         t = self._make_thread(fn, args, name, target, cpu is not None, 1.0)
@@ -509,16 +490,16 @@ class Runtime:
 
     # ---- internals shared with workers -----------------------------------
 
-    def _make_thread(self, fn, args, name, target, pinned, priority):
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str, not {name!r}")
-        prio = check_priority(priority) if priority != 1.0 else 1.0
-        coro = _start_coroutine(fn, args)
-        tid = _engine.next_id()
-        t = Thread(coro, contextvars.copy_context(), name, tid, target, pinned, prio)
+    def _make_thread(self, fn, args, name, target, pinned, priority, system=False):
+        """A new green thread for `target` (the engine's one constructor,
+        which osvrt.spawn uses too); a system thread (balancer, stop helper)
+        is neither live (stop() does not wait for it) nor counted."""
+        t = _engine.make_thread(fn, tuple(args), name, target, pinned, priority, system)
+        if system:
+            self._system.append(t)       # closed at stop if it never ran
+            return t
         if name is not None and self._trace_path is not None:
-            self._trace_names[tid] = name
-        self._live.add(t)
+            self._trace_names[t.id] = name
         self._spawned += 1
         return t
 
@@ -533,12 +514,7 @@ class Runtime:
             # per 64 submits); the lock orders foreign threads, not workers.
             with self._foreign_lock:
                 if not self._foreign_handles:
-                    n = 64
-                    buf = ffi.new("uint64_t[]", n)
-                    got = lib.osvrt_table_alloc(lib.osvrt_rt_table(self._crt), 0, buf, n)
-                    if not got:
-                        raise MemoryError("osvrt: the C thread table is full")
-                    self._foreign_handles = ffi.unpack(buf, got)
+                    self._foreign_handles = alloc_handles(self._crt, 0, 64)
                 h = self._foreign_handles.pop()
         self._by_handle[h] = t           # before the push that makes it findable
         t._h = h
@@ -602,9 +578,6 @@ async def _cancel_local(rt, w, cancelled):
             cancelled.add(t.id)
             t.cancel()
 
-
-def _load(w):
-    return w.runq_len + w.running
 
 
 spawn = kernel.spawn     # the engine's trap (module.c), named with the others in kernel.py

@@ -12,6 +12,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "stat.h"
+
 #define OSVRT_STATS_MAGIC   0x5453545256534f00ull   /* "\0OSVRTST" little-endian */
 #define OSVRT_STATS_VERSION 1u
 
@@ -49,12 +51,7 @@ struct osvrt_stats_header {
 
 _Static_assert(sizeof(struct osvrt_stats_header) == 64, "the stats header is 64 bytes");
 
-static inline void osvrt_stat_add(_Atomic uint64_t *c, uint64_t n)
-{
-    /* relaxed, no RMW: the owner is the only writer (see above). */
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
+/* osvrt_stat_add (stat.h): relaxed, no RMW: the owner is the only writer (see above). */
 
 static inline void osvrt_stat_set(_Atomic uint64_t *c, uint64_t v)
 {
