@@ -64,8 +64,13 @@ def busy_program(tmp_path, two_cpus):
         top.find(p.pid, clean=True)       # a killed program leaves its file: clean it
 
 
+def _own_files():
+    # only this process's files: other programs (other test runs) share the directory
+    return {f for f in os.listdir(top.stats_dir()) if f.startswith(f"osvrt-{os.getpid()}-")}
+
+
 def test_start_stop_leaves_no_file(tmp_path):
-    before = set(os.listdir(top.stats_dir()))
+    before = _own_files()
     rt = osvrt.Runtime(cpus=1)
     rt.start()
     path = rt.stats_path
@@ -75,7 +80,7 @@ def test_start_stop_leaves_no_file(tmp_path):
     assert snap["cpus"][0]["cpu"] == rt.cpus[0]
     rt.stop(timeout=5)
     assert not os.path.exists(path) and rt.stats_path is None
-    assert set(os.listdir(top.stats_dir())) - before == set()
+    assert _own_files() - before == set()
 
 
 def test_counters_live_in_the_file_and_carry_over(make_rt):
@@ -93,10 +98,10 @@ def test_counters_live_in_the_file_and_carry_over(make_rt):
 
 
 def test_stats_file_opt_out():
-    before = set(os.listdir(top.stats_dir()))
+    before = _own_files()
     with osvrt.Runtime(cpus=1, stats_file=False) as rt:
         assert rt.stats_path is None
-        assert set(os.listdir(top.stats_dir())) == before
+        assert _own_files() == before
     with pytest.raises(TypeError, match="stats_file"):
         osvrt.Runtime(stats_file="yes")
 
