@@ -12,17 +12,28 @@ def test_result_and_worker_keeps_running(call):
     async def main():
         ticks = 0
 
+        ticked = threading.Event()
+
         async def ticker():
             nonlocal ticks
             while True:
                 ticks += 1
+                if ticks == 20:
+                    ticked.set()
                 await osvrt.sleep(0.001)
         t = osvrt.spawn(ticker, cpu=osvrt.current().cpu)
         me = threading.get_ident()
-        tid = await osvrt.to_thread(lambda: (time.sleep(0.1), threading.get_ident())[1])
+
+        def blocking():
+            # Blocks its OS thread until the ticker on this worker has run 20
+            # times: that happens only if the worker keeps running green
+            # threads while the call is away (a count, not a time; the long
+            # bound only ends a broken run).
+            return ticked.wait(30), threading.get_ident()
+        saw_ticks, tid = await osvrt.to_thread(blocking)
         assert tid != me
         t.cancel()
-        assert ticks >= 20, ticks                  # the worker ran green threads meanwhile
+        assert saw_ticks and ticks >= 20, ticks    # the worker ran green threads meanwhile
         assert await osvrt.to_thread(sorted, [3, 1, 2], reverse=True) == [3, 2, 1]
     call(main)
 
