@@ -5,8 +5,10 @@ worker goes on running green threads.
     n = await osvrt.to_thread(numba_kernel, array)    # @njit(nogil=True): parallel
 
 One pool per Runtime (made at the first to_thread), of at most
-min(32, os.cpu_count() + 4) OS threads, started lazily (one more only when
-every started thread is busy) and stopped at Runtime.stop.  A call parks its
+min(32, len(rt.cpus) + 4) OS threads (the runtime's CPUs count, not the
+host's: a cpus=1 runtime gets 5), started lazily (one more only when every
+started thread is busy) and stopped at Runtime.stop, which waits for calls
+still running only until its own deadline and abandons the rest.  A call parks its
 green thread on a wait ticket; the pool thread that ran it ends the wait with
 kernel.wake(), which is safe from any OS thread (the wake goes through the
 C pushlist of the thread's CPU and kicks it if it sleeps).
@@ -19,6 +21,7 @@ import collections
 import logging
 import os
 import threading
+import time
 
 from . import kernel
 
@@ -29,8 +32,12 @@ __all__ = ["to_thread", "default_pool_size"]
 _pools_lock = threading.Lock()
 
 
-def default_pool_size():
-    return min(32, (os.cpu_count() or 1) + 4)
+def default_pool_size(cpus=None):
+    """min(32, cpus + 4): cpus is the runtime's CPU count (len(rt.cpus));
+    None counts the CPUs this process may run on."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0))
+    return min(32, cpus + 4)
 
 
 class _Job:
@@ -56,6 +63,7 @@ class OffloadPool:
         self._idle = 0
         self._closed = False
         self.calls = 0
+        self.abandoned = 0           # calls still running when stop()'s time ran out
         # The process's CPUs (its main thread's): a pool thread is started by a
         # worker, pinned to one CPU, and would inherit that pin.
         try:
@@ -108,7 +116,11 @@ class OffloadPool:
             del tk, job
 
     def stop(self, timeout=5.0):
-        """Let queued calls be dropped, running ones finish (up to timeout)."""
+        """Drop queued calls and wait for running ones, all of them together
+        for at most `timeout` seconds (None: until they end); a call still
+        running then is abandoned, as to_thread abandons one on cancel (its
+        thread is a daemon and its result is dropped).  Returns the number
+        of calls abandoned."""
         with self._lock:
             self._closed = True
             for job in self._jobs:
@@ -116,15 +128,23 @@ class OffloadPool:
             self._jobs.clear()
             self._ready.notify_all()
             threads = list(self._threads)
+        # One deadline for all of them: joining each for `timeout` in turn
+        # would let n busy threads hold stop() n times as long.
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        stuck = []
         for th in threads:
-            th.join(timeout)
+            th.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if th.is_alive():
-                log.warning("osvrt: offload thread %s still runs a call at stop; abandoned",
-                            th.name)
+                stuck.append(th.name)
+        self.abandoned = len(stuck)
+        if stuck:
+            log.warning("osvrt: %d to_thread call(s) still running at stop, abandoned "
+                        "(their results are dropped): %s", len(stuck), ", ".join(stuck))
+        return len(stuck)
 
     def stats(self):
         return {"threads": len(self._threads), "idle": self._idle, "queued": len(self._jobs),
-                "calls": self.calls, "size": self.size}
+                "calls": self.calls, "size": self.size, "abandoned": self.abandoned}
 
 
 def pool_of(rt):
@@ -133,8 +153,12 @@ def pool_of(rt):
         with _pools_lock:
             p = getattr(rt, "_offload", None)
             if p is None:
-                p = rt._offload = OffloadPool(getattr(rt, "_offload_size", None))
-                rt._on_stop.append(p.stop)
+                size = getattr(rt, "_offload_size", None)
+                if size is None:
+                    size = default_pool_size(len(rt.cpus))
+                p = rt._offload = OffloadPool(size)
+                # stop() gives the pool what is left of its own timeout
+                rt._on_stop.append(lambda: p.stop(rt._stop_time_left()))
                 rt._stats_hooks["offload"] = p.stats
     return p
 

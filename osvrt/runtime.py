@@ -24,6 +24,19 @@ log = logging.getLogger("osvrt")
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 
+# stop() without a timeout waits for every green thread; one that swallows
+# its Cancelled would make that wait silent and endless.  After this many
+# seconds stop() logs the threads it still waits for, by name, and again
+# after twice as long each time (5, 10, 20, ... s).
+STOP_REPORT_S = 5.0
+# With stop(timeout=None), to_thread calls still running are waited for at
+# most this long in all, then abandoned (they are not green threads: stop()
+# cannot cancel them).
+OFFLOAD_STOP_S = 5.0
+# Once stop()'s deadline has passed, the workers still get this long, in all,
+# to leave their loops (a worker that is not stuck leaves in microseconds).
+WORKER_EXIT_S = 0.1
+
 
 def _resolve_cpus(cpus):
     available = sorted(os.sched_getaffinity(0))
@@ -145,6 +158,7 @@ class Runtime:
         self._net = None           # osvrt.net's classifier, made by the first udp_bind
         self._on_stop = []         # callables _stop_workers() runs before joining the workers
         self._stats_hooks = {}     # name -> callable: more sections of stats()
+        self._stop_deadline = None  # monotonic time stop(timeout) must return by, or None
 
     @property
     def cpus(self):
@@ -252,6 +266,7 @@ class Runtime:
             self._stopped.wait()           # another stop() is under way: return when it is done
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop_deadline = deadline
         if self._trace_path is not None:
             self._note_names()             # named threads that the cancel below will end
         try:
@@ -264,6 +279,12 @@ class Runtime:
         err, self._stop_error = self._stop_error, None
         if err is not None:
             raise err
+
+    def _stop_time_left(self):
+        """Seconds left of stop()'s timeout (at least 0), for a stop hook that
+        waits; with no timeout, OFFLOAD_STOP_S."""
+        d = self._stop_deadline
+        return OFFLOAD_STOP_S if d is None else max(0.0, d - time.monotonic())
 
     def _note_names(self):
         names = self._trace_names
@@ -285,6 +306,8 @@ class Runtime:
             self._system.append(t)           # closed at stop if it never ran
             w.post(t)
         first = True
+        report_at = time.monotonic() + STOP_REPORT_S
+        report_every = STOP_REPORT_S
         while True:
             live = [t for t in list(self._live) if not t.done()]
             if not live:
@@ -302,10 +325,17 @@ class Runtime:
             self._all_done.clear()
             if not self._live:
                 return
-            left = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 log.error("osvrt: %s", _abandoned_line(list(self._live)))
                 return
+            if now >= report_at:
+                # Never a silent wait: name what stop() is waiting for.
+                log.warning("osvrt: stop() has waited %.0f s for %s", now - (report_at - report_every),
+                            _waiting_line([t for t in list(self._live) if not t.done()]))
+                report_every *= 2
+                report_at = now + report_every
             self._all_done.wait(0.05 if left is None else min(0.05, left))
 
     def _stop_workers(self):
@@ -317,8 +347,13 @@ class Runtime:
         for w in self._workers:
             w._stop = True
             w.kick()
+        # Joined within what is left of stop()'s timeout (and WORKER_EXIT_S
+        # more, in all, once it has passed), never longer than 5 s in all.
+        d = self._stop_deadline
+        now = time.monotonic()
+        join_until = now + (5.0 if d is None else min(5.0, max(d - now, WORKER_EXIT_S)))
         for w in self._workers:
-            w.os_thread.join(5.0)
+            w.os_thread.join(max(0.0, join_until - time.monotonic()))
             if w.os_thread.is_alive():
                 log.critical("osvrt: worker for CPU %d is stuck in green thread %r and "
                              "could not be stopped", w.cpu_id, w.current)
@@ -534,6 +569,31 @@ class Runtime:
         }
 
 
+def _wait_main(t, fut, guard, stop_timeout):
+    """run()'s wait for main.  Once SIGTERM has cancelled main, a main that
+    swallows its Cancelled is named on the log (after STOP_REPORT_S, then at
+    doubling intervals), and with stop_timeout it is abandoned after that
+    many seconds: run() goes on to stop the runtime."""
+    cancelled_at = report_every = report_at = None
+    while not concurrent.futures.wait([fut], timeout=0.1).done:
+        if guard is None or not guard.signalled:
+            continue
+        now = time.monotonic()
+        if cancelled_at is None:
+            cancelled_at, report_every = now, STOP_REPORT_S
+            report_at = now + report_every
+        if stop_timeout is not None and now - cancelled_at >= stop_timeout:
+            log.error("osvrt: main green thread %r did not end within stop_timeout=%s s "
+                      "of SIGTERM; abandoned", t.name, stop_timeout)
+            return
+        if now >= report_at:
+            log.warning("osvrt: SIGTERM cancelled main green thread %r %.0f s ago and it "
+                        "still runs (it caught osvrt.Cancelled?); SIGTERM again ends the "
+                        "process now", t.name, now - cancelled_at)
+            report_every *= 2
+            report_at = now + report_every
+
+
 def _close_unstarted(t):
     """Close t's coroutine if it never ran (it would warn "never awaited" when
     collected); only once no worker can run it.  True if it was closed."""
@@ -543,6 +603,15 @@ def _close_unstarted(t):
         coro.close()
         return True
     return False
+
+
+def _waiting_line(threads, shown=10):
+    names = sorted(t.name for t in threads)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"{len(names)} green thread(s) that have not ended since they were cancelled "
+            f"(a thread that catches osvrt.Cancelled must end soon after): "
+            f"{', '.join(names[:shown])}{more}; Runtime.stop(timeout=...) or "
+            f"osvrt.run(..., stop_timeout=...) bounds this wait")
 
 
 def _abandoned_line(threads, shown=10):
@@ -595,11 +664,12 @@ def run(main, *args, cpus=None, **runtime_options):
     handle_signals = runtime_options.pop("handle_signals", True)
     if not isinstance(handle_signals, bool):
         raise TypeError(f"handle_signals must be True or False, not {handle_signals!r}")
+    stop_timeout = kernel.check_timeout(runtime_options.pop("stop_timeout", None))
     # Checked here so that the error names osvrt.run's own option, not a
     # parameter of Runtime.__init__ that the caller never wrote.
     valid = [name for name, p in inspect.signature(Runtime.__init__).parameters.items()
              if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    valid.append("handle_signals")
+    valid += ["handle_signals", "stop_timeout"]
     for name in runtime_options:
         if name not in valid:
             raise TypeError(f"osvrt.run() got an unknown runtime option {name!r}; "
@@ -614,12 +684,12 @@ def run(main, *args, cpus=None, **runtime_options):
             if guard is not None:
                 guard.watch(t)
             try:
-                concurrent.futures.wait([fut])
+                _wait_main(t, fut, guard, stop_timeout)
             except KeyboardInterrupt:
                 t.cancel()
                 raise
         finally:
-            rt.stop()
+            rt.stop(stop_timeout)
     finally:
         if guard is not None:
             guard.restore()
