@@ -11,7 +11,7 @@ import threading
 import time
 import types
 
-from . import _engine, balancer, kernel, trace as _trace
+from . import _engine, _fork, balancer, kernel, trace as _trace
 from . import io as _io
 from ._core import ffi, lib
 from . import top
@@ -159,6 +159,7 @@ class Runtime:
         self._on_stop = []         # callables _stop_workers() runs before joining the workers
         self._stats_hooks = {}     # name -> callable: more sections of stats()
         self._stop_deadline = None  # monotonic time stop(timeout) must return by, or None
+        self._forked_from = None    # in a child forked while this ran: the parent's pid (_fork.py)
 
     @property
     def cpus(self):
@@ -213,6 +214,7 @@ class Runtime:
         for _ in self._workers:
             started.acquire()
         self._state = _RUNNING
+        _fork.started(self)
         if errors:
             self.stop()
             cpu, err = errors[0]
@@ -252,6 +254,11 @@ class Runtime:
         to finish (their cleanup runs), then join every worker."""
         timeout = kernel.check_timeout(timeout)
         w = kernel.current_worker()
+        if self._forked_from is not None:
+            # A forked child's copy: no worker of it runs here, nothing to wait for.
+            self._state = _STOPPED
+            self._stopped.set()
+            return
         with self._door:
             if self._state == _NEW:
                 self._state = _STOPPED
@@ -275,6 +282,7 @@ class Runtime:
             try:
                 self._stop_workers()
             finally:
+                _fork.stopped(self)
                 self._stopped.set()
         err, self._stop_error = self._stop_error, None
         if err is not None:
@@ -430,6 +438,9 @@ class Runtime:
         return self._submit(fn, args, cpu, name)[1]
 
     def _submit(self, fn, args, cpu, name, future=True):
+        if self._forked_from is not None:
+            # before the lock: fork() may have copied it held by another thread
+            raise _fork.refusal(self)
         with self._door:
             return self._submit_locked(fn, args, cpu, name, future)
 
@@ -464,8 +475,8 @@ class Runtime:
         if kernel.current_worker() is not None:
             raise RuntimeError("Runtime.run() blocks its OS thread; inside the runtime "
                                "use `await osvrt.spawn(fn).join()` instead")
-        if not self._workers:
-            return self.submit(fn, *args).result()     # raises: not started
+        if not self._workers or self._forked_from is not None:
+            return self.submit(fn, *args).result()     # raises: not started, or forked
         # Wait in C with the GIL released, polling before it sleeps: a quick
         # round trip then costs no futex wake on either side (thread.c,
         # _wait_done).  Counted as a GIL holder until then, so the worker that

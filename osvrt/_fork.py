@@ -1,0 +1,39 @@
+"""fork() and a started Runtime: the child gets a copy of the runtime's memory
+but none of its worker OS threads (fork copies only the calling thread), so
+a green thread submitted there would never run.  Instead, every runtime that
+was running at the fork is marked, in the child, as inherited: submit() and
+run() raise RuntimeError saying why, and stop() returns at once (there is
+nothing of it to stop in the child).  A new Runtime made in the child works.
+"""
+import os
+import weakref
+
+_running = weakref.WeakSet()     # runtimes started in this process and not yet stopped
+
+
+def started(rt):
+    _running.add(rt)
+
+
+def stopped(rt):
+    _running.discard(rt)
+
+
+def _after_fork_in_child():
+    parent = os.getppid()
+    for rt in list(_running):
+        rt._forked_from = parent
+    _running.clear()
+
+
+def refusal(rt):
+    """The RuntimeError for using rt in a child forked while it ran."""
+    return RuntimeError(
+        f"this Runtime was started in process {rt._forked_from}, and this process "
+        f"(pid {os.getpid()}) is a child forked from it: its worker threads did not "
+        f"survive fork(), so it cannot run green threads here; start a new Runtime "
+        f"(or osvrt.run()) in the child")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
