@@ -580,6 +580,17 @@ class Runtime:
         }
 
 
+def _function_name(fn):
+    """The name run()'s main thread gets: its function's __name__ (through
+    functools.partial), so threads(), traces and `top` show "main", not
+    "green-3"; None (the default green-<id>) for a callable without one."""
+    import functools
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) and name else None
+
+
 def _wait_main(t, fut, guard, stop_timeout):
     """run()'s wait for main.  Once SIGTERM has cancelled main, a main that
     swallows its Cancelled is named on the log (after STOP_REPORT_S, then at
@@ -691,7 +702,7 @@ def run(main, *args, cpus=None, **runtime_options):
     guard = TermGuard.install() if handle_signals else None
     try:
         try:
-            t, fut = rt._submit(main, args, None, None)
+            t, fut = rt._submit(main, args, None, _function_name(main))
             if guard is not None:
                 guard.watch(t)
             try:
