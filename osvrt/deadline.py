@@ -77,3 +77,28 @@ class timeout:
         if isinstance(exc, _Expired) and exc.scope is self:
             raise TimeoutError(f"osvrt.timeout: the block ran past {self._delay} s") from None
         return False
+
+    # `async with osvrt.timeout(s):`, asyncio 3.11's shape, works the same:
+    # entering and leaving never wait, so both forms are one scope.
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, typ, exc, tb):
+        return self.__exit__(typ, exc, tb)
+
+
+class move_on_after(timeout):
+    """`with osvrt.move_on_after(s) as scope:` leaves the block when s seconds
+    have passed, without an exception (trio's move_on_after): the code after
+    the block runs, and scope.expired says whether the deadline cut the block
+    short.  `async with` works too."""
+
+    __slots__ = ()
+
+    def __exit__(self, typ, exc, tb):
+        try:
+            return super().__exit__(typ, exc, tb)
+        except TimeoutError:
+            # raised only for this scope's own expiry: swallow it (an outer
+            # scope's expiry or a cancel is a different exception and passes)
+            return True

@@ -22,6 +22,10 @@ Options: the marker @pytest.mark.osvrt(**runtime_options) (any keyword of
 osvrt.Runtime: cpus, pin, balance, ...), over the ini options `osvrt_cpus`
 (a count, or ids like 0,1; default: every CPU) and `osvrt_pin` (default true).
 
+`async def test_...` functions run in a Runtime too: see osvrt/pytest_async.py
+(@pytest.mark.osvrt(cpus=1, timeout=10) on the test; ini osvrt_async = auto
+runs every unmarked one).
+
 Registered as the pytest11 entry point `osvrt`.  This module imports nothing
 but pytest at import time; without pytest-benchmark the fixture skips the
 test, saying why.
@@ -31,6 +35,8 @@ import time
 import types
 
 import pytest
+
+from . import pytest_async
 
 _INNER_ROUND_S = 250e-6     # auto mode: in-runtime iterations per round reach at least this
 _MAX_INNER = 10_000
@@ -42,12 +48,20 @@ def pytest_addoption(parser):
                   "CPU ids such as 0,1 (default: every CPU of this process)", default="")
     parser.addini("osvrt_pin", "pin the async_benchmark Runtime's workers to their CPUs",
                   type="bool", default=True)
+    pytest_async.addoption(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    return pytest_async.pyfunc_call(pyfuncitem)
 
 
 def pytest_configure(config):
+    pytest_async.configure(config)
     config.addinivalue_line(
-        "markers", "osvrt(**runtime_options): options of the osvrt.Runtime that the "
-        "async_benchmark fixture starts for this test (cpus=, pin=, balance=, ...)")
+        "markers", "osvrt(timeout=None, **runtime_options): options of the osvrt.Runtime "
+        "that the async_benchmark fixture, or an async def test, starts for this test "
+        "(cpus=, pin=, balance=, ...); timeout= bounds an async def test")
 
 
 def _parse_cpus(text):
@@ -74,6 +88,7 @@ def runtime_options(node, config):
             raise pytest.UsageError(f"{node.nodeid}: @pytest.mark.osvrt takes keywords only "
                                     f"(cpus=..., pin=...), not {mark.args!r}")
         opts.update(mark.kwargs)
+    opts.pop("timeout", None)        # the test's time limit (pytest_async), not a Runtime option
     return opts
 
 

@@ -432,9 +432,12 @@ class Runtime:
 
     # ---- doors in --------------------------------------------------------
 
-    def submit(self, fn, *args, cpu=None, name=None):
+    def submit(self, fn, *args, cpu=None, name=None, **kwargs):
         """Start fn(*args) as a green thread from any OS thread; returns a
-        concurrent.futures.Future with its result or exception."""
+        concurrent.futures.Future with its result or exception.  Keyword
+        arguments for fn: submit functools.partial(fn, k=v), as with spawn."""
+        if kwargs:
+            raise _keywords_error("submit", "cpu and name", kwargs)
         return self._submit(fn, args, cpu, name)[1]
 
     def _submit(self, fn, args, cpu, name, future=True):
@@ -469,9 +472,14 @@ class Runtime:
         target.post(t)
         return t, fut
 
-    def run(self, fn, *args):
+    def run(self, fn, *args, timeout=None, **kwargs):
         """Run fn(*args) as a green thread and block until it ends (from an OS
-        thread that is not one of this runtime's workers)."""
+        thread that is not one of this runtime's workers).  timeout: seconds;
+        past it the thread is cancelled (its cleanup runs on) and TimeoutError
+        is raised.  Keyword arguments for fn: run functools.partial(fn, k=v)."""
+        if kwargs:
+            raise _keywords_error("run", "timeout", kwargs)
+        timeout = kernel.check_timeout(timeout)
         if kernel.current_worker() is not None:
             raise RuntimeError("Runtime.run() blocks its OS thread; inside the runtime "
                                "use `await osvrt.spawn(fn).join()` instead")
@@ -491,9 +499,17 @@ class Runtime:
         # usual case: see _submit) sleep at once and leave the CPU to it.
         spin = len(self._workers) > 1 and t._w.cpu_id != lib.osvrt_current_cpu()
         left_active = False
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while not t._wait_done(0.1, not left_active, spin):
+            while not t._wait_done(0.1 if deadline is None else
+                                   max(0.0, min(0.1, deadline - time.monotonic())),
+                                   not left_active, spin):
                 left_active = True          # let Ctrl-C in between polls
+                if deadline is not None and time.monotonic() >= deadline:
+                    t.cancel()
+                    raise TimeoutError(f"Runtime.run: {_function_name(fn) or fn!r} did not "
+                                       f"finish within timeout={timeout} s; its green thread "
+                                       f"was cancelled (its cleanup runs on)")
                 if self._crashed is not None:
                     raise RuntimeError(f"osvrt: a worker crashed ({self._crashed!r})")
                 if self._state == _STOPPED:
@@ -614,6 +630,14 @@ def _wait_main(t, fut, guard, stop_timeout):
                         "process now", t.name, now - cancelled_at)
             report_every *= 2
             report_at = now + report_every
+
+
+def _keywords_error(door, own, kwargs):
+    """The TypeError for keyword arguments meant for fn, as spawn words it."""
+    k = next(iter(kwargs))
+    return TypeError(f"{door}() got an unexpected keyword argument {k!r}: {door} takes only "
+                     f"{own} (besides fn and its positional arguments); to pass keyword "
+                     f"arguments to the function, {door} functools.partial(fn, {k}=...)")
 
 
 def _close_unstarted(t):

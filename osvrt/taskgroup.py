@@ -75,10 +75,15 @@ class TaskGroup:
         self._in_block = True
         return self
 
-    def spawn(self, fn, *args, name=None, cpu=None, priority=1.0):
+    def spawn(self, fn, *args, name=None, cpu=None, priority=1.0, **kwargs):
         """Start fn(*args) as a child green thread (same arguments as
         osvrt.spawn) and return its Thread.  Joining it gives the child's
         result or exception as usual; the group joins it anyway."""
+        if kwargs:
+            k = next(iter(kwargs))
+            raise TypeError(f"TaskGroup.spawn() got an unexpected keyword argument {k!r}: it "
+                            f"takes only name, cpu and priority; to pass keyword arguments "
+                            f"to the function, spawn functools.partial(fn, {k}=...)")
         if not self._entered:
             raise RuntimeError("TaskGroup.spawn() before `async with`: "
                                "use `async with osvrt.TaskGroup() as g: g.spawn(...)`")
