@@ -314,7 +314,8 @@ class Runtime:
             self._system.append(t)           # closed at stop if it never ran
             w.post(t)
         first = True
-        report_at = time.monotonic() + STOP_REPORT_S
+        began = time.monotonic()
+        report_at = began + STOP_REPORT_S
         report_every = STOP_REPORT_S
         while True:
             live = [t for t in list(self._live) if not t.done()]
@@ -340,7 +341,7 @@ class Runtime:
                 return
             if now >= report_at:
                 # Never a silent wait: name what stop() is waiting for.
-                log.warning("osvrt: stop() has waited %.0f s for %s", now - (report_at - report_every),
+                log.warning("osvrt: stop() has waited %.1f s for %s", now - began,
                             _waiting_line([t for t in list(self._live) if not t.done()]))
                 report_every *= 2
                 report_at = now + report_every
