@@ -35,7 +35,7 @@ STOP_REPORT_S = 5.0
 OFFLOAD_STOP_S = 5.0
 # Once stop()'s deadline has passed, the workers still get this long, in all,
 # to leave their loops (a worker that is not stuck leaves in microseconds).
-WORKER_EXIT_S = 0.1
+WORKER_EXIT_S = 0.5
 
 
 def _resolve_cpus(cpus):
