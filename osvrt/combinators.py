@@ -121,8 +121,16 @@ class as_completed:
         self._done = Queue()
         self._owned = []             # the green threads we started (cancelled by aclose)
         self._threads = []           # the Thread given for each awaitable, in argument order
+        self._coros = []             # the coroutines we were given (closed by aclose)
         self._left = 0
         self._deadline = None if timeout is None else kernel.monotonic() + timeout
+        # Every argument is checked before any child starts: a bad one then
+        # leaves nothing running (and no coroutine unawaited).
+        for aw in aws:
+            if not isinstance(aw, (Thread, types.CoroutineType)):
+                _close_all(aws)
+                raise TypeError(f"osvrt.{_what} takes coroutines (fn(...), not fn) or "
+                                f"osvrt Threads, not {aw!r}")
         started = 0
         try:
             for aw in aws:
@@ -130,16 +138,15 @@ class as_completed:
                     self._owned.append(_spawn(self._watch, aw))   # the watcher, not aw
                     self._threads.append(aw)
                 else:
-                    if not isinstance(aw, types.CoroutineType):
-                        raise TypeError(f"osvrt.{_what} takes coroutines (fn(...), not "
-                                        f"fn) or osvrt Threads, not {aw!r}")
                     t = _spawn(self._run, aw)
+                    self._coros.append(aw)
                     self._owned.append(t)
                     self._threads.append(t)
                 started += 1
                 self._left += 1
         except BaseException:
-            _close_all(aws[started + 1:])
+            # spawn itself failed (the runtime is stopping): cancel what started
+            _close_all(aws[started:])            # never handed to a green thread
             for t in self._owned:
                 t.cancel()
             raise
@@ -192,6 +199,11 @@ class as_completed:
         """Cancel the children still running and wait for them."""
         owned, self._owned, self._left = self._owned, [], 0
         await _cancel_and_wait([t for t in owned if not t.done()])
+        # A child cancelled before its first step never awaited its coroutine:
+        # close it, or Python warns "never awaited" when it is collected (a
+        # no-op for one that ran to its end).
+        for c in self._coros:
+            c.close()
 
     async def __aenter__(self):
         return self

@@ -242,3 +242,22 @@ def test_a_real_loop_replaces_the_guard():
         loop.close()
     finally:
         asyncio.events._set_running_loop(None)
+
+
+def test_a_child_cancelled_before_it_ran_leaves_no_never_awaited_warning(recwarn):
+    import gc
+
+    async def fail_now():
+        raise Boom("at once")
+
+    async def main():
+        # fail_now fails at its first step; the sibling, queued behind it on
+        # the same CPU, is cancelled before it ever ran
+        with pytest.raises(Boom):
+            await osvrt.gather(fail_now(), _after(0.01, 1))
+        with pytest.raises(TypeError):
+            await osvrt.gather(_after(0.01, 1), "not a coroutine", _after(0.01, 2))
+        return "ok"
+    assert osvrt.run(main, cpus=1) == "ok"
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
