@@ -7,8 +7,6 @@ import os
 import select
 import time
 
-import pytest
-
 import osvrt
 
 
