@@ -9,14 +9,17 @@ operation and what to use instead (docs/design.md: awaiting something that is
 not an osvrt operation raises TypeError in the thread that did it).
 
 Overriding it: osvrt's asyncio event loop (osvrt/aio) makes asyncio awaits
-legal.  While that loop runs on a worker it sets itself as the running loop
-(asyncio's own asyncio.events._set_running_loop, as every loop does), which
-replaces the stand-in; when it stops it calls install() again.  Nothing
-else checks: `is_guard(loop)` tells the stand-in apart from a real loop.
+legal.  asyncio refuses to start a loop in a thread that already has a
+running one (run_forever, asyncio.run), and to asyncio the stand-in is one;
+so a real loop runs inside `with asyncio_guard.lifted():`, which clears the
+stand-in and puts it back afterwards.  While the loop runs it is the running
+loop (asyncio.events._set_running_loop, as every loop does) and the check is
+its own.  `is_guard(loop)` tells the stand-in apart from a real loop.
 """
 import asyncio.events
+import contextlib
 
-__all__ = ["install", "is_guard", "NotInAsyncio"]
+__all__ = ["install", "is_guard", "lifted", "NotInAsyncio"]
 
 _HINT = ("asyncio does not run inside an osvrt green thread; use osvrt's own operations "
          "(osvrt.sleep, osvrt.timeout, osvrt.Event/Queue, osvrt.gather, osvrt.net sockets), "
@@ -54,3 +57,17 @@ def install():
 
 def is_guard(loop):
     return loop is _GUARD
+
+
+@contextlib.contextmanager
+def lifted():
+    """`with lifted(): loop.run_forever()`: no stand-in in this OS thread for
+    the block (a real asyncio loop may start), put back when it ends."""
+    guarded = is_guard(asyncio.events._get_running_loop())
+    if guarded:
+        asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        if guarded:
+            install()

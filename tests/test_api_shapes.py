@@ -261,3 +261,21 @@ def test_a_child_cancelled_before_it_ran_leaves_no_never_awaited_warning(recwarn
     assert osvrt.run(main, cpus=1) == "ok"
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_lifted_lets_a_real_loop_run_on_a_worker(call):
+    async def main():
+        def run_a_loop():
+            coro = asyncio.sleep(0, "real loop ran")
+            try:
+                return asyncio.run(coro)
+            finally:
+                coro.close()                        # refused before it ran: no warning
+        with pytest.raises(RuntimeError, match="running event loop"):
+            run_a_loop()                            # the stand-in counts as a running loop
+        with asyncio_guard.lifted():
+            got = run_a_loop()                      # blocks this worker: a test only
+        with pytest.raises(TypeError, match="asyncio"):
+            await asyncio.sleep(0.01)               # the guard is back
+        return got
+    assert call(main) == "real loop ran"
