@@ -699,6 +699,15 @@ def run(main, *args, cpus=None, **runtime_options):
     It is installed only when run() is called in the main thread of the main
     interpreter and SIGTERM is at its default, and the previous handler is
     restored on return.  handle_signals=False leaves SIGTERM alone.
+    Both SIGTERMs are logged, and a main that ignores its cancel is named on
+    the log while run() waits for it.
+    stop_timeout=None: seconds shutdown may wait for green threads that do
+    not end when cancelled (main after a SIGTERM, then every other thread
+    through rt.stop(stop_timeout)); those still alive are logged by name and
+    abandoned.  None waits until they end, naming them on the log after 5 s
+    and then at doubling intervals.
+    The main green thread is named after main's function (threads(), traces,
+    top).
     Ctrl-C (KeyboardInterrupt) cancels main, lets cleanup run, stops the
     runtime and re-raises KeyboardInterrupt, in either case."""
     import inspect
