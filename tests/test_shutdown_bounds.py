@@ -189,3 +189,53 @@ def test_run_rejects_a_bad_stop_timeout():
         return 1
     with pytest.raises(ValueError, match="timeout"):
         osvrt.run(main, cpus=1, stop_timeout=-1)
+
+
+class _TimedService:
+    """A service whose stop() asks the runtime how long it may wait."""
+
+    def __init__(self, rt):
+        self.rt = rt
+        self.left = None
+
+    def stop(self):
+        self.left = self.rt.stop_time_left()
+
+    def stats(self):
+        return {}
+
+
+def test_a_service_stop_sees_what_is_left_of_stops_timeout():
+    # The service interface's bound (the offload pool uses it): within
+    # stop(timeout) a service gets at most `timeout`, never a fixed 5 s.
+    rt = osvrt.Runtime(cpus=1, stats_file=False)
+    rt.start()
+    svc = rt.attach_service("timed", _TimedService(rt))
+    assert rt.stop_time_left() == osvrt.runtime.OFFLOAD_STOP_S    # stop() has not begun
+    assert rt.stop_time_left(7.0) == 7.0
+    rt.stop(timeout=0.3)
+    assert svc.left is not None and 0.0 <= svc.left <= 0.3
+
+
+def test_a_service_stop_without_a_timeout_gets_the_unbounded_default():
+    rt = osvrt.Runtime(cpus=1, stats_file=False)
+    rt.start()
+    svc = rt.attach_service("timed", _TimedService(rt))
+    rt.stop()
+    assert svc.left == osvrt.runtime.OFFLOAD_STOP_S
+
+
+def test_the_offload_pool_is_given_the_runtimes_clock():
+    # pool_of() hands the pool rt.stop_time_left, so its stop() (called with no
+    # argument by the runtime) is bounded by stop()'s deadline.
+    async def main():
+        return await osvrt.to_thread(lambda: 1)
+
+    rt = osvrt.Runtime(cpus=1, stats_file=False)
+    rt.start()
+    try:
+        assert rt.run(main) == 1
+        pool = rt.service("offload")
+        assert pool._time_left == rt.stop_time_left
+    finally:
+        rt.stop(timeout=1)
