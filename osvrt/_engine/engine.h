@@ -213,6 +213,7 @@ struct WorkerObject {
     int nfree;
     uint64_t drain_buf[DRAIN_BATCH];
     struct worker_io io;           /* readiness (io.c) */
+    int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
 };
 
 /* module.c */
@@ -271,6 +272,13 @@ static inline int io_due(WorkerObject *w, double now)
         return 0;
     return ++w->io.tick >= IO_TICKS || now - w->io.last >= IO_PERIOD;
 }
+
+/* sock.c: the cooperative I/O budget.  A thread whose socket calls never
+ * block would never trap, and OSv's rule can only act at a trap: after
+ * IO_BUDGET calls that completed at once since the loop last resumed it, the
+ * next one yields (tokio's coop budget is 128 per task poll). */
+#define IO_BUDGET 128
+extern PyMethodDef sock_module_methods[];
 
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);

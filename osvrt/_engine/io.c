@@ -38,6 +38,10 @@
 
 #include "engine.h"
 
+/* A worker with no waiter is not kicked for a posted closing (it takes it at
+ * its next registration) until this many are pending: the list stays small. */
+#define CLOSING_KICK 64
+
 static PyObject *ClosedClass;      /* osvrt.ClosedResourceError, set by io.py */
 static PyObject *BusyClass;        /* osvrt.BusyResourceError */
 
@@ -127,6 +131,11 @@ io_register(WorkerObject *w, TicketObject *tk)
         w->io.slots = g;
         w->io.nslots = n;
     }
+    /* Closings posted by other threads first (acquire: pairs with the
+     * poster's release store): one may be for an earlier fd of this number,
+     * whose registration must not be taken for this fd's. */
+    if (atomic_load_explicit(&w->io.closing, memory_order_acquire) && io_take_closing(w) < 0)
+        return -1;
     struct io_slot *s = &w->io.slots[fd];
     slot_sweep(w, s);
     TicketObject **p = tk->ioev == EPOLLIN ? &s->rd : &s->wr;
@@ -136,8 +145,15 @@ io_register(WorkerObject *w, TicketObject *tk)
                      fd, tk->ioev == EPOLLIN ? "readable" : "writable");
         return -1;
     }
+    /* Arm on every wait, even when the slot looks armed already: a wait that
+     * ended without an event (timeout, cancel) leaves the slot "armed", and
+     * the fd may have been closed since (behind osvrt's back, or from another
+     * CPU) and its number reused: the kernel dropped that registration, and
+     * skipping the MOD here would leave the new fd's wait unregistered for
+     * ever (issue #21, item 1).  MOD finds the reuse (ENOENT) and adds it.
+     * The usual path pays nothing for it: an event disarmed the slot anyway. */
     uint32_t want = slot_wants(s) | tk->ioev;
-    if ((s->armed & want) != want && slot_arm(w, fd, s, want) < 0) {
+    if (slot_arm(w, fd, s, want) < 0) {
         int e = errno;
         PyObject *v = Py_BuildValue(
             "(is)", e, e == EBADF ? "fd is not open (closed behind osvrt's back?)"
@@ -430,10 +446,16 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
      * as a wait on an fd closed behind osvrt's back does. */
     uint64_t upto = atomic_load_explicit(&w->io.reg_seq, memory_order_acquire);
     w->io.closing_fds[w->io.nclosing++] = (struct io_closing){fd, upto};
+    int many = w->io.nclosing >= CLOSING_KICK;
     pthread_mutex_unlock(&w->io.mu);
     /* release: the owner's acquire exchange sees the fd appended. */
     atomic_store_explicit(&w->io.closing, 1, memory_order_release);
-    osvrt_api->cpu_kick(w->cpu);
+    /* Posted to every worker, waiter or not: a worker with no waiter now may
+     * still hold this fd's registration, and takes the closing before its
+     * next registration (io_register).  Only a worker with waiters (someone
+     * to wake) is kicked, or one whose list grew long while it slept. */
+    if (many || atomic_load_explicit(&w->io.waiters, memory_order_relaxed))
+        osvrt_api->cpu_kick(w->cpu);
     Py_RETURN_NONE;
 }
 
@@ -444,6 +466,19 @@ m_io_waiters(PyObject *m, PyObject *o)
         return PyErr_Format(PyExc_TypeError, "not a Worker: %R", o);
     return PyLong_FromSsize_t(
         atomic_load_explicit(&((WorkerObject *)o)->io.waiters, memory_order_relaxed));
+}
+
+/* _io_pending_closings(worker): closings posted to it and not taken yet. */
+static PyObject *
+m_io_pending_closings(PyObject *m, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &WorkerBase_Type))
+        return PyErr_Format(PyExc_TypeError, "not a Worker: %R", o);
+    WorkerObject *w = (WorkerObject *)o;
+    pthread_mutex_lock(&w->io.mu);
+    int n = w->io.nclosing;
+    pthread_mutex_unlock(&w->io.mu);
+    return PyLong_FromLong(n);
 }
 
 static PyObject *
@@ -464,6 +499,7 @@ PyMethodDef io_module_methods[] = {
      "returns the epoll events seen.  TimeoutError after timeout; cancellable."},
     {"_io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
     {"_io_waiters", m_io_waiters, METH_O, NULL},
+    {"_io_pending_closings", m_io_pending_closings, METH_O, NULL},
     {"_io_set_classes", m_io_set_classes, METH_VARARGS, NULL},
     {NULL}
 };

@@ -463,6 +463,8 @@ PyInit__engine(void)
         return NULL;
     if (PyModule_AddFunctions(m, io_module_methods) < 0)
         goto fail;
+    if (PyModule_AddFunctions(m, sock_module_methods) < 0)
+        goto fail;
     for (int i = 0; i < ST_COUNT; i++)
         if ((state_names[i] = PyUnicode_InternFromString(names[i])) == NULL)
             goto fail;

@@ -721,6 +721,7 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
         atomic_store_explicit(&w->run_start, now, memory_order_relaxed);
         atomic_store_explicit(&w->running, 1, memory_order_relaxed);
         atomic_store_explicit(&t->state, ST_RUNNING, memory_order_relaxed);
+        w->io_budget = IO_BUDGET;          /* a fresh budget per resume (sock.c) */
         if (atomic_load_explicit(&t->pending, memory_order_acquire))
             trap = throw_into(w, t);
         else

@@ -27,6 +27,7 @@ kernel spreads connections among them), as the examples do.
 import errno
 import socket
 
+from .. import _engine
 from ..io import ClosedResourceError, notify_closing, wait_readable, wait_writable
 from ..offload import to_thread
 
@@ -34,6 +35,10 @@ __all__ = ["Listener", "Stream", "UdpSocket", "getaddrinfo", "open_tcp_stream",
            "open_unix_stream", "tcp_listen", "udp_socket", "unix_listen"]
 
 _EAGAIN = (BlockingIOError, InterruptedError)
+# The cooperative budget (osvrt/_engine/sock.c): a call that completed at
+# once spends one; when they are spent it gives an awaitable yield, so a
+# connection that always has data ready still traps and OSv's rule applies.
+_budget = _engine.io_budget
 
 
 def _closed(what):
@@ -102,6 +107,8 @@ class Stream(_Sock):
 
     async def recv(self, max_bytes=65536):
         """Up to max_bytes bytes; b"" at EOF (the peer closed or sent EOF)."""
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         try:
             return sock.recv(max_bytes)
@@ -109,6 +116,8 @@ class Stream(_Sock):
             return await self._retry(e, sock.recv, wait_readable, max_bytes)
 
     async def recv_into(self, buffer, nbytes=0):
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         try:
             return sock.recv_into(buffer, nbytes)
@@ -117,6 +126,8 @@ class Stream(_Sock):
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         try:
             n = sock.send(data)
@@ -168,6 +179,8 @@ class Listener(_Sock):
         return a[:2] if isinstance(a, tuple) else a
 
     async def accept(self):
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         while True:
             try:
@@ -198,6 +211,8 @@ class UdpSocket(_Sock):
         return self.socket.getsockname()[:2]
 
     async def recvfrom(self, max_bytes=65536):
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         try:
             return sock.recvfrom(max_bytes)
@@ -205,6 +220,8 @@ class UdpSocket(_Sock):
             return await self._retry(e, sock.recvfrom, wait_readable, max_bytes)
 
     async def sendto(self, data, address):
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         try:
             return sock.sendto(data, address)
@@ -233,9 +250,31 @@ async def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     return await to_thread(socket.getaddrinfo, host, port, family, type, proto, flags)
 
 
+async def _unix_backlog_wait(sock, address, timeout, what):
+    """A non-blocking Unix connect() gave EAGAIN: the listener's backlog is
+    full, and nothing is in progress (waiting for writability would report an
+    unconnected socket as connected).  Try again, backing off from 0.5 ms to
+    50 ms, as a blocking connect would wait for room; returns connect's error
+    number (0: connected).  Cancellable; TimeoutError after timeout s."""
+    from ..kernel import monotonic, sleep
+    deadline = None if timeout is None else monotonic() + timeout
+    delay = 0.0005
+    while True:
+        if deadline is not None and monotonic() + delay > deadline:
+            raise TimeoutError(f"connecting to {what} timed out after {timeout} s "
+                               "(the listener's backlog stayed full)")
+        await sleep(delay)
+        delay = min(delay * 2, 0.05)
+        err = sock.connect_ex(address)
+        if err != errno.EAGAIN:
+            return err
+
+
 async def _connect(sock, address, timeout, what):
     try:
         err = sock.connect_ex(address)
+        if err == errno.EAGAIN and sock.family == socket.AF_UNIX:
+            err = await _unix_backlog_wait(sock, address, timeout, what)
         if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
             try:
                 await wait_writable(sock.fileno(), timeout)
