@@ -214,6 +214,7 @@ struct WorkerObject {
     uint64_t drain_buf[DRAIN_BATCH];
     struct worker_io io;           /* readiness (io.c) */
     int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
+    char *scratch;                 /* owner: sock.c's recv buffer (64 KiB), or NULL */
 };
 
 /* module.c */
@@ -264,6 +265,7 @@ void io_init(WorkerObject *w);
 void io_clear(WorkerObject *w);
 int io_traverse(WorkerObject *w, visitproc visit, void *arg);
 PyObject *io_timeout_error(TicketObject *tk);
+void io_raise_closed(const char *msg);      /* ClosedResourceError(EBADF, msg) */
 static inline int io_due(WorkerObject *w, double now)
 {
     /* relaxed: both are owner-written or a hint; a missed closing is seen next turn. */
@@ -279,6 +281,7 @@ static inline int io_due(WorkerObject *w, double now)
  * next one yields (tokio's coop budget is 128 per task poll). */
 #define IO_BUDGET 128
 extern PyMethodDef sock_module_methods[];
+extern PyTypeObject SockOp_Type;
 
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);

@@ -358,6 +358,18 @@ io_clear(WorkerObject *w)
     pthread_mutex_unlock(&w->io.mu);
 }
 
+/* Raise osvrt.ClosedResourceError(EBADF, msg) (sock.c: a call on a closed socket). */
+void
+io_raise_closed(const char *msg)
+{
+    PyObject *e = PyObject_CallFunction(ClosedClass ? ClosedClass : PyExc_OSError, "is",
+                                        EBADF, msg);
+    if (e != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
+}
+
 PyObject *
 io_timeout_error(TicketObject *tk)
 {

@@ -454,7 +454,7 @@ PyInit__engine(void)
                                           "terminated"};
     worker_init_constants();
     PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
-                             &Event_Type, &LiveSet_Type};
+                             &Event_Type, &LiveSet_Type, &SockOp_Type};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;

@@ -839,6 +839,7 @@ worker_trace_start(WorkerObject *w, PyObject *arg)
     if (buf == NULL)
         return PyErr_NoMemory();
     PyMem_Free(w->trace);
+    PyMem_RawFree(w->scratch);
     w->trace = buf;
     w->trace_cap = cap;
     w->trace_len = 0;
@@ -1195,6 +1196,7 @@ worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     atomic_init(&w->stop, 0);
     atomic_init(&w->pull, NULL);
     io_init(w);
+    w->scratch = NULL;
     return (PyObject *)w;
 }
 

@@ -39,6 +39,8 @@ _EAGAIN = (BlockingIOError, InterruptedError)
 # once spends one; when they are spent it gives an awaitable yield, so a
 # connection that always has data ready still traps and OSv's rule applies.
 _budget = _engine.io_budget
+_sock_recv, _sock_recv_into, _sock_sendall = (_engine.sock_recv, _engine.sock_recv_into,
+                                              _engine.sock_sendall)
 
 
 def _closed(what):
@@ -105,55 +107,24 @@ class Stream(_Sock):
     __slots__ = ()
     _what = "stream"
 
+    # The per-request calls run in the engine (osvrt/_engine/sock.c): the
+    # non-blocking syscall with the GIL held, EAGAIN parks on the worker's
+    # epoll with no exception object, the result comes back through am_send.
+
+    # (async def, not a plain method returning the awaitable: spawn() and
+    # users take these for coroutine functions.)
+
     async def recv(self, max_bytes=65536):
         """Up to max_bytes bytes; b"" at EOF (the peer closed or sent EOF)."""
-        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
-            await y
-        sock = self.socket
-        try:
-            return sock.recv(max_bytes)
-        except OSError as e:
-            return await self._retry(e, sock.recv, wait_readable, max_bytes)
+        return await _sock_recv(self._fd, max_bytes)
 
     async def recv_into(self, buffer, nbytes=0):
-        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
-            await y
-        sock = self.socket
-        try:
-            return sock.recv_into(buffer, nbytes)
-        except OSError as e:
-            return await self._retry(e, sock.recv_into, wait_readable, buffer, nbytes)
+        """The number of bytes read into buffer (0 at EOF)."""
+        return await _sock_recv_into(self._fd, buffer, nbytes)
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
-        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
-            await y
-        sock = self.socket
-        try:
-            n = sock.send(data)
-        except _EAGAIN:
-            n = 0
-        except OSError as e:
-            if self._fd < 0:
-                raise _closed(self._what) from e
-            raise
-        if n == len(data):
-            return
-        view = memoryview(data).cast("B")[n:]
-        try:
-            while view:
-                await wait_writable(self._fd)
-                try:
-                    n = sock.send(view)
-                except _EAGAIN:
-                    continue
-                except OSError as e:
-                    if self._fd < 0:
-                        raise _closed(self._what) from e
-                    raise
-                view = view[n:]
-        finally:
-            view.release()
+        await _sock_sendall(self._fd, data)
 
     async def send_eof(self):
         """Half-close: the peer's recv() returns b"" once it has read what we sent;
