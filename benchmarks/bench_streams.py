@@ -97,10 +97,67 @@ def _asyncio_server(kind, port, use_uvloop):
         asyncio.run(main())
 
 
+def _protocol_server(kind, port, use_uvloop):
+    """The fastest thing an asyncio/uvloop user writes: an asyncio.Protocol
+    (no streams, no coroutine per connection), same responses as the examples."""
+    import asyncio
+    sys.path.insert(0, EXAMPLES)
+    if kind == "http":
+        from http_hello import respond
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.t, self.buf = transport, b""
+
+            def data_received(self, data):
+                out, self.buf, close = respond(self.buf + data if self.buf else data)
+                if out:
+                    self.t.write(out)
+                if close:
+                    self.t.close()
+    else:
+        from resp_server import execute, parse_one
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.t, self.buf = transport, b""
+
+            def data_received(self, data):
+                buf = self.buf + data if self.buf else data
+                out, pos = [], 0
+                try:
+                    while True:
+                        args, pos = parse_one(buf, pos)
+                        if args is None:
+                            break
+                        if args:
+                            out.append(execute(args))
+                except ValueError:
+                    self.t.close()
+                    return
+                self.buf = buf[pos:]
+                if out:
+                    self.t.write(b"".join(out))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Server, "127.0.0.1", port, backlog=1024)
+        print("ready", flush=True)
+        async with srv:
+            await srv.serve_forever()
+    if use_uvloop:
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
 def _server_cmd(name, kind, port, cpus):
-    if name == "osvrt":
+    if name.startswith("osvrt"):
+        # "osvrt": the default placement (every CPU); "osvrt1": one worker
         script = os.path.join(EXAMPLES, "http_hello.py" if kind == "http" else "resp_server.py")
         cmd = [sys.executable, script, "--port", str(port)]
+        cpus = 1 if name == "osvrt1" else cpus
         return cmd + (["--cpus", str(cpus)] if cpus else [])
     return [sys.executable, os.path.abspath(__file__), "--serve", name, kind, str(port)]
 
@@ -187,19 +244,27 @@ def redis_round(port, requests, connections=50, tests="set,get,ping"):
             "tests": {r[0]: float(r[i_rps]) for r in rows}}
 
 
-def peers():
-    names = ["osvrt", "asyncio"]
+PROTOCOL_PEERS = ("uvloop_protocol", "asyncio_protocol")
+
+
+def peers(protocol=False):
+    """Contenders, osvrt first.  protocol=True: osvrt on one worker and on
+    the default placement against asyncio.Protocol servers (issue #17's
+    peers); else the examples' logic on asyncio/uvloop streams."""
     try:
         import uvloop  # noqa: F401
-        names.append("uvloop")
+        have_uvloop = True
     except ImportError:
-        pass
-    return names
+        have_uvloop = False
+    if protocol:
+        names = ["osvrt", "osvrt1", "asyncio_protocol"]
+        return names + (["uvloop_protocol"] if have_uvloop else [])
+    return ["osvrt", "asyncio"] + (["uvloop"] if have_uvloop else [])
 
 
-def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None):
+def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None, protocol=False):
     """Alternating rounds of every server; medians and ratios."""
-    names = peers()
+    names = peers(protocol)
     per = {n: [] for n in names}
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
@@ -219,8 +284,12 @@ def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None):
         res[f"{n}_rps"] = statistics.median(x["rps"] for x in per[n])
         res[f"{n}_p99_ms"] = statistics.median(x["p99_ms"] for x in per[n])
     for peer in names[1:]:
-        res[f"ratio_rps_vs_{peer}"] = res["osvrt_rps"] / res[f"{peer}_rps"]
-        res[f"ratio_p99_vs_{peer}"] = res["osvrt_p99_ms"] / res[f"{peer}_p99_ms"]
+        if peer.startswith("osvrt"):
+            continue
+        for mine in [n for n in names if n.startswith("osvrt")]:
+            tag = "" if mine == "osvrt" else f"{mine}_"
+            res[f"{tag}ratio_rps_vs_{peer}"] = res[f"{mine}_rps"] / res[f"{peer}_rps"]
+            res[f"{tag}ratio_p99_vs_{peer}"] = res[f"{mine}_p99_ms"] / res[f"{peer}_p99_ms"]
     res["raw"] = per
     return res
 
@@ -265,15 +334,20 @@ def bench_redis_benchmark_resp(benchmark, quick):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         _, _, name, kind, port = sys.argv
-        _asyncio_server(kind, int(port), name == "uvloop")
+        if name in PROTOCOL_PEERS:
+            _protocol_server(kind, int(port), name == "uvloop_protocol")
+        else:
+            _asyncio_server(kind, int(port), name == "uvloop")
         sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--seconds", type=float, default=SECONDS)
     ap.add_argument("--cpus", type=int, default=None, help="osvrt worker CPUs (default: all)")
     ap.add_argument("--only", choices=["http", "resp"], default=None)
+    ap.add_argument("--protocol", action="store_true",
+                    help="peers: asyncio.Protocol servers (uvloop, asyncio) and osvrt on 1 CPU too")
     a = ap.parse_args()
     for kind in ([a.only] if a.only else ["http", "resp"]):
-        r = compare(kind, rounds=a.rounds, seconds=a.seconds, cpus=a.cpus)
+        r = compare(kind, rounds=a.rounds, seconds=a.seconds, cpus=a.cpus, protocol=a.protocol)
         r.pop("raw")
         print(kind, json.dumps(r, indent=1), flush=True)

@@ -149,6 +149,10 @@ struct io_slot {
     uint64_t rd_seq, wr_seq;   /* owner: worker_io.reg_seq when each wait registered */
     uint32_t armed;            /* owner: events armed (EPOLLONESHOT) in the kernel now */
     char registered;           /* owner: added to this CPU's epfd (as far as we know) */
+    char et;                   /* owner: registered edge-triggered, both directions (sock.c) */
+    uint32_t ready;            /* owner, et only: EPOLLIN/EPOLLOUT seen ready and not
+                                  known to be drained since (the readiness cache);
+                                  EPOLLRDHUP: EOF/error seen, sticky until the close */
 };
 struct worker_io {
     struct io_slot *slots;     /* owner: indexed by fd */
@@ -266,6 +270,7 @@ void io_clear(WorkerObject *w);
 int io_traverse(WorkerObject *w, visitproc visit, void *arg);
 PyObject *io_timeout_error(TicketObject *tk);
 void io_raise_closed(const char *msg);      /* ClosedResourceError(EBADF, msg) */
+struct io_slot *io_slot(WorkerObject *w, int fd);   /* grown to hold fd; NULL: MemoryError */
 static inline int io_due(WorkerObject *w, double now)
 {
     /* relaxed: both are owner-written or a hint; a missed closing is seen next turn. */

@@ -102,6 +102,12 @@ sockop_park(SockOpObject *op, TicketObject *tk, PyObject **result)
     return PYGEN_NEXT;
 }
 
+static inline uint32_t
+sockop_dir(SockOpObject *op)
+{
+    return op->kind == OP_SENDALL ? EPOLLOUT : EPOLLIN;
+}
+
 static PySendResult
 sockop_fail(SockOpObject *op, int e)
 {
@@ -202,10 +208,36 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
                 return s;
             }
         }
+        /* Closings posted by other threads first (acquire: pairs with the
+         * poster's release): the slot may be an earlier fd's of this number. */
+        if (atomic_load_explicit(&w->io.closing, memory_order_acquire)
+            && io_take_closing(w) < 0) {
+            sockop_release(op);
+            return PYGEN_ERROR;
+        }
+        /* The readiness cache says this direction is drained: park at once,
+         * no syscall that would only say EAGAIN (the next edge wakes us). */
+        if (op->fd < w->io.nslots) {
+            struct io_slot *sl = &w->io.slots[op->fd];
+            /* EPOLLRDHUP: EOF or an error was seen, sticky (tokio keeps its
+             * closed bits too): a read after the last data sees it at once */
+            if (sl->et && !(sl->ready & (sockop_dir(op) | EPOLLRDHUP)))
+                goto park;
+        }
     }
     for (;;) {
         int r = sockop_try(op, result);
         if (r > 0) {
+            /* A read shorter than asked drained the socket (a stream socket
+             * returns what is there, up to the size): cache it, and the next
+             * recv parks without trying (Go's and tokio's rule). */
+            if (op->kind != OP_SENDALL && w != NULL && op->fd < w->io.nslots
+                && w->io.slots[op->fd].et && op->n > 0) {
+                Py_ssize_t got = op->kind == OP_RECV ? PyBytes_GET_SIZE(*result)
+                                                     : PyLong_AsSsize_t(*result);
+                if (got > 0 && got < op->n)
+                    w->io.slots[op->fd].ready &= ~(uint32_t)EPOLLIN;
+            }
             sockop_release(op);
             return PYGEN_RETURN;
         }
@@ -223,10 +255,11 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
             }
             return sockop_fail(op, errno);
         }
+    park: ;
         TicketObject *tk = ticket_new(NULL, TK_IO);
         if (tk != NULL) {
             tk->fd = op->fd;
-            tk->ioev = op->kind == OP_SENDALL ? EPOLLOUT : EPOLLIN;
+            tk->ioev = sockop_dir(op) | EPOLLET;     /* io.c: the edge-triggered slot */
         }
         PySendResult s = sockop_park(op, tk, result);
         if (s == PYGEN_NEXT + 100)
