@@ -29,7 +29,8 @@ from ._stack import configure, net_of
 from .streams import (Listener, Stream, UdpSocket, getaddrinfo, open_tcp_stream,
                       open_unix_stream, tcp_listen, udp_socket, unix_listen)
 from .udp import UdpEndpoint, udp_bind
+from .server import serve_tcp, serving_cpus
 
 __all__ = ["Listener", "Stream", "UdpEndpoint", "UdpSocket", "configure", "getaddrinfo",
-           "net_of", "open_tcp_stream", "open_unix_stream", "tcp_listen", "udp_bind",
-           "udp_socket", "unix_listen"]
+           "net_of", "open_tcp_stream", "open_unix_stream", "serve_tcp", "serving_cpus",
+           "tcp_listen", "udp_bind", "udp_socket", "unix_listen"]
