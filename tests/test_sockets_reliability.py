@@ -202,3 +202,62 @@ def test_a_thread_woken_while_a_connection_streams_runs_before_it_ends():
         rt.submit(main).result(timeout=120)
     b.close()
     assert [o[0] for o in order] == ["woken", "reader done"], order
+
+
+def test_an_io_woken_reader_waits_at_most_one_poll_interval_of_turns():
+    # The bound of docs/design.md ("How long an I/O-woken reader waits"): once
+    # CPU-bound threads have run past the hysteresis (OSv's rule), a reader
+    # whose data arrives runs within IO_TICKS loop turns (the busy poll) plus
+    # the turn in progress: counted in the yielders' turns, no clock.  The
+    # yielders first run 40,000 turns each, far more CPU than THYST (5 ms).
+    io_ticks, k, warm = 61, 3, 40_000
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    turns = [0]
+    box = {}
+
+    async def main():
+        async def reader():
+            await osvrt.wait_readable(a)
+            box["ran_at"] = turns[0]
+
+        async def yielder(i):
+            for n in range(warm * 2):
+                turns[0] += 1
+                if i == 0 and n == warm:
+                    box["sent_at"] = turns[0]
+                    b.send(b"x")
+                if "ran_at" in box and n > warm:
+                    return
+                await osvrt.yield_now()
+
+        r = osvrt.spawn(reader)
+        await osvrt.sleep(0.01)                # parked on the fd
+        ys = [osvrt.spawn(yielder, i) for i in range(k)]
+        await r.join(timeout=60)
+        for y in ys:
+            await y.join(timeout=60)
+    with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
+        rt.submit(main).result(timeout=120)
+    a.close()
+    b.close()
+    waited = box["ran_at"] - box["sent_at"]
+    assert 0 <= waited <= io_ticks + k, box
+
+
+def test_a_unix_connect_into_a_backlog_that_stays_full_times_out():
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s")
+            listener = await osvrt.net.unix_listen(path, backlog=0)
+            held = []
+            with pytest.raises(TimeoutError, match="backlog stayed full"):
+                for _ in range(16):              # nobody accepts: the backlog fills
+                    held.append(await osvrt.net.open_unix_stream(path, timeout=0.05))
+            for s in held:
+                s.close()
+            listener.close()
+            return len(held)
+    with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
+        assert rt.submit(main).result(timeout=30) < 16

@@ -321,11 +321,15 @@ async def udp_socket(local_addr=("0.0.0.0", 0)):
     return UdpSocket(sock)
 
 
-async def open_unix_stream(path):
-    """Connect to the Unix stream socket at path."""
+async def open_unix_stream(path, *, timeout=None):
+    """Connect to the Unix stream socket at path.  While the listener's
+    backlog is full, wait for room as a blocking connect would; TimeoutError
+    if not connected within timeout s."""
+    from ..kernel import check_timeout
+    timeout = check_timeout(timeout)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
-    await _connect(sock, path, None, repr(path))
+    await _connect(sock, path, timeout, repr(path))
     return Stream(sock)
 
 
