@@ -97,59 +97,7 @@ def _asyncio_server(kind, port, use_uvloop):
         asyncio.run(main())
 
 
-def _protocol_server(kind, port, use_uvloop):
-    """The fastest thing an asyncio/uvloop user writes: an asyncio.Protocol
-    (no streams, no coroutine per connection), same responses as the examples."""
-    import asyncio
-    sys.path.insert(0, EXAMPLES)
-    if kind == "http":
-        from http_hello import respond
-
-        class Server(asyncio.Protocol):
-            def connection_made(self, transport):
-                self.t, self.buf = transport, b""
-
-            def data_received(self, data):
-                out, self.buf, close = respond(self.buf + data if self.buf else data)
-                if out:
-                    self.t.write(out)
-                if close:
-                    self.t.close()
-    else:
-        from resp_server import execute, parse_one
-
-        class Server(asyncio.Protocol):
-            def connection_made(self, transport):
-                self.t, self.buf = transport, b""
-
-            def data_received(self, data):
-                buf = self.buf + data if self.buf else data
-                out, pos = [], 0
-                try:
-                    while True:
-                        args, pos = parse_one(buf, pos)
-                        if args is None:
-                            break
-                        if args:
-                            out.append(execute(args))
-                except ValueError:
-                    self.t.close()
-                    return
-                self.buf = buf[pos:]
-                if out:
-                    self.t.write(b"".join(out))
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        srv = await loop.create_server(Server, "127.0.0.1", port, backlog=1024)
-        print("ready", flush=True)
-        async with srv:
-            await srv.serve_forever()
-    if use_uvloop:
-        import uvloop
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+from osvrt.bench.stream_rows import _protocol_server, redis_round, wrk_round  # noqa: E402
 
 
 def _server_cmd(name, kind, port, cpus):
@@ -206,45 +154,6 @@ def _stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-    return {"rps": rps, "p99_ms": float(m.group(1)) * _UNIT[m.group(2)],
-            "errors": errors.group(0) if errors else None}
-
-
-def redis_round(port, requests, connections=50, tests="set,get,ping"):
-    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests,
-                          "-n", str(requests), "-c", str(connections), "--csv"],
-                         capture_output=True, text=True, timeout=300).stdout
-    rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()
-            if line.startswith('"')]                 # not the "WARNING: ..." lines
-    if not rows or rows[0][0] != "test":
-        raise RuntimeError(f"redis-benchmark printed no results: {out[-500:]!r}")
-    head, rows = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
-    i_rps, i_p99 = head.index("rps"), head.index("p99_latency_ms")
-    rps = [float(r[i_rps]) for r in rows]
-    if not rps or min(rps) <= 0:
-        # a test too short to time (the quick run's small counts): say so, do
-        # not divide by it
-        raise RuntimeError(f"redis-benchmark timed no test of {tests!r} ({requests} requests "
-                           f"each): {out[-500:]!r}")
-    # requests/s over all the tests (harmonic mean: the same count each), worst p99
-    return {"rps": len(rps) / sum(1 / x for x in rps),
-            "p99_ms": max(float(r[i_p99]) for r in rows),
-            "tests": {r[0]: float(r[i_rps]) for r in rows}}
-
-
-PROTOCOL_PEERS = ("uvloop_protocol", "asyncio_protocol")
 
 
 def peers(protocol=False):

@@ -32,9 +32,11 @@ DEFAULT_PLOT = "osvrt-bench.png"
 # host stretches both, which the time budget bounds.  Measure weights (below)
 # are their shares of the budget.
 FULL = dict(colocated=40_000, apart=8_000, spawn=5_000, spawn_threads=2_000, memory=20_000,
-            memory_threads=2_000, wake=5_000, queue=1_000_000, udp=5_000, udp_tps=20_000)
+            memory_threads=2_000, wake=5_000, queue=1_000_000, udp=5_000, udp_tps=20_000,
+            stream_seconds=3, stream_requests=20_000)
 QUICK = dict(colocated=10_000, apart=2_000, spawn=5_000, spawn_threads=1_000, memory=10_000,
-             memory_threads=1_000, wake=2_000, queue=300_000, udp=2_000, udp_tps=5_000)
+             memory_threads=1_000, wake=2_000, queue=300_000, udp=2_000, udp_tps=5_000,
+             stream_seconds=1, stream_requests=10_000)
 ROUNDS = {"full": 9, "quick": 3}
 BUDGET_S = {"full": 150.0, "quick": 25.0}     # rounds past min_rounds stop at the budget
 OSVRT_TIMEOUT = 120.0                          # one osvrt round, before it counts as hung
@@ -43,7 +45,8 @@ OSVRT_TIMEOUT = 120.0                          # one osvrt round, before it coun
 COLUMNS = [
     ("c_futex", "C futex"), ("c_mutex", "C mutex"), ("threading", "threading"),
     ("asyncio", "asyncio"), ("uvloop", "uvloop"), ("trio", "trio"), ("gevent", "gevent"),
-    ("kernel_udp", "kernel UDP"),
+    ("kernel_udp", "kernel UDP"), ("uvloop_protocol", "uvloop-P"),
+    ("asyncio_protocol", "asyncio-P"), ("osvrt1", "osvrt 1cpu"),
 ]
 
 
@@ -314,12 +317,14 @@ def build_measures(cpus, sizes):
         setup=lambda: _real_client(cpus, "dnsperf"), weight=3,
         sizes={"seconds": 1, "outstanding": 100},
         notes="Debian's dnsperf against an echo that answers valid DNS responses")
+    from . import stream_rows              # wrk, redis-benchmark (issue #17)
     return [colocated, apart, spawn, memory, wake, pushlist, udp, udp_tps,
-            sockperf_p50, sockperf_p99, dnsperf_qps]
+            sockperf_p50, sockperf_p99, dnsperf_qps] + stream_rows.build(s)
 
 
 MEASURE_KEYS = ("switch_colocated", "switch_apart", "spawn_join", "memory", "foreign_wake",
-                "pushlist", "udp_rr", "udp_tps", "sockperf_p50", "sockperf_p99", "dnsperf_qps")
+                "pushlist", "udp_rr", "udp_tps", "sockperf_p50", "sockperf_p99", "dnsperf_qps",
+                "wrk_rps", "wrk_p99", "redis_rps", "redis_p99")
 
 
 # ---------------------------------------------------------------------------
