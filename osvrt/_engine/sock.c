@@ -84,22 +84,24 @@ sockop_new(int kind, int fd)
     return op;
 }
 
-/* Yield tk (a fresh Ticket: TK_IO or TK_YIELD) to the loop as our trap. */
-static PySendResult
+/* Yield tk (a fresh Ticket: TK_IO or TK_YIELD) to the loop as our trap.
+ * 1: parked (*result is the trap), 0: the wait finished at once (try the
+ * call again), -1: error (outside a green thread, another waiter on fd). */
+static int
 sockop_park(SockOpObject *op, TicketObject *tk, PyObject **result)
 {
     if (tk == NULL)
-        return PYGEN_ERROR;
+        return -1;
     PySendResult s = Ticket_Type.tp_as_async->am_send((PyObject *)tk, Py_None, result);
-    if (s != PYGEN_NEXT) {            /* ticket_start refused (outside a thread, busy fd) */
+    if (s != PYGEN_NEXT) {
         if (s == PYGEN_RETURN)
             Py_DECREF(*result);
         Py_DECREF(tk);
-        return s == PYGEN_RETURN ? PYGEN_NEXT + 100 : s;   /* RETURN: try again */
+        return s == PYGEN_RETURN ? 0 : -1;
     }
     op->sub = (PyObject *)tk;
     op->step = 1;
-    return PYGEN_NEXT;
+    return 1;
 }
 
 static inline uint32_t
@@ -201,11 +203,12 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
         }
         if (--w->io_budget <= 0) {    /* spent: trap first, then the call */
             w->io_budget = IO_BUDGET;
-            PySendResult s = sockop_park(op, ticket_new(NULL, TK_YIELD), result);
-            if (s != PYGEN_NEXT + 100) {
-                if (s == PYGEN_ERROR)
-                    sockop_release(op);
-                return s;
+            int p = sockop_park(op, ticket_new(NULL, TK_YIELD), result);
+            if (p > 0)
+                return PYGEN_NEXT;
+            if (p < 0) {
+                sockop_release(op);
+                return PYGEN_ERROR;
             }
         }
         /* Closings posted by other threads first (acquire: pairs with the
@@ -261,12 +264,13 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
             tk->fd = op->fd;
             tk->ioev = sockop_dir(op) | EPOLLET;     /* io.c: the edge-triggered slot */
         }
-        PySendResult s = sockop_park(op, tk, result);
-        if (s == PYGEN_NEXT + 100)
-            continue;
-        if (s == PYGEN_ERROR)
+        int p = sockop_park(op, tk, result);
+        if (p > 0)
+            return PYGEN_NEXT;
+        if (p < 0) {
             sockop_release(op);
-        return s;
+            return PYGEN_ERROR;
+        }
     }
 }
 
