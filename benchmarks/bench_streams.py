@@ -22,7 +22,6 @@ Or:      python benchmarks/bench_streams.py [--rounds 5] [--seconds 3] [--cpus 2
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -97,7 +96,8 @@ def _asyncio_server(kind, port, use_uvloop):
         asyncio.run(main())
 
 
-from osvrt.bench.stream_rows import _protocol_server, redis_round, wrk_round  # noqa: E402
+from osvrt.bench.stream_rows import (PROTOCOL_PEERS, _protocol_server, redis_round,  # noqa: E402
+                                     wrk_round)
 
 
 def _server_cmd(name, kind, port, cpus):
