@@ -16,8 +16,14 @@ apt-get (packages wrk, redis-tools) when running as root, else the benchmark
 is skipped naming the package; a missing uvloop is skipped from the peers.
 Under --benchmark-disable each runs one short round.
 
+--protocol (issue #17's comparison): the peers are asyncio.Protocol servers on
+uvloop and on asyncio giving the same responses (osvrt.bench.stream_rows), and
+osvrt runs twice, on the default placement ("osvrt") and on one worker
+("osvrt1"); `python -m osvrt bench --only wrk_rps,wrk_p99,redis_rps,redis_p99`
+gives the same rows.
+
 Run:     pytest benchmarks/bench_streams.py --benchmark-json=/tmp/streams.json
-Or:      python benchmarks/bench_streams.py [--rounds 5] [--seconds 3] [--cpus 2]
+Or:      python benchmarks/bench_streams.py [--rounds 5] [--seconds 3] [--cpus 2] [--protocol]
 """
 import argparse
 import json
