@@ -8,9 +8,11 @@
         stream, addr = await listener.accept()
 
 Every socket is non-blocking.  An operation tries the syscall first and
-waits for readiness (osvrt.wait_readable / wait_writable: the worker's
-epoll) only on EAGAIN, so a green thread waiting for I/O never blocks its
-CPU.  Errors are the socket module's own OSError subclasses, with errno
+waits for readiness (the worker's epoll) only on EAGAIN, so a green thread
+waiting for I/O never blocks its CPU.  A Stream's recv, recv_into and
+sendall run in the engine (osvrt/_engine/sock.c): edge-triggered readiness
+registered once per connection and cached, no exception object on EAGAIN,
+and a cooperative budget (a call yields after 128 that completed at once).  Errors are the socket module's own OSError subclasses, with errno
 (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, ...); using a
 closed object raises osvrt.ClosedResourceError (EBADF).  close() wakes any
 green thread waiting on the socket with ClosedResourceError
@@ -110,7 +112,6 @@ class Stream(_Sock):
     # The per-request calls run in the engine (osvrt/_engine/sock.c): the
     # non-blocking syscall with the GIL held, EAGAIN parks on the worker's
     # epoll with no exception object, the result comes back through am_send.
-
     # (async def, not a plain method returning the awaitable: spawn() and
     # users take these for coroutine functions.)
 
