@@ -524,15 +524,15 @@ m_io_budget(PyObject *m, PyObject *unused)
 
 PyMethodDef sock_module_methods[] = {
     {"sock_recv", (PyCFunction)(void (*)(void))m_sock_recv, METH_FASTCALL,
-     "sock_recv(fd, max_bytes): await it for up to max_bytes bytes from the\n"
+     "sock_recv($module, fd, max_bytes, /)\n--\n\nAwait it for up to max_bytes bytes from the\n"
      "non-blocking stream socket fd (b\"\" at EOF); parks while none are ready."},
     {"sock_recv_into", (PyCFunction)(void (*)(void))m_sock_recv_into, METH_FASTCALL,
-     "sock_recv_into(fd, buffer, nbytes): await it for the count read into buffer."},
+     "sock_recv_into($module, fd, buffer, nbytes, /)\n--\n\nAwait it for the count read into buffer."},
     {"sock_sendall", (PyCFunction)(void (*)(void))m_sock_sendall, METH_FASTCALL,
-     "sock_sendall(fd, data): await it to send all of data; parks while the\n"
+     "sock_sendall($module, fd, data, /)\n--\n\nAwait it to send all of data; parks while the\n"
      "send buffer is full."},
     {"io_budget", m_io_budget, METH_NOARGS,
-     "io_budget(): spend one of the current thread's socket calls; None while\n"
+     "io_budget($module, /)\n--\n\nSpend one of the current thread's socket calls; None while\n"
      "some are left, else an awaitable that yields (await it)."},
     {NULL}
 };
