@@ -57,6 +57,12 @@ def test_bad_arguments_are_named():
             await net.serve_tcp(lambda s: None, ("127.0.0.1", 0), cpus=[12345])
         with pytest.raises(TypeError, match="handler"):
             await net.serve_tcp(None, ("127.0.0.1", 0))
+        with pytest.raises(ValueError, match="backlog .* -1"):
+            await net.serve_tcp(lambda s: None, ("127.0.0.1", 0), backlog=-1)
+        with pytest.raises(TypeError, match="backlog .* '8'"):
+            await net.serve_tcp(lambda s: None, ("127.0.0.1", 0), backlog="8")
+        with pytest.raises(TypeError, match="on_listen .* 5"):
+            await net.serve_tcp(lambda s: None, ("127.0.0.1", 0), on_listen=5)
     osvrt.run(main, cpus=1)
     with pytest.raises(RuntimeError, match="green thread"):
         net.serving_cpus()

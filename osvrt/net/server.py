@@ -23,11 +23,13 @@ stay free for offload, timers and other threads; on a free-threaded build
 import errno
 import logging
 import sys
+from collections.abc import Awaitable, Callable, Iterable
 
 from .. import kernel
+from ..checks import check_int
 from ..kernel import sleep
 from ..kernel import spawn
-from .sockets import tcp_listen
+from .sockets import Stream, tcp_listen
 
 __all__ = ["serve_tcp", "serving_cpus"]
 
@@ -44,7 +46,7 @@ def _gil_enabled():
     return True if is_enabled is None else bool(is_enabled())
 
 
-def serving_cpus(cpus=None):
+def serving_cpus(cpus: Iterable[int] | None = None) -> list[int]:
     """The CPUs serve_tcp serves on: `cpus` (checked against the runtime's),
     or by the rule above: the caller's CPU under the GIL, every CPU of the
     runtime without it."""
@@ -53,7 +55,7 @@ def serving_cpus(cpus=None):
         raise RuntimeError("serving_cpus() runs in a green thread (osvrt.run)")
     mine = list(w.rt.cpus)
     if cpus is None:
-        return [kernel.current().cpu] if _gil_enabled() else mine
+        return [w.cpu_id] if _gil_enabled() else mine     # w runs the caller
     cpus = list(cpus)
     bad = [c for c in cpus if c not in mine]
     if bad or not cpus:
@@ -84,7 +86,9 @@ async def _acceptor(handler, listener, cpu):
         spawn(_connection, handler, stream, cpu=cpu)
 
 
-async def serve_tcp(handler, address, *, cpus=None, backlog=1024, on_listen=None):
+async def serve_tcp(handler: Callable[[Stream], Awaitable[object]], address: tuple[str, int], *,
+                    cpus: Iterable[int] | None = None, backlog: int = 1024,
+                    on_listen: Callable[[tuple[str, int]], object] | None = None) -> None:
     """Serve TCP connections on address (host, port) until cancelled: each
     accepted connection runs `await handler(stream)` in its own green thread
     (the stream is closed when it returns; ConnectionError from it is the peer
@@ -93,9 +97,13 @@ async def serve_tcp(handler, address, *, cpus=None, backlog=1024, on_listen=None
     (port 0 picks a free port)."""
     if not callable(handler):
         raise TypeError(f"handler must be an async function taking a Stream, not {handler!r}")
+    if on_listen is not None and not callable(on_listen):
+        raise TypeError(f"on_listen must be a callable taking (host, port) or None, "
+                        f"not {on_listen!r}")
+    check_int("backlog", backlog, 0, 2**31 - 1)
     cpus = serving_cpus(cpus)
     host, port = address
-    listeners = []
+    listeners: list = []
     try:
         for _ in cpus:
             lst = await tcp_listen((host, port), backlog=backlog, reuse_port=True)
