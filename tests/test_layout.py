@@ -183,3 +183,14 @@ def test_bind_refuses_a_class_without_the_hooks():
                 "uintptr_t", rt.core)), 0, 0)
     finally:
         rt.stop()
+
+
+def test_old_module_names_still_work_as_dotted_names():
+    # `import osvrt.net.streams` found the alias in sys.modules but left no
+    # attribute on the package, so osvrt.net.streams.Stream was AttributeError.
+    code = ("import osvrt.net.streams, osvrt.net.udp, osvrt.net.sockets, osvrt.net.channels.udp\n"
+            "assert osvrt.net.streams.Stream is osvrt.net.sockets.Stream\n"
+            "assert osvrt.net.udp is osvrt.net.channels.udp\n"
+            "from osvrt.net.streams import open_tcp_stream\n"
+            "assert open_tcp_stream is osvrt.net.sockets.open_tcp_stream\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
