@@ -16,13 +16,18 @@ apt-get (packages wrk, redis-tools) when running as root, else the benchmark
 is skipped naming the package; a missing uvloop is skipped from the peers.
 Under --benchmark-disable each runs one short round.
 
+--protocol (issue #17's comparison): the peers are asyncio.Protocol servers on
+uvloop and on asyncio giving the same responses (osvrt.bench.rows.streams), and
+osvrt runs twice, on the default placement ("osvrt") and on one worker
+("osvrt1"); `python -m osvrt bench --only wrk_rps,wrk_p99,redis_rps,redis_p99`
+gives the same rows.
+
 Run:     pytest benchmarks/bench_streams.py --benchmark-json=/tmp/streams.json
-Or:      python benchmarks/bench_streams.py [--rounds 5] [--seconds 3] [--cpus 2]
+Or:      python benchmarks/bench_streams.py [--rounds 5] [--seconds 3] [--cpus 2] [--protocol]
 """
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -97,10 +102,16 @@ def _asyncio_server(kind, port, use_uvloop):
         asyncio.run(main())
 
 
+from osvrt.bench.rows.streams import (PROTOCOL_PEERS, protocol_server, redis_round,  # noqa: E402
+                                     wrk_round)
+
+
 def _server_cmd(name, kind, port, cpus):
-    if name == "osvrt":
+    if name.startswith("osvrt"):
+        # "osvrt": the default placement (every CPU); "osvrt1": one worker
         script = os.path.join(EXAMPLES, "http_hello.py" if kind == "http" else "resp_server.py")
         cmd = [sys.executable, script, "--port", str(port)]
+        cpus = 1 if name == "osvrt1" else cpus
         return cmd + (["--cpus", str(cpus)] if cpus else [])
     return [sys.executable, os.path.abspath(__file__), "--serve", name, kind, str(port)]
 
@@ -151,55 +162,24 @@ def _stop(proc):
         proc.wait()
 
 
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-    return {"rps": rps, "p99_ms": float(m.group(1)) * _UNIT[m.group(2)],
-            "errors": errors.group(0) if errors else None}
-
-
-def redis_round(port, requests, connections=50, tests="set,get,ping"):
-    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests,
-                          "-n", str(requests), "-c", str(connections), "--csv"],
-                         capture_output=True, text=True, timeout=300).stdout
-    rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()
-            if line.startswith('"')]                 # not the "WARNING: ..." lines
-    if not rows or rows[0][0] != "test":
-        raise RuntimeError(f"redis-benchmark printed no results: {out[-500:]!r}")
-    head, rows = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
-    i_rps, i_p99 = head.index("rps"), head.index("p99_latency_ms")
-    rps = [float(r[i_rps]) for r in rows]
-    if not rps or min(rps) <= 0:
-        # a test too short to time (the quick run's small counts): say so, do
-        # not divide by it
-        raise RuntimeError(f"redis-benchmark timed no test of {tests!r} ({requests} requests "
-                           f"each): {out[-500:]!r}")
-    # requests/s over all the tests (harmonic mean: the same count each), worst p99
-    return {"rps": len(rps) / sum(1 / x for x in rps),
-            "p99_ms": max(float(r[i_p99]) for r in rows),
-            "tests": {r[0]: float(r[i_rps]) for r in rows}}
-
-
-def peers():
-    names = ["osvrt", "asyncio"]
+def peers(protocol=False):
+    """Contenders, osvrt first.  protocol=True: osvrt on one worker and on
+    the default placement against asyncio.Protocol servers (issue #17's
+    peers); else the examples' logic on asyncio/uvloop streams."""
     try:
         import uvloop  # noqa: F401
-        names.append("uvloop")
+        have_uvloop = True
     except ImportError:
-        pass
-    return names
+        have_uvloop = False
+    if protocol:
+        names = ["osvrt", "osvrt1", "asyncio_protocol"]
+        return names + (["uvloop_protocol"] if have_uvloop else [])
+    return ["osvrt", "asyncio"] + (["uvloop"] if have_uvloop else [])
 
 
-def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None):
+def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None, protocol=False):
     """Alternating rounds of every server; medians and ratios."""
-    names = peers()
+    names = peers(protocol)
     per = {n: [] for n in names}
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
@@ -219,8 +199,12 @@ def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None):
         res[f"{n}_rps"] = statistics.median(x["rps"] for x in per[n])
         res[f"{n}_p99_ms"] = statistics.median(x["p99_ms"] for x in per[n])
     for peer in names[1:]:
-        res[f"ratio_rps_vs_{peer}"] = res["osvrt_rps"] / res[f"{peer}_rps"]
-        res[f"ratio_p99_vs_{peer}"] = res["osvrt_p99_ms"] / res[f"{peer}_p99_ms"]
+        if peer.startswith("osvrt"):
+            continue
+        for mine in [n for n in names if n.startswith("osvrt")]:
+            tag = "" if mine == "osvrt" else f"{mine}_"
+            res[f"{tag}ratio_rps_vs_{peer}"] = res[f"{mine}_rps"] / res[f"{peer}_rps"]
+            res[f"{tag}ratio_p99_vs_{peer}"] = res[f"{mine}_p99_ms"] / res[f"{peer}_p99_ms"]
     res["raw"] = per
     return res
 
@@ -265,15 +249,20 @@ def bench_redis_benchmark_resp(benchmark, quick):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         _, _, name, kind, port = sys.argv
-        _asyncio_server(kind, int(port), name == "uvloop")
+        if name in PROTOCOL_PEERS:
+            protocol_server(kind, int(port), name == "uvloop_protocol")
+        else:
+            _asyncio_server(kind, int(port), name == "uvloop")
         sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--seconds", type=float, default=SECONDS)
     ap.add_argument("--cpus", type=int, default=None, help="osvrt worker CPUs (default: all)")
     ap.add_argument("--only", choices=["http", "resp"], default=None)
+    ap.add_argument("--protocol", action="store_true",
+                    help="peers: asyncio.Protocol servers (uvloop, asyncio) and osvrt on 1 CPU too")
     a = ap.parse_args()
     for kind in ([a.only] if a.only else ["http", "resp"]):
-        r = compare(kind, rounds=a.rounds, seconds=a.seconds, cpus=a.cpus)
+        r = compare(kind, rounds=a.rounds, seconds=a.seconds, cpus=a.cpus, protocol=a.protocol)
         r.pop("raw")
         print(kind, json.dumps(r, indent=1), flush=True)

@@ -80,6 +80,8 @@ def notify_closing(f):
         workers = me.rt.workers
     else:                            # a foreign OS thread: every live runtime's workers
         workers = [w for rt in list(_runtimes) for w in rt.workers]
+    # Every worker, waiter or not: one with no waiter now may still hold the
+    # fd's registration from an earlier wait (it takes the closing lazily,
+    # before its next registration; only workers with waiters are kicked).
     for w in workers:
-        if w is me or _engine._io_waiters(w):
-            _engine._io_close(w, fd)
+        _engine._io_close(w, fd)

@@ -46,7 +46,7 @@ def tiny_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     out = io.StringIO()
     args = _args("--json", str(d / "b.json"), "--plot", "-", "--rounds", "1", "--no-progress",
-                 sizes=TINY, warmup=0, width=200)
+                 sizes=TINY, warmup=0, width=260)   # 260: the real-client rows add 3 columns
     doc = cli.run(args, out=out)
     return doc, out.getvalue(), d / "b.json"
 

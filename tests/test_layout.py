@@ -280,3 +280,14 @@ def test_repeated_blocks_are_gone():
     runtime = (ROOT / "runtime.py").read_text()
     assert "def _load(" not in runtime and "def _check_number(" not in runtime
     assert "def _check_int(" not in (ROOT / "net" / "channels" / "service.py").read_text()
+
+
+def test_old_module_names_still_work_as_dotted_names():
+    # `import osvrt.net.streams` found the alias in sys.modules but left no
+    # attribute on the package, so osvrt.net.streams.Stream was AttributeError.
+    code = ("import osvrt.net.streams, osvrt.net.udp, osvrt.net.sockets, osvrt.net.channels.udp\n"
+            "assert osvrt.net.streams.Stream is osvrt.net.sockets.Stream\n"
+            "assert osvrt.net.udp is osvrt.net.channels.udp\n"
+            "from osvrt.net.streams import open_tcp_stream\n"
+            "assert open_tcp_stream is osvrt.net.sockets.open_tcp_stream\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -38,7 +38,7 @@ def test_engine_builtins_have_signatures():
     assert list(inspect.signature(osvrt.Thread.join).parameters) == ["self", "timeout"]
     for name in ("current", "current_worker", "wake", "claim", "schedule", "wake_at", "park",
                  "yield_now", "sleep", "spawn", "check_delay", "check_priority", "next_id",
-                 "monotonic"):
+                 "monotonic", "sock_recv", "sock_recv_into", "sock_sendall", "io_budget"):
         inspect.signature(getattr(_engine, name))      # ValueError without a text signature
 
 

@@ -150,6 +150,10 @@ struct io_slot {
     uint64_t rd_seq, wr_seq;   /* owner: worker_io.reg_seq when each wait registered */
     uint32_t armed;            /* owner: events armed (EPOLLONESHOT) in the kernel now */
     char registered;           /* owner: added to this CPU's epfd (as far as we know) */
+    char et;                   /* owner: registered edge-triggered, both directions (sock.c) */
+    uint32_t ready;            /* owner, et only: EPOLLIN/EPOLLOUT seen ready and not
+                                  known to be drained since (the readiness cache);
+                                  EPOLLRDHUP: EOF/error seen, sticky until the close */
 };
 struct worker_io {
     struct io_slot *slots;     /* owner: indexed by fd */
@@ -235,6 +239,8 @@ struct WorkerObject {
     int nfree;
     uint64_t drain_buf[DRAIN_BATCH];
     struct worker_io io;           /* readiness (io.c) */
+    int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
+    char *scratch;                 /* owner: sock.c's recv buffer (64 KiB), or NULL */
 };
 
 /* module.c */
@@ -305,6 +311,8 @@ void io_init(WorkerObject *w);
 void io_clear(WorkerObject *w);
 int io_traverse(WorkerObject *w, visitproc visit, void *arg);
 PyObject *io_timeout_error(TicketObject *tk);
+void io_raise_closed(const char *msg);      /* ClosedResourceError(EBADF, msg) */
+struct io_slot *io_slot(WorkerObject *w, int fd);   /* grown to hold fd; NULL: MemoryError */
 static inline int io_due(WorkerObject *w, double now)
 {
     /* relaxed: both are owner-written or a hint; a missed closing is seen next turn. */
@@ -313,6 +321,14 @@ static inline int io_due(WorkerObject *w, double now)
         return 0;
     return ++w->io.tick >= IO_TICKS || now - w->io.last >= IO_PERIOD;
 }
+
+/* sock.c: the cooperative I/O budget.  A thread whose socket calls never
+ * block would never trap, and OSv's rule can only act at a trap: after
+ * IO_BUDGET calls that completed at once since the loop last resumed it, the
+ * next one yields (tokio's coop budget is 128 per task poll). */
+#define IO_BUDGET 128
+extern PyMethodDef sock_module_methods[];
+extern PyTypeObject SockOp_Type;
 
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);

@@ -38,6 +38,10 @@
 
 #include "engine.h"
 
+/* A worker with no waiter is not kicked for a posted closing (it takes it at
+ * its next registration) until this many are pending: the list stays small. */
+#define CLOSING_KICK 64
+
 static PyObject *ClosedClass;      /* osvrt.ClosedResourceError, set by io.py */
 static PyObject *BusyClass;        /* osvrt.BusyResourceError */
 
@@ -107,13 +111,38 @@ slot_arm(WorkerObject *w, int fd, struct io_slot *s, uint32_t events)
         return -1;
     s->registered = 1;
     s->armed = events;
+    s->et = 0;                   /* a oneshot wait takes an edge-triggered slot back */
     return 0;
 }
 
-int
-io_register(WorkerObject *w, TicketObject *tk)
+/* Register fd edge-triggered for both directions (sock.c's waits): it stays
+ * registered across waits, and each event caches the readiness it reports
+ * in s->ready (Go's netpoller and tokio's ScheduledIo do the same), so a
+ * socket call parks with no epoll_ctl and tries no syscall it knows would
+ * fail.  ADD or MOD report the readiness at that moment as an event. */
+static int
+slot_register_et(WorkerObject *w, int fd, struct io_slot *s)
 {
-    int fd = tk->fd;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                             .data.u64 = (uint32_t)fd};
+    int op = s->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int r = epoll_ctl(w->cpu->epfd, op, fd, &ev);
+    if (r < 0 && op == EPOLL_CTL_MOD && errno == ENOENT)       /* closed and reused */
+        r = epoll_ctl(w->cpu->epfd, EPOLL_CTL_ADD, fd, &ev);
+    else if (r < 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
+        r = epoll_ctl(w->cpu->epfd, EPOLL_CTL_MOD, fd, &ev);
+    if (r < 0)
+        return -1;
+    s->registered = 1;
+    s->et = 1;
+    s->armed = 0;
+    return 0;
+}
+
+/* The slot of fd in w's table, grown to hold it; NULL with MemoryError. */
+struct io_slot *
+io_slot(WorkerObject *w, int fd)
+{
     if (fd >= w->io.nslots) {
         int n = w->io.nslots ? w->io.nslots : 64;
         while (n <= fd)
@@ -121,23 +150,54 @@ io_register(WorkerObject *w, TicketObject *tk)
         struct io_slot *g = PyMem_Realloc(w->io.slots, sizeof(*g) * (size_t)n);
         if (g == NULL) {
             PyErr_NoMemory();
-            return -1;
+            return NULL;
         }
         memset(g + w->io.nslots, 0, sizeof(*g) * (size_t)(n - w->io.nslots));
         w->io.slots = g;
         w->io.nslots = n;
     }
+    return &w->io.slots[fd];
+}
+
+int
+io_register(WorkerObject *w, TicketObject *tk)
+{
+    int fd = tk->fd;
+    if (io_slot(w, fd) == NULL)
+        return -1;
+    /* Closings posted by other threads first (acquire: pairs with the
+     * poster's release store): one may be for an earlier fd of this number,
+     * whose registration must not be taken for this fd's. */
+    if (atomic_load_explicit(&w->io.closing, memory_order_acquire) && io_take_closing(w) < 0)
+        return -1;
     struct io_slot *s = &w->io.slots[fd];
     slot_sweep(w, s);
-    TicketObject **p = tk->ioev == EPOLLIN ? &s->rd : &s->wr;
+    uint32_t dir = tk->ioev & (EPOLLIN | EPOLLOUT);
+    TicketObject **p = dir == EPOLLIN ? &s->rd : &s->wr;
     if (*p != NULL) {
         PyErr_Format(BusyClass ? BusyClass : PyExc_RuntimeError,
                      "another green thread is already waiting for fd %d to become %s",
-                     fd, tk->ioev == EPOLLIN ? "readable" : "writable");
+                     fd, dir == EPOLLIN ? "readable" : "writable");
         return -1;
     }
-    uint32_t want = slot_wants(s) | tk->ioev;
-    if ((s->armed & want) != want && slot_arm(w, fd, s, want) < 0) {
+    /* Arm on every wait, even when the slot looks armed already: a wait that
+     * ended without an event (timeout, cancel) leaves the slot "armed", and
+     * the fd may have been closed since (behind osvrt's back, or from another
+     * CPU) and its number reused: the kernel dropped that registration, and
+     * skipping the MOD here would leave the new fd's wait unregistered for
+     * ever (issue #21, item 1).  MOD finds the reuse (ENOENT) and adds it.
+     * The usual path pays nothing for it: an event disarmed the slot anyway. */
+    uint32_t want = slot_wants(s) | dir;
+    int r;
+    if (tk->ioev & EPOLLET) {
+        /* A socket call's wait (sock.c): registered once, edge-triggered, for
+         * both directions; the wait itself costs no epoll_ctl.  It comes
+         * after EAGAIN (or a short read), so this direction is not ready. */
+        s->ready &= ~dir;
+        r = s->et ? 0 : slot_register_et(w, fd, s);
+    } else
+        r = slot_arm(w, fd, s, want);
+    if (r < 0) {
         int e = errno;
         PyObject *v = Py_BuildValue(
             "(is)", e, e == EBADF ? "fd is not open (closed behind osvrt's back?)"
@@ -153,7 +213,7 @@ io_register(WorkerObject *w, TicketObject *tk)
     uint64_t seq = atomic_load_explicit(&w->io.reg_seq, memory_order_relaxed) + 1;
     /* relaxed, no RMW: the owner is the only writer (see engine.h) */
     atomic_store_explicit(&w->io.reg_seq, seq, memory_order_relaxed);
-    if (tk->ioev == EPOLLIN)
+    if (dir == EPOLLIN)
         s->rd_seq = seq;
     else
         s->wr_seq = seq;
@@ -189,7 +249,13 @@ io_dispatch(WorkerObject *w, int n)
         if (fd < 0 || fd >= w->io.nslots)
             continue;
         struct io_slot *s = &w->io.slots[fd];
-        s->armed = 0;            /* oneshot: disarmed by this event */
+        if (s->et) {
+            /* cache what the edge reports (sock.c tries the call again) */
+            s->ready |= (r & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP) ? EPOLLIN : 0)
+                        | (r & (EPOLLOUT | EPOLLERR | EPOLLHUP) ? EPOLLOUT : 0)
+                        | (r & (EPOLLERR | EPOLLHUP | EPOLLRDHUP) ? EPOLLRDHUP : 0);
+        } else
+            s->armed = 0;        /* oneshot: disarmed by this event */
         PyObject *v = NULL;
         TicketObject **which[2] = {&s->rd, &s->wr};
         uint32_t mask[2] = {EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP,
@@ -211,7 +277,7 @@ io_dispatch(WorkerObject *w, int n)
         }
         Py_XDECREF(v);
         slot_sweep(w, s);
-        uint32_t want = slot_wants(s);
+        uint32_t want = s->et ? 0 : slot_wants(s);      /* an edge-triggered slot stays armed */
         if (want && slot_arm(w, fd, s, want) < 0) {
             /* Cannot re-arm (closed behind our back): end the other wait
              * with the error rather than leave it parked for ever. */
@@ -255,6 +321,8 @@ io_close_fd(WorkerObject *w, int fd, uint64_t upto)
         (void)epoll_ctl(w->cpu->epfd, EPOLL_CTL_DEL, fd, &ev);   /* EBADF/ENOENT: gone already */
         s->registered = 0;
         s->armed = 0;
+        s->et = 0;
+        s->ready = 0;
     }
     slot_sweep(w, s);
     if (s->rd == NULL && s->wr == NULL)
@@ -342,6 +410,18 @@ io_clear(WorkerObject *w)
     pthread_mutex_unlock(&w->io.mu);
 }
 
+/* Raise osvrt.ClosedResourceError(EBADF, msg) (sock.c: a call on a closed socket). */
+void
+io_raise_closed(const char *msg)
+{
+    PyObject *e = PyObject_CallFunction(ClosedClass ? ClosedClass : PyExc_OSError, "is",
+                                        EBADF, msg);
+    if (e != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
+}
+
 PyObject *
 io_timeout_error(TicketObject *tk)
 {
@@ -349,7 +429,7 @@ io_timeout_error(TicketObject *tk)
     if (d == NULL)
         return NULL;
     PyErr_Format(PyExc_TimeoutError, "waiting for fd %d to become %s timed out after %R s",
-                 tk->fd, tk->ioev == EPOLLIN ? "readable" : "writable", d);
+                 tk->fd, tk->ioev & EPOLLIN ? "readable" : "writable", d);
     Py_DECREF(d);
     return NULL;
 }
@@ -430,10 +510,16 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
      * as a wait on an fd closed behind osvrt's back does. */
     uint64_t upto = atomic_load_explicit(&w->io.reg_seq, memory_order_acquire);
     w->io.closing_fds[w->io.nclosing++] = (struct io_closing){fd, upto};
+    int many = w->io.nclosing >= CLOSING_KICK;
     pthread_mutex_unlock(&w->io.mu);
     /* release: the owner's acquire exchange sees the fd appended. */
     atomic_store_explicit(&w->io.closing, 1, memory_order_release);
-    osvrt_api->cpu_kick(w->cpu);
+    /* Posted to every worker, waiter or not: a worker with no waiter now may
+     * still hold this fd's registration, and takes the closing before its
+     * next registration (io_register).  Only a worker with waiters (someone
+     * to wake) is kicked, or one whose list grew long while it slept. */
+    if (many || atomic_load_explicit(&w->io.waiters, memory_order_relaxed))
+        osvrt_api->cpu_kick(w->cpu);
     Py_RETURN_NONE;
 }
 
@@ -444,6 +530,19 @@ m_io_waiters(PyObject *m, PyObject *o)
         return PyErr_Format(PyExc_TypeError, "not a Worker: %R", o);
     return PyLong_FromSsize_t(
         atomic_load_explicit(&((WorkerObject *)o)->io.waiters, memory_order_relaxed));
+}
+
+/* _io_pending_closings(worker): closings posted to it and not taken yet. */
+static PyObject *
+m_io_pending_closings(PyObject *m, PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &WorkerBase_Type))
+        return PyErr_Format(PyExc_TypeError, "not a Worker: %R", o);
+    WorkerObject *w = (WorkerObject *)o;
+    pthread_mutex_lock(&w->io.mu);
+    int n = w->io.nclosing;
+    pthread_mutex_unlock(&w->io.mu);
+    return PyLong_FromLong(n);
 }
 
 static PyObject *
@@ -464,6 +563,7 @@ PyMethodDef io_module_methods[] = {
      "returns the epoll events seen.  TimeoutError after timeout; cancellable."},
     {"_io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
     {"_io_waiters", m_io_waiters, METH_O, NULL},
+    {"_io_pending_closings", m_io_pending_closings, METH_O, NULL},
     {"_io_set_classes", m_io_set_classes, METH_VARARGS, NULL},
     {NULL}
 };

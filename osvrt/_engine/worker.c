@@ -745,6 +745,7 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
         atomic_store_explicit(&w->run_start, now, memory_order_relaxed);
         atomic_store_explicit(&w->running, 1, memory_order_relaxed);
         atomic_store_explicit(&t->state, ST_RUNNING, memory_order_relaxed);
+        w->io_budget = IO_BUDGET;          /* a fresh budget per resume (sock.c) */
         if (atomic_load_explicit(&t->pending, memory_order_acquire))
             trap = throw_into(w, t);
         else
@@ -862,6 +863,7 @@ worker_trace_start(WorkerObject *w, PyObject *arg)
     if (buf == NULL)
         return PyErr_NoMemory();
     PyMem_Free(w->trace);
+    PyMem_RawFree(w->scratch);
     w->trace = buf;
     w->trace_cap = cap;
     w->trace_len = 0;
@@ -1241,6 +1243,7 @@ worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     atomic_init(&w->stop, 0);
     atomic_init(&w->pull, NULL);
     io_init(w);
+    w->scratch = NULL;
     return (PyObject *)w;
 }
 

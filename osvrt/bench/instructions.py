@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 
-WORKLOADS = ("switch", "spawn")
+WORKLOADS = ("switch", "spawn", "http")   # http: osvrt/bench/http_load.py
 PEERS = ("osvrt", "asyncio", "uvloop")
 
 
@@ -35,6 +35,9 @@ def child(peer, kind, n):
     # Without it, the count is the cost of scheduling alone, and it repeats.
     gc.collect()
     gc.disable()
+    if kind == "http":
+        from . import http_load
+        return http_load.child(peer, n)
     if peer == "osvrt":
         # One CPU: both sides of the ping-pong are colocated by construction.
         # No watchdog and no stats file: their OS threads wake on wall-clock
@@ -99,7 +102,8 @@ def measure(peers=PEERS, kinds=WORKLOADS, n=None, quick=False):
     """{kind: {peer: instructions per unit}} for every available peer."""
     if shutil.which("valgrind") is None:
         raise RuntimeError("valgrind is not installed (Debian: apt-get install valgrind)")
-    sizes = {"switch": 2000 if quick else 10000, "spawn": 2000 if quick else 10000}
+    sizes = {"switch": 2000 if quick else 10000, "spawn": 2000 if quick else 10000,
+             "http": 2000 if quick else 10000}
     out = {}
     for kind in kinds:
         out[kind] = {}
@@ -114,12 +118,18 @@ def measure(peers=PEERS, kinds=WORKLOADS, n=None, quick=False):
 def report(result):
     lines = ["instructions per unit (callgrind, difference of N and 2N units):"]
     for kind, row in result.items():
-        unit = "one-way colocated switch" if kind == "switch" else "spawn + run + join"
+        unit = {"switch": "one-way colocated switch", "spawn": "spawn + run + join",
+                "http": "HTTP keep-alive request (server side, loopback)"}[kind]
         cells = ", ".join(f"{p} {v:,.0f}" for p, v in row.items())
         lines.append(f"  {unit}: {cells}")
         o, a = row.get("osvrt"), row.get("asyncio")
         if kind == "switch" and o is not None:
             lines.append(f"    target <= 3,000: {'met' if o <= 3000 else 'MISSED'}")
+        u = row.get("uvloop")
+        if kind == "http" and o is not None and u:
+            r = o / u
+            lines.append(f"    osvrt/uvloop-Protocol {r:.3f}, target <= 0.5: "
+                         f"{'met' if r <= 0.5 else 'MISSED'}")
         if kind == "spawn" and o is not None and a:
             r = o / a
             lines.append(f"    osvrt/asyncio {r:.3f}, target <= 0.25: {'met' if r <= 0.25 else 'MISSED'}")
@@ -129,7 +139,7 @@ def report(result):
 def add_arguments(p):
     p.add_argument("--quick", action="store_true", help="smaller N (2,000 units)")
     p.add_argument("--only", default=",".join(WORKLOADS),
-                   help="comma-separated workloads: switch,spawn")
+                   help="comma-separated workloads: switch,spawn,http")
     p.add_argument("--peers", default=",".join(PEERS),
                    help="comma-separated: osvrt,asyncio,uvloop (missing ones are skipped)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the figures here")

@@ -17,7 +17,8 @@ def _rich():
 COLUMNS = [
     ("c_futex", "C futex"), ("c_mutex", "C mutex"), ("threading", "threading"),
     ("asyncio", "asyncio"), ("uvloop", "uvloop"), ("trio", "trio"), ("gevent", "gevent"),
-    ("kernel_udp", "kernel UDP"),
+    ("kernel_udp", "kernel UDP"), ("uvloop_protocol", "uvloop-P"),
+    ("asyncio_protocol", "asyncio-P"), ("osvrt1", "osvrt 1cpu"),
 ]
 
 

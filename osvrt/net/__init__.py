@@ -34,12 +34,17 @@ from .channels.service import configure, net_of
 from .sockets import (Listener, Stream, UdpSocket, getaddrinfo, open_tcp_stream,
                       open_unix_stream, tcp_listen, udp_socket, unix_listen)
 from .channels.udp import UdpEndpoint, udp_bind
+from .server import serve_tcp, serving_cpus
 
 # The names these modules had before the #22 layout (osvrt.net.streams,
 # osvrt.net.udp), kept importable for callers written against them.
 _sys.modules.setdefault(__name__ + ".streams", _sockets)
 _sys.modules.setdefault(__name__ + ".udp", _udp)
+# and as attributes: `import osvrt.net.streams` finds the module in sys.modules
+# and does not set it on the package, so `osvrt.net.streams.Stream` needs these.
+streams = _sockets
+udp = _udp
 
 __all__ = ["Listener", "Stream", "UdpEndpoint", "UdpSocket", "configure", "getaddrinfo",
-           "net_of", "open_tcp_stream", "open_unix_stream", "tcp_listen", "udp_bind",
-           "udp_socket", "unix_listen"]
+           "net_of", "open_tcp_stream", "open_unix_stream", "serve_tcp", "serving_cpus",
+           "tcp_listen", "udp_bind", "udp_socket", "unix_listen"]

@@ -8,9 +8,11 @@
         stream, addr = await listener.accept()
 
 Every socket is non-blocking.  An operation tries the syscall first and
-waits for readiness (osvrt.wait_readable / wait_writable: the worker's
-epoll) only on EAGAIN, so a green thread waiting for I/O never blocks its
-CPU.  Errors are the socket module's own OSError subclasses, with errno
+waits for readiness (the worker's epoll) only on EAGAIN, so a green thread
+waiting for I/O never blocks its CPU.  A Stream's recv, recv_into and
+sendall run in the engine (osvrt/_engine/sock.c): edge-triggered readiness
+registered once per connection and cached, no exception object on EAGAIN,
+and a cooperative budget (a call yields after 128 that completed at once).  Errors are the socket module's own OSError subclasses, with errno
 (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, ...); using a
 closed object raises osvrt.ClosedResourceError (EBADF).  close() wakes any
 green thread waiting on the socket with ClosedResourceError
@@ -27,6 +29,7 @@ kernel spreads connections among them), as the examples do.
 import errno
 import socket
 
+from .. import _engine
 from ..readiness import ClosedResourceError, notify_closing, wait_readable, wait_writable
 from ..offload import to_thread
 
@@ -34,6 +37,12 @@ __all__ = ["Listener", "Stream", "UdpSocket", "getaddrinfo", "open_tcp_stream",
            "open_unix_stream", "tcp_listen", "udp_socket", "unix_listen"]
 
 _EAGAIN = (BlockingIOError, InterruptedError)
+# The cooperative budget (osvrt/_engine/sock.c): a call that completed at
+# once spends one; when they are spent it gives an awaitable yield, so a
+# connection that always has data ready still traps and OSv's rule applies.
+_budget = _engine.io_budget
+_sock_recv, _sock_recv_into, _sock_sendall = (_engine.sock_recv, _engine.sock_recv_into,
+                                              _engine.sock_sendall)
 
 
 def _closed(what):
@@ -100,49 +109,23 @@ class Stream(_Sock):
     __slots__ = ()
     _what = "stream"
 
+    # The per-request calls run in the engine (osvrt/_engine/sock.c): the
+    # non-blocking syscall with the GIL held, EAGAIN parks on the worker's
+    # epoll with no exception object, the result comes back through am_send.
+    # (async def, not a plain method returning the awaitable: spawn() and
+    # users take these for coroutine functions.)
+
     async def recv(self, max_bytes=65536):
         """Up to max_bytes bytes; b"" at EOF (the peer closed or sent EOF)."""
-        sock = self.socket
-        try:
-            return sock.recv(max_bytes)
-        except OSError as e:
-            return await self._retry(e, sock.recv, wait_readable, max_bytes)
+        return await _sock_recv(self._fd, max_bytes)
 
     async def recv_into(self, buffer, nbytes=0):
-        sock = self.socket
-        try:
-            return sock.recv_into(buffer, nbytes)
-        except OSError as e:
-            return await self._retry(e, sock.recv_into, wait_readable, buffer, nbytes)
+        """The number of bytes read into buffer (0 at EOF)."""
+        return await _sock_recv_into(self._fd, buffer, nbytes)
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
-        sock = self.socket
-        try:
-            n = sock.send(data)
-        except _EAGAIN:
-            n = 0
-        except OSError as e:
-            if self._fd < 0:
-                raise _closed(self._what) from e
-            raise
-        if n == len(data):
-            return
-        view = memoryview(data).cast("B")[n:]
-        try:
-            while view:
-                await wait_writable(self._fd)
-                try:
-                    n = sock.send(view)
-                except _EAGAIN:
-                    continue
-                except OSError as e:
-                    if self._fd < 0:
-                        raise _closed(self._what) from e
-                    raise
-                view = view[n:]
-        finally:
-            view.release()
+        await _sock_sendall(self._fd, data)
 
     async def send_eof(self):
         """Half-close: the peer's recv() returns b"" once it has read what we sent;
@@ -168,6 +151,8 @@ class Listener(_Sock):
         return a[:2] if isinstance(a, tuple) else a
 
     async def accept(self):
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         while True:
             try:
@@ -198,6 +183,8 @@ class UdpSocket(_Sock):
         return self.socket.getsockname()[:2]
 
     async def recvfrom(self, max_bytes=65536):
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         try:
             return sock.recvfrom(max_bytes)
@@ -205,6 +192,8 @@ class UdpSocket(_Sock):
             return await self._retry(e, sock.recvfrom, wait_readable, max_bytes)
 
     async def sendto(self, data, address):
+        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
+            await y
         sock = self.socket
         try:
             return sock.sendto(data, address)
@@ -233,9 +222,31 @@ async def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     return await to_thread(socket.getaddrinfo, host, port, family, type, proto, flags)
 
 
+async def _unix_backlog_wait(sock, address, timeout, what):
+    """A non-blocking Unix connect() gave EAGAIN: the listener's backlog is
+    full, and nothing is in progress (waiting for writability would report an
+    unconnected socket as connected).  Try again, backing off from 0.5 ms to
+    50 ms, as a blocking connect would wait for room; returns connect's error
+    number (0: connected).  Cancellable; TimeoutError after timeout s."""
+    from ..kernel import monotonic, sleep
+    deadline = None if timeout is None else monotonic() + timeout
+    delay = 0.0005
+    while True:
+        if deadline is not None and monotonic() + delay > deadline:
+            raise TimeoutError(f"connecting to {what} timed out after {timeout} s "
+                               "(the listener's backlog stayed full)")
+        await sleep(delay)
+        delay = min(delay * 2, 0.05)
+        err = sock.connect_ex(address)
+        if err != errno.EAGAIN:
+            return err
+
+
 async def _connect(sock, address, timeout, what):
     try:
         err = sock.connect_ex(address)
+        if err == errno.EAGAIN and sock.family == socket.AF_UNIX:
+            err = await _unix_backlog_wait(sock, address, timeout, what)
         if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
             try:
                 await wait_writable(sock.fileno(), timeout)
@@ -255,7 +266,8 @@ async def open_tcp_stream(host, port, *, timeout=None):
     """Connect to (host, port) over TCP and return a Stream.  Every address that
     host resolves to is tried in turn; the last error is raised (e.g.
     ConnectionRefusedError).  TimeoutError if not connected within timeout s."""
-    from ..kernel import check_timeout, monotonic
+    from ..checks import check_timeout
+    from ..kernel import monotonic
     timeout = check_timeout(timeout)
     deadline = None if timeout is None else monotonic() + timeout
     infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -311,11 +323,15 @@ async def udp_socket(local_addr=("0.0.0.0", 0)):
     return UdpSocket(sock)
 
 
-async def open_unix_stream(path):
-    """Connect to the Unix stream socket at path."""
+async def open_unix_stream(path, *, timeout=None):
+    """Connect to the Unix stream socket at path.  While the listener's
+    backlog is full, wait for room as a blocking connect would; TimeoutError
+    if not connected within timeout s."""
+    from ..checks import check_timeout
+    timeout = check_timeout(timeout)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
-    await _connect(sock, path, None, repr(path))
+    await _connect(sock, path, timeout, repr(path))
     return Stream(sock)
 
 

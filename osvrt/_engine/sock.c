@@ -1,0 +1,538 @@
+/* sock.c - the socket path's share of the engine: the per-request calls in C
+ * (recv, recv_into, sendall on a connected stream socket) and the
+ * cooperative I/O budget.
+ *
+ * A call is a SockOp, the awaitable that Stream.recv() and friends return.
+ * Its am_send makes the non-blocking syscall with the GIL held: the socket
+ * is non-blocking, so the call cannot block, and releasing the GIL for a
+ * microsecond syscall would only invite another worker to take it (the
+ * convoy of issue #17).  EAGAIN creates no Python exception: the op opens a
+ * readiness wait (a TK_IO Ticket, io.c) and yields it to the loop as the
+ * trap; the loop's resume comes back through the coroutine into this
+ * am_send, which ends the wait and tries again.  A result returns through
+ * am_send (PYGEN_RETURN), so a call that finds data ready costs no frame and
+ * no StopIteration.
+ *
+ * The budget.  A green thread yields the CPU only at a trap, and OSv's fair
+ * rule is applied only there.  A call that finds data ready returns without
+ * one, so a connection whose peer always has data would keep its worker:
+ * timers, I/O-woken readers and every other thread on the CPU starve (issue
+ * #21, item 3).  As tokio's coop budget does, each resume of a thread grants
+ * IO_BUDGET calls that complete at once (worker.c resets it); the call after
+ * those first yields (before its syscall, so a cancel there loses no data).
+ *
+ * Ownership: a SockOp belongs to the green thread awaiting it (owner only).
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <limits.h>
+
+#include "engine.h"
+
+enum { OP_RECV, OP_RECV_INTO, OP_SENDALL };
+
+typedef struct {
+    PyObject_HEAD
+    int kind;
+    int fd;
+    int step;                  /* 0: not started; 1: waiting on sub; 2: done */
+    Py_ssize_t n;              /* RECV: max bytes; RECV_INTO: bytes to read at most */
+    Py_ssize_t off;            /* SENDALL: bytes sent so far */
+    Py_buffer buf;             /* RECV_INTO, SENDALL: the caller's buffer (buf.obj set) */
+    PyObject *sub;             /* the Ticket yielded to the loop, while step is 1 */
+} SockOpObject;
+
+/* A recv lands in the worker's scratch buffer (WorkerObject.scratch) and is
+ * copied into a bytes of its length: no 64 KiB bytes to allocate and shrink
+ * per call (CPython's sock.recv does), and none at all on EAGAIN. */
+#define SCRATCH 65536
+
+static PyObject *
+closed_error(void)
+{
+    io_raise_closed("this socket was closed");
+    return NULL;
+}
+
+static void
+sockop_release(SockOpObject *op)
+{
+    op->step = 2;
+    if (op->buf.obj != NULL)
+        PyBuffer_Release(&op->buf);
+    Py_CLEAR(op->sub);
+}
+
+static SockOpObject *
+sockop_new(int kind, int fd)
+{
+    if (fd < 0)
+        return (SockOpObject *)closed_error();
+    SockOpObject *op = PyObject_GC_New(SockOpObject, &SockOp_Type);
+    if (op == NULL)
+        return NULL;
+    op->kind = kind;
+    op->fd = fd;
+    op->step = 0;
+    op->n = 0;
+    op->off = 0;
+    op->buf.obj = NULL;
+    op->sub = NULL;
+    PyObject_GC_Track(op);
+    return op;
+}
+
+/* Yield tk (a fresh Ticket: TK_IO or TK_YIELD) to the loop as our trap.
+ * 1: parked (*result is the trap), 0: the wait finished at once (try the
+ * call again), -1: error (outside a green thread, another waiter on fd). */
+static int
+sockop_park(SockOpObject *op, TicketObject *tk, PyObject **result)
+{
+    if (tk == NULL)
+        return -1;
+    PySendResult s = Ticket_Type.tp_as_async->am_send((PyObject *)tk, Py_None, result);
+    if (s != PYGEN_NEXT) {
+        if (s == PYGEN_RETURN)
+            Py_DECREF(*result);
+        Py_DECREF(tk);
+        return s == PYGEN_RETURN ? 0 : -1;
+    }
+    op->sub = (PyObject *)tk;
+    op->step = 1;
+    return 1;
+}
+
+static inline uint32_t
+sockop_dir(SockOpObject *op)
+{
+    return op->kind == OP_SENDALL ? EPOLLOUT : EPOLLIN;
+}
+
+static PySendResult
+sockop_fail(SockOpObject *op, int e)
+{
+    sockop_release(op);
+    if (e == EBADF)
+        closed_error();
+    else {
+        errno = e;
+        PyErr_SetFromErrno(PyExc_OSError);   /* the errno's subclass, as socket does */
+    }
+    return PYGEN_ERROR;
+}
+
+/* One syscall.  1: done (*result set), 0: would block, -1: error (errno),
+ * -2: a Python error is set (no memory). */
+static int
+sockop_try(SockOpObject *op, PyObject **result)
+{
+    ssize_t r;
+    switch (op->kind) {
+    case OP_RECV: {
+        WorkerObject *w = tls_worker;
+        if (op->n > SCRATCH) {      /* a big read goes straight into its bytes */
+            PyObject *b = PyBytes_FromStringAndSize(NULL, op->n);
+            if (b == NULL)
+                return -2;
+            r = recv(op->fd, PyBytes_AS_STRING(b), (size_t)op->n, 0);
+            if (r < 0) {
+                int e = errno;
+                Py_DECREF(b);
+                errno = e;
+                return e == EAGAIN || e == EWOULDBLOCK ? 0 : -1;
+            }
+            if (r < op->n && _PyBytes_Resize(&b, r) < 0)
+                return -2;
+            *result = b;
+            return 1;
+        }
+        if (w->scratch == NULL && (w->scratch = PyMem_RawMalloc(SCRATCH)) == NULL) {
+            PyErr_NoMemory();
+            return -2;
+        }
+        r = recv(op->fd, w->scratch, (size_t)op->n, 0);
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        return (*result = PyBytes_FromStringAndSize(w->scratch, r)) ? 1 : -2;
+    }
+    case OP_RECV_INTO:
+        r = recv(op->fd, op->buf.buf, (size_t)op->n, 0);
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        return (*result = PyLong_FromSsize_t(r)) ? 1 : -2;
+    default:                        /* OP_SENDALL */
+        while (op->off < op->buf.len) {
+            /* MSG_NOSIGNAL: a reset peer is EPIPE here, never a SIGPIPE */
+            r = send(op->fd, (char *)op->buf.buf + op->off, (size_t)(op->buf.len - op->off),
+                     MSG_NOSIGNAL);
+            if (r < 0)
+                return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+            op->off += r;
+        }
+        *result = Py_NewRef(Py_None);
+        return 1;
+    }
+}
+
+static PySendResult
+sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
+{
+    WorkerObject *w = tls_worker;
+    if (op->step == 1) {
+        /* Resumed: end the wait (its outcome: events, or an exception such
+         * as ClosedResourceError from notify_closing), then try again. */
+        PyObject *sub = op->sub, *r;
+        op->sub = NULL;
+        op->step = 0;
+        PySendResult s = Ticket_Type.tp_as_async->am_send(sub, arg, &r);
+        Py_DECREF(sub);
+        if (s == PYGEN_ERROR) {
+            sockop_release(op);
+            return s;
+        }
+        Py_DECREF(r);
+    } else if (op->step == 2) {
+        PyErr_SetString(PyExc_RuntimeError, "an osvrt socket call can be awaited only once");
+        return PYGEN_ERROR;
+    } else {
+        if (w == NULL || w->current == NULL) {
+            sockop_release(op);
+            return outside_error(), PYGEN_ERROR;
+        }
+        if (--w->io_budget <= 0) {    /* spent: trap first, then the call */
+            w->io_budget = IO_BUDGET;
+            int p = sockop_park(op, ticket_new(NULL, TK_YIELD), result);
+            if (p > 0)
+                return PYGEN_NEXT;
+            if (p < 0) {
+                sockop_release(op);
+                return PYGEN_ERROR;
+            }
+        }
+        /* Closings posted by other threads first (acquire: pairs with the
+         * poster's release): the slot may be an earlier fd's of this number. */
+        if (atomic_load_explicit(&w->io.closing, memory_order_acquire)
+            && io_take_closing(w) < 0) {
+            sockop_release(op);
+            return PYGEN_ERROR;
+        }
+        /* The readiness cache says this direction is drained: park at once,
+         * no syscall that would only say EAGAIN (the next edge wakes us). */
+        if (op->fd < w->io.nslots) {
+            struct io_slot *sl = &w->io.slots[op->fd];
+            /* EPOLLRDHUP: EOF or an error was seen, sticky (tokio keeps its
+             * closed bits too): a read after the last data sees it at once */
+            if (sl->et && !(sl->ready & (sockop_dir(op) | EPOLLRDHUP)))
+                goto park;
+        }
+    }
+    for (;;) {
+        int r = sockop_try(op, result);
+        if (r > 0) {
+            /* A read shorter than asked drained the socket (a stream socket
+             * returns what is there, up to the size): cache it, and the next
+             * recv parks without trying (Go's and tokio's rule). */
+            if (op->kind != OP_SENDALL && w != NULL && op->fd < w->io.nslots
+                && w->io.slots[op->fd].et && op->n > 0) {
+                Py_ssize_t got = op->kind == OP_RECV ? PyBytes_GET_SIZE(*result)
+                                                     : PyLong_AsSsize_t(*result);
+                if (got > 0 && got < op->n)
+                    w->io.slots[op->fd].ready &= ~(uint32_t)EPOLLIN;
+            }
+            sockop_release(op);
+            return PYGEN_RETURN;
+        }
+        if (r == -2) {
+            sockop_release(op);
+            return PYGEN_ERROR;
+        }
+        if (r < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    sockop_release(op);
+                    return PYGEN_ERROR;
+                }
+                continue;
+            }
+            return sockop_fail(op, errno);
+        }
+    park: ;
+        TicketObject *tk = ticket_new(NULL, TK_IO);
+        if (tk != NULL) {
+            tk->fd = op->fd;
+            tk->ioev = sockop_dir(op) | EPOLLET;     /* io.c: the edge-triggered slot */
+        }
+        int p = sockop_park(op, tk, result);
+        if (p > 0)
+            return PYGEN_NEXT;
+        if (p < 0) {
+            sockop_release(op);
+            return PYGEN_ERROR;
+        }
+    }
+}
+
+/* ---- the iterator protocol and throw/close (tracers, foreign drivers) ---- */
+
+static PyObject *
+sockop_await(PyObject *op)
+{
+    return Py_NewRef(op);
+}
+
+static PyObject *
+sockop_send_method(SockOpObject *op, PyObject *arg)
+{
+    PyObject *res;
+    PySendResult r = sockop_am_send(op, arg, &res);
+    if (r == PYGEN_NEXT)
+        return res;
+    if (r == PYGEN_RETURN) {
+        if (res == Py_None)
+            PyErr_SetNone(PyExc_StopIteration);
+        else {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
+            if (e != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+        Py_DECREF(res);
+    }
+    return NULL;
+}
+
+static PyObject *
+sockop_iternext(SockOpObject *op)
+{
+    return sockop_send_method(op, Py_None);
+}
+
+/* A cancel or a timeout thrown in while parked: the wait ends through the
+ * ticket's throw (it leaves io.c's table), and the exception goes on up. */
+static PyObject *
+sockop_throw(SockOpObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expects 1 to 3 arguments");
+        return NULL;
+    }
+    PyObject *sub = op->sub;
+    op->sub = NULL;
+    sockop_release(op);
+    if (sub != NULL) {
+        PyObject *m = PyObject_GetAttrString(sub, "throw");
+        PyObject *r = m ? PyObject_Vectorcall(m, args, (size_t)nargs, NULL) : NULL;
+        Py_XDECREF(m);
+        Py_DECREF(sub);
+        Py_XDECREF(r);             /* a Ticket's throw always raises */
+        return NULL;
+    }
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ))
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    else if (PyExceptionClass_Check(typ))
+        PyErr_SetObject(typ, val);
+    else
+        PyErr_Format(PyExc_TypeError, "exceptions must derive from BaseException, not %R", typ);
+    return NULL;
+}
+
+static PyObject *
+sockop_close(SockOpObject *op, PyObject *unused)
+{
+    PyObject *sub = op->sub;
+    op->sub = NULL;
+    if (sub != NULL) {
+        PyObject *r = PyObject_CallMethod(sub, "close", NULL);
+        Py_XDECREF(r);
+        Py_DECREF(sub);
+        if (r == NULL) {
+            sockop_release(op);
+            return NULL;
+        }
+    }
+    sockop_release(op);
+    Py_RETURN_NONE;
+}
+
+static int
+sockop_traverse(SockOpObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(op->sub);
+    Py_VISIT(op->buf.obj);
+    return 0;
+}
+
+static int
+sockop_clear(SockOpObject *op)
+{
+    sockop_release(op);
+    return 0;
+}
+
+static void
+sockop_dealloc(SockOpObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    sockop_release(op);
+    PyObject_GC_Del(op);
+}
+
+static PyAsyncMethods sockop_as_async = {
+    .am_await = sockop_await,
+    .am_send = (sendfunc)sockop_am_send,
+};
+
+static PyMethodDef sockop_methods[] = {
+    {"send", (PyCFunction)sockop_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))sockop_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)sockop_close, METH_NOARGS, NULL},
+    {NULL}
+};
+
+PyTypeObject SockOp_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.SockOp",
+    .tp_basicsize = sizeof(SockOpObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)sockop_dealloc,
+    .tp_traverse = (traverseproc)sockop_traverse,
+    .tp_clear = (inquiry)sockop_clear,
+    .tp_as_async = &sockop_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)sockop_iternext,
+    .tp_methods = sockop_methods,
+};
+
+/* ---- module functions ------------------------------------------------------ */
+
+static int
+arg_fd(PyObject *o, int *fd)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v > INT_MAX || v < -1) {
+        PyErr_Format(PyExc_ValueError, "not a file descriptor: %R", o);
+        return -1;
+    }
+    *fd = (int)v;
+    return 0;
+}
+
+static int
+arg_size(PyObject *o, const char *what, Py_ssize_t *n)
+{
+    *n = PyLong_AsSsize_t(o);
+    if (*n == -1 && PyErr_Occurred())
+        return -1;
+    if (*n < 0) {
+        PyErr_Format(PyExc_ValueError, "negative %s in recv: %zd", what, *n);
+        return -1;
+    }
+    return 0;
+}
+
+/* sock_recv(fd, max_bytes) -> awaitable bytes (b"" at EOF). */
+static PyObject *
+m_sock_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    Py_ssize_t n;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "sock_recv(fd, max_bytes)");
+    if (arg_fd(args[0], &fd) < 0 || arg_size(args[1], "buffersize", &n) < 0)
+        return NULL;
+    SockOpObject *op = sockop_new(OP_RECV, fd);
+    if (op != NULL)
+        op->n = n;
+    return (PyObject *)op;
+}
+
+/* sock_recv_into(fd, buffer, nbytes) -> awaitable int (0 at EOF). */
+static PyObject *
+m_sock_recv_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    Py_ssize_t n;
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "sock_recv_into(fd, buffer, nbytes)");
+    if (arg_fd(args[0], &fd) < 0 || arg_size(args[2], "nbytes", &n) < 0)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_WRITABLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "recv_into() needs a writable bytes-like object, not %.100s",
+                         Py_TYPE(args[1])->tp_name);
+        }
+        return NULL;
+    }
+    if (n == 0)
+        n = b.len;
+    else if (n > b.len) {
+        PyBuffer_Release(&b);
+        return PyErr_Format(PyExc_ValueError, "buffer too small for requested bytes: %zd", n);
+    }
+    SockOpObject *op = sockop_new(OP_RECV_INTO, fd);
+    if (op == NULL) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    op->buf = b;
+    op->n = n;
+    return (PyObject *)op;
+}
+
+/* sock_sendall(fd, data) -> awaitable None; parks while the buffer is full. */
+static PyObject *
+m_sock_sendall(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "sock_sendall(fd, data)");
+    if (arg_fd(args[0], &fd) < 0)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    SockOpObject *op = sockop_new(OP_SENDALL, fd);
+    if (op == NULL) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    op->buf = b;
+    return (PyObject *)op;
+}
+
+/* io_budget() -> None while the budget lasts (one is spent), or an awaitable
+ * yield once it is spent.  None outside a worker (a plain call from an OS
+ * thread has no CPU to share).  For the socket calls still in Python. */
+static PyObject *
+m_io_budget(PyObject *m, PyObject *unused)
+{
+    WorkerObject *w = tls_worker;
+    if (w == NULL || --w->io_budget > 0)
+        Py_RETURN_NONE;
+    w->io_budget = IO_BUDGET;      /* if the rule keeps us running, a fresh budget */
+    return (PyObject *)ticket_new(NULL, TK_YIELD);
+}
+
+PyMethodDef sock_module_methods[] = {
+    {"sock_recv", (PyCFunction)(void (*)(void))m_sock_recv, METH_FASTCALL,
+     "sock_recv($module, fd, max_bytes, /)\n--\n\nAwait it for up to max_bytes bytes from the\n"
+     "non-blocking stream socket fd (b\"\" at EOF); parks while none are ready."},
+    {"sock_recv_into", (PyCFunction)(void (*)(void))m_sock_recv_into, METH_FASTCALL,
+     "sock_recv_into($module, fd, buffer, nbytes, /)\n--\n\nAwait it for the count read into buffer."},
+    {"sock_sendall", (PyCFunction)(void (*)(void))m_sock_sendall, METH_FASTCALL,
+     "sock_sendall($module, fd, data, /)\n--\n\nAwait it to send all of data; parks while the\n"
+     "send buffer is full."},
+    {"io_budget", m_io_budget, METH_NOARGS,
+     "io_budget($module, /)\n--\n\nSpend one of the current thread's socket calls; None while\n"
+     "some are left, else an awaitable that yields (await it)."},
+    {NULL}
+};

@@ -1,0 +1,149 @@
+"""Instructions per HTTP request (`python -m osvrt instructions --only http`):
+a fixed number of keep-alive HTTP/1.1 requests served over loopback TCP, by
+osvrt (the examples/http_hello.py logic on green sockets, one worker) and by
+an asyncio.Protocol server (asyncio or uvloop), the same responses.
+
+The client is a separate process (valgrind does not follow it, so only the
+server's instructions are counted): CONNS connections, one request in flight
+on each, sent again as soon as its response is read, until N responses.  The
+server stops itself after N requests.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+CONNS = 16
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+BODY = b"hello"
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+
+
+def respond(buf):
+    """Every complete request in buf: (responses, rest, count)."""
+    out = []
+    while (end := buf.find(b"\r\n\r\n")) >= 0:
+        buf = buf[end + 4:]
+        out.append(RESPONSE)
+    return b"".join(out), buf, len(out)
+
+
+CLIENT = r"""
+import selectors, socket, sys
+port, n, conns = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+req = %r
+size = %d
+sel = selectors.DefaultSelector()
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(conns)]
+sent = 0
+for s in socks:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if sent < n:
+        s.sendall(req); sent += 1
+    sel.register(s, selectors.EVENT_READ, [0])
+done = 0
+while done < n:
+    for key, _ in sel.select():
+        data = key.fileobj.recv(65536)
+        if not data:
+            raise SystemExit("server closed early")
+        key.data[0] += len(data)
+        while key.data[0] >= size:
+            key.data[0] -= size
+            done += 1
+            if sent < n:
+                key.fileobj.sendall(req); sent += 1
+for s in socks:
+    s.close()
+""" % (REQUEST, len(RESPONSE))
+
+
+def _client(port, n):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VALGRIND", "LD_PRELOAD"))}
+    return subprocess.Popen([sys.executable, "-c", CLIENT, str(port), str(n), str(CONNS)],
+                            env=env)
+
+
+def _listener():
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1024)
+    return ls
+
+
+def serve_osvrt(n):
+    import osvrt
+    from osvrt.net.sockets import Listener
+
+    async def main(ls):
+        served = [0]
+        done = osvrt.Event()
+
+        async def serve(stream):
+            async with stream:
+                buf = b""
+                while data := await stream.recv():
+                    out, buf, k = respond(buf + data if buf else data)
+                    if out:
+                        await stream.sendall(out)
+                    served[0] += k
+                    if served[0] >= n:
+                        done.set()
+
+        async def acceptor(listener):
+            while True:
+                stream, _ = await listener.accept()
+                osvrt.spawn(serve, stream)
+
+        listener = Listener(ls)
+        proc = _client(listener.address[1], n)
+        acc = osvrt.spawn(acceptor, listener)
+        await done.wait()
+        acc.cancel()
+        return proc
+
+    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None, stats_file=False).start()
+    try:
+        proc = rt.run(main, _listener())
+    finally:
+        rt.stop(timeout=10)
+    proc.wait(60)
+
+
+def serve_asyncio(n, peer):
+    import asyncio
+
+    class Server(asyncio.Protocol):
+        served = 0
+
+        def connection_made(self, transport):
+            self.t, self.buf = transport, b""
+
+        def data_received(self, data):
+            out, self.buf, k = respond(self.buf + data if self.buf else data)
+            if out:
+                self.t.write(out)
+            Server.served += k
+            if Server.served >= n:
+                asyncio.get_running_loop().stop()
+
+    if peer == "uvloop":
+        import uvloop
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    ls = _listener()
+    loop.run_until_complete(loop.create_server(Server, sock=ls))
+    proc = _client(ls.getsockname()[1], n)
+    loop.run_forever()
+    proc.wait(60)
+    loop.close()
+
+
+def child(peer, n):
+    if peer == "osvrt":
+        serve_osvrt(n)
+    else:
+        serve_asyncio(n, peer)

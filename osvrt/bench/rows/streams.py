@@ -1,0 +1,260 @@
+"""Real-client rows of `python -m osvrt bench`: wrk (HTTP/1.1 keep-alive, 64
+connections) and redis-benchmark (PING, SET, GET; 50 clients) against the
+examples (examples/http_hello.py, examples/resp_server.py) on osvrt, on the
+default placement and on one worker, and against asyncio.Protocol servers
+giving the same responses on uvloop and on asyncio (issue #17's peers).
+
+Each round starts the server in its own process, runs the client once, and
+stops it; the rounds of the contenders alternate (osvrt.bench.measure).
+benchmarks/bench_streams.py runs the same servers and clients.  Run as
+`python -m osvrt.bench.rows.streams NAME KIND PORT`, it is a peer server.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from ..catalog import row
+from ..measure import Contender, Measure, Target, Unavailable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+EXAMPLES = os.path.join(ROOT, "examples")
+CONNECTIONS = 64
+
+
+def protocol_server(kind, port, use_uvloop):
+    """The fastest thing an asyncio/uvloop user writes: an asyncio.Protocol
+    (no streams, no coroutine per connection), same responses as the examples."""
+    import asyncio
+    sys.path.insert(0, EXAMPLES)
+    if kind == "http":
+        from http_hello import respond  # type: ignore[import-not-found]  # examples/
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.t, self.buf = transport, b""
+
+            def data_received(self, data):
+                out, self.buf, close = respond(self.buf + data if self.buf else data)
+                if out:
+                    self.t.write(out)
+                if close:
+                    self.t.close()
+    else:
+        from resp_server import execute, parse_one  # type: ignore[import-not-found]
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.t, self.buf = transport, b""
+
+            def data_received(self, data):
+                buf = self.buf + data if self.buf else data
+                out, pos = [], 0
+                try:
+                    while True:
+                        args, pos = parse_one(buf, pos)
+                        if args is None:
+                            break
+                        if args:
+                            out.append(execute(args))
+                except ValueError:
+                    self.t.close()
+                    return
+                self.buf = buf[pos:]
+                if out:
+                    self.t.write(b"".join(out))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Server, "127.0.0.1", port, backlog=1024)
+        print("ready", flush=True)
+        async with srv:
+            await srv.serve_forever()
+    if use_uvloop:
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def server_cmd(name, kind, port, cpus=None):
+    """The command line of contender `name` serving `kind` (http or resp)."""
+    if name.startswith("osvrt"):
+        # "osvrt": the default placement (every CPU); "osvrt1": one worker
+        script = os.path.join(EXAMPLES, "http_hello.py" if kind == "http" else "resp_server.py")
+        cmd = [sys.executable, script, "--port", str(port)]
+        cpus = 1 if name == "osvrt1" else cpus
+        return cmd + (["--cpus", str(cpus)] if cpus else [])
+    return [sys.executable, "-m", "osvrt.bench.rows.streams", name, kind, str(port)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not come up")
+
+
+def start(name, kind, cpus=None):
+    """(process, port) of a started server; it imports the osvrt this process runs."""
+    port = free_port()
+    import osvrt
+    here = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(server_cmd(name, kind, port, cpus), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        wait_port(port, proc)
+    except BaseException:
+        proc.kill()
+        raise RuntimeError(f"{name} {kind} server failed: {proc.stderr.read().decode()[-2000:]}")
+    return proc, port
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                         timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    return {"rps": rps, "p99_ms": float(m.group(1)) * _UNIT[m.group(2)],
+            "errors": errors.group(0) if errors else None}
+
+
+def redis_round(port, requests, connections=50, tests="set,get,ping"):
+    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests,
+                          "-n", str(requests), "-c", str(connections), "--csv"],
+                         capture_output=True, text=True, timeout=300).stdout
+    rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()
+            if line.startswith('"')]                 # not the "WARNING: ..." lines
+    if not rows or rows[0][0] != "test":
+        raise RuntimeError(f"redis-benchmark printed no results: {out[-500:]!r}")
+    head, rows = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
+    i_rps, i_p99 = head.index("rps"), head.index("p99_latency_ms")
+    rps = [float(r[i_rps]) for r in rows]
+    if not rps or min(rps) <= 0:
+        # a test too short to time (the quick run's small counts): say so, do
+        # not divide by it
+        raise RuntimeError(f"redis-benchmark timed no test of {tests!r} ({requests} requests "
+                           f"each): {out[-500:]!r}")
+    # requests/s over all the tests (harmonic mean: the same count each), worst p99
+    return {"rps": len(rps) / sum(1 / x for x in rps),
+            "p99_ms": max(float(r[i_p99]) for r in rows),
+            "tests": {r[0]: float(r[i_rps]) for r in rows}}
+
+
+PROTOCOL_PEERS = ("uvloop_protocol", "asyncio_protocol")
+
+
+def _round(name, kind, seconds, requests):
+    proc, port = start(name, kind)
+    try:
+        if kind == "http":
+            return wrk_round(port, seconds)
+        return redis_round(port, requests)
+    finally:
+        stop(proc)
+
+
+PEERS = (("uvloop_protocol", "asyncio.Protocol server on uvloop", "uvloop"),
+         ("asyncio_protocol", "asyncio.Protocol server on asyncio", None),
+         ("osvrt1", "the osvrt example on one worker (--cpus 1)", None))
+
+
+SIZES_FULL = {"stream_seconds": 3, "stream_requests": 20_000}
+SIZES_QUICK = {"stream_seconds": 1, "stream_requests": 10_000}
+
+
+def _setup(tool, package):
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        if shutil.which(tool) is None:
+            raise Unavailable(f"{tool} is not installed (Debian package {package})")
+        if not os.path.isdir(EXAMPLES):
+            raise Unavailable("the servers are the checkout's examples/ (not installed)")
+        yield None
+    return ctx
+
+
+def _measure(sizes, key, title, kind, unit, better, figure, targets, notes):
+    seconds = sizes.get("stream_seconds", 1)
+    requests = sizes.get("stream_requests", 10_000)
+
+    def contender(name, label, requires=None):
+        return Contender(name, label, lambda ctx: _round(name, kind, seconds, requests),
+                         key=figure, requires=requires)
+    return Measure(key, title, unit, better,
+                   contender("osvrt", "the osvrt example, default placement"),
+                   [contender(n, label, req) for n, label, req in PEERS],
+                   targets=targets,
+                   setup=_setup(*(("wrk", "wrk") if kind == "http"
+                                  else ("redis-benchmark", "redis-tools"))),
+                   weight=4, sizes={"seconds": seconds, "requests": requests}, notes=notes)
+
+
+WRK_NOTES = "wrk -t1 -c64 --latency, examples/http_hello.py"
+REDIS_NOTES = "redis-benchmark -t set,get,ping -c 50, examples/resp_server.py"
+
+
+@row("wrk_rps", order=120, full=SIZES_FULL, quick=SIZES_QUICK)
+def wrk_rps(cpus, s):
+    return _measure(s, "wrk_rps", "wrk HTTP keep-alive req/s", "http", "req/s", "higher", "rps",
+                    [Target("uvloop_protocol", ">=", 1.25, ">= 1.25x uvloop-Protocol req/s")],
+                    WRK_NOTES)
+
+
+@row("wrk_p99", order=130, full=SIZES_FULL, quick=SIZES_QUICK)
+def wrk_p99(cpus, s):
+    return _measure(s, "wrk_p99", "wrk HTTP keep-alive p99", "http", "ms", "lower", "p99_ms",
+                    [Target("uvloop_protocol", "<=", 1.0, "p99 <= uvloop-Protocol's")],
+                    WRK_NOTES)
+
+
+@row("redis_rps", order=140, full=SIZES_FULL, quick=SIZES_QUICK)
+def redis_rps(cpus, s):
+    return _measure(s, "redis_rps", "redis-benchmark req/s", "resp", "req/s", "higher", "rps",
+                    [Target("uvloop_protocol", ">=", 1.25, ">= 1.25x uvloop-Protocol req/s")],
+                    REDIS_NOTES)
+
+
+@row("redis_p99", order=150, full=SIZES_FULL, quick=SIZES_QUICK)
+def redis_p99(cpus, s):
+    return _measure(s, "redis_p99", "redis-benchmark p99", "resp", "ms", "lower", "p99_ms",
+                    [Target("uvloop_protocol", "<=", 1.0, "p99 <= uvloop-Protocol's")],
+                    REDIS_NOTES)
+
+
+if __name__ == "__main__":               # a peer server: NAME KIND PORT
+    _name, _kind, _port = sys.argv[1:4]
+    protocol_server(_kind, int(_port), _name == "uvloop_protocol")

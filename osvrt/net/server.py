@@ -1,0 +1,124 @@
+"""serve_tcp: a TCP server on green sockets, one listener per serving CPU.
+
+    async def echo(stream):
+        while data := await stream.recv():
+            await stream.sendall(data)
+
+    osvrt.run(osvrt.net.serve_tcp, echo, ("127.0.0.1", 8000))
+
+Each serving CPU has its own listener (SO_REUSEPORT: the kernel spreads new
+connections among them) and its own acceptor; a connection's green thread is
+pinned to the CPU that accepted it, so its requests never cross CPUs.
+
+Which CPUs serve (cpus=None), measured with wrk (64 keep-alive connections,
+issue #17; benchmarks/bench_streams.py --protocol): under the GIL, two workers
+that both run Python request handlers serve fewer requests than one (the GIL
+passes between them only at its switch interval, 5 ms, so each worker's
+connections wait for it in turn: p99 tens of ms), while one worker serving
+every connection in a two-CPU runtime matches a one-CPU runtime.  So with
+the GIL the default is one serving CPU, the caller's, and the other workers
+stay free for offload, timers and other threads; on a free-threaded build
+(no GIL) every CPU of the runtime serves.  Pass cpus= to choose.
+"""
+import errno
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+
+from .. import kernel
+from ..checks import check_int
+from ..kernel import sleep
+from ..kernel import spawn
+from .sockets import Stream, tcp_listen
+
+__all__ = ["serve_tcp", "serving_cpus"]
+
+log = logging.getLogger("osvrt")
+
+# fd or memory exhaustion: the listener is fine, the process is short of
+# something that closing connections gives back; wait and accept again.
+_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_RETRY_DELAY = 0.1
+
+
+def _gil_enabled():
+    is_enabled = getattr(sys, "_is_gil_enabled", None)     # 3.13+
+    return True if is_enabled is None else bool(is_enabled())
+
+
+def serving_cpus(cpus: Iterable[int] | None = None) -> list[int]:
+    """The CPUs serve_tcp serves on: `cpus` (checked against the runtime's),
+    or by the rule above: the caller's CPU under the GIL, every CPU of the
+    runtime without it."""
+    w = kernel.current_worker()
+    if w is None:
+        raise RuntimeError("serving_cpus() runs in a green thread (osvrt.run)")
+    mine = list(w.rt.cpus)
+    if cpus is None:
+        return [w.cpu_id] if _gil_enabled() else mine     # w runs the caller
+    cpus = list(cpus)
+    bad = [c for c in cpus if c not in mine]
+    if bad or not cpus:
+        raise ValueError(f"cpus={cpus!r}: each must be one of this runtime's CPUs {mine}"
+                         if bad else "cpus=[]: at least one CPU must serve")
+    return cpus
+
+
+async def _connection(handler, stream):
+    async with stream:
+        try:
+            await handler(stream)
+        except ConnectionError:
+            pass                       # the peer went away: nothing to report
+
+
+async def _acceptor(handler, listener, cpu):
+    while True:
+        try:
+            stream, _ = await listener.accept()
+        except OSError as e:
+            if e.errno not in _EXHAUSTED:
+                raise
+            log.warning("serve_tcp on %s: accept failed (%s); retrying in %s s",
+                        listener.address, e, ACCEPT_RETRY_DELAY)
+            await sleep(ACCEPT_RETRY_DELAY)
+            continue
+        spawn(_connection, handler, stream, cpu=cpu)
+
+
+async def serve_tcp(handler: Callable[[Stream], Awaitable[object]], address: tuple[str, int], *,
+                    cpus: Iterable[int] | None = None, backlog: int = 1024,
+                    on_listen: Callable[[tuple[str, int]], object] | None = None) -> None:
+    """Serve TCP connections on address (host, port) until cancelled: each
+    accepted connection runs `await handler(stream)` in its own green thread
+    (the stream is closed when it returns; ConnectionError from it is the peer
+    leaving and is not reported).  cpus: see serving_cpus().  on_listen, if
+    given, is called with the bound (host, port) once every listener is up
+    (port 0 picks a free port)."""
+    if not callable(handler):
+        raise TypeError(f"handler must be an async function taking a Stream, not {handler!r}")
+    if on_listen is not None and not callable(on_listen):
+        raise TypeError(f"on_listen must be a callable taking (host, port) or None, "
+                        f"not {on_listen!r}")
+    check_int("backlog", backlog, 0, 2**31 - 1)
+    cpus = serving_cpus(cpus)
+    host, port = address
+    listeners: list = []
+    try:
+        for _ in cpus:
+            lst = await tcp_listen((host, port), backlog=backlog, reuse_port=True)
+            listeners.append(lst)
+            port = lst.address[1]      # port 0: the others share the one picked
+        if on_listen is not None:
+            on_listen(listeners[0].address)
+        acceptors = [spawn(_acceptor, handler, lst, cpu, cpu=cpu)
+                     for cpu, lst in zip(cpus, listeners)]
+        try:
+            for a in acceptors:
+                await a.join()
+        finally:
+            for a in acceptors:
+                a.cancel()
+    finally:
+        for lst in listeners:
+            lst.close()
