@@ -112,6 +112,7 @@ def compare(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0,
     "dnsperf" or "rr") in placement pl: per-round results and the median
     per-round ratio osvrt/kernel of each figure."""
     import statistics
+    keys: tuple[str, ...]
     if test == "rr":
         client, reply = rr_client(pl, n, window), None
         keys = ("ns", "per_s", "p50_ns", "p99_ns")
