@@ -55,3 +55,10 @@ def test_row_orders_put_each_dedicated_row_after_its_twin():
     for base in UDP_ROWS:
         assert order.index(base + "_dedicated") == order.index(base) + 1
     assert udp_rows.SUFFIX == {"run": "", "dedicated": "_dedicated"}
+
+
+def test_command_line_refuses_an_unknown_placement(capsys):
+    with pytest.raises(SystemExit) as e:
+        P.main(["pinned", "rr"])
+    assert e.value.code == 2
+    assert "invalid choice: 'pinned'" in capsys.readouterr().err

@@ -137,3 +137,29 @@ def compare(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0,
             out[f"osvrt_{k}"] = statistics.median(a for a, _ in pairs)
             out[f"kernel_{k}"] = statistics.median(b for _, b in pairs)
     return out
+
+
+def main(argv=None) -> int:
+    """python -m osvrt.bench.placement [--rounds N] PLACEMENT TEST...: the
+    alternating comparison of compare() for each TEST (sockperf, dnsperf,
+    rr: one in flight, rr16: 16 in flight), medians and ratios osvrt/kernel."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m osvrt.bench.placement", description=main.__doc__)
+    ap.add_argument("placement", choices=PLACEMENTS)
+    ap.add_argument("tests", nargs="+", choices=("sockperf", "dnsperf", "rr", "rr16"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--transactions", type=int, default=5000)
+    a = ap.parse_args(argv)
+    pl = placement(a.placement)
+    print(pl.label)
+    for t in a.tests:
+        r = compare(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
+                    n=a.transactions, window=16 if t == "rr16" else 1)
+        figs = {k: round(v, 3) for k, v in r.items()
+                if k.startswith(("ratio_", "osvrt_", "kernel_")) and isinstance(v, float)}
+        print(t, figs, "| classifier:", r["osvrt_rounds"][0].get("classifier"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
