@@ -309,11 +309,14 @@ LEGEND = {
         "memory": "green thread parked on an Event, Runtime(cpus=1), fresh interpreter",
         "foreign_wake": "rt.run(async no-op) from the main thread",
         "pushlist": "the C pushlist, 2 producer pthreads + 1 consumer",
-        "udp_rr": "a UDP echo green thread on an osvrt.net channel",
-        "udp_tps": "a UDP echo green thread on an osvrt.net channel",
-        "sockperf_p50": "a UDP echo green thread on an osvrt.net channel, default placement",
-        "sockperf_p99": "a UDP echo green thread on an osvrt.net channel, default placement",
-        "dnsperf_qps": "a DNS-answering green thread on an osvrt.net channel, default placement",
+        # the row's title names its placement; UDP_NOTE says what each pins
+        **{k + sfx: what for sfx in ("", "_dedicated")
+           for k, what in (("udp_rr", "a UDP echo green thread on an osvrt.net channel"),
+                           ("udp_tps", "a UDP echo green thread on an osvrt.net channel"),
+                           ("sockperf_p50", "a UDP echo green thread on an osvrt.net channel"),
+                           ("sockperf_p99", "a UDP echo green thread on an osvrt.net channel"),
+                           ("dnsperf_qps", "a DNS-answering green thread on an osvrt.net "
+                                           "channel"))},
     },
     "c_futex": {"*": "two pthreads handing a turn over a futex word (csrc/bench/peers.c)"},
     "c_mutex": {"switch_colocated": "two pthreads, mutex + condvar (OSv's own test shape)",
@@ -331,12 +334,14 @@ LEGEND = {
              "spawn_join": "nursery.start_soon", "memory": "task parked on a trio.Event"},
     "gevent": {"switch_colocated": "Event ping-pong", "spawn_join": "spawn + joinall",
                "memory": "greenlet parked on an Event"},
-    "kernel_udp": {"*": "a kernel UDP socket on 127.0.0.1 served by a Python thread on the "
-                        "second CPU"},
+    "kernel_udp": {"*": "a kernel UDP socket on 127.0.0.1 served by a Python thread (unpinned "
+                        "in the osvrt.run placement, on the second CPU in the dedicated one)"},
 }
 # said once when a UDP row ran
-UDP_NOTE = ("UDP rows: the client is C (osvrt.bench.net, no GIL) on the first CPU; osvrt's "
-            "worker and the peer's server thread run on the second")
+UDP_NOTE = ("UDP rows: each runs twice. osvrt.run placement: what osvrt.run(main) gives, a "
+            "worker on every CPU and nothing pinned (client, echo, classifier, peer thread). "
+            "Dedicated: the client (C, osvrt.bench.net, or sockperf/dnsperf) and the classifier "
+            "on the first CPU, osvrt's one worker and the peer's thread on the second")
 
 
 def _legend(results, sym, width):
@@ -359,7 +364,7 @@ def _legend(results, sym, width):
         if text:
             out += textwrap.wrap(text, wrap, initial_indent=f"  {_header(k):<10} ",
                                  subsequent_indent=" " * 13)
-    if any(r["key"] in ("udp_rr", "udp_tps") for r in ran):
+    if any(r["key"].startswith(("udp_", "sockperf_", "dnsperf_")) for r in ran):
         out += textwrap.wrap(UDP_NOTE, wrap, initial_indent="  ", subsequent_indent="    ")
     from .measure import UNSTABLE_IQR
     out += textwrap.wrap(

@@ -1,10 +1,21 @@
 """The UDP rows: request/response and transactions with the C client, and
 the real clients (sockperf, dnsperf) against osvrt.net channels and a kernel
-UDP socket served by a Python thread."""
+UDP socket served by a Python thread.
+
+Every row runs in two placements (osvrt/bench/placement.py), each a row of
+its own labelled with what it pinned: the plain key is the placement
+osvrt.run(main) gives (a worker on every CPU, nothing pinned, the client
+unpinned), the key ending in _dedicated the layout with a CPU for the client
+and the classifier."""
+import contextlib
+
 from .. import peers
 from ..catalog import row
-from ..measure import Contender, Measure, Target
-from ._common import _real_client, _udp_servers
+from ..measure import Contender, Measure, Target, Unavailable
+from .. import placement as P
+
+SUFFIX = {"run": "", "dedicated": "_dedicated"}
+TITLE = {"run": "osvrt.run placement", "dedicated": "dedicated CPUs"}
 
 
 def _udp_done(k):
@@ -14,72 +25,113 @@ def _udp_done(k):
     return check
 
 
-@row("udp_rr", order=70, full={"udp": 5_000}, quick={"udp": 2_000})
-def udp_rr(cpus, s):
-    nu = s["udp"]
+@contextlib.contextmanager
+def _placed(cpus, name, test=None):
+    """(Placement, kernel-socket peer) of a UDP row; Unavailable without
+    osvrt.net, without the real client, or (dedicated) with one CPU."""
+    try:
+        pl = P.placement(name, cpus)
+    except ValueError as e:
+        raise Unavailable(str(e)) from None
+    why = peers.udp_unavailable()
+    if why is not None:
+        raise Unavailable(f"osvrt.net not available: {why}")
+    reply = None
+    if test is not None:
+        from .. import net as nb
+        package = {"sockperf": nb.SOCKPERF_PACKAGE, "dnsperf": nb.DNSPERF_PACKAGE}[test]
+        path, why = nb.find_tool(test, package)
+        if path is None:
+            raise Unavailable(why)
+        reply = nb._CLIENTS[test][1]
+    else:
+        try:
+            P.osvrt_echo_round(pl, P.rr_client(pl, 20, 1, warm=0))
+        except Exception as e:
+            raise Unavailable(f"osvrt.net not available: {type(e).__name__}: {e}") from None
+    server = P.kernel_server(pl, reply)
+    try:
+        yield pl, server
+    finally:
+        server.close()
+
+
+def _label(cpus, name):
+    try:
+        return P.placement(name, cpus).label
+    except ValueError as e:
+        return str(e)
+
+
+def _rr_measure(cpus, name, key, title, unit, better, n, window, value_key, target):
+    def osvrt_side(ctx):
+        return P.osvrt_echo_round(ctx[0], P.rr_client(ctx[0], n, window))
+
+    def kernel_side(ctx):
+        return P.rr_client(ctx[0], n, window)(ctx[1].addr)
+    scale = 1e-3 if value_key is None else 1.0
+    kw = {} if value_key is None else {"key": value_key}
     return Measure(
-        "udp_rr", "UDP request/response", "us", "lower",
-        Contender("osvrt", "echo green thread on an osvrt.net channel",
-                  lambda ctx: peers.udp_osvrt_round(nu, 1, ctx[0], ctx[1]), scale=1e-3,
-                  check=_udp_done(nu)),
-        [Contender("kernel_udp", "kernel UDP socket served by a Python thread",
-                   lambda ctx: peers.udp_peer_round(ctx[2], nu, 1, ctx[0]), scale=1e-3,
-                   check=_udp_done(nu))],
-        targets=[Target("kernel_udp", "<=", 0.75, ">= 25% lower round trip")],
-        setup=lambda: _udp_servers(cpus), weight=5, sizes={"transactions": nu, "window": 1},
-        notes="mean round trip, one request in flight (UDP_RR), C client on the first CPU")
+        key + SUFFIX[name], f"{title}, {TITLE[name]}", unit, better,
+        Contender("osvrt", "echo green thread on an osvrt.net channel", osvrt_side,
+                  scale=scale, check=_udp_done(n), **kw),
+        [Contender("kernel_udp", "kernel UDP socket served by a Python thread", kernel_side,
+                   scale=scale, check=_udp_done(n), **kw)],
+        targets=[target], setup=lambda: _placed(cpus, name), weight=5,
+        sizes={"transactions": n, "window": window},
+        notes=f"C client (osvrt.bench.net.rr); {_label(cpus, name)}")
 
 
-@row("udp_tps", order=80, full={"udp_tps": 20_000}, quick={"udp_tps": 5_000})
-def udp_tps(cpus, s):
-    nt_ = s["udp_tps"]
+def _real_measure(cpus, name, key, title, unit, better, test, value_key, target, sizes):
+    def osvrt_side(ctx):
+        client, reply = P.real_client(ctx[0], test)
+        return P.osvrt_echo_round(ctx[0], client, reply)
+
+    def kernel_side(ctx):
+        return P.real_client(ctx[0], test)[0](ctx[1].addr)
     return Measure(
-        "udp_tps", "UDP transactions, 16 in flight", "tx/s", "higher",
-        Contender("osvrt", "echo green thread on an osvrt.net channel",
-                  lambda ctx: peers.udp_osvrt_round(nt_, 16, ctx[0], ctx[1]), key="per_s",
-                  check=_udp_done(nt_)),
-        [Contender("kernel_udp", "kernel UDP socket served by a Python thread",
-                   lambda ctx: peers.udp_peer_round(ctx[2], nt_, 16, ctx[0]), key="per_s",
-                   check=_udp_done(nt_))],
-        targets=[Target("kernel_udp", ">=", 1.25, ">= 1.25x transactions/s")],
-        setup=lambda: _udp_servers(cpus), weight=5, sizes={"transactions": nt_, "window": 16},
-        notes="transactions per second with 16 requests in flight, C client")
+        key + SUFFIX[name], f"{title}, {TITLE[name]}", unit, better,
+        Contender("osvrt", "echo green thread on an osvrt.net channel", osvrt_side,
+                  key=value_key),
+        [Contender("kernel_udp", "kernel UDP socket served by a Python thread", kernel_side,
+                   key=value_key)],
+        targets=[target], setup=lambda: _placed(cpus, name, test), weight=3, sizes=sizes,
+        notes=f"Debian's {test}; {_label(cpus, name)}")
 
 
-def _real_client_contenders(test, key):
-    from .. import net as nb
-    return (Contender("osvrt", "echo green thread on an osvrt.net channel (default placement)",
-                      lambda ctx: nb.real_client_osvrt(test, ctx[0], ctx[1], 1.0), key=key),
-            [Contender("kernel_udp", "kernel UDP socket served by a Python thread",
-                       lambda ctx: nb.real_client_kernel(test, ctx[2], ctx[0], 1.0), key=key)])
+def _register(name, base):
+    """The rows of placement `name`; the dedicated ones come right after
+    the osvrt.run ones in the table (order + 5)."""
+    order = base
+    sfx = SUFFIX[name]
+
+    @row("udp_rr" + sfx, order=order, full={"udp": 5_000}, quick={"udp": 2_000})
+    def udp_rr(cpus, s):
+        return _rr_measure(cpus, name, "udp_rr", "UDP request/response", "us", "lower",
+                           s["udp"], 1, None,
+                           Target("kernel_udp", "<=", 0.75, ">= 25% lower round trip"))
+
+    @row("udp_tps" + sfx, order=order + 10, full={"udp_tps": 20_000}, quick={"udp_tps": 5_000})
+    def udp_tps(cpus, s):
+        return _rr_measure(cpus, name, "udp_tps", "UDP transactions, 16 in flight", "tx/s",
+                           "higher", s["udp_tps"], 16, "per_s",
+                           Target("kernel_udp", ">=", 1.25, ">= 1.25x transactions/s"))
+
+    for i, pct in enumerate(("p50", "p99")):
+        def sockperf(cpus, s, pct=pct):
+            return _real_measure(cpus, name, f"sockperf_{pct}", f"sockperf ping-pong {pct} "
+                                 "(one-way)", "us", "lower", "sockperf", f"{pct}_us",
+                                 Target("kernel_udp", "<=", 0.75, f">= 25% lower {pct}"),
+                                 {"seconds": 1, "msg_size": 14})
+        row(f"sockperf_{pct}{sfx}", order=order + 20 + 10 * i)(sockperf)
+
+    @row("dnsperf_qps" + sfx, order=order + 40)
+    def dnsperf_qps(cpus, s):
+        return _real_measure(cpus, name, "dnsperf_qps", "dnsperf queries/s (DNS-shaped echo)",
+                             "q/s", "higher", "dnsperf", "qps",
+                             Target("kernel_udp", ">=", 1.25, ">= 1.25x queries/s"),
+                             {"seconds": 1, "outstanding": 100})
 
 
-def _sockperf(cpus, pct):
-    return Measure(
-        f"sockperf_{pct}", f"sockperf ping-pong {pct} (one-way)", "us", "lower",
-        *_real_client_contenders("sockperf", f"{pct}_us"),
-        targets=[Target("kernel_udp", "<=", 0.75, f">= 25% lower {pct}")],
-        setup=lambda: _real_client(cpus, "sockperf"), weight=3,
-        sizes={"seconds": 1, "msg_size": 14},
-        notes="Debian's sockperf, ping-pong -m 14, client pinned to the first CPU")
-
-
-@row("sockperf_p50", order=90)
-def sockperf_p50(cpus, s):
-    return _sockperf(cpus, "p50")
-
-
-@row("sockperf_p99", order=100)
-def sockperf_p99(cpus, s):
-    return _sockperf(cpus, "p99")
-
-
-@row("dnsperf_qps", order=110)
-def dnsperf_qps(cpus, s):
-    return Measure(
-        "dnsperf_qps", "dnsperf queries/s (DNS-shaped echo)", "q/s", "higher",
-        *_real_client_contenders("dnsperf", "qps"),
-        targets=[Target("kernel_udp", ">=", 1.25, ">= 1.25x queries/s")],
-        setup=lambda: _real_client(cpus, "dnsperf"), weight=3,
-        sizes={"seconds": 1, "outstanding": 100},
-        notes="Debian's dnsperf against an echo that answers valid DNS responses")
+_register("run", 70)
+_register("dedicated", 75)

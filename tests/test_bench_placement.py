@@ -1,0 +1,64 @@
+"""The UDP bench rows run in both placements (issue #18): the one
+osvrt.run(main) gives (nothing pinned) and the dedicated-CPU layout, each
+row labelled with what it pinned."""
+import pytest
+
+from osvrt.bench import catalog
+from osvrt.bench import placement as P
+from osvrt.bench.rows import udp as udp_rows
+
+UDP_ROWS = ("udp_rr", "udp_tps", "sockperf_p50", "sockperf_p99", "dnsperf_qps")
+
+
+def test_run_placement_pins_nothing():
+    pl = P.placement("run", [0, 1])
+    assert (pl.client_cpu, pl.server_cpu, pl.runtime_cpus) == (None, None, None)
+    assert "nothing pinned" in pl.label and "every CPU" in pl.label
+
+
+def test_dedicated_placement_names_its_cpus():
+    pl = P.placement("dedicated", [3, 5, 7])
+    assert (pl.client_cpu, pl.server_cpu, pl.runtime_cpus) == (3, 5, [5])
+    assert "CPU 3" in pl.label and "CPU 5" in pl.label
+
+
+@pytest.mark.parametrize("name, cpus, match", [
+    ("pinned", [0, 1], "placement must be one of"),
+    (None, [0, 1], "placement must be one of"),
+    ("dedicated", [0], "needs 2 CPUs"),
+])
+def test_bad_placement_is_named(name, cpus, match):
+    with pytest.raises(ValueError, match=match):
+        P.placement(name, cpus)
+
+
+def test_every_udp_row_runs_in_both_placements():
+    keys = catalog.measure_keys()
+    for base in UDP_ROWS:
+        assert base in keys and base + "_dedicated" in keys, base
+        run = next(r for r in catalog.rows() if r.key == base).factory([0, 1], _sizes())
+        ded = next(r for r in catalog.rows() if r.key == base + "_dedicated").factory(
+            [0, 1], _sizes())
+        assert "osvrt.run placement" in run.title and "nothing pinned" in run.notes
+        assert "dedicated CPUs" in ded.title and "pinned to CPU 0" in ded.notes
+
+
+def _sizes():
+    s = {}
+    for r in catalog.rows():
+        s.update(r.full)
+    return s
+
+
+def test_row_orders_put_each_dedicated_row_after_its_twin():
+    order = [k for k in catalog.measure_keys() if k.split("_dedicated")[0] in UDP_ROWS]
+    for base in UDP_ROWS:
+        assert order.index(base + "_dedicated") == order.index(base) + 1
+    assert udp_rows.SUFFIX == {"run": "", "dedicated": "_dedicated"}
+
+
+def test_command_line_refuses_an_unknown_placement(capsys):
+    with pytest.raises(SystemExit) as e:
+        P.main(["pinned", "rr"])
+    assert e.value.code == 2
+    assert "invalid choice: 'pinned'" in capsys.readouterr().err
