@@ -31,6 +31,17 @@ from .io import (BusyResourceError, ClosedResourceError, notify_closing, wait_re
                  wait_writable)
 from .offload import to_thread
 
+
+
+def new_event_loop(*, cpu=None, **runtime_options):
+    """A new asyncio event loop that runs on an osvrt Runtime (osvrt.aio):
+    asyncio.Runner(loop_factory=osvrt.new_event_loop), anyio's
+    backend_options={"loop_factory": osvrt.new_event_loop}.  Imports asyncio
+    only when called."""
+    from .aio import new_event_loop as make
+    return make(cpu=cpu, **runtime_options)
+
+
 from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)
 
 __all__ = [
@@ -38,4 +49,5 @@ __all__ = [
     "Runtime", "Semaphore", "TaskGroup", "Thread", "ThreadInfo", "current", "run", "sleep",
     "spawn", "threads", "timeout", "yield_now", "net", "wait_readable", "wait_writable",
     "notify_closing", "to_thread", "ClosedResourceError", "BusyResourceError",
+    "new_event_loop",
 ]

@@ -1,0 +1,317 @@
+"""OsvrtEventLoop: an asyncio event loop whose loop runs as an osvrt green
+thread.
+
+What is osvrt's and what is asyncio's:
+
+- asyncio's own pure-Python machinery does the protocol work, unchanged:
+  the ready queue and the TimerHandle heap of BaseEventLoop._run_once, the
+  selector transports (TCP, Unix, UDP), sock_* methods, create_server (with
+  reuse_port), sslproto (ssl=, start_tls), pipes, subprocesses, sendfile,
+  exception handler and debug mode.  Tasks and Futures are asyncio's C
+  _asyncio.Task/Future, as on uvloop, because libraries (anyio) read their
+  private fields.
+- osvrt runs it: run_forever() submits one green thread (the loop thread) to
+  a Runtime that the loop owns (one pinned worker, `cpu=`), and the calling
+  OS thread only waits (and runs the few things that must run in the main
+  thread: signal.signal).  When the ready queue is empty the loop thread
+  parks on an osvrt wait ticket: the sleep until the next asyncio timer is a
+  timer of the worker (kernel.wake_at), readiness of the loop's sockets
+  comes from the worker's per-CPU epoll (a helper green thread waits there
+  for the loop's selector fd), and call_soon_threadsafe() from another OS
+  thread wakes the ticket through the worker's C pushlist (kernel.wake),
+  with no self-pipe write.  run_in_executor(None, ...) runs on the runtime's
+  offload pool (osvrt.to_thread).  Because the loop is a green thread, osvrt's
+  own API works inside it: osvrt.spawn() from a callback or a task starts a
+  green thread on the same worker, and run_green() awaits one from a task.
+"""
+import asyncio
+import concurrent.futures
+import queue
+import selectors
+import sys
+import threading
+from asyncio import events, unix_events
+
+from .. import kernel
+from .. import io as _io
+from ..offload import to_thread
+from ..runtime import Runtime, spawn
+
+__all__ = ["OsvrtEventLoop", "new_event_loop"]
+
+
+class _PollingSelector(selectors.EpollSelector):
+    """asyncio's selector, polled without blocking: the loop never sleeps in
+    its own epoll_wait; it parks on osvrt (see OsvrtEventLoop._idle)."""
+
+    def select(self, timeout=None):
+        return super().select(0)
+
+
+class _Host:
+    """The OS thread that called run_forever(): it waits for the loop thread
+    and runs, meanwhile, the calls that Python allows only in the main thread
+    (signal.signal, signal.set_wakeup_fd)."""
+
+    _DONE = object()
+
+    def __init__(self):
+        self.thread = threading.current_thread()
+        self.jobs = queue.SimpleQueue()   # its get() lets Python signal handlers run
+
+    def call(self, fn, *args):
+        """From the loop thread: fn(*args) on the host thread, its result here."""
+        fut = concurrent.futures.Future()
+        self.jobs.put((fn, args, fut))
+        return fut.result()
+
+    def serve(self, done):
+        """Run jobs until the loop thread ends (done: its submit() Future)."""
+        done.add_done_callback(lambda _: self.jobs.put(self._DONE))
+        while True:
+            job = self.jobs.get()
+            if job is self._DONE:
+                return
+            fn, args, fut = job
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:
+                fut.set_exception(e)
+
+
+class OsvrtEventLoop(unix_events.SelectorEventLoop):
+    """An asyncio event loop run by an osvrt Runtime; see the module's help."""
+
+    def __init__(self, *, cpu=None, runtime_options=None):
+        super().__init__(selector=_PollingSelector())
+        self._rt_cpus = [cpu] if cpu is not None else 1
+        self._rt_options = dict(runtime_options or {})
+        self._rt_options.setdefault("balance", False)
+        self._rt = None
+        self._green = None                 # the loop thread (an osvrt Thread) while it runs
+        self._idle_ticket = None           # its wait while it is parked, else None
+        self._poller = None                # the green thread that waits on our epoll fd
+        self._poll_ticket = None           # the poller's wait for the next idle
+        self._host = None
+
+    # ---- the runtime ---------------------------------------------------------
+
+    @property
+    def runtime(self):
+        """The osvrt Runtime that runs this loop (started by the first run)."""
+        if self._rt is None:
+            self._rt = Runtime(self._rt_cpus, **self._rt_options).start()
+        return self._rt
+
+    def run_forever(self):
+        self._check_closed()
+        self._check_running()
+        if kernel.current_worker() is not None:
+            raise RuntimeError("an osvrt loop's run_forever() blocks its OS thread; it cannot "
+                               "be called from an osvrt green thread")
+        rt = self.runtime
+        host = self._host = _Host()
+        t, done = rt._submit(self._loop_thread, (), None, "osvrt-asyncio-loop")
+        try:
+            host.serve(done)
+        except BaseException:
+            # KeyboardInterrupt (default SIGINT handler) in the waiting thread:
+            # stop the loop thread where it is, then let the exception go on.
+            t.cancel()
+            concurrent.futures.wait([done])
+            raise
+        finally:
+            self._host = None
+        exc = done.exception() if not done.cancelled() else None
+        if exc is not None:
+            raise exc
+
+    async def _loop_thread(self):
+        """The loop: asyncio's _run_once until stop(); an osvrt park when idle."""
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        self._green = kernel.current()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            events._set_running_loop(self)
+            turns = 0
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+                if not self._ready:
+                    await self._idle()
+                else:
+                    turns += 1
+                    if turns & 15 == 0:
+                        # Busy: let the worker's other green threads (osvrt.spawn,
+                        # executor calls) run now and then.
+                        await kernel.yield_now()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            self._green = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    async def _idle(self):
+        """Park until a callback is ready: a timer is due, the selector has
+        an event, or another OS thread called call_soon_threadsafe()."""
+        timeout = None
+        if self._scheduled:
+            timeout = self._scheduled[0]._when - self.time()
+            if timeout <= 0:
+                return
+        tk = self._green._new_ticket()
+        # Publish the wait, then re-check (a waker appends, then reads it):
+        # whichever comes second sees the other, so no wake-up is lost.
+        self._idle_ticket = tk
+        if self._ready or self._stopping:
+            self._idle_ticket = None
+            kernel.wake(tk)               # close our own wait (no-op if a waker won)
+            await tk
+            return
+        timer = kernel.wake_at(tk, timeout) if timeout is not None else None
+        if self._selector._fd_to_key:
+            self._arm_poller()
+        try:
+            await tk
+        finally:
+            self._idle_ticket = None
+            if timer is not None:
+                timer.cancel()
+
+    def _arm_poller(self):
+        if self._poller is None:
+            self._poller = spawn(self._poll_selector, name="osvrt-asyncio-poller")
+        else:
+            tk, self._poll_ticket = self._poll_ticket, None
+            if tk is not None:
+                kernel.wake(tk)
+
+    async def _poll_selector(self):
+        """Waits on the worker's epoll for our selector's fd while the loop is
+        idle, and wakes the loop; then waits for the next idle."""
+        epfd = self._selector.fileno()
+        me = kernel.current()
+        try:
+            while True:
+                await _io.wait_readable(epfd)
+                tk = self._idle_ticket
+                if tk is not None:
+                    kernel.wake(tk)
+                wait = me._new_ticket()
+                self._poll_ticket = wait
+                await wait
+        finally:
+            self._poller = self._poll_ticket = None
+
+    def _write_to_self(self):
+        # call_soon_threadsafe() and signal delivery: wake the parked loop
+        # through the worker's pushlist (a no-op when it runs).
+        tk = self._idle_ticket
+        if tk is not None:
+            kernel.wake(tk)
+
+    # ---- what must run in the host (main) thread -------------------------------
+
+    def _on_host(self, fn, *args):
+        host = self._host
+        if host is None or threading.current_thread() is host.thread:
+            return fn(*args)
+        return host.call(fn, *args)
+
+    def add_signal_handler(self, sig, callback, *args):
+        return self._on_host(super().add_signal_handler, sig, callback, *args)
+
+    def remove_signal_handler(self, sig):
+        return self._on_host(super().remove_signal_handler, sig)
+
+    # ---- executor: the runtime's offload pool -----------------------------------
+
+    def run_in_executor(self, executor, func, *args):
+        self._check_closed()
+        if executor is not None or self._default_executor is not None or self._green is None:
+            return super().run_in_executor(executor, func, *args)
+        if self._debug:
+            self._check_callback(func, "run_in_executor")
+        fut = self.create_future()
+        t = spawn(self._offload, fut, func, args, name="osvrt-asyncio-executor")
+        fut.add_done_callback(lambda f: t.cancel() if f.cancelled() else None)
+        return fut
+
+    async def _offload(self, fut, func, args):
+        try:
+            result = await to_thread(func, *args)
+        except kernel_cancelled():       # fut was cancelled: nothing to set
+            return
+        except BaseException as e:
+            self._settle(fut, None, e)
+            return
+        self._settle(fut, result, None)
+
+    def _settle(self, fut, result, exc):
+        """From a green thread beside the loop thread (same worker): complete
+        fut, then wake the loop, which may be parked with nothing ready."""
+        if not fut.done():
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        self._write_to_self()
+
+    # ---- close ---------------------------------------------------------------------
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        rt, self._rt = self._rt, None
+        if rt is not None:
+            rt.stop(timeout=5.0)          # ends the poller and any green thread left
+        super().close()
+
+    async def run_green(self, fn, *args):
+        """Await fn(*args) run as an osvrt green thread (so it may use osvrt.sleep,
+        osvrt primitives, osvrt.to_thread); its result or exception comes back."""
+        fut = self.create_future()
+
+        async def green():
+            try:
+                result = await fn(*args)
+            except kernel_cancelled():
+                return
+            except BaseException as e:
+                self._settle(fut, None, e)
+                return
+            self._settle(fut, result, None)
+
+        t = spawn(green, name=getattr(fn, "__name__", "osvrt-green"))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            t.cancel()
+            raise
+
+
+def kernel_cancelled():
+    from ..thread import Cancelled
+    return Cancelled
+
+
+def new_event_loop(*, cpu=None, **runtime_options):
+    """A new osvrt asyncio event loop (an asyncio.AbstractEventLoop).
+
+        asyncio.Runner(loop_factory=osvrt.new_event_loop)
+        anyio.run(main, backend="asyncio",
+                  backend_options={"loop_factory": osvrt.new_event_loop})
+
+    cpu: the CPU whose pinned osvrt worker runs the loop (default: the first
+    CPU this process may use); runtime_options: further osvrt.Runtime
+    options.  For several cores, run one loop per CPU (each in its own OS
+    thread, each listener with reuse_port=True)."""
+    return OsvrtEventLoop(cpu=cpu, runtime_options=runtime_options)
