@@ -83,11 +83,13 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
     """An asyncio event loop run by an osvrt Runtime; see the module's help."""
 
     def __init__(self, *, cpu=None, runtime_options=None):
+        options = dict(runtime_options or {})
+        options.setdefault("balance", False)
+        # Made (and so validated: a bad cpu is a ValueError naming it) now,
+        # started by the first run.
+        self._rt = Runtime([cpu] if cpu is not None else 1, **options)
+        self._rt_started = False
         super().__init__(selector=_PollingSelector())
-        self._rt_cpus = [cpu] if cpu is not None else 1
-        self._rt_options = dict(runtime_options or {})
-        self._rt_options.setdefault("balance", False)
-        self._rt = None
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         self._idle_ticket = None           # its wait while it is parked, else None
         self._poller = None                # the green thread that waits on our epoll fd
@@ -99,8 +101,9 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
     @property
     def runtime(self):
         """The osvrt Runtime that runs this loop (started by the first run)."""
-        if self._rt is None:
-            self._rt = Runtime(self._rt_cpus, **self._rt_options).start()
+        if not self._rt_started and self._rt is not None:
+            self._rt.start()
+            self._rt_started = True
         return self._rt
 
     def run_forever(self):
@@ -113,18 +116,31 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         host = self._host = _Host()
         t, done = rt._submit(self._loop_thread, (), None, "osvrt-asyncio-loop")
         try:
-            host.serve(done)
-        except BaseException:
-            # KeyboardInterrupt (default SIGINT handler) in the waiting thread:
-            # stop the loop thread where it is, then let the exception go on.
-            t.cancel()
-            concurrent.futures.wait([done])
-            raise
+            self._serve_host(host, t, done)
         finally:
             self._host = None
         exc = done.exception() if not done.cancelled() else None
         if exc is not None:
             raise exc
+
+    def _serve_host(self, host, t, done):
+        interrupts = 0
+        while True:
+            try:
+                host.serve(done)
+                return
+            except KeyboardInterrupt:
+                # Ctrl-C with the default SIGINT handler arrives in this (the
+                # main) thread.  asyncio raises it out of run_forever; so do
+                # we, from a callback of the loop (a consistent point); a
+                # second one while the loop is stuck cancels its green thread.
+                interrupts += 1
+                if interrupts == 1:
+                    self.call_soon_threadsafe(_raise_keyboard_interrupt)
+                else:
+                    t.cancel()
+                    concurrent.futures.wait([done])
+                    raise
 
     async def _loop_thread(self):
         """The loop: asyncio's _run_once until stop(); an osvrt park when idle."""
@@ -271,7 +287,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         if self._closed:
             return
         rt, self._rt = self._rt, None
-        if rt is not None:
+        if rt is not None and self._rt_started:
             rt.stop(timeout=5.0)          # ends the poller and any green thread left
         super().close()
 
@@ -296,6 +312,10 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         except asyncio.CancelledError:
             t.cancel()
             raise
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
 
 
 def kernel_cancelled():

@@ -1,0 +1,482 @@
+"""osvrt.new_event_loop: the asyncio loop surface, on an osvrt Runtime.
+
+Every test runs its coroutine under asyncio.wait_for with a bound, so a lost
+wake-up of the parked loop fails the test instead of hanging it."""
+import asyncio
+import os
+import signal
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+import osvrt
+from osvrt.aio import OsvrtEventLoop
+
+BOUND = 20.0
+
+
+def run(coro_fn, *args, debug=False, **loop_kw):
+    with asyncio.Runner(debug=debug,
+                        loop_factory=lambda: osvrt.new_event_loop(**loop_kw)) as r:
+        return r.run(asyncio.wait_for(coro_fn(*args), BOUND))
+
+
+def test_loop_is_an_asyncio_loop_run_by_an_osvrt_green_thread():
+    async def main():
+        loop = asyncio.get_running_loop()
+        t = asyncio.current_task()
+        return (type(loop), isinstance(loop, asyncio.AbstractEventLoop), type(t),
+                osvrt.current().name, threading.current_thread().name)
+
+    cls, is_loop, task_type, green, os_thread = run(main)
+    assert cls is OsvrtEventLoop and is_loop
+    assert task_type is asyncio.Task          # the C Task, as anyio needs
+    assert green == "osvrt-asyncio-loop"
+    assert os_thread.startswith("osvrt-cpu")
+
+
+def test_timers_fire_in_order_and_not_early():
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        done = loop.create_future()
+        t0 = loop.time()
+        for d in (0.03, 0.01, 0.02):
+            loop.call_later(d, lambda d=d: (seen.append((d, loop.time() - t0)),
+                                            len(seen) == 3 and done.set_result(None)))
+        h = loop.call_later(0.015, seen.append, "cancelled")
+        h.cancel()
+        await done
+        return seen
+
+    seen = run(main)
+    assert [d for d, _ in seen] == [0.01, 0.02, 0.03]
+    assert all(elapsed >= d - 0.001 for d, elapsed in seen)
+
+
+def test_call_soon_threadsafe_wakes_a_parked_loop():
+    # The loop has nothing to do (no timer, no fd): only the pushlist wake can end its park.
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def later():
+            time.sleep(0.05)
+            loop.call_soon_threadsafe(fut.set_result, threading.get_ident())
+
+        th = threading.Thread(target=later)
+        th.start()
+        r = await fut
+        th.join()
+        return r != threading.get_ident()
+
+    assert run(main)
+
+
+def test_many_threadsafe_calls_from_many_threads_all_run():
+    async def main():
+        loop = asyncio.get_running_loop()
+        n, per = 4, 500
+        got = []
+        done = loop.create_future()
+
+        def add(i):
+            got.append(i)
+            if len(got) == n * per:
+                done.set_result(None)
+
+        def blast():
+            for i in range(per):
+                loop.call_soon_threadsafe(add, i)
+                if i % 50 == 0:
+                    time.sleep(0.001)       # let the loop park between bursts
+
+        ths = [threading.Thread(target=blast) for _ in range(n)]
+        for th in ths:
+            th.start()
+        await done
+        for th in ths:
+            th.join()
+        return len(got)
+
+    assert run(main) == 2000
+
+
+def test_run_in_executor_uses_the_offload_pool():
+    async def main():
+        loop = asyncio.get_running_loop()
+        name = await loop.run_in_executor(None, lambda: threading.current_thread().name)
+        with pytest.raises(ZeroDivisionError):
+            await loop.run_in_executor(None, lambda: 1 / 0)
+        r = await asyncio.to_thread(sum, [1, 2, 3])
+        return name, r
+
+    name, r = run(main)
+    assert name.startswith("osvrt-offload")
+    assert r == 6
+
+
+def test_cancelled_executor_call_releases_the_awaiter():
+    async def main():
+        loop = asyncio.get_running_loop()
+        gate = threading.Event()
+        fut = loop.run_in_executor(None, gate.wait, 5)
+        await asyncio.sleep(0.01)
+        fut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+        gate.set()
+        return True
+
+    assert run(main)
+
+
+def test_osvrt_api_inside_the_loop():
+    async def green(x):
+        await osvrt.sleep(0.01)
+        ev = osvrt.Event()
+        t = osvrt.spawn(lambda: _set_later(ev))
+        await ev.wait()
+        await t.join()
+        return x * 2
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        r = await loop.run_green(green, 21)
+        with pytest.raises(KeyError):
+            await loop.run_green(_raise_key)
+        # A green thread spawned from a task hands its result back to the loop.
+        fut = loop.create_future()
+
+        async def child():
+            await osvrt.sleep(0.01)
+            loop.call_soon_threadsafe(fut.set_result, "from green")
+
+        osvrt.spawn(child)
+        return r, await fut
+
+    assert run(main) == (42, "from green")
+
+
+async def _set_later(ev):
+    await osvrt.sleep(0.005)
+    ev.set()
+
+
+async def _raise_key():
+    raise KeyError("k")
+
+
+def test_tcp_streams_echo():
+    async def main():
+        async def handle(r, w):
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0, reuse_port=True)
+        port = srv.sockets[0].getsockname()[1]
+        rd, wr = await asyncio.open_connection("127.0.0.1", port)
+        blob = os.urandom(1 << 20)
+        wr.write(blob)
+        await wr.drain()
+        got = await rd.readexactly(len(blob))
+        wr.close()
+        await wr.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+        return got == blob
+
+    assert run(main)
+
+
+def test_sock_methods():
+    async def main():
+        loop = asyncio.get_running_loop()
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        lsock.setblocking(False)
+        c = socket.socket()
+        c.setblocking(False)
+        accept = asyncio.ensure_future(loop.sock_accept(lsock))
+        await loop.sock_connect(c, lsock.getsockname())
+        s, _ = await accept
+        await loop.sock_sendall(c, b"ping")
+        data = await loop.sock_recv(s, 4)
+        for x in (c, s, lsock):
+            x.close()
+        return data
+
+    assert run(main) == b"ping"
+
+
+def test_udp_datagram_endpoint():
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+
+        class Echo(asyncio.DatagramProtocol):
+            def connection_made(self, tr):
+                self.tr = tr
+
+            def datagram_received(self, data, addr):
+                self.tr.sendto(data.upper(), addr)
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                got.set_result(data)
+
+        st, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        ct, _ = await loop.create_datagram_endpoint(
+            Client, remote_addr=st.get_extra_info("sockname"))
+        ct.sendto(b"hello")
+        r = await got
+        ct.close()
+        st.close()
+        return r
+
+    assert run(main) == b"HELLO"
+
+
+def test_unix_socket_server():
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s")
+
+            async def handle(r, w):
+                w.write(await r.readline())
+                await w.drain()
+                w.close()
+
+            srv = await asyncio.start_unix_server(handle, path)
+            rd, wr = await asyncio.open_unix_connection(path)
+            wr.write(b"line\n")
+            r = await rd.readline()
+            wr.close()
+            srv.close()
+            await srv.wait_closed()
+            return r
+
+    assert run(main) == b"line\n"
+
+
+def test_subprocess_and_pipes():
+    async def main():
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read().upper())",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await p.communicate(b"abc")
+        return out, p.returncode
+
+    assert run(main) == (b"ABC", 0)
+
+
+def test_signal_handler_runs_in_the_loop():
+    # add_signal_handler is called in the loop thread (an osvrt worker); the
+    # loop installs it through the main thread that waits in run_forever.
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: got.set_result(threading.get_ident()))
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return await got == threading.get_ident()
+        finally:
+            assert loop.remove_signal_handler(signal.SIGUSR1)
+
+    assert run(main)
+
+
+def test_start_tls_and_ssl_server():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main():
+        async def handle(r, w):
+            w.write(b"secure:" + await r.readline())
+            await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = srv.sockets[0].getsockname()[1]
+        # Plain connect, then upgrade with start_tls.
+        rd, wr = await asyncio.open_connection("127.0.0.1", port)
+        await wr.start_tls(client_ctx, server_hostname="localhost")
+        wr.write(b"hi\n")
+        r = await rd.read()
+        wr.close()
+        srv.close()
+        await srv.wait_closed()
+        return r
+
+    assert run(main) == b"secure:hi\n"
+
+
+def test_sendfile():
+    async def main():
+        loop = asyncio.get_running_loop()
+        blob = os.urandom(300_000)
+        received = bytearray()
+        done = loop.create_future()
+
+        class Sink(asyncio.Protocol):
+            def data_received(self, data):
+                received.extend(data)
+
+            def eof_received(self):
+                done.set_result(None)
+
+        srv = await loop.create_server(Sink, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        with tempfile.TemporaryFile() as f:
+            f.write(blob)
+            f.flush()
+            f.seek(0)
+            n = await loop.sendfile(tr, f)
+        tr.write_eof()
+        await done
+        tr.close()
+        srv.close()
+        return n, bytes(received) == blob
+
+    assert run(main) == (300_000, True)
+
+
+def test_exception_handler_and_debug_mode():
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        loop.set_exception_handler(lambda lp, ctx: seen.append(ctx["exception"]))
+        loop.call_soon(lambda: 1 / 0)
+        await asyncio.sleep(0.01)
+        return loop.get_debug(), [type(e) for e in seen]
+
+    assert run(main, debug=True) == (True, [ZeroDivisionError])
+
+
+def test_custom_task_factory():
+    async def main():
+        loop = asyncio.get_running_loop()
+        made = []
+
+        def factory(lp, coro, **kw):
+            t = asyncio.Task(coro, loop=lp, **kw)
+            made.append(t)
+            return t
+
+        loop.set_task_factory(factory)
+        r = await asyncio.create_task(asyncio.sleep(0, "x"))
+        return r, len(made)
+
+    assert run(main) == ("x", 1)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are Python 3.12+")
+def test_eager_task_factory():
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)
+        ran = []
+
+        async def f():
+            ran.append(1)
+            return 7
+
+        t = asyncio.create_task(f())
+        first = list(ran)               # an eager task ran its first step already
+        return first, await t
+
+    assert run(main) == ([1], 7)
+
+
+def test_shutdown_asyncgens_and_default_executor():
+    closed = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(True)
+
+    async def main():
+        g = agen()
+        assert await g.__anext__() == 1
+        asyncio.get_running_loop()._keep = g    # stays alive until shutdown_asyncgens
+        await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0)
+
+    run(main)            # Runner.close() runs shutdown_asyncgens, shutdown_default_executor
+    assert closed == [True]
+
+
+def test_close_stops_the_runtime_and_its_worker():
+    loop = osvrt.new_event_loop()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    rt = loop.runtime
+    workers = [w.os_thread for w in rt._workers]
+    loop.close()
+    assert all(not th.is_alive() for th in workers)
+    assert loop.is_closed()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.run_forever()
+
+
+def test_keyboard_interrupt_in_a_callback_leaves_run_forever():
+    loop = osvrt.new_event_loop()
+    try:
+        loop.call_soon(_raise_kbi)
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+        assert not loop.is_running()
+        # and the loop runs again afterwards
+        assert loop.run_until_complete(asyncio.sleep(0, "again")) == "again"
+    finally:
+        loop.close()
+
+
+def _raise_kbi():
+    raise KeyboardInterrupt
+
+
+def test_run_forever_from_a_green_thread_is_refused():
+    loop = osvrt.new_event_loop()
+    try:
+        async def green():
+            with pytest.raises(RuntimeError, match="green thread"):
+                loop.run_forever()
+            return True
+
+        assert osvrt.run(green, cpus=1)
+    finally:
+        loop.close()
+
+
+def test_cpu_option_pins_the_loop():
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+
+    async def main():
+        return osvrt.current().cpu
+
+    assert run(main, cpu=cpu) == cpu
+    with pytest.raises(ValueError, match="10000"):
+        osvrt.new_event_loop(cpu=10_000)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run(loop_factory=) is 3.12+")
+def test_asyncio_run_with_loop_factory():
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    assert asyncio.run(main(), loop_factory=osvrt.new_event_loop) is OsvrtEventLoop
