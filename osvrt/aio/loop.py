@@ -39,6 +39,8 @@ from ..runtime import Runtime, spawn
 
 __all__ = ["OsvrtEventLoop", "new_event_loop"]
 
+_MAX_PARK = 24 * 3600.0        # seconds, as asyncio's MAXIMUM_SELECT_TIMEOUT
+
 
 class _PollingSelector(selectors.EpollSelector):
     """asyncio's selector, polled without blocking: the loop never sleeps in
@@ -181,6 +183,9 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             timeout = self._scheduled[0]._when - self.time()
             if timeout <= 0:
                 return
+            # call_at(math.inf) is legal (anyio uses it): as asyncio's own
+            # select, wake at least once a day (and never hand inf to a timer).
+            timeout = min(timeout, _MAX_PARK)
         tk = self._green._new_ticket()
         # Publish the wait, then re-check (a waker appends, then reads it):
         # whichever comes second sees the other, so no wake-up is lost.

@@ -59,6 +59,27 @@ def test_timers_fire_in_order_and_not_early():
     assert all(elapsed >= d - 0.001 for d, elapsed in seen)
 
 
+def test_a_timer_at_infinity_is_legal_and_other_work_still_runs():
+    # Regression: call_at(inf) (anyio's process pool does it) made the loop hand
+    # an infinite delay to the worker's timer (ValueError out of run_forever).
+    async def main():
+        loop = asyncio.get_running_loop()
+        h = loop.call_at(float("inf"), lambda: None)
+        fut = loop.create_future()         # the loop parks with only the inf timer
+        th = threading.Timer(0.02, loop.call_soon_threadsafe, (fut.set_result, "ok"))
+        th.start()
+        try:
+            return await fut
+        finally:
+            h.cancel()
+            th.join()
+
+    # No wait_for here: its own timer would sit before the inf one.  The
+    # foreign thread's wake bounds the test.
+    with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:
+        assert r.run(main()) == "ok"
+
+
 def test_call_soon_threadsafe_wakes_a_parked_loop():
     # The loop has nothing to do (no timer, no fd): only the pushlist wake can end its park.
     async def main():
