@@ -32,9 +32,11 @@ DEFAULT_PLOT = "osvrt-bench.png"
 # host stretches both, which the time budget bounds.  Measure weights (below)
 # are their shares of the budget.
 FULL = dict(colocated=40_000, apart=8_000, spawn=5_000, spawn_threads=2_000, memory=20_000,
-            memory_threads=2_000, wake=5_000, queue=1_000_000, udp=5_000, udp_tps=20_000)
+            memory_threads=2_000, wake=5_000, queue=1_000_000, udp=5_000, udp_tps=20_000,
+            aio_handoff=20_000, aio_spawn=20_000, aio_http_s=3)
 QUICK = dict(colocated=10_000, apart=2_000, spawn=5_000, spawn_threads=1_000, memory=10_000,
-             memory_threads=1_000, wake=2_000, queue=300_000, udp=2_000, udp_tps=5_000)
+             memory_threads=1_000, wake=2_000, queue=300_000, udp=2_000, udp_tps=5_000,
+             aio_handoff=5_000, aio_spawn=5_000, aio_http_s=1)
 ROUNDS = {"full": 9, "quick": 3}
 BUDGET_S = {"full": 150.0, "quick": 25.0}     # rounds past min_rounds stop at the budget
 OSVRT_TIMEOUT = 120.0                          # one osvrt round, before it counts as hung
@@ -314,12 +316,14 @@ def build_measures(cpus, sizes):
         setup=lambda: _real_client(cpus, "dnsperf"), weight=3,
         sizes={"seconds": 1, "outstanding": 100},
         notes="Debian's dnsperf against an echo that answers valid DNS responses")
+    from ..aio import bench as aio_bench          # the asyncio-loop rows (issue #20)
     return [colocated, apart, spawn, memory, wake, pushlist, udp, udp_tps,
-            sockperf_p50, sockperf_p99, dnsperf_qps]
+            sockperf_p50, sockperf_p99, dnsperf_qps, *aio_bench.measures(cpus, sizes)]
 
 
 MEASURE_KEYS = ("switch_colocated", "switch_apart", "spawn_join", "memory", "foreign_wake",
-                "pushlist", "udp_rr", "udp_tps", "sockperf_p50", "sockperf_p99", "dnsperf_qps")
+                "pushlist", "udp_rr", "udp_tps", "sockperf_p50", "sockperf_p99", "dnsperf_qps",
+                "aio_handoff", "aio_spawn", "aio_http")
 
 
 # ---------------------------------------------------------------------------

@@ -180,6 +180,8 @@ def test_uvicorn_serves_an_asgi_app_on_the_osvrt_loop(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=BOUND)
-    print(out.decode(errors="replace"))
+    # Ctrl-C stops it with status 0.  Not uvicorn's graceful path ("Shutting
+    # down", "Finished server process"): uvicorn installs its own SIGINT/SIGTERM
+    # handlers only when serve() runs in the main thread, and the loop's code
+    # runs on the osvrt worker's thread (docs/api.md, "asyncio event loop").
     assert proc.returncode == 0, out.decode(errors="replace")
-    assert b"Finished server process" in out
