@@ -87,11 +87,16 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
     def __init__(self, *, cpu=None, runtime_options=None):
         options = dict(runtime_options or {})
         options.setdefault("balance", False)
-        # Made (and so validated: a bad cpu is a ValueError naming it) now,
-        # started by the first run.
-        self._rt = Runtime([cpu] if cpu is not None else 1, **options)
+        self._rt = None
         self._rt_started = False
         super().__init__(selector=_PollingSelector())
+        # Made (and so validated: a bad cpu is a ValueError naming it) now,
+        # started by the first run; a bad option leaves nothing open.
+        try:
+            self._rt = Runtime([cpu] if cpu is not None else 1, **options)
+        except BaseException:
+            super().close()
+            raise
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         self._idle_ticket = None           # its wait while it is parked, else None
         self._poller = None                # the green thread that waits on our epoll fd

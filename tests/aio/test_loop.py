@@ -3,6 +3,7 @@
 Every test runs its coroutine under asyncio.wait_for with a bound, so a lost
 wake-up of the parked loop fails the test instead of hanging it."""
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -491,8 +492,17 @@ def test_cpu_option_pins_the_loop():
         return osvrt.current().cpu
 
     assert run(main, cpu=cpu) == cpu
-    with pytest.raises(ValueError, match="10000"):
-        osvrt.new_event_loop(cpu=10_000)
+    # A bad cpu is refused at once, and leaves no half-made loop behind (its
+    # __del__ used to raise AttributeError: no _closed).
+    unraisable = []
+    old_hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with pytest.raises(ValueError, match="10000"):
+            osvrt.new_event_loop(cpu=10_000)
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert unraisable == []
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run(loop_factory=) is 3.12+")
