@@ -193,9 +193,7 @@ class Runtime:
             started.release()
 
         for w in self._workers:
-            w.os_thread = threading.Thread(target=w.main, args=(self._pin, ready),
-                                           name=f"osvrt-cpu{w.cpu_id}", daemon=True)
-            w.os_thread.start()
+            w.os_thread = self._start_worker(w, ready)
         for _ in self._workers:
             started.acquire()
         self._state = _RUNNING
@@ -214,6 +212,14 @@ class Runtime:
                                         else None)
             self._publisher.start()
         return self
+
+    def _start_worker(self, w, ready):
+        """(hook) Start worker w's OS thread; it calls ready(w, err) once pinned.
+        osvrt.aio's loop runs its worker on the loop's own thread instead."""
+        th = threading.Thread(target=w.main, args=(self._pin, ready),
+                              name=f"osvrt-cpu{w.cpu_id}", daemon=True)
+        th.start()
+        return th
 
     @property
     def stats_path(self):

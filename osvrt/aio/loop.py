@@ -25,9 +25,10 @@ What is osvrt's and what is asyncio's:
   green thread on the same worker, and run_green() awaits one from a task.
 """
 import asyncio
-import concurrent.futures
-import queue
+import contextlib
+import os
 import selectors
+import signal
 import sys
 import threading
 from asyncio import events, unix_events
@@ -50,35 +51,53 @@ class _PollingSelector(selectors.EpollSelector):
         return super().select(0)
 
 
-class _Host:
-    """The OS thread that called run_forever(): it waits for the loop thread
-    and runs, meanwhile, the calls that Python allows only in the main thread
-    (signal.signal, signal.set_wakeup_fd)."""
+class _Seat:
+    """Stands in the Runtime for the OS thread of the loop's worker
+    (w.os_thread): that worker has no thread of its own; it runs on the thread
+    that runs the loop (run_forever, and close for the Runtime's stop)."""
 
-    _DONE = object()
-
-    def __init__(self):
+    def __init__(self, w):
+        self.w = w
         self.thread = threading.current_thread()
-        self.jobs = queue.SimpleQueue()   # its get() lets Python signal handlers run
+        self._left = threading.Event()      # set while no thread runs the worker
+        self._left.set()
 
-    def call(self, fn, *args):
-        """From the loop thread: fn(*args) on the host thread, its result here."""
-        fut = concurrent.futures.Future()
-        self.jobs.put((fn, args, fut))
-        return fut.result()
+    @property
+    def name(self):
+        return self.thread.name
 
-    def serve(self, done):
-        """Run jobs until the loop thread ends (done: its submit() Future)."""
-        done.add_done_callback(lambda _: self.jobs.put(self._DONE))
-        while True:
-            job = self.jobs.get()
-            if job is self._DONE:
-                return
-            fn, args, fut = job
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as e:
-                fut.set_exception(e)
+    @property
+    def ident(self):
+        return self.thread.ident
+
+    @property
+    def native_id(self):
+        return self.thread.native_id
+
+    def is_alive(self):
+        return not self._left.is_set()
+
+    def join(self, timeout=None):
+        self._left.wait(timeout)
+
+    def run(self):
+        """Run the worker's loop on this OS thread until its _stop is set
+        (by the loop's green thread at its end, or by Runtime.stop)."""
+        self.thread = threading.current_thread()
+        self._left.clear()
+        try:
+            self.w._run_loop()
+        finally:
+            self._left.set()
+
+
+class _LoopRuntime(Runtime):
+    """A Runtime whose one worker runs on the loop's thread (_Seat)."""
+
+    def _start_worker(self, w, ready):
+        seat = _Seat(w)
+        ready(w, None)
+        return seat
 
 
 class OsvrtEventLoop(unix_events.SelectorEventLoop):
@@ -93,7 +112,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # Made (and so validated: a bad cpu is a ValueError naming it) now,
         # started by the first run; a bad option leaves nothing open.
         try:
-            self._rt = Runtime([cpu] if cpu is not None else 1, **options)
+            self._rt = _LoopRuntime([cpu] if cpu is not None else 1, **options)
         except BaseException:
             super().close()
             raise
@@ -101,7 +120,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         self._idle_ticket = None           # its wait while it is parked, else None
         self._poller = None                # the green thread that waits on our epoll fd
         self._poll_ticket = None           # the poller's wait for the next idle
-        self._host = None
+        self._pin_cpu = cpu
 
     # ---- the runtime ---------------------------------------------------------
 
@@ -117,37 +136,47 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         self._check_closed()
         self._check_running()
         if kernel.current_worker() is not None:
-            raise RuntimeError("an osvrt loop's run_forever() blocks its OS thread; it cannot "
-                               "be called from an osvrt green thread")
+            raise RuntimeError("an osvrt loop's run_forever() runs a worker on its OS thread; "
+                               "it cannot be called from an osvrt green thread")
         rt = self.runtime
-        host = self._host = _Host()
+        w = rt._workers[0]
+        # Before the submit: the loop's green thread sets it again at its end,
+        # and the worker's loop then returns here.
+        w._stop = False
         t, done = rt._submit(self._loop_thread, (), None, "osvrt-asyncio-loop")
-        try:
-            self._serve_host(host, t, done)
-        finally:
-            self._host = None
+        with self._on_this_thread():
+            w.os_thread.run()
+        if not done.done():
+            # The worker left its loop while ours still runs: only Runtime.stop
+            # from elsewhere does that.
+            raise RuntimeError("the loop's runtime was stopped while the loop ran")
         exc = done.exception() if not done.cancelled() else None
         if exc is not None:
             raise exc
 
-    def _serve_host(self, host, t, done):
-        interrupts = 0
-        while True:
+    @contextlib.contextmanager
+    def _on_this_thread(self):
+        """While the worker runs here: pinned to `cpu` if one was given, and,
+        in the main thread, Python's signal handlers get to run when the
+        worker idles: a signal's byte in our self-pipe (the wakeup fd) makes
+        the poller run, and handlers run in the first bytecode after it."""
+        old_mask = None
+        if self._pin_cpu is not None:
+            old_mask = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {self._pin_cpu})
+        old_fd = None
+        if threading.current_thread() is threading.main_thread():
             try:
-                host.serve(done)
-                return
-            except KeyboardInterrupt:
-                # Ctrl-C with the default SIGINT handler arrives in this (the
-                # main) thread.  asyncio raises it out of run_forever; so do
-                # we, from a callback of the loop (a consistent point); a
-                # second one while the loop is stuck cancels its green thread.
-                interrupts += 1
-                if interrupts == 1:
-                    self.call_soon_threadsafe(_raise_keyboard_interrupt)
-                else:
-                    t.cancel()
-                    concurrent.futures.wait([done])
-                    raise
+                old_fd = signal.set_wakeup_fd(self._csock.fileno(), warn_on_full_buffer=False)
+            except ValueError:           # not the main interpreter
+                old_fd = None
+        try:
+            yield
+        finally:
+            if old_fd is not None:
+                signal.set_wakeup_fd(old_fd)
+            if old_mask is not None:
+                os.sched_setaffinity(0, old_mask)
 
     async def _loop_thread(self):
         """The loop: asyncio's _run_once until stop(); an osvrt park when idle."""
@@ -179,6 +208,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
+            # The worker's loop returns to run_forever once this thread ended.
+            kernel.current_worker()._stop = True
 
     async def _idle(self):
         """Park until a callback is ready: a timer is due, the selector has
@@ -225,13 +256,20 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         me = kernel.current()
         try:
             while True:
-                await _io.wait_readable(epfd)
-                tk = self._idle_ticket
-                if tk is not None:
-                    kernel.wake(tk)
-                wait = me._new_ticket()
-                self._poll_ticket = wait
-                await wait
+                try:
+                    await _io.wait_readable(epfd)
+                    tk = self._idle_ticket
+                    if tk is not None:
+                        kernel.wake(tk)
+                    wait = me._new_ticket()
+                    self._poll_ticket = wait
+                    await wait
+                except (KeyboardInterrupt, SystemExit) as e:
+                    # A Python signal handler (Ctrl-C) ran in this thread: raise
+                    # it out of run_forever from a loop callback, as asyncio does.
+                    self._poll_ticket = None
+                    self.call_soon(_reraise, e)
+                    self._write_to_self()
         finally:
             self._poller = self._poll_ticket = None
 
@@ -241,20 +279,6 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         tk = self._idle_ticket
         if tk is not None:
             kernel.wake(tk)
-
-    # ---- what must run in the host (main) thread -------------------------------
-
-    def _on_host(self, fn, *args):
-        host = self._host
-        if host is None or threading.current_thread() is host.thread:
-            return fn(*args)
-        return host.call(fn, *args)
-
-    def add_signal_handler(self, sig, callback, *args):
-        return self._on_host(super().add_signal_handler, sig, callback, *args)
-
-    def remove_signal_handler(self, sig):
-        return self._on_host(super().remove_signal_handler, sig)
 
     # ---- executor: the runtime's offload pool -----------------------------------
 
@@ -298,8 +322,33 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             return
         rt, self._rt = self._rt, None
         if rt is not None and self._rt_started:
-            rt.stop(timeout=5.0)          # ends the poller and any green thread left
+            self._stop_runtime(rt)        # ends the poller and any green thread left
         super().close()
+
+    @staticmethod
+    def _stop_runtime(rt):
+        """Runtime.stop() needs the worker to run its green threads' cleanup,
+        and the worker runs only on a thread that runs it: stop from a helper
+        thread while this one runs the worker until stop() ends its loop."""
+        w = rt._workers[0]
+        w._stop = False                   # before the helper can set it
+        failed = []
+
+        def stop():
+            try:
+                rt.stop(timeout=5.0)
+            except BaseException as e:    # re-raised below, in the closing thread
+                failed.append(e)
+
+        helper = threading.Thread(target=stop, name="osvrt-asyncio-close")
+        helper.start()
+        try:
+            w.os_thread.run()
+        finally:
+            helper.join()
+            w._release_handles()
+        if failed:
+            raise failed[0]
 
     async def run_green(self, fn, *args):
         """Await fn(*args) run as an osvrt green thread (so it may use osvrt.sleep,
@@ -324,8 +373,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             raise
 
 
-def _raise_keyboard_interrupt():
-    raise KeyboardInterrupt
+def _reraise(exc):
+    raise exc
 
 
 def kernel_cancelled():

@@ -38,7 +38,9 @@ def test_loop_is_an_asyncio_loop_run_by_an_osvrt_green_thread():
     assert cls is OsvrtEventLoop and is_loop
     assert task_type is asyncio.Task          # the C Task, as anyio needs
     assert green == "osvrt-asyncio-loop"
-    assert os_thread.startswith("osvrt-cpu")
+    # As on asyncio and uvloop, the loop's code runs on the thread that runs
+    # the loop: the worker runs there (no OS thread of its own).
+    assert os_thread == threading.current_thread().name
 
 
 def test_timers_fire_in_order_and_not_early():
@@ -511,3 +513,38 @@ def test_asyncio_run_with_loop_factory():
         return type(asyncio.get_running_loop())
 
     assert asyncio.run(main(), loop_factory=osvrt.new_event_loop) is OsvrtEventLoop
+
+
+_IDLE_FOREVER = """
+import asyncio, os, sys, osvrt
+async def main():
+    os.write(1, b"ready\\n")
+    await asyncio.Event().wait()          # idle: no timer, no ready callback
+MODE
+"""
+
+
+@pytest.mark.parametrize("mode", ["runner", "run_forever"])
+def test_ctrl_c_reaches_an_idle_loop(mode):
+    # The worker sleeps in epoll_wait with nothing to do; Python runs signal
+    # handlers only in bytecode.  The loop's self-pipe is the wakeup fd, so
+    # Ctrl-C wakes the worker and the handler runs (Runner's: it cancels
+    # main; the default one: KeyboardInterrupt out of run_forever).
+    body = {"runner": "with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:\n"
+                      "    r.run(main())",
+            "run_forever": "loop = osvrt.new_event_loop()\nloop.create_task(main())\n"
+                           "try:\n    loop.run_forever()\nfinally:\n    loop.close()"}[mode]
+    import subprocess
+    proc = subprocess.Popen([sys.executable, "-c", _IDLE_FOREVER.replace("MODE", body)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        time.sleep(0.2)                       # let the loop go idle
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=BOUND)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert b"KeyboardInterrupt" in err, err.decode(errors="replace")
