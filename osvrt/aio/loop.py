@@ -10,19 +10,21 @@ What is osvrt's and what is asyncio's:
   exception handler and debug mode.  Tasks and Futures are asyncio's C
   _asyncio.Task/Future, as on uvloop, because libraries (anyio) read their
   private fields.
-- osvrt runs it: run_forever() submits one green thread (the loop thread) to
-  a Runtime that the loop owns (one pinned worker, `cpu=`), and the calling
-  OS thread only waits (and runs the few things that must run in the main
-  thread: signal.signal).  When the ready queue is empty the loop thread
-  parks on an osvrt wait ticket: the sleep until the next asyncio timer is a
-  timer of the worker (kernel.wake_at), readiness of the loop's sockets
-  comes from the worker's per-CPU epoll (a helper green thread waits there
-  for the loop's selector fd), and call_soon_threadsafe() from another OS
-  thread wakes the ticket through the worker's C pushlist (kernel.wake),
-  with no self-pipe write.  run_in_executor(None, ...) runs on the runtime's
-  offload pool (osvrt.to_thread).  Because the loop is a green thread, osvrt's
-  own API works inside it: osvrt.spawn() from a callback or a task starts a
-  green thread on the same worker, and run_green() awaits one from a task.
+- osvrt runs it: the loop owns a one-CPU Runtime whose worker has no OS
+  thread of its own: run_forever() submits one green thread (the loop thread)
+  and runs the worker's loop on the calling thread until that green thread
+  ends, so the loop's code runs in the caller's thread, as on asyncio and
+  uvloop (signal handlers, main-thread checks).  When the ready queue is
+  empty the loop thread parks on an osvrt wait ticket: the sleep until the
+  next asyncio timer is a timer of the worker (kernel.wake_at), readiness of
+  the loop's sockets comes from the worker's per-CPU epoll (a helper green
+  thread waits there for the loop's selector fd), and call_soon_threadsafe()
+  from another OS thread wakes the ticket through the worker's C pushlist
+  (kernel.wake), with no self-pipe write.  run_in_executor(None, ...) runs
+  on the runtime's offload pool (osvrt.to_thread).  Because the loop is a
+  green thread, osvrt's own API works inside it: osvrt.spawn() from a
+  callback or a task starts a green thread on the same worker, and
+  run_green() awaits one from a task.
 """
 import asyncio
 import contextlib
