@@ -9,7 +9,9 @@ one process, once with asyncio's own epoll SelectorEventLoop (the reference)
 and once with osvrt.new_event_loop, and the score is how many of the tests
 that pass on the reference pass on osvrt.  Selected: test_events (callbacks,
 timers, TCP/Unix/UDP, pipes, ptys, subprocesses, signals), test_sock_lowlevel
-(sock_* methods) and test_sendfile.
+(sock_* methods) and test_sendfile; and, run with an event loop policy whose
+new_event_loop() is the loop under test, test_subprocess (threaded and pidfd
+child watchers) and test_streams.
 
 Needs the interpreter's `test` package (python3-test / libpython3.X-testsuite
 on Debian; pyenv and python.org builds have it): without it this prints why
@@ -29,6 +31,12 @@ MODULES = {
     "test_sock_lowlevel": ["BaseSockTestsMixin"],
     "test_sendfile": ["SendfileTestsBase"],
 }
+# Test classes that make their loop with the event loop policy's
+# new_event_loop(): run with a policy whose loop is the one under test.
+POLICY_CLASSES = {
+    "test_subprocess": ["SubprocessThreadedWatcherTests", "SubprocessPidfdWatcherTests"],
+    "test_streams": ["StreamTests"],
+}
 
 
 def load():
@@ -37,7 +45,7 @@ def load():
     except ImportError as e:
         return None, f"no `test` package in this interpreter ({e})"
     mods = {}
-    for name in MODULES:
+    for name in [*MODULES, *POLICY_CLASSES]:
         mods[name] = __import__(f"test.test_asyncio.{name}", fromlist=["x"])
     return (test_utils, mods), None
 
@@ -51,7 +59,39 @@ def make_cases(test_utils, mods, factory, tag):
                    {"create_event_loop": lambda self: factory(),
                     "__module__": __name__})
         cases.append(cls)
+    policy = _policy_for(factory)
+    for name, classes in POLICY_CLASSES.items():
+        for cname in classes:
+            orig = getattr(mods[name], cname, None)
+            if orig is None:                # not in this Python version
+                continue
+            cases.append(type(f"{tag}_{name}.{cname}", (orig,), {
+                "setUp": _with_policy(orig.setUp, policy),
+                "tearDown": _without_policy(orig.tearDown),
+                "__module__": __name__}))
     return cases
+
+
+def _policy_for(factory):
+    class Policy(asyncio.DefaultEventLoopPolicy):
+        _loop_factory = staticmethod(factory)
+    return Policy
+
+
+def _with_policy(setup, policy):
+    def setUp(self):
+        asyncio.set_event_loop_policy(policy())
+        setup(self)
+    return setUp
+
+
+def _without_policy(teardown):
+    def tearDown(self):
+        try:
+            teardown(self)
+        finally:
+            asyncio.set_event_loop_policy(None)
+    return tearDown
 
 
 class _Outcomes(unittest.TestResult):
@@ -117,7 +157,7 @@ def main(argv=None):
     ref_cases = make_cases(test_utils, mods,
                            lambda: asyncio.SelectorEventLoop(selectors.EpollSelector()), "asyncio")
     our_cases = make_cases(test_utils, mods, osvrt.new_event_loop, "osvrt")
-    # Alternate module by module, so both loops see the same host conditions.
+    # Alternate class by class, so both loops see the same host conditions.
     ref, ours, ours_result = {}, {}, None
     for rc, oc in zip(ref_cases, our_cases):
         r, _ = run([rc], args.verbose)
@@ -136,7 +176,8 @@ def main(argv=None):
     ref_pass = [k for k, v in ref.items() if v == "passed"]
     both = [k for k in ref_pass if ours.get(k) == "passed"]
     count = lambda d, o: sum(1 for v in d.values() if v == o)  # noqa: E731
-    print(f"\nCPython {sys.version.split()[0]} test_asyncio selection ({', '.join(MODULES)}), "
+    print(f"\nCPython {sys.version.split()[0]} test_asyncio selection "
+          f"({', '.join([*MODULES, *POLICY_CLASSES])}), "
           f"{time.monotonic() - t0:.0f} s")
     for name, d in (("asyncio", ref), ("osvrt", ours)):
         print(f"  {name:8s} passed {count(d, 'passed'):4d}  failed {count(d, 'failed'):4d}  "
