@@ -28,12 +28,15 @@ What is osvrt's and what is asyncio's:
 """
 import asyncio
 import contextlib
+import contextvars
+import heapq
 import os
+import select
 import selectors
 import signal
 import sys
 import threading
-from asyncio import events, unix_events
+from asyncio import base_events, events, unix_events
 
 from .. import kernel
 from .. import io as _io
@@ -43,6 +46,11 @@ from ..runtime import Runtime, spawn
 __all__ = ["OsvrtEventLoop", "new_event_loop"]
 
 _MAX_PARK = 24 * 3600.0        # seconds, as asyncio's MAXIMUM_SELECT_TIMEOUT
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+# asyncio's own thresholds for dropping cancelled timers from the heap
+_MIN_SCHEDULED = base_events._MIN_SCHEDULED_TIMER_HANDLES
+_CANCELLED_FRACTION = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+_NOT_IN, _NOT_OUT = ~select.EPOLLIN, ~select.EPOLLOUT
 
 
 class _PollingSelector(selectors.EpollSelector):
@@ -50,7 +58,32 @@ class _PollingSelector(selectors.EpollSelector):
     its own epoll_wait; it parks on osvrt (see OsvrtEventLoop._idle)."""
 
     def select(self, timeout=None):
-        return super().select(0)
+        # selectors.EpollSelector.select with the timeout fixed at 0, in one
+        # frame (a super() call here cost ~1,200 instructions a loop turn).
+        fd_to_key = self._fd_to_key
+        ready = []
+        for fd, ev in self._selector.poll(0, len(fd_to_key) or 1):
+            key = fd_to_key.get(fd)
+            if key is not None:
+                events = ((_WRITE if ev & _NOT_IN else 0) | (_READ if ev & _NOT_OUT else 0))
+                ready.append((key, events & key.events))
+        return ready
+
+
+class _Handle(events.Handle):
+    """asyncio's Handle, made without asking the loop for its debug flag
+    (call_soon makes these only when the loop is not in debug mode)."""
+
+    __slots__ = ()
+
+    def __init__(self, callback, args, loop, context=None):
+        self._context = contextvars.copy_context() if context is None else context
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
 
 
 class _Seat:
@@ -212,6 +245,59 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             sys.set_asyncgen_hooks(*old_agen_hooks)
             # The worker's loop returns to run_forever once this thread ended.
             kernel.current_worker()._stop = True
+
+    def call_soon(self, callback, *args, context=None):
+        # asyncio's call_soon less its debug checks (kept in debug mode): the
+        # C Future schedules every done callback through here.
+        if self._debug:
+            return super().call_soon(callback, *args, context=context)
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def _run_once(self):
+        """One turn: asyncio's BaseEventLoop._run_once without what this loop
+        does elsewhere (the wait: _idle) or never (a blocking select), so a
+        turn costs fewer instructions; in debug mode asyncio's own, for its
+        slow-callback reports."""
+        if self._debug:
+            return super()._run_once()
+        sched = self._scheduled
+        if sched:
+            cancelled = self._timer_cancelled_count
+            if len(sched) > _MIN_SCHEDULED and cancelled > len(sched) * _CANCELLED_FRACTION:
+                # Mostly cancelled timers: rebuild the heap without them (as
+                # asyncio does, so that it cannot grow without bound).
+                live = []
+                for h in sched:
+                    if h._cancelled:
+                        h._scheduled = False
+                    else:
+                        live.append(h)
+                heapq.heapify(live)
+                self._scheduled = sched = live
+                self._timer_cancelled_count = 0
+            else:
+                while sched and sched[0]._cancelled:
+                    self._timer_cancelled_count -= 1
+                    heapq.heappop(sched)._scheduled = False
+        events = self._selector.select(0)
+        if events:
+            self._process_events(events)
+        ready = self._ready
+        if sched:
+            end = self.time() + self._clock_resolution
+            while sched and sched[0]._when < end:
+                h = heapq.heappop(sched)
+                h._scheduled = False
+                ready.append(h)
+        for _ in range(len(ready)):
+            h = ready.popleft()
+            if not h._cancelled:
+                h._run()
+        h = None                     # drop the last handle (a cycle when it raised)
 
     async def _idle(self):
         """Park until a callback is ready: a timer is due, the selector has

@@ -62,6 +62,30 @@ def test_timers_fire_in_order_and_not_early():
     assert all(elapsed >= d - 0.001 for d, elapsed in seen)
 
 
+def test_many_cancelled_timers_are_dropped_and_the_rest_fire_in_order():
+    # The loop's own turn (not asyncio's, outside debug mode) drops cancelled
+    # timers: the heap is rebuilt when most of it is cancelled.
+    async def main():
+        loop = asyncio.get_running_loop()
+        fired = []
+        handles = [loop.call_later(0.001 * (i % 50) + 0.01, fired.append, i) for i in range(300)]
+        keep = set(range(0, 300, 6))
+        for i, h in enumerate(handles):
+            if i not in keep:
+                h.cancel()
+        await asyncio.sleep(0)               # one turn: the rebuild
+        size_after_cancel = len(loop._scheduled)
+        await asyncio.sleep(0.1)
+        return fired, size_after_cancel, len(loop._scheduled)
+
+    fired, size_after_cancel, left = run(main)
+    assert sorted(fired) == sorted(range(0, 300, 6))
+    when = {i: 0.001 * (i % 50) for i in range(300)}
+    assert [when[i] for i in fired] == sorted(when[i] for i in fired)
+    assert size_after_cancel <= len(range(0, 300, 6)) + 1      # the +1: wait_for's timer
+    assert left <= 1
+
+
 def test_a_timer_at_infinity_is_legal_and_other_work_still_runs():
     # Regression: call_at(inf) (anyio's process pool does it) made the loop hand
     # an infinite delay to the worker's timer (ValueError out of run_forever).
