@@ -283,10 +283,25 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 while sched and sched[0]._cancelled:
                     self._timer_cancelled_count -= 1
                     heapq.heappop(sched)._scheduled = False
-        events = self._selector.select(0)
-        if events:
-            self._process_events(events)
         ready = self._ready
+        # The selector's poll and asyncio's _process_events in one pass: each
+        # ready fd's reader/writer Handle goes onto the ready queue.
+        fd_to_key = self._selector._fd_to_key
+        for fd, ev in self._selector._selector.poll(0, len(fd_to_key) or 1):
+            key = fd_to_key.get(fd)
+            if key is None:
+                continue
+            reader, writer = key.data
+            if ev & _NOT_OUT and reader is not None and key.events & _READ:
+                if reader._cancelled:
+                    self._remove_reader(key.fileobj)
+                else:
+                    ready.append(reader)
+            if ev & _NOT_IN and writer is not None and key.events & _WRITE:
+                if writer._cancelled:
+                    self._remove_writer(key.fileobj)
+                else:
+                    ready.append(writer)
         if sched:
             end = self.time() + self._clock_resolution
             while sched and sched[0]._when < end:
