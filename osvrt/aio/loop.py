@@ -36,7 +36,7 @@ import selectors
 import signal
 import sys
 import threading
-from asyncio import base_events, events, unix_events
+from asyncio import base_events, events, format_helpers, unix_events
 
 from .. import kernel
 from .. import io as _io
@@ -310,9 +310,24 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 ready.append(h)
         for _ in range(len(ready)):
             h = ready.popleft()
-            if not h._cancelled:
-                h._run()
+            if h._cancelled:
+                continue
+            # Handle._run, inline (one Python frame less per callback).
+            try:
+                h._context.run(h._callback, *h._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._callback_failed(h, exc)
         h = None                     # drop the last handle (a cycle when it raised)
+
+    def _callback_failed(self, h, exc):
+        """What Handle._run reports when its callback raised."""
+        cb = format_helpers._format_callback_source(h._callback, h._args)
+        context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": h}
+        if h._source_traceback:
+            context["source_traceback"] = h._source_traceback
+        self.call_exception_handler(context)
 
     async def _idle(self):
         """Park until a callback is ready: a timer is due, the selector has

@@ -402,16 +402,28 @@ def test_sendfile():
     assert run(main) == (300_000, True)
 
 
-def test_exception_handler_and_debug_mode():
+@pytest.mark.parametrize("debug", [True, False])
+def test_exception_handler_and_debug_mode(debug):
+    # Outside debug mode the loop runs callbacks itself (not Handle._run): the
+    # handler must get the same context.
     async def main():
         loop = asyncio.get_running_loop()
         seen = []
-        loop.set_exception_handler(lambda lp, ctx: seen.append(ctx["exception"]))
-        loop.call_soon(lambda: 1 / 0)
+        loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
+        h = loop.call_soon(_divide, 1, 0)
         await asyncio.sleep(0.01)
-        return loop.get_debug(), [type(e) for e in seen]
+        return loop.get_debug(), h, seen
 
-    assert run(main, debug=True) == (True, [ZeroDivisionError])
+    is_debug, h, seen = run(main, debug=debug)
+    assert is_debug is debug
+    assert len(seen) == 1
+    assert type(seen[0]["exception"]) is ZeroDivisionError
+    assert seen[0]["handle"] is h
+    assert seen[0]["message"].startswith("Exception in callback _divide(1, 0)")
+
+
+def _divide(a, b):
+    return a / b
 
 
 def test_custom_task_factory():
