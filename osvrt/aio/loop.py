@@ -86,6 +86,10 @@ class _Handle(events.Handle):
         self._source_traceback = None
 
 
+_new_handle = object.__new__
+_copy_context = contextvars.copy_context
+
+
 class _Seat:
     """Stands in the Runtime for the OS thread of the loop's worker
     (w.os_thread): that worker has no thread of its own; it runs on the thread
@@ -253,7 +257,15 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             return super().call_soon(callback, *args, context=context)
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        handle = _Handle(callback, args, self, context)
+        # _Handle's fields set here, without its __init__ frame.
+        handle = _new_handle(_Handle)
+        handle._context = _copy_context() if context is None else context
+        handle._loop = self
+        handle._callback = callback
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
         self._ready.append(handle)
         return handle
 
