@@ -584,3 +584,60 @@ def test_ctrl_c_reaches_an_idle_loop(mode):
             proc.wait()
     assert proc.returncode != 0
     assert b"KeyboardInterrupt" in err, err.decode(errors="replace")
+
+
+def test_one_loop_per_cpu_with_reuse_port_listeners():
+    # The per-core pattern: a loop per CPU, each in its own OS thread with its
+    # own Runtime, each with a reuse_port listener on the same port.
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    port_box, ready, stop = [], threading.Barrier(len(cpus) + 1), threading.Event()
+    served = {c: 0 for c in cpus}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    errors = []
+
+    def serve(cpu):
+        async def main():
+            loop = asyncio.get_running_loop()
+
+            async def handle(r, w):
+                served[cpu] += 1
+                w.write(str(cpu).encode() + b"\n")
+                await w.drain()
+                w.close()
+
+            srv = await asyncio.start_server(handle, "127.0.0.1", port, reuse_port=True)
+            ready.wait(BOUND)
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+            srv.close()
+            await srv.wait_closed()
+            return loop.runtime.cpus
+
+        try:
+            with asyncio.Runner(loop_factory=lambda: osvrt.new_event_loop(cpu=cpu)) as r:
+                port_box.append(r.run(asyncio.wait_for(main(), BOUND)))
+        except BaseException as e:       # reported by the test below
+            errors.append(e)
+            ready.abort()
+
+    threads = [threading.Thread(target=serve, args=(c,)) for c in cpus]
+    for th in threads:
+        th.start()
+    try:
+        ready.wait(BOUND)
+        answers = []
+        for _ in range(40):
+            with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as s:
+                answers.append(int(s.makefile().readline()))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(BOUND)
+    assert not errors, errors
+    assert sorted(port_box) == [(c,) for c in cpus]
+    assert set(answers) <= set(cpus) and len(answers) == 40
+    assert sum(served.values()) == 40
+    if len(cpus) > 1:
+        assert all(n > 0 for n in served.values()), served    # the kernel spread them
