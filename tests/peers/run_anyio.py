@@ -40,10 +40,12 @@ _OVERRIDE = '''
 # ---- added by osvrt's tests/peers/run_anyio.py --------------------------------
 import osvrt as _osvrt
 
+import os as _os
+_debug = _os.environ.get("OSVRT_ANYIO_DEBUG", "1") == "1"
 _osvrt_params = [
-    pytest.param(("asyncio", {"debug": True, "loop_factory": uvloop.new_event_loop}),
+    pytest.param(("asyncio", {"debug": _debug, "loop_factory": uvloop.new_event_loop}),
                  marks=uvloop_marks, id="asyncio+uvloop"),
-    pytest.param(("asyncio", {"debug": True, "loop_factory": _osvrt.new_event_loop}),
+    pytest.param(("asyncio", {"debug": _debug, "loop_factory": _osvrt.new_event_loop}),
                  id="asyncio+osvrt"),
 ]
 # Tests that parametrize with `from .conftest import asyncio_params` hold these
@@ -135,6 +137,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", default=str(ROOT / "build" / "peer-suites"))
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds per test")
+    ap.add_argument("--no-debug", action="store_true",
+                    help="run both loops with debug=False (anyio's conftest uses debug=True; "
+                         "osvrt's loop has its own turn only outside debug mode)")
     ap.add_argument("--min-ratio", type=float, default=None,
                     help="exit 1 when osvrt passes fewer than this share of uvloop's passes")
     ap.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
@@ -146,13 +151,15 @@ def main(argv=None):
            f"--timeout={args.timeout:g}", f"--junitxml={junit}", "-o", "junit_family=xunit1",
            *(args.pytest_args or ["tests"])]
     t0 = time.monotonic()
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
+               OSVRT_ANYIO_DEBUG="0" if args.no_debug else "1")
     proc = subprocess.run(cmd, cwd=src, env=env)
     took = time.monotonic() - t0
     if not junit.exists():
         sys.exit(f"run_anyio: pytest wrote no report (exit status {proc.returncode})")
     s = score(outcomes(junit))
-    print(f"\nanyio {ANYIO_VERSION} suite, asyncio backend, {took:.0f} s")
+    print(f"\nanyio {ANYIO_VERSION} suite, asyncio backend (debug={not args.no_debug}), "
+          f"{took:.0f} s")
     for loop in ("uvloop", "osvrt"):
         c = s[loop]
         print(f"  {loop:7s} passed {c['passed']:4d}  failed {c['failed']:4d}  "
