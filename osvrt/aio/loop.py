@@ -218,7 +218,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 os.sched_setaffinity(0, old_mask)
 
     async def _loop_thread(self):
-        """The loop: asyncio's _run_once until stop(); an osvrt park when idle."""
+        """The loop: a turn (_run_once) after another until stop(); an osvrt
+        park when nothing is ready (_idle)."""
         self._set_coroutine_origin_tracking(self._debug)
         old_agen_hooks = sys.get_asyncgen_hooks()
         self._green = kernel.current()
@@ -354,7 +355,11 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             timeout = min(timeout, _MAX_PARK)
         tk = self._green._new_ticket()
         # Publish the wait, then re-check (a waker appends, then reads it):
-        # whichever comes second sees the other, so no wake-up is lost.
+        # whichever comes second sees the other, so no wake-up is lost.  The
+        # store and the load are Python attribute and deque operations: with
+        # the GIL they are ordered; on a free-threaded build this relies on
+        # their per-object locks (a full fence each on x86 and arm64), which
+        # is CPython's behaviour, not a documented guarantee: to revisit.
         self._idle_ticket = tk
         if self._ready or self._stopping:
             self._idle_ticket = None
