@@ -253,9 +253,14 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
 
     def call_soon(self, callback, *args, context=None):
         # asyncio's call_soon less its debug checks (kept in debug mode): the
-        # C Future schedules every done callback through here.
+        # C Future schedules every done callback through here.  From a green
+        # thread beside the loop (osvrt.spawn) while the loop is parked, it
+        # also wakes the loop.
         if self._debug:
-            return super().call_soon(callback, *args, context=context)
+            handle = super().call_soon(callback, *args, context=context)
+            if self._idle_ticket is not None:
+                self._write_to_self()
+            return handle
         if self._closed:
             raise RuntimeError("Event loop is closed")
         # _Handle's fields set here, without its __init__ frame.
@@ -268,6 +273,10 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         handle._repr = None
         handle._source_traceback = None
         self._ready.append(handle)
+        if self._idle_ticket is not None:
+            # Called by a green thread of our worker while the loop is parked
+            # (e.g. it completed a Future): wake the loop, a local wake.
+            self._write_to_self()
         return handle
 
     def _run_once(self):

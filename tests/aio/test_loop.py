@@ -211,6 +211,39 @@ def test_osvrt_api_inside_the_loop():
     assert run(main) == (42, "from green")
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_green_thread_completes_a_future_of_the_parked_loop(debug):
+    # A green thread spawned from a task sets an asyncio Future directly (no
+    # call_soon_threadsafe): the Future's callbacks go through call_soon, which
+    # must wake the parked loop.
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        async def child():
+            await osvrt.sleep(0.02)
+            fut.set_result("direct")
+
+        osvrt.spawn(child)
+        # No other timer (no wait_for): a lost wake would park the loop until
+        # this fallback from a foreign thread wakes it, 10 s later.
+        late = threading.Event()
+
+        def fallback_wake():
+            late.set()
+            loop.call_soon_threadsafe(lambda: None)
+
+        fallback = threading.Timer(10, fallback_wake)
+        fallback.start()
+        try:
+            return await fut, late.is_set()
+        finally:
+            fallback.cancel()
+
+    with asyncio.Runner(debug=debug, loop_factory=osvrt.new_event_loop) as r:
+        assert r.run(main()) == ("direct", False)     # woken by the green thread itself
+
+
 async def _set_later(ev):
     await osvrt.sleep(0.005)
     ev.set()
