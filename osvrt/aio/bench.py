@@ -365,56 +365,68 @@ if __name__ == "__main__":
 
 # ---- rows of `python -m osvrt bench` ---------------------------------------------
 
-def measures(cpus, sizes):
-    """The asyncio-loop rows of `python -m osvrt bench` (osvrt/bench/cli.py):
-    each loop in the same alternating rounds as every other row."""
-    from ..bench.measure import Contender, Measure, Target, Unavailable
-    nh = sizes.get("aio_handoff", 500)        # the defaults: a tiny run (tests)
-    ns = sizes.get("aio_spawn", 500)
+def _loops(label, key, fn, **kw):
+    """The osvrt contender and the peer contenders of one row: fn(kind) each."""
+    from ..bench.measure import Contender
+    out = [Contender(kind, f"{label} on {kind}'s loop", lambda ctx, k=kind: fn(k), key=key,
+                     requires="uvloop" if kind == "uvloop" else None, **kw)
+           for kind in LOOPS]
+    return out[0], out[1:]
+
+
+def measure_handoff(cpus, sizes):
+    """Row aio_handoff: Future hand-off, ns one-way (target: 2x uvloop's rate)."""
+    from ..bench.measure import Measure, Target
+    n = sizes.get("aio_handoff", 500)             # the defaults: a tiny run (tests)
+    return Measure("aio_handoff", "asyncio loop: Future hand-off", "ns", "lower",
+                   *_loops("Future hand-off between two tasks", "ns",
+                           lambda kind: {"ns": handoff(kind, n)}),
+                   targets=[Target("uvloop", "<=", 0.5, "<= 1/2 of uvloop (2x its rate)")],
+                   weight=4, sizes={"round_trips": n},
+                   notes="ns per one-way hand-off; osvrt = osvrt.new_event_loop")
+
+
+def measure_spawn(cpus, sizes):
+    """Row aio_spawn: create_task + await, tasks/s (target: 2x uvloop)."""
+    from ..bench.measure import Measure, Target
+    n = sizes.get("aio_spawn", 500)
+    return Measure("aio_spawn", "asyncio loop: create_task + await", "tasks/s", "higher",
+                   *_loops("create_task + await of no-op tasks", "per_s",
+                           lambda kind: {"per_s": spawn(kind, n)}),
+                   targets=[Target("uvloop", ">=", 2.0, ">= 2x uvloop")],
+                   weight=4, sizes={"tasks": n})
+
+
+def measure_http(cpus, sizes):
+    """Row aio_http: the asyncio.Protocol server under wrk -c64, req/s
+    (target: 1.25x uvloop); p99_ms in the JSON."""
+    import contextlib
+    from ..bench.measure import Measure, Target, Unavailable
     secs = sizes.get("aio_http_s", 1)
-
-    def loops(row, label, key, fn, **kw):
-        out = []
-        for kind in LOOPS:
-            out.append(Contender(kind, f"{label} on {kind}'s loop", lambda ctx, k=kind: fn(k),
-                                 key=key, requires="uvloop" if kind == "uvloop" else None, **kw))
-        return out[0], out[1:]
-
-    def handoff_row(kind):
-        return {"ns": handoff(kind, nh)}
-
-    def spawn_row(kind):
-        return {"per_s": spawn(kind, ns)}
 
     def http_row(kind):
         rps, p99 = wrk_round(kind, cpus[0], cpus[-1], secs)
         return {"rps": rps, "p99_ms": p99 * 1e3}
 
-    def http_setup():
-        import contextlib
+    def setup():
         if shutil.which("wrk") is None:
             raise Unavailable("wrk is not installed")
         if len(cpus) < 2:
             raise Unavailable(f"server and wrk on 2 CPUs; running on {list(cpus)}")
         return contextlib.nullcontext()
 
-    return [
-        Measure("aio_handoff", "asyncio loop: Future hand-off", "ns", "lower",
-                *loops("aio_handoff", "Future hand-off between two tasks", "ns", handoff_row),
-                targets=[Target("uvloop", "<=", 0.5, "<= 1/2 of uvloop (2x its rate)")],
-                weight=4, sizes={"round_trips": nh},
-                notes="ns per one-way hand-off; osvrt = osvrt.new_event_loop"),
-        Measure("aio_spawn", "asyncio loop: create_task + await", "tasks/s", "higher",
-                *loops("aio_spawn", "create_task + await of no-op tasks", "per_s", spawn_row),
-                targets=[Target("uvloop", ">=", 2.0, ">= 2x uvloop")],
-                weight=4, sizes={"tasks": ns}),
-        Measure("aio_http", "asyncio.Protocol HTTP server, wrk -c64", "req/s", "higher",
-                *loops("aio_http", "asyncio.Protocol keep-alive server under wrk -t1 -c64",
-                       "rps", http_row),
-                targets=[Target("uvloop", ">=", 1.25, ">= 1.25x uvloop req/s")],
-                setup=http_setup, weight=8, sizes={"seconds": secs, "connections": 64},
-                notes="server process on the first CPU, wrk on the last; p99_ms in the JSON"),
-    ]
+    return Measure("aio_http", "asyncio.Protocol HTTP server, wrk -c64", "req/s", "higher",
+                   *_loops("asyncio.Protocol keep-alive server under wrk -t1 -c64", "rps",
+                           http_row),
+                   targets=[Target("uvloop", ">=", 1.25, ">= 1.25x uvloop req/s")],
+                   setup=setup, weight=8, sizes={"seconds": secs, "connections": 64},
+                   notes="server process on the first CPU, wrk on the last; p99_ms in the JSON")
+
+
+def measures(cpus, sizes):
+    """The asyncio-loop rows of `python -m osvrt bench`, in order."""
+    return [measure_handoff(cpus, sizes), measure_spawn(cpus, sizes),
+            measure_http(cpus, sizes)]
 
 
 MEASURE_KEYS = ("aio_handoff", "aio_spawn", "aio_http")

@@ -133,8 +133,11 @@ class _Seat:
 class _LoopRuntime(Runtime):
     """A Runtime whose one worker runs on the loop's thread (_Seat)."""
 
+    loop_worker = None                  # that worker, once started
+
     def _start_worker(self, w, ready):
         seat = _Seat(w)
+        self.loop_worker = w
         ready(w, None)
         return seat
 
@@ -178,11 +181,11 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             raise RuntimeError("an osvrt loop's run_forever() runs a worker on its OS thread; "
                                "it cannot be called from an osvrt green thread")
         rt = self.runtime
-        w = rt._workers[0]
+        w = rt.loop_worker
         # Before the submit: the loop's green thread sets it again at its end,
         # and the worker's loop then returns here.
         w._stop = False
-        t, done = rt._submit(self._loop_thread, (), None, "osvrt-asyncio-loop")
+        done = rt.submit(self._loop_thread, name="osvrt-asyncio-loop")
         with self._on_this_thread():
             w.os_thread.run()
         if not done.done():
@@ -474,7 +477,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         """Runtime.stop() needs the worker to run its green threads' cleanup,
         and the worker runs only on a thread that runs it: stop from a helper
         thread while this one runs the worker until stop() ends its loop."""
-        w = rt._workers[0]
+        w = rt.loop_worker
         w._stop = False                   # before the helper can set it
         failed = []
 

@@ -518,7 +518,7 @@ def test_close_stops_the_runtime_and_its_worker():
     loop = osvrt.new_event_loop()
     loop.run_until_complete(asyncio.sleep(0.01))
     rt = loop.runtime
-    workers = [w.os_thread for w in rt._workers]
+    workers = [rt.loop_worker.os_thread]
     loop.close()
     assert all(not th.is_alive() for th in workers)
     assert loop.is_closed()
