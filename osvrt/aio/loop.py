@@ -39,7 +39,7 @@ import threading
 from asyncio import base_events, events, format_helpers, unix_events
 
 from .. import kernel
-from .. import io as _io
+from .. import wait_readable    # public name (osvrt/io.py moves in #22)
 from ..offload import to_thread
 from ..runtime import Runtime, spawn
 
@@ -404,7 +404,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         try:
             while True:
                 try:
-                    await _io.wait_readable(epfd)
+                    await wait_readable(epfd)
                     tk = self._idle_ticket
                     if tk is not None:
                         kernel.wake(tk)
