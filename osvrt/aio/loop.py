@@ -48,8 +48,9 @@ __all__ = ["OsvrtEventLoop", "new_event_loop"]
 _MAX_PARK = 24 * 3600.0        # seconds, as asyncio's MAXIMUM_SELECT_TIMEOUT
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 # asyncio's own thresholds for dropping cancelled timers from the heap
-_MIN_SCHEDULED = base_events._MIN_SCHEDULED_TIMER_HANDLES
-_CANCELLED_FRACTION = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+# (getattr: private names, absent from typeshed's stubs; their 3.11-3.13 values)
+_MIN_SCHEDULED = getattr(base_events, "_MIN_SCHEDULED_TIMER_HANDLES", 100)
+_CANCELLED_FRACTION = getattr(base_events, "_MIN_CANCELLED_TIMER_HANDLES_FRACTION", 0.5)
 _NOT_IN, _NOT_OUT = ~select.EPOLLIN, ~select.EPOLLOUT
 
 
