@@ -164,6 +164,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         self._poller = None                # the green thread that waits on our epoll fd
         self._poll_ticket = None           # the poller's wait for the next idle
         self._pin_cpu = cpu
+        self._wakeup_kept = False          # our self-pipe is the signal wakeup fd (a run)
 
     # ---- the runtime ---------------------------------------------------------
 
@@ -213,9 +214,11 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 old_fd = signal.set_wakeup_fd(self._csock.fileno(), warn_on_full_buffer=False)
             except ValueError:           # not the main interpreter
                 old_fd = None
+        self._wakeup_kept = old_fd is not None
         try:
             yield
         finally:
+            self._wakeup_kept = False
             if old_fd is not None:
                 signal.set_wakeup_fd(old_fd)
             if old_mask is not None:
@@ -427,6 +430,18 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         tk = self._idle_ticket
         if tk is not None:
             kernel.wake(tk)
+
+    # ---- signals ----------------------------------------------------------------
+
+    def remove_signal_handler(self, sig):
+        # asyncio clears the process's wakeup fd when its last handler goes;
+        # while the worker runs here it must stay ours, or Ctrl-C would not
+        # wake an idle worker (see _on_this_thread).
+        removed = super().remove_signal_handler(sig)
+        if (self._wakeup_kept and not self._signal_handlers
+                and threading.current_thread() is threading.main_thread()):
+            signal.set_wakeup_fd(self._csock.fileno(), warn_on_full_buffer=False)
+        return removed
 
     # ---- executor: the runtime's offload pool -----------------------------------
 

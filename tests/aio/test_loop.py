@@ -593,7 +593,7 @@ MODE
 """
 
 
-@pytest.mark.parametrize("mode", ["runner", "run_forever"])
+@pytest.mark.parametrize("mode", ["runner", "run_forever", "after_a_removed_handler"])
 def test_ctrl_c_reaches_an_idle_loop(mode):
     # The worker sleeps in epoll_wait with nothing to do; Python runs signal
     # handlers only in bytecode.  The loop's self-pipe is the wakeup fd, so
@@ -602,7 +602,17 @@ def test_ctrl_c_reaches_an_idle_loop(mode):
     body = {"runner": "with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:\n"
                       "    r.run(main())",
             "run_forever": "loop = osvrt.new_event_loop()\nloop.create_task(main())\n"
-                           "try:\n    loop.run_forever()\nfinally:\n    loop.close()"}[mode]
+                           "try:\n    loop.run_forever()\nfinally:\n    loop.close()",
+            # asyncio clears the wakeup fd when its last signal handler goes
+            "after_a_removed_handler":
+                "import signal\n"
+                "async def first():\n"
+                "    loop = asyncio.get_running_loop()\n"
+                "    loop.add_signal_handler(signal.SIGUSR1, print)\n"
+                "    loop.remove_signal_handler(signal.SIGUSR1)\n"
+                "    await main()\n"
+                "with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:\n"
+                "    r.run(first())"}[mode]
     import subprocess
     proc = subprocess.Popen([sys.executable, "-c", _IDLE_FOREVER.replace("MODE", body)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
