@@ -1,6 +1,8 @@
 """Argument parsing shared by the examples (argparse: the standard library's)."""
 import argparse
+import errno
 import os
+import sys
 
 
 def parse(description, default_port):
@@ -18,3 +20,38 @@ def worker_cpus(n):
     listener per CPU."""
     cpus = sorted(os.sched_getaffinity(0))
     return cpus if n is None else cpus[:n]
+
+
+# accept() fails with these when the process (or the system) is out of file
+# descriptors or buffers.  The pending connection stays in the kernel's queue,
+# so the listener stays readable: retrying at once would spin, and exiting
+# would let one burst of clients take the server down.  Wait a little (some
+# connection will close and free an fd) and accept again, as trio's
+# serve_listeners and Go's net/http do.
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_RETRY_S = 0.1
+
+
+async def accept_forever(listener, handler):
+    """Accept connections on listener forever and start handler(stream) for
+    each one as a green thread on this CPU; survives fd exhaustion."""
+    import osvrt
+    out_of_fds = False
+    while True:
+        try:
+            stream, _ = await listener.accept()
+        except osvrt.ClosedResourceError:
+            raise
+        except OSError as e:
+            if e.errno not in _OUT_OF_RESOURCES:
+                raise
+            if not out_of_fds:                     # once per episode, not per retry
+                print(f"accept: {e.strerror}; retrying every {ACCEPT_RETRY_S} s "
+                      f"until a connection closes", file=sys.stderr, flush=True)
+                out_of_fds = True
+            await osvrt.sleep(ACCEPT_RETRY_S)
+            continue
+        if out_of_fds:
+            print("accept: serving again", file=sys.stderr, flush=True)
+            out_of_fds = False
+        osvrt.spawn(handler, stream)

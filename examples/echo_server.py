@@ -6,7 +6,7 @@
 import osvrt
 from osvrt import net
 
-from _common import parse, worker_cpus
+from _common import accept_forever, parse, worker_cpus
 
 
 async def echo(stream):
@@ -18,19 +18,13 @@ async def echo(stream):
             pass                                  # the client reset the connection
 
 
-async def acceptor(listener):
-    while True:
-        stream, _ = await listener.accept()
-        osvrt.spawn(echo, stream)                 # starts on this CPU
-
-
 async def main(host, port, cpus):
     # one listener per CPU on the same port: the kernel spreads connections
     listeners = [await net.tcp_listen((host, port), reuse_port=True) for _ in cpus]
     print(f"echo server on {host}:{listeners[0].address[1]}, CPUs {list(cpus)}", flush=True)
     async with osvrt.TaskGroup() as g:
         for cpu, lst in zip(cpus, listeners):
-            g.spawn(acceptor, lst, cpu=cpu)
+            g.spawn(accept_forever, lst, echo, cpu=cpu)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 import osvrt
 from osvrt import net
 
-from _common import parse, worker_cpus
+from _common import accept_forever, parse, worker_cpus
 
 BODY = b"hello"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
@@ -45,19 +45,13 @@ async def serve(stream):
             pass
 
 
-async def acceptor(listener):
-    while True:
-        stream, _ = await listener.accept()
-        osvrt.spawn(serve, stream)
-
-
 async def main(host, port, cpus):
     listeners = [await net.tcp_listen((host, port), reuse_port=True, backlog=1024)
                  for _ in cpus]
     print(f"http on http://{host}:{listeners[0].address[1]}/, CPUs {list(cpus)}", flush=True)
     async with osvrt.TaskGroup() as g:
         for cpu, lst in zip(cpus, listeners):
-            g.spawn(acceptor, lst, cpu=cpu)
+            g.spawn(accept_forever, lst, serve, cpu=cpu)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,16 @@ few bytecodes with no await inside, so under the GIL it is atomic.
 
     python examples/resp_server.py [--port 6380] [--cpus N]
     redis-benchmark -p 6380 -t ping,set,get -n 100000 -c 50 -q
+
+Every length a client sends is checked before anything is buffered for it
+(MAX_LINE, MAX_ARGS, MAX_BULK, MAX_COMMAND below); a malformed or oversized
+command gets "-ERR Protocol error" and the connection is closed.  The
+acceptor survives running out of file descriptors (_common.accept_forever).
 """
 import osvrt
 from osvrt import net
 
-from _common import parse, worker_cpus
+from _common import accept_forever, parse, worker_cpus
 
 STORE = {}
 OK, PONG, NIL = b"+OK\r\n", b"+PONG\r\n", b"$-1\r\n"
@@ -37,59 +42,106 @@ def execute(args):
     return b"-ERR unknown command '%s'\r\n" % cmd
 
 
+# Every length a client sends is bounded before anything is buffered for it
+# (Redis has the same kind of limits: proto-max-bulk-len, 1M arguments, 64 KiB
+# inline).  A client past a limit gets "-ERR Protocol error" and is
+# disconnected, as Redis does.
+MAX_LINE = 64 * 1024           # an inline command, or a "*<n>" / "$<n>" header line
+MAX_ARGS = 1024                # arguments in one command
+MAX_BULK = 1024 * 1024         # bytes in one argument
+MAX_COMMAND = 4 * 1024 * 1024  # bytes one command may occupy in the buffer
+
+
+class ProtocolError(ValueError):
+    """The client broke the protocol or a limit; the connection is closed."""
+
+
+def _length(buf, start, end, limit, what):
+    """The decimal length in buf[start:end]: digits only, 0..limit."""
+    digits = buf[start:end]
+    if not digits.isdigit():        # no sign, space, "_" or "+": what int() would take
+        raise ProtocolError(f"invalid {what} length {bytes(digits[:20])!r}")
+    if len(digits) > 10 or int(digits) > limit:
+        raise ProtocolError(f"{what} length {bytes(digits[:20]).decode()} is over "
+                            f"the limit of {limit}")
+    return int(digits)
+
+
+def _line_end(buf, pos):
+    """Where the line at pos ends (its \r\n), or -1 while incomplete."""
+    end = buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
+    if end < 0 and len(buf) - pos > MAX_LINE:
+        raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
+    return end
+
+
 def parse_one(buf, pos):
-    """One command from buf at pos: (args, new_pos), or (None, pos) if incomplete."""
+    """One command from buf (bytes or bytearray) at pos: (args, new_pos), or
+    (None, pos) if incomplete.  Raises ProtocolError (a ValueError) for a
+    malformed command or one over a limit, before buffering it."""
     if pos >= len(buf):
         return None, pos
     if buf[pos] != 42:                                # inline command: "PING\r\n"
-        end = buf.find(b"\r\n", pos)
+        end = _line_end(buf, pos)
         if end < 0:
             return None, pos
-        return buf[pos:end].split(), end + 2
-    end = buf.find(b"\r\n", pos)
+        return [bytes(a) for a in buf[pos:end].split()], end + 2
+    end = _line_end(buf, pos)
     if end < 0:
         return None, pos
-    n = int(buf[pos + 1:end])
+    n = _length(buf, pos + 1, end, MAX_ARGS, "multibulk")
     p = end + 2
     args = []
     for _ in range(n):
-        end = buf.find(b"\r\n", p)
+        if p >= len(buf):
+            break
+        if buf[p] != 36:                              # "$"
+            raise ProtocolError(f"expected '$', got {bytes(buf[p:p + 1])!r}")
+        end = _line_end(buf, p)
         if end < 0:
-            return None, pos
-        size = int(buf[p + 1:end])
+            break
+        size = _length(buf, p + 1, end, MAX_BULK, "bulk")
         start = end + 2
         if start + size + 2 > len(buf):
-            return None, pos
-        args.append(buf[start:start + size])
+            break
+        if buf[start + size:start + size + 2] != b"\r\n":
+            raise ProtocolError("a bulk argument not followed by \\r\\n")
+        args.append(bytes(buf[start:start + size]))
         p = start + size + 2
-    return args, p
+    else:
+        return args, p
+    if len(buf) - pos > MAX_COMMAND:
+        raise ProtocolError(f"a command larger than {MAX_COMMAND} bytes")
+    return None, pos
 
 
 async def serve(stream):
     async with stream:
-        buf = b""
+        # A bytearray: appending a chunk and dropping what was parsed cost
+        # what they copy, not the whole buffer each time (no quadratic cost
+        # for a large argument that arrives in many chunks).
+        buf = bytearray()
         try:
             while data := await stream.recv():
-                buf = buf + data if buf else data
+                buf += data
                 out = []
                 pos = 0
-                while True:
-                    args, pos = parse_one(buf, pos)
-                    if args is None:
-                        break
-                    if args:
-                        out.append(execute(args))
-                buf = buf[pos:]
+                try:
+                    while True:
+                        args, pos = parse_one(buf, pos)
+                        if args is None:
+                            break
+                        if args:
+                            out.append(execute(args))
+                except ProtocolError as e:
+                    out.append(b"-ERR Protocol error: %s\r\n" % str(e).encode())
+                    await stream.sendall(b"".join(out))
+                    return                            # Redis closes the connection too
+                del buf[:pos]
                 if out:
                     await stream.sendall(b"".join(out))
-        except (ConnectionError, ValueError):
+        except ConnectionError:
             pass
-
-
-async def acceptor(listener):
-    while True:
-        stream, _ = await listener.accept()
-        osvrt.spawn(serve, stream)
 
 
 async def main(host, port, cpus):
@@ -98,7 +150,7 @@ async def main(host, port, cpus):
     print(f"RESP on {host}:{listeners[0].address[1]}, CPUs {list(cpus)}", flush=True)
     async with osvrt.TaskGroup() as g:
         for cpu, lst in zip(cpus, listeners):
-            g.spawn(acceptor, lst, cpu=cpu)
+            g.spawn(accept_forever, lst, serve, cpu=cpu)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ help(osvrt.spawn), help(osvrt.Thread), help(osvrt.TaskGroup), ...  The
 reference for all of them is docs/api.md in the source distribution and the
 project's repository; docs/design.md explains how the runtime works."""
 from ._version import __version__
-from .deadline import timeout
+from .deadline import move_on_after, timeout
+from .combinators import as_completed, gather, shield, wait_for
 from .observe.introspect import ThreadInfo, threads
 from .kernel import current, sleep, yield_now
 from .runtime import Runtime, run, spawn
@@ -42,7 +43,7 @@ def new_event_loop(*, cpu: int | None = None,
                    **runtime_options: Any) -> "asyncio.AbstractEventLoop":
     """A new asyncio event loop that runs on an osvrt Runtime (osvrt.aio):
     asyncio.Runner(loop_factory=osvrt.new_event_loop), anyio's
-    backend_options={"loop_factory": osvrt.new_event_loop}.  Imports asyncio
+    backend_options={"loop_factory": osvrt.new_event_loop}.  Imports osvrt.aio
     only when called."""
     from .aio import new_event_loop as make
     return make(cpu=cpu, **runtime_options)
@@ -55,5 +56,5 @@ __all__ = [
     "Runtime", "Semaphore", "TaskGroup", "Thread", "ThreadInfo", "current", "run", "sleep",
     "spawn", "threads", "timeout", "yield_now", "net", "wait_readable", "wait_writable",
     "notify_closing", "to_thread", "ClosedResourceError", "BusyResourceError",
-    "new_event_loop",
+    "new_event_loop", "move_on_after", "gather", "as_completed", "wait_for", "shield",
 ]

@@ -10,9 +10,12 @@ process that SIGTERM ended (128 + 15).  A second SIGTERM while that cleanup
 runs is taken as "now": the previous disposition comes back and the signal
 is re-delivered, so a stuck cleanup can still be ended.
 """
+import logging
 import os
 import signal
 import threading
+
+log = logging.getLogger("osvrt")
 
 EXIT_STATUS = 128 + signal.SIGTERM
 
@@ -56,9 +59,14 @@ class TermGuard:
         # Runs in the main OS thread, between two bytecodes of run()'s wait.
         # Thread.cancel() is safe from any OS thread and never blocks.
         if self.signalled:
+            log.warning("osvrt: second SIGTERM: ending the process now, without waiting "
+                        "for the green threads' cleanup")
             self.restore()
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        # Never absorbed in silence: say what happens, and how to force it.
+        log.warning("osvrt: SIGTERM: cancelling every green thread and letting their cleanup "
+                    "run before exiting (status 143); a second SIGTERM ends the process now")
         self.signalled = True
         if self.main is not None:
             self.main.cancel()

@@ -8,6 +8,7 @@ resume, inside the block; __exit__ turns its own _Expired into TimeoutError.
 import itertools
 
 from . import kernel
+from .checks import check_delay
 from .thread import Cancelled
 
 _entered = itertools.count()     # scope entry order: an outer scope has a smaller number
@@ -35,7 +36,7 @@ class timeout:
     __slots__ = ("_delay", "_thread", "_timer", "_active", "_order", "expired")
 
     def __init__(self, seconds):
-        self._delay = kernel.check_delay(seconds)
+        self._delay = check_delay(seconds)
         self._thread = None
         self._timer = None
         self._active = False
@@ -77,3 +78,28 @@ class timeout:
         if isinstance(exc, _Expired) and exc.scope is self:
             raise TimeoutError(f"osvrt.timeout: the block ran past {self._delay} s") from None
         return False
+
+    # `async with osvrt.timeout(s):`, asyncio 3.11's shape, works the same:
+    # entering and leaving never wait, so both forms are one scope.
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, typ, exc, tb):
+        return self.__exit__(typ, exc, tb)
+
+
+class move_on_after(timeout):
+    """`with osvrt.move_on_after(s) as scope:` leaves the block when s seconds
+    have passed, without an exception (trio's move_on_after): the code after
+    the block runs, and scope.expired says whether the deadline cut the block
+    short.  `async with` works too."""
+
+    __slots__ = ()
+
+    def __exit__(self, typ, exc, tb):
+        try:
+            return super().__exit__(typ, exc, tb)
+        except TimeoutError:
+            # raised only for this scope's own expiry: swallow it (an outer
+            # scope's expiry or a cancel is a different exception and passes)
+            return True

@@ -5,8 +5,10 @@ worker goes on running green threads.
     n = await osvrt.to_thread(numba_kernel, array)    # @njit(nogil=True): parallel
 
 One pool per Runtime (made at the first to_thread), of at most
-min(32, os.cpu_count() + 4) OS threads, started lazily (one more only when
-every started thread is busy) and stopped at Runtime.stop.  A call parks its
+min(32, len(rt.cpus) + 4) OS threads (the runtime's CPUs count, not the
+host's: a cpus=1 runtime gets 5), started lazily (one more only when every
+started thread is busy) and stopped at Runtime.stop, which waits for calls
+still running only until its own deadline and abandons the rest.  A call parks its
 green thread on a wait ticket; the pool thread that ran it ends the wait with
 kernel.wake(), which is safe from any OS thread (the wake goes through the
 C pushlist of the thread's CPU and kicks it if it sleeps).
@@ -19,6 +21,7 @@ import collections
 import logging
 import os
 import threading
+import time
 
 from . import kernel
 
@@ -29,8 +32,12 @@ __all__ = ["to_thread", "default_pool_size"]
 _pools_lock = threading.Lock()
 
 
-def default_pool_size():
-    return min(32, (os.cpu_count() or 1) + 4)
+def default_pool_size(cpus=None):
+    """min(32, cpus + 4): cpus is the runtime's CPU count (len(rt.cpus));
+    None counts the CPUs this process may run on."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0))
+    return min(32, cpus + 4)
 
 
 class _Job:
@@ -45,7 +52,10 @@ class _Job:
 class OffloadPool:
     """A bounded pool of OS threads for one Runtime (attached as its "offload" service)."""
 
-    def __init__(self, size=None):
+    def __init__(self, size=None, time_left=None):
+        # time_left: a callable, the seconds this pool's stop() may wait when
+        # given no timeout (the runtime's stop_time_left); None: 5 s.
+        self._time_left = time_left
         self.size = default_pool_size() if size is None else int(size)
         if self.size < 1:
             raise ValueError(f"offload pool size must be >= 1, not {size!r}")
@@ -56,6 +66,7 @@ class OffloadPool:
         self._idle = 0
         self._closed = False
         self.calls = 0
+        self.abandoned = 0           # calls still running when stop()'s time ran out
         # The process's CPUs (its main thread's): a pool thread is started by a
         # worker, pinned to one CPU, and would inherit that pin.
         try:
@@ -107,8 +118,13 @@ class OffloadPool:
             kernel.wake(tk, job)           # a no-op if the caller was cancelled
             del tk, job
 
-    def stop(self, timeout=5.0):
-        """Let queued calls be dropped, running ones finish (up to timeout)."""
+    def stop(self, timeout=None):
+        """Drop queued calls and wait for running ones, all of them together
+        for at most `timeout` seconds (None: what time_left() gives, the
+        runtime's stop() deadline for an attached pool, else 5 s); a call still
+        running then is abandoned, as to_thread abandons one on cancel (its
+        thread is a daemon and its result is dropped).  Returns the number
+        of calls abandoned."""
         with self._lock:
             self._closed = True
             for job in self._jobs:
@@ -116,15 +132,25 @@ class OffloadPool:
             self._jobs.clear()
             self._ready.notify_all()
             threads = list(self._threads)
+        if timeout is None:
+            timeout = 5.0 if self._time_left is None else self._time_left()
+        # One deadline for all of them: joining each for `timeout` in turn
+        # would let n busy threads hold stop() n times as long.
+        deadline = time.monotonic() + max(0.0, timeout)
+        stuck = []
         for th in threads:
-            th.join(timeout)
+            th.join(max(0.0, deadline - time.monotonic()))
             if th.is_alive():
-                log.warning("osvrt: offload thread %s still runs a call at stop; abandoned",
-                            th.name)
+                stuck.append(th.name)
+        self.abandoned = len(stuck)
+        if stuck:
+            log.warning("osvrt: %d to_thread call(s) still running at stop, abandoned "
+                        "(their results are dropped): %s", len(stuck), ", ".join(stuck))
+        return len(stuck)
 
     def stats(self):
         return {"threads": len(self._threads), "idle": self._idle, "queued": len(self._jobs),
-                "calls": self.calls, "size": self.size}
+                "calls": self.calls, "size": self.size, "abandoned": self.abandoned}
 
 
 def pool_of(rt):
@@ -133,7 +159,10 @@ def pool_of(rt):
         with _pools_lock:
             p = rt.service("offload")
             if p is None:
-                p = rt.attach_service("offload", OffloadPool(None))
+                # sized by the runtime's CPUs; its stop() (run by the runtime's
+                # stop()) waits only for what is left of stop()'s own timeout
+                p = rt.attach_service("offload", OffloadPool(default_pool_size(len(rt.cpus)),
+                                                             time_left=rt.stop_time_left))
     return p
 
 

@@ -22,6 +22,10 @@ Options: the marker @pytest.mark.osvrt(**runtime_options) (any keyword of
 osvrt.Runtime: cpus, pin, balance, ...), over the ini options `osvrt_cpus`
 (a count, or ids like 0,1; default: every CPU) and `osvrt_pin` (default true).
 
+`async def test_...` functions run in a Runtime too: see osvrt/pytest_async.py
+(@pytest.mark.osvrt(cpus=1, timeout=10) on the test; ini osvrt_async = auto
+runs every unmarked one).
+
 Registered as the pytest11 entry point `osvrt`.  This module imports nothing
 but pytest at import time; without pytest-benchmark the fixture skips the
 test, saying why.
@@ -31,6 +35,9 @@ import time
 import types
 
 import pytest
+
+from . import pytest_async
+from .pytest_async import runtime_options
 
 _INNER_ROUND_S = 250e-6     # auto mode: in-runtime iterations per round reach at least this
 _MAX_INNER = 10_000
@@ -42,39 +49,20 @@ def pytest_addoption(parser):
                   "CPU ids such as 0,1 (default: every CPU of this process)", default="")
     parser.addini("osvrt_pin", "pin the async_benchmark Runtime's workers to their CPUs",
                   type="bool", default=True)
+    pytest_async.addoption(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    return pytest_async.pyfunc_call(pyfuncitem)
 
 
 def pytest_configure(config):
+    pytest_async.configure(config)
     config.addinivalue_line(
-        "markers", "osvrt(**runtime_options): options of the osvrt.Runtime that the "
-        "async_benchmark fixture starts for this test (cpus=, pin=, balance=, ...)")
-
-
-def _parse_cpus(text):
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        if "," in text:
-            return tuple(int(x) for x in text.split(",") if x.strip())
-        return int(text)
-    except ValueError:
-        raise pytest.UsageError(f"osvrt_cpus = {text!r}: give a count or CPU ids like 0,1") from None
-
-
-def runtime_options(node, config):
-    """The osvrt.Runtime options for a test: ini options, then its markers
-    (the closest marker wins)."""
-    opts = {"pin": bool(config.getini("osvrt_pin"))}
-    cpus = _parse_cpus(config.getini("osvrt_cpus"))
-    if cpus is not None:
-        opts["cpus"] = cpus
-    for mark in reversed(list(node.iter_markers("osvrt"))):
-        if mark.args:
-            raise pytest.UsageError(f"{node.nodeid}: @pytest.mark.osvrt takes keywords only "
-                                    f"(cpus=..., pin=...), not {mark.args!r}")
-        opts.update(mark.kwargs)
-    return opts
+        "markers", "osvrt(timeout=None, **runtime_options): options of the osvrt.Runtime "
+        "that the async_benchmark fixture, or an async def test, starts for this test "
+        "(cpus=, pin=, balance=, ...); timeout= bounds an async def test")
 
 
 class _InRuntimeClock:

@@ -12,11 +12,11 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from . import _engine, balancer, kernel
+from . import _engine, _fork, balancer, kernel
 from .observe import trace as _trace
 from . import readiness as _io
 from ._core import ffi, lib
-from .checks import check_bool, check_number, check_priority
+from .checks import check_bool, check_number, check_priority, check_timeout
 from .observe.statsfile import StatsFile
 from .worker import Worker
 from .observe.introspect import Publisher
@@ -27,6 +27,19 @@ log = logging.getLogger("osvrt")
 _T = TypeVar("_T")
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+# stop() without a timeout waits for every green thread; one that swallows
+# its Cancelled would make that wait silent and endless.  After this many
+# seconds stop() logs the threads it still waits for, by name, and again
+# after twice as long each time (5, 10, 20, ... s).
+STOP_REPORT_S = 5.0
+# With stop(timeout=None), to_thread calls still running are waited for at
+# most this long in all, then abandoned (they are not green threads: stop()
+# cannot cancel them).
+OFFLOAD_STOP_S = 5.0
+# Once stop()'s deadline has passed, the workers still get this long, in all,
+# to leave their loops (a worker that is not stuck leaves in microseconds).
+WORKER_EXIT_S = 0.5
 
 
 def _resolve_cpus(cpus):
@@ -132,6 +145,7 @@ class Runtime:
         self._services = {}
         self._services_lock = threading.Lock()
         self._services_stopped = False
+        self._stop_deadline = None  # monotonic time stop(timeout) must return by, or None
 
     @property
     def cpus(self):
@@ -186,6 +200,7 @@ class Runtime:
         for _ in self._workers:
             started.acquire()
         self._state = _RUNNING
+        _fork.started(self)
         if errors:
             self.stop()
             cpu, err = errors[0]
@@ -234,8 +249,13 @@ class Runtime:
     def stop(self, timeout: float | None = None) -> None:
         """Cancel every live green thread, wait up to `timeout` seconds for them
         to finish (their cleanup runs), then join every worker."""
-        timeout = kernel.check_timeout(timeout)
+        timeout = check_timeout(timeout)
         w = kernel.current_worker()
+        if _fork.forked_from(self) is not None:
+            # A forked child's copy: no worker of it runs here, nothing to wait for.
+            self._state = _STOPPED
+            self._stopped.set()
+            return
         with self._door:
             if self._state == _NEW:
                 self._state = _STOPPED
@@ -250,6 +270,7 @@ class Runtime:
             self._stopped.wait()           # another stop() is under way: return when it is done
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop_deadline = deadline
         if self._trace_path is not None:
             self._note_names()             # named threads that the cancel below will end
         try:
@@ -258,10 +279,18 @@ class Runtime:
             try:
                 self._stop_workers()
             finally:
+                _fork.stopped(self)
                 self._stopped.set()
         err, self._stop_error = self._stop_error, None
         if err is not None:
             raise err
+
+    def stop_time_left(self, unbounded: float = OFFLOAD_STOP_S) -> float:
+        """Seconds left of stop()'s timeout (at least 0), for a service whose
+        stop() waits (the offload pool); `unbounded` when stop() was given no
+        timeout (or has not begun)."""
+        d = self._stop_deadline
+        return unbounded if d is None else max(0.0, d - time.monotonic())
 
     def _note_names(self):
         names = self._trace_names
@@ -283,6 +312,9 @@ class Runtime:
             self._system.append(t)           # closed at stop if it never ran
             w.post(t)
         first = True
+        began = time.monotonic()
+        report_at = began + STOP_REPORT_S
+        report_every = STOP_REPORT_S
         while True:
             live = [t for t in list(self._live) if not t.done()]
             if not live:
@@ -300,10 +332,17 @@ class Runtime:
             self._all_done.clear()
             if not self._live:
                 return
-            left = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 log.error("osvrt: %s", _abandoned_line(list(self._live)))
                 return
+            if now >= report_at:
+                # Never a silent wait: name what stop() is waiting for.
+                log.warning("osvrt: stop() has waited %.1f s for %s", now - began,
+                            _waiting_line([t for t in list(self._live) if not t.done()]))
+                report_every *= 2
+                report_at = now + report_every
             self._all_done.wait(0.05 if left is None else min(0.05, left))
 
     def _stop_workers(self):
@@ -318,8 +357,13 @@ class Runtime:
         for w in self._workers:
             w._stop = True
             w.kick()
+        # Joined within what is left of stop()'s timeout (and WORKER_EXIT_S
+        # more, in all, once it has passed), never longer than 5 s in all.
+        d = self._stop_deadline
+        now = time.monotonic()
+        join_until = now + (5.0 if d is None else min(5.0, max(d - now, WORKER_EXIT_S)))
         for w in self._workers:
-            w.os_thread.join(5.0)
+            w.os_thread.join(max(0.0, join_until - time.monotonic()))
             if w.os_thread.is_alive():
                 log.critical("osvrt: worker for CPU %d is stuck in green thread %r and "
                              "could not be stopped", w.cpu_id, w.current)
@@ -391,12 +435,18 @@ class Runtime:
     # ---- doors in --------------------------------------------------------
 
     def submit(self, fn: Callable[..., Awaitable[_T]], *args: Any, cpu: int | None = None,
-               name: str | None = None) -> "concurrent.futures.Future[_T]":
+               name: str | None = None, **kwargs: Any) -> "concurrent.futures.Future[_T]":
         """Start fn(*args) as a green thread from any OS thread; returns a
-        concurrent.futures.Future with its result or exception."""
+        concurrent.futures.Future with its result or exception.  Keyword
+        arguments for fn: submit functools.partial(fn, k=v), as with spawn."""
+        if kwargs:
+            raise _keywords_error("submit", "cpu and name", kwargs)
         return self._submit(fn, args, cpu, name)[1]
 
     def _submit(self, fn, args, cpu, name, future=True):
+        if _fork.forked_from(self) is not None:
+            # before the lock: fork() may have copied it held by another thread
+            raise _fork.refusal(self)
         with self._door:
             return self._submit_locked(fn, args, cpu, name, future)
 
@@ -425,14 +475,20 @@ class Runtime:
         target.post(t)
         return t, fut
 
-    def run(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+    def run(self, fn: Callable[..., Awaitable[_T]], *args: Any, timeout: float | None = None,
+            **kwargs: Any) -> _T:
         """Run fn(*args) as a green thread and block until it ends (from an OS
-        thread that is not one of this runtime's workers)."""
+        thread that is not one of this runtime's workers).  timeout: seconds;
+        past it the thread is cancelled (its cleanup runs on) and TimeoutError
+        is raised.  Keyword arguments for fn: run functools.partial(fn, k=v)."""
+        if kwargs:
+            raise _keywords_error("run", "timeout", kwargs)
+        timeout = check_timeout(timeout)
         if kernel.current_worker() is not None:
             raise RuntimeError("Runtime.run() blocks its OS thread; inside the runtime "
                                "use `await osvrt.spawn(fn).join()` instead")
-        if not self._workers:
-            return self.submit(fn, *args).result()     # raises: not started
+        if not self._workers or _fork.forked_from(self) is not None:
+            return self.submit(fn, *args).result()     # raises: not started, or forked
         # Wait in C with the GIL released, polling before it sleeps: a quick
         # round trip then costs no futex wake on either side (thread.c,
         # _wait_done).  Counted as a GIL holder until then, so the worker that
@@ -447,9 +503,17 @@ class Runtime:
         # usual case: see _submit) sleep at once and leave the CPU to it.
         spin = len(self._workers) > 1 and t._w.cpu_id != lib.osvrt_current_cpu()
         left_active = False
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while not t._wait_done(0.1, not left_active, spin):
+            while not t._wait_done(0.1 if deadline is None else
+                                   max(0.0, min(0.1, deadline - time.monotonic())),
+                                   not left_active, spin):
                 left_active = True          # let Ctrl-C in between polls
+                if deadline is not None and time.monotonic() >= deadline:
+                    t.cancel()
+                    raise TimeoutError(f"Runtime.run: {_function_name(fn) or fn!r} did not "
+                                       f"finish within timeout={timeout} s; its green thread "
+                                       f"was cancelled (its cleanup runs on)")
                 if self._crashed is not None:
                     raise RuntimeError(f"osvrt: a worker crashed ({self._crashed!r})")
                 if self._state == _STOPPED:
@@ -589,6 +653,50 @@ class Runtime:
         }
 
 
+def _function_name(fn):
+    """The name run()'s main thread gets: its function's __name__ (through
+    functools.partial), so threads(), traces and `top` show "main", not
+    "green-3"; None (the default green-<id>) for a callable without one."""
+    import functools
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _wait_main(t, fut, guard, stop_timeout):
+    """run()'s wait for main.  Once SIGTERM has cancelled main, a main that
+    swallows its Cancelled is named on the log (after STOP_REPORT_S, then at
+    doubling intervals), and with stop_timeout it is abandoned after that
+    many seconds: run() goes on to stop the runtime."""
+    cancelled_at = report_every = report_at = None
+    while not concurrent.futures.wait([fut], timeout=0.1).done:
+        if guard is None or not guard.signalled:
+            continue
+        now = time.monotonic()
+        if cancelled_at is None:
+            cancelled_at, report_every = now, STOP_REPORT_S
+            report_at = now + report_every
+        if stop_timeout is not None and now - cancelled_at >= stop_timeout:
+            log.error("osvrt: main green thread %r did not end within stop_timeout=%s s "
+                      "of SIGTERM; abandoned", t.name, stop_timeout)
+            return
+        if now >= report_at:
+            log.warning("osvrt: SIGTERM cancelled main green thread %r %.0f s ago and it "
+                        "still runs (it caught osvrt.Cancelled?); SIGTERM again ends the "
+                        "process now", t.name, now - cancelled_at)
+            report_every *= 2
+            report_at = now + report_every
+
+
+def _keywords_error(door, own, kwargs):
+    """The TypeError for keyword arguments meant for fn, as spawn words it."""
+    k = next(iter(kwargs))
+    return TypeError(f"{door}() got an unexpected keyword argument {k!r}: {door} takes only "
+                     f"{own} (besides fn and its positional arguments); to pass keyword "
+                     f"arguments to the function, {door} functools.partial(fn, {k}=...)")
+
+
 def _close_unstarted(t):
     """Close t's coroutine if it never ran (it would warn "never awaited" when
     collected); only once no worker can run it.  True if it was closed."""
@@ -598,6 +706,15 @@ def _close_unstarted(t):
         coro.close()
         return True
     return False
+
+
+def _waiting_line(threads, shown=10):
+    names = sorted(t.name for t in threads)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"{len(names)} green thread(s) that have not ended since they were cancelled "
+            f"(a thread that catches osvrt.Cancelled must end soon after): "
+            f"{', '.join(names[:shown])}{more}; Runtime.stop(timeout=...) or "
+            f"osvrt.run(..., stop_timeout=...) bounds this wait")
 
 
 def _abandoned_line(threads, shown=10):
@@ -637,6 +754,15 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
     It is installed only when run() is called in the main thread of the main
     interpreter and SIGTERM is at its default, and the previous handler is
     restored on return.  handle_signals=False leaves SIGTERM alone.
+    Both SIGTERMs are logged, and a main that ignores its cancel is named on
+    the log while run() waits for it.
+    stop_timeout=None: seconds shutdown may wait for green threads that do
+    not end when cancelled (main after a SIGTERM, then every other thread
+    through rt.stop(stop_timeout)); those still alive are logged by name and
+    abandoned.  None waits until they end, naming them on the log after 5 s
+    and then at doubling intervals.
+    The main green thread is named after main's function (threads(), traces,
+    top).
     Ctrl-C (KeyboardInterrupt) cancels main, lets cleanup run, stops the
     runtime and re-raises KeyboardInterrupt, in either case."""
     import inspect
@@ -649,11 +775,12 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
     handle_signals = runtime_options.pop("handle_signals", True)
     if not isinstance(handle_signals, bool):
         raise TypeError(f"handle_signals must be True or False, not {handle_signals!r}")
+    stop_timeout = check_timeout(runtime_options.pop("stop_timeout", None))
     # Checked here so that the error names osvrt.run's own option, not a
     # parameter of Runtime.__init__ that the caller never wrote.
     valid = [name for name, p in inspect.signature(Runtime.__init__).parameters.items()
              if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    valid.append("handle_signals")
+    valid += ["handle_signals", "stop_timeout"]
     for name in runtime_options:
         if name not in valid:
             raise TypeError(f"osvrt.run() got an unknown runtime option {name!r}; "
@@ -664,16 +791,16 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
     guard = TermGuard.install() if handle_signals else None
     try:
         try:
-            t, fut = rt._submit(main, args, None, None)
+            t, fut = rt._submit(main, args, None, _function_name(main))
             if guard is not None:
                 guard.watch(t)
             try:
-                concurrent.futures.wait([fut])
+                _wait_main(t, fut, guard, stop_timeout)
             except KeyboardInterrupt:
                 t.cancel()
                 raise
         finally:
-            rt.stop()
+            rt.stop(stop_timeout)
     finally:
         if guard is not None:
             guard.restore()

@@ -43,6 +43,14 @@ class TaskGroup:
         self._children = []          # every Thread spawned, in spawn order
         self._coros = []             # their coroutines (fn's, inside our wrapper)
         self._failures = []          # children's failures, in the order they failed
+        # Each failure's own __context__ and __traceback__, as the child raised
+        # it: every join() that re-raises it in the body (an except block, a
+        # wait in __aexit__) rewrites both, and the group gives them back.
+        self._pristine = []
+        # Ids of the children the group has cancelled: each is cancelled at
+        # most once (as asyncio's TaskGroup does), so a second Cancelled never
+        # cuts short the cleanup the first one started in its `finally:`.
+        self._cancel_sent = set()
         self._entered = False
         self._in_block = False       # between __aenter__ and the end of __aexit__
         self._closed = False         # __aexit__ joined every child: spawn refuses
@@ -67,10 +75,15 @@ class TaskGroup:
         self._in_block = True
         return self
 
-    def spawn(self, fn, *args, name=None, cpu=None, priority=1.0):
+    def spawn(self, fn, *args, name=None, cpu=None, priority=1.0, **kwargs):
         """Start fn(*args) as a child green thread (same arguments as
         osvrt.spawn) and return its Thread.  Joining it gives the child's
         result or exception as usual; the group joins it anyway."""
+        if kwargs:
+            k = next(iter(kwargs))
+            raise TypeError(f"TaskGroup.spawn() got an unexpected keyword argument {k!r}: it "
+                            f"takes only name, cpu and priority; to pass keyword arguments "
+                            f"to the function, spawn functools.partial(fn, {k}=...)")
         if not self._entered:
             raise RuntimeError("TaskGroup.spawn() before `async with`: "
                                "use `async with osvrt.TaskGroup() as g: g.spawn(...)`")
@@ -102,6 +115,7 @@ class TaskGroup:
                 # trio's choice (asyncio raises instead): a child spawned while
                 # the group is being cancelled starts cancelled, so none of its
                 # code runs, and the spawner is not given one more error.
+                self._cancel_sent.add(t.id)
                 t.cancel()
         return t
 
@@ -118,13 +132,14 @@ class TaskGroup:
             # whoever cancelled it knows.
             raise
         except BaseException as e:
-            self._child_failed(e)
+            self._child_failed(e, e.__context__, e.__traceback__)
             raise                    # so the child's own join() sees it too
 
-    def _child_failed(self, exc):
+    def _child_failed(self, exc, context, traceback):
         me = current()
         with self._lock:
             self._failures.append(exc)
+            self._pristine.append((exc, context, traceback))
             if self._aborting:
                 return
             self._aborting = True
@@ -139,7 +154,8 @@ class TaskGroup:
     def _cancel_children(self, skip=None):
         # Called with the lock held.
         for t in self._children:
-            if t is not skip and not t.done():
+            if t is not skip and not t.done() and t.id not in self._cancel_sent:
+                self._cancel_sent.add(t.id)
                 t.cancel()
 
     def _absorb(self, exc):
@@ -228,6 +244,9 @@ class TaskGroup:
             with self._lock:
                 self._absorbed = True
 
+        for failed, context, traceback in self._pristine:
+            failed.__context__ = context
+            failed.__traceback__ = traceback
         failures = list(self._failures)
         if body_error is not None:
             failures.append(body_error)   # asyncio: the body's error comes last

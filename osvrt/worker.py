@@ -17,7 +17,7 @@ import logging
 from concurrent.futures import InvalidStateError
 import os
 
-from . import _engine, fair
+from . import _engine, asyncio_guard, fair
 from ._core import ffi, lib
 from .thread import Cancelled
 
@@ -178,6 +178,7 @@ class Worker(_engine.WorkerBase):
             ready(self, e)
             return
         ready(self, None)
+        asyncio_guard.install()      # asyncio awaits here: a clear TypeError (asyncio_guard.py)
         try:
             self._run_loop()
         except BaseException as e:   # a bug in the scheduler itself: never silent

@@ -179,10 +179,14 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
 
     def run_forever(self):
         self._check_closed()
-        self._check_running()
+        # Before asyncio's own check: a worker's OS thread has osvrt's
+        # stand-in running loop (osvrt/asyncio_guard.py), which asyncio would
+        # report as "another loop is running".  The loop's own worker has no
+        # stand-in: it runs on this thread (_Seat), not in Worker.main.
         if kernel.current_worker() is not None:
             raise RuntimeError("an osvrt loop's run_forever() runs a worker on its OS thread; "
                                "it cannot be called from an osvrt green thread")
+        self._check_running()
         rt = self.runtime
         w = rt.loop_worker
         # Before the submit: the loop's green thread sets it again at its end,

@@ -50,16 +50,25 @@ def _parse_address(address):
     return host, port, int.from_bytes(packed, sys.byteorder)   # as C reads the wire's bytes
 
 
+def default_buffer_size(capacity):
+    """The channel's payload bytes when udp_bind is given no buffer_size:
+    2 KiB per datagram it can hold (a full channel of typical datagrams
+    fits), at least 128 KiB, and never more than the C limit (2**30), so
+    every valid capacity has a valid default."""
+    return min(lib.OSVRT_CHAN_MAX_ARENA, max(128 * 1024, 2048 * capacity))
+
+
 async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lanes=1, rule=None):
     """A UDP endpoint on a net channel, bound to address = (ip, port) (port
     0: the kernel picks one; see ep.address).  Must be awaited in a green
     thread.
 
-    capacity:    packets a channel holds (default 256); when it is full, new
-                 datagrams are dropped and counted (tail drop)
-    buffer_size: payload bytes a channel holds (default max(128 KiB,
-                 2 KiB x capacity)); a datagram larger than that is dropped
-                 and counted as too big
+    capacity:    packets a channel holds, 1..2**20 (default 256); when it is
+                 full, new datagrams are dropped and counted (tail drop)
+    buffer_size: payload bytes a channel holds, 1..2**30 (default
+                 default_buffer_size(capacity): 2 KiB x capacity, at least
+                 128 KiB and at most 2**30); a datagram larger than the
+                 space left is dropped and counted as too big
     lanes, rule: a classifier rule (see osvrt.net.rules) picks one of `lanes`
                  channels for every datagram, or drops it; each lane has its
                  own reader (ep.recvfrom(lane=i))
@@ -70,8 +79,9 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
     host, port, daddr = _parse_address(address)
     check_int("capacity", capacity, 1, lib.OSVRT_CHAN_MAX_CAPACITY)
     if buffer_size is None:
-        buffer_size = max(128 * 1024, 2048 * capacity)
-    check_int("buffer_size", buffer_size, 1, lib.OSVRT_CHAN_MAX_ARENA)
+        buffer_size = default_buffer_size(capacity)
+    else:
+        check_int("buffer_size", buffer_size, 1, lib.OSVRT_CHAN_MAX_ARENA)
     check_int("lanes", lanes, 1, lib.OSVRT_NET_MAX_LANES)
     fn, keep = _rules.rule_pointer(rule)
     if lanes > 1 and rule is None:

@@ -1,0 +1,50 @@
+"""fork() and a started Runtime: the child gets a copy of the runtime's memory
+but none of its worker OS threads (fork copies only the calling thread), so
+a green thread submitted there would never run.  Instead, every runtime that
+was running at the fork is marked, in the child, as inherited: submit() and
+run() raise RuntimeError saying why, and stop() returns at once (there is
+nothing of it to stop in the child).  A new Runtime made in the child works.
+"""
+import os
+import weakref
+
+# Runtimes started in this process and not yet stopped.
+_running: "weakref.WeakSet[object]" = weakref.WeakSet()
+# In a child forked while they ran: runtime -> the parent's pid.  Kept here,
+# not on the Runtime, so the mark is this module's own state.
+_inherited: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
+
+
+def started(rt):
+    _running.add(rt)
+
+
+def stopped(rt):
+    _running.discard(rt)
+
+
+def _after_fork_in_child():
+    parent = os.getppid()
+    for rt in list(_running):
+        _inherited[rt] = parent
+    _running.clear()
+
+
+def forked_from(rt):
+    """The pid of the parent rt was running in when this process was forked
+    from it, or None (rt is this process's own).  Cheap when no runtime was
+    inherited: one truth test of an empty mapping."""
+    return _inherited.get(rt) if _inherited else None
+
+
+def refusal(rt):
+    """The RuntimeError for using rt in a child forked while it ran."""
+    return RuntimeError(
+        f"this Runtime was started in process {forked_from(rt)}, and this process "
+        f"(pid {os.getpid()}) is a child forked from it: its worker threads did not "
+        f"survive fork(), so it cannot run green threads here; start a new Runtime "
+        f"(or osvrt.run()) in the child")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

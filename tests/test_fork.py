@@ -1,0 +1,101 @@
+"""fork() after a Runtime started (issue 21, item 7): in the child, the
+inherited runtime refuses work with a RuntimeError that says why (its worker
+threads did not survive the fork) instead of returning a Future that never
+resolves; stop() there returns at once; a new Runtime in the child works; the
+parent's runtime is untouched."""
+import os
+import select
+import time
+
+import osvrt
+
+
+async def _double(x):
+    await osvrt.sleep(0)
+    return 2 * x
+
+
+def _child(rt, wfd):
+    """Runs in the forked child; reports one line per check, then _exit()s."""
+    out = []
+    try:
+        fut = None
+        try:
+            fut = rt.submit(_double, 1)
+            out.append("submit did not raise")
+        except RuntimeError as e:
+            out.append("submit refused" if "fork" in str(e) and str(os.getppid()) in str(e)
+                       else f"submit: wrong message {e}")
+        try:
+            rt.run(_double, 1)
+            out.append("run did not raise")
+        except RuntimeError as e:
+            out.append("run refused" if "fork" in str(e) else f"run: wrong message {e}")
+        t0 = time.monotonic()
+        rt.stop(timeout=None)
+        out.append("stop returned" if time.monotonic() - t0 < 5 else "stop was slow")
+        out.append(f"new runtime {osvrt.run(_double, 21, cpus=1, handle_signals=False)}")
+        if fut is not None:
+            fut.cancel()
+    except BaseException as e:         # report, never raise out of a forked pytest
+        out.append(f"error {e!r}")
+    os.write(wfd, ("\n".join(out) + "\n").encode())
+    os._exit(0)
+
+
+def test_inherited_runtime_fails_clearly_in_a_forked_child():
+    rt = osvrt.Runtime(cpus=1)
+    rt.start()
+    try:
+        assert rt.submit(_double, 2).result(timeout=10) == 4
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            _child(rt, w)
+        os.close(w)
+        data = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            data += chunk
+        os.close(r)
+        if not data:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+        lines = data.decode().splitlines()
+        assert lines == ["submit refused", "run refused", "stop returned", "new runtime 42"], \
+            (lines, status)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # the parent's runtime is untouched by the child
+        assert rt.submit(_double, 5).result(timeout=10) == 10
+    finally:
+        rt.stop(timeout=5)
+
+
+def test_a_runtime_stopped_before_fork_stays_stopped_in_the_child():
+    rt = osvrt.Runtime(cpus=1)
+    rt.start()
+    rt.stop(timeout=5)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            rt.submit(_double, 1)
+            msg = "no error"
+        except RuntimeError as e:
+            msg = "stopped" if "stopped" in str(e) else str(e)
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    select.select([r], [], [], 30)
+    got = os.read(r, 4096).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == "stopped"
