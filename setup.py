@@ -72,9 +72,19 @@ setup(
         # numba, so that the test run exercises the classifier rules; rich:
         # tests/test_bench_cli.py checks the report drawn with and without it
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numba>=0.58", "rich>=12",
-                 "mypy>=1.5"],
+                 "mypy>=1.5",
+                 # tests/aio: real libraries on osvrt.new_event_loop (httpx through
+                 # anyio, aiohttp client and server, uvicorn serving an ASGI app; TLS
+                 # certificates from trustme).  uvicorn 0.36 takes a loop factory
+                 # as --loop module:function.
+                 "anyio>=4", "httpx>=0.27", "aiohttp>=3.9", "uvicorn>=0.36", "trustme>=1.0"],
         # the linter and the type checker that CI runs (.ci/run; config in pyproject.toml)
         "lint": ["ruff>=0.4", "mypy>=1.5"],
+        # tests/peers/run_anyio.py: anyio's own suite (its test dependencies;
+        # the pinned anyio is the version whose tests/ it runs)
+        "peersuite": ["anyio==4.16.0", "uvloop>=0.22.1", "pytest>=9", "pytest-mock>=3.14",
+                      "pytest-timeout>=2.4", "hypothesis>=4.18.2", "psutil>=5.9",
+                      "trustme>=1.0", "truststore>=0.9.1", "blockbuster>=1.5.29"],
         "plot": ["matplotlib>=3.5"],
         # `python -m osvrt bench`'s tables and progress bar (plain text without it)
         "bench": ["rich>=12"],

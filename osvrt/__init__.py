@@ -33,6 +33,22 @@ from .readiness import (BusyResourceError, ClosedResourceError, notify_closing, 
                  wait_writable)
 from .offload import to_thread
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+def new_event_loop(*, cpu: int | None = None,
+                   **runtime_options: Any) -> "asyncio.AbstractEventLoop":
+    """A new asyncio event loop that runs on an osvrt Runtime (osvrt.aio):
+    asyncio.Runner(loop_factory=osvrt.new_event_loop), anyio's
+    backend_options={"loop_factory": osvrt.new_event_loop}.  Imports osvrt.aio
+    only when called."""
+    from .aio import new_event_loop as make
+    return make(cpu=cpu, **runtime_options)
+
+
 from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)
 
 __all__ = [
@@ -40,5 +56,5 @@ __all__ = [
     "Runtime", "Semaphore", "TaskGroup", "Thread", "ThreadInfo", "current", "run", "sleep",
     "spawn", "threads", "timeout", "yield_now", "net", "wait_readable", "wait_writable",
     "notify_closing", "to_thread", "ClosedResourceError", "BusyResourceError",
-    "move_on_after", "gather", "as_completed", "wait_for", "shield",
+    "new_event_loop", "move_on_after", "gather", "as_completed", "wait_for", "shield",
 ]

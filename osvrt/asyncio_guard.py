@@ -8,13 +8,21 @@ running loop, a stand-in whose every use raises TypeError naming the
 operation and what to use instead (docs/design.md: awaiting something that is
 not an osvrt operation raises TypeError in the thread that did it).
 
-Overriding it: osvrt's asyncio event loop (osvrt/aio) makes asyncio awaits
-legal.  asyncio refuses to start a loop in a thread that already has a
-running one (run_forever, asyncio.run), and to asyncio the stand-in is one;
-so a real loop runs inside `with asyncio_guard.lifted():`, which clears the
-stand-in and puts it back afterwards.  While the loop runs it is the running
-loop (asyncio.events._set_running_loop, as every loop does) and the check is
-its own.  `is_guard(loop)` tells the stand-in apart from a real loop.
+Overriding it: asyncio refuses to start a loop in a thread that already has
+a running one (run_forever, asyncio.run), and to asyncio the stand-in is one;
+so a real loop started on a worker runs inside `with asyncio_guard.lifted():`,
+which clears the stand-in and puts it back afterwards.  While the loop runs it
+is the running loop (asyncio.events._set_running_loop, as every loop does)
+and the check is its own.  `is_guard(loop)` tells the stand-in apart from a
+real loop.
+
+osvrt's own asyncio loop (osvrt.new_event_loop, osvrt/aio) needs no lifting:
+its Runtime's one worker runs on the thread that runs the loop, not in
+Worker.main, so no stand-in is installed there; the loop is that thread's
+running loop while it runs, for every green thread of its worker (they may
+call loop.call_soon; awaiting an asyncio Future in one of them is the
+engine's TypeError, as anywhere in a green thread).  Its run_forever()
+refuses a worker's thread (stand-in or not) with its own RuntimeError.
 """
 import asyncio.events
 import contextlib

@@ -69,7 +69,11 @@ def _resolve_cpus(cpus):
 
 
 class Runtime:
-    """One worker OS thread per CPU, each pinned to its CPU."""
+    """One worker OS thread per CPU, each pinned to its CPU.
+
+    For subclasses inside osvrt: _start_worker(w, ready) starts worker w's OS
+    thread (a subclass may run the worker elsewhere: osvrt.aio's loop runs its
+    one worker on the thread that runs the loop)."""
 
     def __init__(self, cpus=None, *, pin=True, balance=True, balance_interval=0.01,
                  idle_spin_us=50, stall_threshold=0.1, balance_policy="osvrt",
@@ -180,9 +184,7 @@ class Runtime:
             started.release()
 
         for w in self._workers:
-            w.os_thread = threading.Thread(target=w.main, args=(self._pin, ready),
-                                           name=f"osvrt-cpu{w.cpu_id}", daemon=True)
-            w.os_thread.start()
+            w.os_thread = self._start_worker(w, ready)
         for _ in self._workers:
             started.acquire()
         self._state = _RUNNING
@@ -202,6 +204,17 @@ class Runtime:
                                         else None)
             self._publisher.start()
         return self
+
+    def _start_worker(self, w, ready):
+        """(subclass hook: declared in the class's help) Start worker w's OS
+        thread, which calls ready(w, err) once pinned, and return it.  The
+        result is kept as w.os_thread: start, stop and the stall watchdog use
+        its name, ident, native_id, is_alive() and join(timeout).
+        osvrt.aio's loop runs its worker on the loop's own thread instead."""
+        th = threading.Thread(target=w.main, args=(self._pin, ready),
+                              name=f"osvrt-cpu{w.cpu_id}", daemon=True)
+        th.start()
+        return th
 
     @property
     def stats_path(self):

@@ -1,0 +1,564 @@
+"""OsvrtEventLoop: an asyncio event loop whose loop runs as an osvrt green
+thread.
+
+What is osvrt's and what is asyncio's:
+
+- asyncio's own pure-Python machinery does the protocol work, unchanged:
+  the ready queue and the TimerHandle heap of BaseEventLoop._run_once, the
+  selector transports (TCP, Unix, UDP), sock_* methods, create_server (with
+  reuse_port), sslproto (ssl=, start_tls), pipes, subprocesses, sendfile,
+  exception handler and debug mode.  Tasks and Futures are asyncio's C
+  _asyncio.Task/Future, as on uvloop, because libraries (anyio) read their
+  private fields.
+- osvrt runs it: the loop owns a one-CPU Runtime whose worker has no OS
+  thread of its own: run_forever() submits one green thread (the loop thread)
+  and runs the worker's loop on the calling thread until that green thread
+  ends, so the loop's code runs in the caller's thread, as on asyncio and
+  uvloop (signal handlers, main-thread checks).  When the ready queue is
+  empty the loop thread parks on an osvrt wait ticket: the sleep until the
+  next asyncio timer is a timer of the worker (kernel.wake_at), readiness of
+  the loop's sockets comes from the worker's per-CPU epoll (a helper green
+  thread waits there for the loop's selector fd), and call_soon_threadsafe()
+  from another OS thread wakes the ticket through the worker's C pushlist
+  (kernel.wake), with no self-pipe write.  run_in_executor(None, ...) runs
+  on the runtime's offload pool (osvrt.to_thread).  Because the loop is a
+  green thread, osvrt's own API works inside it: osvrt.spawn() from a
+  callback or a task starts a green thread on the same worker, and
+  run_green() awaits one from a task.
+"""
+import asyncio
+import contextlib
+import contextvars
+import heapq
+import os
+import select
+import selectors
+import signal
+import sys
+import threading
+from asyncio import base_events, events, format_helpers, unix_events
+from typing import Any
+
+from .. import kernel
+from ..readiness import wait_readable
+from ..offload import to_thread
+from ..runtime import Runtime, spawn
+
+__all__ = ["OsvrtEventLoop", "new_event_loop"]
+
+_MAX_PARK = 24 * 3600.0        # seconds, as asyncio's MAXIMUM_SELECT_TIMEOUT
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+# asyncio's own thresholds for dropping cancelled timers from the heap
+# (getattr: private names, absent from typeshed's stubs; their 3.11-3.13 values)
+_MIN_SCHEDULED = getattr(base_events, "_MIN_SCHEDULED_TIMER_HANDLES", 100)
+_CANCELLED_FRACTION = getattr(base_events, "_MIN_CANCELLED_TIMER_HANDLES_FRACTION", 0.5)
+_NOT_IN, _NOT_OUT = ~select.EPOLLIN, ~select.EPOLLOUT
+
+
+class _PollingSelector(selectors.EpollSelector):
+    """asyncio's selector, polled without blocking: the loop never sleeps in
+    its own epoll_wait; it parks on osvrt (see OsvrtEventLoop._idle)."""
+
+    def select(self, timeout=None):
+        # selectors.EpollSelector.select with the timeout fixed at 0, in one
+        # frame (a super() call here cost ~1,200 instructions a loop turn).
+        fd_to_key = self._fd_to_key
+        ready = []
+        for fd, ev in self._selector.poll(0, len(fd_to_key) or 1):
+            key = fd_to_key.get(fd)
+            if key is not None:
+                events = ((_WRITE if ev & _NOT_IN else 0) | (_READ if ev & _NOT_OUT else 0))
+                ready.append((key, events & key.events))
+        return ready
+
+
+class _Handle(events.Handle):
+    """asyncio's Handle, made without asking the loop for its debug flag
+    (call_soon makes these only when the loop is not in debug mode)."""
+
+    __slots__ = ()
+
+    def __init__(self, callback, args, loop, context=None):
+        self._context = contextvars.copy_context() if context is None else context
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+
+
+_new_handle = object.__new__
+_copy_context = contextvars.copy_context
+
+
+class _Seat:
+    """Stands in the Runtime for the OS thread of the loop's worker
+    (w.os_thread): that worker has no thread of its own; it runs on the thread
+    that runs the loop (run_forever, and close for the Runtime's stop)."""
+
+    def __init__(self, w):
+        self.w = w
+        self.thread = threading.current_thread()
+        self._left = threading.Event()      # set while no thread runs the worker
+        self._left.set()
+
+    @property
+    def name(self):
+        return self.thread.name
+
+    @property
+    def ident(self):
+        return self.thread.ident
+
+    @property
+    def native_id(self):
+        return self.thread.native_id
+
+    def is_alive(self):
+        return not self._left.is_set()
+
+    def join(self, timeout=None):
+        self._left.wait(timeout)
+
+    def run(self):
+        """Run the worker's loop on this OS thread until its _stop is set
+        (by the loop's green thread at its end, or by Runtime.stop)."""
+        self.thread = threading.current_thread()
+        self._left.clear()
+        try:
+            self.w._run_loop()
+        finally:
+            self._left.set()
+
+
+class _LoopRuntime(Runtime):
+    """A Runtime whose one worker runs on the loop's thread (_Seat)."""
+
+    loop_worker = None                  # that worker, once started
+
+    def _start_worker(self, w, ready):
+        seat = _Seat(w)
+        self.loop_worker = w
+        ready(w, None)
+        return seat
+
+
+class OsvrtEventLoop(unix_events.SelectorEventLoop):
+    """An asyncio event loop run by an osvrt Runtime; see the module's help."""
+
+    def __init__(self, *, cpu=None, runtime_options=None):
+        options = dict(runtime_options or {})
+        options.setdefault("balance", False)
+        self._rt = None
+        self._rt_started = False
+        super().__init__(selector=_PollingSelector())
+        # Made (and so validated: a bad cpu is a ValueError naming it) now,
+        # started by the first run; a bad option leaves nothing open.
+        try:
+            self._rt = _LoopRuntime([cpu] if cpu is not None else 1, **options)
+        except BaseException:
+            super().close()
+            raise
+        self._green = None                 # the loop thread (an osvrt Thread) while it runs
+        self._idle_ticket = None           # its wait while it is parked, else None
+        self._poller = None                # the green thread that waits on our epoll fd
+        self._poll_ticket = None           # the poller's wait for the next idle
+        self._pin_cpu = cpu
+        self._wakeup_kept = False          # our self-pipe is the signal wakeup fd (a run)
+
+    # ---- the runtime ---------------------------------------------------------
+
+    @property
+    def runtime(self):
+        """The osvrt Runtime that runs this loop (started by the first run)."""
+        if not self._rt_started and self._rt is not None:
+            self._rt.start()
+            self._rt_started = True
+        return self._rt
+
+    def run_forever(self):
+        self._check_closed()
+        # Before asyncio's own check: a worker's OS thread has osvrt's
+        # stand-in running loop (osvrt/asyncio_guard.py), which asyncio would
+        # report as "another loop is running".  The loop's own worker has no
+        # stand-in: it runs on this thread (_Seat), not in Worker.main.
+        if kernel.current_worker() is not None:
+            raise RuntimeError("an osvrt loop's run_forever() runs a worker on its OS thread; "
+                               "it cannot be called from an osvrt green thread")
+        self._check_running()
+        rt = self.runtime
+        w = rt.loop_worker
+        # Before the submit: the loop's green thread sets it again at its end,
+        # and the worker's loop then returns here.
+        w._stop = False
+        done = rt.submit(self._loop_thread, name="osvrt-asyncio-loop")
+        with self._on_this_thread():
+            w.os_thread.run()
+        if not done.done():
+            # The worker left its loop while ours still runs: only Runtime.stop
+            # from elsewhere does that.
+            raise RuntimeError("the loop's runtime was stopped while the loop ran")
+        exc = done.exception() if not done.cancelled() else None
+        if exc is not None:
+            raise exc
+
+    @contextlib.contextmanager
+    def _on_this_thread(self):
+        """While the worker runs here: pinned to `cpu` if one was given, and,
+        in the main thread, Python's signal handlers get to run when the
+        worker idles: a signal's byte in our self-pipe (the wakeup fd) makes
+        the poller run, and handlers run in the first bytecode after it."""
+        old_mask = None
+        if self._pin_cpu is not None:
+            old_mask = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {self._pin_cpu})
+        old_fd = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                old_fd = signal.set_wakeup_fd(self._csock.fileno(), warn_on_full_buffer=False)
+            except ValueError:           # not the main interpreter
+                old_fd = None
+        self._wakeup_kept = old_fd is not None
+        try:
+            yield
+        finally:
+            self._wakeup_kept = False
+            if old_fd is not None:
+                signal.set_wakeup_fd(old_fd)
+            if old_mask is not None:
+                os.sched_setaffinity(0, old_mask)
+
+    async def _loop_thread(self):
+        """The loop: a turn (_run_once) after another until stop(); an osvrt
+        park when nothing is ready (_idle)."""
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        self._green = kernel.current()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            events._set_running_loop(self)
+            turns = 0
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+                if not self._ready:
+                    await self._idle()
+                else:
+                    turns += 1
+                    if turns & 15 == 0:
+                        # Busy: let the worker's other green threads (osvrt.spawn,
+                        # executor calls) run now and then.
+                        await kernel.yield_now()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            self._green = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+            # The worker's loop returns to run_forever once this thread ended.
+            kernel.current_worker()._stop = True
+
+    def call_soon(self, callback, *args, context=None):
+        # asyncio's call_soon less its debug checks (kept in debug mode): the
+        # C Future schedules every done callback through here.  From a green
+        # thread beside the loop (osvrt.spawn) while the loop is parked, it
+        # also wakes the loop.
+        if self._debug:
+            handle = super().call_soon(callback, *args, context=context)
+            if self._idle_ticket is not None:
+                self._write_to_self()
+            return handle
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        # _Handle's fields set here, without its __init__ frame.
+        handle = _new_handle(_Handle)
+        handle._context = _copy_context() if context is None else context
+        handle._loop = self
+        handle._callback = callback
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
+        self._ready.append(handle)
+        if self._idle_ticket is not None:
+            # Called by a green thread of our worker while the loop is parked
+            # (e.g. it completed a Future): wake the loop, a local wake.
+            self._write_to_self()
+        return handle
+
+    def _run_once(self):
+        """One turn: asyncio's BaseEventLoop._run_once without what this loop
+        does elsewhere (the wait: _idle) or never (a blocking select), so a
+        turn costs fewer instructions; in debug mode asyncio's own, for its
+        slow-callback reports."""
+        if self._debug:
+            return super()._run_once()
+        sched = self._scheduled
+        if sched:
+            cancelled = self._timer_cancelled_count
+            if len(sched) > _MIN_SCHEDULED and cancelled > len(sched) * _CANCELLED_FRACTION:
+                # Mostly cancelled timers: rebuild the heap without them (as
+                # asyncio does, so that it cannot grow without bound).
+                live = []
+                for h in sched:
+                    if h._cancelled:
+                        h._scheduled = False
+                    else:
+                        live.append(h)
+                heapq.heapify(live)
+                self._scheduled = sched = live
+                self._timer_cancelled_count = 0
+            else:
+                while sched and sched[0]._cancelled:
+                    self._timer_cancelled_count -= 1
+                    heapq.heappop(sched)._scheduled = False
+        ready = self._ready
+        # The selector's poll and asyncio's _process_events in one pass: each
+        # ready fd's reader/writer Handle goes onto the ready queue.
+        fd_to_key = self._selector._fd_to_key
+        for fd, ev in self._selector._selector.poll(0, len(fd_to_key) or 1):
+            key = fd_to_key.get(fd)
+            if key is None:
+                continue
+            reader, writer = key.data
+            if ev & _NOT_OUT and reader is not None and key.events & _READ:
+                if reader._cancelled:
+                    self._remove_reader(key.fileobj)
+                else:
+                    ready.append(reader)
+            if ev & _NOT_IN and writer is not None and key.events & _WRITE:
+                if writer._cancelled:
+                    self._remove_writer(key.fileobj)
+                else:
+                    ready.append(writer)
+        if sched:
+            end = self.time() + self._clock_resolution
+            while sched and sched[0]._when < end:
+                h = heapq.heappop(sched)
+                h._scheduled = False
+                ready.append(h)
+        for _ in range(len(ready)):
+            h = ready.popleft()
+            if h._cancelled:
+                continue
+            # Handle._run, inline (one Python frame less per callback).
+            try:
+                h._context.run(h._callback, *h._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._callback_failed(h, exc)
+        h = None                     # drop the last handle (a cycle when it raised)
+
+    def _callback_failed(self, h, exc):
+        """What Handle._run reports when its callback raised."""
+        cb = format_helpers._format_callback_source(h._callback, h._args)
+        context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": h}
+        if h._source_traceback:
+            context["source_traceback"] = h._source_traceback
+        self.call_exception_handler(context)
+
+    async def _idle(self):
+        """Park until a callback is ready: a timer is due, the selector has
+        an event, or another OS thread called call_soon_threadsafe()."""
+        timeout = None
+        if self._scheduled:
+            timeout = self._scheduled[0]._when - self.time()
+            if timeout <= 0:
+                return
+            # call_at(math.inf) is legal (anyio uses it): as asyncio's own
+            # select, wake at least once a day (and never hand inf to a timer).
+            timeout = min(timeout, _MAX_PARK)
+        tk = self._green._new_ticket()
+        # Publish the wait, then re-check (a waker appends, then reads it):
+        # whichever comes second sees the other, so no wake-up is lost.  The
+        # store and the load are Python attribute and deque operations: with
+        # the GIL they are ordered; on a free-threaded build this relies on
+        # their per-object locks (a full fence each on x86 and arm64), which
+        # is CPython's behaviour, not a documented guarantee: to revisit.
+        self._idle_ticket = tk
+        if self._ready or self._stopping:
+            self._idle_ticket = None
+            kernel.wake(tk)               # close our own wait (no-op if a waker won)
+            await tk
+            return
+        timer = kernel.wake_at(tk, timeout) if timeout is not None else None
+        if self._selector._fd_to_key:
+            self._arm_poller()
+        try:
+            await tk
+        finally:
+            self._idle_ticket = None
+            if timer is not None:
+                timer.cancel()
+
+    def _arm_poller(self):
+        if self._poller is None:
+            self._poller = spawn(self._poll_selector, name="osvrt-asyncio-poller")
+        else:
+            tk, self._poll_ticket = self._poll_ticket, None
+            if tk is not None:
+                kernel.wake(tk)
+
+    async def _poll_selector(self):
+        """Waits on the worker's epoll for our selector's fd while the loop is
+        idle, and wakes the loop; then waits for the next idle."""
+        epfd = self._selector.fileno()
+        me = kernel.current()
+        try:
+            while True:
+                try:
+                    await wait_readable(epfd)
+                    tk = self._idle_ticket
+                    if tk is not None:
+                        kernel.wake(tk)
+                    wait = me._new_ticket()
+                    self._poll_ticket = wait
+                    await wait
+                except (KeyboardInterrupt, SystemExit) as e:
+                    # A Python signal handler (Ctrl-C) ran in this thread: raise
+                    # it out of run_forever from a loop callback, as asyncio does.
+                    self._poll_ticket = None
+                    self.call_soon(_reraise, e)
+                    self._write_to_self()
+        finally:
+            self._poller = self._poll_ticket = None
+
+    def _write_to_self(self):
+        # call_soon_threadsafe() and signal delivery: wake the parked loop
+        # through the worker's pushlist (a no-op when it runs).
+        tk = self._idle_ticket
+        if tk is not None:
+            kernel.wake(tk)
+
+    # ---- signals ----------------------------------------------------------------
+
+    def remove_signal_handler(self, sig):
+        # asyncio clears the process's wakeup fd when its last handler goes;
+        # while the worker runs here it must stay ours, or Ctrl-C would not
+        # wake an idle worker (see _on_this_thread).
+        removed = super().remove_signal_handler(sig)
+        if (self._wakeup_kept and not self._signal_handlers
+                and threading.current_thread() is threading.main_thread()):
+            signal.set_wakeup_fd(self._csock.fileno(), warn_on_full_buffer=False)
+        return removed
+
+    # ---- executor: the runtime's offload pool -----------------------------------
+
+    def run_in_executor(self, executor, func, *args):
+        self._check_closed()
+        if executor is not None or self._default_executor is not None or self._green is None:
+            return super().run_in_executor(executor, func, *args)
+        if self._debug:
+            self._check_callback(func, "run_in_executor")
+        fut = self.create_future()
+        t = spawn(self._offload, fut, func, args, name="osvrt-asyncio-executor")
+        fut.add_done_callback(lambda f: t.cancel() if f.cancelled() else None)
+        return fut
+
+    async def _offload(self, fut, func, args):
+        try:
+            result = await to_thread(func, *args)
+        except kernel_cancelled():       # fut was cancelled: nothing to set
+            return
+        except BaseException as e:
+            self._settle(fut, None, e)
+            return
+        self._settle(fut, result, None)
+
+    def _settle(self, fut, result, exc):
+        """From a green thread beside the loop thread (same worker): complete
+        fut, then wake the loop, which may be parked with nothing ready."""
+        if not fut.done():
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        self._write_to_self()
+
+    # ---- close ---------------------------------------------------------------------
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        rt, self._rt = self._rt, None
+        if rt is not None and self._rt_started:
+            self._stop_runtime(rt)        # ends the poller and any green thread left
+        super().close()
+
+    @staticmethod
+    def _stop_runtime(rt):
+        """Runtime.stop() needs the worker to run its green threads' cleanup,
+        and the worker runs only on a thread that runs it: stop from a helper
+        thread while this one runs the worker until stop() ends its loop."""
+        w = rt.loop_worker
+        w._stop = False                   # before the helper can set it
+        failed = []
+
+        def stop():
+            try:
+                rt.stop(timeout=5.0)
+            except BaseException as e:    # re-raised below, in the closing thread
+                failed.append(e)
+
+        helper = threading.Thread(target=stop, name="osvrt-asyncio-close")
+        helper.start()
+        try:
+            w.os_thread.run()
+        finally:
+            helper.join()
+            w._release_handles()
+        if failed:
+            raise failed[0]
+
+    async def run_green(self, fn, *args):
+        """Await fn(*args) run as an osvrt green thread (so it may use osvrt.sleep,
+        osvrt primitives, osvrt.to_thread); its result or exception comes back."""
+        fut = self.create_future()
+
+        async def green():
+            try:
+                result = await fn(*args)
+            except kernel_cancelled():
+                return
+            except BaseException as e:
+                self._settle(fut, None, e)
+                return
+            self._settle(fut, result, None)
+
+        t = spawn(green, name=getattr(fn, "__name__", "osvrt-green"))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            t.cancel()
+            raise
+
+
+def _reraise(exc):
+    raise exc
+
+
+def kernel_cancelled():
+    from ..thread import Cancelled
+    return Cancelled
+
+
+def new_event_loop(*, cpu: int | None = None, **runtime_options: Any) -> "OsvrtEventLoop":
+    """A new osvrt asyncio event loop (an asyncio.AbstractEventLoop).
+
+        asyncio.Runner(loop_factory=osvrt.new_event_loop)
+        anyio.run(main, backend="asyncio",
+                  backend_options={"loop_factory": osvrt.new_event_loop})
+
+    cpu: the CPU whose pinned osvrt worker runs the loop (default: the first
+    CPU this process may use); runtime_options: further osvrt.Runtime
+    options.  For several cores, run one loop per CPU (each in its own OS
+    thread, each listener with reuse_port=True)."""
+    return OsvrtEventLoop(cpu=cpu, runtime_options=runtime_options)

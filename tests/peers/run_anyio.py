@@ -1,0 +1,181 @@
+"""anyio's own test suite as a check of osvrt's asyncio loop.
+
+    python tests/peers/run_anyio.py                 # both loops, one pytest run
+    python tests/peers/run_anyio.py --min-ratio 0.95   # exit 1 below the target
+    python tests/peers/run_anyio.py -- -x tests/test_taskgroups.py   # extra pytest args
+
+It fetches anyio's sdist (pinned, `pip download --no-binary :all: --no-deps`)
+into build/peer-suites/, and runs its tests/ with the asyncio backend
+parametrized twice, exactly as anyio's conftest parametrizes uvloop:
+("asyncio", {"debug": True, "loop_factory": uvloop.new_event_loop}) and the
+same with osvrt.new_event_loop.  Both run in ONE pytest process, alternating
+test by test, so the ratio compares the two loops on one machine, same run.
+Only the tests parametrized by those two backends are counted; anyio's tests
+of its other backends (plain asyncio, trio) are deselected.
+
+The score: of the tests that pass with uvloop, how many pass with osvrt.
+Every test has a timeout (pytest-timeout, --timeout seconds, default 20 as
+in anyio's own configuration), so a hang is a failure, never a stuck CI.
+
+The installed anyio must be the pinned version (the tests are that version's);
+the test needs are osvrt's `peersuite` extra (setup.py).
+"""
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+
+ANYIO_VERSION = "4.16.0"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# Appended to anyio's tests/conftest.py: a later definition of the fixture in
+# the same module replaces anyio's own.  The uvloop entry is anyio's own
+# parameter (its marks skip it when uvloop is missing).
+_OVERRIDE = '''
+
+# ---- added by osvrt's tests/peers/run_anyio.py --------------------------------
+import osvrt as _osvrt
+
+import os as _os
+_debug = _os.environ.get("OSVRT_ANYIO_DEBUG", "1") == "1"
+_osvrt_params = [
+    pytest.param(("asyncio", {"debug": _debug, "loop_factory": uvloop.new_event_loop}),
+                 marks=uvloop_marks, id="asyncio+uvloop"),
+    pytest.param(("asyncio", {"debug": _debug, "loop_factory": _osvrt.new_event_loop}),
+                 id="asyncio+osvrt"),
+]
+# Tests that parametrize with `from .conftest import asyncio_params` hold these
+# very lists: change them in place.
+asyncio_params[:] = _osvrt_params
+backend_params[:] = _osvrt_params
+
+
+@pytest.fixture(params=_osvrt_params)
+def anyio_backend(request):
+    return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    keep, drop = [], []
+    for item in items:
+        if "asyncio+uvloop" in item.name or "asyncio+osvrt" in item.name:
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+'''
+
+
+def fetch(workdir):
+    """The extracted sdist's directory (downloaded and patched once)."""
+    src = workdir / f"anyio-{ANYIO_VERSION}"
+    if (src / "tests" / ".osvrt-patched").exists():
+        return src
+    workdir.mkdir(parents=True, exist_ok=True)
+    sdist = workdir / f"anyio-{ANYIO_VERSION}.tar.gz"
+    if not sdist.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:",
+                        "--no-deps", f"anyio=={ANYIO_VERSION}", "-d", str(workdir)], check=True)
+    with tarfile.open(sdist) as tf:
+        tf.extractall(workdir, filter="data")        # no absolute paths, no links out
+    conftest = src / "tests" / "conftest.py"
+    with open(conftest, "a") as f:
+        f.write(_OVERRIDE)
+    (src / "tests" / ".osvrt-patched").write_text("")
+    return src
+
+
+def check_installed():
+    import anyio  # noqa: F401
+    from importlib.metadata import version
+    have = version("anyio")
+    if have != ANYIO_VERSION:
+        sys.exit(f"run_anyio: the installed anyio is {have}, the suite is {ANYIO_VERSION}: "
+                 f"pip install anyio=={ANYIO_VERSION}")
+
+
+def outcomes(junit):
+    """{test id: 'passed' | 'failed' | 'skipped'} from pytest's junit XML."""
+    result = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        tags = {child.tag for child in case}
+        if "failure" in tags or "error" in tags:
+            result[name] = "failed"
+        elif "skipped" in tags:
+            result[name] = "skipped"
+        else:
+            result[name] = "passed"
+    return result
+
+
+def score(results):
+    uv = {k: v for k, v in results.items() if "asyncio+uvloop" in k}
+    ours = {k: v for k, v in results.items() if "asyncio+osvrt" in k}
+    uv_pass = [k for k, v in uv.items() if v == "passed"]
+    both = [k for k in uv_pass if ours.get(k.replace("asyncio+uvloop", "asyncio+osvrt")) == "passed"]
+    lost = sorted(k.replace("asyncio+uvloop", "asyncio+osvrt") for k in uv_pass if k not in both)
+    gained = sorted(k for k, v in ours.items()
+                    if v == "passed" and uv.get(k.replace("asyncio+osvrt", "asyncio+uvloop")) != "passed")
+    count = lambda d, o: sum(1 for v in d.values() if v == o)
+    return {
+        "uvloop": {o: count(uv, o) for o in ("passed", "failed", "skipped")},
+        "osvrt": {o: count(ours, o) for o in ("passed", "failed", "skipped")},
+        "uvloop_passed": len(uv_pass), "osvrt_of_those": len(both),
+        "ratio": len(both) / len(uv_pass) if uv_pass else 0.0,
+        "lost": lost, "gained": gained,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", default=str(ROOT / "build" / "peer-suites"))
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per test")
+    ap.add_argument("--no-debug", action="store_true",
+                    help="run both loops with debug=False (anyio's conftest uses debug=True; "
+                         "osvrt's loop has its own turn only outside debug mode)")
+    ap.add_argument("--min-ratio", type=float, default=None,
+                    help="exit 1 when osvrt passes fewer than this share of uvloop's passes")
+    ap.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
+    args = ap.parse_args(argv)
+    check_installed()
+    src = fetch(pathlib.Path(args.workdir))
+    junit = pathlib.Path(args.workdir) / "anyio-junit.xml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:osvrt",
+           f"--timeout={args.timeout:g}", f"--junitxml={junit}", "-o", "junit_family=xunit1",
+           *(args.pytest_args or ["tests"])]
+    t0 = time.monotonic()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
+               OSVRT_ANYIO_DEBUG="0" if args.no_debug else "1")
+    proc = subprocess.run(cmd, cwd=src, env=env)
+    took = time.monotonic() - t0
+    if not junit.exists():
+        sys.exit(f"run_anyio: pytest wrote no report (exit status {proc.returncode})")
+    s = score(outcomes(junit))
+    print(f"\nanyio {ANYIO_VERSION} suite, asyncio backend (debug={not args.no_debug}), "
+          f"{took:.0f} s")
+    for loop in ("uvloop", "osvrt"):
+        c = s[loop]
+        print(f"  {loop:7s} passed {c['passed']:4d}  failed {c['failed']:4d}  "
+              f"skipped {c['skipped']:4d}")
+    print(f"  of the {s['uvloop_passed']} tests that pass on uvloop, {s['osvrt_of_those']} pass "
+          f"on osvrt: {100 * s['ratio']:.1f}%")
+    for k in s["lost"]:
+        print(f"  fails on osvrt only: {k}")
+    for k in s["gained"]:
+        print(f"  passes on osvrt only: {k}")
+    if args.min_ratio is not None and s["ratio"] < args.min_ratio:
+        print(f"run_anyio: {100 * s['ratio']:.1f}% is below the target "
+              f"{100 * args.min_ratio:.1f}%")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
