@@ -24,7 +24,6 @@ call loop.call_soon; awaiting an asyncio Future in one of them is the
 engine's TypeError, as anywhere in a green thread).  Its run_forever()
 refuses a worker's thread (stand-in or not) with its own RuntimeError.
 """
-import asyncio.events
 import contextlib
 
 __all__ = ["install", "is_guard", "lifted", "NotInAsyncio"]
@@ -59,6 +58,8 @@ _GUARD = NotInAsyncio()
 def install():
     """Make the calling OS thread's running loop the stand-in, unless a real
     loop runs here (osvrt/aio's, which then owns the check)."""
+    # imported here, at a worker's start: `import osvrt` loads no asyncio
+    import asyncio.events
     if asyncio.events._get_running_loop() is None:
         asyncio.events._set_running_loop(_GUARD)
 
@@ -71,6 +72,7 @@ def is_guard(loop):
 def lifted():
     """`with lifted(): loop.run_forever()`: no stand-in in this OS thread for
     the block (a real asyncio loop may start), put back when it ends."""
+    import asyncio.events
     guarded = is_guard(asyncio.events._get_running_loop())
     if guarded:
         asyncio.events._set_running_loop(None)

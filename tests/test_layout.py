@@ -100,7 +100,7 @@ def test_import_osvrt_loads_no_tooling():
     code = ("import sys, osvrt, osvrt.net; "
             "print(' '.join(m for m in sys.modules if m == 'rich' or m.startswith('rich.') "
             "or m.startswith('osvrt.bench') or m == 'osvrt.observe.top' "
-            "or m == 'matplotlib'))")
+            "or m == 'matplotlib' or m == 'asyncio' or m.startswith('osvrt.aio')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == []
