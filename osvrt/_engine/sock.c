@@ -286,22 +286,8 @@ static PyObject *
 sockop_send_method(SockOpObject *op, PyObject *arg)
 {
     PyObject *res;
-    PySendResult r = sockop_am_send(op, arg, &res);
-    if (r == PYGEN_NEXT)
-        return res;
-    if (r == PYGEN_RETURN) {
-        if (res == Py_None)
-            PyErr_SetNone(PyExc_StopIteration);
-        else {
-            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
-            if (e != NULL) {
-                PyErr_SetObject(PyExc_StopIteration, e);
-                Py_DECREF(e);
-            }
-        }
-        Py_DECREF(res);
-    }
-    return NULL;
+    PySendResult r = sockop_am_send(op, arg, &res);   /* sets res first */
+    return send_result_as_iter(r, res);
 }
 
 static PyObject *

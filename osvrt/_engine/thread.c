@@ -692,14 +692,12 @@ ticket_await(PyObject *tk)
     return Py_NewRef(tk);
 }
 
-/* The iterator protocol, for callers that do not use am_send: a coroutine
- * resumed under a tracer (3.11 then calls tp_iternext/send), and foreign
- * loops that call send() directly. */
-static PyObject *
-ticket_send_method(TicketObject *tk, PyObject *arg)
+/* An am_send result as the iterator protocol gives it (send(), __next__):
+ * the yielded value, or NULL with StopIteration carrying the return value.
+ * Shared by every awaitable of the engine (Ticket, SockOp). */
+PyObject *
+send_result_as_iter(PySendResult r, PyObject *res)
 {
-    PyObject *res;
-    PySendResult r = ticket_am_send(tk, arg, &res);
     if (r == PYGEN_NEXT)
         return res;
     if (r == PYGEN_RETURN) {
@@ -715,6 +713,17 @@ ticket_send_method(TicketObject *tk, PyObject *arg)
         Py_DECREF(res);
     }
     return NULL;
+}
+
+/* The iterator protocol, for callers that do not use am_send: a coroutine
+ * resumed under a tracer (3.11 then calls tp_iternext/send), and foreign
+ * loops that call send() directly. */
+static PyObject *
+ticket_send_method(TicketObject *tk, PyObject *arg)
+{
+    PyObject *res;
+    PySendResult r = ticket_am_send(tk, arg, &res);   /* sets res first */
+    return send_result_as_iter(r, res);
 }
 
 static PyObject *
