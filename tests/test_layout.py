@@ -14,6 +14,8 @@ import pytest
 import osvrt
 
 ROOT = pathlib.Path(osvrt.__file__).parent
+# the checkout (C sources, setup.py): the installed package has none of them
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _modules():
@@ -101,7 +103,7 @@ def test_import_osvrt_loads_no_tooling():
             "print(' '.join(m for m in sys.modules if m == 'rich' or m.startswith('rich.') "
             "or m.startswith('osvrt.bench') or m == 'osvrt.observe.top' "
             "or m == 'matplotlib' or m == 'asyncio' or m.startswith('osvrt.aio')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == []
 
@@ -249,7 +251,7 @@ def test_bench_peers_are_their_own_module():
         assert not hasattr(_core.lib, name), name
     from osvrt.bench import _peers
     assert hasattr(_peers.lib, "osvrt_peer_queue") and hasattr(_peers.lib, "osvrt_net_bench_rr")
-    osvrt_h = (ROOT.parent / "csrc" / "core" / "osvrt.h").read_text()
+    osvrt_h = (REPO / "csrc" / "core" / "osvrt.h").read_text()
     assert '#include "peers.h"' not in osvrt_h
 
 
@@ -260,7 +262,7 @@ def test_importing_osvrt_leaves_the_engine_alone():
             "before = s._done; "
             "r = osvrt.run(osvrt.sleep, 0); "
             "print(before, s._done, r)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["False", "True", "None"]
     for name in ("kernel.py", "thread.py", "readiness.py"):
@@ -270,7 +272,7 @@ def test_importing_osvrt_leaves_the_engine_alone():
 
 def test_repeated_blocks_are_gone():
     """Definitions that were written more than once now have one home."""
-    csrc = ROOT.parent / "csrc"
+    csrc = REPO / "csrc"
     sources = [p for p in csrc.rglob("*.[ch]")]
     for fn, home in (("cpu_relax(void)", "relax.h"), ("osvrt_stat_add(", "stat.h")):
         defs = [p.name for p in sources
@@ -290,4 +292,4 @@ def test_old_module_names_still_work_as_dotted_names():
             "assert osvrt.net.udp is osvrt.net.channels.udp\n"
             "from osvrt.net.streams import open_tcp_stream\n"
             "assert open_tcp_stream is osvrt.net.sockets.open_tcp_stream\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True)

@@ -14,10 +14,12 @@ import osvrt
 from osvrt import _engine
 
 ROOT = pathlib.Path(osvrt.__file__).parent
+# the checkout (C sources, setup.py): the installed package has none of them
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_version_is_one_fact():
-    setup = (ROOT.parent / "setup.py").read_text()
+    setup = (REPO / "setup.py").read_text()
     assert "version=VERSION" in setup and "_version.py" in setup
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", osvrt.__version__)
     from osvrt.bench import cli

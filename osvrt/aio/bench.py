@@ -130,7 +130,7 @@ class Server:
         self.port = _free_port()
         r, w = os.pipe()
         self.proc = subprocess.Popen(
-            [*wrap, sys.executable, "-m", "osvrt.aio.bench", "serve", kind, str(self.port),
+            [*wrap, sys.executable, "-P", "-m", "osvrt.aio.bench", "serve", kind, str(self.port),
              str(cpu), str(w)], pass_fds=(w,))
         os.close(w)
         try:
@@ -256,7 +256,7 @@ def instructions_unit(kind, row, n, timeout=900):
     # unit (as osvrt.bench.instructions does for the engine's own rows).
     code = (f"import gc; gc.collect(); gc.disable(); from osvrt.aio import bench; "
             f"bench.QUIET = True; bench.{row}({kind!r}, {n})")
-    counts = [_callgrind([sys.executable, "-c", code.replace(f"{n})", f"{k})")], timeout)
+    counts = [_callgrind([sys.executable, "-P", "-c", code.replace(f"{n})", f"{k})")], timeout)
               for k in (n, 2 * n)]
     per = (counts[1] - counts[0]) / n
     return per / 2 if row == "handoff" else per      # a round trip is two hand-offs

@@ -61,7 +61,7 @@ for s in socks:
 
 def _client(port, n):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VALGRIND", "LD_PRELOAD"))}
-    return subprocess.Popen([sys.executable, "-c", CLIENT, str(port), str(n), str(CONNS)],
+    return subprocess.Popen([sys.executable, "-P", "-c", CLIENT, str(port), str(n), str(CONNS)],
                             env=env)
 
 

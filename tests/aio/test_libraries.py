@@ -158,9 +158,11 @@ def test_uvicorn_serves_an_asgi_app_on_the_osvrt_loop(tmp_path):
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--loop", "osvrt:new_event_loop", "--host",
+        [sys.executable, "-P", "-m", "uvicorn", "--loop", "osvrt:new_event_loop", "--host",
          "127.0.0.1", "--port", str(port), "--no-access-log", "asgi_app:app"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # cwd: uvicorn puts its --app-dir (default '.') first on sys.path, and the
+        # checkout's unbuilt osvrt/ must not shadow the installed one
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + BOUND
         while True:

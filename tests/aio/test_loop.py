@@ -614,7 +614,7 @@ def test_ctrl_c_reaches_an_idle_loop(mode):
                 "with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:\n"
                 "    r.run(first())"}[mode]
     import subprocess
-    proc = subprocess.Popen([sys.executable, "-c", _IDLE_FOREVER.replace("MODE", body)],
+    proc = subprocess.Popen([sys.executable, "-P", "-c", _IDLE_FOREVER.replace("MODE", body)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"ready\n"

@@ -89,7 +89,7 @@ def server_cmd(name, kind, port, cpus=None):
         cmd = [sys.executable, script, "--port", str(port)]
         cpus = 1 if name == "osvrt1" else cpus
         return cmd + (["--cpus", str(cpus)] if cpus else [])
-    return [sys.executable, "-m", "osvrt.bench.rows.streams", name, kind, str(port)]
+    return [sys.executable, "-P", "-m", "osvrt.bench.rows.streams", name, kind, str(port)]
 
 
 def free_port():
