@@ -111,15 +111,13 @@ def wait_port(port, proc, timeout=15.0):
     raise RuntimeError(f"server on port {port} did not come up")
 
 
-def start(name, kind, cpus=None, command=server_cmd):
-    """(process, port) of a started server; it imports the osvrt this process runs.
-    command(name, kind, port, cpus): its command line (benchmarks/bench_streams.py
-    passes one that also knows the asyncio-streams peers)."""
+def start(name, kind, cpus=None):
+    """(process, port) of a started server; it imports the osvrt this process runs."""
     port = free_port()
     import osvrt
     here = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(command(name, kind, port, cpus), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(server_cmd(name, kind, port, cpus), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env)
     try:
         wait_port(port, proc)
