@@ -15,7 +15,7 @@ CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
 # The benchmarks' C peers (csrc/bench/) are their own module, osvrt.bench._peers
 # (osvrt/bench/_build_peers.py).
 SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c", "trace.c",
-                                 "wake.c")]
+                                 "runtime.c")]
 SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c")]
 INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net")]
 # -g and frame pointers: perf record -g walks and names the frames of _core

@@ -1,4 +1,4 @@
-"""Waits that C may end: the C side of the wake protocol (csrc/core/wake.h) for a
+"""Waits that C may end: the C side of the wake protocol (csrc/core/runtime.h) for a
 green thread.  Used where a C producer (the net classifier) wakes a thread
 without the GIL.
 

@@ -27,7 +27,7 @@ Design principles (curio's rule: features live outside the kernel):
    BEFORE it looks for tickets.  Whoever comes second sees the other.  A
    thread woken before it reached its park simply finds itself runnable.
    Waits that a C producer ends (net channels) use the C protocol of
-   csrc/core/wake.h instead, where the CAS WAITING -> WAKING plays this role.
+   csrc/core/runtime.h instead, where the CAS WAITING -> WAKING plays this role.
 """
 import time
 

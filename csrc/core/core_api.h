@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "wake.h"
+#include "runtime.h"
 
 #define OSVRT_CORE_API_VERSION 2u
 

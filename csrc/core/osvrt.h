@@ -8,7 +8,7 @@
 #include "pushlist.h"
 #include "thread_table.h"
 #include "trace.h"
-#include "wake.h"
+#include "runtime.h"
 
 /* Pin the calling OS thread to one CPU.  0 on success, else an errno value. */
 int osvrt_pin_self(int cpu);

@@ -1,4 +1,4 @@
-#include "wake.h"
+#include "runtime.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +70,7 @@ int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu)
         return 0;
     /* seq_cst fence: WAITING is ordered before the caller's re-check of its
      * condition (store-load: an RMW alone does not order a later plain load on
-     * every CPU); the waiter half of the argument in wake.h. */
+     * every CPU); the waiter half of the argument in runtime.h. */
     atomic_thread_fence(memory_order_seq_cst);
     return 1;
 }
@@ -87,7 +87,7 @@ int osvrt_wake(struct osvrt_rt *rt, uint64_t h)
     struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
     if (!th)
         return 0;
-    /* seq_cst fence: the waker half of the argument in wake.h: the caller's
+    /* seq_cst fence: the waker half of the argument in runtime.h: the caller's
      * condition store is ordered before the CAS reads the state. */
     atomic_thread_fence(memory_order_seq_cst);
     /* acq_rel: only the winner pushes `cwake`, which it now owns. */
@@ -107,7 +107,7 @@ int osvrt_ready(struct osvrt_rt *rt, uint64_t h, uint32_t cpu)
     struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
     if (!th || cpu >= rt->ncpu)
         return 0;
-    /* The state word is left alone: it belongs to the C protocol (wake.h),
+    /* The state word is left alone: it belongs to the C protocol (runtime.h),
      * whose CAS may be racing with this hand-over on the other node. */
     /* relaxed: the caller owns `link`; the push's release CAS publishes key
      * and flag to the draining CPU. */

@@ -1,4 +1,5 @@
-/* wake.h - the wake protocol, implemented once (OSv's, core/sched.cc).
+/* runtime.h - the C runtime object (its CPUs and thread table) and the wake
+ * protocol over it, implemented once (OSv's, core/sched.cc).
  *
  * A waiter:  osvrt_wait_prepare(h)   publish WAITING (seq_cst)
  *            re-check its condition
@@ -15,8 +16,8 @@
  * If a waker wins while the waiter is still running (wait_abort fails), the
  * thread is on its pushlist; the drain sees it and it stays runnable.
  */
-#ifndef OSVRT_WAKE_H
-#define OSVRT_WAKE_H
+#ifndef OSVRT_RUNTIME_H
+#define OSVRT_RUNTIME_H
 
 #include <stdint.h>
 

@@ -159,7 +159,7 @@ static inline int osvrt_chan_publish(struct osvrt_chan *c)
 }
 
 /* The handle to wake, or 0 if none (call after a seq_cst fence that follows
- * the publish: see classifier.c, the waker half of wake.h's argument). */
+ * the publish: see classifier.c, the waker half of runtime.h's argument). */
 static inline uint64_t osvrt_chan_waiter(struct osvrt_chan *c)
 {
     /* relaxed: ordered by the caller's seq_cst fence after publishing. */

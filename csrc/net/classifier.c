@@ -20,7 +20,7 @@
 #include "cpu.h"      /* osvrt_now_ns */
 #include "probes.h"
 #include "relax.h"
-#include "wake.h"
+#include "runtime.h"
 
 #ifndef PACKET_IGNORE_OUTGOING
 #define PACKET_IGNORE_OUTGOING 23
@@ -154,7 +154,7 @@ static uint32_t flush(struct osvrt_net *net)
         return 0;
     for (uint32_t i = 0; i < n; i++)
         osvrt_chan_publish(net->touched[i]);
-    /* seq_cst fence: the waker half of wake.h's argument.  The head stores
+    /* seq_cst fence: the waker half of runtime.h's argument.  The head stores
      * above are ordered before the waiter loads and wake CASes below, so
      * either the green thread's re-check (after its seq_cst wait_prepare)
      * sees the packets, or we see its WAITING state and wake it. */

@@ -2,7 +2,7 @@
  * that reads every frame an interface receives from an AF_PACKET socket's
  * memory-mapped ring, sorts the packets into per-flow net channels
  * (channel.h), and wakes each flow's green thread once per burst through the
- * wake protocol (wake.h).
+ * wake protocol (runtime.h).
  *
  * The socket: TPACKET_V2 ring (per-frame hand-over; V3 hands over blocks on
  * a timer that costs milliseconds), PACKET_IGNORE_OUTGOING (lo would
