@@ -23,10 +23,10 @@ def set_up_engine():
             return
         from ._core import ffi, lib
         from .readiness import BusyResourceError, ClosedResourceError
-        from .thread import Thread, _await, _UnretrievedException
+        from .thread import ENGINE_PARTS
         # bind_core checks the table's version and size: an engine and a
         # core from different builds fail here, with a clear ImportError.
         _engine.bind_core(int(ffi.cast("uintptr_t", lib.osvrt_core_api())))
-        _engine.configure(Thread, _UnretrievedException, _await)
-        _engine._io_set_classes(ClosedResourceError, BusyResourceError)
+        _engine.configure(*ENGINE_PARTS)
+        _engine.io_set_classes(ClosedResourceError, BusyResourceError)
         _done = True

@@ -63,8 +63,8 @@ def movable(w):
     # Look only at the heap's last _MOVE_SCAN entries: they are leaves,
     # where the largest R'' sit, and it keeps a pull O(1) even when a CPU
     # queues 100,000 new threads that are not worth moving.
-    tail = w._runq_tail(_MOVE_SCAN)
-    return sorted((e for e in tail if not e[2]._pinned and e[0] >= floor),
+    tail = w.runq_tail(_MOVE_SCAN)
+    return sorted((e for e in tail if not e[2].pinned and e[0] >= floor),
                   key=lambda e: -e[0])
 
 
@@ -116,5 +116,5 @@ def ask_for_work(w):
     for other in w.rt.workers:
         if other is not w and other.runq_len > most:
             busiest, most = other, other.runq_len
-    if busiest is not None and busiest._request_pull(w):
+    if busiest is not None and busiest.request_pull(w):
         w.pull_requests += 1

@@ -14,22 +14,22 @@ the worker claims the ticket (_engine/worker.c, take_incoming).  Timers and canc
 claim the same ticket the ordinary way.  Spurious returns are possible: the
 caller loops on its condition.
 """
-from . import kernel
+from . import kernel, thread
 from ._core import lib
 
 
 async def cwait(ready):
     t = kernel.current()
-    w = t._w
-    crt = w._crt
-    h = t._h or w.rt.handle_for(t)
+    w = t.worker
+    crt = w.rt.core
+    h = t.handle or w.rt.handle_for(t)
     if not lib.osvrt_wait_prepare(crt, h, w.index):
         # A C wake from an earlier wait is still on our pushlist (WAKING):
         # let the worker take it in, then the caller looks again.
         await kernel.yield_now()
         return
-    ticket = t._new_ticket()
-    t._cwait = True
+    ticket = t.new_ticket()
+    thread.set_cwait(t, True)
     try:
         # No park after all if the condition holds and our own claim wins; if a
         # cancel or timer claimed the ticket first, it has made us runnable,
@@ -38,7 +38,7 @@ async def cwait(ready):
             return
         await kernel.park()
     finally:
-        t._cwait = False
+        thread.set_cwait(t, False)
         # Leave WAITING so a late producer's wake is a no-op; if one already
         # won (WAKING), its key arrives later and is ignored (_cwait is False).
         lib.osvrt_wait_abort(crt, h)

@@ -7,7 +7,7 @@ resume, inside the block; __exit__ turns its own _Expired into TimeoutError.
 """
 import itertools
 
-from . import kernel
+from . import kernel, thread
 from .checks import check_delay
 from .thread import Cancelled
 
@@ -50,7 +50,7 @@ class timeout:
         self._thread = t
         self._order = next(_entered)
         self._active = True
-        self._timer = t._w.add_timer(kernel.monotonic() + self._delay, self._fire, None)
+        self._timer = t.worker.add_timer(kernel.monotonic() + self._delay, self._fire, None)
         return self
 
     def _fire(self, _):
@@ -59,22 +59,21 @@ class timeout:
         self.expired = True
         t = self._thread
         exc = _Expired(self)
-        pending = t._throw
+        pending = thread.pending_throw(t)
         if isinstance(pending, _Expired) and not pending.stale and pending.scope._order < self._order:
             return                       # an enclosing scope expired too: it wins
-        t._throw = exc
         # This timer may run on another CPU than t (t moved since __enter__), so
         # __exit__ may have run meanwhile: then a late _Expired is marked stale
         # by _active and Worker._throw_into drops it instead of raising it.
-        t._interrupt()                   # sets _pending, ends the wait t is parked in
+        thread.interrupt(t, exc)         # raised at t's next await; ends the wait it is parked in
 
     def __exit__(self, typ, exc, tb):
         self._active = False
         self._timer.cancel()
         t = self._thread
-        pending = t._throw
+        pending = thread.pending_throw(t)
         if isinstance(pending, _Expired) and pending.scope is self:
-            t._throw = None          # fired, but the block ended before it was raised
+            thread.drop_throw(t)          # fired, but the block ended before it was raised
         if isinstance(exc, _Expired) and exc.scope is self:
             raise TimeoutError(f"osvrt.timeout: the block ran past {self._delay} s") from None
         return False

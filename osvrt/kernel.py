@@ -9,7 +9,7 @@ Design principles (curio's rule: features live outside the kernel):
    nothing is special-cased in the worker loop (_engine/worker.c).  A ticket
    is itself awaitable: `await ticket` parks on it, as Event.wait() does.
 
-2. A wait is a *ticket* (t._new_ticket()) that names one wait of a thread
+2. A wait is a *ticket* (t.new_ticket()) that names one wait of a thread
    by a sequence number; wake(ticket) claims it with one compare-and-swap on
    the thread's wait word.  So of all the wakers racing for one wait (an
    Event, a timer, cancel(), another CPU) exactly one wins, with no lock and

@@ -180,7 +180,7 @@ async def to_thread(fn, /, *args, **kwargs):
     t = kernel.current()
     w = kernel.current_worker()
     pool = pool_of(w.rt)
-    tk = t._new_ticket()
+    tk = t.new_ticket()
     job = _Job(fn, args, kwargs, tk)
     try:
         pool.submit(job)

@@ -84,4 +84,4 @@ def notify_closing(f):
     # fd's registration from an earlier wait (it takes the closing lazily,
     # before its next registration; only workers with waiters are kicked).
     for w in workers:
-        _engine._io_close(w, fd)
+        _engine.io_close(w, fd)

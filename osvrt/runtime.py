@@ -20,6 +20,7 @@ from .observe.statsfile import StatsFile
 from .worker import Worker, alloc_handles
 from .observe.introspect import Publisher
 from .observe.stall import StallWatchdog
+from . import thread as _thread
 from .thread import Cancelled
 
 log = logging.getLogger("osvrt")
@@ -167,7 +168,7 @@ class Runtime:
         if self._trace_path is not None:
             _trace.check_writable(self._trace_path)
             for w in workers:
-                w._trace_start(self._trace_events)
+                w.trace_start(self._trace_events)
         if self._stats_file_on:
             try:
                 self._stats_file = StatsFile(workers)
@@ -221,7 +222,7 @@ class Runtime:
         """The path of this runtime's stats file (`python -m osvrt top`), or
         None (not started, stopped, or stats_file=False)."""
         f = self._stats_file
-        return None if f is None or f._mm is None else f.path
+        return None if f is None or f.closed else f.path
 
     def _start_balancers(self):
         osv = self._balance_policy == "osv"
@@ -278,11 +279,7 @@ class Runtime:
         return unbounded if d is None else max(0.0, d - time.monotonic())
 
     def _note_names(self):
-        names = self._trace_names
-        for t in list(self._live):
-            n = t._name
-            if n is not None:
-                names[t.id] = n
+        _thread.note_names(list(self._live), self._trace_names)
 
     def _cancel_all(self, deadline):
         cancelled = set()                     # cancel each thread once: let cleanup code run
@@ -336,7 +333,7 @@ class Runtime:
             except Exception:
                 log.exception("osvrt: the %r service failed to stop: %r", name, svc)
         for w in self._workers:
-            w._stop = True
+            w.stop_requested = True
             w.kick()
         # Joined within what is left of stop()'s timeout (and WORKER_EXIT_S
         # more, in all, once it has passed), never longer than 5 s in all.
@@ -361,7 +358,7 @@ class Runtime:
         # System threads that never got to run would warn "never awaited" when
         # collected; no worker runs any more, so closing them here is safe.
         for t in self._system:
-            _close_unstarted(t)
+            _thread.close_unstarted(t)
         self._settle_abandoned()
         self._state = _STOPPED
 
@@ -371,7 +368,7 @@ class Runtime:
         per_cpu, lost = [], []
         for w in self._workers:
             if w in exited:
-                buf, n_lost = w._trace_take()
+                buf, n_lost = w.trace_take()
                 per_cpu.append(_trace.decode(buf))
                 lost.append(n_lost)
             else:
@@ -396,13 +393,13 @@ class Runtime:
         for t in list(self._live):
             if t.done():
                 continue
-            fut = t._future
+            fut = _thread.submit_future(t)
             if fut is not None and fut.cancel():
                 try:
                     fut.set_running_or_notify_cancel()    # wakes concurrent.futures.wait()
                 except RuntimeError:
                     pass
-            if t._w not in stuck and _close_unstarted(t):
+            if t.worker not in stuck and _thread.close_unstarted(t):
                 self._live.discard(t)
 
     def __enter__(self):
@@ -451,7 +448,7 @@ class Runtime:
         fut = None
         if future:
             fut = concurrent.futures.Future()
-            t._future = fut
+            _thread.set_submit_future(t, fut)
             fut.add_done_callback(lambda f, t=t: f.cancelled() and t.cancel())
         target.post(t)
         return t, fut
@@ -474,19 +471,19 @@ class Runtime:
         # round trip then costs no futex wake on either side (thread.c,
         # _wait_done).  Counted as a GIL holder until then, so the worker that
         # finds the thread does not block on the GIL we still hold.
-        self._workers[0]._enter_active()
+        self._workers[0].enter_active()
         try:
             t, _ = self._submit(fn, args, None, None, future=False)
         except BaseException:
-            self._workers[0]._leave_active()
+            self._workers[0].leave_active()
             raise
         # Poll only from another CPU than the worker's; on its own CPU (the
         # usual case: see _submit) sleep at once and leave the CPU to it.
-        spin = len(self._workers) > 1 and t._w.cpu_id != lib.osvrt_current_cpu()
+        spin = len(self._workers) > 1 and t.worker.cpu_id != lib.osvrt_current_cpu()
         left_active = False
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while not t._wait_done(0.1 if deadline is None else
+            while not _thread.wait_done(t, 0.1 if deadline is None else
                                    max(0.0, min(0.1, deadline - time.monotonic())),
                                    not left_active, spin):
                 left_active = True          # let Ctrl-C in between polls
@@ -503,11 +500,11 @@ class Runtime:
             left_active = True
         finally:
             if not left_active:
-                self._workers[0]._leave_active()
-        if isinstance(t._exc, Cancelled):
+                self._workers[0].leave_active()
+        if isinstance(_thread.exception(t), Cancelled):
             # as from a submit() Future: stop() cancelled it
-            raise concurrent.futures.CancelledError() from t._exc
-        return t._outcome()
+            raise concurrent.futures.CancelledError() from _thread.exception(t)
+        return _thread.outcome(t)
 
     # ---- the service interface ---------------------------------------------
     # What the parts built on the runtime (osvrt.net's channels, the offload
@@ -594,7 +591,7 @@ class Runtime:
                     self._foreign_handles = alloc_handles(self._crt, 0, 64)
                 h = self._foreign_handles.pop()
         self._by_handle[h] = t           # before the push that makes it findable
-        t._h = h
+        t.handle = h
         return h
 
     _handle_for = handle_for     # the engine's hook name (thread.c)
@@ -610,8 +607,8 @@ class Runtime:
         self._crashed = exc
         err = RuntimeError(f"osvrt: the worker for CPU {worker.cpu_id} crashed: {exc!r}")
         for t in list(self._live):
-            fut = t._future
-            if t._w is worker and fut is not None and not fut.done():
+            fut = _thread.submit_future(t)
+            if t.worker is worker and fut is not None and not fut.done():
                 try:
                     fut.set_exception(err)
                 except concurrent.futures.InvalidStateError:
@@ -673,17 +670,6 @@ def _keywords_error(door, own, kwargs):
                      f"arguments to the function, {door} functools.partial(fn, {k}=...)")
 
 
-def _close_unstarted(t):
-    """Close t's coroutine if it never ran (it would warn "never awaited" when
-    collected); only once no worker can run it.  True if it was closed."""
-    coro = t._coro
-    if coro is not None and not coro.cr_suspended and not coro.cr_running \
-            and coro.cr_frame is not None:
-        coro.close()
-        return True
-    return False
-
-
 def _waiting_line(threads, shown=10):
     names = sorted(t.name for t in threads)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
@@ -704,7 +690,7 @@ def _abandoned_line(threads, shown=10):
 
 async def _cancel_local(rt, w, cancelled):
     for t in list(rt._live):
-        if t._w is w and t.id not in cancelled and not t.done():
+        if t.worker is w and t.id not in cancelled and not t.done():
             cancelled.add(t.id)
             t.cancel()
 
@@ -781,10 +767,10 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
         # Terminated, whatever main returned.  An error that main raised
         # while it was being cancelled must not vanish with the exit status.
         try:
-            t._outcome()
+            _thread.outcome(t)
         except Cancelled:
             pass
         except BaseException:
             log.exception("osvrt: main raised while SIGTERM stopped it")
         raise SystemExit(EXIT_STATUS)
-    return t._outcome()
+    return _thread.outcome(t)

@@ -25,20 +25,17 @@ import types
 
 from . import _engine, kernel
 from .kernel import PARK, claim, schedule
+from . import thread
 from .thread import Cancelled
 
 
 _me = kernel.current
 
 
-def _defer(t, exc):
-    """The wait completed (something was handed over) as `exc` was raised into
-    it: let the operation return, and raise exc at the thread's next await."""
-    if type(exc) is Cancelled:
-        t._cancel = True
-    else:
-        t._throw = exc               # a timeout (_Expired): still inside its block
-    t._pending = True
+# The wait completed (something was handed over) as `exc` was raised into
+# it: let the operation return, and raise exc at the thread's next await (a
+# timeout's _Expired: still inside its block).
+_defer = thread.defer
 
 
 @types.coroutine
@@ -146,7 +143,7 @@ class Mutex:
             if owner is t:
                 raise RuntimeError(f"green thread {t.name!r} already holds this Mutex "
                                    "(it is not reentrant)")
-            entry = [t._new_ticket(), _WAIT]
+            entry = [t.new_ticket(), _WAIT]
             self._waiters.append(entry)
         try:
             yield PARK
@@ -193,7 +190,7 @@ class Mutex:
                 self._owner = t
             else:
                 # A fresh ticket for this wait, so cancel() can still reach it.
-                self._waiters.append([t._new_ticket(), _WAIT])
+                self._waiters.append([t.new_ticket(), _WAIT])
         if owned:
             schedule(t)
 
@@ -237,7 +234,7 @@ class Condition:
         if m._owner is not t:
             raise RuntimeError(f"green thread {t.name!r} waits on a Condition without "
                                "holding its Mutex")
-        entry = [t._new_ticket(), _WAIT]
+        entry = [t.new_ticket(), _WAIT]
         with self._guard:
             self._waiters.append(entry)
         m.release()
@@ -290,9 +287,7 @@ def _reacquire(m):
         except Cancelled:
             cancelled = True
     if cancelled:
-        t = _me()
-        t._cancel = True
-        t._pending = True
+        thread.defer(_me(), Cancelled())      # re-arm the cancel we swallowed
 
 
 class Semaphore:
@@ -323,7 +318,7 @@ class Semaphore:
             if self._value > 0 and not self._waiters:
                 self._value -= 1
                 return True
-            entry = [t._new_ticket(), _WAIT]
+            entry = [t.new_ticket(), _WAIT]
             self._waiters.append(entry)
         try:
             yield PARK
@@ -468,7 +463,7 @@ class Queue:
             if done:
                 self._count_put()
             else:
-                entry = [t._new_ticket(), _WAIT, item]
+                entry = [t.new_ticket(), _WAIT, item]
                 self._putters.append(entry)
         if getter is not None:
             schedule(getter)
@@ -499,7 +494,7 @@ class Queue:
             else:
                 putter = None
                 waiting = True
-                entry = [t._new_ticket(), _WAIT, None]
+                entry = [t.new_ticket(), _WAIT, None]
                 self._getters.append(entry)
         if putter is not None:
             schedule(putter)

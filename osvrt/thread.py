@@ -5,10 +5,16 @@ The fields and the hot methods (cancel, join, done) are the engine's
 switch.  A Thread is owned by one worker at a time (its `_w`).  Only that
 worker resumes it or moves it; other OS threads reach it only through
 wake() (kernel.py) or cancel(), which are safe from anywhere.
+
+The engine's fields of a Thread (underscored) are written only here and by
+the engine's own two halves (this module and worker.py): the kernel-level
+modules (sync, deadline, cwait, the runtime, introspection) use the
+functions at the end of this module, or the read-only views the engine
+gives (t.worker, t.handle, t.coro, t.new_ticket()).
 """
 import logging
 
-from . import _engine, kernel
+from . import _engine, fair, kernel
 from .kernel import TERMINATED
 
 log = logging.getLogger("osvrt")
@@ -41,14 +47,14 @@ def _move_parked(arg):
     if t is not None:
         # Only t's owner moves it; if a concurrent pin() already gave t to
         # another CPU, just wake it there.
-        if t._w is kernel.current_worker():
-            t._w.move_out(t, target)
+        if t.worker is kernel.current_worker():
+            t.worker.move_out(t, target)
         kernel.schedule(t)
 
 
 async def _move_from_home(t, home, target):
     """Runs on t's home worker, so t is not running and the run queue is ours."""
-    if t._w is home and t._state is not TERMINATED:
+    if t.worker is home and t._state is not TERMINATED:
         home.move_out(t, target)
 
 
@@ -98,7 +104,7 @@ class Thread(_engine.ThreadBase):
                 # Park, and let our own worker hand us over right after (a
                 # zero-delay timer fires at its next loop turn, once we are
                 # off the CPU): only the owner moves a thread.
-                ticket = self._new_ticket()
+                ticket = self.new_ticket()
                 self._w.add_timer(0.0, _move_parked, (ticket, target))
                 await kernel.park()
             return
@@ -121,7 +127,114 @@ class Thread(_engine.ThreadBase):
         return self._result
 
 
+# ---- the engine's fields of a Thread, for the kernel-level modules ----------
+
+def defer(t, exc):
+    """t's wait completed (something was handed over) as `exc` was raised into
+    it: let the operation return, and raise exc at t's next await (a
+    Cancelled as t's cancel, anything else, such as a timeout, as is)."""
+    if type(exc) is Cancelled:
+        t._cancel = True
+    else:
+        t._throw = exc
+    t._pending = True
+
+
+def pending_throw(t):
+    """The exception waiting to be raised into t at its next await, or None."""
+    return t._throw
+
+
+def interrupt(t, exc):
+    """Raise exc into t at its next await, ending the wait t is parked in
+    (osvrt.timeout's expiry); t's worker drops it if it has gone stale."""
+    t._throw = exc
+    t._interrupt()                   # sets the pending flag, ends t's wait
+
+
+def drop_throw(t):
+    """Forget the exception waiting for t (its block ended before it was raised)."""
+    t._throw = None
+
+
+def set_cwait(t, waiting):
+    """Mark t as parked in a wait that a C producer may end (cwait.py): the
+    worker then claims t's ticket when t's C wake comes in."""
+    t._cwait = waiting
+
+
+def note_names(threads, names):
+    """names[t.id] = the name each thread was given (threads named by default,
+    green-<id>, are left out): the trace's thread names."""
+    for t in threads:
+        n = t._name
+        if n is not None:
+            names[t.id] = n
+
+
+def submit_future(t):
+    """The concurrent.futures.Future of a submit()ted thread, or None."""
+    return t._future
+
+
+def set_submit_future(t, fut):
+    t._future = fut
+
+
+def outcome(t):
+    """An ended thread's return value; re-raises its exception."""
+    return t._outcome()
+
+
+def result(t):
+    """What an ended thread returned (None if it raised)."""
+    return t._result
+
+
+def hand_over(t, target, c):
+    """Worker.move_all: t leaves its worker (whose normalizer is c) for
+    target; its decayed runtime goes along, imported by target's catch_up."""
+    t._export = fair.export_runtime(t._r, c)
+    t._w = target
+
+
+def exception(t):
+    """The exception an ended thread raised, or None."""
+    return t._exc
+
+
+def wait_done(t, timeout, active, spin):
+    """From a foreign OS thread: wait up to timeout for t to end (thread.c)."""
+    return t._wait_done(timeout, active, spin)
+
+
+def decayed_runtime(t):
+    """t's decayed runtime in seconds, read racily (a hint, as stats are)."""
+    w = t.worker
+    r = t._r
+    missed = w.renorm - t._rn
+    if missed:
+        r = fair.renormalized(r, missed)
+    return max(0.0, fair.true_runtime(r, w.c))
+
+
+def close_unstarted(t):
+    """Close t's coroutine if it never ran (it would warn "never awaited" when
+    collected); only once no worker can run it.  True if it was closed."""
+    coro = t.coro
+    if coro is not None and not coro.cr_suspended and not coro.cr_running \
+            and coro.cr_frame is not None:
+        coro.close()
+        return True
+    return False
+
+
 async def _await(awaitable):
     """Runs one of osvrt's own awaitables (a sleep, a wait) as a green thread."""
     return await awaitable
 
+
+# What the engine's configure() takes from this module (_setup.py): the class
+# it makes threads of, the unretrieved-exception logger, and the wrapper that
+# runs one of osvrt's own awaitables as a green thread.
+ENGINE_PARTS = (Thread, _UnretrievedException, _await)

@@ -17,9 +17,10 @@ import logging
 from concurrent.futures import InvalidStateError
 import os
 
-from . import _engine, asyncio_guard, balancer, fair
+from . import _engine, asyncio_guard, balancer
 from ._core import ffi, lib
-from .thread import Cancelled
+from . import thread
+from .thread import Cancelled, hand_over
 
 log = logging.getLogger("osvrt")
 
@@ -93,8 +94,7 @@ class Worker(_engine.WorkerBase):
         moving = set()
         for t in threads:
             self.catch_up(t)
-            t._export = fair.export_runtime(t._r, self.c)    # imported by the target's catch_up
-            t._w = target
+            hand_over(t, target, self.c)      # its runtime goes along: the target's catch_up
             moving.add(t)
             self.migrations_out += 1
             self._trace_add(4, t.id, self.index, target.index)   # MIGRATE, if recording
@@ -124,12 +124,12 @@ class Worker(_engine.WorkerBase):
         ready(self, None)
         asyncio_guard.install()      # asyncio awaits here: a clear TypeError (asyncio_guard.py)
         try:
-            self._run_loop()
+            self.run_loop()
         except BaseException as e:   # a bug in the scheduler itself: never silent
             log.critical("osvrt worker for CPU %d crashed", self.cpu_id, exc_info=True)
             self._on_crash(self, e)
         finally:
-            self._release_handles()
+            self.release_handles()
 
     def _before_idle(self):
         """(hook) About to idle: free ended threads' C records, and ask a busy
@@ -140,15 +140,16 @@ class Worker(_engine.WorkerBase):
 
     def _settle(self, t):
         """(hook) t ended and has a submit() Future: complete it."""
-        fut, t._future = t._future, None
-        exc = t._exc
+        fut = thread.submit_future(t)
+        thread.set_submit_future(t, None)
+        exc = thread.exception(t)
         try:
             if isinstance(exc, Cancelled):
                 fut.cancel()
             elif exc is not None:
                 fut.set_exception(exc)
             else:
-                fut.set_result(t._result)
+                fut.set_result(thread.result(t))
         except InvalidStateError:
             pass                     # the caller cancelled the Future first: it stays so
         if fut.cancelled():
@@ -161,8 +162,8 @@ class Worker(_engine.WorkerBase):
 
     def _handle_dead(self, t):
         """(hook) t ended and had crossed CPUs: free its C record (in batches)."""
-        self._by_handle.pop(t._h, None)
-        self._dead.append(t._h)
+        self._by_handle.pop(t.handle, None)
+        self._dead.append(t.handle)
         if len(self._dead) >= _HANDLE_BATCH:
             self._flush_dead()
 
@@ -185,7 +186,7 @@ class Worker(_engine.WorkerBase):
                 self._dead = [h for h in dead
                               if lib.osvrt_get_state(self._crt, h) != lib.OSVRT_FREE]
 
-    def _release_handles(self):
+    def release_handles(self):
         self._flush_dead()
         pool, self._handles = self._handles, []
         if pool:
@@ -204,7 +205,7 @@ class Worker(_engine.WorkerBase):
             "idle_time": cs.idle_ns / 1e9,
             "idle_sleeps": cs.sleeps,
             "io_events": cs.io_events,          # readiness events polled on this CPU
-            "io_waiters": _engine._io_waiters(self),
+            "io_waiters": _engine.io_waiters(self),
             "runq_len": self.runq_len,
             "timers": self.timers_len,
             "stalls": self.stalls,

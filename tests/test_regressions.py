@@ -58,7 +58,7 @@ def test_c_wake_and_remote_cancel_of_one_thread_do_not_corrupt_the_pushlist():
     async def remote(a):
         await osvrt.sleep(0.05)          # a is parked; its CPU is inside hog
         crt = kernel.current_worker().rt.core
-        assert lib.osvrt_wake(crt, a._h) == 1
+        assert lib.osvrt_wake(crt, a.handle) == 1
         a.cancel()
 
     async def main():

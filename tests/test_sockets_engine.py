@@ -90,7 +90,7 @@ def test_a_timeout_scope_ends_a_parked_recv_and_the_wait_is_gone(call):
         with pytest.raises(TimeoutError):
             with osvrt.timeout(0.01):
                 await a.recv()
-        assert _engine._io_waiters(me) == 0    # the wait left the table
+        assert _engine.io_waiters(me) == 0    # the wait left the table
         await b.sendall(b"z")                   # and the fd can be waited on again
         got = await a.recv()
         a.close()
@@ -112,7 +112,7 @@ def test_cancel_while_parked_in_sendall_leaves_no_waiter(call):
         t.cancel()
         with pytest.raises(osvrt.Cancelled):
             await t.join(timeout=5)
-        assert _engine._io_waiters(osvrt.kernel.current_worker()) == 0
+        assert _engine.io_waiters(osvrt.kernel.current_worker()) == 0
         a.close()
         b.close()
     call(main)

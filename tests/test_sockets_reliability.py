@@ -88,12 +88,12 @@ def test_a_closing_reaches_a_cpu_with_no_current_waiter():
         async def arm_then_time_out():
             with pytest.raises(TimeoutError):
                 await osvrt.wait_readable(a, timeout=0.01)
-            return osvrt._engine._io_waiters(osvrt.kernel.current_worker())
+            return osvrt._engine.io_waiters(osvrt.kernel.current_worker())
         assert rt.submit(arm_then_time_out, cpu=rt.cpus[1]).result(timeout=10) == 0
         w1 = rt.workers[1]
-        before = osvrt._engine._io_pending_closings(w1)
+        before = osvrt._engine.io_pending_closings(w1)
         osvrt.notify_closing(a)                   # a foreign thread: posts to every CPU
-        assert osvrt._engine._io_pending_closings(w1) == before + 1
+        assert osvrt._engine.io_pending_closings(w1) == before + 1
         a.close()
         b.close()
         async def register_again():
@@ -101,7 +101,7 @@ def test_a_closing_reaches_a_cpu_with_no_current_waiter():
             with c, d:
                 d.send(b"y")
                 await osvrt.wait_readable(c, timeout=5)
-            return osvrt._engine._io_pending_closings(osvrt.kernel.current_worker())
+            return osvrt._engine.io_pending_closings(osvrt.kernel.current_worker())
         assert rt.submit(register_again, cpu=rt.cpus[1]).result(timeout=10) == 0
     finally:
         rt.stop(timeout=5)

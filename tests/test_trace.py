@@ -145,7 +145,7 @@ def test_trace_off_records_nothing(tmp_path, monkeypatch):
         assert rt._trace_path is None
     assert list(tmp_path.iterdir()) == []
     w = rt._workers[0]
-    buf, lost = w._trace_take()
+    buf, lost = w.trace_take()
     assert buf == b"" and lost == 0
 
 

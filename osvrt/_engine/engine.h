@@ -95,7 +95,7 @@ typedef struct ThreadObject {
     _Atomic uint32_t done_word, sleepers;
     uint32_t posts;            /* hand-overs so far (owner: whoever posts it); the
                                   trace's flow ids */
-    char pinned, stalled, cwait, started, has_export, aux_future;
+    char pinned, cwait, started, has_export, aux_future;
 } ThreadObject;
 
 /* Ticket kinds.  Each plugs into the scheduler through its wait_ops

@@ -469,13 +469,13 @@ m_wait_io(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)tk;
 }
 
-/* _io_close(worker, fd): end worker's waits for fd (the caller is that
+/* io_close(worker, fd): end worker's waits for fd (the caller is that
  * worker's OS thread) or post them to it (any other thread). */
 static PyObject *
 m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyObject_TypeCheck(args[0], &WorkerBase_Type))
-        return PyErr_Format(PyExc_TypeError, "_io_close(worker, fd)");
+        return PyErr_Format(PyExc_TypeError, "io_close(worker, fd)");
     WorkerObject *w = (WorkerObject *)args[0];
     long lfd = PyLong_AsLong(args[1]);      /* public API on 3.11-3.13 (no _PyLong_AsInt) */
     if (lfd == -1 && PyErr_Occurred())
@@ -532,7 +532,7 @@ m_io_waiters(PyObject *m, PyObject *o)
         atomic_load_explicit(&((WorkerObject *)o)->io.waiters, memory_order_relaxed));
 }
 
-/* _io_pending_closings(worker): closings posted to it and not taken yet. */
+/* io_pending_closings(worker): closings posted to it and not taken yet. */
 static PyObject *
 m_io_pending_closings(PyObject *m, PyObject *o)
 {
@@ -549,7 +549,7 @@ static PyObject *
 m_io_set_classes(PyObject *m, PyObject *args)
 {
     PyObject *closed, *busy;
-    if (!PyArg_ParseTuple(args, "OO:_io_set_classes", &closed, &busy))
+    if (!PyArg_ParseTuple(args, "OO:io_set_classes", &closed, &busy))
         return NULL;
     Py_XSETREF(ClosedClass, Py_NewRef(closed));
     Py_XSETREF(BusyClass, Py_NewRef(busy));
@@ -561,9 +561,9 @@ PyMethodDef io_module_methods[] = {
      "wait_io(f, events, timeout=None): an awaitable that parks until f (an fd or\n"
      "an object with fileno()) is ready for events (EPOLLIN or EPOLLOUT); the await\n"
      "returns the epoll events seen.  TimeoutError after timeout; cancellable."},
-    {"_io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
-    {"_io_waiters", m_io_waiters, METH_O, NULL},
-    {"_io_pending_closings", m_io_pending_closings, METH_O, NULL},
-    {"_io_set_classes", m_io_set_classes, METH_VARARGS, NULL},
+    {"io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
+    {"io_waiters", m_io_waiters, METH_O, NULL},
+    {"io_pending_closings", m_io_pending_closings, METH_O, NULL},
+    {"io_set_classes", m_io_set_classes, METH_VARARGS, NULL},
     {NULL}
 };

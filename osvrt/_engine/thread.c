@@ -403,6 +403,31 @@ thread_set_throw(ThreadObject *t, PyObject *v, void *c)
 }
 
 static PyObject *
+thread_get_handle(ThreadObject *t, void *c)
+{
+    return PyLong_FromUnsignedLongLong(t->h);
+}
+
+/* Set once, by Runtime.handle_for, before the push that makes the thread
+ * findable by its handle (the engine's hook, or a C producer's first wait).
+ * Only the owner of t sets it (its worker, or the creator before the first
+ * post), so a plain store is enough. */
+static int
+thread_set_handle(ThreadObject *t, PyObject *v, void *c)
+{
+    unsigned long long h = v == NULL ? 0 : PyLong_AsUnsignedLongLong(v);
+    if (h == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (v == NULL || t->h != 0) {
+        PyErr_Format(PyExc_ValueError, "a thread's C handle is set once: %R has %llu, "
+                     "not %R", t, (unsigned long long)t->h, v);
+        return -1;
+    }
+    t->h = h;
+    return 0;
+}
+
+static PyObject *
 thread_get_w(ThreadObject *t, void *c)
 {
     return Py_NewRef((PyObject *)home_of(t));
@@ -434,13 +459,14 @@ static PyMemberDef thread_members[] = {
     {"_exc", T_OBJECT, OFF(exc), 0, NULL},
     {"_joiners", T_OBJECT, OFF(joiners), 0, NULL},
 
-    {"_h", T_ULONGLONG, OFF(h), 0, NULL},
     {"_prio", T_DOUBLE, OFF(prio), 0, NULL},
     {"_r", T_DOUBLE, OFF(r), 0, NULL},
     {"_rn", T_INT, OFF(rn), 0, NULL},
     {"_pinned", T_BOOL, OFF(pinned), 0, NULL},
-    {"_stalled", T_BOOL, OFF(stalled), 0, NULL},
     {"_cwait", T_BOOL, OFF(cwait), 0, NULL},
+    /* read-only views for osvrt's kernel-level modules (cwait, net lanes,
+     * shutdown): the fields stay the engine's to write */
+    {"coro", T_OBJECT, OFF(coro), READONLY, "The thread's coroutine (None once it ended)."},
     {"__weaklistoffset__", T_PYSSIZET, OFF(weakreflist), READONLY, NULL},
     {NULL}
 };
@@ -455,6 +481,12 @@ static PyGetSetDef thread_getset[] = {
     {"_export", (getter)thread_get_export, (setter)thread_set_export, NULL, NULL},
     {"_throw", (getter)thread_get_throw, (setter)thread_set_throw, NULL, NULL},
     {"_w", (getter)thread_get_w, (setter)thread_set_w, NULL, NULL},
+    {"handle", (getter)thread_get_handle, (setter)thread_set_handle,
+     "The thread's C thread-table handle: 0 until Runtime.handle_for gives it\n"
+     "one (set once).", NULL},
+    {"worker", (getter)thread_get_w, NULL,
+     "The worker whose run queue or timers hold the thread (read-only; moving\n"
+     "it is its worker's job: Worker.move_out).", NULL},
     {"_future", (getter)thread_get_aux, (setter)thread_set_aux, NULL, (void *)1},
     {"_unretrieved", (getter)thread_get_aux, (setter)thread_set_aux, NULL, NULL},
     {NULL}
@@ -472,7 +504,7 @@ static PyMethodDef thread_methods[] = {
      "raise its exception (osvrt.Cancelled if it was cancelled).  TimeoutError after\n"
      "`timeout` seconds; joining yourself raises RuntimeError."},
     {"done", (PyCFunction)thread_done, METH_NOARGS, "done($self, /)\n--\n\nTrue once the thread has ended."},
-    {"_new_ticket", (PyCFunction)thread_new_ticket, METH_NOARGS,
+    {"new_ticket", (PyCFunction)thread_new_ticket, METH_NOARGS,
      "A fresh wait of this thread (its owner only); one wake may claim it."},
     {"_interrupt", (PyCFunction)thread_interrupt, METH_NOARGS, NULL},
     {"_wait_done", (PyCFunction)thread_wait_done, METH_VARARGS, NULL},

@@ -907,7 +907,7 @@ static PyObject *
 worker_bind_stats(WorkerObject *w, PyObject *args)
 {
     unsigned long long addr;
-    if (!PyArg_ParseTuple(args, "K:_bind_stats", &addr))
+    if (!PyArg_ParseTuple(args, "K:bind_stats", &addr))
         return NULL;
     struct osvrt_worker_stats *to = addr ? (struct osvrt_worker_stats *)(uintptr_t)addr
                                          : &w->own_stats;
@@ -1270,7 +1270,9 @@ static PyGetSetDef worker_getset[] = {
     {"runq", (getter)worker_get_runq, NULL, "a snapshot of the run queue (heap order)", NULL},
     {"runq_len", (getter)worker_get_int, NULL, NULL, (void *)0},
     {"running", (getter)worker_get_int, NULL, NULL, (void *)1},
-    {"_stop", (getter)worker_get_int, (setter)worker_set_stop, NULL, (void *)2},
+    {"stop_requested", (getter)worker_get_int, (setter)worker_set_stop,
+     "True once the loop must return (Runtime.stop, or the green thread that\n"
+     "ends a caller-run loop); cleared by whoever runs the loop again", (void *)2},
     {"timers_len", (getter)worker_get_int, NULL, NULL, (void *)3},
     {"pull_pending", (getter)worker_get_pull_pending, NULL, NULL, NULL},
     {NULL}
@@ -1278,25 +1280,27 @@ static PyGetSetDef worker_getset[] = {
 
 static PyMethodDef worker_methods[] = {
     {"_bind", (PyCFunction)worker_bind, METH_VARARGS, NULL},
-    {"_run_loop", (PyCFunction)worker_run_loop, METH_NOARGS, NULL},
+    {"run_loop", (PyCFunction)worker_run_loop, METH_NOARGS,
+     "Run this worker's loop on the calling OS thread until stop_requested is set\n"
+     "(Worker.main on the worker's own thread; osvrt.aio's loop on the caller's)."},
     {"enqueue_new", (PyCFunction)worker_enqueue_new, METH_O, NULL},
     {"post", (PyCFunction)worker_post_method, METH_O,
      "Hand a thread the caller owns (claimed, new, or moving) to this CPU.\n"
      "Safe from any OS thread: it only pushes onto this CPU's C pushlist."},
     {"kick", (PyCFunction)worker_kick, METH_NOARGS, NULL},
-    {"_enter_active", (PyCFunction)worker_enter_active, METH_NOARGS, NULL},
-    {"_leave_active", (PyCFunction)worker_leave_active, METH_NOARGS, NULL},
+    {"enter_active", (PyCFunction)worker_enter_active, METH_NOARGS, NULL},
+    {"leave_active", (PyCFunction)worker_leave_active, METH_NOARGS, NULL},
     {"add_timer", (PyCFunction)worker_add_timer_method, METH_VARARGS,
      "add_timer(deadline, fn, arg) -> Timer: call fn(arg) at `deadline` on this\n"
      "worker's thread (its owner only); Timer.cancel() disarms it."},
     {"catch_up", (PyCFunction)worker_catch_up_method, METH_O, NULL},
-    {"_runq_tail", (PyCFunction)worker_runq_tail, METH_O, NULL},
+    {"runq_tail", (PyCFunction)worker_runq_tail, METH_O, NULL},
     {"_runq_remove", (PyCFunction)worker_runq_remove, METH_O, NULL},
-    {"_request_pull", (PyCFunction)worker_request_pull, METH_O, NULL},
-    {"_trace_start", (PyCFunction)worker_trace_start, METH_O, NULL},
-    {"_trace_take", (PyCFunction)worker_trace_take, METH_NOARGS, NULL},
+    {"request_pull", (PyCFunction)worker_request_pull, METH_O, NULL},
+    {"trace_start", (PyCFunction)worker_trace_start, METH_O, NULL},
+    {"trace_take", (PyCFunction)worker_trace_take, METH_NOARGS, NULL},
     {"_trace_add", (PyCFunction)worker_trace_add, METH_VARARGS, NULL},
-    {"_bind_stats", (PyCFunction)worker_bind_stats, METH_VARARGS, NULL},
+    {"bind_stats", (PyCFunction)worker_bind_stats, METH_VARARGS, NULL},
     {NULL}
 };
 

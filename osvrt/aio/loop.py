@@ -122,12 +122,12 @@ class _Seat:
         self._left.wait(timeout)
 
     def run(self):
-        """Run the worker's loop on this OS thread until its _stop is set
+        """Run the worker's loop on this OS thread until its stop_requested is set
         (by the loop's green thread at its end, or by Runtime.stop)."""
         self.thread = threading.current_thread()
         self._left.clear()
         try:
-            self.w._run_loop()
+            self.w.run_loop()
         finally:
             self._left.set()
 
@@ -191,7 +191,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         w = rt.loop_worker
         # Before the submit: the loop's green thread sets it again at its end,
         # and the worker's loop then returns here.
-        w._stop = False
+        w.stop_requested = False
         done = rt.submit(self._loop_thread, name="osvrt-asyncio-loop")
         with self._on_this_thread():
             w.os_thread.run()
@@ -261,7 +261,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
             # The worker's loop returns to run_forever once this thread ended.
-            kernel.current_worker()._stop = True
+            kernel.current_worker().stop_requested = True
 
     def call_soon(self, callback, *args, context=None):
         # asyncio's call_soon less its debug checks (kept in debug mode): the
@@ -374,7 +374,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             # call_at(math.inf) is legal (anyio uses it): as asyncio's own
             # select, wake at least once a day (and never hand inf to a timer).
             timeout = min(timeout, _MAX_PARK)
-        tk = self._green._new_ticket()
+        tk = self._green.new_ticket()
         # Publish the wait, then re-check (a waker appends, then reads it):
         # whichever comes second sees the other, so no wake-up is lost.  The
         # store and the load are Python attribute and deque operations: with
@@ -417,7 +417,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                     tk = self._idle_ticket
                     if tk is not None:
                         kernel.wake(tk)
-                    wait = me._new_ticket()
+                    wait = me.new_ticket()
                     self._poll_ticket = wait
                     await wait
                 except (KeyboardInterrupt, SystemExit) as e:
@@ -499,7 +499,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         and the worker runs only on a thread that runs it: stop from a helper
         thread while this one runs the worker until stop() ends its loop."""
         w = rt.loop_worker
-        w._stop = False                   # before the helper can set it
+        w.stop_requested = False          # before the helper can set it
         failed = []
 
         def stop():
@@ -514,7 +514,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             w.os_thread.run()
         finally:
             helper.join()
-            w._release_handles()
+            w.release_handles()
         if failed:
             raise failed[0]
 

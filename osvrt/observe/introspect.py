@@ -7,7 +7,8 @@ import logging
 import threading
 import time
 
-from .. import fair, kernel
+from .. import kernel, thread
+from ..thread import decayed_runtime
 
 log = logging.getLogger("osvrt")
 
@@ -19,16 +20,6 @@ name, id, state ('unstarted', 'queued', 'running', 'waiting', 'terminated'),
 cpu (the host CPU it belongs to), runtime (its decayed runtime in seconds:
 the CPU time it used lately, each second worth exp(-age/0.2); what OSv's
 fair rule compares), pinned, priority."""
-
-
-def decayed_runtime(t):
-    """t's decayed runtime in seconds, read racily (a hint, as stats are)."""
-    w = t._w
-    r = t._r
-    missed = w.renorm - t._rn
-    if missed:
-        r = fair.renormalized(r, missed)
-    return max(0.0, fair.true_runtime(r, w.c))
 
 
 def info(t):
@@ -87,12 +78,8 @@ class Publisher:
 
     def look(self):
         live = self._rt.live_threads()
-        names = self._names
-        if names is not None:
-            for t in live:
-                n = t._name
-                if n is not None:
-                    names[t.id] = n
+        if self._names is not None:
+            thread.note_names(live, self._names)
         if self._stats is not None:
             busiest = heapq.nlargest(10, ((decayed_runtime(t), t) for t in live),
                                      key=lambda e: e[0])

@@ -25,6 +25,7 @@ import platform
 import sys
 import threading
 import time
+import weakref
 
 from .printable import printable
 
@@ -80,6 +81,7 @@ class StallWatchdog:
         self._wall_bound = max(5 * threshold, 0.5)
         self._stopped = threading.Event()
         self._seen = {}                  # worker -> (thread, run_start, cpu time then)
+        self._reported = weakref.WeakSet()   # threads already reported: once each
         self._clocks = {}                # worker -> its OS thread's CPU clock id
         self._thread = threading.Thread(target=self._run, name="osvrt-stall-watchdog", daemon=True)
 
@@ -119,7 +121,7 @@ class StallWatchdog:
             # A new run: its CPU time counts from here (at most a period late).
             self._seen[w] = (t, start, cpu_now)
             return
-        if t._stalled:
+        if t in self._reported:
             return
         wall = time.monotonic() - start
         if cpu_now is not None and seen[2] is not None:
@@ -138,7 +140,7 @@ class StallWatchdog:
         frame = sys._current_frames().get(w.os_thread.ident)
         if w.current is not t or w.run_start != start:   # it trapped meanwhile
             return
-        t._stalled = True
+        self._reported.add(t)
         w.stalls += 1
         how = (f"{cpu * 1e3:.0f} ms of CPU in {wall * 1e3:.0f} ms" if cpu is not None
                else f"{wall * 1e3:.0f} ms")

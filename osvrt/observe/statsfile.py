@@ -153,7 +153,7 @@ class StatsFile:
         base = ctypes.addressof(self._anchor)
         self._bound = []
         for i, w in enumerate(workers):
-            w._bind_stats(base + HEADER.size + i * SLOT.size)   # values carry over
+            w.bind_stats(base + HEADER.size + i * SLOT.size)   # values carry over
             self._bound.append(w)
             # the engine does not write `cpu`: the copy above overwrote it
             struct.pack_into("=Q", mm, HEADER.size + i * SLOT.size + 10 * 8, w.cpu_id)
@@ -191,6 +191,11 @@ class StatsFile:
         THREADS_HEAD.pack_into(area, 0, 0, min(len(rows), TOP_THREADS), time.monotonic(), 0)
         self._threads_lock.write(shared_words.to_words(bytes(area))[1:])   # word 0: the seq
 
+    @property
+    def closed(self):
+        """True once close() has unmapped the file."""
+        return self._mm is None
+
     def close(self, workers_exited=True):
         """Unbind the workers (only once their loops have ended), mark the
         file dead, delete it, and unmap (kept mapped when a worker is stuck:
@@ -209,7 +214,7 @@ class StatsFile:
         if not workers_exited:
             return
         for w in self._bound:
-            w._bind_stats(0)
+            w.bind_stats(0)
         self._bound = []
         del self._anchor
         if self._threads_lock is not None:     # the publisher has stopped (Runtime.stop)

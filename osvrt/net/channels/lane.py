@@ -109,7 +109,7 @@ class Lane:
         t = kernel.current()
         token, readers = self.token, self.readers
         while True:
-            ticket = t._new_ticket()
+            ticket = t.new_ticket()
             readers.append(ticket)               # publish first ...
             try:
                 token.pop()                      # ... then re-check
@@ -202,7 +202,7 @@ class Lane:
 
     async def _park(self):
         t = kernel.current()
-        h = t._h or t._w.rt.handle_for(t)
+        h = t.handle or t.worker.rt.handle_for(t)
         self.waiter[0] = h | _WAITER     # before cwait's WAITING + re-check
         try:
             ready = self.ready

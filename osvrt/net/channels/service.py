@@ -122,6 +122,43 @@ class Net:
         return (f"<osvrt.net classifier on {self.interface!r} "
                 f"{'stopped' if self._stopped else 'running'} endpoints={len(self._endpoints)}>")
 
+    @property
+    def cnet(self):
+        """The C classifier (a cffi `struct osvrt_net *`): flows live in it."""
+        return self._cnet
+
+    @property
+    def core(self):
+        """The C runtime the classifier wakes green threads on (it outlives
+        the classifier's thread)."""
+        return self._crt
+
+    def add_endpoint(self, what, open_flow, make_endpoint, keep=None):
+        """One step under the service's lock, so that stop() closes every
+        endpoint there is: flow = open_flow(cnet) adds a flow (it raises if it
+        cannot), keep (a rule's code) then stays alive until the classifier is
+        released, and make_endpoint(flow) is the endpoint stop() will close.
+        RuntimeError, naming `what`, once the classifier is stopped."""
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError(f"{what}: the runtime's classifier is stopped")
+            flow = open_flow(self._cnet)
+            if keep is not None:
+                self._keep.append(keep)       # its code outlives any call in flight
+            ep = make_endpoint(flow)
+            self._endpoints.add(ep)
+            return ep
+
+    def remove_endpoint(self, ep, close):
+        """Forget ep and run close() under the service's lock (stop() and
+        stats() wait for it).  close() returns False if ep was closed before;
+        so does this."""
+        with self._lock:
+            if not close():
+                return False
+            self._endpoints.discard(ep)
+            return True
+
     def stop(self):
         """Close every endpoint (their ports and flows), then stop and join
         the classifier thread and give back its packet socket and ring (16 MiB

@@ -98,23 +98,23 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
             raise OSError(ex.errno, f"udp_bind: cannot bind UDP {host}:{port}: {ex.strerror}") from None
         port = sock.getsockname()[1]
         sock.setblocking(False)
-        with net._lock:
-            if net._stopped:
-                raise RuntimeError("udp_bind: the runtime's classifier is stopped")
+
+        def open_flow(cnet):
             err = ffi.new("int *")
-            flow = lib.osvrt_net_flow_add4(net._cnet, _UDP, daddr, port, 0, 0, lanes, capacity,
+            flow = lib.osvrt_net_flow_add4(cnet, _UDP, daddr, port, 0, 0, lanes, capacity,
                                            buffer_size, fn, err)
             if flow == ffi.NULL:
                 e = err[0]
                 if e == errno.EEXIST:
                     raise OSError(errno.EADDRINUSE, f"udp_bind: UDP {host}:{port} already has a flow")
                 raise OSError(e, f"udp_bind: cannot add the flow for UDP {host}:{port}")
-            if keep is not None:
-                net._keep.append(keep)                # its code outlives any call in flight
-            ep = UdpEndpoint(net, sock, (host, port), ffi.gc(flow, lib.osvrt_flow_put), lanes,
-                             capacity, buffer_size, rule)
-            net._endpoints.add(ep)
-        return ep
+            return ffi.gc(flow, lib.osvrt_flow_put)
+
+        return net.add_endpoint(
+            "udp_bind", open_flow,
+            lambda flow: UdpEndpoint(net, sock, (host, port), flow, lanes, capacity,
+                                     buffer_size, rule),
+            keep)
     except BaseException:
         sock.close()
         raise
@@ -139,7 +139,7 @@ class UdpEndpoint:
         self._cstats = ffi.new("struct osvrt_flow_stats *")
         # Dropped without close(): the flow leaves the table all the same
         # (the kernel socket closes itself).  Runs once, from close() or GC.
-        self._unflow = weakref.finalize(self, lib.osvrt_net_flow_remove, net._cnet, flow)
+        self._unflow = weakref.finalize(self, lib.osvrt_net_flow_remove, net.cnet, flow)
 
     def __repr__(self):
         ip, port = self._address
@@ -213,19 +213,23 @@ class UdpEndpoint:
         """Stop the flow and free the port; a reader waiting in recvfrom()
         gets OSError EBADF.  Idempotent."""
         net = self._net
-        with net._lock:
-            if self._closed:
-                return
-            self._closed = True
-            net._endpoints.discard(self)
-            for ln in self._lanes:
-                ln.closed = True
-            # The flow first: once the kernel socket is gone someone else may
-            # bind the port, and add its own flow under the same key.
-            self._unflow()
-            self._sock.close()
+        if not net.remove_endpoint(self, self._shut):
+            return
         for ln in self._lanes:
-            ln.wake_all(net._crt)
+            ln.wake_all(net.core)
+
+    def _shut(self):
+        """close() under the classifier's lock; False if already closed."""
+        if self._closed:
+            return False
+        self._closed = True
+        for ln in self._lanes:
+            ln.closed = True
+        # The flow first: once the kernel socket is gone someone else may
+        # bind the port, and add its own flow under the same key.
+        self._unflow()
+        self._sock.close()
+        return True
 
     def stats(self):
         """This endpoint's counters: datagrams received into its channels,
