@@ -371,7 +371,7 @@ def test_plain_text_without_rich(monkeypatch):
 
 
 def test_rich_progress_on_a_terminal():
-    if cli._rich() is None:
+    if _rich_mod.rich_or_none() is None:
         pytest.skip("rich is not installed, or OSVRT_BENCH_PLAIN is set")
 
     class Tty(io.StringIO):

@@ -58,13 +58,13 @@ def run_on(kind, coro_fn, *args):
 def handoff(kind, n):
     """ns per one-way Future hand-off."""
     from ..bench import peers
-    return run_on(kind, peers._aio_future_pingpong, n)["ns"]
+    return run_on(kind, peers.aio_future_pingpong, n)["ns"]
 
 
 def spawn(kind, n):
     """create_task + await, tasks per second."""
     from ..bench import peers
-    return run_on(kind, peers._aio_spawn_join, n)["per_s"]
+    return run_on(kind, peers.aio_spawn_join, n)["per_s"]
 
 
 # ---- the HTTP server ------------------------------------------------------------

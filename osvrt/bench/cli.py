@@ -22,7 +22,7 @@ import time
 from . import catalog
 from .measure import run_measure
 from .plot import draw_plot  # noqa: F401  (osvrt.bench.cli.draw_plot, as before the split)
-from .progress import Progress, RichProgress, _rich, make_progress  # noqa: F401
+from .progress import Progress, RichProgress, make_progress  # noqa: F401
 from .report import (COLUMNS, render_compare, render_report, render_table,  # noqa: F401
                      terminal_width)
 

@@ -395,24 +395,24 @@ def real_clients(rounds=5, seconds=1.0, client_cpu=None, server_cpu=None, tests=
 
 # One side of one round, for a report that alternates the sides itself
 # (osvrt/bench/cli.py): test is "sockperf" or "dnsperf".
-_CLIENTS = {"sockperf": (sockperf_round, sockperf_reply), "dnsperf": (dnsperf_round, dns_reply)}
+CLIENTS = {"sockperf": (sockperf_round, sockperf_reply), "dnsperf": (dnsperf_round, dns_reply)}
 
 
 def real_client_osvrt(test, client_cpu, server_cpu, seconds=1.0):
     """One round of `test` against an osvrt.net echo (fresh Runtime on
     server_cpu, default classifier placement)."""
-    run, reply = _CLIENTS[test]
+    run, reply = CLIENTS[test]
     return osvrt_server_round(lambda a: run(a, seconds, client_cpu), reply, client_cpu, server_cpu)
 
 
 def real_client_kernel(test, server, client_cpu, seconds=1.0):
     """One round of `test` against `server`, a ThreadEchoServer made with
     real_client_server(test, ...)."""
-    run, _ = _CLIENTS[test]
+    run, _ = CLIENTS[test]
     return run(server.addr, seconds, client_cpu)
 
 
 def real_client_server(test, server_cpu):
     """The kernel-socket peer for `test`: a Python thread on server_cpu
     answering as the client expects; close() it when done."""
-    return ThreadEchoServer(cpu=server_cpu, reply=_CLIENTS[test][1])
+    return ThreadEchoServer(cpu=server_cpu, reply=CLIENTS[test][1])

@@ -220,7 +220,7 @@ def _run_loop(kind, coro_fn, *args):
         loop.close()
 
 
-async def _aio_event_pingpong(n):
+async def aio_event_pingpong(n):
     import asyncio
     ping, pong = asyncio.Event(), asyncio.Event()
     count = [0, 0]
@@ -235,7 +235,7 @@ async def _aio_event_pingpong(n):
     return _done(_now() - t0, 2 * n, a=count[0], b=count[1])
 
 
-async def _aio_future_pingpong(n):
+async def aio_future_pingpong(n):
     """Each side waits on a fresh Future that the other side resolves."""
     import asyncio
     loop = asyncio.get_running_loop()
@@ -266,18 +266,18 @@ async def _aio_future_pingpong(n):
 
 
 def asyncio_event_pingpong(n, kind="asyncio"):
-    return _run_loop(kind, _aio_event_pingpong, n)
+    return _run_loop(kind, aio_event_pingpong, n)
 
 
 def asyncio_future_pingpong(n, kind="asyncio"):
-    return _run_loop(kind, _aio_future_pingpong, n)
+    return _run_loop(kind, aio_future_pingpong, n)
 
 
 async def _aio_nop():
     return None
 
 
-async def _aio_spawn_join(n):
+async def aio_spawn_join(n):
     import asyncio
     create = asyncio.get_running_loop().create_task
     t0 = _now()
@@ -288,7 +288,7 @@ async def _aio_spawn_join(n):
 
 
 def asyncio_spawn_join(n, kind="asyncio"):
-    return _run_loop(kind, _aio_spawn_join, n)
+    return _run_loop(kind, aio_spawn_join, n)
 
 
 # ---------------------------------------------------------------------------

@@ -95,8 +95,8 @@ def rr_client(pl: Placement, n: int, window: int, warm: int = 200) -> Callable[[
 def real_client(pl: Placement, test: str, seconds: float = 1.0) -> tuple:
     """(client(addr), reply) for a real client ("sockperf" or "dnsperf")
     placed as pl."""
-    from .net import _CLIENTS
-    run, reply = _CLIENTS[test]
+    from .net import CLIENTS
+    run, reply = CLIENTS[test]
     return (lambda addr: run(addr, seconds, pl.client_cpu)), reply
 
 

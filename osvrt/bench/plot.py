@@ -8,7 +8,7 @@ that the peer has no target; every figure and word sits in the bar's label
 on the left, so no text is drawn over a bar, a whisker or another label."""
 import math
 
-from .report import _fmt_ratio, _fmt_value, _header
+from .report import fmt_ratio, fmt_value, column_header
 
 CHART_OPS = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
 MET, MISSED, NO_TARGET = "#27ae60", "#c0392b", "#95a5a6"
@@ -29,10 +29,10 @@ def _label(r, name, target):
     cell = r["contenders"][name]
     ratio = r["ratios"][name]
     sp = ratio.get("spread") or {}
-    rng = (f" [{_fmt_ratio(sp['min'])}–{_fmt_ratio(sp['max'])}]"
+    rng = (f" [{fmt_ratio(sp['min'])}–{fmt_ratio(sp['max'])}]"
            if sp.get("n", 1) > 1 else "")
-    text = (f"{_header(name)} ({_fmt_value(cell['median'])} {_chart_unit(r['unit'])}): "
-            f"{_fmt_ratio(ratio['median'])}{rng}")
+    text = (f"{column_header(name)} ({fmt_value(cell['median'])} {_chart_unit(r['unit'])}): "
+            f"{fmt_ratio(ratio['median'])}{rng}")
     if target is not None:
         word = "" if target["met"] is None else " met" if target["met"] else " MISSED"
         text += f"\ntarget {CHART_OPS[target['op']]}{target['value']:.3g}{word}"
@@ -104,7 +104,7 @@ def figure(doc):
         ax.xaxis.set_minor_formatter(FuncFormatter(
             lambda x, _: f"{x:g}" if few and _leading_digit(x) in (2, 3, 5) else ""))
         osvrt_med = r["contenders"]["osvrt"]["median"]
-        ax.set_title(f"{r['title']}: osvrt {_fmt_value(osvrt_med)} {_chart_unit(r['unit'])}"
+        ax.set_title(f"{r['title']}: osvrt {fmt_value(osvrt_med)} {_chart_unit(r['unit'])}"
                      f" — osvrt/peer, {'lower' if lower else 'higher'} is better",
                      fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=8)

@@ -35,7 +35,7 @@ def _symbols(stream):
             "pm": "±", "unicode": True}
 
 
-def _fmt_value(v):
+def fmt_value(v):
     if v is None:
         return "?"
     if v >= 100:
@@ -45,11 +45,11 @@ def _fmt_value(v):
     return f"{v:.2f}"
 
 
-def _fmt_ratio(r):
+def fmt_ratio(r):
     return f"{r:.3f}" if r < 1 else f"{r:.2f}" if r < 100 else f"{r:,.0f}"
 
 
-def _header(name):
+def column_header(name):
     return dict(COLUMNS).get(name, name)
 
 
@@ -60,9 +60,9 @@ def _fmt_op(t, sym):
 
 def _fmt_target(t, sym):
     if t["ratio"] is None:
-        return f"n/a vs {_header(t['peer'])} ({_fmt_op(t, sym)}): {t['why_not']}"
+        return f"n/a vs {column_header(t['peer'])} ({_fmt_op(t, sym)}): {t['why_not']}"
     word = "met" if t["met"] else "MISSED"
-    return f"{_fmt_ratio(t['ratio'])} vs {_header(t['peer'])} ({_fmt_op(t, sym)}) {word}"
+    return f"{fmt_ratio(t['ratio'])} vs {column_header(t['peer'])} ({_fmt_op(t, sym)}) {word}"
 
 
 def _unit_label(r, sym):
@@ -80,7 +80,7 @@ def _fmt_spread(sp, sym):
 def _fmt_range(sp, sym):
     if not sp:
         return ""
-    return f"{_fmt_value(sp['min'])}{sym['range']}{_fmt_value(sp['max'])}"
+    return f"{fmt_value(sp['min'])}{sym['range']}{fmt_value(sp['max'])}"
 
 
 def _columns(results):
@@ -98,7 +98,7 @@ def _cell_text(r, name, sym):
         if cell["error"]:
             return "error"
         sp = _fmt_spread(cell.get("spread"), sym)
-        return _fmt_value(cell["median"]) + (f" {sp}" if sp else "")
+        return fmt_value(cell["median"]) + (f" {sp}" if sp else "")
     if name in r["unavailable"]:
         return "n/a"
     return sym["none"]
@@ -158,7 +158,7 @@ def _block_rows(r, sym):
     targets = {t["peer"]: t for t in r["targets"]}
     for name, cell in r["contenders"].items():
         if cell["error"]:
-            rows.append([_header(name), "error", "", "", "", cell["error"]])
+            rows.append([column_header(name), "error", "", "", "", cell["error"]])
             continue
         sp = cell.get("spread")
         ratio = r["ratios"].get(name, {}).get("median")
@@ -166,8 +166,8 @@ def _block_rows(r, sym):
         target = ""
         if t is not None and t["ratio"] is not None:
             target = f"{_fmt_op(t, sym)} {'met' if t['met'] else 'MISSED'}"
-        rows.append([_header(name), _fmt_value(cell["median"]), _fmt_spread(sp, sym),
-                     _fmt_range(sp, sym), "" if ratio is None else _fmt_ratio(ratio), target])
+        rows.append([column_header(name), fmt_value(cell["median"]), _fmt_spread(sp, sym),
+                     _fmt_range(sp, sym), "" if ratio is None else fmt_ratio(ratio), target])
     return rows
 
 
@@ -175,7 +175,7 @@ def _block_notes(r, sym):
     """The lines under a narrow block: peers not measured, targets without a ratio."""
     notes = []
     if r["unavailable"]:
-        notes.append("n/a: " + ", ".join(f"{_header(k)} ({v})" for k, v in r["unavailable"].items()))
+        notes.append("n/a: " + ", ".join(f"{column_header(k)} ({v})" for k, v in r["unavailable"].items()))
     notes += [_fmt_target(t, sym) for t in r["targets"] if t["ratio"] is None]
     return notes
 
@@ -362,7 +362,7 @@ def _legend(results, sym, width):
             text = "; ".join(f"{titles[key]}: {p}" if len(keys) > 1 else p
                              for p, key in parts if p)
         if text:
-            out += textwrap.wrap(text, wrap, initial_indent=f"  {_header(k):<10} ",
+            out += textwrap.wrap(text, wrap, initial_indent=f"  {column_header(k):<10} ",
                                  subsequent_indent=" " * 13)
     if any(r["key"].startswith(("udp_", "sockperf_", "dnsperf_")) for r in ran):
         out += textwrap.wrap(UDP_NOTE, wrap, initial_indent="  ", subsequent_indent="    ")
@@ -411,7 +411,7 @@ def render_report(doc, stream=None, width=None, plain=None):
         elif r["rounds_done"] < r["rounds_planned"]:
             out.append(f"{r['title']}: {r['rounds_done']} of {r['rounds_planned']} rounds "
                        f"(time budget)")
-    unstable = [f"{r['title']} ({', '.join(_header(n) for n, c in r['contenders'].items() if (c.get('spread') or {}).get('unstable'))})"
+    unstable = [f"{r['title']} ({', '.join(column_header(n) for n, c in r['contenders'].items() if (c.get('spread') or {}).get('unstable'))})"
                 for r in results if r["status"] == "ok" and any(
                     (c.get("spread") or {}).get("unstable") for c in r["contenders"].values())]
     if unstable:
@@ -422,7 +422,7 @@ def render_report(doc, stream=None, width=None, plain=None):
             lost = sum(d.get("lost", 0) for d in cell.get("details", []))
             if lost:
                 done = sum(d.get("done", d.get("answered", 0)) for d in cell["details"])
-                out.append(f"{r['title']}: {_header(name)} lost {lost:,} of {done:,} requests "
+                out.append(f"{r['title']}: {column_header(name)} lost {lost:,} of {done:,} requests "
                            "(see the JSON)")
     for e in errors:
         out.append(f"error: {e}")
@@ -466,13 +466,13 @@ def status_rows(doc, sym=None):
             title = f"{r['title']} ({_unit_label(r, sym)})"
             if t["ratio"] is None:
                 why = t.get("why_not") or r.get("reason") or "not measured"
-                rows.append([title, _header(t["peer"]), "", "", "",
+                rows.append([title, column_header(t["peer"]), "", "", "",
                              _fmt_op(t, sym), f"n/a: {why}"])
                 continue
             sp = (r["ratios"].get(t["peer"]) or {}).get("spread") or {}
-            rng = (f"{_fmt_ratio(sp['min'])}{sym['range']}{_fmt_ratio(sp['max'])}"
+            rng = (f"{fmt_ratio(sp['min'])}{sym['range']}{fmt_ratio(sp['max'])}"
                    if sp else "")
-            rows.append([title, _header(t["peer"]), _fmt_ratio(t["ratio"]), rng,
+            rows.append([title, column_header(t["peer"]), fmt_ratio(t["ratio"]), rng,
                          str(sp.get("n", "")), _fmt_op(t, sym), "met" if t["met"] else "MISSED"])
         if not r["targets"] and r["status"] != "ok":
             rows.append([r["title"], "", "", "", "", "", f"n/a: {r['reason']}"])
@@ -527,8 +527,8 @@ def render_compare(old, new, stream=None, width=None):
                 verdict = "same"
             else:
                 verdict = "better" if (ch < 1) == (r["better"] == "lower") else "worse"
-            rows.append([f"{r['title']} ({_unit_label(r, sym)})" if first else "", _header(name),
-                         _fmt_value(before), _fmt_value(after), f"{_fmt_ratio(ch)}{sym['x']}",
+            rows.append([f"{r['title']} ({_unit_label(r, sym)})" if first else "", column_header(name),
+                         fmt_value(before), fmt_value(after), f"{fmt_ratio(ch)}{sym['x']}",
                          verdict])
             first = False
     title = f"change against {old.get('started', '?')} (osvrt {old.get('osvrt_version', '?')}):"

@@ -8,33 +8,33 @@ from .. import peers
 OSVRT_TIMEOUT = 120.0                          # one osvrt round, before it counts as hung
 
 
-def _completed(n):
+def completed(n):
     def check(r):
         if r.get("a") != n or r.get("b") != n:
             raise RuntimeError(f"ping-pong completed {r.get('a')}/{r.get('b')} of {n} round trips")
     return check
 
 
-def _all_done(n):
+def all_done(n):
     def check(r):
         if r["done"] != n:
             raise RuntimeError(f"{r['done']} of {n} tasks ran")
     return check
 
 
-def _answered(n):
+def answered(n):
     def check(r):
         if r["answered"] != n:
             raise RuntimeError(f"{r['answered']} of {n} round trips answered")
     return check
 
 
-def _osvrt(rt, fn, *args):
+def run_in(rt, fn, *args):
     return rt.submit(fn, *args).result(OSVRT_TIMEOUT)
 
 
 @contextlib.contextmanager
-def _runtime(cpus, **options):
+def started_runtime(cpus, **options):
     import osvrt
     rt = osvrt.Runtime(cpus=cpus, **options).start()
     try:
@@ -44,6 +44,6 @@ def _runtime(cpus, **options):
 
 
 @contextlib.contextmanager
-def _runtime_and_echo(cpus):
-    with _runtime(cpus) as rt, peers.EventEcho() as echo:
+def runtime_and_echo(cpus):
+    with started_runtime(cpus) as rt, peers.EventEcho() as echo:
         yield rt, echo

@@ -5,18 +5,18 @@ import contextlib
 from .. import peers
 from ..catalog import row
 from ..measure import Contender, Measure, Target, Unavailable
-from ._common import _all_done, _answered, _completed, _osvrt, _runtime, _runtime_and_echo
+from ._common import all_done, answered, completed, run_in, started_runtime, runtime_and_echo
 
 
 @row("switch_colocated", order=10, full={"colocated": 40_000}, quick={"colocated": 10_000})
 def switch_colocated(cpus, s):
     c = cpus[0]
     n = s["colocated"]
-    done = _completed(n)
+    done = completed(n)
     return Measure(
         "switch_colocated", "switch, colocated", "ns", "lower",
         Contender("osvrt", "osvrt Event ping-pong, two green threads pinned to one CPU",
-                  lambda rt: _osvrt(rt, peers.osvrt_event_pingpong, n, c, c), check=done),
+                  lambda rt: run_in(rt, peers.osvrt_event_pingpong, n, c, c), check=done),
         [Contender("c_futex", "C pthreads, futex word",
                    lambda rt: peers.c_pingpong("futex", c, c, n), check=done),
          Contender("c_mutex", "C pthreads, mutex + condvar",
@@ -34,7 +34,7 @@ def switch_colocated(cpus, s):
                    lambda rt: peers.gevent_event_pingpong(n), check=done, requires="gevent")],
         targets=[Target("c_futex", "<=", 1 / 3, "<= 1/3 of C futex"),
                  Target("uvloop", "<=", 0.5, "<= 1/2 of uvloop")],
-        setup=lambda: _runtime(cpus), weight=24, sizes={"round_trips": n, "cpu": c},
+        setup=lambda: started_runtime(cpus), weight=24, sizes={"round_trips": n, "cpu": c},
         notes="ns per one-way switch = elapsed / (2 x round trips)")
 
 
@@ -42,20 +42,20 @@ def switch_colocated(cpus, s):
 def switch_apart(cpus, s):
     c = cpus[0]
     na = s["apart"]
-    done_a = _completed(na)
+    done_a = completed(na)
     a, b = (cpus[0], cpus[1]) if len(cpus) > 1 else (c, None)
 
     @contextlib.contextmanager
     def apart_setup():
         if b is None:
             raise Unavailable(f"needs 2 CPUs; running on {list(cpus)}")
-        with _runtime(cpus) as rt:
+        with started_runtime(cpus) as rt:
             yield rt
 
     return Measure(
         "switch_apart", "switch, apart", "ns", "lower",
         Contender("osvrt", "osvrt Event ping-pong, green threads pinned to two CPUs",
-                  lambda rt: _osvrt(rt, peers.osvrt_event_pingpong, na, a, b), check=done_a),
+                  lambda rt: run_in(rt, peers.osvrt_event_pingpong, na, a, b), check=done_a),
         [Contender("c_futex", "C pthreads on two CPUs, futex word",
                    lambda rt: peers.c_pingpong("futex", a, b, na), check=done_a),
          Contender("c_mutex", "C pthreads on two CPUs, mutex + condvar",
@@ -76,22 +76,22 @@ def spawn_join(cpus, s):
     return Measure(
         "spawn_join", "spawn + join", "tasks/s", "higher",
         Contender("osvrt", "osvrt.spawn + Thread.join of no-op green threads",
-                  lambda rt: _osvrt(rt, peers.osvrt_spawn_join, ns), key="per_s",
-                  check=_all_done(ns)),
+                  lambda rt: run_in(rt, peers.osvrt_spawn_join, ns), key="per_s",
+                  check=all_done(ns)),
         [Contender("asyncio", "create_task + await", lambda rt: peers.asyncio_spawn_join(ns),
-                   key="per_s", check=_all_done(ns)),
+                   key="per_s", check=all_done(ns)),
          Contender("uvloop", "create_task + await on uvloop",
                    lambda rt: peers.asyncio_spawn_join(ns, "uvloop"), key="per_s",
-                   check=_all_done(ns), requires="uvloop"),
+                   check=all_done(ns), requires="uvloop"),
          Contender("trio", "nursery.start_soon", lambda rt: peers.trio_spawn_join(ns),
-                   key="per_s", check=_all_done(ns), requires="trio"),
+                   key="per_s", check=all_done(ns), requires="trio"),
          Contender("gevent", "gevent.spawn + joinall", lambda rt: peers.gevent_spawn_join(ns),
-                   key="per_s", check=_all_done(ns), requires="gevent"),
+                   key="per_s", check=all_done(ns), requires="gevent"),
          Contender("threading", "threading.Thread start + join",
                    lambda rt: peers.threading_spawn_join(nt), key="per_s",
-                   check=_all_done(nt))],
+                   check=all_done(nt))],
         targets=[Target("asyncio", ">=", 5.0, ">= 5x asyncio")],
-        setup=lambda: _runtime(cpus), weight=7,
+        setup=lambda: started_runtime(cpus), weight=7,
         sizes={"tasks": ns, "threading_tasks": nt})
 
 
@@ -129,11 +129,11 @@ def foreign_wake(cpus, s):
         "foreign_wake", "foreign-thread wake", "us", "lower",
         Contender("osvrt", "rt.run(async no-op) from the main thread",
                   lambda ctx: peers.osvrt_submit_round_trips(ctx[0], nw, "run"), scale=1e-3,
-                  check=_answered(nw)),
+                  check=answered(nw)),
         [Contender("threading", "threading.Event round trip to a second Python thread",
-                   lambda ctx: ctx[1].round_trips(nw), scale=1e-3, check=_answered(nw))],
+                   lambda ctx: ctx[1].round_trips(nw), scale=1e-3, check=answered(nw))],
         targets=[Target("threading", "<=", 0.5, "<= 1/2 of threading.Event")],
-        setup=lambda: _runtime_and_echo(cpus), weight=6, sizes={"round_trips": nw},
+        setup=lambda: runtime_and_echo(cpus), weight=6, sizes={"round_trips": nw},
         notes="microseconds per round trip")
 
 

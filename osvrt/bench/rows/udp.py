@@ -43,7 +43,7 @@ def _placed(cpus, name, test=None):
         path, why = nb.find_tool(test, package)
         if path is None:
             raise Unavailable(why)
-        reply = nb._CLIENTS[test][1]
+        reply = nb.CLIENTS[test][1]
     else:
         try:
             P.osvrt_echo_round(pl, P.rr_client(pl, 20, 1, warm=0))
