@@ -124,6 +124,145 @@ def test_no_module_reaches_into_the_runtime(name, is_pkg, path):
     assert hits == []
 
 
+# ---- no module reaches into another's private attributes --------------------
+#
+# An underscored name belongs to the module that defines it: a module-level
+# name, a method or class attribute, an attribute it assigns on self, a
+# __slots__ entry; the engine's (osvrt/_engine/*.c) belong to the engine's
+# types (their PyMemberDef/PyGetSetDef/PyMethodDef tables) or, for module
+# functions, to the engine module.  A module may use `x._name` only for a name
+# it defines itself (its own class's fields on another instance), or a field
+# of the engine type its class extends (thread.py: ThreadBase, worker.py:
+# WorkerBase: the two Python halves of the engine's objects).  `from m import
+# _name` is a reach too, except for a package's own private modules
+# (`from . import _engine`).  Names that osvrt does not define at all (the
+# standard library's, asyncio's Handle fields in osvrt.aio) are not osvrt's
+# to judge here; FOREIGN names the places where such a name is spelled like
+# one of osvrt's.  No osvrt reach is allowed.
+
+# (module, attribute): another library's private field, spelled like an
+# osvrt one, which the check cannot tell apart by name.
+FOREIGN = {
+    # pytest-benchmark's BenchmarkFixture._timer (its clock for every round),
+    # not osvrt.deadline's _timer
+    ("osvrt.pytest_plugin", "_timer"),
+}
+
+def _engine_private_names():
+    """engine type name -> its underscored fields; '' -> the module's functions."""
+    tables, types = {}, {}
+    for c in sorted((REPO / "osvrt" / "_engine").glob("*.c")):
+        src = c.read_text()
+        for m in re.finditer(r"(?:PyMemberDef|PyGetSetDef|PyMethodDef)\s+(\w+)\[\]\s*=\s*\{(.*?)\n\};",
+                             src, re.S):
+            tables[m.group(1)] = set(re.findall(r'\{\s*"(_[A-Za-z]\w*)"', m.group(2)))
+        for m in re.finditer(r"PyTypeObject\s+\w+\s*=\s*\{(.*?)\n\};", src, re.S):
+            body = m.group(1)
+            name = re.search(r'\.tp_name\s*=\s*"([\w.]+)"', body).group(1).rpartition(".")[2]
+            used = re.findall(r"\.tp_(?:members|getset|methods)\s*=\s*(\w+)", body)
+            types[name] = set().union(*(tables.get(t, set()) for t in used))
+    in_types = set().union(*types.values())
+    types[""] = set().union(*tables.values()) - in_types
+    return types
+
+
+def _is_module(name):
+    """A Python module, a package, or a compiled extension (osvrt._engine)."""
+    p = ROOT.parent.joinpath(*name.split("."))
+    return _exists(name) or any(p.parent.glob(p.name + ".*.so"))
+
+
+def _private(name):
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _defined_names(tree):
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) \
+                and isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"):
+            out.add(n.attr)
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.add(n.id)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            out.update(n.names)
+        elif isinstance(n, ast.ClassDef) is False and isinstance(n, ast.Assign) \
+                and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in n.targets):
+            out.update(e.value for e in ast.walk(n.value)
+                       if isinstance(e, ast.Constant) and isinstance(e.value, str))
+    return {x for x in out if _private(x)}
+
+
+def _extended_engine_types(tree):
+    return {ast.unparse(b).split(".", 1)[1] for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
+            for b in n.bases if ast.unparse(b).startswith("_engine.")}
+
+
+def private_reaches(modules, engine):
+    """modules: {name: (source, is_pkg)}; engine: _engine_private_names().
+    Every place where a module uses another's underscored name."""
+    trees = {name: ast.parse(src, name) for name, (src, _) in modules.items()}
+    owners = {}
+    for name, tree in trees.items():
+        for x in _defined_names(tree):
+            owners.setdefault(x, set()).add(name)
+    for names in engine.values():
+        for x in names:
+            owners.setdefault(x, set()).add("osvrt._engine")
+    hits = []
+    for name, tree in trees.items():
+        mine = _defined_names(tree)
+        for ty in _extended_engine_types(tree):
+            mine |= engine.get(ty, set())
+        package = name if modules[name][1] else name.rpartition(".")[0]
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Attribute) and _private(n.attr):
+                v = n.value
+                if isinstance(v, ast.Name) and v.id in ("self", "cls"):
+                    continue
+                if isinstance(v, ast.Call) and ast.unparse(v.func) == "super":
+                    continue
+                if n.attr in mine or n.attr not in owners or (name, n.attr) in FOREIGN:
+                    continue
+                hits.append(f"{name}:{n.lineno}: {ast.unparse(n)} "
+                            f"(owned by {', '.join(sorted(owners[n.attr]))})")
+            elif isinstance(n, ast.ImportFrom):
+                base = (package.split(".")[:len(package.split(".")) - n.level + 1]
+                        if n.level else [])
+                mod = ".".join(base + ([n.module] if n.module else []))
+                for a in n.names:
+                    if _private(a.name) and f"{mod}.{a.name}" not in modules \
+                            and not _is_module(f"{mod}.{a.name}") and mod.startswith("osvrt"):
+                        hits.append(f"{name}:{n.lineno}: from {mod} import {a.name}")
+    return sorted(hits)
+
+
+def test_no_module_reaches_into_another_modules_private_attributes():
+    modules = {name: (path.read_text(), is_pkg) for name, is_pkg, path in _modules()}
+    assert private_reaches(modules, _engine_private_names()) == []
+
+
+def test_the_private_reach_check_finds_one():
+    engine = _engine_private_names()
+    assert "_w" in engine["ThreadBase"] and "_bind" in engine["WorkerBase"]
+    mods = {
+        "osvrt.a": ("class A:\n    def __init__(self):\n        self._x = 1\n"
+                    "    def same(self, other):\n        return other._x\n"
+                    "def _helper():\n    pass\n", False),
+        "osvrt.b": ("from . import a\nfrom .a import _helper\n"
+                    "def f(o, t):\n    return o._x, t._w\n", False),
+        "osvrt.c": ("from . import _engine\nclass T(_engine.ThreadBase):\n    pass\n"
+                    "def g(t):\n    return t._w\n", False),
+    }
+    assert private_reaches(mods, engine) == [
+        "osvrt.b:2: from osvrt.a import _helper",
+        "osvrt.b:4: o._x (owned by osvrt.a)",
+        "osvrt.b:4: t._w (owned by osvrt._engine)",
+    ]
+
+
 class _Svc:
     def __init__(self, log):
         self.log = log
