@@ -37,12 +37,14 @@ struct osvrt_cpu_stats {
     uint64_t kicks_sent, kicks_skipped, pushes, drained, idle_ns, idle_calls, sleeps, io_events;
 };
 struct osvrt_rt { uint32_t ncpu; ...; };
+struct osvrt_thread_table;
+struct osvrt_core_api;
 
 struct osvrt_rt *osvrt_rt_new(uint32_t ncpu);
 void osvrt_rt_free(struct osvrt_rt *rt);
-uint32_t osvrt_table_alloc(void *table, uint32_t cpu, uint64_t *out, uint32_t n);
-uint32_t osvrt_table_free(void *table, const uint64_t *h, uint32_t n);
-void *osvrt_rt_table(struct osvrt_rt *rt);
+uint32_t osvrt_table_alloc(struct osvrt_thread_table *t, uint32_t cpu, uint64_t *out, uint32_t n);
+uint32_t osvrt_table_free(struct osvrt_thread_table *t, const uint64_t *h, uint32_t n);
+struct osvrt_thread_table *osvrt_rt_table(struct osvrt_rt *rt);
 
 int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
 int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h);
@@ -62,7 +64,7 @@ void osvrt_rt_kick(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_rt_cpu_stats(struct osvrt_rt *rt, uint32_t cpu, struct osvrt_cpu_stats *out);
 const uintptr_t *osvrt_incoming_word(struct osvrt_rt *rt, uint32_t cpu);
 int osvrt_pin_self(int cpu);
-const void *osvrt_core_api(void);   /* the engine's table (csrc/core/core_api.h) */
+const struct osvrt_core_api *osvrt_core_api(void);   /* the engine's table (core_api.h) */
 int osvrt_current_cpu(void);
 int64_t osvrt_now_ns(void);
 
@@ -92,6 +94,14 @@ extern const char *const osvrt_stats_names[11];
 """
 
 # ---- net channels (csrc/net/classifier.h, channel.h, packet.h; osvrt/net/) ----
+# A plain view of a channel's words: declared for cffi and defined in the glue.
+CHAN_VIEW = """
+struct osvrt_chan_view {
+    uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
+    uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
+};
+"""
+
 # Python reads a channel's indexes and slots as plain memory (a view below);
 # it calls C only to add/remove flows, for stats, and to wait (cwait.py).
 CDEF += """
@@ -118,10 +128,7 @@ struct osvrt_flow_stats {
     uint64_t received, dropped_channel_full, dropped_too_big, dropped_rule, wakes, queued;
     uint64_t dropped_truncated;
 };
-struct osvrt_chan_view {
-    uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
-    uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
-};
+""" + CHAN_VIEW + """
 struct osvrt_net;
 struct osvrt_flow;
 
@@ -150,7 +157,7 @@ int osvrt_attach_drop_all(int fd);
 GLUE = """
 #include "osvrt.h"
 #include "core_api.h"
-static void *osvrt_rt_table(struct osvrt_rt *rt) { return &rt->table; }
+static struct osvrt_thread_table *osvrt_rt_table(struct osvrt_rt *rt) { return &rt->table; }
 static int osvrt_rt_idle(struct osvrt_rt *rt, uint32_t cpu, int64_t t, int64_t spin,
                          uint32_t seq, int64_t gil_wait)
 { return osvrt_cpu_idle(&rt->cpus[cpu], t, spin, seq, &rt->active, gil_wait); }
@@ -185,10 +192,7 @@ const char *const osvrt_stats_names[11] = { OSVRT_STATS_FIELDS(OSVRT_STATS_NAME)
 # net channels: a flow key from scalars, and a plain view of a channel's words.
 GLUE += """
 #include "classifier.h"
-struct osvrt_chan_view {
-    uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
-    uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
-};
+""" + CHAN_VIEW + """
 static struct osvrt_flow *osvrt_net_flow_add4(struct osvrt_net *net, uint8_t proto, uint32_t daddr,
                                               uint16_t dport, uint32_t saddr, uint16_t sport,
                                               uint32_t nlanes, uint32_t capacity, uint32_t arena,
