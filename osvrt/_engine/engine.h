@@ -124,7 +124,15 @@ typedef struct TimerObject {
     int wakes;                 /* fn is a Ticket to wake with arg as its value */
 } TimerObject;
 
-struct rq_entry { double r; int64_t order; ThreadObject *t; };
+/* An entry of a worker's two heaps, one shape for both (one sift-up and
+ * sift-down in worker.c): the run queue is keyed by R'' (r, the fair rule's
+ * pick: smallest first) and holds a thread; the timers are keyed by deadline
+ * and hold a Timer.  order breaks ties first-in first-out. */
+struct heap_entry {
+    union { double key; double r; double deadline; };   /* one double, three names */
+    int64_t order;
+    union { ThreadObject *t; TimerObject *tm; };
+};
 
 /* One recorded scheduler event (trace.py turns them into Chrome trace JSON). */
 enum { TR_SWITCH = 1, TR_POST = 2, TR_ARRIVE = 3, TR_MIGRATE = 4, TR_IDLE = 5 };
@@ -173,7 +181,6 @@ struct worker_io {
     int nclosing, capclosing;
     struct epoll_event evs[IO_BATCH];
 };
-struct tm_entry { double deadline; int64_t order; TimerObject *tm; };
 
 #define DRAIN_BATCH 256
 #define TICKET_FREELIST 256
@@ -210,10 +217,10 @@ struct WorkerObject {
     uint32_t index;
     int64_t spin_ns;
     /* run queue: a binary heap of (R'', order) owned by this worker alone */
-    struct rq_entry *rq;
+    struct heap_entry *rq;         /* owner: run queue heap */
     Py_ssize_t rq_cap;
     _Atomic Py_ssize_t rq_len;     /* owner writes (relaxed); others read it as a load hint */
-    struct tm_entry *tm;           /* owner: timers heap */
+    struct heap_entry *tm;         /* owner: timers heap */
     Py_ssize_t tm_len, tm_cap, tm_limit;
     int64_t order;                 /* owner: FIFO tie-break for heaps */
     double c;                      /* owner: the fair normalizer */

@@ -38,19 +38,20 @@ static PyObject ended_marker;
 
 /* ---- heaps ------------------------------------------------------------- */
 
+/* Both heaps (engine.h, struct heap_entry) compare the key, then the order. */
 static inline int
-rq_less(const struct rq_entry *a, const struct rq_entry *b)
+heap_less(const struct heap_entry *a, const struct heap_entry *b)
 {
-    return a->r < b->r || (a->r == b->r && a->order < b->order);
+    return a->key < b->key || (a->key == b->key && a->order < b->order);
 }
 
 static void
-rq_sift_up(struct rq_entry *h, Py_ssize_t i)
+heap_sift_up(struct heap_entry *h, Py_ssize_t i)
 {
-    struct rq_entry e = h[i];
+    struct heap_entry e = h[i];
     while (i > 0) {
         Py_ssize_t p = (i - 1) / 2;
-        if (!rq_less(&e, &h[p]))
+        if (!heap_less(&e, &h[p]))
             break;
         h[i] = h[p];
         i = p;
@@ -59,16 +60,16 @@ rq_sift_up(struct rq_entry *h, Py_ssize_t i)
 }
 
 static void
-rq_sift_down(struct rq_entry *h, Py_ssize_t n, Py_ssize_t i)
+heap_sift_down(struct heap_entry *h, Py_ssize_t n, Py_ssize_t i)
 {
-    struct rq_entry e = h[i];
+    struct heap_entry e = h[i];
     for (;;) {
         Py_ssize_t c = 2 * i + 1;
         if (c >= n)
             break;
-        if (c + 1 < n && rq_less(&h[c + 1], &h[c]))
+        if (c + 1 < n && heap_less(&h[c + 1], &h[c]))
             c++;
-        if (!rq_less(&h[c], &e))
+        if (!heap_less(&h[c], &e))
             break;
         h[i] = h[c];
         i = c;
@@ -90,7 +91,7 @@ worker_push(WorkerObject *w, ThreadObject *t, int before_equals)
     Py_ssize_t n = rq_len(w);
     if (n == w->rq_cap) {
         Py_ssize_t cap = w->rq_cap ? w->rq_cap * 2 : 64;
-        struct rq_entry *g = PyMem_Realloc(w->rq, sizeof(*g) * (size_t)cap);
+        struct heap_entry *g = PyMem_Realloc(w->rq, sizeof(*g) * (size_t)cap);
         if (g == NULL) {
             PyErr_NoMemory();
             return -1;
@@ -99,9 +100,9 @@ worker_push(WorkerObject *w, ThreadObject *t, int before_equals)
         w->rq_cap = cap;
     }
     w->order++;
-    w->rq[n] = (struct rq_entry){t->r, before_equals ? -w->order : w->order,
-                                 (ThreadObject *)Py_NewRef(t)};
-    rq_sift_up(w->rq, n);
+    w->rq[n] = (struct heap_entry){.r = t->r, .order = before_equals ? -w->order : w->order,
+                                   .t = (ThreadObject *)Py_NewRef(t)};
+    heap_sift_up(w->rq, n);
     /* relaxed: other workers read the length only as a load estimate. */
     atomic_store_explicit(&w->rq_len, n + 1, memory_order_relaxed);
     return 0;
@@ -115,9 +116,9 @@ rq_pop(WorkerObject *w)
     w->rq[0] = w->rq[n];
     atomic_store_explicit(&w->rq_len, n, memory_order_relaxed);
     if (n > 0)
-        rq_sift_down(w->rq, n, 0);
+        heap_sift_down(w->rq, n, 0);
     if (w->rq_cap > 256 && n < w->rq_cap / 4) {    /* give memory back after a burst */
-        struct rq_entry *g = PyMem_Realloc(w->rq, sizeof(*g) * (size_t)(w->rq_cap / 2));
+        struct heap_entry *g = PyMem_Realloc(w->rq, sizeof(*g) * (size_t)(w->rq_cap / 2));
         if (g != NULL) {
             w->rq = g;
             w->rq_cap /= 2;
@@ -126,51 +127,13 @@ rq_pop(WorkerObject *w)
     return t;                   /* the heap's reference, now the caller's */
 }
 
-static inline int
-tm_less(const struct tm_entry *a, const struct tm_entry *b)
-{
-    return a->deadline < b->deadline || (a->deadline == b->deadline && a->order < b->order);
-}
-
-static void
-tm_sift_up(struct tm_entry *h, Py_ssize_t i)
-{
-    struct tm_entry e = h[i];
-    while (i > 0) {
-        Py_ssize_t p = (i - 1) / 2;
-        if (!tm_less(&e, &h[p]))
-            break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = e;
-}
-
-static void
-tm_sift_down(struct tm_entry *h, Py_ssize_t n, Py_ssize_t i)
-{
-    struct tm_entry e = h[i];
-    for (;;) {
-        Py_ssize_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && tm_less(&h[c + 1], &h[c]))
-            c++;
-        if (!tm_less(&h[c], &e))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = e;
-}
-
 static TimerObject *
 tm_pop(WorkerObject *w)
 {
     TimerObject *tm = w->tm[0].tm;
     w->tm[0] = w->tm[--w->tm_len];
     if (w->tm_len > 0)
-        tm_sift_down(w->tm, w->tm_len, 0);
+        heap_sift_down(w->tm, w->tm_len, 0);
     return tm;
 }
 
@@ -188,7 +151,7 @@ tm_compact(WorkerObject *w)
     }
     w->tm_len = k;
     for (Py_ssize_t i = k / 2; i-- > 0;)
-        tm_sift_down(w->tm, k, i);
+        heap_sift_down(w->tm, k, i);
     w->tm_limit = k * 2 > 64 ? k * 2 : 64;
 }
 
@@ -199,7 +162,7 @@ worker_add_timer(WorkerObject *w, double deadline, PyObject *fn, PyObject *arg, 
         tm_compact(w);
     if (w->tm_len == w->tm_cap) {
         Py_ssize_t cap = w->tm_cap ? w->tm_cap * 2 : 64;
-        struct tm_entry *g = PyMem_Realloc(w->tm, sizeof(*g) * (size_t)cap);
+        struct heap_entry *g = PyMem_Realloc(w->tm, sizeof(*g) * (size_t)cap);
         if (g == NULL) {
             PyErr_NoMemory();
             return NULL;
@@ -211,8 +174,9 @@ worker_add_timer(WorkerObject *w, double deadline, PyObject *fn, PyObject *arg, 
     if (tm == NULL)
         return NULL;
     w->order++;
-    w->tm[w->tm_len] = (struct tm_entry){deadline, w->order, (TimerObject *)Py_NewRef(tm)};
-    tm_sift_up(w->tm, w->tm_len++);
+    w->tm[w->tm_len] = (struct heap_entry){.deadline = deadline, .order = w->order,
+                                           .tm = (TimerObject *)Py_NewRef(tm)};
+    heap_sift_up(w->tm, w->tm_len++);
     return tm;
 }
 
@@ -250,7 +214,7 @@ renormalize(WorkerObject *w, ThreadObject *running)
         running->rn = w->renorm;
     }
     for (Py_ssize_t i = 0, n = rq_len(w); i < n; i++) {
-        struct rq_entry *e = &w->rq[i];
+        struct heap_entry *e = &w->rq[i];
         e->r *= RENORM_FACTOR;
         e->t->r = e->r;
         e->t->rn = w->renorm;
@@ -1062,7 +1026,7 @@ worker_runq_tail(WorkerObject *w, PyObject *arg)
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = from; i < n; i++) {
-        struct rq_entry *e = &w->rq[i];
+        struct heap_entry *e = &w->rq[i];
         PyObject *tup = Py_BuildValue("(dLO)", e->r, (long long)e->order, (PyObject *)e->t);
         if (tup == NULL) {
             Py_DECREF(out);
@@ -1113,7 +1077,7 @@ worker_runq_remove(WorkerObject *w, PyObject *which)
     }
     atomic_store_explicit(&w->rq_len, k, memory_order_relaxed);
     for (Py_ssize_t j = k / 2; j-- > 0;)
-        rq_sift_down(w->rq, k, j);
+        heap_sift_down(w->rq, k, j);
     return found;
 }
 
