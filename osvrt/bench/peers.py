@@ -77,6 +77,25 @@ def _event_sides(ping, pong, n, count):
     return a, b
 
 
+def _blocking_event_sides(ping, pong, n, count):
+    """_event_sides for blocking Events (gevent's, threading's): the same turn."""
+    def a():
+        for _ in range(n):
+            ping.set()
+            pong.wait()
+            pong.clear()
+            count[0] += 1
+
+    def b():
+        for _ in range(n):
+            ping.wait()
+            ping.clear()
+            pong.set()
+            count[1] += 1
+
+    return a, b
+
+
 async def osvrt_event_pingpong(n, cpu_a, cpu_b):
     """Two green threads pinned to cpu_a / cpu_b hand a turn back and forth
     over two osvrt Events, n round trips."""
@@ -353,20 +372,7 @@ def gevent_event_pingpong(n):
     ping, pong = Event(), Event()
     count = [0, 0]
 
-    def a():
-        for _ in range(n):
-            ping.set()
-            pong.wait()
-            pong.clear()
-            count[0] += 1
-
-    def b():
-        for _ in range(n):
-            ping.wait()
-            ping.clear()
-            pong.set()
-            count[1] += 1
-
+    a, b = _blocking_event_sides(ping, pong, n, count)
     t0 = _now()
     gb = gevent.spawn(b)
     ga = gevent.spawn(a)
@@ -431,20 +437,7 @@ def threading_event_pingpong(n, cpu_a=None, cpu_b=None):
     ping, pong = threading.Event(), threading.Event()
     count = [0, 0]
 
-    def a():
-        for _ in range(n):
-            ping.set()
-            pong.wait()
-            pong.clear()
-            count[0] += 1
-
-    def b():
-        for _ in range(n):
-            ping.wait()
-            ping.clear()
-            pong.set()
-            count[1] += 1
-
+    a, b = _blocking_event_sides(ping, pong, n, count)
     dt = _run_threads([threading.Thread(target=_pinned(b, cpu_b)),
                        threading.Thread(target=_pinned(a, cpu_a))])
     return _done(dt, 2 * n, a=count[0], b=count[1])
