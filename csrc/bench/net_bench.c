@@ -61,6 +61,20 @@ static int connect_udp(const char *ip, uint16_t port)
     return fd;
 }
 
+/* Pin this thread to cpu for the run (ps saves what to restore) and connect
+ * a UDP socket to ip:port: the socket, or -errno with nothing left pinned. */
+static int open_pinned(const char *ip, uint16_t port, int cpu, struct pin_save *ps)
+{
+    if (pin_for_run(cpu, ps) != 0) {
+        unpin(ps);
+        return -EINVAL;
+    }
+    int fd = connect_udp(ip, port);
+    if (fd < 0)
+        unpin(ps);
+    return fd;
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -74,15 +88,9 @@ int osvrt_net_bench_rr(const char *ip, uint16_t port, uint64_t n, uint32_t paylo
     if (payload < 16 || payload > 65000 || window == 0 || n == 0)
         return -EINVAL;
     struct pin_save ps;
-    if (pin_for_run(cpu, &ps) != 0) {
-        unpin(&ps);
-        return -EINVAL;
-    }
-    int fd = connect_udp(ip, port);
-    if (fd < 0) {
-        unpin(&ps);
+    int fd = open_pinned(ip, port, cpu, &ps);
+    if (fd < 0)
         return fd;
-    }
     uint8_t *buf = calloc(1, payload);
     int64_t *rtt = malloc(n * sizeof *rtt);
     if (!buf || !rtt) {
@@ -156,15 +164,9 @@ double osvrt_net_bench_blast(const char *ip, uint16_t port, uint64_t n, uint32_t
     if (payload == 0 || payload > 8000 || (gso > 1 && (uint64_t)gso * payload > 60000))
         return -EINVAL;
     struct pin_save ps;
-    if (pin_for_run(cpu, &ps) != 0) {
-        unpin(&ps);
-        return -EINVAL;
-    }
-    int fd = connect_udp(ip, port);
-    if (fd < 0) {
-        unpin(&ps);
+    int fd = open_pinned(ip, port, cpu, &ps);
+    if (fd < 0)
         return fd;
-    }
     uint32_t per = gso > 1 ? gso : 1;
     uint8_t *buf = calloc(per, payload);
     double result = -ENOMEM;
