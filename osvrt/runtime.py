@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from . import _engine, _fork, balancer, kernel
 from .observe import trace as _trace
-from . import readiness as _io
+from . import readiness
 from ._core import ffi, lib
 from ._setup import set_up_engine
 from .checks import check_bool, check_number, check_timeout
@@ -155,7 +155,7 @@ class Runtime:
                 raise OSError(err, "osvrt: cannot make the per-CPU epoll and eventfd: "
                                    "too many open files")
             raise MemoryError("osvrt: cannot allocate the C runtime")
-        _io.track(self)
+        readiness.track(self)
         # Freed when the last reference goes, never while a worker, a Thread or
         # a foreign waker still holds a path to it.
         self._crt = ffi.gc(crt, lib.osvrt_rt_free)
@@ -594,9 +594,11 @@ class Runtime:
         t.handle = h
         return h
 
-    _handle_for = handle_for     # the engine's hook name (thread.c)
+    _handle_for = handle_for     # the engine's hook name (worker.c, worker_post)
 
     def _thread_ended(self, t):
+        """(hook) t ended (worker.c): it leaves the live set; the last one
+        to leave during stop() lets stop() go on."""
         self._live.discard(t)
         if self._stopping and not self._live:
             self._all_done.set()

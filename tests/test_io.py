@@ -79,7 +79,7 @@ def test_cancel_releases_at_once_and_leaves_no_registration(call):
     async def main():
         a, b = pair()
         with a, b:
-            before = osvrt.current()._w.rt.stats()["cpus"]
+            before = osvrt.current().worker.rt.stats()["cpus"]
             t = osvrt.spawn(waiter(osvrt.wait_readable, a))
             await osvrt.sleep(0.02)
             t.cancel()
@@ -88,7 +88,7 @@ def test_cancel_releases_at_once_and_leaves_no_registration(call):
             # the same fd can be waited on again, and readiness is not lost
             b.send(b"x")
             assert await osvrt.wait_readable(a, timeout=5)
-            waiters = sum(c["io_waiters"] for c in osvrt.current()._w.rt.stats()["cpus"])
+            waiters = sum(c["io_waiters"] for c in osvrt.current().worker.rt.stats()["cpus"])
             assert waiters == 0, (before, waiters)
     call(main)
 

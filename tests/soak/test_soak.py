@@ -429,7 +429,7 @@ def test_leak_cancels(rt2, scale, report):
         await osvrt.sleep(3600)
 
     async def body(n, refs):
-        c0, c1 = osvrt.current()._w.rt.cpus
+        c0, c1 = osvrt.current().worker.rt.cpus
         for i in range(n):
             t = osvrt.spawn(sleeper, cpu=(c0, c1)[i % 2])   # half of them cross-CPU
             if i % 2 == 0:
