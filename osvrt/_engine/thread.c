@@ -122,6 +122,23 @@ thread_claim_open(ThreadObject *t)
     return NULL;
 }
 
+/* Set t's pending flag, then end its open wait if it has one (cancel and
+ * interrupt): 1 if a wait was ended, 0 if none was open, -1 on error.  If t
+ * is parked, its wait ends now; if it runs, the loop sees `pending` when it
+ * parks (worker.c): pending is set before we look for an open wait, and t
+ * opens its wait before it parks, so one side sees the other (both seq_cst). */
+static int
+pend_and_end_wait(ThreadObject *t)
+{
+    atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
+    ThreadObject *c = thread_claim_open(t);
+    if (c == NULL)
+        return 0;
+    int r = schedule(c, NULL);
+    Py_DECREF(c);
+    return r < 0 ? -1 : 1;
+}
+
 static PyObject *
 thread_cancel(ThreadObject *t, PyObject *unused)
 {
@@ -130,18 +147,8 @@ thread_cancel(ThreadObject *t, PyObject *unused)
     /* release, flag before summary: throw_into clears the summary first and
      * then reads the flag, so a cancel that races it is seen now or later. */
     atomic_store_explicit(&t->cancel, 1, memory_order_release);
-    atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
-    /* If t is parked, end its wait now; if it runs, the loop sees `pending`
-     * when it parks (worker.c): cancel() sets pending before it looks for an
-     * open wait, and t opens its wait before it parks, so one side sees the
-     * other (both seq_cst). */
-    ThreadObject *c = thread_claim_open(t);
-    if (c != NULL) {
-        int r = schedule(c, NULL);
-        Py_DECREF(c);
-        if (r < 0)
-            return NULL;
-    }
+    if (pend_and_end_wait(t) < 0)
+        return NULL;
     Py_RETURN_TRUE;
 }
 
@@ -150,15 +157,8 @@ thread_cancel(ThreadObject *t, PyObject *unused)
 static PyObject *
 thread_interrupt(ThreadObject *t, PyObject *unused)
 {
-    atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
-    ThreadObject *c = thread_claim_open(t);
-    if (c == NULL)
-        Py_RETURN_FALSE;
-    int r = schedule(c, NULL);
-    Py_DECREF(c);
-    if (r < 0)
-        return NULL;
-    Py_RETURN_TRUE;
+    int r = pend_and_end_wait(t);
+    return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
 static PyObject *

@@ -599,11 +599,12 @@ async def _measure_async(batch, n, warm=_WARM):
     return before, after, parked
 
 
-def _mem_osvrt(n):
-    import osvrt
-
+def _parked_batch(event, spawn, join, settle=None):
+    """batch(k) for osvrt's and asyncio's tasks (one shape): park k tasks on
+    an Event, read the RSS, release them and join them.  settle(), if
+    given, is awaited after the last task parked, before the reading."""
     async def batch(k):
-        release, parked = osvrt.Event(), osvrt.Event()
+        release, parked = event(), event()
         count = [0]
 
         async def waiter():
@@ -612,14 +613,22 @@ def _mem_osvrt(n):
                 parked.set()
             await release.wait()
 
-        ts = [osvrt.spawn(waiter) for _ in range(k)]
+        ts = [spawn(waiter) for _ in range(k)]
         await parked.wait()
+        if settle is not None:
+            await settle()
         rss = _rss()
         release.set()
         for t in ts:
-            await t.join()
+            await join(t)
         return rss, count[0]
+    return batch
 
+
+def _mem_osvrt(n):
+    import osvrt
+
+    batch = _parked_batch(osvrt.Event, osvrt.spawn, lambda t: t.join())
     rt = osvrt.Runtime(cpus=1).start()
     try:
         return rt.run(_measure_async, batch, n)
@@ -630,26 +639,10 @@ def _mem_osvrt(n):
 def _mem_asyncio(n, kind="asyncio"):
     import asyncio
 
-    async def batch(k):
-        release, parked = asyncio.Event(), asyncio.Event()
-        count = [0]
-
-        async def waiter():
-            count[0] += 1
-            if count[0] == k:
-                parked.set()
-            await release.wait()
-
-        loop = asyncio.get_running_loop()
-        ts = [loop.create_task(waiter()) for _ in range(k)]
-        await parked.wait()
-        await asyncio.sleep(0)         # the last waiter reaches its wait
-        rss = _rss()
-        release.set()
-        for t in ts:
-            await t
-        return rss, count[0]
-
+    batch = _parked_batch(asyncio.Event,
+                          lambda fn: asyncio.get_running_loop().create_task(fn()),
+                          lambda t: t,
+                          lambda: asyncio.sleep(0))   # the last waiter reaches its wait
     return _run_loop(kind, _measure_async, batch, n)
 
 
