@@ -4,11 +4,11 @@ of named threads for a trace)."""
 import collections
 import heapq
 import logging
-import threading
 import time
 
 from .. import kernel, thread
 from ..thread import decayed_runtime
+from .watcher import Watcher
 
 log = logging.getLogger("osvrt")
 
@@ -37,7 +37,7 @@ def threads():
     return sorted((info(t) for t in w.rt.live_threads()), key=lambda i: i.id)
 
 
-class Publisher:
+class Publisher(Watcher):
     """An OS thread that, about twice a second (ten times while tracing), looks at the live threads:
     it publishes the busiest ones into the stats file (stats is a
     statsfile.StatsFile or None) and notes the names of named threads for a
@@ -54,15 +54,7 @@ class Publisher:
         self._rt = rt
         self._stats = stats
         self._names = names
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="osvrt-stats", daemon=True)
-
-    def start(self):
-        self._thread.start()
-
-    def stop(self):
-        self._stopped.set()
-        self._thread.join()
+        super().__init__("osvrt-stats")
 
     def _run(self):
         period = self._period

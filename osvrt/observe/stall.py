@@ -23,11 +23,11 @@ it is and how long it has run (CPU and wall), and counted in stats().
 import logging
 import platform
 import sys
-import threading
 import time
 import weakref
 
 from .printable import printable
+from .watcher import Watcher
 
 log = logging.getLogger("osvrt")
 
@@ -74,23 +74,15 @@ def waiting_for_gil(native_id):
     return _FUTEX is not None and _syscall(native_id) == _FUTEX
 
 
-class StallWatchdog:
+class StallWatchdog(Watcher):
     def __init__(self, workers, threshold):
         self._workers = workers
         self._threshold = threshold
         self._wall_bound = max(5 * threshold, 0.5)
-        self._stopped = threading.Event()
         self._seen = {}                  # worker -> (thread, run_start, cpu time then)
         self._reported = weakref.WeakSet()   # threads already reported: once each
         self._clocks = {}                # worker -> its OS thread's CPU clock id
-        self._thread = threading.Thread(target=self._run, name="osvrt-stall-watchdog", daemon=True)
-
-    def start(self):
-        self._thread.start()
-
-    def stop(self):
-        self._stopped.set()
-        self._thread.join()
+        super().__init__("osvrt-stall-watchdog")
 
     def _run(self):
         period = self._threshold / 4
