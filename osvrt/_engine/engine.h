@@ -269,6 +269,8 @@ PyObject *worker_hook(WorkerObject *w, enum worker_hook k, PyObject *arg);
 TicketObject *ticket_new(ThreadObject *t, int kind);
 /* thread.c: an am_send result as send()/__next__ return it (StopIteration). */
 PyObject *send_result_as_iter(PySendResult r, PyObject *res);
+/* thread.c: raise what throw(typ[, val[, tb]]) was given; returns NULL. */
+PyObject *raise_thrown(PyObject *const *args, Py_ssize_t nargs);
 ThreadObject *ticket_claim(TicketObject *tk);        /* new ref or NULL */
 ThreadObject *thread_claim_open(ThreadObject *t);   /* new ref or NULL */
 int wake_ticket(TicketObject *tk, PyObject *value);  /* 1 woke, 0 stale, -1 error */

@@ -316,14 +316,7 @@ sockop_throw(SockOpObject *op, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(r);             /* a Ticket's throw always raises */
         return NULL;
     }
-    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
-    if (PyExceptionInstance_Check(typ))
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    else if (PyExceptionClass_Check(typ))
-        PyErr_SetObject(typ, val);
-    else
-        PyErr_Format(PyExc_TypeError, "exceptions must derive from BaseException, not %R", typ);
-    return NULL;
+    return raise_thrown(args, nargs);
 }
 
 static PyObject *

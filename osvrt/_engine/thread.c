@@ -724,6 +724,21 @@ ticket_await(PyObject *tk)
     return Py_NewRef(tk);
 }
 
+/* throw(typ[, val[, tb]]) of an engine awaitable whose wait is over (Ticket,
+ * SockOp): raise what it was given, as a generator's throw() does; NULL. */
+PyObject *
+raise_thrown(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ))
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    else if (PyExceptionClass_Check(typ))
+        PyErr_SetObject(typ, val);
+    else
+        PyErr_Format(PyExc_TypeError, "exceptions must derive from BaseException, not %R", typ);
+    return NULL;
+}
+
 /* An am_send result as the iterator protocol gives it (send(), __next__):
  * the yielded value, or NULL with StopIteration carrying the return value.
  * Shared by every awaitable of the engine (Ticket, SockOp). */
@@ -778,14 +793,7 @@ ticket_throw(TicketObject *tk, PyObject *const *args, Py_ssize_t nargs)
     ticket_end_timer(tk);
     if (wait_kinds[tk->kind].disarm != NULL)
         wait_kinds[tk->kind].disarm(tk);
-    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
-    if (PyExceptionInstance_Check(typ))
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    else if (PyExceptionClass_Check(typ))
-        PyErr_SetObject(typ, val);
-    else
-        PyErr_Format(PyExc_TypeError, "exceptions must derive from BaseException, not %R", typ);
-    return NULL;
+    return raise_thrown(args, nargs);
 }
 
 static PyObject *
