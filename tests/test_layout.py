@@ -423,6 +423,72 @@ def test_repeated_blocks_are_gone():
     assert "def _check_int(" not in (ROOT / "net" / "channels" / "service.py").read_text()
 
 
+# Lines that say nothing alone (punctuation, imports, bare returns): a run
+# of them is not a repeated block.
+_THIN = {"{", "}", "};", ")", "]", "else", "else {", "} else {", "break;", "return;",
+         "continue;", "pass", "try:", "finally:", "return 0;", "return -1;", "return NULL;"}
+
+
+def _significant_lines(text):
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        s = " ".join(line.split())
+        if s and not s.startswith(("#", "//", "/*", "*", "import ", "from ")) and s not in _THIN:
+            out.append((i, s))
+    return out
+
+
+def repeated_runs(files, n=6):
+    """Places where n significant lines (white space folded) stand again, in
+    the same file or another: [(file, line, file, line)]."""
+    seen, hits = {}, []
+    for name, text in files:
+        lines = _significant_lines(text)
+        for k in range(len(lines) - n + 1):
+            key = tuple(s for _, s in lines[k:k + n])
+            first = seen.get(key)
+            if first is None:
+                seen[key] = (name, lines[k][0])
+            elif first[0] != name or first[1] + n <= lines[k][0]:
+                hits.append((*first, name, lines[k][0]))
+    return hits
+
+
+def test_no_block_is_written_twice():
+    """No six significant lines of osvrt's Python, engine or C core stand
+    twice (in one file or two).  The cffi cdefs are copies of C headers by
+    design, checked declaration by declaration in test_cdef_headers.py."""
+    cdefs = {"osvrt/_build.py", "osvrt/bench/_build_peers.py"}
+    paths = [p for p in sorted(REPO.joinpath("osvrt").rglob("*.py")) + sorted(
+             REPO.joinpath("osvrt", "_engine").glob("*.[ch]")) + sorted(
+             REPO.joinpath("csrc").rglob("*.[ch]"))
+             if str(p.relative_to(REPO)) not in cdefs]
+    files = [(str(p.relative_to(REPO)), p.read_text()) for p in paths]
+    hits = repeated_runs(files)
+    # on the whole, runs overlap: name each pair of places once
+    assert sorted({(a, b) for a, _, b, _ in hits}) == [], hits[:10]
+
+
+def test_the_repeat_finder_finds_one():
+    body = "a = 1\nb = 2\nc = 3\nd = 4\ne = 5\nf = 6\n"
+    assert repeated_runs([("x.py", body + "g = 7\n" + body)]) == [("x.py", 1, "x.py", 8)]
+    assert repeated_runs([("x.py", body), ("y.c", "int q;\n" + body)]) == [("x.py", 1, "y.c", 2)]
+    assert repeated_runs([("x.py", body.replace("f = 6", "f = 7") + body)]) == []
+
+
+def test_each_heap_and_each_wait_end_is_written_once():
+    """The engine's two heaps share one entry shape and one sift-up and
+    sift-down; cancel() and the timeout's interrupt end a wait through one
+    function (they were the same lines with other names)."""
+    engine = REPO / "osvrt" / "_engine"
+    c = "\n".join(p.read_text() for p in sorted(engine.glob("*.[ch]")))
+    assert len(re.findall(r"^\w*sift_up\(", c, re.M)) == 1
+    assert len(re.findall(r"^\w*sift_down\(", c, re.M)) == 1
+    assert len(re.findall(r"^struct \w*_entry \{", c, re.M)) == 1
+    thread_c = (engine / "thread.c").read_text()
+    assert thread_c.count("atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);") == 1
+
+
 def test_old_module_names_still_work_as_dotted_names():
     # `import osvrt.net.streams` found the alias in sys.modules but left no
     # attribute on the package, so osvrt.net.streams.Stream was AttributeError.
