@@ -187,6 +187,8 @@ class Worker(_engine.WorkerBase):
                               if lib.osvrt_get_state(self._crt, h) != lib.OSVRT_FREE]
 
     def release_handles(self):
+        """Give this worker's C handles back to the thread table: once its
+        loop has returned for good (Worker.main; osvrt.aio's loop at close)."""
         self._flush_dead()
         pool, self._handles = self._handles, []
         if pool:
