@@ -580,6 +580,8 @@ class Runtime:
     def handle_for(self, t):
         """The C thread-table handle of green thread t, allocated on its first
         cross-CPU trip (a C producer wakes t by this handle: cwait, net channels)."""
+        if t.handle:
+            return t.handle          # given before: a second one would orphan the first
         w = kernel.current_worker()
         if w is not None and w.rt is self:
             h = w.take_handle()

@@ -498,3 +498,30 @@ def test_old_module_names_still_work_as_dotted_names():
             "from osvrt.net.streams import open_tcp_stream\n"
             "assert open_tcp_stream is osvrt.net.sockets.open_tcp_stream\n")
     subprocess.run([sys.executable, "-P", "-c", code], check=True)
+
+
+def test_the_thread_views_a_service_uses():
+    """What replaced the private reaches: read-only views of a Thread, a C
+    handle set once, and the worker entries osvrt.aio runs its loop with."""
+    rt = osvrt.Runtime(cpus=1).start()
+    try:
+        async def main():
+            t = osvrt.current()
+            assert t.worker is rt.workers[0] and t.coro is not None
+            h = t.handle or rt.handle_for(t)
+            assert t.handle == h and rt.handle_for(t) == h       # allocated once
+            with pytest.raises(ValueError, match="set once"):
+                t.handle = h + 1
+            with pytest.raises(AttributeError):
+                t.worker = rt.workers[0]
+            ticket = t.new_ticket()
+            assert osvrt.kernel.wake(ticket) and not osvrt.kernel.wake(ticket)
+            await osvrt.kernel.park()                  # the wake made it runnable
+            return t
+        t = rt.run(main)
+        assert t.coro is None                          # dropped when it ended
+        w = rt.workers[0]
+        assert not w.stop_requested and callable(w.run_loop)
+    finally:
+        rt.stop()
+    assert w.stop_requested
