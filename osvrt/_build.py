@@ -68,10 +68,10 @@ const struct osvrt_core_api *osvrt_core_api(void);   /* the engine's table (core
 int osvrt_current_cpu(void);
 int64_t osvrt_now_ns(void);
 
-unsigned short osvrt_switch_semaphore;
-unsigned short osvrt_spawn_semaphore;
-unsigned short osvrt_exit_semaphore;
-unsigned short osvrt_migrate_semaphore;
+extern unsigned short osvrt_switch_semaphore;
+extern unsigned short osvrt_spawn_semaphore;
+extern unsigned short osvrt_exit_semaphore;
+extern unsigned short osvrt_migrate_semaphore;
 void osvrt_trace_switch(uint32_t cpu, uint64_t from_id, uint64_t to_id);
 void osvrt_trace_spawn(uint32_t cpu, uint64_t id);
 void osvrt_trace_exit(uint32_t cpu, uint64_t id);
