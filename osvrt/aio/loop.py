@@ -133,11 +133,23 @@ class _Seat:
 
 
 class _LoopRuntime(Runtime):
-    """A Runtime whose one worker runs on the loop's thread (_Seat)."""
+    """A Runtime whose loop worker (the CPU loop_cpu, or its first) runs on
+    the loop's thread (_Seat); its other workers, if any, have OS threads of
+    their own as in any Runtime."""
 
     loop_worker = None                  # that worker, once started
 
+    def __init__(self, cpus, loop_cpu=None, **options):
+        super().__init__(cpus, **options)
+        if loop_cpu is None:
+            loop_cpu = self.cpus[0]
+        elif loop_cpu not in self.cpus:
+            raise ValueError(f"cpu={loop_cpu!r} is not one of the loop's cpus {self.cpus}")
+        self.loop_cpu = loop_cpu
+
     def _start_worker(self, w, ready):
+        if w.cpu_id != self.loop_cpu:
+            return super()._start_worker(w, ready)
         seat = _Seat(w)
         self.loop_worker = w
         ready(w, None)
@@ -147,7 +159,7 @@ class _LoopRuntime(Runtime):
 class OsvrtEventLoop(unix_events.SelectorEventLoop):
     """An asyncio event loop run by an osvrt Runtime; see the module's help."""
 
-    def __init__(self, *, cpu=None, runtime_options=None):
+    def __init__(self, *, cpu=None, cpus=None, runtime_options=None):
         options = dict(runtime_options or {})
         options.setdefault("balance", False)
         self._rt = None
@@ -156,14 +168,24 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # Made (and so validated: a bad cpu is a ValueError naming it) now,
         # started by the first run; a bad option leaves nothing open.
         try:
-            self._rt = _LoopRuntime([cpu] if cpu is not None else 1, **options)
+            if cpus is None:
+                cpus = [cpu] if cpu is not None else 1
+            self._rt = _LoopRuntime(cpus, cpu, **options)
         except BaseException:
             super().close()
             raise
+        # Where the loop's helper green threads (poller, executor calls,
+        # run_green) must stay: they touch the loop's Futures, which belong to
+        # the loop's OS thread.  None with one CPU (nothing can move them).
+        self._helper_cpu = self._rt.loop_cpu if len(self._rt.cpus) > 1 else None
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         self._idle_ticket = None           # its wait while it is parked, else None
         self._poller = None                # the green thread that waits on our epoll fd
         self._poll_ticket = None           # the poller's wait for the next idle
+        # The running thread is pinned to the loop's CPU for a run when asked
+        # (cpu=), or when the loop shares a Runtime with pinned workers.
+        if cpu is None and len(self._rt.cpus) > 1 and options.get("pin", True):
+            cpu = self._rt.loop_cpu
         self._pin_cpu = cpu
         self._wakeup_kept = False          # our self-pipe is the signal wakeup fd (a run)
 
@@ -192,7 +214,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # Before the submit: the loop's green thread sets it again at its end,
         # and the worker's loop then returns here.
         w._stop = False
-        done = rt.submit(self._loop_thread, name="osvrt-asyncio-loop")
+        done = rt.submit(self._loop_thread, cpu=rt.loop_cpu, name="osvrt-asyncio-loop")
         with self._on_this_thread():
             w.os_thread.run()
         if not done.done():
@@ -399,7 +421,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
 
     def _arm_poller(self):
         if self._poller is None:
-            self._poller = spawn(self._poll_selector, name="osvrt-asyncio-poller")
+            self._poller = spawn(self._poll_selector, name="osvrt-asyncio-poller",
+                                cpu=self._helper_cpu)
         else:
             tk, self._poll_ticket = self._poll_ticket, None
             if tk is not None:
@@ -457,7 +480,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         if self._debug:
             self._check_callback(func, "run_in_executor")
         fut = self.create_future()
-        t = spawn(self._offload, fut, func, args, name="osvrt-asyncio-executor")
+        t = spawn(self._offload, fut, func, args, name="osvrt-asyncio-executor",
+                  cpu=self._helper_cpu)
         fut.add_done_callback(lambda f: t.cancel() if f.cancelled() else None)
         return fut
 
@@ -533,7 +557,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 return
             self._settle(fut, result, None)
 
-        t = spawn(green, name=getattr(fn, "__name__", "osvrt-green"))
+        t = spawn(green, name=getattr(fn, "__name__", "osvrt-green"), cpu=self._helper_cpu)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -550,15 +574,22 @@ def kernel_cancelled():
     return Cancelled
 
 
-def new_event_loop(*, cpu: int | None = None, **runtime_options: Any) -> "OsvrtEventLoop":
+def new_event_loop(*, cpu: int | None = None, cpus: Any = None,
+                   **runtime_options: Any) -> "OsvrtEventLoop":
     """A new osvrt asyncio event loop (an asyncio.AbstractEventLoop).
 
         asyncio.Runner(loop_factory=osvrt.new_event_loop)
         anyio.run(main, backend="asyncio",
                   backend_options={"loop_factory": osvrt.new_event_loop})
 
-    cpu: the CPU whose pinned osvrt worker runs the loop (default: the first
-    CPU this process may use); runtime_options: further osvrt.Runtime
-    options.  For several cores, run one loop per CPU (each in its own OS
-    thread, each listener with reuse_port=True)."""
-    return OsvrtEventLoop(cpu=cpu, runtime_options=runtime_options)
+    cpu: the CPU whose osvrt worker runs the loop (the running thread is
+    pinned to it for the run; default: the first of cpus);
+    cpus: the CPUs of the loop's Runtime, as osvrt.Runtime(cpus=...) takes
+    them (default: one, `cpu` or the first CPU this process may use).  The
+    loop and all its tasks run on one of them; the others run the green
+    threads the program starts there (osvrt.spawn(fn, cpu=c)) and size the
+    offload pool (to_thread, run_in_executor).
+    runtime_options: further osvrt.Runtime options.  For several cores, run
+    one loop per CPU (each in its own OS thread, each listener with
+    reuse_port=True)."""
+    return OsvrtEventLoop(cpu=cpu, cpus=cpus, runtime_options=runtime_options)
