@@ -332,6 +332,9 @@ static inline int io_due(WorkerObject *w, double now)
 extern PyMethodDef sock_module_methods[];
 extern PyTypeObject SockOp_Type;
 
+/* aio.c: the asyncio loop's call_soon and ready-queue run */
+extern PyTypeObject LoopCore_Type;
+
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);
 int live_discard(PyObject *set, ThreadObject *t);

@@ -39,7 +39,7 @@ import threading
 from asyncio import base_events, events, format_helpers, unix_events
 from typing import Any
 
-from .. import kernel
+from .. import _engine, kernel
 from ..readiness import wait_readable
 from ..offload import to_thread
 from ..runtime import Runtime, spawn
@@ -178,8 +178,12 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # run_green) must stay: they touch the loop's Futures, which belong to
         # the loop's OS thread.  None with one CPU (nothing can move them).
         self._helper_cpu = self._rt.loop_cpu if len(self._rt.cpus) > 1 else None
+        # call_soon and the ready queue's run in C (osvrt/_engine/aio.c); its
+        # call_soon is this instance's outside debug mode (set_debug).
+        self._core = _engine.LoopCore(self, self._ready, self._callback_failed, _Handle,
+                                      events.Handle)
+        self.set_debug(self._debug)
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
-        self._idle_ticket = None           # its wait while it is parked, else None
         self._poller = None                # the green thread that waits on our epoll fd
         self._poll_ticket = None           # the poller's wait for the next idle
         # The running thread is pinned to the loop's CPU for a run when asked
@@ -188,6 +192,29 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             cpu = self._rt.loop_cpu
         self._pin_cpu = cpu
         self._wakeup_kept = False          # our self-pipe is the signal wakeup fd (a run)
+
+    @property
+    def _idle_ticket(self):
+        """The loop thread's wait while it is parked, else None (kept by the
+        C core, whose call_soon wakes it)."""
+        return self._core.idle_ticket
+
+    @_idle_ticket.setter
+    def _idle_ticket(self, tk):
+        self._core.idle_ticket = tk
+
+    def set_debug(self, enabled):
+        super().set_debug(enabled)
+        core = self.__dict__.get("_core")
+        if core is None:
+            return                         # BaseEventLoop.__init__, before the core exists
+        if self._debug:
+            # asyncio's own call_soon (this class's), with its checks
+            self.__dict__.pop("call_soon", None)
+        else:
+            # The C Future and Task look call_soon up on the instance: this
+            # C method is found first, and schedules with no Python frame.
+            self.call_soon = core.call_soon
 
     # ---- the runtime ---------------------------------------------------------
 
@@ -364,18 +391,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 h = heapq.heappop(sched)
                 h._scheduled = False
                 ready.append(h)
-        for _ in range(len(ready)):
-            h = ready.popleft()
-            if h._cancelled:
-                continue
-            # Handle._run, inline (one Python frame less per callback).
-            try:
-                h._context.run(h._callback, *h._args)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._callback_failed(h, exc)
-        h = None                     # drop the last handle (a cycle when it raised)
+        # asyncio's per-callback loop (Handle._run inline), in C: aio.c.
+        self._core.run_ready()
 
     def _callback_failed(self, h, exc):
         """What Handle._run reports when its callback raised."""
@@ -516,6 +533,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         if rt is not None and self._rt_started:
             self._stop_runtime(rt)        # ends the poller and any green thread left
         super().close()
+        self._core.closed = True
 
     @staticmethod
     def _stop_runtime(rt):
