@@ -27,6 +27,8 @@
  */
 #include "engine.h"
 
+#include <sys/epoll.h>
+
 enum { F_CONTEXT, F_LOOP, F_CALLBACK, F_ARGS, F_CANCELLED, F_REPR, F_SOURCE_TB, F_COUNT };
 static const char *const field_names[F_COUNT] = {
     "_context", "_loop", "_callback", "_args", "_cancelled", "_repr", "_source_traceback",
@@ -42,6 +44,18 @@ typedef struct {
     PyTypeObject *handle_type; /* the Handle class call_soon makes */
     PyTypeObject *handle_base; /* asyncio.events.Handle: what run_ready reads */
     PyObject *idle_ticket;     /* the loop thread's wait while parked, or NULL */
+    /* run_once's parts (bind_turn): */
+    PyObject *fd_to_key;       /* the selector's fd -> SelectorKey dict */
+    PyObject *poll;            /* its epoll object's poll(timeout, maxevents) */
+    PyObject *tidy_timers;     /* loop._tidy_timers(): drop cancelled timers */
+    PyObject *remove_reader;   /* loop._remove_reader(fileobj) */
+    PyObject *remove_writer;   /* loop._remove_writer(fileobj) */
+    PyObject *heappop;         /* heapq.heappop */
+    PyObject *time;            /* "time": loop.time() is looked up per turn (tests patch it) */
+    PyObject *zero;            /* 0, poll's timeout */
+    Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
+    double clock_resolution;   /* loop._clock_resolution */
+    Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
     Py_ssize_t off[F_COUNT];   /* slot offsets in handle_base's layout */
     int closed;                /* the loop was closed: call_soon refuses */
 } LoopCoreObject;
@@ -111,6 +125,14 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->handle_type);
     Py_VISIT(self->handle_base);
     Py_VISIT(self->idle_ticket);
+    Py_VISIT(self->fd_to_key);
+    Py_VISIT(self->poll);
+    Py_VISIT(self->tidy_timers);
+    Py_VISIT(self->remove_reader);
+    Py_VISIT(self->remove_writer);
+    Py_VISIT(self->heappop);
+    Py_VISIT(self->time);
+    Py_VISIT(self->zero);
     return 0;
 }
 
@@ -125,6 +147,14 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->handle_type);
     Py_CLEAR(self->handle_base);
     Py_CLEAR(self->idle_ticket);
+    Py_CLEAR(self->fd_to_key);
+    Py_CLEAR(self->poll);
+    Py_CLEAR(self->tidy_timers);
+    Py_CLEAR(self->remove_reader);
+    Py_CLEAR(self->remove_writer);
+    Py_CLEAR(self->heappop);
+    Py_CLEAR(self->time);
+    Py_CLEAR(self->zero);
     return 0;
 }
 
@@ -321,6 +351,201 @@ core_run_ready(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* ---- run_once: one turn of the loop -------------------------------------- */
+
+static PyObject *
+core_bind_turn(LoopCoreObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"fd_to_key", "poll", "tidy_timers", "remove_reader",
+                             "remove_writer", "heappop", "timer_type",
+                             "min_scheduled", "clock_resolution", NULL};
+    PyObject *fd_to_key, *poll, *tidy, *rr, *rw, *heappop, *timer_type;
+    Py_ssize_t min_scheduled;
+    double res;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOO!nd:bind_turn", kwlist,
+                                     &PyDict_Type, &fd_to_key, &poll, &tidy, &rr, &rw,
+                                     &heappop, &PyType_Type, &timer_type,
+                                     &min_scheduled, &res))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)timer_type, self->handle_base)) {
+        PyErr_Format(PyExc_TypeError, "timer_type %R is not a Handle", timer_type);
+        return NULL;
+    }
+    if (slot_offset((PyTypeObject *)timer_type, "_when", &self->off_when) < 0
+        || slot_offset((PyTypeObject *)timer_type, "_scheduled", &self->off_scheduled) < 0)
+        return NULL;
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return NULL;
+    PyObject *time = PyUnicode_InternFromString("time");
+    if (time == NULL) {
+        Py_DECREF(zero);
+        return NULL;
+    }
+    Py_XSETREF(self->fd_to_key, Py_NewRef(fd_to_key));
+    Py_XSETREF(self->poll, Py_NewRef(poll));
+    Py_XSETREF(self->tidy_timers, Py_NewRef(tidy));
+    Py_XSETREF(self->remove_reader, Py_NewRef(rr));
+    Py_XSETREF(self->remove_writer, Py_NewRef(rw));
+    Py_XSETREF(self->heappop, Py_NewRef(heappop));
+    Py_XSETREF(self->time, time);
+    Py_XSETREF(self->zero, zero);
+    self->min_scheduled = min_scheduled;
+    self->clock_resolution = res;
+    Py_RETURN_NONE;
+}
+
+/* The handle of a reader or writer whose fd is ready: onto the ready queue,
+ * or, when it was cancelled, its registration dropped (asyncio's
+ * _process_events). */
+static int
+fd_ready(LoopCoreObject *self, PyObject *h, PyObject *fileobj, PyObject *remove)
+{
+    if (PyObject_TypeCheck(h, self->handle_base) && SLOT(h, self, F_CANCELLED) == Py_True) {
+        PyObject *r = PyObject_CallOneArg(remove, fileobj);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    PyObject *r = PyObject_CallOneArg(self->append, h);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static int
+poll_fds(LoopCoreObject *self)
+{
+    Py_ssize_t nkeys = PyDict_GET_SIZE(self->fd_to_key);
+    PyObject *maxev = PyLong_FromSsize_t(nkeys ? nkeys : 1);
+    if (maxev == NULL)
+        return -1;
+    PyObject *pargs[2] = {self->zero, maxev};
+    PyObject *events = PyObject_Vectorcall(self->poll, pargs, 2, NULL);
+    Py_DECREF(maxev);
+    if (events == NULL)
+        return -1;
+    if (!PyList_Check(events)) {
+        Py_DECREF(events);
+        PyErr_SetString(PyExc_TypeError, "epoll.poll() did not return a list");
+        return -1;
+    }
+    int err = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events) && !err; i++) {
+        PyObject *item = PyList_GET_ITEM(events, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
+            continue;
+        PyObject *key = PyDict_GetItemWithError(self->fd_to_key, PyTuple_GET_ITEM(item, 0));
+        if (key == NULL) {
+            err = PyErr_Occurred() != NULL;
+            continue;                 /* unregistered meanwhile */
+        }
+        Py_INCREF(key);
+        long ev = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        long want = PyTuple_Check(key) && PyTuple_GET_SIZE(key) >= 4
+                    ? PyLong_AsLong(PyTuple_GET_ITEM(key, 2)) : -1;
+        PyObject *data = want >= 0 ? PyTuple_GET_ITEM(key, 3) : NULL;
+        if (PyErr_Occurred() || data == NULL || !PyTuple_Check(data)
+            || PyTuple_GET_SIZE(data) != 2) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a selector key of another shape than "
+                                "asyncio's (fileobj, fd, events, (reader, writer))");
+            err = 1;
+        } else {
+            PyObject *fileobj = PyTuple_GET_ITEM(key, 0);
+            PyObject *reader = PyTuple_GET_ITEM(data, 0), *writer = PyTuple_GET_ITEM(data, 1);
+            /* selectors.EpollSelector: any event but EPOLLOUT makes the fd
+             * readable (errors and hang-ups included), any but EPOLLIN writable. */
+            if ((ev & ~(long)EPOLLOUT) && reader != Py_None && (want & 1))
+                err = fd_ready(self, reader, fileobj, self->remove_reader) < 0;
+            if (!err && (ev & ~(long)EPOLLIN) && writer != Py_None && (want & 2))
+                err = fd_ready(self, writer, fileobj, self->remove_writer) < 0;
+        }
+        Py_DECREF(key);
+    }
+    Py_DECREF(events);
+    return err ? -1 : 0;
+}
+
+/* The loop's _scheduled list (a heap of TimerHandles), tidied: cancelled
+ * timers at its head dropped, the heap rebuilt when mostly cancelled. */
+static PyObject *
+scheduled(LoopCoreObject *self)
+{
+    PyObject *sched = PyObject_GetAttrString(self->loop, "_scheduled");
+    if (sched == NULL || !PyList_Check(sched) || PyList_GET_SIZE(sched) == 0) {
+        if (sched != NULL && !PyList_Check(sched)) {
+            Py_DECREF(sched);
+            PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+            return NULL;
+        }
+        return sched;
+    }
+    PyObject *head = PyList_GET_ITEM(sched, 0);
+    if (PyList_GET_SIZE(sched) > self->min_scheduled
+        || (PyObject_TypeCheck(head, self->handle_base)
+            && SLOT(head, self, F_CANCELLED) == Py_True)) {
+        Py_DECREF(sched);
+        PyObject *r = PyObject_CallNoArgs(self->tidy_timers);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        sched = PyObject_GetAttrString(self->loop, "_scheduled");
+    }
+    return sched;
+}
+
+static int
+due_timers(LoopCoreObject *self, PyObject *sched)
+{
+    PyObject *now = PyObject_CallMethodNoArgs(self->loop, self->time);
+    if (now == NULL)
+        return -1;
+    double end = PyFloat_AsDouble(now) + self->clock_resolution;
+    Py_DECREF(now);
+    if (end == -1.0 && PyErr_Occurred())
+        return -1;
+    while (PyList_GET_SIZE(sched) > 0) {
+        PyObject *head = PyList_GET_ITEM(sched, 0);
+        if (!PyObject_TypeCheck(head, self->handle_base)) {
+            PyErr_SetString(PyExc_TypeError, "loop._scheduled holds a non-Handle");
+            return -1;
+        }
+        PyObject *when = *(PyObject **)((char *)head + self->off_when);
+        double w = when ? PyFloat_AsDouble(when) : 0.0;
+        if (w == -1.0 && PyErr_Occurred())
+            return -1;
+        if (!(w < end))
+            break;
+        PyObject *h = PyObject_CallOneArg(self->heappop, sched);
+        if (h == NULL)
+            return -1;
+        Py_XSETREF(*(PyObject **)((char *)h + self->off_scheduled), Py_NewRef(Py_False));
+        PyObject *r = PyObject_CallOneArg(self->append, h);
+        Py_DECREF(h);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static PyObject *
+core_run_once(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->poll == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore.run_once before bind_turn");
+        return NULL;
+    }
+    PyObject *sched = scheduled(self);
+    if (sched == NULL)
+        return NULL;
+    int err = poll_fds(self) < 0
+              || (PyList_GET_SIZE(sched) > 0 && due_timers(self, sched) < 0);
+    Py_DECREF(sched);
+    if (err)
+        return NULL;
+    return core_run_ready(self, NULL);
+}
+
 /* ---- attributes ---------------------------------------------------------- */
 
 static PyObject *
@@ -373,6 +598,13 @@ static PyMethodDef core_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "call_soon(callback, *args, context=None) -> Handle: asyncio's call_soon (outside "
      "debug mode), in C"},
+    {"bind_turn", (PyCFunction)(void (*)(void))core_bind_turn, METH_VARARGS | METH_KEYWORDS,
+     "bind_turn(fd_to_key, poll, tidy_timers, remove_reader, remove_writer, heappop, "
+     "timer_type, min_scheduled, clock_resolution): what run_once uses"},
+    {"run_once", (PyCFunction)core_run_once, METH_NOARGS,
+     "run_once(): one turn of the loop outside debug mode: cancelled timers dropped, the "
+     "selector polled without blocking, due timers and ready fds' handles queued, the "
+     "ready callbacks run"},
     {"run_ready", (PyCFunction)core_run_ready, METH_NOARGS,
      "run_ready(): run the callbacks ready now (asyncio's _run_once inner loop)"},
     {NULL},

@@ -182,6 +182,10 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # call_soon is this instance's outside debug mode (set_debug).
         self._core = _engine.LoopCore(self, self._ready, self._callback_failed, _Handle,
                                       events.Handle)
+        self._core.bind_turn(self._selector._fd_to_key, self._selector._selector.poll,
+                             self._tidy_timers, self._remove_reader, self._remove_writer,
+                             heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
+                             self._clock_resolution)
         self.set_debug(self._debug)
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         self._poller = None                # the green thread that waits on our epoll fd
@@ -347,52 +351,31 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         slow-callback reports."""
         if self._debug:
             return super()._run_once()
+        # Cancelled timers dropped (_tidy_timers), the selector polled
+        # without blocking, due timers and ready fds' handles queued, the
+        # ready callbacks run: osvrt/_engine/aio.c, LoopCore.run_once.
+        self._core.run_once()
+
+    def _tidy_timers(self):
+        """Drop cancelled timers from the heap's head, or rebuild the heap
+        without them when they are most of it (asyncio's rule, so that it
+        cannot grow without bound); called by LoopCore.run_once."""
         sched = self._scheduled
-        if sched:
-            cancelled = self._timer_cancelled_count
-            if len(sched) > _MIN_SCHEDULED and cancelled > len(sched) * _CANCELLED_FRACTION:
-                # Mostly cancelled timers: rebuild the heap without them (as
-                # asyncio does, so that it cannot grow without bound).
-                live = []
-                for h in sched:
-                    if h._cancelled:
-                        h._scheduled = False
-                    else:
-                        live.append(h)
-                heapq.heapify(live)
-                self._scheduled = sched = live
-                self._timer_cancelled_count = 0
-            else:
-                while sched and sched[0]._cancelled:
-                    self._timer_cancelled_count -= 1
-                    heapq.heappop(sched)._scheduled = False
-        ready = self._ready
-        # The selector's poll and asyncio's _process_events in one pass: each
-        # ready fd's reader/writer Handle goes onto the ready queue.
-        fd_to_key = self._selector._fd_to_key
-        for fd, ev in self._selector._selector.poll(0, len(fd_to_key) or 1):
-            key = fd_to_key.get(fd)
-            if key is None:
-                continue
-            reader, writer = key.data
-            if ev & _NOT_OUT and reader is not None and key.events & _READ:
-                if reader._cancelled:
-                    self._remove_reader(key.fileobj)
+        cancelled = self._timer_cancelled_count
+        if len(sched) > _MIN_SCHEDULED and cancelled > len(sched) * _CANCELLED_FRACTION:
+            live = []
+            for h in sched:
+                if h._cancelled:
+                    h._scheduled = False
                 else:
-                    ready.append(reader)
-            if ev & _NOT_IN and writer is not None and key.events & _WRITE:
-                if writer._cancelled:
-                    self._remove_writer(key.fileobj)
-                else:
-                    ready.append(writer)
-        if sched:
-            end = self.time() + self._clock_resolution
-            while sched and sched[0]._when < end:
-                h = heapq.heappop(sched)
-                h._scheduled = False
-                ready.append(h)
-        # asyncio's per-callback loop (Handle._run inline), in C: aio.c.
-        self._core.run_ready()
+                    live.append(h)
+            heapq.heapify(live)
+            self._scheduled = live
+            self._timer_cancelled_count = 0
+        else:
+            while sched and sched[0]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(sched)._scheduled = False
 
     def _callback_failed(self, h, exc):
         """What Handle._run reports when its callback raised."""
