@@ -52,6 +52,7 @@ typedef struct {
     PyObject *remove_writer;   /* loop._remove_writer(fileobj) */
     PyObject *heappop;         /* heapq.heappop */
     PyObject *time;            /* "time": loop.time() is looked up per turn (tests patch it) */
+    PyObject *str_scheduled;   /* "_scheduled" (the loop may replace the list) */
     PyObject *zero;            /* 0, poll's timeout */
     Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
     double clock_resolution;   /* loop._clock_resolution */
@@ -133,6 +134,7 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->heappop);
     Py_VISIT(self->time);
     Py_VISIT(self->zero);
+    Py_VISIT(self->str_scheduled);
     return 0;
 }
 
@@ -155,6 +157,7 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->heappop);
     Py_CLEAR(self->time);
     Py_CLEAR(self->zero);
+    Py_CLEAR(self->str_scheduled);
     return 0;
 }
 
@@ -378,10 +381,13 @@ core_bind_turn(LoopCoreObject *self, PyObject *args, PyObject *kw)
     if (zero == NULL)
         return NULL;
     PyObject *time = PyUnicode_InternFromString("time");
-    if (time == NULL) {
+    PyObject *str_sched = time ? PyUnicode_InternFromString("_scheduled") : NULL;
+    if (str_sched == NULL) {
         Py_DECREF(zero);
+        Py_XDECREF(time);
         return NULL;
     }
+    Py_XSETREF(self->str_scheduled, str_sched);
     Py_XSETREF(self->fd_to_key, Py_NewRef(fd_to_key));
     Py_XSETREF(self->poll, Py_NewRef(poll));
     Py_XSETREF(self->tidy_timers, Py_NewRef(tidy));
@@ -470,7 +476,7 @@ poll_fds(LoopCoreObject *self)
 static PyObject *
 scheduled(LoopCoreObject *self)
 {
-    PyObject *sched = PyObject_GetAttrString(self->loop, "_scheduled");
+    PyObject *sched = PyObject_GetAttr(self->loop, self->str_scheduled);
     if (sched == NULL || !PyList_Check(sched) || PyList_GET_SIZE(sched) == 0) {
         if (sched != NULL && !PyList_Check(sched)) {
             Py_DECREF(sched);
@@ -488,7 +494,7 @@ scheduled(LoopCoreObject *self)
         if (r == NULL)
             return NULL;
         Py_DECREF(r);
-        sched = PyObject_GetAttrString(self->loop, "_scheduled");
+        sched = PyObject_GetAttr(self->loop, self->str_scheduled);
     }
     return sched;
 }
