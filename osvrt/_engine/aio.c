@@ -27,6 +27,7 @@
  */
 #include "engine.h"
 
+#include <errno.h>
 #include <sys/epoll.h>
 
 enum { F_CONTEXT, F_LOOP, F_CALLBACK, F_ARGS, F_CANCELLED, F_REPR, F_SOURCE_TB, F_COUNT };
@@ -46,14 +47,15 @@ typedef struct {
     PyObject *idle_ticket;     /* the loop thread's wait while parked, or NULL */
     /* run_once's parts (bind_turn): */
     PyObject *fd_to_key;       /* the selector's fd -> SelectorKey dict */
-    PyObject *poll;            /* its epoll object's poll(timeout, maxevents) */
+    int epfd;                  /* the selector's epoll fd (polled here, never blocking) */
+    int debug;                 /* the loop is in debug mode: run_turns refuses */
     PyObject *tidy_timers;     /* loop._tidy_timers(): drop cancelled timers */
     PyObject *remove_reader;   /* loop._remove_reader(fileobj) */
     PyObject *remove_writer;   /* loop._remove_writer(fileobj) */
     PyObject *heappop;         /* heapq.heappop */
     PyObject *time;            /* "time": loop.time() is looked up per turn (tests patch it) */
     PyObject *str_scheduled;   /* "_scheduled" (the loop may replace the list) */
-    PyObject *zero;            /* 0, poll's timeout */
+    PyObject *str_stopping;    /* "_stopping" (loop.stop() sets it) */
     Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
     double clock_resolution;   /* loop._clock_resolution */
     Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
@@ -127,14 +129,13 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->handle_base);
     Py_VISIT(self->idle_ticket);
     Py_VISIT(self->fd_to_key);
-    Py_VISIT(self->poll);
     Py_VISIT(self->tidy_timers);
     Py_VISIT(self->remove_reader);
     Py_VISIT(self->remove_writer);
     Py_VISIT(self->heappop);
     Py_VISIT(self->time);
-    Py_VISIT(self->zero);
     Py_VISIT(self->str_scheduled);
+    Py_VISIT(self->str_stopping);
     return 0;
 }
 
@@ -150,14 +151,13 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->handle_base);
     Py_CLEAR(self->idle_ticket);
     Py_CLEAR(self->fd_to_key);
-    Py_CLEAR(self->poll);
     Py_CLEAR(self->tidy_timers);
     Py_CLEAR(self->remove_reader);
     Py_CLEAR(self->remove_writer);
     Py_CLEAR(self->heappop);
     Py_CLEAR(self->time);
-    Py_CLEAR(self->zero);
     Py_CLEAR(self->str_scheduled);
+    Py_CLEAR(self->str_stopping);
     return 0;
 }
 
@@ -359,14 +359,15 @@ core_run_ready(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 core_bind_turn(LoopCoreObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"fd_to_key", "poll", "tidy_timers", "remove_reader",
+    static char *kwlist[] = {"fd_to_key", "epfd", "tidy_timers", "remove_reader",
                              "remove_writer", "heappop", "timer_type",
                              "min_scheduled", "clock_resolution", NULL};
-    PyObject *fd_to_key, *poll, *tidy, *rr, *rw, *heappop, *timer_type;
+    PyObject *fd_to_key, *tidy, *rr, *rw, *heappop, *timer_type;
     Py_ssize_t min_scheduled;
+    int epfd;
     double res;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOO!nd:bind_turn", kwlist,
-                                     &PyDict_Type, &fd_to_key, &poll, &tidy, &rr, &rw,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iOOOOO!nd:bind_turn", kwlist,
+                                     &PyDict_Type, &fd_to_key, &epfd, &tidy, &rr, &rw,
                                      &heappop, &PyType_Type, &timer_type,
                                      &min_scheduled, &res))
         return NULL;
@@ -377,25 +378,27 @@ core_bind_turn(LoopCoreObject *self, PyObject *args, PyObject *kw)
     if (slot_offset((PyTypeObject *)timer_type, "_when", &self->off_when) < 0
         || slot_offset((PyTypeObject *)timer_type, "_scheduled", &self->off_scheduled) < 0)
         return NULL;
-    PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL)
+    if (epfd < 0) {
+        PyErr_Format(PyExc_ValueError, "epfd=%d is not a file descriptor", epfd);
         return NULL;
+    }
     PyObject *time = PyUnicode_InternFromString("time");
     PyObject *str_sched = time ? PyUnicode_InternFromString("_scheduled") : NULL;
-    if (str_sched == NULL) {
-        Py_DECREF(zero);
+    PyObject *str_stopping = str_sched ? PyUnicode_InternFromString("_stopping") : NULL;
+    if (str_stopping == NULL) {
         Py_XDECREF(time);
+        Py_XDECREF(str_sched);
         return NULL;
     }
     Py_XSETREF(self->str_scheduled, str_sched);
+    Py_XSETREF(self->str_stopping, str_stopping);
     Py_XSETREF(self->fd_to_key, Py_NewRef(fd_to_key));
-    Py_XSETREF(self->poll, Py_NewRef(poll));
+    self->epfd = epfd;
     Py_XSETREF(self->tidy_timers, Py_NewRef(tidy));
     Py_XSETREF(self->remove_reader, Py_NewRef(rr));
     Py_XSETREF(self->remove_writer, Py_NewRef(rw));
     Py_XSETREF(self->heappop, Py_NewRef(heappop));
     Py_XSETREF(self->time, time);
-    Py_XSETREF(self->zero, zero);
     self->min_scheduled = min_scheduled;
     self->clock_resolution = res;
     Py_RETURN_NONE;
@@ -417,35 +420,38 @@ fd_ready(LoopCoreObject *self, PyObject *h, PyObject *fileobj, PyObject *remove)
     return r ? 0 : -1;
 }
 
+/* Events taken per turn at most; more wait for the next turn (epoll is
+ * level-triggered and queues a reported fd behind the others: none starves). */
+#define TURN_EVENTS 256
+
+/* The selector's fds that are ready now, without blocking: each one's reader
+ * and writer handles queued (asyncio's select(0) + _process_events).  The
+ * epoll_wait is made with the GIL held: it cannot block (docs/design.md,
+ * "Socket calls on the hot path"). */
 static int
 poll_fds(LoopCoreObject *self)
 {
-    Py_ssize_t nkeys = PyDict_GET_SIZE(self->fd_to_key);
-    PyObject *maxev = PyLong_FromSsize_t(nkeys ? nkeys : 1);
-    if (maxev == NULL)
-        return -1;
-    PyObject *pargs[2] = {self->zero, maxev};
-    PyObject *events = PyObject_Vectorcall(self->poll, pargs, 2, NULL);
-    Py_DECREF(maxev);
-    if (events == NULL)
-        return -1;
-    if (!PyList_Check(events)) {
-        Py_DECREF(events);
-        PyErr_SetString(PyExc_TypeError, "epoll.poll() did not return a list");
+    struct epoll_event evs[TURN_EVENTS];
+    int n = epoll_wait(self->epfd, evs, TURN_EVENTS, 0);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;                 /* a signal: its handler runs at the next bytecode */
+        PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     int err = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events) && !err; i++) {
-        PyObject *item = PyList_GET_ITEM(events, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
-            continue;
-        PyObject *key = PyDict_GetItemWithError(self->fd_to_key, PyTuple_GET_ITEM(item, 0));
+    for (int i = 0; i < n && !err; i++) {
+        PyObject *fd = PyLong_FromLong(evs[i].data.fd);   /* selectors register data.fd */
+        if (fd == NULL)
+            return -1;
+        PyObject *key = PyDict_GetItemWithError(self->fd_to_key, fd);
+        Py_DECREF(fd);
         if (key == NULL) {
             err = PyErr_Occurred() != NULL;
             continue;                 /* unregistered meanwhile */
         }
         Py_INCREF(key);
-        long ev = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        long ev = (long)evs[i].events;
         long want = PyTuple_Check(key) && PyTuple_GET_SIZE(key) >= 4
                     ? PyLong_AsLong(PyTuple_GET_ITEM(key, 2)) : -1;
         PyObject *data = want >= 0 ? PyTuple_GET_ITEM(key, 3) : NULL;
@@ -467,7 +473,6 @@ poll_fds(LoopCoreObject *self)
         }
         Py_DECREF(key);
     }
-    Py_DECREF(events);
     return err ? -1 : 0;
 }
 
@@ -537,7 +542,7 @@ due_timers(LoopCoreObject *self, PyObject *sched)
 static PyObject *
 core_run_once(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->poll == NULL) {
+    if (self->fd_to_key == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "LoopCore.run_once before bind_turn");
         return NULL;
     }
@@ -550,6 +555,38 @@ core_run_once(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
     if (err)
         return NULL;
     return core_run_ready(self, NULL);
+}
+
+/* Turns, up to max_turns, while the loop is not stopping, callbacks are
+ * ready and debug mode is off: the loop thread's busy stretch with no
+ * Python frame per turn.  Returns the turns run. */
+static PyObject *
+core_run_turns(LoopCoreObject *self, PyObject *arg)
+{
+    Py_ssize_t max_turns = PyLong_AsSsize_t(arg);
+    if (max_turns == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t turns = 0;
+    while (turns < max_turns && !self->debug) {
+        PyObject *r = core_run_once(self, NULL);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        turns++;
+        PyObject *stopping = PyObject_GetAttr(self->loop, self->str_stopping);
+        if (stopping == NULL)
+            return NULL;
+        int stop = PyObject_IsTrue(stopping);
+        Py_DECREF(stopping);
+        if (stop < 0)
+            return NULL;
+        Py_ssize_t left = stop ? 0 : PyObject_Length(self->ready);
+        if (left < 0)
+            return NULL;
+        if (left == 0)
+            break;
+    }
+    return PyLong_FromSsize_t(turns);
 }
 
 /* ---- attributes ---------------------------------------------------------- */
@@ -591,7 +628,25 @@ core_set_closed(LoopCoreObject *self, PyObject *v, void *c)
     return 0;
 }
 
+static PyObject *
+core_get_debug(LoopCoreObject *self, void *c)
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static int
+core_set_debug(LoopCoreObject *self, PyObject *v, void *c)
+{
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0)
+        return -1;
+    self->debug = b;
+    return 0;
+}
+
 static PyGetSetDef core_getset[] = {
+    {"debug", (getter)core_get_debug, (setter)core_set_debug,
+     "the loop is in debug mode (its own Python turn): run_turns runs none", NULL},
     {"idle_ticket", (getter)core_get_idle_ticket, (setter)core_set_idle_ticket,
      "the loop thread's osvrt wait while it is parked, else None", NULL},
     {"closed", (getter)core_get_closed, (setter)core_set_closed,
@@ -605,12 +660,15 @@ static PyMethodDef core_methods[] = {
      "call_soon(callback, *args, context=None) -> Handle: asyncio's call_soon (outside "
      "debug mode), in C"},
     {"bind_turn", (PyCFunction)(void (*)(void))core_bind_turn, METH_VARARGS | METH_KEYWORDS,
-     "bind_turn(fd_to_key, poll, tidy_timers, remove_reader, remove_writer, heappop, "
+     "bind_turn(fd_to_key, epfd, tidy_timers, remove_reader, remove_writer, heappop, "
      "timer_type, min_scheduled, clock_resolution): what run_once uses"},
     {"run_once", (PyCFunction)core_run_once, METH_NOARGS,
      "run_once(): one turn of the loop outside debug mode: cancelled timers dropped, the "
      "selector polled without blocking, due timers and ready fds' handles queued, the "
      "ready callbacks run"},
+    {"run_turns", (PyCFunction)core_run_turns, METH_O,
+     "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
+     "not stopping and debug mode is off, at most max_turns times"},
     {"run_ready", (PyCFunction)core_run_ready, METH_NOARGS,
      "run_ready(): run the callbacks ready now (asyncio's _run_once inner loop)"},
     {NULL},

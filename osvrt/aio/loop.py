@@ -46,6 +46,7 @@ from ..runtime import Runtime, spawn
 
 __all__ = ["OsvrtEventLoop", "new_event_loop"]
 
+_BUSY_TURNS = 16               # busy turns between yields to the worker's other threads
 _MAX_PARK = 24 * 3600.0        # seconds, as asyncio's MAXIMUM_SELECT_TIMEOUT
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 # asyncio's own thresholds for dropping cancelled timers from the heap
@@ -182,7 +183,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # call_soon is this instance's outside debug mode (set_debug).
         self._core = _engine.LoopCore(self, self._ready, self._callback_failed, _Handle,
                                       events.Handle)
-        self._core.bind_turn(self._selector._fd_to_key, self._selector._selector.poll,
+        self._core.bind_turn(self._selector._fd_to_key, self._selector.fileno(),
                              self._tidy_timers, self._remove_reader, self._remove_writer,
                              heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
                              self._clock_resolution)
@@ -212,6 +213,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         core = self.__dict__.get("_core")
         if core is None:
             return                         # BaseEventLoop.__init__, before the core exists
+        core.debug = self._debug
         if self._debug:
             # asyncio's own call_soon (this class's), with its checks
             self.__dict__.pop("call_soon", None)
@@ -294,18 +296,23 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                                    finalizer=self._asyncgen_finalizer_hook)
             events._set_running_loop(self)
             turns = 0
+            core = self._core
             while True:
-                self._run_once()
+                if self._debug:
+                    self._run_once()               # asyncio's own turn
+                    turns += 1
+                else:
+                    # Turns in C while callbacks are ready (aio.c, run_turns).
+                    turns += core.run_turns(_BUSY_TURNS)
                 if self._stopping:
                     break
                 if not self._ready:
                     await self._idle()
-                else:
-                    turns += 1
-                    if turns & 15 == 0:
-                        # Busy: let the worker's other green threads (osvrt.spawn,
-                        # executor calls) run now and then.
-                        await kernel.yield_now()
+                elif turns >= _BUSY_TURNS:
+                    # Busy: let the worker's other green threads (osvrt.spawn,
+                    # executor calls) run now and then.
+                    turns = 0
+                    await kernel.yield_now()
         finally:
             self._stopping = False
             self._thread_id = None

@@ -170,3 +170,48 @@ def test_loop_core_refuses_a_handle_class_of_another_shape():
 
     with pytest.raises(TypeError):
         _engine.LoopCore(None, [], print, NotAHandle, asyncio.Handle)
+
+
+def test_debug_mode_switched_on_while_running_takes_asyncios_turn_at_once():
+    async def main():
+        loop = asyncio.get_running_loop()
+        before = loop._core.debug, "call_soon" in vars(loop)
+        loop.set_debug(True)
+        await asyncio.sleep(0)
+        during = loop._core.debug, "call_soon" in vars(loop)
+        slow = []
+        loop.slow_callback_duration = 0.0
+        loop.set_exception_handler(lambda lp, ctx: slow.append(ctx))
+        loop.call_soon(sum, [1])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        loop.set_debug(False)
+        await asyncio.sleep(0)
+        return before, during, (loop._core.debug, "call_soon" in vars(loop))
+
+    before, during, after = run(main)
+    assert before == (False, True)
+    assert during == (True, False)
+    assert after == (False, True)
+
+
+def test_a_busy_loop_still_lets_the_workers_green_threads_run():
+    """run_turns hands back every 16 busy turns: a green thread beside a
+    loop whose ready queue never empties still runs."""
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def spin():
+            if not done.done():
+                loop.call_soon(spin)
+
+        async def green():
+            return "ran"
+
+        done = loop.create_future()
+        loop.call_soon(spin)
+        result = await loop.run_green(green)
+        done.set_result(None)
+        return result
+
+    assert run(main) == "ran"
