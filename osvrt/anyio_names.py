@@ -97,8 +97,8 @@ def adapt_httpcore(module):
             return "asyncio"
         return original()
 
-    current_async_library._osvrt_adapted = True          # type: ignore[attr-defined]
-    current_async_library.__wrapped__ = original          # type: ignore[attr-defined]
+    current_async_library._osvrt_adapted = True
+    current_async_library.__wrapped__ = original
     current_async_library.__doc__ = original.__doc__
     module.current_async_library = current_async_library
     # httpcore's network backend chooser took the name by import

@@ -56,6 +56,8 @@ typedef struct {
     PyObject *time;            /* "time": loop.time() is looked up per turn (tests patch it) */
     PyObject *str_scheduled;   /* "_scheduled" (the loop may replace the list) */
     PyObject *str_stopping;    /* "_stopping" (loop.stop() sets it) */
+    PyObject *task_type;       /* asyncio.Task, made by create_task */
+    PyObject *task_kwnames;    /* ("loop", "name", "context") */
     Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
     double clock_resolution;   /* loop._clock_resolution */
     Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
@@ -136,6 +138,8 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->time);
     Py_VISIT(self->str_scheduled);
     Py_VISIT(self->str_stopping);
+    Py_VISIT(self->task_type);
+    Py_VISIT(self->task_kwnames);
     return 0;
 }
 
@@ -158,6 +162,8 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->time);
     Py_CLEAR(self->str_scheduled);
     Py_CLEAR(self->str_stopping);
+    Py_CLEAR(self->task_type);
+    Py_CLEAR(self->task_kwnames);
     return 0;
 }
 
@@ -242,6 +248,65 @@ core_call_soon(LoopCoreObject *self, PyObject *const *args, size_t nargsf, PyObj
         }
     }
     return h;
+}
+
+/* ---- create_task ------------------------------------------------------- */
+
+static PyObject *
+core_create_task(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    PyObject *name = Py_None, *context = Py_None;
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "name") == 0)
+                name = args[nargs + i];
+            else if (PyUnicode_Check(key)
+                     && PyUnicode_CompareWithASCIIString(key, "context") == 0)
+                context = args[nargs + i];
+            else {
+                PyErr_Format(PyExc_TypeError,
+                             "create_task() got an unexpected keyword argument %R", key);
+                return NULL;
+            }
+        }
+    }
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "create_task() takes 1 positional argument (coro), "
+                     "%zd given", nargs);
+        return NULL;
+    }
+    if (self->task_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore.create_task before bind_task");
+        return NULL;
+    }
+    if (self->closed || self->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
+    /* BaseEventLoop.create_task without a task factory, outside debug mode:
+     * Task(coro, loop=self, name=name, context=context). */
+    PyObject *call[4] = {args[0], self->loop, name, context};
+    return PyObject_Vectorcall(self->task_type, call, 1, self->task_kwnames);
+}
+
+static PyObject *
+core_bind_task(LoopCoreObject *self, PyObject *task_type)
+{
+    if (!PyType_Check(task_type)) {
+        PyErr_Format(PyExc_TypeError, "bind_task(%R): a Task class is needed", task_type);
+        return NULL;
+    }
+    PyObject *kwnames = Py_BuildValue("(sss)", "loop", "name", "context");
+    if (kwnames == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < 3; i++)
+        PyUnicode_InternInPlace(&PyTuple_GET_ITEM(kwnames, i));
+    Py_XSETREF(self->task_kwnames, kwnames);
+    Py_XSETREF(self->task_type, Py_NewRef(task_type));
+    Py_RETURN_NONE;
 }
 
 /* ---- run_ready ---------------------------------------------------------- */
@@ -666,6 +731,12 @@ static PyMethodDef core_methods[] = {
      "run_once(): one turn of the loop outside debug mode: cancelled timers dropped, the "
      "selector polled without blocking, due timers and ready fds' handles queued, the "
      "ready callbacks run"},
+    {"create_task", (PyCFunction)(void (*)(void))core_create_task,
+     METH_FASTCALL | METH_KEYWORDS,
+     "create_task(coro, *, name=None, context=None) -> Task: asyncio's create_task with no "
+     "task factory, outside debug mode, in C"},
+    {"bind_task", (PyCFunction)core_bind_task, METH_O,
+     "bind_task(task_type): the Task class create_task makes"},
     {"run_turns", (PyCFunction)core_run_turns, METH_O,
      "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
      "not stopping and debug mode is off, at most max_turns times"},

@@ -18,7 +18,6 @@ wrk runs unpinned: on a host with as many CPUs as servers it competes with
 them, which the report says.  Rounds alternate the order of the contenders.
 """
 import argparse
-import asyncio
 import os
 import re
 import signal

@@ -187,6 +187,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                              self._tidy_timers, self._remove_reader, self._remove_writer,
                              heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
                              self._clock_resolution)
+        self._core.bind_task(asyncio.Task)
         self.set_debug(self._debug)
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         self._poller = None                # the green thread that waits on our epoll fd
@@ -221,6 +222,22 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             # The C Future and Task look call_soon up on the instance: this
             # C method is found first, and schedules with no Python frame.
             self.call_soon = core.call_soon
+        self._choose_create_task()
+
+    def set_task_factory(self, factory):
+        super().set_task_factory(factory)
+        self._choose_create_task()
+
+    def _choose_create_task(self):
+        """create_task is the engine's (aio.c) outside debug mode and with no
+        task factory; asyncio's own otherwise."""
+        core = self.__dict__.get("_core")
+        if core is None:
+            return
+        if self._debug or self._task_factory is not None:
+            self.__dict__.pop("create_task", None)
+        else:
+            self.create_task = core.create_task
 
     # ---- the runtime ---------------------------------------------------------
 

@@ -215,3 +215,50 @@ def test_a_busy_loop_still_lets_the_workers_green_threads_run():
         return result
 
     assert run(main) == "ran"
+
+
+def test_create_task_is_the_c_core_unless_a_factory_or_debug_mode_is_set():
+    var = contextvars.ContextVar("var", default="outer")
+
+    async def child():
+        return var.get(), asyncio.current_task().get_name()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        in_c = isinstance(getattr(loop.create_task, "__self__", None), _engine.LoopCore)
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "inner")
+        t = loop.create_task(child(), name="kid", context=ctx)
+        got = await t
+        made = []
+        loop.set_task_factory(lambda lp, coro, **kw: made.append(1) or asyncio.Task(
+            coro, loop=lp, **kw))
+        with_factory = "create_task" in vars(loop)
+        await loop.create_task(child())
+        loop.set_task_factory(None)
+        back = "create_task" in vars(loop)
+        with pytest.raises(TypeError, match="'eager'"):
+            coro = child()
+            try:
+                loop.create_task(coro, eager=True)
+            finally:
+                coro.close()
+        return in_c, type(t), got, with_factory, made, back
+
+    in_c, task_type, got, with_factory, made, back = run(main)
+    assert in_c and task_type is asyncio.Task
+    assert got == ("inner", "kid")
+    assert not with_factory and made == [1] and back
+
+
+def test_create_task_on_a_closed_loop_is_refused():
+    loop = osvrt.new_event_loop()
+    loop.close()
+
+    async def nothing():
+        pass
+
+    coro = nothing()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.create_task(coro)
+    coro.close()
