@@ -181,13 +181,20 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         self._helper_cpu = self._rt.loop_cpu if len(self._rt.cpus) > 1 else None
         # call_soon and the ready queue's run in C (osvrt/_engine/aio.c); its
         # call_soon is this instance's outside debug mode (set_debug).
-        self._core = _engine.LoopCore(self, self._ready, self._callback_failed, _Handle,
-                                      events.Handle)
-        self._core.bind_turn(self._selector._fd_to_key, self._selector.fileno(),
-                             self._tidy_timers, self._remove_reader, self._remove_writer,
-                             heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
-                             self._clock_resolution)
-        self._core.bind_task(asyncio.Task)
+        try:
+            self._core = core = _engine.LoopCore(self, self._ready, self._callback_failed,
+                                                 _Handle, events.Handle)
+            core.bind_turn(self._selector._fd_to_key, self._selector.fileno(),
+                           self._tidy_timers, self._remove_reader, self._remove_writer,
+                           heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
+                           self._clock_resolution)
+            core.bind_task(asyncio.Task)
+        except BaseException:
+            # another Python's asyncio layout (a TypeError naming the field):
+            # nothing left open
+            self._rt = None
+            super().close()
+            raise
         self.set_debug(self._debug)
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         self._poller = None                # the green thread that waits on our epoll fd
