@@ -244,3 +244,35 @@ def test_the_backend_module_is_one_module_under_two_names():
     from osvrt.aio import anyio_backend
     assert mod is anyio_backend
     assert anyio._core._eventloop.get_async_backend("osvrt") is osvrt.anyio.OsvrtBackend
+
+
+_LATE_HTTPCORE = '''
+import osvrt.anyio, sys
+assert "httpcore" not in sys.modules
+import anyio, httpx
+
+async def main():
+    async def handle(stream):
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n"
+                              b"Connection: close\\r\\n\\r\\nok")
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{port}/")
+        tg.cancel_scope.cancel()
+    return r.text
+
+print(anyio.run(main, backend="osvrt"))
+'''
+
+
+def test_httpcore_loaded_after_osvrt_anyio_is_adapted_when_it_loads():
+    pytest.importorskip("httpx")
+    proc = subprocess.run([sys.executable, "-P", "-c", _LATE_HTTPCORE], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
