@@ -69,6 +69,9 @@ setup(
     install_requires=["cffi>=1.15", "atomics>=1.0.3,<2"],
     extras_require={
         "numba": ["numba>=0.58"],
+        # osvrt.anyio: the anyio backend "osvrt" (anyio's asyncio backend on
+        # osvrt's loop; its name reaches libraries through sniffio)
+        "anyio": ["anyio>=4.4", "sniffio>=1.3"],
         # numba, so that the test run exercises the classifier rules; rich:
         # tests/test_bench_cli.py checks the report drawn with and without it
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numba>=0.58", "rich>=12",

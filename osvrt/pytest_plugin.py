@@ -37,6 +37,7 @@ import types
 import pytest
 
 from . import pytest_async
+from . import anyio_names
 from .pytest_async import runtime_options
 
 _INNER_ROUND_S = 250e-6     # auto mode: in-runtime iterations per round reach at least this
@@ -59,6 +60,9 @@ def pytest_pyfunc_call(pyfuncitem):
 
 def pytest_configure(config):
     pytest_async.configure(config)
+    # anyio's plugin accepts anyio_backend = "osvrt" (osvrt.anyio) without an
+    # import in conftest.py: a finder for that one module name, no anyio import.
+    anyio_names.install()
     config.addinivalue_line(
         "markers", "osvrt(timeout=None, **runtime_options): options of the osvrt.Runtime "
         "that the async_benchmark fixture, or an async def test, starts for this test "

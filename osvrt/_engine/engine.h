@@ -234,7 +234,7 @@ struct WorkerObject {
     double next_offer;             /* owner */
     /* statistics: owner-written, read racily by stats() and by other processes
      * (`osvrt top`): `st` points at `own_stats` or into the runtime's stats
-     * file (Worker._bind_stats) */
+     * file (Worker.bind_stats) */
     struct osvrt_worker_stats *st;
     struct osvrt_worker_stats own_stats;
     /* trace recording (Runtime(trace=...)): owner only; NULL when off, so
@@ -340,6 +340,9 @@ static inline int io_due(WorkerObject *w, double now)
 #define IO_BUDGET 128
 extern PyMethodDef sock_module_methods[];
 extern PyTypeObject SockOp_Type;
+
+/* aio.c: the asyncio loop's call_soon and ready-queue run */
+extern PyTypeObject LoopCore_Type;
 
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);

@@ -512,7 +512,7 @@ PyInit__engine(void)
                                           "terminated"};
     worker_init_constants();
     PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
-                             &Event_Type, &LiveSet_Type, &SockOp_Type};
+                             &Event_Type, &LiveSet_Type, &SockOp_Type, &LoopCore_Type};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
@@ -568,7 +568,8 @@ PyInit__engine(void)
         || PyModule_AddObjectRef(m, "Timer", (PyObject *)&Timer_Type) < 0
         || PyModule_AddObjectRef(m, "WorkerBase", (PyObject *)&WorkerBase_Type) < 0
         || PyModule_AddObjectRef(m, "Event", (PyObject *)&Event_Type) < 0
-        || PyModule_AddObjectRef(m, "LiveSet", (PyObject *)&LiveSet_Type) < 0)
+        || PyModule_AddObjectRef(m, "LiveSet", (PyObject *)&LiveSet_Type) < 0
+        || PyModule_AddObjectRef(m, "LoopCore", (PyObject *)&LoopCore_Type) < 0)
         goto fail;
     return m;
 fail:

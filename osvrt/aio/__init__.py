@@ -10,5 +10,6 @@
 See osvrt/aio/loop.py and docs/api.md ("asyncio event loop") for how the loop
 runs on the runtime and how it differs from uvloop."""
 from .loop import OsvrtEventLoop, new_event_loop
+from .percpu import run_per_cpu
 
-__all__ = ["OsvrtEventLoop", "new_event_loop"]
+__all__ = ["OsvrtEventLoop", "new_event_loop", "run_per_cpu"]

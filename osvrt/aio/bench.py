@@ -90,8 +90,9 @@ class HttpProtocol(asyncio.Protocol):
         self.buf = buf
 
 
-def serve(kind, port, cpu, ready_fd=None):
-    """Serve HTTP on 127.0.0.1:port with this loop until SIGTERM/SIGINT."""
+def serve(kind, port, cpu, ready_fd=None, reuse_port=False):
+    """Serve HTTP on 127.0.0.1:port with this loop until SIGTERM/SIGINT
+    (reuse_port: beside other servers of the port, osvrt/aio/bench_cpus.py)."""
     import signal
     os.sched_setaffinity(0, {cpu})             # the whole server process on one CPU
     if kind == "osvrt":
@@ -103,7 +104,8 @@ def serve(kind, port, cpu, ready_fd=None):
 
     async def main():
         loop = asyncio.get_running_loop()
-        srv = await loop.create_server(HttpProtocol, "127.0.0.1", port, backlog=1024)
+        srv = await loop.create_server(HttpProtocol, "127.0.0.1", port, backlog=1024,
+                                       reuse_port=reuse_port or None)
         stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
@@ -126,12 +128,13 @@ def _free_port():
 class Server:
     """The server in its own process (python -m osvrt.aio.bench serve ...)."""
 
-    def __init__(self, kind, cpu, wrap=()):
-        self.port = _free_port()
+    def __init__(self, kind, cpu, wrap=(), port=None):
+        # port given: a reuse_port server beside others on it (bench_cpus.py)
+        self.port = _free_port() if port is None else port
         r, w = os.pipe()
         self.proc = subprocess.Popen(
             [*wrap, sys.executable, "-P", "-m", "osvrt.aio.bench", "serve", kind, str(self.port),
-             str(cpu), str(w)], pass_fds=(w,))
+             str(cpu), str(w), *(["reuse_port"] if port is not None else [])], pass_fds=(w,))
         os.close(w)
         try:
             if os.read(r, 1) != b"1":
@@ -322,7 +325,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
         kind, port, cpu, fd = argv[1], int(argv[2]), int(argv[3]), int(argv[4])
-        serve(kind, port, cpu, fd)
+        serve(kind, port, cpu, fd, reuse_port=argv[5:6] == ["reuse_port"])
         return 0
     ap = argparse.ArgumentParser(prog="python -m osvrt.aio.bench",
                                  description=__doc__.split("\n\n")[0])

@@ -39,13 +39,14 @@ import threading
 from asyncio import base_events, events, format_helpers, unix_events
 from typing import Any
 
-from .. import kernel
+from .. import _engine, kernel
 from ..readiness import wait_readable
 from ..offload import to_thread
 from ..runtime import Runtime, spawn
 
 __all__ = ["OsvrtEventLoop", "new_event_loop"]
 
+_BUSY_TURNS = 16               # busy turns between yields to the worker's other threads
 _MAX_PARK = 24 * 3600.0        # seconds, as asyncio's MAXIMUM_SELECT_TIMEOUT
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 # asyncio's own thresholds for dropping cancelled timers from the heap
@@ -133,11 +134,23 @@ class _Seat:
 
 
 class _LoopRuntime(Runtime):
-    """A Runtime whose one worker runs on the loop's thread (_Seat)."""
+    """A Runtime whose loop worker (the CPU loop_cpu, or its first) runs on
+    the loop's thread (_Seat); its other workers, if any, have OS threads of
+    their own as in any Runtime."""
 
     loop_worker = None                  # that worker, once started
 
+    def __init__(self, cpus, loop_cpu=None, **options):
+        super().__init__(cpus, **options)
+        if loop_cpu is None:
+            loop_cpu = self.cpus[0]
+        elif loop_cpu not in self.cpus:
+            raise ValueError(f"cpu={loop_cpu!r} is not one of the loop's cpus {self.cpus}")
+        self.loop_cpu = loop_cpu
+
     def _start_worker(self, w, ready):
+        if w.cpu_id != self.loop_cpu:
+            return super()._start_worker(w, ready)
         seat = _Seat(w)
         self.loop_worker = w
         ready(w, None)
@@ -147,7 +160,7 @@ class _LoopRuntime(Runtime):
 class OsvrtEventLoop(unix_events.SelectorEventLoop):
     """An asyncio event loop run by an osvrt Runtime; see the module's help."""
 
-    def __init__(self, *, cpu=None, runtime_options=None):
+    def __init__(self, *, cpu=None, cpus=None, runtime_options=None):
         options = dict(runtime_options or {})
         options.setdefault("balance", False)
         self._rt = None
@@ -156,16 +169,82 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # Made (and so validated: a bad cpu is a ValueError naming it) now,
         # started by the first run; a bad option leaves nothing open.
         try:
-            self._rt = _LoopRuntime([cpu] if cpu is not None else 1, **options)
+            if cpus is None:
+                cpus = [cpu] if cpu is not None else 1
+            self._rt = _LoopRuntime(cpus, cpu, **options)
         except BaseException:
             super().close()
             raise
+        # Where the loop's helper green threads (poller, executor calls,
+        # run_green) must stay: they touch the loop's Futures, which belong to
+        # the loop's OS thread.  None with one CPU (nothing can move them).
+        self._helper_cpu = self._rt.loop_cpu if len(self._rt.cpus) > 1 else None
+        # call_soon and the ready queue's run in C (osvrt/_engine/aio.c); its
+        # call_soon is this instance's outside debug mode (set_debug).
+        try:
+            self._core = core = _engine.LoopCore(self, self._ready, self._callback_failed,
+                                                 _Handle, events.Handle)
+            core.bind_turn(self._selector._fd_to_key, self._selector.fileno(),
+                           self._tidy_timers, self._remove_reader, self._remove_writer,
+                           heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
+                           self._clock_resolution)
+            core.bind_task(asyncio.Task)
+        except BaseException:
+            # another Python's asyncio layout (a TypeError naming the field):
+            # nothing left open
+            self._rt = None
+            super().close()
+            raise
+        self.set_debug(self._debug)
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
-        self._idle_ticket = None           # its wait while it is parked, else None
         self._poller = None                # the green thread that waits on our epoll fd
         self._poll_ticket = None           # the poller's wait for the next idle
+        # The running thread is pinned to the loop's CPU for a run when asked
+        # (cpu=), or when the loop shares a Runtime with pinned workers.
+        if cpu is None and len(self._rt.cpus) > 1 and options.get("pin", True):
+            cpu = self._rt.loop_cpu
         self._pin_cpu = cpu
         self._wakeup_kept = False          # our self-pipe is the signal wakeup fd (a run)
+
+    @property
+    def _idle_ticket(self):
+        """The loop thread's wait while it is parked, else None (kept by the
+        C core, whose call_soon wakes it)."""
+        return self._core.idle_ticket
+
+    @_idle_ticket.setter
+    def _idle_ticket(self, tk):
+        self._core.idle_ticket = tk
+
+    def set_debug(self, enabled):
+        super().set_debug(enabled)
+        core = self.__dict__.get("_core")
+        if core is None:
+            return                         # BaseEventLoop.__init__, before the core exists
+        core.debug = self._debug
+        if self._debug:
+            # asyncio's own call_soon (this class's), with its checks
+            self.__dict__.pop("call_soon", None)
+        else:
+            # The C Future and Task look call_soon up on the instance: this
+            # C method is found first, and schedules with no Python frame.
+            self.call_soon = core.call_soon
+        self._choose_create_task()
+
+    def set_task_factory(self, factory):
+        super().set_task_factory(factory)
+        self._choose_create_task()
+
+    def _choose_create_task(self):
+        """create_task is the engine's (aio.c) outside debug mode and with no
+        task factory; asyncio's own otherwise."""
+        core = self.__dict__.get("_core")
+        if core is None:
+            return
+        if self._debug or self._task_factory is not None:
+            self.__dict__.pop("create_task", None)
+        else:
+            self.create_task = core.create_task
 
     # ---- the runtime ---------------------------------------------------------
 
@@ -192,7 +271,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # Before the submit: the loop's green thread sets it again at its end,
         # and the worker's loop then returns here.
         w.stop_requested = False
-        done = rt.submit(self._loop_thread, name="osvrt-asyncio-loop")
+        done = rt.submit(self._loop_thread, cpu=rt.loop_cpu, name="osvrt-asyncio-loop")
         with self._on_this_thread():
             w.os_thread.run()
         if not done.done():
@@ -241,18 +320,23 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                                    finalizer=self._asyncgen_finalizer_hook)
             events._set_running_loop(self)
             turns = 0
+            core = self._core
             while True:
-                self._run_once()
+                if self._debug:
+                    self._run_once()               # asyncio's own turn
+                    turns += 1
+                else:
+                    # Turns in C while callbacks are ready (aio.c, run_turns).
+                    turns += core.run_turns(_BUSY_TURNS)
                 if self._stopping:
                     break
                 if not self._ready:
                     await self._idle()
-                else:
-                    turns += 1
-                    if turns & 15 == 0:
-                        # Busy: let the worker's other green threads (osvrt.spawn,
-                        # executor calls) run now and then.
-                        await kernel.yield_now()
+                elif turns >= _BUSY_TURNS:
+                    # Busy: let the worker's other green threads (osvrt.spawn,
+                    # executor calls) run now and then.
+                    turns = 0
+                    await kernel.yield_now()
         finally:
             self._stopping = False
             self._thread_id = None
@@ -298,62 +382,31 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         slow-callback reports."""
         if self._debug:
             return super()._run_once()
+        # Cancelled timers dropped (_tidy_timers), the selector polled
+        # without blocking, due timers and ready fds' handles queued, the
+        # ready callbacks run: osvrt/_engine/aio.c, LoopCore.run_once.
+        self._core.run_once()
+
+    def _tidy_timers(self):
+        """Drop cancelled timers from the heap's head, or rebuild the heap
+        without them when they are most of it (asyncio's rule, so that it
+        cannot grow without bound); called by LoopCore.run_once."""
         sched = self._scheduled
-        if sched:
-            cancelled = self._timer_cancelled_count
-            if len(sched) > _MIN_SCHEDULED and cancelled > len(sched) * _CANCELLED_FRACTION:
-                # Mostly cancelled timers: rebuild the heap without them (as
-                # asyncio does, so that it cannot grow without bound).
-                live = []
-                for h in sched:
-                    if h._cancelled:
-                        h._scheduled = False
-                    else:
-                        live.append(h)
-                heapq.heapify(live)
-                self._scheduled = sched = live
-                self._timer_cancelled_count = 0
-            else:
-                while sched and sched[0]._cancelled:
-                    self._timer_cancelled_count -= 1
-                    heapq.heappop(sched)._scheduled = False
-        ready = self._ready
-        # The selector's poll and asyncio's _process_events in one pass: each
-        # ready fd's reader/writer Handle goes onto the ready queue.
-        fd_to_key = self._selector._fd_to_key
-        for fd, ev in self._selector._selector.poll(0, len(fd_to_key) or 1):
-            key = fd_to_key.get(fd)
-            if key is None:
-                continue
-            reader, writer = key.data
-            if ev & _NOT_OUT and reader is not None and key.events & _READ:
-                if reader._cancelled:
-                    self._remove_reader(key.fileobj)
+        cancelled = self._timer_cancelled_count
+        if len(sched) > _MIN_SCHEDULED and cancelled > len(sched) * _CANCELLED_FRACTION:
+            live = []
+            for h in sched:
+                if h._cancelled:
+                    h._scheduled = False
                 else:
-                    ready.append(reader)
-            if ev & _NOT_IN and writer is not None and key.events & _WRITE:
-                if writer._cancelled:
-                    self._remove_writer(key.fileobj)
-                else:
-                    ready.append(writer)
-        if sched:
-            end = self.time() + self._clock_resolution
-            while sched and sched[0]._when < end:
-                h = heapq.heappop(sched)
-                h._scheduled = False
-                ready.append(h)
-        for _ in range(len(ready)):
-            h = ready.popleft()
-            if h._cancelled:
-                continue
-            # Handle._run, inline (one Python frame less per callback).
-            try:
-                h._context.run(h._callback, *h._args)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._callback_failed(h, exc)
-        h = None                     # drop the last handle (a cycle when it raised)
+                    live.append(h)
+            heapq.heapify(live)
+            self._scheduled = live
+            self._timer_cancelled_count = 0
+        else:
+            while sched and sched[0]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(sched)._scheduled = False
 
     def _callback_failed(self, h, exc):
         """What Handle._run reports when its callback raised."""
@@ -399,7 +452,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
 
     def _arm_poller(self):
         if self._poller is None:
-            self._poller = spawn(self._poll_selector, name="osvrt-asyncio-poller")
+            self._poller = spawn(self._poll_selector, name="osvrt-asyncio-poller",
+                                cpu=self._helper_cpu)
         else:
             tk, self._poll_ticket = self._poll_ticket, None
             if tk is not None:
@@ -457,7 +511,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         if self._debug:
             self._check_callback(func, "run_in_executor")
         fut = self.create_future()
-        t = spawn(self._offload, fut, func, args, name="osvrt-asyncio-executor")
+        t = spawn(self._offload, fut, func, args, name="osvrt-asyncio-executor",
+                  cpu=self._helper_cpu)
         fut.add_done_callback(lambda f: t.cancel() if f.cancelled() else None)
         return fut
 
@@ -492,6 +547,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         if rt is not None and self._rt_started:
             self._stop_runtime(rt)        # ends the poller and any green thread left
         super().close()
+        self._core.closed = True
 
     @staticmethod
     def _stop_runtime(rt):
@@ -533,7 +589,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 return
             self._settle(fut, result, None)
 
-        t = spawn(green, name=getattr(fn, "__name__", "osvrt-green"))
+        t = spawn(green, name=getattr(fn, "__name__", "osvrt-green"), cpu=self._helper_cpu)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -550,15 +606,22 @@ def kernel_cancelled():
     return Cancelled
 
 
-def new_event_loop(*, cpu: int | None = None, **runtime_options: Any) -> "OsvrtEventLoop":
+def new_event_loop(*, cpu: int | None = None, cpus: Any = None,
+                   **runtime_options: Any) -> "OsvrtEventLoop":
     """A new osvrt asyncio event loop (an asyncio.AbstractEventLoop).
 
         asyncio.Runner(loop_factory=osvrt.new_event_loop)
         anyio.run(main, backend="asyncio",
                   backend_options={"loop_factory": osvrt.new_event_loop})
 
-    cpu: the CPU whose pinned osvrt worker runs the loop (default: the first
-    CPU this process may use); runtime_options: further osvrt.Runtime
-    options.  For several cores, run one loop per CPU (each in its own OS
-    thread, each listener with reuse_port=True)."""
-    return OsvrtEventLoop(cpu=cpu, runtime_options=runtime_options)
+    cpu: the CPU whose osvrt worker runs the loop (the running thread is
+    pinned to it for the run; default: the first of cpus);
+    cpus: the CPUs of the loop's Runtime, as osvrt.Runtime(cpus=...) takes
+    them (default: one, `cpu` or the first CPU this process may use).  The
+    loop and all its tasks run on one of them; the others run the green
+    threads the program starts there (osvrt.spawn(fn, cpu=c)) and size the
+    offload pool (to_thread, run_in_executor).
+    runtime_options: further osvrt.Runtime options.  For several cores, run
+    one loop per CPU (each in its own OS thread, each listener with
+    reuse_port=True)."""
+    return OsvrtEventLoop(cpu=cpu, cpus=cpus, runtime_options=runtime_options)

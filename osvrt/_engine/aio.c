@@ -1,0 +1,762 @@
+/* aio.c - the asyncio loop's per-callback path in C (osvrt/aio/loop.py).
+ *
+ * LoopCore belongs to one OsvrtEventLoop (outside debug mode) and does two
+ * things asyncio does in Python for every callback:
+ *   call_soon(callback, *args, context=None)
+ *       makes the loop's Handle (a real asyncio.Handle: the loop's _Handle
+ *       class, its slots filled in directly) and appends it to the loop's
+ *       ready deque; when the loop is parked on its osvrt ticket, wakes it.
+ *       The loop installs it as its instance's call_soon, so the C Future and
+ *       Task schedule their callbacks through here without a Python frame.
+ *   run_ready()
+ *       runs the callbacks that were ready when it was called (asyncio's
+ *       _run_once inner loop: popleft, skip cancelled, context.run(callback,
+ *       *args)); an Exception goes to the loop's _callback_failed (asyncio's
+ *       Handle._run report), SystemExit and KeyboardInterrupt propagate with
+ *       the rest of the queue kept.
+ * Handles stay asyncio's own objects (anyio, uvicorn and asyncio's debug
+ * mode read their fields); their slot offsets are read once, from the member
+ * descriptors of asyncio.events.Handle, so no field is looked up by name per
+ * call (CPython's Modules/_asynciomodule.c reads Future fields the same way:
+ * by layout, not by name).
+ *
+ * Ownership: a LoopCore is used only by the OS thread that runs its loop
+ * (asyncio's rule: a loop is not thread-safe; call_soon_threadsafe takes the
+ * Python path).  idle_ticket is written by the loop's green thread and read
+ * by green threads of the same worker: one OS thread, so plain fields.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+
+enum { F_CONTEXT, F_LOOP, F_CALLBACK, F_ARGS, F_CANCELLED, F_REPR, F_SOURCE_TB, F_COUNT };
+static const char *const field_names[F_COUNT] = {
+    "_context", "_loop", "_callback", "_args", "_cancelled", "_repr", "_source_traceback",
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *loop;            /* the OsvrtEventLoop */
+    PyObject *ready;           /* loop._ready (a collections.deque) */
+    PyObject *append;          /* ready.append */
+    PyObject *popleft;         /* ready.popleft */
+    PyObject *on_error;        /* loop._callback_failed(handle, exc) */
+    PyTypeObject *handle_type; /* the Handle class call_soon makes */
+    PyTypeObject *handle_base; /* asyncio.events.Handle: what run_ready reads */
+    PyObject *idle_ticket;     /* the loop thread's wait while parked, or NULL */
+    /* run_once's parts (bind_turn): */
+    PyObject *fd_to_key;       /* the selector's fd -> SelectorKey dict */
+    int epfd;                  /* the selector's epoll fd (polled here, never blocking) */
+    int debug;                 /* the loop is in debug mode: run_turns refuses */
+    PyObject *tidy_timers;     /* loop._tidy_timers(): drop cancelled timers */
+    PyObject *remove_reader;   /* loop._remove_reader(fileobj) */
+    PyObject *remove_writer;   /* loop._remove_writer(fileobj) */
+    PyObject *heappop;         /* heapq.heappop */
+    PyObject *time;            /* "time": loop.time() is looked up per turn (tests patch it) */
+    PyObject *str_scheduled;   /* "_scheduled" (the loop may replace the list) */
+    PyObject *str_stopping;    /* "_stopping" (loop.stop() sets it) */
+    PyObject *task_type;       /* asyncio.Task, made by create_task */
+    PyObject *task_kwnames;    /* ("loop", "name", "context") */
+    Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
+    double clock_resolution;   /* loop._clock_resolution */
+    Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
+    Py_ssize_t off[F_COUNT];   /* slot offsets in handle_base's layout */
+    int closed;                /* the loop was closed: call_soon refuses */
+} LoopCoreObject;
+
+#define SLOT(h, core, f) (*(PyObject **)((char *)(h) + (core)->off[f]))
+
+static int
+slot_offset(PyTypeObject *base, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)base, name);
+    if (d == NULL)
+        return -1;
+    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type)
+             && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+    if (ok)
+        *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ field: this Python's "
+                     "asyncio Handle has another layout", base->tp_name, name);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+core_init(LoopCoreObject *self, PyObject *args, PyObject *kw)
+{
+    PyObject *loop, *ready, *on_error, *handle_type, *handle_base;
+    static char *kwlist[] = {"loop", "ready", "on_error", "handle_type", "handle_base", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO!O!:LoopCore", kwlist, &loop, &ready,
+                                     &on_error, &PyType_Type, &handle_type,
+                                     &PyType_Type, &handle_base))
+        return -1;
+    if (!PyType_IsSubtype((PyTypeObject *)handle_type, (PyTypeObject *)handle_base)) {
+        PyErr_Format(PyExc_TypeError, "handle_type %R is not a subclass of %R", handle_type,
+                     handle_base);
+        return -1;
+    }
+    for (int i = 0; i < F_COUNT; i++)
+        if (slot_offset((PyTypeObject *)handle_base, field_names[i], &self->off[i]) < 0)
+            return -1;
+    PyObject *append = PyObject_GetAttrString(ready, "append");
+    PyObject *popleft = append ? PyObject_GetAttrString(ready, "popleft") : NULL;
+    if (popleft == NULL) {
+        Py_XDECREF(append);
+        return -1;
+    }
+    Py_XSETREF(self->loop, Py_NewRef(loop));
+    Py_XSETREF(self->ready, Py_NewRef(ready));
+    Py_XSETREF(self->append, append);
+    Py_XSETREF(self->popleft, popleft);
+    Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    Py_XSETREF(self->handle_type, (PyTypeObject *)Py_NewRef(handle_type));
+    Py_XSETREF(self->handle_base, (PyTypeObject *)Py_NewRef(handle_base));
+    return 0;
+}
+
+static int
+core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->loop);
+    Py_VISIT(self->ready);
+    Py_VISIT(self->append);
+    Py_VISIT(self->popleft);
+    Py_VISIT(self->on_error);
+    Py_VISIT(self->handle_type);
+    Py_VISIT(self->handle_base);
+    Py_VISIT(self->idle_ticket);
+    Py_VISIT(self->fd_to_key);
+    Py_VISIT(self->tidy_timers);
+    Py_VISIT(self->remove_reader);
+    Py_VISIT(self->remove_writer);
+    Py_VISIT(self->heappop);
+    Py_VISIT(self->time);
+    Py_VISIT(self->str_scheduled);
+    Py_VISIT(self->str_stopping);
+    Py_VISIT(self->task_type);
+    Py_VISIT(self->task_kwnames);
+    return 0;
+}
+
+static int
+core_clear(LoopCoreObject *self)
+{
+    Py_CLEAR(self->loop);
+    Py_CLEAR(self->ready);
+    Py_CLEAR(self->append);
+    Py_CLEAR(self->popleft);
+    Py_CLEAR(self->on_error);
+    Py_CLEAR(self->handle_type);
+    Py_CLEAR(self->handle_base);
+    Py_CLEAR(self->idle_ticket);
+    Py_CLEAR(self->fd_to_key);
+    Py_CLEAR(self->tidy_timers);
+    Py_CLEAR(self->remove_reader);
+    Py_CLEAR(self->remove_writer);
+    Py_CLEAR(self->heappop);
+    Py_CLEAR(self->time);
+    Py_CLEAR(self->str_scheduled);
+    Py_CLEAR(self->str_stopping);
+    Py_CLEAR(self->task_type);
+    Py_CLEAR(self->task_kwnames);
+    return 0;
+}
+
+static void
+core_dealloc(LoopCoreObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ---- call_soon ---------------------------------------------------------- */
+
+static PyObject *
+new_handle(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *context)
+{
+    PyObject *cb_args = PyTuple_New(nargs - 1);
+    if (cb_args == NULL)
+        return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        PyTuple_SET_ITEM(cb_args, i - 1, Py_NewRef(args[i]));
+    PyObject *ctx = context != NULL && context != Py_None ? Py_NewRef(context)
+                                                          : PyContext_CopyCurrent();
+    PyObject *h = ctx ? self->handle_type->tp_alloc(self->handle_type, 0) : NULL;
+    if (h == NULL) {
+        Py_DECREF(cb_args);
+        Py_XDECREF(ctx);
+        return NULL;
+    }
+    /* tp_alloc zeroed the slots; each store below owns its reference. */
+    SLOT(h, self, F_CONTEXT) = ctx;
+    SLOT(h, self, F_LOOP) = Py_NewRef(self->loop);
+    SLOT(h, self, F_CALLBACK) = Py_NewRef(args[0]);
+    SLOT(h, self, F_ARGS) = cb_args;
+    SLOT(h, self, F_CANCELLED) = Py_NewRef(Py_False);
+    SLOT(h, self, F_REPR) = Py_NewRef(Py_None);
+    SLOT(h, self, F_SOURCE_TB) = Py_NewRef(Py_None);
+    return h;
+}
+
+static PyObject *
+core_call_soon(LoopCoreObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context = NULL;
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            if (!PyUnicode_Check(key) || PyUnicode_CompareWithASCIIString(key, "context") != 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "call_soon() got an unexpected keyword argument %R", key);
+                return NULL;
+            }
+            context = args[nargs + i];
+        }
+    }
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "call_soon() missing 1 required positional "
+                        "argument: 'callback'");
+        return NULL;
+    }
+    if (self->closed || self->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
+    PyObject *h = new_handle(self, args, nargs, context);
+    if (h == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(self->append, h);
+    if (r == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (self->idle_ticket != NULL) {
+        /* Called by a green thread of the loop's worker while the loop is
+         * parked (it completed a Future): wake the loop, a local wake. */
+        if (wake_ticket((TicketObject *)self->idle_ticket, NULL) < 0) {
+            Py_DECREF(h);
+            return NULL;
+        }
+    }
+    return h;
+}
+
+/* ---- create_task ------------------------------------------------------- */
+
+static PyObject *
+core_create_task(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    PyObject *name = Py_None, *context = Py_None;
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "name") == 0)
+                name = args[nargs + i];
+            else if (PyUnicode_Check(key)
+                     && PyUnicode_CompareWithASCIIString(key, "context") == 0)
+                context = args[nargs + i];
+            else {
+                PyErr_Format(PyExc_TypeError,
+                             "create_task() got an unexpected keyword argument %R", key);
+                return NULL;
+            }
+        }
+    }
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "create_task() takes 1 positional argument (coro), "
+                     "%zd given", nargs);
+        return NULL;
+    }
+    if (self->task_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore.create_task before bind_task");
+        return NULL;
+    }
+    if (self->closed || self->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
+    /* BaseEventLoop.create_task without a task factory, outside debug mode:
+     * Task(coro, loop=self, name=name, context=context). */
+    PyObject *call[4] = {args[0], self->loop, name, context};
+    return PyObject_Vectorcall(self->task_type, call, 1, self->task_kwnames);
+}
+
+static PyObject *
+core_bind_task(LoopCoreObject *self, PyObject *task_type)
+{
+    if (!PyType_Check(task_type)) {
+        PyErr_Format(PyExc_TypeError, "bind_task(%R): a Task class is needed", task_type);
+        return NULL;
+    }
+    PyObject *kwnames = Py_BuildValue("(sss)", "loop", "name", "context");
+    if (kwnames == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < 3; i++)
+        PyUnicode_InternInPlace(&PyTuple_GET_ITEM(kwnames, i));
+    Py_XSETREF(self->task_kwnames, kwnames);
+    Py_XSETREF(self->task_type, Py_NewRef(task_type));
+    Py_RETURN_NONE;
+}
+
+/* ---- run_ready ---------------------------------------------------------- */
+
+static PyObject *
+fetch_exc(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *typ, *val, *tb;
+    PyErr_Fetch(&typ, &val, &tb);
+    PyErr_NormalizeException(&typ, &val, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(val, tb);
+        Py_DECREF(tb);
+    }
+    Py_DECREF(typ);
+    return val;
+#endif
+}
+
+static void
+restore_exc(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* Run handle h as asyncio's Handle._run does: 0, or -1 with SystemExit or
+ * KeyboardInterrupt (or a failure of the report itself) set. */
+static int
+run_handle(LoopCoreObject *self, PyObject *h)
+{
+    if (!PyObject_TypeCheck(h, self->handle_base)) {
+        /* Not a Handle (nothing in asyncio appends one): its own _run. */
+        PyObject *r = PyObject_CallMethod(h, "_run", NULL);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    if (SLOT(h, self, F_CANCELLED) == Py_True)
+        return 0;
+    PyObject *ctx = SLOT(h, self, F_CONTEXT), *cb = SLOT(h, self, F_CALLBACK);
+    PyObject *cb_args = SLOT(h, self, F_ARGS);
+    if (ctx == NULL || cb == NULL || cb_args == NULL || !PyTuple_Check(cb_args)
+        || !PyContext_CheckExact(ctx)) {
+        PyObject *r = PyObject_CallMethod(h, "_run", NULL);   /* a cancelled one */
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    Py_INCREF(ctx);
+    Py_INCREF(cb);
+    Py_INCREF(cb_args);
+    PyObject *r = NULL;
+    if (PyContext_Enter(ctx) == 0) {
+        r = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(cb_args, 0),
+                                PyTuple_GET_SIZE(cb_args), NULL);
+        if (PyContext_Exit(ctx) < 0)
+            Py_CLEAR(r);
+    }
+    Py_DECREF(ctx);
+    Py_DECREF(cb);
+    Py_DECREF(cb_args);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    PyObject *exc = fetch_exc();
+    if (PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)
+        || PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt)) {
+        restore_exc(exc);
+        return -1;
+    }
+    PyObject *report = PyObject_CallFunctionObjArgs(self->on_error, h, exc, NULL);
+    Py_DECREF(exc);
+    if (report == NULL)
+        return -1;
+    Py_DECREF(report);
+    return 0;
+}
+
+static PyObject *
+core_run_ready(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->ready == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore is not bound to a loop");
+        return NULL;
+    }
+    /* Only what was ready now: callbacks they schedule wait for the next
+     * turn (asyncio's rule, so that I/O and timers are looked at between). */
+    Py_ssize_t n = PyObject_Length(self->ready);
+    if (n < 0)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *h = PyObject_CallNoArgs(self->popleft);
+        if (h == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_IndexError))
+                return NULL;
+            PyErr_Clear();          /* a callback emptied the queue (loop.close) */
+            break;
+        }
+        int r = run_handle(self, h);
+        Py_DECREF(h);
+        if (r < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- run_once: one turn of the loop -------------------------------------- */
+
+static PyObject *
+core_bind_turn(LoopCoreObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"fd_to_key", "epfd", "tidy_timers", "remove_reader",
+                             "remove_writer", "heappop", "timer_type",
+                             "min_scheduled", "clock_resolution", NULL};
+    PyObject *fd_to_key, *tidy, *rr, *rw, *heappop, *timer_type;
+    Py_ssize_t min_scheduled;
+    int epfd;
+    double res;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iOOOOO!nd:bind_turn", kwlist,
+                                     &PyDict_Type, &fd_to_key, &epfd, &tidy, &rr, &rw,
+                                     &heappop, &PyType_Type, &timer_type,
+                                     &min_scheduled, &res))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)timer_type, self->handle_base)) {
+        PyErr_Format(PyExc_TypeError, "timer_type %R is not a Handle", timer_type);
+        return NULL;
+    }
+    if (slot_offset((PyTypeObject *)timer_type, "_when", &self->off_when) < 0
+        || slot_offset((PyTypeObject *)timer_type, "_scheduled", &self->off_scheduled) < 0)
+        return NULL;
+    if (epfd < 0) {
+        PyErr_Format(PyExc_ValueError, "epfd=%d is not a file descriptor", epfd);
+        return NULL;
+    }
+    PyObject *time = PyUnicode_InternFromString("time");
+    PyObject *str_sched = time ? PyUnicode_InternFromString("_scheduled") : NULL;
+    PyObject *str_stopping = str_sched ? PyUnicode_InternFromString("_stopping") : NULL;
+    if (str_stopping == NULL) {
+        Py_XDECREF(time);
+        Py_XDECREF(str_sched);
+        return NULL;
+    }
+    Py_XSETREF(self->str_scheduled, str_sched);
+    Py_XSETREF(self->str_stopping, str_stopping);
+    Py_XSETREF(self->fd_to_key, Py_NewRef(fd_to_key));
+    self->epfd = epfd;
+    Py_XSETREF(self->tidy_timers, Py_NewRef(tidy));
+    Py_XSETREF(self->remove_reader, Py_NewRef(rr));
+    Py_XSETREF(self->remove_writer, Py_NewRef(rw));
+    Py_XSETREF(self->heappop, Py_NewRef(heappop));
+    Py_XSETREF(self->time, time);
+    self->min_scheduled = min_scheduled;
+    self->clock_resolution = res;
+    Py_RETURN_NONE;
+}
+
+/* The handle of a reader or writer whose fd is ready: onto the ready queue,
+ * or, when it was cancelled, its registration dropped (asyncio's
+ * _process_events). */
+static int
+fd_ready(LoopCoreObject *self, PyObject *h, PyObject *fileobj, PyObject *remove)
+{
+    if (PyObject_TypeCheck(h, self->handle_base) && SLOT(h, self, F_CANCELLED) == Py_True) {
+        PyObject *r = PyObject_CallOneArg(remove, fileobj);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    PyObject *r = PyObject_CallOneArg(self->append, h);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* Events taken per turn at most; more wait for the next turn (epoll is
+ * level-triggered and queues a reported fd behind the others: none starves). */
+#define TURN_EVENTS 256
+
+/* The selector's fds that are ready now, without blocking: each one's reader
+ * and writer handles queued (asyncio's select(0) + _process_events).  The
+ * epoll_wait is made with the GIL held: it cannot block (docs/design.md,
+ * "Socket calls on the hot path"). */
+static int
+poll_fds(LoopCoreObject *self)
+{
+    struct epoll_event evs[TURN_EVENTS];
+    int n = epoll_wait(self->epfd, evs, TURN_EVENTS, 0);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;                 /* a signal: its handler runs at the next bytecode */
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    int err = 0;
+    for (int i = 0; i < n && !err; i++) {
+        PyObject *fd = PyLong_FromLong(evs[i].data.fd);   /* selectors register data.fd */
+        if (fd == NULL)
+            return -1;
+        PyObject *key = PyDict_GetItemWithError(self->fd_to_key, fd);
+        Py_DECREF(fd);
+        if (key == NULL) {
+            err = PyErr_Occurred() != NULL;
+            continue;                 /* unregistered meanwhile */
+        }
+        Py_INCREF(key);
+        long ev = (long)evs[i].events;
+        long want = PyTuple_Check(key) && PyTuple_GET_SIZE(key) >= 4
+                    ? PyLong_AsLong(PyTuple_GET_ITEM(key, 2)) : -1;
+        PyObject *data = want >= 0 ? PyTuple_GET_ITEM(key, 3) : NULL;
+        if (PyErr_Occurred() || data == NULL || !PyTuple_Check(data)
+            || PyTuple_GET_SIZE(data) != 2) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a selector key of another shape than "
+                                "asyncio's (fileobj, fd, events, (reader, writer))");
+            err = 1;
+        } else {
+            PyObject *fileobj = PyTuple_GET_ITEM(key, 0);
+            PyObject *reader = PyTuple_GET_ITEM(data, 0), *writer = PyTuple_GET_ITEM(data, 1);
+            /* selectors.EpollSelector: any event but EPOLLOUT makes the fd
+             * readable (errors and hang-ups included), any but EPOLLIN writable. */
+            if ((ev & ~(long)EPOLLOUT) && reader != Py_None && (want & 1))
+                err = fd_ready(self, reader, fileobj, self->remove_reader) < 0;
+            if (!err && (ev & ~(long)EPOLLIN) && writer != Py_None && (want & 2))
+                err = fd_ready(self, writer, fileobj, self->remove_writer) < 0;
+        }
+        Py_DECREF(key);
+    }
+    return err ? -1 : 0;
+}
+
+/* The loop's _scheduled list (a heap of TimerHandles), tidied: cancelled
+ * timers at its head dropped, the heap rebuilt when mostly cancelled. */
+static PyObject *
+scheduled(LoopCoreObject *self)
+{
+    PyObject *sched = PyObject_GetAttr(self->loop, self->str_scheduled);
+    if (sched == NULL || !PyList_Check(sched) || PyList_GET_SIZE(sched) == 0) {
+        if (sched != NULL && !PyList_Check(sched)) {
+            Py_DECREF(sched);
+            PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+            return NULL;
+        }
+        return sched;
+    }
+    PyObject *head = PyList_GET_ITEM(sched, 0);
+    if (PyList_GET_SIZE(sched) > self->min_scheduled
+        || (PyObject_TypeCheck(head, self->handle_base)
+            && SLOT(head, self, F_CANCELLED) == Py_True)) {
+        Py_DECREF(sched);
+        PyObject *r = PyObject_CallNoArgs(self->tidy_timers);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        sched = PyObject_GetAttr(self->loop, self->str_scheduled);
+    }
+    return sched;
+}
+
+static int
+due_timers(LoopCoreObject *self, PyObject *sched)
+{
+    PyObject *now = PyObject_CallMethodNoArgs(self->loop, self->time);
+    if (now == NULL)
+        return -1;
+    double end = PyFloat_AsDouble(now) + self->clock_resolution;
+    Py_DECREF(now);
+    if (end == -1.0 && PyErr_Occurred())
+        return -1;
+    while (PyList_GET_SIZE(sched) > 0) {
+        PyObject *head = PyList_GET_ITEM(sched, 0);
+        if (!PyObject_TypeCheck(head, self->handle_base)) {
+            PyErr_SetString(PyExc_TypeError, "loop._scheduled holds a non-Handle");
+            return -1;
+        }
+        PyObject *when = *(PyObject **)((char *)head + self->off_when);
+        double w = when ? PyFloat_AsDouble(when) : 0.0;
+        if (w == -1.0 && PyErr_Occurred())
+            return -1;
+        if (!(w < end))
+            break;
+        PyObject *h = PyObject_CallOneArg(self->heappop, sched);
+        if (h == NULL)
+            return -1;
+        Py_XSETREF(*(PyObject **)((char *)h + self->off_scheduled), Py_NewRef(Py_False));
+        PyObject *r = PyObject_CallOneArg(self->append, h);
+        Py_DECREF(h);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static PyObject *
+core_run_once(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->fd_to_key == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore.run_once before bind_turn");
+        return NULL;
+    }
+    PyObject *sched = scheduled(self);
+    if (sched == NULL)
+        return NULL;
+    int err = poll_fds(self) < 0
+              || (PyList_GET_SIZE(sched) > 0 && due_timers(self, sched) < 0);
+    Py_DECREF(sched);
+    if (err)
+        return NULL;
+    return core_run_ready(self, NULL);
+}
+
+/* Turns, up to max_turns, while the loop is not stopping, callbacks are
+ * ready and debug mode is off: the loop thread's busy stretch with no
+ * Python frame per turn.  Returns the turns run. */
+static PyObject *
+core_run_turns(LoopCoreObject *self, PyObject *arg)
+{
+    Py_ssize_t max_turns = PyLong_AsSsize_t(arg);
+    if (max_turns == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t turns = 0;
+    while (turns < max_turns && !self->debug) {
+        PyObject *r = core_run_once(self, NULL);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        turns++;
+        PyObject *stopping = PyObject_GetAttr(self->loop, self->str_stopping);
+        if (stopping == NULL)
+            return NULL;
+        int stop = PyObject_IsTrue(stopping);
+        Py_DECREF(stopping);
+        if (stop < 0)
+            return NULL;
+        Py_ssize_t left = stop ? 0 : PyObject_Length(self->ready);
+        if (left < 0)
+            return NULL;
+        if (left == 0)
+            break;
+    }
+    return PyLong_FromSsize_t(turns);
+}
+
+/* ---- attributes ---------------------------------------------------------- */
+
+static PyObject *
+core_get_idle_ticket(LoopCoreObject *self, void *c)
+{
+    return Py_NewRef(self->idle_ticket ? self->idle_ticket : Py_None);
+}
+
+static int
+core_set_idle_ticket(LoopCoreObject *self, PyObject *v, void *c)
+{
+    if (v == NULL || v == Py_None) {
+        Py_CLEAR(self->idle_ticket);
+        return 0;
+    }
+    if (!PyObject_TypeCheck(v, &Ticket_Type)) {
+        PyErr_Format(PyExc_TypeError, "idle_ticket must be an osvrt Ticket or None, not %R", v);
+        return -1;
+    }
+    Py_XSETREF(self->idle_ticket, Py_NewRef(v));
+    return 0;
+}
+
+static PyObject *
+core_get_closed(LoopCoreObject *self, void *c)
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static int
+core_set_closed(LoopCoreObject *self, PyObject *v, void *c)
+{
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0)
+        return -1;
+    self->closed = b;
+    return 0;
+}
+
+static PyObject *
+core_get_debug(LoopCoreObject *self, void *c)
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static int
+core_set_debug(LoopCoreObject *self, PyObject *v, void *c)
+{
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0)
+        return -1;
+    self->debug = b;
+    return 0;
+}
+
+static PyGetSetDef core_getset[] = {
+    {"debug", (getter)core_get_debug, (setter)core_set_debug,
+     "the loop is in debug mode (its own Python turn): run_turns runs none", NULL},
+    {"idle_ticket", (getter)core_get_idle_ticket, (setter)core_set_idle_ticket,
+     "the loop thread's osvrt wait while it is parked, else None", NULL},
+    {"closed", (getter)core_get_closed, (setter)core_set_closed,
+     "set when the loop closes: call_soon then raises RuntimeError", NULL},
+    {NULL},
+};
+
+static PyMethodDef core_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))core_call_soon,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_soon(callback, *args, context=None) -> Handle: asyncio's call_soon (outside "
+     "debug mode), in C"},
+    {"bind_turn", (PyCFunction)(void (*)(void))core_bind_turn, METH_VARARGS | METH_KEYWORDS,
+     "bind_turn(fd_to_key, epfd, tidy_timers, remove_reader, remove_writer, heappop, "
+     "timer_type, min_scheduled, clock_resolution): what run_once uses"},
+    {"run_once", (PyCFunction)core_run_once, METH_NOARGS,
+     "run_once(): one turn of the loop outside debug mode: cancelled timers dropped, the "
+     "selector polled without blocking, due timers and ready fds' handles queued, the "
+     "ready callbacks run"},
+    {"create_task", (PyCFunction)(void (*)(void))core_create_task,
+     METH_FASTCALL | METH_KEYWORDS,
+     "create_task(coro, *, name=None, context=None) -> Task: asyncio's create_task with no "
+     "task factory, outside debug mode, in C"},
+    {"bind_task", (PyCFunction)core_bind_task, METH_O,
+     "bind_task(task_type): the Task class create_task makes"},
+    {"run_turns", (PyCFunction)core_run_turns, METH_O,
+     "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
+     "not stopping and debug mode is off, at most max_turns times"},
+    {"run_ready", (PyCFunction)core_run_ready, METH_NOARGS,
+     "run_ready(): run the callbacks ready now (asyncio's _run_once inner loop)"},
+    {NULL},
+};
+
+PyTypeObject LoopCore_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.LoopCore",
+    .tp_basicsize = sizeof(LoopCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "LoopCore(loop, ready, on_error, handle_type, handle_base): the asyncio "
+              "loop's call_soon and ready-queue run, in C (osvrt/_engine/aio.c)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)core_init,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_methods = core_methods,
+    .tp_getset = core_getset,
+};

@@ -1,0 +1,264 @@
+"""The asyncio loop's turn in C (osvrt/_engine/aio.c, LoopCore): call_soon
+makes real asyncio Handles, run_once keeps asyncio's rules (only what was
+ready runs in a turn, cancelled handles are skipped, a callback's Exception
+goes to the exception handler, SystemExit/KeyboardInterrupt leave the loop
+with the rest of the queue kept), and debug mode uses asyncio's own code."""
+import asyncio
+import contextvars
+import gc
+import socket
+
+import pytest
+
+import osvrt
+from osvrt import _engine
+
+BOUND = 20.0
+
+
+def run(coro_fn, *args, debug=False):
+    with asyncio.Runner(debug=debug, loop_factory=osvrt.new_event_loop) as r:
+        return r.run(asyncio.wait_for(coro_fn(*args), BOUND))
+
+
+def test_call_soon_is_the_c_core_outside_debug_mode_and_asyncios_in_it():
+    async def main():
+        loop = asyncio.get_running_loop()
+        return getattr(loop.call_soon, "__self__", None)
+
+    assert isinstance(run(main), _engine.LoopCore)
+    assert not isinstance(run(main, debug=True), _engine.LoopCore)
+
+
+def test_call_soon_makes_asyncio_handles_that_cancel_and_carry_their_context():
+    var = contextvars.ContextVar("var", default="outer")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        h1 = loop.call_soon(seen.append, "one")
+        h2 = loop.call_soon(seen.append, "cancelled")
+        h2.cancel()
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "inner")
+        loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+        loop.call_soon(lambda: seen.append(var.get()))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return h1, h2, seen
+
+    h1, h2, seen = run(main)
+    assert isinstance(h1, asyncio.Handle) and not h1.cancelled() and h2.cancelled()
+    assert seen == ["one", "inner", "outer"]
+    assert "append" in repr(h1)
+
+
+def test_callbacks_scheduled_by_a_callback_run_in_the_next_turn():
+    async def main():
+        loop = asyncio.get_running_loop()
+        order = []
+
+        def first():
+            order.append("first")
+            loop.call_soon(order.append, "scheduled-by-first")
+
+        loop.call_soon(first)
+        loop.call_soon(order.append, "second")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return order
+
+    assert run(main) == ["first", "second", "scheduled-by-first"]
+
+
+def test_a_failing_callback_goes_to_the_exception_handler_and_the_turn_goes_on():
+    async def main():
+        loop = asyncio.get_running_loop()
+        reports, seen = [], []
+        loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+
+        def boom():
+            raise ValueError("boom")
+
+        loop.call_soon(boom)
+        loop.call_soon(seen.append, "after")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return reports, seen
+
+    reports, seen = run(main)
+    assert seen == ["after"]
+    assert len(reports) == 1
+    assert isinstance(reports[0]["exception"], ValueError)
+    assert reports[0]["exception"].__traceback__ is not None
+    assert reports[0]["message"].startswith("Exception in callback")
+    assert isinstance(reports[0]["handle"], asyncio.Handle)
+
+
+def test_keyboard_interrupt_leaves_the_loop_and_keeps_the_rest_of_the_queue():
+    loop = osvrt.new_event_loop()
+    seen = []
+    try:
+        def interrupt():
+            raise KeyboardInterrupt
+
+        loop.call_soon(interrupt)
+        loop.call_soon(seen.append, "kept")
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+        assert seen == []
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert seen == ["kept"]
+    finally:
+        loop.close()
+
+
+def test_call_soon_after_close_and_bad_arguments_are_errors():
+    loop = osvrt.new_event_loop()
+    with pytest.raises(TypeError, match="callback"):
+        loop.call_soon()
+    with pytest.raises(TypeError, match="'later'"):
+        loop.call_soon(print, later=True)
+    loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+
+
+def test_timers_readers_and_cancelled_readers_in_the_c_turn():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        got = loop.create_future()
+        try:
+            loop.add_reader(a.fileno(), lambda: got.done() or got.set_result(a.recv(10)))
+            fired = loop.create_future()
+            loop.call_later(0.01, fired.set_result, "timer")
+            cancelled = [loop.call_later(0.005, print, "never") for _ in range(300)]
+            for h in cancelled:
+                h.cancel()
+            b.send(b"ping")
+            return await got, await fired, len(loop._scheduled)
+        finally:
+            loop.remove_reader(a.fileno())
+            a.close()
+            b.close()
+
+    data, timer, left = run(main)
+    assert (data, timer) == (b"ping", "timer")
+    assert left < 300          # the heap was rebuilt without the cancelled timers
+
+
+def test_the_core_is_collected_with_its_loop():
+    import weakref
+    loop = osvrt.new_event_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is None        # the loop <-> core cycle is collectable (traverse/clear)
+    assert not [o for o in gc.get_objects() if type(o) is _engine.LoopCore
+                and o.closed]
+
+
+def test_loop_core_refuses_a_handle_class_of_another_shape():
+    class NotAHandle:
+        __slots__ = ("_callback",)
+
+    with pytest.raises(TypeError):
+        _engine.LoopCore(None, [], print, NotAHandle, asyncio.Handle)
+
+
+def test_debug_mode_switched_on_while_running_takes_asyncios_turn_at_once():
+    async def main():
+        loop = asyncio.get_running_loop()
+        before = loop._core.debug, "call_soon" in vars(loop)
+        loop.set_debug(True)
+        await asyncio.sleep(0)
+        during = loop._core.debug, "call_soon" in vars(loop)
+        slow = []
+        loop.slow_callback_duration = 0.0
+        loop.set_exception_handler(lambda lp, ctx: slow.append(ctx))
+        loop.call_soon(sum, [1])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        loop.set_debug(False)
+        await asyncio.sleep(0)
+        return before, during, (loop._core.debug, "call_soon" in vars(loop))
+
+    before, during, after = run(main)
+    assert before == (False, True)
+    assert during == (True, False)
+    assert after == (False, True)
+
+
+def test_a_busy_loop_still_lets_the_workers_green_threads_run():
+    """run_turns hands back every 16 busy turns: a green thread beside a
+    loop whose ready queue never empties still runs."""
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def spin():
+            if not done.done():
+                loop.call_soon(spin)
+
+        async def green():
+            return "ran"
+
+        done = loop.create_future()
+        loop.call_soon(spin)
+        result = await loop.run_green(green)
+        done.set_result(None)
+        return result
+
+    assert run(main) == "ran"
+
+
+def test_create_task_is_the_c_core_unless_a_factory_or_debug_mode_is_set():
+    var = contextvars.ContextVar("var", default="outer")
+
+    async def child():
+        return var.get(), asyncio.current_task().get_name()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        in_c = isinstance(getattr(loop.create_task, "__self__", None), _engine.LoopCore)
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "inner")
+        t = loop.create_task(child(), name="kid", context=ctx)
+        got = await t
+        made = []
+        loop.set_task_factory(lambda lp, coro, **kw: made.append(1) or asyncio.Task(
+            coro, loop=lp, **kw))
+        with_factory = "create_task" in vars(loop)
+        await loop.create_task(child())
+        loop.set_task_factory(None)
+        back = "create_task" in vars(loop)
+        with pytest.raises(TypeError, match="'eager'"):
+            coro = child()
+            try:
+                loop.create_task(coro, eager=True)
+            finally:
+                coro.close()
+        return in_c, type(t), got, with_factory, made, back
+
+    in_c, task_type, got, with_factory, made, back = run(main)
+    assert in_c and task_type is asyncio.Task
+    assert got == ("inner", "kid")
+    assert not with_factory and made == [1] and back
+
+
+def test_create_task_on_a_closed_loop_is_refused():
+    loop = osvrt.new_event_loop()
+    loop.close()
+
+    async def nothing():
+        pass
+
+    coro = nothing()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.create_task(coro)
+    coro.close()
