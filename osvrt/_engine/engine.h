@@ -332,6 +332,10 @@ static inline int io_due(WorkerObject *w, double now)
 extern PyMethodDef sock_module_methods[];
 extern PyTypeObject SockOp_Type;
 
+/* serve.c: the callback server of osvrt.net.serve_tcp_protocol */
+extern PyMethodDef serve_module_methods[];
+extern PyTypeObject Conn_Type, Server_Type;
+
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);
 int live_discard(PyObject *set, ThreadObject *t);

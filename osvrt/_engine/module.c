@@ -512,7 +512,8 @@ PyInit__engine(void)
                                           "terminated"};
     worker_init_constants();
     PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
-                             &Event_Type, &LiveSet_Type, &SockOp_Type};
+                             &Event_Type, &LiveSet_Type, &SockOp_Type, &Conn_Type,
+                             &Server_Type};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
@@ -522,6 +523,8 @@ PyInit__engine(void)
     if (PyModule_AddFunctions(m, io_module_methods) < 0)
         goto fail;
     if (PyModule_AddFunctions(m, sock_module_methods) < 0)
+        goto fail;
+    if (PyModule_AddFunctions(m, serve_module_methods) < 0)
         goto fail;
     for (int i = 0; i < ST_COUNT; i++)
         if ((state_names[i] = PyUnicode_InternFromString(names[i])) == NULL)

@@ -112,6 +112,56 @@ def serve_osvrt(n):
     proc.wait(60)
 
 
+class _Counted:
+    """The protocol of serve_osvrt_protocol: respond() on each chunk, and the
+    server stops once n requests were answered."""
+    __slots__ = ("buf",)
+    served = 0
+    n = 0
+    done = None
+
+    def __init__(self, conn):
+        self.buf = b""
+
+    def data_received(self, data):
+        out, self.buf, k = respond(self.buf + data if self.buf else data)
+        _Counted.served += k
+        if _Counted.served >= _Counted.n:
+            _Counted.done.set()
+        return out
+
+
+def serve_osvrt_protocol(n):
+    """The same responses through osvrt.net's callback server
+    (serve_tcp_protocol's engine loop: accept, recv, callback, send in C)."""
+    import osvrt
+    from osvrt import _engine
+    from osvrt.net.sockets import Listener
+
+    async def main(ls):
+        _Counted.n, _Counted.done = n, osvrt.Event()
+        listener = Listener(ls)
+        proc = _client(listener.address[1], n)
+
+        async def serve():
+            server = _engine.tcp_serve(listener.fileno(), _Counted, lambda c, e: None)
+            try:
+                await server
+            finally:
+                server.close()
+        srv = osvrt.spawn(serve)
+        await _Counted.done.wait()
+        srv.cancel()
+        return proc
+
+    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None, stats_file=False).start()
+    try:
+        proc = rt.run(main, _listener())
+    finally:
+        rt.stop(timeout=10)
+    proc.wait(60)
+
+
 def serve_asyncio(n, peer):
     import asyncio
 
@@ -145,5 +195,7 @@ def serve_asyncio(n, peer):
 def child(peer, n):
     if peer == "osvrt":
         serve_osvrt(n)
+    elif peer == "osvrt_protocol":
+        serve_osvrt_protocol(n)
     else:
         serve_asyncio(n, peer)
