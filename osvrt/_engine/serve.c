@@ -116,6 +116,7 @@ typedef struct {
     Py_ssize_t out_off;
     char closing;              /* close once the output is sent */
     char paused;               /* reading paused (output above HIGH_WATER) */
+    char in_callback;          /* data_received runs: close() waits for its reply */
 } ConnObject;
 
 struct ServerObject {
@@ -213,15 +214,15 @@ conn_fail(ConnObject *c, int e)
     return r;
 }
 
-/* A callback raised: an Exception closes the connection and is reported;
- * anything else (Cancelled, KeyboardInterrupt) stays set: -1. */
+/* A callback raised: an Exception closes the connection (if it is still
+ * open) and is reported through s->on_error; anything else (Cancelled,
+ * KeyboardInterrupt) stays set: -1. */
 static int
-conn_callback_failed(ConnObject *c)
+conn_callback_failed(ServerObject *s, ConnObject *c)
 {
     if (!PyErr_ExceptionMatches(PyExc_Exception))
         return -1;
     PyObject *e = take_raised();
-    ServerObject *s = (ServerObject *)Py_NewRef(c->srv);
     int r = conn_finish(c, e);
     if (r == 0) {
         PyObject *rr = PyObject_CallFunctionObjArgs(s->on_error, (PyObject *)c, e, NULL);
@@ -229,7 +230,6 @@ conn_callback_failed(ConnObject *c)
             r = -1;
         Py_XDECREF(rr);
     }
-    Py_DECREF(s);
     Py_DECREF(e);
     return r;
 }
@@ -275,7 +275,11 @@ conn_write(ConnObject *c, PyObject *data)
 {
     if (c->out == NULL) {
         Py_buffer b;
-        if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
+        if (PyBytes_CheckExact(data)) {  /* the usual reply: no buffer protocol round */
+            b.buf = PyBytes_AS_STRING(data);
+            b.len = PyBytes_GET_SIZE(data);
+            b.obj = NULL;
+        } else if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
             return -1;
         Py_ssize_t off = 0;
         while (off < b.len) {
@@ -286,17 +290,20 @@ conn_write(ConnObject *c, PyObject *data)
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                     break;
                 int e = errno;
-                PyBuffer_Release(&b);
+                if (b.obj != NULL)
+                    PyBuffer_Release(&b);
                 return conn_fail(c, e);
             }
             off += r;
         }
         if (off == b.len) {            /* the usual path: all sent at once */
-            PyBuffer_Release(&b);
+            if (b.obj != NULL)
+                PyBuffer_Release(&b);
             return 0;
         }
         c->out = PyBytes_FromStringAndSize((char *)b.buf + off, b.len - off);
-        PyBuffer_Release(&b);
+        if (b.obj != NULL)
+            PyBuffer_Release(&b);
         if (c->out == NULL)
             return -1;
         c->out_off = 0;
@@ -358,7 +365,8 @@ conn_close_method(ConnObject *c, PyObject *unused)
     if (conn_owner_check(c) < 0)
         return NULL;
     c->closing = 1;
-    if (c->out == NULL && conn_finish(c, NULL) < 0)
+    /* In data_received, what it returns is still sent: server_read closes. */
+    if (!c->in_callback && c->out == NULL && conn_finish(c, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -488,7 +496,7 @@ server_adopt(ServerObject *s, int fd)
     c->fd = fd;
     c->proto = c->on_data = c->on_lost = c->out = NULL;
     c->out_off = 0;
-    c->closing = c->paused = 0;
+    c->closing = c->paused = c->in_callback = 0;
     PyObject_GC_Track(c);
     PyObject *proto = PyObject_CallOneArg(s->factory, (PyObject *)c);
     int rc = 0;
@@ -588,21 +596,23 @@ server_read(ServerObject *s, ConnObject *c, char *buf)
     if (data == NULL)
         return -1;
     Py_INCREF(c);                     /* the callback may close it */
+    c->in_callback = 1;
     PyObject *reply = PyObject_CallOneArg(c->on_data, data);
+    c->in_callback = 0;
     Py_DECREF(data);
     s->requests++;
     int rc = 0;
     if (reply == NULL)
-        rc = c->srv != NULL ? conn_callback_failed(c) : -1 + !!PyErr_ExceptionMatches(PyExc_Exception);
+        rc = conn_callback_failed(s, c);
     else {
-        if (reply != Py_None && c->srv != NULL) {
-            if (c->closing && c->out == NULL) {
-                PyErr_SetString(PyExc_RuntimeError, "data_received returned data after close()");
-                rc = conn_callback_failed(c);
-            } else if (conn_write(c, reply) < 0)
-                rc = PyErr_ExceptionMatches(PyExc_Exception) && c->srv ? conn_callback_failed(c) : -1;
-        }
+        if (reply != Py_None && c->srv != NULL
+            && !(PyBytes_CheckExact(reply) && PyBytes_GET_SIZE(reply) == 0)
+            && conn_write(c, reply) < 0)
+            rc = conn_callback_failed(s, c);
         Py_DECREF(reply);
+        /* close() in the callback: now that its reply is queued */
+        if (rc == 0 && c->srv != NULL && c->closing && c->out == NULL)
+            rc = conn_finish(c, NULL);
     }
     Py_DECREF(c);
     return rc;
