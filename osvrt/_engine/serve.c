@@ -480,8 +480,9 @@ server_table_put(ServerObject *s, ConnObject *c)
     return 0;
 }
 
-/* A new connection fd: its Conn, its protocol (factory(conn)), and its
- * place in the inner epoll.  -1 only for a BaseException from the factory. */
+/* A new connection fd: its Conn in the table and the inner epoll, then its
+ * protocol (factory(conn), which may already write or close).  -1 only for
+ * a BaseException from the factory. */
 static int
 server_adopt(ServerObject *s, int fd)
 {
@@ -498,49 +499,35 @@ server_adopt(ServerObject *s, int fd)
     c->out_off = 0;
     c->closing = c->paused = c->in_callback = 0;
     PyObject_GC_Track(c);
-    PyObject *proto = PyObject_CallOneArg(s->factory, (PyObject *)c);
-    int rc = 0;
-    if (proto == NULL)
-        goto failed;
-    c->proto = proto;
-    c->on_data = PyObject_GetAttrString(proto, "data_received");
-    if (c->on_data == NULL)
-        goto failed;
-    if (optional_attr(proto, "connection_lost", &c->on_lost) < 0)
-        goto failed;
-    if (c->closing) {                 /* the factory closed it */
+    if (server_table_put(s, c) < 0) {
         Py_DECREF(c);                 /* dealloc closes the fd */
-        return 0;
+        return -1;
     }
     c->srv = (ServerObject *)Py_NewRef(s);
-    if (server_table_put(s, c) < 0) {
-        Py_CLEAR(c->srv);
-        Py_DECREF(s);
-        goto failed;
-    }
     if (conn_ctl(c, EPOLL_CTL_ADD) < 0) {
-        rc = conn_fail(c, errno);
+        int rc = conn_fail(c, errno);
         Py_DECREF(c);
         return rc;
     }
     s->accepted++;
-    Py_DECREF(c);
-    return 0;
+    int rc = 0;
+    PyObject *proto = PyObject_CallOneArg(s->factory, (PyObject *)c);
+    if (proto == NULL)
+        goto failed;
+    if (c->srv == NULL) {             /* the factory closed it */
+        Py_DECREF(proto);
+        goto done;
+    }
+    c->proto = proto;
+    if ((c->on_data = PyObject_GetAttrString(proto, "data_received")) == NULL
+        || optional_attr(proto, "connection_lost", &c->on_lost) < 0)
+        goto failed;
+    goto done;
 failed:
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        Py_DECREF(c);
-        return -1;
-    }
-    {
-        PyObject *e = take_raised();
-        PyObject *rr = PyObject_CallFunctionObjArgs(s->on_error, (PyObject *)c, e, NULL);
-        Py_DECREF(e);
-        Py_DECREF(c);                 /* closes the fd (never in the table) */
-        if (rr == NULL)
-            return -1;
-        Py_DECREF(rr);
-    }
-    return 0;
+    rc = conn_callback_failed(s, c);
+done:
+    Py_DECREF(c);
+    return rc;
 }
 
 static int
