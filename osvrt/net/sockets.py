@@ -31,7 +31,7 @@ import errno
 import socket
 
 from .. import _engine
-from ..readiness import ClosedResourceError, notify_closing, wait_readable, wait_writable
+from ..readiness import ClosedResourceError, notify_closing, wait_writable
 from ..offload import to_thread
 
 __all__ = ["Listener", "Stream", "UdpSocket", "getaddrinfo", "open_tcp_stream",
