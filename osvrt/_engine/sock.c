@@ -714,6 +714,73 @@ m_sock_sendto(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)op;
 }
 
+/* ---- the same calls for other engine code (declared in engine.h) --------
+ * Each returns the awaitable (a SockOp) or NULL with an error set, exactly
+ * as the module functions above; a caller in C (a transport of the asyncio
+ * loop, say) yields it from its own awaitable or awaits it in a green
+ * thread.  The owner rule holds: a SockOp is driven by one green thread. */
+
+PyObject *
+engine_sock_recv(int fd, Py_ssize_t max_bytes)
+{
+    SockOpObject *op = sockop_new(OP_RECV, fd);
+    if (op != NULL)
+        op->n = max_bytes;
+    return (PyObject *)op;
+}
+
+PyObject *
+engine_sock_sendall(int fd, PyObject *data)
+{
+    PyObject *args[2] = {NULL, data};
+    if ((args[0] = PyLong_FromLong(fd)) == NULL)
+        return NULL;
+    PyObject *op = m_sock_sendall(NULL, args, 2);
+    Py_DECREF(args[0]);
+    return op;
+}
+
+PyObject *
+engine_sock_accept(int fd)
+{
+    return (PyObject *)sockop_new(OP_ACCEPT, fd);
+}
+
+PyObject *
+engine_sock_recvfrom(int fd, Py_ssize_t max_bytes)
+{
+    SockOpObject *op = sockop_new(OP_RECVFROM, fd);
+    if (op != NULL)
+        op->n = max_bytes > SCRATCH ? SCRATCH : max_bytes;
+    return (PyObject *)op;
+}
+
+PyObject *
+engine_sock_sendto(int fd, PyObject *data, PyObject *address, int family)
+{
+    PyObject *args[4] = {NULL, data, address, NULL};
+    if ((args[0] = PyLong_FromLong(fd)) == NULL || (args[3] = PyLong_FromLong(family)) == NULL) {
+        Py_XDECREF(args[0]);
+        return NULL;
+    }
+    PyObject *op = m_sock_sendto(NULL, args, 4);
+    Py_DECREF(args[0]);
+    Py_DECREF(args[3]);
+    return op;
+}
+
+PyObject *
+engine_sockaddr_to_py(const struct sockaddr_storage *a, socklen_t len)
+{
+    return sockaddr_to_py(a, len);
+}
+
+int
+engine_sockaddr_from_py(int family, PyObject *o, struct sockaddr_storage *a, socklen_t *len)
+{
+    return sockaddr_from_py(family, o, a, len);
+}
+
 /* io_budget() -> None while the budget lasts (one is spent), or an awaitable
  * yield once it is spent.  None outside a worker (a plain call from an OS
  * thread has no CPU to share).  For the socket calls still in Python. */
