@@ -334,3 +334,39 @@ def test_the_factory_may_write_a_greeting_or_close_at_once():
         s.close()
         return greeting, refused
     assert _serve(main, factory=Greet) == (b"220 hello\r\n", b"")
+
+
+def test_a_reuse_of_the_servers_epoll_fd_number_is_waited_on_afresh():
+    # The server's own epoll fd waits in the worker's epoll (edge-triggered,
+    # registered once); when the server ends, the worker must forget that
+    # registration, or a socket that gets the same fd number would park in
+    # recv with nothing registered for it.
+    async def main():
+        bound = []
+        srv = osvrt.spawn(functools.partial(net.serve_tcp_protocol, Upper, ("127.0.0.1", 0),
+                                            on_listen=bound.append))
+        while not bound:
+            await osvrt.sleep(0.001)
+        s = await net.open_tcp_stream(*bound[0])
+        await s.sendall(b"x")
+        assert await _recv_exactly(s, 1) == b"X"
+        await osvrt.sleep(0.01)               # the server parked on its epoll fd
+        srv.cancel()
+        with pytest.raises(osvrt.Cancelled):
+            await srv.join(timeout=5)
+        s.close()
+        pairs = [socket.socketpair() for _ in range(8)]   # the lowest numbers: reused
+        got = []
+        streams = [(osvrt.net.sockets.Stream(a), osvrt.net.sockets.Stream(b)) for a, b in pairs]
+        for sa, sb in streams:
+            for x, y in ((sa, sb), (sb, sa)):     # either end may hold the old number
+                r = osvrt.spawn(x.recv)
+                await osvrt.sleep(0.002)          # parked
+                y.socket.send(b"y")
+                with osvrt.timeout(5):
+                    got.append(await r.join())
+        for sa, sb in streams:
+            sa.close()
+            sb.close()
+        return got
+    assert osvrt.run(main, cpus=1) == [b"y"] * 16

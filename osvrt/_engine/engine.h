@@ -309,6 +309,7 @@ void io_end(TicketObject *tk);             /* the wait ended: leave the table */
 int io_dispatch(WorkerObject *w, int n);    /* n events in w->io.evs */
 int io_poll(WorkerObject *w, double now);   /* poll without blocking, dispatch */
 int io_take_closing(WorkerObject *w);      /* fds other threads closed (notify_closing) */
+int io_notify_closing(WorkerObject *w, int fd);   /* fd closes next: w forgets it */
 void io_init(WorkerObject *w);
 void io_clear(WorkerObject *w);
 int io_traverse(WorkerObject *w, visitproc visit, void *arg);

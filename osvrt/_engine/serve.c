@@ -642,6 +642,14 @@ server_close_all(ServerObject *s)
         Py_DECREF(c);
     }
     if (s->epfd >= 0) {
+        /* The worker's epoll holds the inner epfd's edge-triggered slot: it
+         * must forget it before the number can be reused (io.c). */
+        if (s->w != NULL) {
+            PyObject *exc = take_raised();
+            if (io_notify_closing(s->w, s->epfd) < 0)
+                PyErr_WriteUnraisable((PyObject *)s);
+            put_raised(exc);
+        }
         (void)close(s->epfd);
         s->epfd = -1;
     }
