@@ -11,6 +11,8 @@
  *   live.c    LiveSet (a runtime's live threads)
  *   module.c  the kernel calls (current, wake, claim, schedule, spawn, ...)
  *   io.c      readiness: each worker's fd registrations in its CPU's epoll
+ *   sock.c    SockOp: the socket calls (recv, sendall, accept, recvfrom, sendto)
+ *   serve.c   ProtocolServer and Connection (osvrt.net.serve_tcp_protocol)
  *
  * Ownership, the rule every field below follows (free-threading ready):
  *   "owner"  touched only by the OS thread of the worker that owns the
