@@ -565,30 +565,38 @@ server_accept(ServerObject *s)
     return 0;
 }
 
-/* One read and its callback for connection fd.  -1: a BaseException. */
+/* One read and its callback for connection c.  -1: a BaseException.  c is
+ * held for the whole call: closing it drops the table's reference, which
+ * may be the last. */
 static int
 server_read(ServerObject *s, ConnObject *c, char *buf)
 {
     ssize_t r;
+    int rc = 0;
+    Py_INCREF(c);
     do
         r = recv(c->fd, buf, READ_SIZE, 0);
     while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : conn_fail(c, errno);
+    if (r < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            rc = conn_fail(c, errno);
+        goto done;
+    }
     if (r == 0) {                     /* EOF: send what is pending, then close */
         c->closing = 1;
-        return c->out == NULL ? conn_finish(c, NULL) : conn_flush(c);
+        rc = c->out == NULL ? conn_finish(c, NULL) : conn_flush(c);
+        goto done;
     }
     PyObject *data = PyBytes_FromStringAndSize(buf, r);
-    if (data == NULL)
-        return -1;
-    Py_INCREF(c);                     /* the callback may close it */
+    if (data == NULL) {
+        rc = -1;
+        goto done;
+    }
     c->in_callback = 1;
     PyObject *reply = PyObject_CallOneArg(c->on_data, data);
     c->in_callback = 0;
     Py_DECREF(data);
     s->requests++;
-    int rc = 0;
     if (reply == NULL)
         rc = conn_callback_failed(s, c);
     else {
@@ -601,6 +609,7 @@ server_read(ServerObject *s, ConnObject *c, char *buf)
         if (rc == 0 && c->srv != NULL && c->closing && c->out == NULL)
             rc = conn_finish(c, NULL);
     }
+done:
     Py_DECREF(c);
     return rc;
 }
