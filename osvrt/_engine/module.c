@@ -571,7 +571,9 @@ PyInit__engine(void)
         || PyModule_AddObjectRef(m, "Timer", (PyObject *)&Timer_Type) < 0
         || PyModule_AddObjectRef(m, "WorkerBase", (PyObject *)&WorkerBase_Type) < 0
         || PyModule_AddObjectRef(m, "Event", (PyObject *)&Event_Type) < 0
-        || PyModule_AddObjectRef(m, "LiveSet", (PyObject *)&LiveSet_Type) < 0)
+        || PyModule_AddObjectRef(m, "LiveSet", (PyObject *)&LiveSet_Type) < 0
+        || PyModule_AddObjectRef(m, "Connection", (PyObject *)&Conn_Type) < 0
+        || PyModule_AddObjectRef(m, "ProtocolServer", (PyObject *)&Server_Type) < 0)
         goto fail;
     return m;
 fail:
