@@ -65,7 +65,7 @@ static PyObject *
 take_raised(void)
 {
 #if PY_VERSION_HEX >= 0x030C0000
-    return take_raised();
+    return PyErr_GetRaisedException();
 #else
     PyObject *typ, *val, *tb;
     PyErr_Fetch(&typ, &val, &tb);
@@ -85,7 +85,7 @@ static void
 put_raised(PyObject *exc)        /* steals exc (NULL: nothing) */
 {
 #if PY_VERSION_HEX >= 0x030C0000
-    put_raised(exc);
+    PyErr_SetRaisedException(exc);
 #else
     if (exc == NULL)
         return;
