@@ -108,11 +108,13 @@ from osvrt.bench.rows.streams import (PROTOCOL_PEERS, protocol_server, redis_rou
 
 def _server_cmd(name, kind, port, cpus):
     if name.startswith("osvrt"):
-        # "osvrt": the default placement (every CPU); "osvrt1": one worker
+        # "osvrt": the default placement (every CPU); "osvrt1": one worker;
+        # "osvrt1_streams": one worker, a green thread per connection
         script = os.path.join(EXAMPLES, "http_hello.py" if kind == "http" else "resp_server.py")
         cmd = [sys.executable, script, "--port", str(port)]
-        cpus = 1 if name == "osvrt1" else cpus
-        return cmd + (["--cpus", str(cpus)] if cpus else [])
+        cpus = 1 if name.startswith("osvrt1") else cpus
+        streams = ["--streams"] if name.endswith("_streams") else []
+        return cmd + (["--cpus", str(cpus)] if cpus else []) + streams
     return [sys.executable, os.path.abspath(__file__), "--serve", name, kind, str(port)]
 
 
@@ -172,7 +174,7 @@ def peers(protocol=False):
     except ImportError:
         have_uvloop = False
     if protocol:
-        names = ["osvrt", "osvrt1", "asyncio_protocol"]
+        names = ["osvrt", "osvrt1", "osvrt1_streams", "asyncio_protocol"]
         return names + (["uvloop_protocol"] if have_uvloop else [])
     return ["osvrt", "asyncio"] + (["uvloop"] if have_uvloop else [])
 

@@ -11,6 +11,9 @@ def parse(description, default_port):
     p.add_argument("--port", type=int, default=default_port)
     p.add_argument("--cpus", type=int, default=None,
                    help="worker CPUs (default: every CPU this process may use)")
+    p.add_argument("--streams", action="store_true",
+                   help="serve with a green thread per connection (serve_tcp and "
+                        "streams) instead of the callback server (serve_tcp_protocol)")
     return p.parse_args()
 
 

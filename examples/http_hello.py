@@ -1,7 +1,15 @@
 """HTTP/1.1 "hello" server with keep-alive (pipelining-safe), for wrk.
 
-    python examples/http_hello.py [--port 8080] [--cpus N]
+    python examples/http_hello.py [--port 8080] [--cpus N] [--streams]
     wrk -t2 -c64 -d5s http://127.0.0.1:8080/
+
+Two ways to serve the same responses.  By default the callback server
+(net.serve_tcp_protocol): a protocol object per connection whose
+data_received() the engine calls for each chunk read, sending what it
+returns (no green thread per connection, no switch per request).  With
+--streams, a green thread per connection that awaits stream.recv() and
+stream.sendall() (net.serve_tcp): the way to write a handler that awaits
+something else between requests.
 """
 import osvrt
 from osvrt import net
@@ -45,13 +53,33 @@ async def serve(stream):
             pass
 
 
-async def main(host, port, cpus):
-    # serve_tcp: one listener per serving CPU, connections pinned where they
-    # were accepted; cpus=None serves on one CPU under the GIL (measured:
-    # faster than several, see osvrt/net/server.py)
+class Hello:
+    """The callback form of serve(): one per connection (net.serve_tcp_protocol)."""
+    __slots__ = ("conn", "buf")
+
+    def __init__(self, conn):
+        self.conn, self.buf = conn, b""
+
+    def data_received(self, data):
+        out, buf, close = respond(self.buf + data if self.buf else data)
+        if close:
+            self.conn.close()                 # after `out` is sent
+        elif len(buf) > 65536:                # no request head is that long
+            self.conn.close()
+        self.buf = buf
+        return out
+
+
+async def main(host, port, cpus, streams=False):
+    # one listener per serving CPU, connections served where they were
+    # accepted; cpus=None serves on one CPU under the GIL (measured: faster
+    # than several, see osvrt/net/server.py)
     def on_listen(a):
         print(f"http on http://{host}:{a[1]}/, CPUs {net.serving_cpus(cpus)}", flush=True)
-    await net.serve_tcp(serve, (host, port), cpus=cpus, on_listen=on_listen)
+    if streams:
+        await net.serve_tcp(serve, (host, port), cpus=cpus, on_listen=on_listen)
+    else:
+        await net.serve_tcp_protocol(Hello, (host, port), cpus=cpus, on_listen=on_listen)
 
 
 if __name__ == "__main__":
@@ -59,6 +87,7 @@ if __name__ == "__main__":
     try:
         cpus = worker_cpus(args.cpus)
         # the runtime has every CPU asked for; which of them serve: net.serving_cpus
-        osvrt.run(main, args.host, args.port, cpus if args.cpus else None, cpus=cpus)
+        osvrt.run(main, args.host, args.port, cpus if args.cpus else None, args.streams,
+                  cpus=cpus)
     except KeyboardInterrupt:
         pass

@@ -2,8 +2,12 @@
 redis-benchmark.  The store is one dict shared by every CPU: each command is a
 few bytecodes with no await inside, so under the GIL it is atomic.
 
-    python examples/resp_server.py [--port 6380] [--cpus N]
+    python examples/resp_server.py [--port 6380] [--cpus N] [--streams]
     redis-benchmark -p 6380 -t ping,set,get -n 100000 -c 50 -q
+
+By default connections are served by the callback server
+(net.serve_tcp_protocol, the Resp class below); --streams serves them with a
+green thread each (net.serve_tcp, serve() below): the same parser and store.
 
 Every length a client sends is checked before anything is buffered for it
 (MAX_LINE, MAX_ARGS, MAX_BULK, MAX_COMMAND below); a malformed or oversized
@@ -144,13 +148,43 @@ async def serve(stream):
             pass
 
 
-async def main(host, port, cpus):
-    # serve_tcp: one listener per serving CPU, connections pinned where they
-    # were accepted; cpus=None serves on one CPU under the GIL (measured:
-    # faster than several, see osvrt/net/server.py)
+class Resp:
+    """The callback form of serve(): one per connection (net.serve_tcp_protocol)."""
+    __slots__ = ("conn", "buf")
+
+    def __init__(self, conn):
+        self.conn, self.buf = conn, bytearray()
+
+    def data_received(self, data):
+        buf = self.buf
+        buf += data
+        out = []
+        pos = 0
+        try:
+            while True:
+                args, pos = parse_one(buf, pos)
+                if args is None:
+                    break
+                if args:
+                    out.append(execute(args))
+        except ProtocolError as e:
+            out.append(b"-ERR Protocol error: %s\r\n" % str(e).encode())
+            self.conn.close()                 # after the error is sent, as Redis does
+            return b"".join(out)
+        del buf[:pos]
+        return b"".join(out) if out else None
+
+
+async def main(host, port, cpus, streams=False):
+    # one listener per serving CPU, connections served where they were
+    # accepted; cpus=None serves on one CPU under the GIL (measured: faster
+    # than several, see osvrt/net/server.py)
     def on_listen(a):
         print(f"RESP on {host}:{a[1]}, CPUs {net.serving_cpus(cpus)}", flush=True)
-    await net.serve_tcp(serve, (host, port), cpus=cpus, on_listen=on_listen)
+    if streams:
+        await net.serve_tcp(serve, (host, port), cpus=cpus, on_listen=on_listen)
+    else:
+        await net.serve_tcp_protocol(Resp, (host, port), cpus=cpus, on_listen=on_listen)
 
 
 if __name__ == "__main__":
@@ -158,6 +192,7 @@ if __name__ == "__main__":
     try:
         cpus = worker_cpus(args.cpus)
         # the runtime has every CPU asked for; which of them serve: net.serving_cpus
-        osvrt.run(main, args.host, args.port, cpus if args.cpus else None, cpus=cpus)
+        osvrt.run(main, args.host, args.port, cpus if args.cpus else None, args.streams,
+                  cpus=cpus)
     except KeyboardInterrupt:
         pass

@@ -11,6 +11,8 @@
  *   live.c    LiveSet (a runtime's live threads)
  *   module.c  the kernel calls (current, wake, claim, schedule, spawn, ...)
  *   io.c      readiness: each worker's fd registrations in its CPU's epoll
+ *   sock.c    SockOp: the socket calls (recv, sendall, accept, recvfrom, sendto)
+ *   serve.c   ProtocolServer and Connection (osvrt.net.serve_tcp_protocol)
  *
  * Ownership, the rule every field below follows (free-threading ready):
  *   "owner"  touched only by the OS thread of the worker that owns the
@@ -318,6 +320,7 @@ void io_end(TicketObject *tk);             /* the wait ended: leave the table */
 int io_dispatch(WorkerObject *w, int n);    /* n events in w->io.evs */
 int io_poll(WorkerObject *w, double now);   /* poll without blocking, dispatch */
 int io_take_closing(WorkerObject *w);      /* fds other threads closed (notify_closing) */
+int io_notify_closing(WorkerObject *w, int fd);   /* fd closes next: w forgets it */
 void io_init(WorkerObject *w);
 void io_clear(WorkerObject *w);
 int io_traverse(WorkerObject *w, visitproc visit, void *arg);
@@ -340,6 +343,26 @@ static inline int io_due(WorkerObject *w, double now)
 #define IO_BUDGET 128
 extern PyMethodDef sock_module_methods[];
 extern PyTypeObject SockOp_Type;
+/* The socket calls for other engine code (the asyncio loop's transports, say):
+ * each returns the awaitable SockOp (the syscall with the GIL held, EAGAIN
+ * parks on the worker's epoll with no exception object) or NULL with an
+ * error set.  engine_sock_sendto returns NotImplemented (a new reference)
+ * for an address that is not a numeric (host, port) of family. */
+struct sockaddr_storage;
+PyObject *engine_sock_recv(int fd, Py_ssize_t max_bytes);
+PyObject *engine_sock_sendall(int fd, PyObject *data);
+PyObject *engine_sock_accept(int fd);                    /* -> (fd, address) */
+PyObject *engine_sock_recvfrom(int fd, Py_ssize_t max_bytes);   /* -> (bytes, address) */
+PyObject *engine_sock_sendto(int fd, PyObject *data, PyObject *address, int family);
+/* sockaddr <-> the socket module's address forms; from_py: 0 done, 1 not
+ * numeric (resolve it in Python), -1 error set */
+PyObject *engine_sockaddr_to_py(const struct sockaddr_storage *a, unsigned int len);
+int engine_sockaddr_from_py(int family, PyObject *o, struct sockaddr_storage *a,
+                            unsigned int *len);
+
+/* serve.c: the callback server of osvrt.net.serve_tcp_protocol */
+extern PyMethodDef serve_module_methods[];
+extern PyTypeObject Conn_Type, Server_Type;
 
 /* aio.c: the asyncio loop's call_soon and ready-queue run */
 extern PyTypeObject LoopCore_Type;

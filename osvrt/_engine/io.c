@@ -482,22 +482,29 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (lfd < 0 || lfd > INT_MAX)
         return PyErr_Format(PyExc_ValueError, "not a file descriptor: %R", args[1]);
-    int fd = (int)lfd;
-    if (w == tls_worker) {
+    if (io_notify_closing(w, (int)lfd) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* fd is about to be closed: end w's waits for it and drop its registration,
+ * at once on w's own OS thread, else posted to w.  0, or -1 with an error. */
+int
+io_notify_closing(WorkerObject *w, int fd)
+{
+    if (w == tls_worker)
         /* synchronous: the fd is still open, so no wait here is on a reuse */
-        if (io_close_fd(w, fd, UINT64_MAX) < 0)
-            return NULL;
-        Py_RETURN_NONE;
-    }
+        return io_close_fd(w, fd, UINT64_MAX) < 0 ? -1 : 0;
     if (w->cpu == NULL)
-        Py_RETURN_NONE;
+        return 0;
     pthread_mutex_lock(&w->io.mu);
     if (w->io.nclosing == w->io.capclosing) {
         int cap = w->io.capclosing ? w->io.capclosing * 2 : 16;
         struct io_closing *g = PyMem_RawRealloc(w->io.closing_fds, sizeof(*g) * (size_t)cap);
         if (g == NULL) {
             pthread_mutex_unlock(&w->io.mu);
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            return -1;
         }
         w->io.closing_fds = g;
         w->io.capclosing = cap;
@@ -520,7 +527,7 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
      * to wake) is kicked, or one whose list grew long while it slept. */
     if (many || atomic_load_explicit(&w->io.waiters, memory_order_relaxed))
         osvrt_api->cpu_kick(w->cpu);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 static PyObject *

@@ -512,7 +512,8 @@ PyInit__engine(void)
                                           "terminated"};
     worker_init_constants();
     PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
-                             &Event_Type, &LiveSet_Type, &SockOp_Type, &LoopCore_Type};
+                             &Event_Type, &LiveSet_Type, &SockOp_Type, &LoopCore_Type,
+                             &Conn_Type, &Server_Type};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
@@ -522,6 +523,8 @@ PyInit__engine(void)
     if (PyModule_AddFunctions(m, io_module_methods) < 0)
         goto fail;
     if (PyModule_AddFunctions(m, sock_module_methods) < 0)
+        goto fail;
+    if (PyModule_AddFunctions(m, serve_module_methods) < 0)
         goto fail;
     for (int i = 0; i < ST_COUNT; i++)
         if ((state_names[i] = PyUnicode_InternFromString(names[i])) == NULL)
@@ -569,7 +572,9 @@ PyInit__engine(void)
         || PyModule_AddObjectRef(m, "WorkerBase", (PyObject *)&WorkerBase_Type) < 0
         || PyModule_AddObjectRef(m, "Event", (PyObject *)&Event_Type) < 0
         || PyModule_AddObjectRef(m, "LiveSet", (PyObject *)&LiveSet_Type) < 0
-        || PyModule_AddObjectRef(m, "LoopCore", (PyObject *)&LoopCore_Type) < 0)
+        || PyModule_AddObjectRef(m, "LoopCore", (PyObject *)&LoopCore_Type) < 0
+        || PyModule_AddObjectRef(m, "Connection", (PyObject *)&Conn_Type) < 0
+        || PyModule_AddObjectRef(m, "ProtocolServer", (PyObject *)&Server_Type) < 0)
         goto fail;
     return m;
 fail:

@@ -23,15 +23,22 @@
  *
  * Ownership: a SockOp belongs to the green thread awaiting it (owner only).
  */
+#define _GNU_SOURCE 1          /* accept4 */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <limits.h>
 
 #include "engine.h"
 
-enum { OP_RECV, OP_RECV_INTO, OP_SENDALL };
+/* ACCEPT, RECVFROM, RECVFROM_INTO, SENDTO: the listener's and the kernel
+ * UDP socket's calls (osvrt/net/sockets.py), on the same path. */
+enum { OP_RECV, OP_RECV_INTO, OP_SENDALL, OP_ACCEPT, OP_RECVFROM, OP_RECVFROM_INTO,
+       OP_SENDTO };
 
 typedef struct {
     PyObject_HEAD
@@ -40,8 +47,11 @@ typedef struct {
     int step;                  /* 0: not started; 1: waiting on sub; 2: done */
     Py_ssize_t n;              /* RECV: max bytes; RECV_INTO: bytes to read at most */
     Py_ssize_t off;            /* SENDALL: bytes sent so far */
-    Py_buffer buf;             /* RECV_INTO, SENDALL: the caller's buffer (buf.obj set) */
+    Py_buffer buf;             /* RECV_INTO, SENDALL, RECVFROM_INTO, SENDTO: the caller's
+                                  buffer (buf.obj set) */
     PyObject *sub;             /* the Ticket yielded to the loop, while step is 1 */
+    struct sockaddr_storage addr;   /* SENDTO: the destination */
+    socklen_t addrlen;
 } SockOpObject;
 
 /* A recv lands in the worker's scratch buffer (WorkerObject.scratch) and is
@@ -107,7 +117,7 @@ sockop_park(SockOpObject *op, TicketObject *tk, PyObject **result)
 static inline uint32_t
 sockop_dir(SockOpObject *op)
 {
-    return op->kind == OP_SENDALL ? EPOLLOUT : EPOLLIN;
+    return op->kind == OP_SENDALL || op->kind == OP_SENDTO ? EPOLLOUT : EPOLLIN;
 }
 
 static PySendResult
@@ -121,6 +131,93 @@ sockop_fail(SockOpObject *op, int e)
         PyErr_SetFromErrno(PyExc_OSError);   /* the errno's subclass, as socket does */
     }
     return PYGEN_ERROR;
+}
+
+/* A peer's address as the socket module gives it: (host, port) for IPv4,
+ * (host, port, flowinfo, scope_id) for IPv6, the path for Unix (str; bytes
+ * for an abstract name; "" unnamed). */
+static PyObject *
+sockaddr_to_py(const struct sockaddr_storage *a, socklen_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    switch (a->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)a;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        return Py_BuildValue("(si)", host, ntohs(in->sin_port));
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)a;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        return Py_BuildValue("(siII)", host, ntohs(in6->sin6_port),
+                             ntohl(in6->sin6_flowinfo), in6->sin6_scope_id);
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)a;
+        Py_ssize_t n = (Py_ssize_t)len - (Py_ssize_t)offsetof(struct sockaddr_un, sun_path);
+        if (n <= 0)
+            return PyUnicode_FromString("");
+        if (un->sun_path[0] == 0)                  /* abstract: bytes, as socket does */
+            return PyBytes_FromStringAndSize(un->sun_path, n);
+        return PyUnicode_DecodeFSDefault(un->sun_path);
+    }
+    default:
+        return Py_BuildValue("(iy#)", a->ss_family, (const char *)a, (Py_ssize_t)len);
+    }
+}
+
+/* (host, port[, flowinfo, scope_id]) with a numeric host -> a sockaddr of
+ * `family`.  0 done, 1 not numeric (the caller resolves it in Python), -1
+ * error set. */
+static int
+sockaddr_from_py(int family, PyObject *o, struct sockaddr_storage *a, socklen_t *len)
+{
+    if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) < 2 || !PyUnicode_Check(PyTuple_GET_ITEM(o, 0)))
+        return 1;
+    const char *host = PyUnicode_AsUTF8(PyTuple_GET_ITEM(o, 0));
+    if (host == NULL)
+        return -1;
+    long port = PyLong_AsLong(PyTuple_GET_ITEM(o, 1));
+    if (port == -1 && PyErr_Occurred())
+        return -1;
+    if (port < 0 || port > 65535) {
+        PyErr_Format(PyExc_OverflowError, "port must be 0-65535, not %ld", port);
+        return -1;
+    }
+    memset(a, 0, sizeof *a);
+    if (family == AF_INET && PyTuple_GET_SIZE(o) == 2) {
+        struct sockaddr_in *in = (struct sockaddr_in *)a;
+        if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
+            return 1;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        *len = sizeof *in;
+        return 0;
+    }
+    if (family == AF_INET6 && PyTuple_GET_SIZE(o) == 2) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)a;
+        if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1)
+            return 1;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+        return 0;
+    }
+    return 1;                      /* flowinfo/scope, or another family: socket's own path */
+}
+
+static PyObject *
+pair(PyObject *a, PyObject *b)       /* steals both; NULL if either is */
+{
+    if (a == NULL || b == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(2, a, b);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return t;
 }
 
 /* One syscall.  1: done (*result set), 0: would block, -1: error (errno),
@@ -159,6 +256,52 @@ sockop_try(SockOpObject *op, PyObject **result)
     }
     case OP_RECV_INTO:
         r = recv(op->fd, op->buf.buf, (size_t)op->n, 0);
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        return (*result = PyLong_FromSsize_t(r)) ? 1 : -2;
+    case OP_ACCEPT: {
+        struct sockaddr_storage a;
+        socklen_t len = sizeof a;
+        int fd = accept4(op->fd, (struct sockaddr *)&a, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ECONNABORTED || errno == EPROTO)
+                errno = EINTR;     /* the peer gave up before we accepted: the next one */
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        }
+        PyObject *fdo = PyLong_FromLong(fd);
+        if (fdo == NULL || (*result = pair(fdo, sockaddr_to_py(&a, len))) == NULL) {
+            close(fd);             /* no leak when the address cannot be built */
+            return -2;
+        }
+        return 1;
+    }
+    case OP_RECVFROM:
+    case OP_RECVFROM_INTO: {
+        struct sockaddr_storage a;
+        socklen_t len = sizeof a;
+        WorkerObject *w = tls_worker;
+        char *into;
+        if (op->kind == OP_RECVFROM_INTO)
+            into = op->buf.buf;
+        else {
+            if (w->scratch == NULL && (w->scratch = PyMem_RawMalloc(SCRATCH)) == NULL) {
+                PyErr_NoMemory();
+                return -2;
+            }
+            into = w->scratch;
+        }
+        r = recvfrom(op->fd, into, (size_t)op->n, 0, (struct sockaddr *)&a, &len);
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        PyObject *first = op->kind == OP_RECVFROM ? PyBytes_FromStringAndSize(into, r)
+                                                  : PyLong_FromSsize_t(r);
+        /* len 0: an unconnected Unix datagram peer, or none given */
+        PyObject *from = len == 0 ? Py_NewRef(Py_None) : sockaddr_to_py(&a, len);
+        return (*result = pair(first, from)) ? 1 : -2;
+    }
+    case OP_SENDTO:
+        r = sendto(op->fd, op->buf.buf, (size_t)op->buf.len, MSG_NOSIGNAL,
+                   (struct sockaddr *)&op->addr, op->addrlen);
         if (r < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
         return (*result = PyLong_FromSsize_t(r)) ? 1 : -2;
@@ -234,7 +377,8 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
             /* A read shorter than asked drained the socket (a stream socket
              * returns what is there, up to the size): cache it, and the next
              * recv parks without trying (Go's and tokio's rule). */
-            if (op->kind != OP_SENDALL && w != NULL && op->fd < w->io.nslots
+            if ((op->kind == OP_RECV || op->kind == OP_RECV_INTO) && w != NULL
+                && op->fd < w->io.nslots
                 && w->io.slots[op->fd].et && op->n > 0) {
                 Py_ssize_t got = op->kind == OP_RECV ? PyBytes_GET_SIZE(*result)
                                                      : PyLong_AsSsize_t(*result);
@@ -488,6 +632,148 @@ m_sock_sendall(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)op;
 }
 
+/* sock_accept(fd) -> awaitable (new fd, address): accept4 with
+ * SOCK_NONBLOCK | SOCK_CLOEXEC; a connection the peer aborted before it was
+ * accepted (ECONNABORTED, EPROTO) is skipped. */
+static PyObject *
+m_sock_accept(PyObject *m, PyObject *fdo)
+{
+    int fd;
+    if (arg_fd(fdo, &fd) < 0)
+        return NULL;
+    return (PyObject *)sockop_new(OP_ACCEPT, fd);
+}
+
+/* sock_recvfrom(fd, max_bytes) -> awaitable (bytes, address). */
+static PyObject *
+m_sock_recvfrom(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    Py_ssize_t n;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "sock_recvfrom(fd, max_bytes)");
+    if (arg_fd(args[0], &fd) < 0 || arg_size(args[1], "buffersize", &n) < 0)
+        return NULL;
+    if (n > SCRATCH)
+        n = SCRATCH;               /* a datagram holds at most 65,507 bytes of IPv4 UDP */
+    SockOpObject *op = sockop_new(OP_RECVFROM, fd);
+    if (op != NULL)
+        op->n = n;
+    return (PyObject *)op;
+}
+
+/* sock_recvfrom_into(fd, buffer, nbytes) -> awaitable (count, address). */
+static PyObject *
+m_sock_recvfrom_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *op = m_sock_recv_into(m, args, nargs);
+    if (op != NULL)
+        ((SockOpObject *)op)->kind = OP_RECVFROM_INTO;
+    return op;
+}
+
+/* sock_sendto(fd, data, address, family) -> awaitable count sent, or
+ * NotImplemented when address is not a numeric (host, port) of family (the
+ * caller sends it through the socket module, which resolves names). */
+static PyObject *
+m_sock_sendto(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    if (nargs != 4)
+        return PyErr_Format(PyExc_TypeError, "sock_sendto(fd, data, address, family)");
+    if (arg_fd(args[0], &fd) < 0)
+        return NULL;
+    long family = PyLong_AsLong(args[3]);
+    if (family == -1 && PyErr_Occurred())
+        return NULL;
+    struct sockaddr_storage a;
+    socklen_t len = 0;
+    int r = sockaddr_from_py((int)family, args[2], &a, &len);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    SockOpObject *op = sockop_new(OP_SENDTO, fd);
+    if (op == NULL) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    op->buf = b;
+    op->addr = a;
+    op->addrlen = len;
+    return (PyObject *)op;
+}
+
+/* ---- the same calls for other engine code (declared in engine.h) --------
+ * Each returns the awaitable (a SockOp) or NULL with an error set, exactly
+ * as the module functions above; a caller in C (a transport of the asyncio
+ * loop, say) yields it from its own awaitable or awaits it in a green
+ * thread.  The owner rule holds: a SockOp is driven by one green thread. */
+
+PyObject *
+engine_sock_recv(int fd, Py_ssize_t max_bytes)
+{
+    SockOpObject *op = sockop_new(OP_RECV, fd);
+    if (op != NULL)
+        op->n = max_bytes;
+    return (PyObject *)op;
+}
+
+PyObject *
+engine_sock_sendall(int fd, PyObject *data)
+{
+    PyObject *args[2] = {NULL, data};
+    if ((args[0] = PyLong_FromLong(fd)) == NULL)
+        return NULL;
+    PyObject *op = m_sock_sendall(NULL, args, 2);
+    Py_DECREF(args[0]);
+    return op;
+}
+
+PyObject *
+engine_sock_accept(int fd)
+{
+    return (PyObject *)sockop_new(OP_ACCEPT, fd);
+}
+
+PyObject *
+engine_sock_recvfrom(int fd, Py_ssize_t max_bytes)
+{
+    SockOpObject *op = sockop_new(OP_RECVFROM, fd);
+    if (op != NULL)
+        op->n = max_bytes > SCRATCH ? SCRATCH : max_bytes;
+    return (PyObject *)op;
+}
+
+PyObject *
+engine_sock_sendto(int fd, PyObject *data, PyObject *address, int family)
+{
+    PyObject *args[4] = {NULL, data, address, NULL};
+    if ((args[0] = PyLong_FromLong(fd)) == NULL || (args[3] = PyLong_FromLong(family)) == NULL) {
+        Py_XDECREF(args[0]);
+        return NULL;
+    }
+    PyObject *op = m_sock_sendto(NULL, args, 4);
+    Py_DECREF(args[0]);
+    Py_DECREF(args[3]);
+    return op;
+}
+
+PyObject *
+engine_sockaddr_to_py(const struct sockaddr_storage *a, socklen_t len)
+{
+    return sockaddr_to_py(a, len);
+}
+
+int
+engine_sockaddr_from_py(int family, PyObject *o, struct sockaddr_storage *a, socklen_t *len)
+{
+    return sockaddr_from_py(family, o, a, len);
+}
+
 /* io_budget() -> None while the budget lasts (one is spent), or an awaitable
  * yield once it is spent.  None outside a worker (a plain call from an OS
  * thread has no CPU to share).  For the socket calls still in Python. */
@@ -510,6 +796,16 @@ PyMethodDef sock_module_methods[] = {
     {"sock_sendall", (PyCFunction)(void (*)(void))m_sock_sendall, METH_FASTCALL,
      "sock_sendall($module, fd, data, /)\n--\n\nAwait it to send all of data; parks while the\n"
      "send buffer is full."},
+    {"sock_accept", (PyCFunction)m_sock_accept, METH_O,
+     "sock_accept($module, fd, /)\n--\n\nAwait it for (fd, address) of the next connection\n"
+     "(non-blocking, close-on-exec); parks while none is queued."},
+    {"sock_recvfrom", (PyCFunction)(void (*)(void))m_sock_recvfrom, METH_FASTCALL,
+     "sock_recvfrom($module, fd, max_bytes, /)\n--\n\nAwait it for (data, address)."},
+    {"sock_recvfrom_into", (PyCFunction)(void (*)(void))m_sock_recvfrom_into, METH_FASTCALL,
+     "sock_recvfrom_into($module, fd, buffer, nbytes, /)\n--\n\nAwait it for (count, address)."},
+    {"sock_sendto", (PyCFunction)(void (*)(void))m_sock_sendto, METH_FASTCALL,
+     "sock_sendto($module, fd, data, address, family, /)\n--\n\nAwait it for the count sent;\n"
+     "NotImplemented (not awaitable) for an address that is not a numeric (host, port)."},
     {"io_budget", m_io_budget, METH_NOARGS,
      "io_budget($module, /)\n--\n\nSpend one of the current thread's socket calls; None while\n"
      "some are left, else an awaitable that yields (await it)."},

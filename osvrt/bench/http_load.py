@@ -112,12 +112,55 @@ def serve_osvrt(n):
     proc.wait(60)
 
 
+def serve_osvrt_protocol(n):
+    """The same responses through osvrt.net's callback server
+    (serve_tcp_protocol's engine loop: accept, recv, callback, send in C)."""
+    import osvrt
+    from osvrt import _engine
+    from osvrt.net.sockets import Listener
+    served = [0]
+    done = osvrt.Event()
+
+    class Counted:
+        def __init__(self, conn):
+            self.buf = b""
+
+        def data_received(self, data):
+            out, self.buf, k = respond(self.buf + data if self.buf else data)
+            served[0] += k
+            if served[0] >= n:
+                done.set()
+            return out
+
+    async def main(ls):
+        listener = Listener(ls)
+        proc = _client(listener.address[1], n)
+
+        async def serve():
+            server = _engine.tcp_serve(listener.fileno(), Counted, lambda c, e: None)
+            try:
+                await server
+            finally:
+                server.close()
+        srv = osvrt.spawn(serve)
+        await done.wait()
+        srv.cancel()
+        return proc
+
+    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None, stats_file=False).start()
+    try:
+        proc = rt.run(main, _listener())
+    finally:
+        rt.stop(timeout=10)
+    proc.wait(60)
+
+
 def serve_asyncio(n, peer):
     import asyncio
 
-    class Server(asyncio.Protocol):
-        served = 0
+    served = [0]          # as serve_osvrt counts (a class attribute's write costs more)
 
+    class Server(asyncio.Protocol):
         def connection_made(self, transport):
             self.t, self.buf = transport, b""
 
@@ -125,8 +168,8 @@ def serve_asyncio(n, peer):
             out, self.buf, k = respond(self.buf + data if self.buf else data)
             if out:
                 self.t.write(out)
-            Server.served += k
-            if Server.served >= n:
+            served[0] += k
+            if served[0] >= n:
                 asyncio.get_running_loop().stop()
 
     if peer == "uvloop":
@@ -145,5 +188,7 @@ def serve_asyncio(n, peer):
 def child(peer, n):
     if peer == "osvrt":
         serve_osvrt(n)
+    elif peer == "osvrt_protocol":
+        serve_osvrt_protocol(n)
     else:
         serve_asyncio(n, peer)

@@ -10,7 +10,8 @@
 Every socket is non-blocking.  An operation tries the syscall first and
 waits for readiness (the worker's epoll) only on EAGAIN, so a green thread
 waiting for I/O never blocks its CPU.  A Stream's recv, recv_into and
-sendall run in the engine (osvrt/_engine/sock.c): edge-triggered readiness
+sendall, a Listener's accept and a UdpSocket's recvfrom, recvfrom_into and
+sendto run in the engine (osvrt/_engine/sock.c): edge-triggered readiness
 registered once per connection and cached, no exception object on EAGAIN,
 and a cooperative budget (a call yields after 128 that completed at once).  Errors are the socket module's own OSError subclasses, with errno
 (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, ...); using a
@@ -30,7 +31,7 @@ import errno
 import socket
 
 from .. import _engine
-from ..readiness import ClosedResourceError, notify_closing, wait_readable, wait_writable
+from ..readiness import ClosedResourceError, notify_closing, wait_writable
 from ..offload import to_thread
 
 __all__ = ["Listener", "Stream", "UdpSocket", "getaddrinfo", "open_tcp_stream",
@@ -43,6 +44,8 @@ _EAGAIN = (BlockingIOError, InterruptedError)
 _budget = _engine.io_budget
 _sock_recv, _sock_recv_into, _sock_sendall = (_engine.sock_recv, _engine.sock_recv_into,
                                               _engine.sock_sendall)
+_sock_accept, _sock_recvfrom, _sock_recvfrom_into, _sock_sendto = (
+    _engine.sock_accept, _engine.sock_recvfrom, _engine.sock_recvfrom_into, _engine.sock_sendto)
 
 
 def _closed(what):
@@ -151,22 +154,12 @@ class Listener(_Sock):
         return a[:2] if isinstance(a, tuple) else a
 
     async def accept(self):
-        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
-            await y
+        """(Stream, address) of the next connection; parks while none is
+        queued.  accept4 runs in the engine (osvrt/_engine/sock.c), as the
+        Stream calls do; a connection the peer aborted first is skipped."""
         sock = self.socket
-        while True:
-            try:
-                conn, addr = sock.accept()
-                break
-            except _EAGAIN:
-                pass
-            except OSError as e:
-                if self._fd < 0:
-                    raise _closed(self._what) from e
-                if e.errno in (errno.ECONNABORTED, errno.EPROTO):
-                    continue            # the peer gave up before we accepted: next one
-                raise
-            await wait_readable(self._fd)
+        fd, addr = await _sock_accept(self._fd)
+        conn = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Stream(conn), addr
@@ -182,16 +175,22 @@ class UdpSocket(_Sock):
     def address(self):
         return self.socket.getsockname()[:2]
 
+    # recvfrom, recvfrom_into and sendto run in the engine (osvrt/_engine/sock.c),
+    # as a Stream's calls do; an address that is not a numeric (host, port)
+    # (a name to resolve, IPv6 with scope) is sent through the socket module.
+
     async def recvfrom(self, max_bytes=65536):
-        if (y := _budget()) is not None:    # before the call: a cancel loses nothing
-            await y
-        sock = self.socket
-        try:
-            return sock.recvfrom(max_bytes)
-        except OSError as e:
-            return await self._retry(e, sock.recvfrom, wait_readable, max_bytes)
+        """(data, address) of the next datagram (at most max_bytes of it)."""
+        return await _sock_recvfrom(self._fd, max_bytes)
+
+    async def recvfrom_into(self, buffer, nbytes=0):
+        """(count, address): the next datagram read into buffer."""
+        return await _sock_recvfrom_into(self._fd, buffer, nbytes)
 
     async def sendto(self, data, address):
+        op = _sock_sendto(self._fd, data, address, self.socket.family)
+        if op is not NotImplemented:
+            return await op
         if (y := _budget()) is not None:    # before the call: a cancel loses nothing
             await y
         sock = self.socket

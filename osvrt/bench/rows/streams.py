@@ -1,8 +1,10 @@
 """Real-client rows of `python -m osvrt bench`: wrk (HTTP/1.1 keep-alive, 64
 connections) and redis-benchmark (PING, SET, GET; 50 clients) against the
 examples (examples/http_hello.py, examples/resp_server.py) on osvrt, on the
-default placement and on one worker, and against asyncio.Protocol servers
-giving the same responses on uvloop and on asyncio (issue #17's peers).
+default placement and on one worker (the callback server,
+net.serve_tcp_protocol), on one worker with a green thread per connection
+(--streams: net.serve_tcp), and against asyncio.Protocol servers giving the
+same responses on uvloop and on asyncio (issue #17's peers).
 
 Each round starts the server in its own process, runs the client once, and
 stops it; the rounds of the contenders alternate (osvrt.bench.measure).
@@ -86,9 +88,11 @@ def server_cmd(name, kind, port, cpus=None):
     if name.startswith("osvrt"):
         # "osvrt": the default placement (every CPU); "osvrt1": one worker
         script = os.path.join(EXAMPLES, "http_hello.py" if kind == "http" else "resp_server.py")
+        # "osvrt1_streams": one worker, a green thread per connection (--streams)
         cmd = [sys.executable, script, "--port", str(port)]
-        cpus = 1 if name == "osvrt1" else cpus
-        return cmd + (["--cpus", str(cpus)] if cpus else [])
+        cpus = 1 if name.startswith("osvrt1") else cpus
+        streams = ["--streams"] if name.endswith("_streams") else []
+        return cmd + (["--cpus", str(cpus)] if cpus else []) + streams
     return [sys.executable, "-P", "-m", "osvrt.bench.rows.streams", name, kind, str(port)]
 
 
@@ -187,7 +191,9 @@ def _round(name, kind, seconds, requests):
 
 PEERS = (("uvloop_protocol", "asyncio.Protocol server on uvloop", "uvloop"),
          ("asyncio_protocol", "asyncio.Protocol server on asyncio", None),
-         ("osvrt1", "the osvrt example on one worker (--cpus 1)", None))
+         ("osvrt1", "the osvrt example on one worker (--cpus 1)", None),
+         ("osvrt1_streams", "the osvrt example on one worker, a green thread per "
+                            "connection (--cpus 1 --streams)", None))
 
 
 SIZES_FULL = {"stream_seconds": 3, "stream_requests": 20_000}
