@@ -42,7 +42,7 @@ OFFLOAD_STOP_S = 5.0
 WORKER_EXIT_S = 0.5
 
 
-def _resolve_cpus(cpus):
+def resolve_cpus(cpus):
     available = sorted(os.sched_getaffinity(0))
     if cpus is None:
         return tuple(available)
@@ -80,7 +80,7 @@ class Runtime:
                  idle_spin_us=50, stall_threshold=0.1, balance_policy="osvrt",
                  min_move_runtime=0.001, trace=None, trace_events=_trace.DEFAULT_EVENTS,
                  stats_file=True):
-        self._cpus = _resolve_cpus(cpus)
+        self._cpus = resolve_cpus(cpus)
         # trace: a path; start() records each CPU's scheduler events and
         # stop() writes them there as Chrome trace JSON (osvrt/observe/trace.py).
         self._trace_path = _trace.check_path(trace)

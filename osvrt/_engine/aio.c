@@ -311,34 +311,6 @@ core_bind_task(LoopCoreObject *self, PyObject *task_type)
 
 /* ---- run_ready ---------------------------------------------------------- */
 
-static PyObject *
-fetch_exc(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *typ, *val, *tb;
-    PyErr_Fetch(&typ, &val, &tb);
-    PyErr_NormalizeException(&typ, &val, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(val, tb);
-        Py_DECREF(tb);
-    }
-    Py_DECREF(typ);
-    return val;
-#endif
-}
-
-static void
-restore_exc(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
-}
-
 /* Run handle h as asyncio's Handle._run does: 0, or -1 with SystemExit or
  * KeyboardInterrupt (or a failure of the report itself) set. */
 static int
@@ -377,10 +349,10 @@ run_handle(LoopCoreObject *self, PyObject *h)
         Py_DECREF(r);
         return 0;
     }
-    PyObject *exc = fetch_exc();
+    PyObject *exc = take_raised();
     if (PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)
         || PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt)) {
-        restore_exc(exc);
+        put_raised(exc);
         return -1;
     }
     PyObject *report = PyObject_CallFunctionObjArgs(self->on_error, h, exc, NULL);

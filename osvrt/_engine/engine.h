@@ -273,6 +273,11 @@ TicketObject *ticket_new(ThreadObject *t, int kind);
 PyObject *send_result_as_iter(PySendResult r, PyObject *res);
 /* thread.c: raise what throw(typ[, val[, tb]]) was given; returns NULL. */
 PyObject *raise_thrown(PyObject *const *args, Py_ssize_t nargs);
+/* thread.c: forward throw() to a parked sub-awaitable (steals sub) or raise it. */
+PyObject *throw_into_sub(PyObject *sub, PyObject *const *args, Py_ssize_t nargs);
+/* thread.c: the raised exception taken (NULL if none) / put back (steals; NULL: none). */
+PyObject *take_raised(void);
+void put_raised(PyObject *exc);
 ThreadObject *ticket_claim(TicketObject *tk);        /* new ref or NULL */
 ThreadObject *thread_claim_open(ThreadObject *t);   /* new ref or NULL */
 int wake_ticket(TicketObject *tk, PyObject *value);  /* 1 woke, 0 stale, -1 error */

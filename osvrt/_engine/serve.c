@@ -60,39 +60,6 @@
 
 typedef struct ServerObject ServerObject;
 
-/* 3.11 has neither PyErr_GetRaisedException nor PyObject_GetOptionalAttr. */
-static PyObject *
-take_raised(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *typ, *val, *tb;
-    PyErr_Fetch(&typ, &val, &tb);
-    if (typ == NULL)
-        return NULL;
-    PyErr_NormalizeException(&typ, &val, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(val, tb);
-        Py_DECREF(tb);
-    }
-    Py_DECREF(typ);
-    return val;
-#endif
-}
-
-static void
-put_raised(PyObject *exc)        /* steals exc (NULL: nothing) */
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    if (exc == NULL)
-        return;
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
-}
-
 static int
 optional_attr(PyObject *o, const char *name, PyObject **out)
 {
@@ -814,22 +781,9 @@ server_throw(ServerObject *s, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *sub = s->sub;
     s->sub = NULL;
-    if (sub != NULL) {
-        PyObject *m = PyObject_GetAttrString(sub, "throw");
-        PyObject *r = m ? PyObject_Vectorcall(m, args, (size_t)nargs, NULL) : NULL;
-        Py_XDECREF(m);
-        Py_DECREF(sub);
-        Py_XDECREF(r);             /* a Ticket's throw always raises */
-    } else {
-        PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
-        if (PyExceptionInstance_Check(typ))
-            PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-        else if (PyExceptionClass_Check(typ))
-            PyErr_SetObject(typ, val);
-        else
-            PyErr_Format(PyExc_TypeError, "exceptions must derive from BaseException, not %R",
-                         typ);
-    }
+    PyObject *r = throw_into_sub(sub, args, nargs);     /* NULL, raised */
+    assert(r == NULL);
+    (void)r;
     server_close_all(s);
     return NULL;
 }

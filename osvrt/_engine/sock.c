@@ -452,15 +452,7 @@ sockop_throw(SockOpObject *op, PyObject *const *args, Py_ssize_t nargs)
     PyObject *sub = op->sub;
     op->sub = NULL;
     sockop_release(op);
-    if (sub != NULL) {
-        PyObject *m = PyObject_GetAttrString(sub, "throw");
-        PyObject *r = m ? PyObject_Vectorcall(m, args, (size_t)nargs, NULL) : NULL;
-        Py_XDECREF(m);
-        Py_DECREF(sub);
-        Py_XDECREF(r);             /* a Ticket's throw always raises */
-        return NULL;
-    }
-    return raise_thrown(args, nargs);
+    return throw_into_sub(sub, args, nargs);
 }
 
 static PyObject *

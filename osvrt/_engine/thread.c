@@ -739,6 +739,57 @@ raise_thrown(PyObject *const *args, Py_ssize_t nargs)
     return NULL;
 }
 
+/* throw() of an engine awaitable that may be parked on a sub-awaitable (a
+ * Ticket under a SockOp or a server): forward the throw to sub, which ends
+ * that wait and raises, or raise it here when there is none.  Steals sub;
+ * returns NULL with the exception set. */
+PyObject *
+throw_into_sub(PyObject *sub, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sub == NULL)
+        return raise_thrown(args, nargs);
+    PyObject *m = PyObject_GetAttrString(sub, "throw");
+    PyObject *r = m ? PyObject_Vectorcall(m, args, (size_t)nargs, NULL) : NULL;
+    Py_XDECREF(m);
+    Py_DECREF(sub);
+    Py_XDECREF(r);             /* a Ticket's throw always raises */
+    return NULL;
+}
+
+/* The raised exception, taken (NULL if none); and put back (steals; NULL:
+ * nothing).  3.12's single-object API, spelled out for 3.11. */
+PyObject *
+take_raised(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *typ, *val, *tb;
+    PyErr_Fetch(&typ, &val, &tb);
+    if (typ == NULL)
+        return NULL;
+    PyErr_NormalizeException(&typ, &val, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(val, tb);
+        Py_DECREF(tb);
+    }
+    Py_DECREF(typ);
+    return val;
+#endif
+}
+
+void
+put_raised(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    if (exc == NULL)
+        return;
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
 /* An am_send result as the iterator protocol gives it (send(), __next__):
  * the yielded value, or NULL with StopIteration carrying the return value.
  * Shared by every awaitable of the engine (Ticket, SockOp). */

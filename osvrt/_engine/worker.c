@@ -413,24 +413,6 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
 
 /* ---- resuming a thread ------------------------------------------------- */
 
-static PyObject *
-fetch_exc(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *typ, *val, *tb;
-    PyErr_Fetch(&typ, &val, &tb);
-    PyErr_NormalizeException(&typ, &val, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(val, tb);
-        Py_DECREF(tb);
-    }
-    Py_DECREF(typ);
-    return val;
-#endif
-}
-
 /* The coroutine raised or returned (StopIteration from throw()): end t. */
 static PyObject *
 ended_by_error(WorkerObject *w, ThreadObject *t, PyObject *exc)
@@ -460,7 +442,7 @@ run_in_context(WorkerObject *w, ThreadObject *t, PyObject *exc)
     PySendResult r;
     t->started = 1;
     if (PyContext_Enter(t->ctx) < 0)
-        return ended_by_error(w, t, fetch_exc());
+        return ended_by_error(w, t, take_raised());
     if (exc == NULL) {
         PyObject *v = t->value ? t->value : Py_NewRef(Py_None);
         t->value = NULL;
@@ -471,7 +453,7 @@ run_in_context(WorkerObject *w, ThreadObject *t, PyObject *exc)
         res = PyObject_CallMethodOneArg(t->coro, str_throw, exc);
         r = res ? PYGEN_NEXT : PYGEN_ERROR;
     }
-    PyObject *err = r == PYGEN_ERROR ? fetch_exc() : NULL;
+    PyObject *err = r == PYGEN_ERROR ? take_raised() : NULL;
     if (PyContext_Exit(t->ctx) < 0) {
         Py_XDECREF(err);
         Py_XDECREF(res);

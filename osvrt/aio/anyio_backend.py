@@ -23,7 +23,7 @@ from anyio._backends._asyncio import AsyncIOBackend, TestRunner
 from anyio._core._eventloop import set_current_async_library, threadlocals
 from anyio.lowlevel import EventLoopToken
 
-from ..runtime import Runtime, _resolve_cpus
+from ..runtime import Runtime, resolve_cpus
 from .loop import new_event_loop
 
 __all__ = ["OsvrtBackend", "backend_class", "NAME", "loop_factory_for"]
@@ -61,9 +61,9 @@ def loop_factory_for(options: Any) -> tuple[Any, Any]:
     if debug is not None and not isinstance(debug, bool):
         raise TypeError(f"backend_options['debug'] must be a bool or None, not {debug!r}")
     cpus = opts.pop("cpus", 1)
-    if isinstance(cpus, (str, bytes, bool)):     # _resolve_cpus says the same; name the key
+    if isinstance(cpus, (str, bytes, bool)):     # resolve_cpus says the same; name the key
         raise ValueError(f"backend_options['cpus']={cpus!r}: give a count, CPU ids or None")
-    cpus = _resolve_cpus(cpus)                   # ValueError naming a bad value
+    cpus = resolve_cpus(cpus)                   # ValueError naming a bad value
     cpu = opts.pop("cpu", None)
     if cpu is not None and cpu not in cpus:
         raise ValueError(f"backend_options['cpu']={cpu!r} is not one of its cpus {cpus}")

@@ -119,7 +119,7 @@ def serve(kind, port, cpu, ready_fd=None, reuse_port=False):
         r.run(main())
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -130,7 +130,7 @@ class Server:
 
     def __init__(self, kind, cpu, wrap=(), port=None):
         # port given: a reuse_port server beside others on it (bench_cpus.py)
-        self.port = _free_port() if port is None else port
+        self.port = free_port() if port is None else port
         r, w = os.pipe()
         self.proc = subprocess.Popen(
             [*wrap, sys.executable, "-P", "-m", "osvrt.aio.bench", "serve", kind, str(self.port),
@@ -152,7 +152,7 @@ class Server:
             raise RuntimeError(f"the server did not stop on SIGTERM within {timeout} s")
 
 
-def _seconds(value, unit):
+def latency_seconds(value, unit):
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
 
 
@@ -173,7 +173,7 @@ def wrk_round(kind, server_cpu, client_cpu, duration=5, conns=64):
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if (errors and any(int(x) for x in errors.groups())) or "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors against {kind}:\n{out}")
-    return rps, _seconds(*p99.groups())
+    return rps, latency_seconds(*p99.groups())
 
 
 # ---- instructions (callgrind) ------------------------------------------------------

@@ -79,7 +79,7 @@ def serve_threads(kind, port, cpus, ready_fd):
 
 class ThreadsServer(bench.Server):
     def __init__(self, kind, cpus):
-        self.port = bench._free_port()
+        self.port = bench.free_port()
         r, w = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-P", "-m", "osvrt.aio.bench_cpus", "serve-threads", kind,
@@ -96,7 +96,7 @@ class Servers:
     """Several bench.Server processes on one reuse_port port."""
 
     def __init__(self, kind, cpus):
-        self.port = bench._free_port()
+        self.port = bench.free_port()
         self.servers = []
         try:
             for c in cpus:
@@ -128,7 +128,7 @@ def wrk(port, duration, conns=128, threads=2):
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if (errors and any(int(x) for x in errors.groups())) or "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
-    return rps, bench._seconds(*p99.groups())
+    return rps, bench.latency_seconds(*p99.groups())
 
 
 def run(loops, rounds, duration, cpus):

@@ -12,7 +12,7 @@ import asyncio
 import threading
 from typing import Any, Callable
 
-from ..runtime import _resolve_cpus
+from ..runtime import resolve_cpus
 from .loop import new_event_loop
 
 __all__ = ["run_per_cpu"]
@@ -34,7 +34,7 @@ def run_per_cpu(main: Callable[..., Any], *args: Any, cpus: Any = None,
     one (KeyboardInterrupt, SystemExit) as itself."""
     if not callable(main):
         raise TypeError(f"main must be an async function, not {main!r}")
-    ids = _resolve_cpus(cpus)
+    ids = resolve_cpus(cpus)
     n = len(ids)
     tasks: list = [None] * n
     loops: list = [None] * n

@@ -27,10 +27,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import _engine
-from ..checks import check_int
 from ..kernel import spawn
-from .server import serving_cpus
-from .sockets import tcp_listen
+from .server import serve_on_listeners
 
 __all__ = ["serve_tcp_protocol"]
 
@@ -75,25 +73,6 @@ async def serve_tcp_protocol(factory: Callable[[Any], Any], address: tuple[str, 
     if on_listen is not None and not callable(on_listen):
         raise TypeError(f"on_listen must be a callable taking (host, port) or None, "
                         f"not {on_listen!r}")
-    check_int("backlog", backlog, 0, 2**31 - 1)
-    cpus = serving_cpus(cpus)
-    host, port = address
-    listeners: list = []
-    try:
-        for _ in cpus:
-            lst = await tcp_listen((host, port), backlog=backlog, reuse_port=True)
-            listeners.append(lst)
-            port = lst.address[1]      # port 0: the others share the one picked
-        if on_listen is not None:
-            on_listen(listeners[0].address)
-        servers = [spawn(_serve_one, lst, factory, cpu=cpu, name=f"serve-tcp-protocol-{cpu}")
-                   for cpu, lst in zip(cpus, listeners)]
-        try:
-            for s in servers:
-                await s.join()
-        finally:
-            for s in servers:
-                s.cancel()
-    finally:
-        for lst in listeners:
-            lst.close()
+    await serve_on_listeners(address, cpus, backlog, on_listen,
+                             lambda lst, cpu: spawn(_serve_one, lst, factory, cpu=cpu,
+                                                    name=f"serve-tcp-protocol-{cpu}"))

@@ -29,7 +29,8 @@ from .. import kernel
 from ..checks import check_int
 from ..kernel import sleep
 from ..kernel import spawn
-from .sockets import Stream, tcp_listen
+from ..thread import Thread
+from .sockets import Listener, Stream, tcp_listen
 
 __all__ = ["serve_tcp", "serving_cpus"]
 
@@ -100,6 +101,19 @@ async def serve_tcp(handler: Callable[[Stream], Awaitable[object]], address: tup
     if on_listen is not None and not callable(on_listen):
         raise TypeError(f"on_listen must be a callable taking (host, port) or None, "
                         f"not {on_listen!r}")
+    await serve_on_listeners(address, cpus, backlog, on_listen,
+                             lambda lst, cpu: spawn(_acceptor, handler, lst, cpu, cpu=cpu))
+
+
+async def serve_on_listeners(address: tuple[str, int], cpus: Iterable[int] | None,
+                             backlog: int,
+                             on_listen: Callable[[tuple[str, int]], object] | None,
+                             start: Callable[[Listener, int], Thread]) -> None:
+    """What serve_tcp and serve_tcp_protocol share: one SO_REUSEPORT listener
+    per serving CPU (serving_cpus), on_listen called once all are up,
+    `start(listener, cpu)` spawning each CPU's server thread; runs until
+    they end or this is cancelled, then cancels them and closes every
+    listener."""
     check_int("backlog", backlog, 0, 2**31 - 1)
     cpus = serving_cpus(cpus)
     host, port = address
@@ -111,14 +125,13 @@ async def serve_tcp(handler: Callable[[Stream], Awaitable[object]], address: tup
             port = lst.address[1]      # port 0: the others share the one picked
         if on_listen is not None:
             on_listen(listeners[0].address)
-        acceptors = [spawn(_acceptor, handler, lst, cpu, cpu=cpu)
-                     for cpu, lst in zip(cpus, listeners)]
+        servers = [start(lst, cpu) for cpu, lst in zip(cpus, listeners)]
         try:
-            for a in acceptors:
-                await a.join()
+            for t in servers:
+                await t.join()
         finally:
-            for a in acceptors:
-                a.cancel()
+            for t in servers:
+                t.cancel()
     finally:
         for lst in listeners:
             lst.close()
