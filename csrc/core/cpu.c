@@ -322,28 +322,27 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uin
 
 /* ---- the packet source (cpu.h) ---- */
 
-int osvrt_cpu_rx_attach(struct osvrt_cpu *c, struct osvrt_cpu_rx *rx, int fd)
+void osvrt_cpu_rx_attach(struct osvrt_cpu *c, struct osvrt_cpu_rx *rx)
 {
-    /* EPOLLEXCLUSIVE: a frame wakes one sleeping CPU, not every CPU that
-     * shares the fd; a CPU not asleep still finds the fd on its ready list. */
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = OSVRT_RX_TAG};
-    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
-        return errno;
     /* release: the source (and what it points to) is complete before the
      * owner's load in osvrt_cpu_rx_poll can see it. */
     atomic_store_explicit(&c->rx, rx, memory_order_release);
-    return 0;
 }
 
-void osvrt_cpu_rx_detach(struct osvrt_cpu *c, int fd)
+void osvrt_cpu_rx_detach(struct osvrt_cpu *c)
 {
     /* seq_cst store, then seq_cst load of rx_inuse: the detacher's half of a
      * Dekker pair with osvrt_cpu_rx_poll: either the owner's load sees NULL,
      * or we see its rx_inuse = 1 and wait for the use to end. */
     atomic_store_explicit(&c->rx, NULL, memory_order_seq_cst);
-    epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);     /* ENOENT after a failed attach: fine */
     while (atomic_load_explicit(&c->rx_inuse, memory_order_seq_cst))
         sched_yield();                               /* one burst at most */
+}
+
+int osvrt_cpu_rx_watch(struct osvrt_cpu *c, int fd, int on)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = OSVRT_RX_TAG};
+    return epoll_ctl(c->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev) == 0 ? 0 : errno;
 }
 
 uint32_t osvrt_cpu_rx_poll(struct osvrt_cpu *c)

@@ -160,13 +160,15 @@ int osvrt_cpu_poll_io(struct osvrt_cpu *c, struct epoll_event *evs, int maxev);
 
 void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *out);
 
-/* The packet source: from any thread.  attach registers fd (readable when
- * frames wait) in the CPU's epfd, EPOLLEXCLUSIVE (one sleeping CPU of those
- * sharing the fd is woken per event), then publishes rx; 0 or an errno.
- * detach unpublishes it, takes fd out of epfd, and returns only once the
- * owner no longer uses rx (it may then be freed).  One source per CPU. */
-int osvrt_cpu_rx_attach(struct osvrt_cpu *c, struct osvrt_cpu_rx *rx, int fd);
-void osvrt_cpu_rx_detach(struct osvrt_cpu *c, int fd);
+/* The packet source: from any thread.  attach publishes rx (the owner then
+ * drains it in its loop and idle poll); detach unpublishes it and returns
+ * only once the owner no longer uses rx (it may then be freed).  One source
+ * per CPU.  watch (on = 1) registers the source's fd (readable while frames
+ * wait) in the CPU's epfd, so that the CPU's sleep ends when a frame comes;
+ * on = 0 takes it out.  0 or an errno (EEXIST, ENOENT: already so). */
+void osvrt_cpu_rx_attach(struct osvrt_cpu *c, struct osvrt_cpu_rx *rx);
+void osvrt_cpu_rx_detach(struct osvrt_cpu *c);
+int osvrt_cpu_rx_watch(struct osvrt_cpu *c, int fd, int on);
 /* Owner side: drain the source if frames wait.  Returns the frames taken. */
 uint32_t osvrt_cpu_rx_poll(struct osvrt_cpu *c);
 /* Owner side, cheap: is a source attached at all?  relaxed: a hint; the

@@ -164,9 +164,12 @@ static uint32_t flush(struct osvrt_net *net)
     for (uint32_t i = 0; i < n; i++) {
         struct osvrt_chan *c = net->touched[i];
         uint64_t w = osvrt_chan_waiter(c);
-        if ((w & OSVRT_CHAN_WAITER) && net->rt && osvrt_wake(net->rt, w & ~OSVRT_CHAN_WAITER)) {
+        uint32_t cpu;
+        if ((w & OSVRT_CHAN_WAITER) && net->rt
+            && osvrt_wake_cpu(net->rt, w & ~OSVRT_CHAN_WAITER, &cpu)) {
             osvrt_stat_add(&c->wakes, 1);
             woke++;
+            net->woke_cpu = net->woke_cpu == -1 || net->woke_cpu == (int32_t)cpu ? (int32_t)cpu : -2;
         }
     }
     osvrt_stat_add(&net->wakes, woke);
@@ -214,6 +217,7 @@ static void deliver(struct osvrt_net *net, struct osvrt_flow *f, const uint8_t *
 
 void osvrt_net_rx_begin(struct osvrt_net *net)
 {
+    net->woke_cpu = -1;
     osvrt_ft_read_lock(&net->table, net->reader);
 }
 

@@ -159,6 +159,8 @@ struct osvrt_net {
     _Atomic int stop;
     /* burst state (producer only) */
     uint64_t burst_seq;
+    /* the CPU whose threads this burst woke: -1 none yet, -2 several CPUs */
+    int32_t woke_cpu;
     uint32_t ntouched;
     struct osvrt_chan *touched[OSVRT_NET_TOUCH_MAX];
     /* a whole packet too big for a ring frame (TP_STATUS_COPY), read here */

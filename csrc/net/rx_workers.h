@@ -3,12 +3,20 @@
  *
  * OSv classifies a packet in the interrupt thread of the CPU that received
  * it.  osvrt's equivalent for a runtime with a worker on every CPU (what
- * osvrt.run gives): the classifier's packet socket is registered in every
- * worker's epoll (EPOLLEXCLUSIVE: a frame wakes one sleeping worker), and
- * each worker drains the ring itself (cpu.h, struct osvrt_cpu_rx):
+ * osvrt.run gives): every worker drains the classifier's ring itself (cpu.h,
+ * struct osvrt_cpu_rx):
  *   - in its loop, once per turn (a look at the next frame's status word);
  *   - in its idle poll, at every look (no syscall: the frame's status);
- *   - when its epoll_wait reports the socket readable (asleep).
+ *   - the "home" worker also when its epoll_wait reports the packet socket
+ *     readable: the socket is in the home worker's epoll only, so a frame
+ *     that comes while every worker sleeps wakes exactly one, the home.
+ * The home follows the readers: after a burst that woke threads of one
+ * other CPU only, that CPU becomes the home (two epoll_ctl calls, made only
+ * when the home moves), so the next datagram of a flow whose reader sleeps
+ * on that CPU wakes that very worker, and its green thread is woken there
+ * with no second wake-up.  (EPOLLEXCLUSIVE on every worker's epoll instead
+ * wakes the first sleeper registered, whatever CPU the reader is on: two
+ * wake-ups per request whenever that is not the reader's CPU.)
  * The drainer runs the classifier's own burst (osvrt_net_ring_burst: parse,
  * SipHash lookup, rule, copy into the channel, one wake per channel), so a
  * datagram for a thread of the draining CPU becomes a push on that CPU's own
@@ -41,9 +49,14 @@ struct osvrt_net_workers {
     int fd;                          /* the classifier's packet socket */
     uint32_t ncpu;
     uint8_t *attached;               /* per CPU; attach/detach's thread only */
+    /* the CPU whose epoll holds the socket: changed by the drain lock's
+     * holder (or by start/stop, while no worker can drain) */
+    uint32_t home;
+    int watching;                    /* the socket is in home's epoll */
     /* 1 while a worker is the producer (see above). */
     _Alignas(64) _Atomic uint32_t lock;
     _Alignas(64) _Atomic uint64_t contended;   /* drains that found the lock taken */
+    _Atomic uint64_t rehomed;                  /* written by the lock holder */
 };
 
 /* Attach the classifier's ring to every worker of net->rt (instead of
@@ -57,6 +70,7 @@ void osvrt_net_stop_workers(struct osvrt_net *net);
 
 struct osvrt_net_workers_stats {
     uint64_t contended;              /* looks that found another worker draining */
+    uint64_t rehomed;                /* times the socket moved to another worker's epoll */
 };
 void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *out);
 

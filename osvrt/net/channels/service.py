@@ -214,6 +214,7 @@ class Net:
             "drain": self.drain,
             "frames_by_worker": by_worker,
             "drain_contended": ws.contended,
+            "drain_rehomed": ws.rehomed,
             "cpu": self.cpu if self.cpu >= 0 else
             [c for c in range(64) if self.cpu_mask >> c & 1] or None,
             "spin_us": self.spin_us,
