@@ -3,8 +3,9 @@ thread, its flows and its statistics.
 
 One per Runtime, made on first use (udp_bind, or configure() beforehand with
 options) and attached to it as the service "net" (Runtime.attach_service):
-its stop() (close every endpoint, then stop and join the classifier thread)
-runs before the workers are joined, its stats() is rt.stats()["net"].
+its stop() (close every endpoint, then detach the ring from the workers or
+stop and join the classifier thread) runs before the workers are joined, its
+stats() is rt.stats()["net"].  Who drains the ring: drainer() below.
 The C object itself is freed when this object is collected, never while an
 endpoint (which holds a reference) may still read its flows.
 """
