@@ -258,9 +258,13 @@ int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, 
         if (kicked(c, seq))
             goto out;
         /* The packet source, drained here: a frame for a thread of this CPU
-         * becomes work on the next look, with no syscall and no wake-up. */
-        if (osvrt_cpu_has_rx(c) && osvrt_cpu_rx_poll(c))
-            continue;
+         * becomes work on the next look, with no syscall and no wake-up.
+         * Frames for other CPUs' threads do not extend the poll: past
+         * spin_ns this CPU sleeps as usual (a flood to another CPU's flow
+         * must not turn this worker into a spinning classifier that takes
+         * CPU time from that worker and from the senders). */
+        if (osvrt_cpu_has_rx(c))
+            osvrt_cpu_rx_poll(c);
         if ((i & 63) == 0) {
             int64_t now = osvrt_now_ns();
             if (now >= next_io && now < spin_end && evs != one) {
