@@ -4,9 +4,9 @@ Two placements, each named by what it pins:
 
 - "run": what `osvrt.run(main)` gives a user: a worker on every CPU the
   process may use, nothing pinned (the echo green thread goes where the
-  runtime puts it), the classifier by its own rule (no spare CPU, so
-  unpinned and not polling), the client unpinned; the kernel-socket peer's
-  Python thread unpinned too.
+  runtime puts it), the classifier by its own rule (no spare CPU, so the
+  workers drain its ring themselves: no classifier thread), the client
+  unpinned; the kernel-socket peer's Python thread unpinned too.
 - "dedicated": the client pinned to the first CPU, the runtime's one worker
   and the peer's Python thread pinned to the second, the classifier beside
   the client (on the CPU without a worker, where placement() lets it poll).
