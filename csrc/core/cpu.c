@@ -358,13 +358,13 @@ uint32_t osvrt_cpu_rx_poll(struct osvrt_cpu *c)
     uint32_t n = 0;
     if (rx && rx->pending(rx->arg))
         n = rx->drain(rx->arg, c->id);
-    /* release: every use of rx above happens before a detacher that reads
-     * rx_inuse == 0 goes on to free it. */
-    atomic_store_explicit(&c->rx_inuse, 0, memory_order_release);
-    if (n) {
+    if (n) {       /* counted inside: a detacher's count includes this drain */
         add_stat(&c->rx_drains, 1);
         add_stat(&c->rx_frames, n);
     }
+    /* release: every use of rx above happens before a detacher that reads
+     * rx_inuse == 0 goes on to free it. */
+    atomic_store_explicit(&c->rx_inuse, 0, memory_order_release);
     return n;
 }
 
