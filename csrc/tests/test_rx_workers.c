@@ -137,6 +137,31 @@ static void test_watch_ends_sleep(void)
     close(f.fd);
 }
 
+/* Frames that keep coming for other CPUs' threads (the drain makes no work
+ * here) do not keep an idle CPU polling past its spin window: it goes to
+ * sleep, and the idle ends at its timeout.  (Once, every drain restarted
+ * the poll: an idle worker beside a flood spun as a classifier, and an idle
+ * call with such a source never returned.) */
+static void test_foreign_frames_do_not_extend_the_poll(void)
+{
+    struct osvrt_cpu *c = &rt->cpus[2];
+    struct fake f = {.fd = -1};
+    f.rx = (struct osvrt_cpu_rx){.pending = fake_pending, .drain = fake_drain, .arg = &f};
+    osvrt_cpu_rx_attach(c, &f.rx);
+    struct osvrt_cpu_stats before, after;
+    osvrt_cpu_get_stats(c, &before);
+    uint32_t seq = osvrt_cpu_kick_seq(c);
+    int64_t t0 = osvrt_now_ns();
+    int w = osvrt_cpu_idle_io(c, 50000000ll, 1000000ll, seq, NULL, 0, NULL, 0, NULL);
+    int64_t took = osvrt_now_ns() - t0;
+    osvrt_cpu_rx_detach(c);
+    osvrt_cpu_get_stats(c, &after);
+    CHECK_EQ(w, 0);
+    CHECK(f.drains > 0);                               /* it did drain while polling */
+    CHECK_EQ(after.sleeps, before.sleeps + 1);         /* then slept */
+    CHECK_MSG(took < (int64_t)OSVRT_TEST_STALL_S * 1000000000ll, "idle took %lld ns", (long long)took);
+}
+
 /* ---- live: three draining CPUs, one ring ---- */
 
 static int reserve_port(uint16_t *port)
@@ -321,6 +346,7 @@ int main(void)
     CHECK(rt);
     test_attach_detach_under_polling();
     test_watch_ends_sleep();
+    test_foreign_frames_do_not_extend_the_poll();
     int live = test_live();
     osvrt_rt_free(rt);
     printf("test_rx_workers: ok%s\n", live ? "" : " (offline part only)");
