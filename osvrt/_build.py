@@ -16,7 +16,8 @@ CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
 # (osvrt/bench/_build_peers.py).
 SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c", "trace.c",
                                  "runtime.c")]
-SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c")]
+SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c",
+                                "rx_workers.c")]
 INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net")]
 # -g and frame pointers: perf record -g walks and names the frames of _core
 # (the default x86-64 -O2 omits the frame pointer, and a perf without DWARF
@@ -134,6 +135,11 @@ struct osvrt_flow;
 
 struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_config *cfg, int *err);
 int osvrt_net_start(struct osvrt_net *net);
+int osvrt_net_start_workers(struct osvrt_net *net);
+void osvrt_net_stop_workers(struct osvrt_net *net);
+struct osvrt_net_workers_stats { uint64_t contended; uint64_t rehomed; };
+void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *out);
+uint64_t osvrt_rt_rx_frames(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_net_stop(struct osvrt_net *net);
 void osvrt_net_release(struct osvrt_net *net);
 void osvrt_net_free(struct osvrt_net *net);
@@ -192,6 +198,10 @@ const char *const osvrt_stats_names[11] = { OSVRT_STATS_FIELDS(OSVRT_STATS_NAME)
 # net channels: a flow key from scalars, and a plain view of a channel's words.
 GLUE += """
 #include "classifier.h"
+#include "rx_workers.h"
+/* frames this CPU's worker took from the classifier's ring (rx_workers.h) */
+static uint64_t osvrt_rt_rx_frames(struct osvrt_rt *rt, uint32_t cpu)
+{ return atomic_load_explicit(&rt->cpus[cpu].rx_frames, memory_order_relaxed); }
 """ + CHAN_VIEW + """
 static struct osvrt_flow *osvrt_net_flow_add4(struct osvrt_net *net, uint8_t proto, uint32_t daddr,
                                               uint16_t dport, uint32_t saddr, uint16_t sport,

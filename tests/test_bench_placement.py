@@ -62,3 +62,24 @@ def test_command_line_refuses_an_unknown_placement(capsys):
         P.main(["pinned", "rr"])
     assert e.value.code == 2
     assert "invalid choice: 'pinned'" in capsys.readouterr().err
+
+
+def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
+    """--drains: one osvrt contender per classifier drain, alternating with
+    the kernel peer; each round's echo ran under the drain it names."""
+    from osvrt.bench import peers
+    why = peers.udp_unavailable()
+    if why is not None:
+        pytest.skip(f"osvrt.net not available: {why}")
+    seen = []
+    real = P.osvrt_echo_round
+
+    def spy(pl, client, reply=None, rt_options=None):
+        seen.append(pl.net_options.get("drain"))
+        return real(pl, client, reply, rt_options)
+    monkeypatch.setattr(P, "osvrt_echo_round", spy)
+    r = P.compare_drains(P.placement("run"), "rr", rounds=2, n=50, window=1)
+    assert seen == ["thread", "workers", "workers", "thread"]      # alternating order
+    for d in ("thread", "workers"):
+        assert r[f"{d}_ratio_ns"] > 0 and r[f"{d}_per_s"] > 0
+    assert r["kernel_ns"] > 0

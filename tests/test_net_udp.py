@@ -220,11 +220,13 @@ def test_gso_sends_arrive_as_separate_datagrams(rt):
     ep.close()
 
 
-def test_burst_of_10000_all_accounted(rt):
+@pytest.mark.parametrize("drain", ["thread", "workers"])
+def test_burst_of_10000_all_accounted(rt, drain):
     """Every datagram of a 10,000 burst is either delivered (in order, once)
     or counted as dropped: by the channel, by the kernel's packet ring, or
-    by the kernel before any tap (softnet backlog)."""
+    by the kernel before any tap (softnet backlog); whoever drains the ring."""
     N = 10_000
+    osvrt.net.configure(rt, drain=drain)
     ep = bind_in(rt, capacity=1024)
     stop = threading.Event()
 
@@ -423,12 +425,15 @@ def test_two_readers_share_one_endpoint(rt):
     c.close()
 
 
-def test_burst_of_5000_small_datagrams_no_ring_drops(rt):
+@pytest.mark.parametrize("drain", ["thread", "workers"])
+def test_burst_of_5000_small_datagrams_no_ring_drops(rt, drain):
     """5,000 small datagrams sent back to back into a flow that reads: the
     ring (8192 frames of 2 KiB) holds the whole burst even if the classifier
-    does not run meanwhile, so nothing is lost at the ring; the channel is
-    large enough here too, so every datagram arrives, in order."""
+    (its thread, or the workers) does not run meanwhile, so nothing is lost
+    at the ring; the channel is large enough here too, so every datagram
+    arrives, in order."""
     N = 5_000
+    osvrt.net.configure(rt, drain=drain)
     ep = bind_in(rt, capacity=8192)
     ring0 = rt.stats()["net"]["dropped"]["ring"]
     soft0 = testing.softnet_drops()
@@ -539,11 +544,14 @@ def test_too_big_for_channel_is_counted(rt):
     server.result(timeout=T)
 
 
-def test_stop_closes_endpoints_and_joins_classifier(make_rt):
+@pytest.mark.parametrize("drain", ["thread", "workers"])
+def test_stop_closes_endpoints_and_joins_classifier(make_rt, drain):
     rt = make_rt()
+    osvrt.net.configure(rt, drain=drain)
     ep = bind_in(rt)
     addr = ep.address
-    assert "osvrt-net" in testing.pid_threads()
+    # The classifier's own thread only when it drains the ring; the workers need none.
+    assert ("osvrt-net" in testing.pid_threads()) == (drain == "thread")
     fut = rt.submit(echo, ep, 1)                    # parked in recvfrom at stop
     time.sleep(0.02)
     rt.stop(timeout=2)
@@ -551,6 +559,7 @@ def test_stop_closes_endpoints_and_joins_classifier(make_rt):
     assert ep.closed
     assert "osvrt-net" not in testing.pid_threads()
     assert rt.stats()["net"]["running"] is False
+    assert rt.stats()["net"]["drain"] == drain
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(addr)                                    # freed by the stop
     s.close()
@@ -558,7 +567,7 @@ def test_stop_closes_endpoints_and_joins_classifier(make_rt):
 
 def test_configure(make_rt):
     rt = make_rt()
-    net = osvrt.net.configure(rt, spin_us=0, ring_frames=64, burst=16)
+    net = osvrt.net.configure(rt, spin_us=0, ring_frames=64, burst=16, drain="thread")
     assert net is osvrt.net.net_of(rt)
     with pytest.raises(RuntimeError, match="configure"):
         osvrt.net.configure(rt)

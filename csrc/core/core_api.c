@@ -17,6 +17,7 @@ static const struct osvrt_core_api api = {
     .switch_semaphore = &osvrt_switch_semaphore,
     .spawn_semaphore = &osvrt_spawn_semaphore,
     .exit_semaphore = &osvrt_exit_semaphore,
+    .cpu_rx_poll = osvrt_cpu_rx_poll,
 };
 
 const struct osvrt_core_api *osvrt_core_api(void)

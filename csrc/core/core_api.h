@@ -15,7 +15,7 @@
 
 #include "runtime.h"
 
-#define OSVRT_CORE_API_VERSION 2u
+#define OSVRT_CORE_API_VERSION 3u
 
 struct osvrt_core_api {
     uint32_t version;
@@ -37,6 +37,8 @@ struct osvrt_core_api {
     const unsigned short *switch_semaphore;
     const unsigned short *spawn_semaphore;
     const unsigned short *exit_semaphore;
+    /* Drain the CPU's packet source, if frames wait (cpu.h; version 3). */
+    uint32_t (*cpu_rx_poll)(struct osvrt_cpu *c);
 };
 
 const struct osvrt_core_api *osvrt_core_api(void);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -47,20 +48,25 @@ static int epoll_sleep(int epfd, struct epoll_event *evs, int maxev, int64_t tim
     return n < 0 ? 0 : n;
 }
 
-/* Drop the kick's eventfd from a batch of events (reading it back to zero);
- * returns how many fd events remain in evs. */
+/* Drop the kick's eventfd from a batch of events (reading it back to zero)
+ * and the packet source's fd (draining the source here: its wake-ups of this
+ * CPU's threads land on `incoming`); returns how many fd events remain. */
 static int keep_fd_events(struct osvrt_cpu *c, struct epoll_event *evs, int n)
 {
-    int k = 0;
+    int k = 0, rx = 0;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.u64 == OSVRT_KICK_TAG) {
             uint64_t v;
             ssize_t r = read(c->evfd, &v, sizeof v);   /* non-blocking: EAGAIN is fine */
             (void)r;
+        } else if (evs[i].data.u64 == OSVRT_RX_TAG) {
+            rx = 1;
         } else {
             evs[k++] = evs[i];
         }
     }
+    if (rx)
+        osvrt_cpu_rx_poll(c);
     return k;
 }
 
@@ -79,6 +85,10 @@ int osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
     atomic_init(&c->kicks_sent, 0);
     atomic_init(&c->kicks_skipped, 0);
     atomic_init(&c->pushes, 0);
+    atomic_init(&c->rx, NULL);
+    atomic_init(&c->rx_inuse, 0);
+    atomic_init(&c->rx_drains, 0);
+    atomic_init(&c->rx_frames, 0);
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
     c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->epfd < 0 || c->evfd < 0)
@@ -247,6 +257,14 @@ int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, 
         }
         if (kicked(c, seq))
             goto out;
+        /* The packet source, drained here: a frame for a thread of this CPU
+         * becomes work on the next look, with no syscall and no wake-up.
+         * Frames for other CPUs' threads do not extend the poll: past
+         * spin_ns this CPU sleeps as usual (a flood to another CPU's flow
+         * must not turn this worker into a spinning classifier that takes
+         * CPU time from that worker and from the senders). */
+        if (osvrt_cpu_has_rx(c))
+            osvrt_cpu_rx_poll(c);
         if ((i & 63) == 0) {
             int64_t now = osvrt_now_ns();
             if (now >= next_io && now < spin_end && evs != one) {
@@ -304,6 +322,50 @@ int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uin
                    _Atomic uint32_t *active, int64_t gil_wait_ns)
 {
     return osvrt_cpu_idle_io(c, timeout_ns, spin_ns, seq, active, gil_wait_ns, NULL, 0, NULL);
+}
+
+/* ---- the packet source (cpu.h) ---- */
+
+void osvrt_cpu_rx_attach(struct osvrt_cpu *c, struct osvrt_cpu_rx *rx)
+{
+    /* release: the source (and what it points to) is complete before the
+     * owner's load in osvrt_cpu_rx_poll can see it. */
+    atomic_store_explicit(&c->rx, rx, memory_order_release);
+}
+
+void osvrt_cpu_rx_detach(struct osvrt_cpu *c)
+{
+    /* seq_cst store, then seq_cst load of rx_inuse: the detacher's half of a
+     * Dekker pair with osvrt_cpu_rx_poll: either the owner's load sees NULL,
+     * or we see its rx_inuse = 1 and wait for the use to end. */
+    atomic_store_explicit(&c->rx, NULL, memory_order_seq_cst);
+    while (atomic_load_explicit(&c->rx_inuse, memory_order_seq_cst))
+        sched_yield();                               /* one burst at most */
+}
+
+int osvrt_cpu_rx_watch(struct osvrt_cpu *c, int fd, int on)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = OSVRT_RX_TAG};
+    return epoll_ctl(c->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev) == 0 ? 0 : errno;
+}
+
+uint32_t osvrt_cpu_rx_poll(struct osvrt_cpu *c)
+{
+    /* seq_cst store, then seq_cst load: the owner's half of the Dekker pair
+     * with osvrt_cpu_rx_detach (above). */
+    atomic_store_explicit(&c->rx_inuse, 1, memory_order_seq_cst);
+    struct osvrt_cpu_rx *rx = atomic_load_explicit(&c->rx, memory_order_seq_cst);
+    uint32_t n = 0;
+    if (rx && rx->pending(rx->arg))
+        n = rx->drain(rx->arg, c->id);
+    if (n) {       /* counted inside: a detacher's count includes this drain */
+        add_stat(&c->rx_drains, 1);
+        add_stat(&c->rx_frames, n);
+    }
+    /* release: every use of rx above happens before a detacher that reads
+     * rx_inuse == 0 goes on to free it. */
+    atomic_store_explicit(&c->rx_inuse, 0, memory_order_release);
+    return n;
 }
 
 void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *o)

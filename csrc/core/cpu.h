@@ -70,6 +70,21 @@ struct osvrt_cpu_stats {
 
 /* epoll_event.data.u64 of the CPU's own eventfd (the kick); fd events use data.fd. */
 #define OSVRT_KICK_TAG UINT64_MAX
+/* epoll_event.data.u64 of a packet source's fd (struct osvrt_cpu_rx): handled
+ * inside the core, never handed to the engine as an fd event. */
+#define OSVRT_RX_TAG (UINT64_MAX - 1)
+
+/* A packet source that this CPU's owner drains itself, in its loop and its
+ * idle (csrc/net/rx_workers.h: the classifier run by the workers).  pending()
+ * is a look at memory (no syscall); drain() handles one burst on the calling
+ * OS thread and returns the frames it took (0 if another CPU holds the
+ * source).  Wake-ups it makes for threads of this CPU land on this CPU's own
+ * pushlist: the owner's next look at `incoming` takes them, with no kick. */
+struct osvrt_cpu_rx {
+    int (*pending)(void *arg);
+    uint32_t (*drain)(void *arg, uint32_t cpu);
+    void *arg;
+};
 
 struct osvrt_cpu {
     struct osvrt_pushlist incoming;               /* its own cache line */
@@ -84,6 +99,13 @@ struct osvrt_cpu {
     _Atomic uint64_t drained, idle_ns, idle_calls, sleeps, io_events;  /* written by the owner */
 
     _Alignas(OSVRT_CACHELINE) _Atomic uint64_t kicks_sent, kicks_skipped, pushes;  /* producers */
+
+    /* The packet source (see osvrt_cpu_rx_attach): `rx` written by the
+     * attaching/detaching thread, read by the owner; `rx_inuse` written by
+     * the owner around each use, read by a detacher waiting for it to end. */
+    _Alignas(OSVRT_CACHELINE) _Atomic(struct osvrt_cpu_rx *) rx;
+    _Atomic uint32_t rx_inuse;
+    _Atomic uint64_t rx_drains, rx_frames;        /* written by the owner */
 };
 
 /* 0, or -1 with errno if the epoll instance or the eventfd cannot be made. */
@@ -137,6 +159,24 @@ int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, 
 int osvrt_cpu_poll_io(struct osvrt_cpu *c, struct epoll_event *evs, int maxev);
 
 void osvrt_cpu_get_stats(struct osvrt_cpu *c, struct osvrt_cpu_stats *out);
+
+/* The packet source: from any thread.  attach publishes rx (the owner then
+ * drains it in its loop and idle poll); detach unpublishes it and returns
+ * only once the owner no longer uses rx (it may then be freed).  One source
+ * per CPU.  watch (on = 1) registers the source's fd (readable while frames
+ * wait) in the CPU's epfd, so that the CPU's sleep ends when a frame comes;
+ * on = 0 takes it out.  0 or an errno (EEXIST, ENOENT: already so). */
+void osvrt_cpu_rx_attach(struct osvrt_cpu *c, struct osvrt_cpu_rx *rx);
+void osvrt_cpu_rx_detach(struct osvrt_cpu *c);
+int osvrt_cpu_rx_watch(struct osvrt_cpu *c, int fd, int on);
+/* Owner side: drain the source if frames wait.  Returns the frames taken. */
+uint32_t osvrt_cpu_rx_poll(struct osvrt_cpu *c);
+/* Owner side, cheap: is a source attached at all?  relaxed: a hint; the
+ * protocol in osvrt_cpu_rx_poll is what makes its use safe. */
+static inline int osvrt_cpu_has_rx(struct osvrt_cpu *c)
+{
+    return atomic_load_explicit(&c->rx, memory_order_relaxed) != NULL;
+}
 
 /* CLOCK_MONOTONIC in ns: the same clock as Python's time.monotonic_ns(). */
 int64_t osvrt_now_ns(void);

@@ -84,6 +84,11 @@ int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h)
 
 int osvrt_wake(struct osvrt_rt *rt, uint64_t h)
 {
+    return osvrt_wake_cpu(rt, h, NULL);
+}
+
+int osvrt_wake_cpu(struct osvrt_rt *rt, uint64_t h, uint32_t *cpu_out)
+{
     struct osvrt_thread *th = osvrt_thread_get(&rt->table, h);
     if (!th)
         return 0;
@@ -98,6 +103,8 @@ int osvrt_wake(struct osvrt_rt *rt, uint64_t h)
     uint32_t cpu = atomic_load_explicit(&th->cpu, memory_order_relaxed);
     th->cwake.key = h | OSVRT_KEY_CWAKE;
     OSVRT_PROBE2(wake, h, cpu);
+    if (cpu_out)
+        *cpu_out = cpu;
     osvrt_cpu_post(&rt->cpus[cpu], &th->cwake);
     return 1;
 }

@@ -42,6 +42,8 @@ int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
 int osvrt_wait_abort(struct osvrt_rt *rt, uint64_t h);
 /* 1 if this call woke the thread (it was WAITING), else 0. */
 int osvrt_wake(struct osvrt_rt *rt, uint64_t h);
+/* osvrt_wake, and the CPU the thread was posted to in *cpu_out (if it woke it). */
+int osvrt_wake_cpu(struct osvrt_rt *rt, uint64_t h, uint32_t *cpu_out);
 /* Hand a thread the caller owns exclusively (a new thread, one it claimed, or
  * one it moves) to `cpu`: its `link` node is pushed there and the CPU kicked.
  * The state word is not touched (a C wake may be racing on `cwake`).

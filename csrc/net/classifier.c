@@ -21,6 +21,7 @@
 #include "probes.h"
 #include "relax.h"
 #include "runtime.h"
+#include "rx_workers.h"
 
 #ifndef PACKET_IGNORE_OUTGOING
 #define PACKET_IGNORE_OUTGOING 23
@@ -163,9 +164,12 @@ static uint32_t flush(struct osvrt_net *net)
     for (uint32_t i = 0; i < n; i++) {
         struct osvrt_chan *c = net->touched[i];
         uint64_t w = osvrt_chan_waiter(c);
-        if ((w & OSVRT_CHAN_WAITER) && net->rt && osvrt_wake(net->rt, w & ~OSVRT_CHAN_WAITER)) {
+        uint32_t cpu;
+        if ((w & OSVRT_CHAN_WAITER) && net->rt
+            && osvrt_wake_cpu(net->rt, w & ~OSVRT_CHAN_WAITER, &cpu)) {
             osvrt_stat_add(&c->wakes, 1);
             woke++;
+            net->woke_cpu = net->woke_cpu == -1 || net->woke_cpu == (int32_t)cpu ? (int32_t)cpu : -2;
         }
     }
     osvrt_stat_add(&net->wakes, woke);
@@ -213,6 +217,7 @@ static void deliver(struct osvrt_net *net, struct osvrt_flow *f, const uint8_t *
 
 void osvrt_net_rx_begin(struct osvrt_net *net)
 {
+    net->woke_cpu = -1;
     osvrt_ft_read_lock(&net->table, net->reader);
 }
 
@@ -518,6 +523,43 @@ static inline void frame_release(struct tpacket2_hdr *h)
     __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
 }
 
+int osvrt_net_ring_pending(struct osvrt_net *net)
+{
+    if (!net->ring)
+        return 0;
+    /* relaxed (ring_pos): see classifier.h; the frame's status is acquired. */
+    return (frame_status(frame_at(net, atomic_load_explicit(&net->ring_pos, memory_order_relaxed)))
+            & TP_STATUS_USER) != 0;
+}
+
+int osvrt_net_ring_fd(struct osvrt_net *net)
+{
+    return net->ring ? net->fd : -1;
+}
+
+uint32_t osvrt_net_ring_burst(struct osvrt_net *net)
+{
+    /* relaxed (ring_pos): only the producer writes it, and the producer
+     * role is handed over with acquire/release (the thread's start/join, or
+     * rx_workers.c's drain lock). */
+    uint32_t pos = atomic_load_explicit(&net->ring_pos, memory_order_relaxed);
+    struct tpacket2_hdr *h = frame_at(net, pos);
+    uint32_t st = frame_status(h), n = 0;
+    if (!(st & TP_STATUS_USER))
+        return 0;
+    osvrt_net_rx_begin(net);
+    for (; n < net->cfg.burst && (st & TP_STATUS_USER); n++) {
+        ring_frame(net, h, st);
+        frame_release(h);
+        pos = pos + 1 == net->frame_nr ? 0 : pos + 1;
+        atomic_store_explicit(&net->ring_pos, pos, memory_order_relaxed);
+        h = frame_at(net, pos);
+        st = frame_status(h);
+    }
+    osvrt_net_rx_end(net);
+    return n;
+}
+
 static void *net_main(void *arg)
 {
     struct osvrt_net *net = arg;
@@ -547,15 +589,13 @@ static void *net_main(void *arg)
     /* relaxed (stop): a hint; the eventfd write wakes poll(), and the join
      * in osvrt_net_stop is what synchronizes. */
     while (!atomic_load_explicit(&net->stop, memory_order_relaxed)) {
-        struct tpacket2_hdr *h = frame_at(net, net->ring_pos);
-        uint32_t st = frame_status(h);
-        if (!(st & TP_STATUS_USER)) {
+        if (!osvrt_net_ring_pending(net)) {
             if (window && osvrt_now_ns() - idle_since < window) {
                 spun = 1;
                 if (yield)
                     sched_yield();            /* a runnable thread of this CPU goes first */
                 else
-                    for (int i = 0; i < 64 && !(frame_status(h) & TP_STATUS_USER); i++)
+                    for (int i = 0; i < 64 && !osvrt_net_ring_pending(net); i++)
                         cpu_relax();
                 continue;
             }
@@ -571,15 +611,7 @@ static void *net_main(void *arg)
                 idle_since = osvrt_now_ns();
             continue;
         }
-        osvrt_net_rx_begin(net);
-        for (uint32_t n = 0; n < net->cfg.burst && (st & TP_STATUS_USER); n++) {
-            ring_frame(net, h, st);
-            frame_release(h);
-            net->ring_pos = net->ring_pos + 1 == net->frame_nr ? 0 : net->ring_pos + 1;
-            h = frame_at(net, net->ring_pos);
-            st = frame_status(h);
-        }
-        osvrt_net_rx_end(net);
+        osvrt_net_ring_burst(net);
         if (spin) {
             int64_t now = osvrt_now_ns(), g = now - last_burst;
             last_burst = idle_since = now;
@@ -623,6 +655,7 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
     net->burst_seq = 1;
     pthread_mutex_init(&net->filter_lock, NULL);
     atomic_init(&net->stop, 0);
+    atomic_init(&net->ring_pos, 0);
     int e = 0;
     if (net->cfg.frame_size < 256 || net->cfg.frame_size > (16u << 20)
         || net->cfg.ring_frames > (1u << 20)) {
@@ -649,6 +682,8 @@ int osvrt_net_start(struct osvrt_net *net)
 {
     if (net->fd < 0)
         return EINVAL;
+    if (net->workers)
+        return EEXIST;                        /* the workers drain the ring */
     if (net->started)
         return 0;
     int e = pthread_create(&net->thread, NULL, net_main, net);
@@ -661,6 +696,7 @@ int osvrt_net_start(struct osvrt_net *net)
 
 void osvrt_net_stop(struct osvrt_net *net)
 {
+    osvrt_net_stop_workers(net);
     if (!net->started)
         return;
     atomic_store_explicit(&net->stop, 1, memory_order_relaxed);   /* see net_main */

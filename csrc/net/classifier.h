@@ -139,18 +139,28 @@ struct osvrt_net {
     int fd, stop_fd;
     uint8_t *ring;
     size_t ring_bytes;
-    uint32_t frame_size, frame_nr, ring_pos;
+    uint32_t frame_size, frame_nr;
+    /* The next frame to read: written by the producer (the classifier
+     * thread, or the worker holding the drain lock, rx_workers.h), read
+     * without the lock by workers looking for frames (a stale value only
+     * makes a look miss or find a frame the lock holder then reads). */
+    _Atomic uint32_t ring_pos;
     uint32_t block_size, frames_per_block;  /* frames never straddle blocks */
     /* the prefilter: flows per destination port (under filter_lock) */
     pthread_mutex_t filter_lock;
     uint32_t *port_refs;                    /* 65536 entries, NULL without a prefilter */
     uint32_t filter_ports;                  /* ports in the filter now */
+    /* the workers that drain the ring instead of the thread (rx_workers.h);
+     * set and cleared by the thread that starts and stops the classifier */
+    struct osvrt_net_workers *workers;
     /* the thread */
     pthread_t thread;
     int started;
     _Atomic int stop;
     /* burst state (producer only) */
     uint64_t burst_seq;
+    /* the CPU whose threads this burst woke: -1 none yet, -2 several CPUs */
+    int32_t woke_cpu;
     uint32_t ntouched;
     struct osvrt_chan *touched[OSVRT_NET_TOUCH_MAX];
     /* a whole packet too big for a ring frame (TP_STATUS_COPY), read here */
@@ -199,6 +209,16 @@ void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
  * a port reservation: the kernel delivers nothing to it, answers no ICMP
  * port-unreachable, and lets nobody else bind the port.  0 or an errno. */
 int osvrt_attach_drop_all(int fd);
+
+/* The ring's frames, read by whoever is the producer (one at a time: the
+ * classifier thread, or a worker holding rx_workers.h's drain lock). */
+/* 1 if the next frame is the user's (a look at memory: no syscall). */
+int osvrt_net_ring_pending(struct osvrt_net *net);
+/* Handle up to cfg.burst frames in one burst (begin, frames, end: one wake
+ * per touched channel).  Returns the frames taken. */
+uint32_t osvrt_net_ring_burst(struct osvrt_net *net);
+/* The packet socket (readable when frames wait), or -1. */
+int osvrt_net_ring_fd(struct osvrt_net *net);
 
 /* Socket-less driving (tests, fuzzing, benchmarks), from one thread at a
  * time and never while the classifier thread runs. */

@@ -633,6 +633,11 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
 
     /* acquire: pairs with Runtime.stop's release store before its kick. */
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        /* The packet source this CPU drains itself (net channels run by the
+         * workers, csrc/net/rx_workers.h): frames for threads here become
+         * wake-ups on our own pushlist, taken in just below. */
+        if (osvrt_cpu_has_rx(w->cpu))
+            osvrt_api->cpu_rx_poll(w->cpu);
         /* Every trap takes in wake-ups and fires timers before the rule picks. */
         if (!osvrt_pushlist_empty(&w->cpu->incoming) && take_incoming(w) < 0)
             goto error;

@@ -4,9 +4,9 @@ Two placements, each named by what it pins:
 
 - "run": what `osvrt.run(main)` gives a user: a worker on every CPU the
   process may use, nothing pinned (the echo green thread goes where the
-  runtime puts it), the classifier by its own rule (no spare CPU, so
-  unpinned and not polling), the client unpinned; the kernel-socket peer's
-  Python thread unpinned too.
+  runtime puts it), the classifier by its own rule (no spare CPU, so the
+  workers drain its ring themselves: no classifier thread), the client
+  unpinned; the kernel-socket peer's Python thread unpinned too.
 - "dedicated": the client pinned to the first CPU, the runtime's one worker
   and the peer's Python thread pinned to the second, the classifier beside
   the client (on the CPU without a worker, where placement() lets it poll).
@@ -106,12 +106,8 @@ def kernel_server(pl: Placement, reply=None):
     return ThreadEchoServer(cpu=pl.server_cpu, reply=reply)
 
 
-def compare(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0,
-            n: int = 5000, window: int = 1, log=None) -> dict:
-    """Alternating rounds (kernel, osvrt, ...) of `test` ("sockperf",
-    "dnsperf" or "rr") in placement pl: per-round results and the median
-    per-round ratio osvrt/kernel of each figure."""
-    import statistics
+def _client_and_keys(pl: Placement, test: str, seconds: float, n: int, window: int) -> tuple:
+    """(client(addr), reply, the figures it gives) for `test` in placement pl."""
     keys: tuple[str, ...]
     if test == "rr":
         client, reply = rr_client(pl, n, window), None
@@ -119,6 +115,16 @@ def compare(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0,
     else:
         client, reply = real_client(pl, test, seconds)
         keys = ("p50_us", "p99_us", "avg_us") if test == "sockperf" else ("qps",)
+    return client, reply, keys
+
+
+def compare(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0,
+            n: int = 5000, window: int = 1, log=None) -> dict:
+    """Alternating rounds (kernel, osvrt, ...) of `test` ("sockperf",
+    "dnsperf" or "rr") in placement pl: per-round results and the median
+    per-round ratio osvrt/kernel of each figure."""
+    import statistics
+    client, reply, keys = _client_and_keys(pl, test, seconds, n, window)
     ks, os_ = [], []
     server = kernel_server(pl, reply)
     try:
@@ -139,6 +145,42 @@ def compare(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0,
     return out
 
 
+def compare_drains(pl: Placement, test: str, drains=("thread", "workers"), rounds: int = 5,
+                   seconds: float = 1.0, n: int = 5000, window: int = 1, log=None) -> dict:
+    """compare() with one osvrt contender per classifier drain ("thread":
+    the classifier's OS thread; "workers": the workers drain the ring,
+    csrc/net/rx_workers.h), all alternating with the kernel peer in each
+    round: the ratio of each drain to the kernel, per round, then medians."""
+    import statistics
+    from dataclasses import replace
+    client, reply, keys = _client_and_keys(pl, test, seconds, n, window)
+    placed = {d: replace(pl, net_options={**pl.net_options, "drain": d}) for d in drains}
+    ks: list = []
+    res: dict = {d: [] for d in drains}
+    server = kernel_server(pl, reply)
+    try:
+        for i in range(rounds):
+            ks.append(client(server.addr))
+            for d in (drains if i % 2 == 0 else tuple(reversed(drains))):
+                res[d].append(osvrt_echo_round(placed[d], client, reply))
+            if log:
+                log(f"{pl.name} {test} round {i}: kernel {ks[-1]} " +
+                    " ".join(f"{d} {res[d][-1]}" for d in drains))
+    finally:
+        server.close()
+    out: dict = {"placement": pl.label, "test": test, "rounds": rounds}
+    for k in keys:
+        for d in drains:
+            pairs = [(o[k], r[k]) for o, r in zip(res[d], ks) if k in o and r.get(k)]
+            if pairs:
+                out[f"{d}_ratio_{k}"] = statistics.median(a / b for a, b in pairs)
+                out[f"{d}_{k}"] = statistics.median(a for a, _ in pairs)
+        vals = [r[k] for r in ks if r.get(k)]
+        if vals:
+            out[f"kernel_{k}"] = statistics.median(vals)
+    return out
+
+
 def main(argv=None) -> int:
     """python -m osvrt.bench.placement [--rounds N] PLACEMENT TEST...: the
     alternating comparison of compare() for each TEST (sockperf, dnsperf,
@@ -149,9 +191,18 @@ def main(argv=None) -> int:
     ap.add_argument("tests", nargs="+", choices=("sockperf", "dnsperf", "rr", "rr16"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--transactions", type=int, default=5000)
+    ap.add_argument("--drains", action="store_true",
+                    help="one osvrt contender per classifier drain (thread, workers), "
+                         "alternating with the kernel peer")
     a = ap.parse_args(argv)
     pl = placement(a.placement)
     print(pl.label)
+    if a.drains:
+        for t in a.tests:
+            r = compare_drains(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
+                               n=a.transactions, window=16 if t == "rr16" else 1)
+            print(t, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, flush=True)
+        return 0
     for t in a.tests:
         r = compare(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
                     n=a.transactions, window=16 if t == "rr16" else 1)

@@ -3,8 +3,9 @@ thread, its flows and its statistics.
 
 One per Runtime, made on first use (udp_bind, or configure() beforehand with
 options) and attached to it as the service "net" (Runtime.attach_service):
-its stop() (close every endpoint, then stop and join the classifier thread)
-runs before the workers are joined, its stats() is rt.stats()["net"].
+its stop() (close every endpoint, then detach the ring from the workers or
+stop and join the classifier thread) runs before the workers are joined, its
+stats() is rt.stats()["net"].  Who drains the ring: drainer() below.
 The C object itself is freed when this object is collected, never while an
 endpoint (which holds a reference) may still read its flows.
 """
@@ -52,6 +53,32 @@ def placement(rt, cpu=AUTO, spin_us=50, allowed=None):
     if cpu in workers:
         return cpu, 0, 0, f"CPU {cpu} runs a worker: no polling"
     return cpu, 0, spin_ns, f"CPU {cpu}: adaptive polling"
+DRAINS = ("workers", "thread")
+
+
+def drainer(rt, drain=AUTO, cpu=AUTO, allowed=None):
+    """Who reads the classifier's packet ring: "workers" or "thread".
+
+    - "workers": every worker of rt drains the ring itself, in its loop and
+      its idle poll, and sleeps on it in its epoll_wait (csrc/net/rx_workers.h):
+      a datagram for a green thread of the draining CPU reaches it with no
+      thread wake-up at all, and one asleep costs one wake (the worker's);
+    - "thread": the classifier's own OS thread (placement() says where).
+    drain="auto" (the default) picks the thread only where it gets a CPU of
+    its own (cpu="auto" with a spare CPU, or cpu=N on a CPU without a worker),
+    where it polls and the workers' idle stays as short as before; with a
+    worker on every CPU (what osvrt.run gives) the workers drain, which
+    removes the classifier thread's wake-up from every request (measured:
+    README, "Two placements")."""
+    if drain not in (AUTO,) + DRAINS:
+        raise ValueError(f"drain must be 'auto', 'workers' or 'thread', not {drain!r}")
+    if drain != AUTO:
+        return drain
+    pcpu, mask, _spin, _why = placement(rt, cpu, 1, allowed)
+    own_cpu = mask != 0 or (pcpu >= 0 and pcpu not in set(getattr(rt, "cpus", None) or ()))
+    return "thread" if own_cpu else "workers"
+
+
 MALFORMED_REASONS = tuple(
     ffi.string(lib.osvrt_pkt_verdict_name(v)).decode()
     for v in range(lib.OSVRT_PKT_NVERDICTS))
@@ -73,7 +100,7 @@ class Net:
     """The classifier of a runtime.  Made by net_of() / configure()."""
 
     def __init__(self, rt, *, interface="lo", ring_frames=8192, frame_size=2048, spin_us=50,
-                 cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True):
+                 cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True, drain=AUTO):
         if not isinstance(interface, str) or not interface or len(interface) >= 16:
             raise ValueError(f"interface must be a network interface name, not {interface!r}")
         check_int("ring_frames", ring_frames, 8, 1 << 20)
@@ -86,6 +113,7 @@ class Net:
             check_int("cpu", cpu, 0, (os.cpu_count() or 1) - 1)
         if not isinstance(prefilter, bool):
             raise TypeError(f"prefilter must be True or False, not {prefilter!r}")
+        self.drain = drainer(rt, drain, cpu)             # ValueError for a bad value
         if rt.core is None:
             raise RuntimeError("osvrt.net: the runtime is not started (rt.start() first)")
         self.interface = interface
@@ -113,10 +141,19 @@ class Net:
         if cnet == ffi.NULL:
             raise _open_error(err[0], interface)
         self._cnet = ffi.gc(cnet, lib.osvrt_net_free)
-        e = lib.osvrt_net_start(cnet)
+        self._ncpu = len(rt.cpus)
+        if self.drain == "workers":
+            self.placement = "no thread: every worker drains the ring in its loop and idle"
+            self.cpu, self.cpu_mask, self.spin_us = -1, 0, 0
+            e = lib.osvrt_net_start_workers(cnet)
+            what = "attach the packet ring to the workers"
+        else:
+            e = lib.osvrt_net_start(cnet)
+            what = "start the classifier thread"
         if e:
-            raise OSError(e, f"osvrt.net: cannot start the classifier thread: {os.strerror(e)}")
+            raise OSError(e, f"osvrt.net: cannot {what}: {os.strerror(e)}")
         self._cstats = ffi.new("struct osvrt_net_stats *")
+        self._wstats = ffi.new("struct osvrt_net_workers_stats *")
 
     def __repr__(self):
         return (f"<osvrt.net classifier on {self.interface!r} "
@@ -181,9 +218,12 @@ class Net:
         """Counters of the classifier: frames and packets seen, packets put
         into channels, drops by reason (malformed ones by kind), wake-ups
         sent, and each open endpoint's own stats()."""
-        s = self._cstats
+        s, ws = self._cstats, self._wstats
         with self._lock:                      # see stop(): the socket may be going away
             lib.osvrt_net_get_stats(self._cnet, s)
+            lib.osvrt_net_workers_get_stats(self._cnet, ws)
+            by_worker = ([lib.osvrt_rt_rx_frames(self._crt, i) for i in range(self._ncpu)]
+                         if self.drain == "workers" else [])
         return {
             "interface": self.interface,
             "running": not self._stopped,
@@ -209,6 +249,10 @@ class Net:
             "copied": s.copied,
             "spin_hits": s.spin_hits,
             "placement": self.placement,
+            "drain": self.drain,
+            "frames_by_worker": by_worker,
+            "drain_contended": ws.contended,
+            "drain_rehomed": ws.rehomed,
             "cpu": self.cpu if self.cpu >= 0 else
             [c for c in range(64) if self.cpu_mask >> c & 1] or None,
             "spin_us": self.spin_us,
@@ -276,7 +320,7 @@ async def net_for_green_thread():
 
 
 def configure(rt=None, *, interface="lo", ring_frames=8192, frame_size=2048, spin_us=50,
-              cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True):
+              cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True, drain=AUTO):
     """Start the classifier of `rt` with these options, before its first
     udp_bind (RuntimeError after).  From a green thread, or from any thread
     with rt given.
@@ -301,7 +345,10 @@ def configure(rt=None, *, interface="lo", ring_frames=8192, frame_size=2048, spi
     prefilter:   keep UDP/TCP packets to ports without a flow out of the ring
                  in the kernel (a BPF filter: no copy, no wake-up for other
                  traffic); False lets every frame in (all are counted)
+    drain:       who reads the ring: "auto" (default: the workers when every
+                 CPU runs one, the classifier thread when it gets a CPU of
+                 its own), "workers" or "thread"; see drainer()
     """
     return net_of(rt, interface=interface, ring_frames=ring_frames, frame_size=frame_size,
                   spin_us=spin_us, cpu=cpu, burst=burst, buckets=buckets, prefilter=prefilter,
-                  spin_yield=spin_yield)
+                  spin_yield=spin_yield, drain=drain)

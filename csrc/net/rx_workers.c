@@ -1,0 +1,131 @@
+#define _GNU_SOURCE
+#include "rx_workers.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "classifier.h"
+#include "stat.h"
+#include "runtime.h"
+
+static int rx_pending(void *arg)
+{
+    struct osvrt_net_workers *w = arg;
+    return osvrt_net_ring_pending(w->net);
+}
+
+/* The burst woke threads of one CPU only, not the home's: move the socket
+ * to that CPU's epoll.  Drain lock held. */
+static void follow_readers(struct osvrt_net_workers *w)
+{
+    int32_t to = w->net->woke_cpu;
+    if (to < 0 || (uint32_t)to == w->home || (uint32_t)to >= w->ncpu)
+        return;
+    struct osvrt_cpu *cpus = w->net->rt->cpus;
+    /* Add before removing: a frame arriving in between wakes one of them. */
+    if (osvrt_cpu_rx_watch(&cpus[to], w->fd, 1) != 0)
+        return;                       /* the old home stays: correct, only slower */
+    if (w->watching)
+        osvrt_cpu_rx_watch(&cpus[w->home], w->fd, 0);
+    w->home = (uint32_t)to;
+    w->watching = 1;
+    osvrt_stat_add(&w->rehomed, 1);
+}
+
+static uint32_t rx_drain(void *arg, uint32_t cpu)
+{
+    (void)cpu;
+    struct osvrt_net_workers *w = arg;
+    /* relaxed look first: no cache-line steal while another CPU drains. */
+    if (atomic_load_explicit(&w->lock, memory_order_relaxed)
+        /* acquire: the previous holder's producer state (ring position,
+         * burst marks, counters, channel heads, home) is visible to us. */
+        || atomic_exchange_explicit(&w->lock, 1, memory_order_acquire)) {
+        /* relaxed: a statistic, added to by any worker. */
+        atomic_fetch_add_explicit(&w->contended, 1, memory_order_relaxed);
+        return 0;
+    }
+    uint32_t n = osvrt_net_ring_burst(w->net);
+    if (n)
+        follow_readers(w);
+    /* release: our producer state is complete before the next holder's acquire. */
+    atomic_store_explicit(&w->lock, 0, memory_order_release);
+    return n;
+}
+
+/* Unpublish from every CPU (each returns once its owner is out of the
+ * hook), then take the socket out of the home's epoll: no worker can drain
+ * any more, so nothing moves the home meanwhile. */
+static void detach_all(struct osvrt_net_workers *w)
+{
+    struct osvrt_cpu *cpus = w->net->rt->cpus;
+    for (uint32_t i = 0; i < w->ncpu; i++) {
+        if (w->attached[i])
+            osvrt_cpu_rx_detach(&cpus[i]);
+        w->attached[i] = 0;
+    }
+    if (w->watching)
+        osvrt_cpu_rx_watch(&cpus[w->home], w->fd, 0);
+    w->watching = 0;
+}
+
+int osvrt_net_start_workers(struct osvrt_net *net)
+{
+    int fd = osvrt_net_ring_fd(net);
+    if (fd < 0 || net->started || !net->rt || net->rt->ncpu == 0)
+        return EINVAL;
+    if (net->workers)
+        return EEXIST;
+    struct osvrt_net_workers *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+    if (!w)
+        return ENOMEM;
+    w->net = net;
+    w->fd = fd;
+    w->ncpu = net->rt->ncpu;
+    w->hook.pending = rx_pending;
+    w->hook.drain = rx_drain;
+    w->hook.arg = w;
+    w->home = 0;
+    w->watching = 0;
+    atomic_init(&w->lock, 0);
+    atomic_init(&w->contended, 0);
+    atomic_init(&w->rehomed, 0);
+    if (!(w->attached = calloc(w->ncpu, 1))) {
+        free(w);
+        return ENOMEM;
+    }
+    /* The socket first, in CPU 0's epoll (the home until a burst wakes a
+     * thread elsewhere), then the hook on every CPU. */
+    int e = osvrt_cpu_rx_watch(&net->rt->cpus[0], fd, 1);
+    if (e) {
+        free(w->attached);
+        free(w);
+        return e;
+    }
+    w->watching = 1;
+    for (uint32_t i = 0; i < w->ncpu; i++) {
+        osvrt_cpu_rx_attach(&net->rt->cpus[i], &w->hook);
+        w->attached[i] = 1;
+    }
+    net->workers = w;
+    return 0;
+}
+
+void osvrt_net_stop_workers(struct osvrt_net *net)
+{
+    struct osvrt_net_workers *w = net->workers;
+    if (!w)
+        return;
+    detach_all(w);      /* returns once no worker is inside the hook */
+    net->workers = NULL;
+    free(w->attached);
+    free(w);
+}
+
+void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *o)
+{
+    struct osvrt_net_workers *w = net->workers;
+    /* relaxed: statistics. */
+    o->contended = w ? atomic_load_explicit(&w->contended, memory_order_relaxed) : 0;
+    o->rehomed = w ? atomic_load_explicit(&w->rehomed, memory_order_relaxed) : 0;
+}

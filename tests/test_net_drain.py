@@ -1,0 +1,144 @@
+"""Who drains the classifier's packet ring (osvrt.net.channels.service.drainer,
+csrc/net/rx_workers.h): the workers themselves, in their loop and idle poll,
+when every CPU runs a worker (what osvrt.run gives); the classifier's own
+thread when it gets a CPU without a worker.  Delivery, ordering and the
+accounting of frames per worker under the workers' drain; the rule; bad
+values.  (The burst and stop tests of test_net_udp.py run under both.)"""
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+import osvrt
+import osvrt.net
+from osvrt.net.channels.service import drainer
+from osvrt.bench import frames as testing
+
+T = 10
+
+
+def _wait_for(pred, what):
+    end = time.monotonic() + T
+    while not pred():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class _R:
+    def __init__(self, cpus):
+        self.cpus = tuple(cpus)
+
+
+def test_drainer_rule():
+    # Every usable CPU runs a worker: the workers drain (no thread, no wake-up of one).
+    assert drainer(_R([0, 1]), allowed=[0, 1]) == "workers"
+    assert drainer(_R([0]), allowed=[0]) == "workers"
+    # A spare CPU: the classifier thread, confined there and polling.
+    assert drainer(_R([1]), allowed=[0, 1]) == "thread"
+    # cpu=N: a thread on a CPU without a worker; on a worker's CPU the workers drain.
+    assert drainer(_R([1]), cpu=0, allowed=[0, 1]) == "thread"
+    assert drainer(_R([0, 1]), cpu=0, allowed=[0, 1]) == "workers"
+    # Asked for explicitly: as asked.
+    assert drainer(_R([0, 1]), "thread", allowed=[0, 1]) == "thread"
+    assert drainer(_R([1]), "workers", allowed=[0, 1]) == "workers"
+    with pytest.raises(ValueError, match="'bogus'"):
+        drainer(_R([0]), "bogus")
+
+
+def test_configure_refuses_a_bad_drain(make_rt):
+    rt = make_rt()
+    with pytest.raises(ValueError, match="drain must be .*'sideways'"):
+        osvrt.net.configure(rt, drain="sideways")
+    assert rt.service("net") is None                 # nothing half-made is left behind
+    osvrt.net.configure(rt, drain="workers")         # the runtime is still usable
+
+
+def _bind(rt, **kw):
+    async def b():
+        return await osvrt.net.udp_bind(("127.0.0.1", 0), **kw)
+    return rt.submit(b).result(timeout=T)
+
+
+async def _echo(ep, n):
+    for _ in range(n):
+        data, addr = await ep.recvfrom()
+        await ep.sendto(data, addr)
+
+
+@pytest.mark.parametrize("cpu", [0, 1])
+def test_workers_drain_echo_on_either_cpu(make_rt, cpu):
+    """An echo green thread pinned to either CPU gets every request in order
+    from the workers' drain; the frames the workers took add up to the
+    classifier's, no classifier thread exists, and the ring's home follows
+    the reader (it starts on worker 0)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    rt = make_rt(cpus=2)
+    osvrt.net.configure(rt, drain="workers")
+    ep = _bind(rt)
+    n = 300
+    fut = rt.submit(_echo, ep, n, cpu=cpu)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(T)
+    c.connect(ep.address)
+    for i in range(n):
+        c.send(b"%06d" % i)
+        assert c.recv(64) == b"%06d" % i
+    fut.result(timeout=T)
+    st = rt.stats()["net"]
+    assert st["drain"] == "workers"
+    assert "osvrt-net" not in testing.pid_threads()
+    assert sum(st["frames_by_worker"]) == st["frames"] >= n
+    assert st["received"] == n and st["dropped"]["ring"] == 0
+    if cpu == 1:
+        assert st["drain_rehomed"] >= 1              # the socket moved to worker 1's epoll
+    c.close()
+    ep.close()
+
+
+def test_workers_drain_two_flows_two_readers_isolated(make_rt):
+    """Two endpoints, each read on its own CPU, flooded at once: each gets its
+    own datagrams only, each in order; a full channel drops only its own."""
+    rt = make_rt(cpus=2)
+    osvrt.net.configure(rt, drain="workers")
+    small = _bind(rt, capacity=8)                    # floods: drops its own only
+    big = _bind(rt, capacity=4096)
+    stop = threading.Event()
+
+    async def read_all(ep):
+        got = []
+        while not stop.is_set() or ep.pending():
+            try:
+                with osvrt.timeout(0.05):
+                    data, _ = await ep.recvfrom()
+            except TimeoutError:
+                continue
+            got.append(data)
+        return got
+    fs = rt.submit(read_all, small, cpu=0)
+    fb = rt.submit(read_all, big, cpu=1)
+    soft0 = testing.softnet_drops()
+
+    def lost():           # before the channels: at the ring, or before any tap
+        return rt.stats()["net"]["dropped"]["ring"] + testing.softnet_drops() - soft0
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    N = 2000
+    for i in range(N):
+        c.sendto(b"s%05d" % i, small.address)
+        c.sendto(b"b%05d" % i, big.address)
+    _wait_for(lambda: big.stats()["received"] + lost() >= N
+              and small.stats()["received"] + small.stats()["dropped"]["channel_full"]
+              + lost() >= N, "the flood to be delivered or counted")
+    stop.set()
+    s_got, b_got = fs.result(timeout=T), fb.result(timeout=T)
+    assert all(d.startswith(b"s") for d in s_got) and s_got == sorted(s_got)
+    assert all(d.startswith(b"b") for d in b_got) and b_got == sorted(b_got)
+    assert big.stats()["dropped"]["channel_full"] == 0
+    if lost() == 0:
+        assert len(b_got) == N
+    c.close()
+    small.close()
+    big.close()
