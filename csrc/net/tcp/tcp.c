@@ -95,6 +95,7 @@ struct tcb {
     uint32_t fin_seq, snd_mss;
     uint8_t fin_queued, snd_wscale, rcv_wscale, ws_ok;
     uint8_t rexmit_one, probe, ack_now, want_writable;
+    uint8_t acks_owed;                  /* immediate ACKs still to send: one per out-of-order segment */
     struct ring sbuf;
     /* receive side */
     uint32_t irs, rcv_nxt, rcv_adv, ack_pending_bytes;
@@ -506,7 +507,9 @@ static uint32_t emit(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *buf, uin
     if (n)
         ring_copy_out(&c->sbuf, off, buf + 40 + optlen, n);
     if (flags & OSVRT_TH_ACK) {         /* every ACK-bearing segment acknowledges all we have */
-        c->ack_now = 0;
+        if (c->acks_owed && !n)
+            c->acks_owed--;             /* the sender counts duplicate ACKs: one per segment */
+        c->ack_now = c->acks_owed != 0;
         c->ack_pending_bytes = 0;
         c->t[T_DELACK] = INT64_MAX;
     }
@@ -1034,6 +1037,7 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
             s->stats.bytes_in += len;
             int filled = c->nooo != 0;
             ooo_absorb(c);
+            c->acks_owed = 0;           /* a new cumulative ACK replaces the duplicates not yet sent */
             post(s, c, OSVRT_TCP_EV_READABLE);
             c->ack_pending_bytes += len;
             /* RFC 1122 4.2.3.2 / RFC 5681 4.2: ACK every second full segment, and at once
@@ -1048,7 +1052,9 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
                 s->stats.drops[OSVRT_TCP_DROP_NO_ROOM]++;
                 fin = 0;
             }
-            c->ack_now = 1;                                  /* a duplicate ACK at once (RFC 5681 4.2) */
+            c->ack_now = 1;                                  /* a duplicate ACK at once (RFC 5681 4.2), */
+            if (c->acks_owed < 64)                           /* one per segment: the sender counts them */
+                c->acks_owed++;
         }
     }
     if (fin) {
@@ -1081,6 +1087,10 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
             want_output(s, c);
             if (c->state == OSVRT_TCP_TIME_WAIT)
                 timer_set(s, c, T_LINGER, now + s->cfg.time_wait_ns);
+            if (osvrt_tcp_seg_seqlen(g) && osvrt_seq_le(g->seq + osvrt_tcp_seg_seqlen(g), c->rcv_nxt)) {
+                s->stats.dup_segments++;    /* all old: a retransmission or a copy, not an attack */
+                return 0;
+            }
         }
         return OSVRT_TCP_DROP_OUT_OF_WINDOW;
     }
