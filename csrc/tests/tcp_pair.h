@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "tcp.h"
+#include "tcp_debug.h"
 #include "tcp_seg.h"
 
 #define ADDR_C 0xC6120001u          /* 198.18.0.1: the client */
@@ -125,6 +126,10 @@ static inline int pair_flush(struct pair *p)
  * happen again (no packet, no timer). */
 static inline int pair_step(struct pair *p)
 {
+    for (int side = 0; side < 2; side++) {   /* the engine's invariants hold between calls */
+        int line = osvrt_tcp_invariants(p->st[side]);
+        CHECK_MSG(line == 0, "side %d: invariant at tcp.c:%d broken", side, line);
+    }
     int moved = pair_flush(p);
     for (;;) {
         uint32_t best = UINT32_MAX;

@@ -1826,3 +1826,80 @@ void osvrt_tcp_free(struct osvrt_tcp_stack *s)
     free(s->heap);
     free(s);
 }
+
+/* ---- invariants (tcp_debug.h) ---- */
+#include "tcp_debug.h"
+
+#define INV(cond)                                                                \
+    do {                                                                         \
+        if (!(cond))                                                             \
+            return __LINE__;                                                     \
+    } while (0)
+
+static int tcb_invariants(const struct osvrt_tcp_stack *s, const struct tcb *c)
+{
+    INV(c->state < OSVRT_TCP_NSTATES);
+    INV(c->sbuf.len <= c->sbuf.cap && c->rbuf.len <= c->rbuf.cap);
+    if (c->state == OSVRT_TCP_LISTEN) {
+        uint32_t n = 0;
+        for (uint32_t i = c->acc_head; i != NONE; i = s->c[i].acc_next, n++)
+            INV(n < s->nslots && s->c[i].used && s->c[i].parent == slot_of(s, c));
+        INV(n == c->nacc);
+        return 0;
+    }
+    if (c->state == OSVRT_TCP_CLOSED && !c->lport)
+        return 0;
+    INV(osvrt_seq_le(c->snd_una, c->snd_nxt) && osvrt_seq_le(c->snd_nxt, c->snd_max));
+    int synced = c->state != OSVRT_TCP_SYN_SENT && c->state != OSVRT_TCP_SYN_RECEIVED;
+    if (synced && c->state != OSVRT_TCP_CLOSED) {
+        /* what was sent but not acknowledged is still in the buffer (+ FIN) */
+        INV(c->snd_max - c->snd_una <= c->sbuf.len + (c->fin_queued ? 1u : 0u));
+        if (c->fin_queued && osvrt_seq_le(c->snd_una, c->fin_seq))
+            INV(c->fin_seq == c->snd_una + c->sbuf.len);
+    }
+    INV(c->nooo <= OSVRT_TCP_MAX_HOLES);
+    for (uint32_t i = 0; i < c->nooo; i++) {
+        const struct range *r = &c->ooo[i];
+        INV(osvrt_seq_gt(r->start, c->rcv_nxt) && osvrt_seq_lt(r->start, r->end));
+        INV(r->end - c->rcv_nxt <= c->rbuf.cap - c->rbuf.len);   /* held data fits the buffer */
+    }
+    INV(c->cwnd == 0 || c->cwnd >= c->snd_mss || c->state == OSVRT_TCP_SYN_SENT);
+    int64_t d = INT64_MAX;
+    for (int i = 0; i < NTIMERS; i++)
+        d = c->t[i] < d ? c->t[i] : d;
+    INV(d == c->deadline);
+    INV((c->heap_pos == NONE) == (d == INT64_MAX));
+    return 0;
+}
+
+int osvrt_tcp_invariants(const struct osvrt_tcp_stack *s)
+{
+    uint64_t per_state[OSVRT_TCP_NSTATES] = {0};
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        const struct tcb *c = &s->c[i];
+        if (!c->used)
+            continue;
+        used++;
+        per_state[c->state]++;
+        int r = tcb_invariants(s, c);
+        if (r)
+            return r;
+        if (c->hashed)
+            INV(lookup(s, c->raddr, c->rport, c->lport) == c);
+        if (c->heap_pos != NONE)
+            INV(c->heap_pos < s->nheap && s->heap[c->heap_pos] == i);
+    }
+    for (int st = 0; st < OSVRT_TCP_NSTATES; st++)
+        INV(per_state[st] == s->stats.conns[st]);
+    for (uint32_t i = 1; i < s->nheap; i++)
+        INV(s->c[s->heap[(i - 1) / 2]].deadline <= s->c[s->heap[i]].deadline);
+    INV(s->nheap <= used);
+    uint32_t n = 0;
+    for (uint32_t i = s->outq_head; i != NONE; i = s->c[i].outq_next, n++)
+        INV(n < s->nslots && s->c[i].used && s->c[i].on_outq);
+    n = 0;
+    for (uint32_t i = s->evq_head; i != NONE; i = s->c[i].evq_next, n++)
+        INV(n < s->nslots && s->c[i].used && s->c[i].on_evq);
+    return 0;
+}
