@@ -188,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t size)
         F.conns[i].id = -1;
     F.listener = osvrt_tcp_listen(F.st[1], 80, 2);
     FUZZ_CHECK(F.listener >= 0);
-    static uint8_t sendbuf[5000];
+    static uint8_t sendbuf[255 * 20];
     size_t i = 0;
     while (i < size) {
         uint8_t op = d[i++];
