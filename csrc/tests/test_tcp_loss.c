@@ -307,8 +307,50 @@ static void test_keepalive(void)
     pair_free(&p);
 }
 
+
+/* Every other segment of a burst is lost: more holes than OSVRT_TCP_MAX_HOLES.
+ * The segments past the last range are dropped (counted), the rest is kept,
+ * and the stream still arrives whole once the sender retransmits. */
+struct every_other {
+    uint64_t seen;
+    uint64_t lost;
+};
+
+static int every_other_filter(struct pair *p, int from, const uint8_t *pkt, uint32_t len, int64_t *extra)
+{
+    (void)extra;
+    struct every_other *e = p->arg;
+    struct osvrt_tcp_seg g;
+    if (from != 0 || osvrt_tcp_parse(pkt, len, 0, &g) || g.len == 0)
+        return 1;
+    if (++e->seen <= 40 && e->seen % 2 == 1) {
+        e->lost++;
+        return 0;
+    }
+    return 1;
+}
+
+static void test_reassembly_bounded(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    pair_transfer(&p, c, s, 300000, 0, 100000);   /* cwnd well past 40 segments */
+    struct every_other e = {0};
+    p.arg = &e;
+    p.filter = every_other_filter;
+    pair_transfer(&p, c, s, 400000, 0, 400000);
+    CHECK_EQ(e.lost, 20);
+    struct osvrt_tcp_stats ss = pair_stats(&p, 1);
+    CHECK(ss.ooo_segments >= 8);
+    CHECK_MSG(ss.drops[OSVRT_TCP_DROP_NO_ROOM] > 0, "no segment found the ranges full");
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_reassembly_bounded();
     test_fast_retransmit();
     test_rto_backoff_and_timeout();
     test_rto_max();
