@@ -62,6 +62,8 @@ static inline struct osvrt_tcp_stack *pair_stack(uint32_t addr, const struct osv
     else
         osvrt_tcp_config_init(&cfg);
     cfg.addr = addr;
+    if (!cfg.max_conns)
+        cfg.max_conns = 64;         /* small: the invariant check after every step walks every slot */
     cfg.isn_key[0] = 0x0123456789abcdefull ^ addr;
     cfg.isn_key[1] = 0xfedcba9876543210ull;
     int err = 0;

@@ -3,6 +3,8 @@
  * API history (tcpstack reads this; the API only grows):
  *   2026-12-05 19:58 UTC  first version (skeleton).
  *   2026-12-05 20:15 UTC  implemented; API unchanged.
+ *   2026-12-05 20:20 UTC  output_pending documented as "may have" (it was
+ *                         always so); tcp_seg.c joins _core's sources.
  *
  * What it is.  A TCP endpoint for one local IPv4 address that never makes a
  * system call and never reads a clock.  It is fed
@@ -262,7 +264,9 @@ int osvrt_tcp_input(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len,
  * retransmission timer for the data it sends. */
 int32_t osvrt_tcp_output(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t cap, int64_t now_ns);
 
-/* Nonzero when output() would return a packet now. */
+/* 0 when output() has surely nothing to send; nonzero when it may have
+ * (a connection is queued for output; it may find that its windows allow
+ * nothing yet).  Cheap: two loads. */
 int osvrt_tcp_output_pending(const struct osvrt_tcp_stack *s);
 
 /* ---- time ----
