@@ -466,8 +466,50 @@ static void test_bad_config_and_ids(void)
     osvrt_tcp_free(s);
 }
 
+
+/* A new SYN for a 4-tuple in TIME_WAIT: the SYN gets an ACK, the client's
+ * RST for that ACK ends TIME_WAIT, and its SYN retransmission connects. */
+static void test_reconnect_over_time_wait(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t l = osvrt_tcp_listen(p.st[1], 80, 8);
+    CHECK(l >= 0);
+    int32_t c = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 40000, p.now);
+    CHECK(c >= 0);
+    int32_t s = -EAGAIN;
+    for (int i = 0; i < 10 && s < 0; i++) {
+        pair_step(&p);
+        s = osvrt_tcp_accept(p.st[1], l, NULL, NULL);
+    }
+    CHECK(s >= 0);
+    CHECK_EQ(osvrt_tcp_close(p.st[1], s, p.now), 0);     /* the server closes first */
+    for (int i = 0; i < 10 && osvrt_tcp_state(p.st[0], c) != OSVRT_TCP_CLOSE_WAIT; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_close(p.st[0], c, p.now), 0);
+    for (int i = 0; i < 20 && pair_stats(&p, 0).conns[OSVRT_TCP_LAST_ACK]; i++)
+        pair_step(&p);              /* (more steps would reach the end of TIME_WAIT) */
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_TIME_WAIT], 1);
+    CHECK_EQ(pair_stats(&p, 0).conns[OSVRT_TCP_LAST_ACK], 0);
+    c = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 40000, p.now);
+    CHECK(c >= 0);
+    s = -EAGAIN;
+    for (int i = 0; i < 40 && s < 0; i++) {
+        pair_step(&p);
+        s = osvrt_tcp_accept(p.st[1], l, NULL, NULL);
+    }
+    CHECK(s >= 0);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_ESTABLISHED);
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_TIME_WAIT], 0);
+    CHECK_EQ(pair_stats(&p, 1).rsts_in, 1);     /* TIME_WAIT ended by the client's RST */
+    CHECK_EQ(pair_stats(&p, 0).rsts_out, 1);
+    pair_transfer(&p, c, s, 1000, 1000, 10000);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_reconnect_over_time_wait();
     test_bad_config_and_ids();
     test_handshake_and_options();
     test_syn_without_options();
