@@ -236,6 +236,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t size)
             i++;
             break;
         case 7:
+            if (arg == 0xff) {                          /* close the listener (resets its queue) */
+                FUZZ_CHECK(osvrt_tcp_close(F.st[1], F.listener, F.now) == 0);
+                F.listener = osvrt_tcp_listen(F.st[1], 80, 2);
+                FUZZ_CHECK(F.listener >= 0);
+                i++;
+                break;
+            }
             for (int k = 0; k < NCONN; k++)
                 if (F.conns[k].id < 0) {
                     int32_t id = osvrt_tcp_accept(F.st[1], F.listener, NULL, NULL);
@@ -257,8 +264,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t size)
             i++;
             break;
         case 9:
-            if (c)
+            if (c) {
                 app_recv(c);
+                struct osvrt_tcp_conn_info ci;
+                FUZZ_CHECK(osvrt_tcp_conn_info(F.st[c->side], c->id, &ci) == 0);
+                FUZZ_CHECK(ci.state < OSVRT_TCP_NSTATES && ci.in_flight <= 4096 + 1);
+            }
             break;
         case 10:
             if (c)

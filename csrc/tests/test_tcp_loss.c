@@ -352,8 +352,71 @@ static void test_reassembly_bounded(void)
     pair_free(&p);
 }
 
+
+/* Silly window syndrome (RFC 9293 3.8.6.2): a receiver that reads 100 bytes
+ * at a time must not draw 100-byte segments out of the sender. */
+struct seglens {
+    uint32_t small, full, probes;
+};
+
+static int seglen_filter(struct pair *p, int from, const uint8_t *pkt, uint32_t len, int64_t *extra)
+{
+    (void)extra;
+    struct seglens *sl = p->arg;
+    struct osvrt_tcp_seg g;
+    if (from == 0 && osvrt_tcp_parse(pkt, len, 0, &g) == 0 && g.len) {
+        if (g.len == 1460)
+            sl->full++;
+        else if (g.len == 1)
+            sl->probes++;
+        else
+            sl->small++;
+    }
+    return 1;
+}
+
+static void test_silly_window_avoided(void)
+{
+    struct osvrt_tcp_config scfg;
+    osvrt_tcp_config_init(&scfg);
+    scfg.rcvbuf = 8192;
+    struct pair p;
+    pair_init(&p, NULL, &scfg);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    struct seglens sl = {0};
+    p.arg = &sl;
+    p.filter = seglen_filter;
+    static uint8_t buf[146000];     /* 100 full segments */
+    for (uint32_t i = 0; i < sizeof buf; i++)
+        buf[i] = pattern(i, 3);
+    uint64_t sent = 0, got = 0;
+    for (int step = 0; step < 200000 && got < sizeof buf; step++) {
+        if (sent < sizeof buf) {
+            int64_t r = osvrt_tcp_send(p.st[0], c, buf + sent, sizeof buf - sent, p.now);
+            if (r > 0)
+                sent += (uint64_t)r;
+        }
+        for (int k = 0; k < 5; k++) {   /* 5 small reads per step of the wire (1 ms or a timer) */
+            uint8_t small[100];
+            int64_t r = osvrt_tcp_recv(p.st[1], s, small, sizeof small, p.now);
+            if (r > 0) {
+                CHECK(memcmp(small, buf + got, (size_t)r) == 0);
+                got += (uint64_t)r;
+            }
+        }
+        pair_step(&p);
+    }
+    CHECK_EQ(got, sizeof buf);
+    printf("silly window: %u short segments, %u full, %u probes\n", sl.small, sl.full, sl.probes);
+    CHECK_MSG(sl.small <= 2, "%u segments shorter than the MSS (%u full)", sl.small, sl.full);
+    CHECK(sl.full >= 95);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_silly_window_avoided();
     test_reassembly_bounded();
     test_fast_retransmit();
     test_rto_backoff_and_timeout();

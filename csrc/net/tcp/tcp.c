@@ -458,10 +458,22 @@ static uint32_t rcv_space(const struct tcb *c)
     return c->rbuf.cap - c->rbuf.len;
 }
 
+/* Receiver silly window avoidance (RFC 9293 3.8.6.2.2): the right edge moves
+ * only in steps of min(buffer / 2, MSS). */
+static uint32_t sws_step(const struct osvrt_tcp_stack *s, const struct tcb *c)
+{
+    return c->rbuf.cap / 2 < s->cfg.mss ? c->rbuf.cap / 2 : s->cfg.mss;
+}
+
 /* The window field for a segment sent now; records the right edge offered. */
-static uint16_t window_field(struct tcb *c, int syn)
+static uint16_t window_field(const struct osvrt_tcp_stack *s, struct tcb *c, int syn)
 {
     uint32_t w = rcv_space(c);
+    /* offered <= w always: the edge offered is rcv_nxt + space at that time, and since
+     * then rcv_nxt grew exactly as space shrank (in-order data) or space grew (recv). */
+    uint32_t offered = osvrt_seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+    if (!syn && w >= offered && w - offered < sws_step(s, c))
+        w = offered;
     if (syn) {
         w = w > 65535 ? 65535 : w;      /* RFC 7323 2.2: a SYN's window is never scaled */
     } else {
@@ -502,7 +514,7 @@ static uint32_t emit(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *buf, uin
     struct osvrt_tcp_seg g = {
         .saddr = c->laddr, .daddr = c->raddr, .sport = c->lport, .dport = c->rport,
         .seq = seq, .ack = (flags & OSVRT_TH_ACK) ? c->rcv_nxt : 0, .flags = flags,
-        .wnd = window_field(c, syn), .len = n,
+        .wnd = window_field(s, c, syn), .len = n,
     };
     if (n)
         ring_copy_out(&c->sbuf, off, buf + 40 + optlen, n);
@@ -592,13 +604,19 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
         sent(s, c, c->snd_nxt, c->snd_nxt + 1, now);
         return len;
     }
+    int forced = c->probe;              /* the persist timer fired: send what the window allows */
     c->probe = 0;
-    if (avail && usable > 0) {
-        uint32_t n = avail;
-        if (n > (uint32_t)usable)
-            n = (uint32_t)usable;
-        if (n > mss)
-            n = mss;
+    uint32_t n = avail < (uint32_t)(usable > 0 ? usable : 0) ? avail : (uint32_t)(usable > 0 ? usable : 0);
+    n = n < mss ? n : mss;
+    /* Sender silly window avoidance (RFC 9293 3.8.6.2.1): a segment cut short by a
+     * window waits for the window to open by a full segment, or for the override
+     * timeout (the persist timer: then `forced`). */
+    int held = 0;
+    if (n && n < mss && n < avail && n < c->max_snd_wnd / 2 && !forced) {
+        n = 0;
+        held = 1;
+    }
+    if (n) {
         uint8_t f = n == avail ? OSVRT_TH_PSH : 0;
         if (n == avail && c->fin_queued)
             f |= OSVRT_TH_FIN;
@@ -614,8 +632,8 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
         return len;
     }
     /* Data waits on a zero window with nothing in flight: the persist timer probes (3.8.6.1). */
-    if (avail && c->snd_wnd == 0 && c->snd_max == c->snd_una && c->t[T_PERSIST] == INT64_MAX
-        && c->t[T_REXMT] == INT64_MAX)
+    if (avail && (c->snd_wnd == 0 || held) && c->snd_max == c->snd_una
+        && c->t[T_PERSIST] == INT64_MAX && c->t[T_REXMT] == INT64_MAX)
         timer_set(s, c, T_PERSIST, now + c->rto);
     if (c->keep_probe) {                /* keep-alive: an old byte's sequence, no data (RFC 1122 4.2.3.6) */
         c->keep_probe = 0;
@@ -1569,9 +1587,8 @@ int64_t osvrt_tcp_recv(struct osvrt_tcp_stack *s, int32_t id, uint8_t *buf, uint
     c->rbuf.len -= n;
     /* Window update (receiver SWS avoidance, RFC 9293 3.8.6.2.2): when the
      * edge we could offer moves past the one offered by min(buffer/2, MSS). */
-    uint32_t thresh = c->rbuf.cap / 2 < s->cfg.mss ? c->rbuf.cap / 2 : s->cfg.mss;
     uint32_t edge = c->rcv_nxt + rcv_space(c);
-    if (recv_open(c) && osvrt_seq_ge(edge, c->rcv_adv + thresh)) {
+    if (recv_open(c) && osvrt_seq_ge(edge, c->rcv_adv + sws_step(s, c))) {
         c->ack_now = 1;
         want_output(s, c);
     }
