@@ -507,8 +507,35 @@ static void test_reconnect_over_time_wait(void)
     pair_free(&p);
 }
 
+
+/* Data for a connection the application closed is answered with a RST. */
+static void test_data_after_close_resets(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    CHECK_EQ(osvrt_tcp_close(p.st[1], s, p.now), 0);
+    for (int i = 0; i < 10 && osvrt_tcp_state(p.st[0], c) != OSVRT_TCP_CLOSE_WAIT; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_CLOSE_WAIT);
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"late", 4, p.now) == 4);
+    for (int i = 0; i < 10 && osvrt_tcp_state(p.st[0], c) == OSVRT_TCP_CLOSE_WAIT; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_CLOSED);
+    uint8_t b[8];
+    CHECK_EQ(osvrt_tcp_recv(p.st[0], c, b, sizeof b, p.now), -ECONNRESET);   /* the reset outranks EOF */
+    CHECK_EQ(osvrt_tcp_send(p.st[0], c, b, 1, p.now), -ECONNRESET);
+    struct osvrt_tcp_stats st = pair_stats(&p, 1);
+    CHECK_EQ(st.rsts_out, 1);
+    for (int i = 0; i < OSVRT_TCP_NSTATES; i++)
+        CHECK_EQ(st.conns[i], i == OSVRT_TCP_LISTEN);   /* the orphan is gone */
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_data_after_close_resets();
     test_reconnect_over_time_wait();
     test_bad_config_and_ids();
     test_handshake_and_options();

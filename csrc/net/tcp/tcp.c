@@ -1088,6 +1088,8 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
     want_output(s, c);
 }
 
+static void reset_and_free(struct osvrt_tcp_stack *s, struct tcb *c);
+
 /* Segments for SYN_RECEIVED and every later state (3.10.7.4). */
 static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osvrt_tcp_seg *g,
                       int64_t now)
@@ -1201,6 +1203,13 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
         return 0;
     default:
         break;
+    }
+    if (c->orphan && g->len && osvrt_seq_gt(g->seq + g->len, c->rcv_nxt)) {
+        /* New data for a connection the application closed: nobody will read it.
+         * RST, as the kernel does (RFC 9293 3.10.4: CLOSE means "I have no more to
+         * send" and, here, "I read no more"; RFC 2525 2.17). */
+        reset_and_free(s, c);
+        return 0;
     }
     if (recv_open(c) && (g->len || (f & OSVRT_TH_FIN) || c->fin_rcvd_ooo)) {
         data_input(s, c, g, now);
