@@ -291,7 +291,10 @@ uint32_t osvrt_tcp_events(struct osvrt_tcp_stack *s, struct osvrt_tcp_event *out
  * listener's id, -EADDRINUSE, -EINVAL or -ENOMEM (table full). */
 int32_t osvrt_tcp_listen(struct osvrt_tcp_stack *s, uint32_t port, uint32_t backlog);
 
-/* Take the oldest established connection from a listener.  Returns its id
+/* Take the oldest established connection from a listener.  Events of a
+ * connection are not posted before accept(); accept() posts ESTABLISHED |
+ * WRITABLE, plus READABLE / CLOSED / RESET for what already happened (data,
+ * FIN, reset while it waited in the queue).  Returns its id
  * (the remote end in *raddr and *rport when not NULL), -EAGAIN when none,
  * -EBADF/-EINVAL (not a listener). */
 int32_t osvrt_tcp_accept(struct osvrt_tcp_stack *s, int32_t lid, uint32_t *raddr, uint16_t *rport);
@@ -313,10 +316,11 @@ int64_t osvrt_tcp_send(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *buf
                        int64_t now_ns);
 
 /* Copy up to cap bytes of in-order received data into buf.  Returns the
- * count (> 0), 0 at EOF (the peer's FIN, after all its data), -EAGAIN
- * (nothing yet; EV_READABLE follows), the connection's error, -ENOTCONN
- * (not yet established), -EBADF.  Freeing buffer space may queue a window
- * update for output(). */
+ * count (> 0) while data is buffered (even after a reset); then the
+ * connection's error if it has one (-ECONNRESET, -ETIMEDOUT,
+ * -ECONNREFUSED), else 0 at EOF (the peer's FIN), else -EAGAIN (nothing
+ * yet; EV_READABLE follows) or -ENOTCONN (not yet established); -EBADF.
+ * Freeing buffer space may queue a window update for output(). */
 int64_t osvrt_tcp_recv(struct osvrt_tcp_stack *s, int32_t id, uint8_t *buf, uint64_t cap,
                        int64_t now_ns);
 
@@ -326,7 +330,8 @@ int osvrt_tcp_shutdown_write(struct osvrt_tcp_stack *s, int32_t id, int64_t now_
 
 /* Release the id.  A connection: shutdown_write, then the close finishes in
  * the background (FIN_WAIT, TIME_WAIT) as an orphan; if received data was
- * left unread, a RST is sent instead (RFC 9293 3.10.4, RFC 2525).  A
+ * left unread, a RST is sent instead (RFC 9293 3.10.4, RFC 2525), and new
+ * data arriving for the orphan is answered with a RST too.  A
  * listener: stops listening and resets the connections not yet accepted.
  * Returns 0 or -EBADF. */
 int osvrt_tcp_close(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
