@@ -243,6 +243,8 @@ static void test_zero_window_probe(void)
     CHECK(cs.zero_window_probes > 15);            /* still probing at rto_max (60 s) */
     CHECK(cs.zero_window_probes < 40);            /* backed off, not once per RTT */
     CHECK_EQ(cs.timeouts, 0);
+    CHECK_EQ(cs.fast_retransmits, 0);             /* answered probes are not duplicate ACKs */
+    CHECK_EQ(cs.dup_acks, 0);
     /* Reading opens the window: a window update restarts the flow. */
     uint8_t got[4096];
     uint64_t total = 0;

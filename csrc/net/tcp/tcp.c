@@ -847,7 +847,8 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
 {
     uint32_t wnd = (uint32_t)g->wnd << c->snd_wscale;
     int is_dup = g->ack == c->snd_una && g->len == 0 && !(g->flags & (OSVRT_TH_SYN | OSVRT_TH_FIN))
-                 && wnd == c->snd_wnd && c->snd_max != c->snd_una;
+                 && wnd == c->snd_wnd && wnd != 0 && c->snd_max != c->snd_una;
+    /* (wnd != 0: answers to zero-window probes repeat one ACK; they are not loss signals) */
     /* Window update (3.10.7.4 "fifth"): only from a newer segment. */
     if (osvrt_seq_lt(c->snd_wl1, g->seq)
         || (c->snd_wl1 == g->seq && osvrt_seq_le(c->snd_wl2, g->ack))) {
