@@ -533,8 +533,88 @@ static void test_data_after_close_resets(void)
     pair_free(&p);
 }
 
+
+/* RFC 5961: a SYN on an established connection, and an ACK of data never
+ * sent, get an ACK back and change nothing. */
+static void test_blind_attacks_challenged(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    pair_transfer(&p, c, s, 3000, 3000, 10000);
+    for (int i = 0; i < 10 && (p.nq || osvrt_tcp_output_pending(p.st[0]) || osvrt_tcp_output_pending(p.st[1])); i++)
+        pair_step(&p);
+    /* the server's view of the client's next sequence number, from a real segment */
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"z", 1, p.now) == 1);
+    uint8_t out[2048];
+    int32_t n = osvrt_tcp_output(p.st[0], out, sizeof out, p.now);
+    struct osvrt_tcp_seg g;
+    CHECK(n > 0 && osvrt_tcp_parse(out, (uint32_t)n, 0, &g) == 0);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], out, (uint32_t)n, 0, p.now), 0);
+    while (osvrt_tcp_output(p.st[1], out, sizeof out, p.now) > 0)
+        ;
+    struct osvrt_tcp_stats before = pair_stats(&p, 1);
+    uint8_t pkt[64];
+    struct osvrt_tcp_seg syn = g;
+    syn.seq = g.seq + 1;
+    syn.flags = OSVRT_TH_SYN;
+    syn.len = 0;
+    uint32_t m = osvrt_tcp_build(pkt, &syn, NULL, 0, 9);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, m, 0, p.now), OSVRT_TCP_DROP_BAD_FLAGS);
+    CHECK_EQ(pair_stats(&p, 1).challenge_acks, before.challenge_acks + 1);
+    n = osvrt_tcp_output(p.st[1], out, sizeof out, p.now);
+    struct osvrt_tcp_seg r;
+    CHECK(n > 0 && osvrt_tcp_parse(out, (uint32_t)n, 0, &r) == 0);
+    CHECK_EQ(r.flags, OSVRT_TH_ACK);                    /* an ACK, not a RST */
+    CHECK_EQ(r.ack, g.seq + 1);
+    struct osvrt_tcp_seg ack = g;
+    ack.seq = g.seq + 1;
+    ack.ack = g.ack + 1000000;                          /* acknowledges the future */
+    ack.len = 0;
+    m = osvrt_tcp_build(pkt, &ack, NULL, 0, 10);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, m, 0, p.now), OSVRT_TCP_DROP_BAD_ACK);
+    CHECK(osvrt_tcp_output(p.st[1], out, sizeof out, p.now) > 0);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], s), OSVRT_TCP_ESTABLISHED);
+    uint8_t b[4];                                       /* and the stream goes on */
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 1);
+    CHECK_EQ(b[0], 'z');
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"yz", 2, p.now) == 2);
+    for (int i = 0; i < 5; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 2);
+    pair_free(&p);
+}
+
+/* A RST for a SYN_RECEIVED child frees it; the listener lives on. */
+static void test_rst_in_syn_received(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t l = osvrt_tcp_listen(p.st[1], 80, 8);
+    uint8_t pkt[64], out[2048];
+    struct osvrt_tcp_seg g = {.saddr = ADDR_C, .daddr = ADDR_S, .sport = 4000, .dport = 80,
+                              .seq = 500, .flags = OSVRT_TH_SYN, .wnd = 8192};
+    uint32_t n = osvrt_tcp_build(pkt, &g, NULL, 0, 1);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, n, 0, p.now), 0);
+    CHECK(osvrt_tcp_output(p.st[1], out, sizeof out, p.now) > 0);
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_SYN_RECEIVED], 1);
+    g.flags = OSVRT_TH_RST;
+    g.seq = 501;
+    n = osvrt_tcp_build(pkt, &g, NULL, 0, 2);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, n, 0, p.now), 0);
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_SYN_RECEIVED], 0);
+    CHECK_EQ(osvrt_tcp_next_deadline(p.st[1]), INT64_MAX);   /* no SYN-ACK retransmission left */
+    CHECK_EQ(osvrt_tcp_accept(p.st[1], l, NULL, NULL), -EAGAIN);
+    int32_t c, s;
+    pair_connect(&p, 81, &c, &s);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_blind_attacks_challenged();
+    test_rst_in_syn_received();
     test_data_after_close_resets();
     test_reconnect_over_time_wait();
     test_bad_config_and_ids();
