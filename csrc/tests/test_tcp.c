@@ -611,8 +611,58 @@ static void test_rst_in_syn_received(void)
     pair_free(&p);
 }
 
+
+/* The split input path: demux names the connection without changing
+ * anything; input_conn with that id (or a stale or wrong one, which is
+ * looked up again) processes the packet. */
+static void test_demux_then_input_conn(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    uint8_t pkt[2048];
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"abc", 3, p.now) == 3);
+    int32_t n = osvrt_tcp_output(p.st[0], pkt, sizeof pkt, p.now);
+    CHECK(n > 0);
+    struct osvrt_tcp_stats before = pair_stats(&p, 1);
+    int pending = osvrt_tcp_output_pending(p.st[1]);
+    int64_t deadline = osvrt_tcp_next_deadline(p.st[1]);
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, (uint32_t)n, 0), s);
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, (uint32_t)n, 0), s);
+    struct osvrt_tcp_stats after = pair_stats(&p, 1);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);         /* demux changed nothing */
+    CHECK_EQ(osvrt_tcp_output_pending(p.st[1]), pending);
+    CHECK_EQ(osvrt_tcp_next_deadline(p.st[1]), deadline);
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, pkt + 1800, 8, p.now), -EAGAIN);
+    CHECK_EQ(osvrt_tcp_input_conn(p.st[1], s, pkt, (uint32_t)n, 0, p.now), 0);
+    uint8_t b[8];
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 3);
+    /* a wrong id (the listener's, another connection's, garbage): found by its 4-tuple */
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"de", 2, p.now) == 2);
+    n = osvrt_tcp_output(p.st[0], pkt, sizeof pkt, p.now);
+    CHECK_EQ(osvrt_tcp_input_conn(p.st[1], 0x7ffffff0, pkt, (uint32_t)n, 0, p.now), 0);
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 2);
+    /* malformed: demux says why, as a negative drop reason */
+    pkt[32] = 0x20;                  /* data offset 2 words */
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, (uint32_t)n, 0), -OSVRT_TCP_DROP_BAD_OFFSET);
+    /* a SYN for nobody's port */
+    struct osvrt_tcp_seg g = {.saddr = ADDR_C, .daddr = ADDR_S, .sport = 4000, .dport = 99,
+                              .seq = 1, .flags = OSVRT_TH_SYN, .wnd = 100};
+    uint32_t m = osvrt_tcp_build(pkt, &g, NULL, 0, 1);
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, m, 0), -OSVRT_TCP_DROP_NO_CONN);
+    CHECK_EQ(osvrt_tcp_input_conn(p.st[1], -1, pkt, m, 0, p.now), OSVRT_TCP_DROP_NO_CONN);
+    n = osvrt_tcp_output(p.st[1], pkt, sizeof pkt, p.now);       /* the RST */
+    struct osvrt_tcp_seg r;
+    CHECK(n > 0 && osvrt_tcp_parse(pkt, (uint32_t)n, 0, &r) == 0);
+    CHECK_EQ(r.flags, OSVRT_TH_RST | OSVRT_TH_ACK);
+    CHECK_EQ(r.ack, 2);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_demux_then_input_conn();
     test_blind_attacks_challenged();
     test_rst_in_syn_received();
     test_data_after_close_resets();
