@@ -258,6 +258,15 @@ static void test_zero_window_probe(void)
         pair_step(&p);
     }
     CHECK_EQ(total, sizeof buf);
+    /* An orphan (closed by its application) stuck behind a zero window gives up. */
+    CHECK(osvrt_tcp_send(p.st[0], c, buf, 40000, p.now) == 40000);
+    CHECK_EQ(osvrt_tcp_close(p.st[0], c, p.now), 0);
+    t0 = p.now;
+    while (p.now < t0 + 1200000 * MS && pair_step(&p) && pair_stats(&p, 0).conns[OSVRT_TCP_FIN_WAIT_1])
+        ;
+    struct osvrt_tcp_stats end = pair_stats(&p, 0);
+    CHECK_EQ(end.conns[OSVRT_TCP_FIN_WAIT_1], 0);
+    CHECK_EQ(end.timeouts, 1);
     pair_free(&p);
 }
 

@@ -861,8 +861,9 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
             c->max_snd_wnd = wnd;
         if (wnd) {
             timer_set(s, c, T_PERSIST, INT64_MAX);
-        } else if (g->ack == c->snd_una) {
-            c->retries = 0;             /* a zero window that answers is alive (3.8.6.1) */
+        } else if (g->ack == c->snd_una && !c->orphan) {
+            c->retries = 0;             /* a zero window that answers is alive (3.8.6.1); for an
+                                         * orphan nobody waits: it gives up after max_retries */
         }
     }
     if (osvrt_seq_le(g->ack, c->snd_una)) {
