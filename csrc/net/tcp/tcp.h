@@ -69,8 +69,8 @@
  * slow start, congestion avoidance, fast retransmit and NewReno recovery
  * (RFC 5681, 6582); delayed ACKs (RFC 1122: at most delack_ns, an immediate
  * ACK for every second full-sized segment and for out-of-order data);
- * zero-window probes on a persist timer; receiver-side silly window
- * avoidance; FIN and half-close in every state; RST validation with
+ * zero-window probes on a persist timer; silly window avoidance on both
+ * sides; FIN and half-close in every state; RST validation with
  * RFC 5961 challenge ACKs; TIME_WAIT for time_wait_ns; optional keep-alive;
  * ISNs per RFC 6528 (SipHash-2-4 of the 4-tuple under a secret key, plus a
  * 4 us clock).  No SACK, no timestamps, no Nagle (segments leave as soon
