@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "packet.h"
 #include "tcp.h"
 #include "tcp_debug.h"
 #include "tcp_seg.h"
@@ -58,6 +59,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct osvrt_tcp_seg g;
     int r = osvrt_tcp_parse(pkt, len, csum_ok, &g);
     FUZZ_CHECK(r >= 0 && r < OSVRT_TCP_NDROPS);
+    /* Differential: the engine's 8-bytes-a-step checksums against packet.c's. */
+    if (len >= 20 && (pkt[0] >> 4) == 4) {
+        uint32_t ihl = (uint32_t)(pkt[0] & 15) * 4, tot = (uint32_t)pkt[2] << 8 | pkt[3];
+        if (ihl >= 20 && ihl <= len) {
+            int ip_ok = osvrt_csum_fold(osvrt_csum_add(0, pkt, ihl)) == 0xffff;
+            FUZZ_CHECK(ip_ok || r == OSVRT_TCP_DROP_BAD_IP || r == OSVRT_TCP_DROP_NOT_TCP
+                       || r == OSVRT_TCP_DROP_FRAGMENT || r == OSVRT_TCP_DROP_BAD_IP_CSUM);
+            FUZZ_CHECK(!ip_ok || r != OSVRT_TCP_DROP_BAD_IP_CSUM);
+            if (!csum_ok && ip_ok && tot >= ihl + 20 && tot <= len && pkt[9] == 6) {
+                uint8_t ph[4] = {0, 6, (uint8_t)((tot - ihl) >> 8), (uint8_t)(tot - ihl)};
+                uint32_t sum = osvrt_csum_add(osvrt_csum_add(osvrt_csum_add(0, pkt + 12, 8), ph, 4),
+                                              pkt + ihl, tot - ihl);
+                int tcp_ok = osvrt_csum_fold(sum) == 0xffff;
+                FUZZ_CHECK(!(r == 0 && !tcp_ok));
+                FUZZ_CHECK(!(r == OSVRT_TCP_DROP_BAD_CSUM && tcp_ok));
+            }
+        }
+    }
     if (r == 0) {
         FUZZ_CHECK(g.data >= pkt + 40 && g.data + g.len <= pkt + len);
         FUZZ_CHECK(g.wscale >= -1 && g.wscale <= 14);
