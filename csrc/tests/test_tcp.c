@@ -467,9 +467,11 @@ static void test_bad_config_and_ids(void)
 }
 
 
-/* A new SYN for a 4-tuple in TIME_WAIT: the SYN gets an ACK, the client's
- * RST for that ACK ends TIME_WAIT, and its SYN retransmission connects. */
-static void test_reconnect_over_time_wait(void)
+/* A new SYN for a 4-tuple in TIME_WAIT.  With a sequence number past the
+ * old connection's (the ISN clock sees to it) it ends TIME_WAIT at once
+ * (RFC 1122 4.2.2.13).  Otherwise (old_isn) it gets an ACK, the client's RST
+ * for that ACK ends TIME_WAIT, and its SYN retransmission connects. */
+static void reconnect_over_time_wait(int old_isn)
 {
     struct pair p;
     pair_init(&p, NULL, NULL);
@@ -491,7 +493,8 @@ static void test_reconnect_over_time_wait(void)
         pair_step(&p);              /* (more steps would reach the end of TIME_WAIT) */
     CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_TIME_WAIT], 1);
     CHECK_EQ(pair_stats(&p, 0).conns[OSVRT_TCP_LAST_ACK], 0);
-    c = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 40000, p.now);
+    /* old_isn: the client's clock "goes back" 1 s: its ISN falls 250000 below the old one */
+    c = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 40000, old_isn ? p.now - 1000 * MS : p.now);
     CHECK(c >= 0);
     s = -EAGAIN;
     for (int i = 0; i < 40 && s < 0; i++) {
@@ -501,10 +504,17 @@ static void test_reconnect_over_time_wait(void)
     CHECK(s >= 0);
     CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_ESTABLISHED);
     CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_TIME_WAIT], 0);
-    CHECK_EQ(pair_stats(&p, 1).rsts_in, 1);     /* TIME_WAIT ended by the client's RST */
-    CHECK_EQ(pair_stats(&p, 0).rsts_out, 1);
+    CHECK_EQ(pair_stats(&p, 1).rsts_in, old_isn ? 1 : 0);   /* TIME_WAIT ended by the RST */
+    CHECK_EQ(pair_stats(&p, 0).rsts_out, old_isn ? 1 : 0);
+    CHECK_EQ(pair_stats(&p, 0).retransmits, old_isn ? 1 : 0);  /* the SYN, once */
     pair_transfer(&p, c, s, 1000, 1000, 10000);
     pair_free(&p);
+}
+
+static void test_reconnect_over_time_wait(void)
+{
+    reconnect_over_time_wait(0);
+    reconnect_over_time_wait(1);
 }
 
 

@@ -1262,6 +1262,15 @@ static int input_conn(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *pkt,
     }
     if (!c)
         c = lookup(s, g.saddr, g.sport, g.dport);
+    if (c && c->state == OSVRT_TCP_TIME_WAIT && c->orphan
+        && (f & (OSVRT_TH_SYN | OSVRT_TH_ACK | OSVRT_TH_RST)) == OSVRT_TH_SYN
+        && osvrt_seq_gt(g.seq, c->rcv_nxt)) {
+        /* A new incarnation of the 4-tuple: its SYN lies beyond anything of the old
+         * one, so no old duplicate can be mistaken for new data (RFC 1122 4.2.2.13).
+         * TIME_WAIT ends and the listener takes the SYN. */
+        slot_free(s, c);
+        c = NULL;
+    }
     if (!c) {
         struct tcb *l = lookup(s, 0, 0, g.dport);
         if (!l) {

@@ -71,7 +71,8 @@
  * ACK for every second full-sized segment and for out-of-order data);
  * zero-window probes on a persist timer; silly window avoidance on both
  * sides; FIN and half-close in every state; RST validation with
- * RFC 5961 challenge ACKs; TIME_WAIT for time_wait_ns; optional keep-alive;
+ * RFC 5961 challenge ACKs; TIME_WAIT for time_wait_ns (a SYN past the old
+ * sequence space reopens the 4-tuple at once); optional keep-alive;
  * ISNs per RFC 6528 (SipHash-2-4 of the 4-tuple under a secret key, plus a
  * 4 us clock).  No SACK, no timestamps, no Nagle (segments leave as soon
  * as data and windows allow, like TCP_NODELAY: output() is pulled, so
