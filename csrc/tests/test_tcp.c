@@ -670,8 +670,39 @@ static void test_demux_then_input_conn(void)
     pair_free(&p);
 }
 
+
+/* Simultaneous open (RFC 9293 figure 7): SYN_SENT -> SYN_RECEIVED ->
+ * ESTABLISHED on both sides, no listener anywhere. */
+static void test_simultaneous_open(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t a = osvrt_tcp_connect(p.st[0], ADDR_S, 6000, 5000, p.now);
+    int32_t b = osvrt_tcp_connect(p.st[1], ADDR_C, 5000, 6000, p.now);
+    CHECK(a >= 0 && b >= 0);
+    pair_flush(&p);                 /* both SYNs on the wire before either arrives */
+    int saw_syn_received = 0;
+    struct evlog ea = {0}, eb = {0};
+    for (int i = 0; i < 20 && (osvrt_tcp_state(p.st[0], a) != OSVRT_TCP_ESTABLISHED
+                               || osvrt_tcp_state(p.st[1], b) != OSVRT_TCP_ESTABLISHED); i++) {
+        pair_step(&p);
+        saw_syn_received |= osvrt_tcp_state(p.st[0], a) == OSVRT_TCP_SYN_RECEIVED;
+        pair_events(&p, 0, &ea);
+        pair_events(&p, 1, &eb);
+    }
+    CHECK(saw_syn_received);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], a), OSVRT_TCP_ESTABLISHED);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], b), OSVRT_TCP_ESTABLISHED);
+    CHECK(ev_of(&ea, a) & OSVRT_TCP_EV_ESTABLISHED);
+    CHECK(ev_of(&eb, b) & OSVRT_TCP_EV_ESTABLISHED);
+    CHECK_EQ(pair_stats(&p, 0).rsts_out + pair_stats(&p, 1).rsts_out, 0);
+    pair_transfer(&p, a, b, 50000, 50000, 100000);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_simultaneous_open();
     test_demux_then_input_conn();
     test_blind_attacks_challenged();
     test_rst_in_syn_received();
