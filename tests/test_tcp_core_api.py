@@ -95,3 +95,35 @@ def test_connect_accept_transfer_close():
     assert stats.bytes_in == len(data) and stats.accepts == 1
     assert stats.conns[lib.OSVRT_TCP_CLOSE_WAIT] == 1
     assert lib.osvrt_tcp_next_deadline(c) < 2**63 - 1              # TIME_WAIT's timer
+
+
+def test_batched_output_and_input():
+    """One cffi call moves many packets each way (output_many / input_many)."""
+    c, s = _stack(CLIENT), _stack(SERVER)
+    now = 10**9
+    lid = lib.osvrt_tcp_listen(s, 8081, 16)
+    cids = [lib.osvrt_tcp_connect(c, SERVER, 8081, 0, now) for _ in range(5)]
+    stride, cap = 1600, 64
+    buf = ffi.new("uint8_t[]", stride * cap)
+    lens = ffi.new("uint32_t[]", cap)
+    offs = ffi.new("uint32_t[]", [i * stride for i in range(cap)])
+    results = ffi.new("uint8_t[]", cap)
+    assert lib.osvrt_tcp_output_many(c, buf, 10, lens, cap, now) == -errno.EINVAL
+    for _ in range(3):                               # SYNs, SYN-ACKs, ACKs
+        for src, dst in ((c, s), (s, c)):
+            n = lib.osvrt_tcp_output_many(src, buf, stride, lens, cap, now)
+            assert lib.osvrt_tcp_input_many(dst, buf, offs, lens, n, 0, now, results) == n
+            assert all(results[i] == 0 for i in range(n))
+    accepted = 0
+    while lib.osvrt_tcp_accept(s, lid, ffi.NULL, ffi.NULL) >= 0:
+        accepted += 1
+    assert accepted == 5
+    assert all(lib.osvrt_tcp_state(c, i) == lib.OSVRT_TCP_ESTABLISHED for i in cids)
+    # a corrupted packet in a batch: counted and reported, the others taken
+    lib.osvrt_tcp_send(c, cids[0], b"abc", 3, now)
+    lib.osvrt_tcp_send(c, cids[1], b"def", 3, now)
+    n = lib.osvrt_tcp_output_many(c, buf, stride, lens, cap, now)
+    assert n == 2
+    buf[lens[0] - 1] ^= 0xFF
+    assert lib.osvrt_tcp_input_many(s, buf, offs, lens, n, 0, now, results) == 1
+    assert [results[0], results[1]] == [lib.OSVRT_TCP_DROP_BAD_CSUM, 0]

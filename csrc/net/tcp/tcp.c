@@ -1340,6 +1340,35 @@ int32_t osvrt_tcp_output(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t cap, 
     return 0;
 }
 
+int32_t osvrt_tcp_output_many(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t stride,
+                              uint32_t *lens, uint32_t max, int64_t now_ns)
+{
+    if (stride < OSVRT_TCP_MIN_OUT)
+        return -EINVAL;
+    uint32_t n = 0;
+    for (; n < max; n++) {
+        int32_t len = osvrt_tcp_output(s, buf + (size_t)n * stride, stride, now_ns);
+        if (len <= 0)
+            break;
+        lens[n] = (uint32_t)len;
+    }
+    return (int32_t)n;
+}
+
+uint32_t osvrt_tcp_input_many(struct osvrt_tcp_stack *s, const uint8_t *base, const uint32_t *offs,
+                              const uint32_t *lens, uint32_t n, uint32_t flags, int64_t now_ns,
+                              uint8_t *results)
+{
+    uint32_t taken = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int r = osvrt_tcp_input(s, base + offs[i], lens[i], flags, now_ns);
+        taken += r == 0;
+        if (results)
+            results[i] = (uint8_t)r;
+    }
+    return taken;
+}
+
 int osvrt_tcp_output_pending(const struct osvrt_tcp_stack *s)
 {
     return s->ctl_len || s->outq_head != NONE;

@@ -5,6 +5,8 @@
  *   2026-12-05 20:15 UTC  implemented; API unchanged.
  *   2026-12-05 20:20 UTC  output_pending documented as "may have" (it was
  *                         always so); tcp_seg.c joins _core's sources.
+ *   2026-12-05 20:45 UTC  added osvrt_tcp_output_many, osvrt_tcp_input_many
+ *                         (batches: one cffi call for many packets).
  *
  * What it is.  A TCP endpoint for one local IPv4 address that never makes a
  * system call and never reads a clock.  It is fed
@@ -255,6 +257,13 @@ int osvrt_tcp_input_conn(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *p
 int osvrt_tcp_input(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len, uint32_t flags,
                     int64_t now_ns);
 
+/* Batched input: packet i is lens[i] bytes at base + offs[i].  Each is
+ * osvrt_tcp_input; its result goes to results[i] when results is not NULL.
+ * Returns how many were taken (result 0). */
+uint32_t osvrt_tcp_input_many(struct osvrt_tcp_stack *s, const uint8_t *base, const uint32_t *offs,
+                              const uint32_t *lens, uint32_t n, uint32_t flags, int64_t now_ns,
+                              uint8_t *results);
+
 /* ---- output ----
  * Write the next IPv4 packet to send into buf (cap bytes, cap >=
  * OSVRT_TCP_MIN_OUT; a cap below 40 + MSS only makes segments smaller).
@@ -264,6 +273,13 @@ int osvrt_tcp_input(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len,
  * allow, retransmissions, RSTs).  now_ns times the RTT sample and arms the
  * retransmission timer for the data it sends. */
 int32_t osvrt_tcp_output(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t cap, int64_t now_ns);
+
+/* Batched output, for callers that pay per call (cffi releases the GIL on
+ * every call): up to max packets, packet i written at buf + i * stride
+ * (stride >= OSVRT_TCP_MIN_OUT; packets are sized to fit it), its length in
+ * lens[i].  Returns how many (0..max); -EINVAL for a bad stride. */
+int32_t osvrt_tcp_output_many(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t stride,
+                              uint32_t *lens, uint32_t max, int64_t now_ns);
 
 /* 0 when output() has surely nothing to send; nonzero when it may have
  * (a connection is queued for output; it may find that its windows allow
