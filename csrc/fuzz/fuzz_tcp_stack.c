@@ -3,7 +3,8 @@
  * controls, driven by application calls the input chooses.
  *
  * The input is a program of one-byte operations, some with argument bytes:
- *   deliver / drop / duplicate / delay the packet at the head of the wire,
+ *   deliver (whole, or demux + input_conn with a right or wrong id) / drop /
+ *   duplicate / delay the packet at the head of the wire,
  *   advance the clock and run the timers, connect / listen / accept,
  *   send / recv (with data checked), shutdown / close / abort,
  *   and inject a copy of a recent packet with fuzzed flags, sequence and
@@ -117,12 +118,22 @@ static void wire_pop(uint32_t i)
     F.nwire--;
 }
 
-static void deliver(uint32_t i, int dup)
+/* split: through demux + input_conn (the owning green thread's path), with
+ * the id perturbed when split > 1 (a stale or wrong id must be looked up again). */
+static void deliver(uint32_t i, int dup, int split)
 {
     if (i >= F.nwire)
         return;
     struct wpkt *w = &F.wire[i];
-    int r = osvrt_tcp_input(F.st[w->to], w->b, w->len, 0, F.now);
+    int r;
+    if (split) {
+        int32_t id = osvrt_tcp_demux(F.st[w->to], w->b, w->len, 0);
+        if (split > 1)
+            id = id < 0 ? split : id ^ split;
+        r = osvrt_tcp_input_conn(F.st[w->to], id, w->b, w->len, 0, F.now);
+    } else {
+        r = osvrt_tcp_input(F.st[w->to], w->b, w->len, 0, F.now);
+    }
     FUZZ_CHECK(r >= 0 && r < OSVRT_TCP_NDROPS);
     if (!dup)
         wire_pop(i);
@@ -198,18 +209,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t size)
         uint8_t arg = i < size ? d[i] : 0;
         struct conn *c = conn_at(op >> 4);
         switch (op & 0xf) {
-        case 0: case 1:
-            deliver(0, 0);
+        case 0:
+            deliver(0, 0, 0);
+            break;
+        case 1:
+            deliver(0, 0, op >> 4 == 0 ? 1 : (op >> 4) << 20 | 1);
             break;
         case 2:
             if (F.nwire)
                 wire_pop(0);                            /* lost */
             break;
         case 3:
-            deliver(0, 1);                              /* duplicated */
+            deliver(0, 1, 0);                           /* duplicated */
             break;
         case 4:
-            deliver(F.nwire ? arg % F.nwire : 0, 0);    /* reordered */
+            deliver(F.nwire ? arg % F.nwire : 0, 0, 1); /* reordered */
             i++;
             break;
         case 5: {                                       /* time passes */
