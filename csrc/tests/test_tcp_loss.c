@@ -425,8 +425,47 @@ static void test_silly_window_avoided(void)
     pair_free(&p);
 }
 
+
+/* A receiver that drains a whole flight before it answers sends one
+ * (stretch) ACK per flight; slow start must still double the window per
+ * round trip, not add one MSS. */
+static void test_slow_start_with_stretch_acks(void)
+{
+    struct osvrt_tcp_config cfg;
+    osvrt_tcp_config_init(&cfg);
+    cfg.sndbuf = cfg.rcvbuf = 4 << 20;
+    struct pair p;
+    pair_init(&p, &cfg, &cfg);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    static uint8_t buf[4 << 20];
+    CHECK_EQ(osvrt_tcp_send(p.st[0], c, buf, sizeof buf, p.now), sizeof buf);
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    uint32_t iw = ci.cwnd;
+    uint8_t pkt[2048];
+    for (int round = 0; round < 5; round++) {
+        uint32_t acks = 0;
+        int32_t n;
+        while ((n = osvrt_tcp_output(p.st[0], pkt, sizeof pkt, p.now)) > 0)
+            CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, (uint32_t)n, 0, p.now), 0);
+        while ((n = osvrt_tcp_output(p.st[1], pkt, sizeof pkt, p.now)) > 0) {
+            CHECK_EQ(osvrt_tcp_input(p.st[0], pkt, (uint32_t)n, 0, p.now), 0);
+            acks++;
+        }
+        CHECK_EQ(acks, 1);          /* one ACK for the whole flight */
+        while (osvrt_tcp_recv(p.st[1], s, pkt, sizeof pkt, p.now) > 0)
+            ;
+        p.now += MS;
+    }
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    CHECK_MSG(ci.cwnd >= iw << 5, "cwnd %u after 5 round trips from %u", ci.cwnd, iw);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_slow_start_with_stretch_acks();
     test_silly_window_avoided();
     test_reassembly_bounded();
     test_fast_retransmit();

@@ -919,7 +919,12 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
                 c->cwnd = c->snd_mss;
         }
     } else if (c->cwnd < c->ssthresh) {
-        c->cwnd += acked < c->snd_mss ? acked : c->snd_mss;  /* slow start */
+        /* Slow start, by bytes acknowledged (RFC 3465) without its per-ACK limit L,
+         * as Linux: a receiver that drains a batch of segments before it sends
+         * acknowledges them all in one ACK, and 1 MSS per such ACK would starve
+         * the window.  It stops at ssthresh; congestion avoidance goes on. */
+        uint32_t room = c->ssthresh - c->cwnd;
+        c->cwnd += acked < room ? acked : room;
     } else {
         c->ca_acked += acked;                                /* congestion avoidance: +1 MSS per cwnd */
         if (c->ca_acked >= c->cwnd) {
