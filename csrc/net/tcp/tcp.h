@@ -5,7 +5,7 @@
  *   2026-12-05 20:15 UTC  implemented; API unchanged.
  *   2026-12-05 20:20 UTC  output_pending documented as "may have" (it was
  *                         always so); tcp_seg.c joins _core's sources.
- *   2026-12-05 20:45 UTC  added osvrt_tcp_output_many, osvrt_tcp_input_many
+ *   2026-12-05 20:39 UTC  added osvrt_tcp_output_many, osvrt_tcp_input_many
  *                         (batches: one cffi call for many packets).
  *
  * What it is.  A TCP endpoint for one local IPv4 address that never makes a
