@@ -219,8 +219,9 @@ struct osvrt_tcp_stack;
  * addr and isn_key, which the caller must set. */
 void osvrt_tcp_config_init(struct osvrt_tcp_config *cfg);
 
-/* Make a stack.  Returns NULL with *err = -EINVAL (a bad field: mss < 64 or
- * > 65495, buffers < 2*mss or > 1 GiB, max_conns > OSVRT_TCP_MAX_CONNS) or
+/* Make a stack.  Returns NULL with *err = -EINVAL (a bad field: addr 0,
+ * mss < 64 or > 65495, buffers < 2*mss or > 1 GiB, max_conns >
+ * OSVRT_TCP_MAX_CONNS, a negative time, rto_max_ns < rto_min_ns) or
  * -ENOMEM.  The config is copied. */
 struct osvrt_tcp_stack *osvrt_tcp_new(const struct osvrt_tcp_config *cfg, int *err);
 
