@@ -18,7 +18,9 @@ SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c
                                  "runtime.c")]
 SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c",
                                 "rx_workers.c")]
-INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net")]
+# csrc/net/tcp: the sans-I/O TCP engine that osvrt/net/tcp/ drives (tcp.h).
+SOURCES += ["net/tcp/" + s for s in ("tcp.c", "tcp_seg.c")]
+INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net", "net/tcp")]
 # -g and frame pointers: perf record -g walks and names the frames of _core
 # (the default x86-64 -O2 omits the frame pointer, and a perf without DWARF
 # unwinding then loses the caller of every C function).  -Werror: as the engine.
@@ -159,6 +161,95 @@ int osvrt_attach_drop_all(int fd);
 
 """
 
+# ---- the TCP engine (csrc/net/tcp/tcp.h; driven by osvrt/net/tcp/) ----
+# Every call is plain C on the caller's thread (the stack's owning worker);
+# the structs are declared field by field so Python can fill and read them.
+CDEF += """
+#define OSVRT_TCP_MAX_CONNS ...
+#define OSVRT_TCP_MAX_HOLES ...
+#define OSVRT_TCP_MIN_OUT ...
+#define OSVRT_TCP_IN_CSUM_OK ...
+#define OSVRT_TCP_EV_READABLE ...
+#define OSVRT_TCP_EV_WRITABLE ...
+#define OSVRT_TCP_EV_ESTABLISHED ...
+#define OSVRT_TCP_EV_ACCEPTABLE ...
+#define OSVRT_TCP_EV_CLOSED ...
+#define OSVRT_TCP_EV_RESET ...
+#define OSVRT_TCP_EV_ERROR ...
+enum osvrt_tcp_state {
+    OSVRT_TCP_CLOSED, OSVRT_TCP_LISTEN, OSVRT_TCP_SYN_SENT, OSVRT_TCP_SYN_RECEIVED,
+    OSVRT_TCP_ESTABLISHED, OSVRT_TCP_FIN_WAIT_1, OSVRT_TCP_FIN_WAIT_2, OSVRT_TCP_CLOSE_WAIT,
+    OSVRT_TCP_CLOSING, OSVRT_TCP_LAST_ACK, OSVRT_TCP_TIME_WAIT, OSVRT_TCP_NSTATES
+};
+enum osvrt_tcp_drop {
+    OSVRT_TCP_DROP_NONE, OSVRT_TCP_DROP_NOT_TCP, OSVRT_TCP_DROP_BAD_IP, OSVRT_TCP_DROP_FRAGMENT,
+    OSVRT_TCP_DROP_BAD_IP_CSUM, OSVRT_TCP_DROP_NOT_OURS, OSVRT_TCP_DROP_TRUNC_TCP,
+    OSVRT_TCP_DROP_BAD_OFFSET, OSVRT_TCP_DROP_BAD_OPTIONS, OSVRT_TCP_DROP_BAD_CSUM,
+    OSVRT_TCP_DROP_BAD_FLAGS, OSVRT_TCP_DROP_NO_CONN, OSVRT_TCP_DROP_BACKLOG,
+    OSVRT_TCP_DROP_OUT_OF_WINDOW, OSVRT_TCP_DROP_BAD_ACK, OSVRT_TCP_DROP_RST_INVALID,
+    OSVRT_TCP_DROP_NO_ROOM, OSVRT_TCP_DROP_STALE_ID, OSVRT_TCP_NDROPS
+};
+struct osvrt_tcp_config {
+    uint32_t addr; uint32_t mss; uint32_t sndbuf; uint32_t rcvbuf; uint32_t max_conns;
+    uint32_t syn_retries; uint32_t max_retries; uint32_t keepalive_probes;
+    int64_t rto_initial_ns; int64_t rto_min_ns; int64_t rto_max_ns; int64_t delack_ns;
+    int64_t time_wait_ns; int64_t keepalive_ns; uint64_t isn_key[2];
+};
+struct osvrt_tcp_stats {
+    uint64_t segs_in, segs_out, bytes_in, bytes_out, retransmits, rto_expiries,
+             fast_retransmits, dup_acks, ooo_segments, dup_segments, zero_window_probes,
+             keepalive_probes, delayed_acks, challenge_acks, rsts_in, rsts_out, active_opens,
+             passive_opens, accepts, timeouts, ctl_overflow;
+    uint64_t drops[18];
+    uint64_t conns[11];
+};
+struct osvrt_tcp_event { int32_t id; uint32_t flags; };
+struct osvrt_tcp_conn_info {
+    uint32_t state; uint32_t local_addr, remote_addr; uint16_t local_port, remote_port;
+    int32_t error; uint32_t readable; uint32_t send_space; uint32_t unsent; uint32_t in_flight;
+    uint32_t snd_mss; uint32_t snd_wnd; uint32_t rcv_wnd; uint32_t cwnd, ssthresh;
+    uint8_t snd_wscale, rcv_wscale; uint8_t eof; uint8_t pad;
+    int64_t srtt_ns, rttvar_ns, rto_ns; uint64_t retransmits;
+};
+struct osvrt_tcp_stack;
+
+void osvrt_tcp_config_init(struct osvrt_tcp_config *cfg);
+struct osvrt_tcp_stack *osvrt_tcp_new(const struct osvrt_tcp_config *cfg, int *err);
+void osvrt_tcp_free(struct osvrt_tcp_stack *s);
+int32_t osvrt_tcp_demux(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len, uint32_t flags);
+int osvrt_tcp_input_conn(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *pkt, uint32_t len,
+                         uint32_t flags, int64_t now_ns);
+int osvrt_tcp_input(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len, uint32_t flags,
+                    int64_t now_ns);
+int32_t osvrt_tcp_output(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t cap, int64_t now_ns);
+int32_t osvrt_tcp_output_many(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t stride,
+                              uint32_t *lens, uint32_t max, int64_t now_ns);
+uint32_t osvrt_tcp_input_many(struct osvrt_tcp_stack *s, const uint8_t *base, const uint32_t *offs,
+                              const uint32_t *lens, uint32_t n, uint32_t flags, int64_t now_ns,
+                              uint8_t *results);
+int osvrt_tcp_output_pending(const struct osvrt_tcp_stack *s);
+int64_t osvrt_tcp_next_deadline(const struct osvrt_tcp_stack *s);
+int osvrt_tcp_on_timer(struct osvrt_tcp_stack *s, int64_t now_ns);
+uint32_t osvrt_tcp_events(struct osvrt_tcp_stack *s, struct osvrt_tcp_event *out, uint32_t max);
+int32_t osvrt_tcp_listen(struct osvrt_tcp_stack *s, uint32_t port, uint32_t backlog);
+int32_t osvrt_tcp_accept(struct osvrt_tcp_stack *s, int32_t lid, uint32_t *raddr, uint16_t *rport);
+int32_t osvrt_tcp_connect(struct osvrt_tcp_stack *s, uint32_t raddr, uint32_t rport,
+                          uint32_t lport, int64_t now_ns);
+int64_t osvrt_tcp_send(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *buf, uint64_t len,
+                       int64_t now_ns);
+int64_t osvrt_tcp_recv(struct osvrt_tcp_stack *s, int32_t id, uint8_t *buf, uint64_t cap,
+                       int64_t now_ns);
+int osvrt_tcp_shutdown_write(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
+int osvrt_tcp_close(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
+int osvrt_tcp_abort(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
+int osvrt_tcp_state(const struct osvrt_tcp_stack *s, int32_t id);
+int osvrt_tcp_conn_info(const struct osvrt_tcp_stack *s, int32_t id,
+                        struct osvrt_tcp_conn_info *out);
+void osvrt_tcp_get_stats(const struct osvrt_tcp_stack *s, struct osvrt_tcp_stats *out);
+const char *osvrt_tcp_state_name(int state);
+const char *osvrt_tcp_drop_name(int reason);
+"""
+
 # Thin adapters kept out of the C core: they only re-shape arguments for cffi.
 GLUE = """
 #include "osvrt.h"
@@ -199,6 +290,7 @@ const char *const osvrt_stats_names[11] = { OSVRT_STATS_FIELDS(OSVRT_STATS_NAME)
 GLUE += """
 #include "classifier.h"
 #include "rx_workers.h"
+#include "tcp.h"
 /* frames this CPU's worker took from the classifier's ring (rx_workers.h) */
 static uint64_t osvrt_rt_rx_frames(struct osvrt_rt *rt, uint32_t cpu)
 { return atomic_load_explicit(&rt->cpus[cpu].rx_frames, memory_order_relaxed); }

@@ -22,14 +22,7 @@
 #include "classifier.h"
 #include "packet.h"
 
-/* A broken invariant: say which, then crash (the fuzzer saves the input). */
-#define FUZZ_CHECK(c)                                                            \
-    do {                                                                         \
-        if (!(c)) {                                                              \
-            fprintf(stderr, "%s:%d: FUZZ_CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
-            abort();                                                             \
-        }                                                                        \
-    } while (0)
+#include "fuzz_check.h"
 
 static struct osvrt_net *net;
 
