@@ -87,7 +87,17 @@ def _norm_fields(fields, consts):
 
 
 def numeric_macros(text):
-    return dict(re.findall(r"^\s*#\s*define\s+(\w+)\s+(\d+)\b", _strip_comments(text), re.M))
+    """Macros with a number, and enum members with their values (counted on
+    from the last explicit one, as C does: a NAMES_COUNT member sizes arrays)."""
+    text = _strip_comments(text)
+    out = dict(re.findall(r"^\s*#\s*define\s+(\w+)\s+(\d+)\b", text, re.M))
+    for body in re.findall(r"enum\s+\w*\s*\{([^}]*)\}", text):
+        value = -1
+        for member in filter(None, (m.strip() for m in body.split(","))):
+            name, _, explicit = (p.strip() for p in member.partition("="))
+            value = int(explicit, 0) if explicit.isdigit() else value + 1
+            out.setdefault(name, str(value))
+    return out
 
 
 def macros_and_enums(text):
@@ -103,7 +113,7 @@ def _headers(*dirs):
 
 
 BUILDS = [
-    ("osvrt/_build.py", ("core", "net")),
+    ("osvrt/_build.py", ("core", "net", "net/tcp")),
     ("osvrt/bench/_build_peers.py", ("core", "net", "bench")),
 ]
 
