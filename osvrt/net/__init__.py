@@ -35,6 +35,7 @@ from .sockets import (Listener, Stream, UdpSocket, getaddrinfo, open_tcp_stream,
                       open_unix_stream, tcp_listen, udp_socket, unix_listen)
 from .channels.udp import UdpEndpoint, udp_bind
 from .server import serve_tcp, serving_cpus
+from .tcp import UserStack, user_stack
 
 # The names these modules had before the #22 layout (osvrt.net.streams,
 # osvrt.net.udp), kept importable for callers written against them.
@@ -47,4 +48,4 @@ udp = _udp
 
 __all__ = ["Listener", "Stream", "UdpEndpoint", "UdpSocket", "configure", "getaddrinfo",
            "net_of", "open_tcp_stream", "open_unix_stream", "serve_tcp", "serving_cpus",
-           "tcp_listen", "udp_bind", "udp_socket", "unix_listen"]
+           "tcp_listen", "udp_bind", "udp_socket", "unix_listen", "UserStack", "user_stack"]
