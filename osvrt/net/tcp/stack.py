@@ -37,7 +37,9 @@ from ...readiness import ClosedResourceError, wait_readable
 from ...sync import Event
 from . import wire
 from .arp import Arp
+from .conn import Conn, oserror
 from .link import Link
+from .streams import Listener, Stream
 
 log = logging.getLogger("osvrt")
 
@@ -107,27 +109,6 @@ def check_port(port, what="port", allow_zero=False):
     return port
 
 
-def _oserror(rc, what):
-    """OSError for the engine's negative errno rc (the subclass that errno
-    maps to: ConnectionResetError, ConnectionRefusedError, TimeoutError...)."""
-    e = -rc
-    return OSError(e, f"{what}: {os.strerror(e)}")
-
-
-class _Conn:
-    """What the stack knows of one id of the engine: the events its green
-    threads wait on, and whether the application released it."""
-    __slots__ = ("id", "readable", "writable", "remote", "closed", "failed", "__weakref__")
-
-    def __init__(self, cid, remote=None):
-        self.id = cid
-        self.readable = Event()
-        self.writable = Event()
-        self.remote = remote            # (ip bytes, port) for connections
-        self.closed = False             # released by the application (or the stack closed)
-        self.failed = 0                 # an errno the link found (EHOSTUNREACH) before TCP did
-
-
 class UserStack:
     """A running stack.  Made by `await osvrt.net.user_stack(...)`."""
 
@@ -150,7 +131,7 @@ class UserStack:
         err = ffi.new("int *")
         cs = lib.osvrt_tcp_new(cfg, err)
         if cs == ffi.NULL:
-            raise _oserror(err[0] or -errno.ENOMEM, "osvrt.net.user_stack: the TCP engine")
+            raise oserror(err[0] or -errno.ENOMEM, "osvrt.net.user_stack: the TCP engine")
         self._cs = ffi.gc(cs, lib.osvrt_tcp_free)
         self._out_cap = 40 + 60 + max(int(cfg.mss), 1460)
         self._tx = bytearray(wire.ETH_HLEN + self._out_cap)
@@ -437,7 +418,6 @@ class UserStack:
     async def tcp_listen(self, port, *, backlog=128):
         """A Listener on port of the stack's address (port 0: not supported by
         the engine; pick one).  backlog: 1..65535."""
-        from .streams import Listener
         check_port(port)
         if isinstance(backlog, bool) or not isinstance(backlog, int):
             raise TypeError(f"backlog must be an int, not {backlog!r}")
@@ -448,15 +428,14 @@ class UserStack:
         self._check_open()
         lid = lib.osvrt_tcp_listen(self._cs, port, backlog)
         if lid < 0:
-            raise _oserror(lid, f"listening on {self.address.ip}:{port}")
-        c = self._conns[lid] = _Conn(lid)
+            raise oserror(lid, f"listening on {self.address.ip}:{port}")
+        c = self._conns[lid] = Conn(lid)
         return Listener(self, c, (str(self.address.ip), port))
 
     async def open_tcp_stream(self, host, port, *, timeout=None):
         """Connect to (host, port) through this stack; a Stream.  host: an IPv4
         address on the stack's link (or a name resolving to one)."""
         from ...checks import check_timeout
-        from .streams import Stream
         check_port(port)
         timeout = check_timeout(timeout)
         self._check_open()
@@ -466,8 +445,8 @@ class UserStack:
         now = _now()
         cid = lib.osvrt_tcp_connect(self._cs, int(ip), port, 0, now)
         if cid < 0:
-            raise _oserror(cid, f"connecting to {host}:{port}")
-        c = self._conns[cid] = _Conn(cid, (ip.packed, port))
+            raise oserror(cid, f"connecting to {host}:{port}")
+        c = self._conns[cid] = Conn(cid, (ip.packed, port))
         stream = Stream(self, c)
         try:
             self._pump(now)

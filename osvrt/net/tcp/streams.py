@@ -22,7 +22,7 @@ import time
 from ..._core import ffi, lib
 from ...readiness import ClosedResourceError
 from ...deadline import timeout as _timeout_scope
-from .stack import _oserror
+from .conn import Conn, oserror
 
 _EAGAIN = -errno.EAGAIN
 _now = time.monotonic_ns
@@ -127,7 +127,7 @@ class Stream(_Base):
                         return
                     info = self._info()
                     if info is not None and info.error:
-                        raise _oserror(info.error, f"connecting to {what}")
+                        raise oserror(info.error, f"connecting to {what}")
                     if state == lib.OSVRT_TCP_CLOSED or state < 0:
                         raise OSError(errno.ECONNREFUSED, f"connecting to {what}: refused")
                     c.writable.clear()
@@ -156,7 +156,7 @@ class Stream(_Base):
                 st._pump()                    # a window update may be due
                 return data
             if rc != _EAGAIN:
-                raise _oserror(rc, "recv")
+                raise oserror(rc, "recv")
             c.readable.clear()
             await c.readable.wait()
             if c.closed:
@@ -181,7 +181,7 @@ class Stream(_Base):
                 st._pump()
                 return rc
             if rc != _EAGAIN:
-                raise _oserror(rc, "recv_into")
+                raise oserror(rc, "recv_into")
             c.readable.clear()
             await c.readable.wait()
             if c.closed:
@@ -206,7 +206,7 @@ class Stream(_Base):
                     return
                 continue
             if rc != _EAGAIN:
-                raise _oserror(rc, "sendall")
+                raise oserror(rc, "sendall")
             c.writable.clear()
             await c.writable.wait()
             if c.closed:
@@ -219,7 +219,7 @@ class Stream(_Base):
         st = self._stack
         rc = lib.osvrt_tcp_shutdown_write(st._cs, self._c.id, _now())
         if rc < 0 and rc != -errno.ENOTCONN:
-            raise _oserror(rc, "send_eof")
+            raise oserror(rc, "send_eof")
         st._pump()
 
     def __repr__(self):
@@ -237,7 +237,6 @@ class Listener(_Base):
 
     async def accept(self):
         """(Stream, (host, port)) of the oldest connection waiting."""
-        from .stack import _Conn
         await self._enter()
         st, c = self._stack, self._c
         while True:
@@ -245,11 +244,11 @@ class Listener(_Base):
             if cid >= 0:
                 ip = ipaddress.IPv4Address(st._raddr[0])
                 port = st._rport[0]
-                conn = st._conns[cid] = _Conn(cid, (ip.packed, port))
+                conn = st._conns[cid] = Conn(cid, (ip.packed, port))
                 st._pump()
                 return Stream(st, conn), (str(ip), port)
             if cid != _EAGAIN:
-                raise _oserror(cid, "accept")
+                raise oserror(cid, "accept")
             c.readable.clear()
             await c.readable.wait()
             if c.closed:
