@@ -21,6 +21,8 @@ CLONE_NEWNET = 0x40000000
 STACK_IP = "198.18.0.2"
 PEER_IP = "198.18.0.1"
 PREFIX = 24
+KERNEL_IP = "198.18.1.2"        # the kernel-socket server of the bench rows
+KERNEL_PEER_IP = "198.18.1.1"
 _count = itertools.count()
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -100,8 +102,13 @@ class Topology:
     stack) and `mid_b` (towards the peer), and start_relay() runs the relay
     there."""
 
-    def __init__(self, relay=False, tx_checksum=False, mtu=1500):
+    def __init__(self, relay=False, tx_checksum=False, mtu=1500, kernel_server=False):
         n = f"{os.getpid() % 100000}x{next(_count)}"
+        # kernel_server: a third namespace `kernel_ns`, one veth hop from the
+        # peer too (KERNEL_IP, on its own /24), for the kernel-socket peer.
+        self.kernel_ns = f"osvrt-k{n}" if kernel_server else None
+        self.kernel_if, self.peer_kif = f"tk{n}", f"tq{n}"
+        self.kernel_ip = KERNEL_IP
         self.stack_ns, self.peer_ns = f"osvrt-s{n}", f"osvrt-p{n}"
         self.stack_if, self.peer_if = f"ts{n}", f"tp{n}"
         self.mid_ns = f"osvrt-m{n}" if relay else None
@@ -141,6 +148,13 @@ class Topology:
         ip("link", "set", self.peer_if, "up", ns=self.peer_ns)
         if not tx_checksum:
             set_tx_checksum(self.peer_ns, self.peer_if, False)
+        if self.kernel_ns is not None:
+            self._ns(self.kernel_ns)
+            self._veth(self.kernel_if, self.kernel_ns, self.peer_kif, self.peer_ns, mtu)
+            ip("addr", "add", f"{KERNEL_IP}/{PREFIX}", "dev", self.kernel_if, ns=self.kernel_ns)
+            ip("link", "set", self.kernel_if, "up", ns=self.kernel_ns)
+            ip("addr", "add", f"{KERNEL_PEER_IP}/{PREFIX}", "dev", self.peer_kif, ns=self.peer_ns)
+            ip("link", "set", self.peer_kif, "up", ns=self.peer_ns)
 
     def _veth(self, a, ns_a, b, ns_b, mtu):
         ip("link", "add", a, "mtu", mtu, "type", "veth", "peer", "name", b, "mtu", mtu)
@@ -188,6 +202,14 @@ class Topology:
     def peer_socket(self, *args):
         """A kernel socket made in the peer namespace."""
         return self.in_peer(socket.socket, *args)
+
+    def popen_in(self, ns, cmd, **kwargs):
+        """A process started in namespace ns that imports the osvrt this
+        process runs (PYTHONPATH), as subprocess.Popen."""
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=env, **kwargs)
 
     def peer_run(self, *cmd, **kwargs):
         """A command run in the peer namespace (subprocess.run)."""
