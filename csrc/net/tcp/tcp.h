@@ -1,7 +1,8 @@
 /* tcp.h - osvrt's TCP protocol engine (RFC 9293), sans-I/O.
  *
  * API history (tcpstack reads this; the API only grows):
- *   2026-12-05 20:10 UTC  first version.
+ *   2026-12-05 19:58 UTC  first version (skeleton).
+ *   2026-12-05 20:15 UTC  implemented; API unchanged.
  *
  * What it is.  A TCP endpoint for one local IPv4 address that never makes a
  * system call and never reads a clock.  It is fed
