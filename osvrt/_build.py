@@ -18,7 +18,7 @@ SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c
                                  "wake.c")]
 SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c")]
 # csrc/net/tcp: the sans-I/O TCP engine that osvrt/net/tcp/ drives (tcp.h).
-SOURCES += ["net/tcp/" + s for s in ("tcp.c",)]
+SOURCES += ["net/tcp/" + s for s in ("tcp.c", "tcp_seg.c")]
 INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net", "net/tcp")]
 # -g and frame pointers: perf record -g walks and names the frames of _core
 # (the default x86-64 -O2 omits the frame pointer, and a perf without DWARF
