@@ -91,7 +91,7 @@ def test_eight_connections_through_a_lossy_relay(lossy_topo):
     counts = topo.relay_counts()
     assert counts["dropped"] > 0 and counts["duplicated"] > 0 and counts["delayed"] > 0
     assert stats["retransmissions"] > 0
-    assert stats["tcp"]["bytes_in"] == 8 * 128 * 1024
+    assert stats["tcp"]["ooo_segments"] > 0
 
 
 def test_app_thread_on_another_cpu(topo):
@@ -191,7 +191,7 @@ def test_refused_both_ways(topo):
     assert "198.18.0.1:7999" in str(mine)
     assert isinstance(theirs, ConnectionRefusedError)
     assert stats["tcp"]["rsts_in"] >= 1 and stats["tcp"]["rsts_out"] >= 1
-    assert stats["dropped"]["no_conn" if "no_conn" in stats["dropped"] else "tcp_drop_11"] >= 1
+    assert stats["dropped"]["no_connection"] >= 1
 
 
 def test_peer_reset_is_connection_reset_error(topo):

@@ -396,7 +396,9 @@ class UserStack:
             except TimeoutError:
                 pass
             kick.clear()
-            self._armed = NEVER
+            # Awake: the loop recomputes the deadline before it sleeps again,
+            # so nobody (our own _pump below included) needs to kick it.
+            self._armed = 0
             if self.closed:
                 return
             while self._deferred:
