@@ -8,8 +8,7 @@ import pytest
 
 from osvrt.bench import netns
 
-OK, WHY = netns.can_make_namespaces()
-needs_netns = pytest.mark.skipif(not OK, reason=f"user_stack tests: {WHY}")
+from tcp_support import OK, WHY
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import socket
 import threading
 
 import osvrt
+from osvrt.bench import netns
 
+OK, WHY = netns.can_make_namespaces()
 T = 60            # seconds a whole scenario may take before the test fails
 
 
@@ -35,7 +37,8 @@ class PeerThread(threading.Thread):
         except BaseException as e:
             self.error = e
 
-    def outcome(self, timeout=T):
+    def outcome(self, timeout=None):
+        timeout = T if timeout is None else timeout
         self.join(timeout)
         if self.is_alive():
             raise AssertionError("the peer thread did not finish in time")

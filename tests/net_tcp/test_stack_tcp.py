@@ -5,6 +5,7 @@ connections echoing with SHA-256 equal (a few MiB here; 64 MiB in the soak
 suite), the same through a relay that drops, duplicates and reorders
 frames, statistics that move as they should, closing, and one echo handler
 that runs unchanged on kernel streams and on the stack's streams."""
+import errno
 import hashlib
 import socket
 
@@ -14,7 +15,7 @@ import osvrt
 import osvrt.net
 from osvrt import kernel
 
-from tcp_support import T, PeerThread, kernel_echo_client, pattern, run_stack
+from tcp_support import OK, T, WHY, PeerThread, kernel_echo_client, pattern, run_stack
 
 PORT = 7000
 
@@ -55,7 +56,7 @@ def check_echoes(clients):
         assert back == sha
 
 
-def _echo_run(topo, n, size, cpus=1):
+def _echo_run(topo, n, size, cpus=1, limit=T):
     async def main():
         stack = await osvrt.net.user_stack(topo.stack_if, topo.cidr)
         try:
@@ -66,7 +67,7 @@ def _echo_run(topo, n, size, cpus=1):
             return stack.stats()
         finally:
             await stack.aclose()
-    return run_stack(topo, main, cpus=cpus)
+    return run_stack(topo, main, cpus=cpus, limit=limit)
 
 
 def test_kernel_client_to_stack_server(topo):
@@ -311,3 +312,34 @@ def test_runtime_stop_closes_the_stack(topo):
     assert box["stack"].closed
     assert box["stats"]["stacks"][0]["address"] == topo.cidr
 
+
+
+def test_peer_with_checksum_offload():
+    """A veth peer left as the kernel makes it (tx checksum offload on, so
+    TSO too): its frames carry partial TCP checksums (TP_STATUS_CSUMNOTREADY)
+    and may be larger than the MTU; the stack accepts them as the kernel's
+    own receive path does, and the data is intact."""
+    from osvrt.bench import netns
+    if not OK:
+        pytest.skip(f"user_stack tests: {WHY}")
+    with netns.Topology(tx_checksum=True) as topo:
+        stats = _echo_run(topo, 2, 400_000)
+    assert stats["link"]["checksum_partial"] > 0
+    assert stats["dropped"]["bad_checksum"] == 0
+
+
+def test_unanswered_arp_fails_the_connect(topo):
+    """A host on the link that never answers ARP: after three requests a
+    second apart, open_tcp_stream raises EHOSTUNREACH (as the kernel's
+    connect does), not after every SYN retransmission."""
+    async def main():
+        stack = await osvrt.net.user_stack(topo.stack_if, topo.cidr)
+        try:
+            with pytest.raises(OSError) as info:
+                await stack.open_tcp_stream("198.18.0.77", 80)
+            return info.value, stack.stats()
+        finally:
+            await stack.aclose()
+    err, stats = run_stack(topo, main)
+    assert err.errno == errno.EHOSTUNREACH and "198.18.0.77:80" in str(err)
+    assert stats["arp"]["requests_out"] >= 3 and stats["arp"]["unresolved_drops"] >= 1
