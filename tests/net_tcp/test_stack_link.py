@@ -189,6 +189,11 @@ def test_bad_arguments_name_the_value(topo):
                 await osvrt.net.user_stack(*args)
             except (OSError, ValueError, TypeError) as e:
                 errors[args] = e
+        for bad in (0, 1 << 21, "many"):
+            try:
+                await osvrt.net.user_stack(topo.stack_if, topo.cidr, max_connections=bad)
+            except (TypeError, ValueError) as e:
+                errors[("max_connections", bad)] = e
         stack = await osvrt.net.user_stack(topo.stack_if, topo.cidr)
         try:
             for port in (0, 65536, -1):
@@ -233,6 +238,8 @@ def test_bad_arguments_name_the_value(topo):
         assert e.errno == errno.ENETUNREACH and host in str(e)
     assert "0" in str(errors[("connect", 0)])
     assert "second" not in errors
+    for bad in (0, 1 << 21, "many"):
+        assert "max_connections" in str(errors[("max_connections", bad)])
 
 
 def test_down_link_and_kernel_owned_address(topo):

@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 from ..catalog import row
 from ..measure import Contender, Measure, Target, Unavailable
@@ -38,13 +39,18 @@ class _Servers:
             raise
 
     def _start(self, ns, args):
+        # stderr to an unnamed file, not a pipe: a pipe nobody reads fills
+        # (64 KiB of log) and then blocks the server in the middle of a round.
+        err = tempfile.TemporaryFile()
         p = self.topo.popen_in(ns, [sys.executable, "-P", "-m", "osvrt.bench.usertcp", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=err, text=True)
         self.procs.append(p)
         line = p.stdout.readline()
         if line.strip() != "ready":
             p.kill()
-            raise RuntimeError(f"the {args[0]} server did not start: {p.stderr.read()[-1500:]}")
+            err.seek(0)
+            raise RuntimeError(f"the {args[0]} server did not start: "
+                               f"{err.read()[-1500:].decode(errors='replace')}")
 
     def host(self, name):
         return self.topo.stack_ip if name == "osvrt_user_stack" else self.topo.kernel_ip

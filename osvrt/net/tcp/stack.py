@@ -112,7 +112,7 @@ def check_port(port, what="port", allow_zero=False):
 class UserStack:
     """A running stack.  Made by `await osvrt.net.user_stack(...)`."""
 
-    def __init__(self, rt, link, iface, cpu):
+    def __init__(self, rt, link, iface, cpu, max_connections=16384):
         self.rt = rt
         self.cpu = cpu
         self.interface = link.interface
@@ -126,6 +126,10 @@ class UserStack:
         lib.osvrt_tcp_config_init(cfg)
         cfg.addr = self._ip_int
         cfg.mss = max(536, min(link.mtu, 65535) - 40)
+        # Connections in TIME_WAIT hold their slot for 60 s: a server that
+        # closes first keeps rate x 60 s of them (the engine's default, 4096,
+        # fills at 70 connections a second).
+        cfg.max_conns = max_connections
         key = os.urandom(16)
         cfg.isn_key[0], cfg.isn_key[1] = struct.unpack("QQ", key)
         err = ffi.new("int *")
@@ -580,11 +584,15 @@ def _stacks_of(rt):
     return svc
 
 
-async def user_stack(interface, address):
+async def user_stack(interface, address, *, max_connections=16384):
     """Start a user-space TCP/IP stack that owns `address` (an IPv4 address
     with its prefix, '198.18.0.2/24') on the Ethernet link `interface` (a
     veth end or a TAP with no kernel address).  Its protocol work runs on the
-    calling green thread's CPU.  Needs CAP_NET_RAW and CAP_NET_ADMIN."""
+    calling green thread's CPU.  max_connections: connections (TIME_WAIT
+    included) and listeners at once, 1..2**20.  Needs CAP_NET_RAW and
+    CAP_NET_ADMIN."""
+    from ...checks import check_int
+    check_int("max_connections", max_connections, 1, 1 << 20)
     if not isinstance(interface, str) or not interface or len(interface) >= 16 \
             or "/" in interface or "\0" in interface:
         raise ValueError(f"osvrt.net.user_stack: interface must be a network interface name "
@@ -598,7 +606,7 @@ async def user_stack(interface, address):
         raise RuntimeError(f"osvrt.net.user_stack: {rt!r} is stopping")
     link = Link.open(interface, iface.ip.packed)
     try:
-        stack = UserStack(rt, link, iface, w.cpu_id)
+        stack = UserStack(rt, link, iface, w.cpu_id, max_connections)
         _stacks_of(rt).add(stack)
     except BaseException:
         link.close()
