@@ -343,3 +343,57 @@ def test_unanswered_arp_fails_the_connect(topo):
     err, stats = run_stack(topo, main)
     assert err.errno == errno.EHOSTUNREACH and "198.18.0.77:80" in str(err)
     assert stats["arp"]["requests_out"] >= 3 and stats["arp"]["unresolved_drops"] >= 1
+
+
+def test_segments_run_in_the_owning_thread_and_a_cancelled_wait_loses_none(topo):
+    """A reader parked in recv() gets its connection's segments handed to it
+    (stats: segments_to_owner) and runs them through the engine itself; a
+    reader cancelled while segments wait for it leaves them to the next
+    reader, in order, with nothing lost."""
+    def client(go, done):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(T)
+        s.connect((topo.stack_ip, PORT))
+        s.sendall(b"first ")
+        go.wait(T)
+        s.sendall(b"second")
+        s.shutdown(socket.SHUT_WR)
+        done.wait(T)
+        s.close()
+
+    async def main():
+        import threading
+        go, done = threading.Event(), threading.Event()
+        stack = await osvrt.net.user_stack(topo.stack_if, topo.cidr)
+        try:
+            async with await stack.tcp_listen(PORT) as listener:
+                peer = PeerThread(topo.in_peer, client, go, done)
+                peer.start()
+                stream, _ = await listener.accept()
+                got = await stream.recv()
+                while got != b"first ":
+                    got += await stream.recv()
+                before = stack.stats()["link"]["segments_to_owner"]
+
+                async def reader():
+                    return await stream.recv()
+                t = osvrt.spawn(reader)
+                await osvrt.sleep(0.02)       # parked in recv
+                t.cancel()
+                with pytest.raises(osvrt.Cancelled):
+                    await t.join()
+                go.set()
+                rest = b""
+                while chunk := await stream.recv():
+                    rest += chunk
+                done.set()
+                await osvrt.to_thread(peer.outcome)
+                stream.close()
+                return got, rest, before, stack.stats()
+        finally:
+            await stack.aclose()
+
+    got, rest, before, stats = run_stack(topo, main)
+    assert (got, rest) == (b"first ", b"second")
+    assert before >= 1                        # "first " ran in the reader's thread
+    assert stats["link"]["segments_to_owner"] > before

@@ -156,7 +156,9 @@ class UserStack:
         self._deferred = deque()               # closes asked for from another CPU / OS thread
         self._threads = []
         self._drop_names = _drop_names()
+        self._handed = set()                   # connections whose inbox is not empty
         self.counters = {"frames_in": 0, "frames_out": 0, "checksum_partial": 0,
+                         "segments_to_owner": 0, "segments_in_link": 0,
                          "kernel_drops": 0, "icmp_echo_requests": 0, "icmp_echo_replies": 0}
         self.drops = dict.fromkeys(LINK_DROPS, 0)
 
@@ -184,7 +186,9 @@ class UserStack:
         if self.closed:
             return
         now = _now()
+        self._handed.clear()
         for c in list(self._conns.values()):
+            c.inbox = []
             lib.osvrt_tcp_abort(self._cs, c.id, now)
         self._pump(now)
         self._shut()
@@ -354,7 +358,7 @@ class UserStack:
                     # never on a wire, so not corrupted (tcp.h IN_CSUM_OK).
                     flags = lib.OSVRT_TCP_IN_CSUM_OK
                     self.counters["checksum_partial"] += 1
-                lib.osvrt_tcp_input(self._cs, self._rx_p, n - wire.ETH_HLEN, flags, now)
+                self._tcp(n, flags, now)
             elif proto == wire.IPPROTO_ICMP:
                 self._icmp(memoryview(rx)[wire.ETH_HLEN:n], now)
             else:
@@ -363,6 +367,49 @@ class UserStack:
             self._arp.input(memoryview(rx)[wire.ETH_HLEN:n], now)
         else:
             self.drops["ethertype"] += 1
+
+    def _tcp(self, n, flags, now):
+        """A TCP segment: find its connection (osvrt_tcp_demux, a lookup).
+        If a green thread of the application is parked on that connection
+        (recv, sendall, connect), or earlier segments wait for it, hand the
+        segment over: that thread runs the protocol for it when it wakes, so
+        the work is done, and charged, in the thread that owns the flow.
+        Otherwise (nobody waits: the owner is busy elsewhere, a listener, an
+        orphan in FIN_WAIT or TIME_WAIT) process it here, now."""
+        cs, p, size = self._cs, self._rx_p, n - wire.ETH_HLEN
+        cid = lib.osvrt_tcp_demux(cs, p, size, flags)
+        c = self._conns.get(cid) if cid >= 0 else None
+        if c is not None:
+            if c.waiting:
+                if not c.inbox:
+                    self._handed.add(c)
+                c.inbox.append((bytes(self._rx[wire.ETH_HLEN:n]), flags))
+                self.counters["segments_to_owner"] += 1
+                c.readable.set()
+                c.writable.set()
+                return
+            if c.inbox:
+                self.drain(c)       # its owner left its wait (cancelled): keep the order
+        self.counters["segments_in_link"] += 1
+        lib.osvrt_tcp_input_conn(cs, cid if cid >= 0 else -1, p, size, flags, now)
+
+    def drain(self, c):
+        """Run the segments handed to connection c through the engine, in
+        order, and send what they produced (called by c's owner, or by the
+        stack's threads before anything else touches c)."""
+        box, c.inbox = c.inbox, []
+        self._handed.discard(c)
+        if not box or self.closed:
+            return
+        cs, now = self._cs, _now()
+        for packet, flags in box:
+            lib.osvrt_tcp_input_conn(cs, c.id, ffi.from_buffer("uint8_t[]", packet), len(packet),
+                                     flags, now)
+        self._pump(now)
+
+    def _drain_all(self):
+        for c in list(self._handed):
+            self.drain(c)
 
     def _icmp(self, payload, now):
         ip = wire.parse_ipv4(payload)
@@ -407,6 +454,10 @@ class UserStack:
                 return
             while self._deferred:
                 self._deferred.popleft()()
+            # Segments handed to owners that have not run yet go first, so the
+            # timers see the connection as its peer left it (no needless
+            # retransmission of data an ACK in an inbox covers).
+            self._drain_all()
             now = _now()
             if lib.osvrt_tcp_next_deadline(cs) <= now:
                 lib.osvrt_tcp_on_timer(cs, now)
@@ -496,6 +547,7 @@ class UserStack:
         def now_release():
             if self._conns.get(c.id) is not c:
                 return
+            self.drain(c)                      # its segments first: they came before the close
             del self._conns[c.id]
             if not self.closed:
                 t = _now()

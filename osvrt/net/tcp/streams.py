@@ -119,6 +119,8 @@ class Stream(_Base):
         try:
             with scope:
                 while True:
+                    if c.inbox:
+                        st.drain(c)
                     if c.failed:
                         raise OSError(c.failed, f"connecting to {what}: "
                                                 f"{__import__('os').strerror(c.failed)}")
@@ -131,7 +133,7 @@ class Stream(_Base):
                     if state == lib.OSVRT_TCP_CLOSED or state < 0:
                         raise OSError(errno.ECONNREFUSED, f"connecting to {what}: refused")
                     c.writable.clear()
-                    await c.writable.wait()
+                    await c.wait(c.writable)
                     if c.closed:
                         raise _closed(self._what)
         except TimeoutError:
@@ -150,6 +152,8 @@ class Stream(_Base):
         st, c = self._stack, self._c
         cap = min(max_bytes, 1 << 16)
         while True:
+            if c.inbox:
+                st.drain(c)
             rc = lib.osvrt_tcp_recv(st._cs, c.id, st._scratch, cap, _now())
             if rc >= 0:
                 data = ffi.buffer(st._scratch, rc)[:]
@@ -158,7 +162,7 @@ class Stream(_Base):
             if rc != _EAGAIN:
                 raise oserror(rc, "recv")
             c.readable.clear()
-            await c.readable.wait()
+            await c.wait(c.readable)
             if c.closed:
                 raise _closed(self._what)
 
@@ -176,6 +180,8 @@ class Stream(_Base):
         st, c = self._stack, self._c
         p = ffi.from_buffer(view, require_writable=True)
         while True:
+            if c.inbox:
+                st.drain(c)
             rc = lib.osvrt_tcp_recv(st._cs, c.id, p, n, _now())
             if rc >= 0:
                 st._pump()
@@ -183,7 +189,7 @@ class Stream(_Base):
             if rc != _EAGAIN:
                 raise oserror(rc, "recv_into")
             c.readable.clear()
-            await c.readable.wait()
+            await c.wait(c.readable)
             if c.closed:
                 raise _closed(self._what)
 
@@ -198,6 +204,8 @@ class Stream(_Base):
         p = ffi.from_buffer(view)
         off = 0
         while True:
+            if c.inbox:
+                st.drain(c)
             rc = lib.osvrt_tcp_send(st._cs, c.id, p + off, total - off, _now())
             if rc > 0:
                 off += rc
@@ -208,7 +216,7 @@ class Stream(_Base):
             if rc != _EAGAIN:
                 raise oserror(rc, "sendall")
             c.writable.clear()
-            await c.writable.wait()
+            await c.wait(c.writable)
             if c.closed:
                 raise _closed(self._what)
 
@@ -217,6 +225,8 @@ class Stream(_Base):
         sent; we can still receive."""
         await self._enter()
         st = self._stack
+        if self._c.inbox:
+            st.drain(self._c)
         rc = lib.osvrt_tcp_shutdown_write(st._cs, self._c.id, _now())
         if rc < 0 and rc != -errno.ENOTCONN:
             raise oserror(rc, "send_eof")
@@ -240,6 +250,8 @@ class Listener(_Base):
         await self._enter()
         st, c = self._stack, self._c
         while True:
+            if c.inbox:
+                st.drain(c)             # SYNs and handshakes handed to the acceptor
             cid = lib.osvrt_tcp_accept(st._cs, c.id, st._raddr, st._rport)
             if cid >= 0:
                 ip = ipaddress.IPv4Address(st._raddr[0])
@@ -250,7 +262,7 @@ class Listener(_Base):
             if cid != _EAGAIN:
                 raise oserror(cid, "accept")
             c.readable.clear()
-            await c.readable.wait()
+            await c.wait(c.readable)
             if c.closed:
                 raise _closed(self._what)
 
