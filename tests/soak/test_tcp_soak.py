@@ -10,12 +10,11 @@ import time
 
 import pytest
 
-from conftest import MODE
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "net_tcp"))
 from tcp_support import OK, WHY  # noqa: E402
 from test_stack_tcp import _echo_run  # noqa: E402
 
+MODE = os.environ.get("OSVRT_SOAK", "short").strip().lower() or "short"
 TOTAL = {"long": 64 << 20, "short": 8 << 20}.get(MODE, 0)
 pytestmark = pytest.mark.skipif(not OK, reason=f"user_stack tests: {WHY}")
 
