@@ -105,19 +105,19 @@ def _pingpong(sizes, key, title, figure):
                    notes="sockperf ping-pong --tcp -m 64, one veth hop, server on 1 CPU")
 
 
-@row("usertcp_pingpong_p50", order=300, full=SIZES_FULL, quick=SIZES_QUICK)
+@row("usertcp_pingpong_p50", order=170, full=SIZES_FULL, quick=SIZES_QUICK)
 def usertcp_pingpong_p50(cpus, sizes):
     return _pingpong(sizes, "usertcp_pingpong_p50", "user-space TCP: sockperf ping-pong p50",
                      "p50_us")
 
 
-@row("usertcp_pingpong_p99", order=301, full=SIZES_FULL, quick=SIZES_QUICK)
+@row("usertcp_pingpong_p99", order=171, full=SIZES_FULL, quick=SIZES_QUICK)
 def usertcp_pingpong_p99(cpus, sizes):
     return _pingpong(sizes, "usertcp_pingpong_p99", "user-space TCP: sockperf ping-pong p99",
                      "p99_us")
 
 
-@row("usertcp_wrk_rps", order=302, full=SIZES_FULL, quick=SIZES_QUICK)
+@row("usertcp_wrk_rps", order=172, full=SIZES_FULL, quick=SIZES_QUICK)
 def usertcp_wrk_rps(cpus, sizes):
     from .. import usertcp
     seconds = sizes.get("usertcp_seconds", 1)
@@ -133,7 +133,7 @@ def usertcp_wrk_rps(cpus, sizes):
                    notes="wrk -t1 -c64, one veth hop, server on 1 CPU")
 
 
-@row("usertcp_connect_rate", order=303, full=SIZES_FULL, quick=SIZES_QUICK)
+@row("usertcp_connect_rate", order=173, full=SIZES_FULL, quick=SIZES_QUICK)
 def usertcp_connect_rate(cpus, sizes):
     from .. import usertcp
     seconds = sizes.get("usertcp_seconds", 1)
