@@ -53,7 +53,7 @@ class _Servers:
                                f"{err.read()[-1500:].decode(errors='replace')}")
 
     def host(self, name):
-        return self.topo.stack_ip if name == "osvrt_user_stack" else self.topo.kernel_ip
+        return self.topo.stack_ip if name == "osvrt" else self.topo.kernel_ip
 
     def close(self):
         for p in self.procs:
@@ -84,8 +84,8 @@ def _setup(tool):
 
 
 def _contenders(key, run):
-    mine = Contender("osvrt_user_stack", "osvrt.net.user_stack, one CPU",
-                     lambda s: run(s, "osvrt_user_stack"), key=key)
+    mine = Contender("osvrt", "osvrt.net.user_stack, one CPU",
+                     lambda s: run(s, "osvrt"), key=key)
     peer = Contender("uvloop_kernel", "asyncio.Protocol on uvloop, kernel sockets",
                      lambda s: run(s, "uvloop_kernel"), key=key, requires="uvloop")
     return mine, [peer]
