@@ -209,6 +209,11 @@ int osvrt_tcp_input_conn(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *p
 int osvrt_tcp_input(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len, uint32_t flags,
                     int64_t now_ns);
 int32_t osvrt_tcp_output(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t cap, int64_t now_ns);
+int32_t osvrt_tcp_output_many(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t stride,
+                              uint32_t *lens, uint32_t max, int64_t now_ns);
+uint32_t osvrt_tcp_input_many(struct osvrt_tcp_stack *s, const uint8_t *base, const uint32_t *offs,
+                              const uint32_t *lens, uint32_t n, uint32_t flags, int64_t now_ns,
+                              uint8_t *results);
 int osvrt_tcp_output_pending(const struct osvrt_tcp_stack *s);
 int64_t osvrt_tcp_next_deadline(const struct osvrt_tcp_stack *s);
 int osvrt_tcp_on_timer(struct osvrt_tcp_stack *s, int64_t now_ns);

@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "tcp.h"
+#include "tcp_debug.h"
 #include "tcp_seg.h"
 
 #define ADDR_C 0xC6120001u          /* 198.18.0.1: the client */
@@ -61,6 +62,8 @@ static inline struct osvrt_tcp_stack *pair_stack(uint32_t addr, const struct osv
     else
         osvrt_tcp_config_init(&cfg);
     cfg.addr = addr;
+    if (!cfg.max_conns)
+        cfg.max_conns = 64;         /* small: the invariant check after every step walks every slot */
     cfg.isn_key[0] = 0x0123456789abcdefull ^ addr;
     cfg.isn_key[1] = 0xfedcba9876543210ull;
     int err = 0;
@@ -125,6 +128,10 @@ static inline int pair_flush(struct pair *p)
  * happen again (no packet, no timer). */
 static inline int pair_step(struct pair *p)
 {
+    for (int side = 0; side < 2; side++) {   /* the engine's invariants hold between calls */
+        int line = osvrt_tcp_invariants(p->st[side]);
+        CHECK_MSG(line == 0, "side %d: invariant at tcp.c:%d broken", side, line);
+    }
     int moved = pair_flush(p);
     for (;;) {
         uint32_t best = UINT32_MAX;

@@ -466,8 +466,248 @@ static void test_bad_config_and_ids(void)
     osvrt_tcp_free(s);
 }
 
+
+/* A new SYN for a 4-tuple in TIME_WAIT.  With a sequence number past the
+ * old connection's (the ISN clock sees to it) it ends TIME_WAIT at once
+ * (RFC 1122 4.2.2.13).  Otherwise (old_isn) it gets an ACK, the client's RST
+ * for that ACK ends TIME_WAIT, and its SYN retransmission connects. */
+static void reconnect_over_time_wait(int old_isn)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t l = osvrt_tcp_listen(p.st[1], 80, 8);
+    CHECK(l >= 0);
+    int32_t c = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 40000, p.now);
+    CHECK(c >= 0);
+    int32_t s = -EAGAIN;
+    for (int i = 0; i < 10 && s < 0; i++) {
+        pair_step(&p);
+        s = osvrt_tcp_accept(p.st[1], l, NULL, NULL);
+    }
+    CHECK(s >= 0);
+    CHECK_EQ(osvrt_tcp_close(p.st[1], s, p.now), 0);     /* the server closes first */
+    for (int i = 0; i < 10 && osvrt_tcp_state(p.st[0], c) != OSVRT_TCP_CLOSE_WAIT; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_close(p.st[0], c, p.now), 0);
+    for (int i = 0; i < 20 && pair_stats(&p, 0).conns[OSVRT_TCP_LAST_ACK]; i++)
+        pair_step(&p);              /* (more steps would reach the end of TIME_WAIT) */
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_TIME_WAIT], 1);
+    CHECK_EQ(pair_stats(&p, 0).conns[OSVRT_TCP_LAST_ACK], 0);
+    /* old_isn: the client's clock "goes back" 1 s: its ISN falls 250000 below the old one */
+    c = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 40000, old_isn ? p.now - 1000 * MS : p.now);
+    CHECK(c >= 0);
+    s = -EAGAIN;
+    for (int i = 0; i < 40 && s < 0; i++) {
+        pair_step(&p);
+        s = osvrt_tcp_accept(p.st[1], l, NULL, NULL);
+    }
+    CHECK(s >= 0);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_ESTABLISHED);
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_TIME_WAIT], 0);
+    CHECK_EQ(pair_stats(&p, 1).rsts_in, old_isn ? 1 : 0);   /* TIME_WAIT ended by the RST */
+    CHECK_EQ(pair_stats(&p, 0).rsts_out, old_isn ? 1 : 0);
+    CHECK_EQ(pair_stats(&p, 0).retransmits, old_isn ? 1 : 0);  /* the SYN, once */
+    pair_transfer(&p, c, s, 1000, 1000, 10000);
+    pair_free(&p);
+}
+
+static void test_reconnect_over_time_wait(void)
+{
+    reconnect_over_time_wait(0);
+    reconnect_over_time_wait(1);
+}
+
+
+/* Data for a connection the application closed is answered with a RST. */
+static void test_data_after_close_resets(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    CHECK_EQ(osvrt_tcp_close(p.st[1], s, p.now), 0);
+    for (int i = 0; i < 10 && osvrt_tcp_state(p.st[0], c) != OSVRT_TCP_CLOSE_WAIT; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_CLOSE_WAIT);
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"late", 4, p.now) == 4);
+    for (int i = 0; i < 10 && osvrt_tcp_state(p.st[0], c) == OSVRT_TCP_CLOSE_WAIT; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_CLOSED);
+    uint8_t b[8];
+    CHECK_EQ(osvrt_tcp_recv(p.st[0], c, b, sizeof b, p.now), -ECONNRESET);   /* the reset outranks EOF */
+    CHECK_EQ(osvrt_tcp_send(p.st[0], c, b, 1, p.now), -ECONNRESET);
+    struct osvrt_tcp_stats st = pair_stats(&p, 1);
+    CHECK_EQ(st.rsts_out, 1);
+    for (int i = 0; i < OSVRT_TCP_NSTATES; i++)
+        CHECK_EQ(st.conns[i], i == OSVRT_TCP_LISTEN);   /* the orphan is gone */
+    pair_free(&p);
+}
+
+
+/* RFC 5961: a SYN on an established connection, and an ACK of data never
+ * sent, get an ACK back and change nothing. */
+static void test_blind_attacks_challenged(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    pair_transfer(&p, c, s, 3000, 3000, 10000);
+    for (int i = 0; i < 10 && (p.nq || osvrt_tcp_output_pending(p.st[0]) || osvrt_tcp_output_pending(p.st[1])); i++)
+        pair_step(&p);
+    /* the server's view of the client's next sequence number, from a real segment */
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"z", 1, p.now) == 1);
+    uint8_t out[2048];
+    int32_t n = osvrt_tcp_output(p.st[0], out, sizeof out, p.now);
+    struct osvrt_tcp_seg g;
+    CHECK(n > 0 && osvrt_tcp_parse(out, (uint32_t)n, 0, &g) == 0);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], out, (uint32_t)n, 0, p.now), 0);
+    while (osvrt_tcp_output(p.st[1], out, sizeof out, p.now) > 0)
+        ;
+    struct osvrt_tcp_stats before = pair_stats(&p, 1);
+    uint8_t pkt[64];
+    struct osvrt_tcp_seg syn = g;
+    syn.seq = g.seq + 1;
+    syn.flags = OSVRT_TH_SYN;
+    syn.len = 0;
+    uint32_t m = osvrt_tcp_build(pkt, &syn, NULL, 0, 9);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, m, 0, p.now), OSVRT_TCP_DROP_BAD_FLAGS);
+    CHECK_EQ(pair_stats(&p, 1).challenge_acks, before.challenge_acks + 1);
+    n = osvrt_tcp_output(p.st[1], out, sizeof out, p.now);
+    struct osvrt_tcp_seg r;
+    CHECK(n > 0 && osvrt_tcp_parse(out, (uint32_t)n, 0, &r) == 0);
+    CHECK_EQ(r.flags, OSVRT_TH_ACK);                    /* an ACK, not a RST */
+    CHECK_EQ(r.ack, g.seq + 1);
+    struct osvrt_tcp_seg ack = g;
+    ack.seq = g.seq + 1;
+    ack.ack = g.ack + 1000000;                          /* acknowledges the future */
+    ack.len = 0;
+    m = osvrt_tcp_build(pkt, &ack, NULL, 0, 10);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, m, 0, p.now), OSVRT_TCP_DROP_BAD_ACK);
+    CHECK(osvrt_tcp_output(p.st[1], out, sizeof out, p.now) > 0);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], s), OSVRT_TCP_ESTABLISHED);
+    uint8_t b[4];                                       /* and the stream goes on */
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 1);
+    CHECK_EQ(b[0], 'z');
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"yz", 2, p.now) == 2);
+    for (int i = 0; i < 5; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 2);
+    pair_free(&p);
+}
+
+/* A RST for a SYN_RECEIVED child frees it; the listener lives on. */
+static void test_rst_in_syn_received(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t l = osvrt_tcp_listen(p.st[1], 80, 8);
+    uint8_t pkt[64], out[2048];
+    struct osvrt_tcp_seg g = {.saddr = ADDR_C, .daddr = ADDR_S, .sport = 4000, .dport = 80,
+                              .seq = 500, .flags = OSVRT_TH_SYN, .wnd = 8192};
+    uint32_t n = osvrt_tcp_build(pkt, &g, NULL, 0, 1);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, n, 0, p.now), 0);
+    CHECK(osvrt_tcp_output(p.st[1], out, sizeof out, p.now) > 0);
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_SYN_RECEIVED], 1);
+    g.flags = OSVRT_TH_RST;
+    g.seq = 501;
+    n = osvrt_tcp_build(pkt, &g, NULL, 0, 2);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, n, 0, p.now), 0);
+    CHECK_EQ(pair_stats(&p, 1).conns[OSVRT_TCP_SYN_RECEIVED], 0);
+    CHECK_EQ(osvrt_tcp_next_deadline(p.st[1]), INT64_MAX);   /* no SYN-ACK retransmission left */
+    CHECK_EQ(osvrt_tcp_accept(p.st[1], l, NULL, NULL), -EAGAIN);
+    int32_t c, s;
+    pair_connect(&p, 81, &c, &s);
+    pair_free(&p);
+}
+
+
+/* The split input path: demux names the connection without changing
+ * anything; input_conn with that id (or a stale or wrong one, which is
+ * looked up again) processes the packet. */
+static void test_demux_then_input_conn(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    uint8_t pkt[2048];
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"abc", 3, p.now) == 3);
+    int32_t n = osvrt_tcp_output(p.st[0], pkt, sizeof pkt, p.now);
+    CHECK(n > 0);
+    struct osvrt_tcp_stats before = pair_stats(&p, 1);
+    int pending = osvrt_tcp_output_pending(p.st[1]);
+    int64_t deadline = osvrt_tcp_next_deadline(p.st[1]);
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, (uint32_t)n, 0), s);
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, (uint32_t)n, 0), s);
+    struct osvrt_tcp_stats after = pair_stats(&p, 1);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);         /* demux changed nothing */
+    CHECK_EQ(osvrt_tcp_output_pending(p.st[1]), pending);
+    CHECK_EQ(osvrt_tcp_next_deadline(p.st[1]), deadline);
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, pkt + 1800, 8, p.now), -EAGAIN);
+    CHECK_EQ(osvrt_tcp_input_conn(p.st[1], s, pkt, (uint32_t)n, 0, p.now), 0);
+    uint8_t b[8];
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 3);
+    /* a wrong id (the listener's, another connection's, garbage): found by its 4-tuple */
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"de", 2, p.now) == 2);
+    n = osvrt_tcp_output(p.st[0], pkt, sizeof pkt, p.now);
+    CHECK_EQ(osvrt_tcp_input_conn(p.st[1], 0x7ffffff0, pkt, (uint32_t)n, 0, p.now), 0);
+    CHECK_EQ(osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now), 2);
+    /* malformed: demux says why, as a negative drop reason */
+    pkt[32] = 0x20;                  /* data offset 2 words */
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, (uint32_t)n, 0), -OSVRT_TCP_DROP_BAD_OFFSET);
+    /* a SYN for nobody's port */
+    struct osvrt_tcp_seg g = {.saddr = ADDR_C, .daddr = ADDR_S, .sport = 4000, .dport = 99,
+                              .seq = 1, .flags = OSVRT_TH_SYN, .wnd = 100};
+    uint32_t m = osvrt_tcp_build(pkt, &g, NULL, 0, 1);
+    CHECK_EQ(osvrt_tcp_demux(p.st[1], pkt, m, 0), -OSVRT_TCP_DROP_NO_CONN);
+    CHECK_EQ(osvrt_tcp_input_conn(p.st[1], -1, pkt, m, 0, p.now), OSVRT_TCP_DROP_NO_CONN);
+    n = osvrt_tcp_output(p.st[1], pkt, sizeof pkt, p.now);       /* the RST */
+    struct osvrt_tcp_seg r;
+    CHECK(n > 0 && osvrt_tcp_parse(pkt, (uint32_t)n, 0, &r) == 0);
+    CHECK_EQ(r.flags, OSVRT_TH_RST | OSVRT_TH_ACK);
+    CHECK_EQ(r.ack, 2);
+    pair_free(&p);
+}
+
+
+/* Simultaneous open (RFC 9293 figure 7): SYN_SENT -> SYN_RECEIVED ->
+ * ESTABLISHED on both sides, no listener anywhere. */
+static void test_simultaneous_open(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t a = osvrt_tcp_connect(p.st[0], ADDR_S, 6000, 5000, p.now);
+    int32_t b = osvrt_tcp_connect(p.st[1], ADDR_C, 5000, 6000, p.now);
+    CHECK(a >= 0 && b >= 0);
+    pair_flush(&p);                 /* both SYNs on the wire before either arrives */
+    int saw_syn_received = 0;
+    struct evlog ea = {0}, eb = {0};
+    for (int i = 0; i < 20 && (osvrt_tcp_state(p.st[0], a) != OSVRT_TCP_ESTABLISHED
+                               || osvrt_tcp_state(p.st[1], b) != OSVRT_TCP_ESTABLISHED); i++) {
+        pair_step(&p);
+        saw_syn_received |= osvrt_tcp_state(p.st[0], a) == OSVRT_TCP_SYN_RECEIVED;
+        pair_events(&p, 0, &ea);
+        pair_events(&p, 1, &eb);
+    }
+    CHECK(saw_syn_received);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], a), OSVRT_TCP_ESTABLISHED);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], b), OSVRT_TCP_ESTABLISHED);
+    CHECK(ev_of(&ea, a) & OSVRT_TCP_EV_ESTABLISHED);
+    CHECK(ev_of(&eb, b) & OSVRT_TCP_EV_ESTABLISHED);
+    CHECK_EQ(pair_stats(&p, 0).rsts_out + pair_stats(&p, 1).rsts_out, 0);
+    pair_transfer(&p, a, b, 50000, 50000, 100000);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_simultaneous_open();
+    test_demux_then_input_conn();
+    test_blind_attacks_challenged();
+    test_rst_in_syn_received();
+    test_data_after_close_resets();
+    test_reconnect_over_time_wait();
     test_bad_config_and_ids();
     test_handshake_and_options();
     test_syn_without_options();

@@ -95,6 +95,7 @@ struct tcb {
     uint32_t fin_seq, snd_mss;
     uint8_t fin_queued, snd_wscale, rcv_wscale, ws_ok;
     uint8_t rexmit_one, probe, ack_now, want_writable;
+    uint8_t acks_owed;                  /* immediate ACKs still to send: one per out-of-order segment */
     struct ring sbuf;
     /* receive side */
     uint32_t irs, rcv_nxt, rcv_adv, ack_pending_bytes;
@@ -457,10 +458,22 @@ static uint32_t rcv_space(const struct tcb *c)
     return c->rbuf.cap - c->rbuf.len;
 }
 
+/* Receiver silly window avoidance (RFC 9293 3.8.6.2.2): the right edge moves
+ * only in steps of min(buffer / 2, MSS). */
+static uint32_t sws_step(const struct osvrt_tcp_stack *s, const struct tcb *c)
+{
+    return c->rbuf.cap / 2 < s->cfg.mss ? c->rbuf.cap / 2 : s->cfg.mss;
+}
+
 /* The window field for a segment sent now; records the right edge offered. */
-static uint16_t window_field(struct tcb *c, int syn)
+static uint16_t window_field(const struct osvrt_tcp_stack *s, struct tcb *c, int syn)
 {
     uint32_t w = rcv_space(c);
+    /* offered <= w always: the edge offered is rcv_nxt + space at that time, and since
+     * then rcv_nxt grew exactly as space shrank (in-order data) or space grew (recv). */
+    uint32_t offered = osvrt_seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+    if (!syn && w >= offered && w - offered < sws_step(s, c))
+        w = offered;
     if (syn) {
         w = w > 65535 ? 65535 : w;      /* RFC 7323 2.2: a SYN's window is never scaled */
     } else {
@@ -501,12 +514,14 @@ static uint32_t emit(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *buf, uin
     struct osvrt_tcp_seg g = {
         .saddr = c->laddr, .daddr = c->raddr, .sport = c->lport, .dport = c->rport,
         .seq = seq, .ack = (flags & OSVRT_TH_ACK) ? c->rcv_nxt : 0, .flags = flags,
-        .wnd = window_field(c, syn), .len = n,
+        .wnd = window_field(s, c, syn), .len = n,
     };
     if (n)
         ring_copy_out(&c->sbuf, off, buf + 40 + optlen, n);
     if (flags & OSVRT_TH_ACK) {         /* every ACK-bearing segment acknowledges all we have */
-        c->ack_now = 0;
+        if (c->acks_owed && !n)
+            c->acks_owed--;             /* the sender counts duplicate ACKs: one per segment */
+        c->ack_now = c->acks_owed != 0;
         c->ack_pending_bytes = 0;
         c->t[T_DELACK] = INT64_MAX;
     }
@@ -589,13 +604,19 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
         sent(s, c, c->snd_nxt, c->snd_nxt + 1, now);
         return len;
     }
+    int forced = c->probe;              /* the persist timer fired: send what the window allows */
     c->probe = 0;
-    if (avail && usable > 0) {
-        uint32_t n = avail;
-        if (n > (uint32_t)usable)
-            n = (uint32_t)usable;
-        if (n > mss)
-            n = mss;
+    uint32_t n = avail < (uint32_t)(usable > 0 ? usable : 0) ? avail : (uint32_t)(usable > 0 ? usable : 0);
+    n = n < mss ? n : mss;
+    /* Sender silly window avoidance (RFC 9293 3.8.6.2.1): a segment cut short by a
+     * window waits for the window to open by a full segment, or for the override
+     * timeout (the persist timer: then `forced`). */
+    int held = 0;
+    if (n && n < mss && n < avail && n < c->max_snd_wnd / 2 && !forced) {
+        n = 0;
+        held = 1;
+    }
+    if (n) {
         uint8_t f = n == avail ? OSVRT_TH_PSH : 0;
         if (n == avail && c->fin_queued)
             f |= OSVRT_TH_FIN;
@@ -611,8 +632,8 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
         return len;
     }
     /* Data waits on a zero window with nothing in flight: the persist timer probes (3.8.6.1). */
-    if (avail && c->snd_wnd == 0 && c->snd_max == c->snd_una && c->t[T_PERSIST] == INT64_MAX
-        && c->t[T_REXMT] == INT64_MAX)
+    if (avail && (c->snd_wnd == 0 || held) && c->snd_max == c->snd_una
+        && c->t[T_PERSIST] == INT64_MAX && c->t[T_REXMT] == INT64_MAX)
         timer_set(s, c, T_PERSIST, now + c->rto);
     if (c->keep_probe) {                /* keep-alive: an old byte's sequence, no data (RFC 1122 4.2.3.6) */
         c->keep_probe = 0;
@@ -826,7 +847,8 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
 {
     uint32_t wnd = (uint32_t)g->wnd << c->snd_wscale;
     int is_dup = g->ack == c->snd_una && g->len == 0 && !(g->flags & (OSVRT_TH_SYN | OSVRT_TH_FIN))
-                 && wnd == c->snd_wnd && c->snd_max != c->snd_una;
+                 && wnd == c->snd_wnd && wnd != 0 && c->snd_max != c->snd_una;
+    /* (wnd != 0: answers to zero-window probes repeat one ACK; they are not loss signals) */
     /* Window update (3.10.7.4 "fifth"): only from a newer segment. */
     if (osvrt_seq_lt(c->snd_wl1, g->seq)
         || (c->snd_wl1 == g->seq && osvrt_seq_le(c->snd_wl2, g->ack))) {
@@ -839,8 +861,9 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
             c->max_snd_wnd = wnd;
         if (wnd) {
             timer_set(s, c, T_PERSIST, INT64_MAX);
-        } else if (g->ack == c->snd_una) {
-            c->retries = 0;             /* a zero window that answers is alive (3.8.6.1) */
+        } else if (g->ack == c->snd_una && !c->orphan) {
+            c->retries = 0;             /* a zero window that answers is alive (3.8.6.1); for an
+                                         * orphan nobody waits: it gives up after max_retries */
         }
     }
     if (osvrt_seq_le(g->ack, c->snd_una)) {
@@ -896,7 +919,12 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
                 c->cwnd = c->snd_mss;
         }
     } else if (c->cwnd < c->ssthresh) {
-        c->cwnd += acked < c->snd_mss ? acked : c->snd_mss;  /* slow start */
+        /* Slow start, by bytes acknowledged (RFC 3465) without its per-ACK limit L,
+         * as Linux: a receiver that drains a batch of segments before it sends
+         * acknowledges them all in one ACK, and 1 MSS per such ACK would starve
+         * the window.  It stops at ssthresh; congestion avoidance goes on. */
+        uint32_t room = c->ssthresh - c->cwnd;
+        c->cwnd += acked < room ? acked : room;
     } else {
         c->ca_acked += acked;                                /* congestion avoidance: +1 MSS per cwnd */
         if (c->ca_acked >= c->cwnd) {
@@ -1034,6 +1062,7 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
             s->stats.bytes_in += len;
             int filled = c->nooo != 0;
             ooo_absorb(c);
+            c->acks_owed = 0;           /* a new cumulative ACK replaces the duplicates not yet sent */
             post(s, c, OSVRT_TCP_EV_READABLE);
             c->ack_pending_bytes += len;
             /* RFC 1122 4.2.3.2 / RFC 5681 4.2: ACK every second full segment, and at once
@@ -1048,7 +1077,9 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
                 s->stats.drops[OSVRT_TCP_DROP_NO_ROOM]++;
                 fin = 0;
             }
-            c->ack_now = 1;                                  /* a duplicate ACK at once (RFC 5681 4.2) */
+            c->ack_now = 1;                                  /* a duplicate ACK at once (RFC 5681 4.2), */
+            if (c->acks_owed < 64)                           /* one per segment: the sender counts them */
+                c->acks_owed++;
         }
     }
     if (fin) {
@@ -1063,6 +1094,8 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
     }
     want_output(s, c);
 }
+
+static void reset_and_free(struct osvrt_tcp_stack *s, struct tcb *c);
 
 /* Segments for SYN_RECEIVED and every later state (3.10.7.4). */
 static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osvrt_tcp_seg *g,
@@ -1081,6 +1114,10 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
             want_output(s, c);
             if (c->state == OSVRT_TCP_TIME_WAIT)
                 timer_set(s, c, T_LINGER, now + s->cfg.time_wait_ns);
+            if (osvrt_tcp_seg_seqlen(g) && osvrt_seq_le(g->seq + osvrt_tcp_seg_seqlen(g), c->rcv_nxt)) {
+                s->stats.dup_segments++;    /* all old: a retransmission or a copy, not an attack */
+                return 0;
+            }
         }
         return OSVRT_TCP_DROP_OUT_OF_WINDOW;
     }
@@ -1174,6 +1211,13 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
     default:
         break;
     }
+    if (c->orphan && g->len && osvrt_seq_gt(g->seq + g->len, c->rcv_nxt)) {
+        /* New data for a connection the application closed: nobody will read it.
+         * RST, as the kernel does (RFC 9293 3.10.4: CLOSE means "I have no more to
+         * send" and, here, "I read no more"; RFC 2525 2.17). */
+        reset_and_free(s, c);
+        return 0;
+    }
     if (recv_open(c) && (g->len || (f & OSVRT_TH_FIN) || c->fin_rcvd_ooo)) {
         data_input(s, c, g, now);
     } else if (g->len) {
@@ -1223,6 +1267,15 @@ static int input_conn(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *pkt,
     }
     if (!c)
         c = lookup(s, g.saddr, g.sport, g.dport);
+    if (c && c->state == OSVRT_TCP_TIME_WAIT && c->orphan
+        && (f & (OSVRT_TH_SYN | OSVRT_TH_ACK | OSVRT_TH_RST)) == OSVRT_TH_SYN
+        && osvrt_seq_gt(g.seq, c->rcv_nxt)) {
+        /* A new incarnation of the 4-tuple: its SYN lies beyond anything of the old
+         * one, so no old duplicate can be mistaken for new data (RFC 1122 4.2.2.13).
+         * TIME_WAIT ends and the listener takes the SYN. */
+        slot_free(s, c);
+        c = NULL;
+    }
     if (!c) {
         struct tcb *l = lookup(s, 0, 0, g.dport);
         if (!l) {
@@ -1290,6 +1343,35 @@ int32_t osvrt_tcp_output(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t cap, 
         }
     }
     return 0;
+}
+
+int32_t osvrt_tcp_output_many(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t stride,
+                              uint32_t *lens, uint32_t max, int64_t now_ns)
+{
+    if (stride < OSVRT_TCP_MIN_OUT)
+        return -EINVAL;
+    uint32_t n = 0;
+    for (; n < max; n++) {
+        int32_t len = osvrt_tcp_output(s, buf + (size_t)n * stride, stride, now_ns);
+        if (len <= 0)
+            break;
+        lens[n] = (uint32_t)len;
+    }
+    return (int32_t)n;
+}
+
+uint32_t osvrt_tcp_input_many(struct osvrt_tcp_stack *s, const uint8_t *base, const uint32_t *offs,
+                              const uint32_t *lens, uint32_t n, uint32_t flags, int64_t now_ns,
+                              uint8_t *results)
+{
+    uint32_t taken = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int r = osvrt_tcp_input(s, base + offs[i], lens[i], flags, now_ns);
+        taken += r == 0;
+        if (results)
+            results[i] = (uint8_t)r;
+    }
+    return taken;
 }
 
 int osvrt_tcp_output_pending(const struct osvrt_tcp_stack *s)
@@ -1559,9 +1641,8 @@ int64_t osvrt_tcp_recv(struct osvrt_tcp_stack *s, int32_t id, uint8_t *buf, uint
     c->rbuf.len -= n;
     /* Window update (receiver SWS avoidance, RFC 9293 3.8.6.2.2): when the
      * edge we could offer moves past the one offered by min(buffer/2, MSS). */
-    uint32_t thresh = c->rbuf.cap / 2 < s->cfg.mss ? c->rbuf.cap / 2 : s->cfg.mss;
     uint32_t edge = c->rcv_nxt + rcv_space(c);
-    if (recv_open(c) && osvrt_seq_ge(edge, c->rcv_adv + thresh)) {
+    if (recv_open(c) && osvrt_seq_ge(edge, c->rcv_adv + sws_step(s, c))) {
         c->ack_now = 1;
         want_output(s, c);
     }
@@ -1815,4 +1896,81 @@ void osvrt_tcp_free(struct osvrt_tcp_stack *s)
     free(s->buckets);
     free(s->heap);
     free(s);
+}
+
+/* ---- invariants (tcp_debug.h) ---- */
+#include "tcp_debug.h"
+
+#define INV(cond)                                                                \
+    do {                                                                         \
+        if (!(cond))                                                             \
+            return __LINE__;                                                     \
+    } while (0)
+
+static int tcb_invariants(const struct osvrt_tcp_stack *s, const struct tcb *c)
+{
+    INV(c->state < OSVRT_TCP_NSTATES);
+    INV(c->sbuf.len <= c->sbuf.cap && c->rbuf.len <= c->rbuf.cap);
+    if (c->state == OSVRT_TCP_LISTEN) {
+        uint32_t n = 0;
+        for (uint32_t i = c->acc_head; i != NONE; i = s->c[i].acc_next, n++)
+            INV(n < s->nslots && s->c[i].used && s->c[i].parent == slot_of(s, c));
+        INV(n == c->nacc);
+        return 0;
+    }
+    if (c->state == OSVRT_TCP_CLOSED && !c->lport)
+        return 0;
+    INV(osvrt_seq_le(c->snd_una, c->snd_nxt) && osvrt_seq_le(c->snd_nxt, c->snd_max));
+    int synced = c->state != OSVRT_TCP_SYN_SENT && c->state != OSVRT_TCP_SYN_RECEIVED;
+    if (synced && c->state != OSVRT_TCP_CLOSED) {
+        /* what was sent but not acknowledged is still in the buffer (+ FIN) */
+        INV(c->snd_max - c->snd_una <= c->sbuf.len + (c->fin_queued ? 1u : 0u));
+        if (c->fin_queued && osvrt_seq_le(c->snd_una, c->fin_seq))
+            INV(c->fin_seq == c->snd_una + c->sbuf.len);
+    }
+    INV(c->nooo <= OSVRT_TCP_MAX_HOLES);
+    for (uint32_t i = 0; i < c->nooo; i++) {
+        const struct range *r = &c->ooo[i];
+        INV(osvrt_seq_gt(r->start, c->rcv_nxt) && osvrt_seq_lt(r->start, r->end));
+        INV(r->end - c->rcv_nxt <= c->rbuf.cap - c->rbuf.len);   /* held data fits the buffer */
+    }
+    INV(c->cwnd == 0 || c->cwnd >= c->snd_mss || c->state == OSVRT_TCP_SYN_SENT);
+    int64_t d = INT64_MAX;
+    for (int i = 0; i < NTIMERS; i++)
+        d = c->t[i] < d ? c->t[i] : d;
+    INV(d == c->deadline);
+    INV((c->heap_pos == NONE) == (d == INT64_MAX));
+    return 0;
+}
+
+int osvrt_tcp_invariants(const struct osvrt_tcp_stack *s)
+{
+    uint64_t per_state[OSVRT_TCP_NSTATES] = {0};
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        const struct tcb *c = &s->c[i];
+        if (!c->used)
+            continue;
+        used++;
+        per_state[c->state]++;
+        int r = tcb_invariants(s, c);
+        if (r)
+            return r;
+        if (c->hashed)
+            INV(lookup(s, c->raddr, c->rport, c->lport) == c);
+        if (c->heap_pos != NONE)
+            INV(c->heap_pos < s->nheap && s->heap[c->heap_pos] == i);
+    }
+    for (int st = 0; st < OSVRT_TCP_NSTATES; st++)
+        INV(per_state[st] == s->stats.conns[st]);
+    for (uint32_t i = 1; i < s->nheap; i++)
+        INV(s->c[s->heap[(i - 1) / 2]].deadline <= s->c[s->heap[i]].deadline);
+    INV(s->nheap <= used);
+    uint32_t n = 0;
+    for (uint32_t i = s->outq_head; i != NONE; i = s->c[i].outq_next, n++)
+        INV(n < s->nslots && s->c[i].used && s->c[i].on_outq);
+    n = 0;
+    for (uint32_t i = s->evq_head; i != NONE; i = s->c[i].evq_next, n++)
+        INV(n < s->nslots && s->c[i].used && s->c[i].on_evq);
+    return 0;
 }

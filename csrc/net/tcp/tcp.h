@@ -3,6 +3,10 @@
  * API history (tcpstack reads this; the API only grows):
  *   2026-12-05 19:58 UTC  first version (skeleton).
  *   2026-12-05 20:15 UTC  implemented; API unchanged.
+ *   2026-12-05 20:20 UTC  output_pending documented as "may have" (it was
+ *                         always so); tcp_seg.c joins _core's sources.
+ *   2026-12-05 20:39 UTC  added osvrt_tcp_output_many, osvrt_tcp_input_many
+ *                         (batches: one cffi call for many packets).
  *
  * What it is.  A TCP endpoint for one local IPv4 address that never makes a
  * system call and never reads a clock.  It is fed
@@ -67,9 +71,10 @@
  * slow start, congestion avoidance, fast retransmit and NewReno recovery
  * (RFC 5681, 6582); delayed ACKs (RFC 1122: at most delack_ns, an immediate
  * ACK for every second full-sized segment and for out-of-order data);
- * zero-window probes on a persist timer; receiver-side silly window
- * avoidance; FIN and half-close in every state; RST validation with
- * RFC 5961 challenge ACKs; TIME_WAIT for time_wait_ns; optional keep-alive;
+ * zero-window probes on a persist timer; silly window avoidance on both
+ * sides; FIN and half-close in every state; RST validation with
+ * RFC 5961 challenge ACKs; TIME_WAIT for time_wait_ns (a SYN past the old
+ * sequence space reopens the 4-tuple at once); optional keep-alive;
  * ISNs per RFC 6528 (SipHash-2-4 of the 4-tuple under a secret key, plus a
  * 4 us clock).  No SACK, no timestamps, no Nagle (segments leave as soon
  * as data and windows allow, like TCP_NODELAY: output() is pulled, so
@@ -214,8 +219,9 @@ struct osvrt_tcp_stack;
  * addr and isn_key, which the caller must set. */
 void osvrt_tcp_config_init(struct osvrt_tcp_config *cfg);
 
-/* Make a stack.  Returns NULL with *err = -EINVAL (a bad field: mss < 64 or
- * > 65495, buffers < 2*mss or > 1 GiB, max_conns > OSVRT_TCP_MAX_CONNS) or
+/* Make a stack.  Returns NULL with *err = -EINVAL (a bad field: addr 0,
+ * mss < 64 or > 65495, buffers < 2*mss or > 1 GiB, max_conns >
+ * OSVRT_TCP_MAX_CONNS, a negative time, rto_max_ns < rto_min_ns) or
  * -ENOMEM.  The config is copied. */
 struct osvrt_tcp_stack *osvrt_tcp_new(const struct osvrt_tcp_config *cfg, int *err);
 
@@ -252,6 +258,13 @@ int osvrt_tcp_input_conn(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *p
 int osvrt_tcp_input(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len, uint32_t flags,
                     int64_t now_ns);
 
+/* Batched input: packet i is lens[i] bytes at base + offs[i].  Each is
+ * osvrt_tcp_input; its result goes to results[i] when results is not NULL.
+ * Returns how many were taken (result 0). */
+uint32_t osvrt_tcp_input_many(struct osvrt_tcp_stack *s, const uint8_t *base, const uint32_t *offs,
+                              const uint32_t *lens, uint32_t n, uint32_t flags, int64_t now_ns,
+                              uint8_t *results);
+
 /* ---- output ----
  * Write the next IPv4 packet to send into buf (cap bytes, cap >=
  * OSVRT_TCP_MIN_OUT; a cap below 40 + MSS only makes segments smaller).
@@ -262,7 +275,16 @@ int osvrt_tcp_input(struct osvrt_tcp_stack *s, const uint8_t *pkt, uint32_t len,
  * retransmission timer for the data it sends. */
 int32_t osvrt_tcp_output(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t cap, int64_t now_ns);
 
-/* Nonzero when output() would return a packet now. */
+/* Batched output, for callers that pay per call (cffi releases the GIL on
+ * every call): up to max packets, packet i written at buf + i * stride
+ * (stride >= OSVRT_TCP_MIN_OUT; packets are sized to fit it), its length in
+ * lens[i].  Returns how many (0..max); -EINVAL for a bad stride. */
+int32_t osvrt_tcp_output_many(struct osvrt_tcp_stack *s, uint8_t *buf, uint32_t stride,
+                              uint32_t *lens, uint32_t max, int64_t now_ns);
+
+/* 0 when output() has surely nothing to send; nonzero when it may have
+ * (a connection is queued for output; it may find that its windows allow
+ * nothing yet).  Cheap: two loads. */
 int osvrt_tcp_output_pending(const struct osvrt_tcp_stack *s);
 
 /* ---- time ----
@@ -287,7 +309,10 @@ uint32_t osvrt_tcp_events(struct osvrt_tcp_stack *s, struct osvrt_tcp_event *out
  * listener's id, -EADDRINUSE, -EINVAL or -ENOMEM (table full). */
 int32_t osvrt_tcp_listen(struct osvrt_tcp_stack *s, uint32_t port, uint32_t backlog);
 
-/* Take the oldest established connection from a listener.  Returns its id
+/* Take the oldest established connection from a listener.  Events of a
+ * connection are not posted before accept(); accept() posts ESTABLISHED |
+ * WRITABLE, plus READABLE / CLOSED / RESET for what already happened (data,
+ * FIN, reset while it waited in the queue).  Returns its id
  * (the remote end in *raddr and *rport when not NULL), -EAGAIN when none,
  * -EBADF/-EINVAL (not a listener). */
 int32_t osvrt_tcp_accept(struct osvrt_tcp_stack *s, int32_t lid, uint32_t *raddr, uint16_t *rport);
@@ -309,10 +334,11 @@ int64_t osvrt_tcp_send(struct osvrt_tcp_stack *s, int32_t id, const uint8_t *buf
                        int64_t now_ns);
 
 /* Copy up to cap bytes of in-order received data into buf.  Returns the
- * count (> 0), 0 at EOF (the peer's FIN, after all its data), -EAGAIN
- * (nothing yet; EV_READABLE follows), the connection's error, -ENOTCONN
- * (not yet established), -EBADF.  Freeing buffer space may queue a window
- * update for output(). */
+ * count (> 0) while data is buffered (even after a reset); then the
+ * connection's error if it has one (-ECONNRESET, -ETIMEDOUT,
+ * -ECONNREFUSED), else 0 at EOF (the peer's FIN), else -EAGAIN (nothing
+ * yet; EV_READABLE follows) or -ENOTCONN (not yet established); -EBADF.
+ * Freeing buffer space may queue a window update for output(). */
 int64_t osvrt_tcp_recv(struct osvrt_tcp_stack *s, int32_t id, uint8_t *buf, uint64_t cap,
                        int64_t now_ns);
 
@@ -322,7 +348,8 @@ int osvrt_tcp_shutdown_write(struct osvrt_tcp_stack *s, int32_t id, int64_t now_
 
 /* Release the id.  A connection: shutdown_write, then the close finishes in
  * the background (FIN_WAIT, TIME_WAIT) as an orphan; if received data was
- * left unread, a RST is sent instead (RFC 9293 3.10.4, RFC 2525).  A
+ * left unread, a RST is sent instead (RFC 9293 3.10.4, RFC 2525), and new
+ * data arriving for the orphan is answered with a RST too.  A
  * listener: stops listening and resets the connections not yet accepted.
  * Returns 0 or -EBADF. */
 int osvrt_tcp_close(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);

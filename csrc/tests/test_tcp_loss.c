@@ -1,0 +1,481 @@
+/* test_tcp_loss.c - the TCP engine on a bad wire: seeded random loss,
+ * duplication and reordering; a chosen lost segment (fast retransmit); a
+ * black hole (RTO backoff, then ETIMEDOUT); a receiver that stops reading
+ * (zero window, persist probes); keep-alive. */
+#include <stdio.h>
+
+#include "tcp_pair.h"
+
+/* ---- filters ---- */
+struct lossy {
+    uint32_t drop_per_mille, dup_per_mille, reorder_per_mille;
+    uint64_t dropped, duplicated, reordered;
+};
+
+static int lossy_filter(struct pair *p, int from, const uint8_t *pkt, uint32_t len, int64_t *extra)
+{
+    (void)from; (void)pkt; (void)len;
+    struct lossy *l = p->arg;
+    if (pair_rand(p) % 1000 < l->drop_per_mille) {
+        l->dropped++;
+        return 0;
+    }
+    if (pair_rand(p) % 1000 < l->reorder_per_mille) {
+        l->reordered++;
+        *extra = (int64_t)(pair_rand(p) % 3000000);     /* up to 3 ms late: passes others */
+    }
+    if (pair_rand(p) % 1000 < l->dup_per_mille) {
+        l->duplicated++;
+        return 2;
+    }
+    return 1;
+}
+
+static void test_random_loss_dup_reorder(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    struct lossy l = {.drop_per_mille = 20, .dup_per_mille = 10, .reorder_per_mille = 50};
+    p.arg = &l;
+    p.filter = lossy_filter;
+    pair_transfer(&p, c, s, 3u << 20, 1u << 20, 5000000);
+    CHECK(l.dropped > 50 && l.duplicated > 20 && l.reordered > 100);
+    struct osvrt_tcp_stats cs = pair_stats(&p, 0), ss = pair_stats(&p, 1);
+    CHECK(cs.retransmits > 0 && ss.retransmits > 0);
+    CHECK(cs.fast_retransmits > 0);
+    CHECK(ss.ooo_segments > 0);
+    CHECK(ss.dup_segments > 0);
+    printf("loss: dropped %llu dup %llu reordered %llu; client retransmits %llu (fast %llu, rto %llu)\n",
+           (unsigned long long)l.dropped, (unsigned long long)l.duplicated,
+           (unsigned long long)l.reordered, (unsigned long long)cs.retransmits,
+           (unsigned long long)cs.fast_retransmits, (unsigned long long)cs.rto_expiries);
+    /* and a clean close afterwards, through the same wire */
+    CHECK_EQ(osvrt_tcp_close(p.st[0], c, p.now), 0);
+    CHECK_EQ(osvrt_tcp_shutdown_write(p.st[1], s, p.now), 0);
+    for (int i = 0; i < 2000 && osvrt_tcp_state(p.st[1], s) != OSVRT_TCP_CLOSED; i++)
+        pair_step(&p);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], s), OSVRT_TCP_CLOSED);
+    pair_free(&p);
+}
+
+/* Drop the client's n-th data segment once. */
+struct drop_nth {
+    uint64_t seen, nth;
+    uint32_t dropped_seq;
+    int done;
+};
+
+static int drop_nth_filter(struct pair *p, int from, const uint8_t *pkt, uint32_t len, int64_t *extra)
+{
+    (void)extra;
+    struct drop_nth *d = p->arg;
+    struct osvrt_tcp_seg g;
+    if (from != 0 || osvrt_tcp_parse(pkt, len, 0, &g) || g.len == 0)
+        return 1;
+    if (!d->done && ++d->seen == d->nth) {
+        d->done = 1;
+        d->dropped_seq = g.seq;
+        return 0;
+    }
+    return 1;
+}
+
+static void test_fast_retransmit(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    pair_transfer(&p, c, s, 200000, 0, 100000);   /* open the congestion window first */
+    struct drop_nth d = {.nth = 5};
+    p.arg = &d;
+    p.filter = drop_nth_filter;
+    pair_transfer(&p, c, s, 200000, 0, 100000);
+    CHECK(d.done);
+    struct osvrt_tcp_stats cs = pair_stats(&p, 0);
+    CHECK_EQ(cs.fast_retransmits, 1);
+    CHECK_EQ(cs.rto_expiries, 0);   /* recovered by 3 duplicate ACKs, not by the timer */
+    CHECK_EQ(cs.retransmits, 1);
+    CHECK(cs.dup_acks >= 3);
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    CHECK(ci.ssthresh < 1000000);   /* the loss halved the window */
+    pair_free(&p);
+}
+
+/* Every packet from `side` is lost; record when the client sent each. */
+struct hole {
+    int side;
+    int64_t times[32];
+    uint32_t n;
+};
+
+static int hole_filter(struct pair *p, int from, const uint8_t *pkt, uint32_t len, int64_t *extra)
+{
+    (void)extra;
+    struct hole *h = p->arg;
+    if (from != h->side)
+        return 1;
+    struct osvrt_tcp_seg g;
+    CHECK_EQ(osvrt_tcp_parse(pkt, len, 0, &g), 0);
+    if (h->n < 32 && (g.len || (g.flags & OSVRT_TH_SYN)))   /* data and SYNs: timed sends */
+        h->times[h->n++] = p->now;
+    return 0;
+}
+
+static void test_rto_backoff_and_timeout(void)
+{
+    struct osvrt_tcp_config ccfg;
+    osvrt_tcp_config_init(&ccfg);
+    ccfg.max_retries = 5;
+    struct pair p;
+    pair_init(&p, &ccfg, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    pair_transfer(&p, c, s, 1000, 0, 10000);
+    for (int i = 0; i < 100 && (osvrt_tcp_next_deadline(p.st[1]) != INT64_MAX || p.nq); i++)
+        pair_step(&p);              /* the server's delayed ACK: nothing left in flight */
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    CHECK_EQ(ci.rto_ns, 200 * MS);  /* srtt ~2 ms: clamped to rto_min */
+    struct hole h = {.side = 0};
+    p.arg = &h;
+    p.filter = hole_filter;
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"lost", 4, p.now) == 4);
+    struct evlog ce = {0};
+    for (int i = 0; i < 200 && osvrt_tcp_state(p.st[0], c) == OSVRT_TCP_ESTABLISHED; i++) {
+        pair_step(&p);
+        pair_events(&p, 0, &ce);
+    }
+    /* the first send and 5 retransmissions, each gap twice the last (RFC 6298 5.5) */
+    CHECK_EQ(h.n, 6);
+    for (uint32_t i = 1; i < 6; i++) {
+        int64_t gap = h.times[i] - h.times[i - 1];
+        CHECK_MSG(gap == (200 * MS) << (i - 1), "gap %u: %lld ns", i, (long long)gap);
+    }
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_CLOSED);
+    CHECK(ev_of(&ce, c) & OSVRT_TCP_EV_ERROR);
+    uint8_t b[8];
+    CHECK_EQ(osvrt_tcp_recv(p.st[0], c, b, sizeof b, p.now), -ETIMEDOUT);
+    struct osvrt_tcp_stats cs = pair_stats(&p, 0);
+    CHECK_EQ(cs.rto_expiries, 5);
+    CHECK_EQ(cs.timeouts, 1);
+    pair_free(&p);
+}
+
+/* The RTO is bounded above by rto_max_ns. */
+static void test_rto_max(void)
+{
+    struct osvrt_tcp_config ccfg;
+    osvrt_tcp_config_init(&ccfg);
+    ccfg.max_retries = 8;
+    ccfg.rto_max_ns = 1000 * MS;
+    struct pair p;
+    pair_init(&p, &ccfg, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    struct hole h = {.side = 0};
+    p.arg = &h;
+    p.filter = hole_filter;
+    CHECK(osvrt_tcp_send(p.st[0], c, (const uint8_t *)"lost", 4, p.now) == 4);
+    for (int i = 0; i < 200 && osvrt_tcp_state(p.st[0], c) == OSVRT_TCP_ESTABLISHED; i++)
+        pair_step(&p);
+    CHECK(h.n >= 9);
+    for (uint32_t i = 4; i < 9; i++)
+        CHECK_EQ(h.times[i] - h.times[i - 1], 1000 * MS);
+    pair_free(&p);
+}
+
+/* The SYN itself is retransmitted with backoff, then the connect fails. */
+static void test_syn_timeout(void)
+{
+    struct osvrt_tcp_config ccfg;
+    osvrt_tcp_config_init(&ccfg);
+    ccfg.syn_retries = 2;
+    struct pair p;
+    pair_init(&p, &ccfg, NULL);
+    struct hole h = {.side = 0};
+    p.arg = &h;
+    p.filter = hole_filter;
+    int32_t c = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 0, p.now);
+    for (int i = 0; i < 100 && osvrt_tcp_state(p.st[0], c) == OSVRT_TCP_SYN_SENT; i++)
+        pair_step(&p);
+    CHECK_EQ(h.n, 3);
+    CHECK_EQ(h.times[1] - h.times[0], 1000 * MS);   /* rto_initial */
+    CHECK_EQ(h.times[2] - h.times[1], 2000 * MS);
+    uint8_t b[4];
+    CHECK_EQ(osvrt_tcp_recv(p.st[0], c, b, sizeof b, p.now), -ETIMEDOUT);
+    pair_free(&p);
+}
+
+static void test_zero_window_probe(void)
+{
+    struct osvrt_tcp_config scfg;
+    osvrt_tcp_config_init(&scfg);
+    scfg.rcvbuf = 16384;
+    struct osvrt_tcp_config ccfg;
+    osvrt_tcp_config_init(&ccfg);
+    ccfg.max_retries = 3;           /* a peer that answers the probes never uses these up */
+    struct pair p;
+    pair_init(&p, &ccfg, &scfg);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    /* The server does not read: the client fills its window and stops. */
+    static uint8_t buf[100000];
+    for (uint32_t i = 0; i < sizeof buf; i++)
+        buf[i] = pattern(i, 7);
+    int64_t n = osvrt_tcp_send(p.st[0], c, buf, sizeof buf, p.now);
+    CHECK_EQ(n, sizeof buf);
+    int64_t t0 = p.now;
+    while (p.now < t0 + 1200000 * MS && pair_step(&p))   /* 20 minutes */
+        ;
+    struct osvrt_tcp_conn_info ci, si;
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[1], s, &si), 0);
+    CHECK_EQ(ci.snd_wnd, 0);
+    CHECK_EQ(si.readable, 16384);
+    CHECK_EQ(si.rcv_wnd, 0);
+    CHECK_EQ(ci.state, OSVRT_TCP_ESTABLISHED);   /* a zero window is not a failure */
+    struct osvrt_tcp_stats cs = pair_stats(&p, 0);
+    CHECK_MSG(cs.zero_window_probes >= 4, "probes: %llu", (unsigned long long)cs.zero_window_probes);
+    CHECK(cs.zero_window_probes > 15);            /* still probing at rto_max (60 s) */
+    CHECK(cs.zero_window_probes < 40);            /* backed off, not once per RTT */
+    CHECK_EQ(cs.timeouts, 0);
+    CHECK_EQ(cs.fast_retransmits, 0);             /* answered probes are not duplicate ACKs */
+    CHECK_EQ(cs.dup_acks, 0);
+    /* Reading opens the window: a window update restarts the flow. */
+    uint8_t got[4096];
+    uint64_t total = 0;
+    for (int i = 0; i < 100000 && total < sizeof buf; i++) {
+        int64_t r;
+        while ((r = osvrt_tcp_recv(p.st[1], s, got, sizeof got, p.now)) > 0) {
+            for (int64_t k = 0; k < r; k++)
+                CHECK(got[k] == pattern(total + (uint64_t)k, 7));
+            total += (uint64_t)r;
+        }
+        pair_step(&p);
+    }
+    CHECK_EQ(total, sizeof buf);
+    /* An orphan (closed by its application) stuck behind a zero window gives up. */
+    CHECK(osvrt_tcp_send(p.st[0], c, buf, 40000, p.now) == 40000);
+    CHECK_EQ(osvrt_tcp_close(p.st[0], c, p.now), 0);
+    t0 = p.now;
+    while (p.now < t0 + 1200000 * MS && pair_step(&p) && pair_stats(&p, 0).conns[OSVRT_TCP_FIN_WAIT_1])
+        ;
+    struct osvrt_tcp_stats end = pair_stats(&p, 0);
+    CHECK_EQ(end.conns[OSVRT_TCP_FIN_WAIT_1], 0);
+    CHECK_EQ(end.timeouts, 1);
+    pair_free(&p);
+}
+
+/* send() takes only what fits; EV_WRITABLE follows when ACKs make room. */
+static void test_send_buffer_full_then_writable(void)
+{
+    struct osvrt_tcp_config ccfg;
+    osvrt_tcp_config_init(&ccfg);
+    ccfg.sndbuf = 8192;
+    struct pair p;
+    pair_init(&p, &ccfg, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    static uint8_t buf[20000];
+    CHECK_EQ(osvrt_tcp_send(p.st[0], c, buf, sizeof buf, p.now), 8192);
+    CHECK_EQ(osvrt_tcp_send(p.st[0], c, buf, sizeof buf, p.now), -EAGAIN);
+    struct evlog ce = {0};
+    for (int i = 0; i < 20; i++) {
+        pair_step(&p);
+        pair_events(&p, 0, &ce);
+    }
+    CHECK(ev_of(&ce, c) & OSVRT_TCP_EV_WRITABLE);
+    CHECK(osvrt_tcp_send(p.st[0], c, buf, sizeof buf, p.now) > 0);
+    pair_free(&p);
+}
+
+static void test_keepalive(void)
+{
+    struct osvrt_tcp_config ccfg;
+    osvrt_tcp_config_init(&ccfg);
+    ccfg.keepalive_ns = 10000 * MS;
+    ccfg.keepalive_probes = 3;
+    struct pair p;
+    pair_init(&p, &ccfg, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    /* A live peer answers the probes: the connection stays. */
+    int64_t t0 = p.now;
+    while (p.now < t0 + 60000 * MS && pair_step(&p))
+        ;
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_ESTABLISHED);
+    CHECK(pair_stats(&p, 0).keepalive_probes >= 5);
+    /* A dead one does not: ETIMEDOUT after 3 probes. */
+    struct hole h = {.side = 1};
+    p.arg = &h;
+    p.filter = hole_filter;
+    t0 = p.now;
+    while (p.now < t0 + 60000 * MS && pair_step(&p) && osvrt_tcp_state(p.st[0], c) == OSVRT_TCP_ESTABLISHED)
+        ;
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c), OSVRT_TCP_CLOSED);
+    uint8_t b[4];
+    CHECK_EQ(osvrt_tcp_recv(p.st[0], c, b, sizeof b, p.now), -ETIMEDOUT);
+    pair_free(&p);
+}
+
+
+/* Every other segment of a burst is lost: more holes than OSVRT_TCP_MAX_HOLES.
+ * The segments past the last range are dropped (counted), the rest is kept,
+ * and the stream still arrives whole once the sender retransmits. */
+struct every_other {
+    uint64_t seen;
+    uint64_t lost;
+};
+
+static int every_other_filter(struct pair *p, int from, const uint8_t *pkt, uint32_t len, int64_t *extra)
+{
+    (void)extra;
+    struct every_other *e = p->arg;
+    struct osvrt_tcp_seg g;
+    if (from != 0 || osvrt_tcp_parse(pkt, len, 0, &g) || g.len == 0)
+        return 1;
+    if (++e->seen <= 40 && e->seen % 2 == 1) {
+        e->lost++;
+        return 0;
+    }
+    return 1;
+}
+
+static void test_reassembly_bounded(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    pair_transfer(&p, c, s, 300000, 0, 100000);   /* cwnd well past 40 segments */
+    struct every_other e = {0};
+    p.arg = &e;
+    p.filter = every_other_filter;
+    pair_transfer(&p, c, s, 400000, 0, 400000);
+    CHECK_EQ(e.lost, 20);
+    struct osvrt_tcp_stats ss = pair_stats(&p, 1);
+    CHECK(ss.ooo_segments >= 8);
+    CHECK_MSG(ss.drops[OSVRT_TCP_DROP_NO_ROOM] > 0, "no segment found the ranges full");
+    pair_free(&p);
+}
+
+
+/* Silly window syndrome (RFC 9293 3.8.6.2): a receiver that reads 100 bytes
+ * at a time must not draw 100-byte segments out of the sender. */
+struct seglens {
+    uint32_t small, full, probes;
+};
+
+static int seglen_filter(struct pair *p, int from, const uint8_t *pkt, uint32_t len, int64_t *extra)
+{
+    (void)extra;
+    struct seglens *sl = p->arg;
+    struct osvrt_tcp_seg g;
+    if (from == 0 && osvrt_tcp_parse(pkt, len, 0, &g) == 0 && g.len) {
+        if (g.len == 1460)
+            sl->full++;
+        else if (g.len == 1)
+            sl->probes++;
+        else
+            sl->small++;
+    }
+    return 1;
+}
+
+static void test_silly_window_avoided(void)
+{
+    struct osvrt_tcp_config scfg;
+    osvrt_tcp_config_init(&scfg);
+    scfg.rcvbuf = 8192;
+    struct pair p;
+    pair_init(&p, NULL, &scfg);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    struct seglens sl = {0};
+    p.arg = &sl;
+    p.filter = seglen_filter;
+    static uint8_t buf[146000];     /* 100 full segments */
+    for (uint32_t i = 0; i < sizeof buf; i++)
+        buf[i] = pattern(i, 3);
+    uint64_t sent = 0, got = 0;
+    for (int step = 0; step < 200000 && got < sizeof buf; step++) {
+        if (sent < sizeof buf) {
+            int64_t r = osvrt_tcp_send(p.st[0], c, buf + sent, sizeof buf - sent, p.now);
+            if (r > 0)
+                sent += (uint64_t)r;
+        }
+        for (int k = 0; k < 5; k++) {   /* 5 small reads per step of the wire (1 ms or a timer) */
+            uint8_t small[100];
+            int64_t r = osvrt_tcp_recv(p.st[1], s, small, sizeof small, p.now);
+            if (r > 0) {
+                CHECK(memcmp(small, buf + got, (size_t)r) == 0);
+                got += (uint64_t)r;
+            }
+        }
+        pair_step(&p);
+    }
+    CHECK_EQ(got, sizeof buf);
+    printf("silly window: %u short segments, %u full, %u probes\n", sl.small, sl.full, sl.probes);
+    CHECK_MSG(sl.small <= 2, "%u segments shorter than the MSS (%u full)", sl.small, sl.full);
+    CHECK(sl.full >= 95);
+    pair_free(&p);
+}
+
+
+/* A receiver that drains a whole flight before it answers sends one
+ * (stretch) ACK per flight; slow start must still double the window per
+ * round trip, not add one MSS. */
+static void test_slow_start_with_stretch_acks(void)
+{
+    struct osvrt_tcp_config cfg;
+    osvrt_tcp_config_init(&cfg);
+    cfg.sndbuf = cfg.rcvbuf = 4 << 20;
+    struct pair p;
+    pair_init(&p, &cfg, &cfg);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    static uint8_t buf[4 << 20];
+    CHECK_EQ(osvrt_tcp_send(p.st[0], c, buf, sizeof buf, p.now), sizeof buf);
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    uint32_t iw = ci.cwnd;
+    uint8_t pkt[2048];
+    for (int round = 0; round < 5; round++) {
+        uint32_t acks = 0;
+        int32_t n;
+        while ((n = osvrt_tcp_output(p.st[0], pkt, sizeof pkt, p.now)) > 0)
+            CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, (uint32_t)n, 0, p.now), 0);
+        while ((n = osvrt_tcp_output(p.st[1], pkt, sizeof pkt, p.now)) > 0) {
+            CHECK_EQ(osvrt_tcp_input(p.st[0], pkt, (uint32_t)n, 0, p.now), 0);
+            acks++;
+        }
+        CHECK_EQ(acks, 1);          /* one ACK for the whole flight */
+        while (osvrt_tcp_recv(p.st[1], s, pkt, sizeof pkt, p.now) > 0)
+            ;
+        p.now += MS;
+    }
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    CHECK_MSG(ci.cwnd >= iw << 5, "cwnd %u after 5 round trips from %u", ci.cwnd, iw);
+    pair_free(&p);
+}
+
+int main(void)
+{
+    test_slow_start_with_stretch_acks();
+    test_silly_window_avoided();
+    test_reassembly_bounded();
+    test_fast_retransmit();
+    test_rto_backoff_and_timeout();
+    test_rto_max();
+    test_syn_timeout();
+    test_zero_window_probe();
+    test_send_buffer_full_then_writable();
+    test_keepalive();
+    test_random_loss_dup_reorder();
+    printf("test_tcp_loss: ok\n");
+    return 0;
+}
