@@ -65,7 +65,7 @@ async def _user_main(ifname, cidr, port):
     import osvrt.net
 
     # The connect rate leaves rate x 60 s connections in TIME_WAIT.
-    stack = await osvrt.net.user_stack(ifname, cidr, max_connections=1 << 17)
+    stack = await osvrt.net.user_stack(ifname, cidr, max_connections=1 << 15)
 
     async def echo(stream):
         buf = b""

@@ -145,10 +145,7 @@ def usertcp_connect_rate(cpus, sizes):
                    "conn/s", "higher", mine, peers, targets=[],
                    setup=_setup(None), weight=1, sizes={"seconds": seconds},
                    notes="one Python client connecting in a loop, one veth hop; reported "
-                         "beside the kernel's (no target).  The engine does not yet reopen a "
-                         "4-tuple in TIME_WAIT on a new SYN (RFC 9293 3.10.7.4): a client port "
-                         "reused within 60 s costs the client a 1 s SYN retransmission, which "
-                         "dominates this figure after the first few thousand connections")
+                         "beside the kernel's (no target)")
 
 
 

@@ -184,6 +184,18 @@ class Link:
                 return False
             raise
 
+    def sendv(self, head, packet):
+        """Send the frame head + packet (one sendmsg, no copy); False as send()."""
+        try:
+            self.sock.sendmsg((head, packet))
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            if e.errno in (errno.ENOBUFS, errno.ENETDOWN, errno.ENXIO):
+                return False
+            raise
+
     def kernel_drops(self):
         """Frames the kernel dropped because the socket's buffer was full
         (PACKET_STATISTICS; reading it resets the kernel's count)."""
