@@ -36,6 +36,7 @@ from .sockets import (Listener, Stream, UdpSocket, getaddrinfo, open_tcp_stream,
 from .channels.udp import UdpEndpoint, udp_bind
 from .server import serve_tcp, serving_cpus
 from .protocol_server import serve_tcp_protocol
+from .tcp import UserStack, user_stack
 
 # The names these modules had before the #22 layout (osvrt.net.streams,
 # osvrt.net.udp), kept importable for callers written against them.
@@ -48,5 +49,5 @@ udp = _udp
 
 __all__ = ["Listener", "Stream", "UdpEndpoint", "UdpSocket", "configure", "getaddrinfo",
            "net_of", "open_tcp_stream", "open_unix_stream", "serve_tcp", "serve_tcp_protocol",
-           "serving_cpus",
-           "tcp_listen", "udp_bind", "udp_socket", "unix_listen"]
+           "serving_cpus", "tcp_listen", "udp_bind", "udp_socket", "unix_listen", "UserStack",
+           "user_stack"]

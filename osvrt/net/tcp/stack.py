@@ -1,0 +1,676 @@
+"""UserStack: a user-space TCP/IP stack that owns one IPv4 address on one
+Ethernet link (csrc/net/tcp/tcp.h does TCP; this module does the link, ARP,
+IPv4 and ICMP echo, and drives the engine).
+
+Who owns what (docs/design.md, "The user-space TCP stack"):
+- the engine (a C `struct osvrt_tcp_stack`), the ARP cache, the counters and
+  the table of connections belong to ONE worker: the CPU of the green thread
+  that called user_stack().  tcp.h's rule is one owning OS thread with no
+  lock; every green thread of that worker runs on that OS thread, so any of
+  them may call the engine, and none can interleave with another inside a
+  call (a green thread yields only at an await, and no engine call awaits).
+- two green threads of the stack, pinned to that CPU: the link thread reads
+  frames (it parks in the worker's epoll on the packet socket), answers ARP
+  and ICMP, feeds TCP segments to the engine, then sends what the engine
+  produced and wakes the streams its events name; the timer thread sleeps
+  on the worker's timers until the engine's next deadline (or an earlier one
+  that an application call armed: it is kicked through an Event).
+- application green threads call Stream/Listener methods; those run the
+  engine call on the stack's CPU (a caller on another CPU is moved there
+  first) and then send the engine's output themselves, so a reply leaves
+  without a hand-off to another thread.
+"""
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+import weakref
+from collections import deque
+
+from ..._core import ffi, lib
+from ... import kernel
+from ...readiness import ClosedResourceError, wait_readable
+from ...sync import Event
+from . import wire
+from .arp import Arp
+from .conn import Conn, oserror
+from .link import Link
+from .streams import Listener, Stream
+
+log = logging.getLogger("osvrt")
+
+NEVER = (1 << 63) - 1
+BURST = 64                 # frames read per wake-up before the output is sent
+EVENTS = 64                # events taken per call
+TX_BATCH = 32              # packets taken from the engine per call
+_now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker's timers
+
+STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
+               "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
+_TCP_STATS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits", "rto_expiries",
+              "fast_retransmits", "dup_acks", "ooo_segments", "dup_segments",
+              "zero_window_probes", "keepalive_probes", "delayed_acks", "challenge_acks",
+              "rsts_in", "rsts_out", "active_opens", "passive_opens", "accepts", "timeouts",
+              "ctl_overflow")
+# What the link and IPv4 layers drop, before TCP sees a packet.
+LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_version", "ip_header_length",
+              "ip_length", "ip_checksum", "ip_fragment", "not_ours", "ip_protocol",
+              "icmp_short", "icmp_checksum", "icmp_not_echo", "tx_full")
+
+
+def _drop_names():
+    names = []
+    for r in range(lib.OSVRT_TCP_NDROPS):
+        p = lib.osvrt_tcp_drop_name(r)
+        names.append(ffi.string(p).decode() if p != ffi.NULL else f"tcp_drop_{r}")
+    return names
+
+
+def parse_address(address):
+    """'198.18.0.2/24' -> IPv4Interface, with a clear ValueError naming the
+    value for anything that is not an IPv4 host address with a prefix."""
+    if isinstance(address, ipaddress.IPv4Interface):
+        iface = address
+    elif isinstance(address, str):
+        if "/" not in address:
+            raise ValueError(f"osvrt.net.user_stack: address {address!r} needs a prefix "
+                             "length, as in '198.18.0.2/24'")
+        try:
+            iface = ipaddress.ip_interface(address)
+        except ValueError:
+            raise ValueError(f"osvrt.net.user_stack: {address!r} is not an IPv4 address with "
+                             "a prefix length, as in '198.18.0.2/24'") from None
+    else:
+        raise TypeError(f"osvrt.net.user_stack: the address is a str such as '198.18.0.2/24', "
+                        f"not {address!r}")
+    if not isinstance(iface, ipaddress.IPv4Interface):
+        raise ValueError(f"osvrt.net.user_stack: {address!r} is not IPv4 (the stack is IPv4 only)")
+    net = iface.network
+    ip = iface.ip
+    if net.prefixlen > 30 or net.prefixlen < 1:
+        raise ValueError(f"osvrt.net.user_stack: prefix length /{net.prefixlen} of {address!r} "
+                         "leaves no link: use /1 to /30")
+    if ip in (net.network_address, net.broadcast_address) or ip.is_multicast \
+            or ip.is_unspecified or ip.is_loopback:
+        raise ValueError(f"osvrt.net.user_stack: {address!r} is not a host address of its "
+                         f"network {net}")
+    return iface
+
+
+def check_port(port, what="port", allow_zero=False):
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{what} must be an int, not {port!r}")
+    lo = 0 if allow_zero else 1
+    if not lo <= port <= 65535:
+        raise ValueError(f"{what} {port!r} is out of range {lo}..65535")
+    return port
+
+
+class UserStack:
+    """A running stack.  Made by `await osvrt.net.user_stack(...)`."""
+
+    def __init__(self, rt, link, iface, cpu, max_connections=16384):
+        self.rt = rt
+        self.cpu = cpu
+        self.interface = link.interface
+        self.address = iface
+        self._link = link
+        self._ip = iface.ip.packed
+        self._ip_int = int(iface.ip)
+        self._net = iface.network
+        self.closed = False
+        cfg = ffi.new("struct osvrt_tcp_config *")
+        lib.osvrt_tcp_config_init(cfg)
+        cfg.addr = self._ip_int
+        cfg.mss = max(536, min(link.mtu, 65535) - 40)
+        # Connections in TIME_WAIT hold their slot for 60 s: a server that
+        # closes first keeps rate x 60 s of them (the engine's default, 4096,
+        # fills at 70 connections a second).
+        cfg.max_conns = max_connections
+        key = os.urandom(16)
+        cfg.isn_key[0], cfg.isn_key[1] = struct.unpack("QQ", key)
+        err = ffi.new("int *")
+        cs = lib.osvrt_tcp_new(cfg, err)
+        if cs == ffi.NULL:
+            raise oserror(err[0] or -errno.ENOMEM, "osvrt.net.user_stack: the TCP engine")
+        self._cs = ffi.gc(cs, lib.osvrt_tcp_free)
+        self._out_cap = 40 + 60 + max(int(cfg.mss), 1460)
+        self._txbuf = bytearray(TX_BATCH * self._out_cap)
+        self._txv = memoryview(self._txbuf)
+        self._txv_p = ffi.from_buffer("uint8_t[]", self._txbuf)
+        self._lens = ffi.new("uint32_t[]", TX_BATCH)
+        self._rx = bytearray(1 << 18)          # a GSO super-frame fits (the BPF cap)
+        self._rx_p = ffi.from_buffer(self._rx) + wire.ETH_HLEN
+        self._scratch = ffi.new("uint8_t[]", 1 << 16)
+        self._evbuf = ffi.new("struct osvrt_tcp_event[]", EVENTS)
+        self._raddr = ffi.new("uint32_t *")
+        self._rport = ffi.new("uint16_t *")
+        self._cstats = ffi.new("struct osvrt_tcp_stats *")
+        self._info = ffi.new("struct osvrt_tcp_conn_info *")
+        self._conns = {}                       # id -> _Conn (live application objects)
+        self._prefix = {}                      # mac -> Ethernet header to that mac, ours, IPv4
+        self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable)
+        self._kick = Event()                   # the timer thread: a deadline moved earlier
+        self._armed = NEVER                    # the deadline the timer thread sleeps until
+        self._deferred = deque()               # closes asked for from another CPU / OS thread
+        self._threads = []
+        self._drop_names = _drop_names()
+        self._handed = set()                   # connections whose inbox is not empty
+        self.counters = {"frames_in": 0, "frames_out": 0, "checksum_partial": 0,
+                         "segments_to_owner": 0, "segments_in_link": 0,
+                         "kernel_drops": 0, "icmp_echo_requests": 0, "icmp_echo_replies": 0}
+        self.drops = dict.fromkeys(LINK_DROPS, 0)
+
+    def __repr__(self):
+        return (f"<osvrt.net.UserStack {self.address} on {self.interface!r} cpu={self.cpu}"
+                f"{' closed' if self.closed else ''}>")
+
+    # ---- life cycle ----
+
+    def _start(self):
+        self._arp.announce()
+        self._threads = [
+            kernel.spawn(self._link_loop, name=f"osvrt-tcp-link {self.interface}", cpu=self.cpu),
+            kernel.spawn(self._timer_loop, name=f"osvrt-tcp-timers {self.interface}",
+                         cpu=self.cpu),
+        ]
+
+    async def aclose(self):
+        """Reset every connection (a RST to each synchronized peer), stop the
+        stack's threads and close its link.  Streams and listeners of the
+        stack raise ClosedResourceError afterwards.  Idempotent."""
+        if self.closed:
+            return
+        await self.on_cpu()
+        if self.closed:
+            return
+        now = _now()
+        self._handed.clear()
+        for c in list(self._conns.values()):
+            c.inbox = []
+            lib.osvrt_tcp_abort(self._cs, c.id, now)
+        self._pump(now)
+        self._shut()
+        me = kernel.current()
+        for t in self._threads:
+            if t is not me:
+                t.cancel()
+        for t in self._threads:
+            if t is not me:
+                try:
+                    await t.join()
+                except BaseException:      # Cancelled: what we asked for
+                    pass
+
+    def _shut(self):
+        """Mark closed, wake every waiter, close the link (any thread)."""
+        self.closed = True
+        for c in list(self._conns.values()):
+            c.closed = True
+            c.readable.set()
+            c.writable.set()
+        self._conns.clear()
+        link = self._link
+        if link.fd >= 0:
+            from ...readiness import notify_closing
+            notify_closing(link.fd)
+            link.close()
+        svc = self.rt.service("tcp")
+        if svc is not None:
+            svc.forget(self)
+
+    def stop(self):
+        """Runtime.stop(): its green threads (ours too) are already cancelled;
+        close the link.  The engine is freed when this object is collected."""
+        if not self.closed:
+            self._shut()
+
+    # ---- the owning CPU ----
+
+    async def on_cpu(self):
+        """Move the calling green thread to the stack's CPU if it is elsewhere
+        (the engine has one owning OS thread: tcp.h).  An unpinned thread is
+        left unpinned there; a pinned one stays pinned there."""
+        w = kernel.current_worker()
+        if w is None:
+            raise kernel.outside()
+        if w.cpu_id == self.cpu:
+            return
+        t = kernel.current()
+        pinned = t.pinned
+        await t.pin(self.cpu)
+        if not pinned:
+            t.unpin()
+
+    def _owner(self):
+        w = kernel.current_worker()
+        return w is not None and w.cpu_id == self.cpu and w.rt is self.rt
+
+    # ---- sending ----
+
+    def _send_frame(self, frame):
+        if self._link.send(frame):
+            self.counters["frames_out"] += 1
+        else:
+            self.drops["tx_full"] += 1
+
+    def _pump(self, now=None):
+        """Send everything the engine has to send, wake the green threads its
+        events name, and kick the timer thread if the next deadline moved
+        earlier.  Called after every engine call (input, timers, app calls)."""
+        cs = self._cs
+        if now is None:
+            now = _now()
+        # Up to TX_BATCH packets per call (osvrt_tcp_output_many: cffi releases
+        # the GIL on every call, so one call per batch, not per packet); each
+        # leaves as [Ethernet header, packet] in one sendmsg, with no copy.
+        out, stride, tx, lens, link = (lib.osvrt_tcp_output_many, self._out_cap, self._txv,
+                                       self._lens, self._link)
+        arp, prefix, counters, drops = self._arp, self._prefix, self.counters, self.drops
+        while True:
+            k = out(cs, self._txv_p, stride, lens, TX_BATCH, now)
+            for i in range(k):
+                off = i * stride
+                n = lens[i]
+                dst = bytes(tx[off + 16:off + 20])      # the IPv4 destination
+                mac = arp.lookup(dst, now)
+                if mac is None:
+                    arp.hold(dst, bytes(tx[off:off + n]), now)
+                    continue
+                head = prefix.get(mac)
+                if head is None:
+                    head = prefix[mac] = mac + self._link.mac + b"\x08\x00"
+                if link.sendv(head, tx[off:off + n]):
+                    counters["frames_out"] += 1
+                else:
+                    drops["tx_full"] += 1
+            if k < TX_BATCH:
+                break
+        self._dispatch_events()
+        d = lib.osvrt_tcp_next_deadline(cs)
+        if d < self._armed:
+            self._kick.set()
+
+    def _dispatch_events(self):
+        cs, buf, conns = self._cs, self._evbuf, self._conns
+        while True:
+            k = lib.osvrt_tcp_events(cs, buf, EVENTS)
+            for i in range(k):
+                ev = buf[i]
+                c = conns.get(ev.id)
+                if c is None:
+                    continue
+                f = ev.flags
+                if f & 0x7D:             # READABLE, ESTABLISHED, ACCEPTABLE, CLOSED, RESET, ERROR
+                    c.readable.set()
+                if f & 0x76:             # WRITABLE, ESTABLISHED, CLOSED, RESET, ERROR
+                    c.writable.set()
+            if k < EVENTS:
+                return
+
+    def _unreachable(self, ip):
+        """ARP gave up on ip: connections still opening to it fail now with
+        EHOSTUNREACH (as the kernel's), not after every SYN retransmission."""
+        for c in list(self._conns.values()):
+            if c.remote is not None and c.remote[0] == ip and \
+                    lib.osvrt_tcp_state(self._cs, c.id) == lib.OSVRT_TCP_SYN_SENT:
+                c.failed = errno.EHOSTUNREACH
+                c.readable.set()
+                c.writable.set()
+
+    # ---- the link thread ----
+
+    async def _link_loop(self):
+        link, rx, fd = self._link, self._rx, self._link.fd
+        try:
+            while not self.closed:
+                try:
+                    await wait_readable(fd)
+                except ClosedResourceError:
+                    return
+                now = _now()
+                for _ in range(BURST):
+                    try:
+                        n, partial = link.recv(rx)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        if self.closed:
+                            return
+                        raise
+                    self._frame(n, partial, now)
+                self._pump(now)
+        finally:
+            if not self.closed and not self.rt.stopping:
+                log.error("osvrt.net: the link thread of %r ended", self)
+
+    def _frame(self, n, partial, now):
+        rx = self._rx
+        self.counters["frames_in"] += 1
+        if n < wire.ETH_HLEN:
+            self.drops["eth_short"] += 1
+            return
+        ethertype = rx[12] << 8 | rx[13]
+        if ethertype == wire.ETH_P_IP:
+            if n < wire.ETH_HLEN + 20:
+                self.drops["ip_short"] += 1
+                return
+            proto = rx[wire.ETH_HLEN + 9]
+            if proto == wire.IPPROTO_TCP:
+                flags = 0
+                if partial:
+                    # Sent from this host with the checksum left to the device:
+                    # never on a wire, so not corrupted (tcp.h IN_CSUM_OK).
+                    flags = lib.OSVRT_TCP_IN_CSUM_OK
+                    self.counters["checksum_partial"] += 1
+                self._tcp(n, flags, now)
+            elif proto == wire.IPPROTO_ICMP:
+                self._icmp(memoryview(rx)[wire.ETH_HLEN:n], now)
+            else:
+                self.drops["ip_protocol"] += 1
+        elif ethertype == wire.ETH_P_ARP:
+            self._arp.input(memoryview(rx)[wire.ETH_HLEN:n], now)
+        else:
+            self.drops["ethertype"] += 1
+
+    def _tcp(self, n, flags, now):
+        """A TCP segment: find its connection (osvrt_tcp_demux, a lookup).
+        If a green thread of the application is parked on that connection
+        (recv, sendall, connect), or earlier segments wait for it, hand the
+        segment over: that thread runs the protocol for it when it wakes, so
+        the work is done, and charged, in the thread that owns the flow.
+        Otherwise (nobody waits: the owner is busy elsewhere, a listener, an
+        orphan in FIN_WAIT or TIME_WAIT) process it here, now."""
+        cs, p, size = self._cs, self._rx_p, n - wire.ETH_HLEN
+        cid = lib.osvrt_tcp_demux(cs, p, size, flags)
+        c = self._conns.get(cid) if cid >= 0 else None
+        if c is not None:
+            if c.waiting:
+                if not c.inbox:
+                    self._handed.add(c)
+                c.inbox.append((bytes(self._rx[wire.ETH_HLEN:n]), flags))
+                self.counters["segments_to_owner"] += 1
+                c.readable.set()
+                c.writable.set()
+                return
+            if c.inbox:
+                self.drain(c)       # its owner left its wait (cancelled): keep the order
+        self.counters["segments_in_link"] += 1
+        lib.osvrt_tcp_input_conn(cs, cid if cid >= 0 else -1, p, size, flags, now)
+
+    def drain(self, c):
+        """Run the segments handed to connection c through the engine, in
+        order, and send what they produced (called by c's owner, or by the
+        stack's threads before anything else touches c)."""
+        box, c.inbox = c.inbox, []
+        self._handed.discard(c)
+        if not box or self.closed:
+            return
+        cs, now = self._cs, _now()
+        for packet, flags in box:
+            lib.osvrt_tcp_input_conn(cs, c.id, ffi.from_buffer("uint8_t[]", packet), len(packet),
+                                     flags, now)
+        self._pump(now)
+
+    def _drain_all(self):
+        for c in list(self._handed):
+            self.drain(c)
+
+    def _icmp(self, payload, now):
+        ip = wire.parse_ipv4(payload)
+        if isinstance(ip, str):
+            self.drops[ip] += 1
+            return
+        if ip.dst != self._ip:
+            self.drops["not_ours"] += 1
+            return
+        reply = wire.echo_reply(ip.payload)
+        if isinstance(reply, str):
+            self.drops[reply] += 1
+            return
+        self.counters["icmp_echo_requests"] += 1
+        packet = wire.ipv4(self._ip, ip.src, wire.IPPROTO_ICMP, reply)
+        mac = self._arp.lookup(ip.src, now)
+        if mac is None:
+            self._arp.hold(ip.src, packet, now)
+        else:
+            self._send_frame(wire.ethernet(mac, self._link.mac, wire.ETH_P_IP, packet))
+        self.counters["icmp_echo_replies"] += 1
+
+    # ---- the timer thread ----
+
+    async def _timer_loop(self):
+        cs, arp, kick = self._cs, self._arp, self._kick
+        while not self.closed:
+            d = min(lib.osvrt_tcp_next_deadline(cs), arp.next_deadline())
+            self._armed = d
+            try:
+                if d >= NEVER:
+                    await kick.wait()
+                else:
+                    await kick.wait(max(0.0, (d - _now()) / 1e9))
+            except TimeoutError:
+                pass
+            kick.clear()
+            # Awake: the loop recomputes the deadline before it sleeps again,
+            # so nobody (our own _pump below included) needs to kick it.
+            self._armed = 0
+            if self.closed:
+                return
+            while self._deferred:
+                self._deferred.popleft()()
+            # Segments handed to owners that have not run yet go first, so the
+            # timers see the connection as its peer left it (no needless
+            # retransmission of data an ACK in an inbox covers).
+            self._drain_all()
+            now = _now()
+            if lib.osvrt_tcp_next_deadline(cs) <= now:
+                lib.osvrt_tcp_on_timer(cs, now)
+            if arp.next_deadline() <= now:
+                arp.on_timer(now)
+            self._pump(now)
+
+    def defer(self, fn):
+        """Run fn() on the stack's CPU soon (from any thread)."""
+        self._deferred.append(fn)
+        self._kick.set()
+
+    # ---- application calls ----
+
+    async def tcp_listen(self, port, *, backlog=128):
+        """A Listener on port of the stack's address (port 0: not supported by
+        the engine; pick one).  backlog: 1..65535."""
+        check_port(port)
+        if isinstance(backlog, bool) or not isinstance(backlog, int):
+            raise TypeError(f"backlog must be an int, not {backlog!r}")
+        if not 1 <= backlog <= 65535:
+            raise ValueError(f"backlog {backlog!r} is out of range 1..65535")
+        self._check_open()
+        await self.on_cpu()
+        self._check_open()
+        lid = lib.osvrt_tcp_listen(self._cs, port, backlog)
+        if lid < 0:
+            raise oserror(lid, f"listening on {self.address.ip}:{port}")
+        c = self._conns[lid] = Conn(lid)
+        return Listener(self, c, (str(self.address.ip), port))
+
+    async def open_tcp_stream(self, host, port, *, timeout=None):
+        """Connect to (host, port) through this stack; a Stream.  host: an IPv4
+        address on the stack's link (or a name resolving to one)."""
+        from ...checks import check_timeout
+        check_port(port)
+        timeout = check_timeout(timeout)
+        self._check_open()
+        ip = await self._resolve(host)
+        await self.on_cpu()
+        self._check_open()
+        now = _now()
+        cid = lib.osvrt_tcp_connect(self._cs, int(ip), port, 0, now)
+        if cid < 0:
+            raise oserror(cid, f"connecting to {host}:{port}")
+        c = self._conns[cid] = Conn(cid, (ip.packed, port))
+        stream = Stream(self, c)
+        try:
+            self._pump(now)
+            await stream._established(timeout, f"{host}:{port}")
+        except BaseException:
+            stream.abort()
+            raise
+        return stream
+
+    async def _resolve(self, host):
+        if isinstance(host, (ipaddress.IPv4Address,)):
+            ip = host
+        elif isinstance(host, str):
+            try:
+                ip = ipaddress.IPv4Address(host)
+            except ValueError:
+                from ..sockets import getaddrinfo
+                infos = await getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+                ip = ipaddress.IPv4Address(infos[0][4][0])
+        else:
+            raise TypeError(f"host must be an IPv4 address str, not {host!r}")
+        if ip not in self._net or ip == self.address.ip or ip == self._net.broadcast_address \
+                or ip == self._net.network_address:
+            raise OSError(errno.ENETUNREACH,
+                          f"osvrt.net.user_stack: {host!r} is not a peer on the link {self._net} "
+                          f"of {self.interface!r} (the stack has no router)")
+        return ip
+
+    def _check_open(self):
+        if self.closed:
+            raise ClosedResourceError(errno.EBADF, f"{self!r} was closed")
+
+    def release(self, c, abort=False):
+        """The application let go of connection or listener c (any thread)."""
+        if c.closed:
+            return
+        c.closed = True
+        c.readable.set()
+        c.writable.set()
+
+        def now_release():
+            if self._conns.get(c.id) is not c:
+                return
+            self.drain(c)                      # its segments first: they came before the close
+            del self._conns[c.id]
+            if not self.closed:
+                t = _now()
+                (lib.osvrt_tcp_abort if abort else lib.osvrt_tcp_close)(self._cs, c.id, t)
+                self._pump(t)
+        if self._owner():
+            now_release()
+        elif not self.closed:
+            self.defer(now_release)
+
+    # ---- statistics ----
+
+    def stats(self):
+        """Segments in/out, retransmissions, drops by reason, connections by
+        state, ARP and ICMP counters, the link's own counts."""
+        s = self._cstats
+        lib.osvrt_tcp_get_stats(self._cs, s)
+        if self._link.fd >= 0:
+            self.counters["kernel_drops"] += self._link.kernel_drops()
+        tcp = {name: getattr(s, name) for name in _TCP_STATS}
+        drops = dict(self.drops)
+        for r, name in enumerate(self._drop_names):
+            if r:
+                drops[name] = drops.get(name, 0) + s.drops[r]
+        return {
+            "interface": self.interface,
+            "address": str(self.address),
+            "mac": wire.mac_str(self._link.mac),
+            "cpu": self.cpu,
+            "running": not self.closed,
+            "segments_in": s.segs_in,
+            "segments_out": s.segs_out,
+            "retransmissions": s.retransmits,
+            "tcp": tcp,
+            "dropped": drops,
+            "connections": {STATE_NAMES[i]: s.conns[i] for i in range(len(STATE_NAMES))},
+            "link": dict(self.counters),
+            "arp": self._arp.stats(),
+            "icmp": {"echo_requests": self.counters["icmp_echo_requests"],
+                     "echo_replies": self.counters["icmp_echo_replies"]},
+        }
+
+
+class Stacks:
+    """The runtime's service "tcp": its stacks.  stop() closes each (the
+    runtime calls it after cancelling the green threads); stats() lists
+    each stack's stats()."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stacks = weakref.WeakSet()
+
+    def add(self, stack):
+        with self._lock:
+            self._stacks.add(stack)
+
+    def forget(self, stack):
+        with self._lock:
+            self._stacks.discard(stack)
+
+    def stop(self):
+        with self._lock:
+            stacks = list(self._stacks)
+        for s in stacks:
+            try:
+                s.stop()
+            except Exception:
+                log.exception("osvrt.net: closing %r at stop failed", s)
+
+    def stats(self):
+        with self._lock:
+            stacks = list(self._stacks)
+        return {"stacks": [s.stats() for s in stacks]}
+
+
+_service_lock = threading.Lock()
+
+
+def _stacks_of(rt):
+    svc = rt.service("tcp")
+    if svc is None:
+        with _service_lock:
+            svc = rt.service("tcp")
+            if svc is None:
+                svc = rt.attach_service("tcp", Stacks())
+    return svc
+
+
+async def user_stack(interface, address, *, max_connections=16384):
+    """Start a user-space TCP/IP stack that owns `address` (an IPv4 address
+    with its prefix, '198.18.0.2/24') on the Ethernet link `interface` (a
+    veth end or a TAP with no kernel address).  Its protocol work runs on the
+    calling green thread's CPU.  max_connections: connections (TIME_WAIT
+    included) and listeners at once, 1..2**20.  Needs CAP_NET_RAW and
+    CAP_NET_ADMIN."""
+    from ...checks import check_int
+    check_int("max_connections", max_connections, 1, 1 << 20)
+    if not isinstance(interface, str) or not interface or len(interface) >= 16 \
+            or "/" in interface or "\0" in interface:
+        raise ValueError(f"osvrt.net.user_stack: interface must be a network interface name "
+                         f"(1-15 characters), not {interface!r}")
+    iface = parse_address(address)
+    w = kernel.current_worker()
+    if w is None:
+        raise kernel.outside()
+    rt = w.rt
+    if rt.stopping:
+        raise RuntimeError(f"osvrt.net.user_stack: {rt!r} is stopping")
+    link = Link.open(interface, iface.ip.packed)
+    try:
+        stack = UserStack(rt, link, iface, w.cpu_id, max_connections)
+        _stacks_of(rt).add(stack)
+    except BaseException:
+        link.close()
+        raise
+    stack._start()
+    return stack

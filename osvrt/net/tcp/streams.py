@@ -1,0 +1,278 @@
+"""Stream and Listener of a user-space stack: the same API as the kernel
+streams of osvrt.net (osvrt/net/sockets.py), so a program written against
+osvrt.net streams runs on either stack by changing how the listener or the
+stream is made.
+
+Each call runs the engine on the stack's CPU (a caller elsewhere is moved
+there: tcp.h has one owning thread) and sends what the engine produced
+before it returns.  A call that cannot go on (no data, send buffer full,
+nothing to accept) clears the connection's Event and parks on it; the
+stack's link thread sets it when the engine reports the event.  Nothing
+runs between the engine's -EAGAIN and the clear (no await in between, and
+the setter runs on the same OS thread), so no wake-up is lost.
+
+Errors are the OSError subclasses the kernel's streams raise
+(ConnectionResetError, ConnectionRefusedError, BrokenPipeError,
+TimeoutError); using a closed object raises osvrt.ClosedResourceError.
+"""
+import errno
+import ipaddress
+import time
+
+from ..._core import ffi, lib
+from ...readiness import ClosedResourceError
+from ...deadline import timeout as _timeout_scope
+from .conn import Conn, oserror
+
+_EAGAIN = -errno.EAGAIN
+_now = time.monotonic_ns
+
+
+def _closed(what):
+    return ClosedResourceError(errno.EBADF, f"this {what} was closed")
+
+
+class _Base:
+    __slots__ = ("_stack", "_c", "__weakref__")
+    _what = "stream"
+
+    def __init__(self, stack, conn):
+        self._stack = stack
+        self._c = conn
+
+    @property
+    def closed(self):
+        return self._c.closed
+
+    def fileno(self):
+        """-1: a user-space stream has no file descriptor."""
+        return -1
+
+    def close(self):
+        """Release it (a stream closes gracefully: its FIN follows the data
+        already sent); green threads waiting on it get ClosedResourceError.
+        Idempotent; from any thread."""
+        self._stack.release(self._c)
+
+    async def aclose(self):
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        c = getattr(self, "_c", None)
+        if c is not None and not c.closed:
+            try:
+                self._stack.release(c)
+            except Exception:
+                pass
+
+    async def _enter(self):
+        """Check it is usable and run on the stack's CPU."""
+        if self._c.closed:
+            raise _closed(self._what)
+        await self._stack.on_cpu()
+        if self._c.closed:
+            raise _closed(self._what)
+
+
+class Stream(_Base):
+    """A TCP connection of a user-space stack."""
+    __slots__ = ()
+
+    def _info(self):
+        st = self._stack
+        info = st._info
+        if lib.osvrt_tcp_conn_info(st._cs, self._c.id, info) < 0:
+            return None
+        return info
+
+    @property
+    def local_address(self):
+        return (str(self._stack.address.ip), self._port("local"))
+
+    @property
+    def remote_address(self):
+        """(host, port) of the peer."""
+        info = self._info()
+        if info is None:
+            return None
+        return (str(ipaddress.IPv4Address(info.remote_addr)), info.remote_port)
+
+    def _port(self, which):
+        info = self._info()
+        return None if info is None else getattr(info, which + "_port")
+
+    def abort(self):
+        """Reset the connection (a RST to the peer) and release it."""
+        self._stack.release(self._c, abort=True)
+
+    async def _established(self, timeout, what):
+        """Wait for the handshake of open_tcp_stream."""
+        c, st = self._c, self._stack
+        scope = _timeout_scope(timeout) if timeout is not None else _nullscope()
+        try:
+            with scope:
+                while True:
+                    if c.inbox:
+                        st.drain(c)
+                    if c.failed:
+                        raise OSError(c.failed, f"connecting to {what}: "
+                                                f"{__import__('os').strerror(c.failed)}")
+                    state = lib.osvrt_tcp_state(st._cs, c.id)
+                    if state >= lib.OSVRT_TCP_ESTABLISHED:
+                        return
+                    info = self._info()
+                    if info is not None and info.error:
+                        raise oserror(info.error, f"connecting to {what}")
+                    if state == lib.OSVRT_TCP_CLOSED or state < 0:
+                        raise OSError(errno.ECONNREFUSED, f"connecting to {what}: refused")
+                    c.writable.clear()
+                    await c.wait(c.writable)
+                    if c.closed:
+                        raise _closed(self._what)
+        except TimeoutError:
+            if not getattr(scope, "expired", False):
+                raise
+            raise TimeoutError(errno.ETIMEDOUT,
+                               f"connecting to {what} timed out after {timeout} s") from None
+
+    async def recv(self, max_bytes=65536):
+        """Up to max_bytes bytes; b"" at EOF (the peer sent its FIN)."""
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+            raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes!r}")
+        await self._enter()
+        st, c = self._stack, self._c
+        cap = min(max_bytes, 1 << 16)
+        while True:
+            if c.inbox:
+                st.drain(c)
+            rc = lib.osvrt_tcp_recv(st._cs, c.id, st._scratch, cap, _now())
+            if rc >= 0:
+                data = ffi.buffer(st._scratch, rc)[:]
+                st._pump()                    # a window update may be due
+                return data
+            if rc != _EAGAIN:
+                raise oserror(rc, "recv")
+            c.readable.clear()
+            await c.wait(c.readable)
+            if c.closed:
+                raise _closed(self._what)
+
+    async def recv_into(self, buffer, nbytes=0):
+        """The number of bytes read into buffer (0 at EOF)."""
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("recv_into needs a writable buffer")
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"nbytes must be an int >= 0, not {nbytes!r}")
+        n = len(view) if nbytes == 0 else min(nbytes, len(view))
+        if n == 0:
+            return 0
+        await self._enter()
+        st, c = self._stack, self._c
+        p = ffi.from_buffer(view, require_writable=True)
+        while True:
+            if c.inbox:
+                st.drain(c)
+            rc = lib.osvrt_tcp_recv(st._cs, c.id, p, n, _now())
+            if rc >= 0:
+                st._pump()
+                return rc
+            if rc != _EAGAIN:
+                raise oserror(rc, "recv_into")
+            c.readable.clear()
+            await c.wait(c.readable)
+            if c.closed:
+                raise _closed(self._what)
+
+    async def sendall(self, data):
+        """Send all of data; parks while the send buffer is full (backpressure)."""
+        view = memoryview(data).cast("B")
+        await self._enter()
+        st, c = self._stack, self._c
+        total = len(view)
+        if total == 0:
+            return
+        p = ffi.from_buffer(view)
+        off = 0
+        while True:
+            if c.inbox:
+                st.drain(c)
+            rc = lib.osvrt_tcp_send(st._cs, c.id, p + off, total - off, _now())
+            if rc > 0:
+                off += rc
+                st._pump()
+                if off >= total:
+                    return
+                continue
+            if rc != _EAGAIN:
+                raise oserror(rc, "sendall")
+            c.writable.clear()
+            await c.wait(c.writable)
+            if c.closed:
+                raise _closed(self._what)
+
+    async def send_eof(self):
+        """Half-close: the peer's recv() returns b"" once it has read what we
+        sent; we can still receive."""
+        await self._enter()
+        st = self._stack
+        if self._c.inbox:
+            st.drain(self._c)
+        rc = lib.osvrt_tcp_shutdown_write(st._cs, self._c.id, _now())
+        if rc < 0 and rc != -errno.ENOTCONN:
+            raise oserror(rc, "send_eof")
+        st._pump()
+
+    def __repr__(self):
+        return f"<osvrt.net.tcp.Stream id={self._c.id} {'closed' if self.closed else 'open'}>"
+
+
+class Listener(_Base):
+    """A listening port of a user-space stack; accept() gives (Stream, address)."""
+    __slots__ = ("address",)
+    _what = "listener"
+
+    def __init__(self, stack, conn, address):
+        super().__init__(stack, conn)
+        self.address = address
+
+    async def accept(self):
+        """(Stream, (host, port)) of the oldest connection waiting."""
+        await self._enter()
+        st, c = self._stack, self._c
+        while True:
+            if c.inbox:
+                st.drain(c)             # SYNs and handshakes handed to the acceptor
+            cid = lib.osvrt_tcp_accept(st._cs, c.id, st._raddr, st._rport)
+            if cid >= 0:
+                ip = ipaddress.IPv4Address(st._raddr[0])
+                port = st._rport[0]
+                conn = st._conns[cid] = Conn(cid, (ip.packed, port))
+                st._pump()
+                return Stream(st, conn), (str(ip), port)
+            if cid != _EAGAIN:
+                raise oserror(cid, "accept")
+            c.readable.clear()
+            await c.wait(c.readable)
+            if c.closed:
+                raise _closed(self._what)
+
+    def __repr__(self):
+        return f"<osvrt.net.tcp.Listener {self.address} {'closed' if self.closed else 'open'}>"
+
+
+class _nullscope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
