@@ -33,6 +33,7 @@ import socket
 from .. import _engine
 from ..readiness import ClosedResourceError, notify_closing, wait_writable
 from ..offload import to_thread
+from .closing import AsyncClosing
 
 __all__ = ["Listener", "Stream", "UdpSocket", "getaddrinfo", "open_tcp_stream",
            "open_unix_stream", "tcp_listen", "udp_socket", "unix_listen"]
@@ -52,7 +53,7 @@ def _closed(what):
     return ClosedResourceError(errno.EBADF, f"this {what} was closed")
 
 
-class _Sock:
+class _Sock(AsyncClosing):
     """What Stream, Listener and UdpSocket share: the socket, close, async with."""
     __slots__ = ("socket", "_fd")
     _what = "socket"
@@ -76,16 +77,6 @@ class _Sock:
         if fd >= 0:
             notify_closing(fd)
             self.socket.close()
-
-    async def aclose(self):
-        self.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        self.close()
-        return False
 
     async def _retry(self, err, op, wait, *args):
         """op(*args) raised err: if it would have blocked, park in `wait`

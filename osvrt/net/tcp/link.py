@@ -174,27 +174,11 @@ class Link:
     def send(self, frame):
         """Send one frame; False if the device queue refused it (the frame is
         lost: TCP retransmits, ARP retries)."""
-        try:
-            self.sock.send(frame)
-            return True
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.ENETDOWN, errno.ENXIO):
-                return False
-            raise
+        return _sent(self.sock.send, frame)
 
     def sendv(self, head, packet):
         """Send the frame head + packet (one sendmsg, no copy); False as send()."""
-        try:
-            self.sock.sendmsg((head, packet))
-            return True
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.ENETDOWN, errno.ENXIO):
-                return False
-            raise
+        return _sent(self.sock.sendmsg, (head, packet))
 
     def kernel_drops(self):
         """Frames the kernel dropped because the socket's buffer was full
@@ -229,3 +213,16 @@ def has_capabilities():
 
 __all__ = ["Link", "has_capabilities", "privilege_error"]
 
+
+def _sent(send, frame):
+    """send(frame) on the non-blocking packet socket: True, or False when the
+    device refused it (a full queue, a link gone down): the frame is lost."""
+    try:
+        send(frame)
+        return True
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError as e:
+        if e.errno in (errno.ENOBUFS, errno.ENETDOWN, errno.ENXIO):
+            return False
+        raise

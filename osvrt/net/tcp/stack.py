@@ -137,7 +137,7 @@ class UserStack:
         cs = lib.osvrt_tcp_new(cfg, err)
         if cs == ffi.NULL:
             raise oserror(err[0] or -errno.ENOMEM, "osvrt.net.user_stack: the TCP engine")
-        self._cs = ffi.gc(cs, lib.osvrt_tcp_free)
+        self.engine = ffi.gc(cs, lib.osvrt_tcp_free)
         self._out_cap = 40 + 60 + max(int(cfg.mss), 1460)
         self._txbuf = bytearray(TX_BATCH * self._out_cap)
         self._txv = memoryview(self._txbuf)
@@ -145,13 +145,13 @@ class UserStack:
         self._lens = ffi.new("uint32_t[]", TX_BATCH)
         self._rx = bytearray(1 << 18)          # a GSO super-frame fits (the BPF cap)
         self._rx_p = ffi.from_buffer(self._rx) + wire.ETH_HLEN
-        self._scratch = ffi.new("uint8_t[]", 1 << 16)
+        self.scratch = ffi.new("uint8_t[]", 1 << 16)
         self._evbuf = ffi.new("struct osvrt_tcp_event[]", EVENTS)
-        self._raddr = ffi.new("uint32_t *")
-        self._rport = ffi.new("uint16_t *")
+        self.peer_addr = ffi.new("uint32_t *")
+        self.peer_port = ffi.new("uint16_t *")
         self._cstats = ffi.new("struct osvrt_tcp_stats *")
-        self._info = ffi.new("struct osvrt_tcp_conn_info *")
-        self._conns = {}                       # id -> _Conn (live application objects)
+        self.info_buf = ffi.new("struct osvrt_tcp_conn_info *")
+        self.conns = {}                       # id -> _Conn (live application objects)
         self._prefix = {}                      # mac -> Ethernet header to that mac, ours, IPv4
         self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable)
         self._kick = Event()                   # the timer thread: a deadline moved earlier
@@ -190,10 +190,10 @@ class UserStack:
             return
         now = _now()
         self._handed.clear()
-        for c in list(self._conns.values()):
+        for c in list(self.conns.values()):
             c.inbox = []
-            lib.osvrt_tcp_abort(self._cs, c.id, now)
-        self._pump(now)
+            lib.osvrt_tcp_abort(self.engine, c.id, now)
+        self.pump(now)
         self._shut()
         me = kernel.current()
         for t in self._threads:
@@ -209,11 +209,11 @@ class UserStack:
     def _shut(self):
         """Mark closed, wake every waiter, close the link (any thread)."""
         self.closed = True
-        for c in list(self._conns.values()):
+        for c in list(self.conns.values()):
             c.closed = True
             c.readable.set()
             c.writable.set()
-        self._conns.clear()
+        self.conns.clear()
         link = self._link
         if link.fd >= 0:
             from ...readiness import notify_closing
@@ -258,11 +258,11 @@ class UserStack:
         else:
             self.drops["tx_full"] += 1
 
-    def _pump(self, now=None):
+    def pump(self, now=None):
         """Send everything the engine has to send, wake the green threads its
         events name, and kick the timer thread if the next deadline moved
         earlier.  Called after every engine call (input, timers, app calls)."""
-        cs = self._cs
+        cs = self.engine
         if now is None:
             now = _now()
         # Up to TX_BATCH packets per call (osvrt_tcp_output_many: cffi releases
@@ -296,7 +296,7 @@ class UserStack:
             self._kick.set()
 
     def _dispatch_events(self):
-        cs, buf, conns = self._cs, self._evbuf, self._conns
+        cs, buf, conns = self.engine, self._evbuf, self.conns
         while True:
             k = lib.osvrt_tcp_events(cs, buf, EVENTS)
             for i in range(k):
@@ -315,9 +315,9 @@ class UserStack:
     def _unreachable(self, ip):
         """ARP gave up on ip: connections still opening to it fail now with
         EHOSTUNREACH (as the kernel's), not after every SYN retransmission."""
-        for c in list(self._conns.values()):
+        for c in list(self.conns.values()):
             if c.remote is not None and c.remote[0] == ip and \
-                    lib.osvrt_tcp_state(self._cs, c.id) == lib.OSVRT_TCP_SYN_SENT:
+                    lib.osvrt_tcp_state(self.engine, c.id) == lib.OSVRT_TCP_SYN_SENT:
                 c.failed = errno.EHOSTUNREACH
                 c.readable.set()
                 c.writable.set()
@@ -343,7 +343,7 @@ class UserStack:
                             return
                         raise
                     self._frame(n, partial, now)
-                self._pump(now)
+                self.pump(now)
         finally:
             if not self.closed and not self.rt.stopping:
                 log.error("osvrt.net: the link thread of %r ended", self)
@@ -385,9 +385,9 @@ class UserStack:
         the work is done, and charged, in the thread that owns the flow.
         Otherwise (nobody waits: the owner is busy elsewhere, a listener, an
         orphan in FIN_WAIT or TIME_WAIT) process it here, now."""
-        cs, p, size = self._cs, self._rx_p, n - wire.ETH_HLEN
+        cs, p, size = self.engine, self._rx_p, n - wire.ETH_HLEN
         cid = lib.osvrt_tcp_demux(cs, p, size, flags)
-        c = self._conns.get(cid) if cid >= 0 else None
+        c = self.conns.get(cid) if cid >= 0 else None
         if c is not None:
             if c.waiting:
                 if not c.inbox:
@@ -410,11 +410,11 @@ class UserStack:
         self._handed.discard(c)
         if not box or self.closed:
             return
-        cs, now = self._cs, _now()
+        cs, now = self.engine, _now()
         for packet, flags in box:
             lib.osvrt_tcp_input_conn(cs, c.id, ffi.from_buffer("uint8_t[]", packet), len(packet),
                                      flags, now)
-        self._pump(now)
+        self.pump(now)
 
     def _drain_all(self):
         for c in list(self._handed):
@@ -444,7 +444,7 @@ class UserStack:
     # ---- the timer thread ----
 
     async def _timer_loop(self):
-        cs, arp, kick = self._cs, self._arp, self._kick
+        cs, arp, kick = self.engine, self._arp, self._kick
         while not self.closed:
             d = min(lib.osvrt_tcp_next_deadline(cs), arp.next_deadline())
             self._armed = d
@@ -472,7 +472,7 @@ class UserStack:
                 lib.osvrt_tcp_on_timer(cs, now)
             if arp.next_deadline() <= now:
                 arp.on_timer(now)
-            self._pump(now)
+            self.pump(now)
 
     def defer(self, fn):
         """Run fn() on the stack's CPU soon (from any thread)."""
@@ -492,10 +492,10 @@ class UserStack:
         self._check_open()
         await self.on_cpu()
         self._check_open()
-        lid = lib.osvrt_tcp_listen(self._cs, port, backlog)
+        lid = lib.osvrt_tcp_listen(self.engine, port, backlog)
         if lid < 0:
             raise oserror(lid, f"listening on {self.address.ip}:{port}")
-        c = self._conns[lid] = Conn(lid)
+        c = self.conns[lid] = Conn(lid)
         return Listener(self, c, (str(self.address.ip), port))
 
     async def open_tcp_stream(self, host, port, *, timeout=None):
@@ -509,14 +509,14 @@ class UserStack:
         await self.on_cpu()
         self._check_open()
         now = _now()
-        cid = lib.osvrt_tcp_connect(self._cs, int(ip), port, 0, now)
+        cid = lib.osvrt_tcp_connect(self.engine, int(ip), port, 0, now)
         if cid < 0:
             raise oserror(cid, f"connecting to {host}:{port}")
-        c = self._conns[cid] = Conn(cid, (ip.packed, port))
+        c = self.conns[cid] = Conn(cid, (ip.packed, port))
         stream = Stream(self, c)
         try:
-            self._pump(now)
-            await stream._established(timeout, f"{host}:{port}")
+            self.pump(now)
+            await stream.established(timeout, f"{host}:{port}")
         except BaseException:
             stream.abort()
             raise
@@ -554,14 +554,14 @@ class UserStack:
         c.writable.set()
 
         def now_release():
-            if self._conns.get(c.id) is not c:
+            if self.conns.get(c.id) is not c:
                 return
             self.drain(c)                      # its segments first: they came before the close
-            del self._conns[c.id]
+            del self.conns[c.id]
             if not self.closed:
                 t = _now()
-                (lib.osvrt_tcp_abort if abort else lib.osvrt_tcp_close)(self._cs, c.id, t)
-                self._pump(t)
+                (lib.osvrt_tcp_abort if abort else lib.osvrt_tcp_close)(self.engine, c.id, t)
+                self.pump(t)
         if self._owner():
             now_release()
         elif not self.closed:
@@ -573,7 +573,7 @@ class UserStack:
         """Segments in/out, retransmissions, drops by reason, connections by
         state, ARP and ICMP counters, the link's own counts."""
         s = self._cstats
-        lib.osvrt_tcp_get_stats(self._cs, s)
+        lib.osvrt_tcp_get_stats(self.engine, s)
         if self._link.fd >= 0:
             self.counters["kernel_drops"] += self._link.kernel_drops()
         tcp = {name: getattr(s, name) for name in _TCP_STATS}

@@ -22,6 +22,7 @@ import time
 from ..._core import ffi, lib
 from ...readiness import ClosedResourceError
 from ...deadline import timeout as _timeout_scope
+from ..closing import AsyncClosing
 from .conn import Conn, oserror
 
 _EAGAIN = -errno.EAGAIN
@@ -32,7 +33,7 @@ def _closed(what):
     return ClosedResourceError(errno.EBADF, f"this {what} was closed")
 
 
-class _Base:
+class _Base(AsyncClosing):
     __slots__ = ("_stack", "_c", "__weakref__")
     _what = "stream"
 
@@ -53,16 +54,6 @@ class _Base:
         already sent); green threads waiting on it get ClosedResourceError.
         Idempotent; from any thread."""
         self._stack.release(self._c)
-
-    async def aclose(self):
-        self.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        self.close()
-        return False
 
     def __del__(self):
         c = getattr(self, "_c", None)
@@ -87,8 +78,8 @@ class Stream(_Base):
 
     def _info(self):
         st = self._stack
-        info = st._info
-        if lib.osvrt_tcp_conn_info(st._cs, self._c.id, info) < 0:
+        info = st.info_buf
+        if lib.osvrt_tcp_conn_info(st.engine, self._c.id, info) < 0:
             return None
         return info
 
@@ -112,7 +103,7 @@ class Stream(_Base):
         """Reset the connection (a RST to the peer) and release it."""
         self._stack.release(self._c, abort=True)
 
-    async def _established(self, timeout, what):
+    async def established(self, timeout, what):
         """Wait for the handshake of open_tcp_stream."""
         c, st = self._c, self._stack
         scope = _timeout_scope(timeout) if timeout is not None else _nullscope()
@@ -124,7 +115,7 @@ class Stream(_Base):
                     if c.failed:
                         raise OSError(c.failed, f"connecting to {what}: "
                                                 f"{__import__('os').strerror(c.failed)}")
-                    state = lib.osvrt_tcp_state(st._cs, c.id)
+                    state = lib.osvrt_tcp_state(st.engine, c.id)
                     if state >= lib.OSVRT_TCP_ESTABLISHED:
                         return
                     info = self._info()
@@ -154,10 +145,10 @@ class Stream(_Base):
         while True:
             if c.inbox:
                 st.drain(c)
-            rc = lib.osvrt_tcp_recv(st._cs, c.id, st._scratch, cap, _now())
+            rc = lib.osvrt_tcp_recv(st.engine, c.id, st.scratch, cap, _now())
             if rc >= 0:
-                data = ffi.buffer(st._scratch, rc)[:]
-                st._pump()                    # a window update may be due
+                data = ffi.buffer(st.scratch, rc)[:]
+                st.pump()                    # a window update may be due
                 return data
             if rc != _EAGAIN:
                 raise oserror(rc, "recv")
@@ -182,9 +173,9 @@ class Stream(_Base):
         while True:
             if c.inbox:
                 st.drain(c)
-            rc = lib.osvrt_tcp_recv(st._cs, c.id, p, n, _now())
+            rc = lib.osvrt_tcp_recv(st.engine, c.id, p, n, _now())
             if rc >= 0:
-                st._pump()
+                st.pump()
                 return rc
             if rc != _EAGAIN:
                 raise oserror(rc, "recv_into")
@@ -206,10 +197,10 @@ class Stream(_Base):
         while True:
             if c.inbox:
                 st.drain(c)
-            rc = lib.osvrt_tcp_send(st._cs, c.id, p + off, total - off, _now())
+            rc = lib.osvrt_tcp_send(st.engine, c.id, p + off, total - off, _now())
             if rc > 0:
                 off += rc
-                st._pump()
+                st.pump()
                 if off >= total:
                     return
                 continue
@@ -227,10 +218,10 @@ class Stream(_Base):
         st = self._stack
         if self._c.inbox:
             st.drain(self._c)
-        rc = lib.osvrt_tcp_shutdown_write(st._cs, self._c.id, _now())
+        rc = lib.osvrt_tcp_shutdown_write(st.engine, self._c.id, _now())
         if rc < 0 and rc != -errno.ENOTCONN:
             raise oserror(rc, "send_eof")
-        st._pump()
+        st.pump()
 
     def __repr__(self):
         return f"<osvrt.net.tcp.Stream id={self._c.id} {'closed' if self.closed else 'open'}>"
@@ -252,12 +243,12 @@ class Listener(_Base):
         while True:
             if c.inbox:
                 st.drain(c)             # SYNs and handshakes handed to the acceptor
-            cid = lib.osvrt_tcp_accept(st._cs, c.id, st._raddr, st._rport)
+            cid = lib.osvrt_tcp_accept(st.engine, c.id, st.peer_addr, st.peer_port)
             if cid >= 0:
-                ip = ipaddress.IPv4Address(st._raddr[0])
-                port = st._rport[0]
-                conn = st._conns[cid] = Conn(cid, (ip.packed, port))
-                st._pump()
+                ip = ipaddress.IPv4Address(st.peer_addr[0])
+                port = st.peer_port[0]
+                conn = st.conns[cid] = Conn(cid, (ip.packed, port))
+                st.pump()
                 return Stream(st, conn), (str(ip), port)
             if cid != _EAGAIN:
                 raise oserror(cid, "accept")
