@@ -86,7 +86,10 @@ def adapt_httpcore(module):
         return
 
     def current_async_library():
-        import sniffio
+        try:
+            import sniffio
+        except ImportError:   # then nothing says "osvrt" (osvrt.anyio needs sniffio)
+            return original()
         try:
             name = sniffio.current_async_library()
         except sniffio.AsyncLibraryNotFoundError:
