@@ -47,6 +47,9 @@ static void test_random_loss_dup_reorder(void)
     CHECK(cs.fast_retransmits > 0);
     CHECK(ss.ooo_segments > 0);
     CHECK(ss.dup_segments > 0);
+    /* bytes_in: every byte once, however it came (in order, held out of order, again) */
+    CHECK_EQ(ss.bytes_in, 3ull << 20);
+    CHECK_EQ(cs.bytes_in, 1ull << 20);
     printf("loss: dropped %llu dup %llu reordered %llu; client retransmits %llu (fast %llu, rto %llu)\n",
            (unsigned long long)l.dropped, (unsigned long long)l.duplicated,
            (unsigned long long)l.reordered, (unsigned long long)cs.retransmits,

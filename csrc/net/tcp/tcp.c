@@ -940,8 +940,11 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
     want_output(s, c);
 }
 
-/* Absorb the out-of-order ranges that rcv_nxt has reached. */
-static void ooo_absorb(struct tcb *c)
+/* Absorb the out-of-order ranges that rcv_nxt has reached.  stats.bytes_in counts
+ * a held byte here, when it becomes in order, not when it arrived: a held range may
+ * be sent again, overlap others and be merged (ooo_add), so only this step - rcv_nxt
+ * passing it - sees each byte exactly once. */
+static void ooo_absorb(struct osvrt_tcp_stack *s, struct tcb *c)
 {
     for (int moved = 1; moved;) {
         moved = 0;
@@ -950,6 +953,7 @@ static void ooo_absorb(struct tcb *c)
             if (osvrt_seq_gt(r->start, c->rcv_nxt))
                 continue;
             if (osvrt_seq_gt(r->end, c->rcv_nxt)) {
+                s->stats.bytes_in += r->end - c->rcv_nxt;
                 c->rbuf.len += r->end - c->rcv_nxt;
                 c->rcv_nxt = r->end;
             }
@@ -1061,7 +1065,7 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
             c->rcv_nxt += len;
             s->stats.bytes_in += len;
             int filled = c->nooo != 0;
-            ooo_absorb(c);
+            ooo_absorb(s, c);
             c->acks_owed = 0;           /* a new cumulative ACK replaces the duplicates not yet sent */
             post(s, c, OSVRT_TCP_EV_READABLE);
             c->ack_pending_bytes += len;
