@@ -1138,12 +1138,17 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
          * field of a segment refused only for its sequence number is still processed,
          * when the segment does not reach past the window's right edge (old, or at a zero
          * window: never text we did not offer) and is not a SYN; the RFC 5961 ACK range
-         * check below still applies.  SYN_RECEIVED keeps the strict rule (its window is
-         * open, and an ACK there moves the state). */
+         * check below still applies.  Nor does it reach further left than one receive
+         * buffer: everything we acknowledged the peer has not yet seen was in a window we
+         * offered, and no window exceeds rbuf.cap (window_field), so a go-back-N peer's
+         * snd_una and snd_nxt are >= rcv_nxt - rbuf.cap; older sequence numbers are not
+         * this peer's, and a blind injector must still hit this span, as before the
+         * allowance it had to hit the window.  SYN_RECEIVED keeps the strict rule (its
+         * window is open, and an ACK there moves the state). */
         uint32_t edge = osvrt_seq_gt(c->rcv_adv, c->rcv_nxt + rcv_space(c)) ? c->rcv_adv
                                                                              : c->rcv_nxt + rcv_space(c);
         if (!(f & OSVRT_TH_SYN) && (f & OSVRT_TH_ACK) && c->state != OSVRT_TCP_SYN_RECEIVED
-            && osvrt_seq_le(g->seq, edge))
+            && osvrt_seq_le(g->seq, edge) && osvrt_seq_ge(g->seq, c->rcv_nxt - c->rbuf.cap))
             ack_only = 1;
         else
             return text_drop;
