@@ -47,6 +47,9 @@ static void test_random_loss_dup_reorder(void)
     CHECK(cs.fast_retransmits > 0);
     CHECK(ss.ooo_segments > 0);
     CHECK(ss.dup_segments > 0);
+    /* bytes_in: every byte once, however it came (in order, held out of order, again) */
+    CHECK_EQ(ss.bytes_in, 3ull << 20);
+    CHECK_EQ(cs.bytes_in, 1ull << 20);
     printf("loss: dropped %llu dup %llu reordered %llu; client retransmits %llu (fast %llu, rto %llu)\n",
            (unsigned long long)l.dropped, (unsigned long long)l.duplicated,
            (unsigned long long)l.reordered, (unsigned long long)cs.retransmits,
@@ -463,6 +466,83 @@ static void test_slow_start_with_stretch_acks(void)
     pair_free(&p);
 }
 
+/* Regression: echo through a lossy wire with small buffers deadlocked (about one
+ * 64 MiB soak run in eight).  The echo side reads only when its send makes
+ * progress, so its receive window closes while its own data is in flight; the
+ * client's RTO went back N, so its segments (old text, pure ACKs stamped with
+ * the rolled-back snd_nxt) lay left of the server's rcv_nxt and a zero window
+ * refused them whole, ACK field included: the server's data was never
+ * acknowledged, its sender backed off to ETIMEDOUT.  Seed 1 of this exact
+ * setup hit it at 343 s of fake time before the fix (sync_input's ack_only). */
+#define ECHO_CONNS 4
+static void test_echo_zero_window_lossy(void)
+{
+    struct osvrt_tcp_config cfg;
+    osvrt_tcp_config_init(&cfg);
+    cfg.sndbuf = cfg.rcvbuf = 65536;
+    struct pair p;
+    pair_init(&p, &cfg, &cfg);
+    p.rng ^= 0x2545F4914F6CDD1Dull;     /* seed 1 */
+    int32_t c[ECHO_CONNS], s[ECHO_CONNS];
+    for (int i = 0; i < ECHO_CONNS; i++)
+        pair_connect(&p, 80, &c[i], &s[i]);
+    struct lossy l = {.drop_per_mille = 20, .dup_per_mille = 10, .reorder_per_mille = 20};
+    p.arg = &l;
+    p.filter = lossy_filter;
+    const uint64_t total = 1u << 20;
+    static uint8_t pend[ECHO_CONNS][65536];  /* the echo server's one sendall buffer */
+    uint32_t plen[ECHO_CONNS] = {0}, poff[ECHO_CONNS] = {0};
+    uint64_t sent[ECHO_CONNS] = {0}, got[ECHO_CONNS] = {0};
+    static uint8_t b[65536];
+    for (uint64_t step = 0;; step++) {
+        CHECK_MSG(step < 5000000, "no end after %llu steps", (unsigned long long)step);
+        int done = 1;
+        for (int i = 0; i < ECHO_CONNS; i++) {
+            while (sent[i] < total) {                       /* client: send all, ... */
+                uint64_t n = total - sent[i] < sizeof b ? total - sent[i] : sizeof b;
+                for (uint64_t k = 0; k < n; k++)
+                    b[k] = pattern(sent[i] + k, (uint32_t)i);
+                int64_t r = osvrt_tcp_send(p.st[0], c[i], b, n, p.now);
+                if (r == -EAGAIN)
+                    break;
+                CHECK_MSG(r > 0, "client %d send: %lld", i, (long long)r);
+                sent[i] += (uint64_t)r;
+            }
+            int64_t r;                                      /* ... and read the echo */
+            while ((r = osvrt_tcp_recv(p.st[0], c[i], b, sizeof b, p.now)) > 0) {
+                for (int64_t k = 0; k < r; k++)
+                    CHECK(b[k] == pattern(got[i] + (uint64_t)k, (uint32_t)i));
+                got[i] += (uint64_t)r;
+            }
+            CHECK_MSG(r == -EAGAIN, "client %d recv: %lld", i, (long long)r);
+            for (;;) {                                      /* server: recv only when sendall is done */
+                if (poff[i] < plen[i]) {
+                    int64_t w = osvrt_tcp_send(p.st[1], s[i], pend[i] + poff[i], plen[i] - poff[i], p.now);
+                    if (w == -EAGAIN)
+                        break;
+                    CHECK_MSG(w > 0, "echo %d send: %lld at %lld ms", i, (long long)w,
+                              (long long)(p.now / MS));
+                    poff[i] += (uint32_t)w;
+                    continue;
+                }
+                int64_t rr = osvrt_tcp_recv(p.st[1], s[i], pend[i], sizeof pend[i], p.now);
+                if (rr == -EAGAIN)
+                    break;
+                CHECK_MSG(rr > 0, "echo %d recv: %lld", i, (long long)rr);
+                plen[i] = (uint32_t)rr;
+                poff[i] = 0;
+            }
+            done &= got[i] == total;
+        }
+        if (done)
+            break;
+        CHECK(pair_step(&p));
+    }
+    struct osvrt_tcp_stats ss = pair_stats(&p, 1);
+    CHECK(ss.drops[OSVRT_TCP_DROP_OUT_OF_WINDOW] > 0);      /* the zero windows were met */
+    pair_free(&p);
+}
+
 int main(void)
 {
     test_slow_start_with_stretch_acks();
@@ -476,6 +556,7 @@ int main(void)
     test_send_buffer_full_then_writable();
     test_keepalive();
     test_random_loss_dup_reorder();
+    test_echo_zero_window_lossy();
     printf("test_tcp_loss: ok\n");
     return 0;
 }

@@ -940,8 +940,11 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
     want_output(s, c);
 }
 
-/* Absorb the out-of-order ranges that rcv_nxt has reached. */
-static void ooo_absorb(struct tcb *c)
+/* Absorb the out-of-order ranges that rcv_nxt has reached.  stats.bytes_in counts
+ * a held byte here, when it becomes in order, not when it arrived: a held range may
+ * be sent again, overlap others and be merged (ooo_add), so only this step - rcv_nxt
+ * passing it - sees each byte exactly once. */
+static void ooo_absorb(struct osvrt_tcp_stack *s, struct tcb *c)
 {
     for (int moved = 1; moved;) {
         moved = 0;
@@ -950,6 +953,7 @@ static void ooo_absorb(struct tcb *c)
             if (osvrt_seq_gt(r->start, c->rcv_nxt))
                 continue;
             if (osvrt_seq_gt(r->end, c->rcv_nxt)) {
+                s->stats.bytes_in += r->end - c->rcv_nxt;
                 c->rbuf.len += r->end - c->rcv_nxt;
                 c->rcv_nxt = r->end;
             }
@@ -1061,7 +1065,7 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
             c->rcv_nxt += len;
             s->stats.bytes_in += len;
             int filled = c->nooo != 0;
-            ooo_absorb(c);
+            ooo_absorb(s, c);
             c->acks_owed = 0;           /* a new cumulative ACK replaces the duplicates not yet sent */
             post(s, c, OSVRT_TCP_EV_READABLE);
             c->ack_pending_bytes += len;
@@ -1108,18 +1112,46 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
         want_output(s, c);
         return 0;
     }
+    /* text_drop: the segment's text, FIN and SYN are refused (not in the receive window);
+     * its ACK field may still be taken below (ack_only). */
+    int text_drop = -1, ack_only = 0;
     if (!seq_acceptable(c, g)) {
-        if (!(f & OSVRT_TH_RST)) {
-            c->ack_now = 1;
-            want_output(s, c);
-            if (c->state == OSVRT_TCP_TIME_WAIT)
-                timer_set(s, c, T_LINGER, now + s->cfg.time_wait_ns);
-            if (osvrt_tcp_seg_seqlen(g) && osvrt_seq_le(g->seq + osvrt_tcp_seg_seqlen(g), c->rcv_nxt)) {
-                s->stats.dup_segments++;    /* all old: a retransmission or a copy, not an attack */
-                return 0;
-            }
+        if (f & OSVRT_TH_RST)
+            return OSVRT_TCP_DROP_OUT_OF_WINDOW;
+        c->ack_now = 1;
+        want_output(s, c);
+        if (c->state == OSVRT_TCP_TIME_WAIT)
+            timer_set(s, c, T_LINGER, now + s->cfg.time_wait_ns);
+        text_drop = OSVRT_TCP_DROP_OUT_OF_WINDOW;
+        if (osvrt_tcp_seg_seqlen(g) && osvrt_seq_le(g->seq + osvrt_tcp_seg_seqlen(g), c->rcv_nxt)) {
+            s->stats.dup_segments++;        /* all old: a retransmission or a copy, not an attack */
+            text_drop = 0;
         }
-        return OSVRT_TCP_DROP_OUT_OF_WINDOW;
+        /* RFC 9293 3.10.7.4: "If the RCV.WND is zero, no segments will be acceptable, but
+         * special allowance should be made to accept valid ACKs".  Without it two echoing
+         * peers deadlock: our window is zero because our application is blocked sending,
+         * the peer's sender has gone back N (rexmt_fire: snd_nxt = snd_una), so every
+         * segment it sends - retransmitted old text, and pure ACKs stamped with that
+         * rolled-back snd_nxt - lies left of our rcv_nxt, which a zero window refuses
+         * (only seq == rcv_nxt passes); the ACKs of OUR data ride only on those segments,
+         * so our send buffer never drains and our application never reads.  So the ACK
+         * field of a segment refused only for its sequence number is still processed,
+         * when the segment does not reach past the window's right edge (old, or at a zero
+         * window: never text we did not offer) and is not a SYN; the RFC 5961 ACK range
+         * check below still applies.  Nor does it reach further left than one receive
+         * buffer: everything we acknowledged the peer has not yet seen was in a window we
+         * offered, and no window exceeds rbuf.cap (window_field), so a go-back-N peer's
+         * snd_una and snd_nxt are >= rcv_nxt - rbuf.cap; older sequence numbers are not
+         * this peer's, and a blind injector must still hit this span, as before the
+         * allowance it had to hit the window.  SYN_RECEIVED keeps the strict rule (its
+         * window is open, and an ACK there moves the state). */
+        uint32_t edge = osvrt_seq_gt(c->rcv_adv, c->rcv_nxt + rcv_space(c)) ? c->rcv_adv
+                                                                             : c->rcv_nxt + rcv_space(c);
+        if (!(f & OSVRT_TH_SYN) && (f & OSVRT_TH_ACK) && c->state != OSVRT_TCP_SYN_RECEIVED
+            && osvrt_seq_le(g->seq, edge) && osvrt_seq_ge(g->seq, c->rcv_nxt - c->rbuf.cap))
+            ack_only = 1;
+        else
+            return text_drop;
     }
     if (f & OSVRT_TH_RST) {
         if (g->seq != c->rcv_nxt) {                          /* RFC 5961 3.2 */
@@ -1211,6 +1243,8 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
     default:
         break;
     }
+    if (ack_only)                                            /* its ACK taken; its text refused */
+        return text_drop;
     if (c->orphan && g->len && osvrt_seq_gt(g->seq + g->len, c->rcv_nxt)) {
         /* New data for a connection the application closed: nobody will read it.
          * RST, as the kernel does (RFC 9293 3.10.4: CLOSE means "I have no more to
