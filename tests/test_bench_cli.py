@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     out = io.StringIO()
     args = _args("--json", str(d / "b.json"), "--plot", "-", "--rounds", "1", "--no-progress",
-                 sizes=TINY, warmup=0, width=260)   # 260: the real-client rows add 3 columns
+                 sizes=TINY, warmup=0, width=400)   # 400: the real-client and user-stack rows add columns
     doc = cli.run(args, out=out)
     return doc, out.getvalue(), d / "b.json"
 
