@@ -128,24 +128,34 @@ async def serve(stream):
         try:
             while data := await stream.recv():
                 buf += data
-                out = []
-                pos = 0
-                try:
-                    while True:
-                        args, pos = parse_one(buf, pos)
-                        if args is None:
-                            break
-                        if args:
-                            out.append(execute(args))
-                except ProtocolError as e:
-                    out.append(b"-ERR Protocol error: %s\r\n" % str(e).encode())
-                    await stream.sendall(b"".join(out))
-                    return                            # Redis closes the connection too
-                del buf[:pos]
+                out, bad = answer_all(buf)
                 if out:
-                    await stream.sendall(b"".join(out))
+                    await stream.sendall(out)
+                if bad:
+                    return                            # Redis closes the connection too
         except ConnectionError:
             pass
+
+
+def answer_all(buf):
+    """The replies to every whole command in buf, dropped from it: (bytes,
+    bad).  bad: a protocol error, whose -ERR reply ends the bytes; the
+    connection must then be closed (as Redis does).  What serve() and Resp
+    share."""
+    out = []
+    pos = 0
+    try:
+        while True:
+            args, pos = parse_one(buf, pos)
+            if args is None:
+                break
+            if args:
+                out.append(execute(args))
+    except ProtocolError as e:
+        out.append(b"-ERR Protocol error: %s\r\n" % str(e).encode())
+        return b"".join(out), True
+    del buf[:pos]
+    return b"".join(out), False
 
 
 class Resp:
@@ -156,23 +166,11 @@ class Resp:
         self.conn, self.buf = conn, bytearray()
 
     def data_received(self, data):
-        buf = self.buf
-        buf += data
-        out = []
-        pos = 0
-        try:
-            while True:
-                args, pos = parse_one(buf, pos)
-                if args is None:
-                    break
-                if args:
-                    out.append(execute(args))
-        except ProtocolError as e:
-            out.append(b"-ERR Protocol error: %s\r\n" % str(e).encode())
+        self.buf += data
+        out, bad = answer_all(self.buf)
+        if bad:
             self.conn.close()                 # after the error is sent, as Redis does
-            return b"".join(out)
-        del buf[:pos]
-        return b"".join(out) if out else None
+        return out or None
 
 
 async def main(host, port, cpus, streams=False):
