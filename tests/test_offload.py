@@ -69,8 +69,10 @@ def test_cancel_releases_at_once_call_finishes_in_background(call):
         t.cancel()
         with pytest.raises(osvrt.Cancelled):
             await t.join(timeout=5)
-        assert time.monotonic() - t0 < 0.1           # released at once
+        # released at once: before the 0.3 s call ends (an ordering, not a timing,
+        # so a loaded host cannot fail it), and well before the join's own 5 s
         assert not done.is_set()
+        assert time.monotonic() - t0 < 5
         await osvrt.to_thread(done.wait, 5)          # ...and the call finished anyway
         assert done.is_set()
         with pytest.raises(TimeoutError):
