@@ -390,7 +390,8 @@ def test_waiter_timing_out_right_after_hand_off_passes_it_on(mrt, cpus):
 
         async def impatient():
             try:
-                with osvrt.timeout(0.02):
+                # 250 ms: a loaded host must not expire it before the test sees it queued
+                with osvrt.timeout(0.25):
                     await m.acquire()
                     got.append("w1")
                     m.release()
@@ -407,7 +408,7 @@ def test_waiter_timing_out_right_after_hand_off_passes_it_on(mrt, cpus):
         await queued(w1)
         w2 = osvrt.spawn(patient, cpu=C1)
         await queued(w2)
-        time.sleep(0.04)                     # hold CPU 0 (no trap) past w1's deadline
+        time.sleep(0.35)                     # hold CPU 0 (no trap) past w1's deadline
         m.release()                          # hands to w1, whose timer is now due
         await w1.join(timeout=5)
         await w2.join(timeout=5)

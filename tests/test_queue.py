@@ -392,7 +392,8 @@ def test_put_that_times_out_did_not_put(mrt):
 
         async def producer():
             try:
-                with osvrt.timeout(0.02):
+                # 250 ms: a loaded host must not expire it before the test sees it queued
+                with osvrt.timeout(0.25):
                     await q.put("b")
             except TimeoutError:
                 return "raised"
@@ -400,7 +401,7 @@ def test_put_that_times_out_did_not_put(mrt):
 
         p = osvrt.spawn(producer)
         await queued(p)
-        time.sleep(0.04)                       # hold the CPU past p's deadline
+        time.sleep(0.35)                       # hold the CPU past p's deadline
         first = q.get_nowait()                 # admits "b"; p's timer is due
         outcome = await p.join(timeout=5)
         return first, outcome, drain(q)
