@@ -197,11 +197,16 @@ def test_equal_hogs_share_a_cpu_fairly(make_rt):
     used = _run_hogs(rt, [1.0] * 4, 1.0)
     assert all(u > 0 for u in used), used
     jain = sum(used) ** 2 / (len(used) * sum(u * u for u in used))
-    assert jain > 0.98, (jain, used)
+    # 0.95, not 1: a preemption of the worker by the host near the deadline is
+    # charged to one hog with no turn left to even it out; an unfair split such
+    # as 0.4/0.3/0.2/0.1 s scores 0.83
+    assert jain > 0.95, (jain, used)
 
 
 def test_priorities_1_and_2_share_a_cpu_2_to_1(make_rt):
     rt = make_rt(cpus=1)
     used = _run_hogs(rt, [1.0, 2.0], 1.2)
     ratio = used[0] / used[1]
-    assert 1.6 <= ratio <= 2.4, (ratio, used)
+    # a loaded CI host's preemption near the deadline cannot be evened out (it
+    # once gave 1.59); ignored priorities would give about 1.0, inverted 0.5
+    assert 1.4 <= ratio <= 2.6, (ratio, used)
