@@ -571,3 +571,52 @@ def test_stopped_runtime_gives_back_its_packet_socket_and_ring():
         kept.append(rt)                     # the user keeps the Runtime object
     assert packet_sockets() == before
     assert all(not r.service("net").stats()["running"] for r in kept)   # stats stay readable
+
+
+def test_only_a_system_call_other_than_futex_counts_as_blocked():
+    """The stall detector's wall-clock rule blames a worker blocked in a system
+    call.  A thread that computes (on a CPU, or preempted in user mode by a
+    loaded host) is not blocked: CI once saw a computing hog reported as
+    'blocked in a system call' because it was preempted.  A lock wait (futex,
+    as a GIL waiter) is not either."""
+    from osvrt.observe.stall import blocked_in_syscall
+    stop = threading.Event()
+    lock = threading.Lock()
+    lock.acquire()
+    ids = {}
+    r, w = os.pipe()
+
+    def spin():
+        ids["spin"] = threading.get_native_id()
+        while not stop.is_set():
+            pass
+
+    def read_pipe():
+        ids["read"] = threading.get_native_id()
+        os.read(r, 1)                    # blocked in read(2) until the end
+
+    def wait_lock():
+        ids["lock"] = threading.get_native_id()
+        lock.acquire()
+
+    threads = [threading.Thread(target=f) for f in (spin, read_pipe, wait_lock)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(ids) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)                 # each is in its loop or wait by now
+        seen = {k: [blocked_in_syscall(v) for _ in range(20)] for k, v in ids.items()}
+    finally:
+        stop.set()
+        lock.release()
+        os.write(w, b"x")
+        for t in threads:
+            t.join()
+        os.close(r)
+        os.close(w)
+    # a spinning thread holding the GIL here is 'running' or waits for it in futex
+    assert not any(seen["spin"]), seen
+    assert not any(seen["lock"]), seen
+    assert all(seen["read"]), seen

@@ -69,9 +69,13 @@ def _syscall(native_id):
         return None
 
 
-def waiting_for_gil(native_id):
-    """True if the OS thread waits in futex (as a GIL waiter does)."""
-    return _FUTEX is not None and _syscall(native_id) == _FUTEX
+def blocked_in_syscall(native_id):
+    """True if the OS thread sits in a system call other than futex.  Not when
+    it is on a CPU ('running') or runnable in user mode (-1): a loaded host
+    that preempts a computing worker must not make it look blocked; its CPU
+    clock reports it once it has computed past the threshold."""
+    nr = _syscall(native_id)
+    return _FUTEX is not None and isinstance(nr, int) and nr >= 0 and nr != _FUTEX
 
 
 class StallWatchdog(Watcher):
@@ -126,7 +130,7 @@ class StallWatchdog(Watcher):
         if not computed:
             if wall <= self._wall_bound:
                 return
-            blocked = not waiting_for_gil(w.os_thread.native_id)
+            blocked = blocked_in_syscall(w.os_thread.native_id)
             if not blocked:
                 return
         frame = sys._current_frames().get(w.os_thread.ident)
