@@ -100,16 +100,18 @@ def migrations(rt):
 
 # ---- spreading ----------------------------------------------------------------
 
-def test_eight_busy_threads_spread_four_four_within_300ms(runtimes):
+def test_eight_busy_threads_spread_four_four(runtimes):
+    """8 busy threads spawned on one CPU reach 4/4.  How fast, in balancer
+    passes, is test_osv_policy's business: a wall-clock bound here failed on a
+    loaded host, where the sampling thread itself got two looks in 300 ms."""
     rt = runtimes()
     C0, C1 = rt.cpus
     load = Busy(rt, 8, C0)
     try:
-        samples = load.sample(C1, 0.3 - (time.monotonic() - load.t0))
+        reached = load.wait_for(C1, 4, timeout=10.0)
     finally:
         load.finish()
-    assert any(n == 4 for _, n in samples), \
-        f"never 4/4 within 0.3 s; threads on CPU {C1} over time: {compress(samples)}"
+    assert reached is not None, f"8 busy threads never reached 4/4 on CPU {C1}"
 
 
 def test_balanced_load_stays_within_one(runtimes):

@@ -10,6 +10,8 @@ import pytest
 
 import osvrt
 
+from support import queued
+
 
 async def _value(x):
     await osvrt.sleep(0.001)
@@ -215,8 +217,7 @@ def test_cancel_wakes_a_thread_parked_on_an_event(rt, where):
         there = here if where == "same-cpu" else [c for c in rt.cpus if c != here][0]
         ev = osvrt.Event()
         t = osvrt.spawn(waiter, ev, cpu=there)
-        await osvrt.sleep(0.02)
-        assert t.state == "waiting"
+        await queued(t)                    # parked on ev (a fixed sleep lost that race on a loaded host)
         t.cancel()
         with pytest.raises(osvrt.Cancelled):
             await t.join(timeout=10)
