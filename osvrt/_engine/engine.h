@@ -186,6 +186,7 @@ struct worker_io {
 
 #define DRAIN_BATCH 256
 #define TICKET_FREELIST 256
+#define DONE_WAKES 16       /* ended threads whose foreign waiters wake once the GIL is let go */
 
 /* OSv's fair rule (osvrt/fair.py documents it): defined here once and
  * exported as _engine.FAIR (fair.py reads them from there). */
@@ -247,6 +248,12 @@ struct WorkerObject {
     TicketObject *free_tickets[TICKET_FREELIST];   /* owner: ticket freelist */
     int nfree;
     uint64_t drain_buf[DRAIN_BATCH];
+    /* owner: threads that ended while a foreign OS thread slept on their done
+     * word (Runtime.run); woken when this worker next lets the GIL go, so the
+     * waiter does not wake only to block on the GIL we hold (worker.c,
+     * defer_done_wake). */
+    ThreadObject *done_wakes[DONE_WAKES];
+    int ndone_wakes;
     struct worker_io io;           /* readiness (io.c) */
     int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
     char *scratch;                 /* owner: sock.c's recv buffer (64 KiB), or NULL */
@@ -317,6 +324,9 @@ static inline WorkerObject *home_of(ThreadObject *t)
      * every worker outlives the threads of its runtime. */
     return __atomic_load_n(&t->w, __ATOMIC_ACQUIRE);
 }
+
+/* place.c */
+extern PyMethodDef place_module_methods[];
 
 /* io.c */
 extern PyMethodDef io_module_methods[];
