@@ -126,13 +126,16 @@ def test_run_with_a_timeout_still_ends_and_lets_go(pinned_here):
 def test_least_loaded_prefers_this_cpu_on_a_tie_and_the_lighter_otherwise():
     if len(AVAILABLE) < 2:
         pytest.skip("needs 2 CPUs")
-    with osvrt.Runtime(cpus=2) as rt:
+    # balance=False: no balancer threads, whose ticks would make a worker
+    # busy for a moment (load 1) while we look.
+    with osvrt.Runtime(cpus=2, balance=False) as rt:
         ws, ids = tuple(rt.workers), tuple(w.cpu_id for w in rt.workers)
         before = os.sched_getaffinity(0)
         try:
             for w in ws:
                 os.sched_setaffinity(0, {w.cpu_id})
                 assert _engine.current_cpu() == w.cpu_id
+                assert [_engine.worker_load(o) for o in ws] == [0, 0]
                 assert _engine.least_loaded(ws, ids) is w      # both idle: here wins
         finally:
             os.sched_setaffinity(0, before)
