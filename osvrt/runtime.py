@@ -254,6 +254,7 @@ class Runtime:
                                    "for itself; stop it from outside (or let main return)")
             second = self._state == _STOPPED or self._stopping
             self._stopping = True
+            self._live.watch_empty()       # the last thread to end tells us (_thread_ended)
         if second:
             self._stopped.wait()           # another stop() is under way: return when it is done
             return
@@ -602,8 +603,9 @@ class Runtime:
     _handle_for = handle_for     # the engine's hook name (worker.c, worker_post)
 
     def _thread_ended(self, t):
-        """(hook) t ended (worker.c): it leaves the live set; the last one
-        to leave during stop() lets stop() go on."""
+        """(hook) The last live thread, t, ended during stop() (worker.c
+        calls this only once stop() has called _live.watch_empty()): stop()
+        goes on."""
         self._live.discard(t)
         if self._stopping and not self._live:
             self._all_done.set()

@@ -121,6 +121,41 @@ def test_run_with_a_timeout_still_ends_and_lets_go(pinned_here):
         assert [rt.run(seven) for _ in range(20)] == [7] * 20
 
 
+class CountingRuntime(osvrt.Runtime):
+    """Counts the calls of the engine's "last live thread ended" hook."""
+    ended_calls = 0
+
+    def _thread_ended(self, t):
+        self.ended_calls += 1
+        super()._thread_ended(t)
+
+
+def test_the_empty_live_set_is_reported_only_while_stopping(pinned_here):
+    """Every rt.run round trip empties the live set; the hook that tells
+    stop() about it costs a Python call, so it runs only once stop() watches
+    (LiveSet.watch_empty), and then it does run: stop() ends with no thread
+    left behind."""
+    rt = CountingRuntime(cpus=[pinned_here]).start()
+    try:
+        for _ in range(100):
+            assert rt.run(seven) == 7
+        assert rt.ended_calls == 0
+
+        async def sleeper():
+            await osvrt.sleep(30)
+
+        fut = rt.submit(sleeper)
+        for _ in range(10_000):
+            if rt.live_threads():
+                break
+            os.sched_yield()
+    finally:
+        rt.stop(timeout=JOIN_TIMEOUT)
+    assert fut.cancelled()
+    assert rt.ended_calls >= 1
+    assert not rt.live_threads()
+
+
 # ---- the pick of a worker (place.c) ------------------------------------------
 
 def test_least_loaded_prefers_this_cpu_on_a_tie_and_the_lighter_otherwise():

@@ -386,6 +386,7 @@ extern PyTypeObject LoopCore_Type;
 int live_add(PyObject *set, ThreadObject *t);
 int live_discard(PyObject *set, ThreadObject *t);
 Py_ssize_t live_len(PyObject *set);
+int live_watched(PyObject *set);          /* watch_empty was called */
 
 /* timer.c */
 TimerObject *timer_new(double deadline, PyObject *fn, PyObject *arg, int wakes);

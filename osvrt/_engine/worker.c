@@ -450,7 +450,7 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         Py_XDECREF(r);
     }
     live_discard(w->live, t);
-    if (live_len(w->live) == 0) {
+    if (live_len(w->live) == 0 && live_watched(w->live)) {
         PyObject *r = worker_hook(w, HK_THREAD_ENDED, (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
