@@ -13,6 +13,10 @@ _running: "weakref.WeakSet[object]" = weakref.WeakSet()
 # In a child forked while they ran: runtime -> the parent's pid.  Kept here,
 # not on the Runtime, so the mark is this module's own state.
 _inherited: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
+# Whether any runtime was ever marked: a plain bool, because the truth test
+# of a WeakKeyDictionary is a Python-level __len__ call, and forked_from runs
+# on every submit() and run() (the foreign-thread round trip).
+_any_inherited = False
 
 
 def started(rt):
@@ -24,17 +28,19 @@ def stopped(rt):
 
 
 def _after_fork_in_child():
+    global _any_inherited
     parent = os.getppid()
     for rt in list(_running):
         _inherited[rt] = parent
+        _any_inherited = True
     _running.clear()
 
 
 def forked_from(rt):
     """The pid of the parent rt was running in when this process was forked
     from it, or None (rt is this process's own).  Cheap when no runtime was
-    inherited: one truth test of an empty mapping."""
-    return _inherited.get(rt) if _inherited else None
+    inherited: one test of a bool."""
+    return _inherited.get(rt) if _any_inherited else None
 
 
 def refusal(rt):

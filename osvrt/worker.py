@@ -25,6 +25,7 @@ from .thread import Cancelled, hand_over
 log = logging.getLogger("osvrt")
 
 _HANDLE_BATCH = 256
+_IDLE_FLUSH = 32             # ended threads' records freed at an idle, at least
 
 
 def alloc_handles(crt, cpu_index, n):
@@ -51,16 +52,14 @@ class Worker(_engine.WorkerBase):
         self._on_crash = on_crash
         # index: position in rt.cpus and in the C runtime (the engine's field)
         self._bind(rt, by_handle, live, int(ffi.cast("uintptr_t", crt)), index, spin_ns)
-        # For other workers' balancing decisions (hints; plain reads, no call):
-        # are we idle (csrc/core/cpu.h idle_state), and how many threads were pushed
-        # to us that we have not taken in yet.  Each is an aligned word of C
-        # memory that C writes with atomics; a plain load is a relaxed atomic
+        # For other workers' balancing decisions (a hint; a plain read, no
+        # call): are we idle (csrc/core/cpu.h idle_state).  An aligned word of
+        # C memory that C writes with atomics; a plain load is a relaxed atomic
         # load on x86-64 and arm64, and a stale value costs one extra pass.
         # (The `atomics` package would give the same load at ~11 us: it goes
         # through cffi's ABI mode, which releases the GIL on every call.)
+        # How many threads were pushed to us and not taken in: load() (C).
         self._idle_state = memoryview(ffi.buffer(lib.osvrt_idle_word(crt, index), 4)).cast("I")
-        self._pushes = memoryview(ffi.buffer(lib.osvrt_pushes_word(crt, index), 8)).cast("Q")
-        self._drained = memoryview(ffi.buffer(lib.osvrt_drained_word(crt, index), 8)).cast("Q")
         self._handles = []           # free C thread-table handles
         self._dead = []              # handles of ended threads, freed in batches
         self.os_thread = None
@@ -73,8 +72,7 @@ class Worker(_engine.WorkerBase):
     def load(self):
         """Runnable threads here, running or queued, and those pushed to us but
         not taken in yet (read from other workers: a hint)."""
-        return (self.runq_len + self.running
-                + max(0, self._pushes[0] - self._drained[0]))
+        return _engine.worker_load(self)      # place.c
 
     def is_idle(self):
         return self._idle_state[0] & 3 != 0      # POLLING or SLEEPING (OSVRT_IDLE_STATE, csrc/core/cpu.h)
@@ -132,9 +130,14 @@ class Worker(_engine.WorkerBase):
             self.release_handles()
 
     def _before_idle(self):
-        """(hook) About to idle: free ended threads' C records, and ask a busy
-        CPU for work."""
-        self._flush_dead()
+        """(hook) About to idle: free ended threads' C records once a few have
+        gathered, and ask a busy CPU for work."""
+        # Not one by one: a foreign caller's round trip (rt.run) ends one
+        # thread and idles, and a C call per idle to free one record was a
+        # tenth of the worker's instructions (callgrind).  The rest wait for
+        # the next batch, or for release_handles when the loop ends.
+        if len(self._dead) >= _IDLE_FLUSH:
+            self._flush_dead()
         if self.idle_pull:
             balancer.ask_for_work(self)
 

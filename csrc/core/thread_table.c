@@ -19,6 +19,13 @@ void osvrt_table_destroy(struct osvrt_thread_table *t)
     memset(t, 0, sizeof *t);
 }
 
+/* The generation after gen: never 0, so no handle is ever 0 (grow). */
+static inline uint32_t next_gen(uint32_t gen)
+{
+    uint32_t g = (gen + 1) & OSVRT_GEN_MASK;
+    return g ? g : 1;
+}
+
 /* Called with the lock held. */
 static int grow(struct osvrt_thread_table *t)
 {
@@ -40,7 +47,11 @@ static int grow(struct osvrt_thread_table *t)
         chunk[i].cwake.next = NULL;
         chunk[i].cwake.key = 0;
         atomic_init(&chunk[i].linked, 0);
-        atomic_init(&chunk[i].word, osvrt_word(0, OSVRT_FREE));
+        /* Generations start at 1 (and skip 0 when they wrap, next_gen):
+         * handle 0 means "no handle" to the engine (worker.c, t->h == 0),
+         * and record 0's first handle would otherwise be 0: its thread never
+         * had its handle freed, and stayed referenced for the runtime's life. */
+        atomic_init(&chunk[i].word, osvrt_word(1, OSVRT_FREE));
         atomic_init(&chunk[i].cpu, 0);
         chunk[i].idx = base + i;
     }
@@ -99,7 +110,7 @@ uint32_t osvrt_table_free(struct osvrt_thread_table *t, const uint64_t *h, uint3
         while ((uint32_t)(w >> 32) == gen && (uint32_t)w != OSVRT_FREE
                && (uint32_t)w != OSVRT_WAKING) {
             if (atomic_compare_exchange_weak_explicit(&th->word, &w,
-                                                      osvrt_word((gen + 1) & OSVRT_GEN_MASK, OSVRT_FREE),
+                                                      osvrt_word(next_gen(gen), OSVRT_FREE),
                                                       memory_order_acq_rel,
                                                       memory_order_relaxed)) {
                 ok = 1;

@@ -186,6 +186,7 @@ struct worker_io {
 
 #define DRAIN_BATCH 256
 #define TICKET_FREELIST 256
+#define DONE_WAKES 16       /* ended threads whose foreign waiters wake once the GIL is let go */
 
 /* OSv's fair rule (osvrt/fair.py documents it): defined here once and
  * exported as _engine.FAIR (fair.py reads them from there). */
@@ -247,6 +248,12 @@ struct WorkerObject {
     TicketObject *free_tickets[TICKET_FREELIST];   /* owner: ticket freelist */
     int nfree;
     uint64_t drain_buf[DRAIN_BATCH];
+    /* owner: threads that ended while a foreign OS thread slept on their done
+     * word (Runtime.run); woken when this worker next lets the GIL go, so the
+     * waiter does not wake only to block on the GIL we hold (worker.c,
+     * defer_done_wake). */
+    ThreadObject *done_wakes[DONE_WAKES];
+    int ndone_wakes;
     struct worker_io io;           /* readiness (io.c) */
     int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
     char *scratch;                 /* owner: sock.c's recv buffer (64 KiB), or NULL */
@@ -318,6 +325,9 @@ static inline WorkerObject *home_of(ThreadObject *t)
     return __atomic_load_n(&t->w, __ATOMIC_ACQUIRE);
 }
 
+/* place.c */
+extern PyMethodDef place_module_methods[];
+
 /* io.c */
 extern PyMethodDef io_module_methods[];
 int io_register(WorkerObject *w, TicketObject *tk);
@@ -376,6 +386,7 @@ extern PyTypeObject LoopCore_Type;
 int live_add(PyObject *set, ThreadObject *t);
 int live_discard(PyObject *set, ThreadObject *t);
 Py_ssize_t live_len(PyObject *set);
+int live_watched(PyObject *set);          /* watch_empty was called */
 
 /* timer.c */
 TimerObject *timer_new(double deadline, PyObject *fn, PyObject *arg, int wakes);

@@ -15,6 +15,11 @@ typedef struct {
     atomic_flag lock;
     ThreadObject **items;          /* under lock; strong references */
     Py_ssize_t n, cap;
+    /* Set once by Runtime.stop (watch_empty): from then on the worker that
+     * empties the set tells the runtime (worker.c, finish).  Before, nobody
+     * waits for "empty", and a Runtime.run round trip, which empties it
+     * every time, would pay a Python hook call for nothing. */
+    _Atomic int watch_empty;
 } LiveSetObject;
 
 static inline void
@@ -102,8 +107,10 @@ live_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     }
     LiveSetObject *s = (LiveSetObject *)type->tp_alloc(type, 0);
-    if (s != NULL)
+    if (s != NULL) {
         atomic_flag_clear(&s->lock);
+        atomic_init(&s->watch_empty, 0);
+    }
     return (PyObject *)s;
 }
 
@@ -221,9 +228,28 @@ static PySequenceMethods live_as_sequence = {
     .sq_contains = (objobjproc)live_contains,
 };
 
+/* relaxed, both sides: a worker that misses the store only fails to end one
+ * of stop()'s waits early, and stop() looks at the set again within 50 ms
+ * anyway (runtime.py, _cancel_all). */
+static PyObject *
+live_watch_empty_method(LiveSetObject *s, PyObject *unused)
+{
+    atomic_store_explicit(&s->watch_empty, 1, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
+int
+live_watched(PyObject *set)
+{
+    return atomic_load_explicit(&((LiveSetObject *)set)->watch_empty, memory_order_relaxed);
+}
+
 static PyMethodDef live_methods[] = {
     {"add", (PyCFunction)live_add_method, METH_O, NULL},
     {"discard", (PyCFunction)live_discard_method, METH_O, NULL},
+    {"watch_empty", (PyCFunction)live_watch_empty_method, METH_NOARGS,
+     "From now on, the worker that ends the last live thread calls the runtime's\n"
+     "_thread_ended hook (Runtime.stop waits for that)."},
     {NULL}
 };
 

@@ -526,6 +526,8 @@ PyInit__engine(void)
         goto fail;
     if (PyModule_AddFunctions(m, serve_module_methods) < 0)
         goto fail;
+    if (PyModule_AddFunctions(m, place_module_methods) < 0)
+        goto fail;
     for (int i = 0; i < ST_COUNT; i++)
         if ((state_names[i] = PyUnicode_InternFromString(names[i])) == NULL)
             goto fail;

@@ -353,6 +353,53 @@ fire_timers(WorkerObject *w, double now)
 
 /* ---- a thread's end -------------------------------------------------------- */
 
+/* A foreign OS thread sleeps on t's done word (Runtime.run, thread.c
+ * wait_done_nogil).  Waking it now, while we hold the GIL and still have the
+ * end of this turn to run in Python (hooks, the idle hook), makes it
+ * runnable only to block on the GIL: on a shared CPU the kernel switches to
+ * it at once, it sleeps on the GIL's condition, we signal it as we let the
+ * GIL go, and both sides pay two more switches and four more futex calls
+ * (measured with perf sched: 6 switches a round trip instead of 2).  So the
+ * wake waits until this worker lets the GIL go: in worker_idle, or at the
+ * next trap if it runs another thread instead (it keeps the GIL then
+ * anyway).  The reference keeps t, and its done word, alive until then. */
+static void
+defer_done_wake(WorkerObject *w, ThreadObject *t)
+{
+    if (w->ndone_wakes == DONE_WAKES) {       /* full: wake at once, as before */
+        syscall(SYS_futex, (uint32_t *)&t->done_word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+        return;
+    }
+    w->done_wakes[w->ndone_wakes++] = (ThreadObject *)Py_NewRef(t);
+}
+
+/* The futex wakes deferred above; no Python: callable with the GIL released. */
+static void
+wake_done_waiters(WorkerObject *w)
+{
+    for (int i = 0; i < w->ndone_wakes; i++)
+        syscall(SYS_futex, (uint32_t *)&w->done_wakes[i]->done_word, FUTEX_WAKE_PRIVATE,
+                INT32_MAX, NULL, NULL, 0);
+}
+
+/* ... and the references, with the GIL held. */
+static void
+drop_done_wakes(WorkerObject *w)
+{
+    int n = w->ndone_wakes;
+    w->ndone_wakes = 0;
+    for (int i = 0; i < n; i++)
+        Py_DECREF(w->done_wakes[i]);
+}
+
+static void
+flush_done_wakes(WorkerObject *w)
+{
+    wake_done_waiters(w);
+    drop_done_wakes(w);
+}
+
+
 static int
 finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
 {
@@ -367,7 +414,7 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
      * the Dekker pair with wait_done_nogil's sleepers count. */
     atomic_store_explicit(&t->done_word, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&t->sleepers, memory_order_seq_cst))
-        syscall(SYS_futex, (uint32_t *)&t->done_word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+        defer_done_wake(w, t);
     /* Close the wait for good: a late claim (stale ticket) must fail. */
     uint64_t seq = (atomic_load_explicit(&t->wait, memory_order_relaxed) >> 1) + 1;
     atomic_store_explicit(&t->wait, seq << 1, memory_order_release);
@@ -403,7 +450,7 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         Py_XDECREF(r);
     }
     live_discard(w->live, t);
-    if (live_len(w->live) == 0) {
+    if (live_len(w->live) == 0 && live_watched(w->live)) {
         PyObject *r = worker_hook(w, HK_THREAD_ENDED, (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
@@ -590,9 +637,11 @@ worker_idle(WorkerObject *w, double *now)
     /* The sleep is epoll_wait on this CPU's epfd: fds ready, a kick (its
      * eventfd) or the next timer end it (csrc/core/cpu.h). */
     Py_BEGIN_ALLOW_THREADS
+    wake_done_waiters(w);          /* the GIL is free now: see defer_done_wake */
     osvrt_api->cpu_idle_io(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS,
                            w->io.evs, IO_BATCH, &nev);
     Py_END_ALLOW_THREADS
+    drop_done_wakes(w);
     double after = osvrt_clock();
     /* idle_since_ns cleared first (relaxed), then idle_ns with release: a
      * reader that loads idle_ns with acquire and then idle_since_ns never
@@ -688,6 +737,11 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
                 trace_add(w, TR_SWITCH, prev_id, t->id, (uint64_t)rq_len(w));
         }
 
+        /* Another thread runs before we idle: the GIL stays ours, so the
+         * waiters of threads that ended wait no longer (defer_done_wake). */
+        if (w->ndone_wakes)
+            flush_done_wakes(w);
+
         /* Run t until its next trap.  (current, run_start) name this run for
          * the stall watchdog; current stays set while t keeps the CPU. */
         w->current = t;
@@ -775,6 +829,7 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
         trap = NULL;
     }
     Py_XDECREF(t);
+    flush_done_wakes(w);
     w->current = NULL;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
     tls_worker = NULL;
@@ -784,6 +839,7 @@ error:
     if (trap != NULL && trap != ENDED)
         Py_DECREF(trap);
     Py_XDECREF(t);
+    flush_done_wakes(w);
     w->current = NULL;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
     tls_worker = NULL;
@@ -1139,6 +1195,8 @@ worker_traverse(WorkerObject *w, visitproc visit, void *arg)
         Py_VISIT(w->rq[i].t);
     for (Py_ssize_t i = 0; i < w->tm_len; i++)
         Py_VISIT(w->tm[i].tm);
+    for (int i = 0; i < w->ndone_wakes; i++)
+        Py_VISIT(w->done_wakes[i]);
     return io_traverse(w, visit, arg);
 }
 
@@ -1161,6 +1219,7 @@ worker_clear(WorkerObject *w)
         Py_DECREF(w->tm[i].tm);
     PyObject *p = atomic_exchange_explicit(&w->pull, NULL, memory_order_acq_rel);
     Py_XDECREF(p);
+    flush_done_wakes(w);           /* a waiter is never left asleep */
     io_clear(w);
     return 0;
 }
@@ -1194,6 +1253,7 @@ worker_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     atomic_init(&w->stop, 0);
     atomic_init(&w->pull, NULL);
     io_init(w);
+    w->ndone_wakes = 0;
     w->scratch = NULL;
     return (PyObject *)w;
 }
