@@ -633,6 +633,11 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
 
     /* acquire: pairs with Runtime.stop's release store before its kick. */
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        /* The UDP replies of the turn that just ended go out now, in one
+         * sendmmsg (udptx.c): before we poll, take wake-ups or park, so a
+         * reply never waits behind another thread's turn. */
+        if (w->txb != NULL)
+            worker_tx_flush(w);
         /* The packet source this CPU drains itself (net channels run by the
          * workers, csrc/net/rx_workers.h): frames for threads here become
          * wake-ups on our own pushlist, taken in just below. */
@@ -777,6 +782,8 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
     Py_XDECREF(t);
     w->current = NULL;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    if (w->txb != NULL)
+        worker_tx_flush(w);         /* the last turn's replies */
     tls_worker = NULL;
     Py_RETURN_NONE;
 
@@ -786,6 +793,8 @@ error:
     Py_XDECREF(t);
     w->current = NULL;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    if (w->txb != NULL)
+        worker_tx_flush(w);         /* nothing queued is left behind */
     tls_worker = NULL;
     return NULL;
 }
@@ -1171,6 +1180,7 @@ worker_dealloc(WorkerObject *w)
     PyTypeObject *tp = Py_TYPE(w);
     PyObject_GC_UnTrack(w);
     worker_clear(w);
+    worker_tx_free(w);
     PyMem_Free(w->rq);
     PyMem_Free(w->tm);
     PyMem_Free(w->trace);
