@@ -168,3 +168,29 @@ def test_udptx_off_a_worker_sends_at_once():
     assert e.value.errno == errno.EBADF
     src.close()
     r.close()
+
+
+def test_a_reader_sends_its_replies_before_it_waits_for_input(rt, monkeypatch):
+    """recvfrom() on an empty channel sends the thread's queued replies
+    before its poll and park (lane.py): a round trip's reply never waits
+    out the poll.  The spy sees the flush send the reply."""
+    from osvrt.net.channels import lane
+    flushed = []
+
+    def spy():
+        n = _engine.udp_tx_flush()
+        flushed.append(n)
+        return n
+    monkeypatch.setattr(lane, "udp_tx_flush", spy)
+    ep, r = bind_in(rt), receiver()
+
+    async def reply_then_read():
+        await ep.sendto(b"reply", r.getsockname())
+        with pytest.raises(OSError):
+            await ep.recvfrom()               # empty: waits until close() below
+    t = rt.submit(reply_then_read)
+    assert r.recv(100) == b"reply"
+    ep.close()
+    t.result(timeout=T)
+    assert flushed[0] == 1
+    r.close()
