@@ -571,6 +571,8 @@ worker_idle(WorkerObject *w, double *now)
     }
     if (call_hook(w, HK_BEFORE_IDLE, NULL) < 0)
         return -1;
+    if (w->txb != NULL)
+        worker_tx_flush(w);         /* nothing batched sleeps with us (udptx.c) */
     /* acquire: pairs with the stopper's release store (then it kicks). */
     if (atomic_load_explicit(&w->stop, memory_order_acquire)
         || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
