@@ -76,7 +76,12 @@ def balance_once(w, one_per_pass=False):
     if not others or not w.runq_len:
         return 0
     loads = {o: o.load() for o in others}
-    mine = w.runq_len + 1          # the balancer itself counts, as in OSv
+    # Our load without the balancer (it is about to sleep again), and a move
+    # only while the difference is 2 or more, as OSv's cpu::load_balance
+    # ("don't migrate a thread away if the difference is only 1"): moving
+    # at a difference of 1 only swaps the loads, and bounced a reader that
+    # polls its net channel between the CPUs at every pass (issue #18).
+    mine = w.runq_len
     plan = {}
     for _, _, t in movable(w):
         target = min(loads, key=loads.get)

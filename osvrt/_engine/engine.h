@@ -257,6 +257,7 @@ struct WorkerObject {
     struct worker_io io;           /* readiness (io.c) */
     int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
     char *scratch;                 /* owner: sock.c's recv buffer (64 KiB), or NULL */
+    struct osvrt_tx_batch *txb;    /* owner: batched UDP replies (udptx.c), or NULL */
 };
 
 /* module.c */
@@ -357,6 +358,11 @@ static inline int io_due(WorkerObject *w, double now)
  * next one yields (tokio's coop budget is 128 per task poll). */
 #define IO_BUDGET 128
 extern PyMethodDef sock_module_methods[];
+/* udptx.c */
+extern PyMethodDef udptx_module_methods[];
+extern PyTypeObject UdpTx_Type;
+void worker_tx_flush(WorkerObject *w);
+void worker_tx_free(WorkerObject *w);
 extern PyTypeObject SockOp_Type;
 /* The socket calls for other engine code (the asyncio loop's transports, say):
  * each returns the awaitable SockOp (the syscall with the GIL held, EAGAIN

@@ -618,6 +618,8 @@ worker_idle(WorkerObject *w, double *now)
     }
     if (call_hook(w, HK_BEFORE_IDLE, NULL) < 0)
         return -1;
+    if (w->txb != NULL)
+        worker_tx_flush(w);         /* nothing batched sleeps with us (udptx.c) */
     /* acquire: pairs with the stopper's release store (then it kicks). */
     if (atomic_load_explicit(&w->stop, memory_order_acquire)
         || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
@@ -682,6 +684,11 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
 
     /* acquire: pairs with Runtime.stop's release store before its kick. */
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        /* The UDP replies of the turn that just ended go out now, in one
+         * sendmmsg (udptx.c): before we poll, take wake-ups or park, so a
+         * reply never waits behind another thread's turn. */
+        if (w->txb != NULL)
+            worker_tx_flush(w);
         /* The packet source this CPU drains itself (net channels run by the
          * workers, csrc/net/rx_workers.h): frames for threads here become
          * wake-ups on our own pushlist, taken in just below. */
@@ -832,6 +839,8 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
     flush_done_wakes(w);
     w->current = NULL;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    if (w->txb != NULL)
+        worker_tx_flush(w);         /* the last turn's replies */
     tls_worker = NULL;
     Py_RETURN_NONE;
 
@@ -842,6 +851,8 @@ error:
     flush_done_wakes(w);
     w->current = NULL;
     atomic_store_explicit(&w->running, 0, memory_order_relaxed);
+    if (w->txb != NULL)
+        worker_tx_flush(w);         /* nothing queued is left behind */
     tls_worker = NULL;
     return NULL;
 }
@@ -1230,6 +1241,7 @@ worker_dealloc(WorkerObject *w)
     PyTypeObject *tp = Py_TYPE(w);
     PyObject_GC_UnTrack(w);
     worker_clear(w);
+    worker_tx_free(w);
     PyMem_Free(w->rq);
     PyMem_Free(w->tm);
     PyMem_Free(w->trace);

@@ -122,14 +122,14 @@ class OsvrtEchoServer:
     """An osvrt.net endpoint echoed by one green thread of rt, pinned to cpu
     (reply: as for ThreadEchoServer)."""
 
-    def __init__(self, rt, cpu=None, ip="127.0.0.1", reply=None):
+    def __init__(self, rt, cpu=None, ip="127.0.0.1", reply=None, tx_batch=True):
         from ..net import udp_bind
         self.rt = rt
         ready = threading.Event()
         box = []
 
         async def serve():
-            ep = await udp_bind((ip, 0))
+            ep = await udp_bind((ip, 0), tx_batch=tx_batch)
             box.append(ep)
             ready.set()
             count = 0

@@ -30,6 +30,7 @@ class Placement:
     server_cpu: Optional[int]        # the peer thread's and the echo's CPU; None: unpinned
     runtime_cpus: Optional[list]     # Runtime(cpus=...); None: every usable CPU (osvrt.run)
     net_options: dict
+    echo_options: Optional[dict] = None   # OsvrtEchoServer(**echo_options): tx_batch
 
 
 PLACEMENTS = ("run", "dedicated")
@@ -66,7 +67,8 @@ def osvrt_echo_round(pl: Placement, client: Callable[[Any], dict], reply=None,
     try:
         if pl.net_options:
             osvrt.net.configure(rt, **pl.net_options)
-        server = OsvrtEchoServer(rt, cpu=pl.server_cpu if pl.runtime_cpus else None, reply=reply)
+        server = OsvrtEchoServer(rt, cpu=pl.server_cpu if pl.runtime_cpus else None, reply=reply,
+                                 **(pl.echo_options or {}))
         try:
             r = client(server.addr)
             net = rt.stats()["net"]
@@ -151,26 +153,49 @@ def compare_drains(pl: Placement, test: str, drains=("thread", "workers"), round
     the classifier's OS thread; "workers": the workers drain the ring,
     csrc/net/rx_workers.h), all alternating with the kernel peer in each
     round: the ratio of each drain to the kernel, per round, then medians."""
-    import statistics
     from dataclasses import replace
-    client, reply, keys = _client_and_keys(pl, test, seconds, n, window)
     placed = {d: replace(pl, net_options={**pl.net_options, "drain": d}) for d in drains}
+    return compare_contenders(pl, test, placed, rounds, seconds, n, window, log)
+
+
+TX_MODES = {"batched": True, "direct": False}
+
+
+def compare_tx(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0, n: int = 5000,
+               window: int = 1, log=None) -> dict:
+    """compare() with one osvrt contender per reply path: "batched" (a
+    sendmmsg per worker turn, udp_bind's default) and "direct" (one sendto
+    per datagram, udp_bind(tx_batch=False)), alternating with the kernel peer."""
+    from dataclasses import replace
+    placed = {m: replace(pl, echo_options={**(pl.echo_options or {}), "tx_batch": b})
+              for m, b in TX_MODES.items()}
+    return compare_contenders(pl, test, placed, rounds, seconds, n, window, log)
+
+
+def compare_contenders(pl: Placement, test: str, placed: dict, rounds: int = 5,
+                       seconds: float = 1.0, n: int = 5000, window: int = 1, log=None) -> dict:
+    """Alternating rounds: the kernel peer, then every osvrt contender of
+    `placed` (name -> Placement; the order reversed every other round): the
+    ratio of each to the kernel, per round, then medians."""
+    import statistics
+    client, reply, keys = _client_and_keys(pl, test, seconds, n, window)
+    names = tuple(placed)
     ks: list = []
-    res: dict = {d: [] for d in drains}
+    res: dict = {d: [] for d in names}
     server = kernel_server(pl, reply)
     try:
         for i in range(rounds):
             ks.append(client(server.addr))
-            for d in (drains if i % 2 == 0 else tuple(reversed(drains))):
+            for d in (names if i % 2 == 0 else tuple(reversed(names))):
                 res[d].append(osvrt_echo_round(placed[d], client, reply))
             if log:
                 log(f"{pl.name} {test} round {i}: kernel {ks[-1]} " +
-                    " ".join(f"{d} {res[d][-1]}" for d in drains))
+                    " ".join(f"{d} {res[d][-1]}" for d in names))
     finally:
         server.close()
     out: dict = {"placement": pl.label, "test": test, "rounds": rounds}
     for k in keys:
-        for d in drains:
+        for d in names:
             pairs = [(o[k], r[k]) for o, r in zip(res[d], ks) if k in o and r.get(k)]
             if pairs:
                 out[f"{d}_ratio_{k}"] = statistics.median(a / b for a, b in pairs)
@@ -194,13 +219,17 @@ def main(argv=None) -> int:
     ap.add_argument("--drains", action="store_true",
                     help="one osvrt contender per classifier drain (thread, workers), "
                          "alternating with the kernel peer")
+    ap.add_argument("--tx", action="store_true",
+                    help="one osvrt contender per reply path (batched: sendmmsg per worker "
+                         "turn; direct: a sendto per datagram), alternating with the kernel peer")
     a = ap.parse_args(argv)
     pl = placement(a.placement)
     print(pl.label)
-    if a.drains:
+    if a.drains or a.tx:
+        contest = compare_drains if a.drains else compare_tx
         for t in a.tests:
-            r = compare_drains(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
-                               n=a.transactions, window=16 if t == "rr16" else 1)
+            r = contest(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
+                        n=a.transactions, window=16 if t == "rr16" else 1)
             print(t, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, flush=True)
         return 0
     for t in a.tests:

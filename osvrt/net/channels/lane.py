@@ -29,6 +29,7 @@ import struct
 import time
 
 from ... import kernel
+from ..._engine import udp_tx_flush
 from ...cwait import cwait
 from ..._core import ffi, lib
 
@@ -178,6 +179,11 @@ class Lane:
         """Wait until the channel has a packet (or is closed): poll a short,
         adaptive window first (see POLL_MAX_S), then park.  The caller holds
         the token."""
+        # The replies this thread queued (batched, udp.py) leave before it
+        # waits for input: a request/response peer sends its next request only
+        # once it has the reply, so holding it through the poll below would
+        # only add the poll's first round to every round trip.
+        udp_tx_flush()
         t0 = _now()
         ewma = self.wait_ewma
         if ewma < POLL_MAX_S:

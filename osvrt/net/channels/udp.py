@@ -6,7 +6,10 @@ kernel UDP socket bound to it, with a one-instruction `ret #0` socket filter
 attached BEFORE the bind.  The kernel then queues nothing on that socket,
 answers no ICMP port-unreachable (a socket owns the port), and lets no one
 else bind it, even with SO_REUSEADDR/SO_REUSEPORT.  Replies go out through
-that same socket (sendto), so a client that connect()ed to us accepts them.
+that same socket, so a client that connect()ed to us accepts them: by default
+batched per worker turn (the engine's UdpTx, csrc/net/tx_batch.h: copied into
+the worker's batch with no syscall, sent with one sendmmsg when the thread's
+turn ends or the batch is full), or one sendto each (udp_bind(tx_batch=False)).
 """
 import errno
 import socket
@@ -15,6 +18,7 @@ import weakref
 
 from ... import kernel
 from ..._core import ffi, lib
+from ..._engine import UdpTx
 from .. import rules as _rules
 from ...checks import check_int
 from .service import net_for_green_thread
@@ -22,6 +26,7 @@ from .lane import Lane
 
 _UDP = socket.IPPROTO_UDP
 _DEFAULT_CAPACITY = 256
+_ADDR_CACHE_MAX = 4096
 
 
 def _closed():
@@ -58,7 +63,8 @@ def default_buffer_size(capacity):
     return min(lib.OSVRT_CHAN_MAX_ARENA, max(128 * 1024, 2048 * capacity))
 
 
-async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lanes=1, rule=None):
+async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lanes=1, rule=None,
+                   tx_batch=True):
     """A UDP endpoint on a net channel, bound to address = (ip, port) (port
     0: the kernel picks one; see ep.address).  Must be awaited in a green
     thread.
@@ -72,6 +78,13 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
     lanes, rule: a classifier rule (see osvrt.net.rules) picks one of `lanes`
                  channels for every datagram, or drops it; each lane has its
                  own reader (ep.recvfrom(lane=i))
+    tx_batch:    True (default): sendto() queues the datagram in the calling
+                 worker's batch, sent with one sendmmsg when the thread's turn
+                 ends (it parks, yields or ends) or the batch is full; a
+                 datagram the kernel then refuses is counted in
+                 ep.stats()["sent"] (dropped_full: send buffer full; errors).
+                 False: one sendto syscall per datagram, errors raised and a
+                 full send buffer waited out.
 
     Raises PermissionError (no CAP_NET_RAW), OSError EADDRINUSE (the port is
     taken), ValueError/TypeError for bad arguments."""
@@ -83,11 +96,14 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
     else:
         check_int("buffer_size", buffer_size, 1, lib.OSVRT_CHAN_MAX_ARENA)
     check_int("lanes", lanes, 1, lib.OSVRT_NET_MAX_LANES)
+    if not isinstance(tx_batch, bool):
+        raise TypeError(f"udp_bind: tx_batch must be True or False, not {tx_batch!r}")
     fn, keep = _rules.rule_pointer(rule)
     if lanes > 1 and rule is None:
         raise ValueError(f"lanes={lanes}: more than one lane needs a rule that picks the lane")
     net = await net_for_green_thread()                # PermissionError without CAP_NET_RAW
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = None
     try:
         e = lib.osvrt_attach_drop_all(sock.fileno())  # before bind: nothing is ever queued
         if e:
@@ -98,6 +114,7 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
             raise OSError(ex.errno, f"udp_bind: cannot bind UDP {host}:{port}: {ex.strerror}") from None
         port = sock.getsockname()[1]
         sock.setblocking(False)
+        tx = UdpTx(sock.fileno()) if tx_batch else None    # its own dup of the fd
 
         def open_flow(cnet):
             err = ffi.new("int *")
@@ -113,11 +130,32 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
         return net.add_endpoint(
             "udp_bind", open_flow,
             lambda flow: UdpEndpoint(net, sock, (host, port), flow, lanes, capacity,
-                                     buffer_size, rule),
+                                     buffer_size, rule, tx),
             keep)
     except BaseException:
         sock.close()
+        if tx is not None:
+            tx.close()
         raise
+
+
+def _destination(address):
+    """(daddr, dport) as UdpTx.send takes them, or None for what only the
+    kernel's sendto understands (its error is then the kernel's)."""
+    if type(address) is not tuple or len(address) != 2:
+        return None
+    host, port = address
+    if type(port) is not int or not 0 <= port <= 65535 or type(host) is not str:
+        return None
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        packed = socket.inet_aton(host)
+    except OSError:
+        return None
+    if socket.inet_ntoa(packed) != host:           # "127.1" and friends: the kernel's way
+        return None
+    return int.from_bytes(packed, sys.byteorder), port
 
 
 class UdpEndpoint:
@@ -125,9 +163,11 @@ class UdpEndpoint:
     udp_bind().  recvfrom() takes from the channel (no syscall when a datagram
     is there), sendto() sends through the port's kernel socket."""
 
-    def __init__(self, net, sock, address, flow, lanes, capacity, buffer_size, rule):
+    def __init__(self, net, sock, address, flow, lanes, capacity, buffer_size, rule, tx=None):
         self._net = net
         self._sock = sock
+        self._tx = tx                    # UdpTx (batched replies) or None
+        self._dests = {}                 # address -> (daddr, dport) for tx.send
         self._address = address
         self._flow = flow
         self._lanes = tuple(Lane(flow, i) for i in range(lanes))
@@ -186,10 +226,22 @@ class UdpEndpoint:
 
     async def sendto(self, data, address):
         """Send one datagram from this endpoint's address; returns the bytes
-        sent.  If the kernel's send buffer is full, retries after short
-        sleeps (the green thread parks; its CPU runs others)."""
+        queued (tx_batch=True: see udp_bind) or sent.  Unbatched, if the
+        kernel's send buffer is full, retries after short sleeps (the green
+        thread parks; its CPU runs others)."""
         if self._closed:
             raise _closed()
+        tx = self._tx
+        if tx is not None:
+            dest = self._dests.get(address) if type(address) is tuple else None
+            if dest is None:
+                dest = _destination(address)
+                if dest is not None:
+                    if len(self._dests) >= _ADDR_CACHE_MAX:
+                        self._dests.clear()
+                    self._dests[address] = dest
+            if dest is not None:
+                return tx.send(data, dest[0], dest[1])
         try:
             return self._sock.sendto(data, address)
         except BlockingIOError:
@@ -229,12 +281,16 @@ class UdpEndpoint:
         # bind the port, and add its own flow under the same key.
         self._unflow()
         self._sock.close()
+        if self._tx is not None:
+            self._tx.close()             # its fd closes once no batch holds datagrams for it
         return True
 
     def stats(self):
         """This endpoint's counters: datagrams received into its channels,
         dropped (channel full, too big, refused by its rule), wake-ups the
-        classifier sent, and what is queued now."""
+        classifier sent, what is queued now, and (batched replies) what
+        was sent: datagrams, syscalls, refused by the kernel (dropped_full,
+        errors, last_errno); None when tx_batch=False."""
         s = self._cstats
         lib.osvrt_flow_get_stats(self._flow, s)
         return {
@@ -250,6 +306,7 @@ class UdpEndpoint:
                 "rule": s.dropped_rule,
             },
             "wakes_sent": s.wakes,
+            "sent": self._tx.stats() if self._tx is not None else None,
             "queued": s.queued,
             "closed": self._closed,
         }
