@@ -23,7 +23,7 @@ from ..._core import ffi, lib
 from ...readiness import ClosedResourceError
 from ...deadline import timeout as _timeout_scope
 from ..closing import AsyncClosing
-from .conn import Conn, oserror
+from .conn import oserror
 
 _EAGAIN = -errno.EAGAIN
 _now = time.monotonic_ns
@@ -143,13 +143,11 @@ class Stream(_Base):
         st, c = self._stack, self._c
         cap = min(max_bytes, 1 << 16)
         while True:
-            if c.inbox:
-                st.drain(c)
-            rc = lib.osvrt_tcp_recv(st.engine, c.id, st.scratch, cap, _now())
+            # One C call: the segments handed to us, the recv, and what
+            # they produced (an ACK, a window update) sent.
+            rc = st.recv(c, st.scratch, cap)
             if rc >= 0:
-                data = ffi.buffer(st.scratch, rc)[:]
-                st.pump()                    # a window update may be due
-                return data
+                return ffi.buffer(st.scratch, rc)[:]
             if rc != _EAGAIN:
                 raise oserror(rc, "recv")
             c.readable.clear()
@@ -171,11 +169,8 @@ class Stream(_Base):
         st, c = self._stack, self._c
         p = ffi.from_buffer(view, require_writable=True)
         while True:
-            if c.inbox:
-                st.drain(c)
-            rc = lib.osvrt_tcp_recv(st.engine, c.id, p, n, _now())
+            rc = st.recv(c, p, n)
             if rc >= 0:
-                st.pump()
                 return rc
             if rc != _EAGAIN:
                 raise oserror(rc, "recv_into")
@@ -195,12 +190,9 @@ class Stream(_Base):
         p = ffi.from_buffer(view)
         off = 0
         while True:
-            if c.inbox:
-                st.drain(c)
-            rc = lib.osvrt_tcp_send(st.engine, c.id, p + off, total - off, _now())
+            rc = st.send(c, p + off, total - off)
             if rc > 0:
                 off += rc
-                st.pump()
                 if off >= total:
                     return
                 continue
@@ -247,7 +239,7 @@ class Listener(_Base):
             if cid >= 0:
                 ip = ipaddress.IPv4Address(st.peer_addr[0])
                 port = st.peer_port[0]
-                conn = st.conns[cid] = Conn(cid, (ip.packed, port))
+                conn = st.new_conn(cid, (ip.packed, port))
                 st.pump()
                 return Stream(st, conn), (str(ip), port)
             if cid != _EAGAIN:
