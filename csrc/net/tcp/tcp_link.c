@@ -45,7 +45,10 @@ struct entry {
     uint32_t len;
     uint32_t flags;
     uint32_t size;              /* header + data, padded: the next entry's offset */
+    uint32_t next_same;         /* the next live entry of the same slot, or NO_ENTRY */
+    uint32_t pad;
 };
+#define NO_ENTRY UINT32_MAX
 
 struct osvrt_tcp_link {
     struct osvrt_tcp_link_view view;     /* first: what Python reads */
@@ -57,6 +60,8 @@ struct osvrt_tcp_link {
     struct peer peers[OSVRT_TCP_LINK_PEERS];
     uint32_t last_peer;                  /* index of the last hit: one peer is the usual case */
     uint32_t *queued;                    /* segments in the inbox per slot */
+    uint32_t *first, *last;              /* per slot: its oldest and newest entry (a chain, so a
+                                          * drain of one connection skips the others') */
     uint8_t *inbox;
     uint32_t in_head, in_tail;           /* live entries lie in [in_head, in_tail) */
     /* receive */
@@ -92,12 +97,14 @@ struct osvrt_tcp_link *osvrt_tcp_link_new(struct osvrt_tcp_stack *s, int fd, con
     memcpy(l->mac, mac, 6);
     l->stride = stride;
     l->queued = calloc(max_conns, sizeof *l->queued);
+    l->first = malloc(max_conns * sizeof *l->first);
+    l->last = malloc(max_conns * sizeof *l->last);
     l->view.waits = calloc(max_conns, sizeof *l->view.waits);
     l->view.nwaits = max_conns;
     l->inbox = malloc(OSVRT_TCP_LINK_INBOX);
     l->view.rx = malloc((size_t)RX_STRIDE * OSVRT_TCP_LINK_BATCH);
     l->view.tx = malloc((size_t)stride * OSVRT_TCP_LINK_BATCH);
-    if (!l->queued || !l->view.waits || !l->inbox || !l->view.rx || !l->view.tx) {
+    if (!l->queued || !l->first || !l->last || !l->view.waits || !l->inbox || !l->view.rx || !l->view.tx) {
         osvrt_tcp_link_free(l);
         *err = -ENOMEM;
         return NULL;
@@ -127,6 +134,8 @@ void osvrt_tcp_link_free(struct osvrt_tcp_link *l)
     if (!l)
         return;
     free(l->queued);
+    free(l->first);
+    free(l->last);
     free(l->view.waits);
     free(l->inbox);
     free(l->view.rx);
@@ -217,29 +226,62 @@ static int enqueue(struct osvrt_tcp_link *l, int32_t id, const uint8_t *pkt, uin
     e->len = len;
     e->flags = flags;
     e->size = size;
+    e->next_same = NO_ENTRY;
     memcpy(e + 1, pkt, len);
+    uint32_t slot = slot_of(id);
+    if (l->queued[slot]++)
+        entry_at(l, l->last[slot])->next_same = l->in_tail;
+    else
+        l->first[slot] = l->in_tail;
+    l->last[slot] = l->in_tail;
     l->in_tail += size;
-    l->queued[slot_of(id)]++;
     return 0;
 }
 
-/* Run the entries of id (-1: all) in order; returns how many. */
-static int32_t run_inbox(struct osvrt_tcp_link *l, int32_t id, int64_t now)
+static void run_entry(struct osvrt_tcp_link *l, struct entry *e, int64_t now)
 {
-    int32_t n = 0;
-    for (uint32_t off = l->in_head; off < l->in_tail; off += entry_at(l, off)->size) {
-        struct entry *e = entry_at(l, off);
-        if (e->id == DEAD || (id != -1 && e->id != id))
-            continue;
-        osvrt_tcp_input_conn(l->s, e->id, (const uint8_t *)(e + 1), e->len, e->flags, now);
-        l->queued[slot_of(e->id)]--;
-        e->id = DEAD;
-        n++;
-    }
+    osvrt_tcp_input_conn(l->s, e->id, (const uint8_t *)(e + 1), e->len, e->flags, now);
+    e->id = DEAD;
+}
+
+/* Free the dead entries at the head (the inbox is a FIFO of bytes). */
+static void compact(struct osvrt_tcp_link *l)
+{
     while (l->in_head < l->in_tail && entry_at(l, l->in_head)->id == DEAD)
         l->in_head += entry_at(l, l->in_head)->size;
     if (l->in_head == l->in_tail)
         l->in_head = l->in_tail = 0;
+}
+
+/* Run the entries of id's slot (id -1: every entry) in arrival order;
+ * returns how many.  By slot, not id: an entry left by an earlier
+ * connection of the slot (its id is stale) still runs, and the engine looks
+ * its packet up again (osvrt_tcp_input_conn), so no entry outlives its
+ * slot's next drain. */
+static int32_t run_inbox(struct osvrt_tcp_link *l, int32_t id, int64_t now)
+{
+    int32_t n = 0;
+    if (id != -1) {
+        uint32_t slot = slot_of(id);
+        uint32_t off = l->queued[slot] ? l->first[slot] : NO_ENTRY;
+        while (off != NO_ENTRY) {
+            struct entry *e = entry_at(l, off);
+            off = e->next_same;
+            run_entry(l, e, now);
+            n++;
+        }
+        l->queued[slot] = 0;
+    } else {
+        for (uint32_t off = l->in_head; off < l->in_tail; off += entry_at(l, off)->size) {
+            struct entry *e = entry_at(l, off);
+            if (e->id == DEAD)
+                continue;
+            l->queued[slot_of(e->id)] = 0;
+            run_entry(l, e, now);
+            n++;
+        }
+    }
+    compact(l);
     return n;
 }
 
