@@ -37,12 +37,9 @@ static uint32_t nconns;
 
 static void setup(void)
 {
-    struct osvrt_tcp_config cfg;
-    osvrt_tcp_config_init(&cfg);
-    cfg.addr = 0xC6120002u;
-    cfg.max_conns = 64;
-    cfg.sndbuf = cfg.rcvbuf = 16384;
-    cfg.isn_key[0] = 1;
+    /* small buffers and table: windows fill and slots are reused soon */
+    struct osvrt_tcp_config cfg = {.addr = 0xC6120002u, .max_conns = 64, .sndbuf = 16384,
+                                   .rcvbuf = 16384, .isn_key = {1, 0}};
     int err;
     stack = osvrt_tcp_new(&cfg, &err);
     FUZZ_CHECK(stack);

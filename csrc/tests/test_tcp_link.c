@@ -185,6 +185,7 @@ static void test_malformed_frames_counted_and_dropped(void)
     CHECK_EQ(st.frames_out, 0);
     /* the two frames for the caller, where they were read */
     CHECK_EQ(r.v->npass, 2);
+    CHECK_EQ(r.v->todo, OSVRT_TCP_LINK_TODO_PASS);      /* the one word the caller reads */
     CHECK_EQ(r.v->pass_index[0], 4);
     CHECK_EQ(r.v->pass_len[0], n_icmp);
     const uint8_t *icmp = r.v->rx + (size_t)r.v->pass_index[0] * r.v->rx_stride;
@@ -222,6 +223,16 @@ static void test_malformed_frames_counted_and_dropped(void)
     /* Every call resets the view. */
     CHECK_EQ(osvrt_tcp_link_poll(r.l, r.now), 0);
     CHECK_EQ(r.v->npass + r.v->nheld + r.v->nhanded + r.v->nevents, 0);
+    CHECK_EQ(r.v->todo, 0);
+    /* A deadline earlier than the one the caller's timer sleeps until is flagged. */
+    r.v->armed = r.now;
+    CHECK_EQ(osvrt_tcp_connect(r.s, ADDR_C, 9, 0, r.now) >= 0, 1);
+    osvrt_tcp_link_flush(r.l, r.now);
+    CHECK(r.v->next_deadline < INT64_MAX);
+    CHECK_EQ(r.v->todo & OSVRT_TCP_LINK_TODO_DEADLINE, 0);   /* the SYN's RTO is after r.now */
+    r.v->armed = INT64_MAX;
+    osvrt_tcp_link_flush(r.l, r.now);
+    CHECK(r.v->todo & OSVRT_TCP_LINK_TODO_DEADLINE);
     rig_free(&r);
 }
 
@@ -329,6 +340,7 @@ static void test_segments_handed_to_a_waiting_owner_keep_their_order(void)
     CHECK_EQ(peer_out(&r), 1);
     CHECK_EQ(poll_all(&r), 1);
     CHECK_EQ(r.v->nhanded, 1);
+    CHECK(r.v->todo & OSVRT_TCP_LINK_TODO_HANDED);
     CHECK_EQ(r.v->handed[0], sid);
     CHECK_EQ(osvrt_tcp_link_queued(r.l, sid), 1);
     CHECK_EQ(stats(&r).segments_to_owner, 1);

@@ -118,6 +118,7 @@ struct osvrt_tcp_link *osvrt_tcp_link_new(struct osvrt_tcp_stack *s, int fd, con
     l->view.handed = l->handed;
     l->view.events = l->events;
     l->view.next_deadline = INT64_MAX;
+    l->view.armed = INT64_MAX;
     for (uint32_t i = 0; i < OSVRT_TCP_LINK_BATCH; i++) {
         l->riov[i].iov_base = l->view.rx + (size_t)i * RX_STRIDE;
         l->riov[i].iov_len = OSVRT_TCP_LINK_FRAME;
@@ -157,6 +158,7 @@ static void reset_view(struct osvrt_tcp_link *l)
 {
     l->view.npass = l->view.nheld = l->view.nhanded = l->view.nevents = l->view.more = 0;
     l->view.error = 0;
+    l->view.todo = 0;
 }
 
 /* ---- next hops ---- */
@@ -488,6 +490,13 @@ static void flush(struct osvrt_tcp_link *l, int64_t now)
     if (v->nevents == OSVRT_TCP_LINK_EVENTS)
         v->more = 1;
     v->next_deadline = osvrt_tcp_next_deadline(l->s);
+    v->todo = (v->npass ? OSVRT_TCP_LINK_TODO_PASS : 0u)
+              | (v->nhanded ? OSVRT_TCP_LINK_TODO_HANDED : 0u)
+              | (v->nheld ? OSVRT_TCP_LINK_TODO_HELD : 0u)
+              | (v->nevents ? OSVRT_TCP_LINK_TODO_EVENTS : 0u)
+              | (v->more ? OSVRT_TCP_LINK_TODO_MORE : 0u)
+              | (v->error ? OSVRT_TCP_LINK_TODO_ERROR : 0u)
+              | (v->next_deadline < v->armed ? OSVRT_TCP_LINK_TODO_DEADLINE : 0u);
 }
 
 int32_t osvrt_tcp_link_flush(struct osvrt_tcp_link *l, int64_t now_ns)

@@ -80,7 +80,17 @@ struct osvrt_tcp_link_view {
     int64_t next_deadline;      /* osvrt_tcp_next_deadline after the call */
     uint16_t *waits;            /* green threads waiting per connection slot: the caller's */
     uint32_t nwaits;            /* slots in waits[] (max_conns) */
+    uint32_t todo;              /* OSVRT_TCP_LINK_TODO_*: which of the above need the caller;
+                                 * 0 after most calls, so the caller reads one word */
+    int64_t armed;              /* the caller's: the deadline its timer sleeps until */
 };
+#define OSVRT_TCP_LINK_TODO_PASS     0x01u  /* npass > 0 */
+#define OSVRT_TCP_LINK_TODO_HANDED   0x02u  /* nhanded > 0 */
+#define OSVRT_TCP_LINK_TODO_HELD     0x04u  /* nheld > 0 */
+#define OSVRT_TCP_LINK_TODO_EVENTS   0x08u  /* nevents > 0 */
+#define OSVRT_TCP_LINK_TODO_MORE     0x10u  /* more */
+#define OSVRT_TCP_LINK_TODO_ERROR    0x20u  /* error != 0 */
+#define OSVRT_TCP_LINK_TODO_DEADLINE 0x40u  /* next_deadline < armed: wake the timer earlier */
 
 struct osvrt_tcp_link;
 

@@ -68,6 +68,11 @@ LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_version", "ip_header_len
 _C_LINK_COUNTERS = ("frames_in", "frames_out", "checksum_partial", "segments_to_owner",
                     "segments_in_link", "passed", "inbox_full")
 _C_LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_protocol", "tx_full")
+# What a link call left for Python (tcp_link.h, view.todo).
+_TODO_PASS, _TODO_HANDED, _TODO_HELD, _TODO_EVENTS, _TODO_MORE, _TODO_ERROR, _TODO_DEADLINE = (
+    lib.OSVRT_TCP_LINK_TODO_PASS, lib.OSVRT_TCP_LINK_TODO_HANDED, lib.OSVRT_TCP_LINK_TODO_HELD,
+    lib.OSVRT_TCP_LINK_TODO_EVENTS, lib.OSVRT_TCP_LINK_TODO_MORE, lib.OSVRT_TCP_LINK_TODO_ERROR,
+    lib.OSVRT_TCP_LINK_TODO_DEADLINE)
 
 
 def _drop_names():
@@ -167,7 +172,6 @@ class UserStack:
         self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable,
                         self._learned)
         self._kick = Event()                   # the timer thread: a deadline moved earlier
-        self._armed = NEVER                    # the deadline the timer thread sleeps until
         self._deferred = deque()               # closes asked for from another CPU / OS thread
         self._threads = []
         self._drop_names = _drop_names()
@@ -293,22 +297,24 @@ class UserStack:
         not TCP (ARP, ICMP), packets waiting for ARP, connections handed a
         segment, the engine's events, its next deadline."""
         v = self._view
-        while True:
-            if v.npass:
+        todo = v.todo                # one word: usually 0, nothing to do
+        while todo:
+            if todo & _TODO_PASS:
                 self._passed(v, now)
-            if v.nhanded:
+            if todo & _TODO_HANDED:
                 self._handed_to_owners(v)
-            if v.nheld:
+            if todo & _TODO_HELD:
                 self._held(v, now)
-            if v.nevents:
+            if todo & _TODO_EVENTS:
                 self._dispatch_events(v)
-            if v.error and not self.closed:
+            if todo & _TODO_ERROR and not self.closed:
                 raise oserror(v.error, f"osvrt.net: sending on {self.interface!r}")
-            if not v.more:
-                break
+            if todo & _TODO_DEADLINE:    # earlier than the timer thread sleeps until
+                self._kick.set()
+            if not todo & _TODO_MORE:
+                return
             lib.osvrt_tcp_link_flush(self.clink, now)
-        if v.next_deadline < self._armed:
-            self._kick.set()
+            todo = v.todo
 
     def _passed(self, v, now):
         """The frames the link left to Python: ARP and ICMP."""
@@ -470,7 +476,7 @@ class UserStack:
         cs, arp, kick = self.engine, self._arp, self._kick
         while not self.closed:
             d = min(lib.osvrt_tcp_next_deadline(cs), arp.next_deadline())
-            self._armed = d
+            self._view.armed = d        # the link's calls flag a deadline earlier than this
             try:
                 if d >= NEVER:
                     await kick.wait()
@@ -481,7 +487,7 @@ class UserStack:
             kick.clear()
             # Awake: the loop recomputes the deadline before it sleeps again,
             # so nobody (our own _pump below included) needs to kick it.
-            self._armed = 0
+            self._view.armed = 0
             if self.closed:
                 return
             while self._deferred:
