@@ -265,7 +265,9 @@ class UserStack:
         if not pinned:
             t.unpin()
 
-    def _owner(self):
+    def here(self):
+        """True on the stack's CPU (a green thread of its worker): the engine
+        may be called without moving."""
         w = kernel.current_worker()
         return w is not None and w.cpu_id == self.cpu and w.rt is self.rt
 
@@ -591,7 +593,7 @@ class UserStack:
                 t = _now()
                 (lib.osvrt_tcp_abort if abort else lib.osvrt_tcp_close)(self.engine, c.id, t)
                 self.pump(t)
-        if self._owner():
+        if self.here():
             now_release()
         elif not self.closed:
             self.defer(now_release)

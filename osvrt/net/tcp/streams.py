@@ -139,7 +139,8 @@ class Stream(_Base):
             raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes!r}")
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         cap = min(max_bytes, 1 << 16)
         while True:
@@ -165,7 +166,8 @@ class Stream(_Base):
         n = len(view) if nbytes == 0 else min(nbytes, len(view))
         if n == 0:
             return 0
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         p = ffi.from_buffer(view, require_writable=True)
         while True:
@@ -182,7 +184,8 @@ class Stream(_Base):
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
         view = memoryview(data).cast("B")
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         total = len(view)
         if total == 0:
@@ -206,7 +209,8 @@ class Stream(_Base):
     async def send_eof(self):
         """Half-close: the peer's recv() returns b"" once it has read what we
         sent; we can still receive."""
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st = self._stack
         if self._c.inbox:
             st.drain(self._c)
@@ -230,7 +234,8 @@ class Listener(_Base):
 
     async def accept(self):
         """(Stream, (host, port)) of the oldest connection waiting."""
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         while True:
             if c.inbox:
