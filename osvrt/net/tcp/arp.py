@@ -121,6 +121,8 @@ class Arp:
     # ---- time ----
 
     def next_deadline(self):
+        if not self._pending:
+            return NEVER
         return min((p.next_ns for p in self._pending.values()), default=NEVER)
 
     def on_timer(self, now_ns):

@@ -48,6 +48,8 @@ log = logging.getLogger("osvrt")
 
 NEVER = (1 << 63) - 1
 ROUNDS = 2                 # link polls (of OSVRT_TCP_LINK_BATCH frames) per wake-up
+NEAR_NS = 1_000_000_000    # a timer deadline this close makes the timer thread tick ...
+TICK_NS = 10_000_000       # ... at least this often (see _timer_loop)
 _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker's timers
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
@@ -478,12 +480,20 @@ class UserStack:
         cs, arp, kick = self.engine, self._arp, self._kick
         while not self.closed:
             d = min(lib.osvrt_tcp_next_deadline(cs), arp.next_deadline())
+            now = _now()
+            if d - now < NEAR_NS:
+                # A deadline is near (RTO, delayed ACK, persist): wake at
+                # least every TICK_NS, so the ones that come and go with every
+                # segment (a delayed ACK armed by a request, cancelled by its
+                # reply) fall after `armed` and need no kick: the thread
+                # wakes ~100 times a second under load, not once a segment.
+                d = min(d, now + TICK_NS)
             self._view.armed = d        # the link's calls flag a deadline earlier than this
             try:
                 if d >= NEVER:
                     await kick.wait()
                 else:
-                    await kick.wait(max(0.0, (d - _now()) / 1e9))
+                    await kick.wait(max(0.0, (d - now) / 1e9))
             except TimeoutError:
                 pass
             kick.clear()
