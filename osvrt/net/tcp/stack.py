@@ -178,6 +178,7 @@ class UserStack:
         self._threads = []
         self._drop_names = _drop_names()
         self._handed = set()                   # connections whose inbox is not empty
+        self._stray = False                    # segments handed to a released connection
         # What Python counts (its own sends: ARP, ICMP, packets that waited
         # for ARP); stats() adds the C link's counters.
         self.counters = {"frames_out": 0, "kernel_drops": 0, "icmp_echo_requests": 0,
@@ -340,6 +341,12 @@ class UserStack:
                 handed.add(c)
                 c.readable.set()
                 c.writable.set()
+            else:
+                # Released while a green thread still waited on it (it has
+                # not run yet to leave its wait): nobody will drain this
+                # connection, so the timer thread drains every inbox soon.
+                self._stray = True
+                self._kick.set()
 
     def _held(self, v, now):
         """Packets whose next hop the link does not know: resolve by ARP."""
@@ -423,8 +430,9 @@ class UserStack:
         self.after(now)
 
     def _drain_all(self):
-        if not self._handed:
+        if not self._handed and not self._stray:
             return
+        self._stray = False
         for c in self._handed:
             c.inbox = False
         self._handed.clear()
