@@ -19,7 +19,7 @@ SOURCES = ["core/" + s for s in ("core_api.c", "cpu.c", "pin.c", "thread_table.c
 SOURCES += ["net/" + s for s in ("channel.c", "classifier.c", "flow_table.c", "packet.c",
                                 "rx_workers.c")]
 # csrc/net/tcp: the sans-I/O TCP engine that osvrt/net/tcp/ drives (tcp.h).
-SOURCES += ["net/tcp/" + s for s in ("tcp.c", "tcp_seg.c")]
+SOURCES += ["net/tcp/" + s for s in ("tcp.c", "tcp_seg.c", "tcp_link.c")]
 INCLUDE_DIRS = [os.path.join(CSRC, d) for d in ("core", "net", "net/tcp")]
 # -g and frame pointers: perf record -g walks and names the frames of _core
 # (the default x86-64 -O2 omits the frame pointer, and a perf without DWARF
@@ -250,6 +250,54 @@ const char *osvrt_tcp_state_name(int state);
 const char *osvrt_tcp_drop_name(int reason);
 """
 
+# ---- the stack's link loop in C (csrc/net/tcp/tcp_link.h; osvrt/net/tcp/stack.py) ----
+# One call moves a batch of frames both ways; Python reads what it must act
+# on (frames that are not TCP, packets waiting for ARP, connections to wake)
+# from the view, as plain memory.
+CDEF += """
+#define OSVRT_TCP_LINK_BATCH ...
+#define OSVRT_TCP_LINK_EVENTS ...
+#define OSVRT_TCP_LINK_FRAME ...
+#define OSVRT_TCP_LINK_TODO_PASS ...
+#define OSVRT_TCP_LINK_TODO_HANDED ...
+#define OSVRT_TCP_LINK_TODO_HELD ...
+#define OSVRT_TCP_LINK_TODO_EVENTS ...
+#define OSVRT_TCP_LINK_TODO_MORE ...
+#define OSVRT_TCP_LINK_TODO_ERROR ...
+#define OSVRT_TCP_LINK_TODO_DEADLINE ...
+struct osvrt_tcp_link_stats {
+    uint64_t frames_in, frames_out, checksum_partial, segments_to_owner, segments_in_link,
+             passed, inbox_full, eth_short, ethertype, ip_short, ip_protocol, tx_full;
+};
+struct osvrt_tcp_link_view {
+    uint8_t *rx; uint32_t rx_stride; uint32_t npass; uint32_t *pass_index; uint32_t *pass_len;
+    uint32_t *pass_flags; uint8_t *tx; uint32_t nheld; uint32_t *held_off; uint32_t *held_len;
+    uint32_t nhanded; int32_t *handed; uint32_t nevents; struct osvrt_tcp_event *events;
+    uint32_t more; int32_t error; int64_t next_deadline; uint16_t *waits; uint32_t nwaits;
+    uint32_t todo; int64_t armed;
+};
+struct osvrt_tcp_link;
+struct osvrt_tcp_link *osvrt_tcp_link_new(struct osvrt_tcp_stack *s, int fd, const uint8_t *mac,
+                                          uint32_t max_conns, uint32_t stride, int *err);
+void osvrt_tcp_link_free(struct osvrt_tcp_link *l);
+void osvrt_tcp_link_close(struct osvrt_tcp_link *l);
+struct osvrt_tcp_link_view *osvrt_tcp_link_view(struct osvrt_tcp_link *l);
+void osvrt_tcp_link_set_peer(struct osvrt_tcp_link *l, uint32_t ip, const uint8_t *mac,
+                             int64_t expires_ns);
+int32_t osvrt_tcp_link_poll(struct osvrt_tcp_link *l, int64_t now_ns);
+int osvrt_tcp_link_frame(struct osvrt_tcp_link *l, const uint8_t *frame, uint32_t n,
+                         uint32_t flags, int64_t now_ns);
+int32_t osvrt_tcp_link_flush(struct osvrt_tcp_link *l, int64_t now_ns);
+int32_t osvrt_tcp_link_drain(struct osvrt_tcp_link *l, int32_t id, int64_t now_ns);
+int64_t osvrt_tcp_link_recv(struct osvrt_tcp_link *l, int32_t id, uint8_t *buf, uint64_t cap,
+                            int64_t now_ns);
+int64_t osvrt_tcp_link_send(struct osvrt_tcp_link *l, int32_t id, const uint8_t *buf,
+                            uint64_t len, int64_t now_ns);
+void osvrt_tcp_link_discard(struct osvrt_tcp_link *l);
+uint32_t osvrt_tcp_link_queued(const struct osvrt_tcp_link *l, int32_t id);
+void osvrt_tcp_link_get_stats(const struct osvrt_tcp_link *l, struct osvrt_tcp_link_stats *out);
+"""
+
 # Thin adapters kept out of the C core: they only re-shape arguments for cffi.
 GLUE = """
 #include "osvrt.h"
@@ -291,6 +339,7 @@ GLUE += """
 #include "classifier.h"
 #include "rx_workers.h"
 #include "tcp.h"
+#include "tcp_link.h"
 /* frames this CPU's worker took from the classifier's ring (rx_workers.h) */
 static uint64_t osvrt_rt_rx_frames(struct osvrt_rt *rt, uint32_t cpu)
 { return atomic_load_explicit(&rt->cpus[cpu].rx_frames, memory_order_relaxed); }

@@ -28,13 +28,16 @@ class _Pending:
 class Arp:
     """Resolution and replies for the address `ip` (4 bytes) of `mac`.
     send_frame(frame) puts a frame on the link; unreachable(ip) is told when
-    an address did not answer TRIES requests."""
+    an address did not answer TRIES requests; learned(ip, mac, expires_ns),
+    when given, is told every entry made or confirmed (the C link's copy of
+    the next hops follows the cache through it)."""
 
-    def __init__(self, mac, ip, send_frame, unreachable):
+    def __init__(self, mac, ip, send_frame, unreachable, learned=None):
         self.mac = mac
         self.ip = ip
         self._send = send_frame
         self._unreachable = unreachable
+        self._learned = learned
         self.cache = {}                 # ip bytes -> (mac, confirmed_ns)
         self._pending = {}              # ip bytes -> _Pending
         self.counters = {"requests_in": 0, "replies_out": 0, "requests_out": 0,
@@ -69,6 +72,8 @@ class Arp:
 
     def _learn(self, ip, mac, now_ns):
         self.cache[ip] = (mac, now_ns)
+        if self._learned is not None:
+            self._learned(ip, mac, now_ns + LIFETIME_NS)
         p = self._pending.pop(ip, None)
         if p is not None:
             for packet in p.packets:
@@ -81,6 +86,11 @@ class Arp:
         if e is not None and now_ns - e[1] < LIFETIME_NS:
             return e[0]
         return None
+
+    def expiry(self, ip):
+        """When the entry for ip stops being trusted (ns), or None."""
+        e = self.cache.get(ip)
+        return None if e is None else e[1] + LIFETIME_NS
 
     def hold(self, ip, packet, now_ns):
         """Keep packet (bytes) until ip resolves; send a request if none is out."""
@@ -111,6 +121,8 @@ class Arp:
     # ---- time ----
 
     def next_deadline(self):
+        if not self._pending:
+            return NEVER
         return min((p.next_ns for p in self._pending.values()), default=NEVER)
 
     def on_timer(self, now_ns):

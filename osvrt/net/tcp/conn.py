@@ -2,6 +2,7 @@
 connection or a listener) and the OSError of an engine error code."""
 import os
 
+from ..._core import lib
 from ...sync import Event
 
 
@@ -17,29 +18,38 @@ class Conn:
     threads wait on, and whether the application released it.  Owned by the
     stack's worker, except `closed` and the Events, which close() may set
     from any thread (Event.set is safe from any OS thread)."""
-    __slots__ = ("id", "readable", "writable", "remote", "closed", "failed", "inbox", "waiting",
-                 "__weakref__")
+    __slots__ = ("id", "readable", "writable", "remote", "closed", "failed", "inbox", "waits",
+                 "slot", "__weakref__")
 
-    def __init__(self, cid, remote=None):
+    def __init__(self, cid, remote=None, waits=None):
         self.id = cid
         self.readable = Event()
         self.writable = Event()
         self.remote = remote            # (ip bytes, port) for connections
         self.closed = False             # released by the application (or the stack closed)
         self.failed = 0                 # an errno the link found (EHOSTUNREACH) before TCP did
-        # Segments the link thread handed to the green thread that owns this
-        # connection (it was parked in recv/sendall/connect): (packet bytes,
-        # input flags), in arrival order; that thread runs them through the
-        # engine when it wakes (UserStack.drain).
-        self.inbox = []
-        self.waiting = 0                # green threads parked on this connection now
+        # True when the C link (csrc/net/tcp/tcp_link.h) handed segments to
+        # the green thread that owns this connection (it was parked in
+        # recv/sendall/connect/accept): they wait in the link's inbox, in
+        # arrival order, and that thread runs them through the engine when it
+        # wakes (UserStack.drain, or the recv/send call itself).
+        self.inbox = False
+        # The link's count of waiting green threads per connection slot
+        # (view.waits, plain C memory): the link reads it to decide whether a
+        # segment goes to the owner.  Written here and read by the link on the
+        # stack's OS thread only (tcp.h's one-owner rule), so no atomic.
+        self.waits = waits
+        self.slot = cid & (lib.OSVRT_TCP_MAX_CONNS - 1)
 
     async def wait(self, event):
         """Park on event (cleared by the caller) as the connection's owner:
         while parked, the link thread hands this connection's segments to
         us instead of processing them itself."""
-        self.waiting += 1
+        waits = self.waits
+        if waits is not None:
+            waits[self.slot] += 1
         try:
             await event.wait()
         finally:
-            self.waiting -= 1
+            if waits is not None:
+                waits[self.slot] -= 1

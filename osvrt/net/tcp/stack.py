@@ -9,10 +9,13 @@ Who owns what (docs/design.md, "The user-space TCP stack"):
   lock; every green thread of that worker runs on that OS thread, so any of
   them may call the engine, and none can interleave with another inside a
   call (a green thread yields only at an await, and no engine call awaits).
-- two green threads of the stack, pinned to that CPU: the link thread reads
-  frames (it parks in the worker's epoll on the packet socket), answers ARP
-  and ICMP, feeds TCP segments to the engine, then sends what the engine
-  produced and wakes the streams its events name; the timer thread sleeps
+- two green threads of the stack, pinned to that CPU: the link thread parks
+  in the worker's epoll on the packet socket; once awake, one call into the
+  C link (csrc/net/tcp/tcp_link.h) reads a batch of frames, runs each TCP
+  segment through the engine (or copies it to the inbox of the green thread
+  parked on its connection), and sends what the engine produced, with no
+  Python per frame; the thread then answers the ARP and ICMP frames the
+  call left it and wakes the streams its events name; the timer thread sleeps
   on the worker's timers until the engine's next deadline (or an earlier one
   that an application call armed: it is kicked through an Event).
 - application green threads call Stream/Listener methods; those run the
@@ -44,9 +47,9 @@ from .streams import Listener, Stream
 log = logging.getLogger("osvrt")
 
 NEVER = (1 << 63) - 1
-BURST = 64                 # frames read per wake-up before the output is sent
-EVENTS = 64                # events taken per call
-TX_BATCH = 32              # packets taken from the engine per call
+ROUNDS = 2                 # link polls (of OSVRT_TCP_LINK_BATCH frames) per wake-up
+NEAR_NS = 1_000_000_000    # a timer deadline this close makes the timer thread tick ...
+TICK_NS = 10_000_000       # ... at least this often (see _timer_loop)
 _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker's timers
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
@@ -60,6 +63,18 @@ _TCP_STATS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits", "rt
 LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_version", "ip_header_length",
               "ip_length", "ip_checksum", "ip_fragment", "not_ours", "ip_protocol",
               "icmp_short", "icmp_checksum", "icmp_not_echo", "tx_full")
+
+
+# The C link's counters (struct osvrt_tcp_link_stats) under the names the
+# Python link had: the first go to stats()["link"], the others to "dropped".
+_C_LINK_COUNTERS = ("frames_in", "frames_out", "checksum_partial", "segments_to_owner",
+                    "segments_in_link", "passed", "inbox_full")
+_C_LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_protocol", "tx_full")
+# What a link call left for Python (tcp_link.h, view.todo).
+_TODO_PASS, _TODO_HANDED, _TODO_HELD, _TODO_EVENTS, _TODO_MORE, _TODO_ERROR, _TODO_DEADLINE = (
+    lib.OSVRT_TCP_LINK_TODO_PASS, lib.OSVRT_TCP_LINK_TODO_HANDED, lib.OSVRT_TCP_LINK_TODO_HELD,
+    lib.OSVRT_TCP_LINK_TODO_EVENTS, lib.OSVRT_TCP_LINK_TODO_MORE, lib.OSVRT_TCP_LINK_TODO_ERROR,
+    lib.OSVRT_TCP_LINK_TODO_DEADLINE)
 
 
 def _drop_names():
@@ -138,31 +153,36 @@ class UserStack:
         if cs == ffi.NULL:
             raise oserror(err[0] or -errno.ENOMEM, "osvrt.net.user_stack: the TCP engine")
         self.engine = ffi.gc(cs, lib.osvrt_tcp_free)
-        self._out_cap = 40 + 60 + max(int(cfg.mss), 1460)
-        self._txbuf = bytearray(TX_BATCH * self._out_cap)
-        self._txv = memoryview(self._txbuf)
-        self._txv_p = ffi.from_buffer("uint8_t[]", self._txbuf)
-        self._lens = ffi.new("uint32_t[]", TX_BATCH)
-        self._rx = bytearray(1 << 18)          # a GSO super-frame fits (the BPF cap)
-        self._rx_p = ffi.from_buffer(self._rx) + wire.ETH_HLEN
+        out_cap = 40 + 60 + max(int(cfg.mss), 1460)
+        ln = lib.osvrt_tcp_link_new(cs, link.fd, link.mac, max_connections, out_cap, err)
+        if ln == ffi.NULL:
+            raise oserror(err[0] or -errno.ENOMEM, "osvrt.net.user_stack: the link")
+        # The link keeps a pointer to the engine: the engine must outlive it.
+        self.clink = ffi.gc(ln, lib.osvrt_tcp_link_free)
+        v = self._view = lib.osvrt_tcp_link_view(ln)
+        self.waits = v.waits
+        self._rx = ffi.buffer(v.rx, lib.OSVRT_TCP_LINK_BATCH * v.rx_stride)
+        self._tx = ffi.buffer(v.tx, lib.OSVRT_TCP_LINK_BATCH * out_cap)
+        self._lstats = ffi.new("struct osvrt_tcp_link_stats *")
         self.scratch = ffi.new("uint8_t[]", 1 << 16)
-        self._evbuf = ffi.new("struct osvrt_tcp_event[]", EVENTS)
         self.peer_addr = ffi.new("uint32_t *")
         self.peer_port = ffi.new("uint16_t *")
         self._cstats = ffi.new("struct osvrt_tcp_stats *")
         self.info_buf = ffi.new("struct osvrt_tcp_conn_info *")
         self.conns = {}                       # id -> _Conn (live application objects)
         self._prefix = {}                      # mac -> Ethernet header to that mac, ours, IPv4
-        self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable)
+        self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable,
+                        self._learned)
         self._kick = Event()                   # the timer thread: a deadline moved earlier
-        self._armed = NEVER                    # the deadline the timer thread sleeps until
         self._deferred = deque()               # closes asked for from another CPU / OS thread
         self._threads = []
         self._drop_names = _drop_names()
         self._handed = set()                   # connections whose inbox is not empty
-        self.counters = {"frames_in": 0, "frames_out": 0, "checksum_partial": 0,
-                         "segments_to_owner": 0, "segments_in_link": 0,
-                         "kernel_drops": 0, "icmp_echo_requests": 0, "icmp_echo_replies": 0}
+        self._stray = False                    # segments handed to a released connection
+        # What Python counts (its own sends: ARP, ICMP, packets that waited
+        # for ARP); stats() adds the C link's counters.
+        self.counters = {"frames_out": 0, "kernel_drops": 0, "icmp_echo_requests": 0,
+                         "icmp_echo_replies": 0}
         self.drops = dict.fromkeys(LINK_DROPS, 0)
 
     def __repr__(self):
@@ -190,8 +210,9 @@ class UserStack:
             return
         now = _now()
         self._handed.clear()
+        lib.osvrt_tcp_link_discard(self.clink)
         for c in list(self.conns.values()):
-            c.inbox = []
+            c.inbox = False
             lib.osvrt_tcp_abort(self.engine, c.id, now)
         self.pump(now)
         self._shut()
@@ -218,6 +239,7 @@ class UserStack:
         if link.fd >= 0:
             from ...readiness import notify_closing
             notify_closing(link.fd)
+            lib.osvrt_tcp_link_close(self.clink)   # it must not touch the fd number again
             link.close()
         svc = self.rt.service("tcp")
         if svc is not None:
@@ -246,7 +268,9 @@ class UserStack:
         if not pinned:
             t.unpin()
 
-    def _owner(self):
+    def here(self):
+        """True on the stack's CPU (a green thread of its worker): the engine
+        may be called without moving."""
         w = kernel.current_worker()
         return w is not None and w.cpu_id == self.cpu and w.rt is self.rt
 
@@ -258,59 +282,105 @@ class UserStack:
         else:
             self.drops["tx_full"] += 1
 
+    def new_conn(self, cid, remote=None):
+        """The record of engine id cid (a connection or a listener)."""
+        c = self.conns[cid] = Conn(cid, remote, self.waits)
+        return c
+
     def pump(self, now=None):
-        """Send everything the engine has to send, wake the green threads its
-        events name, and kick the timer thread if the next deadline moved
-        earlier.  Called after every engine call (input, timers, app calls)."""
-        cs = self.engine
+        """Send everything the engine has to send (the C link: sendmmsg), wake
+        the green threads its events name, and kick the timer thread if the
+        next deadline moved earlier.  Called after every engine call that is
+        not one of the link's own (those flush as they return)."""
         if now is None:
             now = _now()
-        # Up to TX_BATCH packets per call (osvrt_tcp_output_many: cffi releases
-        # the GIL on every call, so one call per batch, not per packet); each
-        # leaves as [Ethernet header, packet] in one sendmsg, with no copy.
-        out, stride, tx, lens, link = (lib.osvrt_tcp_output_many, self._out_cap, self._txv,
-                                       self._lens, self._link)
-        arp, prefix, counters, drops = self._arp, self._prefix, self.counters, self.drops
-        while True:
-            k = out(cs, self._txv_p, stride, lens, TX_BATCH, now)
-            for i in range(k):
-                off = i * stride
-                n = lens[i]
-                dst = bytes(tx[off + 16:off + 20])      # the IPv4 destination
-                mac = arp.lookup(dst, now)
-                if mac is None:
-                    arp.hold(dst, bytes(tx[off:off + n]), now)
-                    continue
-                head = prefix.get(mac)
-                if head is None:
-                    head = prefix[mac] = mac + self._link.mac + b"\x08\x00"
-                if link.sendv(head, tx[off:off + n]):
-                    counters["frames_out"] += 1
-                else:
-                    drops["tx_full"] += 1
-            if k < TX_BATCH:
-                break
-        self._dispatch_events()
-        d = lib.osvrt_tcp_next_deadline(cs)
-        if d < self._armed:
-            self._kick.set()
+        lib.osvrt_tcp_link_flush(self.clink, now)
+        self.after(now)
 
-    def _dispatch_events(self):
-        cs, buf, conns = self.engine, self._evbuf, self.conns
-        while True:
-            k = lib.osvrt_tcp_events(cs, buf, EVENTS)
-            for i in range(k):
-                ev = buf[i]
-                c = conns.get(ev.id)
-                if c is None:
-                    continue
-                f = ev.flags
-                if f & 0x7D:             # READABLE, ESTABLISHED, ACCEPTABLE, CLOSED, RESET, ERROR
-                    c.readable.set()
-                if f & 0x76:             # WRITABLE, ESTABLISHED, CLOSED, RESET, ERROR
-                    c.writable.set()
-            if k < EVENTS:
+    def after(self, now):
+        """Act on what the last C link call left in its view: frames that are
+        not TCP (ARP, ICMP), packets waiting for ARP, connections handed a
+        segment, the engine's events, its next deadline."""
+        v = self._view
+        todo = v.todo                # one word: usually 0, nothing to do
+        while todo:
+            if todo & _TODO_PASS:
+                self._passed(v, now)
+            if todo & _TODO_HANDED:
+                self._handed_to_owners(v)
+            if todo & _TODO_HELD:
+                self._held(v, now)
+            if todo & _TODO_EVENTS:
+                self._dispatch_events(v)
+            if todo & _TODO_ERROR and not self.closed:
+                raise oserror(v.error, f"osvrt.net: sending on {self.interface!r}")
+            if todo & _TODO_DEADLINE:    # earlier than the timer thread sleeps until
+                self._kick.set()
+            if not todo & _TODO_MORE:
                 return
+            lib.osvrt_tcp_link_flush(self.clink, now)
+            todo = v.todo
+
+    def _passed(self, v, now):
+        """The frames the link left to Python: ARP and ICMP."""
+        rx, stride = self._rx, v.rx_stride
+        for i in range(v.npass):
+            off = v.pass_index[i] * stride
+            frame = memoryview(rx)[off:off + v.pass_len[i]]
+            if frame[12] << 8 | frame[13] == wire.ETH_P_IP:
+                self._icmp(frame[wire.ETH_HLEN:], now)
+            else:
+                self._arp.input(frame[wire.ETH_HLEN:], now)
+
+    def _handed_to_owners(self, v):
+        conns, handed = self.conns, self._handed
+        for i in range(v.nhanded):
+            c = conns.get(v.handed[i])
+            if c is not None:
+                c.inbox = True
+                handed.add(c)
+                c.readable.set()
+                c.writable.set()
+            else:
+                # Released while a green thread still waited on it (it has
+                # not run yet to leave its wait): nobody will drain this
+                # connection, so the timer thread drains every inbox soon.
+                self._stray = True
+                self._kick.set()
+
+    def _held(self, v, now):
+        """Packets whose next hop the link does not know: resolve by ARP."""
+        tx, arp = self._tx, self._arp
+        for i in range(v.nheld):
+            off = v.held_off[i]
+            packet = bytes(tx[off:off + v.held_len[i]])
+            dst = packet[16:20]
+            mac = arp.lookup(dst, now)
+            if mac is None:
+                arp.hold(dst, packet, now)
+                continue
+            self._learned(dst, mac, arp.expiry(dst))
+            if self._link.sendv(mac + self._link.mac + b"\x08\x00", packet):
+                self.counters["frames_out"] += 1
+            else:
+                self.drops["tx_full"] += 1
+
+    def _learned(self, ip, mac, expires_ns):
+        """The ARP cache made or confirmed ip -> mac: the C link's copy too."""
+        lib.osvrt_tcp_link_set_peer(self.clink, int.from_bytes(ip, "big"), mac, expires_ns)
+
+    def _dispatch_events(self, v):
+        buf, conns = v.events, self.conns
+        for i in range(v.nevents):
+            ev = buf[i]
+            c = conns.get(ev.id)
+            if c is None:
+                continue
+            f = ev.flags
+            if f & 0x7D:             # READABLE, ESTABLISHED, ACCEPTABLE, CLOSED, RESET, ERROR
+                c.readable.set()
+            if f & 0x76:             # WRITABLE, ESTABLISHED, CLOSED, RESET, ERROR
+                c.writable.set()
 
     def _unreachable(self, ip):
         """ARP gave up on ip: connections still opening to it fail now with
@@ -325,100 +395,71 @@ class UserStack:
     # ---- the link thread ----
 
     async def _link_loop(self):
-        link, rx, fd = self._link, self._rx, self._link.fd
+        fd, clink, poll, batch = (self._link.fd, self.clink, lib.osvrt_tcp_link_poll,
+                                  lib.OSVRT_TCP_LINK_BATCH)
         try:
             while not self.closed:
                 try:
                     await wait_readable(fd)
                 except ClosedResourceError:
                     return
-                now = _now()
-                for _ in range(BURST):
-                    try:
-                        n, partial = link.recv(rx)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
+                for _ in range(ROUNDS):
+                    now = _now()
+                    n = poll(clink, now)
+                    if n < 0:
                         if self.closed:
                             return
-                        raise
-                    self._frame(n, partial, now)
-                self.pump(now)
+                        raise oserror(n, f"osvrt.net: reading {self.interface!r}")
+                    self.after(now)
+                    if n < batch or self.closed:
+                        break
         finally:
             if not self.closed and not self.rt.stopping:
                 log.error("osvrt.net: the link thread of %r ended", self)
 
-    def _frame(self, n, partial, now):
-        rx = self._rx
-        self.counters["frames_in"] += 1
-        if n < wire.ETH_HLEN:
-            self.drops["eth_short"] += 1
-            return
-        ethertype = rx[12] << 8 | rx[13]
-        if ethertype == wire.ETH_P_IP:
-            if n < wire.ETH_HLEN + 20:
-                self.drops["ip_short"] += 1
-                return
-            proto = rx[wire.ETH_HLEN + 9]
-            if proto == wire.IPPROTO_TCP:
-                flags = 0
-                if partial:
-                    # Sent from this host with the checksum left to the device:
-                    # never on a wire, so not corrupted (tcp.h IN_CSUM_OK).
-                    flags = lib.OSVRT_TCP_IN_CSUM_OK
-                    self.counters["checksum_partial"] += 1
-                self._tcp(n, flags, now)
-            elif proto == wire.IPPROTO_ICMP:
-                self._icmp(memoryview(rx)[wire.ETH_HLEN:n], now)
-            else:
-                self.drops["ip_protocol"] += 1
-        elif ethertype == wire.ETH_P_ARP:
-            self._arp.input(memoryview(rx)[wire.ETH_HLEN:n], now)
-        else:
-            self.drops["ethertype"] += 1
-
-    def _tcp(self, n, flags, now):
-        """A TCP segment: find its connection (osvrt_tcp_demux, a lookup).
-        If a green thread of the application is parked on that connection
-        (recv, sendall, connect), or earlier segments wait for it, hand the
-        segment over: that thread runs the protocol for it when it wakes, so
-        the work is done, and charged, in the thread that owns the flow.
-        Otherwise (nobody waits: the owner is busy elsewhere, a listener, an
-        orphan in FIN_WAIT or TIME_WAIT) process it here, now."""
-        cs, p, size = self.engine, self._rx_p, n - wire.ETH_HLEN
-        cid = lib.osvrt_tcp_demux(cs, p, size, flags)
-        c = self.conns.get(cid) if cid >= 0 else None
-        if c is not None:
-            if c.waiting:
-                if not c.inbox:
-                    self._handed.add(c)
-                c.inbox.append((bytes(self._rx[wire.ETH_HLEN:n]), flags))
-                self.counters["segments_to_owner"] += 1
-                c.readable.set()
-                c.writable.set()
-                return
-            if c.inbox:
-                self.drain(c)       # its owner left its wait (cancelled): keep the order
-        self.counters["segments_in_link"] += 1
-        lib.osvrt_tcp_input_conn(cs, cid if cid >= 0 else -1, p, size, flags, now)
-
     def drain(self, c):
-        """Run the segments handed to connection c through the engine, in
-        order, and send what they produced (called by c's owner, or by the
-        stack's threads before anything else touches c)."""
-        box, c.inbox = c.inbox, []
+        """Run the segments the link handed to connection c, in order, and
+        send what they produced (called by c's owner, or by the stack's
+        threads before anything else touches c)."""
+        c.inbox = False
         self._handed.discard(c)
-        if not box or self.closed:
+        if self.closed:
             return
-        cs, now = self.engine, _now()
-        for packet, flags in box:
-            lib.osvrt_tcp_input_conn(cs, c.id, ffi.from_buffer("uint8_t[]", packet), len(packet),
-                                     flags, now)
-        self.pump(now)
+        now = _now()
+        lib.osvrt_tcp_link_drain(self.clink, c.id, now)
+        self.after(now)
 
     def _drain_all(self):
-        for c in list(self._handed):
-            self.drain(c)
+        if not self._handed and not self._stray:
+            return
+        self._stray = False
+        for c in self._handed:
+            c.inbox = False
+        self._handed.clear()
+        now = _now()
+        lib.osvrt_tcp_link_drain(self.clink, -1, now)
+        self.after(now)
+
+    def recv(self, c, p, cap):
+        """osvrt_tcp_recv for c's owner: c's handed segments first, then what
+        the call produced is sent; one C call."""
+        if c.inbox:
+            c.inbox = False
+            self._handed.discard(c)
+        now = _now()
+        rc = lib.osvrt_tcp_link_recv(self.clink, c.id, p, cap, now)
+        self.after(now)
+        return rc
+
+    def send(self, c, p, n):
+        """osvrt_tcp_send for c's owner, as recv()."""
+        if c.inbox:
+            c.inbox = False
+            self._handed.discard(c)
+        now = _now()
+        rc = lib.osvrt_tcp_link_send(self.clink, c.id, p, n, now)
+        self.after(now)
+        return rc
 
     def _icmp(self, payload, now):
         ip = wire.parse_ipv4(payload)
@@ -447,18 +488,26 @@ class UserStack:
         cs, arp, kick = self.engine, self._arp, self._kick
         while not self.closed:
             d = min(lib.osvrt_tcp_next_deadline(cs), arp.next_deadline())
-            self._armed = d
+            now = _now()
+            if d - now < NEAR_NS:
+                # A deadline is near (RTO, delayed ACK, persist): wake at
+                # least every TICK_NS, so the ones that come and go with every
+                # segment (a delayed ACK armed by a request, cancelled by its
+                # reply) fall after `armed` and need no kick: the thread
+                # wakes ~100 times a second under load, not once a segment.
+                d = min(d, now + TICK_NS)
+            self._view.armed = d        # the link's calls flag a deadline earlier than this
             try:
                 if d >= NEVER:
                     await kick.wait()
                 else:
-                    await kick.wait(max(0.0, (d - _now()) / 1e9))
+                    await kick.wait(max(0.0, (d - now) / 1e9))
             except TimeoutError:
                 pass
             kick.clear()
             # Awake: the loop recomputes the deadline before it sleeps again,
             # so nobody (our own _pump below included) needs to kick it.
-            self._armed = 0
+            self._view.armed = 0
             if self.closed:
                 return
             while self._deferred:
@@ -495,7 +544,7 @@ class UserStack:
         lid = lib.osvrt_tcp_listen(self.engine, port, backlog)
         if lid < 0:
             raise oserror(lid, f"listening on {self.address.ip}:{port}")
-        c = self.conns[lid] = Conn(lid)
+        c = self.new_conn(lid)
         return Listener(self, c, (str(self.address.ip), port))
 
     async def open_tcp_stream(self, host, port, *, timeout=None):
@@ -512,7 +561,7 @@ class UserStack:
         cid = lib.osvrt_tcp_connect(self.engine, int(ip), port, 0, now)
         if cid < 0:
             raise oserror(cid, f"connecting to {host}:{port}")
-        c = self.conns[cid] = Conn(cid, (ip.packed, port))
+        c = self.new_conn(cid, (ip.packed, port))
         stream = Stream(self, c)
         try:
             self.pump(now)
@@ -562,7 +611,7 @@ class UserStack:
                 t = _now()
                 (lib.osvrt_tcp_abort if abort else lib.osvrt_tcp_close)(self.engine, c.id, t)
                 self.pump(t)
-        if self._owner():
+        if self.here():
             now_release()
         elif not self.closed:
             self.defer(now_release)
@@ -577,7 +626,14 @@ class UserStack:
         if self._link.fd >= 0:
             self.counters["kernel_drops"] += self._link.kernel_drops()
         tcp = {name: getattr(s, name) for name in _TCP_STATS}
+        ls = self._lstats
+        lib.osvrt_tcp_link_get_stats(self.clink, ls)
         drops = dict(self.drops)
+        for name in _C_LINK_DROPS:
+            drops[name] += getattr(ls, name)
+        counters = dict(self.counters)
+        for name in _C_LINK_COUNTERS:
+            counters[name] = counters.get(name, 0) + getattr(ls, name)
         for r, name in enumerate(self._drop_names):
             if r:
                 drops[name] = drops.get(name, 0) + s.drops[r]
@@ -593,7 +649,7 @@ class UserStack:
             "tcp": tcp,
             "dropped": drops,
             "connections": {STATE_NAMES[i]: s.conns[i] for i in range(len(STATE_NAMES))},
-            "link": dict(self.counters),
+            "link": counters,
             "arp": self._arp.stats(),
             "icmp": {"echo_requests": self.counters["icmp_echo_requests"],
                      "echo_replies": self.counters["icmp_echo_replies"]},

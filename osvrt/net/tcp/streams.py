@@ -23,7 +23,7 @@ from ..._core import ffi, lib
 from ...readiness import ClosedResourceError
 from ...deadline import timeout as _timeout_scope
 from ..closing import AsyncClosing
-from .conn import Conn, oserror
+from .conn import oserror
 
 _EAGAIN = -errno.EAGAIN
 _now = time.monotonic_ns
@@ -139,17 +139,16 @@ class Stream(_Base):
             raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes!r}")
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         cap = min(max_bytes, 1 << 16)
         while True:
-            if c.inbox:
-                st.drain(c)
-            rc = lib.osvrt_tcp_recv(st.engine, c.id, st.scratch, cap, _now())
+            # One C call: the segments handed to us, the recv, and what
+            # they produced (an ACK, a window update) sent.
+            rc = st.recv(c, st.scratch, cap)
             if rc >= 0:
-                data = ffi.buffer(st.scratch, rc)[:]
-                st.pump()                    # a window update may be due
-                return data
+                return ffi.buffer(st.scratch, rc)[:]
             if rc != _EAGAIN:
                 raise oserror(rc, "recv")
             c.readable.clear()
@@ -167,15 +166,13 @@ class Stream(_Base):
         n = len(view) if nbytes == 0 else min(nbytes, len(view))
         if n == 0:
             return 0
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         p = ffi.from_buffer(view, require_writable=True)
         while True:
-            if c.inbox:
-                st.drain(c)
-            rc = lib.osvrt_tcp_recv(st.engine, c.id, p, n, _now())
+            rc = st.recv(c, p, n)
             if rc >= 0:
-                st.pump()
                 return rc
             if rc != _EAGAIN:
                 raise oserror(rc, "recv_into")
@@ -187,7 +184,8 @@ class Stream(_Base):
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
         view = memoryview(data).cast("B")
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         total = len(view)
         if total == 0:
@@ -195,12 +193,9 @@ class Stream(_Base):
         p = ffi.from_buffer(view)
         off = 0
         while True:
-            if c.inbox:
-                st.drain(c)
-            rc = lib.osvrt_tcp_send(st.engine, c.id, p + off, total - off, _now())
+            rc = st.send(c, p + off, total - off)
             if rc > 0:
                 off += rc
-                st.pump()
                 if off >= total:
                     return
                 continue
@@ -214,7 +209,8 @@ class Stream(_Base):
     async def send_eof(self):
         """Half-close: the peer's recv() returns b"" once it has read what we
         sent; we can still receive."""
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st = self._stack
         if self._c.inbox:
             st.drain(self._c)
@@ -238,7 +234,8 @@ class Listener(_Base):
 
     async def accept(self):
         """(Stream, (host, port)) of the oldest connection waiting."""
-        await self._enter()
+        if self._c.closed or not self._stack.here():   # else: usable here, no await
+            await self._enter()
         st, c = self._stack, self._c
         while True:
             if c.inbox:
@@ -247,7 +244,7 @@ class Listener(_Base):
             if cid >= 0:
                 ip = ipaddress.IPv4Address(st.peer_addr[0])
                 port = st.peer_port[0]
-                conn = st.conns[cid] = Conn(cid, (ip.packed, port))
+                conn = st.new_conn(cid, (ip.packed, port))
                 st.pump()
                 return Stream(st, conn), (str(ip), port)
             if cid != _EAGAIN:
