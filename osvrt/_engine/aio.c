@@ -63,6 +63,7 @@ typedef struct {
     Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
     Py_ssize_t off[F_COUNT];   /* slot offsets in handle_base's layout */
     int closed;                /* the loop was closed: call_soon refuses */
+    TxTable txt;               /* the socket transports in the epoll (aiotx.c) */
 } LoopCoreObject;
 
 #define SLOT(h, core, f) (*(PyObject **)((char *)(h) + (core)->off[f]))
@@ -140,7 +141,7 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->str_stopping);
     Py_VISIT(self->task_type);
     Py_VISIT(self->task_kwnames);
-    return 0;
+    return txtable_traverse(&self->txt, visit, arg);
 }
 
 static int
@@ -164,6 +165,7 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->str_stopping);
     Py_CLEAR(self->task_type);
     Py_CLEAR(self->task_kwnames);
+    txtable_clear(&self->txt);
     return 0;
 }
 
@@ -172,6 +174,7 @@ core_dealloc(LoopCoreObject *self)
 {
     PyObject_GC_UnTrack(self);
     core_clear(self);
+    txtable_free(&self->txt);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -431,6 +434,7 @@ core_bind_turn(LoopCoreObject *self, PyObject *args, PyObject *kw)
     Py_XSETREF(self->str_stopping, str_stopping);
     Py_XSETREF(self->fd_to_key, Py_NewRef(fd_to_key));
     self->epfd = epfd;
+    self->txt.epfd = epfd;
     Py_XSETREF(self->tidy_timers, Py_NewRef(tidy));
     Py_XSETREF(self->remove_reader, Py_NewRef(rr));
     Py_XSETREF(self->remove_writer, Py_NewRef(rw));
@@ -478,6 +482,12 @@ poll_fds(LoopCoreObject *self)
     }
     int err = 0;
     for (int i = 0; i < n && !err; i++) {
+        /* a socket transport's fd: read and write in C, no handle (aiotx.c) */
+        int tx = txtable_dispatch(&self->txt, evs[i].data.fd, evs[i].events);
+        if (tx != 0) {
+            err = tx < 0;
+            continue;
+        }
         PyObject *fd = PyLong_FromLong(evs[i].data.fd);   /* selectors register data.fd */
         if (fd == NULL)
             return -1;
@@ -626,6 +636,35 @@ core_run_turns(LoopCoreObject *self, PyObject *arg)
     return PyLong_FromSsize_t(turns);
 }
 
+TxTable *
+loopcore_txtable(PyObject *core)
+{
+    if (!PyObject_TypeCheck(core, &LoopCore_Type)) {
+        PyErr_Format(PyExc_TypeError, "loop_core must be a LoopCore, not %R", core);
+        return NULL;
+    }
+    LoopCoreObject *c = (LoopCoreObject *)core;
+    if (c->fd_to_key == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a transport's LoopCore before bind_turn");
+        return NULL;
+    }
+    return &c->txt;
+}
+
+/* tx_event(fd, events) -> handled: readiness that a Python poll of the
+ * loop's epoll found (asyncio's own turn, in debug mode) for a transport's
+ * fd, handled as run_once handles it. */
+static PyObject *
+core_tx_event(LoopCoreObject *self, PyObject *args)
+{
+    int fd;
+    unsigned int ev;
+    if (!PyArg_ParseTuple(args, "iI:tx_event", &fd, &ev))
+        return NULL;
+    int r = txtable_dispatch(&self->txt, fd, ev);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
 /* ---- attributes ---------------------------------------------------------- */
 
 static PyObject *
@@ -662,6 +701,8 @@ core_set_closed(LoopCoreObject *self, PyObject *v, void *c)
     if (b < 0)
         return -1;
     self->closed = b;
+    if (b)
+        txtable_clear(&self->txt);    /* the selector's epoll closes with the loop */
     return 0;
 }
 
@@ -712,6 +753,9 @@ static PyMethodDef core_methods[] = {
     {"run_turns", (PyCFunction)core_run_turns, METH_O,
      "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
      "not stopping and debug mode is off, at most max_turns times"},
+    {"tx_event", (PyCFunction)core_tx_event, METH_VARARGS,
+     "tx_event(fd, epoll_events) -> bool: readiness of a socket transport's fd, found by "
+     "a Python poll (debug mode), handled in C; False: not a transport's fd"},
     {"run_ready", (PyCFunction)core_run_ready, METH_NOARGS,
      "run_ready(): run the callbacks ready now (asyncio's _run_once inner loop)"},
     {NULL},

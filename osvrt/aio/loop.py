@@ -36,13 +36,14 @@ import selectors
 import signal
 import sys
 import threading
-from asyncio import base_events, events, format_helpers, unix_events
+from asyncio import base_events, constants, events, format_helpers, sslproto, unix_events
 from typing import Any
 
 from .. import _engine, kernel
 from ..readiness import wait_readable
 from ..offload import to_thread
 from ..runtime import Runtime, spawn
+from .transport import SocketTransport
 
 __all__ = ["OsvrtEventLoop", "new_event_loop"]
 
@@ -60,14 +61,21 @@ class _PollingSelector(selectors.EpollSelector):
     """asyncio's selector, polled without blocking: the loop never sleeps in
     its own epoll_wait; it parks on osvrt (see OsvrtEventLoop._idle)."""
 
+    tx_event = None              # LoopCore.tx_event: a socket transport's readiness
+
     def select(self, timeout=None):
         # selectors.EpollSelector.select with the timeout fixed at 0, in one
         # frame (a super() call here cost ~1,200 instructions a loop turn).
+        # Only asyncio's own turn (debug mode) calls it: the C turn polls the
+        # epoll itself.  An fd with no key is a socket transport's
+        # (osvrt/aio/transport.py), handled in C as the C turn handles it.
         fd_to_key = self._fd_to_key
         ready = []
-        for fd, ev in self._selector.poll(0, len(fd_to_key) or 1):
+        for fd, ev in self._selector.poll(0, max(len(fd_to_key), 64)):
             key = fd_to_key.get(fd)
-            if key is not None:
+            if key is None and self.tx_event is not None:
+                self.tx_event(fd, ev)
+            elif key is not None:
                 events = ((_WRITE if ev & _NOT_IN else 0) | (_READ if ev & _NOT_OUT else 0))
                 ready.append((key, events & key.events))
         return ready
@@ -189,6 +197,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                            heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
                            self._clock_resolution)
             core.bind_task(asyncio.Task)
+            self._selector.tx_event = core.tx_event
         except BaseException:
             # another Python's asyncio layout (a TypeError naming the field):
             # nothing left open
@@ -245,6 +254,57 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             self.__dict__.pop("create_task", None)
         else:
             self.create_task = core.create_task
+
+    # ---- socket transports: their data path in C (transport.py) ---------------
+
+    @property
+    def loop_core(self):
+        """The loop's C core (osvrt/_engine/aio.c): its socket transports
+        register there."""
+        return self._core
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None, server=None,
+                            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # asyncio's own, over this loop's socket transport
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _socket_transport(self, fd):
+        """The SocketTransport that owns fd, if any (asyncio's own fd table)."""
+        transports = getattr(self, "_transports", None)   # None in asyncio's __init__
+        tx = transports.get(fd) if transports is not None else None
+        return tx if type(tx) is SocketTransport else None
+
+    # asyncio's transport code adds and removes its reader and writer through
+    # these: for a SocketTransport's fd they become its TxCore's epoll
+    # registration (its writer is its buffer's: EPOLLOUT while output waits).
+
+    def _add_reader(self, fd, callback, *args):
+        tx = self._socket_transport(fd)
+        if tx is not None and getattr(callback, "__self__", None) is tx:
+            tx.core.set_reading(True)
+            return None
+        return super()._add_reader(fd, callback, *args)
+
+    def _remove_reader(self, fd):
+        tx = self._socket_transport(fd)
+        if tx is not None and tx.core.reading:
+            return tx.core.set_reading(False)
+        return super()._remove_reader(fd)
+
+    def _remove_writer(self, fd):
+        if self._socket_transport(fd) is not None:
+            return False           # the TxCore stops writing when its buffer empties
+        return super()._remove_writer(fd)
 
     # ---- the runtime ---------------------------------------------------------
 
