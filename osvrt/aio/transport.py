@@ -73,6 +73,30 @@ class SocketTransport(selector_events._SelectorSocketTransport):
         self.core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
         super().set_protocol(protocol)
 
+    # Reading on and off: the TxCore's registration, directly (asyncio's go
+    # through the loop's _add_reader/_remove_reader, which the loop routes
+    # here too; sendfile takes the transport out of the loop's table first).
+
+    def _add_reader(self, fd, callback, *args):
+        if self.is_reading():
+            self.core.set_reading(True)
+
+    def pause_reading(self):
+        if not self.is_reading():
+            return
+        self._paused = True
+        self.core.set_reading(False)
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self.core.set_reading(True)
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
     def writelines(self, list_of_data):
         self.write(b"".join(list_of_data))
 
