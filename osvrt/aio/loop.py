@@ -279,10 +279,12 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         return ssl_protocol._app_transport
 
     def _socket_transport(self, fd):
-        """The SocketTransport that owns fd, if any (asyncio's own fd table)."""
+        """The SocketTransport that owns fd now, if any.  asyncio's table is
+        weak: a closed transport may linger there until collected, its fd
+        number already another socket's (its TxCore's fd is -1 then)."""
         transports = getattr(self, "_transports", None)   # None in asyncio's __init__
         tx = transports.get(fd) if transports is not None else None
-        return tx if type(tx) is SocketTransport else None
+        return tx if type(tx) is SocketTransport and tx.core.fd == fd else None
 
     # asyncio's transport code adds and removes its reader and writer through
     # these: for a SocketTransport's fd they become its TxCore's epoll
