@@ -701,8 +701,10 @@ core_set_closed(LoopCoreObject *self, PyObject *v, void *c)
     if (b < 0)
         return -1;
     self->closed = b;
-    if (b)
+    if (b) {
         txtable_clear(&self->txt);    /* the selector's epoll closes with the loop */
+        self->txt.epfd = -1;
+    }
     return 0;
 }
 

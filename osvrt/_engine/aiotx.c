@@ -155,6 +155,19 @@ tx_sync(TxCoreObject *tx)
                     : (tx->reading ? EPOLLIN : 0) | (tx_pending(tx) ? EPOLLOUT : 0);
     if (want == tx->mask)
         return 0;
+    if (tx->table == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TxCore used before __init__");
+        return -1;
+    }
+    if (tx->table->epfd < 0) {
+        /* the loop closed its epoll: nothing registered any more (its fd
+         * number may be another file's now: never touched) */
+        tx->mask = 0;
+        if (want == 0)
+            return 0;
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
     int op = want == 0 ? EPOLL_CTL_DEL : tx->mask == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     struct epoll_event e = {.events = want, .data.fd = tx->fd};
     if (op == EPOLL_CTL_ADD && table_put(tx->table, tx->fd, (PyObject *)tx) < 0)
@@ -442,16 +455,12 @@ txcore_write(TxCoreObject *self, PyObject *data)
     if (self->waiter != NULL)
         return PyErr_Format(PyExc_RuntimeError, "unable to write; sendfile is in progress");
     Py_buffer b;
-    if (PyBytes_CheckExact(data)) {    /* the usual reply: no buffer protocol round */
-        b.buf = PyBytes_AS_STRING(data);
-        b.len = PyBytes_GET_SIZE(data);
-        b.obj = NULL;
-    } else if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
+    if (engine_get_bytes(data, &b) < 0)
         return NULL;
     int r = 0;
     if (b.len == 0)
         ;
-    else if (self->conn_lost || self->fd < 0) {
+    else if (self->conn_lost || self->fd < 0 || self->table == NULL) {
         if (self->conn_lost >= TX_LOG_LOST_WRITES)
             r = tx_call(self, str_lost_write, NULL);
         self->conn_lost++;
@@ -657,8 +666,7 @@ txcore_clear_refs(TxCoreObject *self)
     Py_CLEAR(self->on_data);
     Py_CLEAR(self->get_buffer);
     Py_CLEAR(self->waiter);
-    Py_CLEAR(self->loop_core);
-    return 0;
+    return 0;          /* loop_core stays until dealloc: self->table points into it */
 }
 
 static void
@@ -667,6 +675,7 @@ txcore_dealloc(TxCoreObject *self)
     PyObject_GC_UnTrack(self);
     /* Never registered here: the table's reference would keep us alive. */
     txcore_clear_refs(self);
+    Py_CLEAR(self->loop_core);
     tx_drop_output(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }

@@ -390,6 +390,9 @@ int txtable_traverse(TxTable *t, visitproc visit, void *arg);
 /* sock.c: send what the kernel takes now, never blocking: the bytes sent;
  * *err = errno of a failure other than EAGAIN (0 otherwise) */
 Py_ssize_t engine_send_nb(int fd, const char *p, Py_ssize_t n, int *err);
+/* data's bytes in *b (bytes: read in place, b->obj NULL; any other
+ * bytes-like: its buffer, released by PyBuffer_Release if b->obj) */
+int engine_get_bytes(PyObject *data, Py_buffer *b);
 
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);

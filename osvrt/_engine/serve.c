@@ -236,11 +236,7 @@ conn_write(ConnObject *c, PyObject *data)
 {
     if (c->out == NULL) {
         Py_buffer b;
-        if (PyBytes_CheckExact(data)) {  /* the usual reply: no buffer protocol round */
-            b.buf = PyBytes_AS_STRING(data);
-            b.len = PyBytes_GET_SIZE(data);
-            b.obj = NULL;
-        } else if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
+        if (engine_get_bytes(data, &b) < 0)
             return -1;
         int e;
         Py_ssize_t off = engine_send_nb(c->fd, b.buf, b.len, &e);

@@ -824,3 +824,15 @@ engine_send_nb(int fd, const char *p, Py_ssize_t n, int *err)
     }
     return off;
 }
+
+int
+engine_get_bytes(PyObject *data, Py_buffer *b)
+{
+    if (PyBytes_CheckExact(data)) {    /* the usual reply: no buffer protocol round */
+        b->buf = PyBytes_AS_STRING(data);
+        b->len = PyBytes_GET_SIZE(data);
+        b->obj = NULL;
+        return 0;
+    }
+    return PyObject_GetBuffer(data, b, PyBUF_SIMPLE);
+}

@@ -25,12 +25,16 @@ asyncio's _read_ready__on_eof; pause/resume_writing are asyncio's
 _maybe_pause_protocol/_maybe_resume_protocol.
 """
 import socket
+from typing import Any
 from asyncio import protocols, selector_events
 from asyncio.log import logger
 
 from .. import _engine
 
 __all__ = ["SocketTransport"]
+
+# asyncio's transport class (private: typeshed has no stub for it)
+_AsyncioSocketTransport: Any = getattr(selector_events, "_SelectorSocketTransport")
 
 
 def _core_field(name, doc):
@@ -43,7 +47,7 @@ def _core_field(name, doc):
     return property(get, put, doc=doc)
 
 
-class SocketTransport(selector_events._SelectorSocketTransport):
+class SocketTransport(_AsyncioSocketTransport):
     """asyncio's socket transport; reads, writes and their buffer in C."""
 
     _conn_lost = _core_field("conn_lost", "asyncio's _conn_lost, kept in C")
@@ -99,10 +103,6 @@ class SocketTransport(selector_events._SelectorSocketTransport):
 
     def writelines(self, list_of_data):
         self.write(b"".join(list_of_data))
-
-    def close(self):
-        # 3.12+ sets _write_ready to None here; writing is the TxCore's.
-        selector_events._SelectorTransport.close(self)
 
     def _call_connection_lost(self, exc):
         # Out of the loop's epoll and fd table before asyncio closes the fd
