@@ -58,6 +58,8 @@ typedef struct {
     PyObject *str_stopping;    /* "_stopping" (loop.stop() sets it) */
     PyObject *task_type;       /* asyncio.Task, made by create_task */
     PyObject *task_kwnames;    /* ("loop", "name", "context") */
+    PyObject *future_type;     /* asyncio.Future, made by create_future */
+    PyObject *future_kwnames;  /* ("loop",) */
     Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
     double clock_resolution;   /* loop._clock_resolution */
     Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
@@ -141,6 +143,8 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->str_stopping);
     Py_VISIT(self->task_type);
     Py_VISIT(self->task_kwnames);
+    Py_VISIT(self->future_type);
+    Py_VISIT(self->future_kwnames);
     return txtable_traverse(&self->txt, visit, arg);
 }
 
@@ -165,6 +169,8 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->str_stopping);
     Py_CLEAR(self->task_type);
     Py_CLEAR(self->task_kwnames);
+    Py_CLEAR(self->future_type);
+    Py_CLEAR(self->future_kwnames);
     txtable_clear(&self->txt);
     return 0;
 }
@@ -310,6 +316,46 @@ core_bind_task(LoopCoreObject *self, PyObject *task_type)
     Py_XSETREF(self->task_kwnames, kwnames);
     Py_XSETREF(self->task_type, Py_NewRef(task_type));
     Py_RETURN_NONE;
+}
+
+/* ---- create_future, get_debug -------------------------------------------- */
+
+/* BaseEventLoop.create_future: Future(loop=self), with no Python frame
+ * (a Future hand-off makes one per hand-off). */
+static PyObject *
+core_create_future(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->future_type == NULL || self->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore.create_future before bind_future");
+        return NULL;
+    }
+    PyObject *call[1] = {self->loop};
+    return PyObject_Vectorcall(self->future_type, call, 0, self->future_kwnames);
+}
+
+static PyObject *
+core_bind_future(LoopCoreObject *self, PyObject *future_type)
+{
+    if (!PyType_Check(future_type)) {
+        PyErr_Format(PyExc_TypeError, "bind_future(%R): a Future class is needed",
+                     future_type);
+        return NULL;
+    }
+    PyObject *kwnames = Py_BuildValue("(s)", "loop");
+    if (kwnames == NULL)
+        return NULL;
+    PyUnicode_InternInPlace(&PyTuple_GET_ITEM(kwnames, 0));
+    Py_XSETREF(self->future_kwnames, kwnames);
+    Py_XSETREF(self->future_type, Py_NewRef(future_type));
+    Py_RETURN_NONE;
+}
+
+/* loop.get_debug(): every Future and Task asks it when made (the C
+ * _asyncio's future_init); the loop keeps debug here through set_debug. */
+static PyObject *
+core_get_debug_method(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->debug);
 }
 
 /* ---- run_ready ---------------------------------------------------------- */
@@ -750,6 +796,12 @@ static PyMethodDef core_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "create_task(coro, *, name=None, context=None) -> Task: asyncio's create_task with no "
      "task factory, outside debug mode, in C"},
+    {"create_future", (PyCFunction)core_create_future, METH_NOARGS,
+     "create_future() -> Future: asyncio's create_future, in C"},
+    {"bind_future", (PyCFunction)core_bind_future, METH_O,
+     "bind_future(future_type): the Future class create_future makes"},
+    {"get_debug", (PyCFunction)core_get_debug_method, METH_NOARGS,
+     "get_debug() -> bool: the loop's debug flag (as set_debug keeps it here)"},
     {"bind_task", (PyCFunction)core_bind_task, METH_O,
      "bind_task(task_type): the Task class create_task makes"},
     {"run_turns", (PyCFunction)core_run_turns, METH_O,

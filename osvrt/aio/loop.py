@@ -197,6 +197,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                            heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
                            self._clock_resolution)
             core.bind_task(asyncio.Task)
+            core.bind_future(asyncio.Future)
             self._selector.tx_event = core.tx_event
         except BaseException:
             # another Python's asyncio layout (a TypeError naming the field):
@@ -205,6 +206,10 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             super().close()
             raise
         self.set_debug(self._debug)
+        # Asked by every Future and Task as it is made: the C core answers
+        # (its debug flag is the loop's, kept by set_debug), and makes Futures.
+        self.get_debug = core.get_debug
+        self.create_future = core.create_future
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         self._poller = None                # the green thread that waits on our epoll fd
         self._poll_ticket = None           # the poller's wait for the next idle
