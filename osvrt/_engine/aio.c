@@ -58,11 +58,14 @@ typedef struct {
     PyObject *str_stopping;    /* "_stopping" (loop.stop() sets it) */
     PyObject *task_type;       /* asyncio.Task, made by create_task */
     PyObject *task_kwnames;    /* ("loop", "name", "context") */
+    PyObject *future_type;     /* asyncio.Future, made by create_future */
+    PyObject *future_kwnames;  /* ("loop",) */
     Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
     double clock_resolution;   /* loop._clock_resolution */
     Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
     Py_ssize_t off[F_COUNT];   /* slot offsets in handle_base's layout */
     int closed;                /* the loop was closed: call_soon refuses */
+    TxTable txt;               /* the socket transports in the epoll (aiotx.c) */
 } LoopCoreObject;
 
 #define SLOT(h, core, f) (*(PyObject **)((char *)(h) + (core)->off[f]))
@@ -140,7 +143,9 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->str_stopping);
     Py_VISIT(self->task_type);
     Py_VISIT(self->task_kwnames);
-    return 0;
+    Py_VISIT(self->future_type);
+    Py_VISIT(self->future_kwnames);
+    return txtable_traverse(&self->txt, visit, arg);
 }
 
 static int
@@ -164,6 +169,9 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->str_stopping);
     Py_CLEAR(self->task_type);
     Py_CLEAR(self->task_kwnames);
+    Py_CLEAR(self->future_type);
+    Py_CLEAR(self->future_kwnames);
+    txtable_clear(&self->txt);
     return 0;
 }
 
@@ -172,6 +180,7 @@ core_dealloc(LoopCoreObject *self)
 {
     PyObject_GC_UnTrack(self);
     core_clear(self);
+    txtable_free(&self->txt);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -309,6 +318,46 @@ core_bind_task(LoopCoreObject *self, PyObject *task_type)
     Py_RETURN_NONE;
 }
 
+/* ---- create_future, get_debug -------------------------------------------- */
+
+/* BaseEventLoop.create_future: Future(loop=self), with no Python frame
+ * (a Future hand-off makes one per hand-off). */
+static PyObject *
+core_create_future(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->future_type == NULL || self->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore.create_future before bind_future");
+        return NULL;
+    }
+    PyObject *call[1] = {self->loop};
+    return PyObject_Vectorcall(self->future_type, call, 0, self->future_kwnames);
+}
+
+static PyObject *
+core_bind_future(LoopCoreObject *self, PyObject *future_type)
+{
+    if (!PyType_Check(future_type)) {
+        PyErr_Format(PyExc_TypeError, "bind_future(%R): a Future class is needed",
+                     future_type);
+        return NULL;
+    }
+    PyObject *kwnames = Py_BuildValue("(s)", "loop");
+    if (kwnames == NULL)
+        return NULL;
+    PyUnicode_InternInPlace(&PyTuple_GET_ITEM(kwnames, 0));
+    Py_XSETREF(self->future_kwnames, kwnames);
+    Py_XSETREF(self->future_type, Py_NewRef(future_type));
+    Py_RETURN_NONE;
+}
+
+/* loop.get_debug(): every Future and Task asks it when made (the C
+ * _asyncio's future_init); the loop keeps debug here through set_debug. */
+static PyObject *
+core_get_debug_method(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->debug);
+}
+
 /* ---- run_ready ---------------------------------------------------------- */
 
 /* Run handle h as asyncio's Handle._run does: 0, or -1 with SystemExit or
@@ -431,6 +480,7 @@ core_bind_turn(LoopCoreObject *self, PyObject *args, PyObject *kw)
     Py_XSETREF(self->str_stopping, str_stopping);
     Py_XSETREF(self->fd_to_key, Py_NewRef(fd_to_key));
     self->epfd = epfd;
+    self->txt.epfd = epfd;
     Py_XSETREF(self->tidy_timers, Py_NewRef(tidy));
     Py_XSETREF(self->remove_reader, Py_NewRef(rr));
     Py_XSETREF(self->remove_writer, Py_NewRef(rw));
@@ -478,6 +528,12 @@ poll_fds(LoopCoreObject *self)
     }
     int err = 0;
     for (int i = 0; i < n && !err; i++) {
+        /* a socket transport's fd: read and write in C, no handle (aiotx.c) */
+        int tx = txtable_dispatch(&self->txt, evs[i].data.fd, evs[i].events);
+        if (tx != 0) {
+            err = tx < 0;
+            continue;
+        }
         PyObject *fd = PyLong_FromLong(evs[i].data.fd);   /* selectors register data.fd */
         if (fd == NULL)
             return -1;
@@ -626,6 +682,35 @@ core_run_turns(LoopCoreObject *self, PyObject *arg)
     return PyLong_FromSsize_t(turns);
 }
 
+TxTable *
+loopcore_txtable(PyObject *core)
+{
+    if (!PyObject_TypeCheck(core, &LoopCore_Type)) {
+        PyErr_Format(PyExc_TypeError, "loop_core must be a LoopCore, not %R", core);
+        return NULL;
+    }
+    LoopCoreObject *c = (LoopCoreObject *)core;
+    if (c->fd_to_key == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a transport's LoopCore before bind_turn");
+        return NULL;
+    }
+    return &c->txt;
+}
+
+/* tx_event(fd, events) -> handled: readiness that a Python poll of the
+ * loop's epoll found (asyncio's own turn, in debug mode) for a transport's
+ * fd, handled as run_once handles it. */
+static PyObject *
+core_tx_event(LoopCoreObject *self, PyObject *args)
+{
+    int fd;
+    unsigned int ev;
+    if (!PyArg_ParseTuple(args, "iI:tx_event", &fd, &ev))
+        return NULL;
+    int r = txtable_dispatch(&self->txt, fd, ev);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
 /* ---- attributes ---------------------------------------------------------- */
 
 static PyObject *
@@ -662,6 +747,10 @@ core_set_closed(LoopCoreObject *self, PyObject *v, void *c)
     if (b < 0)
         return -1;
     self->closed = b;
+    if (b) {
+        txtable_clear(&self->txt);    /* the selector's epoll closes with the loop */
+        self->txt.epfd = -1;
+    }
     return 0;
 }
 
@@ -707,11 +796,20 @@ static PyMethodDef core_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "create_task(coro, *, name=None, context=None) -> Task: asyncio's create_task with no "
      "task factory, outside debug mode, in C"},
+    {"create_future", (PyCFunction)core_create_future, METH_NOARGS,
+     "create_future() -> Future: asyncio's create_future, in C"},
+    {"bind_future", (PyCFunction)core_bind_future, METH_O,
+     "bind_future(future_type): the Future class create_future makes"},
+    {"get_debug", (PyCFunction)core_get_debug_method, METH_NOARGS,
+     "get_debug() -> bool: the loop's debug flag (as set_debug keeps it here)"},
     {"bind_task", (PyCFunction)core_bind_task, METH_O,
      "bind_task(task_type): the Task class create_task makes"},
     {"run_turns", (PyCFunction)core_run_turns, METH_O,
      "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
      "not stopping and debug mode is off, at most max_turns times"},
+    {"tx_event", (PyCFunction)core_tx_event, METH_VARARGS,
+     "tx_event(fd, epoll_events) -> bool: readiness of a socket transport's fd, found by "
+     "a Python poll (debug mode), handled in C; False: not a transport's fd"},
     {"run_ready", (PyCFunction)core_run_ready, METH_NOARGS,
      "run_ready(): run the callbacks ready now (asyncio's _run_once inner loop)"},
     {NULL},

@@ -388,6 +388,28 @@ extern PyTypeObject Conn_Type, Server_Type;
 /* aio.c: the asyncio loop's call_soon and ready-queue run */
 extern PyTypeObject LoopCore_Type;
 
+/* aiotx.c: the asyncio loop's socket transports (TxCore).  A LoopCore holds
+ * a TxTable: its epoll fd, the TxCore registered for each fd (a reference
+ * each), and the read buffer they share (all used on the loop's thread). */
+typedef struct {
+    PyObject **slots;          /* indexed by fd */
+    int cap;
+    int epfd;                  /* the loop's selector epoll */
+    char *rbuf;                /* the recv buffer, allocated at the first read */
+} TxTable;
+extern PyTypeObject TxCore_Type;
+TxTable *loopcore_txtable(PyObject *core);                  /* NULL: TypeError set */
+int txtable_dispatch(TxTable *t, int fd, uint32_t events);  /* 1 ours, 0 not, -1 error */
+void txtable_clear(TxTable *t);                             /* drop every registration */
+void txtable_free(TxTable *t);
+int txtable_traverse(TxTable *t, visitproc visit, void *arg);
+/* sock.c: send what the kernel takes now, never blocking: the bytes sent;
+ * *err = errno of a failure other than EAGAIN (0 otherwise) */
+Py_ssize_t engine_send_nb(int fd, const char *p, Py_ssize_t n, int *err);
+/* data's bytes in *b (bytes: read in place, b->obj NULL; any other
+ * bytes-like: its buffer, released by PyBuffer_Release if b->obj) */
+int engine_get_bytes(PyObject *data, Py_buffer *b);
+
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);
 int live_discard(PyObject *set, ThreadObject *t);

@@ -206,19 +206,13 @@ conn_callback_failed(ServerObject *s, ConnObject *c)
 static int
 conn_flush(ConnObject *c)
 {
-    while (c->out != NULL) {
+    if (c->out != NULL) {
         Py_ssize_t len = PyBytes_GET_SIZE(c->out);
-        /* MSG_NOSIGNAL: a reset peer is EPIPE here, never a SIGPIPE */
-        ssize_t r = send(c->fd, PyBytes_AS_STRING(c->out) + c->out_off,
-                         (size_t)(len - c->out_off), MSG_NOSIGNAL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            return conn_fail(c, errno);
-        }
-        c->out_off += r;
+        int err;
+        c->out_off += engine_send_nb(c->fd, PyBytes_AS_STRING(c->out) + c->out_off,
+                                     len - c->out_off, &err);
+        if (err != 0)
+            return conn_fail(c, err);
         if (c->out_off == len) {
             Py_CLEAR(c->out);
             c->out_off = 0;
@@ -242,26 +236,14 @@ conn_write(ConnObject *c, PyObject *data)
 {
     if (c->out == NULL) {
         Py_buffer b;
-        if (PyBytes_CheckExact(data)) {  /* the usual reply: no buffer protocol round */
-            b.buf = PyBytes_AS_STRING(data);
-            b.len = PyBytes_GET_SIZE(data);
-            b.obj = NULL;
-        } else if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
+        if (engine_get_bytes(data, &b) < 0)
             return -1;
-        Py_ssize_t off = 0;
-        while (off < b.len) {
-            ssize_t r = send(c->fd, (char *)b.buf + off, (size_t)(b.len - off), MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    break;
-                int e = errno;
-                if (b.obj != NULL)
-                    PyBuffer_Release(&b);
-                return conn_fail(c, e);
-            }
-            off += r;
+        int e;
+        Py_ssize_t off = engine_send_nb(c->fd, b.buf, b.len, &e);
+        if (e != 0) {
+            if (b.obj != NULL)
+                PyBuffer_Release(&b);
+            return conn_fail(c, e);
         }
         if (off == b.len) {            /* the usual path: all sent at once */
             if (b.obj != NULL)

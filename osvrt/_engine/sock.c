@@ -803,3 +803,36 @@ PyMethodDef sock_module_methods[] = {
      "some are left, else an awaitable that yields (await it)."},
     {NULL}
 };
+
+Py_ssize_t
+engine_send_nb(int fd, const char *p, Py_ssize_t n, int *err)
+{
+    Py_ssize_t off = 0;
+    *err = 0;
+    while (off < n) {
+        /* MSG_NOSIGNAL: a reset peer is EPIPE here, never a SIGPIPE;
+         * MSG_DONTWAIT: it cannot block even on a blocking socket */
+        ssize_t r = send(fd, p + off, (size_t)(n - off), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                *err = errno;
+            break;
+        }
+        off += r;
+    }
+    return off;
+}
+
+int
+engine_get_bytes(PyObject *data, Py_buffer *b)
+{
+    if (PyBytes_CheckExact(data)) {    /* the usual reply: no buffer protocol round */
+        b->buf = PyBytes_AS_STRING(data);
+        b->len = PyBytes_GET_SIZE(data);
+        b->obj = NULL;
+        return 0;
+    }
+    return PyObject_GetBuffer(data, b, PyBUF_SIMPLE);
+}

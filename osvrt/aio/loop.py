@@ -5,7 +5,8 @@ What is osvrt's and what is asyncio's:
 
 - asyncio's own pure-Python machinery does the protocol work, unchanged:
   the ready queue and the TimerHandle heap of BaseEventLoop._run_once, the
-  selector transports (TCP, Unix, UDP), sock_* methods, create_server (with
+  selector transports (UDP; TCP and Unix streams are asyncio's with their
+  data path in C: transport.py), sock_* methods, create_server (with
   reuse_port), sslproto (ssl=, start_tls), pipes, subprocesses, sendfile,
   exception handler and debug mode.  Tasks and Futures are asyncio's C
   _asyncio.Task/Future, as on uvloop, because libraries (anyio) read their
@@ -15,12 +16,12 @@ What is osvrt's and what is asyncio's:
   and runs the worker's loop on the calling thread until that green thread
   ends, so the loop's code runs in the caller's thread, as on asyncio and
   uvloop (signal handlers, main-thread checks).  When the ready queue is
-  empty the loop thread parks on an osvrt wait ticket: the sleep until the
-  next asyncio timer is a timer of the worker (kernel.wake_at), readiness of
-  the loop's sockets comes from the worker's per-CPU epoll (a helper green
-  thread waits there for the loop's selector fd), and call_soon_threadsafe()
-  from another OS thread wakes the ticket through the worker's C pushlist
-  (kernel.wake), with no self-pipe write.  run_in_executor(None, ...) runs
+  empty the loop thread parks on one osvrt wait: for its selector's epoll fd
+  in the worker's per-CPU epoll (readiness of the loop's sockets), with the
+  next asyncio timer as its timeout (a timer of the worker); call_soon from
+  a green thread beside the loop ends the same wait (kernel.wake), and
+  call_soon_threadsafe() from another OS thread wakes it through the
+  worker's C pushlist and asyncio's self-pipe byte.  run_in_executor(None, ...) runs
   on the runtime's offload pool (osvrt.to_thread).  Because the loop is a
   green thread, osvrt's own API works inside it: osvrt.spawn() from a
   callback or a task starts a green thread on the same worker, and
@@ -36,13 +37,13 @@ import selectors
 import signal
 import sys
 import threading
-from asyncio import base_events, events, format_helpers, unix_events
+from asyncio import base_events, constants, events, format_helpers, sslproto, unix_events
 from typing import Any
 
 from .. import _engine, kernel
-from ..readiness import wait_readable
 from ..offload import to_thread
 from ..runtime import Runtime, spawn
+from .transport import SocketTransport
 
 __all__ = ["OsvrtEventLoop", "new_event_loop"]
 
@@ -54,20 +55,28 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _MIN_SCHEDULED = getattr(base_events, "_MIN_SCHEDULED_TIMER_HANDLES", 100)
 _CANCELLED_FRACTION = getattr(base_events, "_MIN_CANCELLED_TIMER_HANDLES_FRACTION", 0.5)
 _NOT_IN, _NOT_OUT = ~select.EPOLLIN, ~select.EPOLLOUT
+_EPOLLIN = select.EPOLLIN
 
 
 class _PollingSelector(selectors.EpollSelector):
     """asyncio's selector, polled without blocking: the loop never sleeps in
     its own epoll_wait; it parks on osvrt (see OsvrtEventLoop._idle)."""
 
+    tx_event = None              # LoopCore.tx_event: a socket transport's readiness
+
     def select(self, timeout=None):
         # selectors.EpollSelector.select with the timeout fixed at 0, in one
         # frame (a super() call here cost ~1,200 instructions a loop turn).
+        # Only asyncio's own turn (debug mode) calls it: the C turn polls the
+        # epoll itself.  An fd with no key is a socket transport's
+        # (osvrt/aio/transport.py), handled in C as the C turn handles it.
         fd_to_key = self._fd_to_key
         ready = []
-        for fd, ev in self._selector.poll(0, len(fd_to_key) or 1):
+        for fd, ev in self._selector.poll(0, max(len(fd_to_key), 64)):
             key = fd_to_key.get(fd)
-            if key is not None:
+            if key is None and self.tx_event is not None:
+                self.tx_event(fd, ev)
+            elif key is not None:
                 events = ((_WRITE if ev & _NOT_IN else 0) | (_READ if ev & _NOT_OUT else 0))
                 ready.append((key, events & key.events))
         return ready
@@ -189,6 +198,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                            heapq.heappop, events.TimerHandle, _MIN_SCHEDULED,
                            self._clock_resolution)
             core.bind_task(asyncio.Task)
+            core.bind_future(asyncio.Future)
+            self._selector.tx_event = core.tx_event
         except BaseException:
             # another Python's asyncio layout (a TypeError naming the field):
             # nothing left open
@@ -196,9 +207,11 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             super().close()
             raise
         self.set_debug(self._debug)
+        # Asked by every Future and Task as it is made: the C core answers
+        # (its debug flag is the loop's, kept by set_debug), and makes Futures.
+        self.get_debug = core.get_debug
+        self.create_future = core.create_future
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
-        self._poller = None                # the green thread that waits on our epoll fd
-        self._poll_ticket = None           # the poller's wait for the next idle
         # The running thread is pinned to the loop's CPU for a run when asked
         # (cpu=), or when the loop shares a Runtime with pinned workers.
         if cpu is None and len(self._rt.cpus) > 1 and options.get("pin", True):
@@ -245,6 +258,59 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             self.__dict__.pop("create_task", None)
         else:
             self.create_task = core.create_task
+
+    # ---- socket transports: their data path in C (transport.py) ---------------
+
+    @property
+    def loop_core(self):
+        """The loop's C core (osvrt/_engine/aio.c): its socket transports
+        register there."""
+        return self._core
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None, server=None,
+                            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # asyncio's own, over this loop's socket transport
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _socket_transport(self, fd):
+        """The SocketTransport that owns fd now, if any.  asyncio's table is
+        weak: a closed transport may linger there until collected, its fd
+        number already another socket's (its TxCore's fd is -1 then)."""
+        transports = getattr(self, "_transports", None)   # None in asyncio's __init__
+        tx = transports.get(fd) if transports is not None else None
+        return tx if type(tx) is SocketTransport and tx.core.fd == fd else None
+
+    # asyncio's transport code adds and removes its reader and writer through
+    # these: for a SocketTransport's fd they become its TxCore's epoll
+    # registration (its writer is its buffer's: EPOLLOUT while output waits).
+
+    def _add_reader(self, fd, callback, *args):
+        tx = self._socket_transport(fd)
+        if tx is not None and getattr(callback, "__self__", None) is tx:
+            tx.core.set_reading(True)
+            return None
+        return super()._add_reader(fd, callback, *args)
+
+    def _remove_reader(self, fd):
+        tx = self._socket_transport(fd)
+        if tx is not None and tx.core.reading:
+            return tx.core.set_reading(False)
+        return super()._remove_reader(fd)
+
+    def _remove_writer(self, fd):
+        if self._socket_transport(fd) is not None:
+            return False           # the TxCore stops writing when its buffer empties
+        return super()._remove_writer(fd)
 
     # ---- the runtime ---------------------------------------------------------
 
@@ -418,7 +484,16 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
 
     async def _idle(self):
         """Park until a callback is ready: a timer is due, the selector has
-        an event, or another OS thread called call_soon_threadsafe()."""
+        an event, or a waker (call_soon from a green thread beside the loop,
+        call_soon_threadsafe, a signal) ends the wait.
+
+        The park is one wait of the loop thread itself for its selector's
+        epoll fd in the worker's epoll (readable: an fd of the loop is ready),
+        with the next timer as its timeout; a waker ends that same wait
+        (kernel.wake: the ticket protocol, whoever claims first wins).  An
+        earlier version parked on a plain ticket and had a helper green
+        thread wait for the epoll fd and wake it: two more switches and
+        frames, about 15,000 instructions a park (docs/design.md)."""
         timeout = None
         if self._scheduled:
             timeout = self._scheduled[0]._when - self.time()
@@ -427,68 +502,41 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             # call_at(math.inf) is legal (anyio uses it): as asyncio's own
             # select, wake at least once a day (and never hand inf to a timer).
             timeout = min(timeout, _MAX_PARK)
-        tk = self._green.new_ticket()
+        tk = _engine.wait_io(self._selector.fileno(), _EPOLLIN, timeout)
         # Publish the wait, then re-check (a waker appends, then reads it):
-        # whichever comes second sees the other, so no wake-up is lost.  The
+        # whichever comes second sees the other.  Wakers on this worker run
+        # only while we are parked (one OS thread, and nothing between here
+        # and the await yields), when the wait is open; a foreign OS thread
+        # may find it not opened yet (its wake is then stale), so it also
+        # writes the self-pipe, which is in the epoll (_write_to_self).  The
         # store and the load are Python attribute and deque operations: with
         # the GIL they are ordered; on a free-threaded build this relies on
         # their per-object locks (a full fence each on x86 and arm64), which
         # is CPython's behaviour, not a documented guarantee: to revisit.
         self._idle_ticket = tk
-        if self._ready or self._stopping:
-            self._idle_ticket = None
-            kernel.wake(tk)               # close our own wait (no-op if a waker won)
-            await tk
-            return
-        timer = kernel.wake_at(tk, timeout) if timeout is not None else None
-        if self._selector._fd_to_key:
-            self._arm_poller()
         try:
+            if self._ready or self._stopping:
+                return                    # never awaited: nothing was registered
             await tk
+        except TimeoutError:
+            pass                          # the next timer is due
+        except (KeyboardInterrupt, SystemExit) as e:
+            # A Python signal handler (Ctrl-C) ran in this thread as it woke:
+            # raise it out of run_forever from a loop callback, as asyncio does.
+            self.call_soon(_reraise, e)
         finally:
             self._idle_ticket = None
-            if timer is not None:
-                timer.cancel()
-
-    def _arm_poller(self):
-        if self._poller is None:
-            self._poller = spawn(self._poll_selector, name="osvrt-asyncio-poller",
-                                cpu=self._helper_cpu)
-        else:
-            tk, self._poll_ticket = self._poll_ticket, None
-            if tk is not None:
-                kernel.wake(tk)
-
-    async def _poll_selector(self):
-        """Waits on the worker's epoll for our selector's fd while the loop is
-        idle, and wakes the loop; then waits for the next idle."""
-        epfd = self._selector.fileno()
-        me = kernel.current()
-        try:
-            while True:
-                try:
-                    await wait_readable(epfd)
-                    tk = self._idle_ticket
-                    if tk is not None:
-                        kernel.wake(tk)
-                    wait = me.new_ticket()
-                    self._poll_ticket = wait
-                    await wait
-                except (KeyboardInterrupt, SystemExit) as e:
-                    # A Python signal handler (Ctrl-C) ran in this thread: raise
-                    # it out of run_forever from a loop callback, as asyncio does.
-                    self._poll_ticket = None
-                    self.call_soon(_reraise, e)
-                    self._write_to_self()
-        finally:
-            self._poller = self._poll_ticket = None
 
     def _write_to_self(self):
         # call_soon_threadsafe() and signal delivery: wake the parked loop
-        # through the worker's pushlist (a no-op when it runs).
+        # through the worker's pushlist (a no-op when it runs).  From another
+        # OS thread, also asyncio's self-pipe byte: the loop may not have
+        # opened its wait yet (see _idle), and the byte is in its epoll.
         tk = self._idle_ticket
         if tk is not None:
             kernel.wake(tk)
+            if self._thread_id != threading.get_ident():
+                super()._write_to_self()
 
     # ---- signals ----------------------------------------------------------------
 

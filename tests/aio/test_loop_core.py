@@ -262,3 +262,24 @@ def test_create_task_on_a_closed_loop_is_refused():
     with pytest.raises(RuntimeError, match="closed"):
         loop.create_task(coro)
     coro.close()
+
+
+def test_create_future_and_get_debug_are_the_c_core_and_follow_set_debug():
+    """Every Future and Task asks loop.get_debug() as it is made: the core
+    answers from its flag, which set_debug keeps equal to the loop's."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        seen = [loop.get_debug()]
+        loop.set_debug(True)
+        seen.append(loop.get_debug())
+        debug_fut = loop.create_future()     # made in debug mode: it records its origin
+        loop.set_debug(False)
+        seen.append(loop.get_debug())
+        return (type(fut), fut.get_loop() is loop, seen, debug_fut._source_traceback is not None,
+                getattr(loop.create_future, "__self__", None))
+
+    kind, same_loop, seen, traced, owner = run(main)
+    assert kind is asyncio.Future and same_loop
+    assert seen == [False, True, False] and traced
+    assert isinstance(owner, _engine.LoopCore)
