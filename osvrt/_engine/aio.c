@@ -711,6 +711,17 @@ core_tx_event(LoopCoreObject *self, PyObject *args)
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
+/* report_transport_error(transport, exc): what Handle._run does for a callback
+ * that raised, for the callbacks a transport's C data path runs (aiotx.c). */
+static PyObject *
+core_report_transport_error(LoopCoreObject *self, PyObject *args)
+{
+    PyObject *transport, *exc;
+    if (!PyArg_ParseTuple(args, "OO:report_transport_error", &transport, &exc))
+        return NULL;
+    return PyObject_CallMethod(self->loop, "_transport_callback_failed", "OO", transport, exc);
+}
+
 /* ---- attributes ---------------------------------------------------------- */
 
 static PyObject *
@@ -807,6 +818,9 @@ static PyMethodDef core_methods[] = {
     {"run_turns", (PyCFunction)core_run_turns, METH_O,
      "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
      "not stopping and debug mode is off, at most max_turns times"},
+    {"report_transport_error", (PyCFunction)core_report_transport_error, METH_VARARGS,
+     "report_transport_error(transport, exc): a protocol callback that a transport's C data "
+     "path ran raised exc; reported to the loop's exception handler"},
     {"tx_event", (PyCFunction)core_tx_event, METH_VARARGS,
      "tx_event(fd, epoll_events) -> bool: readiness of a socket transport's fd, found by "
      "a Python poll (debug mode), handled in C; False: not a transport's fd"},

@@ -394,6 +394,30 @@ tx_flush(TxCoreObject *tx)
 
 /* ---- the loop's turn: readiness of a transport's fd ----------------------- */
 
+/* A protocol callback (connection_lost, data_received, ...) raised out of
+ * this turn's read or write.  asyncio runs _read_ready/_write_ready in a
+ * Handle, whose _run reports such an exception to the loop's exception
+ * handler and goes on; so do we (LoopCore.report_transport_error; the
+ * transport's own _loop may be None by now).  SystemExit and
+ * KeyboardInterrupt end the turn, as in Handle._run.  1 reported, -1 not. */
+static int
+tx_report_raised(TxCoreObject *tx)
+{
+    PyObject *exc = take_raised();
+    if (PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)
+        || PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt)) {
+        put_raised(exc);
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(tx->loop_core, "report_transport_error", "OO",
+                                      tx->transport, exc);
+    Py_DECREF(exc);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 1;
+}
+
 int
 txtable_dispatch(TxTable *t, int fd, uint32_t ev)
 {
@@ -407,6 +431,8 @@ txtable_dispatch(TxTable *t, int fd, uint32_t ev)
         r = -1;
     if (r > 0 && (ev & ~(uint32_t)EPOLLIN) && tx->fd >= 0 && tx_pending(tx) && tx_flush(tx) < 0)
         r = -1;
+    if (r < 0)
+        r = tx_report_raised(tx);
     Py_DECREF(tx);
     return r;
 }
@@ -529,6 +555,10 @@ txcore_detach(TxCoreObject *self, PyObject *unused)
     tx_drop_output(self);
     int rc = tx_sync(self);
     self->fd = -1;
+    /* asyncio's _call_connection_lost drops its protocol so refcounting frees
+     * it; our bound methods of it go too (tx_read takes NULL as none). */
+    Py_CLEAR(self->on_data);
+    Py_CLEAR(self->get_buffer);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;

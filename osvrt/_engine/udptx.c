@@ -47,6 +47,7 @@ udptx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     UdpTxObject *self = (UdpTxObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
+        osvrt_udp_tx_close(tx);     /* the last user: closes our dup, or it would hold the port */
         osvrt_udp_tx_put(tx);
         return NULL;
     }

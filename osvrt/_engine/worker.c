@@ -362,7 +362,11 @@ fire_timers(WorkerObject *w, double now)
  * (measured with perf sched: 6 switches a round trip instead of 2).  So the
  * wake waits until this worker lets the GIL go: in worker_idle, or at the
  * next trap if it runs another thread instead (it keeps the GIL then
- * anyway).  The reference keeps t, and its done word, alive until then. */
+ * anyway).  The reference keeps t, and its done word, alive until then.
+ * No wake is lost by the delay: done_word is already 1 (seq_cst, in finish),
+ * so a sleeper that comes later sees it and never sleeps; only one that
+ * slept before the store waits for this wake, and every exit path of the
+ * loop, and worker_clear, flushes it. */
 static void
 defer_done_wake(WorkerObject *w, ThreadObject *t)
 {

@@ -474,6 +474,13 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 self._timer_cancelled_count -= 1
                 heapq.heappop(sched)._scheduled = False
 
+    def _transport_callback_failed(self, transport, exc):
+        """What Handle._run reports when a transport's _read_ready or
+        _write_ready raised: here the C data path ran the protocol's callback."""
+        self.call_exception_handler({
+            "message": f"Exception in a protocol callback of {transport!r}",
+            "exception": exc, "transport": transport})
+
     def _callback_failed(self, h, exc):
         """What Handle._run reports when its callback raised."""
         cb = format_helpers._format_callback_source(h._callback, h._args)

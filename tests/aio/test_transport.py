@@ -309,6 +309,80 @@ def test_bad_writes_and_failing_protocols_are_reported_as_asyncio_does():
     assert reports[0]["exception"] is exc
 
 
+def test_a_callback_that_raises_out_of_the_c_data_path_is_reported_and_the_loop_goes_on():
+    """A protocol callback the C data path runs, not guarded by the transport
+    (here connection_lost, run when a close with output pending has drained
+    it), raises: asyncio's Handle._run would report it to the exception
+    handler and go on; it must not end run_until_complete (it did)."""
+    class Failing(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.write(b"x" * (8 << 20))      # more than the kernel buffers take
+            transport.close()                      # connection_lost once drained, in C
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            raise ValueError("connection_lost failed")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        reports = []
+        loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+        server = await loop.create_server(Failing, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        n = 0
+        while data := await reader.read(1 << 20):
+            n += len(data)
+        for _ in range(200):                       # the report comes in a later turn
+            if reports:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        return n, reports
+
+    n, reports = run(main)
+    assert n == 8 << 20
+    assert len(reports) == 1, reports
+    assert isinstance(reports[0]["exception"], ValueError)
+    assert isinstance(reports[0]["transport"], SocketTransport)
+
+
+def test_a_closed_connections_protocol_is_freed_without_the_cycle_collector():
+    """asyncio's _call_connection_lost drops the protocol, so refcounting
+    frees it; the C core's bound methods of it must not keep it (they did,
+    until the next GC pass)."""
+    refs = []
+
+    class Closing(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            refs.append(weakref.ref(self))
+
+        def data_received(self, data):
+            self.transport.close()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Closing, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        writer.write(b"hi")
+        await reader.read()
+        writer.close()
+        await settle()
+        server.close()
+        await server.wait_closed()
+        return refs[0]() is None
+
+    gc.collect()
+    gc.disable()
+    try:
+        freed = run(main)
+    finally:
+        gc.enable()
+    assert freed
+
+
 def test_buffered_protocol_reads_into_its_own_buffer():
     class Buffered(asyncio.BufferedProtocol):
         def __init__(self):

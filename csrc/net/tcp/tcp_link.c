@@ -517,12 +517,18 @@ int32_t osvrt_tcp_link_drain(struct osvrt_tcp_link *l, int32_t id, int64_t now_n
     return n;
 }
 
-int64_t osvrt_tcp_link_recv(struct osvrt_tcp_link *l, int32_t id, uint8_t *buf, uint64_t cap,
-                            int64_t now_ns)
+/* The start of an owner's call: its handed segments run first, in order. */
+static void owner_call_begin(struct osvrt_tcp_link *l, int32_t id, int64_t now_ns)
 {
     reset_view(l);
     if (osvrt_tcp_link_queued(l, id))
         run_inbox(l, id, now_ns);
+}
+
+int64_t osvrt_tcp_link_recv(struct osvrt_tcp_link *l, int32_t id, uint8_t *buf, uint64_t cap,
+                            int64_t now_ns)
+{
+    owner_call_begin(l, id, now_ns);
     int64_t rc = osvrt_tcp_recv(l->s, id, buf, cap, now_ns);
     flush(l, now_ns);
     return rc;
@@ -531,9 +537,7 @@ int64_t osvrt_tcp_link_recv(struct osvrt_tcp_link *l, int32_t id, uint8_t *buf, 
 int64_t osvrt_tcp_link_send(struct osvrt_tcp_link *l, int32_t id, const uint8_t *buf,
                             uint64_t len, int64_t now_ns)
 {
-    reset_view(l);
-    if (osvrt_tcp_link_queued(l, id))
-        run_inbox(l, id, now_ns);
+    owner_call_begin(l, id, now_ns);
     int64_t rc = osvrt_tcp_send(l->s, id, buf, len, now_ns);
     flush(l, now_ns);
     return rc;

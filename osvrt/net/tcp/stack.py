@@ -170,7 +170,6 @@ class UserStack:
         self._cstats = ffi.new("struct osvrt_tcp_stats *")
         self.info_buf = ffi.new("struct osvrt_tcp_conn_info *")
         self.conns = {}                       # id -> _Conn (live application objects)
-        self._prefix = {}                      # mac -> Ethernet header to that mac, ours, IPv4
         self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable,
                         self._learned)
         self._kick = Event()                   # the timer thread: a deadline moved earlier
@@ -417,12 +416,16 @@ class UserStack:
             if not self.closed and not self.rt.stopping:
                 log.error("osvrt.net: the link thread of %r ended", self)
 
+    def _take_inbox(self, c):
+        """c's owner runs c's handed segments now (in its next C call)."""
+        c.inbox = False
+        self._handed.discard(c)
+
     def drain(self, c):
         """Run the segments the link handed to connection c, in order, and
         send what they produced (called by c's owner, or by the stack's
         threads before anything else touches c)."""
-        c.inbox = False
-        self._handed.discard(c)
+        self._take_inbox(c)
         if self.closed:
             return
         now = _now()
@@ -444,8 +447,7 @@ class UserStack:
         """osvrt_tcp_recv for c's owner: c's handed segments first, then what
         the call produced is sent; one C call."""
         if c.inbox:
-            c.inbox = False
-            self._handed.discard(c)
+            self._take_inbox(c)
         now = _now()
         rc = lib.osvrt_tcp_link_recv(self.clink, c.id, p, cap, now)
         self.after(now)
@@ -454,8 +456,7 @@ class UserStack:
     def send(self, c, p, n):
         """osvrt_tcp_send for c's owner, as recv()."""
         if c.inbox:
-            c.inbox = False
-            self._handed.discard(c)
+            self._take_inbox(c)
         now = _now()
         rc = lib.osvrt_tcp_link_send(self.clink, c.id, p, n, now)
         self.after(now)
