@@ -19,6 +19,7 @@ COLUMNS = [
     ("asyncio", "asyncio"), ("uvloop", "uvloop"), ("trio", "trio"), ("gevent", "gevent"),
     ("kernel_udp", "kernel UDP"), ("uvloop_protocol", "uvloop-P"),
     ("asyncio_protocol", "asyncio-P"), ("osvrt1", "osvrt 1cpu"),
+    ("uvloop_kernel", "uvloop-P, kernel TCP"),
 ]
 
 
