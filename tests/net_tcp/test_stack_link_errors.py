@@ -17,7 +17,7 @@ import osvrt
 import osvrt.net
 from osvrt.bench.netns import ip
 
-from tcp_support import T, PeerThread, pattern, run_stack
+from tcp_support import T, PeerThread, pattern, read_to_eof, run_stack
 
 PORT = 7400
 SIZE = 2_000_000
@@ -28,16 +28,10 @@ def _read_all(sock, addr):
     """Connect, read to EOF: (bytes, SHA-256)."""
     sock.settimeout(T)
     sock.connect(addr)
-    h = hashlib.sha256()
-    got = 0
-    while True:
-        data = sock.recv(1 << 16)
-        if not data:
-            break
-        h.update(data)
-        got += len(data)
-    sock.close()
-    return got, h.hexdigest()
+    try:
+        return read_to_eof(sock)
+    finally:
+        sock.close()
 
 
 async def _until(cond):
