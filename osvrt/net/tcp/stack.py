@@ -146,7 +146,9 @@ class UserStack:
         self.closed = False
         # Why the stack closed itself (its link failed), named in the errors
         # of the green threads it woke; None when it was closed by aclose or
-        # at the runtime's stop.
+        # at the runtime's stop.  Written once, on the stack's worker, before
+        # `closed`; read from any thread, where a reader that misses the
+        # write loses only the reason in its message (no ordering is needed).
         self.failure = None
         self._errnos_logged = set()            # each link errno is logged once
         cfg = ffi.new("struct osvrt_tcp_config *")
