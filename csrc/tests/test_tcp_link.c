@@ -4,7 +4,8 @@
  * connection with a peer engine driven in memory on the other end (the
  * handshake, packets held for an unknown next hop, data both ways in
  * batches), segments handed to a waiting owner and run in order, batches
- * larger than one recvmmsg. */
+ * larger than one recvmmsg, truncated frames dropped unparsed, send errors
+ * that lose their frame (and an fd that is no socket, which stops the batch). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
