@@ -267,7 +267,8 @@ CDEF += """
 #define OSVRT_TCP_LINK_TODO_DEADLINE ...
 struct osvrt_tcp_link_stats {
     uint64_t frames_in, frames_out, checksum_partial, segments_to_owner, segments_in_link,
-             passed, inbox_full, eth_short, ethertype, ip_short, ip_protocol, tx_full;
+             passed, inbox_full, eth_short, ethertype, ip_short, ip_protocol, tx_full,
+             tx_errors, truncated;
 };
 struct osvrt_tcp_link_view {
     uint8_t *rx; uint32_t rx_stride; uint32_t npass; uint32_t *pass_index; uint32_t *pass_len;

@@ -4,12 +4,15 @@
  * connection with a peer engine driven in memory on the other end (the
  * handshake, packets held for an unknown next hop, data both ways in
  * batches), segments handed to a waiting owner and run in order, batches
- * larger than one recvmmsg. */
+ * larger than one recvmmsg, truncated frames dropped unparsed, send errors
+ * that lose their frame (and an fd that is no socket, which stops the batch). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -29,6 +32,7 @@ struct rig {
     struct osvrt_tcp_link *l;
     struct osvrt_tcp_link_view *v;
     int wire;                       /* the peer's end of the socketpair */
+    int fd;                         /* the link's end */
     int64_t now;
 };
 
@@ -54,6 +58,7 @@ static void rig_init(struct rig *r)
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
     setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
     r->wire = sv[1];
+    r->fd = sv[0];
     r->s = engine(ADDR_S);
     r->c = engine(ADDR_C);
     int err = 0;
@@ -424,8 +429,93 @@ static void test_an_expired_next_hop_is_resolved_again(void)
     rig_free(&r);
 }
 
+/* A frame longer than a receive slot arrives cut (MSG_TRUNC): it is counted
+ * and dropped, never parsed (its headers may be whole while the rest is
+ * gone); a frame that fills the slot exactly is whole and runs. */
+static void test_a_truncated_frame_is_dropped_unparsed(void)
+{
+    struct rig r;
+    rig_init(&r);
+    int big = 4 << 20;              /* a datagram this long needs the room (the kernel's cap x 2) */
+    CHECK(setsockopt(r.wire, SOL_SOCKET, SO_SNDBUF, &big, sizeof big) == 0);
+    osvrt_tcp_link_set_peer(r.l, ADDR_C, MAC_C, r.now + 1000 * MS);
+    uint32_t cap = OSVRT_TCP_LINK_FRAME + 1;
+    uint8_t *f = malloc(cap);
+    CHECK(f);
+    struct nf_opts syn = {.proto = 6, .saddr = ADDR_C, .daddr = ADDR_S, .sport = 5, .dport = 81,
+                          .tcp_flags = 0x02, .pad_to = cap};
+    CHECK_EQ(nf_build(f, cap, &syn), cap);
+    send_frame(&r, f, cap);
+    CHECK_EQ(osvrt_tcp_link_poll(r.l, r.now), 1);
+    struct osvrt_tcp_link_stats st = stats(&r);
+    CHECK_EQ(st.frames_in, 1);
+    CHECK_EQ(st.truncated, 1);
+    CHECK_EQ(st.segments_in_link, 0);
+    struct osvrt_tcp_stats es;
+    osvrt_tcp_get_stats(r.s, &es);
+    CHECK_EQ(es.segs_in, 0);            /* the engine never saw it: no RST either */
+    CHECK_EQ(r.v->npass, 0);
+    uint8_t in[128];
+    CHECK(recv(r.wire, in, sizeof in, 0) < 0 && errno == EAGAIN);
+    /* One byte shorter: it fills the slot, whole; the SYN to a closed port is refused. */
+    send_frame(&r, f, cap - 1);
+    CHECK_EQ(osvrt_tcp_link_poll(r.l, r.now), 1);
+    st = stats(&r);
+    CHECK_EQ(st.truncated, 1);
+    CHECK_EQ(st.segments_in_link, 1);
+    CHECK_EQ(recv(r.wire, in, sizeof in, 0), 54);      /* its RST */
+    free(f);
+    rig_free(&r);
+}
+
+/* Three SYNs to a closed port run through the link: three RSTs to send. */
+static void three_refused_syns(struct rig *r)
+{
+    uint8_t f[128];
+    for (uint16_t port = 10; port < 13; port++) {
+        struct nf_opts syn = {.proto = 6, .saddr = ADDR_C, .daddr = ADDR_S, .sport = port,
+                              .dport = 81, .tcp_flags = 0x02};
+        uint32_t n = nf_build(f, sizeof f, &syn);
+        CHECK_EQ(osvrt_tcp_link_frame(r->l, f, n, 0, r->now), 0);
+    }
+}
+
+/* A send error that is not the device refusing (ECONNREFUSED, then ENOTCONN: the
+ * socketpair's other end is gone) loses its frame, as a refusal does, and
+ * the batch goes on; the errno is left for the caller.  An fd that is no
+ * socket any more (ENOTSOCK) stops the batch. */
+static void test_a_send_error_loses_the_frame_and_is_reported(void)
+{
+    struct rig r;
+    rig_init(&r);
+    osvrt_tcp_link_set_peer(r.l, ADDR_C, MAC_C, r.now + 1000 * MS);
+    close(r.wire);
+    r.wire = open("/dev/null", O_RDONLY);
+    CHECK(r.wire >= 0);
+    three_refused_syns(&r);
+    CHECK_EQ(osvrt_tcp_link_flush(r.l, r.now), 0);
+    CHECK_EQ(r.v->error, -ENOTCONN);
+    CHECK(r.v->todo & OSVRT_TCP_LINK_TODO_ERROR);
+    struct osvrt_tcp_link_stats st = stats(&r);
+    CHECK_EQ(st.tx_errors, 3);          /* each frame tried: the error was the frame's */
+    CHECK_EQ(st.frames_out, 0);
+    /* The next call starts clean. */
+    CHECK_EQ(osvrt_tcp_link_flush(r.l, r.now), 0);
+    CHECK_EQ(r.v->error, 0);
+    CHECK_EQ(r.v->todo & OSVRT_TCP_LINK_TODO_ERROR, 0);
+    /* The fd number now names a file, not a socket: the first error ends the batch. */
+    CHECK(dup2(r.wire, r.fd) == r.fd);
+    three_refused_syns(&r);
+    CHECK_EQ(osvrt_tcp_link_flush(r.l, r.now), 0);
+    CHECK_EQ(r.v->error, -ENOTSOCK);
+    CHECK_EQ(stats(&r).tx_errors, 6);
+    rig_free(&r);
+}
+
 int main(void)
 {
+    test_a_send_error_loses_the_frame_and_is_reported();
+    test_a_truncated_frame_is_dropped_unparsed();
     test_malformed_frames_counted_and_dropped();
     test_connection_through_the_link();
     test_segments_handed_to_a_waiting_owner_keep_their_order();

@@ -543,8 +543,93 @@ static void test_echo_zero_window_lossy(void)
     pair_free(&p);
 }
 
+/* Every segment of side `side` now, parsed; the last one in *last (data
+ * copied out: the caller's buffer). */
+static uint32_t drain_output(struct pair *p, int side, uint8_t *last, struct osvrt_tcp_seg *g)
+{
+    uint8_t buf[2048];
+    uint32_t n = 0;
+    int32_t len;
+    while ((len = osvrt_tcp_output(p->st[side], buf, sizeof buf, p->now)) > 0) {
+        memcpy(last, buf, (size_t)len);
+        CHECK(osvrt_tcp_parse(last, (uint32_t)len, 0, g) == 0);
+        n++;
+    }
+    CHECK(len == 0);
+    return n;
+}
+
+/* A spurious RTO: the server got every byte but its ACKs were lost, so the
+ * client went back N (snd_nxt = snd_una).  A segment of the server's that
+ * crossed the data then arrives; the client's ACK of it must carry the
+ * sequence number the server expects next (RFC 9293 SND.NXT: the client's
+ * highest sent, the server's RCV.NXT), or a strict receiver (Linux) finds it
+ * left of its window and drops it, ACK field and all. */
+static void test_pure_ack_after_go_back_n_is_in_the_peers_window(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    uint8_t data[3000], pkt[2048];
+    memset(data, 'd', sizeof data);
+    CHECK(osvrt_tcp_send(p.st[0], c, data, sizeof data, p.now) == (int64_t)sizeof data);
+    struct osvrt_tcp_seg g;
+    uint8_t buf[2048];
+    int32_t len;
+    uint32_t first_seq = 0, nseg = 0;
+    uint16_t cport = 0;
+    while ((len = osvrt_tcp_output(p.st[0], buf, sizeof buf, p.now)) > 0) {
+        CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, &g) == 0);
+        if (nseg++ == 0) {
+            first_seq = g.seq;
+            cport = g.sport;
+        }
+        osvrt_tcp_input(p.st[1], buf, (uint32_t)len, 0, p.now);
+    }
+    CHECK(nseg >= 3);
+    p.now += 1 * MS;
+    CHECK(drain_output(&p, 1, pkt, &g) >= 1);      /* the server's ACKs: lost */
+    uint32_t server_rcv_nxt = g.ack, server_seq = g.seq;
+    CHECK_EQ(server_rcv_nxt, first_seq + (uint32_t)sizeof data);
+
+    p.now = osvrt_tcp_next_deadline(p.st[0]);       /* the RTO: go back N */
+    osvrt_tcp_on_timer(p.st[0], p.now);
+    CHECK(drain_output(&p, 0, pkt, &g) >= 1);       /* the retransmission: lost too */
+    CHECK_EQ(g.seq, first_seq);
+    CHECK(g.len > 0);
+
+    /* The server's segment that crossed the data: it acknowledges none of it. */
+    struct osvrt_tcp_seg d = {
+        .saddr = ADDR_S, .daddr = ADDR_C, .sport = 80, .dport = cport, .seq = server_seq,
+        .ack = first_seq, .flags = OSVRT_TH_ACK | OSVRT_TH_PSH, .wnd = 65535, .len = 100,
+    };
+    memset(pkt + 40, 'r', 100);
+    uint32_t n = osvrt_tcp_build(pkt, &d, NULL, 0, 77);
+    CHECK_EQ(osvrt_tcp_input(p.st[0], pkt, n, 0, p.now), 0);
+
+    /* The client's ACK of it (at once, or when the delayed ACK is due). */
+    int found = 0;
+    for (int i = 0; i < 10 && !found; i++) {
+        while (!found && (len = osvrt_tcp_output(p.st[0], buf, sizeof buf, p.now)) > 0) {
+            CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, &g) == 0);
+            found = g.len == 0 && !(g.flags & (OSVRT_TH_SYN | OSVRT_TH_FIN | OSVRT_TH_RST))
+                    && g.ack == server_seq + 100;
+        }
+        if (!found) {
+            p.now = osvrt_tcp_next_deadline(p.st[0]);
+            osvrt_tcp_on_timer(p.st[0], p.now);
+        }
+    }
+    CHECK_MSG(found, "no ACK of the server's segment");
+    CHECK_MSG(g.seq == server_rcv_nxt, "the ACK's seq %u, the server's RCV.NXT %u (the client "
+              "went back to %u)", g.seq, server_rcv_nxt, first_seq);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_pure_ack_after_go_back_n_is_in_the_peers_window();
     test_slow_start_with_stretch_acks();
     test_silly_window_avoided();
     test_reassembly_bounded();

@@ -70,6 +70,16 @@ def kernel_echo_client(sock, addr, payload, chunk=65536):
             err.append(e)
     t = threading.Thread(target=sender, daemon=True)
     t.start()
+    got, sha = read_to_eof(sock)
+    t.join(T)
+    sock.close()
+    if err:
+        raise err[0]
+    return got, sha
+
+
+def read_to_eof(sock):
+    """Read the kernel socket to EOF: (bytes, SHA-256 hex)."""
     h = hashlib.sha256()
     got = 0
     while True:
@@ -78,8 +88,4 @@ def kernel_echo_client(sock, addr, payload, chunk=65536):
             break
         h.update(data)
         got += len(data)
-    t.join(T)
-    sock.close()
-    if err:
-        raise err[0]
     return got, h.hexdigest()

@@ -563,6 +563,22 @@ static int can_send_data(const struct tcb *c)
     }
 }
 
+/* The sequence number of a segment that carries no data, SYN or FIN (a pure
+ * ACK, a window update).  RFC 9293 stamps it SND.NXT, and the RFC's SND.NXT
+ * is the next NEW sequence number: its retransmissions come from the queue
+ * and never move it back.  Here an RTO rewinds snd_nxt to snd_una (go back
+ * N, as BSD), so the RFC's SND.NXT is snd_max; an ACK stamped with the
+ * rewound snd_nxt lies left of the peer's RCV.NXT whenever the peer did get
+ * the data (a spurious RTO, its ACKs lost), and a peer without our
+ * allowance in sync_input (Linux: tcp_sequence) drops it, ACK field and
+ * window update with it.  BSD sends snd_max for the same reason.  Except
+ * when snd_max lies past the peer's window (the byte of a zero-window
+ * probe): then snd_nxt, which is inside it or at its edge. */
+static uint32_t ack_seq(const struct tcb *c)
+{
+    return osvrt_seq_le(c->snd_max, c->snd_una + c->snd_wnd) ? c->snd_max : c->snd_nxt;
+}
+
 /* One segment of c into buf, or 0 when c has nothing to send now. */
 static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *buf, uint32_t cap,
                             int64_t now)
@@ -641,7 +657,7 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
         return emit(s, c, buf, c->snd_una - 1, 0, 0, 0);
     }
     if (c->ack_now)
-        return emit(s, c, buf, c->snd_nxt, 0, 0, 0);
+        return emit(s, c, buf, ack_seq(c), 0, 0, 0);
     return 0;
 }
 

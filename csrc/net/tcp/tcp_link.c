@@ -363,19 +363,27 @@ int osvrt_tcp_link_frame(struct osvrt_tcp_link *l, const uint8_t *f, uint32_t n,
     return 1;
 }
 
-/* OSVRT_TCP_IN_CSUM_OK when the kernel says the sender left the checksum
- * to the device (a local sender on a veth with offload: never on a wire). */
-static uint32_t frame_flags(struct msghdr *h)
+/* What the kernel says of frame h (PACKET_AUXDATA): *flags gets
+ * OSVRT_TCP_IN_CSUM_OK when the sender left the checksum to the device (a
+ * local sender on a veth with offload: never on a wire).  Returns 1 when
+ * the frame is not whole: longer than the slot (MSG_TRUNC), or cut by the
+ * socket's filter (the BPF program's cap: tp_len > tp_snaplen, with no
+ * MSG_TRUNC since the kernel trimmed it before queueing). */
+static int frame_cut(struct msghdr *h, uint32_t *flags)
 {
+    *flags = 0;
+    int cut = (h->msg_flags & MSG_TRUNC) != 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
         if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA
             && c->cmsg_len >= CMSG_LEN(sizeof(struct tpacket_auxdata))) {
             struct tpacket_auxdata aux;
             memcpy(&aux, CMSG_DATA(c), sizeof aux);
-            return (aux.tp_status & TP_STATUS_CSUMNOTREADY) ? OSVRT_TCP_IN_CSUM_OK : 0;
+            *flags = (aux.tp_status & TP_STATUS_CSUMNOTREADY) ? OSVRT_TCP_IN_CSUM_OK : 0;
+            cut |= aux.tp_len > aux.tp_snaplen;
+            break;
         }
     }
-    return 0;
+    return cut;
 }
 
 static void flush(struct osvrt_tcp_link *l, int64_t now);
@@ -402,10 +410,12 @@ int32_t osvrt_tcp_link_poll(struct osvrt_tcp_link *l, int64_t now_ns)
             return -errno;
     }
     for (int i = 0; i < r; i++) {
-        uint32_t n = l->rmsg[i].msg_len;
-        if (n > OSVRT_TCP_LINK_FRAME)
-            n = OSVRT_TCP_LINK_FRAME;
-        uint32_t flags = frame_flags(&l->rmsg[i].msg_hdr);
+        uint32_t n = l->rmsg[i].msg_len, flags;
+        if (frame_cut(&l->rmsg[i].msg_hdr, &flags) || n > OSVRT_TCP_LINK_FRAME) {
+            l->st.frames_in++;          /* a part of a frame: its headers may lie */
+            l->st.truncated++;
+            continue;
+        }
         if (osvrt_tcp_link_frame(l, l->view.rx + (size_t)i * RX_STRIDE, n, flags, now_ns)) {
             uint32_t k = l->view.npass++;
             l->pass_index[k] = (uint32_t)i;
@@ -424,8 +434,17 @@ static int refused(int e)
     return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS || e == ENETDOWN || e == ENXIO;
 }
 
-/* sendmmsg n frames; a frame the device refuses is lost (TCP retransmits)
- * and counted; another error stops the batch and is reported. */
+/* The fd is no socket any more: nothing will ever be sent on it. */
+static int fd_gone(int e)
+{
+    return e == EBADF || e == ENOTSOCK;
+}
+
+/* sendmmsg n frames.  A frame the device refuses is lost (TCP retransmits)
+ * and counted as tx_full; one that fails otherwise (EMSGSIZE after an MTU
+ * change, EPERM from a netfilter rule, ...) is lost the same way, counted
+ * as tx_errors, and its errno is left in view.error for the caller to
+ * report.  Only an fd that is no socket stops the batch. */
 static void send_batch(struct osvrt_tcp_link *l, uint32_t n)
 {
     uint32_t i = 0;
@@ -438,16 +457,23 @@ static void send_batch(struct osvrt_tcp_link *l, uint32_t n)
         if (r > 0) {
             l->st.frames_out += (uint32_t)r;
             i += (uint32_t)r;
-        } else if (r < 0 && errno == EINTR) {
             continue;
-        } else if (r < 0 && refused(errno)) {
+        }
+        int e = r < 0 ? errno : EIO;
+        if (e == EINTR)
+            continue;
+        if (refused(e)) {
             l->st.tx_full++;
             i++;
-        } else {
-            l->view.error = r < 0 ? -errno : -EIO;
-            l->st.tx_full += n - i;
+            continue;
+        }
+        l->view.error = -e;
+        if (fd_gone(e)) {
+            l->st.tx_errors += n - i;
             return;
         }
+        l->st.tx_errors++;
+        i++;
     }
 }
 

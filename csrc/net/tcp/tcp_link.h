@@ -56,6 +56,9 @@ struct osvrt_tcp_link_stats {
     uint64_t ip_short;          /* drops: IPv4 shorter than its header */
     uint64_t ip_protocol;       /* drops: IPv4 neither TCP nor ICMP */
     uint64_t tx_full;           /* drops: the device refused a frame */
+    uint64_t tx_errors;         /* frames lost to another send error (view.error: its errno) */
+    uint64_t truncated;         /* drops: larger than a receive slot (MSG_TRUNC), or cut by the
+                                 * socket's filter: never parsed */
 };
 
 /* What the last call left for the caller.  Pointers stay valid for the
@@ -76,7 +79,10 @@ struct osvrt_tcp_link_view {
     uint32_t nevents;
     struct osvrt_tcp_event *events;
     uint32_t more;              /* output or events are left: call osvrt_tcp_link_flush again */
-    int32_t error;              /* a socket error other than EAGAIN (negative errno), else 0 */
+    int32_t error;              /* the last send error of the call other than a refusal
+                                 * (negative errno), else 0: its frame was lost and counted in
+                                 * tx_errors; the batch went on unless the fd is no socket
+                                 * (EBADF, ENOTSOCK: the rest counted too) */
     int64_t next_deadline;      /* osvrt_tcp_next_deadline after the call */
     uint16_t *waits;            /* green threads waiting per connection slot: the caller's */
     uint32_t nwaits;            /* slots in waits[] (max_conns) */

@@ -172,12 +172,13 @@ class Link:
         return n, partial
 
     def send(self, frame):
-        """Send one frame; False if the device queue refused it (the frame is
-        lost: TCP retransmits, ARP retries)."""
+        """Send one frame: 0, or the errno that lost it (the device refused
+        it: an errno in REFUSED; or another send error).  A lost frame is
+        lost as on a wire: TCP retransmits, ARP retries."""
         return _sent(self.sock.send, frame)
 
     def sendv(self, head, packet):
-        """Send the frame head + packet (one sendmsg, no copy); False as send()."""
+        """Send the frame head + packet (one sendmsg, no copy); as send()."""
         return _sent(self.sock.sendmsg, (head, packet))
 
     def kernel_drops(self):
@@ -195,6 +196,14 @@ class Link:
             self.fd = -1
             self.sock.close()
 
+    def forget(self):
+        """The fd number is no longer this socket (EBADF, ENOTSOCK: closed
+        or replaced behind our back): let go of it without closing, since
+        the number may name another open file by now."""
+        if self.fd >= 0:
+            self.fd = -1
+            self.sock.detach()
+
 
 def has_capabilities():
     """(True, "") when this process has CAP_NET_RAW and CAP_NET_ADMIN, else
@@ -211,18 +220,18 @@ def has_capabilities():
     return True, ""
 
 
-__all__ = ["Link", "has_capabilities", "privilege_error"]
+__all__ = ["Link", "REFUSED", "has_capabilities", "privilege_error"]
+
+# Errnos of a send that the device refused (a full queue, a link gone down or
+# away): counted as tx_full, as the C link does (tcp_link.c, refused()).
+REFUSED = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENETDOWN, errno.ENXIO})
 
 
 def _sent(send, frame):
-    """send(frame) on the non-blocking packet socket: True, or False when the
-    device refused it (a full queue, a link gone down): the frame is lost."""
+    """send(frame) on the non-blocking packet socket: 0, or the errno of the
+    OSError that lost the frame (InterruptedError is retried by Python)."""
     try:
         send(frame)
-        return True
-    except (BlockingIOError, InterruptedError):
-        return False
+        return 0
     except OSError as e:
-        if e.errno in (errno.ENOBUFS, errno.ENETDOWN, errno.ENXIO):
-            return False
-        raise
+        return e.errno or errno.EIO

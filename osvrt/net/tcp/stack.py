@@ -36,12 +36,13 @@ from collections import deque
 
 from ..._core import ffi, lib
 from ... import kernel
+from ...kernel import sleep
 from ...readiness import ClosedResourceError, wait_readable
 from ...sync import Event
 from . import wire
 from .arp import Arp
 from .conn import Conn, oserror
-from .link import Link
+from .link import REFUSED, Link
 from .streams import Listener, Stream
 
 log = logging.getLogger("osvrt")
@@ -62,14 +63,19 @@ _TCP_STATS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits", "rt
 # What the link and IPv4 layers drop, before TCP sees a packet.
 LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_version", "ip_header_length",
               "ip_length", "ip_checksum", "ip_fragment", "not_ours", "ip_protocol",
-              "icmp_short", "icmp_checksum", "icmp_not_echo", "tx_full")
+              "icmp_short", "icmp_checksum", "icmp_not_echo", "tx_full", "truncated")
+# A send or receive error that says the link's fd is no socket any more
+# (closed or replaced behind the stack's back): nothing can go out or come
+# in again, so the stack closes rather than retransmit into the void.
+FD_GONE = frozenset({errno.EBADF, errno.ENOTSOCK})
+RX_ERROR_PAUSE_S = 0.01    # after a receive error, before the next read (no busy loop)
 
 
 # The C link's counters (struct osvrt_tcp_link_stats) under the names the
 # Python link had: the first go to stats()["link"], the others to "dropped".
 _C_LINK_COUNTERS = ("frames_in", "frames_out", "checksum_partial", "segments_to_owner",
-                    "segments_in_link", "passed", "inbox_full")
-_C_LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_protocol", "tx_full")
+                    "segments_in_link", "passed", "inbox_full", "tx_errors")
+_C_LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_protocol", "tx_full", "truncated")
 # What a link call left for Python (tcp_link.h, view.todo).
 _TODO_PASS, _TODO_HANDED, _TODO_HELD, _TODO_EVENTS, _TODO_MORE, _TODO_ERROR, _TODO_DEADLINE = (
     lib.OSVRT_TCP_LINK_TODO_PASS, lib.OSVRT_TCP_LINK_TODO_HANDED, lib.OSVRT_TCP_LINK_TODO_HELD,
@@ -138,6 +144,13 @@ class UserStack:
         self._ip_int = int(iface.ip)
         self._net = iface.network
         self.closed = False
+        # Why the stack closed itself (its link failed), named in the errors
+        # of the green threads it woke; None when it was closed by aclose or
+        # at the runtime's stop.  Written once, on the stack's worker, before
+        # `closed`; read from any thread, where a reader that misses the
+        # write loses only the reason in its message (no ordering is needed).
+        self.failure = None
+        self._errnos_logged = set()            # each link errno is logged once
         cfg = ffi.new("struct osvrt_tcp_config *")
         lib.osvrt_tcp_config_init(cfg)
         cfg.addr = self._ip_int
@@ -181,7 +194,8 @@ class UserStack:
         # What Python counts (its own sends: ARP, ICMP, packets that waited
         # for ARP); stats() adds the C link's counters.
         self.counters = {"frames_out": 0, "kernel_drops": 0, "icmp_echo_requests": 0,
-                         "icmp_echo_replies": 0}
+                         "icmp_echo_replies": 0, "tx_errors": 0, "last_tx_errno": 0,
+                         "rx_errors": 0, "last_rx_errno": 0}
         self.drops = dict.fromkeys(LINK_DROPS, 0)
 
     def __repr__(self):
@@ -226,29 +240,79 @@ class UserStack:
                 except BaseException:      # Cancelled: what we asked for
                     pass
 
-    def _shut(self):
-        """Mark closed, wake every waiter, close the link (any thread)."""
+    def _shut(self, link_action="close"):
+        """Mark closed, wake every waiter, and then do link_action to the
+        link's fd: "close" (on the stack's worker, or where no green thread
+        can be in a call on it), "forget" (the number is no longer our
+        socket: never close it) or "leave" (a call may be in flight on it
+        now: the socket closes when the stack is collected)."""
         self.closed = True
         for c in list(self.conns.values()):
             c.closed = True
             c.readable.set()
             c.writable.set()
         self.conns.clear()
+        self._kick.set()                       # the timer thread sees closed and ends
         link = self._link
         if link.fd >= 0:
             from ...readiness import notify_closing
             notify_closing(link.fd)
-            lib.osvrt_tcp_link_close(self.clink)   # it must not touch the fd number again
-            link.close()
+            if link_action != "leave":
+                lib.osvrt_tcp_link_close(self.clink)   # it must not touch the fd number again
+            if link_action == "close":
+                link.close()
+            elif link_action == "forget":
+                link.forget()
         svc = self.rt.service("tcp")
         if svc is not None:
             svc.forget(self)
 
     def stop(self):
-        """Runtime.stop(): its green threads (ours too) are already cancelled;
-        close the link.  The engine is freed when this object is collected."""
-        if not self.closed:
+        """Runtime.stop(), on its own OS thread: its green threads (ours
+        too) are normally done by now, and then no call can be in flight on
+        the link: close it.  A green thread that outlived stop()'s cancel
+        may be inside one (a recvmmsg on the fd, on its worker's OS thread):
+        closing the fd under it could hand the number to another open in
+        between, so the link is left as it is, to close with the socket
+        object when the stack is collected.  The engine is freed then too."""
+        if self.closed:
+            return
+        if self.rt.live_threads():
+            log.warning("osvrt.net: %r: green threads outlived the runtime's stop; its link "
+                        "closes when the stack is collected", self)
+            self._shut("leave")
+        else:
             self._shut()
+
+    def _fail(self, why, fd_gone=False):
+        """The link can no longer be used: close the stack (on its worker),
+        naming why in the error of every green thread waiting on it, rather
+        than leave them parked with no one to wake them."""
+        if self.closed:
+            return
+        self.failure = why
+        log.error("osvrt.net: %r closed: %s", self, why)
+        self._shut("forget" if fd_gone else "close")
+
+    def closed_error(self, what):
+        """The ClosedResourceError for a green thread that finds `what` (a
+        "stream", a "listener") closed: it names the link's failure, if the
+        stack closed for one."""
+        why = f" (its stack closed: {self.failure})" if self.failure else ""
+        return ClosedResourceError(errno.EBADF, f"this {what} was closed{why}")
+
+    def _link_errno(self, err, counter, doing):
+        """A send or receive error on the link: counted and logged once per
+        errno; the frame it concerned is lost, which TCP and ARP recover
+        from.  An fd that is no socket any more closes the stack."""
+        self.counters[counter] = err
+        if err not in self._errnos_logged:
+            self._errnos_logged.add(err)
+            log.warning("osvrt.net: %r: %s failed: [Errno %d] %s (counted in "
+                        "stats()['link']; a lost frame is retransmitted)", self, doing, err,
+                        os.strerror(err))
+        if err in FD_GONE:
+            self._fail(f"{doing} failed: [Errno {err}] {os.strerror(err)}", fd_gone=True)
 
     # ---- the owning CPU ----
 
@@ -276,10 +340,17 @@ class UserStack:
     # ---- sending ----
 
     def _send_frame(self, frame):
-        if self._link.send(frame):
+        self._sent(self._link.send(frame))
+
+    def _sent(self, err):
+        """Count the outcome of one of Python's own sends (0, or its errno)."""
+        if not err:
             self.counters["frames_out"] += 1
-        else:
+        elif err in REFUSED or self.closed:
             self.drops["tx_full"] += 1
+        else:
+            self.counters["tx_errors"] += 1
+            self._link_errno(err, "last_tx_errno", f"sending on {self.interface!r}")
 
     def new_conn(self, cid, remote=None):
         """The record of engine id cid (a connection or a listener)."""
@@ -312,10 +383,12 @@ class UserStack:
             if todo & _TODO_EVENTS:
                 self._dispatch_events(v)
             if todo & _TODO_ERROR and not self.closed:
-                raise oserror(v.error, f"osvrt.net: sending on {self.interface!r}")
+                # The C link counted the lost frames (tx_errors) and went on;
+                # the caller's call did what it did (bytes taken stay taken).
+                self._link_errno(-v.error, "last_tx_errno", f"sending on {self.interface!r}")
             if todo & _TODO_DEADLINE:    # earlier than the timer thread sleeps until
                 self._kick.set()
-            if not todo & _TODO_MORE:
+            if not todo & _TODO_MORE or self.closed:
                 return
             lib.osvrt_tcp_link_flush(self.clink, now)
             todo = v.todo
@@ -359,10 +432,7 @@ class UserStack:
                 arp.hold(dst, packet, now)
                 continue
             self._learned(dst, mac, arp.expiry(dst))
-            if self._link.sendv(mac + self._link.mac + b"\x08\x00", packet):
-                self.counters["frames_out"] += 1
-            else:
-                self.drops["tx_full"] += 1
+            self._sent(self._link.sendv(mac + self._link.mac + b"\x08\x00", packet))
 
     def _learned(self, ip, mac, expires_ns):
         """The ARP cache made or confirmed ip -> mac: the C link's copy too."""
@@ -394,27 +464,38 @@ class UserStack:
     # ---- the link thread ----
 
     async def _link_loop(self):
-        fd, clink, poll, batch = (self._link.fd, self.clink, lib.osvrt_tcp_link_poll,
-                                  lib.OSVRT_TCP_LINK_BATCH)
         try:
-            while not self.closed:
-                try:
-                    await wait_readable(fd)
-                except ClosedResourceError:
-                    return
-                for _ in range(ROUNDS):
-                    now = _now()
-                    n = poll(clink, now)
-                    if n < 0:
-                        if self.closed:
-                            return
-                        raise oserror(n, f"osvrt.net: reading {self.interface!r}")
-                    self.after(now)
-                    if n < batch or self.closed:
-                        break
+            await self._read_link()
+        except Exception as e:
+            # Never a silent end: the stack's waiters would park forever.
+            log.exception("osvrt.net: the link thread of %r failed", self)
+            self._fail(f"its link thread failed: {e!r}")
         finally:
             if not self.closed and not self.rt.stopping:
                 log.error("osvrt.net: the link thread of %r ended", self)
+
+    async def _read_link(self):
+        fd, clink, poll, batch = (self._link.fd, self.clink, lib.osvrt_tcp_link_poll,
+                                  lib.OSVRT_TCP_LINK_BATCH)
+        while not self.closed:
+            try:
+                await wait_readable(fd)
+            except ClosedResourceError:
+                return
+            for _ in range(ROUNDS):
+                now = _now()
+                n = poll(clink, now)
+                if n < 0:
+                    if self.closed:
+                        return
+                    self.counters["rx_errors"] += 1
+                    self._link_errno(-n, "last_rx_errno", f"reading {self.interface!r}")
+                    if not self.closed:
+                        await sleep(RX_ERROR_PAUSE_S)
+                    break
+                self.after(now)
+                if n < batch or self.closed:
+                    break
 
     def _take_inbox(self, c):
         """c's owner runs c's handed segments now (in its next C call)."""
@@ -486,6 +567,14 @@ class UserStack:
     # ---- the timer thread ----
 
     async def _timer_loop(self):
+        try:
+            await self._run_timers()
+        except Exception as e:
+            # Never a silent end: no retransmission would ever go out again.
+            log.exception("osvrt.net: the timer thread of %r failed", self)
+            self._fail(f"its timer thread failed: {e!r}")
+
+    async def _run_timers(self):
         cs, arp, kick = self.engine, self._arp, self._kick
         while not self.closed:
             d = min(lib.osvrt_tcp_next_deadline(cs), arp.next_deadline())
@@ -593,7 +682,8 @@ class UserStack:
 
     def _check_open(self):
         if self.closed:
-            raise ClosedResourceError(errno.EBADF, f"{self!r} was closed")
+            why = f": {self.failure}" if self.failure else ""
+            raise ClosedResourceError(errno.EBADF, f"{self!r} was closed{why}")
 
     def release(self, c, abort=False):
         """The application let go of connection or listener c (any thread)."""

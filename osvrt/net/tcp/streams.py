@@ -20,17 +20,12 @@ import ipaddress
 import time
 
 from ..._core import ffi, lib
-from ...readiness import ClosedResourceError
 from ...deadline import timeout as _timeout_scope
 from ..closing import AsyncClosing
 from .conn import oserror
 
 _EAGAIN = -errno.EAGAIN
 _now = time.monotonic_ns
-
-
-def _closed(what):
-    return ClosedResourceError(errno.EBADF, f"this {what} was closed")
 
 
 class _Base(AsyncClosing):
@@ -63,13 +58,31 @@ class _Base(AsyncClosing):
             except Exception:
                 pass
 
+    def _closed(self):
+        """The error for a use of it once closed (naming why its stack
+        closed, when that is why)."""
+        return self._stack.closed_error(self._what)
+
     async def _enter(self):
         """Check it is usable and run on the stack's CPU."""
         if self._c.closed:
-            raise _closed(self._what)
+            raise self._closed()
         await self._stack.on_cpu()
         if self._c.closed:
-            raise _closed(self._what)
+            raise self._closed()
+
+    async def _park(self, event):
+        """Wait for event as the connection's owner (the caller found
+        nothing to do); ClosedResourceError once it is closed, also when it
+        was closed while the caller ran (the stack closing in the caller's
+        own engine call: nobody would set the event again)."""
+        c = self._c
+        if c.closed:
+            raise self._closed()
+        event.clear()
+        await c.wait(event)
+        if c.closed:
+            raise self._closed()
 
 
 class Stream(_Base):
@@ -123,10 +136,7 @@ class Stream(_Base):
                         raise oserror(info.error, f"connecting to {what}")
                     if state == lib.OSVRT_TCP_CLOSED or state < 0:
                         raise OSError(errno.ECONNREFUSED, f"connecting to {what}: refused")
-                    c.writable.clear()
-                    await c.wait(c.writable)
-                    if c.closed:
-                        raise _closed(self._what)
+                    await self._park(c.writable)
         except TimeoutError:
             if not getattr(scope, "expired", False):
                 raise
@@ -151,10 +161,7 @@ class Stream(_Base):
                 return ffi.buffer(st.scratch, rc)[:]
             if rc != _EAGAIN:
                 raise oserror(rc, "recv")
-            c.readable.clear()
-            await c.wait(c.readable)
-            if c.closed:
-                raise _closed(self._what)
+            await self._park(c.readable)
 
     async def recv_into(self, buffer, nbytes=0):
         """The number of bytes read into buffer (0 at EOF)."""
@@ -176,10 +183,7 @@ class Stream(_Base):
                 return rc
             if rc != _EAGAIN:
                 raise oserror(rc, "recv_into")
-            c.readable.clear()
-            await c.wait(c.readable)
-            if c.closed:
-                raise _closed(self._what)
+            await self._park(c.readable)
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
@@ -201,10 +205,7 @@ class Stream(_Base):
                 continue
             if rc != _EAGAIN:
                 raise oserror(rc, "sendall")
-            c.writable.clear()
-            await c.wait(c.writable)
-            if c.closed:
-                raise _closed(self._what)
+            await self._park(c.writable)
 
     async def send_eof(self):
         """Half-close: the peer's recv() returns b"" once it has read what we
@@ -249,10 +250,7 @@ class Listener(_Base):
                 return Stream(st, conn), (str(ip), port)
             if cid != _EAGAIN:
                 raise oserror(cid, "accept")
-            c.readable.clear()
-            await c.wait(c.readable)
-            if c.closed:
-                raise _closed(self._what)
+            await self._park(c.readable)
 
     def __repr__(self):
         return f"<osvrt.net.tcp.Listener {self.address} {'closed' if self.closed else 'open'}>"
