@@ -205,8 +205,15 @@ def test_equal_hogs_share_a_cpu_fairly(make_rt):
 
 def test_priorities_1_and_2_share_a_cpu_2_to_1(make_rt):
     rt = make_rt(cpus=1)
-    used = _run_hogs(rt, [1.0, 2.0], 1.2)
-    ratio = used[0] / used[1]
-    # a loaded CI host's preemption near the deadline cannot be evened out (it
-    # once gave 1.59); ignored priorities would give about 1.0, inverted 0.5
-    assert 1.4 <= ratio <= 2.6, (ratio, used)
+    # A host preemption of the worker near the deadline is charged to the hog
+    # that held the CPU, with no turn left to even it out (a loaded host gave
+    # 1.59 once and 4.5 once, load average 4.4), so up to three tries: ignored
+    # priorities give about 1.0 and inverted ones 0.5 in every try.
+    tries = []
+    for _ in range(3):
+        used = _run_hogs(rt, [1.0, 2.0], 1.2)
+        tries.append((used[0] / used[1], used))
+        if 1.4 <= tries[-1][0] <= 2.6:
+            return
+    pytest.fail(f"CPU time of priority 1 / priority 2 outside 1.4-2.6 in every try "
+                f"(ratio, per-hog seconds): {tries}")
