@@ -298,6 +298,12 @@ int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, 
             break;
         /* Returns at once if a kick wrote the eventfd since it was last read. */
         int k = epoll_sleep(c->epfd, evs, maxev, deadline == INT64_MAX ? -1 : deadline - now);
+        /* Awake: the packet source's drain below wakes threads of this CPU
+         * too, and while the state says SLEEPING each such wake would kick
+         * us (an eventfd write, then an epoll_wait and a read to take it
+         * back).  relaxed, as the poll's store: the doorbell still moves,
+         * and the next SLEEPING store re-checks work after its fence. */
+        atomic_store_explicit(&c->idle_state, OSVRT_CPU_POLLING, memory_order_relaxed);
         if (k > 0 && (n = keep_fd_events(c, evs, k)) > 0)
             break;
     }
