@@ -98,6 +98,33 @@ def test_workers_drain_echo_on_either_cpu(make_rt, cpu):
     ep.close()
 
 
+def test_worker_woken_by_its_own_drain_does_not_kick_itself(make_rt):
+    """A worker asleep in epoll_wait that the packet socket wakes drains the
+    frame and wakes its own reader: it is awake, so that wake must not kick
+    it (an eventfd write, then an epoll_wait and a read to take it back).
+    idle_spin_us=0: every request finds the worker asleep."""
+    rt = make_rt(cpus=[0], idle_spin_us=0)
+    osvrt.net.configure(rt, drain="workers")
+    ep = _bind(rt)
+    n = 40
+    fut = rt.submit(_echo, ep, n + 1)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(T)
+    c.connect(ep.address)
+    c.send(b"first")                      # the submit's own kick is behind us after this
+    assert c.recv(64) == b"first"
+    before = rt.stats()["cpus"][0]
+    for i in range(n):
+        c.send(b"%06d" % i)
+        assert c.recv(64) == b"%06d" % i
+    after = rt.stats()["cpus"][0]
+    fut.result(timeout=T)
+    assert after["idle_sleeps"] > before["idle_sleeps"]     # it did sleep
+    assert after["kicks_sent"] - before["kicks_sent"] == 0
+    c.close()
+    ep.close()
+
+
 def test_workers_drain_two_flows_two_readers_isolated(make_rt):
     """Two endpoints, each read on its own CPU, flooded at once: each gets its
     own datagrams only, each in order; a full channel drops only its own."""

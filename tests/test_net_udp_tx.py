@@ -9,6 +9,7 @@ threads run through submit(...).result(timeout).  Nothing here times anything.
 """
 import errno
 import socket
+import threading
 
 import pytest
 
@@ -102,23 +103,58 @@ def test_refused_datagram_is_counted_and_the_rest_still_go(rt):
     r.close()
 
 
-def test_close_with_datagrams_in_the_batch_sends_them_then_frees_the_port(rt):
-    """close() in the same turn as the sends: the batch holds the socket
-    open until it is flushed, then the port is free again."""
+def bind_port(port):
+    """Bind a kernel UDP socket to the port: EADDRINUSE while anything holds it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", port))
+    finally:
+        s.close()
+
+
+def test_close_with_datagrams_in_the_batch_sends_them_and_frees_the_port_at_once(rt):
+    """close() in the same turn as the sends: the closing thread's batch goes
+    out first, and the port is free when close() returns, in that same turn."""
     ep, r = bind_in(rt), receiver()
     port = ep.address[1]
 
     async def send_and_close():
         await ep.sendto(b"last words", r.getsockname())
         ep.close()
+        bind_port(port)                   # EADDRINUSE if the batch still held the socket
         with pytest.raises(OSError) as e:
             await ep.sendto(b"too late", r.getsockname())
         assert e.value.errno == errno.EBADF
     rt.submit(send_and_close).result(timeout=T)
     assert r.recv(100) == b"last words"
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))           # EADDRINUSE if a descriptor were left open
-    s.close()
+    assert sent(ep)["sent"] == 1 and sent(ep)["errors"] == 0
+    r.close()
+
+
+def test_close_frees_the_port_while_another_workers_batch_holds_datagrams(rt):
+    """A thread queues a reply and keeps its worker (no trap, so its batch is
+    not sent) while another thread closes the endpoint: the port is free when
+    close() returns, and the reply, sent after the close, is refused and
+    counted (EBADF), as a sendto after close would be."""
+    ep, r = bind_in(rt), receiver()
+    port = ep.address[1]
+    queued, go = threading.Event(), threading.Event()
+
+    async def reply_then_compute():
+        await ep.sendto(b"after the close", r.getsockname())
+        queued.set()
+        while not go.is_set():            # computing: its turn (and batch) lasts
+            pass
+    t = rt.submit(reply_then_compute)
+    assert queued.wait(T)
+    ep.close()                            # from a thread that is no worker
+    try:
+        bind_port(port)                   # EADDRINUSE: held until that worker's turn ends
+    finally:
+        go.set()
+    t.result(timeout=T)
+    st = sent(ep)
+    assert st["sent"] == 0 and st["errors"] == 1 and st["last_errno"] == errno.EBADF
     r.close()
 
 

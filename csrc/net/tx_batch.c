@@ -3,6 +3,7 @@
 #include "tx_batch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,23 +27,47 @@ struct osvrt_udp_tx *osvrt_udp_tx_new(int fd)
     return tx;
 }
 
-/* A user, unless the count has reached 0 (closed for good): 1 or 0. */
+/* A user, unless the endpoint has closed: 1 or 0. */
 static int user_tryget(struct osvrt_udp_tx *tx)
 {
-    /* relaxed: the fd was published before the object was; a 0 is final */
+    /* relaxed: the fd was published before the object was; CLOSED is final */
     uint32_t n = atomic_load_explicit(&tx->users, memory_order_relaxed);
-    while (n != 0)
+    while (n != 0 && !(n & OSVRT_UDP_TX_CLOSED))
         if (atomic_compare_exchange_weak_explicit(&tx->users, &n, n + 1, memory_order_relaxed,
                                                   memory_order_relaxed))
             return 1;
     return 0;
 }
 
-void osvrt_udp_tx_close(struct osvrt_udp_tx *tx)
+static void user_put(struct osvrt_udp_tx *tx)
 {
     /* acq_rel: every user's sendmmsg happens before the last user's close() */
-    if (atomic_fetch_sub_explicit(&tx->users, 1, memory_order_acq_rel) == 1)
+    if ((atomic_fetch_sub_explicit(&tx->users, 1, memory_order_acq_rel) & ~OSVRT_UDP_TX_CLOSED) == 1)
         close(tx->fd);
+}
+
+/* Put a socket that sends nothing (AF_UNIX refuses an AF_INET address:
+ * EINVAL) in place of the port's socket under tx->fd: the port's file loses
+ * its last descriptor now, while the number stays ours for the batches still
+ * holding it.  Called with a user held, so the fd is open throughout. */
+static void release_port_now(struct osvrt_udp_tx *tx)
+{
+    int stub = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (stub < 0)
+        return;          /* no descriptor left: the port goes at those batches' flush */
+    dup3(stub, tx->fd, O_CLOEXEC);
+    close(stub);
+}
+
+void osvrt_udp_tx_close(struct osvrt_udp_tx *tx)
+{
+    /* relaxed: CLOSED only refuses new users; the fd itself is ordered by
+     * the user count (user_put's acq_rel) and by the kernel's fd table. */
+    uint32_t before = atomic_fetch_or_explicit(&tx->users, OSVRT_UDP_TX_CLOSED,
+                                               memory_order_relaxed);
+    if ((before & ~OSVRT_UDP_TX_CLOSED) > 1)
+        release_port_now(tx);        /* other workers' batches hold datagrams for it */
+    user_put(tx);
 }
 
 void osvrt_udp_tx_put(struct osvrt_udp_tx *tx)
@@ -100,7 +125,7 @@ int osvrt_udp_tx_send_now(struct osvrt_udp_tx *tx, const void *data, uint32_t le
         count_refusal(tx, e);
     else
         add_stat(&tx->sent, 1);
-    osvrt_udp_tx_close(tx);
+    user_put(tx);
     return e;
 }
 
@@ -134,6 +159,11 @@ uint32_t osvrt_tx_batch_flush(struct osvrt_tx_batch *b)
     uint32_t n = b->len, i = 0, sent = 0;
     if (n == 0)
         return 0;
+    /* relaxed: a hint; a close after this load leaves the stub socket, which refuses all */
+    if (atomic_load_explicit(&tx->users, memory_order_relaxed) & OSVRT_UDP_TX_CLOSED)
+        i = n;           /* the endpoint closed before this batch went: refused, EBADF */
+    for (uint32_t k = 0; k < i; k++)
+        count_refusal(tx, EBADF);
     /* sendmmsg sends in order and stops at the first refusal: it returns
      * how many went (the refused one is reported by the next call, or as
      * -1 when it is the first): count it and go on after it. */
@@ -154,7 +184,7 @@ uint32_t osvrt_tx_batch_flush(struct osvrt_tx_batch *b)
     b->flushes++;
     b->len = b->used = 0;
     b->tx = NULL;
-    osvrt_udp_tx_close(tx);           /* the batch's user and ref */
+    user_put(tx);                     /* the batch's user and ref */
     osvrt_udp_tx_put(tx);
     return sent;
 }

@@ -12,12 +12,17 @@
  *
  * The socket (struct osvrt_udp_tx) has two counts.  `users` keeps the fd
  * open: the endpoint (until it closes) and every batch holding datagrams for
- * it; the last user closes the fd, and a count that reached 0 never rises
- * again (a user is taken with a compare-exchange that refuses 0), so an
- * endpoint closed by one worker while another's batch still holds its
- * datagrams neither loses them nor lets a later send reach a number that the
- * kernel has given to another file.  `refs` keeps the memory: the owner
- * object (the engine's UdpTx) and every non-empty batch.
+ * it; the last user closes the fd.  The endpoint's close sets the CLOSED bit
+ * (no user is taken after it: a compare-exchange refuses it), and if a batch
+ * of another worker still holds datagrams for it (that worker's thread is
+ * mid-turn), puts a socket that refuses everything under the fd number with
+ * dup3: the port is free when close returns, yet the number stays ours until
+ * that batch lets go, so its flush never reaches a file the kernel has given
+ * the number to since.  Such a batch's datagrams are refused at its flush
+ * and counted (errors, EBADF), as a sendto after close would be; the closing
+ * thread's own worker sends its batch before it closes (udptx.c), so a
+ * thread's replies before its own close() all go.  `refs` keeps the memory:
+ * the owner object (the engine's UdpTx) and every non-empty batch.
  *
  * Errors: a send can fail only at the flush (the thread has gone on), so
  * every datagram that sendmmsg refuses is counted on its socket: dropped_full
@@ -43,11 +48,12 @@
 #define OSVRT_TXB_MAX 32u             /* datagrams per sendmmsg */
 #define OSVRT_TXB_ARENA (128u * 1024u)  /* payload bytes a batch holds (>= 2 x 65507) */
 #define OSVRT_UDP_MAX_PAYLOAD 65507u  /* IPv4: 65535 - 20 (IP) - 8 (UDP) */
+#define OSVRT_UDP_TX_CLOSED (1u << 31)  /* in users: the endpoint closed, no new user */
 
 struct osvrt_udp_tx {
     /* acq_rel decrements: the last one sees every other holder's use first. */
     _Atomic uint32_t refs;            /* memory */
-    _Atomic uint32_t users;           /* the fd */
+    _Atomic uint32_t users;           /* the fd: a count, and OSVRT_UDP_TX_CLOSED */
     int fd;                           /* owned: closed by the last user */
     _Atomic uint64_t sent, syscalls, dropped_full, errors;
     _Atomic int last_errno;
@@ -64,8 +70,9 @@ struct osvrt_udp_tx_stats {
 /* A socket for replies; it takes over fd.  The caller holds one ref and one
  * user.  NULL and errno ENOMEM. */
 struct osvrt_udp_tx *osvrt_udp_tx_new(int fd);
-/* Drop the caller's user (call once): the fd closes now, or at the flush of
- * the last batch holding datagrams for it. */
+/* The endpoint's close (call once): no new user; the port is released now
+ * (the fd itself closes with the last batch holding datagrams for it, whose
+ * flush then refuses them). */
 void osvrt_udp_tx_close(struct osvrt_udp_tx *tx);
 /* Drop the caller's ref: the memory goes with the last. */
 void osvrt_udp_tx_put(struct osvrt_udp_tx *tx);

@@ -60,8 +60,14 @@ static void
 udptx_drop(UdpTxObject *self)
 {
     /* relaxed: the flag only picks the one closer; the user count orders the fd */
-    if (atomic_exchange_explicit(&self->open, 0, memory_order_relaxed))
-        osvrt_udp_tx_close(self->tx);
+    if (!atomic_exchange_explicit(&self->open, 0, memory_order_relaxed))
+        return;
+    /* The closing thread's own replies go first (its worker's batch is ours
+     * to send); other workers' batches are refused at their flush (tx_batch.h). */
+    WorkerObject *w = tls_worker;
+    if (w != NULL && osvrt_tx_batch_pending(w->txb) && w->txb->tx == self->tx)
+        osvrt_tx_batch_flush(w->txb);
+    osvrt_udp_tx_close(self->tx);
 }
 
 static void
@@ -169,8 +175,8 @@ static PyMethodDef udptx_methods[] = {
      "send(data, daddr, dport)\n--\n\nQueue one datagram in this worker's batch (sent at the end\n"
      "of the thread's turn), or send it at once off a worker.  Returns len(data)."},
     {"close", (PyCFunction)udptx_close, METH_NOARGS,
-     "close()\n--\n\nDrop the endpoint's reference (idempotent); the descriptor closes once\n"
-     "no batch holds datagrams for it."},
+     "close()\n--\n\nSend the calling worker's batch, then release the port at once\n"
+     "(idempotent); other workers' batches holding datagrams for it refuse them."},
     {"stats", (PyCFunction)udptx_stats, METH_NOARGS,
      "stats()\n--\n\nsent, syscalls, dropped_full, errors, last_errno."},
     {NULL},

@@ -270,8 +270,11 @@ class UdpEndpoint:
         return self._lane(lane).queued()
 
     def close(self):
-        """Stop the flow and free the port; a reader waiting in recvfrom()
-        gets OSError EBADF.  Idempotent."""
+        """Stop the flow and free the port (free when this returns); a reader
+        waiting in recvfrom() gets OSError EBADF.  Batched replies: the
+        calling thread's worker sends its batch first; datagrams still in
+        another worker's batch are refused and counted (stats()["sent"]).
+        Idempotent."""
         net = self._net
         if not net.remove_endpoint(self, self._shut):
             return
@@ -290,7 +293,7 @@ class UdpEndpoint:
         self._unflow()
         self._sock.close()
         if self._tx is not None:
-            self._tx.close()             # its fd closes once no batch holds datagrams for it
+            self._tx.close()             # the port goes now, even while other batches hold its fd
         return True
 
     def stats(self):
