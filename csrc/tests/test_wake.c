@@ -180,7 +180,10 @@ static void *waiter(void *arg)
         for (;;) {
             uint64_t x = xorshift(&rng);
             if (((x >> 20) & 7) == 0) {                    /* now and then let the waker post first */
-                for (unsigned i = (unsigned)(x >> 24) % 512; i; i--)
+                /* Until it has (up to 1 ms): a fixed spin was too short on a
+                 * loaded host, where no round took the abort path. */
+                int64_t until = osvrt_now_ns() + 1000000;
+                while (atomic_load(&posted) < r && osvrt_now_ns() < until)
                     cpu_relax();
             }
             CHECK_EQ(osvrt_wait_prepare(rt, h, 0), 1);       /* publish WAITING... */
