@@ -25,6 +25,15 @@
  * rare transitions (EOF, pause/resume_writing, drained) are calls into that
  * Python code, so their semantics are asyncio's by construction.
  *
+ * Contexts: asyncio runs _read_ready and _write_ready in the Context of
+ * the reader's and writer's Handle, a copy of the one current when the
+ * reader was added (the transport's start, each resume_reading) and when
+ * the writer was (a write() that found the buffer empty and left some of
+ * it).  So do we: set_reading(True) and that write() keep such a copy, and
+ * the turn enters it around the read and the flush, so data_received,
+ * get_buffer, buffer_updated, eof_received, resume_writing and the
+ * connection_lost they lead to see, and set, what asyncio's would.
+ *
  * Ownership: a TxCore belongs to its loop and is used only on the loop's OS
  * thread (asyncio's rule: transports are not thread-safe); the table holds a
  * reference to every TxCore registered in the epoll (asyncio's selector key
@@ -51,6 +60,8 @@ typedef struct {
     PyObject *on_data;         /* owner: data_received, or buffer_updated (buffered) */
     PyObject *get_buffer;      /* owner: get_buffer when the protocol is buffered */
     PyObject *waiter;          /* owner: asyncio's _empty_waiter (sendfile), or NULL */
+    PyObject *read_ctx;        /* owner: the Context reading runs in, or NULL (not reading) */
+    PyObject *write_ctx;       /* owner: the Context flushing runs in, or NULL */
     TxTable *table;            /* the loop core's table (lives while loop_core does) */
     int fd;                    /* -1 once detached */
     uint32_t mask;             /* events registered in the epoll; 0: not registered */
@@ -360,6 +371,11 @@ tx_send_or_keep(TxCoreObject *tx, const char *p, Py_ssize_t n, int *err)
             return -1;
         if (sent == n)
             return 0;                 /* the usual path: all sent at once */
+        /* asyncio adds its writer here: its Handle copies this Context */
+        PyObject *ctx = PyContext_CopyCurrent();
+        if (ctx == NULL)
+            return -1;
+        Py_XSETREF(tx->write_ctx, ctx);
     }
     return tx_buffer(tx, p + sent, n - sent) < 0 || tx_sync(tx) < 0 ? -1 : 0;
 }
@@ -470,6 +486,29 @@ tx_report_raised(TxCoreObject *tx)
     return 1;
 }
 
+/* step(tx) run in ctx (see "Contexts" above); ctx NULL: in the current one. */
+static int
+tx_in_context(TxCoreObject *tx, PyObject *ctx, int (*step)(TxCoreObject *))
+{
+    if (ctx == NULL)
+        return step(tx);
+    Py_INCREF(ctx);                    /* the step may replace it (resume_reading) */
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    int r = step(tx);
+    PyObject *raised = take_raised(); /* reported outside ctx, as Handle._run does */
+    if (PyContext_Exit(ctx) < 0) {
+        Py_XDECREF(raised);            /* a callback left ctx unbalanced: that error wins */
+        r = -1;
+    } else if (raised != NULL) {
+        put_raised(raised);
+    }
+    Py_DECREF(ctx);
+    return r;
+}
+
 int
 txtable_dispatch(TxTable *t, int fd, uint32_t ev)
 {
@@ -479,9 +518,10 @@ txtable_dispatch(TxTable *t, int fd, uint32_t ev)
     int r = 1;
     /* selectors.EpollSelector's rule: any event but EPOLLOUT makes the fd
      * readable (errors and hang-ups included), any but EPOLLIN writable. */
-    if ((ev & ~(uint32_t)EPOLLOUT) && tx->reading && tx_read(tx) < 0)
+    if ((ev & ~(uint32_t)EPOLLOUT) && tx->reading && tx_in_context(tx, tx->read_ctx, tx_read) < 0)
         r = -1;
-    if (r > 0 && (ev & ~(uint32_t)EPOLLIN) && tx->fd >= 0 && tx_pending(tx) && tx_flush(tx) < 0)
+    if (r > 0 && (ev & ~(uint32_t)EPOLLIN) && tx->fd >= 0 && tx_pending(tx)
+        && tx_in_context(tx, tx->write_ctx, tx_flush) < 0)
         r = -1;
     if (r < 0)
         r = tx_report_raised(tx);
@@ -569,6 +609,12 @@ txcore_set_reading(TxCoreObject *self, PyObject *arg)
         self->reading = was;
         return NULL;
     }
+    /* asyncio's _add_reader makes a new Handle, a copy of this Context, each
+     * time (resume_reading included); _remove_reader drops it. */
+    PyObject *ctx = self->reading ? PyContext_CopyCurrent() : NULL;
+    if (self->reading && ctx == NULL)
+        return NULL;
+    Py_XSETREF(self->read_ctx, ctx);
     return PyBool_FromLong(was);
 }
 
@@ -614,6 +660,8 @@ txcore_detach(TxCoreObject *self, PyObject *unused)
      * it; our bound methods of it go too (tx_read takes NULL as none). */
     Py_CLEAR(self->on_data);
     Py_CLEAR(self->get_buffer);
+    Py_CLEAR(self->read_ctx);
+    Py_CLEAR(self->write_ctx);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -749,6 +797,8 @@ txcore_traverse(TxCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->on_data);
     Py_VISIT(self->get_buffer);
     Py_VISIT(self->waiter);
+    Py_VISIT(self->read_ctx);
+    Py_VISIT(self->write_ctx);
     return 0;
 }
 
@@ -759,6 +809,8 @@ txcore_clear_refs(TxCoreObject *self)
     Py_CLEAR(self->on_data);
     Py_CLEAR(self->get_buffer);
     Py_CLEAR(self->waiter);
+    Py_CLEAR(self->read_ctx);
+    Py_CLEAR(self->write_ctx);
     return 0;          /* loop_core stays until dealloc: self->table points into it */
 }
 
