@@ -353,6 +353,7 @@ tx_drop_output(TxCoreObject *tx)
     PyMem_Free(tx->out);
     tx->out = NULL;
     tx->off = tx->len = tx->cap = 0;
+    Py_CLEAR(tx->write_ctx);           /* asyncio's writer Handle goes with its output */
 }
 
 /* Send p[0:n] at once, and copy what the kernel did not take after the
@@ -455,6 +456,7 @@ tx_flush(TxCoreObject *tx)
     if (tx->cap > TX_KEEP_CAP)
         tx_drop_output(tx);            /* a burst's peak is not held for good */
     tx->off = tx->len = 0;
+    Py_CLEAR(tx->write_ctx);           /* (entered now: tx_in_context holds its own) */
     if (tx_sync(tx) < 0)
         return tx_report(tx, "Fatal write error on socket transport");
     return tx_call(tx, str_drained, NULL);     /* empty waiter, close, write_eof */
@@ -660,8 +662,7 @@ txcore_detach(TxCoreObject *self, PyObject *unused)
      * it; our bound methods of it go too (tx_read takes NULL as none). */
     Py_CLEAR(self->on_data);
     Py_CLEAR(self->get_buffer);
-    Py_CLEAR(self->read_ctx);
-    Py_CLEAR(self->write_ctx);
+    Py_CLEAR(self->read_ctx);          /* write_ctx went with the output */
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;

@@ -165,3 +165,46 @@ def test_protocol_callbacks_see_the_context_asyncio_gives_them(buffered):
     assert on_asyncio["client.connection_made"] == ["before-client"]
     assert on_asyncio["main.end"] == ["main"]
     assert on_osvrt == on_asyncio
+
+
+def test_the_writers_context_is_let_go_once_its_output_is_sent():
+    """asyncio drops its writer Handle, and so its Context, when the buffer
+    empties; the transport kept its copy (and what its variables held)."""
+    import gc
+    import socket
+    import weakref
+
+    class Held:
+        pass
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        transport, proto = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        refs = []
+
+        async def burst():
+            held = Held()
+            refs.append(weakref.ref(held))
+            cv.set(held)
+            while transport.get_write_buffer_size() == 0:   # until it buffers
+                transport.write(bytes(65536))
+
+        await asyncio.create_task(burst())
+        with b:
+            while transport.get_write_buffer_size():
+                await loop.sock_recv(b, 1 << 20)
+            await asyncio.sleep(0)
+            gc.collect()
+            alive = refs[0]() is not None
+            transport.close()
+        return alive
+
+    assert run_main(asyncio.new_event_loop, main) is False
+    assert run_main(osvrt.new_event_loop, main) is False
+
+
+def run_main(factory, main):
+    with asyncio.Runner(loop_factory=factory) as r:
+        return r.run(asyncio.wait_for(main(), BOUND))
