@@ -500,7 +500,8 @@ tx_in_context(TxCoreObject *tx, PyObject *ctx, int (*step)(TxCoreObject *))
         return -1;
     }
     int r = step(tx);
-    PyObject *raised = take_raised(); /* reported outside ctx, as Handle._run does */
+    /* reported outside ctx, as Handle._run does */
+    PyObject *raised = r < 0 ? take_raised() : NULL;
     if (PyContext_Exit(ctx) < 0) {
         Py_XDECREF(raised);            /* a callback left ctx unbalanced: that error wins */
         r = -1;
