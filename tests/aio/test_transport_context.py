@@ -150,15 +150,17 @@ async def scenario(buffered):
     return log
 
 
-def run(factory, buffered):
-    with asyncio.Runner(loop_factory=factory) as r:
+def run(factory, buffered, debug=False):
+    with asyncio.Runner(loop_factory=factory, debug=debug) as r:
         return r.run(asyncio.wait_for(scenario(buffered), BOUND))
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["C-turn", "debug"])
 @pytest.mark.parametrize("buffered", [False, True], ids=["Protocol", "BufferedProtocol"])
-def test_protocol_callbacks_see_the_context_asyncio_gives_them(buffered):
-    on_asyncio = run(asyncio.new_event_loop, buffered)
-    on_osvrt = run(osvrt.new_event_loop, buffered)
+def test_protocol_callbacks_see_the_context_asyncio_gives_them(buffered, debug):
+    # debug: asyncio's own turn, whose selector hands the fd to the same C path
+    on_asyncio = run(asyncio.new_event_loop, buffered, debug)
+    on_osvrt = run(osvrt.new_event_loop, buffered, debug)
     # what asyncio gives (a var set before create_server/create_connection
     # reaches the callbacks; none set in them reaches the caller)
     assert on_asyncio["server.connection_made"] == ["before-server"]
