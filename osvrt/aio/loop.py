@@ -605,7 +605,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         super().close()
         self._core.closed = True
 
-    def _release_runtime(self):
+    def _release_runtime(self, at_exit=False):
         """Stop the loop's Runtime, if it was started.  Not while the
         interpreter finalizes: no thread can start then (_stop_runtime's
         helper would never run; asyncio's __del__ closes an unclosed loop in
@@ -614,10 +614,10 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         _unclosed.discard(self)
         rt, self._rt = self._rt, None
         if rt is not None and self._rt_started and not sys.is_finalizing():
-            self._stop_runtime(rt)
+            self._stop_runtime(rt, at_exit)
 
     @staticmethod
-    def _stop_runtime(rt):
+    def _stop_runtime(rt, at_exit=False):
         """Runtime.stop() needs the worker to run its green threads' cleanup,
         and the worker runs only on a thread that runs it: stop from a helper
         thread while this one runs the worker until stop() ends its loop."""
@@ -632,7 +632,15 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 failed.append(e)
 
         helper = threading.Thread(target=stop, name="osvrt-asyncio-close")
-        helper.start()
+        try:
+            helper.start()
+        except RuntimeError:
+            if not at_exit:
+                raise
+            # Python 3.12.0 and 3.12.1 start no thread at exit: the green
+            # threads are left unstopped, as asyncio leaves an unclosed
+            # loop's tasks (the worker has no thread of its own to keep).
+            return
         try:
             w.os_thread.run()
         finally:
@@ -676,7 +684,7 @@ def _stop_unclosed_runtimes():
     unclosed, so asyncio's __del__ still warns ResourceWarning and closes it."""
     for loop in list(_unclosed):
         if not loop.is_running():
-            loop._release_runtime()
+            loop._release_runtime(at_exit=True)
 
 
 def _reraise(exc):

@@ -561,7 +561,10 @@ def test_an_unclosed_loop_lets_the_interpreter_exit(green, gc_off, cpus):
     proc = subprocess.run([sys.executable, "-P", "-W", "always::ResourceWarning", "-c", script],
                           capture_output=True, timeout=BOUND * 4)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert proc.stdout == (b"end\ncleaned up\n" if green else b"end\n")
+    # Python 3.12.0 and 3.12.1 start no thread at exit, and Runtime.stop needs one
+    cleanup = green and sys.version_info[:3] not in ((3, 12, 0), (3, 12, 1))
+    assert proc.stdout == (b"end\ncleaned up\n" if cleanup else b"end\n")
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     if not green:
         assert b"ResourceWarning: unclosed event loop" in proc.stderr
 
