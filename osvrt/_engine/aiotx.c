@@ -25,6 +25,15 @@
  * rare transitions (EOF, pause/resume_writing, drained) are calls into that
  * Python code, so their semantics are asyncio's by construction.
  *
+ * Contexts: asyncio runs _read_ready and _write_ready in the Context of
+ * the reader's and writer's Handle, a copy of the one current when the
+ * reader was added (the transport's start, each resume_reading) and when
+ * the writer was (a write() that found the buffer empty and left some of
+ * it).  So do we: set_reading(True) and that write() keep such a copy, and
+ * the turn enters it around the read and the flush, so data_received,
+ * get_buffer, buffer_updated, eof_received, resume_writing and the
+ * connection_lost they lead to see, and set, what asyncio's would.
+ *
  * Ownership: a TxCore belongs to its loop and is used only on the loop's OS
  * thread (asyncio's rule: transports are not thread-safe); the table holds a
  * reference to every TxCore registered in the epoll (asyncio's selector key
@@ -40,6 +49,9 @@
 
 #define TX_READ_SIZE (256 * 1024)   /* asyncio's max_size for one recv() */
 #define TX_LOG_LOST_WRITES 5        /* asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES */
+/* Output buffer bytes a transport may keep allocated once its burst is sent
+ * (asyncio's default high-water mark: the usual backlog never reallocates). */
+#define TX_KEEP_CAP (64 * 1024)
 
 typedef struct {
     PyObject_HEAD
@@ -48,6 +60,8 @@ typedef struct {
     PyObject *on_data;         /* owner: data_received, or buffer_updated (buffered) */
     PyObject *get_buffer;      /* owner: get_buffer when the protocol is buffered */
     PyObject *waiter;          /* owner: asyncio's _empty_waiter (sendfile), or NULL */
+    PyObject *read_ctx;        /* owner: the Context reading runs in, or NULL (not reading) */
+    PyObject *write_ctx;       /* owner: the Context flushing runs in, or NULL */
     TxTable *table;            /* the loop core's table (lives while loop_core does) */
     int fd;                    /* -1 once detached */
     uint32_t mask;             /* events registered in the epoll; 0: not registered */
@@ -339,25 +353,76 @@ tx_drop_output(TxCoreObject *tx)
     PyMem_Free(tx->out);
     tx->out = NULL;
     tx->off = tx->len = tx->cap = 0;
+    Py_CLEAR(tx->write_ctx);           /* asyncio's writer Handle goes with its output */
 }
 
+/* Send p[0:n] at once, and copy what the kernel did not take after the
+ * pending output.  No Python code runs here: the caller's buffer is still
+ * exported, and a callback (pause_writing, an error report) that resized
+ * the bytearray being written would get BufferError.  0, or -1 with *err the
+ * send's errno, or *err 0 and a Python exception set. */
 static int
-tx_write(TxCoreObject *tx, const char *p, Py_ssize_t n)
+tx_send_or_keep(TxCoreObject *tx, const char *p, Py_ssize_t n, int *err)
 {
     Py_ssize_t sent = 0;
+    *err = 0;
     if (!tx_pending(tx)) {
-        int err = 0;
-        sent = engine_send_nb(tx->fd, p, n, &err);
-        if (err != 0)
-            return tx_report_errno(tx, err, "Fatal write error on socket transport");
+        sent = engine_send_nb(tx->fd, p, n, err);
+        if (*err != 0)
+            return -1;
         if (sent == n)
             return 0;                 /* the usual path: all sent at once */
+        /* asyncio adds its writer here: its Handle copies this Context */
+        PyObject *ctx = PyContext_CopyCurrent();
+        if (ctx == NULL)
+            return -1;
+        Py_XSETREF(tx->write_ctx, ctx);
     }
-    if (tx_buffer(tx, p + sent, n - sent) < 0 || tx_sync(tx) < 0)
-        return tx_report(tx, "Fatal write error on socket transport");
+    return tx_buffer(tx, p + sent, n - sent) < 0 || tx_sync(tx) < 0 ? -1 : 0;
+}
+
+/* write()'s Python half, once the caller's buffer is released: the error
+ * report, or pause_writing above the high-water mark. */
+static int
+tx_after_write(TxCoreObject *tx, int failed, int err)
+{
+    static const char message[] = "Fatal write error on socket transport";
+    if (failed)
+        return err != 0 ? tx_report_errno(tx, err, message) : tx_report(tx, message);
     if (!tx->proto_paused && tx->len - tx->off > tx->high)
         return tx_call(tx, str_pause, NULL);
     return 0;
+}
+
+/* asyncio's write() on a lost connection: counted, and logged past a few. */
+static int
+tx_lost_write(TxCoreObject *tx)
+{
+    int r = tx->conn_lost >= TX_LOG_LOST_WRITES ? tx_call(tx, str_lost_write, NULL) : 0;
+    tx->conn_lost++;
+    return r;
+}
+
+/* Give back most of a buffer that a burst grew while its tail trickles out:
+ * when what is pending fits in a quarter of it, move that to the front of
+ * one half as big (or smaller, down to TX_KEEP_CAP).  Growth doubles and
+ * this halves at a quarter, so each byte is copied O(1) times overall. */
+static void
+tx_shrink(TxCoreObject *tx)
+{
+    Py_ssize_t pending = tx->len - tx->off, cap = tx->cap;
+    while (cap > TX_KEEP_CAP && pending <= cap / 4)
+        cap /= 2;
+    if (cap == tx->cap)
+        return;
+    memmove(tx->out, tx->out + tx->off, (size_t)pending);
+    tx->off = 0;
+    tx->len = pending;
+    char *g = PyMem_Realloc(tx->out, (size_t)cap);
+    if (g != NULL) {                   /* else the bigger block stays: still correct */
+        tx->out = g;
+        tx->cap = cap;
+    }
 }
 
 /* The fd is writable and output is pending: asyncio's _write_ready. */
@@ -384,9 +449,14 @@ tx_flush(TxCoreObject *tx)
     tx->off += sent;
     if (tx->proto_paused && tx->len - tx->off <= tx->low && tx_call(tx, str_resume, NULL) < 0)
         return -1;
-    if (tx_pending(tx))
+    if (tx_pending(tx)) {
+        tx_shrink(tx);
         return 0;
+    }
+    if (tx->cap > TX_KEEP_CAP)
+        tx_drop_output(tx);            /* a burst's peak is not held for good */
     tx->off = tx->len = 0;
+    Py_CLEAR(tx->write_ctx);           /* (entered now: tx_in_context holds its own) */
     if (tx_sync(tx) < 0)
         return tx_report(tx, "Fatal write error on socket transport");
     return tx_call(tx, str_drained, NULL);     /* empty waiter, close, write_eof */
@@ -418,6 +488,30 @@ tx_report_raised(TxCoreObject *tx)
     return 1;
 }
 
+/* step(tx) run in ctx (see "Contexts" above); ctx NULL: in the current one. */
+static int
+tx_in_context(TxCoreObject *tx, PyObject *ctx, int (*step)(TxCoreObject *))
+{
+    if (ctx == NULL)
+        return step(tx);
+    Py_INCREF(ctx);                    /* the step may replace it (resume_reading) */
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    int r = step(tx);
+    /* reported outside ctx, as Handle._run does */
+    PyObject *raised = r < 0 ? take_raised() : NULL;
+    if (PyContext_Exit(ctx) < 0) {
+        Py_XDECREF(raised);            /* a callback left ctx unbalanced: that error wins */
+        r = -1;
+    } else if (raised != NULL) {
+        put_raised(raised);
+    }
+    Py_DECREF(ctx);
+    return r;
+}
+
 int
 txtable_dispatch(TxTable *t, int fd, uint32_t ev)
 {
@@ -427,9 +521,10 @@ txtable_dispatch(TxTable *t, int fd, uint32_t ev)
     int r = 1;
     /* selectors.EpollSelector's rule: any event but EPOLLOUT makes the fd
      * readable (errors and hang-ups included), any but EPOLLIN writable. */
-    if ((ev & ~(uint32_t)EPOLLOUT) && tx->reading && tx_read(tx) < 0)
+    if ((ev & ~(uint32_t)EPOLLOUT) && tx->reading && tx_in_context(tx, tx->read_ctx, tx_read) < 0)
         r = -1;
-    if (r > 0 && (ev & ~(uint32_t)EPOLLIN) && tx->fd >= 0 && tx_pending(tx) && tx_flush(tx) < 0)
+    if (r > 0 && (ev & ~(uint32_t)EPOLLIN) && tx->fd >= 0 && tx_pending(tx)
+        && tx_in_context(tx, tx->write_ctx, tx_flush) < 0)
         r = -1;
     if (r < 0)
         r = tx_report_raised(tx);
@@ -483,20 +578,23 @@ txcore_write(TxCoreObject *self, PyObject *data)
     Py_buffer b;
     if (engine_get_bytes(data, &b) < 0)
         return NULL;
-    int r = 0;
-    if (b.len == 0)
-        ;
-    else if (self->conn_lost || self->fd < 0 || self->table == NULL) {
-        if (self->conn_lost >= TX_LOG_LOST_WRITES)
-            r = tx_call(self, str_lost_write, NULL);
-        self->conn_lost++;
-    } else {
-        Py_INCREF(self);               /* a report may close and drop it */
-        r = tx_write(self, b.buf, b.len);
-        Py_DECREF(self);
-    }
+    Py_ssize_t n = b.len;
+    int lost = n > 0 && (self->conn_lost || self->fd < 0 || self->table == NULL);
+    int err = 0, failed = n > 0 && !lost && tx_send_or_keep(self, b.buf, n, &err) < 0;
+    /* The bytes are sent or copied: the caller's buffer is released before
+     * any Python code runs (its exception kept aside meanwhile). */
+    PyObject *raised = failed && err == 0 ? take_raised() : NULL;
     if (b.obj != NULL)
         PyBuffer_Release(&b);
+    if (raised != NULL)
+        put_raised(raised);
+    int r = 0;
+    Py_INCREF(self);                   /* a report may close and drop it */
+    if (lost)
+        r = tx_lost_write(self);
+    else if (n > 0)
+        r = tx_after_write(self, failed, err);
+    Py_DECREF(self);
     if (r < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -514,6 +612,12 @@ txcore_set_reading(TxCoreObject *self, PyObject *arg)
         self->reading = was;
         return NULL;
     }
+    /* asyncio's _add_reader makes a new Handle, a copy of this Context, each
+     * time (resume_reading included); _remove_reader drops it. */
+    PyObject *ctx = self->reading ? PyContext_CopyCurrent() : NULL;
+    if (self->reading && ctx == NULL)
+        return NULL;
+    Py_XSETREF(self->read_ctx, ctx);
     return PyBool_FromLong(was);
 }
 
@@ -559,6 +663,7 @@ txcore_detach(TxCoreObject *self, PyObject *unused)
      * it; our bound methods of it go too (tx_read takes NULL as none). */
     Py_CLEAR(self->on_data);
     Py_CLEAR(self->get_buffer);
+    Py_CLEAR(self->read_ctx);          /* write_ctx went with the output */
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -641,6 +746,12 @@ get_registered(TxCoreObject *self, void *c)
     return PyLong_FromUnsignedLong(self->mask);
 }
 
+static PyObject *
+get_capacity(TxCoreObject *self, void *c)
+{
+    return PyLong_FromSsize_t(self->cap);
+}
+
 #define OFF(f) (void *)offsetof(TxCoreObject, f)
 static PyGetSetDef txcore_getset[] = {
     {"conn_lost", (getter)get_ssize, (setter)set_ssize, "asyncio's _conn_lost", OFF(conn_lost)},
@@ -657,6 +768,8 @@ static PyGetSetDef txcore_getset[] = {
     {"fd", (getter)get_fd, NULL, "the socket's fd (-1 once detached)", NULL},
     {"registered", (getter)get_registered, NULL, "the epoll events registered (0: none)",
      NULL},
+    {"capacity", (getter)get_capacity, NULL,
+     "bytes allocated for pending output (given back as a burst drains)", NULL},
     {NULL},
 };
 
@@ -686,6 +799,8 @@ txcore_traverse(TxCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->on_data);
     Py_VISIT(self->get_buffer);
     Py_VISIT(self->waiter);
+    Py_VISIT(self->read_ctx);
+    Py_VISIT(self->write_ctx);
     return 0;
 }
 
@@ -696,6 +811,8 @@ txcore_clear_refs(TxCoreObject *self)
     Py_CLEAR(self->on_data);
     Py_CLEAR(self->get_buffer);
     Py_CLEAR(self->waiter);
+    Py_CLEAR(self->read_ctx);
+    Py_CLEAR(self->write_ctx);
     return 0;          /* loop_core stays until dealloc: self->table points into it */
 }
 

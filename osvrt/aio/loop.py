@@ -28,6 +28,7 @@ What is osvrt's and what is asyncio's:
   run_green() awaits one from a task.
 """
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import heapq
@@ -37,6 +38,7 @@ import selectors
 import signal
 import sys
 import threading
+import weakref
 from asyncio import base_events, constants, events, format_helpers, sslproto, unix_events
 from typing import Any
 
@@ -320,6 +322,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         if not self._rt_started and self._rt is not None:
             self._rt.start()
             self._rt_started = True
+            _unclosed.add(self)
         return self._rt
 
     def run_forever(self):
@@ -598,14 +601,23 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             raise RuntimeError("Cannot close a running event loop")
         if self._closed:
             return
-        rt, self._rt = self._rt, None
-        if rt is not None and self._rt_started:
-            self._stop_runtime(rt)        # ends the poller and any green thread left
+        self._release_runtime()           # ends any green thread left
         super().close()
         self._core.closed = True
 
+    def _release_runtime(self, at_exit=False):
+        """Stop the loop's Runtime, if it was started.  Not while the
+        interpreter finalizes: no thread can start then (_stop_runtime's
+        helper would never run; asyncio's __del__ closes an unclosed loop in
+        the last GC pass), and the exit hook (_stop_unclosed_runtimes) has
+        stopped it before that."""
+        _unclosed.discard(self)
+        rt, self._rt = self._rt, None
+        if rt is not None and self._rt_started and not sys.is_finalizing():
+            self._stop_runtime(rt, at_exit)
+
     @staticmethod
-    def _stop_runtime(rt):
+    def _stop_runtime(rt, at_exit=False):
         """Runtime.stop() needs the worker to run its green threads' cleanup,
         and the worker runs only on a thread that runs it: stop from a helper
         thread while this one runs the worker until stop() ends its loop."""
@@ -620,7 +632,15 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
                 failed.append(e)
 
         helper = threading.Thread(target=stop, name="osvrt-asyncio-close")
-        helper.start()
+        try:
+            helper.start()
+        except RuntimeError:
+            if not at_exit:
+                raise
+            # Python 3.12.0 and 3.12.1 start no thread at exit: the green
+            # threads are left unstopped, as asyncio leaves an unclosed
+            # loop's tasks (the worker has no thread of its own to keep).
+            return
         try:
             w.os_thread.run()
         finally:
@@ -650,6 +670,21 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         except asyncio.CancelledError:
             t.cancel()
             raise
+
+
+# Loops whose Runtime was started and that are not closed yet: weak, so that
+# an unclosed loop is still collected (and warned about) as asyncio's is.
+_unclosed: "weakref.WeakSet[OsvrtEventLoop]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_unclosed_runtimes():
+    """At exit, stop the Runtime of each loop left unclosed (and not running
+    in another thread) while threads can still start; the loop itself stays
+    unclosed, so asyncio's __del__ still warns ResourceWarning and closes it."""
+    for loop in list(_unclosed):
+        if not loop.is_running():
+            loop._release_runtime(at_exit=True)
 
 
 def _reraise(exc):

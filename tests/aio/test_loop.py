@@ -526,6 +526,49 @@ def test_close_stops_the_runtime_and_its_worker():
         loop.run_forever()
 
 
+_UNCLOSED_AT_EXIT = """
+import asyncio, gc, os, osvrt
+GC
+async def forever():
+    try:
+        await osvrt.sleep(3600)
+    finally:
+        os.write(1, b"cleaned up\\n")
+async def main(green):
+    if green:
+        osvrt.spawn(forever)
+    await asyncio.sleep(0)
+loop = osvrt.new_event_loop(CPUS)
+loop.run_until_complete(main(GREEN))
+os.write(1, b"end\\n")
+"""
+
+
+@pytest.mark.parametrize("cpus", ["", "cpus=2"])
+@pytest.mark.parametrize("gc_off", [False, True])
+@pytest.mark.parametrize("green", [False, True])
+def test_an_unclosed_loop_lets_the_interpreter_exit(green, gc_off, cpus):
+    # Left unclosed, the loop was closed by asyncio's __del__ in the last GC
+    # pass of finalization, whose Runtime stop started a thread: none can
+    # start then, and exit hung.  A green thread left running kept the loop
+    # alive instead, and its cleanup never ran.  The Runtime now stops at
+    # exit; the loop is still reported as asyncio reports an unclosed loop.
+    if cpus and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    import subprocess
+    script = (_UNCLOSED_AT_EXIT.replace("GC", "gc.disable()" if gc_off else "")
+              .replace("CPUS", cpus).replace("GREEN", str(green)))
+    proc = subprocess.run([sys.executable, "-P", "-W", "always::ResourceWarning", "-c", script],
+                          capture_output=True, timeout=BOUND * 4)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    # Python 3.12.0 and 3.12.1 start no thread at exit, and Runtime.stop needs one
+    cleanup = green and sys.version_info[:3] not in ((3, 12, 0), (3, 12, 1))
+    assert proc.stdout == (b"end\ncleaned up\n" if cleanup else b"end\n")
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+    if not green:
+        assert b"ResourceWarning: unclosed event loop" in proc.stderr
+
+
 def test_keyboard_interrupt_in_a_callback_leaves_run_forever():
     loop = osvrt.new_event_loop()
     try:

@@ -465,3 +465,100 @@ def test_many_connections_leave_no_transport_fd_or_registration_behind():
     gc.collect()
     assert alive == 0 and in_table == 0
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+class Storm(asyncio.Protocol):
+    """Writes from one staging bytearray, which it refills between writes
+    and empties in pause_writing (while paused it holds nothing)."""
+
+    def __init__(self):
+        self.staging = bytearray()
+        self.cycles = 0
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def pause_writing(self):
+        self.cycles += 1
+        self.writable.clear()
+        self.staging.clear()        # a resize: BufferError while write() exported it
+
+    def resume_writing(self):
+        self.writable.set()
+
+    def connection_lost(self, exc):
+        pass
+
+
+def test_a_write_storm_against_a_slow_reader_keeps_every_byte_across_pauses():
+    """write() used to call pause_writing while it still held the caller's
+    buffer exported; the bytes must arrive as written, whatever the writer
+    does to its bytearray afterwards."""
+    import hashlib
+    import random
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        failures = []
+        loop.set_exception_handler(lambda loop, ctx: failures.append(ctx))
+        transport, proto, peer = await connected_pair(Storm)
+        transport.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        rng = random.Random(20)
+        sent, total = hashlib.sha256(), 24 * 1024 * 1024
+
+        async def write_all():
+            left = total
+            while left:
+                await proto.writable.wait()
+                proto.staging[:] = rng.randbytes(min(left, rng.randrange(1, 256 * 1024)))
+                sent.update(proto.staging)
+                left -= len(proto.staging)
+                transport.write(proto.staging)
+
+        writer = asyncio.ensure_future(write_all())
+        got, n = hashlib.sha256(), 0
+        with peer:
+            while n < total:
+                data = await loop.sock_recv(peer, 48 * 1024)      # a slow reader
+                got.update(data)
+                n += len(data)
+                await asyncio.sleep(0)
+            await writer
+            transport.close()
+        return failures, proto.cycles, n, sent.hexdigest(), got.hexdigest()
+
+    failures, cycles, n, sent, got = run(main)
+    assert failures == []
+    assert cycles >= 2
+    assert n == 24 * 1024 * 1024 and got == sent
+
+
+def test_the_write_buffer_gives_back_a_bursts_memory_as_it_drains():
+    """The output buffer grew to its peak and kept it for the transport's
+    life; it now shrinks while the burst drains and is freed once empty."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, proto, peer = await connected_pair()
+        burst = 64 * 1024 * 1024
+        with peer:
+            transport.write(bytes(burst))
+            peak = transport.core.capacity
+            samples = []                 # (pending, capacity) while it drains
+            n = 0
+            while n < burst:
+                n += len(await loop.sock_recv(peer, 1 << 20))
+                await settle(2)
+                samples.append((transport.get_write_buffer_size(), transport.core.capacity))
+            await settle()
+            after = transport.get_write_buffer_size(), transport.core.capacity
+            transport.close()
+            await proto.lost
+        return peak, samples, after
+
+    peak, samples, after = run(main)
+    assert peak >= 32 * 1024 * 1024             # the kernel took at most part of it
+    assert after == (0, 0)
+    assert any(0 < pending and cap <= peak // 4 for pending, cap in samples), samples
+    assert all(cap >= pending for pending, cap in samples)
