@@ -386,7 +386,7 @@ extern PyMethodDef serve_module_methods[];
 extern PyTypeObject Conn_Type, Server_Type;
 
 /* aio.c: the asyncio loop's call_soon and ready-queue run */
-extern PyTypeObject LoopCore_Type;
+extern PyTypeObject LoopCore_Type, LoopRun_Type;
 
 /* aiotx.c: the asyncio loop's socket transports (TxCore).  A LoopCore holds
  * a TxTable: its epoll fd, the TxCore registered for each fd (a reference
