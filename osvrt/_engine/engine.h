@@ -234,6 +234,7 @@ struct WorkerObject {
     _Atomic int stop;              /* set by Runtime.stop from another thread, then a kick */
     PyObject *_Atomic pull;        /* an idle Worker asking us for work (exchange) */
     int idle_pull;                 /* owner: balance=True */
+    int flush_at_idle;             /* owner: ended threads' records wait for the idle hook */
     double next_offer;             /* owner */
     /* statistics: owner-written, read racily by stats() and by other processes
      * (`osvrt top`): `st` points at `own_stats` or into the runtime's stats
