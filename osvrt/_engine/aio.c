@@ -53,7 +53,7 @@ typedef struct {
     /* run_once's parts (bind_turn): */
     PyObject *fd_to_key;       /* the selector's fd -> SelectorKey dict */
     int epfd;                  /* the selector's epoll fd (polled here, never blocking) */
-    int debug;                 /* the loop is in debug mode: run_turns refuses */
+    int debug;                 /* the loop is in debug mode: run() returns, runs no turn */
     PyObject *tidy_timers;     /* loop._tidy_timers(): drop cancelled timers */
     PyObject *remove_reader;   /* loop._remove_reader(fileobj) */
     PyObject *remove_writer;   /* loop._remove_writer(fileobj) */
@@ -668,39 +668,30 @@ loop_stopping(LoopCoreObject *self)
 }
 
 /* Turns, up to max_turns, while the loop is not stopping, callbacks are
- * ready and debug mode is off.  Returns the turns run, or -1 with an error. */
+ * ready and debug mode is off.  Returns the turns run, or -1 with an error;
+ * *stop and *left are what the last turn ended with: the loop is stopping,
+ * and how many callbacks are ready (0 when stopping). */
 static Py_ssize_t
-run_turns(LoopCoreObject *self, Py_ssize_t max_turns)
+run_turns(LoopCoreObject *self, Py_ssize_t max_turns, int *stop, Py_ssize_t *left)
 {
     Py_ssize_t turns = 0;
+    *stop = 0;
+    *left = 1;
     while (turns < max_turns && !self->debug) {
         PyObject *r = core_run_once(self, NULL);
         if (r == NULL)
             return -1;
         Py_DECREF(r);
         turns++;
-        int stop = loop_stopping(self);
-        if (stop < 0)
+        if ((*stop = loop_stopping(self)) < 0)
             return -1;
-        Py_ssize_t left = stop ? 0 : PyObject_Length(self->ready);
-        if (left < 0)
+        *left = *stop ? 0 : PyObject_Length(self->ready);
+        if (*left < 0)
             return -1;
-        if (left == 0)
+        if (*left == 0)
             break;
     }
     return turns;
-}
-
-/* run_turns(max_turns): the loop thread's busy stretch with no Python frame
- * per turn (debug mode's Python turn runs none). */
-static PyObject *
-core_run_turns(LoopCoreObject *self, PyObject *arg)
-{
-    Py_ssize_t max_turns = PyLong_AsSsize_t(arg);
-    if (max_turns == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t turns = run_turns(self, max_turns);
-    return turns < 0 ? NULL : PyLong_FromSsize_t(turns);
 }
 
 /* ---- run: the loop thread's turns, parks and yields, in C ---------------- */
@@ -797,12 +788,11 @@ run_park(LoopRunObject *run, PyObject **result)
      * idle_ticket under the GIL; see loop.py's _idle for the free-threaded
      * caveat, which is the same here. */
     Py_XSETREF(self->idle_ticket, Py_NewRef((PyObject *)tk));
-    int stop = loop_stopping(self);
-    Py_ssize_t ready = stop == 0 ? PyObject_Length(self->ready) : 0;
-    if (stop != 0 || ready != 0) {
+    Py_ssize_t ready = PyObject_Length(self->ready);
+    if (ready != 0) {
         Py_CLEAR(self->idle_ticket);
         Py_DECREF(tk);
-        return stop < 0 || ready < 0 ? -1 : 0;
+        return ready < 0 ? -1 : 0;
     }
     int r = run_trap(run, tk, result);
     if (r != 1)
@@ -852,20 +842,17 @@ run_am_send(LoopRunObject *run, PyObject *arg, PyObject **result)
     for (;;) {
         if (self->debug || self->fd_to_key == NULL)
             break;
-        Py_ssize_t turns = run_turns(self, run->max_busy);
+        int stop;
+        Py_ssize_t ready;
+        Py_ssize_t turns = run_turns(self, run->max_busy, &stop, &ready);
         if (turns < 0)
             return PYGEN_ERROR;
         run->busy += turns;
-        int stop = loop_stopping(self);
-        if (stop != 0) {
-            if (stop < 0)
-                return PYGEN_ERROR;
+        /* Stopping: nothing else sets _stopping before the park (the
+         * timer look-up runs no callback), so it is not looked at again. */
+        if (stop || self->debug)
             break;
-        }
-        Py_ssize_t ready = PyObject_Length(self->ready);
         int trap;
-        if (ready < 0)
-            return PYGEN_ERROR;
         if (ready == 0)
             trap = run_park(run, result);
         else if (run->busy >= run->max_busy)
@@ -1104,7 +1091,7 @@ core_set_debug(LoopCoreObject *self, PyObject *v, void *c)
 
 static PyGetSetDef core_getset[] = {
     {"debug", (getter)core_get_debug, (setter)core_set_debug,
-     "the loop is in debug mode (its own Python turn): run_turns runs none", NULL},
+     "the loop is in debug mode (its own Python turn): run() runs no turn", NULL},
     {"idle_ticket", (getter)core_get_idle_ticket, (setter)core_set_idle_ticket,
      "the loop thread's osvrt wait while it is parked, else None", NULL},
     {"closed", (getter)core_get_closed, (setter)core_set_closed,
@@ -1140,9 +1127,6 @@ static PyMethodDef core_methods[] = {
      "run(max_busy) -> awaitable: the loop thread's turns, parks when nothing is ready and "
      "yields every max_busy busy turns, in C; it returns when the loop is stopping or in "
      "debug mode"},
-    {"run_turns", (PyCFunction)core_run_turns, METH_O,
-     "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
-     "not stopping and debug mode is off, at most max_turns times"},
     {"report_transport_error", (PyCFunction)core_report_transport_error, METH_VARARGS,
      "report_transport_error(transport, exc): a protocol callback that a transport's C data "
      "path ran raised exc; reported to the loop's exception handler"},

@@ -196,7 +196,7 @@ def test_debug_mode_switched_on_while_running_takes_asyncios_turn_at_once():
 
 
 def test_a_busy_loop_still_lets_the_workers_green_threads_run():
-    """run_turns hands back every 16 busy turns: a green thread beside a
+    """LoopCore.run yields to the worker every 16 busy turns: a green thread beside a
     loop whose ready queue never empties still runs."""
     async def main():
         loop = asyncio.get_running_loop()
