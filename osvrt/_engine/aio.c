@@ -783,10 +783,10 @@ run_park(LoopRunObject *run, PyObject **result)
      * whichever comes second sees the other.  Wakers on this worker run only
      * while we are parked (one OS thread); a foreign OS thread may find the
      * wait not opened yet (its wake is then stale), so it also writes the
-     * self-pipe, which is in the epoll (loop.py, _write_to_self).  Plain
-     * fields: the core is the loop thread's, and a foreign waker reads
-     * idle_ticket under the GIL; see loop.py's _idle for the free-threaded
-     * caveat, which is the same here. */
+     * self-pipe, which is in the epoll (loop.py, _write_to_self): no wake
+     * from there rests on this field.  Plain field: written and read by the
+     * loop's OS thread; a foreign thread's read of it (idle_ticket's getter)
+     * is the one loop.py's _idle already flags for free-threaded builds. */
     Py_XSETREF(self->idle_ticket, Py_NewRef((PyObject *)tk));
     Py_ssize_t ready = PyObject_Length(self->ready);
     if (ready != 0) {
