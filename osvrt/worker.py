@@ -131,7 +131,8 @@ class Worker(_engine.WorkerBase):
 
     def _before_idle(self):
         """(hook) About to idle: free ended threads' C records once a few have
-        gathered, and ask a busy CPU for work."""
+        gathered, and ask a busy CPU for work.  Called only when there is one
+        of these to do (idle_pull, flush_at_idle: see _note_dead)."""
         # Not one by one: a foreign caller's round trip (rt.run) ends one
         # thread and idles, and a C call per idle to free one record was a
         # tenth of the worker's instructions (callgrind).  The rest wait for
@@ -169,6 +170,11 @@ class Worker(_engine.WorkerBase):
         self._dead.append(t.handle)
         if len(self._dead) >= _HANDLE_BATCH:
             self._flush_dead()
+        self._note_dead()
+
+    def _note_dead(self):
+        # The C idle calls _before_idle only when this is set (or idle_pull).
+        self.flush_at_idle = len(self._dead) >= _IDLE_FLUSH
 
     # ---- C handles ---------------------------------------------------------
 
@@ -188,6 +194,7 @@ class Worker(_engine.WorkerBase):
                 # refused: keep it for the next flush instead of leaking it.
                 self._dead = [h for h in dead
                               if lib.osvrt_get_state(self._crt, h) != lib.OSVRT_FREE]
+        self._note_dead()
 
     def release_handles(self):
         """Give this worker's C handles back to the thread table: once its

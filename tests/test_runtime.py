@@ -366,3 +366,31 @@ def test_stats_idle_time_counts_time_spent_sleeping(rt):
     for b, a in zip(before, after):
         assert a - b >= 0.1              # ~0.2 s of naps; idle_time is in seconds
         assert a - b < 60
+
+
+def test_the_idle_hook_runs_only_when_it_has_work(monkeypatch):
+    """A worker calls its Python _before_idle hook only with ended threads'
+    records to free (flush_at_idle) or work to ask for (idle_pull): a Python
+    call per idle was ~1,200 instructions of every asyncio loop park."""
+    from osvrt import worker as worker_mod
+    calls = []
+    hook = worker_mod.Worker._before_idle
+
+    def counting(self):
+        calls.append(getattr(self, "flush_at_idle", None))   # None: no gate
+        return hook(self)
+
+    monkeypatch.setattr(worker_mod.Worker, "_before_idle", counting)
+    with osvrt.Runtime(cpus=1, balance=False, stats_file=False) as rt:
+        async def idles():
+            for _ in range(5):
+                await osvrt.sleep(0.001)         # each an idle of the worker
+
+        rt.submit(idles).result(60)
+        assert calls == []
+        # Round trips from this (foreign) thread end threads whose records the
+        # idle frees in batches: the hook runs once enough have gathered.
+        for _ in range(40):
+            rt.submit(idles).result(60)
+        assert calls and all(calls)
+        assert not rt._workers[0].flush_at_idle

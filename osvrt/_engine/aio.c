@@ -14,6 +14,11 @@
  *       *args)); an Exception goes to the loop's _callback_failed (asyncio's
  *       Handle._run report), SystemExit and KeyboardInterrupt propagate with
  *       the rest of the queue kept.
+ *   run(max_busy)
+ *       the loop thread's whole run outside debug mode, as one awaitable:
+ *       turns while callbacks are ready, a park (a wait for the selector's
+ *       epoll fd with the next timer as its timeout) when none is, a yield
+ *       to the worker every max_busy busy turns; no Python frame per park.
  * Handles stay asyncio's own objects (anyio, uvicorn and asyncio's debug
  * mode read their fields); their slot offsets are read once, from the member
  * descriptors of asyncio.events.Handle, so no field is looked up by name per
@@ -48,7 +53,7 @@ typedef struct {
     /* run_once's parts (bind_turn): */
     PyObject *fd_to_key;       /* the selector's fd -> SelectorKey dict */
     int epfd;                  /* the selector's epoll fd (polled here, never blocking) */
-    int debug;                 /* the loop is in debug mode: run_turns refuses */
+    int debug;                 /* the loop is in debug mode: run() returns, runs no turn */
     PyObject *tidy_timers;     /* loop._tidy_timers(): drop cancelled timers */
     PyObject *remove_reader;   /* loop._remove_reader(fileobj) */
     PyObject *remove_writer;   /* loop._remove_writer(fileobj) */
@@ -650,36 +655,339 @@ core_run_once(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
     return core_run_ready(self, NULL);
 }
 
-/* Turns, up to max_turns, while the loop is not stopping, callbacks are
- * ready and debug mode is off: the loop thread's busy stretch with no
- * Python frame per turn.  Returns the turns run. */
-static PyObject *
-core_run_turns(LoopCoreObject *self, PyObject *arg)
+/* loop._stopping: 1, 0, or -1 with an error set. */
+static int
+loop_stopping(LoopCoreObject *self)
 {
-    Py_ssize_t max_turns = PyLong_AsSsize_t(arg);
-    if (max_turns == -1 && PyErr_Occurred())
-        return NULL;
+    PyObject *stopping = PyObject_GetAttr(self->loop, self->str_stopping);
+    if (stopping == NULL)
+        return -1;
+    int stop = PyObject_IsTrue(stopping);
+    Py_DECREF(stopping);
+    return stop;
+}
+
+/* Turns, up to max_turns, while the loop is not stopping, callbacks are
+ * ready and debug mode is off.  Returns the turns run, or -1 with an error;
+ * *stop and *left are what the last turn ended with: the loop is stopping,
+ * and how many callbacks are ready (0 when stopping). */
+static Py_ssize_t
+run_turns(LoopCoreObject *self, Py_ssize_t max_turns, int *stop, Py_ssize_t *left)
+{
     Py_ssize_t turns = 0;
+    *stop = 0;
+    *left = 1;
     while (turns < max_turns && !self->debug) {
         PyObject *r = core_run_once(self, NULL);
         if (r == NULL)
-            return NULL;
+            return -1;
         Py_DECREF(r);
         turns++;
-        PyObject *stopping = PyObject_GetAttr(self->loop, self->str_stopping);
-        if (stopping == NULL)
-            return NULL;
-        int stop = PyObject_IsTrue(stopping);
-        Py_DECREF(stopping);
-        if (stop < 0)
-            return NULL;
-        Py_ssize_t left = stop ? 0 : PyObject_Length(self->ready);
-        if (left < 0)
-            return NULL;
-        if (left == 0)
+        if ((*stop = loop_stopping(self)) < 0)
+            return -1;
+        *left = *stop ? 0 : PyObject_Length(self->ready);
+        if (*left < 0)
+            return -1;
+        if (*left == 0)
             break;
     }
-    return PyLong_FromSsize_t(turns);
+    return turns;
+}
+
+/* ---- run: the loop thread's turns, parks and yields, in C ---------------- */
+
+/* As asyncio's MAXIMUM_SELECT_TIMEOUT: call_at(math.inf) is legal (anyio
+ * uses it), so a park ends at least once a day and no timer gets inf. */
+#define MAX_PARK_S (24 * 3600.0)
+
+/* The awaitable of LoopCore.run(): the loop thread awaits it once per run
+ * (loop.py, _loop_thread) and it runs turns, parks the thread when nothing
+ * is ready and yields to the worker's other green threads every max_busy
+ * busy turns, all without a Python frame; it returns when the loop is
+ * stopping or debug mode was turned on (asyncio's Python turn then).  The
+ * ticket it yields to the worker (a park or a yield) is its sub-awaitable,
+ * resumed with what the worker sends, as a yield-from would. */
+typedef struct {
+    PyObject_HEAD
+    LoopCoreObject *core;
+    PyObject *sub;             /* the Ticket yielded to the worker, while it waits */
+    Py_ssize_t busy;           /* turns since the last park or yield */
+    Py_ssize_t max_busy;
+} LoopRunObject;
+
+/* The park's timeout, from the next timer: -1.0 none, 0.0 one is due now
+ * (no park), else seconds.  0 or -1 with an error set. */
+static int
+park_delay(LoopCoreObject *self, double *delay)
+{
+    PyObject *sched = scheduled(self);          /* cancelled timers at its head dropped */
+    if (sched == NULL)
+        return -1;
+    *delay = -1.0;
+    int err = 0;
+    if (PyList_GET_SIZE(sched) > 0) {
+        PyObject *head = PyList_GET_ITEM(sched, 0);
+        PyObject *when = PyObject_TypeCheck(head, self->handle_base)
+                         ? *(PyObject **)((char *)head + self->off_when) : NULL;
+        PyObject *now = PyObject_CallMethodNoArgs(self->loop, self->time);
+        double w = when ? PyFloat_AsDouble(when) : 0.0;
+        double t = now ? PyFloat_AsDouble(now) : 0.0;
+        Py_XDECREF(now);
+        err = now == NULL || PyErr_Occurred() != NULL;
+        double left = w - t;
+        *delay = left <= 0.0 ? 0.0 : left < MAX_PARK_S ? left : MAX_PARK_S;
+    }
+    Py_DECREF(sched);
+    return err ? -1 : 0;
+}
+
+/* Start tk (a fresh Ticket) and hand it to the worker as our trap.  1: it
+ * waits (*result is the trap), 0: it ended at once, -1: error. */
+static int
+run_trap(LoopRunObject *run, TicketObject *tk, PyObject **result)
+{
+    if (tk == NULL)
+        return -1;
+    PySendResult s = Ticket_Type.tp_as_async->am_send((PyObject *)tk, Py_None, result);
+    if (s == PYGEN_NEXT) {
+        run->sub = (PyObject *)tk;
+        return 1;
+    }
+    if (s == PYGEN_RETURN)
+        Py_DECREF(*result);
+    Py_DECREF(tk);
+    return s == PYGEN_RETURN ? 0 : -1;
+}
+
+/* Park until a callback is ready: one wait of the loop thread for its
+ * selector's epoll fd in the worker's epoll, with the next timer as its
+ * timeout.  A waker (call_soon from a green thread beside the loop,
+ * call_soon_threadsafe) ends the same wait through idle_ticket.  1: parked,
+ * 0: not (something is ready, a timer is due, the loop is stopping), -1. */
+static int
+run_park(LoopRunObject *run, PyObject **result)
+{
+    LoopCoreObject *self = run->core;
+    double delay;
+    if (park_delay(self, &delay) < 0)
+        return -1;
+    if (delay == 0.0)
+        return 0;
+    TicketObject *tk = ticket_new(NULL, TK_IO);
+    if (tk == NULL)
+        return -1;
+    tk->fd = self->epfd;
+    tk->ioev = EPOLLIN;
+    tk->delay = delay;
+    /* Publish the wait, then re-check (a waker appends, then reads it):
+     * whichever comes second sees the other.  Wakers on this worker run only
+     * while we are parked (one OS thread); a foreign OS thread may find the
+     * wait not opened yet (its wake is then stale), so it also writes the
+     * self-pipe, which is in the epoll (loop.py, _write_to_self): no wake
+     * from there rests on this field.  Plain field: written and read by the
+     * loop's OS thread; a foreign thread's read of it (idle_ticket's getter)
+     * is the one loop.py's _idle already flags for free-threaded builds. */
+    Py_XSETREF(self->idle_ticket, Py_NewRef((PyObject *)tk));
+    Py_ssize_t ready = PyObject_Length(self->ready);
+    if (ready != 0) {
+        Py_CLEAR(self->idle_ticket);
+        Py_DECREF(tk);
+        return ready < 0 ? -1 : 0;
+    }
+    int r = run_trap(run, tk, result);
+    if (r != 1)
+        Py_CLEAR(self->idle_ticket);
+    return r;
+}
+
+/* Our trap, taken (NULL: none); a park's ticket stops being the one that
+ * wakers end (idle_ticket). */
+static PyObject *
+run_take_sub(LoopRunObject *run)
+{
+    PyObject *sub = run->sub;
+    run->sub = NULL;
+    if (sub != NULL && sub == run->core->idle_ticket)
+        Py_CLEAR(run->core->idle_ticket);
+    return sub;
+}
+
+/* The worker resumed us with arg: end the wait of our trap.  A park's
+ * timeout (the next timer is due) is no error here. */
+static int
+run_resume(LoopRunObject *run, PyObject *arg)
+{
+    PyObject *sub = run_take_sub(run);
+    if (sub == NULL)
+        return 0;
+    PyObject *r = NULL;
+    PySendResult s;
+    if (arg == TIMED_OUT) {
+        r = PyObject_CallMethod(sub, "close", NULL);   /* no TimeoutError to make */
+        s = r ? PYGEN_RETURN : PYGEN_ERROR;
+    } else
+        s = Ticket_Type.tp_as_async->am_send(sub, arg, &r);
+    Py_DECREF(sub);
+    if (s == PYGEN_RETURN)
+        Py_DECREF(r);
+    return s == PYGEN_ERROR ? -1 : 0;
+}
+
+static PySendResult
+run_am_send(LoopRunObject *run, PyObject *arg, PyObject **result)
+{
+    LoopCoreObject *self = run->core;
+    if (run_resume(run, arg) < 0)
+        return PYGEN_ERROR;
+    for (;;) {
+        if (self->debug || self->fd_to_key == NULL)
+            break;
+        int stop;
+        Py_ssize_t ready;
+        Py_ssize_t turns = run_turns(self, run->max_busy, &stop, &ready);
+        if (turns < 0)
+            return PYGEN_ERROR;
+        run->busy += turns;
+        /* Stopping: nothing else sets _stopping before the park (the
+         * timer look-up runs no callback), so it is not looked at again. */
+        if (stop || self->debug)
+            break;
+        int trap;
+        if (ready == 0)
+            trap = run_park(run, result);
+        else if (run->busy >= run->max_busy)
+            /* Busy: let the worker's other green threads (osvrt.spawn,
+             * executor calls) run now and then. */
+            trap = run_trap(run, ticket_new(NULL, TK_YIELD), result);
+        else
+            continue;
+        if (trap < 0)
+            return PYGEN_ERROR;
+        if (trap > 0) {
+            run->busy = 0;
+            return PYGEN_NEXT;
+        }
+    }
+    *result = Py_NewRef(Py_None);
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+run_send_method(LoopRunObject *run, PyObject *arg)
+{
+    PyObject *res;
+    PySendResult r = run_am_send(run, arg, &res);
+    return send_result_as_iter(r, res);
+}
+
+static PyObject *
+run_iternext(LoopRunObject *run)
+{
+    return run_send_method(run, Py_None);
+}
+
+/* A throw into the loop thread (Runtime.stop's cancel) ends our trap's wait
+ * and raises at the await in loop.py. */
+static PyObject *
+run_throw(LoopRunObject *run, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expects 1 to 3 arguments");
+        return NULL;
+    }
+    return throw_into_sub(run_take_sub(run), args, nargs);
+}
+
+static PyObject *
+run_close(LoopRunObject *run, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *sub = run_take_sub(run);
+    if (sub == NULL)
+        Py_RETURN_NONE;
+    PyObject *r = PyObject_CallMethod(sub, "close", NULL);
+    Py_DECREF(sub);
+    return r;
+}
+
+static PyObject *
+run_await(PyObject *run)
+{
+    return Py_NewRef(run);
+}
+
+static int
+run_traverse(LoopRunObject *run, visitproc visit, void *arg)
+{
+    Py_VISIT(run->core);
+    Py_VISIT(run->sub);
+    return 0;
+}
+
+static int
+run_clear(LoopRunObject *run)
+{
+    Py_CLEAR(run->core);
+    Py_CLEAR(run->sub);
+    return 0;
+}
+
+static void
+run_dealloc(LoopRunObject *run)
+{
+    PyObject_GC_UnTrack(run);
+    run_clear(run);
+    PyObject_GC_Del(run);
+}
+
+static PyAsyncMethods run_as_async = {
+    .am_await = run_await,
+    .am_send = (sendfunc)run_am_send,
+};
+
+static PyMethodDef run_methods[] = {
+    {"send", (PyCFunction)run_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))run_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)run_close, METH_NOARGS, NULL},
+    {NULL},
+};
+
+PyTypeObject LoopRun_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.LoopRun",
+    .tp_basicsize = sizeof(LoopRunObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "the awaitable of LoopCore.run() (osvrt/_engine/aio.c)",
+    .tp_dealloc = (destructor)run_dealloc,
+    .tp_traverse = (traverseproc)run_traverse,
+    .tp_clear = (inquiry)run_clear,
+    .tp_as_async = &run_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)run_iternext,
+    .tp_methods = run_methods,
+};
+
+/* run(max_busy) -> awaitable: the loop thread's turns, parks and yields. */
+static PyObject *
+core_run(LoopCoreObject *self, PyObject *arg)
+{
+    Py_ssize_t max_busy = PyLong_AsSsize_t(arg);
+    if (max_busy == -1 && PyErr_Occurred())
+        return NULL;
+    if (max_busy < 1)
+        return PyErr_Format(PyExc_ValueError, "run(max_busy=%zd): at least 1 turn", max_busy);
+    if (self->fd_to_key == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LoopCore.run before bind_turn");
+        return NULL;
+    }
+    LoopRunObject *run = PyObject_GC_New(LoopRunObject, &LoopRun_Type);
+    if (run == NULL)
+        return NULL;
+    run->core = (LoopCoreObject *)Py_NewRef(self);
+    run->sub = NULL;
+    run->busy = 0;
+    run->max_busy = max_busy;
+    PyObject_GC_Track(run);
+    return (PyObject *)run;
 }
 
 TxTable *
@@ -783,7 +1091,7 @@ core_set_debug(LoopCoreObject *self, PyObject *v, void *c)
 
 static PyGetSetDef core_getset[] = {
     {"debug", (getter)core_get_debug, (setter)core_set_debug,
-     "the loop is in debug mode (its own Python turn): run_turns runs none", NULL},
+     "the loop is in debug mode (its own Python turn): run() runs no turn", NULL},
     {"idle_ticket", (getter)core_get_idle_ticket, (setter)core_set_idle_ticket,
      "the loop thread's osvrt wait while it is parked, else None", NULL},
     {"closed", (getter)core_get_closed, (setter)core_set_closed,
@@ -815,9 +1123,10 @@ static PyMethodDef core_methods[] = {
      "get_debug() -> bool: the loop's debug flag (as set_debug keeps it here)"},
     {"bind_task", (PyCFunction)core_bind_task, METH_O,
      "bind_task(task_type): the Task class create_task makes"},
-    {"run_turns", (PyCFunction)core_run_turns, METH_O,
-     "run_turns(max_turns) -> turns run: run_once while callbacks are ready, the loop is "
-     "not stopping and debug mode is off, at most max_turns times"},
+    {"run", (PyCFunction)core_run, METH_O,
+     "run(max_busy) -> awaitable: the loop thread's turns, parks when nothing is ready and "
+     "yields every max_busy busy turns, in C; it returns when the loop is stopping or in "
+     "debug mode"},
     {"report_transport_error", (PyCFunction)core_report_transport_error, METH_VARARGS,
      "report_transport_error(transport, exc): a protocol callback that a transport's C data "
      "path ran raised exc; reported to the loop's exception handler"},

@@ -234,6 +234,7 @@ struct WorkerObject {
     _Atomic int stop;              /* set by Runtime.stop from another thread, then a kick */
     PyObject *_Atomic pull;        /* an idle Worker asking us for work (exchange) */
     int idle_pull;                 /* owner: balance=True */
+    int flush_at_idle;             /* owner: ended threads' records wait for the idle hook */
     double next_offer;             /* owner */
     /* statistics: owner-written, read racily by stats() and by other processes
      * (`osvrt top`): `st` points at `own_stats` or into the runtime's stats
@@ -386,7 +387,7 @@ extern PyMethodDef serve_module_methods[];
 extern PyTypeObject Conn_Type, Server_Type;
 
 /* aio.c: the asyncio loop's call_soon and ready-queue run */
-extern PyTypeObject LoopCore_Type;
+extern PyTypeObject LoopCore_Type, LoopRun_Type;
 
 /* aiotx.c: the asyncio loop's socket transports (TxCore).  A LoopCore holds
  * a TxTable: its epoll fd, the TxCore registered for each fd (a reference

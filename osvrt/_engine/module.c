@@ -513,7 +513,8 @@ PyInit__engine(void)
     worker_init_constants();
     PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
                              &Event_Type, &LiveSet_Type, &SockOp_Type, &LoopCore_Type,
-                             &Conn_Type, &Server_Type, &UdpTx_Type, &TxCore_Type};
+                             &LoopRun_Type, &Conn_Type, &Server_Type, &UdpTx_Type,
+                             &TxCore_Type};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;

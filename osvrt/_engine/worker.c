@@ -620,7 +620,10 @@ worker_idle(WorkerObject *w, double *now)
         d = d < MAX_IDLE ? d : MAX_IDLE;
         timeout = d > 0 ? (int64_t)(d * 1e9) + 1000 : 0;
     }
-    if (call_hook(w, HK_BEFORE_IDLE, NULL) < 0)
+    /* The hook only when it has work (worker.py keeps flush_at_idle): a
+     * Python call per idle was ~1,200 instructions of every asyncio loop
+     * park (callgrind, docs/design.md). */
+    if ((w->idle_pull || w->flush_at_idle) && call_hook(w, HK_BEFORE_IDLE, NULL) < 0)
         return -1;
     if (w->txb != NULL)
         worker_tx_flush(w);         /* nothing batched sleeps with us (udptx.c) */
@@ -1280,6 +1283,8 @@ static PyMemberDef worker_members[] = {
     {"renorm", T_INT, OFF(renorm), READONLY, NULL},
     {"index", T_UINT, OFF(index), READONLY, NULL},
     {"idle_pull", T_INT, OFF(idle_pull), 0, NULL},
+    {"flush_at_idle", T_INT, OFF(flush_at_idle), 0,
+     "ended threads' records are waiting to be freed: the idle calls _before_idle"},
     {"trace_lost", T_ULONGLONG, OFF(trace_lost), READONLY, NULL},
     {"__dictoffset__", T_PYSSIZET, OFF(dict), READONLY, NULL},
     {NULL}

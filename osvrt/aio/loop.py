@@ -391,12 +391,16 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             turns = 0
             core = self._core
             while True:
-                if self._debug:
-                    self._run_once()               # asyncio's own turn
-                    turns += 1
-                else:
-                    # Turns in C while callbacks are ready (aio.c, run_turns).
-                    turns += core.run_turns(_BUSY_TURNS)
+                if not self._debug:
+                    # Turns, parks (_idle's wait) and yields in C, with no
+                    # Python frame per park (aio.c, LoopCore.run), until
+                    # stop() or set_debug(True).
+                    await core.run(_BUSY_TURNS)
+                    if self._stopping:
+                        break
+                    continue
+                self._run_once()                   # asyncio's own turn
+                turns += 1
                 if self._stopping:
                     break
                 if not self._ready:
@@ -495,7 +499,9 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
     async def _idle(self):
         """Park until a callback is ready: a timer is due, the selector has
         an event, or a waker (call_soon from a green thread beside the loop,
-        call_soon_threadsafe, a signal) ends the wait.
+        call_soon_threadsafe, a signal) ends the wait.  Debug mode's park
+        (asyncio's turn); outside debug mode LoopCore.run parks the same way
+        in C (aio.c, run_park), with no Python frame.
 
         The park is one wait of the loop thread itself for its selector's
         epoll fd in the worker's epoll (readable: an fd of the loop is ready),

@@ -196,7 +196,7 @@ def test_debug_mode_switched_on_while_running_takes_asyncios_turn_at_once():
 
 
 def test_a_busy_loop_still_lets_the_workers_green_threads_run():
-    """run_turns hands back every 16 busy turns: a green thread beside a
+    """LoopCore.run yields to the worker every 16 busy turns: a green thread beside a
     loop whose ready queue never empties still runs."""
     async def main():
         loop = asyncio.get_running_loop()
@@ -283,3 +283,55 @@ def test_create_future_and_get_debug_are_the_c_core_and_follow_set_debug():
     assert kind is asyncio.Future and same_loop
     assert seen == [False, True, False] and traced
     assert isinstance(owner, _engine.LoopCore)
+
+
+def test_the_park_and_wake_run_no_python_frame():
+    """Outside debug mode the loop thread's turns, parks and yields are
+    LoopCore.run's, in C: between two callbacks no Python function of the
+    loop runs (the Python park was ~6,000 instructions of frames a wake)."""
+    import sys
+    import threading
+
+    loop_code = {f.__code__ for f in vars(osvrt.aio.loop.OsvrtEventLoop).values()
+                 if hasattr(f, "__code__")}
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code in loop_code:
+                seen.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0.001)             # a park that a timer ends
+            woke = loop.create_future()                # a park that another thread ends
+            threading.Timer(0.01, loop.call_soon_threadsafe,
+                            (woke.set_result, "woken")).start()
+            got = await woke
+        finally:
+            sys.setprofile(None)
+        # the loop thread's coroutine is resumed at its one await of the
+        # C run; call_soon_threadsafe's frames are the other thread's
+        return got, [n for n in seen if n not in ("_loop_thread", "call_soon_threadsafe",
+                                                  "_write_to_self", "_idle_ticket")]
+
+    got, frames = run(main)
+    assert got == "woken"
+    assert frames == []
+
+
+def test_turning_debug_mode_on_while_parked_ends_the_c_run_and_asyncio_turns_go_on():
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.001, loop.set_debug, True)
+        await asyncio.sleep(0.01)          # parked in C when the timer turns debug on
+        in_debug = loop.get_debug(), "call_soon" in vars(loop)
+        await asyncio.sleep(0.001)         # a park in asyncio's turn (loop._idle)
+        loop.set_debug(False)
+        await asyncio.sleep(0.001)         # and back in C
+        return in_debug, "call_soon" in vars(loop)
+
+    assert run(main) == ((True, False), True)
