@@ -559,6 +559,26 @@ static uint32_t drain_output(struct pair *p, int side, uint8_t *last, struct osv
     return n;
 }
 
+/* The client's (side 0's) first pure ACK that acknowledges through
+ * want_ack, at once or when its delayed ACK is due, parsed into *g; 0 when
+ * none came. */
+static int pure_ack_of(struct pair *p, uint32_t want_ack, struct osvrt_tcp_seg *g)
+{
+    uint8_t buf[2048];
+    int32_t len;
+    for (int i = 0; i < 10; i++) {
+        while ((len = osvrt_tcp_output(p->st[0], buf, sizeof buf, p->now)) > 0) {
+            CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, g) == 0);
+            if (g->len == 0 && !(g->flags & (OSVRT_TH_SYN | OSVRT_TH_FIN | OSVRT_TH_RST))
+                && g->ack == want_ack)
+                return 1;
+        }
+        p->now = osvrt_tcp_next_deadline(p->st[0]);
+        osvrt_tcp_on_timer(p->st[0], p->now);
+    }
+    return 0;
+}
+
 /* A spurious RTO: the server got every byte but its ACKs were lost, so the
  * client went back N (snd_nxt = snd_una).  A segment of the server's that
  * crossed the data then arrives; the client's ACK of it must carry the
@@ -608,27 +628,60 @@ static void test_pure_ack_after_go_back_n_is_in_the_peers_window(void)
     uint32_t n = osvrt_tcp_build(pkt, &d, NULL, 0, 77);
     CHECK_EQ(osvrt_tcp_input(p.st[0], pkt, n, 0, p.now), 0);
 
-    /* The client's ACK of it (at once, or when the delayed ACK is due). */
-    int found = 0;
-    for (int i = 0; i < 10 && !found; i++) {
-        while (!found && (len = osvrt_tcp_output(p.st[0], buf, sizeof buf, p.now)) > 0) {
-            CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, &g) == 0);
-            found = g.len == 0 && !(g.flags & (OSVRT_TH_SYN | OSVRT_TH_FIN | OSVRT_TH_RST))
-                    && g.ack == server_seq + 100;
-        }
-        if (!found) {
-            p.now = osvrt_tcp_next_deadline(p.st[0]);
-            osvrt_tcp_on_timer(p.st[0], p.now);
-        }
-    }
-    CHECK_MSG(found, "no ACK of the server's segment");
+    CHECK_MSG(pure_ack_of(&p, server_seq + 100, &g), "no ACK of the server's segment");
     CHECK_MSG(g.seq == server_rcv_nxt, "the ACK's seq %u, the server's RCV.NXT %u (the client "
               "went back to %u)", g.seq, server_rcv_nxt, first_seq);
     pair_free(&p);
 }
 
+/* While the client probes a zero window (snd_nxt = snd_una + 1, a byte past
+ * the server's closed window), its pure ACK of the server's data must carry
+ * the window's right edge, the server's RCV.NXT: snd_nxt lies right of a
+ * zero window, and a strict receiver (Linux: tcp_sequence) drops the ACK,
+ * so the server's data is acknowledged only by backed-off probes. */
+static void test_pure_ack_while_probing_a_zero_window_is_in_the_peers_window(void)
+{
+    struct osvrt_tcp_config scfg;
+    osvrt_tcp_config_init(&scfg);
+    scfg.rcvbuf = 16384;
+    struct pair p;
+    pair_init(&p, NULL, &scfg);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    static uint8_t big[100000];     /* the server does not read: its window closes */
+    CHECK(osvrt_tcp_send(p.st[0], c, big, sizeof big, p.now) == (int64_t)sizeof big);
+    for (int i = 0; i < 100000 && pair_stats(&p, 0).zero_window_probes == 0; i++)
+        pair_step(&p);
+    for (int i = 0; i < 10 && p.nq; i++)
+        pair_step(&p);
+    CHECK(pair_stats(&p, 0).zero_window_probes > 0);
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(p.st[0], c, &ci), 0);
+    CHECK_EQ(ci.snd_wnd, 0);
+
+    uint8_t d[100], buf[2048];
+    memset(d, 'r', sizeof d);
+    CHECK(osvrt_tcp_send(p.st[1], s, d, sizeof d, p.now) == (int64_t)sizeof d);
+    struct osvrt_tcp_seg g;
+    int32_t len;
+    uint32_t server_rcv_nxt = 0, server_seq = 0, nseg = 0;
+    while ((len = osvrt_tcp_output(p.st[1], buf, sizeof buf, p.now)) > 0) {
+        CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, &g) == 0);
+        server_rcv_nxt = g.ack;
+        server_seq = g.seq;
+        nseg++;
+        osvrt_tcp_input(p.st[0], buf, (uint32_t)len, 0, p.now);
+    }
+    CHECK_EQ(nseg, 1);
+    CHECK_MSG(pure_ack_of(&p, server_seq + (uint32_t)sizeof d, &g), "no ACK of the server's data");
+    CHECK_MSG(g.seq == server_rcv_nxt, "the ACK's seq %u, the server's RCV.NXT %u with a zero "
+              "window", g.seq, server_rcv_nxt);
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_pure_ack_while_probing_a_zero_window_is_in_the_peers_window();
     test_pure_ack_after_go_back_n_is_in_the_peers_window();
     test_slow_start_with_stretch_acks();
     test_silly_window_avoided();

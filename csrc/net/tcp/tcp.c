@@ -573,10 +573,13 @@ static int can_send_data(const struct tcb *c)
  * allowance in sync_input (Linux: tcp_sequence) drops it, ACK field and
  * window update with it.  BSD sends snd_max for the same reason.  Except
  * when snd_max lies past the peer's window (the byte of a zero-window
- * probe): then snd_nxt, which is inside it or at its edge. */
+ * probe, a window the peer shrank): then the window's right edge, which a
+ * zero window makes the peer's RCV.NXT exactly (snd_nxt, a probe's byte
+ * further, is right of it and dropped alike; Linux: tcp_acceptable_seq). */
 static uint32_t ack_seq(const struct tcb *c)
 {
-    return osvrt_seq_le(c->snd_max, c->snd_una + c->snd_wnd) ? c->snd_max : c->snd_nxt;
+    uint32_t edge = c->snd_una + c->snd_wnd;
+    return osvrt_seq_le(c->snd_max, edge) ? c->snd_max : edge;
 }
 
 /* One segment of c into buf, or 0 when c has nothing to send now. */
