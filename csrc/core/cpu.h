@@ -45,7 +45,7 @@
 
 enum osvrt_idle_state {
     OSVRT_CPU_BUSY     = 0,  /* running green threads: checks incoming at every trap */
-    OSVRT_CPU_POLLING  = 1,  /* idle, spinning on incoming: needs no kick */
+    OSVRT_CPU_POLLING  = 1,  /* idle, spinning on incoming (or just back from epoll_wait): needs no kick */
     OSVRT_CPU_SLEEPING = 2,  /* idle, in (or about to enter) epoll_wait: needs a kick */
 };
 

@@ -49,25 +49,30 @@ static void user_put(struct osvrt_udp_tx *tx)
 /* Put a socket that sends nothing (AF_UNIX refuses an AF_INET address:
  * EINVAL) in place of the port's socket under tx->fd: the port's file loses
  * its last descriptor now, while the number stays ours for the batches still
- * holding it.  Called with a user held, so the fd is open throughout. */
-static void release_port_now(struct osvrt_udp_tx *tx)
+ * holding it.  Called with a user held, so the fd is open throughout.  0, or
+ * -errno when it could not (no descriptor left for the stub): the port then
+ * goes at those batches' flush. */
+static int release_port_now(struct osvrt_udp_tx *tx)
 {
     int stub = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (stub < 0)
-        return;          /* no descriptor left: the port goes at those batches' flush */
-    dup3(stub, tx->fd, O_CLOEXEC);
+        return -errno;
+    int r = dup3(stub, tx->fd, O_CLOEXEC) < 0 ? -errno : 0;
     close(stub);
+    return r;
 }
 
-void osvrt_udp_tx_close(struct osvrt_udp_tx *tx)
+int osvrt_udp_tx_close(struct osvrt_udp_tx *tx)
 {
     /* relaxed: CLOSED only refuses new users; the fd itself is ordered by
      * the user count (user_put's acq_rel) and by the kernel's fd table. */
     uint32_t before = atomic_fetch_or_explicit(&tx->users, OSVRT_UDP_TX_CLOSED,
                                                memory_order_relaxed);
+    int r = 0;
     if ((before & ~OSVRT_UDP_TX_CLOSED) > 1)
-        release_port_now(tx);        /* other workers' batches hold datagrams for it */
+        r = release_port_now(tx);    /* other workers' batches hold datagrams for it */
     user_put(tx);
+    return r;
 }
 
 void osvrt_udp_tx_put(struct osvrt_udp_tx *tx)

@@ -72,8 +72,9 @@ struct osvrt_udp_tx_stats {
 struct osvrt_udp_tx *osvrt_udp_tx_new(int fd);
 /* The endpoint's close (call once): no new user; the port is released now
  * (the fd itself closes with the last batch holding datagrams for it, whose
- * flush then refuses them). */
-void osvrt_udp_tx_close(struct osvrt_udp_tx *tx);
+ * flush then refuses them).  0, or -errno when the port could not be
+ * released now (no descriptor for the stub): it goes at those flushes. */
+int osvrt_udp_tx_close(struct osvrt_udp_tx *tx);
 /* Drop the caller's ref: the memory goes with the last. */
 void osvrt_udp_tx_put(struct osvrt_udp_tx *tx);
 void osvrt_udp_tx_get_stats(struct osvrt_udp_tx *tx, struct osvrt_udp_tx_stats *out);

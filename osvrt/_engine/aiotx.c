@@ -357,28 +357,40 @@ tx_drop_output(TxCoreObject *tx)
 }
 
 /* Send p[0:n] at once, and copy what the kernel did not take after the
- * pending output.  No Python code runs here: the caller's buffer is still
- * exported, and a callback (pause_writing, an error report) that resized
- * the bytearray being written would get BufferError.  0, or -1 with *err the
- * send's errno, or *err 0 and a Python exception set. */
+ * pending output; *began 1 when that started the pending output (asyncio
+ * adds its writer there, a Handle with a copy of this Context: the caller
+ * copies it once the buffer is released).  No Python code runs here, not
+ * even an allocation that may collect garbage (a Context copy may, on 3.11):
+ * the caller's buffer is still exported, and a callback (pause_writing, an
+ * error report, a __del__) that resized the bytearray being written would
+ * get BufferError.  0, or -1 with *err the send's errno, or *err 0 and a
+ * Python exception set. */
 static int
-tx_send_or_keep(TxCoreObject *tx, const char *p, Py_ssize_t n, int *err)
+tx_send_or_keep(TxCoreObject *tx, const char *p, Py_ssize_t n, int *err, int *began)
 {
     Py_ssize_t sent = 0;
     *err = 0;
+    *began = 0;
     if (!tx_pending(tx)) {
         sent = engine_send_nb(tx->fd, p, n, err);
         if (*err != 0)
             return -1;
         if (sent == n)
             return 0;                 /* the usual path: all sent at once */
-        /* asyncio adds its writer here: its Handle copies this Context */
-        PyObject *ctx = PyContext_CopyCurrent();
-        if (ctx == NULL)
-            return -1;
-        Py_XSETREF(tx->write_ctx, ctx);
+        *began = 1;
     }
     return tx_buffer(tx, p + sent, n - sent) < 0 || tx_sync(tx) < 0 ? -1 : 0;
+}
+
+/* The writer's Context (see tx_send_or_keep): a copy of the current one. */
+static int
+tx_keep_write_context(TxCoreObject *tx)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL)
+        return -1;
+    Py_XSETREF(tx->write_ctx, ctx);
+    return 0;
 }
 
 /* write()'s Python half, once the caller's buffer is released: the error
@@ -580,7 +592,8 @@ txcore_write(TxCoreObject *self, PyObject *data)
         return NULL;
     Py_ssize_t n = b.len;
     int lost = n > 0 && (self->conn_lost || self->fd < 0 || self->table == NULL);
-    int err = 0, failed = n > 0 && !lost && tx_send_or_keep(self, b.buf, n, &err) < 0;
+    int err = 0, began = 0;
+    int failed = n > 0 && !lost && tx_send_or_keep(self, b.buf, n, &err, &began) < 0;
     /* The bytes are sent or copied: the caller's buffer is released before
      * any Python code runs (its exception kept aside meanwhile). */
     PyObject *raised = failed && err == 0 ? take_raised() : NULL;
@@ -593,7 +606,8 @@ txcore_write(TxCoreObject *self, PyObject *data)
     if (lost)
         r = tx_lost_write(self);
     else if (n > 0)
-        r = tx_after_write(self, failed, err);
+        r = began && !failed && tx_keep_write_context(self) < 0 ? -1
+            : tx_after_write(self, failed, err);
     Py_DECREF(self);
     if (r < 0)
         return NULL;
@@ -607,16 +621,19 @@ txcore_set_reading(TxCoreObject *self, PyObject *arg)
     if (on < 0)
         return NULL;
     char was = self->reading;
-    self->reading = (char)(on && self->fd >= 0);
+    char reading = (char)(on && self->fd >= 0);
+    /* asyncio's _add_reader makes a new Handle, a copy of this Context, each
+     * time (resume_reading included); _remove_reader drops it.  Copied
+     * first: a failed copy leaves reading as it was. */
+    PyObject *ctx = reading ? PyContext_CopyCurrent() : NULL;
+    if (reading && ctx == NULL)
+        return NULL;
+    self->reading = reading;
     if (tx_sync(self) < 0) {
         self->reading = was;
+        Py_XDECREF(ctx);
         return NULL;
     }
-    /* asyncio's _add_reader makes a new Handle, a copy of this Context, each
-     * time (resume_reading included); _remove_reader drops it. */
-    PyObject *ctx = self->reading ? PyContext_CopyCurrent() : NULL;
-    if (self->reading && ctx == NULL)
-        return NULL;
     Py_XSETREF(self->read_ctx, ctx);
     return PyBool_FromLong(was);
 }

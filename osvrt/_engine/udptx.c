@@ -56,24 +56,26 @@ udptx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static void
+/* 0, or -errno when the port stays bound until other workers' batches
+ * holding datagrams for it are flushed (osvrt_udp_tx_close). */
+static int
 udptx_drop(UdpTxObject *self)
 {
     /* relaxed: the flag only picks the one closer; the user count orders the fd */
     if (!atomic_exchange_explicit(&self->open, 0, memory_order_relaxed))
-        return;
+        return 0;
     /* The closing thread's own replies go first (its worker's batch is ours
      * to send); other workers' batches are refused at their flush (tx_batch.h). */
     WorkerObject *w = tls_worker;
     if (w != NULL && osvrt_tx_batch_pending(w->txb) && w->txb->tx == self->tx)
         osvrt_tx_batch_flush(w->txb);
-    osvrt_udp_tx_close(self->tx);
+    return osvrt_udp_tx_close(self->tx);
 }
 
 static void
 udptx_dealloc(UdpTxObject *self)
 {
-    udptx_drop(self);
+    (void)udptx_drop(self);          /* a late port release is close()'s to report */
     osvrt_udp_tx_put(self->tx);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -145,7 +147,12 @@ udptx_send(UdpTxObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 udptx_close(UdpTxObject *self, PyObject *unused)
 {
-    udptx_drop(self);
+    int r = udptx_drop(self);
+    if (r < 0 && PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                                  "osvrt.net: the UDP port stays bound until other workers send "
+                                  "their queued replies: no descriptor for the stub socket (%s)",
+                                  strerror(-r)) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -176,7 +183,8 @@ static PyMethodDef udptx_methods[] = {
      "of the thread's turn), or send it at once off a worker.  Returns len(data)."},
     {"close", (PyCFunction)udptx_close, METH_NOARGS,
      "close()\n--\n\nSend the calling worker's batch, then release the port at once\n"
-     "(idempotent); other workers' batches holding datagrams for it refuse them."},
+     "(idempotent); other workers' batches holding datagrams for it refuse them.\n"
+     "ResourceWarning when no descriptor was left to release it at once."},
     {"stats", (PyCFunction)udptx_stats, METH_NOARGS,
      "stats()\n--\n\nsent, syscalls, dropped_full, errors, last_errno."},
     {NULL},

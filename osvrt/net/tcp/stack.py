@@ -277,7 +277,10 @@ class UserStack:
         object when the stack is collected.  The engine is freed then too."""
         if self.closed:
             return
-        if self.rt.live_threads():
+        # done(), not merely listed: a thread leaves the live set only after
+        # its end hooks ran, a moment after it was marked finished (which is
+        # what stop()'s cancel waits for), and a finished thread is in no call.
+        if any(not t.done() for t in self.rt.live_threads()):
             log.warning("osvrt.net: %r: green threads outlived the runtime's stop; its link "
                         "closes when the stack is collected", self)
             self._shut("leave")

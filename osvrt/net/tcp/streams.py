@@ -77,9 +77,12 @@ class _Base(AsyncClosing):
         was closed while the caller ran (the stack closing in the caller's
         own engine call: nobody would set the event again)."""
         c = self._c
+        # Clear, then look: _shut (from Runtime.stop's thread too) sets
+        # closed before it sets the event, so a close between the two is
+        # seen here or wakes the wait; the other order could erase its wake.
+        event.clear()
         if c.closed:
             raise self._closed()
-        event.clear()
         await c.wait(event)
         if c.closed:
             raise self._closed()
