@@ -194,13 +194,20 @@ def _run_hogs(rt, priorities, seconds):
 
 def test_equal_hogs_share_a_cpu_fairly(make_rt):
     rt = make_rt(cpus=1)
-    used = _run_hogs(rt, [1.0] * 4, 1.0)
-    assert all(u > 0 for u in used), used
-    jain = sum(used) ** 2 / (len(used) * sum(u * u for u in used))
     # 0.95, not 1: a preemption of the worker by the host near the deadline is
     # charged to one hog with no turn left to even it out; an unfair split such
-    # as 0.4/0.3/0.2/0.1 s scores 0.83
-    assert jain > 0.95, (jain, used)
+    # as 0.4/0.3/0.2/0.1 s scores 0.83.  Up to three tries, for a preemption
+    # longer than that (0.4 s gave 0.68 once, load average 4.4): an unfair
+    # scheduler fails every try.
+    tries = []
+    for _ in range(3):
+        used = _run_hogs(rt, [1.0] * 4, 1.0)
+        assert all(u > 0 for u in used), used
+        tries.append((sum(used) ** 2 / (len(used) * sum(u * u for u in used)), used))
+        if tries[-1][0] > 0.95:
+            return
+    pytest.fail(f"Jain's index of 4 equal hogs' CPU time <= 0.95 in every try "
+                f"(index, per-hog seconds): {tries}")
 
 
 def test_priorities_1_and_2_share_a_cpu_2_to_1(make_rt):
