@@ -51,6 +51,10 @@ ROUNDS = 2                 # link polls (of OSVRT_TCP_LINK_BATCH frames) per wak
 NEAR_NS = 1_000_000_000    # a timer deadline this close makes the timer thread tick ...
 TICK_NS = 10_000_000       # ... at least this often (see _timer_loop)
 _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker's timers
+# The calls of the per-segment path, looked up once: a `lib.` attribute
+# lookup costs more than the rest of a Python-side call (callgrind).
+_link_poll, _link_recv, _link_send = (lib.osvrt_tcp_link_poll, lib.osvrt_tcp_link_recv,
+                                      lib.osvrt_tcp_link_send)
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
@@ -161,6 +165,9 @@ class UserStack:
         self.clink = ffi.gc(ln, lib.osvrt_tcp_link_free)
         v = self._view = lib.osvrt_tcp_link_view(ln)
         self.waits = v.waits
+        # The view's arrays live as long as the link: read once, not per call
+        # (a cdata attribute read is a dict lookup and a new object).
+        self._handed_ids, self._events = v.handed, v.events
         self._rx = ffi.buffer(v.rx, lib.OSVRT_TCP_LINK_BATCH * v.rx_stride)
         self._tx = ffi.buffer(v.tx, lib.OSVRT_TCP_LINK_BATCH * out_cap)
         self._lstats = ffi.new("struct osvrt_tcp_link_stats *")
@@ -332,9 +339,11 @@ class UserStack:
                 self._arp.input(frame[wire.ETH_HLEN:], now)
 
     def _handed_to_owners(self, v):
-        conns, handed = self.conns, self._handed
-        for i in range(v.nhanded):
-            c = conns.get(v.handed[i])
+        conns, handed, ids = self.conns, self._handed, self._handed_ids
+        n, i = v.nhanded, 0
+        while i < n:                 # not range(): usually one, and range() costs more
+            c = conns.get(ids[i])
+            i += 1
             if c is not None:
                 c.inbox = True
                 handed.add(c)
@@ -369,9 +378,11 @@ class UserStack:
         lib.osvrt_tcp_link_set_peer(self.clink, int.from_bytes(ip, "big"), mac, expires_ns)
 
     def _dispatch_events(self, v):
-        buf, conns = v.events, self.conns
-        for i in range(v.nevents):
+        buf, conns = self._events, self.conns
+        n, i = v.nevents, 0
+        while i < n:                 # as _handed_to_owners
             ev = buf[i]
+            i += 1
             c = conns.get(ev.id)
             if c is None:
                 continue
@@ -394,22 +405,25 @@ class UserStack:
     # ---- the link thread ----
 
     async def _link_loop(self):
-        fd, clink, poll, batch = (self._link.fd, self.clink, lib.osvrt_tcp_link_poll,
-                                  lib.OSVRT_TCP_LINK_BATCH)
+        fd, clink, poll, batch, view = (self._link.fd, self.clink, _link_poll,
+                                        lib.OSVRT_TCP_LINK_BATCH, self._view)
         try:
             while not self.closed:
                 try:
                     await wait_readable(fd)
                 except ClosedResourceError:
                     return
-                for _ in range(ROUNDS):
+                rounds = ROUNDS          # no range(): this runs once a segment
+                while rounds:
+                    rounds -= 1
                     now = _now()
                     n = poll(clink, now)
                     if n < 0:
                         if self.closed:
                             return
                         raise oserror(n, f"osvrt.net: reading {self.interface!r}")
-                    self.after(now)
+                    if view.todo:
+                        self.after(now)
                     if n < batch or self.closed:
                         break
         finally:
@@ -449,8 +463,9 @@ class UserStack:
         if c.inbox:
             self._take_inbox(c)
         now = _now()
-        rc = lib.osvrt_tcp_link_recv(self.clink, c.id, p, cap, now)
-        self.after(now)
+        rc = _link_recv(self.clink, c.id, p, cap, now)
+        if self._view.todo:          # usually 0: no call to after()
+            self.after(now)
         return rc
 
     def send(self, c, p, n):
@@ -458,8 +473,9 @@ class UserStack:
         if c.inbox:
             self._take_inbox(c)
         now = _now()
-        rc = lib.osvrt_tcp_link_send(self.clink, c.id, p, n, now)
-        self.after(now)
+        rc = _link_send(self.clink, c.id, p, n, now)
+        if self._view.todo:          # usually 0: no call to after()
+            self.after(now)
         return rc
 
     def _icmp(self, payload, now):
