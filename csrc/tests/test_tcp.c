@@ -715,6 +715,17 @@ static void ping(struct pair *p, int32_t from, int side, int32_t to, const uint8
     pair_flush(p);      /* what the recv produced goes out now, as the link's recv call does */
 }
 
+/* n request-replies of 64 bytes from the client c to the server s. */
+static void request_replies(struct pair *p, int32_t c, int32_t s, int n)
+{
+    uint8_t msg[64];
+    memset(msg, 7, sizeof msg);
+    for (int i = 0; i < n; i++) {
+        ping(p, c, 0, s, msg, sizeof msg);
+        ping(p, s, 1, c, msg, sizeof msg);
+    }
+}
+
 /* Request-reply with small messages: each reply carries the ACK and the
  * window; reading a request never sends a pure window update ahead of it
  * (it did every ~MSS / 64 requests). */
@@ -724,16 +735,9 @@ static void test_pingpong_one_segment_per_reply(void)
     pair_init(&p, NULL, NULL);
     int32_t c, s;
     pair_connect(&p, 80, &c, &s);
-    uint8_t msg[64];
-    memset(msg, 7, sizeof msg);
-    /* The first read may open the window past the SYN's (unscaled) one: an update. */
-    ping(&p, c, 0, s, msg, sizeof msg);
-    ping(&p, s, 1, c, msg, sizeof msg);
+    request_replies(&p, c, s, 1);  /* the first read may open the window past the SYN's */
     uint64_t before = p.sent[1];
-    for (int i = 0; i < 300; i++) {
-        ping(&p, c, 0, s, msg, sizeof msg);
-        ping(&p, s, 1, c, msg, sizeof msg);
-    }
+    request_replies(&p, c, s, 300);
     CHECK_EQ(p.sent[1] - before, 300);
     pair_free(&p);
 }
