@@ -164,7 +164,12 @@ class UserStack:
         # The link keeps a pointer to the engine: the engine must outlive it.
         self.clink = ffi.gc(ln, lib.osvrt_tcp_link_free)
         v = self._view = lib.osvrt_tcp_link_view(ln)
-        self.waits = v.waits
+        # The view's words the per-segment path touches, as memoryviews of the
+        # link's memory: an item there costs a few dozen instructions, a cdata
+        # field or item a few hundred (callgrind).  Both live as long as the
+        # link, as the view's own pointers do.
+        self.waits = memoryview(ffi.buffer(v.waits, v.nwaits * 2)).cast("H")
+        self._todo = memoryview(ffi.buffer(ffi.addressof(v, "todo"), 4)).cast("I")
         # The view's arrays live as long as the link: read once, not per call
         # (a cdata attribute read is a dict lookup and a new object).
         self._handed_ids, self._events = v.handed, v.events
@@ -405,8 +410,8 @@ class UserStack:
     # ---- the link thread ----
 
     async def _link_loop(self):
-        fd, clink, poll, batch, view = (self._link.fd, self.clink, _link_poll,
-                                        lib.OSVRT_TCP_LINK_BATCH, self._view)
+        fd, clink, poll, batch, todo = (self._link.fd, self.clink, _link_poll,
+                                        lib.OSVRT_TCP_LINK_BATCH, self._todo)
         try:
             while not self.closed:
                 try:
@@ -422,7 +427,7 @@ class UserStack:
                         if self.closed:
                             return
                         raise oserror(n, f"osvrt.net: reading {self.interface!r}")
-                    if view.todo:
+                    if todo[0]:
                         self.after(now)
                     if n < batch or self.closed:
                         break
@@ -464,7 +469,7 @@ class UserStack:
             self._take_inbox(c)
         now = _now()
         rc = _link_recv(self.clink, c.id, p, cap, now)
-        if self._view.todo:          # usually 0: no call to after()
+        if self._todo[0]:            # usually 0: no call to after()
             self.after(now)
         return rc
 
@@ -474,7 +479,7 @@ class UserStack:
             self._take_inbox(c)
         now = _now()
         rc = _link_send(self.clink, c.id, p, n, now)
-        if self._view.todo:          # usually 0: no call to after()
+        if self._todo[0]:            # usually 0: no call to after()
             self.after(now)
         return rc
 
