@@ -465,13 +465,19 @@ static uint32_t sws_step(const struct osvrt_tcp_stack *s, const struct tcb *c)
     return c->rbuf.cap / 2 < s->cfg.mss ? c->rbuf.cap / 2 : s->cfg.mss;
 }
 
+/* The window the last segment we sent left open to the peer now. */
+static uint32_t offered_window(const struct tcb *c)
+{
+    return osvrt_seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+}
+
 /* The window field for a segment sent now; records the right edge offered. */
 static uint16_t window_field(const struct osvrt_tcp_stack *s, struct tcb *c, int syn)
 {
     uint32_t w = rcv_space(c);
     /* offered <= w always: the edge offered is rcv_nxt + space at that time, and since
      * then rcv_nxt grew exactly as space shrank (in-order data) or space grew (recv). */
-    uint32_t offered = osvrt_seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+    uint32_t offered = offered_window(c);
     if (!syn && w >= offered && w - offered < sws_step(s, c))
         w = offered;
     if (syn) {
@@ -1693,9 +1699,14 @@ int64_t osvrt_tcp_recv(struct osvrt_tcp_stack *s, int32_t id, uint8_t *buf, uint
     c->rbuf.head = (c->rbuf.head + n) % c->rbuf.cap;
     c->rbuf.len -= n;
     /* Window update (receiver SWS avoidance, RFC 9293 3.8.6.2.2): when the
-     * edge we could offer moves past the one offered by min(buffer/2, MSS). */
+     * edge we could offer moves past the one offered by min(buffer/2, MSS),
+     * and only while the window offered is under half the buffer (Linux's
+     * rule): above that the peer is not held back, and the new edge rides on
+     * our next segment.  Else a request-reply connection sent a pure ACK
+     * ahead of every ~MSS/request-size-th reply (a packet and a sendmmsg). */
     uint32_t edge = c->rcv_nxt + rcv_space(c);
-    if (recv_open(c) && osvrt_seq_ge(edge, c->rcv_adv + sws_step(s, c))) {
+    if (recv_open(c) && osvrt_seq_ge(edge, c->rcv_adv + sws_step(s, c))
+        && offered_window(c) < c->rbuf.cap / 2) {
         c->ack_now = 1;
         want_output(s, c);
     }

@@ -35,9 +35,10 @@ class Conn:
         # wakes (UserStack.drain, or the recv/send call itself).
         self.inbox = False
         # The link's count of waiting green threads per connection slot
-        # (view.waits, plain C memory): the link reads it to decide whether a
-        # segment goes to the owner.  Written here and read by the link on the
-        # stack's OS thread only (tcp.h's one-owner rule), so no atomic.
+        # (view.waits, plain C memory, a uint16 memoryview): the link reads it
+        # to decide whether a segment goes to the owner.  Written here and read
+        # by the link on the stack's OS thread only (tcp.h's one-owner rule),
+        # so no atomic.
         self.waits = waits
         self.slot = cid & (lib.OSVRT_TCP_MAX_CONNS - 1)
 

@@ -52,6 +52,10 @@ ROUNDS = 2                 # link polls (of OSVRT_TCP_LINK_BATCH frames) per wak
 NEAR_NS = 1_000_000_000    # a timer deadline this close makes the timer thread tick ...
 TICK_NS = 10_000_000       # ... at least this often (see _timer_loop)
 _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker's timers
+# The calls of the per-segment path, looked up once: a `lib.` attribute
+# lookup costs more than the rest of a Python-side call (callgrind).
+_link_poll, _link_recv, _link_send = (lib.osvrt_tcp_link_poll, lib.osvrt_tcp_link_recv,
+                                      lib.osvrt_tcp_link_send)
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
@@ -173,7 +177,15 @@ class UserStack:
         # The link keeps a pointer to the engine: the engine must outlive it.
         self.clink = ffi.gc(ln, lib.osvrt_tcp_link_free)
         v = self._view = lib.osvrt_tcp_link_view(ln)
-        self.waits = v.waits
+        # The view's words the per-segment path touches, as memoryviews of the
+        # link's memory: an item there costs a few dozen instructions, a cdata
+        # field or item a few hundred (callgrind).  Both live as long as the
+        # link, as the view's own pointers do.
+        self.waits = memoryview(ffi.buffer(v.waits, v.nwaits * 2)).cast("H")
+        self._todo = memoryview(ffi.buffer(ffi.addressof(v, "todo"), 4)).cast("I")
+        # The view's arrays live as long as the link: read once, not per call
+        # (a cdata attribute read is a dict lookup and a new object).
+        self._handed_ids, self._events = v.handed, v.events
         self._rx = ffi.buffer(v.rx, lib.OSVRT_TCP_LINK_BATCH * v.rx_stride)
         self._tx = ffi.buffer(v.tx, lib.OSVRT_TCP_LINK_BATCH * out_cap)
         self._lstats = ffi.new("struct osvrt_tcp_link_stats *")
@@ -408,9 +420,11 @@ class UserStack:
                 self._arp.input(frame[wire.ETH_HLEN:], now)
 
     def _handed_to_owners(self, v):
-        conns, handed = self.conns, self._handed
-        for i in range(v.nhanded):
-            c = conns.get(v.handed[i])
+        conns, handed, ids = self.conns, self._handed, self._handed_ids
+        n, i = v.nhanded, 0
+        while i < n:                 # not range(): usually one, and range() costs more
+            c = conns.get(ids[i])
+            i += 1
             if c is not None:
                 c.inbox = True
                 handed.add(c)
@@ -442,9 +456,11 @@ class UserStack:
         lib.osvrt_tcp_link_set_peer(self.clink, int.from_bytes(ip, "big"), mac, expires_ns)
 
     def _dispatch_events(self, v):
-        buf, conns = v.events, self.conns
-        for i in range(v.nevents):
+        buf, conns = self._events, self.conns
+        n, i = v.nevents, 0
+        while i < n:                 # as _handed_to_owners
             ev = buf[i]
+            i += 1
             c = conns.get(ev.id)
             if c is None:
                 continue
@@ -478,14 +494,16 @@ class UserStack:
                 log.error("osvrt.net: the link thread of %r ended", self)
 
     async def _read_link(self):
-        fd, clink, poll, batch = (self._link.fd, self.clink, lib.osvrt_tcp_link_poll,
-                                  lib.OSVRT_TCP_LINK_BATCH)
+        fd, clink, poll, batch, todo = (self._link.fd, self.clink, _link_poll,
+                                        lib.OSVRT_TCP_LINK_BATCH, self._todo)
         while not self.closed:
             try:
                 await wait_readable(fd)
             except ClosedResourceError:
                 return
-            for _ in range(ROUNDS):
+            rounds = ROUNDS          # no range(): this runs once a segment
+            while rounds:
+                rounds -= 1
                 now = _now()
                 n = poll(clink, now)
                 if n < 0:
@@ -496,7 +514,8 @@ class UserStack:
                     if not self.closed:
                         await sleep(RX_ERROR_PAUSE_S)
                     break
-                self.after(now)
+                if todo[0]:
+                    self.after(now)
                 if n < batch or self.closed:
                     break
 
@@ -533,8 +552,9 @@ class UserStack:
         if c.inbox:
             self._take_inbox(c)
         now = _now()
-        rc = lib.osvrt_tcp_link_recv(self.clink, c.id, p, cap, now)
-        self.after(now)
+        rc = _link_recv(self.clink, c.id, p, cap, now)
+        if self._todo[0]:            # usually 0: no call to after()
+            self.after(now)
         return rc
 
     def send(self, c, p, n):
@@ -542,8 +562,9 @@ class UserStack:
         if c.inbox:
             self._take_inbox(c)
         now = _now()
-        rc = lib.osvrt_tcp_link_send(self.clink, c.id, p, n, now)
-        self.after(now)
+        rc = _link_send(self.clink, c.id, p, n, now)
+        if self._todo[0]:            # usually 0: no call to after()
+            self.after(now)
         return rc
 
     def _icmp(self, payload, now):

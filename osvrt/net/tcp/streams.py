@@ -155,7 +155,7 @@ class Stream(_Base):
         if self._c.closed or not self._stack.here():   # else: usable here, no await
             await self._enter()
         st, c = self._stack, self._c
-        cap = min(max_bytes, 1 << 16)
+        cap = max_bytes if max_bytes < 65536 else 65536   # not min(): its call costs more
         while True:
             # One C call: the segments handed to us, the recv, and what
             # they produced (an ACK, a window update) sent.
@@ -190,7 +190,8 @@ class Stream(_Base):
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
-        view = memoryview(data).cast("B")
+        # bytes (the usual argument) needs no byte view: one object less.
+        view = data if type(data) is bytes else memoryview(data).cast("B")
         if self._c.closed or not self._stack.here():   # else: usable here, no await
             await self._enter()
         st, c = self._stack, self._c
