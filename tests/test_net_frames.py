@@ -122,6 +122,9 @@ def test_malformed_frames_dropped_counted_service_continues(rt):
     ep.close()
 
 
+VLAN_ETHERTYPES = (b"\x81\x00", b"\x88\xa8", b"\x91\x00")
+
+
 def test_many_random_frames_never_stop_the_classifier(make_rt):
     """A few thousand random mutations of a valid frame to our port: each
     one is delivered (if still well formed) or counted; the classifier lives.
@@ -133,13 +136,18 @@ def test_many_random_frames_never_stop_the_classifier(make_rt):
     good = testing.udp_frame(b"0123456789abcdef", dst)
     rng = random.Random(int.from_bytes(os.urandom(4), "little"))
     frames = []
-    for _ in range(3000):
+    while len(frames) < 3000:
         b = bytearray(good)
         for _ in range(rng.randint(1, 6)):
             b[rng.randrange(len(b))] = rng.randrange(256)
         if rng.random() < 0.3:
             b = b[:rng.randint(14, len(b))]
-        frames.append(bytes(b))
+        # Not a VLAN tag: the kernel drops a tagged frame too short for its
+        # tag before any packet tap sees it, and counts it nowhere we can
+        # read (seen in a netns whose lo carried nothing else), so seen()
+        # below would wait for it forever.
+        if b[12:14] not in VLAN_ETHERTYPES:
+            frames.append(bytes(b))
     before = rt.stats()["net"]
     soft0 = testing.softnet_drops()
 
