@@ -41,8 +41,9 @@ class Upper:
         Upper.lost.append(exc)
 
 
-def _serve(main, factory=Upper, **kw):
-    """Run main(address) beside a serve_tcp_protocol server, then cancel it."""
+def _serve(main, factory=Upper, runtime_options=None, **kw):
+    """Run main(address) beside a serve_tcp_protocol server, then cancel it
+    (a one-CPU runtime, with runtime_options)."""
     async def runner():
         bound = []
         srv = osvrt.spawn(functools.partial(net.serve_tcp_protocol, factory, ("127.0.0.1", 0),
@@ -55,7 +56,7 @@ def _serve(main, factory=Upper, **kw):
             srv.cancel()
             with pytest.raises(osvrt.Cancelled):
                 await srv.join(timeout=5)
-    return osvrt.run(runner, cpus=1)
+    return osvrt.run(runner, cpus=1, **(runtime_options or {}))
 
 
 async def _recv_exactly(s, n):
@@ -370,3 +371,31 @@ def test_a_reuse_of_the_servers_epoll_fd_number_is_waited_on_afresh():
             sb.close()
         return got
     assert osvrt.run(main, cpus=1) == [b"y"] * 16
+
+
+def test_the_server_sleeps_at_once_when_it_parks_not_after_the_idle_spin():
+    """Between a client's requests the serving worker sleeps in epoll at
+    once: its idle spin (idle_spin_us) would burn the CPU that the clients
+    and the kernel's TCP need (issue #17).  A 1 s spin would catch every
+    request here and never sleep; a park must end in a sleep instead (one
+    request may come before the server parks: half the rounds suffice)."""
+    rounds = 30
+
+    def client(addr):
+        with socket.create_connection(addr, timeout=30) as s:
+            for i in range(rounds):
+                s.sendall(b"r%02d" % i)
+                got = b""
+                while len(got) < 3:
+                    d = s.recv(3 - len(got))
+                    assert d, "the server closed the connection"
+                    got += d
+                assert got == b"R%02d" % i
+
+    async def main(addr):
+        stats = osvrt.current().worker.rt.stats
+        before = stats()["cpus"][0]["idle_sleeps"]
+        await osvrt.to_thread(client, addr)          # an OS thread: it needs no turn here
+        return stats()["cpus"][0]["idle_sleeps"] - before
+    # no balancer: its timer would end the spin early and count sleeps of its own
+    assert _serve(main, runtime_options={"idle_spin_us": 1_000_000, "balance": False}) >= rounds // 2

@@ -219,6 +219,9 @@ struct WorkerObject {
     struct osvrt_cpu *cpu;
     uint32_t index;
     int64_t spin_ns;
+    /* owner: the thread that ran last parked waiting for remote peers (the
+     * protocol server, serve.c): the next idle sleeps at once, no spin */
+    char idle_nospin;
     /* run queue: a binary heap of (R'', order) owned by this worker alone */
     struct heap_entry *rq;         /* owner: run queue heap */
     Py_ssize_t rq_cap;

@@ -647,7 +647,8 @@ worker_idle(WorkerObject *w, double *now)
      * eventfd) or the next timer end it (csrc/core/cpu.h). */
     Py_BEGIN_ALLOW_THREADS
     wake_done_waiters(w);          /* the GIL is free now: see defer_done_wake */
-    osvrt_api->cpu_idle_io(w->cpu, timeout, w->spin_ns, seq, &w->crt->active, GIL_WAIT_NS,
+    osvrt_api->cpu_idle_io(w->cpu, timeout, w->idle_nospin ? 0 : w->spin_ns, seq,
+                           &w->crt->active, GIL_WAIT_NS,
                            w->io.evs, IO_BATCH, &nev);
     Py_END_ALLOW_THREADS
     drop_done_wakes(w);
@@ -765,6 +766,7 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
         atomic_store_explicit(&w->running, 1, memory_order_relaxed);
         atomic_store_explicit(&t->state, ST_RUNNING, memory_order_relaxed);
         w->io_budget = IO_BUDGET;          /* a fresh budget per resume (sock.c) */
+        w->idle_nospin = 0;                /* t may set it again as it parks (serve.c) */
         if (atomic_load_explicit(&t->pending, memory_order_acquire))
             trap = throw_into(w, t);
         else
@@ -1004,6 +1006,7 @@ worker_bind(WorkerObject *w, PyObject *args)
     w->cpu = &w->crt->cpus[index];
     w->index = index;
     w->spin_ns = spin_ns;
+    w->idle_nospin = 0;
     w->idle_pull = idle_pull;
     Py_RETURN_NONE;
 }
