@@ -180,7 +180,10 @@ class UserStack:
         # The view's words the per-segment path touches, as memoryviews of the
         # link's memory: an item there costs a few dozen instructions, a cdata
         # field or item a few hundred (callgrind).  Both live as long as the
-        # link, as the view's own pointers do.
+        # link, as the view's own pointers do.  One OS thread: the C link
+        # writes the view and Python reads it only on the stack's worker
+        # (on_cpu); stop() closes the link from Runtime.stop's thread only
+        # once no green thread is left that could be in a call (stop()).
         self.waits = memoryview(ffi.buffer(v.waits, v.nwaits * 2)).cast("H")
         self._todo = memoryview(ffi.buffer(ffi.addressof(v, "todo"), 4)).cast("I")
         # The view's arrays live as long as the link: read once, not per call
