@@ -490,6 +490,38 @@ def test_chart_of_fixed_ratios(tmp_path):
     assert cli.draw_plot(doc, str(tmp_path / "d.png")) == "no ratio was measured"
 
 
+def test_json_is_private_and_never_written_through_a_symlink(tmp_path):
+    # The default path is in the current directory, which may be shared: a
+    # planted symlink is refused (and left as it was), a new file is 0600.
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "r.json").symlink_to(victim)
+    said = {}
+    for path in ("r.json", "s.json"):
+        out = io.StringIO()
+        cli.run(_args("--only", "pushlist", "--json", str(tmp_path / path), "--plot", "-",
+                      "--no-progress", sizes=TINY, width=200), out=out)
+        said[path] = out.getvalue()
+    assert "raw figures: not written" in said["r.json"] and "symbolic link" in said["r.json"]
+    assert victim.read_text() == "keep" and (tmp_path / "r.json").is_symlink()
+    assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o600
+    assert json.loads((tmp_path / "s.json").read_text())["measures"]
+
+
+def test_chart_is_private_and_never_written_through_a_symlink(tmp_path):
+    pytest.importorskip("matplotlib")
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "c.png").symlink_to(victim)
+    doc = {"measures": _fixed_results(), "host": {"system": "Linux"},
+           "options": {"cpus": [0, 1], "rounds": 3}}
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        cli.draw_plot(doc, str(tmp_path / "c.png"))
+    assert victim.read_text() == "keep"
+    assert cli.draw_plot(doc, str(tmp_path / "d.png")) is None
+    assert (tmp_path / "d.png").stat().st_mode & 0o777 == 0o600
+
+
 # ---- #21 items 18 and 19: the status block and the chart ---------------------
 
 def _status_doc(results):

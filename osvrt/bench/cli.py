@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 
+from ..observe import private_file
 from . import catalog
 from .measure import run_measure
 from .plot import draw_plot  # noqa: F401  (osvrt.bench.cli.draw_plot, as before the split)
@@ -202,8 +203,9 @@ def run(args, out=None):
     if args.json and args.json != "-":
         path = _out_path(args, args.json)
         try:
-            with open(path, "w") as f:
-                json.dump(doc, f, indent=1)
+            # Private and never through a planted symlink: the default path
+            # is the current directory, which may be shared (/tmp).
+            private_file.write(path, "--json", lambda f: json.dump(doc, f, indent=1))
             print(f"raw figures: {os.path.abspath(path)}", file=out)
         except OSError as e:
             print(f"raw figures: not written: {e}", file=out)

@@ -8,6 +8,7 @@ that the peer has no target; every figure and word sits in the bar's label
 on the left, so no text is drawn over a bar, a whisker or another label."""
 import math
 
+from ..observe import private_file
 from .report import fmt_ratio, fmt_value, column_header
 
 CHART_OPS = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
@@ -128,7 +129,10 @@ def draw_plot(doc, path):
         return why
     import matplotlib.pyplot as plt
     try:
-        fig.savefig(path, dpi=110)
+        # PNG whatever the name ends with; written as the JSON is (private,
+        # no symlink followed).
+        private_file.write(path, "--plot", lambda f: fig.savefig(f, format="png", dpi=110),
+                           binary=True)
     finally:
         plt.close(fig)
     return None

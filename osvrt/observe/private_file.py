@@ -53,18 +53,19 @@ def check_target(path, what):
                               "osvrt does not replace it", path)
 
 
-def write(path, what, fill):
+def write(path, what, fill, binary=False):
     """Write `path` through a private temporary file: fill(f) writes the
-    text to the open file f; then the temporary file is renamed over path.
+    text (bytes, with binary=True) to the open file f; then the temporary
+    file is renamed over path.
     Raises OSError (and leaves `path` as it was) when path is not absent or
     our own regular file, or when writing fails."""
     path = os.fsdecode(path)
     parent = os.path.dirname(os.path.abspath(path))
     check_target(path, what)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp", text=True)
+                               suffix=".tmp", text=not binary)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
             fill(f)
         check_target(path, what)     # again: something may have been planted meanwhile
         os.replace(tmp, path)        # rename(2) replaces a directory entry, never follows it
