@@ -147,10 +147,20 @@ def test_wake_refuses_what_is_not_a_ticket():
 
 
 @pytest.mark.parametrize("peer,kind", [("osvrt", "switch"), ("osvrt", "spawn"),
-                                       ("asyncio", "switch"), ("asyncio", "spawn")])
+                                       ("asyncio", "switch"), ("asyncio", "spawn"),
+                                       ("osvrt", "http_fixed"), ("osvrt_protocol", "http"),
+                                       ("osvrt_protocol", "http_fixed"),
+                                       ("asyncio", "http_fixed")])
 def test_instruction_workloads_run(peer, kind):
     from osvrt.bench import instructions
     instructions.child(peer, kind, 50)
+
+
+def test_fixed_handler_answers_whole_requests_and_keeps_the_rest():
+    from osvrt.bench.http_load import REQUEST, RESPONSE, respond, respond_fixed
+    for buf in (b"", REQUEST[:5], REQUEST, REQUEST * 3 + REQUEST[:7]):
+        assert respond_fixed(buf) == respond(buf)
+    assert respond_fixed(REQUEST * 2) == (RESPONSE * 2, b"", 2)
 
 
 def test_instruction_report_states_the_targets():
@@ -159,6 +169,11 @@ def test_instruction_report_states_the_targets():
                                 "spawn": {"osvrt": 8000.0, "asyncio": 24000.0}})
     assert "target <= 3,000: met" in text
     assert "osvrt/asyncio 0.333, target <= 0.25: MISSED" in text
+    text = instructions.report({"http": {"osvrt_protocol": 4000.0, "uvloop": 8000.0},
+                                "http_fixed": {"osvrt_protocol": 1000.0, "uvloop": 4000.0}})
+    assert "serve_tcp_protocol/uvloop-Protocol 0.500, target <= 0.5: met" in text
+    # the fixed handler's row is a diagnosis: the target is on parsing requests
+    assert "0.250, no target (the target is on the http row)" in text
 
 
 def test_cancel_reaches_a_waiter_morphed_onto_a_held_mutex():
