@@ -634,6 +634,53 @@ static void test_pure_ack_after_go_back_n_is_in_the_peers_window(void)
     pair_free(&p);
 }
 
+/* The same spurious RTO, then the client aborts: its RST must carry the
+ * server's RCV.NXT, which the server takes at once (RFC 5961 3.2).  Stamped
+ * with the rewound snd_nxt it lay left of the server's window, and the
+ * server dropped it without a word and stayed ESTABLISHED. */
+static void test_rst_after_go_back_n_resets_the_peer(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t c, s;
+    pair_connect(&p, 80, &c, &s);
+    uint8_t data[3000], pkt[2048];
+    memset(data, 'd', sizeof data);
+    CHECK(osvrt_tcp_send(p.st[0], c, data, sizeof data, p.now) == (int64_t)sizeof data);
+    struct osvrt_tcp_seg g;
+    uint8_t buf[2048];
+    int32_t len;
+    uint32_t first_seq = 0, nseg = 0;
+    while ((len = osvrt_tcp_output(p.st[0], buf, sizeof buf, p.now)) > 0) {
+        CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, &g) == 0);
+        if (nseg++ == 0)
+            first_seq = g.seq;
+        osvrt_tcp_input(p.st[1], buf, (uint32_t)len, 0, p.now);
+    }
+    p.now += 1 * MS;
+    CHECK(drain_output(&p, 1, pkt, &g) >= 1);      /* the server's ACKs: lost */
+    uint32_t server_rcv_nxt = g.ack;
+    CHECK_EQ(server_rcv_nxt, first_seq + (uint32_t)sizeof data);
+    p.now = osvrt_tcp_next_deadline(p.st[0]);       /* the RTO: go back N */
+    osvrt_tcp_on_timer(p.st[0], p.now);
+    CHECK(drain_output(&p, 0, pkt, &g) >= 1);       /* the retransmission: lost too */
+    CHECK_EQ(g.seq, first_seq);
+
+    CHECK_EQ(osvrt_tcp_abort(p.st[0], c, p.now), 0);
+    CHECK_EQ(drain_output(&p, 0, pkt, &g), 1);
+    CHECK(g.flags & OSVRT_TH_RST);
+    CHECK_MSG(g.seq == server_rcv_nxt, "the RST's seq %u, the server's RCV.NXT %u", g.seq,
+              server_rcv_nxt);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, (uint32_t)(pkt[2] << 8 | pkt[3]), 0, p.now), 0);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], s), OSVRT_TCP_CLOSED);
+    uint8_t b[8];
+    int64_t got;
+    while ((got = osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now)) > 0)
+        ;                                           /* the data it did get, then the reset */
+    CHECK_EQ(got, -ECONNRESET);
+    pair_free(&p);
+}
+
 /* While the client probes a zero window (snd_nxt = snd_una + 1, a byte past
  * the server's closed window), its pure ACK of the server's data must carry
  * the window's right edge, the server's RCV.NXT: snd_nxt lies right of a
@@ -695,6 +742,7 @@ int main(void)
     test_keepalive();
     test_random_loss_dup_reorder();
     test_echo_zero_window_lossy();
+    test_rst_after_go_back_n_resets_the_peer();
     printf("test_tcp_loss: ok\n");
     return 0;
 }

@@ -1452,7 +1452,7 @@ static void rexmt_fire(struct osvrt_tcp_stack *s, struct tcb *c)
     if (c->retries >= limit) {
         s->stats.timeouts++;
         if (c->state != OSVRT_TCP_SYN_SENT && c->state != OSVRT_TCP_SYN_RECEIVED)
-            ctl_push(s, c->laddr, c->raddr, c->lport, c->rport, c->snd_nxt, 0, OSVRT_TH_RST);
+            ctl_push(s, c->laddr, c->raddr, c->lport, c->rport, ack_seq(c), 0, OSVRT_TH_RST);
         conn_closed(s, c, -ETIMEDOUT, OSVRT_TCP_EV_ERROR);
         return;
     }
@@ -1489,7 +1489,7 @@ static void keep_fire(struct osvrt_tcp_stack *s, struct tcb *c, int64_t now)
 {
     if (c->keep_sent >= s->cfg.keepalive_probes) {
         s->stats.timeouts++;
-        ctl_push(s, c->laddr, c->raddr, c->lport, c->rport, c->snd_nxt, 0, OSVRT_TH_RST);
+        ctl_push(s, c->laddr, c->raddr, c->lport, c->rport, ack_seq(c), 0, OSVRT_TH_RST);
         conn_closed(s, c, -ETIMEDOUT, OSVRT_TCP_EV_ERROR);
         return;
     }
@@ -1735,12 +1735,16 @@ int osvrt_tcp_shutdown_write(struct osvrt_tcp_stack *s, int32_t id, int64_t now_
     return 0;
 }
 
-/* RST now, if the peer knows the connection; then free. */
+/* RST now, if the peer knows the connection; then free.  Every RST of ours
+ * is stamped as a pure ACK is (ack_seq): a peer takes a RST at once only at
+ * exactly its RCV.NXT and drops one left of its window without a word (RFC
+ * 5961 3.2), and after go-back-N snd_nxt lies left of RCV.NXT whenever the
+ * peer got the data, so a RST stamped snd_nxt would leave it open. */
 static void reset_and_free(struct osvrt_tcp_stack *s, struct tcb *c)
 {
     if (c->state != OSVRT_TCP_CLOSED && c->state != OSVRT_TCP_LISTEN
         && c->state != OSVRT_TCP_SYN_SENT && c->state != OSVRT_TCP_TIME_WAIT) {
-        ctl_push(s, c->laddr, c->raddr, c->lport, c->rport, c->snd_nxt, c->rcv_nxt,
+        ctl_push(s, c->laddr, c->raddr, c->lport, c->rport, ack_seq(c), c->rcv_nxt,
                  OSVRT_TH_RST | OSVRT_TH_ACK);
         s->stats.rsts_out++;
     }
