@@ -269,7 +269,9 @@ thread_wait_done(ThreadObject *t, PyObject *args)
 static PyObject *
 thread_done(ThreadObject *t, PyObject *unused)
 {
-    return PyBool_FromLong(atomic_load_explicit(&t->state, memory_order_relaxed) == ST_TERMINATED);
+    /* acquire: pairs with finish()'s seq_cst store; whoever sees the thread
+     * ended sees all it did (Runtime.stop() then takes over what it used). */
+    return PyBool_FromLong(atomic_load_explicit(&t->state, memory_order_acquire) == ST_TERMINATED);
 }
 
 /* The joiner's side of join(): a ticket whose first am_send registers. */

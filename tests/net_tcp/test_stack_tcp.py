@@ -273,6 +273,32 @@ def test_close_wakes_a_waiting_reader_and_aclose_resets_peers(topo):
     sb.close()
 
 
+def test_runtime_stop_resets_the_stacks_peers(topo):
+    """The program ends with a connection open: Runtime.stop() resets it, so
+    the kernel peer learns at once that it is gone (before, the stop sent
+    nothing, and the peer waited on a connection that no longer existed)."""
+    def client():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(T)
+        s.connect((topo.stack_ip, PORT))
+        return s
+
+    async def main():
+        stack = await osvrt.net.user_stack(topo.stack_if, topo.cidr)
+        listener = await stack.tcp_listen(PORT)
+        sock = await osvrt.to_thread(topo.in_peer, client)
+        stream, _ = await listener.accept()
+        await stream.sendall(b"hi")
+        return sock, stream, stack          # left open: the runtime's stop ends them
+
+    sock, _stream, stack = run_stack(topo, main)
+    assert stack.closed
+    assert sock.recv(10) == b"hi"
+    with pytest.raises(ConnectionResetError):
+        sock.recv(10)
+    sock.close()
+
+
 def test_one_handler_on_both_stacks(topo):
     """The same echo handler and server loop, on a kernel listener and on the
     stack's listener: only how the listener is made differs."""

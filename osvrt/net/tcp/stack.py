@@ -236,13 +236,7 @@ class UserStack:
         await self.on_cpu()
         if self.closed:
             return
-        now = _now()
-        self._handed.clear()
-        lib.osvrt_tcp_link_discard(self.clink)
-        for c in list(self.conns.values()):
-            c.inbox = False
-            lib.osvrt_tcp_abort(self.engine, c.id, now)
-        self.pump(now)
+        self._reset_all()
         self._shut()
         me = kernel.current()
         for t in self._threads:
@@ -254,6 +248,18 @@ class UserStack:
                     await t.join()
                 except BaseException:      # Cancelled: what we asked for
                     pass
+
+    def _reset_all(self):
+        """Abort every connection: a RST to each synchronized peer, sent now,
+        so that no peer is left holding a connection that no longer exists
+        here (it would learn only when it next sent, or never)."""
+        now = _now()
+        self._handed.clear()
+        lib.osvrt_tcp_link_discard(self.clink)
+        for c in list(self.conns.values()):
+            c.inbox = False
+            lib.osvrt_tcp_abort(self.engine, c.id, now)
+        self.pump(now)
 
     def _shut(self, link_action="close"):
         """Mark closed, wake every waiter, and then do link_action to the
@@ -285,7 +291,7 @@ class UserStack:
     def stop(self):
         """Runtime.stop(), on its own OS thread: its green threads (ours
         too) are normally done by now, and then no call can be in flight on
-        the link: close it.  A green thread that outlived stop()'s cancel
+        the link: reset every connection (a RST to each peer) and close it.  A green thread that outlived stop()'s cancel
         may be inside one (a recvmmsg on the fd, on its worker's OS thread):
         closing the fd under it could hand the number to another open in
         between, so the link is left as it is, to close with the socket
@@ -295,11 +301,16 @@ class UserStack:
         # done(), not merely listed: a thread leaves the live set only after
         # its end hooks ran, a moment after it was marked finished (which is
         # what stop()'s cancel waits for), and a finished thread is in no call.
+        # done() reads with acquire, so once all are done this OS thread sees
+        # all they did to the engine and the link, and may use both: the RSTs
+        # leave from here, as aclose() sends them from the stack's worker.
         if any(not t.done() for t in self.rt.live_threads()):
             log.warning("osvrt.net: %r: green threads outlived the runtime's stop; its link "
-                        "closes when the stack is collected", self)
+                        "closes when the stack is collected (no RST was sent to its peers)",
+                        self)
             self._shut("leave")
         else:
+            self._reset_all()
             self._shut()
 
     def _fail(self, why, fd_gone=False):
