@@ -10,8 +10,8 @@ osvrt server runs Runtime(cpus=N) (default: all), one listener per CPU with
 SO_REUSEPORT; asyncio and uvloop run their usual single event loop.
 
 Target: osvrt requests/s >= 1.25x uvloop's with p99 no worse.  extra_info
-carries <server>_rps, <server>_p99_ms (medians) and ratio_rps_vs_uvloop,
-ratio_p99_vs_uvloop.  A missing wrk / redis-benchmark is installed with
+carries <server>_rps, <server>_p50_ms, <server>_p99_ms (medians) and
+ratio_rps_vs_uvloop, ratio_p50_vs_uvloop, ratio_p99_vs_uvloop.  A missing wrk / redis-benchmark is installed with
 apt-get (packages wrk, redis-tools) when running as root, else the benchmark
 is skipped naming the package; a missing uvloop is skipped from the peers.
 Under --benchmark-disable each runs one short round.
@@ -199,6 +199,7 @@ def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None, prot
     res = {"rounds": rounds}
     for n in names:
         res[f"{n}_rps"] = statistics.median(x["rps"] for x in per[n])
+        res[f"{n}_p50_ms"] = statistics.median(x["p50_ms"] for x in per[n])
         res[f"{n}_p99_ms"] = statistics.median(x["p99_ms"] for x in per[n])
     for peer in names[1:]:
         if peer.startswith("osvrt"):
@@ -206,6 +207,7 @@ def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None, prot
         for mine in [n for n in names if n.startswith("osvrt")]:
             tag = "" if mine == "osvrt" else f"{mine}_"
             res[f"{tag}ratio_rps_vs_{peer}"] = res[f"{mine}_rps"] / res[f"{peer}_rps"]
+            res[f"{tag}ratio_p50_vs_{peer}"] = res[f"{mine}_p50_ms"] / res[f"{peer}_p50_ms"]
             res[f"{tag}ratio_p99_vs_{peer}"] = res[f"{mine}_p99_ms"] / res[f"{peer}_p99_ms"]
     res["raw"] = per
     return res

@@ -608,3 +608,34 @@ def test_chart_text_never_overlaps():
     finally:
         import matplotlib.pyplot as plt
         plt.close(fig)
+
+
+# ---- #17: the real-client rows read p50 beside p99 ---------------------------
+
+_WRK_OUT = """Running 3s test @ http://127.0.0.1:1/
+  Latency Distribution
+     50%  412.00us
+     75%  600.00us
+     90%    1.10ms
+     99%    2.50ms
+  300000 requests in 3.00s, 30.00MB read
+Requests/sec: 100000.00
+"""
+_REDIS_OUT = ('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",'
+              '"p95_latency_ms","p99_latency_ms","max_latency_ms"\n'
+              '"SET","50000.00","0.500","0.100","0.400","0.900","1.200","3.000"\n'
+              '"GET","100000.00","0.300","0.100","0.250","0.600","0.800","2.000"\n')
+
+
+def test_wrk_and_redis_rounds_read_p50_and_p99(monkeypatch):
+    from osvrt.bench.rows import streams
+
+    def fake_run(argv, **kw):
+        out = _WRK_OUT if argv[0] == "wrk" else _REDIS_OUT
+        return subprocess.CompletedProcess(argv, 0, stdout=out, stderr="")
+    monkeypatch.setattr(streams.subprocess, "run", fake_run)
+    w = streams.wrk_round(1, 3)
+    assert (w["rps"], w["p50_ms"], w["p99_ms"]) == (100000.0, 0.412, 2.5)
+    r = streams.redis_round(1, 1000)
+    assert r["p50_ms"] == 0.4 and r["p99_ms"] == 1.2            # the worst test's
+    assert abs(r["rps"] - 2 / (1 / 50000 + 1 / 100000)) < 1e-6   # harmonic mean

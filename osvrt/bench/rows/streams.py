@@ -148,9 +148,12 @@ def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
                          timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        lat[pct] = float(m.group(1)) * _UNIT[m.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-    return {"rps": rps, "p99_ms": float(m.group(1)) * _UNIT[m.group(2)],
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"],
             "errors": errors.group(0) if errors else None}
 
 
@@ -163,15 +166,17 @@ def redis_round(port, requests, connections=50, tests="set,get,ping"):
     if not rows or rows[0][0] != "test":
         raise RuntimeError(f"redis-benchmark printed no results: {out[-500:]!r}")
     head, rows = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
-    i_rps, i_p99 = head.index("rps"), head.index("p99_latency_ms")
+    i_rps, i_p50, i_p99 = (head.index("rps"), head.index("p50_latency_ms"),
+                           head.index("p99_latency_ms"))
     rps = [float(r[i_rps]) for r in rows]
     if not rps or min(rps) <= 0:
         # a test too short to time (the quick run's small counts): say so, do
         # not divide by it
         raise RuntimeError(f"redis-benchmark timed no test of {tests!r} ({requests} requests "
                            f"each): {out[-500:]!r}")
-    # requests/s over all the tests (harmonic mean: the same count each), worst p99
+    # requests/s over all the tests (harmonic mean: the same count each), worst p50, p99
     return {"rps": len(rps) / sum(1 / x for x in rps),
+            "p50_ms": max(float(r[i_p50]) for r in rows),
             "p99_ms": max(float(r[i_p99]) for r in rows),
             "tests": {r[0]: float(r[i_rps]) for r in rows}}
 
