@@ -108,6 +108,55 @@ def test_many_foreign_threads_run_and_submit_at_once(cpus):
                               + [(k, -i) for i in range(1, 51)])
 
 
+def test_foreign_waiters_that_sleep_at_once_all_wake_at_the_end():
+    """Several OS threads wait on one green thread's end with no spin, so
+    each marks the done word SLEEPER and sleeps in futex_wait at once; the
+    end must wake them all (it owes a wake only when it reads SLEEPER), and
+    each then sees the outcome.  A waiter whose timeout passes first leaves
+    the word SLEEPER: the end still finishes and wakes nobody harmfully.
+    Raising and returning threads alternate (one outcome field, `failed`)."""
+    from osvrt import thread as thread_mod
+    rounds, waiters = 40, 4
+
+    async def body(i):
+        await osvrt.sleep(0.002)
+        if i % 2:
+            raise LookupError(i)
+        return i
+
+    async def start(i):
+        return osvrt.spawn(body, i)
+
+    with osvrt.Runtime(cpus=1) as rt:
+        for i in range(rounds):
+            t = rt.run(start, i)
+            woke, errors = [], []
+
+            def wait(timeout):
+                try:
+                    woke.append(thread_mod.wait_done(t, timeout, False, False))
+                except BaseException as e:
+                    errors.append(e)
+            ts = [threading.Thread(target=wait, args=(JOIN_TIMEOUT,)) for _ in range(waiters)]
+            ts.append(threading.Thread(target=wait, args=(0.0005,)))   # gives up first
+            for x in ts:
+                x.start()
+            for x in ts:
+                x.join(JOIN_TIMEOUT)
+            assert not [x for x in ts if x.is_alive()], f"round {i}: a waiter still sleeps"
+            assert not errors, errors
+            assert woke.count(True) >= waiters, (i, woke)
+            assert t.done()
+            if i % 2:
+                assert isinstance(thread_mod.exception(t), LookupError)
+                assert thread_mod.result(t) is None
+                with pytest.raises(LookupError):
+                    thread_mod.outcome(t)
+            else:
+                assert thread_mod.exception(t) is None
+                assert thread_mod.result(t) == thread_mod.outcome(t) == i
+
+
 def test_run_with_a_timeout_still_ends_and_lets_go(pinned_here):
     """A run that times out (its thread sleeps on) and later ones: the
     deferred wake does not confuse a waiter that gave up."""

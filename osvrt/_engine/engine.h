@@ -52,6 +52,8 @@ cpu_relax(void)
 }
 
 /* Thread states; Thread._state maps them to the interned strings below. */
+/* ThreadObject.done_word's values (futex: see there). */
+enum { DW_RUNNING = 0, DW_DONE = 1, DW_SLEEPER = 2 };
 enum { ST_UNSTARTED, ST_QUEUED, ST_RUNNING, ST_WAITING, ST_TERMINATED, ST_COUNT };
 
 typedef struct ThreadObject {
@@ -64,7 +66,8 @@ typedef struct ThreadObject {
     PyObject *value;           /* owner (the claimer): sent at the next resume */
     PyObject *throw_;          /* raised at the next resume (timeouts); set
                                   with pending, see throw_into */
-    PyObject *result, *exc;    /* written once by the owner at the end */
+    PyObject *outcome;         /* written once by the owner at the end: what the
+                                  coroutine returned, or raised when `failed` */
     PyObject *joiners;         /* owner: list of Tickets of joining threads */
     /* owner: the submit() Future (aux_future = 1), or, for a thread that
      * ended with an exception nobody has joined, its logger (one slot: a
@@ -86,18 +89,22 @@ typedef struct ThreadObject {
     _Atomic uint8_t cancel;    /* cancel() asked; set by any thread (release) */
     _Atomic uint8_t pending;   /* cancel or throw_ set: the loop looks at both */
     _Atomic uint8_t state;     /* written by the owner; read racily (Thread.state) */
-    /* The 32- and 8-bit fields last, packed: the object fits pymalloc's
-     * 192-byte class with its GC header (a parked thread's memory). */
+    /* The 8-, 16- and 32-bit fields last, packed: with its GC header the
+     * object fits pymalloc's 176-byte class (a parked thread's memory;
+     * thread.c asserts the size). */
+    char pinned, cwait, started, has_export, aux_future;
+    char failed;               /* written once with `outcome`: it is an exception */
+    uint16_t posts;            /* hand-overs so far, mod 2**16 (owner: whoever posts
+                                  it); the trace's flow ids use 16 bits */
     int32_t live_index;        /* its slot in the runtime's LiveSet (live.c), -1 if none */
     int32_t rn;                /* owner: w->renorm that r is relative to (one per
                                   ~17 s of CPU: 32 bits last for millennia) */
-    /* 0 until the thread ends, then 1 (release): a futex word for foreign
-     * OS threads that wait in C (thread_wait_done); `sleepers` counts those
-     * in futex_wait, so the end makes the syscall only when one sleeps. */
-    _Atomic uint32_t done_word, sleepers;
-    uint32_t posts;            /* hand-overs so far (owner: whoever posts it); the
-                                  trace's flow ids */
-    char pinned, cwait, started, has_export, aux_future;
+    /* A futex word for foreign OS threads that wait in C for the end
+     * (thread_wait_done): DW_RUNNING, or DW_SLEEPER once a waiter may sleep
+     * on it, then DW_DONE when the thread ends (its outcome published).  A
+     * waiter turns RUNNING into SLEEPER before it sleeps, so the end makes
+     * the wake syscall only when the word says someone may be asleep. */
+    _Atomic uint32_t done_word;
 } ThreadObject;
 
 /* Ticket kinds.  Each plugs into the scheduler through its wait_ops

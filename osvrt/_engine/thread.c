@@ -71,8 +71,7 @@ thread_traverse(ThreadObject *t, visitproc visit, void *arg)
     Py_VISIT(t->w);
     Py_VISIT(t->value);
     Py_VISIT(t->throw_);
-    Py_VISIT(t->result);
-    Py_VISIT(t->exc);
+    Py_VISIT(t->outcome);
     Py_VISIT(t->joiners);
     Py_VISIT(t->aux);
     return 0;
@@ -87,8 +86,7 @@ thread_clear(ThreadObject *t)
     Py_CLEAR(t->w);
     Py_CLEAR(t->value);
     Py_CLEAR(t->throw_);
-    Py_CLEAR(t->result);
-    Py_CLEAR(t->exc);
+    Py_CLEAR(t->outcome);
     Py_CLEAR(t->joiners);
     Py_CLEAR(t->aux);
     return 0;
@@ -221,8 +219,9 @@ wait_done_nogil(ThreadObject *t, _Atomic uint32_t *active, int64_t timeout_ns, i
 {
     int64_t start = now_ns(), end = start + timeout_ns;
     int64_t spin_end = spin ? start + FOREIGN_SPIN_NS : start;
-    /* acquire: pairs with finish()'s release store; the outcome is visible. */
-    while (!atomic_load_explicit(&t->done_word, memory_order_acquire)) {
+    uint32_t dw;
+    /* acquire: pairs with finish()'s exchange (release); the outcome is visible. */
+    while ((dw = atomic_load_explicit(&t->done_word, memory_order_acquire)) != DW_DONE) {
         int64_t now = now_ns();
         if (now >= end)
             return 0;
@@ -230,13 +229,19 @@ wait_done_nogil(ThreadObject *t, _Atomic uint32_t *active, int64_t timeout_ns, i
             cpu_relax();
             continue;
         }
-        /* seq_cst: the Dekker pair with finish (sleepers up, then look at
-         * done; it stores done, then looks at sleepers). */
-        atomic_fetch_add_explicit(&t->sleepers, 1, memory_order_seq_cst);
+        /* Say we may sleep before we do.  relaxed: RUNNING -> SLEEPER and
+         * finish()'s exchange to DONE are read-modify-writes of one word, so
+         * one of them comes first in its modification order: either finish
+         * sees SLEEPER and wakes, or our CAS fails on DONE (and the futex
+         * call, which compares the word in the kernel, never sleeps on it). */
+        if (dw == DW_RUNNING
+            && !atomic_compare_exchange_strong_explicit(&t->done_word, &dw, DW_SLEEPER,
+                                                        memory_order_relaxed,
+                                                        memory_order_relaxed))
+            continue;                   /* it ended meanwhile (dw == DONE) */
         struct timespec ts = {(end - now) / 1000000000, (end - now) % 1000000000};
-        if (!atomic_load_explicit(&t->done_word, memory_order_seq_cst))
-            syscall(SYS_futex, (uint32_t *)&t->done_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
-        atomic_fetch_sub_explicit(&t->sleepers, 1, memory_order_relaxed);
+        syscall(SYS_futex, (uint32_t *)&t->done_word, FUTEX_WAIT_PRIVATE, DW_SLEEPER, &ts,
+                NULL, 0);
     }
     int64_t settle_end = spin ? now_ns() + FOREIGN_SETTLE_NS : 0;
     /* relaxed: a hint; at worst we block on the GIL as we would anyway. */
@@ -302,11 +307,11 @@ thread_outcome(ThreadObject *t)
             return NULL;
         Py_CLEAR(t->aux);
     }
-    if (t->exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(t->exc), t->exc);
+    if (t->failed) {
+        PyErr_SetObject((PyObject *)Py_TYPE(t->outcome), t->outcome);
         return NULL;
     }
-    return Py_NewRef(t->result ? t->result : Py_None);
+    return Py_NewRef(t->outcome ? t->outcome : Py_None);
 }
 
 static PyObject *
@@ -404,6 +409,18 @@ thread_set_throw(ThreadObject *t, PyObject *v, void *c)
     return 0;
 }
 
+/* _result (c NULL) and _exc (c non-NULL): the outcome, as what the thread
+ * returned or as what it raised; None for the other, and before the end.
+ * Read after join or done(): finish() wrote both fields before DW_DONE. */
+static PyObject *
+thread_get_outcome(ThreadObject *t, void *c)
+{
+    int want_exc = c != NULL;
+    if (t->outcome == NULL || t->failed != want_exc)
+        Py_RETURN_NONE;
+    return Py_NewRef(t->outcome);
+}
+
 static PyObject *
 thread_get_handle(ThreadObject *t, void *c)
 {
@@ -450,6 +467,10 @@ thread_set_w(ThreadObject *t, PyObject *v, void *c)
     return 0;
 }
 
+/* A parked thread's memory (the bench's memory row): with the 16-byte GC
+ * header, the object must fit pymalloc's 176-byte size class. */
+_Static_assert(sizeof(ThreadObject) <= 160, "ThreadObject outgrew pymalloc's 176-byte class");
+
 #define OFF(f) offsetof(ThreadObject, f)
 static PyMemberDef thread_members[] = {
     {"id", T_ULONGLONG, OFF(id), READONLY, NULL},
@@ -457,8 +478,6 @@ static PyMemberDef thread_members[] = {
     {"_ctx", T_OBJECT, OFF(ctx), 0, NULL},
     {"_name", T_OBJECT, OFF(name), 0, NULL},
     {"_value", T_OBJECT, OFF(value), 0, NULL},
-    {"_result", T_OBJECT, OFF(result), 0, NULL},
-    {"_exc", T_OBJECT, OFF(exc), 0, NULL},
     {"_joiners", T_OBJECT, OFF(joiners), 0, NULL},
 
     {"_prio", T_DOUBLE, OFF(prio), 0, NULL},
@@ -489,6 +508,8 @@ static PyGetSetDef thread_getset[] = {
     {"worker", (getter)thread_get_w, NULL,
      "The worker whose run queue or timers hold the thread (read-only; moving\n"
      "it is its worker's job: Worker.move_out).", NULL},
+    {"_result", (getter)thread_get_outcome, NULL, NULL, NULL},
+    {"_exc", (getter)thread_get_outcome, NULL, NULL, (void *)1},
     {"_future", (getter)thread_get_aux, (setter)thread_set_aux, NULL, (void *)1},
     {"_unretrieved", (getter)thread_get_aux, (setter)thread_set_aux, NULL, NULL},
     {NULL}

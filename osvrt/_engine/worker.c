@@ -235,7 +235,7 @@ worker_post(WorkerObject *w, ThreadObject *t)
             return -1;
         Py_DECREF(r);
     }
-    t->posts++;                /* the poster owns t: no other writer */
+    t->posts++;                /* the poster owns t: no other writer; wraps at 2**16 */
     WorkerObject *here = tls_worker;
     if (here != NULL && here->trace)
         trace_add(here, TR_POST, t->id, ((uint64_t)t->id << 16) | (t->posts & 0xffff), w->index);
@@ -363,8 +363,8 @@ fire_timers(WorkerObject *w, double now)
  * wake waits until this worker lets the GIL go: in worker_idle, or at the
  * next trap if it runs another thread instead (it keeps the GIL then
  * anyway).  The reference keeps t, and its done word, alive until then.
- * No wake is lost by the delay: done_word is already 1 (seq_cst, in finish),
- * so a sleeper that comes later sees it and never sleeps; only one that
+ * No wake is lost by the delay: done_word is already DONE (in finish), so
+ * a waiter that comes later sees it and never sleeps; only one that
  * slept before the store waits for this wake, and every exit path of the
  * loop, and worker_clear, flushes it. */
 static void
@@ -409,15 +409,16 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
 {
     /* seq_cst: terminated before the joiners are looked at (join's re-check). */
     atomic_store_explicit(&t->state, ST_TERMINATED, memory_order_seq_cst);
-    Py_XSETREF(t->result, Py_XNewRef(result));
-    Py_XSETREF(t->exc, Py_XNewRef(exc));
+    /* exc wins: a thread that raised has no result */
+    Py_XSETREF(t->outcome, Py_XNewRef(exc != NULL ? exc : result));
+    t->failed = exc != NULL;
     Py_CLEAR(t->coro);
     Py_CLEAR(t->ctx);
     Py_CLEAR(t->value);
-    /* release: a foreign waiter that sees done sees the outcome; seq_cst:
-     * the Dekker pair with wait_done_nogil's sleepers count. */
-    atomic_store_explicit(&t->done_word, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&t->sleepers, memory_order_seq_cst))
+    /* release: a foreign waiter that sees DONE sees the outcome.  An
+     * exchange, not a store: it reads whether a waiter said it may sleep
+     * (wait_done_nogil's CAS to SLEEPER), and only then is a wake owed. */
+    if (atomic_exchange_explicit(&t->done_word, DW_DONE, memory_order_release) == DW_SLEEPER)
         defer_done_wake(w, t);
     /* Close the wait for good: a late claim (stale ticket) must fail. */
     uint64_t seq = (atomic_load_explicit(&t->wait, memory_order_relaxed) >> 1) + 1;
