@@ -579,103 +579,97 @@ static int pure_ack_of(struct pair *p, uint32_t want_ack, struct osvrt_tcp_seg *
     return 0;
 }
 
-/* A spurious RTO: the server got every byte but its ACKs were lost, so the
- * client went back N (snd_nxt = snd_una).  A segment of the server's that
- * crossed the data then arrives; the client's ACK of it must carry the
- * sequence number the server expects next (RFC 9293 SND.NXT: the client's
- * highest sent, the server's RCV.NXT), or a strict receiver (Linux) finds it
- * left of its window and drops it, ACK field and all. */
-static void test_pure_ack_after_go_back_n_is_in_the_peers_window(void)
-{
-    struct pair p;
-    pair_init(&p, NULL, NULL);
+/* A spurious RTO: the server got every byte of 3,000 but its ACKs were
+ * lost, so the client went back N (snd_nxt = snd_una) and its
+ * retransmission was lost too.  What the tests below need of it. */
+struct go_back_n {
     int32_t c, s;
-    pair_connect(&p, 80, &c, &s);
+    uint16_t cport;
+    uint32_t first_seq;        /* the client's first data byte */
+    uint32_t server_rcv_nxt;   /* past the last: the server has them all */
+    uint32_t server_seq;       /* the server's next sequence number */
+};
+
+static void spurious_rto(struct pair *p, struct go_back_n *out)
+{
+    pair_init(p, NULL, NULL);
+    pair_connect(p, 80, &out->c, &out->s);
     uint8_t data[3000], pkt[2048];
     memset(data, 'd', sizeof data);
-    CHECK(osvrt_tcp_send(p.st[0], c, data, sizeof data, p.now) == (int64_t)sizeof data);
+    CHECK(osvrt_tcp_send(p->st[0], out->c, data, sizeof data, p->now) == (int64_t)sizeof data);
     struct osvrt_tcp_seg g;
     uint8_t buf[2048];
     int32_t len;
-    uint32_t first_seq = 0, nseg = 0;
-    uint16_t cport = 0;
-    while ((len = osvrt_tcp_output(p.st[0], buf, sizeof buf, p.now)) > 0) {
+    uint32_t nseg = 0;
+    while ((len = osvrt_tcp_output(p->st[0], buf, sizeof buf, p->now)) > 0) {
         CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, &g) == 0);
         if (nseg++ == 0) {
-            first_seq = g.seq;
-            cport = g.sport;
+            out->first_seq = g.seq;
+            out->cport = g.sport;
         }
-        osvrt_tcp_input(p.st[1], buf, (uint32_t)len, 0, p.now);
+        osvrt_tcp_input(p->st[1], buf, (uint32_t)len, 0, p->now);
     }
     CHECK(nseg >= 3);
-    p.now += 1 * MS;
-    CHECK(drain_output(&p, 1, pkt, &g) >= 1);      /* the server's ACKs: lost */
-    uint32_t server_rcv_nxt = g.ack, server_seq = g.seq;
-    CHECK_EQ(server_rcv_nxt, first_seq + (uint32_t)sizeof data);
-
-    p.now = osvrt_tcp_next_deadline(p.st[0]);       /* the RTO: go back N */
-    osvrt_tcp_on_timer(p.st[0], p.now);
-    CHECK(drain_output(&p, 0, pkt, &g) >= 1);       /* the retransmission: lost too */
-    CHECK_EQ(g.seq, first_seq);
+    p->now += 1 * MS;
+    CHECK(drain_output(p, 1, pkt, &g) >= 1);      /* the server's ACKs: lost */
+    out->server_rcv_nxt = g.ack;
+    out->server_seq = g.seq;
+    CHECK_EQ(out->server_rcv_nxt, out->first_seq + (uint32_t)sizeof data);
+    p->now = osvrt_tcp_next_deadline(p->st[0]);    /* the RTO: go back N */
+    osvrt_tcp_on_timer(p->st[0], p->now);
+    CHECK(drain_output(p, 0, pkt, &g) >= 1);       /* the retransmission: lost too */
+    CHECK_EQ(g.seq, out->first_seq);
     CHECK(g.len > 0);
+}
 
+/* After the spurious RTO a segment of the server's that crossed the data
+ * arrives; the client's ACK of it must carry the sequence number the server
+ * expects next (RFC 9293 SND.NXT: the client's highest sent, the server's
+ * RCV.NXT), or a strict receiver (Linux) finds it left of its window and
+ * drops it, ACK field and all. */
+static void test_pure_ack_after_go_back_n_is_in_the_peers_window(void)
+{
+    struct pair p;
+    struct go_back_n r;
+    spurious_rto(&p, &r);
+    uint8_t pkt[2048];
+    struct osvrt_tcp_seg g;
     /* The server's segment that crossed the data: it acknowledges none of it. */
     struct osvrt_tcp_seg d = {
-        .saddr = ADDR_S, .daddr = ADDR_C, .sport = 80, .dport = cport, .seq = server_seq,
-        .ack = first_seq, .flags = OSVRT_TH_ACK | OSVRT_TH_PSH, .wnd = 65535, .len = 100,
+        .saddr = ADDR_S, .daddr = ADDR_C, .sport = 80, .dport = r.cport, .seq = r.server_seq,
+        .ack = r.first_seq, .flags = OSVRT_TH_ACK | OSVRT_TH_PSH, .wnd = 65535, .len = 100,
     };
     memset(pkt + 40, 'r', 100);
     uint32_t n = osvrt_tcp_build(pkt, &d, NULL, 0, 77);
     CHECK_EQ(osvrt_tcp_input(p.st[0], pkt, n, 0, p.now), 0);
 
-    CHECK_MSG(pure_ack_of(&p, server_seq + 100, &g), "no ACK of the server's segment");
-    CHECK_MSG(g.seq == server_rcv_nxt, "the ACK's seq %u, the server's RCV.NXT %u (the client "
-              "went back to %u)", g.seq, server_rcv_nxt, first_seq);
+    CHECK_MSG(pure_ack_of(&p, r.server_seq + 100, &g), "no ACK of the server's segment");
+    CHECK_MSG(g.seq == r.server_rcv_nxt, "the ACK's seq %u, the server's RCV.NXT %u (the client "
+              "went back to %u)", g.seq, r.server_rcv_nxt, r.first_seq);
     pair_free(&p);
 }
 
-/* The same spurious RTO, then the client aborts: its RST must carry the
- * server's RCV.NXT, which the server takes at once (RFC 5961 3.2).  Stamped
- * with the rewound snd_nxt it lay left of the server's window, and the
- * server dropped it without a word and stayed ESTABLISHED. */
+/* After the spurious RTO the client aborts: its RST must carry the server's
+ * RCV.NXT, which the server takes at once (RFC 5961 3.2).  Stamped with the
+ * rewound snd_nxt it lay left of the server's window, and the server
+ * dropped it without a word and stayed ESTABLISHED. */
 static void test_rst_after_go_back_n_resets_the_peer(void)
 {
     struct pair p;
-    pair_init(&p, NULL, NULL);
-    int32_t c, s;
-    pair_connect(&p, 80, &c, &s);
-    uint8_t data[3000], pkt[2048];
-    memset(data, 'd', sizeof data);
-    CHECK(osvrt_tcp_send(p.st[0], c, data, sizeof data, p.now) == (int64_t)sizeof data);
+    struct go_back_n r;
+    spurious_rto(&p, &r);
+    uint8_t pkt[2048];
     struct osvrt_tcp_seg g;
-    uint8_t buf[2048];
-    int32_t len;
-    uint32_t first_seq = 0, nseg = 0;
-    while ((len = osvrt_tcp_output(p.st[0], buf, sizeof buf, p.now)) > 0) {
-        CHECK(osvrt_tcp_parse(buf, (uint32_t)len, 0, &g) == 0);
-        if (nseg++ == 0)
-            first_seq = g.seq;
-        osvrt_tcp_input(p.st[1], buf, (uint32_t)len, 0, p.now);
-    }
-    p.now += 1 * MS;
-    CHECK(drain_output(&p, 1, pkt, &g) >= 1);      /* the server's ACKs: lost */
-    uint32_t server_rcv_nxt = g.ack;
-    CHECK_EQ(server_rcv_nxt, first_seq + (uint32_t)sizeof data);
-    p.now = osvrt_tcp_next_deadline(p.st[0]);       /* the RTO: go back N */
-    osvrt_tcp_on_timer(p.st[0], p.now);
-    CHECK(drain_output(&p, 0, pkt, &g) >= 1);       /* the retransmission: lost too */
-    CHECK_EQ(g.seq, first_seq);
-
-    CHECK_EQ(osvrt_tcp_abort(p.st[0], c, p.now), 0);
+    CHECK_EQ(osvrt_tcp_abort(p.st[0], r.c, p.now), 0);
     CHECK_EQ(drain_output(&p, 0, pkt, &g), 1);
     CHECK(g.flags & OSVRT_TH_RST);
-    CHECK_MSG(g.seq == server_rcv_nxt, "the RST's seq %u, the server's RCV.NXT %u", g.seq,
-              server_rcv_nxt);
+    CHECK_MSG(g.seq == r.server_rcv_nxt, "the RST's seq %u, the server's RCV.NXT %u", g.seq,
+              r.server_rcv_nxt);
     CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, (uint32_t)(pkt[2] << 8 | pkt[3]), 0, p.now), 0);
-    CHECK_EQ(osvrt_tcp_state(p.st[1], s), OSVRT_TCP_CLOSED);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], r.s), OSVRT_TCP_CLOSED);
     uint8_t b[8];
     int64_t got;
-    while ((got = osvrt_tcp_recv(p.st[1], s, b, sizeof b, p.now)) > 0)
+    while ((got = osvrt_tcp_recv(p.st[1], r.s, b, sizeof b, p.now)) > 0)
         ;                                           /* the data it did get, then the reset */
     CHECK_EQ(got, -ECONNRESET);
     pair_free(&p);
