@@ -310,8 +310,10 @@ class UserStack:
                         self)
             self._shut("leave")
         else:
-            self._reset_all()
-            self._shut()
+            try:
+                self._reset_all()
+            finally:
+                self._shut()               # the link closes even if a RST could not leave
 
     def _fail(self, why, fd_gone=False):
         """The link can no longer be used: close the stack (on its worker),
