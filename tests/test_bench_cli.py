@@ -576,3 +576,43 @@ def test_chart_text_never_overlaps():
     finally:
         import matplotlib.pyplot as plt
         plt.close(fig)
+
+
+def test_bad_only_and_output_paths_fail_before_anything_runs(tmp_path, monkeypatch):
+    """An empty --only was read as "every measure" (a 13-minute run), and a
+    --json or --plot in a missing folder was found only once every measure had
+    run; both now fail at once, naming the value."""
+    def never(*a, **k):
+        raise AssertionError("a measure ran")
+    monkeypatch.setattr(cli, "run_measure", never)
+    for only in ("", ",", " , "):
+        with pytest.raises(ValueError, match="names no measure"):
+            cli.run(_args("--only", only, "--json", "-", "--plot", "-"), out=io.StringIO())
+    missing = tmp_path / "no-such-folder"
+    for opt in ("--json", "--plot"):
+        other = "--plot" if opt == "--json" else "--json"
+        with pytest.raises(ValueError, match=f"{opt} .*no-such-folder.*does not exist"):
+            cli.run(_args("--only", "pushlist", opt, str(missing / "x"), other, "-"),
+                    out=io.StringIO())
+    with pytest.raises(ValueError, match="--json .*: is a folder"):
+        cli.run(_args("--only", "pushlist", "--json", str(tmp_path), "--plot", "-"),
+                out=io.StringIO())
+
+
+def test_instructions_options_fail_before_valgrind_runs(tmp_path, monkeypatch):
+    from osvrt.bench import instructions
+
+    def never(*a, **k):
+        raise AssertionError("counted")
+    monkeypatch.setattr(instructions, "measure", never)
+
+    def run(*argv):
+        p = argparse.ArgumentParser()
+        instructions.add_arguments(p)
+        return instructions.run(p.parse_args(list(argv)))
+    for argv, why in ((("--only", ","), "--only ',': names nothing"),
+                      (("--peers", ""), "--peers '': names nothing"),
+                      (("--only", "switch,nope"), r"unknown \['nope'\]"),
+                      (("--json", str(tmp_path / "missing" / "i.json")), "does not exist")):
+        with pytest.raises(ValueError, match=why):
+            run(*argv)
