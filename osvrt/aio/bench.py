@@ -321,6 +321,18 @@ def report(results):
     return "\n".join(lines)
 
 
+def _count(text):
+    """A count or a duration of at least 1: 0 rounds died on an empty
+    median, a negative n never ended a round, and wrk -d-1s never returned."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return n
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
@@ -330,17 +342,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m osvrt.aio.bench",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default="handoff,spawn,http")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--duration", type=int, default=5, help="seconds of wrk per round")
-    ap.add_argument("--handoff-n", type=int, default=50_000)
-    ap.add_argument("--spawn-n", type=int, default=50_000)
+    ap.add_argument("--rounds", type=_count, default=5)
+    ap.add_argument("--duration", type=_count, default=5, help="seconds of wrk per round")
+    ap.add_argument("--handoff-n", type=_count, default=50_000)
+    ap.add_argument("--spawn-n", type=_count, default=50_000)
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions per unit with callgrind instead of timing")
     args = ap.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in ("handoff", "spawn", "http")]
-    if bad:
-        ap.error(f"unknown rows {bad}: handoff, spawn, http")
+    if bad or not rows:
+        ap.error(f"--rows {args.rows!r}: {f'unknown rows {bad}' if bad else 'names no row'}; "
+                 f"one or more of handoff, spawn, http")
     cpus = sorted(os.sched_getaffinity(0))
     if args.instructions:
         if shutil.which("valgrind") is None:
