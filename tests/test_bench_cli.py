@@ -616,3 +616,19 @@ def test_instructions_options_fail_before_valgrind_runs(tmp_path, monkeypatch):
                       (("--json", str(tmp_path / "missing" / "i.json")), "does not exist")):
         with pytest.raises(ValueError, match=why):
             run(*argv)
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--rounds", "0"], "argument --rounds: '0': give 1 or more"),
+    (["--seconds", "inf"], "argument --seconds: 'inf': give a number > 0"),
+    (["--cpus", "-1"], "argument --cpus: '-1': give a number in 1.."),
+])
+def test_bench_streams_script_refuses_bad_counts(argv, why):
+    """benchmarks/bench_streams.py (a README recipe): --rounds 0 died on an
+    empty median and --cpus -1 inside the server; now usage errors."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "bench_streams.py")      # the checkout's, not osvrt's
+    p = subprocess.run([sys.executable, script,
+                        "--only", "http", *argv], capture_output=True, text=True, env=_env(),
+                       timeout=60)
+    assert p.returncode == 2 and why in p.stderr, p.stderr
