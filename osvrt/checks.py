@@ -56,6 +56,20 @@ def check_output_path(name, path):
     return path
 
 
+def count_argument(text):
+    """An argparse type for a command-line count (rounds, sizes, seconds):
+    a whole number >= 1, else a usage error naming the text (0 rounds end
+    on an empty median, a negative size never ends a round)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        import argparse             # only where a command line is parsed
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return n
+
+
 def check_delay(seconds, what="seconds"):
     """A non-negative finite number of seconds (the engine's check)."""
     return _engine.check_delay(seconds, what)

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from ..checks import count_argument
+
 LOOPS = ("osvrt", "uvloop", "asyncio")
 
 
@@ -321,18 +323,6 @@ def report(results):
     return "\n".join(lines)
 
 
-def _count(text):
-    """A count or a duration of at least 1: 0 rounds died on an empty
-    median, a negative n never ended a round, and wrk -d-1s never returned."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
-    return n
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
@@ -342,10 +332,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m osvrt.aio.bench",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default="handoff,spawn,http")
-    ap.add_argument("--rounds", type=_count, default=5)
-    ap.add_argument("--duration", type=_count, default=5, help="seconds of wrk per round")
-    ap.add_argument("--handoff-n", type=_count, default=50_000)
-    ap.add_argument("--spawn-n", type=_count, default=50_000)
+    ap.add_argument("--rounds", type=count_argument, default=5)
+    ap.add_argument("--duration", type=count_argument, default=5, help="seconds of wrk per round")
+    ap.add_argument("--handoff-n", type=count_argument, default=50_000)
+    ap.add_argument("--spawn-n", type=count_argument, default=50_000)
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions per unit with callgrind instead of timing")
     args = ap.parse_args(argv)

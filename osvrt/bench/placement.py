@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..checks import count_argument
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -206,19 +208,6 @@ def compare_contenders(pl: Placement, test: str, placed: dict, rounds: int = 5,
     return out
 
 
-def _positive(text: str) -> int:
-    """--rounds, --transactions: a count of at least 1 (0 rounds died on an
-    empty list, a negative count in the C client's unsigned argument)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        import argparse
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
-    return n
-
-
 def main(argv=None) -> int:
     """python -m osvrt.bench.placement [--rounds N] PLACEMENT TEST...: the
     alternating comparison of compare() for each TEST (sockperf, dnsperf,
@@ -227,8 +216,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m osvrt.bench.placement", description=main.__doc__)
     ap.add_argument("placement", choices=PLACEMENTS)
     ap.add_argument("tests", nargs="+", choices=("sockperf", "dnsperf", "rr", "rr16"))
-    ap.add_argument("--rounds", type=_positive, default=3)
-    ap.add_argument("--transactions", type=_positive, default=5000)
+    ap.add_argument("--rounds", type=count_argument, default=3)
+    ap.add_argument("--transactions", type=count_argument, default=5000)
     ap.add_argument("--drains", action="store_true",
                     help="one osvrt contender per classifier drain (thread, workers), "
                          "alternating with the kernel peer")
