@@ -515,6 +515,10 @@ def test_status_block_states_conditions_and_min_max_for_every_target():
     shaky = next(x for x in status.splitlines() if "shaky row" in x)
     assert re.search(r"1\.00 +0\.500–2\.00 +3 +≥2 +MISSED", shaky), shaky
     assert any("uvloop" in x and "n/a" in x for x in status.splitlines())
+    # a partial run quotes its --only: it is not the README's main command
+    doc["options"]["only"] = ["switch_colocated", "pushlist"]
+    text = cli.render_report(doc, Utf8(), width=200, plain=True)
+    assert "quick run (`python -m osvrt bench --quick --only switch_colocated,pushlist`)" in text
 
 
 def _spawn_like_results():

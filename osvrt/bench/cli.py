@@ -181,7 +181,8 @@ def run(args, out=None):
             "osvrt_path": os.path.dirname(osvrt.__file__),
         },
         "options": {"mode": mode, "cpus": list(cpus), "rounds": rounds, "warmup": warmup,
-                    "budget_s": budget, "sizes": sizes},
+                    "budget_s": budget, "sizes": sizes,
+                    "only": [m.key for m in measures] if args.only is not None else None},
         "measures": [],
     }
     total = sum((rounds + (0 if m.key == "memory" else warmup)) * len(m.contenders)
