@@ -250,6 +250,23 @@ def bench_redis_benchmark_resp(benchmark, quick):
     _bench(benchmark, quick, "resp")
 
 
+def _number(kind, lo, hi=None):
+    """An argparse type: kind(text), above 0 and in lo..hi (0 rounds died on
+    an empty median, --seconds 0 asked redis-benchmark for 0 requests,
+    --cpus 99 failed inside the server)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (0 < value < float("inf") and value >= lo and (hi is None or value <= hi)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give a number in {lo}..{hi}" if hi else
+                f"{text!r}: give a number > 0" if lo == 0 else f"{text!r}: give {lo} or more")
+        return value
+    return parse
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         _, _, name, kind, port = sys.argv
@@ -259,9 +276,11 @@ if __name__ == "__main__":
             _asyncio_server(kind, int(port), name == "uvloop")
         sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
-    ap.add_argument("--seconds", type=float, default=SECONDS)
-    ap.add_argument("--cpus", type=int, default=None, help="osvrt worker CPUs (default: all)")
+    ap.add_argument("--rounds", type=_number(int, 1), default=ROUNDS)
+    ap.add_argument("--seconds", type=_number(float, 0), default=SECONDS,
+                    help="of wrk or redis-benchmark per round (wrk runs whole seconds, at least 1)")
+    ap.add_argument("--cpus", type=_number(int, 1, len(os.sched_getaffinity(0))), default=None,
+                    help="osvrt worker CPUs (default: all)")
     ap.add_argument("--only", choices=["http", "resp"], default=None)
     ap.add_argument("--protocol", action="store_true",
                     help="peers: asyncio.Protocol servers (uvloop, asyncio) and osvrt on 1 CPU too")

@@ -8,13 +8,37 @@ import sys
 def parse(description, default_port):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=default_port)
-    p.add_argument("--cpus", type=int, default=None,
-                   help="worker CPUs (default: every CPU this process may use)")
+    p.add_argument("--port", type=_port, default=default_port, help="0: any free port")
+    p.add_argument("--cpus", type=_cpu_count, default=None,
+                   help="worker CPUs: the first N this process may use (default: all)")
     p.add_argument("--streams", action="store_true",
                    help="serve with a green thread per connection (serve_tcp and "
                         "streams) instead of the callback server (serve_tcp_protocol)")
     return p.parse_args()
+
+
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a TCP port is 0..65535")
+    return port
+
+
+def _cpu_count(text):
+    """--cpus N: 1 up to the CPUs this process may use (a slice of them would
+    take -1 or 99 without a word)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= len(cpus):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a count must be 1..{len(cpus)} (this process may use CPUs {cpus})")
+    return n
 
 
 def worker_cpus(n):

@@ -20,6 +20,17 @@ help(osvrt.spawn), help(osvrt.Thread), help(osvrt.TaskGroup), ...  The
 reference for all of them is docs/api.md in the source distribution and the
 project's repository; docs/design.md explains how the runtime works."""
 from ._version import __version__
+from . import _engine
+
+if getattr(_engine, "__file__", None) is None:
+    # osvrt/_engine/ holds the engine's C sources, so without the built
+    # extension Python imports that folder as an empty namespace package and
+    # the first use fails far from the cause (no attribute 'PARK').
+    raise ImportError(
+        f"osvrt's C extensions are not built in {__path__[0]}: a source checkout came "
+        f"first on sys.path (python -m puts the current folder there). Run Python with "
+        f"-P, or from another folder, to use the installed osvrt, or build this one "
+        f"with pip install -e .", name=__name__, path=__path__[0])
 from .deadline import move_on_after, timeout
 from .combinators import as_completed, gather, shield, wait_for
 from .observe.introspect import ThreadInfo, threads

@@ -6,6 +6,7 @@ The checks on the switch path (delays, priorities) are the engine's (C:
 module.c), so that spawn() and sleep() need no Python frame; they are named
 here too."""
 import math
+import os
 
 from . import _engine
 
@@ -39,6 +40,34 @@ def check_number(name, value, minimum, *, allow_equal):
         op = ">=" if allow_equal else ">"
         raise ValueError(f"{name} must be a finite number {op} {minimum}, not {value!r}")
     return value
+
+
+def check_output_path(name, path):
+    """A file path that can be written (its folder exists and takes new
+    files; the path is not a folder), checked before a run of minutes
+    rather than when it ends, so that its figures are not lost."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{name} {path}: is a folder, not a file")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path}: the folder {folder} is not writable")
+    return path
+
+
+def count_argument(text):
+    """An argparse type for a command-line count (rounds, sizes, seconds):
+    a whole number >= 1, else a usage error naming the text (0 rounds end
+    on an empty median, a negative size never ends a round)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        import argparse             # only where a command line is parsed
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return n
 
 
 def check_delay(seconds, what="seconds"):

@@ -547,6 +547,10 @@ def test_status_block_states_conditions_and_min_max_for_every_target():
     shaky = next(x for x in status.splitlines() if "shaky row" in x)
     assert re.search(r"1\.00 +0\.500–2\.00 +3 +≥2 +MISSED", shaky), shaky
     assert any("uvloop" in x and "n/a" in x for x in status.splitlines())
+    # a partial run quotes its --only: it is not the README's main command
+    doc["options"]["only"] = ["switch_colocated", "pushlist"]
+    text = cli.render_report(doc, Utf8(), width=200, plain=True)
+    assert "quick run (`python -m osvrt bench --quick --only switch_colocated,pushlist`)" in text
 
 
 def _spawn_like_results():
@@ -640,3 +644,59 @@ def test_wrk_and_redis_rounds_read_p50_and_p99(monkeypatch):
     r = streams.redis_round(1, 1000)
     assert r["p50_ms"] == 0.4 and r["p99_ms"] == 1.2            # the worst test's
     assert abs(r["rps"] - 2 / (1 / 50000 + 1 / 100000)) < 1e-6   # harmonic mean
+
+
+def test_bad_only_and_output_paths_fail_before_anything_runs(tmp_path, monkeypatch):
+    """An empty --only was read as "every measure" (a 13-minute run), and a
+    --json or --plot in a missing folder was found only once every measure had
+    run; both now fail at once, naming the value."""
+    def never(*a, **k):
+        raise AssertionError("a measure ran")
+    monkeypatch.setattr(cli, "run_measure", never)
+    for only in ("", ",", " , "):
+        with pytest.raises(ValueError, match="names no measure"):
+            cli.run(_args("--only", only, "--json", "-", "--plot", "-"), out=io.StringIO())
+    missing = tmp_path / "no-such-folder"
+    for opt in ("--json", "--plot"):
+        other = "--plot" if opt == "--json" else "--json"
+        with pytest.raises(ValueError, match=f"{opt} .*no-such-folder.*does not exist"):
+            cli.run(_args("--only", "pushlist", opt, str(missing / "x"), other, "-"),
+                    out=io.StringIO())
+    with pytest.raises(ValueError, match="--json .*: is a folder"):
+        cli.run(_args("--only", "pushlist", "--json", str(tmp_path), "--plot", "-"),
+                out=io.StringIO())
+
+
+def test_instructions_options_fail_before_valgrind_runs(tmp_path, monkeypatch):
+    from osvrt.bench import instructions
+
+    def never(*a, **k):
+        raise AssertionError("counted")
+    monkeypatch.setattr(instructions, "measure", never)
+
+    def run(*argv):
+        p = argparse.ArgumentParser()
+        instructions.add_arguments(p)
+        return instructions.run(p.parse_args(list(argv)))
+    for argv, why in ((("--only", ","), "--only ',': names nothing"),
+                      (("--peers", ""), "--peers '': names nothing"),
+                      (("--only", "switch,nope"), r"unknown \['nope'\]"),
+                      (("--json", str(tmp_path / "missing" / "i.json")), "does not exist")):
+        with pytest.raises(ValueError, match=why):
+            run(*argv)
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--rounds", "0"], "argument --rounds: '0': give 1 or more"),
+    (["--seconds", "inf"], "argument --seconds: 'inf': give a number > 0"),
+    (["--cpus", "-1"], "argument --cpus: '-1': give a number in 1.."),
+])
+def test_bench_streams_script_refuses_bad_counts(argv, why):
+    """benchmarks/bench_streams.py (a README recipe): --rounds 0 died on an
+    empty median and --cpus -1 inside the server; now usage errors."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "bench_streams.py")      # the checkout's, not osvrt's
+    p = subprocess.run([sys.executable, script,
+                        "--only", "http", *argv], capture_output=True, text=True, env=_env(),
+                       timeout=60)
+    assert p.returncode == 2 and why in p.stderr, p.stderr

@@ -64,6 +64,18 @@ def test_command_line_refuses_an_unknown_placement(capsys):
     assert "invalid choice: 'pinned'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, bad", [(["--rounds", "0"], "--rounds: '0'"),
+                                       (["--transactions", "-5"], "--transactions: '-5'"),
+                                       (["--rounds", "x"], "--rounds: 'x'")])
+def test_command_line_refuses_a_count_below_one(capsys, argv, bad):
+    """--rounds 0 died on an empty list (IndexError) and --transactions -5 in
+    the C client (OverflowError); both are usage errors naming the value."""
+    with pytest.raises(SystemExit) as e:
+        P.main([*argv, "run", "rr"])
+    assert e.value.code == 2
+    assert f"argument {bad}: give a whole number >= 1" in capsys.readouterr().err
+
+
 def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
     """--drains: one osvrt contender per classifier drain, alternating with
     the kernel peer; each round's echo ran under the drain it names."""

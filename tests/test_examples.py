@@ -95,3 +95,18 @@ def test_resp_server_answers_ping_set_get(example):
         assert _read_until(c, b"\r\n") == b"+OK\r\n"
         c.sendall(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
         assert _read_until(c, b"v1\r\n") == b"$2\r\nv1\r\n"
+
+
+@pytest.mark.parametrize("name", ["echo_server.py", "http_hello.py", "resp_server.py"])
+@pytest.mark.parametrize("argv, bad", [(["--cpus", "-1"], "'-1'"), (["--cpus", "99999"], "'99999'"),
+                                       (["--cpus", "0"], "'0'"), (["--port", "70000"], "'70000'")])
+def test_examples_refuse_a_bad_cpu_count_or_port(name, argv, bad):
+    """--cpus -1 served on all CPUs but the last and --cpus 99 on every CPU
+    (a slice of the CPU list), --port 70000 on port 4464: now a usage error
+    that names the value, before anything starts."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *argv],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert f"argument {argv[0]}: {bad}" in p.stderr, p.stderr

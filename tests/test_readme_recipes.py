@@ -106,3 +106,19 @@ def test_recipes_run(where, tmp_path):
                              env=env, stdin=subprocess.DEVNULL)
         assert out.returncode == 0, (argv, out.stderr[-2000:])
         assert "ModuleNotFoundError" not in out.stderr
+
+
+def test_an_unbuilt_checkout_says_so_and_how_to_run(tmp_path):
+    """Without -P, `python -m osvrt` from a checkout whose extensions are not
+    built imports the checkout; osvrt/_engine/ (the engine's C sources) then
+    came in as an empty namespace package and the import failed on a missing
+    attribute ('PARK').  It must say what is wrong and what to run instead,
+    as the README quotes it."""
+    cwd = _unbuilt_copy(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-m", "osvrt", "--help"], cwd=cwd, capture_output=True,
+                         text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert out.returncode != 0
+    assert f"osvrt's C extensions are not built in {cwd / 'osvrt'}" in out.stderr, out.stderr
+    assert "with -P" in out.stderr and "pip install -e ." in out.stderr
+    assert "osvrt's C extensions are not built" in _readme()

@@ -177,6 +177,34 @@ def test_connect_refused(call):
     call(main)
 
 
+
+def test_a_port_out_of_range_is_refused_not_wrapped(call):
+    """The C library's getaddrinfo reads port 70000 as 4464 (modulo 65536):
+    listen, connect and serve refuse it, naming it, instead of binding there."""
+    class Echo:
+        def __init__(self, conn):
+            pass
+
+        def data_received(self, data):
+            return data
+
+    async def main():
+        for port in (65536, 70000, -1, "70000"):
+            with pytest.raises(ValueError, match=f"port must be in 0..65535, not {int(port)}"):
+                await net.tcp_listen(("127.0.0.1", port))
+            with pytest.raises(ValueError, match=f"not {int(port)}"):
+                await net.open_tcp_stream("127.0.0.1", port)
+        with pytest.raises(ValueError, match="not 70000"):
+            await net.serve_tcp_protocol(Echo, ("127.0.0.1", 70000))
+        with pytest.raises(TypeError, match="port must be an int, not 7.5"):
+            await net.tcp_listen(("127.0.0.1", 7.5))
+        for address in ("127.0.0.1:7000", ("127.0.0.1", 7000, 0)):
+            with pytest.raises(TypeError, match="a \\(host, port\\) pair, not"):
+                await net.tcp_listen(address)
+        async with await net.tcp_listen(("127.0.0.1", "0")) as lst:   # a number in a str
+            assert lst.address[1] > 0
+    call(main)
+
 def _fill_backlog(port, keep):
     """Blocking connects to a backlog-0 listener that never accepts, until one
     does not complete: the accept queue is full and further SYNs are dropped."""

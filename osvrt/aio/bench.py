@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from ..checks import count_argument
+
 LOOPS = ("osvrt", "uvloop", "asyncio")
 
 
@@ -330,17 +332,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m osvrt.aio.bench",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default="handoff,spawn,http")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--duration", type=int, default=5, help="seconds of wrk per round")
-    ap.add_argument("--handoff-n", type=int, default=50_000)
-    ap.add_argument("--spawn-n", type=int, default=50_000)
+    ap.add_argument("--rounds", type=count_argument, default=5)
+    ap.add_argument("--duration", type=count_argument, default=5, help="seconds of wrk per round")
+    ap.add_argument("--handoff-n", type=count_argument, default=50_000)
+    ap.add_argument("--spawn-n", type=count_argument, default=50_000)
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions per unit with callgrind instead of timing")
     args = ap.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in ("handoff", "spawn", "http")]
-    if bad:
-        ap.error(f"unknown rows {bad}: handoff, spawn, http")
+    if bad or not rows:
+        ap.error(f"--rows {args.rows!r}: {f'unknown rows {bad}' if bad else 'names no row'}; "
+                 f"one or more of handoff, spawn, http")
     cpus = sorted(os.sched_getaffinity(0))
     if args.instructions:
         if shutil.which("valgrind") is None:

@@ -21,6 +21,7 @@ import time
 
 from ..observe import private_file
 from . import catalog
+from ..checks import check_output_path
 from .measure import run_measure
 from .plot import draw_plot  # noqa: F401  (osvrt.bench.cli.draw_plot, as before the split)
 from .progress import Progress, RichProgress, make_progress  # noqa: F401
@@ -124,6 +125,15 @@ def _load_old(path):
     return old
 
 
+def _check_outputs(args):
+    """--json and an explicit --plot can be written: a typo in their folder
+    fails now, not after the measures have run."""
+    if args.json and args.json != "-":
+        check_output_path("--json", _out_path(args, args.json))
+    if args.plot is not None and args.plot != "-":
+        check_output_path("--plot", _out_path(args, args.plot))
+
+
 def run(args, out=None):
     """Run the comparison described by parsed `args`; returns the JSON document."""
     out = out if out is not None else sys.stdout
@@ -145,12 +155,16 @@ def run(args, out=None):
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
             raise ValueError(f"--out {args.out}: {e}") from None
+    _check_outputs(args)
     measures = build_measures(cpus, sizes)
-    if args.only:
+    if args.only is not None:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
         bad = [k for k in keys if k not in MEASURE_KEYS]
         if bad:
             raise ValueError(f"--only {args.only!r}: unknown {bad}; one of {list(MEASURE_KEYS)}")
+        if not keys:                # a mistake, not "every measure" (13 minutes)
+            raise ValueError(f"--only {args.only!r}: names no measure; one or more of "
+                             f"{list(MEASURE_KEYS)}")
         measures = [m for m in measures if m.key in keys]
 
     import osvrt
@@ -168,7 +182,8 @@ def run(args, out=None):
             "osvrt_path": os.path.dirname(osvrt.__file__),
         },
         "options": {"mode": mode, "cpus": list(cpus), "rounds": rounds, "warmup": warmup,
-                    "budget_s": budget, "sizes": sizes},
+                    "budget_s": budget, "sizes": sizes,
+                    "only": [m.key for m in measures] if args.only is not None else None},
         "measures": [],
     }
     total = sum((rounds + (0 if m.key == "memory" else warmup)) * len(m.contenders)

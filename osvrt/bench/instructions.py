@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 
+from ..checks import check_output_path
 from ..observe import private_file
 
 # http, http_fixed: osvrt/bench/http_load.py (http_fixed: requests counted by
@@ -155,19 +156,27 @@ def add_arguments(p):
     p.add_argument("--only", default=",".join(WORKLOADS),
                    help="comma-separated workloads: " + ",".join(WORKLOADS))
     p.add_argument("--peers", default=",".join(PEERS),
-                   help="comma-separated: osvrt,asyncio,uvloop (missing ones are skipped)")
+                   help="comma-separated: " + ",".join(PEERS) + " (missing ones are skipped; "
+                        "osvrt_protocol counts http and http_fixed only)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the figures here")
 
 
+def _names(option, spec, known):
+    """The comma-separated names of an option, each one of `known`, at
+    least one (an empty list would count nothing and say nothing)."""
+    names = [k.strip() for k in spec.split(",") if k.strip()]
+    bad = [k for k in names if k not in known]
+    if bad or not names:
+        raise ValueError(f"{option} {spec!r}: {f'unknown {bad}' if bad else 'names nothing'}; "
+                         f"one or more of {list(known)}")
+    return names
+
+
 def run(args):
-    kinds = [k for k in args.only.split(",") if k]
-    bad = [k for k in kinds if k not in WORKLOADS]
-    if bad:
-        raise ValueError(f"--only {args.only!r}: unknown {bad}; one of {list(WORKLOADS)}")
-    peers = [p for p in args.peers.split(",") if p]
-    bad = [p for p in peers if p not in PEERS]
-    if bad:
-        raise ValueError(f"--peers {args.peers!r}: unknown {bad}; one of {list(PEERS)}")
+    kinds = _names("--only", args.only, WORKLOADS)
+    peers = _names("--peers", args.peers, PEERS)
+    if args.json:
+        check_output_path("--json", args.json)
     result = measure(peers, kinds, quick=args.quick)
     print(report(result))
     if args.json:

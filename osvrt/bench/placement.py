@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..checks import count_argument
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -214,8 +216,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m osvrt.bench.placement", description=main.__doc__)
     ap.add_argument("placement", choices=PLACEMENTS)
     ap.add_argument("tests", nargs="+", choices=("sockperf", "dnsperf", "rr", "rr16"))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--transactions", type=int, default=5000)
+    ap.add_argument("--rounds", type=count_argument, default=3)
+    ap.add_argument("--transactions", type=count_argument, default=5000)
     ap.add_argument("--drains", action="store_true",
                     help="one osvrt contender per classifier drain (thread, workers), "
                          "alternating with the kernel peer")

@@ -447,8 +447,9 @@ def conditions(doc):
     def load(key):
         v = h.get(key)
         return " ".join(f"{x:.2f}" for x in v) if v else "?"
+    only = f" --only {','.join(o['only'])}" if o.get("only") else ""   # a partial run says so
     return (f"{o.get('mode', '?')} run (`python -m osvrt bench"
-            f"{' --quick' if o.get('mode') == 'quick' else ''}`), {o.get('rounds')} alternating "
+            f"{' --quick' if o.get('mode') == 'quick' else ''}{only}`), {o.get('rounds')} alternating "
             f"rounds after {o.get('warmup')} warm-up (fewer where the time budget of "
             f"{o.get('budget_s')} s ran out), CPUs {o.get('cpus')} of "
             f"{h.get('cpus_available')}, {h.get('python_implementation')} {h.get('python')}, "

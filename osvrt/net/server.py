@@ -30,7 +30,7 @@ from ..checks import check_int
 from ..kernel import sleep
 from ..kernel import spawn
 from ..thread import Thread
-from .sockets import Listener, Stream, tcp_listen
+from .sockets import Listener, Stream, check_tcp_address, tcp_listen
 
 __all__ = ["serve_tcp", "serving_cpus"]
 
@@ -116,7 +116,7 @@ async def serve_on_listeners(address: tuple[str, int], cpus: Iterable[int] | Non
     listener."""
     check_int("backlog", backlog, 0, 2**31 - 1)
     cpus = serving_cpus(cpus)
-    host, port = address
+    host, port = check_tcp_address(address)
     listeners: list = []
     try:
         for _ in cpus:

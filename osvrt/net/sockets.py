@@ -31,6 +31,7 @@ import errno
 import socket
 
 from .. import _engine
+from ..checks import check_int
 from ..readiness import ClosedResourceError, notify_closing, wait_writable
 from ..offload import to_thread
 from .closing import AsyncClosing
@@ -252,6 +253,20 @@ async def _connect(sock, address, timeout, what):
         raise
 
 
+def check_tcp_address(address):
+    """(host, port) from address, the port checked: the C library's
+    getaddrinfo reads a number past 65535 modulo 65536, so port 70000 would
+    bind or connect to 4464 without a word.  A port given as a str that is
+    not a number is a service name ("http"), looked up by getaddrinfo."""
+    if not isinstance(address, (tuple, list)) or len(address) != 2:
+        raise TypeError(f"address must be a (host, port) pair, not {address!r}")
+    host, port = address
+    if isinstance(port, str) and not port.isdecimal():
+        return host, port
+    check_int("port", int(port) if isinstance(port, str) else port, 0, 65535)
+    return host, port
+
+
 async def open_tcp_stream(host, port, *, timeout=None):
     """Connect to (host, port) over TCP and return a Stream.  Every address that
     host resolves to is tried in turn; the last error is raised (e.g.
@@ -259,6 +274,7 @@ async def open_tcp_stream(host, port, *, timeout=None):
     from ..checks import check_timeout
     from ..kernel import monotonic
     timeout = check_timeout(timeout)
+    check_tcp_address((host, port))
     deadline = None if timeout is None else monotonic() + timeout
     infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM)
     last = None
@@ -282,7 +298,7 @@ async def tcp_listen(address, *, backlog=128, reuse_port=False):
     """A Listener bound to address (host, port); port 0 picks a free port
     (see .address).  host "" or None: every IPv4 address.  reuse_port lets
     several listeners (one per CPU) share the port."""
-    host, port = address
+    host, port = check_tcp_address(address)
     if host in (None, ""):
         host = "0.0.0.0"
     infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
