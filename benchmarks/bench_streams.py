@@ -11,7 +11,8 @@ SO_REUSEPORT; asyncio and uvloop run their usual single event loop.
 
 Target: osvrt requests/s >= 1.25x uvloop's with p99 no worse.  extra_info
 carries <server>_rps, <server>_p50_ms, <server>_p99_ms (medians) and
-ratio_rps_vs_uvloop, ratio_p50_vs_uvloop, ratio_p99_vs_uvloop.  A missing wrk / redis-benchmark is installed with
+ratio_rps_vs_uvloop, ratio_p50_vs_uvloop, ratio_p99_vs_uvloop (redis: the worst
+test's p50 and p99).  A missing wrk / redis-benchmark is installed with
 apt-get (packages wrk, redis-tools) when running as root, else the benchmark
 is skipped naming the package; a missing uvloop is skipped from the peers.
 Under --benchmark-disable each runs one short round.

@@ -675,6 +675,34 @@ static void test_rst_after_go_back_n_resets_the_peer(void)
     pair_free(&p);
 }
 
+/* A SYN that offers a zero window, then the listener closes: the half-open
+ * connection's RST must carry ISS+1, what the peer expects once it has our
+ * SYN-ACK.  A window binds no SYN, so the window's right edge (ISS, with a
+ * zero window) is not the place to stamp it. */
+static void test_rst_of_a_half_open_connection_after_a_zero_window_syn(void)
+{
+    struct pair p;
+    pair_init(&p, NULL, NULL);
+    int32_t l = osvrt_tcp_listen(p.st[1], 80, 8);
+    CHECK(l >= 0);
+    uint8_t pkt[2048];
+    struct osvrt_tcp_seg syn = {
+        .saddr = ADDR_C, .daddr = ADDR_S, .sport = 40000, .dport = 80, .seq = 1000,
+        .flags = OSVRT_TH_SYN, .wnd = 0,
+    };
+    uint32_t n = osvrt_tcp_build(pkt, &syn, NULL, 0, 1);
+    CHECK_EQ(osvrt_tcp_input(p.st[1], pkt, n, 0, p.now), 0);
+    struct osvrt_tcp_seg g;
+    CHECK_EQ(drain_output(&p, 1, pkt, &g), 1);
+    CHECK(g.flags & OSVRT_TH_SYN);
+    uint32_t iss = g.seq;
+    CHECK_EQ(osvrt_tcp_close(p.st[1], l, p.now), 0);   /* resets its half-open child */
+    CHECK_EQ(drain_output(&p, 1, pkt, &g), 1);
+    CHECK(g.flags & OSVRT_TH_RST);
+    CHECK_MSG(g.seq == iss + 1, "the RST's seq %u, ISS+1 %u", g.seq, iss + 1);
+    pair_free(&p);
+}
+
 /* While the client probes a zero window (snd_nxt = snd_una + 1, a byte past
  * the server's closed window), its pure ACK of the server's data must carry
  * the window's right edge, the server's RCV.NXT: snd_nxt lies right of a
@@ -737,6 +765,7 @@ int main(void)
     test_random_loss_dup_reorder();
     test_echo_zero_window_lossy();
     test_rst_after_go_back_n_resets_the_peer();
+    test_rst_of_a_half_open_connection_after_a_zero_window_syn();
     printf("test_tcp_loss: ok\n");
     return 0;
 }

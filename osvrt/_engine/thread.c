@@ -87,6 +87,7 @@ thread_clear(ThreadObject *t)
     Py_CLEAR(t->value);
     Py_CLEAR(t->throw_);
     Py_CLEAR(t->outcome);
+    t->failed = 0;               /* no exception to raise from a cleared thread */
     Py_CLEAR(t->joiners);
     Py_CLEAR(t->aux);
     return 0;
@@ -275,7 +276,7 @@ static PyObject *
 thread_done(ThreadObject *t, PyObject *unused)
 {
     /* acquire: pairs with finish()'s seq_cst store; whoever sees the thread
-     * ended sees all it did (Runtime.stop() then takes over what it used). */
+     * ended sees all it did, its outcome included (finish() writes it first). */
     return PyBool_FromLong(atomic_load_explicit(&t->state, memory_order_acquire) == ST_TERMINATED);
 }
 
@@ -411,7 +412,7 @@ thread_set_throw(ThreadObject *t, PyObject *v, void *c)
 
 /* _result (c NULL) and _exc (c non-NULL): the outcome, as what the thread
  * returned or as what it raised; None for the other, and before the end.
- * Read after join or done(): finish() wrote both fields before DW_DONE. */
+ * Read after join or done(): finish() writes both before it publishes the end. */
 static PyObject *
 thread_get_outcome(ThreadObject *t, void *c)
 {
@@ -469,7 +470,9 @@ thread_set_w(ThreadObject *t, PyObject *v, void *c)
 
 /* A parked thread's memory (the bench's memory row): with the 16-byte GC
  * header, the object must fit pymalloc's 176-byte size class. */
+#ifndef Py_GIL_DISABLED             /* free-threaded: a larger header, mimalloc, no classes */
 _Static_assert(sizeof(ThreadObject) <= 160, "ThreadObject outgrew pymalloc's 176-byte class");
+#endif
 
 #define OFF(f) offsetof(ThreadObject, f)
 static PyMemberDef thread_members[] = {

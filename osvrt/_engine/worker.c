@@ -407,11 +407,25 @@ flush_done_wakes(WorkerObject *w)
 static int
 finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
 {
-    /* seq_cst: terminated before the joiners are looked at (join's re-check). */
-    atomic_store_explicit(&t->state, ST_TERMINATED, memory_order_seq_cst);
-    /* exc wins: a thread that raised has no result */
+    /* The outcome and the logger of an unretrieved exception first: whoever
+     * sees the end (done()'s acquire of `state`, a foreign waiter's of
+     * `done_word`) reads them.  exc wins: a thread that raised has no result. */
     Py_XSETREF(t->outcome, Py_XNewRef(exc != NULL ? exc : result));
     t->failed = exc != NULL;
+    int err = 0;
+    int settle = t->aux != NULL && t->aux_future;
+    if (!settle && exc != NULL && !PyObject_TypeCheck(exc, (PyTypeObject *)Cancelled)) {
+        /* Nobody may join it: log at collection unless someone does. */
+        PyObject *name = PyObject_GetAttr((PyObject *)t, str_name);
+        PyObject *u = name ? PyObject_CallFunctionObjArgs(UnretrievedClass, name, exc, NULL) : NULL;
+        Py_XDECREF(name);
+        if (u == NULL)
+            err = 1;
+        Py_XSETREF(t->aux, u);
+        t->aux_future = 0;
+    }
+    /* seq_cst: terminated before the joiners are looked at (join's re-check). */
+    atomic_store_explicit(&t->state, ST_TERMINATED, memory_order_seq_cst);
     Py_CLEAR(t->coro);
     Py_CLEAR(t->ctx);
     Py_CLEAR(t->value);
@@ -425,20 +439,10 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
     atomic_store_explicit(&t->wait, seq << 1, memory_order_release);
     if (*osvrt_api->exit_semaphore)
         osvrt_api->trace_exit(w->index, t->id);
-    int err = 0;
-    if (t->aux != NULL && t->aux_future) {
+    if (settle) {
         PyObject *r = worker_hook(w, HK_SETTLE, (PyObject *)t);
         err |= r == NULL;
         Py_XDECREF(r);
-    } else if (exc != NULL && !PyObject_TypeCheck(exc, (PyTypeObject *)Cancelled)) {
-        /* Nobody may join it: log at collection unless someone does. */
-        PyObject *name = PyObject_GetAttr((PyObject *)t, str_name);
-        PyObject *u = name ? PyObject_CallFunctionObjArgs(UnretrievedClass, name, exc, NULL) : NULL;
-        Py_XDECREF(name);
-        if (u == NULL)
-            err = 1;
-        Py_XSETREF(t->aux, u);
-        t->aux_future = 0;
     }
     PyObject *joiners = t->joiners;
     t->joiners = NULL;

@@ -180,4 +180,8 @@ def run(args):
     result = measure(peers, kinds, quick=args.quick)
     print(report(result))
     if args.json:
-        private_file.write(args.json, "--json", lambda f: json.dump(result, f, indent=1))
+        try:
+            private_file.write(args.json, "--json", lambda f: json.dump(result, f, indent=1))
+        except OSError as e:         # the figures are printed above: say why, no traceback
+            print(f"figures: not written: {e}", file=sys.stderr)
+            return 1

@@ -7,6 +7,7 @@ the row's target against that peer was met, red that it was missed, grey
 that the peer has no target; every figure and word sits in the bar's label
 on the left, so no text is drawn over a bar, a whisker or another label."""
 import math
+import os
 
 from ..observe import private_file
 from .report import fmt_ratio, fmt_value, column_header
@@ -129,9 +130,13 @@ def draw_plot(doc, path):
         return why
     import matplotlib.pyplot as plt
     try:
-        # PNG whatever the name ends with; written as the JSON is (private,
-        # no symlink followed).
-        private_file.write(path, "--plot", lambda f: fig.savefig(f, format="png", dpi=110),
+        # The format from the name (.png, .svg, .pdf; PNG without one), as
+        # savefig(path) chose it; written as the JSON is (private, no
+        # symlink followed).
+        fmt = os.path.splitext(os.fsdecode(path))[1][1:].lower() or "png"
+        if fmt not in fig.canvas.get_supported_filetypes():
+            raise ValueError(f"--plot {path}: matplotlib writes no {fmt!r} files")
+        private_file.write(path, "--plot", lambda f: fig.savefig(f, format=fmt, dpi=110),
                            binary=True)
     finally:
         plt.close(fig)

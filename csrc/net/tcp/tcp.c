@@ -584,6 +584,8 @@ static int can_send_data(const struct tcb *c)
  * further, is right of it and dropped alike; Linux: tcp_acceptable_seq). */
 static uint32_t ack_seq(const struct tcb *c)
 {
+    if (c->snd_una == c->iss)           /* our SYN unacknowledged: a window binds no SYN */
+        return c->snd_max;
     uint32_t edge = c->snd_una + c->snd_wnd;
     return osvrt_seq_le(c->snd_max, edge) ? c->snd_max : edge;
 }

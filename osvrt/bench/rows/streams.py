@@ -147,11 +147,14 @@ def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
                          timeout=seconds + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = {}
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if rate is None or m is None:
+            raise RuntimeError(f"wrk printed no requests/s or no {pct}% latency: {out[-500:]!r}")
         lat[pct] = float(m.group(1)) * _UNIT[m.group(2)]
+    rps = float(rate.group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"],
             "errors": errors.group(0) if errors else None}

@@ -38,6 +38,7 @@ from ..._core import ffi, lib
 from ... import kernel
 from ...kernel import sleep
 from ...readiness import ClosedResourceError, wait_readable
+from ...thread import Cancelled
 from ...sync import Event
 from . import wire
 from .arp import Arp
@@ -290,30 +291,27 @@ class UserStack:
 
     def stop(self):
         """Runtime.stop(), on its own OS thread: its green threads (ours
-        too) are normally done by now, and then no call can be in flight on
-        the link: reset every connection (a RST to each peer) and close it.  A green thread that outlived stop()'s cancel
-        may be inside one (a recvmmsg on the fd, on its worker's OS thread):
-        closing the fd under it could hand the number to another open in
-        between, so the link is left as it is, to close with the socket
-        object when the stack is collected.  The engine is freed then too."""
+        too) are normally done by now, and the link thread's cancel closed
+        the stack on its worker (RSTs to its peers included); if not, and
+        no call can be in flight on the link, close it.  A green thread
+        that outlived stop()'s cancel may be inside one (a recvmmsg on the
+        fd, on its worker's OS thread): closing the fd under it could hand
+        the number to another open in between, so the link is left as it
+        is, to close with the socket object when the stack is collected.
+        The engine is freed then too."""
         if self.closed:
             return
         # done(), not merely listed: a thread leaves the live set only after
         # its end hooks ran, a moment after it was marked finished (which is
         # what stop()'s cancel waits for), and a finished thread is in no call.
-        # done() reads with acquire, so once all are done this OS thread sees
-        # all they did to the engine and the link, and may use both: the RSTs
-        # leave from here, as aclose() sends them from the stack's worker.
+        # (The usual stop never gets here: the link thread, cancelled on the
+        # stack's worker, reset the connections and closed the stack there.)
         if any(not t.done() for t in self.rt.live_threads()):
             log.warning("osvrt.net: %r: green threads outlived the runtime's stop; its link "
-                        "closes when the stack is collected (no RST was sent to its peers)",
-                        self)
+                        "closes when the stack is collected", self)
             self._shut("leave")
         else:
-            try:
-                self._reset_all()
-            finally:
-                self._shut()               # the link closes even if a RST could not leave
+            self._shut()
 
     def _fail(self, why, fd_gone=False):
         """The link can no longer be used: close the stack (on its worker),
@@ -505,6 +503,19 @@ class UserStack:
             # Never a silent end: the stack's waiters would park forever.
             log.exception("osvrt.net: the link thread of %r failed", self)
             self._fail(f"its link thread failed: {e!r}")
+        except Cancelled:
+            if self.rt.stopping and not self.closed:
+                # Runtime.stop() cancels us here, on the stack's worker, the
+                # engine's one owner: reset every connection (a RST to each
+                # peer) and close the link from this thread, not from stop()'s
+                # own OS thread, where it would be a second thread in the engine
+                # (a thread that ends here can still close a Stream as its
+                # frames are freed).
+                try:
+                    self._reset_all()
+                finally:
+                    self._shut()
+            raise
         finally:
             if not self.closed and not self.rt.stopping:
                 log.error("osvrt.net: the link thread of %r ended", self)
