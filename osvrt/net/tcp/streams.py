@@ -19,7 +19,8 @@ import errno
 import ipaddress
 import time
 
-from ..._core import ffi, lib
+from ..._core import lib
+from ..._engine import current_worker as _current_worker
 from ...deadline import timeout as _timeout_scope
 from ..closing import AsyncClosing
 from .conn import oserror
@@ -152,18 +153,24 @@ class Stream(_Base):
             raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes!r}")
-        if self._c.closed or not self._stack.here():   # else: usable here, no await
-            await self._enter()
         st, c = self._stack, self._c
+        if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
+            await self._enter()
         cap = max_bytes if max_bytes < 65536 else 65536   # not min(): its call costs more
+        fast, todo = st.fast, st.todo
         while True:
-            # One C call: the segments handed to us, the recv, and what
-            # they produced (an ACK, a window update) sent.
-            rc = st.recv(c, st.scratch, cap)
-            if rc >= 0:
-                return ffi.buffer(st.scratch, rc)[:]
-            if rc != _EAGAIN:
-                raise oserror(rc, "recv")
+            if c.inbox:
+                st.take_inbox(c)
+            # One engine call: the segments handed to us, the recv, and
+            # what they produced (an ACK, a window update) sent.  What the
+            # call left in the view is acted on also when it raised.
+            try:
+                data = fast.recv(c.id, cap)
+            finally:
+                if todo[0]:          # usually 0: no call to after()
+                    st.after()
+            if data is not None:
+                return data
             await self._park(c.readable)
 
     async def recv_into(self, buffer, nbytes=0):
@@ -176,40 +183,48 @@ class Stream(_Base):
         n = len(view) if nbytes == 0 else min(nbytes, len(view))
         if n == 0:
             return 0
-        if self._c.closed or not self._stack.here():   # else: usable here, no await
-            await self._enter()
         st, c = self._stack, self._c
-        p = ffi.from_buffer(view, require_writable=True)
+        if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
+            await self._enter()
+        fast, todo = st.fast, st.todo
         while True:
-            rc = st.recv(c, p, n)
-            if rc >= 0:
+            if c.inbox:
+                st.take_inbox(c)
+            try:
+                rc = fast.recv_into(c.id, view, n)
+            finally:
+                if todo[0]:
+                    st.after()
+            if rc is not None:
                 return rc
-            if rc != _EAGAIN:
-                raise oserror(rc, "recv_into")
             await self._park(c.readable)
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
         # bytes (the usual argument) needs no byte view: one object less.
         view = data if type(data) is bytes else memoryview(data).cast("B")
-        if self._c.closed or not self._stack.here():   # else: usable here, no await
-            await self._enter()
         st, c = self._stack, self._c
+        if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
+            await self._enter()
         total = len(view)
         if total == 0:
             return
-        p = ffi.from_buffer(view)
+        fast, todo = st.fast, st.todo
         off = 0
         while True:
-            rc = st.send(c, p + off, total - off)
-            if rc > 0:
-                off += rc
-                if off >= total:
-                    return
+            if c.inbox:
+                st.take_inbox(c)
+            try:
+                rc = fast.send(c.id, view, off)
+            finally:
+                if todo[0]:
+                    st.after()
+            if rc is None:
+                await self._park(c.writable)
                 continue
-            if rc != _EAGAIN:
-                raise oserror(rc, "sendall")
-            await self._park(c.writable)
+            off += rc
+            if off >= total:
+                return
 
     async def send_eof(self):
         """Half-close: the peer's recv() returns b"" once it has read what we

@@ -1,0 +1,230 @@
+/* tcplink.c - TcpLink: the per-segment calls of a user-space TCP stack's
+ * link (csrc/net/tcp/tcp_link.h) for osvrt/net/tcp/stack.py and streams.py.
+ *
+ * The link lives in the C core (osvrt._core, cffi).  Through cffi, each of
+ * a round trip's calls (poll, recv, send, the empty recv before a park)
+ * paid ~1.5k instructions of argument conversion and a GIL release and
+ * retake, a time.monotonic_ns() call for its clock, and recv a cffi buffer
+ * and a slice to make its bytes: more than the TCP work itself (callgrind,
+ * benchmarks/usertcp_instructions.py).  Here each is one METH_FASTCALL call
+ * through the core's table (tcp_link.h, struct osvrt_tcp_link_api) that
+ * reads the clock itself and makes the bytes at once.  The GIL stays held:
+ * every call is non-blocking (recvmmsg and sendmmsg with MSG_DONTWAIT), as
+ * the engine's other socket calls (sock.c, udptx.c).
+ *
+ * Ownership: a TcpLink holds `owner`, the cffi object whose collection frees
+ * the link, so the link outlives every call made through it.  The link's
+ * threading rule is tcp.h's (one owning OS thread): the stack calls these
+ * only on its worker (stack.py), so no lock and no atomic here.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+#include "tcp_link.h"
+
+#define RECV_SCRATCH (1u << 16)     /* recv's cap: the stack's streams ask for at most this */
+
+typedef struct {
+    PyObject_HEAD
+    const struct osvrt_tcp_link_api *api;   /* set once */
+    struct osvrt_tcp_link *link;            /* set once; freed through owner */
+    PyObject *owner;                        /* keeps the link alive */
+    uint8_t scratch[RECV_SCRATCH];          /* recv's bytes before they become a bytes object */
+} TcpLinkObject;
+
+/* The engine's clock in ns: CLOCK_MONOTONIC, time.monotonic_ns()'s. */
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* OSError(errno, "what: strerror"), as conn.oserror (its errno picks the
+ * subclass: ConnectionResetError, BrokenPipeError, ...). */
+static PyObject *
+link_error(int64_t rc, const char *what)
+{
+    int e = (int)-rc;
+    PyObject *msg = PyUnicode_FromFormat("%s: %s", what, strerror(e));
+    if (msg == NULL)
+        return NULL;
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", e, msg);
+    Py_DECREF(msg);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *
+tcplink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    unsigned long long api_addr, link_addr;
+    PyObject *owner;
+    if (!PyArg_ParseTuple(args, "KKO:TcpLink", &api_addr, &link_addr, &owner))
+        return NULL;
+    const struct osvrt_tcp_link_api *api = (const struct osvrt_tcp_link_api *)(uintptr_t)api_addr;
+    if (api == NULL || api->version != OSVRT_TCP_LINK_API_VERSION
+        || api->size != sizeof(struct osvrt_tcp_link_api))
+        return PyErr_Format(PyExc_ImportError, "osvrt: the C core (osvrt._core) and the engine "
+                            "(osvrt._engine) are from different builds; reinstall osvrt");
+    if (link_addr == 0)
+        return PyErr_Format(PyExc_ValueError, "TcpLink: the link address is NULL");
+    TcpLinkObject *self = (TcpLinkObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->api = api;
+    self->link = (struct osvrt_tcp_link *)(uintptr_t)link_addr;
+    self->owner = Py_NewRef(owner);
+    return (PyObject *)self;
+}
+
+static void
+tcplink_dealloc(TcpLinkObject *self)
+{
+    Py_CLEAR(self->owner);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* An int32 argument (a connection id) of a fast call. */
+static int
+arg_id(PyObject *o, int32_t *out)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "TcpLink: connection id %R is out of range", o);
+        return -1;
+    }
+    *out = (int32_t)v;
+    return 0;
+}
+
+/* poll() -> int: osvrt_tcp_link_poll (frames read, or a negative errno). */
+static PyObject *
+tcplink_poll(TcpLinkObject *self, PyObject *unused)
+{
+    return PyLong_FromLong(self->api->poll(self->link, now_ns()));
+}
+
+/* recv(id, cap) -> bytes (b"" at EOF), or None when nothing waits. */
+static PyObject *
+tcplink_recv(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int32_t id;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv(id, cap) takes 2 arguments");
+        return NULL;
+    }
+    if (arg_id(args[0], &id) < 0)
+        return NULL;
+    Py_ssize_t cap = PyLong_AsSsize_t(args[1]);
+    if (cap == -1 && PyErr_Occurred())
+        return NULL;
+    if (cap < 1 || cap > (Py_ssize_t)RECV_SCRATCH)
+        return PyErr_Format(PyExc_ValueError, "TcpLink.recv: cap %zd is out of range 1..%u",
+                            cap, RECV_SCRATCH);
+    int64_t rc = self->api->recv(self->link, id, self->scratch, (uint64_t)cap, now_ns());
+    if (rc >= 0)
+        return PyBytes_FromStringAndSize((const char *)self->scratch, (Py_ssize_t)rc);
+    if (rc == -EAGAIN)
+        Py_RETURN_NONE;
+    return link_error(rc, "recv");
+}
+
+/* recv_into(id, buffer, n) -> bytes read into buffer (0 at EOF), or None. */
+static PyObject *
+tcplink_recv_into(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int32_t id;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "recv_into(id, buffer, n) takes 3 arguments");
+        return NULL;
+    }
+    if (arg_id(args[0], &id) < 0)
+        return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[2]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (n < 0 || n > b.len) {
+        PyBuffer_Release(&b);
+        return PyErr_Format(PyExc_ValueError, "TcpLink.recv_into: %zd bytes do not fit a "
+                            "buffer of %zd", n, b.len);
+    }
+    int64_t rc = self->api->recv(self->link, id, b.buf, (uint64_t)n, now_ns());
+    PyBuffer_Release(&b);
+    if (rc >= 0)
+        return PyLong_FromLongLong(rc);
+    if (rc == -EAGAIN)
+        Py_RETURN_NONE;
+    return link_error(rc, "recv_into");
+}
+
+/* send(id, data, off) -> bytes of data[off:] taken (> 0), or None when the
+ * send buffer is full. */
+static PyObject *
+tcplink_send(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int32_t id;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "send(id, data, off) takes 3 arguments");
+        return NULL;
+    }
+    if (arg_id(args[0], &id) < 0)
+        return NULL;
+    Py_ssize_t off = PyLong_AsSsize_t(args[2]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (off < 0 || off > b.len) {
+        PyBuffer_Release(&b);
+        return PyErr_Format(PyExc_ValueError, "TcpLink.send: offset %zd is out of range 0..%zd",
+                            off, b.len);
+    }
+    int64_t rc = self->api->send(self->link, id, (const uint8_t *)b.buf + off,
+                                 (uint64_t)(b.len - off), now_ns());
+    PyBuffer_Release(&b);
+    if (rc >= 0)
+        return PyLong_FromLongLong(rc);
+    if (rc == -EAGAIN)
+        Py_RETURN_NONE;
+    return link_error(rc, "sendall");
+}
+
+static PyMethodDef tcplink_methods[] = {
+    {"poll", (PyCFunction)tcplink_poll, METH_NOARGS,
+     "poll()\n--\n\nosvrt_tcp_link_poll now: the frames read, or a negative errno."},
+    {"recv", (PyCFunction)(void (*)(void))tcplink_recv, METH_FASTCALL,
+     "recv(id, cap)\n--\n\nosvrt_tcp_link_recv now: bytes (b\"\" at EOF), None when nothing\n"
+     "waits; OSError for the engine's errors."},
+    {"recv_into", (PyCFunction)(void (*)(void))tcplink_recv_into, METH_FASTCALL,
+     "recv_into(id, buffer, n)\n--\n\nAs recv, into the first n bytes of buffer: the count."},
+    {"send", (PyCFunction)(void (*)(void))tcplink_send, METH_FASTCALL,
+     "send(id, data, off)\n--\n\nosvrt_tcp_link_send of data[off:] now: the bytes taken,\n"
+     "None when the send buffer is full; OSError for the engine's errors."},
+    {NULL},
+};
+
+PyTypeObject TcpLink_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.TcpLink",
+    .tp_basicsize = sizeof(TcpLinkObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "TcpLink(api, link, owner)\n--\n\nThe per-segment calls of a user-space stack's link:\n"
+              "api and link are the addresses of osvrt_tcp_link_api() and the link; owner\n"
+              "keeps the link alive.",
+    .tp_new = tcplink_new,
+    .tp_dealloc = (destructor)tcplink_dealloc,
+    .tp_methods = tcplink_methods,
+};
