@@ -8,7 +8,8 @@
  * and a slice to make its bytes: more than the TCP work itself (callgrind,
  * benchmarks/usertcp_instructions.py).  Here each is one METH_FASTCALL call
  * through the core's table (tcp_link.h, struct osvrt_tcp_link_api) that
- * reads the clock itself and makes the bytes at once.  The GIL stays held:
+ * reads the clock itself and makes the bytes at once, and the events no
+ * green thread waits for are dropped before Python sees them.  The GIL stays held:
  * every call is non-blocking (recvmmsg and sendmmsg with MSG_DONTWAIT), as
  * the engine's other socket calls (sock.c, udptx.c).
  *
@@ -30,6 +31,7 @@ typedef struct {
     PyObject_HEAD
     const struct osvrt_tcp_link_api *api;   /* set once */
     struct osvrt_tcp_link *link;            /* set once; freed through owner */
+    struct osvrt_tcp_link_view *view;       /* the link's; set once */
     PyObject *owner;                        /* keeps the link alive */
     uint8_t scratch[RECV_SCRATCH];          /* recv's bytes before they become a bytes object */
 } TcpLinkObject;
@@ -80,6 +82,7 @@ tcplink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     self->api = api;
     self->link = (struct osvrt_tcp_link *)(uintptr_t)link_addr;
+    self->view = api->view(self->link);
     self->owner = Py_NewRef(owner);
     return (PyObject *)self;
 }
@@ -89,6 +92,29 @@ tcplink_dealloc(TcpLinkObject *self)
 {
     Py_CLEAR(self->owner);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Keep only the events of connections a green thread waits on (waits[]
+ * of their slot): every wait on a stream clears its Event and parks right
+ * after a call that found nothing to do, with no await in between
+ * (streams.py, _park), so an Event set while nobody waits is cleared unseen.
+ * Most round trips' calls then leave nothing for after() (stack.py): the
+ * owner's own recv and send make READABLE/WRITABLE events for the
+ * connection it is running on. */
+static void
+keep_waited_events(struct osvrt_tcp_link_view *v)
+{
+    if (!(v->todo & OSVRT_TCP_LINK_TODO_EVENTS))
+        return;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < v->nevents; i++) {
+        uint32_t slot = (uint32_t)v->events[i].id & (OSVRT_TCP_MAX_CONNS - 1u);
+        if (slot < v->nwaits && v->waits[slot])
+            v->events[k++] = v->events[i];
+    }
+    v->nevents = k;
+    if (k == 0)
+        v->todo &= ~OSVRT_TCP_LINK_TODO_EVENTS;
 }
 
 /* An int32 argument (a connection id) of a fast call. */
@@ -110,7 +136,9 @@ arg_id(PyObject *o, int32_t *out)
 static PyObject *
 tcplink_poll(TcpLinkObject *self, PyObject *unused)
 {
-    return PyLong_FromLong(self->api->poll(self->link, now_ns()));
+    int32_t n = self->api->poll(self->link, now_ns());
+    keep_waited_events(self->view);
+    return PyLong_FromLong(n);
 }
 
 /* recv(id, cap) -> bytes (b"" at EOF), or None when nothing waits. */
@@ -131,6 +159,7 @@ tcplink_recv(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
         return PyErr_Format(PyExc_ValueError, "TcpLink.recv: cap %zd is out of range 1..%u",
                             cap, RECV_SCRATCH);
     int64_t rc = self->api->recv(self->link, id, self->scratch, (uint64_t)cap, now_ns());
+    keep_waited_events(self->view);
     if (rc >= 0)
         return PyBytes_FromStringAndSize((const char *)self->scratch, (Py_ssize_t)rc);
     if (rc == -EAGAIN)
@@ -161,6 +190,7 @@ tcplink_recv_into(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
                             "buffer of %zd", n, b.len);
     }
     int64_t rc = self->api->recv(self->link, id, b.buf, (uint64_t)n, now_ns());
+    keep_waited_events(self->view);
     PyBuffer_Release(&b);
     if (rc >= 0)
         return PyLong_FromLongLong(rc);
@@ -194,6 +224,7 @@ tcplink_send(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     int64_t rc = self->api->send(self->link, id, (const uint8_t *)b.buf + off,
                                  (uint64_t)(b.len - off), now_ns());
+    keep_waited_events(self->view);
     PyBuffer_Release(&b);
     if (rc >= 0)
         return PyLong_FromLongLong(rc);

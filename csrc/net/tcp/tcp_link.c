@@ -575,6 +575,7 @@ static const struct osvrt_tcp_link_api link_api = {
     .poll = osvrt_tcp_link_poll,
     .recv = osvrt_tcp_link_recv,
     .send = osvrt_tcp_link_send,
+    .view = osvrt_tcp_link_view,
 };
 
 const struct osvrt_tcp_link_api *osvrt_tcp_link_api(void) { return &link_api; }

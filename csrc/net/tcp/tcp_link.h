@@ -167,6 +167,7 @@ struct osvrt_tcp_link_api {
                     int64_t now_ns);
     int64_t (*send)(struct osvrt_tcp_link *l, int32_t id, const uint8_t *buf, uint64_t len,
                     int64_t now_ns);
+    struct osvrt_tcp_link_view *(*view)(struct osvrt_tcp_link *l);
 };
 const struct osvrt_tcp_link_api *osvrt_tcp_link_api(void);
 
