@@ -365,6 +365,7 @@ static inline int io_due(WorkerObject *w, double now)
 extern PyMethodDef sock_module_methods[];
 /* tcplink.c: a user-space TCP stack's per-segment link calls */
 extern PyTypeObject TcpLink_Type;
+int engine_event_set(PyObject *event);      /* event.c: Event.set(); -1 with an error set */
 /* udptx.c */
 extern PyMethodDef udptx_module_methods[];
 extern PyTypeObject UdpTx_Type;

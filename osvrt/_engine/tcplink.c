@@ -33,6 +33,8 @@ typedef struct {
     struct osvrt_tcp_link *link;            /* set once; freed through owner */
     struct osvrt_tcp_link_view *view;       /* the link's; set once */
     PyObject *owner;                        /* keeps the link alive */
+    PyObject *conns;                        /* the stack's dict: id -> Conn (conn.py) */
+    PyObject *handed;                       /* the stack's set of Conns with a full inbox */
     uint8_t scratch[RECV_SCRATCH];          /* recv's bytes before they become a bytes object */
 } TcpLinkObject;
 
@@ -63,12 +65,77 @@ link_error(int64_t rc, const char *what)
     return NULL;
 }
 
+static PyObject *str_inbox, *str_readable, *str_writable;
+
+/* Conn c's owner was handed segments (poll put them in its inbox): as
+ * stack.py's _handed_to_owners did in Python, c.inbox = True, c joins the
+ * stack's handed set, and both its Events are set (its owner waits on one
+ * of them). */
+static int
+hand_to(TcpLinkObject *self, PyObject *c)
+{
+    if (PyObject_SetAttr(c, str_inbox, Py_True) < 0 || PySet_Add(self->handed, c) < 0)
+        return -1;
+    PyObject *names[2] = {str_readable, str_writable};
+    for (int i = 0; i < 2; i++) {
+        PyObject *ev = PyObject_GetAttr(c, names[i]);
+        if (ev == NULL)
+            return -1;
+        int r = Py_IS_TYPE(ev, &Event_Type) ? engine_event_set(ev)
+                : (PyErr_Format(PyExc_TypeError, "TcpLink: %R is not an osvrt Event", ev), -1);
+        Py_DECREF(ev);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The connections poll handed segments to whose Conn is in the stack's
+ * table are woken here; the others (released while their owner still
+ * waited: stack.py) stay in view.handed for Python, with TODO_HANDED. */
+static int
+wake_handed(TcpLinkObject *self)
+{
+    struct osvrt_tcp_link_view *v = self->view;
+    if (!(v->todo & OSVRT_TCP_LINK_TODO_HANDED))
+        return 0;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < v->nhanded; i++) {
+        PyObject *key = PyLong_FromLong(v->handed[i]);
+        if (key == NULL)
+            return -1;
+        PyObject *c = PyDict_GetItemWithError(self->conns, key);   /* borrowed */
+        Py_DECREF(key);
+        if (c == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            v->handed[k++] = v->handed[i];
+            continue;
+        }
+        Py_INCREF(c);
+        int r = hand_to(self, c);
+        Py_DECREF(c);
+        if (r < 0)
+            return -1;
+    }
+    v->nhanded = k;
+    if (k == 0)
+        v->todo &= ~OSVRT_TCP_LINK_TODO_HANDED;
+    return 0;
+}
+
 static PyObject *
 tcplink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     unsigned long long api_addr, link_addr;
-    PyObject *owner;
-    if (!PyArg_ParseTuple(args, "KKO:TcpLink", &api_addr, &link_addr, &owner))
+    PyObject *owner, *conns, *handed;
+    if (!PyArg_ParseTuple(args, "KKOO!O!:TcpLink", &api_addr, &link_addr, &owner,
+                          &PyDict_Type, &conns, &PySet_Type, &handed))
+        return NULL;
+    if (str_inbox == NULL
+        && (!(str_inbox = PyUnicode_InternFromString("inbox"))
+            || !(str_readable = PyUnicode_InternFromString("readable"))
+            || !(str_writable = PyUnicode_InternFromString("writable"))))
         return NULL;
     const struct osvrt_tcp_link_api *api = (const struct osvrt_tcp_link_api *)(uintptr_t)api_addr;
     if (api == NULL || api->version != OSVRT_TCP_LINK_API_VERSION
@@ -84,14 +151,37 @@ tcplink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->link = (struct osvrt_tcp_link *)(uintptr_t)link_addr;
     self->view = api->view(self->link);
     self->owner = Py_NewRef(owner);
+    self->conns = Py_NewRef(conns);
+    self->handed = Py_NewRef(handed);
     return (PyObject *)self;
 }
 
 static void
 tcplink_dealloc(TcpLinkObject *self)
 {
+    PyObject_GC_UnTrack(self);
     Py_CLEAR(self->owner);
+    Py_CLEAR(self->conns);
+    Py_CLEAR(self->handed);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* conns and handed hold Conns, whose Events' waiters may reach back here. */
+static int
+tcplink_traverse(TcpLinkObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->conns);
+    Py_VISIT(self->handed);
+    return 0;
+}
+
+static int
+tcplink_clear(TcpLinkObject *self)
+{
+    Py_CLEAR(self->conns);
+    Py_CLEAR(self->handed);
+    return 0;
 }
 
 /* Keep only the events of connections a green thread waits on (waits[]
@@ -132,12 +222,17 @@ arg_id(PyObject *o, int32_t *out)
     return 0;
 }
 
-/* poll() -> int: osvrt_tcp_link_poll (frames read, or a negative errno). */
+/* poll() -> int: osvrt_tcp_link_poll (frames read, or a negative errno),
+ * and the owners it handed segments to woken. */
 static PyObject *
 tcplink_poll(TcpLinkObject *self, PyObject *unused)
 {
+    if (self->conns == NULL)
+        return PyErr_Format(PyExc_ValueError, "TcpLink: cleared");
     int32_t n = self->api->poll(self->link, now_ns());
     keep_waited_events(self->view);
+    if (wake_handed(self) < 0)
+        return NULL;
     return PyLong_FromLong(n);
 }
 
@@ -251,10 +346,13 @@ PyTypeObject TcpLink_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "osvrt._engine.TcpLink",
     .tp_basicsize = sizeof(TcpLinkObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "TcpLink(api, link, owner)\n--\n\nThe per-segment calls of a user-space stack's link:\n"
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)tcplink_traverse,
+    .tp_clear = (inquiry)tcplink_clear,
+    .tp_doc = "TcpLink(api, link, owner, conns, handed)\n--\n\nThe per-segment calls of a user-space stack's link:\n"
               "api and link are the addresses of osvrt_tcp_link_api() and the link; owner\n"
-              "keeps the link alive.",
+              "keeps the link alive; conns (id -> Conn) and handed (a set) are the stack's,\n"
+              "for the owners poll() wakes.",
     .tp_new = tcplink_new,
     .tp_dealloc = (destructor)tcplink_dealloc,
     .tp_methods = tcplink_methods,

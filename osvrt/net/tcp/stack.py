@@ -178,9 +178,6 @@ class UserStack:
             raise oserror(err[0] or -errno.ENOMEM, "osvrt.net.user_stack: the link")
         # The link keeps a pointer to the engine: the engine must outlive it.
         self.clink = ffi.gc(ln, lib.osvrt_tcp_link_free)
-        # poll, recv and send: each one engine call that reads the clock
-        # itself; it holds clink, so the link outlives its calls.
-        self.fast = _engine.TcpLink(_LINK_API, int(ffi.cast("uintptr_t", ln)), self.clink)
         v = self._view = lib.osvrt_tcp_link_view(ln)
         # The view's words the per-segment path touches, as memoryviews of the
         # link's memory: an item there costs a few dozen instructions, a cdata
@@ -214,6 +211,11 @@ class UserStack:
         self._threads = []
         self._drop_names = _drop_names()
         self._handed = set()                   # connections whose inbox is not empty
+        # poll, recv and send: each one engine call that reads the clock
+        # itself; it holds clink, so the link outlives its calls.  poll wakes
+        # the owners it hands segments to itself (as _handed_to_owners).
+        self.fast = _engine.TcpLink(_LINK_API, int(ffi.cast("uintptr_t", ln)), self.clink,
+                                    self.conns, self._handed)
         self._stray = False                    # segments handed to a released connection
         # What Python counts (its own sends: ARP, ICMP, packets that waited
         # for ARP); stats() adds the C link's counters.
@@ -434,6 +436,8 @@ class UserStack:
                 self._arp.input(frame[wire.ETH_HLEN:], now)
 
     def _handed_to_owners(self):
+        """The handed connections that TcpLink.poll left: those not in the
+        table (released while their owner still waited)."""
         conns, handed, ids = self.conns, self._handed, self._handed_ids
         n, i = self._words[self._nhanded], 0
         while i < n:                 # not range(): usually one, and range() costs more
