@@ -27,6 +27,7 @@ import errno
 import ipaddress
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -37,7 +38,7 @@ from collections import deque
 from ..._core import ffi, lib
 from ... import _engine, kernel
 from ...kernel import sleep
-from ...readiness import ClosedResourceError, wait_readable
+from ...readiness import ClosedResourceError
 from ...sync import Event
 from . import wire
 from .arp import Arp
@@ -55,6 +56,7 @@ _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker'
 # The link's per-segment calls go through the engine (_engine.TcpLink,
 # osvrt/_engine/tcplink.c), not cffi: its table, read once.
 _LINK_API = int(ffi.cast("uintptr_t", lib.osvrt_tcp_link_api()))
+_wait_io, _EPOLLIN = _engine.wait_io, select.EPOLLIN
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
@@ -210,12 +212,12 @@ class UserStack:
         self._deferred = deque()               # closes asked for from another CPU / OS thread
         self._threads = []
         self._drop_names = _drop_names()
-        self._handed = set()                   # connections whose inbox is not empty
+        self.handed = set()                    # connections whose inbox is not empty
         # poll, recv and send: each one engine call that reads the clock
         # itself; it holds clink, so the link outlives its calls.  poll wakes
         # the owners it hands segments to itself (as _handed_to_owners).
         self.fast = _engine.TcpLink(_LINK_API, int(ffi.cast("uintptr_t", ln)), self.clink,
-                                    self.conns, self._handed)
+                                    self.conns, self.handed)
         self._stray = False                    # segments handed to a released connection
         # What Python counts (its own sends: ARP, ICMP, packets that waited
         # for ARP); stats() adds the C link's counters.
@@ -248,7 +250,7 @@ class UserStack:
         if self.closed:
             return
         now = _now()
-        self._handed.clear()
+        self.handed.clear()
         lib.osvrt_tcp_link_discard(self.clink)
         for c in list(self.conns.values()):
             c.inbox = False
@@ -438,7 +440,7 @@ class UserStack:
     def _handed_to_owners(self):
         """The handed connections that TcpLink.poll left: those not in the
         table (released while their owner still waited)."""
-        conns, handed, ids = self.conns, self._handed, self._handed_ids
+        conns, handed, ids = self.conns, self.handed, self._handed_ids
         n, i = self._words[self._nhanded], 0
         while i < n:                 # not range(): usually one, and range() costs more
             c = conns.get(ids[i])
@@ -515,7 +517,7 @@ class UserStack:
                                  self.todo)
         while not self.closed:
             try:
-                await wait_readable(fd)
+                await _wait_io(fd, _EPOLLIN, None)    # wait_readable(fd), one call less
             except ClosedResourceError:
                 return
             rounds = ROUNDS          # no range(): this runs once a segment
@@ -538,7 +540,7 @@ class UserStack:
     def take_inbox(self, c):
         """c's owner runs c's handed segments now (in its next C call)."""
         c.inbox = False
-        self._handed.discard(c)
+        self.handed.discard(c)
 
     def drain(self, c):
         """Run the segments the link handed to connection c, in order, and
@@ -552,12 +554,12 @@ class UserStack:
         self.after(now)
 
     def _drain_all(self):
-        if not self._handed and not self._stray:
+        if not self.handed and not self._stray:
             return
         self._stray = False
-        for c in self._handed:
+        for c in self.handed:
             c.inbox = False
-        self._handed.clear()
+        self.handed.clear()
         now = _now()
         lib.osvrt_tcp_link_drain(self.clink, -1, now)
         self.after(now)

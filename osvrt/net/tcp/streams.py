@@ -84,7 +84,15 @@ class _Base(AsyncClosing):
         event.clear()
         if c.closed:
             raise self._closed()
-        await c.wait(event)
+        # As the connection's owner: while we wait, the link hands the
+        # connection's segments to us (conn.py, Conn.waits).  Here, not in a
+        # coroutine of Conn's: one coroutine per park less.
+        waits, slot = c.waits, c.slot
+        waits[slot] += 1
+        try:
+            await event.wait()
+        finally:
+            waits[slot] -= 1
         if c.closed:
             raise self._closed()
 
@@ -149,8 +157,9 @@ class Stream(_Base):
 
     async def recv(self, max_bytes=65536):
         """Up to max_bytes bytes; b"" at EOF (the peer sent its FIN)."""
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
-            raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
+        if max_bytes.__class__ is not int:      # the usual int: one test
+            if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+                raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes!r}")
         st, c = self._stack, self._c
@@ -159,8 +168,9 @@ class Stream(_Base):
         cap = max_bytes if max_bytes < 65536 else 65536   # not min(): its call costs more
         fast, todo = st.fast, st.todo
         while True:
-            if c.inbox:
-                st.take_inbox(c)
+            if c.inbox:              # the take_inbox() of stack.py, inline
+                c.inbox = False
+                st.handed.discard(c)
             # One engine call: the segments handed to us, the recv, and
             # what they produced (an ACK, a window update) sent.  What the
             # call left in the view is acted on also when it raised.
@@ -188,8 +198,9 @@ class Stream(_Base):
             await self._enter()
         fast, todo = st.fast, st.todo
         while True:
-            if c.inbox:
-                st.take_inbox(c)
+            if c.inbox:              # the take_inbox() of stack.py, inline
+                c.inbox = False
+                st.handed.discard(c)
             try:
                 rc = fast.recv_into(c.id, view, n)
             finally:
@@ -212,8 +223,9 @@ class Stream(_Base):
         fast, todo = st.fast, st.todo
         off = 0
         while True:
-            if c.inbox:
-                st.take_inbox(c)
+            if c.inbox:              # the take_inbox() of stack.py, inline
+                c.inbox = False
+                st.handed.discard(c)
             try:
                 rc = fast.send(c.id, view, off)
             finally:
