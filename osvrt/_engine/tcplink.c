@@ -35,6 +35,7 @@ typedef struct {
     PyObject *owner;                        /* keeps the link alive */
     PyObject *conns;                        /* the stack's dict: id -> Conn (conn.py) */
     PyObject *handed;                       /* the stack's set of Conns with a full inbox */
+    PyObject *after;                        /* the stack's after(): what the view still holds */
     uint8_t scratch[RECV_SCRATCH];          /* recv's bytes before they become a bytes object */
 } TcpLinkObject;
 
@@ -90,6 +91,26 @@ hand_to(TcpLinkObject *self, PyObject *c)
     return 0;
 }
 
+/* Hand what the call left in the view and C did not act on to the stack's
+ * after() (stack.py): frames for Python (ARP, ICMP), packets held for ARP,
+ * events, a deadline, an error.  After most calls todo is 0 by now, and no
+ * Python runs. */
+static int
+run_after(TcpLinkObject *self)
+{
+    if (self->view->todo == 0)
+        return 0;
+    if (self->after == NULL) {          /* cleared by the GC: unreachable, so never here */
+        PyErr_SetString(PyExc_ValueError, "TcpLink: cleared");
+        return -1;
+    }
+    PyObject *r = PyObject_CallNoArgs(self->after);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 /* The connections poll handed segments to whose Conn is in the stack's
  * table are woken here; the others (released while their owner still
  * waited: stack.py) stay in view.handed for Python, with TODO_HANDED. */
@@ -99,6 +120,10 @@ wake_handed(TcpLinkObject *self)
     struct osvrt_tcp_link_view *v = self->view;
     if (!(v->todo & OSVRT_TCP_LINK_TODO_HANDED))
         return 0;
+    if (self->conns == NULL) {          /* as run_after */
+        PyErr_SetString(PyExc_ValueError, "TcpLink: cleared");
+        return -1;
+    }
     uint32_t k = 0;
     for (uint32_t i = 0; i < v->nhanded; i++) {
         PyObject *key = PyLong_FromLong(v->handed[i]);
@@ -128,10 +153,12 @@ static PyObject *
 tcplink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     unsigned long long api_addr, link_addr;
-    PyObject *owner, *conns, *handed;
-    if (!PyArg_ParseTuple(args, "KKOO!O!:TcpLink", &api_addr, &link_addr, &owner,
-                          &PyDict_Type, &conns, &PySet_Type, &handed))
+    PyObject *owner, *conns, *handed, *after;
+    if (!PyArg_ParseTuple(args, "KKOO!O!O:TcpLink", &api_addr, &link_addr, &owner,
+                          &PyDict_Type, &conns, &PySet_Type, &handed, &after))
         return NULL;
+    if (!PyCallable_Check(after))
+        return PyErr_Format(PyExc_TypeError, "TcpLink: after must be callable, not %R", after);
     if (str_inbox == NULL
         && (!(str_inbox = PyUnicode_InternFromString("inbox"))
             || !(str_readable = PyUnicode_InternFromString("readable"))
@@ -153,6 +180,7 @@ tcplink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->owner = Py_NewRef(owner);
     self->conns = Py_NewRef(conns);
     self->handed = Py_NewRef(handed);
+    self->after = Py_NewRef(after);
     return (PyObject *)self;
 }
 
@@ -163,6 +191,7 @@ tcplink_dealloc(TcpLinkObject *self)
     Py_CLEAR(self->owner);
     Py_CLEAR(self->conns);
     Py_CLEAR(self->handed);
+    Py_CLEAR(self->after);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -173,6 +202,7 @@ tcplink_traverse(TcpLinkObject *self, visitproc visit, void *arg)
     Py_VISIT(self->owner);
     Py_VISIT(self->conns);
     Py_VISIT(self->handed);
+    Py_VISIT(self->after);
     return 0;
 }
 
@@ -181,6 +211,7 @@ tcplink_clear(TcpLinkObject *self)
 {
     Py_CLEAR(self->conns);
     Py_CLEAR(self->handed);
+    Py_CLEAR(self->after);
     return 0;
 }
 
@@ -223,15 +254,15 @@ arg_id(PyObject *o, int32_t *out)
 }
 
 /* poll() -> int: osvrt_tcp_link_poll (frames read, or a negative errno),
- * and the owners it handed segments to woken. */
+ * the owners it handed segments to woken, then after() if the view holds
+ * more.  recv, recv_into and send also end with after() when needed, also
+ * when they raise. */
 static PyObject *
 tcplink_poll(TcpLinkObject *self, PyObject *unused)
 {
-    if (self->conns == NULL)
-        return PyErr_Format(PyExc_ValueError, "TcpLink: cleared");
     int32_t n = self->api->poll(self->link, now_ns());
     keep_waited_events(self->view);
-    if (wake_handed(self) < 0)
+    if (wake_handed(self) < 0 || run_after(self) < 0)
         return NULL;
     return PyLong_FromLong(n);
 }
@@ -255,6 +286,8 @@ tcplink_recv(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
                             cap, RECV_SCRATCH);
     int64_t rc = self->api->recv(self->link, id, self->scratch, (uint64_t)cap, now_ns());
     keep_waited_events(self->view);
+    if (run_after(self) < 0)
+        return NULL;
     if (rc >= 0)
         return PyBytes_FromStringAndSize((const char *)self->scratch, (Py_ssize_t)rc);
     if (rc == -EAGAIN)
@@ -287,6 +320,8 @@ tcplink_recv_into(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
     int64_t rc = self->api->recv(self->link, id, b.buf, (uint64_t)n, now_ns());
     keep_waited_events(self->view);
     PyBuffer_Release(&b);
+    if (run_after(self) < 0)
+        return NULL;
     if (rc >= 0)
         return PyLong_FromLongLong(rc);
     if (rc == -EAGAIN)
@@ -321,6 +356,8 @@ tcplink_send(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
                                  (uint64_t)(b.len - off), now_ns());
     keep_waited_events(self->view);
     PyBuffer_Release(&b);
+    if (run_after(self) < 0)
+        return NULL;
     if (rc >= 0)
         return PyLong_FromLongLong(rc);
     if (rc == -EAGAIN)

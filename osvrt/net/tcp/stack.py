@@ -215,9 +215,10 @@ class UserStack:
         self.handed = set()                    # connections whose inbox is not empty
         # poll, recv and send: each one engine call that reads the clock
         # itself; it holds clink, so the link outlives its calls.  poll wakes
-        # the owners it hands segments to itself (as _handed_to_owners).
+        # the owners it hands segments to itself (as _handed_to_owners), and
+        # each call runs after() when the view still holds work for Python.
         self.fast = _engine.TcpLink(_LINK_API, int(ffi.cast("uintptr_t", ln)), self.clink,
-                                    self.conns, self.handed)
+                                    self.conns, self.handed, self.after)
         self._stray = False                    # segments handed to a released connection
         # What Python counts (its own sends: ARP, ICMP, packets that waited
         # for ARP); stats() adds the C link's counters.
@@ -513,8 +514,7 @@ class UserStack:
                 log.error("osvrt.net: the link thread of %r ended", self)
 
     async def _read_link(self):
-        fd, poll, batch, todo = (self._link.fd, self.fast.poll, lib.OSVRT_TCP_LINK_BATCH,
-                                 self.todo)
+        fd, poll, batch = self._link.fd, self.fast.poll, lib.OSVRT_TCP_LINK_BATCH
         while not self.closed:
             try:
                 await _wait_io(fd, _EPOLLIN, None)    # wait_readable(fd), one call less
@@ -532,9 +532,7 @@ class UserStack:
                     if not self.closed:
                         await sleep(RX_ERROR_PAUSE_S)
                     break
-                if todo[0]:
-                    self.after()
-                if n < batch or self.closed:
+                if n < batch or self.closed:      # poll() ran after() if needed
                     break
 
     def take_inbox(self, c):

@@ -166,19 +166,15 @@ class Stream(_Base):
         if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
             await self._enter()
         cap = max_bytes if max_bytes < 65536 else 65536   # not min(): its call costs more
-        fast, todo = st.fast, st.todo
+        fast = st.fast
         while True:
             if c.inbox:              # the take_inbox() of stack.py, inline
                 c.inbox = False
                 st.handed.discard(c)
-            # One engine call: the segments handed to us, the recv, and
-            # what they produced (an ACK, a window update) sent.  What the
-            # call left in the view is acted on also when it raised.
-            try:
-                data = fast.recv(c.id, cap)
-            finally:
-                if todo[0]:          # usually 0: no call to after()
-                    st.after()
+            # One engine call: the segments handed to us, the recv, what
+            # they produced (an ACK, a window update) sent, and after() when
+            # the call left the stack work (also when it raises).
+            data = fast.recv(c.id, cap)
             if data is not None:
                 return data
             await self._park(c.readable)
@@ -196,16 +192,12 @@ class Stream(_Base):
         st, c = self._stack, self._c
         if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
             await self._enter()
-        fast, todo = st.fast, st.todo
+        fast = st.fast
         while True:
             if c.inbox:              # the take_inbox() of stack.py, inline
                 c.inbox = False
                 st.handed.discard(c)
-            try:
-                rc = fast.recv_into(c.id, view, n)
-            finally:
-                if todo[0]:
-                    st.after()
+            rc = fast.recv_into(c.id, view, n)
             if rc is not None:
                 return rc
             await self._park(c.readable)
@@ -220,17 +212,13 @@ class Stream(_Base):
         total = len(view)
         if total == 0:
             return
-        fast, todo = st.fast, st.todo
+        fast = st.fast
         off = 0
         while True:
             if c.inbox:              # the take_inbox() of stack.py, inline
                 c.inbox = False
                 st.handed.discard(c)
-            try:
-                rc = fast.send(c.id, view, off)
-            finally:
-                if todo[0]:
-                    st.after()
+            rc = fast.send(c.id, view, off)
             if rc is None:
                 await self._park(c.writable)
                 continue
