@@ -189,7 +189,7 @@ class UserStack:
         # (on_cpu); stop() closes the link from Runtime.stop's thread only
         # once no green thread is left that could be in a call (stop()).
         self.waits = memoryview(ffi.buffer(v.waits, v.nwaits * 2)).cast("H")
-        self.todo = memoryview(ffi.buffer(ffi.addressof(v, "todo"), 4)).cast("I")
+        self._todo = memoryview(ffi.buffer(ffi.addressof(v, "todo"), 4)).cast("I")
         # The view's counts and the arrays after() reads per round trip, as
         # memoryviews too (ids and flags are int32 and uint32 < 2**31).
         self._words = memoryview(ffi.buffer(v, ffi.sizeof(v[0]))).cast("I")
@@ -404,7 +404,7 @@ class UserStack:
         segment, the engine's events, its next deadline.  now: the call's
         clock, or None (read here when needed: rarely)."""
         v = self._view
-        todo = self.todo[0]          # one word: usually 0, nothing to do
+        todo = self._todo[0]         # one word: usually 0, nothing to do
         while todo:
             if now is None and todo & (_TODO_PASS | _TODO_HELD | _TODO_MORE):
                 now = _now()
@@ -425,7 +425,7 @@ class UserStack:
             if not todo & _TODO_MORE or self.closed:
                 return
             lib.osvrt_tcp_link_flush(self.clink, now)
-            todo = self.todo[0]
+            todo = self._todo[0]
 
     def _passed(self, v, now):
         """The frames the link left to Python: ARP and ICMP."""
