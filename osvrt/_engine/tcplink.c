@@ -267,6 +267,23 @@ tcplink_poll(TcpLinkObject *self, PyObject *unused)
     return PyLong_FromLong(n);
 }
 
+/* The end of recv, recv_into and send: the view's leftovers acted on, then
+ * the link call's rc: 1 (a count), 0 (-EAGAIN: nothing to do now), or -1
+ * with an error set (rc's, named `what`; or one after() raised). */
+static int
+call_end(TcpLinkObject *self, int64_t rc, const char *what)
+{
+    keep_waited_events(self->view);
+    if (run_after(self) < 0)
+        return -1;
+    if (rc >= 0)
+        return 1;
+    if (rc == -EAGAIN)
+        return 0;
+    link_error(rc, what);
+    return -1;
+}
+
 /* recv(id, cap) -> bytes (b"" at EOF), or None when nothing waits. */
 static PyObject *
 tcplink_recv(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -285,14 +302,37 @@ tcplink_recv(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
         return PyErr_Format(PyExc_ValueError, "TcpLink.recv: cap %zd is out of range 1..%u",
                             cap, RECV_SCRATCH);
     int64_t rc = self->api->recv(self->link, id, self->scratch, (uint64_t)cap, now_ns());
-    keep_waited_events(self->view);
-    if (run_after(self) < 0)
-        return NULL;
-    if (rc >= 0)
-        return PyBytes_FromStringAndSize((const char *)self->scratch, (Py_ssize_t)rc);
-    if (rc == -EAGAIN)
-        Py_RETURN_NONE;
-    return link_error(rc, "recv");
+    int r = call_end(self, rc, "recv");
+    if (r <= 0)
+        return r < 0 ? NULL : Py_NewRef(Py_None);
+    return PyBytes_FromStringAndSize((const char *)self->scratch, (Py_ssize_t)rc);
+}
+
+/* The arguments (id, buffer, k) of recv_into and send: *b holds the buffer
+ * (flags: PyBUF_WRITABLE or PyBUF_SIMPLE), 0 <= k <= its length; -1 with
+ * an error set (and nothing held). */
+static int
+buffer_args(PyObject *const *args, Py_ssize_t nargs, const char *sig, int flags, int32_t *id,
+            Py_buffer *b, Py_ssize_t *k)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "TcpLink.%s takes 3 arguments", sig);
+        return -1;
+    }
+    if (arg_id(args[0], id) < 0)
+        return -1;
+    *k = PyLong_AsSsize_t(args[2]);
+    if (*k == -1 && PyErr_Occurred())
+        return -1;
+    if (PyObject_GetBuffer(args[1], b, flags) < 0)
+        return -1;
+    if (*k < 0 || *k > b->len) {
+        PyErr_Format(PyExc_ValueError, "TcpLink.%s: %zd is out of range 0..%zd", sig, *k,
+                     b->len);
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
 }
 
 /* recv_into(id, buffer, n) -> bytes read into buffer (0 at EOF), or None. */
@@ -300,33 +340,16 @@ static PyObject *
 tcplink_recv_into(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int32_t id;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "recv_into(id, buffer, n) takes 3 arguments");
-        return NULL;
-    }
-    if (arg_id(args[0], &id) < 0)
-        return NULL;
-    Py_ssize_t n = PyLong_AsSsize_t(args[2]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
     Py_buffer b;
-    if (PyObject_GetBuffer(args[1], &b, PyBUF_WRITABLE) < 0)
+    Py_ssize_t n;
+    if (buffer_args(args, nargs, "recv_into(id, buffer, n)", PyBUF_WRITABLE, &id, &b, &n) < 0)
         return NULL;
-    if (n < 0 || n > b.len) {
-        PyBuffer_Release(&b);
-        return PyErr_Format(PyExc_ValueError, "TcpLink.recv_into: %zd bytes do not fit a "
-                            "buffer of %zd", n, b.len);
-    }
     int64_t rc = self->api->recv(self->link, id, b.buf, (uint64_t)n, now_ns());
-    keep_waited_events(self->view);
     PyBuffer_Release(&b);
-    if (run_after(self) < 0)
-        return NULL;
-    if (rc >= 0)
-        return PyLong_FromLongLong(rc);
-    if (rc == -EAGAIN)
-        Py_RETURN_NONE;
-    return link_error(rc, "recv_into");
+    int r = call_end(self, rc, "recv_into");
+    if (r <= 0)
+        return r < 0 ? NULL : Py_NewRef(Py_None);
+    return PyLong_FromLongLong(rc);
 }
 
 /* send(id, data, off) -> bytes of data[off:] taken (> 0), or None when the
@@ -335,34 +358,17 @@ static PyObject *
 tcplink_send(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int32_t id;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "send(id, data, off) takes 3 arguments");
-        return NULL;
-    }
-    if (arg_id(args[0], &id) < 0)
-        return NULL;
-    Py_ssize_t off = PyLong_AsSsize_t(args[2]);
-    if (off == -1 && PyErr_Occurred())
-        return NULL;
     Py_buffer b;
-    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
+    Py_ssize_t off;
+    if (buffer_args(args, nargs, "send(id, data, off)", PyBUF_SIMPLE, &id, &b, &off) < 0)
         return NULL;
-    if (off < 0 || off > b.len) {
-        PyBuffer_Release(&b);
-        return PyErr_Format(PyExc_ValueError, "TcpLink.send: offset %zd is out of range 0..%zd",
-                            off, b.len);
-    }
     int64_t rc = self->api->send(self->link, id, (const uint8_t *)b.buf + off,
                                  (uint64_t)(b.len - off), now_ns());
-    keep_waited_events(self->view);
     PyBuffer_Release(&b);
-    if (run_after(self) < 0)
-        return NULL;
-    if (rc >= 0)
-        return PyLong_FromLongLong(rc);
-    if (rc == -EAGAIN)
-        Py_RETURN_NONE;
-    return link_error(rc, "sendall");
+    int r = call_end(self, rc, "sendall");
+    if (r <= 0)
+        return r < 0 ? NULL : Py_NewRef(Py_None);
+    return PyLong_FromLongLong(rc);
 }
 
 static PyMethodDef tcplink_methods[] = {
