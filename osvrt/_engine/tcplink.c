@@ -8,15 +8,17 @@
  * and a slice to make its bytes: more than the TCP work itself (callgrind,
  * benchmarks/usertcp_instructions.py).  Here each is one METH_FASTCALL call
  * through the core's table (tcp_link.h, struct osvrt_tcp_link_api) that
- * reads the clock itself and makes the bytes at once, and the events no
- * green thread waits for are dropped before Python sees them.  The GIL stays held:
- * every call is non-blocking (recvmmsg and sendmmsg with MSG_DONTWAIT), as
- * the engine's other socket calls (sock.c, udptx.c).
+ * reads the clock itself and makes the bytes at once; what the view asks
+ * of Python per round trip is done here too (wake the owners poll handed
+ * segments to, drop the events no green thread waits for).  The GIL stays
+ * held: every call is non-blocking (recvmmsg and sendmmsg with
+ * MSG_DONTWAIT), as the engine's other socket calls (sock.c, udptx.c).
  *
  * Ownership: a TcpLink holds `owner`, the cffi object whose collection frees
  * the link, so the link outlives every call made through it.  The link's
  * threading rule is tcp.h's (one owning OS thread): the stack calls these
- * only on its worker (stack.py), so no lock and no atomic here.
+ * only on its worker (stack.py), and the view is written here as by the
+ * link, on that OS thread; so no lock and no atomic here.
  */
 #include <errno.h>
 #include <string.h>
