@@ -13,8 +13,10 @@ engine = Extension(
     # (plain C, no SDT probes: compiled here, not into osvrt._core).
     sources=sorted(glob.glob("osvrt/_engine/*.c")) + ["csrc/net/tx_batch.c"],
     depends=sorted(glob.glob("osvrt/_engine/*.h") + glob.glob("csrc/core/*.h"))
-    + ["csrc/net/tx_batch.h"],
-    include_dirs=["csrc/core", "csrc/net"],
+    + ["csrc/net/tx_batch.h", "csrc/net/tcp/tcp_link.h", "csrc/net/tcp/tcp.h"],
+    # csrc/net/tcp: tcp_link.h's table of the link's calls (tcplink.c calls
+    # the core's copy through it; nothing of csrc/net/tcp is compiled here).
+    include_dirs=["csrc/core", "csrc/net", "csrc/net/tcp"],
     extra_compile_args=["-std=gnu11", "-O2", "-g", "-fno-omit-frame-pointer", "-Wall", "-Wextra",
                         "-Werror", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
     libraries=["m"],

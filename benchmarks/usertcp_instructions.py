@@ -73,6 +73,7 @@ def _control(pid, *args):
 
 def measure(rounds, out_dir):
     from osvrt.bench import netns
+    os.makedirs(out_dir, exist_ok=True)  # --out may name a directory not made yet
     out = os.path.join(out_dir, "usertcp.callgrind")
     t = netns.Topology()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -297,6 +297,8 @@ int64_t osvrt_tcp_link_send(struct osvrt_tcp_link *l, int32_t id, const uint8_t 
 void osvrt_tcp_link_discard(struct osvrt_tcp_link *l);
 uint32_t osvrt_tcp_link_queued(const struct osvrt_tcp_link *l, int32_t id);
 void osvrt_tcp_link_get_stats(const struct osvrt_tcp_link *l, struct osvrt_tcp_link_stats *out);
+struct osvrt_tcp_link_api;
+const struct osvrt_tcp_link_api *osvrt_tcp_link_api(void);   /* the engine's (tcp_link.h) */
 """
 
 # Thin adapters kept out of the C core: they only re-shape arguments for cffi.

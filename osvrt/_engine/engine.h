@@ -13,6 +13,7 @@
  *   io.c      readiness: each worker's fd registrations in its CPU's epoll
  *   sock.c    SockOp: the socket calls (recv, sendall, accept, recvfrom, sendto)
  *   serve.c   ProtocolServer and Connection (osvrt.net.serve_tcp_protocol)
+ *   tcplink.c TcpLink: a user-space TCP stack's link calls (osvrt/net/tcp)
  *
  * Ownership, the rule every field below follows (free-threading ready):
  *   "owner"  touched only by the OS thread of the worker that owns the
@@ -369,6 +370,9 @@ static inline int io_due(WorkerObject *w, double now)
  * next one yields (tokio's coop budget is 128 per task poll). */
 #define IO_BUDGET 128
 extern PyMethodDef sock_module_methods[];
+/* tcplink.c: a user-space TCP stack's per-segment link calls */
+extern PyTypeObject TcpLink_Type;
+int engine_event_set(PyObject *event);      /* event.c: Event.set(); -1 with an error set */
 /* udptx.c */
 extern PyMethodDef udptx_module_methods[];
 extern PyTypeObject UdpTx_Type;

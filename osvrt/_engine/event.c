@@ -146,6 +146,17 @@ event_set(EventObject *e, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* set() for other engine code (tcplink.c): 0, or -1 with an error set. */
+int
+engine_event_set(PyObject *e)
+{
+    PyObject *r = event_set((EventObject *)e, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 static PyObject *
 event_clear_flag(EventObject *e, PyObject *unused)
 {

@@ -242,6 +242,40 @@ def test_bad_arguments_name_the_value(topo):
         assert "max_connections" in str(errors[("max_connections", bad)])
 
 
+def test_engine_link_calls_name_bad_arguments(topo):
+    """The per-segment calls through the engine (stack.fast, _engine.TcpLink)
+    refuse bad arguments with errors naming them, and give an engine error
+    as the kernel's OSError (an id that names no connection: EBADF)."""
+    async def main():
+        stack = await osvrt.net.user_stack(topo.stack_if, topo.cidr)
+        fast, got = stack.fast, {}
+        calls = {"cap 0 is out": lambda: fast.recv(1, 0),
+                 "cap 131072 is out": lambda: fast.recv(1, 1 << 17),
+                 "id -1 is out": lambda: fast.recv(-1, 10), "arguments": lambda: fast.recv(1),
+                 "4 is out": lambda: fast.send(1, b"abc", 4),
+                 "5 is out": lambda: fast.recv_into(1, bytearray(3), 5),
+                 "read-only": lambda: fast.recv_into(1, b"abc", 1),
+                 "Bad file descriptor": lambda: fast.send(12345, b"abc", 0)}
+        try:
+            for name, call in calls.items():
+                try:
+                    call()
+                except Exception as e:
+                    got[name] = e
+        finally:
+            await stack.aclose()
+        return got
+
+    got = run_stack(topo, main)
+    for name in ("cap 0 is out", "cap 131072 is out", "id -1 is out", "4 is out", "5 is out"):
+        assert isinstance(got[name], ValueError) and name in str(got[name]), (name, got[name])
+    assert isinstance(got["arguments"], TypeError) and "2 arguments" in str(got["arguments"])
+    assert isinstance(got["read-only"], (TypeError, BufferError))
+    e = got["Bad file descriptor"]
+    assert type(e) is OSError and e.errno == errno.EBADF and str(e).startswith(
+        "[Errno 9] sendall: ")
+
+
 def test_down_link_and_kernel_owned_address(topo):
     from osvrt.bench.netns import ip
     ip("addr", "add", "198.18.0.9/24", "dev", topo.stack_if, ns=topo.stack_ns)

@@ -169,6 +169,44 @@ def test_stack_client_to_kernel_server_half_close(topo):
     assert stats["arp"]["requests_out"] >= 1 and stats["arp"]["replies_in"] >= 1
 
 
+def test_reader_and_writer_threads_on_one_stream(topo):
+    """Both ways at once through one stream: a green thread reads the
+    client's 3 MiB while another sends 3 MiB of its own, each parking on its
+    Event (the send buffer fills).  The writer is woken by ACKs that the
+    reader's own recv calls run (its events must not be dropped as events of
+    a connection nobody waits on: the writer waits on it)."""
+    sent = pattern(3 << 20, 11)
+    reply = pattern(3 << 20, 12)
+    sock = topo.peer_socket(socket.AF_INET, socket.SOCK_STREAM)
+    client = PeerThread(kernel_echo_client, sock, (topo.stack_ip, PORT), sent)
+
+    async def main():
+        stack = await osvrt.net.user_stack(topo.stack_if, topo.cidr)
+        try:
+            async with await stack.tcp_listen(PORT) as listener:
+                client.start()
+                stream, _ = await listener.accept()
+                async with stream:
+                    async def reader():
+                        h, n = hashlib.sha256(), 0
+                        while data := await stream.recv(65536):
+                            h.update(data)
+                            n += len(data)
+                        return n, h.hexdigest()
+                    t = osvrt.spawn(reader)
+                    await stream.sendall(reply)
+                    await stream.send_eof()
+                    got = await t.join()
+            return got, stack.stats()
+        finally:
+            await stack.aclose()
+
+    got, stats = run_stack(topo, main)
+    assert got == (len(sent), hashlib.sha256(sent).hexdigest())
+    assert client.outcome() == (len(reply), hashlib.sha256(reply).hexdigest())
+    assert stats["tcp"]["accepts"] == 1
+
+
 def test_refused_both_ways(topo):
     def kernel_connect():
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

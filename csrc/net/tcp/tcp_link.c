@@ -568,3 +568,14 @@ int64_t osvrt_tcp_link_send(struct osvrt_tcp_link *l, int32_t id, const uint8_t 
     flush(l, now_ns);
     return rc;
 }
+
+static const struct osvrt_tcp_link_api link_api = {
+    .version = OSVRT_TCP_LINK_API_VERSION,
+    .size = sizeof(struct osvrt_tcp_link_api),
+    .poll = osvrt_tcp_link_poll,
+    .recv = osvrt_tcp_link_recv,
+    .send = osvrt_tcp_link_send,
+    .view = osvrt_tcp_link_view,
+};
+
+const struct osvrt_tcp_link_api *osvrt_tcp_link_api(void) { return &link_api; }

@@ -152,4 +152,23 @@ uint32_t osvrt_tcp_link_queued(const struct osvrt_tcp_link *l, int32_t id);
 
 void osvrt_tcp_link_get_stats(const struct osvrt_tcp_link *l, struct osvrt_tcp_link_stats *out);
 
+/* The per-segment calls, as a table for the engine (osvrt/_engine/tcplink.c):
+ * the core is built into the cffi module osvrt._core, and a call through
+ * cffi costs more than the call's own work (argument conversion, a GIL
+ * release and retake); the engine calls these through the pointers, with the
+ * GIL held (each is non-blocking).  Bump OSVRT_TCP_LINK_API_VERSION when a
+ * member or struct osvrt_tcp_link_view changes; the engine refuses another. */
+#define OSVRT_TCP_LINK_API_VERSION 1u
+struct osvrt_tcp_link_api {
+    uint32_t version;
+    uint32_t size;              /* sizeof(struct osvrt_tcp_link_api) */
+    int32_t (*poll)(struct osvrt_tcp_link *l, int64_t now_ns);
+    int64_t (*recv)(struct osvrt_tcp_link *l, int32_t id, uint8_t *buf, uint64_t cap,
+                    int64_t now_ns);
+    int64_t (*send)(struct osvrt_tcp_link *l, int32_t id, const uint8_t *buf, uint64_t len,
+                    int64_t now_ns);
+    struct osvrt_tcp_link_view *(*view)(struct osvrt_tcp_link *l);
+};
+const struct osvrt_tcp_link_api *osvrt_tcp_link_api(void);
+
 #endif

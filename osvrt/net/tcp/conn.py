@@ -36,21 +36,9 @@ class Conn:
         self.inbox = False
         # The link's count of waiting green threads per connection slot
         # (view.waits, plain C memory, a uint16 memoryview): the link reads it
-        # to decide whether a segment goes to the owner.  Written here and read
-        # by the link on the stack's OS thread only (tcp.h's one-owner rule),
-        # so no atomic.
+        # to decide whether a segment goes to the owner; a green thread
+        # counts itself there while it parks (streams.py, _park).  Written
+        # there and read by the link on the stack's OS thread only (tcp.h's
+        # one-owner rule), so no atomic.
         self.waits = waits
         self.slot = cid & (lib.OSVRT_TCP_MAX_CONNS - 1)
-
-    async def wait(self, event):
-        """Park on event (cleared by the caller) as the connection's owner:
-        while parked, the link thread hands this connection's segments to
-        us instead of processing them itself."""
-        waits = self.waits
-        if waits is not None:
-            waits[self.slot] += 1
-        try:
-            await event.wait()
-        finally:
-            if waits is not None:
-                waits[self.slot] -= 1

@@ -27,6 +27,7 @@ import errno
 import ipaddress
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -35,9 +36,9 @@ import weakref
 from collections import deque
 
 from ..._core import ffi, lib
-from ... import kernel
+from ... import _engine, kernel
 from ...kernel import sleep
-from ...readiness import ClosedResourceError, wait_readable
+from ...readiness import ClosedResourceError
 from ...thread import Cancelled
 from ...sync import Event
 from . import wire
@@ -53,10 +54,10 @@ ROUNDS = 2                 # link polls (of OSVRT_TCP_LINK_BATCH frames) per wak
 NEAR_NS = 1_000_000_000    # a timer deadline this close makes the timer thread tick ...
 TICK_NS = 10_000_000       # ... at least this often (see _timer_loop)
 _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker's timers
-# The calls of the per-segment path, looked up once: a `lib.` attribute
-# lookup costs more than the rest of a Python-side call (callgrind).
-_link_poll, _link_recv, _link_send = (lib.osvrt_tcp_link_poll, lib.osvrt_tcp_link_recv,
-                                      lib.osvrt_tcp_link_send)
+# The link's per-segment calls go through the engine (_engine.TcpLink,
+# osvrt/_engine/tcplink.c), not cffi: its table, read once.
+_LINK_API = int(ffi.cast("uintptr_t", lib.osvrt_tcp_link_api()))
+_wait_io, _EPOLLIN = _engine.wait_io, select.EPOLLIN
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
@@ -139,9 +140,12 @@ def check_port(port, what="port", allow_zero=False):
 class UserStack:
     """A running stack.  Made by `await osvrt.net.user_stack(...)`."""
 
-    def __init__(self, rt, link, iface, cpu, max_connections=16384):
+    def __init__(self, rt, link, iface, worker, max_connections=16384):
         self.rt = rt
-        self.cpu = cpu
+        self.cpu = worker.cpu_id
+        # here() as one identity test: a worker is its runtime's one worker
+        # of its CPU for the runtime's life.
+        self.worker = worker
         self.interface = link.interface
         self.address = iface
         self._link = link
@@ -187,13 +191,17 @@ class UserStack:
         # once no green thread is left that could be in a call (stop()).
         self.waits = memoryview(ffi.buffer(v.waits, v.nwaits * 2)).cast("H")
         self._todo = memoryview(ffi.buffer(ffi.addressof(v, "todo"), 4)).cast("I")
-        # The view's arrays live as long as the link: read once, not per call
-        # (a cdata attribute read is a dict lookup and a new object).
-        self._handed_ids, self._events = v.handed, v.events
+        # The view's counts and the arrays after() reads per round trip, as
+        # memoryviews too (ids and flags are int32 and uint32 < 2**31).
+        self._words = memoryview(ffi.buffer(v, ffi.sizeof(v[0]))).cast("I")
+        self._nhanded = ffi.offsetof("struct osvrt_tcp_link_view", "nhanded") // 4
+        self._nevents = ffi.offsetof("struct osvrt_tcp_link_view", "nevents") // 4
+        self._handed_ids = memoryview(ffi.buffer(v.handed, lib.OSVRT_TCP_LINK_BATCH * 4)).cast("i")
+        self._events = memoryview(ffi.buffer(
+            v.events, lib.OSVRT_TCP_LINK_EVENTS * ffi.sizeof("struct osvrt_tcp_event"))).cast("i")
         self._rx = ffi.buffer(v.rx, lib.OSVRT_TCP_LINK_BATCH * v.rx_stride)
         self._tx = ffi.buffer(v.tx, lib.OSVRT_TCP_LINK_BATCH * out_cap)
         self._lstats = ffi.new("struct osvrt_tcp_link_stats *")
-        self.scratch = ffi.new("uint8_t[]", 1 << 16)
         self.peer_addr = ffi.new("uint32_t *")
         self.peer_port = ffi.new("uint16_t *")
         self._cstats = ffi.new("struct osvrt_tcp_stats *")
@@ -205,7 +213,13 @@ class UserStack:
         self._deferred = deque()               # closes asked for from another CPU / OS thread
         self._threads = []
         self._drop_names = _drop_names()
-        self._handed = set()                   # connections whose inbox is not empty
+        self.handed = set()                    # connections whose inbox is not empty
+        # poll, recv and send: each one engine call that reads the clock
+        # itself; it holds clink, so the link outlives its calls.  poll wakes
+        # the owners it hands segments to itself (as _handed_to_owners), and
+        # each call runs after() when the view still holds work for Python.
+        self.fast = _engine.TcpLink(_LINK_API, int(ffi.cast("uintptr_t", ln)), self.clink,
+                                    self.conns, self.handed, self.after)
         self._stray = False                    # segments handed to a released connection
         # What Python counts (its own sends: ARP, ICMP, packets that waited
         # for ARP); stats() adds the C link's counters.
@@ -255,7 +269,7 @@ class UserStack:
         so that no peer is left holding a connection that no longer exists
         here (it would learn only when it next sent, or never)."""
         now = _now()
-        self._handed.clear()
+        self.handed.clear()
         lib.osvrt_tcp_link_discard(self.clink)
         for c in list(self.conns.values()):
             c.inbox = False
@@ -363,8 +377,7 @@ class UserStack:
     def here(self):
         """True on the stack's CPU (a green thread of its worker): the engine
         may be called without moving."""
-        w = kernel.current_worker()
-        return w is not None and w.cpu_id == self.cpu and w.rt is self.rt
+        return kernel.current_worker() is self.worker
 
     # ---- sending ----
 
@@ -396,21 +409,24 @@ class UserStack:
         lib.osvrt_tcp_link_flush(self.clink, now)
         self.after(now)
 
-    def after(self, now):
+    def after(self, now=None):
         """Act on what the last C link call left in its view: frames that are
         not TCP (ARP, ICMP), packets waiting for ARP, connections handed a
-        segment, the engine's events, its next deadline."""
+        segment, the engine's events, its next deadline.  now: the call's
+        clock, or None (read here when needed: rarely)."""
         v = self._view
-        todo = v.todo                # one word: usually 0, nothing to do
+        todo = self._todo[0]         # one word: usually 0, nothing to do
         while todo:
+            if now is None and todo & (_TODO_PASS | _TODO_HELD | _TODO_MORE):
+                now = _now()
             if todo & _TODO_PASS:
                 self._passed(v, now)
             if todo & _TODO_HANDED:
-                self._handed_to_owners(v)
+                self._handed_to_owners()
             if todo & _TODO_HELD:
                 self._held(v, now)
             if todo & _TODO_EVENTS:
-                self._dispatch_events(v)
+                self._dispatch_events()
             if todo & _TODO_ERROR and not self.closed:
                 # The C link counted the lost frames (tx_errors) and went on;
                 # the caller's call did what it did (bytes taken stay taken).
@@ -420,7 +436,7 @@ class UserStack:
             if not todo & _TODO_MORE or self.closed:
                 return
             lib.osvrt_tcp_link_flush(self.clink, now)
-            todo = v.todo
+            todo = self._todo[0]
 
     def _passed(self, v, now):
         """The frames the link left to Python: ARP and ICMP."""
@@ -433,9 +449,11 @@ class UserStack:
             else:
                 self._arp.input(frame[wire.ETH_HLEN:], now)
 
-    def _handed_to_owners(self, v):
-        conns, handed, ids = self.conns, self._handed, self._handed_ids
-        n, i = v.nhanded, 0
+    def _handed_to_owners(self):
+        """The handed connections that TcpLink.poll left: those not in the
+        table (released while their owner still waited)."""
+        conns, handed, ids = self.conns, self.handed, self._handed_ids
+        n, i = self._words[self._nhanded], 0
         while i < n:                 # not range(): usually one, and range() costs more
             c = conns.get(ids[i])
             i += 1
@@ -469,16 +487,15 @@ class UserStack:
         """The ARP cache made or confirmed ip -> mac: the C link's copy too."""
         lib.osvrt_tcp_link_set_peer(self.clink, int.from_bytes(ip, "big"), mac, expires_ns)
 
-    def _dispatch_events(self, v):
+    def _dispatch_events(self):
         buf, conns = self._events, self.conns
-        n, i = v.nevents, 0
-        while i < n:                 # as _handed_to_owners
-            ev = buf[i]
-            i += 1
-            c = conns.get(ev.id)
+        n, i = 2 * self._words[self._nevents], 0
+        while i < n:                 # as _handed_to_owners; an event is (id, flags)
+            c = conns.get(buf[i])
+            f = buf[i + 1]
+            i += 2
             if c is None:
                 continue
-            f = ev.flags
             if f & 0x7D:             # READABLE, ESTABLISHED, ACCEPTABLE, CLOSED, RESET, ERROR
                 c.readable.set()
             if f & 0x76:             # WRITABLE, ESTABLISHED, CLOSED, RESET, ERROR
@@ -521,18 +538,16 @@ class UserStack:
                 log.error("osvrt.net: the link thread of %r ended", self)
 
     async def _read_link(self):
-        fd, clink, poll, batch, todo = (self._link.fd, self.clink, _link_poll,
-                                        lib.OSVRT_TCP_LINK_BATCH, self._todo)
+        fd, poll, batch = self._link.fd, self.fast.poll, lib.OSVRT_TCP_LINK_BATCH
         while not self.closed:
             try:
-                await wait_readable(fd)
+                await _wait_io(fd, _EPOLLIN, None)    # wait_readable(fd), one call less
             except ClosedResourceError:
                 return
             rounds = ROUNDS          # no range(): this runs once a segment
             while rounds:
                 rounds -= 1
-                now = _now()
-                n = poll(clink, now)
+                n = poll()
                 if n < 0:
                     if self.closed:
                         return
@@ -541,21 +556,19 @@ class UserStack:
                     if not self.closed:
                         await sleep(RX_ERROR_PAUSE_S)
                     break
-                if todo[0]:
-                    self.after(now)
-                if n < batch or self.closed:
+                if n < batch or self.closed:      # poll() ran after() if needed
                     break
 
-    def _take_inbox(self, c):
+    def take_inbox(self, c):
         """c's owner runs c's handed segments now (in its next C call)."""
         c.inbox = False
-        self._handed.discard(c)
+        self.handed.discard(c)
 
     def drain(self, c):
         """Run the segments the link handed to connection c, in order, and
         send what they produced (called by c's owner, or by the stack's
         threads before anything else touches c)."""
-        self._take_inbox(c)
+        self.take_inbox(c)
         if self.closed:
             return
         now = _now()
@@ -563,36 +576,15 @@ class UserStack:
         self.after(now)
 
     def _drain_all(self):
-        if not self._handed and not self._stray:
+        if not self.handed and not self._stray:
             return
         self._stray = False
-        for c in self._handed:
+        for c in self.handed:
             c.inbox = False
-        self._handed.clear()
+        self.handed.clear()
         now = _now()
         lib.osvrt_tcp_link_drain(self.clink, -1, now)
         self.after(now)
-
-    def recv(self, c, p, cap):
-        """osvrt_tcp_recv for c's owner: c's handed segments first, then what
-        the call produced is sent; one C call."""
-        if c.inbox:
-            self._take_inbox(c)
-        now = _now()
-        rc = _link_recv(self.clink, c.id, p, cap, now)
-        if self._todo[0]:            # usually 0: no call to after()
-            self.after(now)
-        return rc
-
-    def send(self, c, p, n):
-        """osvrt_tcp_send for c's owner, as recv()."""
-        if c.inbox:
-            self._take_inbox(c)
-        now = _now()
-        rc = _link_send(self.clink, c.id, p, n, now)
-        if self._todo[0]:            # usually 0: no call to after()
-            self.after(now)
-        return rc
 
     def _icmp(self, payload, now):
         ip = wire.parse_ipv4(payload)
@@ -865,7 +857,7 @@ async def user_stack(interface, address, *, max_connections=16384):
         raise RuntimeError(f"osvrt.net.user_stack: {rt!r} is stopping")
     link = Link.open(interface, iface.ip.packed)
     try:
-        stack = UserStack(rt, link, iface, w.cpu_id, max_connections)
+        stack = UserStack(rt, link, iface, w, max_connections)
         _stacks_of(rt).add(stack)
     except BaseException:
         link.close()

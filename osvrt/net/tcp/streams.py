@@ -19,7 +19,8 @@ import errno
 import ipaddress
 import time
 
-from ..._core import ffi, lib
+from ..._core import lib
+from ..._engine import current_worker as _current_worker
 from ...deadline import timeout as _timeout_scope
 from ..closing import AsyncClosing
 from .conn import oserror
@@ -83,7 +84,15 @@ class _Base(AsyncClosing):
         event.clear()
         if c.closed:
             raise self._closed()
-        await c.wait(event)
+        # As the connection's owner: while we wait, the link hands the
+        # connection's segments to us (conn.py, Conn.waits).  Here, not in a
+        # coroutine of Conn's: one coroutine per park less.
+        waits, slot = c.waits, c.slot
+        waits[slot] += 1
+        try:
+            await event.wait()
+        finally:
+            waits[slot] -= 1
         if c.closed:
             raise self._closed()
 
@@ -148,22 +157,26 @@ class Stream(_Base):
 
     async def recv(self, max_bytes=65536):
         """Up to max_bytes bytes; b"" at EOF (the peer sent its FIN)."""
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
-            raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
+        if max_bytes.__class__ is not int:      # the usual int: one test
+            if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+                raise TypeError(f"max_bytes must be an int, not {max_bytes!r}")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes!r}")
-        if self._c.closed or not self._stack.here():   # else: usable here, no await
-            await self._enter()
         st, c = self._stack, self._c
+        if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
+            await self._enter()
         cap = max_bytes if max_bytes < 65536 else 65536   # not min(): its call costs more
+        fast = st.fast
         while True:
-            # One C call: the segments handed to us, the recv, and what
-            # they produced (an ACK, a window update) sent.
-            rc = st.recv(c, st.scratch, cap)
-            if rc >= 0:
-                return ffi.buffer(st.scratch, rc)[:]
-            if rc != _EAGAIN:
-                raise oserror(rc, "recv")
+            if c.inbox:              # the take_inbox() of stack.py, inline
+                c.inbox = False
+                st.handed.discard(c)
+            # One engine call: the segments handed to us, the recv, what
+            # they produced (an ACK, a window update) sent, and after() when
+            # the call left the stack work (also when it raises).
+            data = fast.recv(c.id, cap)
+            if data is not None:
+                return data
             await self._park(c.readable)
 
     async def recv_into(self, buffer, nbytes=0):
@@ -176,40 +189,42 @@ class Stream(_Base):
         n = len(view) if nbytes == 0 else min(nbytes, len(view))
         if n == 0:
             return 0
-        if self._c.closed or not self._stack.here():   # else: usable here, no await
-            await self._enter()
         st, c = self._stack, self._c
-        p = ffi.from_buffer(view, require_writable=True)
+        if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
+            await self._enter()
+        fast = st.fast
         while True:
-            rc = st.recv(c, p, n)
-            if rc >= 0:
+            if c.inbox:              # the take_inbox() of stack.py, inline
+                c.inbox = False
+                st.handed.discard(c)
+            rc = fast.recv_into(c.id, view, n)
+            if rc is not None:
                 return rc
-            if rc != _EAGAIN:
-                raise oserror(rc, "recv_into")
             await self._park(c.readable)
 
     async def sendall(self, data):
         """Send all of data; parks while the send buffer is full (backpressure)."""
         # bytes (the usual argument) needs no byte view: one object less.
         view = data if type(data) is bytes else memoryview(data).cast("B")
-        if self._c.closed or not self._stack.here():   # else: usable here, no await
-            await self._enter()
         st, c = self._stack, self._c
+        if c.closed or _current_worker() is not st.worker:   # else: usable here, no await
+            await self._enter()
         total = len(view)
         if total == 0:
             return
-        p = ffi.from_buffer(view)
+        fast = st.fast
         off = 0
         while True:
-            rc = st.send(c, p + off, total - off)
-            if rc > 0:
-                off += rc
-                if off >= total:
-                    return
+            if c.inbox:              # the take_inbox() of stack.py, inline
+                c.inbox = False
+                st.handed.discard(c)
+            rc = fast.send(c.id, view, off)
+            if rc is None:
+                await self._park(c.writable)
                 continue
-            if rc != _EAGAIN:
-                raise oserror(rc, "sendall")
-            await self._park(c.writable)
+            off += rc
+            if off >= total:
+                return
 
     async def send_eof(self):
         """Half-close: the peer's recv() returns b"" once it has read what we
