@@ -367,6 +367,9 @@ extern PyMethodDef udptx_module_methods[];
 extern PyTypeObject UdpTx_Type;
 void worker_tx_flush(WorkerObject *w);
 void worker_tx_free(WorkerObject *w);
+/* chanrx.c: a net channel's consumer (csrc/net/channel.h) */
+extern PyTypeObject ChanRx_Type;
+extern PyMethodDef chanrx_module_methods[];
 extern PyTypeObject SockOp_Type;
 /* The socket calls for other engine code (the asyncio loop's transports, say):
  * each returns the awaitable SockOp (the syscall with the GIL held, EAGAIN

@@ -217,9 +217,13 @@ class UdpEndpoint:
         except IndexError:
             await ln.acquire_slow()
         try:
-            if ln.head[0] == ln.tail:
+            got = ln.rx.take()
+            if got is None:
                 await ln.wait()
-            elif (y := _io_budget()) is not None:
+                if self._closed:
+                    raise _closed()
+                return ln.rx.take()
+            if (y := _io_budget()) is not None:
                 # The sockets' cooperative budget (docs/design.md): a datagram
                 # found at once costs no trap, so a flood that keeps the
                 # channel full would let this reader hold its CPU (and its
@@ -227,10 +231,13 @@ class UdpEndpoint:
                 # dnsperf row drew a 120 ms stall report.
                 await y
             if self._closed:
-                raise _closed()
-            return ln.take()
+                raise _closed()              # the datagram taken goes with the endpoint
+            return got
         finally:
-            ln.release()
+            # ln.release(), inlined: this runs once per datagram
+            ln.token.append(True)
+            if ln.readers:
+                ln.wake_next()
 
     async def sendto(self, data, address):
         """Send one datagram from this endpoint's address; returns the bytes
