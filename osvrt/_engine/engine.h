@@ -262,6 +262,9 @@ struct WorkerObject {
     int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
     char *scratch;                 /* owner: sock.c's recv buffer (64 KiB), or NULL */
     struct osvrt_tx_batch *txb;    /* owner: batched UDP replies (udptx.c), or NULL */
+    PyObject *udp_dest;            /* owner: UdpTx.sendto's last address, parsed below */
+    uint32_t udp_daddr;
+    uint16_t udp_dport;
 };
 
 /* module.c */
