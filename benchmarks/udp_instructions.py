@@ -2,13 +2,17 @@
 echo server (a green thread on a net channel, the bench's OsvrtEchoServer)
 and of the bench's kernel peer (a kernel UDP socket served by a Python
 thread), counted by valgrind's callgrind (issue #18): wall-clock figures on
-the shared 2-vCPU guest drift, counts repeat to a few per cent.
+the shared 2-vCPU guest drift, counts repeat (the workers' drain within 1%,
+the classifier's thread within ~8%: its sleeps and wakes depend on how
+valgrind interleaves the threads).  User-space instructions only: the
+kernel's work in syscalls (the peer's recvfrom and sendto per transaction,
+osvrt's sendmmsg per batch, the packet ring's copy) is not in the counts.
 
     sudo PYTHONPATH=. .venv/bin/python benchmarks/udp_instructions.py \
         [--n 2000] [--window 1,16] [--servers workers,thread,kernel] [--out DIR]
 
-The server (this file, `server` mode) runs under callgrind with collection
-off; the C client of the bench (osvrt.bench.net.rr, this process, not under
+The server (this file, `server` mode, importing osvrt from the tree this
+file is in) runs under callgrind with collection off; the C client of the bench (osvrt.bench.net.rr, this process, not under
 valgrind) warms it up, then callgrind collects while the client runs N
 transactions (dump), then 2N (dump): (count(2N) - count(N)) / N is the cost
 of one transaction, every thread of the server counted (the worker, and the
