@@ -8,11 +8,12 @@ without the GIL.
 Order (why no wake-up is lost): the thread publishes WAITING in C
 (osvrt_wait_prepare, seq_cst, called through the engine: no cffi) and its
 ticket, THEN re-checks ready(); the producer makes the condition true, THEN
-calls osvrt_wake (CAS WAITING -> WAKING).  Either the re-check sees the condition, or the CAS sees WAITING and
-pushes the thread (key tagged OSVRT_KEY_CWAKE) onto its CPU's pushlist, where
-the worker claims the ticket (_engine/worker.c, take_incoming).  Timers and cancel()
-claim the same ticket the ordinary way.  Spurious returns are possible: the
-caller loops on its condition.
+calls osvrt_wake (CAS WAITING -> WAKING).  Either the re-check sees the
+condition, or the CAS sees WAITING and pushes the thread (key tagged
+OSVRT_KEY_CWAKE) onto its CPU's pushlist, where the worker claims the ticket
+(_engine/worker.c, take_incoming).  Timers and cancel() claim the same ticket
+the ordinary way.  Spurious returns are possible: the caller loops on its
+condition.
 """
 from . import kernel, thread
 from ._engine import cwait_abort, cwait_prepare
