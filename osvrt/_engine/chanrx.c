@@ -135,12 +135,33 @@ chanrx_queued(ChanRxObject *self, PyObject *unused)
     return PyLong_FromUnsignedLongLong(osvrt_chan_ready(self->c, &t));
 }
 
+/* set_waiter(h): name thread handle h as the one to wake (the channel's
+ * waiter word, OSVRT_CHAN_WAITER set); set_waiter(None): nobody. */
+static PyObject *
+chanrx_set_waiter(ChanRxObject *self, PyObject *arg)
+{
+    uint64_t w = 0;
+    if (arg != Py_None) {
+        uint64_t h = PyLong_AsUnsignedLongLong(arg);
+        if (h == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+        w = h | OSVRT_CHAN_WAITER;
+    }
+    /* relaxed: a waiter's store is ordered before its re-check of the channel
+     * by cwait_prepare's seq_cst fence, which follows it (runtime.h). */
+    atomic_store_explicit(&self->c->waiter, w, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef chanrx_methods[] = {
     {"take", (PyCFunction)chanrx_take, METH_NOARGS,
      "take()\n--\n\nThe oldest datagram as (data, (ip, port)), its slot given back to the\n"
      "producer; None if the channel is empty.  The caller is the channel's one consumer."},
     {"queued", (PyCFunction)chanrx_queued, METH_NOARGS,
      "queued()\n--\n\nDatagrams waiting in the channel."},
+    {"set_waiter", (PyCFunction)chanrx_set_waiter, METH_O,
+     "set_waiter(h)\n--\n\nName thread handle h (or None: nobody) as the one the\n"
+     "producer wakes after it publishes."},
     {NULL},
 };
 

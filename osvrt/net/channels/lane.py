@@ -155,13 +155,14 @@ class Lane:
     async def _park(self):
         t = kernel.current()
         h = t.handle or t.worker.rt.handle_for(t)
-        self.waiter[0] = h | _WAITER     # before cwait's WAITING + re-check
+        set_waiter = self.rx.set_waiter
+        set_waiter(h)                    # before cwait's WAITING + re-check
         try:
             ready = self.ready
             while not ready():
                 await cwait(ready)
         finally:
-            self.waiter[0] = 0
+            set_waiter(None)
 
     def wake_all(self, crt):
         """close(): wake the thread waiting for packets and every reader
