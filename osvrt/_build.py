@@ -102,11 +102,13 @@ CHAN_VIEW = """
 struct osvrt_chan_view {
     uint64_t *head; uint64_t *tail; uint64_t *waiter; void *slots; uint8_t *arena;
     uint32_t capacity; uint32_t arena_size; uint32_t slot_size;
+    void *chan;    /* the struct osvrt_chan itself, for the engine's ChanRx */
 };
 """
 
-# Python reads a channel's indexes and slots as plain memory (a view below);
-# it calls C only to add/remove flows, for stats, and to wait (cwait.py).
+# Python reads a channel through the engine's ChanRx (the view gives it the
+# channel's address) and stores its waiter word as plain memory; it calls C
+# through cffi only to add/remove flows and for stats.
 CDEF += """
 typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t saddr, uint32_t sport);
 #define OSVRT_NET_MAX_LANES ...
@@ -152,8 +154,6 @@ struct osvrt_flow *osvrt_net_flow_add4(struct osvrt_net *net, uint8_t proto, uin
 int osvrt_net_flow_remove(struct osvrt_net *net, struct osvrt_flow *f);
 void osvrt_flow_put(struct osvrt_flow *f);
 int osvrt_flow_view(struct osvrt_flow *f, uint32_t lane, struct osvrt_chan_view *out);
-uint64_t osvrt_flow_head(struct osvrt_flow *f, uint32_t lane);
-void osvrt_flow_release(struct osvrt_flow *f, uint32_t lane, uint64_t tail);
 void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *out);
 void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
 const char *osvrt_pkt_verdict_name(int verdict);
@@ -369,17 +369,8 @@ static int osvrt_flow_view(struct osvrt_flow *f, uint32_t lane, struct osvrt_cha
     v->capacity = c->capacity;
     v->arena_size = c->arena_size;
     v->slot_size = sizeof(struct osvrt_chan_slot);
+    v->chan = c;
     return 1;
-}
-/* For hosts whose plain loads and stores are not acquire/release (not x86):
- * the consumer's two synchronizing accesses as calls. */
-static uint64_t osvrt_flow_head(struct osvrt_flow *f, uint32_t lane)
-{
-    return atomic_load_explicit(&f->lanes[lane]->head, memory_order_acquire);
-}
-static void osvrt_flow_release(struct osvrt_flow *f, uint32_t lane, uint64_t tail)
-{
-    osvrt_chan_release(f->lanes[lane], tail);
 }
 """
 

@@ -2,28 +2,27 @@
 green thread.  Used where a C producer (the net classifier) wakes a thread
 without the GIL.
 
-    ready = lambda: channel_not_empty()       # a plain memory read, no call
+    ready = lambda: channel_not_empty()       # no call that releases the GIL
     await cwait(ready)                        # returns once ready() may be true
 
 Order (why no wake-up is lost): the thread publishes WAITING in C
-(osvrt_wait_prepare, seq_cst) and its ticket, THEN re-checks ready(); the
-producer makes the condition true, THEN calls osvrt_wake (CAS WAITING ->
-WAKING).  Either the re-check sees the condition, or the CAS sees WAITING and
-pushes the thread (key tagged OSVRT_KEY_CWAKE) onto its CPU's pushlist, where
-the worker claims the ticket (_engine/worker.c, take_incoming).  Timers and cancel()
-claim the same ticket the ordinary way.  Spurious returns are possible: the
-caller loops on its condition.
+(osvrt_wait_prepare, seq_cst, called through the engine: no cffi) and its
+ticket, THEN re-checks ready(); the producer makes the condition true, THEN
+calls osvrt_wake (CAS WAITING -> WAKING).  Either the re-check sees the
+condition, or the CAS sees WAITING and pushes the thread (key tagged
+OSVRT_KEY_CWAKE) onto its CPU's pushlist, where the worker claims the ticket
+(_engine/worker.c, take_incoming).  Timers and cancel() claim the same ticket
+the ordinary way.  Spurious returns are possible: the caller loops on its
+condition.
 """
 from . import kernel, thread
-from ._core import lib
+from ._engine import cwait_abort, cwait_prepare
 
 
 async def cwait(ready):
     t = kernel.current()
-    w = t.worker
-    crt = w.rt.core
-    h = t.handle or w.rt.handle_for(t)
-    if not lib.osvrt_wait_prepare(crt, h, w.index):
+    h = t.handle or t.worker.rt.handle_for(t)
+    if not cwait_prepare(h):                  # on this thread's worker: its CPU
         # A C wake from an earlier wait is still on our pushlist (WAKING):
         # let the worker take it in, then the caller looks again.
         await kernel.yield_now()
@@ -41,4 +40,4 @@ async def cwait(ready):
         thread.set_cwait(t, False)
         # Leave WAITING so a late producer's wake is a no-op; if one already
         # won (WAKING), its key arrives later and is ignored (_cwait is False).
-        lib.osvrt_wait_abort(crt, h)
+        cwait_abort(h)

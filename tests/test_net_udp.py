@@ -169,6 +169,29 @@ def test_source_address_reported(rt):
     ep.close()
 
 
+def test_sources_taking_turns_each_get_their_own_address(rt):
+    """The reader's (ip, port) tuples come from a per-channel cache
+    (osvrt/_engine/chanrx.c: the last source, then a dict): datagrams from
+    three sources in turn each report their own sender, and each echo goes
+    back to it (the reply path keeps its own last address, udptx.c)."""
+    ep = bind_in(rt)
+    server = rt.submit(echo, ep)
+    socks = []
+    for ip in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((ip, 0))
+        socks.append(s)
+    for i in range(30):
+        s = socks[i % 3]
+        msg = b"%d from %s" % (i, repr(s.getsockname()).encode())
+        s.connect(ep.address)
+        assert request(s, msg) == msg
+    for s in socks:
+        s.close()
+    ep.close()
+    assert server.result(timeout=T) >= 30
+
+
 def test_unread_flow_does_not_stall_others(rt):
     stuck = bind_in(rt, capacity=64)
     live = bind_in(rt)

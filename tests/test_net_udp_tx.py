@@ -206,6 +206,46 @@ def test_udptx_off_a_worker_sends_at_once():
     r.close()
 
 
+def test_udptx_sendto_parses_only_plain_addresses():
+    """UdpTx.sendto takes (dotted quad or "localhost", int port) and returns
+    NotImplemented, sending nothing, for anything else (udp.py then leaves it
+    to the kernel's sendto and its error); a worker's cached last address
+    never sends a datagram to the previous destination."""
+    src, r1, r2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), receiver(), receiver()
+    src.bind(("127.0.0.1", 0))
+    tx = _engine.UdpTx(src.fileno())
+    port = r1.getsockname()[1]
+    for bad in (("127.1", port), ("127.000.0.1", port), ("localhost.", port), ("::1", port),
+                ("127.0.0.1", -1), ("127.0.0.1", 65536), ("127.0.0.1", True), (b"127.0.0.1", port),
+                ["127.0.0.1", port], ("127.0.0.1",), "127.0.0.1", None, ("127.0.0.1", port, 0)):
+        assert tx.sendto(b"x", bad) is NotImplemented, bad
+    assert tx.stats()["sent"] == 0
+    assert tx.sendto(b"one", ("localhost", port)) == 3
+    assert r1.recv(10) == b"one"
+    tx.close()
+    src.close()
+    r1.close()
+    r2.close()
+
+
+def test_sendto_follows_each_new_address(rt):
+    """On a worker, sendto to one address object and then to another goes
+    to each in turn (the worker keeps only the last one parsed)."""
+    ep, r1, r2 = bind_in(rt), receiver(), receiver()
+
+    async def alternate():
+        a1, a2 = r1.getsockname(), r2.getsockname()
+        for i in range(6):
+            await ep.sendto(b"%d" % i, a1 if i % 2 == 0 else a2)
+            await ep.sendto(b"c%d" % i, (a1[0], a1[1]) if i % 2 == 0 else (a2[0], a2[1]))
+    rt.submit(alternate).result(timeout=T)
+    assert [r1.recv(10) for _ in range(6)] == [b"0", b"c0", b"2", b"c2", b"4", b"c4"]
+    assert [r2.recv(10) for _ in range(6)] == [b"1", b"c1", b"3", b"c3", b"5", b"c5"]
+    ep.close()
+    r1.close()
+    r2.close()
+
+
 def test_a_reader_sends_its_replies_before_it_waits_for_input(rt, monkeypatch):
     """recvfrom() on an empty channel sends the thread's queued replies
     before its poll and park (lane.py): a round trip's reply never waits

@@ -18,6 +18,8 @@ static const struct osvrt_core_api api = {
     .spawn_semaphore = &osvrt_spawn_semaphore,
     .exit_semaphore = &osvrt_exit_semaphore,
     .cpu_rx_poll = osvrt_cpu_rx_poll,
+    .wait_prepare = osvrt_wait_prepare,
+    .wait_abort = osvrt_wait_abort,
 };
 
 const struct osvrt_core_api *osvrt_core_api(void)

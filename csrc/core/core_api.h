@@ -15,7 +15,7 @@
 
 #include "runtime.h"
 
-#define OSVRT_CORE_API_VERSION 3u
+#define OSVRT_CORE_API_VERSION 4u
 
 struct osvrt_core_api {
     uint32_t version;
@@ -39,6 +39,10 @@ struct osvrt_core_api {
     const unsigned short *exit_semaphore;
     /* Drain the CPU's packet source, if frames wait (cpu.h; version 3). */
     uint32_t (*cpu_rx_poll)(struct osvrt_cpu *c);
+    /* The waiter's half of the wake protocol (runtime.h; version 4): for
+     * cwait.py, called with the GIL held (a cffi call would release it). */
+    int (*wait_prepare)(struct osvrt_rt *rt, uint64_t h, uint32_t cpu);
+    int (*wait_abort)(struct osvrt_rt *rt, uint64_t h);
 };
 
 const struct osvrt_core_api *osvrt_core_api(void);

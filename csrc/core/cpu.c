@@ -76,6 +76,8 @@ int osvrt_cpu_init(struct osvrt_cpu *c, uint32_t id)
     atomic_init(&c->idle_state, OSVRT_CPU_BUSY);
     atomic_init(&c->doorbell, 0);
     c->leftover = NULL;
+    c->yield_quiet_until = 0;
+    c->yield_backoff_ns = 0;
     c->id = id;
     atomic_init(&c->drained, 0);
     atomic_init(&c->idle_ns, 0);
@@ -280,8 +282,14 @@ int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, 
              * preempt us, and then waits until we sleep, past the spin
              * (the round trip's p99 was 3-4x a kernel socket's, and 60x
              * with one worker).  Yield now and then: it runs first, we
-             * look again after it (a syscall when none is waiting). */
-            sched_yield();
+             * look again after it (a syscall when none is waiting).  Not
+             * while the yields rest (osvrt_cpu_note_yield): a yield to a
+             * busy thread of another program loses the CPU for its whole
+             * slice, with no wake-up of ours to preempt it. */
+            if (osvrt_cpu_may_yield(c, now)) {
+                sched_yield();
+                osvrt_cpu_note_yield(c, now, osvrt_now_ns() - now);
+            }
         }
         cpu_relax();
     }
@@ -329,6 +337,19 @@ out:
     if (nev)
         *nev = evs == one ? 0 : n;
     return work;
+}
+
+void osvrt_cpu_note_yield(struct osvrt_cpu *c, int64_t now, int64_t took)
+{
+    if (took < OSVRT_YIELD_SLICE_NS) {
+        c->yield_backoff_ns = 0;
+        return;
+    }
+    int64_t rest = c->yield_backoff_ns;
+    rest = rest == 0 ? OSVRT_YIELD_REST_MIN_NS
+         : rest >= OSVRT_YIELD_REST_MAX_NS / 2 ? OSVRT_YIELD_REST_MAX_NS : 2 * rest;
+    c->yield_backoff_ns = rest;
+    c->yield_quiet_until = now + took + rest;
 }
 
 int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,

@@ -93,6 +93,10 @@ struct osvrt_cpu {
     _Atomic uint32_t doorbell;                    /* bumped by every kick (a sequence) */
 
     _Alignas(OSVRT_CACHELINE) struct osvrt_pushnode *leftover;  /* owner only */
+    /* Owner only: the idle poll's yields rest until yield_quiet_until (ns)
+     * after a yield that lost the CPU for a slice; yield_backoff_ns is the
+     * current rest, doubled while that repeats (osvrt_cpu_note_yield). */
+    int64_t yield_quiet_until, yield_backoff_ns;
     uint32_t id;
     int epfd;                                     /* readiness poller; -1 if it failed */
     int evfd;                                     /* the kick's eventfd, in epfd */
@@ -130,6 +134,22 @@ static inline uint32_t osvrt_cpu_kick_seq(struct osvrt_cpu *c)
 {
     /* acquire: whatever the kicker wrote before bumping is visible after. */
     return atomic_load_explicit(&c->doorbell, memory_order_acquire);
+}
+
+/* Owner side, the idle poll's yield rule: a sched_yield() that began at
+ * `now` took `took` ns.  One past OSVRT_YIELD_SLICE_NS handed the CPU to a
+ * thread that ran a whole slice (a busy thread of another program, not a
+ * client that answers and blocks again): the poll then yields no more for
+ * yield_backoff_ns (OSVRT_YIELD_REST_MIN_NS, doubled while it repeats, at
+ * most OSVRT_YIELD_REST_MAX_NS); a short one ends the rest's doubling.
+ * Returns 1 if the poll may yield at time `now` (no rest under way). */
+#define OSVRT_YIELD_SLICE_NS 200000
+#define OSVRT_YIELD_REST_MIN_NS 1000000
+#define OSVRT_YIELD_REST_MAX_NS 64000000
+void osvrt_cpu_note_yield(struct osvrt_cpu *c, int64_t now, int64_t took);
+static inline int osvrt_cpu_may_yield(const struct osvrt_cpu *c, int64_t now)
+{
+    return now >= c->yield_quiet_until;
 }
 
 /* Owner side: wait for incoming work, polling for up to spin_ns, then sleeping

@@ -402,6 +402,38 @@ static void test_readiness(void)
     close(p[1]);
 }
 
+/* The idle poll's yield rule (osvrt_cpu_note_yield): short yields never
+ * rest; one that lost the CPU for a slice rests the yields, the rest
+ * doubling while it repeats, capped, and a short yield ends the doubling. */
+static void test_yield_rest(void)
+{
+    struct osvrt_cpu *c = &rt->cpus[1];
+    int64_t now = 10 * SEC;
+    CHECK(osvrt_cpu_may_yield(c, now));
+    osvrt_cpu_note_yield(c, now, OSVRT_YIELD_SLICE_NS - 1);      /* a client's turn */
+    CHECK(osvrt_cpu_may_yield(c, now));
+    CHECK_EQ(c->yield_backoff_ns, 0);
+    osvrt_cpu_note_yield(c, now, OSVRT_YIELD_SLICE_NS);          /* a busy thread's slice */
+    int64_t end = now + OSVRT_YIELD_SLICE_NS + OSVRT_YIELD_REST_MIN_NS;
+    CHECK(!osvrt_cpu_may_yield(c, end - 1));
+    CHECK(osvrt_cpu_may_yield(c, end));
+    int64_t rest = OSVRT_YIELD_REST_MIN_NS;
+    for (int i = 0; i < 12; i++) {                               /* it repeats: doubling, capped */
+        now = end;
+        osvrt_cpu_note_yield(c, now, MS);
+        rest = rest * 2 > OSVRT_YIELD_REST_MAX_NS ? OSVRT_YIELD_REST_MAX_NS : rest * 2;
+        CHECK_EQ(c->yield_backoff_ns, rest);
+        end = now + MS + rest;
+        CHECK(!osvrt_cpu_may_yield(c, end - 1));
+        CHECK(osvrt_cpu_may_yield(c, end));
+    }
+    CHECK_EQ(c->yield_backoff_ns, OSVRT_YIELD_REST_MAX_NS);
+    osvrt_cpu_note_yield(c, end, 1000);                          /* quiet again */
+    CHECK_EQ(c->yield_backoff_ns, 0);
+    osvrt_cpu_note_yield(c, end, MS);
+    CHECK_EQ(c->yield_backoff_ns, OSVRT_YIELD_REST_MIN_NS);
+}
+
 int main(void)
 {
     rt = osvrt_rt_new(2);
@@ -419,6 +451,7 @@ int main(void)
     test_kick_without_work();
     test_active(h);
     test_readiness();
+    test_yield_rest();
 
     osvrt_rt_free(rt);
     printf("test_idle: OK\n");

@@ -270,6 +270,9 @@ struct WorkerObject {
     int io_budget;                 /* owner: I/O calls left before a forced trap (sock.c) */
     char *scratch;                 /* owner: sock.c's recv buffer (64 KiB), or NULL */
     struct osvrt_tx_batch *txb;    /* owner: batched UDP replies (udptx.c), or NULL */
+    PyObject *udp_dest;            /* owner: UdpTx.sendto's last address, parsed below */
+    uint32_t udp_daddr;
+    uint16_t udp_dport;
 };
 
 /* module.c */
@@ -378,6 +381,9 @@ extern PyMethodDef udptx_module_methods[];
 extern PyTypeObject UdpTx_Type;
 void worker_tx_flush(WorkerObject *w);
 void worker_tx_free(WorkerObject *w);
+/* chanrx.c: a net channel's consumer (csrc/net/channel.h) */
+extern PyTypeObject ChanRx_Type;
+extern PyMethodDef chanrx_module_methods[];
 extern PyTypeObject SockOp_Type;
 /* The socket calls for other engine code (the asyncio loop's transports, say):
  * each returns the awaitable SockOp (the syscall with the GIL held, EAGAIN

@@ -514,7 +514,7 @@ PyInit__engine(void)
     PyTypeObject *types[] = {&ThreadBase_Type, &Ticket_Type, &Timer_Type, &WorkerBase_Type,
                              &Event_Type, &LiveSet_Type, &SockOp_Type, &LoopCore_Type,
                              &LoopRun_Type, &Conn_Type, &Server_Type, &UdpTx_Type,
-                             &TxCore_Type, &TcpLink_Type};
+                             &TxCore_Type, &TcpLink_Type, &ChanRx_Type};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
@@ -530,6 +530,8 @@ PyInit__engine(void)
     if (PyModule_AddFunctions(m, place_module_methods) < 0)
         goto fail;
     if (PyModule_AddFunctions(m, udptx_module_methods) < 0)
+        goto fail;
+    if (PyModule_AddFunctions(m, chanrx_module_methods) < 0)
         goto fail;
     for (int i = 0; i < ST_COUNT; i++)
         if ((state_names[i] = PyUnicode_InternFromString(names[i])) == NULL)
@@ -581,6 +583,7 @@ PyInit__engine(void)
         || PyModule_AddObjectRef(m, "Connection", (PyObject *)&Conn_Type) < 0
         || PyModule_AddObjectRef(m, "ProtocolServer", (PyObject *)&Server_Type) < 0
         || PyModule_AddObjectRef(m, "UdpTx", (PyObject *)&UdpTx_Type) < 0
+        || PyModule_AddObjectRef(m, "ChanRx", (PyObject *)&ChanRx_Type) < 0
         || PyModule_AddObjectRef(m, "TxCore", (PyObject *)&TxCore_Type) < 0
         || PyModule_AddObjectRef(m, "TcpLink", (PyObject *)&TcpLink_Type) < 0)
         goto fail;

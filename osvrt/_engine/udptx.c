@@ -13,6 +13,7 @@
  * the owner worker's alone (no lock, no atomics).
  */
 #define _GNU_SOURCE 1          /* struct mmsghdr (tx_batch.h) */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -95,6 +96,40 @@ worker_batch(int *nomem)
     return w->txb;
 }
 
+/* Queue (or, off a worker, send) data to daddr:port (daddr as the wire's 4
+ * bytes read in host order, dport in host order).  Returns len(data). */
+static PyObject *
+udptx_put(UdpTxObject *self, PyObject *data, uint32_t daddr, uint16_t dport)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    struct osvrt_udp_tx *tx = self->tx;
+    Py_ssize_t len = view.len;
+    int e, nomem;
+    /* relaxed: a hint; a close() racing us is caught by the user count */
+    if (!atomic_load_explicit(&self->open, memory_order_relaxed)) {
+        e = EBADF;
+    } else if (len > (Py_ssize_t)OSVRT_UDP_MAX_PAYLOAD) {
+        e = EMSGSIZE;
+    } else {
+        struct osvrt_tx_batch *b = worker_batch(&nomem);
+        if (nomem) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+        uint16_t port = htons(dport);
+        e = b ? osvrt_tx_batch_add(b, tx, view.buf, (uint32_t)len, daddr, port)
+              : osvrt_udp_tx_send_now(tx, view.buf, (uint32_t)len, daddr, port);
+    }
+    PyBuffer_Release(&view);
+    if (e) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(len);
+}
+
 /* send(data, daddr, dport): daddr as the wire's 4 bytes read in host order
  * (what the channel's slot holds), dport in host order.  Returns len(data). */
 static PyObject *
@@ -115,33 +150,70 @@ udptx_send(UdpTxObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_ValueError, "UdpTx.send: bad address %lu:%ld", daddr, dport);
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    return udptx_put(self, args[0], (uint32_t)daddr, (uint16_t)dport);
+}
+
+/* (daddr, dport) of an address that is a tuple (ip, port) with ip a str in
+ * dotted-quad form (each part 0..255, no leading zero: what inet_ntoa
+ * writes) or "localhost", and port an int in 0..65535; 0 if it is not one
+ * (no exception).  The calling worker keeps the last one parsed: a reply goes
+ * to the address object recvfrom() gave, the same object for every datagram
+ * of a source (a tuple of a str and an int never changes). */
+static int
+parse_destination(PyObject *address, uint32_t *daddr, uint16_t *dport)
+{
+    WorkerObject *w = tls_worker;
+    if (w != NULL && address == w->udp_dest) {
+        *daddr = w->udp_daddr;
+        *dport = w->udp_dport;
+        return 1;
+    }
+    if (!PyTuple_CheckExact(address) || PyTuple_GET_SIZE(address) != 2)
+        return 0;
+    PyObject *host = PyTuple_GET_ITEM(address, 0), *port = PyTuple_GET_ITEM(address, 1);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(port))
+        return 0;
+    long p = PyLong_AsLong(port);
+    if (p < 0 || p > 65535) {
+        PyErr_Clear();                     /* out of range: the kernel's error, not ours */
+        return 0;
+    }
+    const char *s = PyUnicode_AsUTF8(host);
+    if (s == NULL) {
+        PyErr_Clear();                     /* a lone surrogate: the kernel's path says why */
+        return 0;
+    }
+    struct in_addr a;
+    if (strcmp(s, "localhost") == 0)
+        a.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, s, &a) != 1)
+        return 0;
+    *daddr = a.s_addr;
+    *dport = (uint16_t)p;
+    if (w != NULL) {
+        Py_XSETREF(w->udp_dest, Py_NewRef(address));
+        w->udp_daddr = a.s_addr;
+        w->udp_dport = (uint16_t)p;
+    }
+    return 1;
+}
+
+/* sendto(data, address): send() to a (ip, port) tuple; NotImplemented, with
+ * nothing sent, for an address this does not parse (a host name, "127.1":
+ * the caller leaves those to the kernel's sendto and its errors). */
+static PyObject *
+udptx_sendto(UdpTxObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "UdpTx.sendto takes 2 arguments (data, address), not %zd",
+                     nargs);
         return NULL;
-    struct osvrt_udp_tx *tx = self->tx;
-    Py_ssize_t len = view.len;
-    int e, nomem;
-    /* relaxed: a hint; a close() racing us is caught by the user count */
-    if (!atomic_load_explicit(&self->open, memory_order_relaxed)) {
-        e = EBADF;
-    } else if (len > (Py_ssize_t)OSVRT_UDP_MAX_PAYLOAD) {
-        e = EMSGSIZE;
-    } else {
-        struct osvrt_tx_batch *b = worker_batch(&nomem);
-        if (nomem) {
-            PyBuffer_Release(&view);
-            return PyErr_NoMemory();
-        }
-        uint16_t port = htons((uint16_t)dport);
-        e = b ? osvrt_tx_batch_add(b, tx, view.buf, (uint32_t)len, (uint32_t)daddr, port)
-              : osvrt_udp_tx_send_now(tx, view.buf, (uint32_t)len, (uint32_t)daddr, port);
     }
-    PyBuffer_Release(&view);
-    if (e) {
-        errno = e;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return PyLong_FromSsize_t(len);
+    uint32_t daddr;
+    uint16_t dport;
+    if (!parse_destination(args[1], &daddr, &dport))
+        Py_RETURN_NOTIMPLEMENTED;
+    return udptx_put(self, args[0], daddr, dport);
 }
 
 static PyObject *
@@ -181,6 +253,9 @@ static PyMethodDef udptx_methods[] = {
     {"send", (PyCFunction)(void (*)(void))udptx_send, METH_FASTCALL,
      "send(data, daddr, dport)\n--\n\nQueue one datagram in this worker's batch (sent at the end\n"
      "of the thread's turn), or send it at once off a worker.  Returns len(data)."},
+    {"sendto", (PyCFunction)(void (*)(void))udptx_sendto, METH_FASTCALL,
+     "sendto(data, address)\n--\n\nsend() to address = (ip, port), ip a dotted quad or\n"
+     "\"localhost\"; NotImplemented, nothing sent, for any other address."},
     {"close", (PyCFunction)udptx_close, METH_NOARGS,
      "close()\n--\n\nSend the calling worker's batch, then release the port at once\n"
      "(idempotent); other workers' batches holding datagrams for it refuse them.\n"
@@ -220,4 +295,5 @@ worker_tx_free(WorkerObject *w)
 {
     osvrt_tx_batch_free(w->txb);      /* flushes first */
     w->txb = NULL;
+    Py_CLEAR(w->udp_dest);
 }

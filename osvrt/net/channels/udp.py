@@ -27,7 +27,6 @@ from .lane import Lane
 
 _UDP = socket.IPPROTO_UDP
 _DEFAULT_CAPACITY = 256
-_ADDR_CACHE_MAX = 4096
 
 
 def _closed():
@@ -140,25 +139,6 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
         raise
 
 
-def _destination(address):
-    """(daddr, dport) as UdpTx.send takes them, or None for what only the
-    kernel's sendto understands (its error is then the kernel's)."""
-    if type(address) is not tuple or len(address) != 2:
-        return None
-    host, port = address
-    if type(port) is not int or not 0 <= port <= 65535 or type(host) is not str:
-        return None
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        packed = socket.inet_aton(host)
-    except OSError:
-        return None
-    if socket.inet_ntoa(packed) != host:           # "127.1" and friends: the kernel's way
-        return None
-    return int.from_bytes(packed, sys.byteorder), port
-
-
 class UdpEndpoint:
     """A bound UDP port whose datagrams arrive through net channels.  Made by
     udp_bind().  recvfrom() takes from the channel (no syscall when a datagram
@@ -168,7 +148,6 @@ class UdpEndpoint:
         self._net = net
         self._sock = sock
         self._tx = tx                    # UdpTx (batched replies) or None
-        self._dests = {}                 # address -> (daddr, dport) for tx.send
         self._address = address
         self._flow = flow
         self._lanes = tuple(Lane(flow, i) for i in range(lanes))
@@ -217,9 +196,13 @@ class UdpEndpoint:
         except IndexError:
             await ln.acquire_slow()
         try:
-            if ln.head[0] == ln.tail:
+            got = ln.rx.take()
+            if got is None:
                 await ln.wait()
-            elif (y := _io_budget()) is not None:
+                if self._closed:
+                    raise _closed()
+                return ln.rx.take()
+            if (y := _io_budget()) is not None:
                 # The sockets' cooperative budget (docs/design.md): a datagram
                 # found at once costs no trap, so a flood that keeps the
                 # channel full would let this reader hold its CPU (and its
@@ -227,10 +210,13 @@ class UdpEndpoint:
                 # dnsperf row drew a 120 ms stall report.
                 await y
             if self._closed:
-                raise _closed()
-            return ln.take()
+                raise _closed()              # the datagram taken goes with the endpoint
+            return got
         finally:
-            ln.release()
+            # ln.release(), inlined: this runs once per datagram
+            ln.token.append(True)
+            if ln.readers:
+                ln.wake_next()
 
     async def sendto(self, data, address):
         """Send one datagram from this endpoint's address; returns the bytes
@@ -241,15 +227,11 @@ class UdpEndpoint:
             raise _closed()
         tx = self._tx
         if tx is not None:
-            dest = self._dests.get(address) if type(address) is tuple else None
-            if dest is None:
-                dest = _destination(address)
-                if dest is not None:
-                    if len(self._dests) >= _ADDR_CACHE_MAX:
-                        self._dests.clear()
-                    self._dests[address] = dest
-            if dest is not None:
-                return tx.send(data, dest[0], dest[1])
+            n = tx.sendto(data, address)
+            if n is not NotImplemented:
+                return n
+            # Not an (ip, port) tuple UdpTx parses ("127.1", a host name, a
+            # bad value): the kernel's sendto, and its error.
         try:
             return self._sock.sendto(data, address)
         except BlockingIOError:

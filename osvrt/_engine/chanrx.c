@@ -1,0 +1,228 @@
+/* chanrx.c - the consumer side of a net channel (csrc/net/channel.h) for a
+ * green thread: ChanRx.take() turns the oldest datagram into (bytes,
+ * (ip, port)) and gives its slot back, in one call with the GIL held.
+ *
+ * osvrt/net/channels/lane.py did this with struct and memoryviews: ~3,000
+ * interpreted instructions per datagram (benchmarks/udp_instructions.py),
+ * the largest per-datagram cost of a UDP echo.  The lane still waits and
+ * hands the reader's token around in Python; only the take is here.
+ *
+ * Ownership: a ChanRx holds a reference to `owner` (the flow's cffi object),
+ * which keeps the channel's memory alive as long as the ChanRx is.  One
+ * consumer: the lane's token makes the holder the only caller of take(), so
+ * the `tail` word is ours to read relaxed and to publish.
+ */
+#include <arpa/inet.h>
+
+#include "engine.h"
+#include "channel.h"
+
+/* Source addresses kept as ready tuples: a cache per channel, emptied when
+ * it reaches this size (a flood of spoofed sources cannot grow it). */
+#define ADDR_CACHE_MAX 4096
+
+typedef struct {
+    PyObject_HEAD
+    struct osvrt_chan *c;      /* the channel; alive while owner is */
+    PyObject *owner;
+    PyObject *addrs;           /* dict: saddr << 16 | sport -> (ip, port) */
+    uint64_t last_key;         /* the last source seen, and its tuple (a strong ref) */
+    PyObject *last_addr;
+} ChanRxObject;
+
+static PyObject *
+chanrx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *owner;
+    unsigned long long addr;
+    if (!PyArg_ParseTuple(args, "OK:ChanRx", &owner, &addr))
+        return NULL;
+    if (addr == 0) {
+        PyErr_SetString(PyExc_ValueError, "ChanRx: the channel address is NULL");
+        return NULL;
+    }
+    ChanRxObject *self = (ChanRxObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if ((self->addrs = PyDict_New()) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->c = (struct osvrt_chan *)(uintptr_t)addr;
+    self->owner = Py_NewRef(owner);
+    return (PyObject *)self;
+}
+
+static void
+chanrx_dealloc(ChanRxObject *self)
+{
+    Py_XDECREF(self->last_addr);
+    Py_XDECREF(self->addrs);
+    Py_XDECREF(self->owner);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The (ip, port) tuple of a source, from the cache or made (a new ref). */
+static PyObject *
+source_address(ChanRxObject *self, uint32_t saddr, uint16_t sport)
+{
+    uint64_t key = (uint64_t)saddr << 16 | sport;
+    if (self->last_addr != NULL && self->last_key == key)
+        return Py_NewRef(self->last_addr);
+    PyObject *k = PyLong_FromUnsignedLongLong(key);
+    if (k == NULL)
+        return NULL;
+    PyObject *addr = PyDict_GetItemWithError(self->addrs, k);      /* borrowed */
+    if (addr != NULL) {
+        Py_INCREF(addr);
+    } else if (!PyErr_Occurred()) {
+        char ip[INET_ADDRSTRLEN];
+        /* saddr holds the wire's 4 bytes (channel.h), as inet_ntop reads them */
+        if (inet_ntop(AF_INET, &saddr, ip, sizeof ip) == NULL) {
+            Py_DECREF(k);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        addr = Py_BuildValue("(sH)", ip, sport);
+        if (addr != NULL && PyDict_GET_SIZE(self->addrs) >= ADDR_CACHE_MAX)
+            PyDict_Clear(self->addrs);
+        if (addr != NULL && PyDict_SetItem(self->addrs, k, addr) < 0)
+            Py_CLEAR(addr);
+    }
+    Py_DECREF(k);
+    if (addr != NULL) {
+        Py_XSETREF(self->last_addr, Py_NewRef(addr));
+        self->last_key = key;
+    }
+    return addr;
+}
+
+/* take() -> (data, (ip, port)) of the oldest datagram, its slot given back;
+ * None when the channel is empty. */
+static PyObject *
+chanrx_take(ChanRxObject *self, PyObject *unused)
+{
+    struct osvrt_chan *c = self->c;
+    uint64_t t;
+    if (osvrt_chan_ready(c, &t) == 0)      /* acquire of head: the slot and bytes below it */
+        Py_RETURN_NONE;
+    const struct osvrt_chan_slot *s = osvrt_chan_slot_at(c, t);
+    PyObject *data = PyBytes_FromStringAndSize((const char *)osvrt_chan_data(c, s), s->len);
+    if (data == NULL)
+        return NULL;
+    PyObject *addr = source_address(self, s->saddr, s->sport);
+    /* release: our reads of the slot and bytes come before the producer reuses them */
+    osvrt_chan_release(c, t + 1);
+    if (addr == NULL) {
+        Py_DECREF(data);                   /* the datagram is gone: like a recv that failed */
+        return NULL;
+    }
+    PyObject *r = PyTuple_New(2);
+    if (r == NULL) {
+        Py_DECREF(data);
+        Py_DECREF(addr);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(r, 0, data);
+    PyTuple_SET_ITEM(r, 1, addr);
+    return r;
+}
+
+/* queued() -> datagrams waiting (head - tail). */
+static PyObject *
+chanrx_queued(ChanRxObject *self, PyObject *unused)
+{
+    uint64_t t;
+    return PyLong_FromUnsignedLongLong(osvrt_chan_ready(self->c, &t));
+}
+
+/* set_waiter(h): name thread handle h as the one to wake (the channel's
+ * waiter word, OSVRT_CHAN_WAITER set); set_waiter(None): nobody. */
+static PyObject *
+chanrx_set_waiter(ChanRxObject *self, PyObject *arg)
+{
+    uint64_t w = 0;
+    if (arg != Py_None) {
+        uint64_t h = PyLong_AsUnsignedLongLong(arg);
+        if (h == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+        w = h | OSVRT_CHAN_WAITER;
+    }
+    /* relaxed: a waiter's store is ordered before its re-check of the channel
+     * by cwait_prepare's seq_cst fence, which follows it (runtime.h). */
+    atomic_store_explicit(&self->c->waiter, w, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef chanrx_methods[] = {
+    {"take", (PyCFunction)chanrx_take, METH_NOARGS,
+     "take()\n--\n\nThe oldest datagram as (data, (ip, port)), its slot given back to the\n"
+     "producer; None if the channel is empty.  The caller is the channel's one consumer."},
+    {"queued", (PyCFunction)chanrx_queued, METH_NOARGS,
+     "queued()\n--\n\nDatagrams waiting in the channel."},
+    {"set_waiter", (PyCFunction)chanrx_set_waiter, METH_O,
+     "set_waiter(h)\n--\n\nName thread handle h (or None: nobody) as the one the\n"
+     "producer wakes after it publishes."},
+    {NULL},
+};
+
+PyTypeObject ChanRx_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "osvrt._engine.ChanRx",
+    .tp_basicsize = sizeof(ChanRxObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "ChanRx(owner, address)\n--\n\nThe consumer of the net channel at `address` (a\n"
+              "struct osvrt_chan *, csrc/net/channel.h), kept alive by `owner`.",
+    .tp_new = chanrx_new,
+    .tp_dealloc = (destructor)chanrx_dealloc,
+    .tp_methods = chanrx_methods,
+};
+
+/* The waiter's half of the wake protocol (csrc/core/runtime.h) for cwait.py,
+ * on the calling worker's CPU: through the core's table, so with the GIL held
+ * and no cffi (two cffi calls per park were ~2,300 instructions of a UDP
+ * echo's ~27,000 per request, benchmarks/udp_instructions.py). */
+static WorkerObject *
+calling_worker(void)
+{
+    WorkerObject *w = tls_worker;
+    if (w == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "cwait: not on a worker of an osvrt runtime");
+    return w;
+}
+
+/* cwait_prepare(h) -> bool: publish WAITING for thread handle h (seq_cst);
+ * False if a C wake of an earlier wait is still on its way (WAKING). */
+static PyObject *
+m_cwait_prepare(PyObject *m, PyObject *arg)
+{
+    uint64_t h = PyLong_AsUnsignedLongLong(arg);
+    if (h == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    WorkerObject *w = calling_worker();
+    if (w == NULL)
+        return NULL;
+    return PyBool_FromLong(osvrt_api->wait_prepare(w->crt, h, w->index));
+}
+
+/* cwait_abort(h): leave WAITING (a late wake is then a no-op). */
+static PyObject *
+m_cwait_abort(PyObject *m, PyObject *arg)
+{
+    uint64_t h = PyLong_AsUnsignedLongLong(arg);
+    if (h == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    WorkerObject *w = calling_worker();
+    if (w == NULL)
+        return NULL;
+    osvrt_api->wait_abort(w->crt, h);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef chanrx_module_methods[] = {
+    {"cwait_prepare", m_cwait_prepare, METH_O,
+     "cwait_prepare($module, h, /)\n--\n\nPublish WAITING for the calling worker's thread h\n"
+     "(csrc/core/runtime.h); False while a C wake of an earlier wait is pending."},
+    {"cwait_abort", m_cwait_abort, METH_O,
+     "cwait_abort($module, h, /)\n--\n\nLeave WAITING: a late C wake of h is then a no-op."},
+    {NULL},
+};
