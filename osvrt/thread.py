@@ -177,6 +177,16 @@ def submit_future(t):
     return t._future
 
 
+def pin_in_place(t):
+    """Pin t where it runs now, with no move: for t itself, on its worker,
+    to stay on this OS thread across a park (osvrt/net/tcp/streams.py).
+    Undone with t.unpin().  True if t was not pinned already."""
+    if t._pinned:
+        return False
+    t._pinned = True
+    return True
+
+
 def set_submit_future(t, fut):
     t._future = fut
 

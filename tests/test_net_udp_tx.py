@@ -217,7 +217,8 @@ def test_udptx_sendto_parses_only_plain_addresses():
     port = r1.getsockname()[1]
     for bad in (("127.1", port), ("127.000.0.1", port), ("localhost.", port), ("::1", port),
                 ("127.0.0.1", -1), ("127.0.0.1", 65536), ("127.0.0.1", True), (b"127.0.0.1", port),
-                ["127.0.0.1", port], ("127.0.0.1",), "127.0.0.1", None, ("127.0.0.1", port, 0)):
+                ["127.0.0.1", port], ("127.0.0.1",), "127.0.0.1", None, ("127.0.0.1", port, 0),
+                ("127.0.0.1\x00junk", port)):                # the kernel refuses a NUL
         assert tx.sendto(b"x", bad) is NotImplemented, bad
     assert tx.stats()["sent"] == 0
     assert tx.sendto(b"one", ("localhost", port)) == 3

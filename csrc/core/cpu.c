@@ -287,8 +287,10 @@ int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, 
              * busy thread of another program loses the CPU for its whole
              * slice, with no wake-up of ours to preempt it. */
             if (osvrt_cpu_may_yield(c, now)) {
+                /* timed from here: the epoll_wait above is not a lost slice */
+                int64_t before = osvrt_now_ns();
                 sched_yield();
-                osvrt_cpu_note_yield(c, now, osvrt_now_ns() - now);
+                osvrt_cpu_note_yield(c, before, osvrt_now_ns() - before);
             }
         }
         cpu_relax();

@@ -62,8 +62,12 @@ int osvrt_wait_prepare(struct osvrt_rt *rt, uint64_t h, uint32_t cpu)
     uint32_t s = osvrt_thread_state(th);
     if (s == OSVRT_WAKING)
         return 0;
-    if (s == OSVRT_WAITING)
+    if (s == OSVRT_WAITING) {
+        /* Prepared already: the fence still, as below, for what the caller
+         * stored since (a channel's waiter word, chanrx.c) and re-checks. */
+        atomic_thread_fence(memory_order_seq_cst);
         return 1;
+    }
     /* relaxed: published by the CAS below, before any waker can read it. */
     atomic_store_explicit(&th->cpu, cpu, memory_order_relaxed);
     if (!cas_state(th, h, s, OSVRT_WAITING, memory_order_acq_rel))

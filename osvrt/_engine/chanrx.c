@@ -53,13 +53,42 @@ chanrx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* GC: owner is any object, and may reach back to us (a lane that holds
+ * its reader).  Clearing it ends the channel's use: c is NULL after. */
+static int
+chanrx_traverse(ChanRxObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->addrs);
+    Py_VISIT(self->last_addr);
+    return 0;
+}
+
+static int
+chanrx_clear(ChanRxObject *self)
+{
+    self->c = NULL;            /* owner kept it alive: not past this */
+    Py_CLEAR(self->last_addr);
+    Py_CLEAR(self->addrs);
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
 static void
 chanrx_dealloc(ChanRxObject *self)
 {
-    Py_XDECREF(self->last_addr);
-    Py_XDECREF(self->addrs);
-    Py_XDECREF(self->owner);
+    PyObject_GC_UnTrack(self);
+    chanrx_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The channel, or NULL with ValueError once cleared (a collected cycle). */
+static struct osvrt_chan *
+chan_of(ChanRxObject *self)
+{
+    if (self->c == NULL)
+        PyErr_SetString(PyExc_ValueError, "ChanRx: its channel was released");
+    return self->c;
 }
 
 /* The (ip, port) tuple of a source, from the cache or made (a new ref). */
@@ -101,8 +130,10 @@ source_address(ChanRxObject *self, uint32_t saddr, uint16_t sport)
 static PyObject *
 chanrx_take(ChanRxObject *self, PyObject *unused)
 {
-    struct osvrt_chan *c = self->c;
+    struct osvrt_chan *c = chan_of(self);
     uint64_t t;
+    if (c == NULL)
+        return NULL;
     if (osvrt_chan_ready(c, &t) == 0)      /* acquire of head: the slot and bytes below it */
         Py_RETURN_NONE;
     const struct osvrt_chan_slot *s = osvrt_chan_slot_at(c, t);
@@ -132,7 +163,8 @@ static PyObject *
 chanrx_queued(ChanRxObject *self, PyObject *unused)
 {
     uint64_t t;
-    return PyLong_FromUnsignedLongLong(osvrt_chan_ready(self->c, &t));
+    struct osvrt_chan *c = chan_of(self);
+    return c == NULL ? NULL : PyLong_FromUnsignedLongLong(osvrt_chan_ready(c, &t));
 }
 
 /* set_waiter(h): name thread handle h as the one to wake (the channel's
@@ -149,7 +181,10 @@ chanrx_set_waiter(ChanRxObject *self, PyObject *arg)
     }
     /* relaxed: a waiter's store is ordered before its re-check of the channel
      * by cwait_prepare's seq_cst fence, which follows it (runtime.h). */
-    atomic_store_explicit(&self->c->waiter, w, memory_order_relaxed);
+    struct osvrt_chan *c = chan_of(self);
+    if (c == NULL)
+        return NULL;
+    atomic_store_explicit(&c->waiter, w, memory_order_relaxed);
     Py_RETURN_NONE;
 }
 
@@ -169,7 +204,9 @@ PyTypeObject ChanRx_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "osvrt._engine.ChanRx",
     .tp_basicsize = sizeof(ChanRxObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)chanrx_traverse,
+    .tp_clear = (inquiry)chanrx_clear,
     .tp_doc = "ChanRx(owner, address)\n--\n\nThe consumer of the net channel at `address` (a\n"
               "struct osvrt_chan *, csrc/net/channel.h), kept alive by `owner`.",
     .tp_new = chanrx_new,

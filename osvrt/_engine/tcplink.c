@@ -269,21 +269,38 @@ tcplink_poll(TcpLinkObject *self, PyObject *unused)
     return PyLong_FromLong(n);
 }
 
-/* The end of recv, recv_into and send: the view's leftovers acted on, then
- * the link call's rc: 1 (a count), 0 (-EAGAIN: nothing to do now), or -1
- * with an error set (rc's, named `what`; or one after() raised). */
-static int
-call_end(TcpLinkObject *self, int64_t rc, const char *what)
+/* The end of recv, recv_into and send, once the caller made its result
+ * from the link call's rc (a count: `result`; NULL when rc is not one, or
+ * when making it failed, with that error set): the view's leftovers acted
+ * on (after()), then `result`, None for -EAGAIN, or NULL with the error
+ * (rc's, named `what`; or after()'s).  The result is made first: after()
+ * runs Python, which may let another call reuse the scratch buffer. */
+static PyObject *
+call_end(TcpLinkObject *self, int64_t rc, const char *what, PyObject *result)
 {
     keep_waited_events(self->view);
-    if (run_after(self) < 0)
-        return -1;
-    if (rc >= 0)
-        return 1;
+    PyObject *pending = rc >= 0 && result == NULL ? take_raised() : NULL;
+    if (run_after(self) < 0) {
+        if (result == NULL) {
+            Py_XDECREF(pending);
+            return NULL;
+        }
+        /* The link call took the bytes already: hand them over and report
+         * after()'s error, rather than lose them; the link thread's next
+         * poll runs after() again (and fails the stack if it still fails). */
+        PyErr_WriteUnraisable((PyObject *)self);
+        return result;
+    }
+    if (pending != NULL) {
+        put_raised(pending);
+        return NULL;
+    }
+    if (result != NULL)
+        return result;
     if (rc == -EAGAIN)
-        return 0;
+        Py_RETURN_NONE;
     link_error(rc, what);
-    return -1;
+    return NULL;
 }
 
 /* recv(id, cap) -> bytes (b"" at EOF), or None when nothing waits. */
@@ -304,10 +321,9 @@ tcplink_recv(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
         return PyErr_Format(PyExc_ValueError, "TcpLink.recv: cap %zd is out of range 1..%u",
                             cap, RECV_SCRATCH);
     int64_t rc = self->api->recv(self->link, id, self->scratch, (uint64_t)cap, now_ns());
-    int r = call_end(self, rc, "recv");
-    if (r <= 0)
-        return r < 0 ? NULL : Py_NewRef(Py_None);
-    return PyBytes_FromStringAndSize((const char *)self->scratch, (Py_ssize_t)rc);
+    PyObject *data = rc >= 0 ? PyBytes_FromStringAndSize((const char *)self->scratch,
+                                                         (Py_ssize_t)rc) : NULL;
+    return call_end(self, rc, "recv", data);
 }
 
 /* The arguments (id, buffer, k) of recv_into and send: *b holds the buffer
@@ -348,10 +364,7 @@ tcplink_recv_into(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     int64_t rc = self->api->recv(self->link, id, b.buf, (uint64_t)n, now_ns());
     PyBuffer_Release(&b);
-    int r = call_end(self, rc, "recv_into");
-    if (r <= 0)
-        return r < 0 ? NULL : Py_NewRef(Py_None);
-    return PyLong_FromLongLong(rc);
+    return call_end(self, rc, "recv_into", rc >= 0 ? PyLong_FromLongLong(rc) : NULL);
 }
 
 /* send(id, data, off) -> bytes of data[off:] taken (> 0), or None when the
@@ -367,10 +380,11 @@ tcplink_send(TcpLinkObject *self, PyObject *const *args, Py_ssize_t nargs)
     int64_t rc = self->api->send(self->link, id, (const uint8_t *)b.buf + off,
                                  (uint64_t)(b.len - off), now_ns());
     PyBuffer_Release(&b);
-    int r = call_end(self, rc, "sendall");
-    if (r <= 0)
-        return r < 0 ? NULL : Py_NewRef(Py_None);
-    return PyLong_FromLongLong(rc);
+    /* 0 bytes taken of a non-empty rest is no progress: as a full buffer
+     * (None), so that sendall parks rather than spins. */
+    if (rc == 0 && b.len > off)
+        rc = -EAGAIN;
+    return call_end(self, rc, "sendall", rc >= 0 ? PyLong_FromLongLong(rc) : NULL);
 }
 
 static PyMethodDef tcplink_methods[] = {
@@ -394,10 +408,10 @@ PyTypeObject TcpLink_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)tcplink_traverse,
     .tp_clear = (inquiry)tcplink_clear,
-    .tp_doc = "TcpLink(api, link, owner, conns, handed)\n--\n\nThe per-segment calls of a user-space stack's link:\n"
+    .tp_doc = "TcpLink(api, link, owner, conns, handed, after)\n--\n\nThe per-segment calls of a user-space stack's link:\n"
               "api and link are the addresses of osvrt_tcp_link_api() and the link; owner\n"
               "keeps the link alive; conns (id -> Conn) and handed (a set) are the stack's,\n"
-              "for the owners poll() wakes.",
+              "for the owners poll() wakes; after() acts on what a call left in the view.",
     .tp_new = tcplink_new,
     .tp_dealloc = (destructor)tcplink_dealloc,
     .tp_methods = tcplink_methods,

@@ -178,11 +178,14 @@ parse_destination(PyObject *address, uint32_t *daddr, uint16_t *dport)
         PyErr_Clear();                     /* out of range: the kernel's error, not ours */
         return 0;
     }
-    const char *s = PyUnicode_AsUTF8(host);
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(host, &len);
     if (s == NULL) {
         PyErr_Clear();                     /* a lone surrogate: the kernel's path says why */
         return 0;
     }
+    if ((size_t)len != strlen(s))
+        return 0;                          /* an embedded NUL: the kernel's path refuses it */
     struct in_addr a;
     if (strcmp(s, "localhost") == 0)
         a.s_addr = htonl(INADDR_LOOPBACK);

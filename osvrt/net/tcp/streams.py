@@ -20,8 +20,9 @@ import ipaddress
 import time
 
 from ..._core import lib
-from ..._engine import current_worker as _current_worker
+from ..._engine import current as _current, current_worker as _current_worker
 from ...deadline import timeout as _timeout_scope
+from ...thread import pin_in_place as _pin_in_place
 from ..closing import AsyncClosing
 from .conn import oserror
 
@@ -88,11 +89,19 @@ class _Base(AsyncClosing):
         # connection's segments to us (conn.py, Conn.waits).  Here, not in a
         # coroutine of Conn's: one coroutine per park less.
         waits, slot = c.waits, c.slot
+        # Pinned while parked: the balancer moves a woken, queued thread, and
+        # then the decrement below, and the engine call that follows the
+        # park, would run on another OS thread than the stack's (tcp.h: one
+        # owner), racing the link's read of waits[] in C.
+        t = _current()
+        pinned_here = _pin_in_place(t)      # we are on the stack's worker: no move
         waits[slot] += 1
         try:
             await event.wait()
         finally:
             waits[slot] -= 1
+            if pinned_here:
+                t.unpin()
         if c.closed:
             raise self._closed()
 
