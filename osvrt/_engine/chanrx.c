@@ -227,15 +227,24 @@ calling_worker(void)
     return w;
 }
 
+/* The thread handle argument of cwait_prepare/abort, and the calling
+ * worker; NULL with an error set. */
+static WorkerObject *
+handle_here(PyObject *arg, uint64_t *h)
+{
+    *h = PyLong_AsUnsignedLongLong(arg);
+    if (*h == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    return calling_worker();
+}
+
 /* cwait_prepare(h) -> bool: publish WAITING for thread handle h (seq_cst);
  * False if a C wake of an earlier wait is still on its way (WAKING). */
 static PyObject *
 m_cwait_prepare(PyObject *m, PyObject *arg)
 {
-    uint64_t h = PyLong_AsUnsignedLongLong(arg);
-    if (h == (uint64_t)-1 && PyErr_Occurred())
-        return NULL;
-    WorkerObject *w = calling_worker();
+    uint64_t h;
+    WorkerObject *w = handle_here(arg, &h);
     if (w == NULL)
         return NULL;
     return PyBool_FromLong(osvrt_api->wait_prepare(w->crt, h, w->index));
@@ -245,10 +254,8 @@ m_cwait_prepare(PyObject *m, PyObject *arg)
 static PyObject *
 m_cwait_abort(PyObject *m, PyObject *arg)
 {
-    uint64_t h = PyLong_AsUnsignedLongLong(arg);
-    if (h == (uint64_t)-1 && PyErr_Occurred())
-        return NULL;
-    WorkerObject *w = calling_worker();
+    uint64_t h;
+    WorkerObject *w = handle_here(arg, &h);
     if (w == NULL)
         return NULL;
     osvrt_api->wait_abort(w->crt, h);
