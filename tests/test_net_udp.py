@@ -384,6 +384,21 @@ def test_close_wakes_waiting_reader(rt):
     assert fut.result(timeout=T) == errno.EBADF
 
 
+def test_a_shut_channel_is_ready_and_names_its_waiter_once_set(rt):
+    """The closer's half of the wake in C (ChanRx.shut): after it, the
+    reader's re-check (ready()) is true; it returns the handle a parked
+    reader stored, or None when none waits."""
+    ep = bind_in(rt)
+    rx = ep._lanes[0].rx
+    assert rx.ready() is False                     # empty, open
+    rx.set_waiter(12345)
+    assert rx.shut() == 12345
+    assert rx.ready() is True
+    rx.set_waiter(None)
+    assert rx.shut() is None
+    ep.close()
+
+
 def test_timeout_and_cancel_leave_endpoint_usable(rt):
     ep = bind_in(rt)
 

@@ -28,6 +28,10 @@ typedef struct {
     PyObject *addrs;           /* dict: saddr << 16 | sport -> (ip, port) */
     uint64_t last_key;         /* the last source seen, and its tuple (a strong ref) */
     PyObject *last_addr;
+    /* 1 once the endpoint closed (shut()): written by the closing thread,
+     * read by the reader's re-check (ready()), any OS thread: the Dekker
+     * pair with the waiter word, a seq_cst fence on each side. */
+    _Atomic uint32_t closed;
 } ChanRxObject;
 
 static PyObject *
@@ -188,12 +192,50 @@ chanrx_set_waiter(ChanRxObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* ready() -> bool: a datagram waits, or the channel was shut: cwait's
+ * re-check, after the waiter's store of its handle and the wait's seq_cst
+ * fence (cwait_prepare). */
+static PyObject *
+chanrx_ready(ChanRxObject *self, PyObject *unused)
+{
+    uint64_t t;
+    struct osvrt_chan *c = chan_of(self);
+    if (c == NULL)
+        return NULL;
+    /* relaxed: ordered after the waiter store by cwait_prepare's fence */
+    return PyBool_FromLong(osvrt_chan_ready(c, &t) != 0
+                           || atomic_load_explicit(&self->closed, memory_order_relaxed));
+}
+
+/* shut() -> int | None: mark the channel shut for its readers, then the
+ * thread handle to wake (the one parked in ready()'s re-check), or None.
+ * The closer's half of the Dekker pair: closed stored, a seq_cst fence, the
+ * waiter loaded; the reader stored its handle, fenced, then loads closed:
+ * one of the two sees the other's store, so no reader parks past a close. */
+static PyObject *
+chanrx_shut(ChanRxObject *self, PyObject *unused)
+{
+    struct osvrt_chan *c = chan_of(self);
+    if (c == NULL)
+        return NULL;
+    atomic_store_explicit(&self->closed, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    uint64_t w = atomic_load_explicit(&c->waiter, memory_order_relaxed);
+    if (!(w & OSVRT_CHAN_WAITER))
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(w & ~OSVRT_CHAN_WAITER);
+}
+
 static PyMethodDef chanrx_methods[] = {
     {"take", (PyCFunction)chanrx_take, METH_NOARGS,
      "take()\n--\n\nThe oldest datagram as (data, (ip, port)), its slot given back to the\n"
      "producer; None if the channel is empty.  The caller is the channel's one consumer."},
     {"queued", (PyCFunction)chanrx_queued, METH_NOARGS,
      "queued()\n--\n\nDatagrams waiting in the channel."},
+    {"ready", (PyCFunction)chanrx_ready, METH_NOARGS,
+     "ready()\n--\n\nTrue when a datagram waits or the channel was shut (cwait's re-check)."},
+    {"shut", (PyCFunction)chanrx_shut, METH_NOARGS,
+     "shut()\n--\n\nMark the channel shut for its readers; the thread handle to wake, or None."},
     {"set_waiter", (PyCFunction)chanrx_set_waiter, METH_O,
      "set_waiter(h)\n--\n\nName thread handle h (or None: nobody) as the one the\n"
      "producer wakes after it publishes."},

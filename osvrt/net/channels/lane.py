@@ -29,7 +29,6 @@ from ...cwait import cwait
 from ..._core import ffi, lib
 
 _SLOT_SIZE = 32                     # struct osvrt_chan_slot (channel.h)
-_WAITER = lib.OSVRT_CHAN_WAITER     # "a handle is stored" (a handle may be 0)
 _now = time.perf_counter
 
 # Adaptive polling before a park (OSv polls before it halts): a reader whose
@@ -46,7 +45,7 @@ _POLL_READS = 16            # looks at the channel between two yields
 class Lane:
     """One channel of a flow, as its consumer sees it."""
 
-    __slots__ = ("flow", "index", "rx", "waiter", "capacity", "arena_size", "token", "readers",
+    __slots__ = ("flow", "index", "rx", "capacity", "arena_size", "token", "readers",
                  "ready", "closed", "wait_ewma", "polls", "poll_hits")
 
     def __init__(self, flow, index):
@@ -60,7 +59,6 @@ class Lane:
         self.index = index
         # The channel's consumer; it holds `flow`, so the memory outlives it too.
         self.rx = ChanRx(flow, int(ffi.cast("uintptr_t", view.chan)))
-        self.waiter = memoryview(ffi.buffer(view.waiter, 8)).cast("Q")
         self.capacity = view.capacity
         self.arena_size = view.arena_size
         self.token = [True]              # the reader's token: pop() to take, append() to give back
@@ -68,11 +66,9 @@ class Lane:
         self.closed = False
         self.wait_ewma = POLL_MAX_S      # seconds: typical wait (starts as "worth a poll")
         self.polls = self.poll_hits = 0
-        queued = self.rx.queued
-
-        def ready():                     # cwait's re-check: an engine call, the GIL held
-            return queued() != 0 or self.closed
-        self.ready = ready
+        # cwait's re-check, in C: a datagram waits, or shut() ran (the
+        # closer's half of the wake, in C too: wake_waiter)
+        self.ready = self.rx.ready
 
     async def acquire_slow(self):
         """Wait for the reader's token (someone else holds it)."""
@@ -172,10 +168,11 @@ class Lane:
             self.wake_next()
 
     def wake_waiter(self, crt):
-        """Wake the thread waiting on this lane, if any (close())."""
-        w = self.waiter[0]
-        if w & _WAITER:
-            lib.osvrt_wake(crt, w & ~_WAITER)
+        """Shut the channel for its readers and wake the thread waiting on
+        it, if any (close(); `closed` is already set: the Python checks)."""
+        h = self.rx.shut()
+        if h is not None:
+            lib.osvrt_wake(crt, h)
 
 
 def _discard_found(waiters, entry):
