@@ -183,6 +183,8 @@ def pin_in_place(t):
     Undone with t.unpin().  True if t was not pinned already."""
     if t._pinned:
         return False
+    # A plain store: `pinned` is read by the balancer of t's own worker
+    # (balancer.movable, on that worker's OS thread), the thread we run on.
     t._pinned = True
     return True
 
