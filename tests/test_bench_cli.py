@@ -700,3 +700,42 @@ def test_bench_streams_script_refuses_bad_counts(argv, why):
                         "--only", "http", *argv], capture_output=True, text=True, env=_env(),
                        timeout=60)
     assert p.returncode == 2 and why in p.stderr, p.stderr
+
+
+def test_client_cpu_share_of_the_client_and_of_the_server_process():
+    """run_client: CPU seconds over wall seconds, the client's from
+    RUSAGE_CHILDREN and the server's from /proc.  A sleeping process uses
+    next to none; a spinning one uses some (loose bounds: these are shares
+    of a shared CPU, not timings)."""
+    from osvrt.bench.client_cpu import run_client
+    spin = "import time\nend = time.monotonic() + 0.4\nwhile time.monotonic() < end: pass"
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        done, shares = run_client([sys.executable, "-c", spin], server.pid)
+        assert done.returncode == 0
+        assert shares["client_cpu"] > 0.05 and shares["server_cpu"] < 0.5, shares
+        done, shares = run_client(["sleep", "0.3"], server.pid)
+        assert shares["client_cpu"] < 0.5 and set(shares) == {"client_cpu", "server_cpu"}
+    finally:
+        server.kill()
+        server.wait()
+    _, shares = run_client(["true"], server.pid)         # the server is gone: no share
+    assert set(shares) == {"client_cpu"}
+
+
+def test_report_names_client_bound_rows_and_the_server_cpu_per_unit():
+    log = []
+    m = Measure("rps", "a throughput row", "req/s", "higher",
+                _fake("osvrt", [100_000.0] * 3, log), [_fake("uvloop", [50_000.0] * 3, log)])
+    r = run_measure(m, rounds=3, warmup=0)
+    for name, client, server in (("osvrt", 0.99, 0.8), ("uvloop", 0.6, 1.0)):
+        r["contenders"][name]["details"] = [{"client_cpu": client, "server_cpu": server}] * 3
+    doc = {"measures": [r], "osvrt_version": "0", "elapsed_s": 1.0,
+           "host": {"python": "3", "python_implementation": "CPython", "system": "Linux",
+                    "cpus_available": [0], "loadavg_before": None},
+           "options": {"cpus": [0], "rounds": 3, "warmup": 0}}
+    text = " ".join(cli.render_report(doc, Utf8(), width=100, plain=True).split())
+    assert "client's CPU (median share of one CPU) osvrt 0.99, uvloop 0.60" in text
+    assert "against osvrt the client was busy all the time it ran" in text   # not uvloop
+    # 0.8 CPU at 100,000 req/s: 8 us a request; 1.0 at 50,000: 20 us
+    assert "osvrt 8.00 µs, uvloop 20.00 µs" in text

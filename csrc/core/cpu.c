@@ -224,7 +224,14 @@ int osvrt_cpu_poll_io(struct osvrt_cpu *c, struct epoll_event *evs, int maxev)
     return n;
 }
 
-#define IO_POLL_NS 25000      /* while polling idle, look at epfd this often */
+/* While polling idle, look at epfd this often.  A ping-pong over a socket
+ * waits here for its next request, and each interval adds half of itself to
+ * the round trip: 25 us made the user TCP stack's sockperf p50 45 us, 2 us
+ * makes it 36 (`python -m osvrt bench --only usertcp_pingpong_p50`); the
+ * extra epoll_wait calls cost a CPU that is idle anyway, and the switch and
+ * UDP rows did not move.  In practice the gate below reads the clock every
+ * 64 pauses, so this is a floor. */
+#define IO_POLL_NS 2000
 
 int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
                       _Atomic uint32_t *active, int64_t gil_wait_ns,

@@ -167,7 +167,7 @@ static inline int osvrt_cpu_may_yield(const struct osvrt_cpu *c, int64_t now)
 int osvrt_cpu_idle(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,
                    _Atomic uint32_t *active, int64_t gil_wait_ns);
 /* The same, and readiness: fd events that epfd reports (while polling, every
- * ~25 us, and in the sleep) end the idle too; they are written to evs (at most
+ * few us, and in the sleep) end the idle too; they are written to evs (at most
  * maxev; the kick's eventfd is never among them) and counted in *nev.  Returns
  * 1 if work is there or *nev > 0.  osvrt_cpu_idle is this with no room for
  * events: use it only on a CPU whose epfd holds no fd but the eventfd. */

@@ -296,7 +296,6 @@ def dnsperf_round(addr, seconds=1.0, cpu=None, outstanding=100):
     """dnsperf against addr for `seconds` (client pinned to cpu).  Returns
     dict(qps, completed, lost)."""
     import re
-    import subprocess
     import tempfile
     path, why = find_tool("dnsperf", DNSPERF_PACKAGE)
     if path is None:
@@ -307,16 +306,18 @@ def dnsperf_round(addr, seconds=1.0, cpu=None, outstanding=100):
     try:
         cmd = _taskset(cpu) + [path, "-s", addr[0], "-p", str(addr[1]), "-d", qfile,
                                "-l", str(seconds), "-q", str(outstanding), "-t", "1"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+        from .client_cpu import run_client
+        done, cpu = run_client(cmd, capture_output=True, text=True, timeout=seconds + 30)
+        out = done.stdout
     finally:
         os.unlink(qfile)
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
-    done = re.search(r"Queries completed:\s+(\d+)", out)
+    completed = re.search(r"Queries completed:\s+(\d+)", out)
     lost = re.search(r"Queries lost:\s+(\d+)", out)
     if not qps:
         raise RuntimeError(f"dnsperf gave no rate: {out[-600:]!r}")
-    return dict(qps=float(qps.group(1)), completed=int(done.group(1)) if done else 0,
-                lost=int(lost.group(1)) if lost else 0)
+    return dict(qps=float(qps.group(1)), completed=int(completed.group(1)) if completed else 0,
+                lost=int(lost.group(1)) if lost else 0, **cpu)
 
 
 def default_cpus():

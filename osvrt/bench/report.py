@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from . import _rich as _richmod
+from . import client_cpu
 
 
 def _rich():
@@ -425,6 +426,7 @@ def render_report(doc, stream=None, width=None, plain=None):
                 done = sum(d.get("done", d.get("answered", 0)) for d in cell["details"])
                 out.append(f"{r['title']}: {column_header(name)} lost {lost:,} of {done:,} requests "
                            "(see the JSON)")
+    out += _client_bound(results, width)
     for e in errors:
         out.append(f"error: {e}")
     tally = {"met": 0, "MISSED": 0, "n/a": 0}
@@ -437,6 +439,32 @@ def render_report(doc, stream=None, width=None, plain=None):
                f"{tally['n/a']} not measured; ran {doc['elapsed_s']:.0f} s")
     out += [""] + render_status(doc, sym, width)
     return "\n".join(out)
+
+
+def _client_bound(results, width):
+    """A line per throughput measure whose rounds timed their client
+    (osvrt/bench/client_cpu.py): the client's CPU share per contender, which
+    contenders' rates the client set, and each server's CPU per unit."""
+    out = []
+    for r in results:
+        if r["status"] != "ok" or r["better"] != "higher":
+            continue
+        rows = client_cpu.summary(r)
+        if not rows:
+            continue
+        line = (f"{r['title']}: the client's CPU (median share of one CPU) "
+                + ", ".join(f"{column_header(n)} {c:.2f}" for n, c, _ in rows))
+        bound = [column_header(n) for n, c, _ in rows if c >= client_cpu.CLIENT_BOUND]
+        if bound:
+            line += (f"; against {', '.join(bound)} the client was busy all the time it "
+                     "ran: that rate is the client's, a floor of the server's")
+        costs = [(n, us) for n, _, us in rows if us is not None]
+        if costs:
+            line += ("; server CPU per " + r["unit"].split("/")[0]
+                     + " (an osvrt server's includes its idle polling): "
+                     + ", ".join(f"{column_header(n)} {us:.2f} µs" for n, us in costs))
+        out += textwrap.wrap(line, width - 1, subsequent_indent="  ")
+    return out
 
 
 def conditions(doc):

@@ -171,11 +171,13 @@ def sockperf_round(ns, host, port, seconds, msg_size=64):
             "avg_us": float(avg.group(1)) if avg else 0.0}
 
 
-def wrk_round(ns, host, port, seconds, connections=64):
-    out = subprocess.run(["ip", "netns", "exec", ns, "wrk", "-t1", f"-c{connections}",
-                          f"-d{max(1, round(seconds))}s", "--latency",
-                          f"http://{host}:{port}/"], capture_output=True, text=True,
-                         timeout=seconds + 60).stdout
+def wrk_round(ns, host, port, seconds, connections=64, server_pid=None):
+    from .client_cpu import run_client
+    done, cpu = run_client(["ip", "netns", "exec", ns, "wrk", "-t1", f"-c{connections}",
+                                   f"-d{max(1, round(seconds))}s", "--latency",
+                                   f"http://{host}:{port}/"], server_pid, capture_output=True,
+                                  text=True, timeout=seconds + 60)
+    out = done.stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m is None:
         raise RuntimeError(f"wrk printed no Requests/sec: {out[-800:]!r}")
@@ -184,7 +186,7 @@ def wrk_round(ns, host, port, seconds, connections=64):
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": float(m.group(1)),
             "p99_ms": float(p99.group(1)) * unit[p99.group(2)] if p99 else 0.0,
-            "socket_errors": errors.group(1) if errors else ""}
+            "socket_errors": errors.group(1) if errors else "", **cpu}
 
 
 _CONNECT_CLIENT = r"""

@@ -20,6 +20,7 @@ import sys
 import time
 
 from ..catalog import row
+from ..client_cpu import run_client
 from ..measure import Contender, Measure, Target, Unavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -143,10 +144,12 @@ def stop(proc):
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
+def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None):
+    done, cpu = run_client(["wrk", f"-t{threads}", f"-c{connections}",
+                                   f"-d{max(1, round(seconds))}s", "--latency",
+                                   f"http://127.0.0.1:{port}/"], server_pid, capture_output=True,
+                                  text=True, timeout=seconds + 30)
+    out = done.stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = {}
     for pct in ("50", "99"):
@@ -157,13 +160,15 @@ def wrk_round(port, seconds, connections=CONNECTIONS, threads=1):
     rps = float(rate.group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"],
-            "errors": errors.group(0) if errors else None}
+            "errors": errors.group(0) if errors else None, **cpu}
 
 
-def redis_round(port, requests, connections=50, tests="set,get,ping"):
-    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests,
-                          "-n", str(requests), "-c", str(connections), "--csv"],
-                         capture_output=True, text=True, timeout=300).stdout
+def redis_round(port, requests, connections=50, tests="set,get,ping", server_pid=None):
+    done, cpu = run_client(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
+                                   "-t", tests, "-n", str(requests), "-c", str(connections),
+                                   "--csv"], server_pid, capture_output=True, text=True,
+                                  timeout=300)
+    out = done.stdout
     rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()
             if line.startswith('"')]                 # not the "WARNING: ..." lines
     if not rows or rows[0][0] != "test":
@@ -181,7 +186,7 @@ def redis_round(port, requests, connections=50, tests="set,get,ping"):
     return {"rps": len(rps) / sum(1 / x for x in rps),
             "p50_ms": max(float(r[i_p50]) for r in rows),
             "p99_ms": max(float(r[i_p99]) for r in rows),
-            "tests": {r[0]: float(r[i_rps]) for r in rows}}
+            "tests": {r[0]: float(r[i_rps]) for r in rows}, **cpu}
 
 
 PROTOCOL_PEERS = ("uvloop_protocol", "asyncio_protocol")
@@ -191,8 +196,8 @@ def _round(name, kind, seconds, requests):
     proc, port = start(name, kind)
     try:
         if kind == "http":
-            return wrk_round(port, seconds)
-        return redis_round(port, requests)
+            return wrk_round(port, seconds, server_pid=proc.pid)
+        return redis_round(port, requests, server_pid=proc.pid)
     finally:
         stop(proc)
 

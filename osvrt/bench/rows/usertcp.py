@@ -52,6 +52,10 @@ class _Servers:
             raise RuntimeError(f"the {args[0]} server did not start: "
                                f"{err.read()[-1500:].decode(errors='replace')}")
 
+    def pid(self, name):
+        """The server process of contender `name` (`ip netns exec` execs it)."""
+        return self.procs[0 if name == "osvrt" else 1].pid
+
     def host(self, name):
         return self.topo.stack_ip if name == "osvrt" else self.topo.kernel_ip
 
@@ -123,7 +127,8 @@ def usertcp_wrk_rps(cpus, sizes):
     seconds = sizes.get("usertcp_seconds", 1)
 
     def run(s, name):
-        return usertcp.wrk_round(s.topo.peer_ns, s.host(name), PORT + 1, seconds)
+        return usertcp.wrk_round(s.topo.peer_ns, s.host(name), PORT + 1, seconds,
+                                 server_pid=s.pid(name))
     mine, peers = _contenders("rps", run)
     return Measure("usertcp_wrk_rps", "user-space TCP: wrk HTTP keep-alive req/s", "req/s",
                    "higher", mine, peers,
