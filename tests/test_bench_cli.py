@@ -713,14 +713,15 @@ def test_client_cpu_share_of_the_client_and_of_the_server_process():
     try:
         done, shares = run_client([sys.executable, "-c", spin], server.pid)
         assert done.returncode == 0
-        assert shares["client_cpu"] > 0.05 and shares["server_cpu"] < 0.5, shares
+        assert shares["client_cpu_share"] > 0.05 and shares["server_cpu_share"] < 0.5, shares
         done, shares = run_client(["sleep", "0.3"], server.pid)
-        assert shares["client_cpu"] < 0.5 and set(shares) == {"client_cpu", "server_cpu"}
+        assert shares["client_cpu_share"] < 0.5
+        assert set(shares) == {"client_cpu_share", "server_cpu_share"}
     finally:
         server.kill()
         server.wait()
     _, shares = run_client(["true"], server.pid)         # the server is gone: no share
-    assert set(shares) == {"client_cpu"}
+    assert set(shares) == {"client_cpu_share"}
 
 
 def test_report_names_client_bound_rows_and_the_server_cpu_per_unit():
@@ -729,7 +730,7 @@ def test_report_names_client_bound_rows_and_the_server_cpu_per_unit():
                 _fake("osvrt", [100_000.0] * 3, log), [_fake("uvloop", [50_000.0] * 3, log)])
     r = run_measure(m, rounds=3, warmup=0)
     for name, client, server in (("osvrt", 0.99, 0.8), ("uvloop", 0.6, 1.0)):
-        r["contenders"][name]["details"] = [{"client_cpu": client, "server_cpu": server}] * 3
+        r["contenders"][name]["details"] = [{"client_cpu_share": client, "server_cpu_share": server}] * 3
     doc = {"measures": [r], "osvrt_version": "0", "elapsed_s": 1.0,
            "host": {"python": "3", "python_implementation": "CPython", "system": "Linux",
                     "cpus_available": [0], "loadavg_before": None},

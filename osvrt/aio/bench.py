@@ -159,15 +159,18 @@ def latency_seconds(value, unit):
 
 
 def wrk_round(kind, server_cpu, client_cpu, duration=5, conns=64):
-    """requests/s and p99 (s) of wrk -t1 -c64 against the loop's server."""
+    """requests/s, p99 (s) of wrk -t1 -c64 against the loop's server, and the
+    CPU shares of wrk and the server (osvrt/bench/client_cpu.py)."""
+    from ..bench.client_cpu import run_client
     srv = Server(kind, server_cpu)
     try:
-        out = subprocess.run(
+        done, cpu = run_client(
             # --timeout 10s: a slow answer on a loaded host is a latency, not an
             # error; connect/read/write errors and non-2xx answers still are.
             ["taskset", "-c", str(client_cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
              "--timeout", "10s", "--latency", f"http://127.0.0.1:{srv.port}/"],
-            check=True, capture_output=True, text=True, timeout=duration + 60).stdout
+            srv.proc.pid, check=True, capture_output=True, text=True, timeout=duration + 60)
+        out = done.stdout
     finally:
         srv.close()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -175,7 +178,7 @@ def wrk_round(kind, server_cpu, client_cpu, duration=5, conns=64):
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if (errors and any(int(x) for x in errors.groups())) or "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors against {kind}:\n{out}")
-    return rps, latency_seconds(*p99.groups())
+    return rps, latency_seconds(*p99.groups()), cpu
 
 
 # ---- instructions (callgrind) ------------------------------------------------------
@@ -414,8 +417,8 @@ def measure_http(cpus, sizes):
     secs = sizes.get("aio_http_s", 1)
 
     def http_row(kind):
-        rps, p99 = wrk_round(kind, cpus[0], cpus[-1], secs)
-        return {"rps": rps, "p99_ms": p99 * 1e3}
+        rps, p99, cpu = wrk_round(kind, cpus[0], cpus[-1], secs)
+        return {"rps": rps, "p99_ms": p99 * 1e3, **cpu}
 
     def setup():
         if shutil.which("wrk") is None:

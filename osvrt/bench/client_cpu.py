@@ -29,8 +29,8 @@ def _process_cpu_s(pid):
 
 
 def run_client(cmd, server_pid=None, **kwargs):
-    """subprocess.run(cmd, **kwargs), and {"client_cpu": share} (plus
-    "server_cpu" for server_pid): CPU seconds over wall seconds while the
+    """subprocess.run(cmd, **kwargs), and {"client_cpu_share": share} (plus
+    "server_cpu_share" for server_pid): CPU seconds over wall seconds while the
     client ran.  The client's time comes from RUSAGE_CHILDREN, which grows
     only as children are reaped; while we wait for the client we reap no
     other child, so the difference is the client's (with its children)."""
@@ -44,9 +44,9 @@ def run_client(cmd, server_pid=None, **kwargs):
     if wall <= 0:
         return done, {}
     used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    shares = {"client_cpu": round(used / wall, 3)}
+    shares = {"client_cpu_share": round(used / wall, 3)}
     if server_before is not None and server_after is not None:
-        shares["server_cpu"] = round((server_after - server_before) / wall, 3)
+        shares["server_cpu_share"] = round((server_after - server_before) / wall, 3)
     return done, shares
 
 
@@ -62,9 +62,10 @@ def summary(measure):
     for name, cell in measure["contenders"].items():
         # rounds[i] is the figure of the round whose other numbers are details[i]
         pairs = [(v, d) for v, d in zip(cell.get("rounds") or (), cell.get("details", ()))
-                 if "client_cpu" in d]
+                 if "client_cpu_share" in d]
         if not pairs:
             continue
-        per = [d["server_cpu"] / v * 1e6 for v, d in pairs if "server_cpu" in d and v > 0]
-        out.append((name, _median([d["client_cpu"] for _, d in pairs]), _median(per)))
+        per = [d["server_cpu_share"] / v * 1e6 for v, d in pairs
+               if "server_cpu_share" in d and v > 0]
+        out.append((name, _median([d["client_cpu_share"] for _, d in pairs]), _median(per)))
     return out
