@@ -634,16 +634,18 @@ _REDIS_OUT = ('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",'
 def test_wrk_and_redis_rounds_read_p50_and_p99(monkeypatch):
     from osvrt.bench.rows import streams
 
-    def fake_run(argv, **kw):
+    def fake_run(argv, server_pid=None, **kw):
         out = _WRK_OUT if argv[0] == "wrk" else _REDIS_OUT
-        return subprocess.CompletedProcess(argv, 0, stdout=out, stderr="")
-    monkeypatch.setattr(streams.subprocess, "run", fake_run)
+        return subprocess.CompletedProcess(argv, 0, stdout=out, stderr=""), {}
+    monkeypatch.setattr(streams, "run_client", fake_run)
     w = streams.wrk_round(1, 3)
     assert w["rps"] == 100000.0 and w["p99_ms"] == 2.5
     assert abs(w["p50_ms"] - 0.412) < 1e-12                        # 412 us
+    assert w["requests"] == 300000                     # for the server's CPU per request
     r = streams.redis_round(1, 1000)
     assert r["p50_ms"] == 0.4 and r["p99_ms"] == 1.2            # the worst test's
     assert abs(r["rps"] - 2 / (1 / 50000 + 1 / 100000)) < 1e-6   # harmonic mean
+    assert r["requests"] == 2 * 1000                              # both tests' requests
 
 
 def test_bad_only_and_output_paths_fail_before_anything_runs(tmp_path, monkeypatch):
@@ -703,34 +705,39 @@ def test_bench_streams_script_refuses_bad_counts(argv, why):
 
 
 def test_client_cpu_share_of_the_client_and_of_the_server_process():
-    """run_client: CPU seconds over wall seconds, the client's from
-    RUSAGE_CHILDREN and the server's from /proc.  A sleeping process uses
-    next to none; a spinning one uses some (loose bounds: these are shares
-    of a shared CPU, not timings)."""
+    """run_client: the client's CPU (its own rusage) over its wall time, and
+    the server's CPU seconds from /proc.  A sleeping process uses next to
+    none; a spinning one uses some (loose bounds: these are shares of a
+    shared CPU, not timings)."""
     from osvrt.bench.client_cpu import run_client
     spin = "import time\nend = time.monotonic() + 0.4\nwhile time.monotonic() < end: pass"
-    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    server = subprocess.Popen([sys.executable, "-c", spin.replace("0.4", "30")])
     try:
-        done, shares = run_client([sys.executable, "-c", spin], server.pid)
-        assert done.returncode == 0
-        assert shares["client_cpu_share"] > 0.05 and shares["server_cpu_share"] < 0.5, shares
-        done, shares = run_client(["sleep", "0.3"], server.pid)
-        assert shares["client_cpu_share"] < 0.5
-        assert set(shares) == {"client_cpu_share", "server_cpu_share"}
+        done, cpu = run_client([sys.executable, "-c", spin + "\nprint('out')"], server.pid,
+                               timeout=60)
+        assert done.returncode == 0 and done.stdout == "out\n"
+        assert cpu["client_cpu_share"] > 0.05 and cpu["server_cpu_s"] > 0.0, cpu
+        done, cpu = run_client(["sleep", "0.3"], server.pid, timeout=60)
+        assert cpu["client_cpu_share"] < 0.5 and set(cpu) == {"client_cpu_share", "server_cpu_s"}
     finally:
         server.kill()
         server.wait()
-    _, shares = run_client(["true"], server.pid)         # the server is gone: no share
-    assert set(shares) == {"client_cpu_share"}
+    _, cpu = run_client(["true"], server.pid, timeout=60)    # the server is gone: no figure
+    assert set(cpu) == {"client_cpu_share"}
+    with pytest.raises(subprocess.CalledProcessError):
+        run_client(["false"], timeout=60, check=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_client(["sleep", "30"], timeout=0.2)           # killed and reaped, not left running
 
 
-def test_report_names_client_bound_rows_and_the_server_cpu_per_unit():
+def test_report_names_busy_clients_and_the_server_cpu_per_request():
     log = []
     m = Measure("rps", "a throughput row", "req/s", "higher",
                 _fake("osvrt", [100_000.0] * 3, log), [_fake("uvloop", [50_000.0] * 3, log)])
     r = run_measure(m, rounds=3, warmup=0)
-    for name, client, server in (("osvrt", 0.99, 0.8), ("uvloop", 0.6, 1.0)):
-        r["contenders"][name]["details"] = [{"client_cpu_share": client, "server_cpu_share": server}] * 3
+    for name, client, server_s in (("osvrt", 0.99, 0.8), ("uvloop", 0.6, 1.0)):
+        r["contenders"][name]["details"] = [
+            {"client_cpu_share": client, "server_cpu_s": server_s, "requests": 100_000}] * 3
     doc = {"measures": [r], "osvrt_version": "0", "elapsed_s": 1.0,
            "host": {"python": "3", "python_implementation": "CPython", "system": "Linux",
                     "cpus_available": [0], "loadavg_before": None},
@@ -738,5 +745,7 @@ def test_report_names_client_bound_rows_and_the_server_cpu_per_unit():
     text = " ".join(cli.render_report(doc, Utf8(), width=100, plain=True).split())
     assert "client's CPU (median share of one CPU) osvrt 0.99, uvloop 0.60" in text
     assert "against osvrt the client was busy all the time it ran" in text   # not uvloop
-    # 0.8 CPU at 100,000 req/s: 8 us a request; 1.0 at 50,000: 20 us
-    assert "osvrt 8.00 µs, uvloop 20.00 µs" in text
+    # 0.8 s of CPU for 100,000 requests: 8 us a request; 1.0 s: 10 us
+    assert "osvrt 8.00 µs, uvloop 10.00 µs" in text
+    ascii_text = " ".join(cli.render_report(doc, io.StringIO(), width=100, plain=True).split())
+    assert "osvrt 8.00 us, uvloop 10.00 us" in ascii_text and "µ" not in ascii_text

@@ -292,3 +292,61 @@ def test_a_closing_posted_for_an_old_fd_spares_a_wait_on_its_reused_number():
         assert rt.submit(on_cpu1, cpu=c1).result(timeout=15) == b"x"
     finally:
         rt.stop(timeout=5)
+
+
+def _epoll_masks(fd):
+    """The events every epoll instance of this process registered for fd
+    (/proc/self/fdinfo: "tfd: FD events: MASK ...")."""
+    masks = []
+    for name in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{name}") as f:
+                text = f.read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            parts = line.split()
+            if parts[:1] == ["tfd:"] and int(parts[1]) == fd:
+                masks.append(int(parts[3], 16))
+    return masks
+
+
+def test_edge_triggered_wait_io_registers_once_for_its_direction(call):
+    """_engine.wait_io(fd, EPOLLIN | EPOLLET), as the user TCP stack's link
+    waits: after EAGAIN each new datagram wakes it, and the fd stays
+    registered edge-triggered for reading only (a packet socket turns
+    writable after every send; an EPOLLOUT edge would end the worker's idle
+    sleep for nothing).  A plain wait on the fd afterwards still works."""
+    import select
+
+    from osvrt import _engine
+    et_in = select.EPOLLIN | select.EPOLLET
+
+    async def main():
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        a.setblocking(False)
+        with a, b:
+            async def reader():
+                got = []
+                while len(got) < 3:
+                    try:
+                        got.append(a.recv(10))
+                        continue
+                    except BlockingIOError:
+                        pass
+                    await _engine.wait_io(a.fileno(), et_in, 5)     # TimeoutError, not a hang
+                return got
+            t = osvrt.spawn(reader)
+            for i in range(3):
+                await osvrt.sleep(0.01)
+                b.send(bytes([i]))
+            assert await t.join(timeout=10) == [b"\x00", b"\x01", b"\x02"]
+            # (the kernel adds EPOLLERR | EPOLLHUP to every registration)
+            dirs = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
+            assert [m & dirs for m in _epoll_masks(a.fileno())] == [et_in]
+            b.send(b"x")
+            assert await osvrt.wait_readable(a, timeout=5)
+            for bad in (select.EPOLLIN | select.EPOLLOUT, select.EPOLLIN | select.EPOLLONESHOT, 0):
+                with pytest.raises(ValueError, match="EPOLLIN or EPOLLOUT"):
+                    _engine.wait_io(a.fileno(), bad)
+    call(main)

@@ -163,12 +163,19 @@ struct trace_event {
 #define IO_TICKS 61
 #define IO_PERIOD 0.001
 #define IO_BATCH 256
+/* A bit of tk->ioev (never given to epoll): sock.c's edge-triggered waits
+ * register the fd for both directions, since a socket call caches both
+ * (io.c, s->ready); wait_io(fd, EPOLLIN | EPOLLET) registers only the one it
+ * waits for, so a packet socket, writable after every send, raises no
+ * EPOLLOUT edge that would end the worker's idle sleep for nothing. */
+#define IO_ET_BOTH (1u << 20)
 struct io_slot {
     TicketObject *rd, *wr;     /* owner: the waits for this fd, or NULL */
     uint64_t rd_seq, wr_seq;   /* owner: worker_io.reg_seq when each wait registered */
     uint32_t armed;            /* owner: events armed (EPOLLONESHOT) in the kernel now */
     char registered;           /* owner: added to this CPU's epfd (as far as we know) */
-    char et;                   /* owner: registered edge-triggered, both directions (sock.c) */
+    char et;                   /* owner: the directions registered edge-triggered (EPOLLIN,
+                                  EPOLLOUT; both for sock.c), 0: oneshot or none */
     uint32_t ready;            /* owner, et only: EPOLLIN/EPOLLOUT seen ready and not
                                   known to be drained since (the readiness cache);
                                   EPOLLRDHUP: EOF/error seen, sticky until the close */

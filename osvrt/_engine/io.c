@@ -115,16 +115,15 @@ slot_arm(WorkerObject *w, int fd, struct io_slot *s, uint32_t events)
     return 0;
 }
 
-/* Register fd edge-triggered for both directions (sock.c's waits): it stays
- * registered across waits, and each event caches the readiness it reports
- * in s->ready (Go's netpoller and tokio's ScheduledIo do the same), so a
- * socket call parks with no epoll_ctl and tries no syscall it knows would
- * fail.  ADD or MOD report the readiness at that moment as an event. */
+/* Register fd edge-triggered for dirs (both directions for sock.c's waits):
+ * it stays registered across waits, and each event caches the readiness it
+ * reports in s->ready (Go's netpoller and tokio's ScheduledIo do the same),
+ * so a socket call parks with no epoll_ctl and tries no syscall it knows
+ * would fail.  ADD or MOD report the readiness at that moment as an event. */
 static int
-slot_register_et(WorkerObject *w, int fd, struct io_slot *s)
+slot_register_et(WorkerObject *w, int fd, struct io_slot *s, uint32_t dirs)
 {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                             .data.u64 = (uint32_t)fd};
+    struct epoll_event ev = {.events = dirs | EPOLLRDHUP | EPOLLET, .data.u64 = (uint32_t)fd};
     int op = s->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(w->cpu->epfd, op, fd, &ev);
     if (r < 0 && op == EPOLL_CTL_MOD && errno == ENOENT)       /* closed and reused */
@@ -134,7 +133,7 @@ slot_register_et(WorkerObject *w, int fd, struct io_slot *s)
     if (r < 0)
         return -1;
     s->registered = 1;
-    s->et = 1;
+    s->et = (char)dirs;
     s->armed = 0;
     return 0;
 }
@@ -190,11 +189,14 @@ io_register(WorkerObject *w, TicketObject *tk)
     uint32_t want = slot_wants(s) | dir;
     int r;
     if (tk->ioev & EPOLLET) {
-        /* A socket call's wait (sock.c): registered once, edge-triggered, for
-         * both directions; the wait itself costs no epoll_ctl.  It comes
-         * after EAGAIN (or a short read), so this direction is not ready. */
+        /* A socket call's wait (sock.c), or wait_io's with EPOLLET:
+         * registered once, edge-triggered; the wait itself costs no
+         * epoll_ctl.  It comes after EAGAIN (or a short read), so this
+         * direction is not ready. */
+        uint32_t dirs = tk->ioev & IO_ET_BOTH ? EPOLLIN | EPOLLOUT : dir;
         s->ready &= ~dir;
-        r = s->et ? 0 : slot_register_et(w, fd, s);
+        r = ((uint32_t)s->et & dirs) == dirs ? 0
+            : slot_register_et(w, fd, s, (uint32_t)s->et | dirs);
     } else
         r = slot_arm(w, fd, s, want);
     if (r < 0) {
@@ -455,8 +457,10 @@ m_wait_io(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     long ev = PyLong_AsLong(args[1]);
     if (ev == -1 && PyErr_Occurred())
         return NULL;
-    if (ev != EPOLLIN && ev != EPOLLOUT)
-        return PyErr_Format(PyExc_ValueError, "events must be EPOLLIN or EPOLLOUT, not %ld", ev);
+    long dir = ev & ~(long)EPOLLET;
+    if (dir != EPOLLIN && dir != EPOLLOUT)
+        return PyErr_Format(PyExc_ValueError,
+                            "events must be EPOLLIN or EPOLLOUT (| EPOLLET), not %ld", ev);
     double delay = -1.0;
     if (nargs == 3 && args[2] != Py_None && check_delay(args[2], "timeout", &delay) < 0)
         return NULL;
@@ -567,7 +571,10 @@ PyMethodDef io_module_methods[] = {
     {"wait_io", (PyCFunction)(void (*)(void))m_wait_io, METH_FASTCALL,
      "wait_io(f, events, timeout=None): an awaitable that parks until f (an fd or\n"
      "an object with fileno()) is ready for events (EPOLLIN or EPOLLOUT); the await\n"
-     "returns the epoll events seen.  TimeoutError after timeout; cancellable."},
+     "returns the epoll events seen.  TimeoutError after timeout; cancellable.\n"
+     "With | EPOLLET the wait uses f's edge-triggered registration (made once, no\n"
+     "epoll_ctl per wait), which reports only what becomes ready after it: call it\n"
+     "only right after f said EAGAIN, with no await in between (as sock.c does)."},
     {"io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
     {"io_waiters", m_io_waiters, METH_O, NULL},
     {"io_pending_closings", m_io_pending_closings, METH_O, NULL},

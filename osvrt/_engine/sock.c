@@ -406,7 +406,7 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
         TicketObject *tk = ticket_new(NULL, TK_IO);
         if (tk != NULL) {
             tk->fd = op->fd;
-            tk->ioev = sockop_dir(op) | EPOLLET;     /* io.c: the edge-triggered slot */
+            tk->ioev = sockop_dir(op) | EPOLLET | IO_ET_BOTH;   /* io.c: the edge-triggered slot */
         }
         int p = sockop_park(op, tk, result);
         if (p > 0)

@@ -169,11 +169,14 @@ def wrk_round(kind, server_cpu, client_cpu, duration=5, conns=64):
             # error; connect/read/write errors and non-2xx answers still are.
             ["taskset", "-c", str(client_cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
              "--timeout", "10s", "--latency", f"http://127.0.0.1:{srv.port}/"],
-            srv.proc.pid, check=True, capture_output=True, text=True, timeout=duration + 60)
+            srv.proc.pid, check=True, timeout=duration + 60)
         out = done.stdout
     finally:
         srv.close()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = re.search(r"(\d+) requests in", out)
+    if total:
+        cpu["requests"] = int(total.group(1))      # the server's CPU per request (report)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if (errors and any(int(x) for x in errors.groups())) or "Non-2xx" in out:

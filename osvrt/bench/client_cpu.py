@@ -2,19 +2,24 @@
 measured.
 
 On a host with few CPUs the client shares them with the server, and a fast
-server can leave the client busy all the time: then the client, not the
-server, set the rate, and the row's ratio is a floor of the server's.  Each
-round of a client-driven throughput row records the client's CPU share and,
-where the server is a process of its own, the server's; the report names the
-rows whose client was busy throughout and gives each server's CPU time per
-request (what the server would need with a client that cost nothing).
+server can leave the client busy all the time it runs: then the client, not
+the server, set the rate, and the row's ratio says little about the servers.
+Each round of a client-driven throughput row records the client's CPU share
+and, where the server is a process of its own and the client says how many
+requests it made, the server's CPU time per request.  The report prints
+both (osvrt/bench/report.py).
+
+What the shares cannot split: on loopback and veth the sender's syscall runs
+the receiver's side of the kernel's stack, so part of a client's CPU is
+work done for the server and the other way round.
 """
 import os
-import resource
 import subprocess
+import tempfile
 import time
 
 CLIENT_BOUND = 0.95     # of one CPU: the client was busy all the time it ran
+_POLL_S = 0.002         # how often run_client looks whether the client ended
 
 
 def _process_cpu_s(pid):
@@ -28,44 +33,76 @@ def _process_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_client(cmd, server_pid=None, **kwargs):
-    """subprocess.run(cmd, **kwargs), and {"client_cpu_share": share} (plus
-    "server_cpu_share" for server_pid): CPU seconds over wall seconds while the
-    client ran.  The client's time comes from RUSAGE_CHILDREN, which grows
-    only as children are reaped; while we wait for the client we reap no
-    other child, so the difference is the client's (with its children)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = _process_cpu_s(server_pid) if server_pid is not None else None
-    start = time.monotonic()
-    done = subprocess.run(cmd, **kwargs)
-    wall = time.monotonic() - start
-    server_after = _process_cpu_s(server_pid) if server_pid is not None else None
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if wall <= 0:
-        return done, {}
-    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    shares = {"client_cpu_share": round(used / wall, 3)}
+def run_client(cmd, server_pid=None, *, timeout, check=False):
+    """Run the client cmd to its end, as subprocess.run(cmd,
+    capture_output=True, text=True, timeout=timeout, check=check) would, and
+    return (CompletedProcess, cpu) where cpu is {"client_cpu_share": CPU
+    seconds over wall seconds of the client's run} plus, for server_pid,
+    {"server_cpu_s": the server's CPU seconds over the same run}.  The
+    client's time is its own rusage (os.wait4 on its pid; its children
+    included), not a difference of RUSAGE_CHILDREN, which any other child
+    reaped meanwhile would inflate."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        server_before = _process_cpu_s(server_pid) if server_pid is not None else None
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        status = usage = None
+        try:
+            status, usage = _wait(proc, start + timeout)
+        finally:
+            wall = time.monotonic() - start
+            server_after = _process_cpu_s(server_pid) if server_pid is not None else None
+            if status is None:          # timed out or interrupted: never left running
+                proc.kill()
+                status, _ = _wait(proc, None)
+            # reaped here, not by Popen (which would then find no child)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        if usage is None:
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(cmd, proc.returncode,
+                                           out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
+    if check:
+        done.check_returncode()
+    cpu = {"client_cpu_share": round((usage.ru_utime + usage.ru_stime) / wall, 3)
+           if wall > 0 else 0.0}
     if server_before is not None and server_after is not None:
-        shares["server_cpu_share"] = round((server_after - server_before) / wall, 3)
-    return done, shares
+        cpu["server_cpu_s"] = round(server_after - server_before, 4)
+    return done, cpu
+
+
+def _wait(proc, deadline):
+    """(wait status, rusage) of proc once it ended; (None, None) past the
+    deadline (None: no deadline)."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG if deadline is not None else 0)
+        if pid:
+            return status, usage
+        if time.monotonic() >= deadline:
+            return None, None
+        time.sleep(_POLL_S)
 
 
 def _median(values):
+    """The median (the mean of the middle two for an even count), or None."""
     values = sorted(values)
-    return values[len(values) // 2] if values else None
+    n = len(values)
+    if n == 0:
+        return None
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
 def summary(measure):
-    """[(contender, median client share, median server CPU us per unit of
-    the measure's figure, or None)] over the rounds that recorded them."""
+    """[(contender, median client share, median server CPU us per request
+    or None)] over the rounds that recorded them."""
     out = []
     for name, cell in measure["contenders"].items():
-        # rounds[i] is the figure of the round whose other numbers are details[i]
-        pairs = [(v, d) for v, d in zip(cell.get("rounds") or (), cell.get("details", ()))
-                 if "client_cpu_share" in d]
-        if not pairs:
+        details = [d for d in cell.get("details", ()) if "client_cpu_share" in d]
+        if not details:
             continue
-        per = [d["server_cpu_share"] / v * 1e6 for v, d in pairs
-               if "server_cpu_share" in d and v > 0]
-        out.append((name, _median([d["client_cpu_share"] for _, d in pairs]), _median(per)))
+        per = [d["server_cpu_s"] / d["requests"] * 1e6 for d in details
+               if "server_cpu_s" in d and d.get("requests")]
+        out.append((name, _median([d["client_cpu_share"] for d in details]), _median(per)))
     return out

@@ -307,7 +307,7 @@ def dnsperf_round(addr, seconds=1.0, cpu=None, outstanding=100):
         cmd = _taskset(cpu) + [path, "-s", addr[0], "-p", str(addr[1]), "-d", qfile,
                                "-l", str(seconds), "-q", str(outstanding), "-t", "1"]
         from .client_cpu import run_client
-        done, cpu = run_client(cmd, capture_output=True, text=True, timeout=seconds + 30)
+        done, shares = run_client(cmd, timeout=seconds + 30)
         out = done.stdout
     finally:
         os.unlink(qfile)
@@ -317,7 +317,7 @@ def dnsperf_round(addr, seconds=1.0, cpu=None, outstanding=100):
     if not qps:
         raise RuntimeError(f"dnsperf gave no rate: {out[-600:]!r}")
     return dict(qps=float(qps.group(1)), completed=int(completed.group(1)) if completed else 0,
-                lost=int(lost.group(1)) if lost else 0, **cpu)
+                lost=int(lost.group(1)) if lost else 0, **shares)
 
 
 def default_cpus():

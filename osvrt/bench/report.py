@@ -426,7 +426,7 @@ def render_report(doc, stream=None, width=None, plain=None):
                 done = sum(d.get("done", d.get("answered", 0)) for d in cell["details"])
                 out.append(f"{r['title']}: {column_header(name)} lost {lost:,} of {done:,} requests "
                            "(see the JSON)")
-    out += _client_bound(results, width)
+    out += _client_bound(results, sym, width)
     for e in errors:
         out.append(f"error: {e}")
     tally = {"met": 0, "MISSED": 0, "n/a": 0}
@@ -441,10 +441,11 @@ def render_report(doc, stream=None, width=None, plain=None):
     return "\n".join(out)
 
 
-def _client_bound(results, width):
+def _client_bound(results, sym, width):
     """A line per throughput measure whose rounds timed their client
-    (osvrt/bench/client_cpu.py): the client's CPU share per contender, which
-    contenders' rates the client set, and each server's CPU per unit."""
+    (osvrt/bench/client_cpu.py): the client's CPU share per contender, the
+    contenders against which the client was busy all the time it ran, and
+    each server's CPU time per request."""
     out = []
     for r in results:
         if r["status"] != "ok" or r["better"] != "higher":
@@ -454,15 +455,14 @@ def _client_bound(results, width):
             continue
         line = (f"{r['title']}: the client's CPU (median share of one CPU) "
                 + ", ".join(f"{column_header(n)} {c:.2f}" for n, c, _ in rows))
-        bound = [column_header(n) for n, c, _ in rows if c >= client_cpu.CLIENT_BOUND]
-        if bound:
-            line += (f"; against {', '.join(bound)} the client was busy all the time it "
-                     "ran: that rate is the client's, a floor of the server's")
+        busy = [column_header(n) for n, c, _ in rows if c >= client_cpu.CLIENT_BOUND]
+        if busy:
+            line += (f"; against {', '.join(busy)} the client was busy all the time it ran, "
+                     "so the client may have set that rate")
         costs = [(n, us) for n, _, us in rows if us is not None]
         if costs:
-            line += ("; server CPU per " + r["unit"].split("/")[0]
-                     + " (an osvrt server's includes its idle polling): "
-                     + ", ".join(f"{column_header(n)} {us:.2f} µs" for n, us in costs))
+            line += ("; server CPU per request (an osvrt server's includes its idle polling) "
+                     + ", ".join(f"{column_header(n)} {us:.2f} {sym['us']}" for n, us in costs))
         out += textwrap.wrap(line, width - 1, subsequent_indent="  ")
     return out
 

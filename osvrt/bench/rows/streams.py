@@ -147,8 +147,8 @@ _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None):
     done, cpu = run_client(["wrk", f"-t{threads}", f"-c{connections}",
                                    f"-d{max(1, round(seconds))}s", "--latency",
-                                   f"http://127.0.0.1:{port}/"], server_pid, capture_output=True,
-                                  text=True, timeout=seconds + 30)
+                                   f"http://127.0.0.1:{port}/"], server_pid,
+                                  timeout=seconds + 30)
     out = done.stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = {}
@@ -158,6 +158,9 @@ def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None
             raise RuntimeError(f"wrk printed no requests/s or no {pct}% latency: {out[-500:]!r}")
         lat[pct] = float(m.group(1)) * _UNIT[m.group(2)]
     rps = float(rate.group(1))
+    total = re.search(r"(\d+) requests in", out)
+    if total:
+        cpu["requests"] = int(total.group(1))      # the server's CPU per request (report)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"],
             "errors": errors.group(0) if errors else None, **cpu}
@@ -166,8 +169,7 @@ def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None
 def redis_round(port, requests, connections=50, tests="set,get,ping", server_pid=None):
     done, cpu = run_client(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
                                    "-t", tests, "-n", str(requests), "-c", str(connections),
-                                   "--csv"], server_pid, capture_output=True, text=True,
-                                  timeout=300)
+                                   "--csv"], server_pid, timeout=300)
     out = done.stdout
     rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()
             if line.startswith('"')]                 # not the "WARNING: ..." lines
@@ -182,6 +184,7 @@ def redis_round(port, requests, connections=50, tests="set,get,ping", server_pid
         # not divide by it
         raise RuntimeError(f"redis-benchmark timed no test of {tests!r} ({requests} requests "
                            f"each): {out[-500:]!r}")
+    cpu["requests"] = requests * len(rps)
     # requests/s over all the tests (harmonic mean: the same count each), worst p50, p99
     return {"rps": len(rps) / sum(1 / x for x in rps),
             "p50_ms": max(float(r[i_p50]) for r in rows),

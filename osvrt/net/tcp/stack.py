@@ -57,7 +57,7 @@ _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker'
 # The link's per-segment calls go through the engine (_engine.TcpLink,
 # osvrt/_engine/tcplink.c), not cffi: its table, read once.
 _LINK_API = int(ffi.cast("uintptr_t", lib.osvrt_tcp_link_api()))
-_wait_io, _EPOLLIN = _engine.wait_io, select.EPOLLIN
+_wait_io, _EPOLLIN_ET, _yield_now = _engine.wait_io, select.EPOLLIN | select.EPOLLET, kernel.yield_now
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
@@ -539,11 +539,24 @@ class UserStack:
 
     async def _read_link(self):
         fd, poll, batch = self._link.fd, self.fast.poll, lib.OSVRT_TCP_LINK_BATCH
+        drained = False          # the socket said EAGAIN in our last poll()
         while not self.closed:
-            try:
-                await _wait_io(fd, _EPOLLIN, None)    # wait_readable(fd), one call less
-            except ClosedResourceError:
-                return
+            if drained:
+                # The socket's edge-triggered registration (io.c): no epoll_ctl
+                # per wait.  Sound only because the poll() that found the queue
+                # empty ran in this same step (no await since): a frame that
+                # came after it is a new edge, which the worker's next epoll
+                # look reports to this wait.
+                try:
+                    await _wait_io(fd, _EPOLLIN_ET, None)
+                except ClosedResourceError:
+                    return
+            else:
+                # Frames may still be queued (a full batch, or an error):
+                # no edge would tell us, so look again after the worker's other
+                # threads had their turn.
+                await _yield_now()
+            drained = False
             rounds = ROUNDS          # no range(): this runs once a segment
             while rounds:
                 rounds -= 1
@@ -557,6 +570,7 @@ class UserStack:
                         await sleep(RX_ERROR_PAUSE_S)
                     break
                 if n < batch or self.closed:      # poll() ran after() if needed
+                    drained = True      # recvmmsg returned short: the queue was empty
                     break
 
     def take_inbox(self, c):
