@@ -5,8 +5,9 @@ Why not the classifier's ring (osvrt/net/channels): the classifier is one
 runtime-wide C thread on one interface that sorts UDP datagrams into
 per-flow channels; it has no path for ARP, ICMP or TCP segments, and a
 second interface needs a second classifier.  The stack's link is its own
-packet socket, waited on through the worker's epoll (osvrt.wait_readable),
-so no OS thread sits between the wire and the stack's green thread.
+packet socket, waited on through the worker's epoll (edge-triggered,
+registered once), so no OS thread sits between the wire and the stack's
+green thread.
 
 What the kernel does for us here:
 - a classic BPF filter lets in only ARP and the IPv4 packets addressed to
