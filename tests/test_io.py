@@ -341,12 +341,52 @@ def test_edge_triggered_wait_io_registers_once_for_its_direction(call):
                 await osvrt.sleep(0.01)
                 b.send(bytes([i]))
             assert await t.join(timeout=10) == [b"\x00", b"\x01", b"\x02"]
-            # (the kernel adds EPOLLERR | EPOLLHUP to every registration)
+            # (the kernel adds EPOLLERR | EPOLLHUP to every registration; a
+            # reader the balancer moved between waits is registered on both
+            # CPUs' epolls, each the same way)
             dirs = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
-            assert [m & dirs for m in _epoll_masks(a.fileno())] == [et_in]
+            masks = [m & dirs for m in _epoll_masks(a.fileno())]
+            assert masks and all(m == et_in for m in masks), masks
             b.send(b"x")
             assert await osvrt.wait_readable(a, timeout=5)
             for bad in (select.EPOLLIN | select.EPOLLOUT, select.EPOLLIN | select.EPOLLONESHOT, 0):
                 with pytest.raises(ValueError, match="EPOLLIN or EPOLLOUT"):
                     _engine.wait_io(a.fileno(), bad)
     call(main)
+
+
+def test_an_edge_triggered_read_wait_keeps_a_parked_write_wait(call, rt):
+    """A one-shot wait_writable parked on fd, then an edge-triggered read
+    wait on the same fd (same CPU): the read wait's registration keeps the
+    writer's EPOLLOUT, and both wake."""
+    import select
+
+    from osvrt import _engine
+    cpu = rt.cpus[0]
+
+    async def main():
+        a, b = pair()
+        with a, b:
+            try:
+                while True:
+                    a.send(b"x" * 65536)         # fill a's send buffer: a is not writable
+            except BlockingIOError:
+                pass
+            w = osvrt.spawn(waiter(osvrt.wait_writable, a, timeout=5), cpu=cpu)
+            await osvrt.sleep(0.02)
+
+            async def reader():
+                with pytest.raises(BlockingIOError):
+                    a.recv(10)
+                return await _engine.wait_io(a.fileno(), select.EPOLLIN | select.EPOLLET, 5)
+            r = osvrt.spawn(reader, cpu=cpu)
+            await osvrt.sleep(0.02)
+            while True:                          # drain b: a turns writable
+                try:
+                    b.recv(1 << 20)
+                except BlockingIOError:
+                    break
+            assert await w.join(timeout=10)      # no TimeoutError: EPOLLOUT was kept
+            b.send(b"y")
+            assert await r.join(timeout=10)
+    call(main, cpu=cpu)

@@ -193,7 +193,10 @@ io_register(WorkerObject *w, TicketObject *tk)
          * registered once, edge-triggered; the wait itself costs no
          * epoll_ctl.  It comes after EAGAIN (or a short read), so this
          * direction is not ready. */
-        uint32_t dirs = tk->ioev & IO_ET_BOTH ? EPOLLIN | EPOLLOUT : dir;
+        /* The other direction's parked waiter, if any, stays registered: a
+         * one-shot wait_writable parked before an ET read wait would lose its
+         * EPOLLOUT to the MOD below (and an ET slot is never re-armed). */
+        uint32_t dirs = (tk->ioev & IO_ET_BOTH ? EPOLLIN | EPOLLOUT : dir) | slot_wants(s);
         s->ready &= ~dir;
         r = ((uint32_t)s->et & dirs) == dirs ? 0
             : slot_register_et(w, fd, s, (uint32_t)s->et | dirs);
@@ -574,7 +577,9 @@ PyMethodDef io_module_methods[] = {
      "returns the epoll events seen.  TimeoutError after timeout; cancellable.\n"
      "With | EPOLLET the wait uses f's edge-triggered registration (made once, no\n"
      "epoll_ctl per wait), which reports only what becomes ready after it: call it\n"
-     "only right after f said EAGAIN, with no await in between (as sock.c does)."},
+     "only right after f said EAGAIN, with no await in between (as sock.c does),\n"
+     "and close f through osvrt (notify_closing): a registration kept across waits\n"
+     "does not see an fd number closed and reused behind osvrt's back."},
     {"io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
     {"io_waiters", m_io_waiters, METH_O, NULL},
     {"io_pending_closings", m_io_pending_closings, METH_O, NULL},

@@ -367,7 +367,7 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
             struct io_slot *sl = &w->io.slots[op->fd];
             /* EPOLLRDHUP: EOF or an error was seen, sticky (tokio keeps its
              * closed bits too): a read after the last data sees it at once */
-            if (sl->et && !(sl->ready & (sockop_dir(op) | EPOLLRDHUP)))
+            if ((sl->et & sockop_dir(op)) && !(sl->ready & (sockop_dir(op) | EPOLLRDHUP)))
                 goto park;
         }
     }
@@ -379,7 +379,7 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
              * recv parks without trying (Go's and tokio's rule). */
             if ((op->kind == OP_RECV || op->kind == OP_RECV_INTO) && w != NULL
                 && op->fd < w->io.nslots
-                && w->io.slots[op->fd].et && op->n > 0) {
+                && (w->io.slots[op->fd].et & EPOLLIN) && op->n > 0) {
                 Py_ssize_t got = op->kind == OP_RECV ? PyBytes_GET_SIZE(*result)
                                                      : PyLong_AsSsize_t(*result);
                 if (got > 0 && got < op->n)

@@ -570,7 +570,11 @@ class UserStack:
                         await sleep(RX_ERROR_PAUSE_S)
                     break
                 if n < batch or self.closed:      # poll() ran after() if needed
-                    drained = True      # recvmmsg returned short: the queue was empty
+                    # recvmmsg came back short: it met EAGAIN (or an error
+                    # after some frames, which it keeps for the next call;
+                    # a packet socket has none in practice but ENETDOWN, whose
+                    # wake-up is an edge of its own).
+                    drained = True
                     break
 
     def take_inbox(self, c):
