@@ -229,8 +229,8 @@ int osvrt_cpu_poll_io(struct osvrt_cpu *c, struct epoll_event *evs, int maxev)
  * the round trip: 25 us made the user TCP stack's sockperf p50 45 us, 2 us
  * makes it 36 (`python -m osvrt bench --only usertcp_pingpong_p50`); the
  * extra epoll_wait calls cost a CPU that is idle anyway, and the switch,
- * foreign-wake, UDP and wrk rows did not move.  In practice the gate below reads the clock every
- * 64 pauses, so this is a floor. */
+ * foreign-wake, UDP and wrk rows did not move (docs/design.md).  The gate
+ * below reads the clock every 64 pauses, so this is a floor. */
 #define IO_POLL_NS 2000
 
 int osvrt_cpu_idle_io(struct osvrt_cpu *c, int64_t timeout_ns, int64_t spin_ns, uint32_t seq,

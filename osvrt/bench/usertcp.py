@@ -174,9 +174,8 @@ def sockperf_round(ns, host, port, seconds, msg_size=64):
 def wrk_round(ns, host, port, seconds, connections=64, server_pid=None):
     from .client_cpu import run_client
     done, cpu = run_client(["ip", "netns", "exec", ns, "wrk", "-t1", f"-c{connections}",
-                                   f"-d{max(1, round(seconds))}s", "--latency",
-                                   f"http://{host}:{port}/"], server_pid,
-                                  timeout=seconds + 60)
+                            f"-d{max(1, round(seconds))}s", "--latency",
+                            f"http://{host}:{port}/"], server_pid, timeout=seconds + 60)
     out = done.stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m is None:

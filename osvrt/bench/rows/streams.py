@@ -146,9 +146,8 @@ _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None):
     done, cpu = run_client(["wrk", f"-t{threads}", f"-c{connections}",
-                                   f"-d{max(1, round(seconds))}s", "--latency",
-                                   f"http://127.0.0.1:{port}/"], server_pid,
-                                  timeout=seconds + 30)
+                            f"-d{max(1, round(seconds))}s", "--latency",
+                            f"http://127.0.0.1:{port}/"], server_pid, timeout=seconds + 30)
     out = done.stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = {}
@@ -168,8 +167,8 @@ def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None
 
 def redis_round(port, requests, connections=50, tests="set,get,ping", server_pid=None):
     done, cpu = run_client(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
-                                   "-t", tests, "-n", str(requests), "-c", str(connections),
-                                   "--csv"], server_pid, timeout=300)
+                            "-t", tests, "-n", str(requests), "-c", str(connections),
+                            "--csv"], server_pid, timeout=300)
     out = done.stdout
     rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()
             if line.startswith('"')]                 # not the "WARNING: ..." lines

@@ -57,7 +57,8 @@ _now = time.monotonic_ns   # the engine's clock: CLOCK_MONOTONIC, as the worker'
 # The link's per-segment calls go through the engine (_engine.TcpLink,
 # osvrt/_engine/tcplink.c), not cffi: its table, read once.
 _LINK_API = int(ffi.cast("uintptr_t", lib.osvrt_tcp_link_api()))
-_wait_io, _EPOLLIN_ET, _yield_now = _engine.wait_io, select.EPOLLIN | select.EPOLLET, kernel.yield_now
+_wait_io, _yield_now = _engine.wait_io, kernel.yield_now
+_EPOLLIN_ET = select.EPOLLIN | select.EPOLLET   # the link's wait: edge-triggered (io.c)
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
