@@ -192,10 +192,10 @@ io_register(WorkerObject *w, TicketObject *tk)
         /* A socket call's wait (sock.c), or wait_io's with EPOLLET:
          * registered once, edge-triggered; the wait itself costs no
          * epoll_ctl.  It comes after EAGAIN (or a short read), so this
-         * direction is not ready. */
-        /* The other direction's parked waiter, if any, stays registered: a
-         * one-shot wait_writable parked before an ET read wait would lose its
-         * EPOLLOUT to the MOD below (and an ET slot is never re-armed). */
+         * direction is not ready.  The other direction's parked waiter, if
+         * any, stays registered: a one-shot wait_writable parked before an
+         * ET read wait would lose its EPOLLOUT to the MOD below (and an ET
+         * slot is never re-armed). */
         uint32_t dirs = (tk->ioev & IO_ET_BOTH ? EPOLLIN | EPOLLOUT : dir) | slot_wants(s);
         s->ready &= ~dir;
         r = ((uint32_t)s->et & dirs) == dirs ? 0

@@ -18,19 +18,27 @@ import subprocess
 import tempfile
 import time
 
+from .measure import median
+
 CLIENT_BOUND = 0.95     # of one CPU: the client was busy all the time it ran
 _POLL_S = 0.002         # how often run_client looks whether the client ended
 
 
-def _process_cpu_s(pid):
-    """User + system seconds of every thread of process pid (/proc/pid/stat
-    fields 14 and 15), or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+def stat_cpu_seconds(path):
+    """User + system seconds from a /proc .../stat file (fields 14 and 15:
+    a whole process's for /proc/PID/stat, one thread's for .../task/TID/stat);
+    OSError if it cannot be read (the process or thread is gone)."""
+    with open(path, "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()     # the name may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid):
+    """stat_cpu_seconds of process pid, or None once it is gone."""
+    try:
+        return stat_cpu_seconds(f"/proc/{pid}/stat")
+    except OSError:
+        return None
 
 
 def run_client(cmd, server_pid=None, *, timeout, check=False):
@@ -85,15 +93,6 @@ def _wait(proc, deadline):
         time.sleep(_POLL_S)
 
 
-def _median(values):
-    """The median (the mean of the middle two for an even count), or None."""
-    values = sorted(values)
-    n = len(values)
-    if n == 0:
-        return None
-    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
-
-
 def summary(measure):
     """[(contender, median client share, median server CPU us per request
     or None)] over the rounds that recorded them."""
@@ -104,5 +103,5 @@ def summary(measure):
             continue
         per = [d["server_cpu_s"] / d["requests"] * 1e6 for d in details
                if "server_cpu_s" in d and d.get("requests")]
-        out.append((name, _median([d["client_cpu_share"] for d in details]), _median(per)))
+        out.append((name, median([d["client_cpu_share"] for d in details]), median(per)))
     return out

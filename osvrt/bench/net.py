@@ -209,16 +209,14 @@ def classify_cost(n, payload=64, flows=4):
 
 def cpu_seconds_of_thread(name):
     """CPU time (s) used so far by this process's OS threads named `name`."""
+    from .client_cpu import stat_cpu_seconds
     total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
                 if f.read().strip() != name:
                     continue
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick   # utime + stime
+            total += stat_cpu_seconds(f"/proc/self/task/{tid}/stat")
         except OSError:
             pass
     return total
