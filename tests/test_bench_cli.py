@@ -730,6 +730,23 @@ def test_client_cpu_share_of_the_client_and_of_the_server_process():
         run_client(["sleep", "30"], timeout=0.2)           # killed and reaped, not left running
 
 
+def test_udp_client_reports_its_cpu_and_the_servers():
+    """osvrt.bench.net.rr (the C client in this thread) against a kernel
+    echo served by a Python thread of this process: its own CPU share, the
+    rest of the process's CPU as the server's, and the requests they made,
+    which the report turns into CPU per request (loose bounds: shares of a
+    shared CPU, not timings)."""
+    from osvrt.bench import net
+    server = net.ThreadEchoServer()
+    try:
+        r = net.rr(server.addr, 2000, window=4)
+    finally:
+        server.close()
+    assert r["done"] == r["requests"] == 2000 and r["lost"] == 0, r
+    assert 0.0 < r["client_cpu_share"] <= 1.5, r
+    assert r["server_cpu_s"] > 0.0, r           # the echo thread's recvfrom + sendto
+
+
 def test_report_names_busy_clients_and_the_server_cpu_per_request():
     log = []
     m = Measure("rps", "a throughput row", "req/s", "higher",

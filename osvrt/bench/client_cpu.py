@@ -6,8 +6,10 @@ server can leave the client busy all the time it runs: then the client, not
 the server, set the rate, and the row's ratio says little about the servers.
 Each round of a client-driven throughput row records the client's CPU share
 and, where the server is a process of its own and the client says how many
-requests it made, the server's CPU time per request.  The report prints
-both (osvrt/bench/report.py).
+requests it made, the server's CPU time per request (the C UDP client of
+osvrt.bench.net.rr runs in the bench's own process, beside the server, and
+records the same figures itself).  The report prints both
+(osvrt/bench/report.py).
 
 What the shares cannot split: on loopback and veth the sender's syscall runs
 the receiver's side of the kernel's stack, so part of a client's CPU is
