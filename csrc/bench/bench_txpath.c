@@ -62,7 +62,7 @@ struct bench {
     int rx;                            /* the receiving UDP socket */
     struct sockaddr_in to;             /* its address */
     int udp;                           /* path UDP_SENDMMSG */
-    int pkt[NPATHS];                   /* packet sockets per path (-1: unused) */
+    int pkt[NPATHS];                   /* the packet paths' sockets (pkt[UDP_SENDMMSG]: unused) */
     uint8_t *ring[NPATHS];             /* TX ring of a txring path */
     uint32_t ring_head[NPATHS];        /* next slot to fill */
     uint64_t seq;                      /* next datagram's sequence number */
