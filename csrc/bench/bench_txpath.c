@@ -239,6 +239,17 @@ static uint32_t drain(struct bench *b)
     }
 }
 
+/* A batch's sendmmsg took all of it, or the bench ends saying how much. */
+static void sent_all(int n, const char *what)
+{
+    if (n < 0)
+        die(what);
+    if (n != (int)BATCH) {
+        fprintf(stderr, "bench_txpath: %s sent %d of %u datagrams\n", what, n, BATCH);
+        exit(1);
+    }
+}
+
 static void send_udp(struct bench *b)
 {
     static uint8_t data[BATCH][FRAME_MAX];
@@ -250,8 +261,7 @@ static void send_udp(struct bench *b)
         m[i].msg_hdr = (struct msghdr){.msg_name = &b->to, .msg_namelen = sizeof b->to,
                                        .msg_iov = &iov[i], .msg_iovlen = 1};
     }
-    if (sendmmsg(b->udp, m, BATCH, MSG_DONTWAIT) != (int)BATCH)
-        die("sendmmsg (udp)");
+    sent_all(sendmmsg(b->udp, m, BATCH, MSG_DONTWAIT), "sendmmsg (udp)");
 }
 
 static void send_packet_mmsg(struct bench *b, int fd)
@@ -263,8 +273,7 @@ static void send_packet_mmsg(struct bench *b, int fd)
         iov[i] = (struct iovec){frames[i], build_frame(b, frames[i], b->seq++)};
         m[i].msg_hdr = (struct msghdr){.msg_iov = &iov[i], .msg_iovlen = 1};
     }
-    if (sendmmsg(fd, m, BATCH, MSG_DONTWAIT) != (int)BATCH)
-        die("sendmmsg (packet)");
+    sent_all(sendmmsg(fd, m, BATCH, MSG_DONTWAIT), "sendmmsg (packet)");
 }
 
 static void send_packet_ring(struct bench *b, enum path p)
@@ -278,7 +287,8 @@ static void send_packet_ring(struct bench *b, enum path p)
          * AVAILABLE) happens before we overwrite the frame it sent. */
         double t0 = 0;
         uint32_t st;
-        while ((st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE)) != TP_STATUS_AVAILABLE) {
+        while ((st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE))
+               & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING | TP_STATUS_WRONG_FORMAT)) {
             if (st & TP_STATUS_WRONG_FORMAT) {
                 fprintf(stderr, "bench_txpath: the kernel refused ring frame %u\n", b->ring_head[p]);
                 exit(1);
@@ -290,7 +300,7 @@ static void send_packet_ring(struct bench *b, enum path p)
                         b->ring_head[p], st);
                 exit(1);
             }
-            sched_yield();             /* still held by an skb not yet freed */
+            sched_yield();             /* not yet handed back by the kernel */
         }
         h->tp_len = build_frame(b, slot + data_off, b->seq++);
         /* release: the frame's bytes are visible to the kernel before the
@@ -347,8 +357,9 @@ int main(int argc, char **argv)
     uint32_t payload = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 64;
     int rounds = argc > 3 ? atoi(argv[3]) : 7;
     if (n < BATCH || payload < 8 || payload > 1400 || rounds < 1 || rounds > 99) {
-        fprintf(stderr, "usage: bench_txpath [datagrams >= %u] [payload 8..1400] [rounds 1..99]\n",
-                BATCH);
+        fprintf(stderr, "bench_txpath: got datagrams %llu, payload %u, rounds %d; usage: "
+                "bench_txpath [datagrams >= %u] [payload 8..1400] [rounds 1..99]\n",
+                (unsigned long long)n, payload, rounds, BATCH);
         return 2;
     }
     cpu_set_t one;
@@ -358,14 +369,17 @@ int main(int argc, char **argv)
         die("sched_setaffinity");
 
     if (own_netns() < 0) {
-        fprintf(stderr, "bench_txpath: no CAP_SYS_ADMIN for a network namespace of its own (%s)\n",
-                strerror(errno));
+        if (errno != EPERM)
+            die("unshare(CLONE_NEWNET)");
+        fprintf(stderr, "bench_txpath: no CAP_SYS_ADMIN for a network namespace of its own\n");
         return 77;
     }
     struct bench b = {.payload = payload};
     b.rx = socket(AF_INET, SOCK_DGRAM, 0);
     b.to = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(RECEIVER_ADDR)};
     int big = 8 << 20;
+    /* Unchecked: the kernel caps it at rmem_max, which still holds a batch
+     * (32 x 1400 bytes); a datagram it dropped would end the bench. */
     setsockopt(b.rx, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
     socklen_t len = sizeof b.to;
     if (bind(b.rx, (struct sockaddr *)&b.to, sizeof b.to) < 0
