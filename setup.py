@@ -85,12 +85,17 @@ setup(
                  # anyio, aiohttp client and server, uvicorn serving an ASGI app; TLS
                  # certificates from trustme).  uvicorn 0.36 takes a loop factory
                  # as --loop module:function.
-                 "anyio>=4", "httpx>=0.27", "aiohttp>=3.9", "uvicorn>=0.36", "trustme>=1.0"],
+                 "anyio>=4", "httpx>=0.27", "aiohttp>=3.9", "uvicorn>=0.36", "trustme>=1.0",
+                 # tests/aio/test_anyio_backend.py: the backend "osvrt" needs it
+                 # (osvrt[anyio]); anyio itself no longer brings it
+                 "sniffio>=1.3"],
         # the linter and the type checker that CI runs (.ci/run; config in pyproject.toml)
         "lint": ["ruff>=0.4", "mypy>=1.5"],
         # tests/peers/run_anyio.py: anyio's own suite (its test dependencies;
-        # the pinned anyio is the version whose tests/ it runs)
-        "peersuite": ["anyio==4.16.0", "uvloop>=0.22.1", "pytest>=9", "pytest-mock>=3.14",
+        # the pinned anyio is the version whose tests/ it runs; sniffio for the
+        # run with anyio_backend = "osvrt", as osvrt[anyio] has it)
+        "peersuite": ["anyio==4.16.0", "sniffio>=1.3", "uvloop>=0.22.1", "pytest>=9",
+                      "pytest-mock>=3.14",
                       "pytest-timeout>=2.4", "hypothesis>=4.18.2", "psutil>=5.9",
                       "trustme>=1.0", "truststore>=0.9.1", "blockbuster>=1.5.29"],
         "plot": ["matplotlib>=3.5"],

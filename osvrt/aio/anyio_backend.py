@@ -19,6 +19,16 @@ import functools
 import inspect
 from typing import Any
 
+try:
+    # The backend's name reaches anyio (and httpcore, and any library that
+    # asks) only through sniffio: without it anyio answers "asyncio" inside
+    # the backend, and code that checks for "osvrt" takes the wrong branch.
+    # anyio no longer depends on sniffio, so say so here, not at that check.
+    import sniffio  # noqa: F401
+except ImportError as e:
+    raise ImportError("the anyio backend 'osvrt' needs sniffio, through which its name reaches "
+                      "anyio and other libraries: pip install 'osvrt[anyio]'") from e
+
 from anyio._backends._asyncio import AsyncIOBackend, TestRunner
 from anyio._core._eventloop import set_current_async_library, threadlocals
 from anyio.lowlevel import EventLoopToken

@@ -11,12 +11,14 @@ import threading
 
 import pytest
 
-anyio = pytest.importorskip("anyio")
-sniffio = pytest.importorskip("sniffio")
+# Not importorskip: both are in the test extra, and a skip here once hid
+# every test of this file from CI (sniffio was missing there).
+import anyio
+import sniffio
 
-import osvrt  # noqa: E402
-import osvrt.anyio  # noqa: E402,F401  (registers the backend)
-from osvrt import anyio_names  # noqa: E402
+import osvrt
+import osvrt.anyio  # noqa: F401  (registers the backend)
+from osvrt import anyio_names
 
 BOUND = 30.0
 
@@ -244,6 +246,39 @@ def test_the_backend_module_is_one_module_under_two_names():
     from osvrt.aio import anyio_backend
     assert mod is anyio_backend
     assert anyio._core._eventloop.get_async_backend("osvrt") is osvrt.anyio.OsvrtBackend
+
+
+_NO_SNIFFIO = '''
+import sys
+sys.modules["sniffio"] = None          # as if it were not installed
+import anyio
+from osvrt import anyio_names
+anyio_names.install()                    # the name, as osvrt's pytest plugin installs it
+
+async def main():
+    return 1
+
+try:
+    anyio.run(main, backend="osvrt")
+except LookupError as e:                 # anyio's own error, ours as its cause
+    print("run:", repr(e.__cause__))
+try:
+    import osvrt.anyio
+except ImportError as e:
+    print("import:", e)
+'''
+
+
+def test_without_sniffio_the_backend_refuses_to_load_and_says_why():
+    """Without sniffio, anyio would answer "asyncio" inside the backend:
+    loading it fails instead, naming sniffio and the extra that brings it."""
+    proc = subprocess.run([sys.executable, "-P", "-c", _NO_SNIFFIO], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        assert "needs sniffio" in line and "pip install 'osvrt[anyio]'" in line, proc.stdout
 
 
 _LATE_HTTPCORE = '''
