@@ -10,6 +10,7 @@ import pytest
 
 import osvrt
 import osvrt.net
+from osvrt.net.protocol_server import _serve_one
 
 
 def pair():
@@ -278,3 +279,132 @@ def test_a_unix_connect_into_a_backlog_that_stays_full_times_out():
             return len(held)
     with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
         assert rt.submit(main).result(timeout=30) < 16
+
+
+# A socket closed behind osvrt's back (stream.socket.close(), os.close) left
+# its number's slot on the worker "registered, edge-triggered" with its
+# readiness cached as drained; the kernel had dropped the registration with
+# the file, so a new socket that got the number parked on that slot with no
+# epoll_ctl and was never woken (found by reading io.c; osvrt's own close()
+# goes through notify_closing and was never affected).  Every fd osvrt
+# creates or is handed now bumps its number's epoch, and a slot of an older
+# epoch is renewed before it is used (osvrt/_engine/io.c).
+
+async def _registered_edge_triggered(stream, peer):
+    """stream's recv parks once, so its fd is registered edge-triggered (both
+    directions) on this worker, and its readiness cached as drained."""
+    async def read():
+        return await stream.recv(16)
+    t = osvrt.spawn(read)
+    while t.state != "waiting":
+        await osvrt.yield_now()
+    await peer.sendall(b"x")
+    assert await t.join(timeout=5) == b"x"
+
+
+def _stream_pair():
+    a, b = socket.socketpair()
+    return osvrt.net.sockets.Stream(a), osvrt.net.sockets.Stream(b)
+
+
+def _hold_below(number):
+    """Fill every free fd number below `number` (the kernel gives the lowest
+    free one) and hold `number` too: (the sockets below, the one on it)."""
+    held = []
+    while True:
+        assert len(held) < 500, f"fd {number} was not free"
+        s = socket.socket()
+        if s.fileno() == number:
+            return held, s
+        held.append(s)
+
+
+@pytest.mark.parametrize("how", ["wrapped", "accepted", "protocol-server-epoll"])
+def test_a_socket_closed_behind_osvrts_back_leaves_no_armed_slot_for_its_number(how):
+    async def main():
+        old, old_peer = _stream_pair()
+        await _registered_edge_triggered(old, old_peer)
+        number = old.fileno()
+        listener = await osvrt.net.tcp_listen(("127.0.0.1", 0))
+        old.socket.close()                       # behind osvrt's back
+        old_peer.close()
+        held, on_number = _hold_below(number)
+        if how == "accepted":
+            peer = socket.socket()               # above number: on_number holds it
+        on_number.close()                        # the next fd made takes number
+        if how == "wrapped":                     # a socket handed to osvrt (Stream)
+            a, peer = socket.socketpair()
+            new = osvrt.net.sockets.Stream(a)
+        elif how == "accepted":                  # a connection the engine accepted
+            peer.connect(listener.address)
+            new, _ = await listener.accept()
+        if how in ("wrapped", "accepted"):
+            assert new.fileno() == number
+            peer.sendall(b"y")                   # there before the first recv
+            with osvrt.timeout(5):               # the old slot: parked for ever
+                got = await new.recv(16)
+            new.close()
+            peer.close()
+        else:
+            # serve_tcp_protocol's inner epoll (osvrt/_engine/serve.c) takes
+            # the number.  Its edge-triggered wait on the stale slot never
+            # woke: the server never served.
+            srv = osvrt.spawn(_serve_one, listener, _Echo)
+            while srv.state != "waiting":        # parked on its epoll
+                await osvrt.yield_now()
+            assert os.readlink(f"/proc/self/fd/{number}") == "anon_inode:[eventpoll]"
+            c = await osvrt.net.open_tcp_stream(*listener.address)
+            await c.sendall(b"y")
+            with osvrt.timeout(5):
+                got = await c.recv(16)
+            c.close()
+            srv.cancel()
+            with pytest.raises(osvrt.Cancelled):
+                await srv.join(timeout=5)
+        for s in held:
+            s.close()
+        listener.close()                         # closing twice is a no-op
+        return got
+    with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
+        assert rt.submit(main).result(timeout=30) == b"y"
+
+
+class _Echo:
+    def __init__(self, conn):
+        pass
+
+    def data_received(self, data):
+        return data
+
+
+def test_a_wait_parked_on_a_socket_closed_behind_osvrts_back_ends_when_its_number_is_reused():
+    # Before: the reader stayed parked for ever (the kernel forgot the fd
+    # silently), and the new socket's recv on that number was refused with
+    # BusyResourceError ("another green thread is already waiting").
+    async def main():
+        old, old_peer = _stream_pair()
+        number = old.fileno()
+
+        async def read():
+            return await old.recv(16)
+        reader = osvrt.spawn(read)
+        while reader.state != "waiting":
+            await osvrt.yield_now()
+        old.socket.close()                       # behind osvrt's back
+        old_peer.close()
+
+        held, on_number = _hold_below(number)
+        on_number.close()
+        a, peer = socket.socketpair()
+        new = osvrt.net.sockets.Stream(a)
+        assert new.fileno() == number
+        peer.sendall(b"z")
+        with osvrt.timeout(5):
+            got = await new.recv(16)
+        with pytest.raises(osvrt.ClosedResourceError, match="behind osvrt's back"):
+            await reader.join(timeout=5)
+        for s in held + [new, peer]:
+            s.close()
+        return got
+    with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
+        assert rt.submit(main).result(timeout=30) == b"z"

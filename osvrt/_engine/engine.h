@@ -179,6 +179,8 @@ struct io_slot {
     uint32_t ready;            /* owner, et only: EPOLLIN/EPOLLOUT seen ready and not
                                   known to be drained since (the readiness cache);
                                   EPOLLRDHUP: EOF/error seen, sticky until the close */
+    uint32_t epoch;            /* owner: io_fd_epoch(fd) when this slot's state was made;
+                                  another value: a new file took the number (io_slot_fresh) */
 };
 struct worker_io {
     struct io_slot *slots;     /* owner: indexed by fd */
@@ -365,6 +367,36 @@ int io_traverse(WorkerObject *w, visitproc visit, void *arg);
 PyObject *io_timeout_error(TicketObject *tk);
 void io_raise_closed(const char *msg);      /* ClosedResourceError(EBADF, msg) */
 struct io_slot *io_slot(WorkerObject *w, int fd);   /* grown to hold fd; NULL: MemoryError */
+
+/* Adoption epochs.  A socket closed behind osvrt's back (os.close, or
+ * stream.socket.close()) leaves its number's slots as they were: the kernel
+ * dropped the registration with the file, but a slot still says "registered,
+ * edge-triggered", and a new socket given that number would park on it and
+ * never be woken.  So every fd that osvrt creates or is handed (accept, a
+ * wrapped socket, the protocol server's epoll) bumps its number's epoch
+ * (io_fd_adopted), and a slot made under an older epoch is renewed before it
+ * is used (io_slot_fresh).  Numbers from IO_EPOCHS up have no epoch (always
+ * 0): for them the old rule stands, close through osvrt (notify_closing). */
+#define IO_EPOCHS (1 << 20)
+extern _Atomic uint32_t io_fd_epochs[IO_EPOCHS];   /* zero-filled .bss: touched pages only */
+void io_fd_adopted(int fd);
+int io_slot_renew(WorkerObject *w, int fd, struct io_slot *s, uint32_t epoch);
+static inline uint32_t io_fd_epoch(int fd)
+{
+    /* relaxed: the fd reached this thread after its adoption through some
+     * hand-off that synchronizes (the accept that returned it, the Python
+     * object that holds it), which orders the bump before this load. */
+    return (unsigned)fd < IO_EPOCHS
+           ? atomic_load_explicit(&io_fd_epochs[fd], memory_order_relaxed) : 0;
+}
+/* s, w's slot for fd, made fresh for the file that has the number now:
+ * 0, or -1 with an error set (waking a stale waiter failed). */
+static inline int io_slot_fresh(WorkerObject *w, int fd, struct io_slot *s)
+{
+    uint32_t e = io_fd_epoch(fd);
+    return s->epoch == e ? 0 : io_slot_renew(w, fd, s, e);
+}
+
 static inline int io_due(WorkerObject *w, double now)
 {
     /* relaxed: both are owner-written or a hint; a missed closing is seen next turn. */

@@ -170,6 +170,8 @@ io_register(WorkerObject *w, TicketObject *tk)
     if (atomic_load_explicit(&w->io.closing, memory_order_acquire) && io_take_closing(w) < 0)
         return -1;
     struct io_slot *s = &w->io.slots[fd];
+    if (io_slot_fresh(w, fd, s) < 0)
+        return -1;
     slot_sweep(w, s);
     uint32_t dir = tk->ioev & (EPOLLIN | EPOLLOUT);
     TicketObject **p = dir == EPOLLIN ? &s->rd : &s->wr;
@@ -244,6 +246,25 @@ io_end(TicketObject *tk)
     /* Still armed: at most one later event that finds nobody (oneshot). */
 }
 
+/* Wake every wait left in s with value (an exception): 0, or -1 if a wake failed. */
+static int
+slot_wake_all(WorkerObject *w, struct io_slot *s, PyObject *value)
+{
+    int err = 0;
+    TicketObject **which[2] = {&s->rd, &s->wr};
+    for (int k = 0; k < 2; k++) {
+        if (*which[k] == NULL)
+            continue;
+        TicketObject *tk = *which[k];
+        Py_INCREF(tk);
+        slot_drop(w, which[k]);
+        if (wake_ticket(tk, value) < 0)
+            err = 1;
+        Py_DECREF(tk);
+    }
+    return err ? -1 : 0;
+}
+
 int
 io_dispatch(WorkerObject *w, int n)
 {
@@ -287,25 +308,28 @@ io_dispatch(WorkerObject *w, int n)
             /* Cannot re-arm (closed behind our back): end the other wait
              * with the error rather than leave it parked for ever. */
             PyObject *e = PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
-            if (e == NULL) {
+            if (e == NULL || slot_wake_all(w, s, e) < 0)
                 err = 1;
-                continue;
-            }
-            for (int k = 0; k < 2; k++) {
-                TicketObject **p = which[k];
-                if (*p == NULL)
-                    continue;
-                TicketObject *tk = *p;
-                Py_INCREF(tk);
-                slot_drop(w, p);
-                if (wake_ticket(tk, e) < 0)
-                    err = 1;
-                Py_DECREF(tk);
-            }
-            Py_DECREF(e);
+            Py_XDECREF(e);
         }
     }
     return err ? -1 : 0;
+}
+
+/* End the waits left in s with ClosedResourceError(EBADF, msg). */
+static int
+slot_end_waits(WorkerObject *w, struct io_slot *s, const char *msg)
+{
+    slot_sweep(w, s);
+    if (s->rd == NULL && s->wr == NULL)
+        return 0;
+    PyObject *e = PyObject_CallFunction(ClosedClass ? ClosedClass : PyExc_OSError, "is", EBADF,
+                                        msg);
+    if (e == NULL)
+        return -1;
+    int r = slot_wake_all(w, s, e);
+    Py_DECREF(e);
+    return r;
 }
 
 /* End every wait here for fd registered up to `upto` (see worker_io.reg_seq)
@@ -329,27 +353,41 @@ io_close_fd(WorkerObject *w, int fd, uint64_t upto)
         s->et = 0;
         s->ready = 0;
     }
-    slot_sweep(w, s);
-    if (s->rd == NULL && s->wr == NULL)
-        return 0;
-    PyObject *e = PyObject_CallFunction(ClosedClass ? ClosedClass : PyExc_OSError, "is", EBADF,
-                                        "the fd was closed while a green thread waited on it");
-    if (e == NULL)
-        return -1;
-    int err = 0;
-    TicketObject **which[2] = {&s->rd, &s->wr};
-    for (int k = 0; k < 2; k++) {
-        if (*which[k] == NULL)
-            continue;
-        TicketObject *tk = *which[k];
-        Py_INCREF(tk);
-        slot_drop(w, which[k]);
-        if (wake_ticket(tk, e) < 0)
-            err = 1;
-        Py_DECREF(tk);
-    }
-    Py_DECREF(e);
-    return err ? -1 : 0;
+    return slot_end_waits(w, s, "the fd was closed while a green thread waited on it");
+}
+
+/* Every io_fd_epoch entry; see engine.h.  In .bss, so only the pages of
+ * numbers ever adopted are backed by memory. */
+_Atomic uint32_t io_fd_epochs[IO_EPOCHS];
+
+/* fd is a file new to osvrt (just made, or just handed to it): whatever a
+ * worker keeps for its number belongs to an earlier file. */
+void
+io_fd_adopted(int fd)
+{
+    /* relaxed RMW: adopters of one number are ordered by the kernel (a
+     * number is reused only after a close), and the readers' ordering comes
+     * with the fd itself (io_fd_epoch). */
+    if ((unsigned)fd < IO_EPOCHS)
+        atomic_fetch_add_explicit(&io_fd_epochs[fd], 1, memory_order_relaxed);
+}
+
+/* A new file took fd's number since s was made (s->epoch != epoch): the
+ * kernel's registration, if any, was the old file's (gone with it, or left
+ * on a dup of it), so s forgets it (the next wait ADDs) and its cached
+ * readiness, and the waits still in it, parked on the old file before it
+ * was closed behind osvrt's back, end with ClosedResourceError instead of
+ * waiting for an event that cannot come. */
+int
+io_slot_renew(WorkerObject *w, int fd, struct io_slot *s, uint32_t epoch)
+{
+    s->epoch = epoch;
+    s->registered = 0;
+    s->armed = 0;
+    s->et = 0;
+    s->ready = 0;
+    return slot_end_waits(w, s, "the fd was closed behind osvrt's back while a green "
+                                "thread waited on it (its number now belongs to a new file)");
 }
 
 int
@@ -559,6 +597,17 @@ m_io_pending_closings(PyObject *m, PyObject *o)
     return PyLong_FromLong(n);
 }
 
+/* io_adopt(fd): fd is a file new to osvrt (io_fd_adopted). */
+static PyObject *
+m_io_adopt(PyObject *m, PyObject *o)
+{
+    int fd = fd_of(o);
+    if (fd < 0)
+        return NULL;
+    io_fd_adopted(fd);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 m_io_set_classes(PyObject *m, PyObject *args)
 {
@@ -578,8 +627,14 @@ PyMethodDef io_module_methods[] = {
      "With | EPOLLET the wait uses f's edge-triggered registration (made once, no\n"
      "epoll_ctl per wait), which reports only what becomes ready after it: call it\n"
      "only right after f said EAGAIN, with no await in between (as sock.c does),\n"
-     "and close f through osvrt (notify_closing): a registration kept across waits\n"
-     "does not see an fd number closed and reused behind osvrt's back."},
+     "and hand f to io_adopt() before its first such wait: a registration kept\n"
+     "across waits is renewed when a new file that was adopted takes its number."},
+    {"io_adopt", m_io_adopt, METH_O,
+     "io_adopt(f): f (an fd or an object with fileno()) is a file new to osvrt: a\n"
+     "worker's state for its number (an edge-triggered registration, cached\n"
+     "readiness, waits parked on an earlier file closed behind osvrt's back) is\n"
+     "dropped before the number's next wait, those waits ending with\n"
+     "ClosedResourceError."},
     {"io_close", (PyCFunction)(void (*)(void))m_io_close, METH_FASTCALL, NULL},
     {"io_waiters", m_io_waiters, METH_O, NULL},
     {"io_pending_closings", m_io_pending_closings, METH_O, NULL},

@@ -888,6 +888,7 @@ m_tcp_serve(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     int epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
         return os_error(errno);
+    io_fd_adopted(epfd);          /* its wait is edge-triggered: no slot of an earlier file */
     struct epoll_event e = {.events = EPOLLIN, .data.fd = (int)lfd};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, (int)lfd, &e) < 0) {
         int err = errno;

@@ -268,6 +268,7 @@ sockop_try(SockOpObject *op, PyObject **result)
                 errno = EINTR;     /* the peer gave up before we accepted: the next one */
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
         }
+        io_fd_adopted(fd);         /* the number may be a socket closed behind our back */
         PyObject *fdo = PyLong_FromLong(fd);
         if (fdo == NULL || (*result = pair(fdo, sockaddr_to_py(&a, len))) == NULL) {
             close(fd);             /* no leak when the address cannot be built */
@@ -365,6 +366,11 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
          * no syscall that would only say EAGAIN (the next edge wakes us). */
         if (op->fd < w->io.nslots) {
             struct io_slot *sl = &w->io.slots[op->fd];
+            /* first, forget a slot of an earlier file of this number */
+            if (io_slot_fresh(w, op->fd, sl) < 0) {
+                sockop_release(op);
+                return PYGEN_ERROR;
+            }
             /* EPOLLRDHUP: EOF or an error was seen, sticky (tokio keeps its
              * closed bits too): a read after the last data sees it at once */
             if ((sl->et & sockop_dir(op)) && !(sl->ready & (sockop_dir(op) | EPOLLRDHUP)))

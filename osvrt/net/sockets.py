@@ -46,6 +46,7 @@ _EAGAIN = (BlockingIOError, InterruptedError)
 _budget = _engine.io_budget
 _sock_recv, _sock_recv_into, _sock_sendall = (_engine.sock_recv, _engine.sock_recv_into,
                                               _engine.sock_sendall)
+_adopt = _engine.io_adopt
 _sock_accept, _sock_recvfrom, _sock_recvfrom_into, _sock_sendto = (
     _engine.sock_accept, _engine.sock_recvfrom, _engine.sock_recvfrom_into, _engine.sock_sendto)
 
@@ -63,6 +64,10 @@ class _Sock(AsyncClosing):
         sock.setblocking(False)
         self.socket = sock
         self._fd = sock.fileno()
+        # A number osvrt may have seen before: its socket may have been closed
+        # behind osvrt's back (os.close, stream.socket.close()), leaving a
+        # worker's edge-triggered registration looking armed (io.c: epochs).
+        _adopt(self._fd)
 
     def fileno(self):
         return self._fd

@@ -27,6 +27,7 @@ import fcntl
 import socket
 import struct
 
+from ... import _engine
 from .wire import ETH_P_ARP, ETH_P_IP
 
 ETH_P_ALL = 0x0003
@@ -96,6 +97,7 @@ class Link:
         self.interface = interface
         self.sock = sock
         self.fd = sock.fileno()
+        _engine.io_adopt(self.fd)   # its wait is edge-triggered (io.c: epochs)
         self.mac = mac
         self.mtu = mtu
         self.ifindex = ifindex
