@@ -2,6 +2,7 @@
 Unix connect into a full backlog, one busy connection and the CPU it shares.
 Every check counts or orders events; nothing here is timed."""
 import os
+import select
 import socket
 import tempfile
 import threading
@@ -408,3 +409,65 @@ def test_a_wait_parked_on_a_socket_closed_behind_osvrts_back_ends_when_its_numbe
         return got
     with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
         assert rt.submit(main).result(timeout=30) == b"z"
+
+
+@pytest.mark.parametrize("stale", ["reader", "writer"])
+def test_a_connect_on_the_number_of_a_socket_closed_behind_osvrts_back(stale):
+    # open_tcp_stream waits on its socket (the connect) before it is a
+    # Stream.  A wait still parked on the old socket made that connect fail
+    # with BusyResourceError (a writer), or was woken by the new connection's
+    # data and read it (a reader).  The socket is adopted before it connects.
+    async def main():
+        listener = await osvrt.net.tcp_listen(("127.0.0.1", 0))
+
+        async def serve():
+            conn, _ = await listener.accept()
+            await conn.sendall(b"BANNER")
+            return conn
+
+        old, old_peer = _stream_pair()
+        number = old.fileno()
+        if stale == "reader":
+            parked = osvrt.spawn(old.recv, 16)
+        else:
+            parked = osvrt.spawn(old.sendall, b"x" * (16 << 20))   # more than the buffers hold
+        while parked.state != "waiting":
+            await osvrt.yield_now()
+        old.socket.close()                       # behind osvrt's back
+        old_peer.close()
+        held, on_number = _hold_below(number)
+        on_number.close()
+        server = osvrt.spawn(serve)
+        new = await osvrt.net.open_tcp_stream(*listener.address, timeout=5)
+        assert new.fileno() == number
+        with osvrt.timeout(5):
+            got = await new.recv(16)
+        with pytest.raises(osvrt.ClosedResourceError, match="behind osvrt's back"):
+            await parked.join(timeout=5)
+        (await server.join(timeout=5)).close()
+        for s in held + [new, listener]:
+            s.close()
+        return got
+    with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
+        assert rt.submit(main).result(timeout=30) == b"BANNER"
+
+
+def test_wrapping_a_socket_that_a_green_thread_waits_on_does_not_end_that_wait():
+    # The adoption of a socket osvrt already waits on: the file did not change
+    # (the registration is still the file's), so the wait goes on and is woken
+    # by its event, not ended as if the socket had been closed.
+    async def main():
+        a, b = socket.socketpair()
+        waiter = osvrt.spawn(osvrt.wait_readable, a, 5)
+        while waiter.state != "waiting":
+            await osvrt.yield_now()
+        stream = osvrt.net.sockets.Stream(a)     # adopted again
+        await stream.sendall(b"hi")              # a socket call on the number
+        b.send(b"x")
+        events = await waiter.join(timeout=5)
+        got = b.recv(2)
+        stream.close()
+        b.close()
+        return bool(events & select.EPOLLIN), got
+    with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
+        assert rt.submit(main).result(timeout=30) == (True, b"hi")

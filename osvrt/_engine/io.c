@@ -361,27 +361,44 @@ io_close_fd(WorkerObject *w, int fd, uint64_t upto)
 _Atomic uint32_t io_fd_epochs[IO_EPOCHS];
 
 /* fd is a file new to osvrt (just made, or just handed to it): whatever a
- * worker keeps for its number belongs to an earlier file. */
+ * worker keeps for its number may belong to an earlier file. */
 void
 io_fd_adopted(int fd)
 {
-    /* relaxed RMW: adopters of one number are ordered by the kernel (a
-     * number is reused only after a close), and the readers' ordering comes
-     * with the fd itself (io_fd_epoch). */
+    /* relaxed RMW: a bump need only be seen by later uses of the number, and
+     * that order comes with the fd itself (io_fd_epoch); the atomic add keeps
+     * two bumps of one number (an accept, then its Stream) from being lost. */
     if ((unsigned)fd < IO_EPOCHS)
         atomic_fetch_add_explicit(&io_fd_epochs[fd], 1, memory_order_relaxed);
 }
 
-/* A new file took fd's number since s was made (s->epoch != epoch): the
- * kernel's registration, if any, was the old file's (gone with it, or left
- * on a dup of it), so s forgets it (the next wait ADDs) and its cached
- * readiness, and the waits still in it, parked on the old file before it
- * was closed behind osvrt's back, end with ClosedResourceError instead of
- * waiting for an event that cannot come. */
+/* Is s's registration in w's epoll the current file's?  A MOD that keeps
+ * what is registered finds (file, fd) only if the file now at fd is the one
+ * registered: a socket handed to osvrt again (Stream(sock) of a socket
+ * already waited on).  ENOENT: the file changed (the registered one was
+ * closed, or lives on only as a dup elsewhere). */
+static int
+slot_same_file(WorkerObject *w, int fd, struct io_slot *s)
+{
+    struct epoll_event ev = {.data.u64 = (uint32_t)fd};
+    ev.events = s->et ? (uint32_t)s->et | EPOLLRDHUP | EPOLLET : s->armed | EPOLLONESHOT;
+    return epoll_ctl(w->cpu->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+
+/* fd's number was adopted since s was made (s->epoch != epoch).  If the file
+ * registered here is still the one at fd, nothing changed: s takes the epoch.
+ * Otherwise it was closed behind osvrt's back: the kernel's registration, if
+ * any, was the old file's (gone with it, or left on a dup of it), so s
+ * forgets it (the next wait ADDs) and its cached readiness, and the waits
+ * still in it, parked on the old file, end with ClosedResourceError instead
+ * of waiting for an event that cannot come.  One epoll_ctl, and only for a
+ * slot still registered: one closed through osvrt was dropped at its close. */
 int
 io_slot_renew(WorkerObject *w, int fd, struct io_slot *s, uint32_t epoch)
 {
     s->epoch = epoch;
+    if (s->registered && slot_same_file(w, fd, s))
+        return 0;
     s->registered = 0;
     s->armed = 0;
     s->et = 0;

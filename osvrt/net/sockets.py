@@ -239,6 +239,7 @@ async def _unix_backlog_wait(sock, address, timeout, what):
 
 
 async def _connect(sock, address, timeout, what):
+    _adopt(sock.fileno())            # before its first wait (Stream() adopts it again: harmless)
     try:
         err = sock.connect_ex(address)
         if err == errno.EAGAIN and sock.family == socket.AF_UNIX:
