@@ -12,6 +12,7 @@ import pytest
 import osvrt
 import osvrt.net
 from osvrt.net.protocol_server import _serve_one
+from osvrt.net.sockets import Stream
 
 
 def pair():
@@ -41,7 +42,7 @@ def _close_foreign_behind_back(sock, rt):
 
 def _close_from_other_cpu(sock, rt):
     async def close():
-        osvrt.net.sockets.Stream(sock).close()
+        Stream(sock).close()
     rt.submit(close, cpu=rt.cpus[0]).result(timeout=10)
 
 
@@ -155,7 +156,7 @@ def test_a_connection_that_always_has_data_still_reaches_a_trap():
     seen = {}
 
     async def main():
-        stream = osvrt.net.sockets.Stream(a)
+        stream = Stream(a)
         calls = 0
         try:
             for calls in range(1, 4001):
@@ -183,7 +184,7 @@ def test_a_thread_woken_while_a_connection_streams_runs_before_it_ends():
     order = []
 
     async def main():
-        stream = osvrt.net.sockets.Stream(a)
+        stream = Stream(a)
         ev = osvrt.Event()
         calls = 0
 
@@ -305,7 +306,7 @@ async def _registered_edge_triggered(stream, peer):
 
 def _stream_pair():
     a, b = socket.socketpair()
-    return osvrt.net.sockets.Stream(a), osvrt.net.sockets.Stream(b)
+    return Stream(a), Stream(b)
 
 
 def _hold_below(number):
@@ -318,6 +319,22 @@ def _hold_below(number):
         if s.fileno() == number:
             return held, s
         held.append(s)
+
+
+async def _parked_then_closed_behind_osvrts_back(method, *args):
+    """A green thread parked in method(stream, *args) on a Stream whose socket
+    is then closed behind osvrt's back: (that thread, the freed number, the
+    sockets that hold every lower free number), so the next fd made takes it."""
+    old, old_peer = _stream_pair()
+    number = old.fileno()
+    parked = osvrt.spawn(method, old, *args)
+    while parked.state != "waiting":
+        await osvrt.yield_now()
+    old.socket.close()                           # behind osvrt's back
+    old_peer.close()
+    held, on_number = _hold_below(number)
+    on_number.close()
+    return parked, number, held
 
 
 @pytest.mark.parametrize("how", ["wrapped", "accepted", "protocol-server-epoll"])
@@ -335,7 +352,7 @@ def test_a_socket_closed_behind_osvrts_back_leaves_no_armed_slot_for_its_number(
         on_number.close()                        # the next fd made takes number
         if how == "wrapped":                     # a socket handed to osvrt (Stream)
             a, peer = socket.socketpair()
-            new = osvrt.net.sockets.Stream(a)
+            new = Stream(a)
         elif how == "accepted":                  # a connection the engine accepted
             peer.connect(listener.address)
             new, _ = await listener.accept()
@@ -383,21 +400,9 @@ def test_a_wait_parked_on_a_socket_closed_behind_osvrts_back_ends_when_its_numbe
     # silently), and the new socket's recv on that number was refused with
     # BusyResourceError ("another green thread is already waiting").
     async def main():
-        old, old_peer = _stream_pair()
-        number = old.fileno()
-
-        async def read():
-            return await old.recv(16)
-        reader = osvrt.spawn(read)
-        while reader.state != "waiting":
-            await osvrt.yield_now()
-        old.socket.close()                       # behind osvrt's back
-        old_peer.close()
-
-        held, on_number = _hold_below(number)
-        on_number.close()
+        reader, number, held = await _parked_then_closed_behind_osvrts_back(Stream.recv, 16)
         a, peer = socket.socketpair()
-        new = osvrt.net.sockets.Stream(a)
+        new = Stream(a)
         assert new.fileno() == number
         peer.sendall(b"z")
         with osvrt.timeout(5):
@@ -425,18 +430,11 @@ def test_a_connect_on_the_number_of_a_socket_closed_behind_osvrts_back(stale):
             await conn.sendall(b"BANNER")
             return conn
 
-        old, old_peer = _stream_pair()
-        number = old.fileno()
         if stale == "reader":
-            parked = osvrt.spawn(old.recv, 16)
+            call = Stream.recv, 16
         else:
-            parked = osvrt.spawn(old.sendall, b"x" * (16 << 20))   # more than the buffers hold
-        while parked.state != "waiting":
-            await osvrt.yield_now()
-        old.socket.close()                       # behind osvrt's back
-        old_peer.close()
-        held, on_number = _hold_below(number)
-        on_number.close()
+            call = Stream.sendall, b"x" * (16 << 20)   # more than the buffers hold
+        parked, number, held = await _parked_then_closed_behind_osvrts_back(*call)
         server = osvrt.spawn(serve)
         new = await osvrt.net.open_tcp_stream(*listener.address, timeout=5)
         assert new.fileno() == number
@@ -461,7 +459,7 @@ def test_wrapping_a_socket_that_a_green_thread_waits_on_does_not_end_that_wait()
         waiter = osvrt.spawn(osvrt.wait_readable, a, 5)
         while waiter.state != "waiting":
             await osvrt.yield_now()
-        stream = osvrt.net.sockets.Stream(a)     # adopted again
+        stream = Stream(a)     # adopted again
         await stream.sendall(b"hi")              # a socket call on the number
         b.send(b"x")
         events = await waiter.join(timeout=5)
