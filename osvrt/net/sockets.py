@@ -60,14 +60,17 @@ class _Sock(AsyncClosing):
     __slots__ = ("socket", "_fd")
     _what = "socket"
 
-    def __init__(self, sock):
+    def __init__(self, sock, _adopted=False):
         sock.setblocking(False)
         self.socket = sock
         self._fd = sock.fileno()
         # A number osvrt may have seen before: its socket may have been closed
         # behind osvrt's back (os.close, stream.socket.close()), leaving a
         # worker's edge-triggered registration looking armed (io.c: epochs).
-        _adopt(self._fd)
+        # _adopted: the engine's accept or _connect did it already (a second
+        # bump would cost a connected socket's first call an epoll_ctl).
+        if not _adopted:
+            _adopt(self._fd)
 
     def fileno(self):
         return self._fd
@@ -159,7 +162,7 @@ class Listener(_Sock):
         conn = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return Stream(conn), addr
+        return Stream(conn, _adopted=True), addr
 
 
 class UdpSocket(_Sock):
@@ -239,7 +242,7 @@ async def _unix_backlog_wait(sock, address, timeout, what):
 
 
 async def _connect(sock, address, timeout, what):
-    _adopt(sock.fileno())            # before its first wait (Stream() adopts it again: harmless)
+    _adopt(sock.fileno())            # before its first wait (the Stream is made _adopted)
     try:
         err = sock.connect_ex(address)
         if err == errno.EAGAIN and sock.family == socket.AF_UNIX:
@@ -296,7 +299,7 @@ async def open_tcp_stream(host, port, *, timeout=None):
             last = e
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return Stream(sock)
+        return Stream(sock, _adopted=True)
     raise last if last is not None else OSError(f"no address for {host!r}")
 
 
@@ -344,7 +347,7 @@ async def open_unix_stream(path, *, timeout=None):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     await _connect(sock, path, timeout, repr(path))
-    return Stream(sock)
+    return Stream(sock, _adopted=True)
 
 
 async def unix_listen(path, *, backlog=128):
