@@ -373,10 +373,12 @@ struct io_slot *io_slot(WorkerObject *w, int fd);   /* grown to hold fd; NULL: M
  * dropped the registration with the file, but a slot still says "registered,
  * edge-triggered", and a new socket given that number would park on it and
  * never be woken.  So every fd that osvrt creates or is handed (accept, a
- * wrapped socket, the protocol server's epoll) bumps its number's epoch
- * (io_fd_adopted), and a slot made under an older epoch is renewed before it
- * is used (io_slot_fresh).  Numbers from IO_EPOCHS up have no epoch (always
- * 0): for them the old rule stands, close through osvrt (notify_closing). */
+ * connecting socket, a wrapped socket, the protocol server's epoll, the user
+ * stack's link) bumps its number's epoch (io_fd_adopted), and a slot made
+ * under an older epoch is renewed before it is used (io_slot_fresh;
+ * io_slot_renew asks the kernel whether the file really changed).  Numbers
+ * from IO_EPOCHS up have no epoch (always 0): for them the old rule stands,
+ * close through osvrt (notify_closing). */
 #define IO_EPOCHS (1 << 20)
 extern _Atomic uint32_t io_fd_epochs[IO_EPOCHS];   /* zero-filled .bss: touched pages only */
 void io_fd_adopted(int fd);
