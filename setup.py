@@ -95,9 +95,9 @@ setup(
         # the pinned anyio is the version whose tests/ it runs; sniffio for the
         # run with anyio_backend = "osvrt", as osvrt[anyio] has it)
         "peersuite": ["anyio==4.16.0", "sniffio>=1.3", "uvloop>=0.22.1", "pytest>=9",
-                      "pytest-mock>=3.14",
-                      "pytest-timeout>=2.4", "hypothesis>=4.18.2", "psutil>=5.9",
-                      "trustme>=1.0", "truststore>=0.9.1", "blockbuster>=1.5.29"],
+                      "pytest-mock>=3.14", "pytest-timeout>=2.4", "hypothesis>=4.18.2",
+                      "psutil>=5.9", "trustme>=1.0", "truststore>=0.9.1",
+                      "blockbuster>=1.5.29"],
         "plot": ["matplotlib>=3.5"],
         # `python -m osvrt bench`'s tables and progress bar (plain text without it)
         "bench": ["rich>=12"],

@@ -13,6 +13,7 @@ import osvrt
 import osvrt.net
 from osvrt.net.protocol_server import _serve_one
 from osvrt.net.sockets import Stream
+from support import queued
 
 
 def pair():
@@ -298,8 +299,7 @@ async def _registered_edge_triggered(stream, peer):
     async def read():
         return await stream.recv(16)
     t = osvrt.spawn(read)
-    while t.state != "waiting":
-        await osvrt.yield_now()
+    await queued(t)
     await peer.sendall(b"x")
     assert await t.join(timeout=5) == b"x"
 
@@ -328,8 +328,7 @@ async def _parked_then_closed_behind_osvrts_back(method, *args):
     old, old_peer = _stream_pair()
     number = old.fileno()
     parked = osvrt.spawn(method, old, *args)
-    while parked.state != "waiting":
-        await osvrt.yield_now()
+    await queued(parked)
     old.socket.close()                           # behind osvrt's back
     old_peer.close()
     held, on_number = _hold_below(number)
@@ -368,8 +367,7 @@ def test_a_socket_closed_behind_osvrts_back_leaves_no_armed_slot_for_its_number(
             # the number.  Its edge-triggered wait on the stale slot never
             # woke: the server never served.
             srv = osvrt.spawn(_serve_one, listener, _Echo)
-            while srv.state != "waiting":        # parked on its epoll
-                await osvrt.yield_now()
+            await queued(srv)        # parked on its epoll
             assert os.readlink(f"/proc/self/fd/{number}") == "anon_inode:[eventpoll]"
             c = await osvrt.net.open_tcp_stream(*listener.address)
             await c.sendall(b"y")
@@ -457,8 +455,7 @@ def test_wrapping_a_socket_that_a_green_thread_waits_on_does_not_end_that_wait()
     async def main():
         a, b = socket.socketpair()
         waiter = osvrt.spawn(osvrt.wait_readable, a, 5)
-        while waiter.state != "waiting":
-            await osvrt.yield_now()
+        await queued(waiter)
         stream = Stream(a)     # adopted again
         await stream.sendall(b"hi")              # a socket call on the number
         b.send(b"x")

@@ -392,7 +392,7 @@ static inline uint32_t io_fd_epoch(int fd)
            ? atomic_load_explicit(&io_fd_epochs[fd], memory_order_relaxed) : 0;
 }
 /* s, w's slot for fd, made fresh for the file that has the number now:
- * 0, or -1 with an error set (waking a stale waiter failed). */
+ * 0, or -1 with an error set (io_slot_renew's epoll_ctl or a wake failed). */
 static inline int io_slot_fresh(WorkerObject *w, int fd, struct io_slot *s)
 {
     uint32_t e = io_fd_epoch(fd);

@@ -375,14 +375,20 @@ io_fd_adopted(int fd)
 /* Is s's registration in w's epoll the current file's?  A MOD that keeps
  * what is registered finds (file, fd) only if the file now at fd is the one
  * registered: a socket handed to osvrt again (Stream(sock) of a socket
- * already waited on).  ENOENT: the file changed (the registered one was
- * closed, or lives on only as a dup elsewhere). */
+ * already waited on).  1: the same file; 0: it changed (ENOENT: the
+ * registered one was closed, or lives on only as a dup elsewhere; EBADF: the
+ * number is closed again); -1: another error, raised as OSError. */
 static int
 slot_same_file(WorkerObject *w, int fd, struct io_slot *s)
 {
     struct epoll_event ev = {.data.u64 = (uint32_t)fd};
     ev.events = s->et ? (uint32_t)s->et | EPOLLRDHUP | EPOLLET : s->armed | EPOLLONESHOT;
-    return epoll_ctl(w->cpu->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+    if (epoll_ctl(w->cpu->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+        return 1;
+    if (errno == ENOENT || errno == EBADF)
+        return 0;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
 }
 
 /* fd's number was adopted since s was made (s->epoch != epoch).  If the file
@@ -392,12 +398,16 @@ slot_same_file(WorkerObject *w, int fd, struct io_slot *s)
  * forgets it (the next wait ADDs) and its cached readiness, and the waits
  * still in it, parked on the old file, end with ClosedResourceError instead
  * of waiting for an event that cannot come.  One epoll_ctl, and only for a
- * slot still registered: one closed through osvrt was dropped at its close. */
+ * slot still registered: one closed through osvrt was dropped at its close.
+ * 0, or -1 with an error set (the epoll_ctl failed otherwise, or a wake did). */
 int
 io_slot_renew(WorkerObject *w, int fd, struct io_slot *s, uint32_t epoch)
 {
+    int same = s->registered ? slot_same_file(w, fd, s) : 0;
+    if (same < 0)
+        return -1;               /* s keeps its old epoch: the next use asks again */
     s->epoch = epoch;
-    if (s->registered && slot_same_file(w, fd, s))
+    if (same)
         return 0;
     s->registered = 0;
     s->armed = 0;
