@@ -242,6 +242,7 @@ int64_t osvrt_tcp_recv(struct osvrt_tcp_stack *s, int32_t id, uint8_t *buf, uint
 int osvrt_tcp_shutdown_write(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
 int osvrt_tcp_close(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
 int osvrt_tcp_abort(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
+int32_t osvrt_tcp_abort_all(struct osvrt_tcp_stack *s, int64_t now_ns);
 int osvrt_tcp_state(const struct osvrt_tcp_stack *s, int32_t id);
 int osvrt_tcp_conn_info(const struct osvrt_tcp_stack *s, int32_t id,
                         struct osvrt_tcp_conn_info *out);

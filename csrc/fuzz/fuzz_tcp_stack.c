@@ -244,6 +244,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t size)
             i++;
             break;
         case 7:
+            if (arg == 0xfe) {                          /* the server's stack closes: abort_all */
+                int32_t owed = INT32_MAX, left;
+                while ((left = osvrt_tcp_abort_all(F.st[1], F.now)) > 0) {
+                    FUZZ_CHECK(left < owed);            /* each call frees some: it ends */
+                    owed = left;
+                    flush();                            /* the RSTs leave: room for the rest */
+                }
+                FUZZ_CHECK(left == 0);
+                for (int k = 0; k < NCONN; k++)
+                    if (F.conns[k].id >= 0 && F.conns[k].side == 1) {
+                        FUZZ_CHECK(osvrt_tcp_state(F.st[1], F.conns[k].id) == -EBADF);
+                        forget(&F.conns[k]);
+                    }
+                FUZZ_CHECK(osvrt_tcp_state(F.st[1], F.listener) == -EBADF);
+                F.listener = osvrt_tcp_listen(F.st[1], 80, 2);
+                FUZZ_CHECK(F.listener >= 0);
+                i++;
+                break;
+            }
             if (arg == 0xff) {                          /* close the listener (resets its queue) */
                 FUZZ_CHECK(osvrt_tcp_close(F.st[1], F.listener, F.now) == 0);
                 F.listener = osvrt_tcp_listen(F.st[1], 80, 2);

@@ -742,8 +742,62 @@ static void test_pingpong_one_segment_per_reply(void)
     pair_free(&p);
 }
 
+/* abort_all (a stack that closes): a RST to every connection the peer
+ * knows, released ones still closing (orphans) and unaccepted ones
+ * included, more of them than the control ring holds (the caller drains
+ * the ring between calls); then nothing is left, listeners included. */
+static void test_abort_all(void)
+{
+    enum { N = 100 };               /* more than the control ring's 64 */
+    struct osvrt_tcp_config cfg;
+    osvrt_tcp_config_init(&cfg);
+    cfg.max_conns = 2 * N;          /* the pair's default is 64 */
+    struct pair p;
+    pair_init(&p, &cfg, &cfg);
+    static int32_t c[N + 1], s[N];
+    for (int i = 0; i < N; i++)
+        pair_connect(&p, 80, &c[i], &s[i]);
+    CHECK_EQ(osvrt_tcp_close(p.st[1], s[0], p.now), 0);     /* an orphan ... */
+    c[N] = osvrt_tcp_connect(p.st[0], ADDR_S, 80, 0, p.now);  /* ... and one not accepted */
+    CHECK(c[N] >= 0);
+    struct osvrt_tcp_stats st;
+    for (int i = 0; i < 20; i++) {  /* not longer: an idle step jumps to the orphan's timeout */
+        pair_step(&p);
+        st = pair_stats(&p, 1);
+        if (st.conns[OSVRT_TCP_FIN_WAIT_2] && st.conns[OSVRT_TCP_ESTABLISHED] == N)
+            break;
+    }
+    CHECK_EQ(st.conns[OSVRT_TCP_FIN_WAIT_2], 1);
+    CHECK_EQ(st.conns[OSVRT_TCP_ESTABLISHED], N);
+    int32_t left = osvrt_tcp_abort_all(p.st[1], p.now);
+    CHECK(left > 0);                /* the ring filled */
+    while (left) {
+        pair_flush(&p);             /* what the stack's pump() does: the RSTs leave */
+        int32_t owed = left;
+        left = osvrt_tcp_abort_all(p.st[1], p.now);
+        CHECK(left < owed);
+    }
+    st = pair_stats(&p, 1);
+    CHECK_EQ(st.rsts_out, N + 1);
+    CHECK_EQ(st.ctl_overflow, 0);
+    for (int i = 0; i < OSVRT_TCP_NSTATES; i++)
+        CHECK_EQ(st.conns[i], 0);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], s[1]), -EBADF);
+    CHECK_EQ(osvrt_tcp_state(p.st[1], p.lid[0]), -EBADF);
+    for (int i = 0; i < 20; i++)
+        pair_step(&p);
+    CHECK_EQ(pair_stats(&p, 0).rsts_in, N + 1);
+    uint8_t b[16];
+    for (int i = 1; i <= N; i++)
+        CHECK_EQ(osvrt_tcp_recv(p.st[0], c[i], b, sizeof b, p.now), -ECONNRESET);
+    CHECK_EQ(osvrt_tcp_state(p.st[0], c[0]), OSVRT_TCP_CLOSED);
+    CHECK_EQ(osvrt_tcp_abort_all(p.st[1], p.now), 0);      /* nothing left: a no-op */
+    pair_free(&p);
+}
+
 int main(void)
 {
+    test_abort_all();
     test_pingpong_one_segment_per_reply();
     test_simultaneous_open();
     test_demux_then_input_conn();

@@ -1737,6 +1737,13 @@ int osvrt_tcp_shutdown_write(struct osvrt_tcp_stack *s, int32_t id, int64_t now_
     return 0;
 }
 
+/* Does the peer know the connection (so that dropping it owes a RST)? */
+static int needs_rst(const struct tcb *c)
+{
+    return c->state != OSVRT_TCP_CLOSED && c->state != OSVRT_TCP_LISTEN
+        && c->state != OSVRT_TCP_SYN_SENT && c->state != OSVRT_TCP_TIME_WAIT;
+}
+
 /* RST now, if the peer knows the connection; then free.  Every RST of ours
  * is stamped as a pure ACK is (ack_seq): a peer takes a RST at once only at
  * exactly its RCV.NXT and drops one left of its window without a word (RFC
@@ -1744,8 +1751,7 @@ int osvrt_tcp_shutdown_write(struct osvrt_tcp_stack *s, int32_t id, int64_t now_
  * peer got the data, so a RST stamped snd_nxt would leave it open. */
 static void reset_and_free(struct osvrt_tcp_stack *s, struct tcb *c)
 {
-    if (c->state != OSVRT_TCP_CLOSED && c->state != OSVRT_TCP_LISTEN
-        && c->state != OSVRT_TCP_SYN_SENT && c->state != OSVRT_TCP_TIME_WAIT) {
+    if (needs_rst(c)) {
         ctl_push(s, c->laddr, c->raddr, c->lport, c->rport, ack_seq(c), c->rcv_nxt,
                  OSVRT_TH_RST | OSVRT_TH_ACK);
         s->stats.rsts_out++;
@@ -1773,6 +1779,29 @@ int osvrt_tcp_abort(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns)
         close_listener(s, c);
     else
         reset_and_free(s, c);
+    return 0;
+}
+
+int32_t osvrt_tcp_abort_all(struct osvrt_tcp_stack *s, int64_t now_ns)
+{
+    (void)now_ns;
+    int32_t left = 0;
+    /* Connections first, listeners after: slot_free of an unaccepted child
+     * updates its listener's queue, so the listener must still be there. */
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        struct tcb *c = &s->c[i];
+        if (!c->used || c->state == OSVRT_TCP_LISTEN)
+            continue;
+        if (needs_rst(c) && s->ctl_len == CTL_RING)
+            left++;                     /* no room for its RST: the next call, after output() */
+        else
+            reset_and_free(s, c);
+    }
+    if (left)
+        return left;
+    for (uint32_t i = 0; i < s->nslots; i++)
+        if (s->c[i].used)               /* only listeners are left, each with no child */
+            slot_free(s, &s->c[i]);
     return 0;
 }
 

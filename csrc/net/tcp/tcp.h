@@ -358,6 +358,15 @@ int osvrt_tcp_close(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
  * synchronized.  Returns 0 or -EBADF. */
 int osvrt_tcp_abort(struct osvrt_tcp_stack *s, int32_t id, int64_t now_ns);
 
+/* Abort every connection, orphans and unaccepted ones included, as abort()
+ * does (a RST to each synchronized peer), then free the listeners: what a
+ * stack that closes does, so that no peer keeps a connection that no longer
+ * exists here.  The RSTs wait in the control ring for output(); when it is
+ * full, the connections still owed one are left: returns how many, 0 once
+ * none is left (call it again after output() drained the ring).  Every id
+ * is invalid once it returns 0. */
+int32_t osvrt_tcp_abort_all(struct osvrt_tcp_stack *s, int64_t now_ns);
+
 /* The state (enum osvrt_tcp_state) or -EBADF. */
 int osvrt_tcp_state(const struct osvrt_tcp_stack *s, int32_t id);
 

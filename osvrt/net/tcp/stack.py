@@ -38,6 +38,7 @@ from collections import deque
 from ..._core import ffi, lib
 from ... import _engine, kernel
 from ...kernel import sleep
+from ...checks import check_number
 from ...readiness import ClosedResourceError
 from ...thread import Cancelled
 from ...sync import Event
@@ -62,6 +63,11 @@ _EPOLLIN_ET = select.EPOLLIN | select.EPOLLET   # the link's wait: edge-triggere
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
+# States in which a connection still has data or a FIN of ours that the peer
+# has not acknowledged (FIN_WAIT_2 and TIME_WAIT: the peer has it all).
+_UNFINISHED = (lib.OSVRT_TCP_SYN_SENT, lib.OSVRT_TCP_SYN_RECEIVED, lib.OSVRT_TCP_ESTABLISHED,
+               lib.OSVRT_TCP_FIN_WAIT_1, lib.OSVRT_TCP_CLOSE_WAIT, lib.OSVRT_TCP_CLOSING,
+               lib.OSVRT_TCP_LAST_ACK)
 _TCP_STATS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits", "rto_expiries",
               "fast_retransmits", "dup_acks", "ooo_segments", "dup_segments",
               "zero_window_probes", "keepalive_probes", "delayed_acks", "challenge_acks",
@@ -76,6 +82,7 @@ LINK_DROPS = ("eth_short", "ethertype", "ip_short", "ip_version", "ip_header_len
 # in again, so the stack closes rather than retransmit into the void.
 FD_GONE = frozenset({errno.EBADF, errno.ENOTSOCK})
 RX_ERROR_PAUSE_S = 0.01    # after a receive error, before the next read (no busy loop)
+LINGER_POLL_S = 0.005      # how often aclose(linger=...) looks whether its closes finished
 
 
 # The C link's counters (struct osvrt_tcp_link_stats) under the names the
@@ -213,6 +220,7 @@ class UserStack:
         self._kick = Event()                   # the timer thread: a deadline moved earlier
         self._deferred = deque()               # closes asked for from another CPU / OS thread
         self._threads = []
+        self._closing = None                   # aclose(linger=...) under way: set when done
         self._drop_names = _drop_names()
         self.handed = set()                    # connections whose inbox is not empty
         # poll, recv and send: each one engine call that reads the clock
@@ -243,17 +251,41 @@ class UserStack:
                          cpu=self.cpu),
         ]
 
-    async def aclose(self):
-        """Reset every connection (a RST to each synchronized peer), stop the
-        stack's threads and close its link.  Streams and listeners of the
-        stack raise ClosedResourceError afterwards.  Idempotent."""
+    async def aclose(self, *, linger=0):
+        """Close the stack: reset what is left of its connections (a RST to
+        each synchronized peer, connections already released and still
+        finishing their close included), stop its green threads and close
+        its link.  Its streams and listeners raise ClosedResourceError
+        afterwards.  Idempotent; a second call while the first lingers
+        waits for it.
+
+        linger: seconds to close gracefully first, as the kernel closes the
+        sockets of a process that exits.  Every stream and listener still
+        open is closed as close() does (a stream's queued data, then its
+        FIN), new connections are refused, and aclose waits until no
+        connection has data or a FIN of ours left unacknowledged, or until
+        `linger` seconds passed (a warning then names the connections left,
+        by state); only then does it reset.  0, the default: reset at once."""
+        check_number("linger", linger, 0, allow_equal=True)
         if self.closed:
             return
         await self.on_cpu()
         if self.closed:
             return
-        self._reset_all()
-        self._shut()
+        if self._closing is not None:
+            await self._closing.wait()
+            return
+        self._closing = Event()
+        try:
+            if linger:
+                await self._linger(linger)
+        finally:
+            # Also when the linger is cancelled: no await from here to _shut,
+            # so the stack closes before the cancel goes on.
+            if not self.closed:
+                self._reset_all()
+                self._shut()
+            self._closing.set()
         me = kernel.current()
         for t in self._threads:
             if t is not me:
@@ -265,16 +297,49 @@ class UserStack:
                 except BaseException:      # Cancelled: what we asked for
                     pass
 
+    async def _linger(self, seconds):
+        """aclose's graceful part: close what is open, then wait (up to
+        `seconds`) until nothing of ours is unacknowledged."""
+        for c in list(self.conns.values()):
+            self.release(c)                    # here(): at once, no defer
+        deadline = _now() + int(seconds * 1e9)
+        while (left := self._unfinished()) and not self.closed:
+            wait_ns = deadline - _now()
+            if wait_ns <= 0:
+                log.warning("osvrt.net: %r: the linger of %s s ran out with %s still sending; "
+                            "resetting them", self, seconds,
+                            ", ".join(f"{n} in {STATE_NAMES[st]}" for st, n in left.items()))
+                return
+            # Released connections are orphans, which raise no events (tcp.h):
+            # look again after a while; the link and timer threads run
+            # their retransmissions meanwhile.
+            await sleep(min(wait_ns / 1e9, LINGER_POLL_S))
+
+    def _unfinished(self):
+        """{state: count} of the connections whose data or FIN the peer has
+        not acknowledged yet (those a reset would cut short)."""
+        s = self._cstats
+        lib.osvrt_tcp_get_stats(self.engine, s)
+        return {st: s.conns[st] for st in _UNFINISHED if s.conns[st]}
+
     def _reset_all(self):
         """Abort every connection: a RST to each synchronized peer, sent now,
         so that no peer is left holding a connection that no longer exists
-        here (it would learn only when it next sent, or never)."""
+        here (it would learn only when it next sent, or never).  Released
+        connections still closing (orphans) too, and more of them than the
+        engine's control ring holds: its RSTs go out a ring at a time."""
         now = _now()
         self.handed.clear()
         lib.osvrt_tcp_link_discard(self.clink)
-        for c in list(self.conns.values()):
+        for c in self.conns.values():
             c.inbox = False
-            lib.osvrt_tcp_abort(self.engine, c.id, now)
+        left = lib.osvrt_tcp_abort_all(self.engine, now)
+        while left:
+            self.pump(now)                     # sends the RSTs queued so far: room for more
+            owed, left = left, lib.osvrt_tcp_abort_all(self.engine, now)
+            if left >= owed:                   # the ring did not drain (never seen): give up
+                log.error("osvrt.net: %r: %d connections closed without their RST", self, left)
+                break
         self.pump(now)
 
     def _shut(self, link_action="close"):
@@ -746,6 +811,8 @@ class UserStack:
         if self.closed:
             why = f": {self.failure}" if self.failure else ""
             raise ClosedResourceError(errno.EBADF, f"{self!r} was closed{why}")
+        if self._closing is not None:
+            raise ClosedResourceError(errno.EBADF, f"{self!r} is closing")
 
     def release(self, c, abort=False):
         """The application let go of connection or listener c (any thread)."""
