@@ -590,6 +590,15 @@ static uint32_t ack_seq(const struct tcb *c)
     return osvrt_seq_le(c->snd_max, edge) ? c->snd_max : edge;
 }
 
+/* Keep-alive: an old byte's sequence, no data (RFC 1122 4.2.3.6); the peer answers
+ * with an ACK, which restarts the keep-alive timer. */
+static uint32_t keepalive_probe(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *buf)
+{
+    c->keep_probe = 0;
+    s->stats.keepalive_probes++;
+    return emit(s, c, buf, c->snd_una - 1, 0, 0, 0);
+}
+
 /* One segment of c into buf, or 0 when c has nothing to send now. */
 static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *buf, uint32_t cap,
                             int64_t now)
@@ -602,6 +611,8 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
         return n;
     }
     if (!can_send_data(c)) {
+        if (c->keep_probe && c->state == OSVRT_TCP_FIN_WAIT_2)
+            return keepalive_probe(s, c, buf);      /* a half-closed peer is probed too */
         if (c->ack_now && c->state != OSVRT_TCP_SYN_SENT && c->state != OSVRT_TCP_CLOSED)
             return emit(s, c, buf, c->snd_nxt, 0, 0, 0);
         return 0;
@@ -629,6 +640,12 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
         s->stats.zero_window_probes++;
         uint32_t len = emit(s, c, buf, c->snd_nxt, 0, off, 1);
         sent(s, c, c->snd_nxt, c->snd_nxt + 1, now);
+        /* The peer drops the probe's byte while its window is 0 (3.10.7.4) and
+         * acknowledges snd_una: keep snd_nxt there, so that the byte is sent
+         * again with the data once the window opens (as BSD rewinds it), not
+         * left as a hole that only a backed-off RTO would fill.  snd_max keeps
+         * it: an ACK of the byte (the window opened in time) is still valid. */
+        c->snd_nxt = c->snd_una;
         return len;
     }
     int forced = c->probe;              /* the persist timer fired: send what the window allows */
@@ -637,9 +654,13 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
     n = n < mss ? n : mss;
     /* Sender silly window avoidance (RFC 9293 3.8.6.2.1): a segment cut short by a
      * window waits for the window to open by a full segment, or for the override
-     * timeout (the persist timer: then `forced`). */
+     * timeout (the persist timer: then `forced`).  Never a retransmission (snd_nxt
+     * behind snd_max, as BSD's tcp_output): after an RTO the RTO timer is off until
+     * something is sent, and the persist timer runs only with nothing in flight, so
+     * a held resend would leave the connection with data outstanding and no timer. */
     int held = 0;
-    if (n && n < mss && n < avail && n < c->max_snd_wnd / 2 && !forced) {
+    if (n && n < mss && n < avail && n < c->max_snd_wnd / 2 && !forced
+        && !osvrt_seq_lt(c->snd_nxt, c->snd_max)) {
         n = 0;
         held = 1;
     }
@@ -662,11 +683,8 @@ static uint32_t conn_output(struct osvrt_tcp_stack *s, struct tcb *c, uint8_t *b
     if (avail && (c->snd_wnd == 0 || held) && c->snd_max == c->snd_una
         && c->t[T_PERSIST] == INT64_MAX && c->t[T_REXMT] == INT64_MAX)
         timer_set(s, c, T_PERSIST, now + c->rto);
-    if (c->keep_probe) {                /* keep-alive: an old byte's sequence, no data (RFC 1122 4.2.3.6) */
-        c->keep_probe = 0;
-        s->stats.keepalive_probes++;
-        return emit(s, c, buf, c->snd_una - 1, 0, 0, 0);
-    }
+    if (c->keep_probe)
+        return keepalive_probe(s, c, buf);
     if (c->ack_now)
         return emit(s, c, buf, ack_seq(c), 0, 0, 0);
     return 0;
@@ -841,6 +859,11 @@ static int syn_sent_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct
         rtt_sample(s, c, now - c->rtt_start);
     }
     c->snd_una = g->ack;
+    /* An RTO may have rewound snd_nxt to the ISS just before this SYN-ACK
+     * came in (before output() ran): the SYN is acknowledged now, so the next
+     * byte is the first of the data, not the SYN's sequence number again. */
+    if (osvrt_seq_lt(c->snd_nxt, c->snd_una))
+        c->snd_nxt = c->snd_una;
     c->retries = 0;
     set_state(s, c, OSVRT_TCP_ESTABLISHED);
     timer_set(s, c, T_REXMT, INT64_MAX);
