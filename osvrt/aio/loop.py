@@ -38,6 +38,8 @@ import selectors
 import signal
 import sys
 import threading
+import time
+import warnings
 import weakref
 from asyncio import base_events, constants, events, format_helpers, sslproto, unix_events
 from typing import Any
@@ -45,6 +47,7 @@ from typing import Any
 from .. import _engine, kernel
 from ..offload import to_thread
 from ..runtime import Runtime, spawn
+from .offloads import Offloads
 from .transport import SocketTransport
 
 __all__ = ["OsvrtEventLoop", "new_event_loop"]
@@ -220,6 +223,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             cpu = self._rt.loop_cpu
         self._pin_cpu = cpu
         self._wakeup_kept = False          # our self-pipe is the signal wakeup fd (a run)
+        self._offloads = Offloads(self)    # run_in_executor(None, ...) calls not over yet
 
     @property
     def _idle_ticket(self):
@@ -448,6 +452,33 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             self._write_to_self()
         return handle
 
+    def call_at(self, when, callback, *args, context=None):
+        # asyncio's call_at (the same in 3.11-3.13; inline: a super() call
+        # would be one more frame per timer), and one more step.
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        timer = events.TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        heapq.heappush(self._scheduled, timer)
+        timer._scheduled = True
+        if self._core.idle_ticket is not None:
+            # From a green thread beside the parked loop (osvrt.spawn): the
+            # park's timeout was the earliest timer when it began; wake the
+            # loop, so that it parks again with this one counted.
+            self._write_to_self()
+        return timer
+
+    def stop(self):
+        super().stop()
+        # From a green thread beside the parked loop: it would see _stopping
+        # only at its next event.  (A no-op while the loop runs.)
+        self._write_to_self()
+
     def _run_once(self):
         """One turn: asyncio's BaseEventLoop._run_once without what this loop
         does elsewhere (the wait: _idle) or never (a blocking select), so a
@@ -570,25 +601,49 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
 
     def run_in_executor(self, executor, func, *args):
         self._check_closed()
-        if executor is not None or self._default_executor is not None or self._green is None:
+        if (executor is not None or self._default_executor is not None or self._green is None
+                or threading.get_ident() != self._thread_id):
+            # Not the default executor, or not the running loop's OS thread
+            # (another thread may call it on asyncio's loop: the executor's
+            # future wakes the loop thread-safely): asyncio's own.
             return super().run_in_executor(executor, func, *args)
+        self._check_default_executor()       # RuntimeError after shutdown_default_executor()
         if self._debug:
             self._check_callback(func, "run_in_executor")
         fut = self.create_future()
-        t = spawn(self._offload, fut, func, args, name="osvrt-asyncio-executor",
-                  cpu=self._helper_cpu)
+        job = self._offloads.new(func, args)
+        t = spawn(self._offload, fut, job, name="osvrt-asyncio-executor", cpu=self._helper_cpu)
         fut.add_done_callback(lambda f: t.cancel() if f.cancelled() else None)
         return fut
 
-    async def _offload(self, fut, func, args):
+    async def _offload(self, fut, job):
         try:
-            result = await to_thread(func, *args)
+            result = await to_thread(job)
         except kernel_cancelled():       # fut was cancelled: nothing to set
+            if job.abandon():
+                self._offloads.ended(job)
             return
         except BaseException as e:
+            self._offloads.ended(job)
             self._settle(fut, None, e)
             return
+        self._offloads.ended(job)
         self._settle(fut, result, None)
+
+    async def shutdown_default_executor(self, timeout=None):
+        """asyncio's, which waits for its default executor's threads, and
+        then the same for the calls run_in_executor(None, ...) runs on the
+        runtime's offload pool, within the same timeout (seconds; None:
+        none).  run_in_executor(None, ...) raises RuntimeError afterwards."""
+        start = time.monotonic()
+        if sys.version_info >= (3, 12):
+            await super().shutdown_default_executor(timeout)
+        else:                                # 3.11's takes no timeout
+            await super().shutdown_default_executor()
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        if not await self._offloads.wait(left):
+            warnings.warn(f"The executor did not finish joining its threads within {timeout} "
+                          "seconds.", RuntimeWarning, stacklevel=2)
 
     def _settle(self, fut, result, exc):
         """From a green thread beside the loop thread (same worker): complete
@@ -627,6 +682,14 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         """Runtime.stop() needs the worker to run its green threads' cleanup,
         and the worker runs only on a thread that runs it: stop from a helper
         thread while this one runs the worker until stop() ends its loop."""
+        if kernel.current_worker() is not None:
+            # This thread runs a worker already: close() from a task of
+            # another osvrt loop, or asyncio's __del__ closing an unclosed
+            # loop in a GC pass that ran here.  The loop's worker cannot run
+            # nested in it (the nested run would leave this thread with no
+            # current worker, and the running loop would never resume): do
+            # the same on an OS thread of its own, and wait for it.
+            return _on_own_thread(OsvrtEventLoop._stop_runtime, rt, at_exit)
         w = rt.loop_worker
         w.stop_requested = False          # before the helper can set it
         failed = []
@@ -691,6 +754,22 @@ def _stop_unclosed_runtimes():
     for loop in list(_unclosed):
         if not loop.is_running():
             loop._release_runtime(at_exit=True)
+
+
+def _on_own_thread(fn, *args):
+    """fn(*args) on a new OS thread; its exception raised here."""
+    failed = []
+
+    def run():
+        try:
+            fn(*args)
+        except BaseException as e:    # re-raised below
+            failed.append(e)
+    t = threading.Thread(target=run, name="osvrt-asyncio-close")
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
 
 
 def _reraise(exc):

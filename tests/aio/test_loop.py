@@ -514,6 +514,93 @@ def test_shutdown_asyncgens_and_default_executor():
     assert closed == [True]
 
 
+def test_shutdown_default_executor_waits_for_offloaded_calls():
+    """A call left running when main() returns (fire and forget) finishes
+    before the Runner closes the loop, as on asyncio (close() would abandon
+    it); one whose future was cancelled while it ran is waited for too; and
+    afterwards run_in_executor(None, ...) is refused."""
+    done = []
+
+    def job(tag, secs):
+        time.sleep(secs)
+        done.append(tag)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, job, "left running", 0.3)
+        cancelled = loop.run_in_executor(None, job, "cancelled while running", 0.3)
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        await loop.shutdown_default_executor()
+        assert sorted(done) == ["cancelled while running", "left running"]
+        with pytest.raises(RuntimeError, match="shutdown"):
+            loop.run_in_executor(None, job, "too late", 0)
+        return True
+
+    assert run(main)
+
+
+def test_run_in_executor_from_another_os_thread():
+    """Not thread-safe by asyncio's letter, but it works on asyncio's loop
+    (the executor's future wakes the loop thread-safely): on ours too."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        box = {}
+        th = threading.Thread(target=lambda: box.setdefault(
+            "f", loop.run_in_executor(None, lambda: 42)))
+        th.start()
+        th.join()
+        return await box["f"]
+
+    assert run(main) == 42
+
+
+@pytest.mark.parametrize("what", ["call_later", "stop"])
+def test_a_green_thread_beside_the_parked_loop_schedules_a_timer_or_stops_it(what):
+    """call_later (an earlier deadline than the park's) and stop() from a
+    green thread beside the parked loop wake it; before, the loop slept on
+    until its next event (here a fallback timer 10 s later)."""
+    loop = osvrt.new_event_loop()
+    fired = []
+
+    def start():
+        async def green():
+            await osvrt.sleep(0.05)              # the loop is parked by now
+            if what == "stop":
+                loop.stop()
+            else:
+                loop.call_later(0.05, lambda: (fired.append(True), loop.stop()))
+        osvrt.spawn(green)
+    loop.call_soon(start)
+    late = []                                   # the park's timeout: a fallback
+    fallback = loop.call_later(10, lambda: (late.append(True), loop.stop()))
+    try:
+        loop.run_forever()
+    finally:
+        fallback.cancel()
+        loop.close()
+    assert late == [], f"the green thread's {what} did not wake the parked loop"
+    assert fired == ([True] if what == "call_later" else [])
+
+
+def test_closing_a_loop_from_inside_another_running_loop():
+    """close() of a finished osvrt loop from a task of another osvrt loop
+    (or asyncio's __del__ closing an unclosed one in a GC pass there): the
+    running loop goes on.  Before, the closed loop's worker ran nested on
+    this thread and left it with no current worker: the loop never resumed."""
+    other = osvrt.new_event_loop()
+    other.run_until_complete(asyncio.sleep(0))
+
+    async def main():
+        other.close()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        return other.is_closed()
+
+    assert run(main)
+
+
 def test_close_stops_the_runtime_and_its_worker():
     loop = osvrt.new_event_loop()
     loop.run_until_complete(asyncio.sleep(0.01))
