@@ -1,7 +1,13 @@
 """ARP for one stack (RFC 826): answer requests for our address, learn the
-senders that ask us, resolve next hops with a small cache, retry a request
-every RETRY_S up to TRIES times, and hold the packets that wait for an
-answer (at most QUEUE per address; dropped and counted when no answer came).
+senders on our link's subnet that ask us, resolve next hops with a bounded
+cache, retry a request every RETRY_S up to TRIES times, and hold the packets
+that wait for an answer (at most QUEUE per address and PENDING addresses;
+dropped and counted when no answer came, or no room was left).
+
+Bounded because the other side of the link chooses what we see: every
+sender address of a request, every source of an echo request is one it
+picked.  A packet for an address off the subnet is dropped and counted: the
+stack has no router, so no ARP answer could come for it.
 
 State owner: the stack's worker (every call comes from a green thread of
 the stack's CPU), so the cache is a plain dict.  Time is the stack's
@@ -13,6 +19,8 @@ RETRY_NS = 1_000_000_000        # a request every second (as Linux's default ret
 TRIES = 3                       # then the address is unreachable (Linux: mcast_solicit 3)
 QUEUE = 64                      # packets held per unresolved address
 LIFETIME_NS = 300 * 1_000_000_000   # an entry is trusted this long after it was last confirmed
+CACHE = 1024                    # entries at most: then the expired, then the oldest, go
+PENDING = 256                   # unresolved addresses with packets held, at most
 NEVER = (1 << 63) - 1
 
 
@@ -32,17 +40,23 @@ class Arp:
     when given, is told every entry made or confirmed (the C link's copy of
     the next hops follows the cache through it)."""
 
-    def __init__(self, mac, ip, send_frame, unreachable, learned=None):
+    def __init__(self, mac, ip, send_frame, unreachable, learned=None, *,
+                 on_link=lambda ip: True, deadline_moved=lambda: None):
         self.mac = mac
         self.ip = ip
         self._send = send_frame
         self._unreachable = unreachable
         self._learned = learned
-        self.cache = {}                 # ip bytes -> (mac, confirmed_ns)
+        self._on_link = on_link          # on_link(ip bytes): on our subnet
+        # Told when a request goes out for a new address: its retry is a
+        # deadline the owner's timer may not be sleeping towards yet.
+        self._deadline_moved = deadline_moved
+        self.cache = {}                 # ip bytes -> (mac, confirmed_ns), oldest first
         self._pending = {}              # ip bytes -> _Pending
         self.counters = {"requests_in": 0, "replies_out": 0, "requests_out": 0,
                          "replies_in": 0, "announcements": 0, "unresolved_drops": 0,
-                         "queue_full_drops": 0, "ignored": 0, "malformed": 0}
+                         "queue_full_drops": 0, "pending_full_drops": 0,
+                         "off_link_drops": 0, "ignored": 0, "malformed": 0}
 
     # ---- input ----
 
@@ -56,8 +70,9 @@ class Arp:
         if spa == self.ip and sha != self.mac:
             c["ignored"] += 1                  # someone else claims our address: not learned
             return
-        # RFC 826's merge: refresh a sender we know; add it if the packet is for us.
-        if spa != b"\0\0\0\0" and (spa in self.cache or tpa == self.ip):
+        # RFC 826's merge: refresh a sender we know; add it if the packet is
+        # for us, and it is on our subnet (where a next hop can be).
+        if spa != b"\0\0\0\0" and (spa in self.cache or (tpa == self.ip and self._on_link(spa))):
             self._learn(spa, sha, now_ns)
         if tpa != self.ip:
             c["ignored"] += 1
@@ -71,13 +86,24 @@ class Arp:
             c["replies_in"] += 1
 
     def _learn(self, ip, mac, now_ns):
-        self.cache[ip] = (mac, now_ns)
+        cache = self.cache
+        if cache.pop(ip, None) is None and len(cache) >= CACHE:
+            self._make_room(now_ns)
+        cache[ip] = (mac, now_ns)       # (re)inserted: the dict stays oldest-confirmed first
         if self._learned is not None:
             self._learned(ip, mac, now_ns + LIFETIME_NS)
         p = self._pending.pop(ip, None)
         if p is not None:
             for packet in p.packets:
                 self._send(wire.ethernet(mac, self.mac, wire.ETH_P_IP, packet))
+
+    def _make_room(self, now_ns):
+        """Drop the expired entries, or else the oldest-confirmed one."""
+        cache = self.cache
+        for ip in [ip for ip, (_mac, at) in cache.items() if now_ns - at >= LIFETIME_NS]:
+            del cache[ip]
+        if len(cache) >= CACHE:
+            del cache[next(iter(cache))]
 
     # ---- output ----
 
@@ -96,6 +122,12 @@ class Arp:
         """Keep packet (bytes) until ip resolves; send a request if none is out."""
         p = self._pending.get(ip)
         if p is None:
+            if not self._on_link(ip):
+                self.counters["off_link_drops"] += 1
+                return
+            if len(self._pending) >= PENDING:
+                self.counters["pending_full_drops"] += 1
+                return
             p = self._pending[ip] = _Pending()
         if len(p.packets) >= QUEUE:
             p.packets.pop(0)
@@ -103,6 +135,7 @@ class Arp:
         p.packets.append(packet)
         if p.tries == 0:
             self._request(ip, p, now_ns)
+            self._deadline_moved()
 
     def _request(self, ip, p, now_ns):
         p.tries += 1

@@ -40,7 +40,7 @@ from ... import _engine, kernel
 from ...kernel import sleep
 from ...checks import check_number
 from ...readiness import ClosedResourceError
-from ...thread import Cancelled
+from ...thread import Cancelled, pin_in_place
 from ...sync import Event
 from . import wire
 from .arp import Arp
@@ -160,6 +160,8 @@ class UserStack:
         self._ip = iface.ip.packed
         self._ip_int = int(iface.ip)
         self._net = iface.network
+        self._mask = int(iface.network.netmask)
+        self._net_int = int(iface.network.network_address)
         self.closed = False
         # Why the stack closed itself (its link failed), named in the errors
         # of the green threads it woke; None when it was closed by aclose or
@@ -215,9 +217,9 @@ class UserStack:
         self._cstats = ffi.new("struct osvrt_tcp_stats *")
         self.info_buf = ffi.new("struct osvrt_tcp_conn_info *")
         self.conns = {}                       # id -> _Conn (live application objects)
-        self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable,
-                        self._learned)
         self._kick = Event()                   # the timer thread: a deadline moved earlier
+        self._arp = Arp(link.mac, self._ip, self._send_frame, self._unreachable,
+                        self._learned, on_link=self._on_link, deadline_moved=self._kick.set)
         self._deferred = deque()               # closes asked for from another CPU / OS thread
         self._threads = []
         self._closing = None                   # aclose(linger=...) under way: set when done
@@ -275,6 +277,12 @@ class UserStack:
         if self._closing is not None:
             await self._closing.wait()
             return
+        # Pinned while the linger sleeps: the balancer could move a woken
+        # thread, and the reset and the link's close below must run on the
+        # stack's worker (tcp.h: one owner; the link thread may be in a call
+        # on the fd there).
+        t = kernel.current()
+        pinned_here = pin_in_place(t)
         self._closing = Event()
         try:
             if linger:
@@ -286,6 +294,8 @@ class UserStack:
                 self._reset_all()
                 self._shut()
             self._closing.set()
+            if pinned_here:
+                t.unpin()
         me = kernel.current()
         for t in self._threads:
             if t is not me:
@@ -436,9 +446,11 @@ class UserStack:
             return
         t = kernel.current()
         pinned = t.pinned
-        await t.pin(self.cpu)
-        if not pinned:
-            t.unpin()
+        try:
+            await t.pin(self.cpu)
+        finally:
+            if not pinned:          # also when the move was cancelled: no pin left behind
+                t.unpin()
 
     def here(self):
         """True on the stack's CPU (a green thread of its worker): the engine
@@ -566,6 +578,10 @@ class UserStack:
                 c.readable.set()
             if f & 0x76:             # WRITABLE, ESTABLISHED, CLOSED, RESET, ERROR
                 c.writable.set()
+
+    def _on_link(self, ip):
+        """ip (4 bytes) is on the link's subnet: a host ARP can find."""
+        return int.from_bytes(ip, "big") & self._mask == self._net_int
 
     def _unreachable(self, ip):
         """ARP gave up on ip: connections still opening to it fail now with
@@ -814,8 +830,10 @@ class UserStack:
         if self._closing is not None:
             raise ClosedResourceError(errno.EBADF, f"{self!r} is closing")
 
-    def release(self, c, abort=False):
-        """The application let go of connection or listener c (any thread)."""
+    def release(self, c, abort=False, defer=False):
+        """The application let go of connection or listener c (any thread).
+        defer: never call the engine now, even on the stack's worker (from
+        __del__: see Stream.__del__)."""
         if c.closed:
             return
         c.closed = True
@@ -831,7 +849,7 @@ class UserStack:
                 t = _now()
                 (lib.osvrt_tcp_abort if abort else lib.osvrt_tcp_close)(self.engine, c.id, t)
                 self.pump(t)
-        if self.here():
+        if self.here() and not defer:
             now_release()
         elif not self.closed:
             self.defer(now_release)

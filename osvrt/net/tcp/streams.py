@@ -56,7 +56,11 @@ class _Base(AsyncClosing):
         c = getattr(self, "_c", None)
         if c is not None and not c.closed:
             try:
-                self._stack.release(c)
+                # Deferred: the collector may run us inside the stack's own
+                # after(), between a C link call and the reading of its view,
+                # and an engine call here would refill the view under it (its
+                # events and held packets lost: a waiter never woken).
+                self._stack.release(c, defer=True)
             except Exception:
                 pass
 
