@@ -127,7 +127,7 @@ struct osvrt_net_stats {
              dropped_too_big, dropped_channel_full, dropped_rule, dropped_ring, wakes, bursts,
              sleeps, gso_packets;
     uint64_t malformed[16];
-    uint64_t dropped_truncated, copied, spin_hits;
+    uint64_t dropped_truncated, copied, spin_hits, link_errors, last_link_errno;
 };
 struct osvrt_flow_stats {
     uint64_t received, dropped_channel_full, dropped_too_big, dropped_rule, wakes, queued;

@@ -48,12 +48,14 @@ static int epoll_sleep(int epfd, struct epoll_event *evs, int maxev, int64_t tim
     return n < 0 ? 0 : n;
 }
 
+static uint32_t rx_use(struct osvrt_cpu *c, int err);
+
 /* Drop the kick's eventfd from a batch of events (reading it back to zero)
  * and the packet source's fd (draining the source here: its wake-ups of this
  * CPU's threads land on `incoming`); returns how many fd events remain. */
 static int keep_fd_events(struct osvrt_cpu *c, struct epoll_event *evs, int n)
 {
-    int k = 0, rx = 0;
+    int k = 0, rx = 0, rx_err = 0;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.u64 == OSVRT_KICK_TAG) {
             uint64_t v;
@@ -61,12 +63,13 @@ static int keep_fd_events(struct osvrt_cpu *c, struct epoll_event *evs, int n)
             (void)r;
         } else if (evs[i].data.u64 == OSVRT_RX_TAG) {
             rx = 1;
+            rx_err = (evs[i].events & EPOLLERR) != 0;
         } else {
             evs[k++] = evs[i];
         }
     }
     if (rx)
-        osvrt_cpu_rx_poll(c);
+        rx_use(c, rx_err);
     return k;
 }
 
@@ -394,11 +397,20 @@ int osvrt_cpu_rx_watch(struct osvrt_cpu *c, int fd, int on)
 
 uint32_t osvrt_cpu_rx_poll(struct osvrt_cpu *c)
 {
+    return rx_use(c, 0);
+}
+
+/* The owner's use of the attached source: its fd's error cleared first when
+ * err (an EPOLLERR), then a drain if frames wait. */
+static uint32_t rx_use(struct osvrt_cpu *c, int err)
+{
     /* seq_cst store, then seq_cst load: the owner's half of the Dekker pair
      * with osvrt_cpu_rx_detach (above). */
     atomic_store_explicit(&c->rx_inuse, 1, memory_order_seq_cst);
     struct osvrt_cpu_rx *rx = atomic_load_explicit(&c->rx, memory_order_seq_cst);
     uint32_t n = 0;
+    if (rx && err && rx->error)
+        rx->error(rx->arg);
     if (rx && rx->pending(rx->arg))
         n = rx->drain(rx->arg, c->id);
     if (n) {       /* counted inside: a detacher's count includes this drain */

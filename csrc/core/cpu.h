@@ -83,6 +83,9 @@ struct osvrt_cpu_stats {
 struct osvrt_cpu_rx {
     int (*pending)(void *arg);
     uint32_t (*drain)(void *arg, uint32_t cpu);
+    /* Optional: the watched fd reported an error (EPOLLERR); read and clear
+     * it, or the epoll reports it again at once, for ever. */
+    void (*error)(void *arg);
     void *arg;
 };
 

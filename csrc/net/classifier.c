@@ -385,6 +385,40 @@ static void refresh_ring_drops(struct osvrt_net *net)
         atomic_fetch_add_explicit(&net->dropped_ring, st.tp_drops, memory_order_relaxed);
 }
 
+static void count_link_error(struct osvrt_net *net, int e)
+{
+    osvrt_stat_add(&net->link_errors, 1);
+    /* relaxed: a statistic, the latest value wins. */
+    atomic_store_explicit(&net->last_link_errno, (uint64_t)e, memory_order_relaxed);
+}
+
+void osvrt_net_take_error(struct osvrt_net *net)
+{
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (net->fd >= 0 && getsockopt(net->fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e)
+        count_link_error(net, e);
+}
+
+/* The queued copy of a TP_STATUS_COPY frame into net->big: its length (with
+ * MSG_TRUNC, the whole frame's), or -1 when none came.  A pending socket
+ * error (ENETDOWN after the link went down) is returned by the first recv()
+ * instead of data, and cleared by it: read again, or the copy stays queued
+ * and is taken for the next big frame's. */
+static ssize_t take_copy(struct osvrt_net *net)
+{
+    for (int tries = 0; tries < 4; tries++) {
+        ssize_t n = recv(net->fd, net->big, net->big_size, MSG_DONTWAIT | MSG_TRUNC);
+        if (n >= 0)
+            return n;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return -1;
+        if (errno != EINTR)
+            count_link_error(net, errno);
+    }
+    return -1;
+}
+
 /* Hand one ring frame to rx_frame (the frame's header is the kernel's: it
  * is checked all the same). */
 static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t status)
@@ -392,16 +426,18 @@ static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t s
     const uint8_t *base = (const uint8_t *)h;
     const struct sockaddr_ll *sll =
         (const struct sockaddr_ll *)(base + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
+    /* Cut by the frame, and queued whole on the socket: the copies are
+     * queued in frame order, one per TP_STATUS_COPY frame, so the next one is
+     * this frame's, and it must be taken off even when the frame is ignored
+     * (else every later copy is paired with the wrong frame). */
+    ssize_t n = status & TP_STATUS_COPY ? take_copy(net) : -1;
     if (sll->sll_pkttype == PACKET_OUTGOING || sll->sll_pkttype == PACKET_OTHERHOST) {
         osvrt_stat_add(&net->frames, 1);
         osvrt_stat_add(&net->ignored, 1);
         return;
     }
     if (status & TP_STATUS_COPY) {
-        /* Cut by the frame, and queued whole on the socket: the copies are
-         * queued in frame order, one per TP_STATUS_COPY frame, so the next
-         * one is this frame's.  recv() prepends the virtio-net header. */
-        ssize_t n = recv(net->fd, net->big, net->big_size, MSG_DONTWAIT | MSG_TRUNC);
+        /* recv() prepended the virtio-net header. */
         if (n >= VNET_HDR_LEN + 14 && (size_t)n <= net->big_size) {
             osvrt_stat_add(&net->copied, 1);
             struct osvrt_vnet_hdr vnet;
@@ -606,7 +642,10 @@ static void *net_main(void *arg)
             if ((++naps & 255) == 0)
                 refresh_ring_drops(net);
             osvrt_stat_add(&net->sleeps, 1);
-            poll(fds, 2, -1);                 /* EINTR, or a frame, or stop: look again */
+            /* EINTR, or a frame, or stop: look again.  POLLERR stays set until
+             * the socket's error is read: read it, or every poll returns at once. */
+            if (poll(fds, 2, -1) > 0 && fds[0].revents & POLLERR)
+                osvrt_net_take_error(net);
             if (spin)
                 idle_since = osvrt_now_ns();
             continue;
@@ -749,7 +788,8 @@ void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *o)
     LOAD(frames); LOAD(packets); LOAD(received); LOAD(ignored); LOAD(dropped_malformed);
     LOAD(dropped_no_flow); LOAD(dropped_too_big); LOAD(dropped_channel_full); LOAD(dropped_rule);
     LOAD(dropped_ring); LOAD(wakes); LOAD(bursts); LOAD(sleeps); LOAD(gso_packets);
-    LOAD(dropped_truncated); LOAD(copied); LOAD(spin_hits);
+    LOAD(dropped_truncated); LOAD(copied); LOAD(spin_hits); LOAD(link_errors);
+    LOAD(last_link_errno);
 #undef LOAD
     for (int i = 0; i < OSVRT_NET_NREASONS; i++)
         o->malformed[i] = atomic_load_explicit(&net->malformed[i], memory_order_relaxed);

@@ -108,6 +108,8 @@ struct osvrt_net_stats {
     uint64_t dropped_truncated; /* cut by the ring frame, and no whole copy to read */
     uint64_t copied;            /* too big for a frame: read whole from the socket (TP_STATUS_COPY) */
     uint64_t spin_hits;         /* polls that found a frame (a sleep saved) */
+    uint64_t link_errors;       /* errors the packet socket reported (ENETDOWN: the link went down) */
+    uint64_t last_link_errno;   /* the latest of them */
 };
 
 struct osvrt_flow_stats {
@@ -167,7 +169,7 @@ struct osvrt_net {
     uint8_t *big;
     uint32_t big_size;
     /* counters: written by the producer alone (dropped_ring: fetch_add) */
-    _Atomic uint64_t dropped_truncated, copied, spin_hits;
+    _Atomic uint64_t dropped_truncated, copied, spin_hits, link_errors, last_link_errno;
     _Atomic uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
         dropped_too_big, dropped_channel_full, dropped_rule, dropped_ring, wakes, bursts,
         sleeps, gso_packets;
@@ -202,6 +204,10 @@ void osvrt_flow_put(struct osvrt_flow *f);
 struct osvrt_chan *osvrt_flow_lane(struct osvrt_flow *f, uint32_t lane);
 
 void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *out);
+/* The packet socket polled readable with an error (POLLERR/EPOLLERR, e.g.
+ * ENETDOWN when the link went down): read it, which clears it (else every
+ * poll returns at once), and count it.  The producer's thread calls it. */
+void osvrt_net_take_error(struct osvrt_net *net);
 void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
 
 /* Attach a one-instruction classic BPF filter, `ret #0`, to a socket: it

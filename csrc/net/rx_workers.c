@@ -32,6 +32,13 @@ static void follow_readers(struct osvrt_net_workers *w)
     osvrt_stat_add(&w->rehomed, 1);
 }
 
+/* No lock: reading the socket's error is one syscall, safe beside a drain. */
+static void rx_error(void *arg)
+{
+    struct osvrt_net_workers *w = arg;
+    osvrt_net_take_error(w->net);
+}
+
 static uint32_t rx_drain(void *arg, uint32_t cpu)
 {
     (void)cpu;
@@ -84,6 +91,7 @@ int osvrt_net_start_workers(struct osvrt_net *net)
     w->ncpu = net->rt->ncpu;
     w->hook.pending = rx_pending;
     w->hook.drain = rx_drain;
+    w->hook.error = rx_error;
     w->hook.arg = w;
     w->home = 0;
     w->watching = 0;

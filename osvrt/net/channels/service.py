@@ -248,6 +248,8 @@ class Net:
             "gso_packets": s.gso_packets,
             "copied": s.copied,
             "spin_hits": s.spin_hits,
+            "link_errors": s.link_errors,
+            "last_link_errno": s.last_link_errno,
             "placement": self.placement,
             "drain": self.drain,
             "frames_by_worker": by_worker,

@@ -196,21 +196,23 @@ class UdpEndpoint:
         except IndexError:
             await ln.acquire_slow()
         try:
+            if (y := _io_budget()) is not None:
+                # The sockets' cooperative budget (docs/design.md): a datagram
+                # found at once costs no trap, so a flood that keeps the
+                # channel full would let this reader hold its CPU (and its
+                # worker's batched replies) as long as it lasts; the bench's
+                # dnsperf row drew a 120 ms stall report.  Before the take:
+                # this is the only await while datagrams wait, and a cancel
+                # (a timeout) raised here must not lose one already taken.
+                await y
+                if self._closed:
+                    raise _closed()
             got = ln.rx.take()
             if got is None:
                 await ln.wait()
                 if self._closed:
                     raise _closed()
                 return ln.rx.take()
-            if (y := _io_budget()) is not None:
-                # The sockets' cooperative budget (docs/design.md): a datagram
-                # found at once costs no trap, so a flood that keeps the
-                # channel full would let this reader hold its CPU (and its
-                # worker's batched replies) as long as it lasts; the bench's
-                # dnsperf row drew a 120 ms stall report.
-                await y
-            if self._closed:
-                raise _closed()              # the datagram taken goes with the endpoint
             return got
         finally:
             # ln.release(), inlined: this runs once per datagram
