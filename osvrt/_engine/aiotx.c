@@ -253,7 +253,11 @@ tx_recv(TxCoreObject *tx, char *buf, size_t n)
 static int
 tx_read_into(TxCoreObject *tx)
 {
-    PyObject *buf = PyObject_CallOneArg(tx->get_buffer, minus_one);   /* asyncio: get_buffer(-1) */
+    /* Our own references across each call: the protocol may set_protocol()
+     * inside it, which drops the transport's (as tx_read's on_data). */
+    PyObject *get_buffer = Py_NewRef(tx->get_buffer);
+    PyObject *buf = PyObject_CallOneArg(get_buffer, minus_one);   /* asyncio: get_buffer(-1) */
+    Py_DECREF(get_buffer);
     Py_buffer view;
     if (buf != NULL && PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) == 0) {
         if (view.len == 0) {
@@ -274,9 +278,15 @@ tx_read_into(TxCoreObject *tx)
                : tx_report_errno(tx, err, "Fatal read error on socket transport");
     if (n == 0)
         return tx_call(tx, str_on_eof, NULL);
-    PyObject *nb = PyLong_FromSsize_t(n);
-    PyObject *r = nb ? PyObject_CallOneArg(tx->on_data, nb) : NULL;
-    Py_XDECREF(nb);
+    PyObject *r, *on_data = Py_XNewRef(tx->on_data);
+    if (on_data == NULL) {
+        r = Py_NewRef(Py_None);       /* get_buffer ended the reading: nobody to tell */
+    } else {
+        PyObject *nb = PyLong_FromSsize_t(n);
+        r = nb ? PyObject_CallOneArg(on_data, nb) : NULL;
+        Py_XDECREF(nb);
+        Py_DECREF(on_data);
+    }
     if (r == NULL)
         return tx_report(tx, "Fatal error: protocol.buffer_updated() call failed.");
     Py_DECREF(r);

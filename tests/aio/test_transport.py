@@ -415,6 +415,58 @@ def test_buffered_protocol_reads_into_its_own_buffer():
     assert run(main)
 
 
+@pytest.mark.parametrize("factory", [asyncio.new_event_loop, osvrt.new_event_loop])
+def test_set_protocol_inside_get_buffer_hands_the_data_on(factory):
+    """A BufferedProtocol that hands the transport to another one from
+    inside get_buffer (a protocol upgrade): the bytes read into the first
+    one's buffer are reported to the second's buffer_updated, as asyncio
+    does.  The C data path held the protocol's methods by borrowed pointers
+    across these calls, which set_protocol frees (ASan's CI run sees that)."""
+    class Second(asyncio.BufferedProtocol):
+        def __init__(self, first):
+            self.first, self.updates = first, []
+
+        def get_buffer(self, sizehint):
+            return bytearray(100)
+
+        def buffer_updated(self, n):
+            self.updates.append(bytes(self.first.buf[:n]))
+            self.first.done.set_result(None)
+
+        def connection_lost(self, exc):
+            pass
+
+    class First(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(100)
+            self.done = asyncio.get_running_loop().create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            self.second = Second(self)
+            self.transport.set_protocol(self.second)
+            return self.buf
+
+        def buffer_updated(self, n):
+            raise AssertionError("the first protocol let go of the transport")
+
+        def connection_lost(self, exc):
+            pass
+
+    async def main():
+        transport, proto, peer = await connected_pair(First)
+        with peer:
+            peer.send(b"upgrade")
+            await proto.done
+            transport.close()
+            return proto.second.updates
+
+    with asyncio.Runner(loop_factory=factory) as r:
+        assert r.run(asyncio.wait_for(main(), BOUND)) == [b"upgrade"]
+
+
 def test_a_closed_transports_fd_number_can_serve_the_next_connection():
     """asyncio's transport table is weak: a closed transport may stay there
     (here: referenced) while its fd number is reused by sock_connect and the
