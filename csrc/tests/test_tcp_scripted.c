@@ -64,19 +64,8 @@ static void next_timer(struct script *k)
 static void script_open(struct script *k, const struct osvrt_tcp_config *base, uint16_t wnd,
                         int syn_rto)
 {
-    struct osvrt_tcp_config cfg;
-    if (base)
-        cfg = *base;
-    else
-        osvrt_tcp_config_init(&cfg);
-    cfg.addr = ADDR_C;
-    cfg.max_conns = 16;
-    cfg.isn_key[0] = 1;
-    cfg.isn_key[1] = 2;
-    int err = 0;
     memset(k, 0, sizeof *k);
-    k->s = osvrt_tcp_new(&cfg, &err);
-    CHECK_MSG(k->s, "osvrt_tcp_new: %d\n", err);
+    k->s = pair_stack(ADDR_C, base);    /* one side of tcp_pair.h's pair: the other is us */
     k->now = 1000 * MS;
     k->id = osvrt_tcp_connect(k->s, ADDR_S, PEER_PORT, OUR_PORT, k->now);
     CHECK(k->id >= 0);
