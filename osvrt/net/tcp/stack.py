@@ -215,6 +215,7 @@ class UserStack:
         self.peer_addr = ffi.new("uint32_t *")
         self.peer_port = ffi.new("uint16_t *")
         self._cstats = ffi.new("struct osvrt_tcp_stats *")
+        self._linger_stats = ffi.new("struct osvrt_tcp_stats *")
         self.info_buf = ffi.new("struct osvrt_tcp_conn_info *")
         self.conns = {}                       # id -> _Conn (live application objects)
         self._kick = Event()                   # the timer thread: a deadline moved earlier
@@ -328,7 +329,7 @@ class UserStack:
     def _unfinished(self):
         """{state: count} of the connections whose data or FIN the peer has
         not acknowledged yet (those a reset would cut short)."""
-        s = self._cstats
+        s = self._linger_stats      # not stats()'s buffer: that one is filled from any thread
         lib.osvrt_tcp_get_stats(self.engine, s)
         return {st: s.conns[st] for st in _UNFINISHED if s.conns[st]}
 
