@@ -6,6 +6,7 @@ its wait, if any, is woken); the worker raises it at the thread's next
 resume, inside the block; __exit__ turns its own _Expired into TimeoutError.
 """
 import itertools
+from _thread import allocate_lock
 
 from . import kernel, thread
 from .checks import check_delay
@@ -33,7 +34,7 @@ class timeout:
     has not finished after s seconds.  Nests; inner and outer scopes each
     convert only their own expiry."""
 
-    __slots__ = ("_delay", "_thread", "_timer", "_active", "_order", "expired")
+    __slots__ = ("_delay", "_thread", "_timer", "_active", "_order", "expired", "_lock")
 
     def __init__(self, seconds):
         self._delay = check_delay(seconds)
@@ -42,6 +43,13 @@ class timeout:
         self._active = False
         self._order = None
         self.expired = False
+        # _fire's check of _active and its interrupt, against __exit__'s
+        # clearing of it: the timer may run on another worker's OS thread
+        # than the block's thread (which moved since __enter__).  Without it,
+        # the block could end, and the thread open its next wait, between
+        # the check and the interrupt, which then ended that unrelated wait
+        # (an Event.wait that returned True, a Mutex acquired while owned).
+        self._lock = allocate_lock()
 
     def __enter__(self):
         if self._active or self._timer is not None:
@@ -54,21 +62,21 @@ class timeout:
         return self
 
     def _fire(self, _):
-        if not self._active:
-            return
-        self.expired = True
-        t = self._thread
-        exc = _Expired(self)
-        pending = thread.pending_throw(t)
-        if isinstance(pending, _Expired) and not pending.stale and pending.scope._order < self._order:
-            return                       # an enclosing scope expired too: it wins
-        # This timer may run on another CPU than t (t moved since __enter__), so
-        # __exit__ may have run meanwhile: then a late _Expired is marked stale
-        # by _active and Worker._throw_into drops it instead of raising it.
-        thread.interrupt(t, exc)         # raised at t's next await; ends the wait it is parked in
+        with self._lock:
+            if not self._active:
+                return
+            self.expired = True
+            t = self._thread
+            pending = thread.pending_throw(t)
+            if isinstance(pending, _Expired) and not pending.stale and pending.scope._order < self._order:
+                return                   # an enclosing scope expired too: it wins
+            # Under the lock, so any wait this ends was opened inside the
+            # block: raised at t's next await; ends the wait it is parked in.
+            thread.interrupt(t, _Expired(self))
 
     def __exit__(self, typ, exc, tb):
-        self._active = False
+        with self._lock:                 # a _fire under way finishes first (see __init__)
+            self._active = False
         self._timer.cancel()
         t = self._thread
         pending = thread.pending_throw(t)

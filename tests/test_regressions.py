@@ -155,3 +155,66 @@ def test_a_foreign_awaitable_yielding_a_small_int_is_a_type_error():
             return str(e)
 
     assert "not an osvrt operation" in bounded(lambda: osvrt.run(main, cpus=1))
+
+
+async def _pause_fire_before_its_interrupt(seconds):
+    """A trace function that sleeps in osvrt.timeout._fire just before its
+    thread.interrupt call: the window of a GIL switch there, made wide."""
+    import inspect
+    import sys
+
+    from osvrt import deadline
+    src, start = inspect.getsourcelines(deadline.timeout._fire)
+    line = start + next(i for i, s in enumerate(src) if "thread.interrupt(" in s)
+    code = deadline.timeout._fire.__code__
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == line:
+            time.sleep(seconds)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code is code else None
+    sys.settrace(tracer)
+
+
+@pytest.mark.parametrize("wait", ["event", "mutex"])
+def test_a_late_timeout_does_not_end_the_next_wait(wait):
+    """A block's timer fires on worker 0 while the thread, moved to worker 1,
+    leaves the block and parks in its next wait.  The expiry used to claim
+    that unrelated wait: Event.wait returned True on an unset event, Mutex
+    acquire returned while another thread owned the mutex (found in review;
+    the trace hook widens a GIL switch's window at the same place)."""
+    async def main():
+        me = kernel.current()
+        await osvrt.spawn(_pause_fire_before_its_interrupt, 0.2, cpu=0).join()
+        m = osvrt.Mutex()
+        holding = []
+
+        async def holder():
+            async with m:
+                holding.append(True)
+                await osvrt.sleep(0.6)
+                holding.clear()
+        if wait == "mutex":
+            osvrt.spawn(holder, cpu=1)
+            await osvrt.sleep(0.01)
+        await me.pin(0)
+        with osvrt.timeout(0.005):
+            await me.pin(1)                  # the block's timer stays on worker 0
+            end = time.perf_counter() + 0.05
+            while time.perf_counter() < end:
+                pass                         # no await: worker 0 fires meanwhile
+        if wait == "event":
+            try:
+                return await osvrt.Event().wait(timeout=0.5)     # never set
+            except TimeoutError:
+                return "timed out"
+        await m.acquire()
+        return "owner still inside" if holding else "acquired after the owner left"
+
+    def run():
+        with osvrt.Runtime(cpus=2, balance=False) as rt:
+            return rt.run(main)
+    expected = {"event": "timed out", "mutex": "acquired after the owner left"}[wait]
+    assert bounded(run) == expected
