@@ -399,3 +399,98 @@ def test_the_server_sleeps_at_once_when_it_parks_not_after_the_idle_spin():
         return stats()["cpus"][0]["idle_sleeps"] - before
     # no balancer: its timer would end the spin early and count sleeps of its own
     assert _serve(main, runtime_options={"idle_spin_us": 1_000_000, "balance": False}) >= rounds // 2
+
+
+_SLOW_CLIENT = r'''
+import socket, sys, time
+c = socket.socket()
+c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+c.connect(("127.0.0.1", int(sys.argv[1])))
+mode = sys.argv[2]
+if mode == "half-close":
+    c.sendall(b"GET")
+    c.shutdown(socket.SHUT_WR)              # EOF at once; the reply is read later
+    time.sleep(1.5)
+else:
+    for part in (b"first", b"second", b"third"):
+        c.sendall(part)
+        time.sleep(0.3)
+n = 0
+while (d := c.recv(65536)):
+    n += len(d)
+print(n, flush=True)
+'''
+
+
+def _serve_for_one_slow_client(protocol, mode):
+    """serve_tcp_protocol with `protocol`; a client process that reads its
+    reply only later; returns (server CPU seconds while it waited, bytes the
+    client got)."""
+    import time
+
+    async def main():
+        got = []
+        srv = osvrt.spawn(functools.partial(net.serve_tcp_protocol, protocol,
+                                            ("127.0.0.1", 0), on_listen=got.append))
+        while not got:
+            await osvrt.sleep(0.01)
+        p = subprocess.Popen([sys.executable, "-c", _SLOW_CLIENT, str(got[0][1]), mode],
+                             stdout=subprocess.PIPE, text=True)
+        c0 = time.process_time()
+        while p.poll() is None:
+            await osvrt.sleep(0.05)
+        cpu = time.process_time() - c0
+        srv.cancel()
+        try:
+            await srv.join()
+        except osvrt.Cancelled:
+            pass
+        return cpu, int(p.stdout.read())
+    return osvrt.run(main, cpus=1)
+
+
+def _small_sndbuf(conn):
+    s = socket.socket(fileno=conn.fileno())
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    s.detach()
+
+
+def test_a_peers_eof_with_output_pending_parks_the_server():
+    """The peer half-closes and reads its reply slowly: with output pending
+    the connection stayed registered for EPOLLIN, level-triggered, which
+    reports the EOF every turn: the server spun (75% of a core) until the
+    reply drained."""
+    class Reply:
+        def __init__(self, conn):
+            _small_sndbuf(conn)
+
+        def data_received(self, data):
+            return b"r" * (200 << 10)
+
+    cpu, got = _serve_for_one_slow_client(Reply, "half-close")
+    assert got == 200 << 10
+    assert cpu < 0.5, f"the server used {cpu:.2f} s of CPU while the client waited"
+
+
+def test_no_data_received_after_close():
+    """close() with output pending: the connection's later input is read and
+    dropped (no data_received, no reply), as asyncio's transports stop
+    reading at close()."""
+    calls = []
+
+    class CloseAfterFirst:
+        def __init__(self, conn):
+            self.conn = conn
+            _small_sndbuf(conn)
+
+        def data_received(self, data):
+            calls.append((data, self.conn.closed))
+            if data == b"first":
+                self.conn.write(b"r" * 100_000)        # stays pending: the client reads later
+                self.conn.close()
+                return None
+            return b"late reply"
+
+    _cpu, got = _serve_for_one_slow_client(CloseAfterFirst, "three-parts")
+    assert calls == [(b"first", False)]
+    assert got == 100_000

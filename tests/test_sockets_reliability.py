@@ -466,3 +466,107 @@ def test_wrapping_a_socket_that_a_green_thread_waits_on_does_not_end_that_wait()
         return bool(events & select.EPOLLIN), got
     with osvrt.Runtime(cpus=1, stall_threshold=None) as rt:
         assert rt.submit(main).result(timeout=30) == (True, b"hi")
+
+
+def _burn(seconds):
+    import time
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_a_recv_woken_before_its_socket_closed_does_not_read_the_next_socket():
+    """The reader is woken by readiness (runnable, not resumed yet); its
+    Stream is closed and a new socket takes the number before it runs.  Its
+    recv used to run on the new socket and return that connection's data."""
+    async def main():
+        a, peer1 = socket.socketpair()
+        s1 = Stream(a)
+
+        async def reader():
+            _burn(0.2)                    # a high decayed runtime: main runs first later
+            try:
+                return await s1.recv(100)
+            except osvrt.ClosedResourceError as e:
+                return e
+        t = osvrt.spawn(reader)
+        await osvrt.sleep(0.01)           # parked in recv
+        _burn(0.02)
+        peer1.send(b"for-s1")             # readable: the poll wakes the reader ...
+        await osvrt.sleep(0)              # ... and main runs first again
+        number = s1.fileno()
+        s1.close()
+        b, peer2 = socket.socketpair()
+        s2 = Stream(b)
+        peer2.send(b"SECRET-for-s2")
+        got = await t.join()
+        reused = s2.fileno() == number
+        for s in (s2, peer1, peer2):
+            s.close()
+        return reused, got
+
+    reused, got = osvrt.run(main, cpus=1)
+    assert reused                         # the scenario happened as intended
+    assert isinstance(got, osvrt.ClosedResourceError), got
+
+
+def test_a_call_in_the_budgets_yield_when_its_socket_closes_touches_no_other_socket():
+    """Every 128th socket call yields before its system call; a close then
+    cannot end it, and it used to run on the number's next socket."""
+    async def main():
+        a, peer1 = socket.socketpair()
+        s1 = Stream(a)
+        peer1.send(b"x" * 1000)
+        got = []
+
+        async def reader():
+            _burn(0.1)
+            try:
+                while True:
+                    got.append(await s1.recv(1))
+            except osvrt.ClosedResourceError as e:
+                got.append(e)
+        t = osvrt.spawn(reader)
+        await osvrt.sleep(0.05)           # runs at the reader's first yield: the budget's
+        n = len(got)
+        number = s1.fileno()
+        s1.close()
+        b, peer2 = socket.socketpair()
+        s2 = Stream(b)
+        peer2.send(b"SECRET")
+        await osvrt.sleep(0.05)
+        t.cancel()
+        reused = s2.fileno() == number
+        for s in (s2, peer1, peer2):
+            s.close()
+        return reused, got[n:]
+
+    reused, after = osvrt.run(main, cpus=1)
+    assert reused
+    assert len(after) == 1 and isinstance(after[0], osvrt.ClosedResourceError), after
+
+
+@pytest.mark.parametrize("kind", ["seqpacket", "unix_datagram"])
+def test_a_short_read_of_a_record_socket_is_not_taken_for_drained(kind):
+    """Each recv of a SOCK_SEQPACKET or datagram socket returns one record,
+    shorter than asked while more wait; only TCP's short reads mean drained
+    (before, the next recv parked with the second record queued)."""
+    typ = socket.SOCK_SEQPACKET if kind == "seqpacket" else socket.SOCK_DGRAM
+
+    async def main():
+        a, b = socket.socketpair(socket.AF_UNIX, typ)
+        s = Stream(a)
+
+        async def sender():
+            await osvrt.sleep(0.05)           # after the first recv parked: registered now
+            b.send(b"rec1")
+            b.send(b"rec2")
+        osvrt.spawn(sender)
+        try:
+            with osvrt.timeout(5):
+                return [await s.recv(100), await s.recv(100)]
+        finally:
+            s.close()
+            b.close()
+
+    assert osvrt.run(main, cpus=1) == [b"rec1", b"rec2"]

@@ -181,6 +181,9 @@ struct io_slot {
                                   EPOLLRDHUP: EOF/error seen, sticky until the close */
     uint32_t epoch;            /* owner: io_fd_epoch(fd) when this slot's state was made;
                                   another value: a new file took the number (io_slot_fresh) */
+    char tcp;                  /* owner, et only: a TCP socket, where a read shorter than
+                                  asked means drained (sock.c); not a Unix or datagram
+                                  socket, whose reads stop at a record or an SCM_RIGHTS */
 };
 struct worker_io {
     struct io_slot *slots;     /* owner: indexed by fd */
@@ -381,6 +384,17 @@ struct io_slot *io_slot(WorkerObject *w, int fd);   /* grown to hold fd; NULL: M
  * close through osvrt (notify_closing). */
 #define IO_EPOCHS (1 << 20)
 extern _Atomic uint32_t io_fd_epochs[IO_EPOCHS];   /* zero-filled .bss: touched pages only */
+/* Closes through osvrt (notify_closing) per fd number, so that a socket call
+ * that was woken, or yielded, before its socket was closed does not go on to
+ * make its system call on the number's next file (sock.c, on resume). */
+extern _Atomic uint32_t io_fd_closes[IO_EPOCHS];
+static inline uint32_t io_fd_close_count(int fd)
+{
+    /* seq_cst, as the bump: the close() after the bump and the syscall after
+     * this load are ordered by the kernel; our two accesses at least are. */
+    return (unsigned)fd < IO_EPOCHS
+           ? atomic_load_explicit(&io_fd_closes[fd], memory_order_seq_cst) : 0;
+}
 void io_fd_adopted(int fd);
 int io_slot_renew(WorkerObject *w, int fd, struct io_slot *s, uint32_t epoch);
 static inline uint32_t io_fd_epoch(int fd)

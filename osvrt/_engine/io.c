@@ -31,7 +31,9 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <limits.h>
@@ -132,6 +134,12 @@ slot_register_et(WorkerObject *w, int fd, struct io_slot *s, uint32_t dirs)
         r = epoll_ctl(w->cpu->epfd, EPOLL_CTL_MOD, fd, &ev);
     if (r < 0)
         return -1;
+    if (!s->registered || !s->et) {   /* turned edge-triggered: once per file and worker */
+        int proto = 0;
+        socklen_t len = sizeof proto;
+        s->tcp = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0
+                 && proto == IPPROTO_TCP;
+    }
     s->registered = 1;
     s->et = (char)dirs;
     s->armed = 0;
@@ -359,6 +367,7 @@ io_close_fd(WorkerObject *w, int fd, uint64_t upto)
 /* Every io_fd_epoch entry; see engine.h.  In .bss, so only the pages of
  * numbers ever adopted are backed by memory. */
 _Atomic uint32_t io_fd_epochs[IO_EPOCHS];
+_Atomic uint32_t io_fd_closes[IO_EPOCHS];
 
 /* fd is a file new to osvrt (just made, or just handed to it): whatever a
  * worker keeps for its number may belong to an earlier file. */
@@ -564,6 +573,9 @@ m_io_close(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 int
 io_notify_closing(WorkerObject *w, int fd)
 {
+    /* seq_cst RMW (see io_fd_close_count); once per worker told: any bump will do. */
+    if ((unsigned)fd < IO_EPOCHS)
+        atomic_fetch_add_explicit(&io_fd_closes[fd], 1, memory_order_seq_cst);
     if (w == tls_worker)
         /* synchronous: the fd is still open, so no wait here is on a reuse */
         return io_close_fd(w, fd, UINT64_MAX) < 0 ? -1 : 0;

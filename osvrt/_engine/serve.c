@@ -82,6 +82,7 @@ typedef struct {
     PyObject *out;             /* owner: output not sent yet (bytes) or NULL */
     Py_ssize_t out_off;
     char closing;              /* close once the output is sent */
+    char eof;                  /* the peer's EOF was read: no more EPOLLIN */
     char paused;               /* reading paused (output above HIGH_WATER) */
     char in_callback;          /* data_received runs: close() waits for its reply */
 } ConnObject;
@@ -111,7 +112,9 @@ PyTypeObject Conn_Type, Server_Type;
 static int
 conn_ctl(ConnObject *c, int op)
 {
-    uint32_t ev = (c->paused ? 0 : EPOLLIN) | (c->out != NULL ? EPOLLOUT : 0);
+    /* Not EPOLLIN after EOF: level-triggered, it would report the EOF every
+     * turn while the output still drains (a closing peer that reads slowly). */
+    uint32_t ev = (c->paused || c->eof ? 0 : EPOLLIN) | (c->out != NULL ? EPOLLOUT : 0);
     struct epoll_event e = {.events = ev, .data.fd = c->fd};
     return epoll_ctl(c->srv->epfd, op, c->fd, &e);
 }
@@ -446,7 +449,7 @@ server_adopt(ServerObject *s, int fd)
     c->fd = fd;
     c->proto = c->on_data = c->on_lost = c->out = NULL;
     c->out_off = 0;
-    c->closing = c->paused = c->in_callback = 0;
+    c->closing = c->paused = c->in_callback = c->eof = 0;
     PyObject_GC_Track(c);
     if (server_table_put(s, c) < 0) {
         Py_DECREF(c);                 /* dealloc closes the fd */
@@ -532,10 +535,14 @@ server_read(ServerObject *s, ConnObject *c, char *buf)
         goto done;
     }
     if (r == 0) {                     /* EOF: send what is pending, then close */
+        c->eof = 1;
         c->closing = 1;
         rc = c->out == NULL ? conn_finish(c, NULL) : conn_flush(c);
         goto done;
     }
+    if (c->closing)
+        goto done;    /* closed by the application: read on to EOF (a close with unread
+                       * input would be a RST), but no data_received after close() */
     PyObject *data = PyBytes_FromStringAndSize(buf, r);
     if (data == NULL) {
         rc = -1;

@@ -50,6 +50,7 @@ typedef struct {
     Py_buffer buf;             /* RECV_INTO, SENDALL, RECVFROM_INTO, SENDTO: the caller's
                                   buffer (buf.obj set) */
     PyObject *sub;             /* the Ticket yielded to the loop, while step is 1 */
+    uint32_t closes;           /* io_fd_close_count(fd) when the call began */
     struct sockaddr_storage addr;   /* SENDTO: the destination */
     socklen_t addrlen;
 } SockOpObject;
@@ -85,6 +86,7 @@ sockop_new(int kind, int fd)
         return NULL;
     op->kind = kind;
     op->fd = fd;
+    op->closes = io_fd_close_count(fd);
     op->step = 0;
     op->n = 0;
     op->off = 0;
@@ -337,6 +339,16 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
             return s;
         }
         Py_DECREF(r);
+        /* Woken (readiness, or the budget's yield) before a close that came
+         * while we were off the CPU: the number may be another file's now.
+         * (This narrows the window to the instant between this load and the
+         * system call below; closing it would need a reference to the file,
+         * which a bare fd number is not.) */
+        if (io_fd_close_count(op->fd) != op->closes) {
+            sockop_release(op);
+            closed_error();
+            return PYGEN_ERROR;
+        }
     } else if (op->step == 2) {
         PyErr_SetString(PyExc_RuntimeError, "an osvrt socket call can be awaited only once");
         return PYGEN_ERROR;
@@ -385,7 +397,8 @@ sockop_am_send(SockOpObject *op, PyObject *arg, PyObject **result)
              * recv parks without trying (Go's and tokio's rule). */
             if ((op->kind == OP_RECV || op->kind == OP_RECV_INTO) && w != NULL
                 && op->fd < w->io.nslots
-                && (w->io.slots[op->fd].et & EPOLLIN) && op->n > 0) {
+                && (w->io.slots[op->fd].et & EPOLLIN) && w->io.slots[op->fd].tcp
+                && op->n > 0) {
                 Py_ssize_t got = op->kind == OP_RECV ? PyBytes_GET_SIZE(*result)
                                                      : PyLong_AsSsize_t(*result);
                 if (got > 0 && got < op->n)
