@@ -99,3 +99,37 @@ def test_an_exhausted_accept_is_retried_not_fatal(monkeypatch):
         return got
     assert osvrt.run(main, cpus=1) == b"hi"
     assert fails == [0]
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_cancelling_serve_tcp_ends_its_connections(cpus):
+    """A cancelled serve_tcp cancels its connections' handlers and closes
+    their streams before it returns (as serve_tcp_protocol closes its
+    connections); they used to stay open until their peers left."""
+    import socket
+
+    async def handler(stream):
+        await stream.recv(1)                   # never comes: parked until cancelled
+
+    async def main():
+        got = []
+        srv = osvrt.spawn(functools.partial(net.serve_tcp, handler, ("127.0.0.1", 0),
+                                            cpus=list(range(cpus)), on_listen=got.append))
+        while not got:
+            await osvrt.sleep(0.01)
+        clients = [socket.create_connection(got[0], timeout=10) for _ in range(10)]
+        await osvrt.sleep(0.1)                 # every connection's handler is parked
+        srv.cancel()
+        with pytest.raises(osvrt.Cancelled):
+            await srv.join()
+        eofs = 0
+        for c in clients:
+            c.settimeout(0)                    # at once: serve_tcp has returned
+            try:
+                eofs += c.recv(1) == b""
+            except BlockingIOError:
+                pass
+            c.close()
+        return eofs
+
+    assert osvrt.run(main, cpus=2) == 10

@@ -28,8 +28,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from .. import kernel
 from ..checks import check_int
 from ..kernel import sleep
-from ..kernel import spawn
-from ..thread import Thread
+from ..kernel import current, spawn
+from ..deadline import move_on_after
+from ..thread import Cancelled, Thread
 from .sockets import Listener, Stream, check_tcp_address, tcp_listen
 
 __all__ = ["serve_tcp", "serving_cpus"]
@@ -40,6 +41,7 @@ log = logging.getLogger("osvrt")
 # something that closing connections gives back; wait and accept again.
 _EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_RETRY_DELAY = 0.1
+CONNECTION_END_WARN_S = 5.0   # a handler still running this long after its cancel is named
 
 
 def _gil_enabled():
@@ -65,26 +67,59 @@ def serving_cpus(cpus: Iterable[int] | None = None) -> list[int]:
     return cpus
 
 
-async def _connection(handler, stream):
-    async with stream:
-        try:
-            await handler(stream)
-        except ConnectionError:
-            pass                       # the peer went away: nothing to report
+async def _connection(handler, stream, live):
+    try:
+        async with stream:
+            try:
+                await handler(stream)
+            except ConnectionError:
+                pass                   # the peer went away: nothing to report
+    finally:
+        live.discard(current())
 
 
 async def _acceptor(handler, listener, cpu):
-    while True:
-        try:
-            stream, _ = await listener.accept()
-        except OSError as e:
-            if e.errno not in _EXHAUSTED:
-                raise
-            log.warning("serve_tcp on %s: accept failed (%s); retrying in %s s",
-                        listener.address, e, ACCEPT_RETRY_DELAY)
-            await sleep(ACCEPT_RETRY_DELAY)
-            continue
-        spawn(_connection, handler, stream, cpu=cpu)
+    live: set = set()                  # this CPU's connection threads (all on this worker)
+    try:
+        while True:
+            try:
+                stream, _ = await listener.accept()
+            except OSError as e:
+                if e.errno not in _EXHAUSTED:
+                    raise
+                log.warning("serve_tcp on %s: accept failed (%s); retrying in %s s",
+                            listener.address, e, ACCEPT_RETRY_DELAY)
+                await sleep(ACCEPT_RETRY_DELAY)
+                continue
+            # Pinned to our CPU, so it cannot run (and leave `live`) before the add.
+            live.add(spawn(_connection, handler, stream, live, cpu=cpu))
+    finally:
+        await _end_connections(live, listener)
+
+
+async def _end_connections(live, listener):
+    """serve_tcp ends (cancelled, or its acceptor failed): so do its
+    connections, as serve_tcp_protocol's do.  Each handler gets Cancelled and
+    its stream closes; we wait for them, naming those that take long."""
+    for t in list(live):
+        t.cancel()
+    for t in list(live):
+        with move_on_after(CONNECTION_END_WARN_S) as scope:
+            await _ended(t, listener)
+        if scope.expired and not t.done():
+            log.warning("serve_tcp on %s: the handler of %r has not ended %s s after its "
+                        "cancel; waiting for it", listener.address, t, CONNECTION_END_WARN_S)
+            await _ended(t, listener)
+
+
+async def _ended(t, listener):
+    try:
+        await t.join()
+    except Cancelled:                  # what we asked for
+        pass
+    except Exception:
+        log.exception("serve_tcp on %s: the handler of %r failed as it ended",
+                      listener.address, t)
 
 
 async def serve_tcp(handler: Callable[[Stream], Awaitable[object]], address: tuple[str, int], *,
@@ -132,6 +167,16 @@ async def serve_on_listeners(address: tuple[str, int], cpus: Iterable[int] | Non
         finally:
             for t in servers:
                 t.cancel()
+            # Ended before their listeners close: a server on another CPU may
+            # be in an accept on one (and serve_tcp's end its connections).
+            for t in servers:
+                if not t.done():
+                    try:
+                        await t.join()
+                    except Cancelled:
+                        pass
+                    except Exception:
+                        log.exception("serve on %s: a server failed as it ended", address)
     finally:
         for lst in listeners:
             lst.close()
