@@ -387,7 +387,9 @@ static void refresh_ring_drops(struct osvrt_net *net)
 
 static void count_link_error(struct osvrt_net *net, int e)
 {
-    osvrt_stat_add(&net->link_errors, 1);
+    /* relaxed RMW, not osvrt_stat_add's single-writer add: a worker's
+     * EPOLLERR hook (rx_workers.c) counts here without the drain lock. */
+    atomic_fetch_add_explicit(&net->link_errors, 1, memory_order_relaxed);
     /* relaxed: a statistic, the latest value wins. */
     atomic_store_explicit(&net->last_link_errno, (uint64_t)e, memory_order_relaxed);
 }

@@ -128,13 +128,15 @@ slot_register_et(WorkerObject *w, int fd, struct io_slot *s, uint32_t dirs)
     struct epoll_event ev = {.events = dirs | EPOLLRDHUP | EPOLLET, .data.u64 = (uint32_t)fd};
     int op = s->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(w->cpu->epfd, op, fd, &ev);
-    if (r < 0 && op == EPOLL_CTL_MOD && errno == ENOENT)       /* closed and reused */
+    int added = op == EPOLL_CTL_ADD;
+    if (r < 0 && op == EPOLL_CTL_MOD && errno == ENOENT) {     /* closed and reused */
         r = epoll_ctl(w->cpu->epfd, EPOLL_CTL_ADD, fd, &ev);
-    else if (r < 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
+        added = 1;
+    } else if (r < 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
         r = epoll_ctl(w->cpu->epfd, EPOLL_CTL_MOD, fd, &ev);
     if (r < 0)
         return -1;
-    if (!s->registered || !s->et) {   /* turned edge-triggered: once per file and worker */
+    if (added || !s->et) {       /* a new file, or turned edge-triggered: once per file and worker */
         int proto = 0;
         socklen_t len = sizeof proto;
         s->tcp = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0

@@ -613,7 +613,16 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         fut = self.create_future()
         job = self._offloads.new(func, args)
         t = spawn(self._offload, fut, job, name="osvrt-asyncio-executor", cpu=self._helper_cpu)
-        fut.add_done_callback(lambda f: t.cancel() if f.cancelled() else None)
+
+        def on_done(f):
+            if f.cancelled():
+                t.cancel()
+                # Here, not only in _offload: a thread cancelled before its
+                # first step runs none of its code, and the job would stay
+                # counted for ever (a shutdown waiting on it).
+                if job.abandon():
+                    self._offloads.ended(job)
+        fut.add_done_callback(on_done)
         return fut
 
     async def _offload(self, fut, job):

@@ -49,7 +49,7 @@ class OffloadJob:
             if self._state == _QUEUED:
                 self._state = _DROPPED
                 return True
-            if self._state == _RUNNING:
+            if self._state in (_RUNNING, _ABANDONED):   # twice: the future's cancel, then its thread's
                 self._state = _ABANDONED
                 return False
             return True

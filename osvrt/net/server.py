@@ -75,11 +75,11 @@ async def _connection(handler, stream, live):
             except ConnectionError:
                 pass                   # the peer went away: nothing to report
     finally:
-        live.discard(current())
+        live.pop(current(), None)
 
 
 async def _acceptor(handler, listener, cpu):
-    live: set = set()                  # this CPU's connection threads (all on this worker)
+    live: dict = {}                    # this CPU's connection threads (all on this worker) -> stream
     try:
         while True:
             try:
@@ -92,7 +92,7 @@ async def _acceptor(handler, listener, cpu):
                 await sleep(ACCEPT_RETRY_DELAY)
                 continue
             # Pinned to our CPU, so it cannot run (and leave `live`) before the add.
-            live.add(spawn(_connection, handler, stream, live, cpu=cpu))
+            live[spawn(_connection, handler, stream, live, cpu=cpu)] = stream
     finally:
         await _end_connections(live, listener)
 
@@ -101,15 +101,17 @@ async def _end_connections(live, listener):
     """serve_tcp ends (cancelled, or its acceptor failed): so do its
     connections, as serve_tcp_protocol's do.  Each handler gets Cancelled and
     its stream closes; we wait for them, naming those that take long."""
-    for t in list(live):
+    ending = list(live.items())
+    for t, _stream in ending:
         t.cancel()
-    for t in list(live):
+    for t, stream in ending:
         with move_on_after(CONNECTION_END_WARN_S) as scope:
             await _ended(t, listener)
         if scope.expired and not t.done():
             log.warning("serve_tcp on %s: the handler of %r has not ended %s s after its "
                         "cancel; waiting for it", listener.address, t, CONNECTION_END_WARN_S)
             await _ended(t, listener)
+        stream.close()                 # a thread cancelled before its first step never opened it
 
 
 async def _ended(t, listener):

@@ -540,6 +540,26 @@ def test_shutdown_default_executor_waits_for_offloaded_calls():
     assert run(main)
 
 
+def test_an_executor_call_cancelled_at_once_does_not_hold_up_the_shutdown():
+    """Cancelled before its green thread took a step (so none of its code
+    ran): the call used to stay counted, and the Runner's
+    shutdown_default_executor (no timeout on 3.11) waited for ever."""
+    async def main():
+        asyncio.get_running_loop().run_in_executor(None, time.sleep, 0).cancel()
+        return True
+
+    assert _bounded_run(main)
+
+
+def _bounded_run(coro_fn):
+    box = {}
+    th = threading.Thread(target=lambda: box.setdefault("r", run(coro_fn)), daemon=True)
+    th.start()
+    th.join(BOUND)
+    assert not th.is_alive(), f"the loop did not close within {BOUND} s"
+    return box["r"]
+
+
 def test_run_in_executor_from_another_os_thread():
     """Not thread-safe by asyncio's letter, but it works on asyncio's loop
     (the executor's future wakes the loop thread-safely): on ours too."""

@@ -213,6 +213,8 @@ class UdpEndpoint:
                 if self._closed:
                     raise _closed()
                 return ln.rx.take()
+            if self._closed:
+                raise _closed()                  # closed while we waited for our turn
             return got
         finally:
             # ln.release(), inlined: this runs once per datagram
