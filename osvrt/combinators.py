@@ -16,7 +16,7 @@ from .checks import check_delay
 from .deadline import timeout as _timeout
 from .runtime import spawn as _spawn
 from .sync import Queue
-from .thread import Thread
+from .thread import Thread, wait_ended
 
 __all__ = ["wait_for", "gather", "as_completed", "shield"]
 
@@ -63,13 +63,23 @@ async def wait_for(aw: Any, timeout: float | None) -> Any:
 
 
 async def _cancel_and_wait(threads):
+    """Cancel the threads and wait until every one has ended.  Their outcomes
+    are not ours to report; a cancel (or a timeout's expiry) raised into the
+    caller meanwhile does not cut the wait short (no child is left behind),
+    and is raised once they have all ended."""
     for t in threads:
         t.cancel()
+    raised = None
     for t in threads:
-        try:
-            await t.join()
-        except BaseException:        # its outcome is not ours to report
-            pass
+        while True:
+            try:
+                await wait_ended(t)
+                break
+            except BaseException as e:
+                if raised is None:
+                    raised = e
+    if raised is not None:
+        raise raised
 
 
 async def gather(*aws: Any, return_exceptions: bool = False) -> list[Any]:
@@ -88,16 +98,21 @@ async def gather(*aws: Any, return_exceptions: bool = False) -> list[Any]:
     if not isinstance(return_exceptions, bool):
         raise TypeError(f"return_exceptions must be True or False, not {return_exceptions!r}")
     it = as_completed(aws, _what="gather")
-    where = {id(t): i for i, t in enumerate(it._threads)}
-    results: list[Any] = [None] * len(where)
+    # The same Thread may be passed more than once: each place gets its outcome.
+    where: dict[int, list[int]] = {}
+    for i, t in enumerate(it._threads):
+        where.setdefault(id(t), []).append(i)
+    results: list[Any] = [None] * len(it._threads)
     try:
         async for t in it:           # first finished first: a failure is seen at once
             try:
-                results[where[id(t)]] = await t.join()
+                r = await t.join()
             except BaseException as e:
                 if not return_exceptions:
                     raise
-                results[where[id(t)]] = e
+                r = e
+            for i in where[id(t)]:
+                results[i] = r
     except BaseException:
         await it.aclose()
         raise
@@ -200,12 +215,15 @@ class as_completed:
     async def aclose(self):
         """Cancel the children still running and wait for them."""
         owned, self._owned, self._left = self._owned, [], 0
-        await _cancel_and_wait([t for t in owned if not t.done()])
-        # A child cancelled before its first step never awaited its coroutine:
-        # close it, or Python warns "never awaited" when it is collected (a
-        # no-op for one that ran to its end).
-        for c in self._coros:
-            c.close()
+        try:
+            await _cancel_and_wait([t for t in owned if not t.done()])
+        finally:
+            # Every child has ended (_cancel_and_wait leaves none running).  One
+            # cancelled before its first step never awaited its coroutine:
+            # close it, or Python warns "never awaited" when it is collected
+            # (a no-op for one that ran to its end).
+            for c in self._coros:
+                c.close()
 
     async def __aenter__(self):
         return self

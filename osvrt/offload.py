@@ -78,15 +78,18 @@ class OffloadPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("osvrt.to_thread: the runtime is stopping")
-            self._jobs.append(job)
-            self.calls += 1
             # More queued calls than idle threads (a notified thread counts
             # as idle until it wakes and takes one): start another thread.
-            if len(self._jobs) > self._idle and len(self._threads) < self.size:
+            # Started before the call is queued: a thread that cannot start
+            # (RuntimeError: can't start new thread) leaves no call behind to
+            # run after to_thread has raised, and no thread stop() would join.
+            if len(self._jobs) + 1 > self._idle and len(self._threads) < self.size:
                 th = threading.Thread(target=self._serve, daemon=True,
                                       name=f"osvrt-offload-{len(self._threads)}")
-                self._threads.append(th)
                 th.start()
+                self._threads.append(th)
+            self._jobs.append(job)
+            self.calls += 1
             self._ready.notify()
 
     def _serve(self):
@@ -138,7 +141,12 @@ class OffloadPool:
         # would let n busy threads hold stop() n times as long.
         deadline = time.monotonic() + max(0.0, timeout)
         stuck = []
+        me = threading.current_thread()
         for th in threads:
+            if th is me:
+                # stop() from a call of this pool (Runtime.stop() inside
+                # to_thread): this thread ends once the call returns.
+                continue
             th.join(max(0.0, deadline - time.monotonic()))
             if th.is_alive():
                 stuck.append(th.name)

@@ -72,9 +72,12 @@ def notify_closing(f):
     closed: every green thread waiting on it, on any CPU, is woken with
     ClosedResourceError, and its registrations are dropped.  Call it BEFORE
     closing the fd (as trio's notify_closing).  Safe from any OS thread."""
+    if isinstance(f, bool) or not (isinstance(f, int) or hasattr(f, "fileno")):
+        raise TypeError(f"notify_closing takes an fd (int) or an object with fileno(), "
+                        f"not {f!r}")
     fd = f if isinstance(f, int) else f.fileno()
     if fd < 0:
-        return
+        return                       # a socket object already closed (fileno() -1)
     me = kernel.current_worker()
     if me is not None:
         workers = me.rt.workers

@@ -26,7 +26,7 @@ from .thread import Cancelled
 log = logging.getLogger("osvrt")
 _T = TypeVar("_T")
 
-_NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+_NEW, _STARTING, _RUNNING, _STOPPED = "new", "starting", "running", "stopped"
 
 # stop() without a timeout waits for every green thread; one that swallows
 # its Cancelled would make that wait silent and endless.  After this many
@@ -125,6 +125,7 @@ class Runtime:
         # looks at the live threads, or is refused at once (RuntimeError).
         self._door = threading.Lock()
         self._stopped = threading.Event()  # set when stop() has finished
+        self._start_ended = threading.Event()  # set when start() has returned or raised
         self._all_done = threading.Event()
         self._crt = None
         self._watchdog = None
@@ -146,8 +147,25 @@ class Runtime:
     # ---- life cycle ------------------------------------------------------
 
     def start(self) -> "Runtime":
-        if self._state != _NEW:
-            raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
+        # Checked and moved on under the door: two OS threads that call
+        # start() at once would otherwise both build a set of workers.
+        with self._door:
+            if self._state != _NEW:
+                raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
+            self._state = _STARTING
+        try:
+            return self._start()
+        except BaseException:
+            with self._door:
+                if self._state == _STARTING:
+                    # No worker started: the Runtime may be started again.
+                    # One that did is left for stop(), as running.
+                    self._state = _RUNNING if self._workers else _NEW
+            raise
+        finally:
+            self._start_ended.set()
+
+    def _start(self):
         set_up_engine()
         crt = lib.osvrt_rt_new(len(self._cpus))
         if crt == ffi.NULL:
@@ -190,7 +208,8 @@ class Runtime:
             w.os_thread = self._start_worker(w, ready)
         for _ in self._workers:
             started.acquire()
-        self._state = _RUNNING
+        with self._door:
+            self._state = _RUNNING
         _fork.started(self)
         if errors:
             self.stop()
@@ -244,19 +263,32 @@ class Runtime:
             self._state = _STOPPED
             self._stopped.set()
             return
-        with self._door:
-            if self._state == _NEW:
-                self._state = _STOPPED
-                self._stopped.set()
-                return
-            if w is not None and w.rt is self and self._state != _STOPPED:
-                raise RuntimeError("Runtime.stop() from inside its own green thread would wait "
-                                   "for itself; stop it from outside (or let main return)")
-            second = self._state == _STOPPED or self._stopping
-            self._stopping = True
-            self._live.watch_empty()       # the last thread to end tells us (_thread_ended)
+        while True:
+            with self._door:
+                if self._state == _NEW:
+                    self._state = _STOPPED
+                    self._stopped.set()
+                    return
+                if self._state != _STARTING:
+                    if w is not None and w.rt is self and self._state != _STOPPED:
+                        raise RuntimeError("Runtime.stop() from inside its own green thread "
+                                           "would wait for itself; stop it from outside (or "
+                                           "let main return)")
+                    second = self._state == _STOPPED or self._stopping
+                    self._stopping = True
+                    self._live.watch_empty()   # the last thread to end tells us (_thread_ended)
+                    break
+            # start() is under way in another OS thread: stop what it starts.
+            self._start_ended.wait()
         if second:
-            self._stopped.wait()           # another stop() is under way: return when it is done
+            # Another stop() is under way: return when it is done, within
+            # this call's own bound (timeout, and the workers' exit allowance).
+            if not self._stopped.wait(None if timeout is None else timeout + WORKER_EXIT_S):
+                live = [t for t in list(self._live) if not t.done()]
+                raise TimeoutError(
+                    f"Runtime.stop(timeout={timeout}): another stop() of this runtime is "
+                    f"under way and did not end in time; it waits for "
+                    f"{_waiting_line(live) if live else 'its services and workers to stop'}")
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stop_deadline = deadline
@@ -646,13 +678,16 @@ def _function_name(fn):
     return name if isinstance(name, str) and name else None
 
 
-def _wait_main(t, fut, guard, stop_timeout):
+def _wait_main(t, fut, guard, stop_timeout, rt):
     """run()'s wait for main.  Once SIGTERM has cancelled main, a main that
     swallows its Cancelled is named on the log (after STOP_REPORT_S, then at
     doubling intervals), and with stop_timeout it is abandoned after that
-    many seconds: run() goes on to stop the runtime."""
+    many seconds: run() goes on to stop the runtime.  A worker's crash (on
+    any CPU: main may wait for a thread that was on it) ends the wait."""
     cancelled_at = report_every = report_at = None
     while not concurrent.futures.wait([fut], timeout=0.1).done:
+        if rt._crashed is not None:
+            return
         if guard is None or not guard.signalled:
             continue
         now = time.monotonic()
@@ -763,7 +798,7 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
             if guard is not None:
                 guard.watch(t)
             try:
-                _wait_main(t, fut, guard, stop_timeout)
+                _wait_main(t, fut, guard, stop_timeout, rt)
             except KeyboardInterrupt:
                 t.cancel()
                 raise
@@ -782,4 +817,8 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
         except BaseException:
             log.exception("osvrt: main raised while SIGTERM stopped it")
         raise SystemExit(EXIT_STATUS)
+    if not t.done() and rt._crashed is not None:
+        # main never ended: its outcome is the crash, not None.
+        raise RuntimeError(f"osvrt.run: a worker crashed while main ran: "
+                           f"{rt._crashed!r}") from rt._crashed
     return _thread.outcome(t)

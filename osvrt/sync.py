@@ -279,15 +279,19 @@ class Condition:
 def _reacquire(m):
     """Acquire m even if cancelled meanwhile, and re-deliver that cancel at the
     next await: Condition.wait() always returns holding its mutex."""
-    cancelled = False
+    pending = None
     while True:
         try:
             yield from m.acquire()
             break
-        except Cancelled:
-            cancelled = True
-    if cancelled:
-        thread.defer(_me(), Cancelled())      # re-arm the cancel we swallowed
+        except Cancelled as e:
+            # A timeout's expiry is a Cancelled subclass that belongs to its
+            # osvrt.timeout block: re-deliver it as itself (a plain Cancelled
+            # would cancel the whole thread).  A cancel outranks an expiry.
+            if pending is None or type(e) is Cancelled:
+                pending = e
+    if pending is not None:
+        thread.defer(_me(), pending)          # re-arm what we swallowed
 
 
 class Semaphore:

@@ -23,7 +23,7 @@ import types
 
 from .kernel import current, yield_now
 from .kernel import spawn as _spawn
-from .thread import Cancelled
+from .thread import Cancelled, wait_ended
 
 __all__ = ["TaskGroup"]
 
@@ -173,21 +173,7 @@ class TaskGroup:
     async def _wait_for(self, t):
         """Wait until child t ends.  Raises only what was raised into the body
         (a cancel, a timeout's expiry), never t's own outcome."""
-        try:
-            await t.join()
-        except BaseException as e:
-            if not t.done():
-                raise                # the body was woken while t still runs
-            # t has ended.  join() of an ended thread returns its outcome at
-            # once, without waiting: the same exception object every time.
-            # So e is t's outcome exactly when a second join raises e itself;
-            # otherwise e was raised into the body while it waited.
-            try:
-                await t.join()
-            except BaseException as again:
-                if again is e:
-                    return
-            raise e
+        await wait_ended(t)
 
     async def __aexit__(self, et, exc, tb):
         outer = None                 # a cancel (or expiry) of the body not injected by the group

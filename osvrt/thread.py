@@ -241,6 +241,26 @@ def close_unstarted(t):
     return False
 
 
+async def wait_ended(t):
+    """Wait until t ends.  Raises only what was raised into the caller while
+    it waited (a cancel, a timeout's expiry), never t's own outcome."""
+    try:
+        await t.join()
+    except BaseException as e:
+        if not t.done():
+            raise                    # the caller was woken while t still runs
+        # t has ended.  join() of an ended thread returns its outcome at once,
+        # without waiting: the same exception object every time.  So e is t's
+        # outcome exactly when a second join raises e itself; otherwise e was
+        # raised into the caller while it waited.
+        try:
+            await t.join()
+        except BaseException as again:
+            if again is e:
+                return
+        raise e
+
+
 async def _await(awaitable):
     """Runs one of osvrt's own awaitables (a sleep, a wait) as a green thread."""
     return await awaitable

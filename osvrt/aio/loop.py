@@ -701,17 +701,8 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             return _on_own_thread(OsvrtEventLoop._stop_runtime, rt, at_exit)
         w = rt.loop_worker
         w.stop_requested = False          # before the helper can set it
-        failed = []
-
-        def stop():
-            try:
-                rt.stop(timeout=5.0)
-            except BaseException as e:    # re-raised below, in the closing thread
-                failed.append(e)
-
-        helper = threading.Thread(target=stop, name="osvrt-asyncio-close")
         try:
-            helper.start()
+            helper = _ThreadCall(rt.stop, timeout=5.0)
         except RuntimeError:
             if not at_exit:
                 raise
@@ -722,10 +713,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         try:
             w.os_thread.run()
         finally:
-            helper.join()
-            w.release_handles()
-        if failed:
-            raise failed[0]
+            helper.join_and_raise(release=w.release_handles)
 
     async def run_green(self, fn, *args):
         """Await fn(*args) run as an osvrt green thread (so it may use osvrt.sleep,
@@ -765,20 +753,34 @@ def _stop_unclosed_runtimes():
             loop._release_runtime(at_exit=True)
 
 
+class _ThreadCall:
+    """fn(*args, **kw) started on an OS thread of its own; join_and_raise()
+    waits for it and raises its exception in the joining thread."""
+
+    def __init__(self, fn, *args, **kw):
+        self._failed = []
+
+        def run():
+            try:
+                fn(*args, **kw)
+            except BaseException as e:    # re-raised by join_and_raise
+                self._failed.append(e)
+        self._thread = threading.Thread(target=run, name="osvrt-asyncio-close")
+        self._thread.start()
+
+    def join_and_raise(self, release=None):
+        try:
+            self._thread.join()
+        finally:
+            if release is not None:
+                release()
+        if self._failed:
+            raise self._failed[0]
+
+
 def _on_own_thread(fn, *args):
     """fn(*args) on a new OS thread; its exception raised here."""
-    failed = []
-
-    def run():
-        try:
-            fn(*args)
-        except BaseException as e:    # re-raised below
-            failed.append(e)
-    t = threading.Thread(target=run, name="osvrt-asyncio-close")
-    t.start()
-    t.join()
-    if failed:
-        raise failed[0]
+    _ThreadCall(fn, *args).join_and_raise()
 
 
 def _reraise(exc):
