@@ -65,14 +65,15 @@ typedef struct ThreadObject {
     WorkerObject *w;           /* home; written by the owner (moves), read by
                                   wakers with an acquire load (see home_of) */
     PyObject *value;           /* owner (the claimer): sent at the next resume */
-    PyObject *throw_;          /* raised at the next resume (timeouts); set
-                                  with pending, see throw_into */
+    PyObject *throw_;          /* under slots: raised at the next resume
+                                  (timeouts); set with pending, see throw_into */
     PyObject *outcome;         /* written once by the owner at the end: what the
                                   coroutine returned, or raised when `failed` */
-    PyObject *joiners;         /* owner: list of Tickets of joining threads */
+    PyObject *joiners;         /* under slots: list of Tickets of joining threads */
     /* owner: the submit() Future (aux_future = 1), or, for a thread that
      * ended with an exception nobody has joined, its logger (one slot: a
-     * thread with a Future reports there and never needs the logger) */
+     * thread with a Future reports there and never needs the logger); read,
+     * swapped and taken under slots */
     PyObject *aux;
     PyObject *weakreflist;
     uint64_t id;
@@ -95,6 +96,10 @@ typedef struct ThreadObject {
      * thread.c asserts the size). */
     char pinned, cwait, started, has_export, aux_future;
     char failed;               /* written once with `outcome`: it is an exception */
+    /* The spinlock over joiners, throw_ and aux: the pointer fields that
+     * threads of other workers (joiners, a timeout's timer, a second joiner)
+     * read, swap or take (thread_slots_lock).  In the padding before posts. */
+    _Atomic uint8_t slots;
     uint16_t posts;            /* hand-overs so far, mod 2**16 (owner: whoever posts
                                   it); the trace's flow ids use 16 bits */
     int32_t live_index;        /* its slot in the runtime's LiveSet (live.c), -1 if none */
@@ -129,8 +134,11 @@ typedef struct TicketObject {
 typedef struct TimerObject {
     PyObject_HEAD
     double deadline;
-    PyObject *fn;              /* owner; NULL once fired or cancelled */
-    PyObject *arg;
+    /* NULL once fired or cancelled.  Taken with an exchange (timer_take):
+     * the worker firing it and a cancel from another worker (a thread that
+     * moved since) may race, and only the taker owns fn and arg. */
+    PyObject *fn;
+    PyObject *arg;             /* touched only by whoever took fn */
     int wakes;                 /* fn is a Ticket to wake with arg as its value */
 } TimerObject;
 
@@ -344,6 +352,20 @@ static inline int ticket_is_claimed(TicketObject *tk)
     /* relaxed: a hint for compaction; a wrong "open" only keeps an entry. */
     return atomic_load_explicit(&tk->t->wait, memory_order_relaxed) != ((tk->seq << 1) | 1);
 }
+/* Held for a few loads and stores and at most a realloc: no Python code runs
+ * under it and nothing that can collect (a GIL build would deadlock a
+ * spinner holding the GIL), and a reference taken out is dropped after the
+ * unlock (a dealloc runs code). */
+static inline void thread_slots_lock(ThreadObject *t)
+{
+    /* acquire: what the last holder wrote under the lock is seen here */
+    while (atomic_exchange_explicit(&t->slots, 1, memory_order_acquire))
+        cpu_relax();
+}
+static inline void thread_slots_unlock(ThreadObject *t)
+{
+    atomic_store_explicit(&t->slots, 0, memory_order_release);   /* publishes our writes */
+}
 static inline WorkerObject *home_of(ThreadObject *t)
 {
     /* acquire: pairs with the owner's release store when it moves t, so a
@@ -495,6 +517,23 @@ int live_watched(PyObject *set);          /* watch_empty was called */
 /* timer.c */
 TimerObject *timer_new(double deadline, PyObject *fn, PyObject *arg, int wakes);
 void timer_disarm(TimerObject *tm);
+/* Take the timer's fn (NULL: fired or cancelled already) and, with it, arg. */
+static inline PyObject *timer_take(TimerObject *tm, PyObject **arg)
+{
+    /* acq_rel: of a racing fire and cancel exactly one gets fn; the winner
+     * sees arg as timer_new wrote it */
+    PyObject *fn = __atomic_exchange_n(&tm->fn, NULL, __ATOMIC_ACQ_REL);
+    *arg = NULL;
+    if (fn != NULL) {
+        *arg = tm->arg;
+        tm->arg = NULL;
+    }
+    return fn;
+}
+static inline int timer_armed(TimerObject *tm)
+{
+    return __atomic_load_n(&tm->fn, __ATOMIC_RELAXED) != NULL;   /* a hint: may fire any time */
+}
 
 /* worker.c */
 int worker_push(WorkerObject *w, ThreadObject *t, int before_equals);

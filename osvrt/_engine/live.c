@@ -42,8 +42,13 @@ live_add(PyObject *set, ThreadObject *t)
     LiveSetObject *s = (LiveSetObject *)set;
     live_lock(s);
     if (t->live_index >= 0) {
+        /* live_index is per thread: an add to a second set would be lost */
+        int here = t->live_index < s->n && s->items[t->live_index] == t;
         live_unlock(s);
-        return 0;
+        if (here)
+            return 0;
+        PyErr_SetString(PyExc_RuntimeError, "this green thread is in another LiveSet already");
+        return -1;
     }
     if (s->n == s->cap) {
         /* realloc runs no Python code and keeps the GIL: fine under the lock */

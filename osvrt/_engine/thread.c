@@ -258,7 +258,12 @@ thread_wait_done(ThreadObject *t, PyObject *args)
     int leave_active = 0, spin = 1;
     if (!PyArg_ParseTuple(args, "d|pp:_wait_done", &timeout, &leave_active, &spin))
         return NULL;
+    if (timeout != timeout)
+        return PyErr_Format(PyExc_ValueError, "_wait_done: timeout must be a number, not nan");
     WorkerObject *w = home_of(t);
+    if (w == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "this %s was never started by a runtime",
+                            Py_TYPE(t)->tp_name);
     if (w->crt == NULL)
         return PyErr_Format(PyExc_RuntimeError, "%R has no runtime", t);
     _Atomic uint32_t *active = &w->crt->active;
@@ -302,11 +307,19 @@ thread_join(ThreadObject *t, PyObject *args, PyObject *kw)
 PyObject *
 thread_outcome(ThreadObject *t)
 {
-    if (t->aux != NULL && !t->aux_future) {
-        /* Retrieved after all: it must not log at collection. */
-        if (PyObject_SetAttr(t->aux, str_exc, Py_None) < 0)
-            return NULL;
-        Py_CLEAR(t->aux);
+    if (!t->aux_future) {
+        /* Retrieved after all: it must not log at collection.  Taken under
+         * the lock: two joiners on two workers may both get here. */
+        thread_slots_lock(t);
+        PyObject *logger = t->aux;
+        t->aux = NULL;
+        thread_slots_unlock(t);
+        if (logger != NULL) {
+            int r = PyObject_SetAttr(logger, str_exc, Py_None);
+            Py_DECREF(logger);
+            if (r < 0)
+                return NULL;
+        }
     }
     if (t->failed) {
         PyErr_SetObject((PyObject *)Py_TYPE(t->outcome), t->outcome);
@@ -357,20 +370,30 @@ static PyObject *
 thread_get_aux(ThreadObject *t, void *future)
 {
     int want = future != NULL;
-    return Py_NewRef(t->aux != NULL && t->aux_future == want ? t->aux : Py_None);
+    thread_slots_lock(t);                 /* another joiner may take it (thread_outcome) */
+    PyObject *v = Py_NewRef(t->aux != NULL && t->aux_future == want ? t->aux : Py_None);
+    thread_slots_unlock(t);
+    return v;
 }
 
 static int
 thread_set_aux(ThreadObject *t, PyObject *v, void *future)
 {
     int want = future != NULL;
+    PyObject *old = NULL;
+    thread_slots_lock(t);
     if (v == NULL || v == Py_None) {
-        if (t->aux_future == want)
-            Py_CLEAR(t->aux);
-        return 0;
+        if (t->aux_future == want) {
+            old = t->aux;
+            t->aux = NULL;
+        }
+    } else {
+        old = t->aux;
+        t->aux = Py_NewRef(v);
+        t->aux_future = (char)want;
     }
-    Py_XSETREF(t->aux, Py_NewRef(v));
-    t->aux_future = (char)want;
+    thread_slots_unlock(t);
+    Py_XDECREF(old);                      /* after the unlock: a dealloc runs code */
     return 0;
 }
 
@@ -397,16 +420,26 @@ thread_set_export(ThreadObject *t, PyObject *v, void *c)
     return 0;
 }
 
+/* A timeout's timer sets and reads _throw from whichever worker it fires
+ * on, while t's own worker takes it (throw_into): all under the lock. */
 static PyObject *
 thread_get_throw(ThreadObject *t, void *c)
 {
-    return Py_NewRef(t->throw_ ? t->throw_ : Py_None);
+    thread_slots_lock(t);
+    PyObject *v = Py_NewRef(t->throw_ ? t->throw_ : Py_None);
+    thread_slots_unlock(t);
+    return v;
 }
 
 static int
 thread_set_throw(ThreadObject *t, PyObject *v, void *c)
 {
-    Py_XSETREF(t->throw_, (v == NULL || v == Py_None) ? NULL : Py_NewRef(v));
+    PyObject *new = (v == NULL || v == Py_None) ? NULL : Py_NewRef(v);
+    thread_slots_lock(t);
+    PyObject *old = t->throw_;
+    t->throw_ = new;
+    thread_slots_unlock(t);
+    Py_XDECREF(old);                      /* after the unlock: a dealloc runs code */
     return 0;
 }
 
@@ -450,7 +483,11 @@ thread_set_handle(ThreadObject *t, PyObject *v, void *c)
 static PyObject *
 thread_get_w(ThreadObject *t, void *c)
 {
-    return Py_NewRef((PyObject *)home_of(t));
+    WorkerObject *w = home_of(t);
+    if (w == NULL)                 /* made with Thread.__new__, or cleared by the GC */
+        return PyErr_Format(PyExc_RuntimeError, "this %s was never started by a runtime",
+                            Py_TYPE(t)->tp_name);
+    return Py_NewRef((PyObject *)w);
 }
 
 static int
@@ -481,7 +518,7 @@ static PyMemberDef thread_members[] = {
     {"_ctx", T_OBJECT, OFF(ctx), 0, NULL},
     {"_name", T_OBJECT, OFF(name), 0, NULL},
     {"_value", T_OBJECT, OFF(value), 0, NULL},
-    {"_joiners", T_OBJECT, OFF(joiners), 0, NULL},
+    {"_joiners", T_OBJECT, OFF(joiners), READONLY, NULL},   /* tests: a racy peek */
 
     {"_prio", T_DOUBLE, OFF(prio), 0, NULL},
     {"_r", T_DOUBLE, OFF(r), 0, NULL},
@@ -684,7 +721,13 @@ ticket_start(TicketObject *tk, PyObject **result)
     }
     if (tk->t == NULL)
         tk->t = (ThreadObject *)Py_NewRef(me);
-    assert(tk->t == me);                 /* a ticket is awaited by its own thread */
+    if (tk->t != me) {
+        /* A ticket's wait word is its thread's: awaited from another thread
+         * it would park this one on a wait nobody can end. */
+        PyErr_Format(PyExc_RuntimeError, "green thread %R awaited a wait made by green "
+                     "thread %R; a wait is awaited by the thread that made it", me, tk->t);
+        return PYGEN_ERROR;
+    }
     if (ops->opens)
         ticket_open(tk);
     if (ops->arm != NULL) {

@@ -1,5 +1,6 @@
-/* timer.c - a timer of one worker (its owner alone arms, fires and
- * disarms it; worker.c keeps the heap).  A timer either calls fn(arg) or,
+/* timer.c - a timer of one worker (its owner alone arms and fires it, and
+ * worker.c keeps the heap; a cancel may come from another worker, so fn is
+ * taken with an exchange, engine.h's timer_take).  A timer either calls fn(arg) or,
  * cheaper and the common case (sleep, timeouts of waits), wakes a Ticket with
  * arg as the value its await returns. */
 #include "engine.h"
@@ -21,8 +22,9 @@ timer_new(double deadline, PyObject *fn, PyObject *arg, int wakes)
 void
 timer_disarm(TimerObject *tm)
 {
-    Py_CLEAR(tm->fn);
-    Py_CLEAR(tm->arg);
+    PyObject *arg, *fn = timer_take(tm, &arg);
+    Py_XDECREF(fn);
+    Py_XDECREF(arg);
 }
 
 static PyObject *
@@ -35,7 +37,7 @@ timer_cancel(TimerObject *tm, PyObject *unused)
 static PyObject *
 timer_get_armed(TimerObject *tm, void *c)
 {
-    return PyBool_FromLong(tm->fn != NULL);
+    return PyBool_FromLong(timer_armed(tm));
 }
 
 static int
@@ -73,7 +75,7 @@ static PyGetSetDef timer_getset[] = {
 
 static PyMethodDef timer_methods[] = {
     {"cancel", (PyCFunction)timer_cancel, METH_NOARGS,
-     "Disarm the timer (its worker's thread only); a fired timer stays fired."},
+     "Disarm the timer (from any worker); a fired timer stays fired."},
     {NULL}
 };
 

@@ -81,33 +81,64 @@ join_poll(TicketObject *tk, ThreadObject *me, PyObject **result)
     return 0;
 }
 
+/* Copy l's open tickets into fresh (the caller holds the target's lock:
+ * PyList_Append only reallocs, and runs no Python code). */
+static int
+joiners_compact(PyObject *l, PyObject *fresh)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(l); i++) {
+        TicketObject *o = (TicketObject *)PyList_GET_ITEM(l, i);
+        if (!ticket_is_claimed(o) && PyList_Append(fresh, (PyObject *)o) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The target's joiners are appended to here, by joiners on any worker, and
+ * taken by finish() on the target's: both under the target's slots lock.
+ * Nothing under it runs Python code: the new list is made before the lock
+ * (an allocation may collect), and the references we drop go after. */
 static int
 join_arm(WorkerObject *w, TicketObject *tk)
 {
     ThreadObject *target = (ThreadObject *)tk->obj;
-    if (target->joiners == NULL && (target->joiners = PyList_New(0)) == NULL)
-        return -1;
-    /* Drop joins that timed out (claimed tickets) once the list doubles:
-     * a million join(timeout=0) polls then cost O(1) memory each. */
-    Py_ssize_t n = PyList_GET_SIZE(target->joiners);
-    if (n >= 64 && (n & (n - 1)) == 0) {
-        PyObject *keep = PyList_New(0);
-        if (keep == NULL)
-            return -1;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            TicketObject *o = (TicketObject *)PyList_GET_ITEM(target->joiners, i);
-            if (!ticket_is_claimed(o) && PyList_Append(keep, (PyObject *)o) < 0) {
-                Py_DECREF(keep);
-                return -1;
+    PyObject *fresh = NULL, *old = NULL, *l;
+    int r = 0;
+    for (;;) {
+        thread_slots_lock(target);
+        l = target->joiners;
+        Py_ssize_t n = l ? PyList_GET_SIZE(l) : 0;
+        /* A new list when there is none, and when it has doubled: joins that
+         * timed out (claimed tickets) are dropped then, so a million
+         * join(timeout=0) polls cost O(1) memory each. */
+        if (!(l == NULL || (n >= 64 && (n & (n - 1)) == 0)))
+            break;                       /* (with the lock held) no new list needed */
+        if (fresh != NULL) {
+            if (l != NULL)
+                r = joiners_compact(l, fresh);
+            if (r == 0) {
+                old = l;
+                target->joiners = fresh;
+                fresh = NULL;
             }
+            break;
         }
-        Py_SETREF(target->joiners, keep);
+        thread_slots_unlock(target);
+        if ((fresh = PyList_New(0)) == NULL)
+            return -1;
+        /* and look again: the list may have changed while we allocated */
     }
-    if (PyList_Append(target->joiners, (PyObject *)tk) < 0)
+    if (r == 0)
+        r = PyList_Append(target->joiners, (PyObject *)tk);
+    thread_slots_unlock(target);
+    Py_XDECREF(old);
+    Py_XDECREF(fresh);
+    if (r < 0)
         return -1;
-    /* No lost wake-up: published before this re-check; the end of the
-     * target marks it terminated before it wakes its joiners. */
-    if (atomic_load_explicit(&target->state, memory_order_seq_cst) == ST_TERMINATED
+    /* No lost wake-up: finish() marks the target terminated (seq_cst) before
+     * it takes the list under the lock.  If it took it before our append,
+     * the lock orders its store before this load; if after, it wakes tk. */
+    if (atomic_load_explicit(&target->state, memory_order_acquire) == ST_TERMINATED
         && wake_ticket(tk, NULL) < 0)
         return -2;
     return 0;

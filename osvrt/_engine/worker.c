@@ -144,7 +144,7 @@ tm_compact(WorkerObject *w)
 {
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < w->tm_len; i++) {
-        if (w->tm[i].tm->fn != NULL)
+        if (timer_armed(w->tm[i].tm))
             w->tm[k++] = w->tm[i];
         else
             Py_DECREF(w->tm[i].tm);   /* a disarmed timer holds nothing: no code runs */
@@ -330,10 +330,9 @@ fire_timers(WorkerObject *w, double now)
 {
     while (w->tm_len && w->tm[0].deadline <= now) {
         TimerObject *tm = tm_pop(w);
-        PyObject *fn = tm->fn, *arg = tm->arg;
+        PyObject *arg, *fn = timer_take(tm, &arg);   /* fired: the references are ours */
         int r = 0;
         if (fn != NULL) {
-            tm->fn = tm->arg = NULL;   /* fired: disarmed, and the references are ours */
             if (tm->wakes) {
                 r = wake_ticket((TicketObject *)fn, arg) < 0 ? -1 : 0;
             } else {
@@ -444,8 +443,11 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         err |= r == NULL;
         Py_XDECREF(r);
     }
+    /* Under the lock: join_arm appends from other workers (see there). */
+    thread_slots_lock(t);
     PyObject *joiners = t->joiners;
     t->joiners = NULL;
+    thread_slots_unlock(t);
     if (joiners != NULL) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(joiners); i++) {
             if (wake_ticket((TicketObject *)PyList_GET_ITEM(joiners, i), NULL) < 0)
@@ -550,8 +552,10 @@ throw_into(WorkerObject *w, ThreadObject *t)
     /* Clear the summary before reading the two sources: a setter sets its
      * source first and the summary second, so nothing set meanwhile is lost. */
     atomic_store_explicit(&t->pending, 0, memory_order_seq_cst);
+    thread_slots_lock(t);                 /* a timeout's timer may set it from another worker */
     PyObject *exc = t->throw_;
     t->throw_ = NULL;
+    thread_slots_unlock(t);
     if (exc != NULL && is_stale(exc))
         Py_CLEAR(exc);
     if (exc == NULL) {
@@ -617,7 +621,7 @@ worker_idle(WorkerObject *w, double *now)
 {
     /* acquire, first: a kick after this read ends the idle (csrc/core/cpu.h). */
     uint32_t seq = atomic_load_explicit(&w->cpu->doorbell, memory_order_acquire);
-    while (w->tm_len && w->tm[0].tm->fn == NULL)    /* disarmed heads would cut the sleep short */
+    while (w->tm_len && !timer_armed(w->tm[0].tm))    /* disarmed heads would cut the sleep short */
         Py_DECREF(tm_pop(w));
     int64_t timeout = -1;
     if (w->tm_len) {
@@ -795,7 +799,9 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
                 atomic_store_explicit(&t->state, ST_WAITING, memory_order_relaxed);
                 /* seq_cst: pairs with cancel()'s store of pending (thread.c). */
                 if (atomic_load_explicit(&t->pending, memory_order_seq_cst)
-                    && (atomic_load_explicit(&t->cancel, memory_order_acquire) || t->throw_)) {
+                    && (atomic_load_explicit(&t->cancel, memory_order_acquire)
+                    /* relaxed: a hint; throw_into reads it under the lock */
+                    || __atomic_load_n(&t->throw_, __ATOMIC_RELAXED) != NULL)) {
                     /* A cancel or timeout came while t ran and found no wait to
                      * end: end this one at once so it is raised at this await. */
                     ThreadObject *cl = thread_claim_open(t);
@@ -841,7 +847,11 @@ worker_run_loop(WorkerObject *w, PyObject *unused)
                 Py_XDECREF(msg);
                 if (e == NULL)
                     goto error;
-                Py_XSETREF(t->throw_, e);
+                thread_slots_lock(t);
+                PyObject *old = t->throw_;
+                t->throw_ = e;
+                thread_slots_unlock(t);
+                Py_XDECREF(old);
                 atomic_store_explicit(&t->pending, 1, memory_order_seq_cst);
             }
         }
