@@ -116,3 +116,34 @@ def test_awaiting_another_threads_wait_is_an_error_not_a_hang():
         return await a.join(timeout=5)
 
     assert bounded(lambda: osvrt.run(main, cpus=1)) == "a resumed"
+
+
+def test_a_thread_woken_by_the_before_idle_hook_runs_before_the_worker_sleeps(monkeypatch):
+    # The worker's idle ran its hook (Python code: the balancer's pull, and
+    # any finalizer a GC pass there runs), then slept: a thread the hook woke
+    # on this worker's own run queue rings no doorbell, so it waited for the
+    # next timer (the balancer's, an hour away here): a hang.
+    from osvrt import balancer
+    armed = []
+    real = balancer.ask_for_work
+
+    def ask_for_work(w):
+        if armed:
+            armed.pop().set()            # as a finalizer run in the hook may
+        return real(w)
+
+    monkeypatch.setattr(balancer, "ask_for_work", ask_for_work)
+
+    async def waiter(ev):
+        await ev.wait()
+
+    async def main():
+        for _ in range(3):
+            ev = osvrt.Event()
+            w = osvrt.spawn(waiter, ev)
+            await osvrt.sleep(0.01)
+            armed.append(ev)             # set in this worker's next idle
+            await w.join()
+
+    bounded(lambda: osvrt.run(main, cpus=2, balance_interval=3600, stall_threshold=None),
+            timeout=20)

@@ -621,14 +621,6 @@ worker_idle(WorkerObject *w, double *now)
 {
     /* acquire, first: a kick after this read ends the idle (csrc/core/cpu.h). */
     uint32_t seq = atomic_load_explicit(&w->cpu->doorbell, memory_order_acquire);
-    while (w->tm_len && !timer_armed(w->tm[0].tm))    /* disarmed heads would cut the sleep short */
-        Py_DECREF(tm_pop(w));
-    int64_t timeout = -1;
-    if (w->tm_len) {
-        double d = w->tm[0].deadline - *now;
-        d = d < MAX_IDLE ? d : MAX_IDLE;
-        timeout = d > 0 ? (int64_t)(d * 1e9) + 1000 : 0;
-    }
     /* The hook only when it has work (worker.py keeps flush_at_idle): a
      * Python call per idle was ~1,200 instructions of every asyncio loop
      * park (callgrind, docs/design.md). */
@@ -640,6 +632,19 @@ worker_idle(WorkerObject *w, double *now)
     if (atomic_load_explicit(&w->stop, memory_order_acquire)
         || atomic_load_explicit(&w->pull, memory_order_relaxed) != NULL)
         return 0;
+    /* The hook runs Python code (and a GC pass may run finalizers in it): a
+     * thread it woke here went onto our run queue, which rings no doorbell,
+     * and a timer it added is not in a timeout taken before it. */
+    if (rq_len(w))
+        return 0;
+    while (w->tm_len && !timer_armed(w->tm[0].tm))    /* disarmed heads would cut the sleep short */
+        Py_DECREF(tm_pop(w));
+    int64_t timeout = -1;
+    if (w->tm_len) {
+        double d = w->tm[0].deadline - *now;
+        d = d < MAX_IDLE ? d : MAX_IDLE;
+        timeout = d > 0 ? (int64_t)(d * 1e9) + 1000 : 0;
+    }
     /* fds closed by other threads (notify_closing): their waiters here wake. */
     if (atomic_load_explicit(&w->io.closing, memory_order_relaxed)) {
         if (io_take_closing(w) < 0)
