@@ -748,11 +748,23 @@ ticket_start(TicketObject *tk, PyObject **result)
     *result = Py_NewRef(tk);
     return PYGEN_NEXT;
 
-fail_open:
+fail_open: {
     /* The wait was opened but the thread will not park: close it, so no
      * later wake schedules a thread that is running. */
-    Py_XDECREF(ticket_claim(tk));
-    return PYGEN_ERROR;
+    ThreadObject *c = ticket_claim(tk);
+    if (c != NULL) {
+        Py_DECREF(c);
+        return PYGEN_ERROR;
+    }
+    /* A waker claimed it first (arm's own re-check found the event set or
+     * the target ended, or a cancel came): the thread is on a run queue
+     * already, so it must park and be resumed once, by that wake.  The
+     * error (making a timer or a list) concerns a wait that has ended. */
+    PyErr_Clear();
+    tk->step = 1;
+    *result = Py_NewRef(tk);
+    return PYGEN_NEXT;
+}
 }
 
 PySendResult
