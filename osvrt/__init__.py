@@ -50,14 +50,14 @@ if TYPE_CHECKING:
     import asyncio
 
 
-def new_event_loop(*, cpu: int | None = None,
+def new_event_loop(*, cpu: int | None = None, cpus: Any = None,
                    **runtime_options: Any) -> "asyncio.AbstractEventLoop":
     """A new asyncio event loop that runs on an osvrt Runtime (osvrt.aio):
     asyncio.Runner(loop_factory=osvrt.new_event_loop), anyio's
     backend_options={"loop_factory": osvrt.new_event_loop}.  Imports osvrt.aio
     only when called."""
     from .aio import new_event_loop as make
-    return make(cpu=cpu, **runtime_options)
+    return make(cpu=cpu, cpus=cpus, **runtime_options)
 
 
 from . import net  # noqa: E402  (osvrt.net.udp_bind, as in docs/api.md; imports nothing heavy)

@@ -230,3 +230,13 @@ def test_top_live_screen_under_a_pty(busy_program, two_cpus):
         os.kill(pid, signal.SIGTERM)
         os.waitpid(pid, 0)
         os.close(fd)
+
+
+@pytest.mark.parametrize("interval", ["inf", "1e300", "nan"])
+def test_top_names_an_interval_it_cannot_sleep(busy_program, interval):
+    # inf passed the "> 0" check and ended in time.sleep's OverflowError traceback.
+    out = subprocess.run([sys.executable, "-P", "-m", "osvrt", "top", str(busy_program.pid),
+                          "--once", "--interval", interval], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode != 0
+    assert "--interval" in out.stderr and "Traceback" not in out.stderr, out.stderr[-800:]

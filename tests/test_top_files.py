@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
@@ -426,3 +427,28 @@ def test_program_list_escapes_command_lines(monkeypatch, capsys):
             p.wait()
     out = capsys.readouterr().out
     assert "PWNED" in out and "\x1b" not in out and "\x07" not in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare to mount a small tmpfs on /dev/shm")
+def test_a_full_dev_shm_costs_the_stats_file_not_the_program():
+    # ftruncate gave a sparse file: on a full tmpfs the first store into its
+    # mapping was a SIGBUS that ended the program.
+    script = textwrap.dedent(f"""
+        mount -t tmpfs -o size=8k tmpfs /dev/shm || exit 99
+        dd if=/dev/zero of=/dev/shm/fill bs=4k count=10 2>/dev/null
+        {sys.executable} -P -c '
+    import osvrt
+    async def main():
+        await osvrt.sleep(0.05)
+        return "ran"
+    print(osvrt.run(main, cpus=1))
+    '
+    """)
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    if out.returncode == 99:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    assert out.returncode == 0, (out.returncode, out.stderr[-800:])
+    assert out.stdout.strip() == "ran"
+    assert "no stats file" in out.stderr

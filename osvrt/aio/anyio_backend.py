@@ -75,6 +75,8 @@ def loop_factory_for(options: Any) -> tuple[Any, Any]:
         raise ValueError(f"backend_options['cpus']={cpus!r}: give a count, CPU ids or None")
     cpus = resolve_cpus(cpus)                   # ValueError naming a bad value
     cpu = opts.pop("cpu", None)
+    if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, int)):
+        raise ValueError(f"backend_options['cpu']={cpu!r}: give a CPU id (an int) or None")
     if cpu is not None and cpu not in cpus:
         raise ValueError(f"backend_options['cpu']={cpu!r} is not one of its cpus {cpus}")
     return debug, functools.partial(new_event_loop, cpu=cpu, cpus=cpus, **opts)

@@ -138,6 +138,10 @@ class StatsFile:
                 continue
         try:
             os.ftruncate(fd, file_size(ncpu))
+            # Blocks given now: ftruncate leaves a sparse file, and on a full
+            # tmpfs the first store into the mapping would be a SIGBUS that
+            # ends the program; this is an OSError (ENOSPC) the caller logs.
+            os.posix_fallocate(fd, 0, file_size(ncpu))
             self._mm = mmap.mmap(fd, file_size(ncpu))
         except BaseException:
             os.close(fd)

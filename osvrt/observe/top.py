@@ -372,8 +372,8 @@ def _warn_skipped(problems, _said=set()):
 
 
 def run(args):
-    if not (args.interval > 0):
-        raise ValueError(f"--interval must be > 0, not {args.interval}")
+    if not (0 < args.interval <= 86400):            # nan, inf and a huge sleep too
+        raise ValueError(f"--interval must be > 0 and at most 86400 seconds, not {args.interval}")
     problems = {}
     pid = _choose(args.pid, problems)
     _warn_skipped(problems)

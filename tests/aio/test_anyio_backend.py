@@ -192,6 +192,8 @@ def test_cpus_gives_the_loops_runtime_more_workers():
     ({"cpus": [0, 0]}, ValueError, "twice"),
     ({"cpus": 10**6}, ValueError, "1000000"),
     ({"cpu": 10**6}, ValueError, "1000000"),
+    ({"cpu": True}, ValueError, "True"),      # True == 1: it passed the membership check
+    ({"cpu": 0.0}, ValueError, "0.0"),
     ({"loop_factory": asyncio.new_event_loop}, TypeError, "backend='asyncio'"),
     ({"use_uvloop": True}, TypeError, "use_uvloop"),
     ({"cpuz": 1}, TypeError, "'cpuz'"),
@@ -311,3 +313,11 @@ def test_httpcore_loaded_after_osvrt_anyio_is_adapted_when_it_loads():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("cpu", [True, 1.0])
+def test_a_cpu_that_only_compares_equal_to_an_id_is_refused_up_front(cpu):
+    # True == 1 and 1.0 == 1 passed the membership check; the loop's own check
+    # refused them later, after anyio had started (a task destroyed pending).
+    with pytest.raises(ValueError, match=r"backend_options\['cpu'\]"):
+        osvrt.anyio.loop_factory_for({"cpu": cpu, "cpus": 2})
