@@ -430,10 +430,7 @@ class Runtime:
                 continue
             fut = _thread.submit_future(t)
             if fut is not None and fut.cancel():
-                try:
-                    fut.set_running_or_notify_cancel()    # wakes concurrent.futures.wait()
-                except RuntimeError:
-                    pass
+                _thread.notify_cancelled(fut)         # wakes concurrent.futures.wait()
             if t.worker not in stuck and _thread.close_unstarted(t):
                 self._live.discard(t)
 

@@ -193,6 +193,17 @@ def set_submit_future(t, fut):
     t._future = fut
 
 
+def notify_cancelled(fut):
+    """Wake concurrent.futures.wait() on a cancelled submit() Future
+    (Future.cancel() alone does not), once: stop() and the thread's end may
+    both get here, and a second set_running_or_notify_cancel() logs CRITICAL
+    before it raises.  The check and the call hold the Future's own lock
+    (a Condition over an RLock, so the call takes it again)."""
+    with fut._condition:
+        if fut._state == "CANCELLED":         # not yet CANCELLED_AND_NOTIFIED
+            fut.set_running_or_notify_cancel()
+
+
 def outcome(t):
     """An ended thread's return value; re-raises its exception."""
     return t._outcome()

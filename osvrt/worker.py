@@ -159,10 +159,7 @@ class Worker(_engine.WorkerBase):
         if fut.cancelled():
             # Future.cancel() alone does not wake concurrent.futures.wait()
             # (osvrt.run waits that way); this completes the protocol.
-            try:
-                fut.set_running_or_notify_cancel()
-            except RuntimeError:
-                pass                 # already notified
+            thread.notify_cancelled(fut)
 
     def _handle_dead(self, t):
         """(hook) t ended and had crossed CPUs: free its C record (in batches)."""

@@ -224,3 +224,18 @@ def test_two_threads_starting_one_runtime_start_it_once():
 def test_notify_closing_names_a_bad_argument(bad):
     with pytest.raises(TypeError, match="notify_closing"):
         osvrt.notify_closing(bad)
+
+
+def test_a_cancelled_future_is_notified_once_without_a_critical_log(caplog):
+    # stop() and the thread's end both called set_running_or_notify_cancel();
+    # concurrent.futures logs the second at CRITICAL before it raises.
+    import concurrent.futures
+
+    from osvrt import thread
+    fut = concurrent.futures.Future()
+    assert fut.cancel()
+    with caplog.at_level(logging.DEBUG):
+        thread.notify_cancelled(fut)
+        thread.notify_cancelled(fut)
+    assert concurrent.futures.wait([fut], timeout=0).done == {fut}
+    assert not [r for r in caplog.records if r.levelno >= logging.CRITICAL]
