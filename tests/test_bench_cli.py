@@ -649,6 +649,28 @@ def test_wrk_and_redis_rounds_read_p50_and_p99(monkeypatch):
     assert r["requests"] == 2 * 1000                              # both tests' requests
 
 
+@pytest.mark.parametrize("tail, status", [
+    ("  Socket errors: connect 0, read 4000, write 0, timeout 120\n", 0),
+    ("  Non-2xx or 3xx responses: 59000\n", 0),
+    ("", 1),
+])
+def test_a_wrk_round_with_errors_fails_instead_of_giving_a_figure(monkeypatch, tail, status):
+    # The rows' wrk rounds read requests/s and latency and ignored wrk's error
+    # lines and exit status: a server answering mostly errors met its target.
+    from osvrt.bench import usertcp
+    from osvrt.bench.rows import streams
+    out = _WRK_OUT.replace("Requests/sec", tail + "Requests/sec")
+
+    def fake_run(argv, server_pid=None, **kw):
+        return subprocess.CompletedProcess(argv, status, stdout=out, stderr=""), {}
+    monkeypatch.setattr(streams, "run_client", fake_run)
+    monkeypatch.setattr("osvrt.bench.client_cpu.run_client", fake_run)
+    with pytest.raises(RuntimeError, match="errors|status 1"):
+        streams.wrk_round(1, 3)
+    with pytest.raises(RuntimeError, match="errors|status 1"):
+        usertcp.wrk_round("ns", "198.18.0.2", 1, 3)
+
+
 def test_bad_only_and_output_paths_fail_before_anything_runs(tmp_path, monkeypatch):
     """An empty --only was read as "every measure" (a 13-minute run), and a
     --json or --plot in a missing folder was found only once every measure had

@@ -19,7 +19,6 @@ that runs under callgrind).
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -27,6 +26,7 @@ import subprocess
 import sys
 import time
 
+from ..bench import wrk
 from ..checks import count_argument
 
 LOOPS = ("osvrt", "uvloop", "asyncio")
@@ -154,34 +154,21 @@ class Server:
             raise RuntimeError(f"the server did not stop on SIGTERM within {timeout} s")
 
 
-def latency_seconds(value, unit):
-    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
-
-
 def wrk_round(kind, server_cpu, client_cpu, duration=5, conns=64):
     """requests/s, p99 (s) of wrk -t1 -c64 against the loop's server, and the
     CPU shares of wrk and the server (osvrt/bench/client_cpu.py)."""
     from ..bench.client_cpu import run_client
     srv = Server(kind, server_cpu)
     try:
-        done, cpu = run_client(
-            # --timeout 10s: a slow answer on a loaded host is a latency, not an
-            # error; connect/read/write errors and non-2xx answers still are.
-            ["taskset", "-c", str(client_cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
-             "--timeout", "10s", "--latency", f"http://127.0.0.1:{srv.port}/"],
-            srv.proc.pid, check=True, timeout=duration + 60)
-        out = done.stdout
+        done, cpu = run_client(["taskset", "-c", str(client_cpu),
+                                *wrk.argv(f"http://127.0.0.1:{srv.port}/", duration, conns)],
+                               srv.proc.pid, timeout=duration + 60)
     finally:
         srv.close()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = re.search(r"(\d+) requests in", out)
-    if total:
-        cpu["requests"] = int(total.group(1))      # the server's CPU per request (report)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if (errors and any(int(x) for x in errors.groups())) or "Non-2xx" in out:
-        raise RuntimeError(f"wrk saw errors against {kind}:\n{out}")
-    return rps, latency_seconds(*p99.groups()), cpu
+    r = wrk.read(done, kind)            # errors fail the round
+    if r["requests"] is not None:
+        cpu["requests"] = r["requests"]  # the server's CPU per request (report)
+    return r["rps"], r["p99_ms"] / 1e3, cpu
 
 
 # ---- instructions (callgrind) ------------------------------------------------------

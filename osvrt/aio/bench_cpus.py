@@ -19,7 +19,6 @@ them, which the report says.  Rounds alternate the order of the contenders.
 """
 import argparse
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import threading
 import time
 
 from . import bench
+from ..bench import wrk as wrk_cli
 
 LAYOUTS = ("one", "threads", "processes")
 
@@ -119,16 +119,10 @@ def start(kind, layout, cpus):
 
 
 def wrk(port, duration, conns=128, threads=2):
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "--latency",
-         f"http://127.0.0.1:{port}/"],
-        check=True, capture_output=True, text=True, timeout=duration + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if (errors and any(int(x) for x in errors.groups())) or "Non-2xx" in out:
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    return rps, bench.latency_seconds(*p99.groups())
+    done = subprocess.run(wrk_cli.argv(f"http://127.0.0.1:{port}/", duration, conns, threads),
+                          capture_output=True, text=True, timeout=duration + 60)
+    r = wrk_cli.read(done, f"127.0.0.1:{port}")          # errors fail the round
+    return r["rps"], r["p99_ms"] / 1e3
 
 
 def run(loops, rounds, duration, cpus):

@@ -172,23 +172,16 @@ def sockperf_round(ns, host, port, seconds, msg_size=64):
 
 
 def wrk_round(ns, host, port, seconds, connections=64, server_pid=None):
+    """One wrk run from namespace ns (a round with errors fails: wrk.read)."""
+    from . import wrk
     from .client_cpu import run_client
-    done, cpu = run_client(["ip", "netns", "exec", ns, "wrk", "-t1", f"-c{connections}",
-                            f"-d{max(1, round(seconds))}s", "--latency",
-                            f"http://{host}:{port}/"], server_pid, timeout=seconds + 60)
-    out = done.stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
-        raise RuntimeError(f"wrk printed no Requests/sec: {out[-800:]!r}")
-    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    errors = re.search(r"Socket errors: (.*)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if total:
-        cpu["requests"] = int(total.group(1))      # the server's CPU per request (report)
-    return {"rps": float(m.group(1)),
-            "p99_ms": float(p99.group(1)) * unit[p99.group(2)] if p99 else 0.0,
-            "socket_errors": errors.group(1) if errors else "", **cpu}
+    done, cpu = run_client(["ip", "netns", "exec", ns,
+                            *wrk.argv(f"http://{host}:{port}/", seconds, connections)],
+                           server_pid, timeout=seconds + 60)
+    r = wrk.read(done, f"{host}:{port} from {ns}")
+    if r["requests"] is None:
+        del r["requests"]
+    return {**r, **cpu}                 # requests: the server's CPU per request (report)
 
 
 _CONNECT_CLIENT = r"""

@@ -12,13 +12,13 @@ benchmarks/bench_streams.py runs the same servers and clients.  Run as
 `python -m osvrt.bench.rows.streams NAME KIND PORT`, it is a peer server.
 """
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 
+from .. import wrk
 from ..catalog import row
 from ..client_cpu import run_client
 from ..measure import Contender, Measure, Target, Unavailable
@@ -141,28 +141,14 @@ def stop(proc):
         proc.wait()
 
 
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
 def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None):
-    done, cpu = run_client(["wrk", f"-t{threads}", f"-c{connections}",
-                            f"-d{max(1, round(seconds))}s", "--latency",
-                            f"http://127.0.0.1:{port}/"], server_pid, timeout=seconds + 30)
-    out = done.stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    lat = {}
-    for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if rate is None or m is None:
-            raise RuntimeError(f"wrk printed no requests/s or no {pct}% latency: {out[-500:]!r}")
-        lat[pct] = float(m.group(1)) * _UNIT[m.group(2)]
-    rps = float(rate.group(1))
-    total = re.search(r"(\d+) requests in", out)
-    if total:
-        cpu["requests"] = int(total.group(1))      # the server's CPU per request (report)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"],
-            "errors": errors.group(0) if errors else None, **cpu}
+    """One wrk run against 127.0.0.1:port (a round with errors fails: wrk.read)."""
+    done, cpu = run_client(wrk.argv(f"http://127.0.0.1:{port}/", seconds, connections, threads),
+                           server_pid, timeout=seconds + 30)
+    r = wrk.read(done, f"127.0.0.1:{port}")
+    if r["requests"] is None:
+        del r["requests"]
+    return {**r, **cpu}                 # requests: the server's CPU per request (report)
 
 
 def redis_round(port, requests, connections=50, tests="set,get,ping", server_pid=None):
