@@ -404,10 +404,30 @@ def test_report_legend_and_unstable_summary():
     text = cli.render_report(doc, Utf8(), width=80, plain=True)
     assert max(len(x) for x in text.splitlines()) <= 80, text
     assert "! unstable: interquartile range > 25% of the median" in " ".join(text.split())
-    assert "unstable: shaky row (osvrt)" in text
+    assert "unstable: shaky row (osvrt, osvrt/gevent)" in text
     only = cli.render_report(dict(doc, measures=[steady]), Utf8(), width=80, plain=True)
     assert "shaky row" not in only and "gevent" not in only
     assert "unstable:" not in only.split("of the median")[-1]
+
+
+def test_an_unsteady_ratio_of_steady_contenders_is_marked(capsys):
+    # Each contender steady (IQR 20% of its median), but their rounds out of
+    # step: the per-round ratios spread 0.67-1.5 (IQR 42%). The ratio was printed
+    # with no mark and left out of the "unstable:" line.
+    log = []
+    m = Measure("steps", "out of step", "us", "lower",
+                _fake("osvrt", [8, 10, 12], log), [_fake("c_futex", [12, 10, 8], log)],
+                targets=[Target("c_futex", "<=", 1.5, "x")])
+    r = run_measure(m, rounds=3, warmup=0)
+    assert not r["contenders"]["osvrt"]["spread"]["unstable"]
+    assert r["ratios"]["c_futex"]["spread"]["unstable"]
+    doc = {"measures": [r], "osvrt_version": "0", "elapsed_s": 1.0,
+           "host": {"python": "3", "python_implementation": "CPython", "system": "Linux",
+                    "cpus_available": [0], "loadavg_before": None},
+           "options": {"cpus": [0], "rounds": 3, "warmup": 0}}
+    text = cli.render_report(doc, Utf8(), width=120, plain=True)
+    assert "unstable: out of step (osvrt/C futex)" in text, text
+    assert "1.00!" in text, text
 
 
 def test_only_prints_the_legend_of_the_measures_it_ran(tmp_path):
@@ -796,3 +816,36 @@ def test_report_names_busy_clients_and_the_server_cpu_per_request():
     assert "osvrt 8.00 µs, uvloop 10.00 µs" in text
     ascii_text = " ".join(cli.render_report(doc, io.StringIO(), width=100, plain=True).split())
     assert "osvrt 8.00 us, uvloop 10.00 us" in ascii_text and "µ" not in ascii_text
+
+
+def test_a_row_whose_setup_fails_keeps_its_targets_in_the_status_block():
+    # The early return left no targets: the status block lost the row's
+    # target and called a setup error "n/a".
+    import contextlib
+
+    @contextlib.contextmanager
+    def broken():
+        raise RuntimeError("the server did not start")
+        yield
+    log = []
+    m = Measure("wrk_rps", "wrk req/s", "req/s", "higher", _fake("osvrt", [1.0], log),
+                [_fake("uvloop_protocol", [1.0], log)],
+                targets=[Target("uvloop_protocol", ">=", 1.25, "x")], setup=broken)
+    r = run_measure(m, rounds=1, warmup=0)
+    assert r["status"] == "error"
+    assert [(t["op"], t["value"], t["met"]) for t in r["targets"]] == [(">=", 1.25, None)]
+    doc = {"measures": [r], "osvrt_version": "0", "elapsed_s": 1.0,
+           "host": {"python": "3", "python_implementation": "CPython", "system": "Linux",
+                    "cpus_available": [0], "loadavg_before": None},
+           "options": {"cpus": [0], "rounds": 1, "warmup": 0}}
+    text = cli.render_report(doc, Utf8(), width=160, plain=True)
+    status = text[text.index("status (osvrt/peer"):]
+    assert "1.25" in status and "error: RuntimeError: the server did not start" in status
+    assert "targets: 0 met, 0 missed, 1 not measured" in text
+
+
+def test_instructions_name_a_target_whose_peer_was_not_measured():
+    from osvrt.bench import instructions
+    text = instructions.report({"spawn": {"osvrt": 4800.0}, "http": {"osvrt": 11000.0}})
+    assert "target osvrt/asyncio <= 0.25: n/a (asyncio not measured" in text
+    assert "target osvrt/uvloop-Protocol <= 0.5: n/a (uvloop not measured" in text

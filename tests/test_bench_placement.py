@@ -19,6 +19,7 @@ def test_run_placement_pins_nothing():
 def test_dedicated_placement_names_its_cpus():
     pl = P.placement("dedicated", [3, 5, 7])
     assert (pl.client_cpu, pl.server_cpu, pl.runtime_cpus) == (3, 5, [5])
+    assert pl.net_options == {"cpu": 3}        # the classifier where the label says
     assert "CPU 3" in pl.label and "CPU 5" in pl.label
 
 
@@ -91,7 +92,10 @@ def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
         return real(pl, client, reply, rt_options)
     monkeypatch.setattr(P, "osvrt_echo_round", spy)
     r = P.compare_drains(P.placement("run"), "rr", rounds=2, n=50, window=1)
-    assert seen == ["thread", "workers", "workers", "thread"]      # alternating order
+    # a warm-up round, then the order (kernel, thread, workers) turned around every round
+    assert seen == ["thread", "workers", "workers", "thread", "thread", "workers"]
     for d in ("thread", "workers"):
         assert r[f"{d}_ratio_ns"] > 0 and r[f"{d}_per_s"] > 0
+        assert r[f"{d}_ratio_ns_min"] <= r[f"{d}_ratio_ns"] <= r[f"{d}_ratio_ns_max"]
+    assert len(r["kernel_rounds"]) == 2 and r["warmup"] == 1
     assert r["kernel_ns"] > 0

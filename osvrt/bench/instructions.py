@@ -136,6 +136,12 @@ def report(result):
         if kind == "switch" and o is not None:
             lines.append(f"    target <= 3,000: {'met' if o <= 3000 else 'MISSED'}")
         u = row.get("uvloop")
+        if kind == "switch" and o is None:
+            lines.append("    target <= 3,000: n/a (osvrt not measured: not in --peers)")
+        if kind == "http" and not u:
+            lines.append(f"    target osvrt/uvloop-Protocol <= 0.5: n/a ({_why_missing('uvloop')})")
+        if kind == "spawn" and not a:
+            lines.append(f"    target osvrt/asyncio <= 0.25: n/a ({_why_missing('asyncio')})")
         for name in ("osvrt", "osvrt_protocol"):
             o2 = row.get(name)
             if kind in ("http", "http_fixed") and o2 is not None and u:
@@ -149,6 +155,11 @@ def report(result):
             r = o / a
             lines.append(f"    osvrt/asyncio {r:.3f}, target <= 0.25: {'met' if r <= 0.25 else 'MISSED'}")
     return "\n".join(lines)
+
+
+def _why_missing(peer):
+    return (f"{peer} not measured: "
+            f"{'not in --peers' if available(peer) else 'not installed'}")
 
 
 def add_arguments(p):

@@ -160,10 +160,10 @@ def run_measure(m, *, rounds=5, warmup=1, min_rounds=3, deadline=None, progress=
                     res["rounds_done"] = r + 1
     except Unavailable as e:
         res["status"], res["reason"] = "n/a", str(e)
-        return res
+        return _unmeasured_targets(m, res)
     except Exception as e:
         res["status"], res["reason"] = "error", f"{type(e).__name__}: {e}"
-        return res
+        return _unmeasured_targets(m, res)
     finally:
         res["elapsed_s"] = round(time.monotonic() - t0, 3)
     for name, vs in values.items():
@@ -180,6 +180,19 @@ def run_measure(m, *, rounds=5, warmup=1, min_rounds=3, deadline=None, progress=
                 and res["contenders"][m.osvrt.name]["error"] is None:
             res["ratios"][p.name] = {"median": median(ratios), "rounds": ratios,
                                      "spread": spread(ratios)}
+    return _targets(m, res)
+
+
+def _unmeasured_targets(m, res):
+    """A row whose setup failed keeps its targets, each unmeasured, with why."""
+    for t in m.targets:
+        res["targets"].append({"peer": t.peer, "op": t.op, "value": t.value, "text": t.text,
+                               "ratio": None, "met": None,
+                               "why_not": res["reason"]})
+    return res
+
+
+def _targets(m, res):
     for t in m.targets:
         ratio = res["ratios"].get(t.peer, {}).get("median")
         entry = {"peer": t.peer, "op": t.op, "value": t.value, "text": t.text,

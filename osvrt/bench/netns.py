@@ -157,9 +157,11 @@ class Topology:
             ip("link", "set", self.peer_kif, "up", ns=self.peer_ns)
 
     def _veth(self, a, ns_a, b, ns_b, mtu):
-        ip("link", "add", a, "mtu", mtu, "type", "veth", "peer", "name", b, "mtu", mtu)
-        ip("link", "set", a, "netns", ns_a)
-        ip("link", "set", b, "netns", ns_b)
+        # Made in its namespaces at once: a pair made in the root namespace
+        # and then moved stayed there if the move failed (or Ctrl-C came
+        # between), and deleting the namespaces does not remove it.
+        ip("link", "add", a, "netns", ns_a, "mtu", mtu, "type", "veth",
+           "peer", "name", b, "netns", ns_b, "mtu", mtu)
 
     def start_relay(self, *, loss=0.02, dup=0.01, reorder=0.02, seed=1, delay_ms=2.0):
         """The relay (osvrt/bench/relay.py) in the middle namespace, as a

@@ -44,16 +44,21 @@ def placement(name: str, cpus: Optional[list] = None) -> Placement:
     "dedicated" with fewer than 2 CPUs."""
     cpus = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
     if name == "run":
-        return Placement("run", "osvrt.run placement: a worker on every CPU "
-                         f"({len(cpus)}), nothing pinned (client, echo, classifier, peer thread)",
-                         None, None, None, {})
+        # What osvrt.run(main) gives: every CPU the process may use, whatever
+        # the bench's --cpus (which this placement does not apply).
+        every = sorted(os.sched_getaffinity(0))
+        return Placement("run", "osvrt.run placement: a worker on every CPU of the process "
+                         f"({len(every)}: {every}), nothing pinned (client, echo, classifier, "
+                         f"peer thread)", None, None, None, {})
     if name == "dedicated":
         if len(cpus) < 2:
             raise ValueError(f"the dedicated placement needs 2 CPUs, not {cpus!r}")
         c, s = cpus[0], cpus[1]
+        # The classifier's CPU given, not left to osvrt.net's rule (every CPU
+        # without a worker): on a larger host that is not CPU c.
         return Placement("dedicated", f"dedicated: client + classifier pinned to CPU {c}, "
                          f"one worker (echo) and the peer thread pinned to CPU {s}",
-                         c, s, [s], {})
+                         c, s, [s], {"cpu": c})
     raise ValueError(f"placement must be one of {PLACEMENTS}, not {name!r}")
 
 
@@ -124,29 +129,10 @@ def _client_and_keys(pl: Placement, test: str, seconds: float, n: int, window: i
 
 def compare(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0,
             n: int = 5000, window: int = 1, log=None) -> dict:
-    """Alternating rounds (kernel, osvrt, ...) of `test` ("sockperf",
-    "dnsperf" or "rr") in placement pl: per-round results and the median
-    per-round ratio osvrt/kernel of each figure."""
-    import statistics
-    client, reply, keys = _client_and_keys(pl, test, seconds, n, window)
-    ks, os_ = [], []
-    server = kernel_server(pl, reply)
-    try:
-        for i in range(rounds):
-            ks.append(client(server.addr))
-            os_.append(osvrt_echo_round(pl, client, reply))
-            if log:
-                log(f"{pl.name} {test} round {i}: kernel {ks[-1]} osvrt {os_[-1]}")
-    finally:
-        server.close()
-    out: dict = {"placement": pl.label, "test": test, "kernel_rounds": ks, "osvrt_rounds": os_}
-    for k in keys:
-        pairs = [(o[k], r[k]) for o, r in zip(os_, ks) if k in o and r.get(k)]
-        if pairs:
-            out[f"ratio_{k}"] = statistics.median(a / b for a, b in pairs)
-            out[f"osvrt_{k}"] = statistics.median(a for a, _ in pairs)
-            out[f"kernel_{k}"] = statistics.median(b for _, b in pairs)
-    return out
+    """Alternating rounds of `test` ("sockperf", "dnsperf" or "rr") in
+    placement pl, osvrt against the kernel peer: per figure, the median
+    per-round ratio osvrt/kernel and its min-max (compare_contenders)."""
+    return compare_contenders(pl, test, {"osvrt": pl}, rounds, seconds, n, window, log)
 
 
 def compare_drains(pl: Placement, test: str, drains=("thread", "workers"), rounds: int = 5,
@@ -176,35 +162,45 @@ def compare_tx(pl: Placement, test: str, rounds: int = 5, seconds: float = 1.0, 
 
 def compare_contenders(pl: Placement, test: str, placed: dict, rounds: int = 5,
                        seconds: float = 1.0, n: int = 5000, window: int = 1, log=None) -> dict:
-    """Alternating rounds: the kernel peer, then every osvrt contender of
-    `placed` (name -> Placement; the order reversed every other round): the
-    ratio of each to the kernel, per round, then medians."""
+    """The bench's method (osvrt/bench/measure.py) for the contenders of
+    `placed` (name -> Placement) against the kernel peer: one warm-up round,
+    then `rounds` rounds in an order that turns around every round (kernel
+    first, then last), and per figure and contender the median of the
+    per-round ratios to the kernel with their min and max."""
     import statistics
     client, reply, keys = _client_and_keys(pl, test, seconds, n, window)
-    names = tuple(placed)
-    ks: list = []
-    res: dict = {d: [] for d in names}
+    order = ("kernel", *placed)
+    got: dict = {name: [] for name in order}
     server = kernel_server(pl, reply)
     try:
-        for i in range(rounds):
-            ks.append(client(server.addr))
-            for d in (names if i % 2 == 0 else tuple(reversed(names))):
-                res[d].append(osvrt_echo_round(placed[d], client, reply))
-            if log:
-                log(f"{pl.name} {test} round {i}: kernel {ks[-1]} " +
-                    " ".join(f"{d} {res[d][-1]}" for d in names))
+        for i in range(rounds + 1):                 # round 0: the warm-up, not counted
+            for name in (order if i % 2 == 0 else order[::-1]):
+                r = (client(server.addr) if name == "kernel"
+                     else osvrt_echo_round(placed[name], client, reply))
+                if i > 0:
+                    got[name].append(r)
+            if log and i > 0:
+                log(f"{pl.name} {test} round {i}: " +
+                    " ".join(f"{name} {got[name][-1]}" for name in order))
     finally:
         server.close()
-    out: dict = {"placement": pl.label, "test": test, "rounds": rounds}
+    out: dict = {"placement": pl.label, "test": test, "rounds": rounds, "warmup": 1,
+                 "kernel_rounds": got["kernel"]}
+    for name in placed:
+        out[f"{name}_rounds"] = got[name]
     for k in keys:
-        for d in names:
-            pairs = [(o[k], r[k]) for o, r in zip(res[d], ks) if k in o and r.get(k)]
-            if pairs:
-                out[f"{d}_ratio_{k}"] = statistics.median(a / b for a, b in pairs)
-                out[f"{d}_{k}"] = statistics.median(a for a, _ in pairs)
-        vals = [r[k] for r in ks if r.get(k)]
+        vals = [r[k] for r in got["kernel"] if r.get(k)]
         if vals:
             out[f"kernel_{k}"] = statistics.median(vals)
+        for name in placed:
+            pairs = [(o[k], r[k]) for o, r in zip(got[name], got["kernel"])
+                     if k in o and r.get(k)]
+            if pairs:
+                ratios = [a / b for a, b in pairs]
+                out[f"{name}_{k}"] = statistics.median(a for a, _ in pairs)
+                out[f"{name}_ratio_{k}"] = statistics.median(ratios)
+                out[f"{name}_ratio_{k}_min"] = min(ratios)
+                out[f"{name}_ratio_{k}_max"] = max(ratios)
     return out
 
 
@@ -227,19 +223,21 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     pl = placement(a.placement)
     print(pl.label)
-    if a.drains or a.tx:
-        contest = compare_drains if a.drains else compare_tx
-        for t in a.tests:
-            r = contest(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
-                        n=a.transactions, window=16 if t == "rr16" else 1)
-            print(t, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, flush=True)
-        return 0
+    print(f"{a.rounds} rounds after 1 warm-up, the order turned around every round; "
+          f"ratios: median [min-max] of the per-round ratios to the kernel peer")
+    contest = compare_drains if a.drains else compare_tx if a.tx else compare
     for t in a.tests:
-        r = compare(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
+        r = contest(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
                     n=a.transactions, window=16 if t == "rr16" else 1)
-        figs = {k: round(v, 3) for k, v in r.items()
-                if k.startswith(("ratio_", "osvrt_", "kernel_")) and isinstance(v, float)}
-        print(t, figs, "| classifier:", r["osvrt_rounds"][0].get("classifier"), flush=True)
+        figs: dict[str, Any] = {k: round(v, 3) for k, v in r.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and k not in ("rounds", "warmup") and not k.endswith(("_min", "_max"))}
+        for k in [k for k in figs if "_ratio_" in k]:
+            figs[k] = f"{figs[k]} [{r[k + '_min']:.3f}-{r[k + '_max']:.3f}]"
+        first: dict = next((r[f"{name}_rounds"][0] for name in ("osvrt", "thread", "workers",
+                                                             "batched") if r.get(f"{name}_rounds")),
+                     {})
+        print(t, figs, "| classifier:", first.get("classifier"), flush=True)
     return 0
 
 

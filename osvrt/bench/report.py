@@ -60,11 +60,12 @@ def _fmt_op(t, sym):
     return f"{op}{t['value']:.3g}"
 
 
-def _fmt_target(t, sym):
+def _fmt_target(t, sym, mark=""):
     if t["ratio"] is None:
         return f"n/a vs {column_header(t['peer'])} ({_fmt_op(t, sym)}): {t['why_not']}"
     word = "met" if t["met"] else "MISSED"
-    return f"{fmt_ratio(t['ratio'])} vs {column_header(t['peer'])} ({_fmt_op(t, sym)}) {word}"
+    return (f"{fmt_ratio(t['ratio'])}{mark} vs {column_header(t['peer'])} ({_fmt_op(t, sym)}) "
+            f"{word}")
 
 
 def _unit_label(r, sym):
@@ -119,7 +120,7 @@ def _wide_rows(results, sym):
                          else f"error ({r['reason']})"])
             continue
         cells = [label] + [_cell_text(r, name, sym) for name in ["osvrt"] + [k for k, _ in cols]]
-        targets = [_fmt_target(t, sym) for t in r["targets"]] or [""]
+        targets = [_fmt_target(t, sym, _ratio_mark(r, t["peer"])) for t in r["targets"]] or [""]
         rows.append(cells + [targets[0]])
         for extra in targets[1:]:
             rows.append([""] * len(cells) + [extra])
@@ -169,8 +170,19 @@ def _block_rows(r, sym):
         if t is not None and t["ratio"] is not None:
             target = f"{_fmt_op(t, sym)} {'met' if t['met'] else 'MISSED'}"
         rows.append([column_header(name), fmt_value(cell["median"]), _fmt_spread(sp, sym),
-                     _fmt_range(sp, sym), "" if ratio is None else fmt_ratio(ratio), target])
+                     _fmt_range(sp, sym),
+                     "" if ratio is None else fmt_ratio(ratio) + _ratio_mark(r, name), target])
     return rows
+
+
+def _ratio_unstable(r, name):
+    """The per-round ratios osvrt/name spread more than UNSTABLE_IQR: steady
+    contenders can still give an unsteady ratio (rounds that load differently)."""
+    return bool(((r["ratios"].get(name) or {}).get("spread") or {}).get("unstable"))
+
+
+def _ratio_mark(r, name):
+    return "!" if _ratio_unstable(r, name) else ""
 
 
 def _block_notes(r, sym):
@@ -371,8 +383,9 @@ def _legend(results, sym, width):
     from .measure import UNSTABLE_IQR
     out += textwrap.wrap(
         f"{sym['pm']}N%: half the interquartile range of the rounds, as a share of the median; "
-        f"! unstable: interquartile range > {100 * UNSTABLE_IQR:.0f}% of the median (trust "
-        f"the median less; rerun on a quieter host or with more --rounds)",
+        f"! unstable: interquartile range > {100 * UNSTABLE_IQR:.0f}% of the median (after a "
+        f"ratio: of the per-round ratios; trust the median less; rerun on a quieter host or "
+        f"with more --rounds)",
         wrap, initial_indent="  ", subsequent_indent="    ")
     cells = {c for r in ran for c in _wide_rows([r], sym)[1][0][1:]}
     if "n/a" in cells:
@@ -413,9 +426,15 @@ def render_report(doc, stream=None, width=None, plain=None):
         elif r["rounds_done"] < r["rounds_planned"]:
             out.append(f"{r['title']}: {r['rounds_done']} of {r['rounds_planned']} rounds "
                        f"(time budget)")
-    unstable = [f"{r['title']} ({', '.join(column_header(n) for n, c in r['contenders'].items() if (c.get('spread') or {}).get('unstable'))})"
-                for r in results if r["status"] == "ok" and any(
-                    (c.get("spread") or {}).get("unstable") for c in r["contenders"].values())]
+    unstable = []
+    for r in results:
+        if r["status"] != "ok":
+            continue
+        which = [column_header(n) for n, c in r["contenders"].items()
+                 if (c.get("spread") or {}).get("unstable")]
+        which += [f"osvrt/{column_header(n)}" for n in r["ratios"] if _ratio_unstable(r, n)]
+        if which:
+            unstable.append(f"{r['title']} ({', '.join(which)})")
     if unstable:
         out += textwrap.wrap("unstable: " + "; ".join(unstable), width - 1,
                              subsequent_indent="  ")
@@ -423,9 +442,10 @@ def render_report(doc, stream=None, width=None, plain=None):
         for name, cell in r["contenders"].items():
             lost = sum(d.get("lost", 0) for d in cell.get("details", []))
             if lost:
-                done = sum(d.get("done", d.get("answered", 0)) for d in cell["details"])
-                out.append(f"{r['title']}: {column_header(name)} lost {lost:,} of {done:,} requests "
-                           "(see the JSON)")
+                done = sum(d.get("done", d.get("answered", d.get("completed", 0)))
+                           for d in cell["details"])
+                out.append(f"{r['title']}: {column_header(name)} lost {lost:,} requests "
+                           f"({done:,} answered; see the JSON)")
     out += _client_bound(results, sym, width)
     for e in errors:
         out.append(f"error: {e}")
@@ -433,7 +453,7 @@ def render_report(doc, stream=None, width=None, plain=None):
     for r in results:
         for t in r["targets"]:
             tally["n/a" if t["met"] is None else "met" if t["met"] else "MISSED"] += 1
-        if r["status"] != "ok":
+        if r["status"] != "ok" and not r["targets"]:
             tally["n/a"] += 1
     out.append(f"targets: {tally['met']} met, {tally['MISSED']} missed, "
                f"{tally['n/a']} not measured; ran {doc['elapsed_s']:.0f} s")
@@ -496,13 +516,15 @@ def status_rows(doc, sym=None):
             title = f"{r['title']} ({_unit_label(r, sym)})"
             if t["ratio"] is None:
                 why = t.get("why_not") or r.get("reason") or "not measured"
+                word = "error" if r["status"] == "error" else "n/a"
                 rows.append([title, column_header(t["peer"]), "", "", "",
-                             _fmt_op(t, sym), f"n/a: {why}"])
+                             _fmt_op(t, sym), f"{word}: {why}"])
                 continue
             sp = (r["ratios"].get(t["peer"]) or {}).get("spread") or {}
             rng = (f"{fmt_ratio(sp['min'])}{sym['range']}{fmt_ratio(sp['max'])}"
                    if sp else "")
-            rows.append([title, column_header(t["peer"]), fmt_ratio(t["ratio"]), rng,
+            rows.append([title, column_header(t["peer"]),
+                         fmt_ratio(t["ratio"]) + _ratio_mark(r, t["peer"]), rng,
                          str(sp.get("n", "")), _fmt_op(t, sym), "met" if t["met"] else "MISSED"])
         if not r["targets"] and r["status"] != "ok":
             rows.append([r["title"], "", "", "", "", "", f"n/a: {r['reason']}"])

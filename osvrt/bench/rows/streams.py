@@ -126,9 +126,14 @@ def start(name, kind, cpus=None):
                             stderr=subprocess.PIPE, env=env)
     try:
         wait_port(port, proc)
-    except BaseException:
+    except Exception:
         proc.kill()
+        proc.wait()
         raise RuntimeError(f"{name} {kind} server failed: {proc.stderr.read().decode()[-2000:]}")
+    except BaseException:            # Ctrl-C: the bench stops, leaving no server behind
+        proc.kill()
+        proc.wait()
+        raise
     return proc, port
 
 
