@@ -65,6 +65,8 @@ class OffloadPool:
         self._threads = []
         self._idle = 0
         self._closed = False
+        self._stopped = False        # stop() has run: a second one returns at once
+        self._busy = set()           # pool threads inside a call (under _lock)
         self.calls = 0
         self.abandoned = 0           # calls still running when stop()'s time ran out
         # The process's CPUs (its main thread's): a pool thread is started by a
@@ -107,12 +109,16 @@ class OffloadPool:
                 if not self._jobs:
                     return
                 job = self._jobs.popleft()
-            if job.abandoned:
-                continue                   # cancelled before it started: never run
+                if job.abandoned:
+                    continue               # cancelled before it started: never run
+                self._busy.add(threading.current_thread())
             try:
                 job.result = job.fn(*job.args, **job.kwargs)
             except BaseException as e:     # handed to the green thread, re-raised there
                 job.exc = e
+            finally:
+                with self._lock:
+                    self._busy.discard(threading.current_thread())
             job.fn = job.args = job.kwargs = None
             # Drop our references before the wake, as far as we can: the
             # ticket holds the green thread (and so its result) alive, and
@@ -127,8 +133,12 @@ class OffloadPool:
         runtime's stop() deadline for an attached pool, else 5 s); a call still
         running then is abandoned, as to_thread abandons one on cancel (its
         thread is a daemon and its result is dropped).  Returns the number
-        of calls abandoned."""
+        of calls abandoned.  Once stopped, a second stop() returns that
+        number at once."""
         with self._lock:
+            if self._stopped:
+                return self.abandoned
+            self._stopped = True
             self._closed = True
             for job in self._jobs:
                 job.abandoned = True
@@ -148,8 +158,11 @@ class OffloadPool:
                 # to_thread): this thread ends once the call returns.
                 continue
             th.join(max(0.0, deadline - time.monotonic()))
-            if th.is_alive():
-                stuck.append(th.name)
+            with self._lock:
+                # An idle thread not yet woken by the notify is alive but
+                # holds no call: only one inside a call is abandoned.
+                if th.is_alive() and th in self._busy:
+                    stuck.append(th.name)
         self.abandoned = len(stuck)
         if stuck:
             log.warning("osvrt: %d to_thread call(s) still running at stop, abandoned "

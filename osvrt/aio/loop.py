@@ -288,6 +288,16 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
+    async def _sendfile_native(self, transp, file, offset, count):
+        try:
+            return await super()._sendfile_native(transp, file, offset, count)
+        finally:
+            # A resume_reading() while the sendfile ran was held back (the fd
+            # was the selector's, transport.py _in_sendfile); asyncio's own
+            # resume at the end does nothing for a transport already unpaused.
+            if type(transp) is SocketTransport and transp.is_reading():
+                transp.core.set_reading(True)
+
     def _socket_transport(self, fd):
         """The SocketTransport that owns fd now, if any.  asyncio's table is
         weak: a closed transport may linger there until collected, its fd
@@ -431,6 +441,10 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # also wakes the loop.
         if self._debug:
             handle = super().call_soon(callback, *args, context=context)
+            if handle._source_traceback:
+                # asyncio drops its own frame from where the handle was made;
+                # this one is ours: the caller's frame is the one to name.
+                del handle._source_traceback[-1]
             if self._idle_ticket is not None:
                 self._write_to_self()
             return handle
@@ -701,6 +715,12 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             return _on_own_thread(OsvrtEventLoop._stop_runtime, rt, at_exit)
         w = rt.loop_worker
         w.stop_requested = False          # before the helper can set it
+        # close() does not wait for run_in_executor calls (asyncio's
+        # executor.shutdown(wait=False)): they are abandoned now, not joined
+        # for up to the stop's 5 s (shutdown_default_executor waits for them).
+        pool = rt.service("offload")
+        if pool is not None:
+            pool.stop(timeout=0)
         try:
             helper = _ThreadCall(rt.stop, timeout=5.0)
         except RuntimeError:

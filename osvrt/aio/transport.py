@@ -24,6 +24,7 @@ messages: an error report is transport._fatal_error(exc, message); EOF is
 asyncio's _read_ready__on_eof; pause/resume_writing are asyncio's
 _maybe_pause_protocol/_maybe_resume_protocol.
 """
+import select
 import socket
 from typing import Any
 from asyncio import protocols, selector_events
@@ -73,6 +74,22 @@ class SocketTransport(_AsyncioSocketTransport):
         self.get_write_buffer_size = self.core.buffer_size
         super().__init__(loop, sock, protocol, waiter, extra, server)
 
+    def __repr__(self):
+        # asyncio's, with the polling state read from our epoll registration
+        # (the fd is not in the selector, where asyncio's repr looks)
+        info = [type(self).__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed():
+            mask = self.core.registered
+            info.append("read=polling" if mask & select.EPOLLIN else "read=idle")
+            state = "polling" if mask & select.EPOLLOUT else "idle"
+            info.append(f"write=<{state}, bufsize={self.get_write_buffer_size()}>")
+        return f"<{' '.join(info)}>"
+
     def set_protocol(self, protocol):
         self.core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
         super().set_protocol(protocol)
@@ -81,8 +98,14 @@ class SocketTransport(_AsyncioSocketTransport):
     # through the loop's _add_reader/_remove_reader, which the loop routes
     # here too; sendfile takes the transport out of the loop's table first).
 
+    def _in_sendfile(self):
+        # loop.sendfile() takes the transport out of the loop's table while
+        # it runs, and registers the fd itself (add_writer): our own epoll
+        # registration then waits (the loop's _sendfile_native makes it).
+        return self._loop._transports.get(self._sock_fd) is not self
+
     def _add_reader(self, fd, callback, *args):
-        if self.is_reading():
+        if self.is_reading() and not self._in_sendfile():
             self.core.set_reading(True)
 
     def pause_reading(self):
@@ -97,7 +120,8 @@ class SocketTransport(_AsyncioSocketTransport):
         if self._closing or not self._paused:
             return
         self._paused = False
-        self.core.set_reading(True)
+        if not self._in_sendfile():
+            self.core.set_reading(True)
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 

@@ -834,3 +834,35 @@ def test_one_loop_per_cpu_with_reuse_port_listeners():
     assert sum(served.values()) == 40
     if len(cpus) > 1:
         assert all(n > 0 for n in served.values()), served    # the kernel spread them
+
+
+def test_close_does_not_wait_for_a_running_executor_call():
+    # close() joined the offload pool for up to the runtime stop's 5 s;
+    # asyncio's close() shuts its executor down with wait=False.
+    import time
+    release = threading.Event()
+    loop = osvrt.new_event_loop()
+    try:
+        async def main():
+            loop.run_in_executor(None, release.wait, 30)
+            await asyncio.sleep(0.05)
+        loop.run_until_complete(main())
+    finally:
+        t0 = time.monotonic()
+        loop.close()
+        took = time.monotonic() - t0
+        release.set()
+    assert took < 4, took                  # the stop's own bound is 5 s: not waited for
+
+
+def test_debug_call_soon_names_the_callers_frame():
+    # In debug mode the handle's source traceback ended in osvrt's own
+    # call_soon (asyncio drops its own frame, not ours).
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        h = loop.call_soon(int)
+        return h._source_traceback[-1][0]
+
+    with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:
+        assert r.run(main()) == __file__

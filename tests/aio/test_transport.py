@@ -614,3 +614,71 @@ def test_the_write_buffer_gives_back_a_bursts_memory_as_it_drains():
     assert after == (0, 0)
     assert any(0 < pending and cap <= peak // 4 for pending, cap in samples), samples
     assert all(cap >= pending for pending, cap in samples)
+
+
+def test_resume_reading_while_sendfile_runs_reads_after_it(tmp_path):
+    # sendfile registers the fd in the selector itself: resume_reading() then
+    # added it to the epoll a second time (FileExistsError), left _paused
+    # False, and the connection never read again.
+    import os
+    path = tmp_path / "payload"
+    path.write_bytes(os.urandom(8_000_000))
+
+    class Keep(asyncio.Protocol):
+        def __init__(self):
+            self.data = bytearray()
+
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, d):
+            self.data += d
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = []
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        ta, pa = await loop.connect_accepted_socket(Keep, a)
+        with open(path, "rb") as f:
+            sf = asyncio.ensure_future(loop.sendfile(ta, f))
+            await asyncio.sleep(0.01)          # sendfile under way, the buffer full
+            ta.resume_reading()
+            ta.pause_reading()
+            ta.resume_reading()
+            b.send(b"ping")
+            got = 0
+            while not sf.done():
+                try:
+                    got += len(b.recv(1 << 20))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            sent = sf.result()
+        for _ in range(200):                   # read once sendfile has ended
+            if pa.data:
+                break
+            await asyncio.sleep(0.01)
+        ta.close()
+        b.close()
+        return sent, bytes(pa.data), errors
+
+    sent, data, errors = run(main)
+    assert sent == 8_000_000 and data == b"ping" and errors == []
+
+
+def test_repr_shows_the_polling_state_of_the_c_registration():
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        t, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        live = repr(t)
+        t.pause_reading()
+        paused = repr(t)
+        t.close()
+        b.close()
+        return live, paused
+
+    live, paused = run(main)
+    assert "read=polling" in live and "write=<idle, bufsize=0>" in live, live
+    assert "read=idle" in paused, paused
