@@ -3,7 +3,10 @@
  * does not produce on cue.  Each case is a stall or a hole a review found:
  * a resend held after an RTO with no timer left, the byte of a zero-window
  * probe left as a hole when the window opens, keep-alive probes never sent
- * in FIN_WAIT_2, a SYN-ACK that arrives between the SYN's RTO and output(). */
+ * in FIN_WAIT_2, a SYN-ACK that arrives between the SYN's RTO and output(),
+ * duplicates after a partial ACK that did not inflate cwnd, a FIN out of
+ * order never ACKed, a small peer MSS raised, a simultaneous open that
+ * waited for an RTO. */
 #include <stdio.h>
 
 #include "tcp_pair.h"
@@ -21,10 +24,12 @@ struct script {
     int nout;
 };
 
-/* A segment from the peer to us; the engine's invariants hold after it. */
-static void peer_send(struct script *k, uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd)
+/* A segment from the peer to us, announcing MSS `mss` on a SYN; the
+ * engine's invariants hold after it. */
+static void peer_send_mss(struct script *k, uint32_t seq, uint32_t ack, uint8_t flags,
+                          uint16_t wnd, uint16_t mss)
 {
-    uint8_t pkt[64], opts[4] = {2, 4, 1460 >> 8, 1460 & 0xff};     /* MSS 1460 on a SYN */
+    uint8_t pkt[64], opts[4] = {2, 4, (uint8_t)(mss >> 8), (uint8_t)(mss & 0xff)};
     struct osvrt_tcp_seg g = {.saddr = ADDR_S, .daddr = ADDR_C, .sport = PEER_PORT,
                               .dport = OUR_PORT, .seq = seq, .ack = ack, .flags = flags,
                               .wnd = wnd};
@@ -32,6 +37,11 @@ static void peer_send(struct script *k, uint32_t seq, uint32_t ack, uint8_t flag
     osvrt_tcp_input(k->s, pkt, n, 0, k->now);
     int line = osvrt_tcp_invariants(k->s);
     CHECK_MSG(line == 0, "invariant at tcp.c:%d broken\n", line);
+}
+
+static void peer_send(struct script *k, uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd)
+{
+    peer_send_mss(k, seq, ack, flags, wnd, 1460);
 }
 
 /* Everything we send now, into k->out; returns how many segments. */
@@ -201,6 +211,108 @@ static void test_syn_ack_between_the_syns_rto_and_output(void)
     osvrt_tcp_free(k.s);
 }
 
+static uint32_t cwnd_of(struct script *k)
+{
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(k->s, k->id, &ci), 0);
+    return ci.cwnd;
+}
+
+/* NewReno (RFC 6582 3.2): after a partial ACK the sender stays in fast
+ * recovery and every further duplicate ACK inflates cwnd by a segment.
+ * The partial ACK zeroed the duplicate count, and inflation waited for
+ * the count to pass 3 again: three duplicates that sent nothing. */
+static void test_duplicates_after_a_partial_ack_inflate_cwnd(void)
+{
+    struct script k;
+    script_open(&k, NULL, 65535, 0);
+    drain(&k);
+    uint32_t una = k.iss + 1;
+    CHECK_EQ(osvrt_tcp_send(k.s, k.id, data, 14600, k.now), 14600);
+    CHECK_EQ(drain(&k), 10);                        /* IW10, all out */
+    for (int i = 0; i < 3; i++) {                   /* the first segment lost */
+        k.now += MS;
+        peer_send(&k, PEER_ISN + 1, una, OSVRT_TH_ACK, 65535);
+    }
+    drain(&k);                                      /* fast retransmit */
+    k.now += MS;
+    peer_send(&k, PEER_ISN + 1, una + 2920, OSVRT_TH_ACK, 65535);   /* partial ACK */
+    drain(&k);
+    uint32_t before = cwnd_of(&k);
+    k.now += MS;
+    peer_send(&k, PEER_ISN + 1, una + 2920, OSVRT_TH_ACK, 65535);   /* a duplicate */
+    CHECK_EQ(cwnd_of(&k), before + 1460);
+    osvrt_tcp_free(k.s);
+}
+
+/* A FIN out of order (a hole before it), with no text: a duplicate ACK at
+ * once (RFC 5681 4.2), as for text out of order.  It was ACKed by nothing,
+ * and no timer was armed for it. */
+static void test_a_fin_out_of_order_is_acked_at_once(void)
+{
+    struct script k;
+    script_open(&k, NULL, 10000, 0);
+    drain(&k);
+    k.now += MS;
+    peer_send(&k, PEER_ISN + 1 + 100, k.iss + 1, OSVRT_TH_ACK | OSVRT_TH_FIN, 10000);
+    CHECK_EQ(drain(&k), 1);
+    CHECK_EQ(k.out[0].ack, PEER_ISN + 1);
+    CHECK_EQ(k.out[0].flags & OSVRT_TH_FIN, 0);
+    osvrt_tcp_free(k.s);
+}
+
+/* The peer's MSS is a limit (RFC 9293 3.7.1): segments were raised to 64
+ * bytes for a peer announcing less. */
+static void test_a_small_peer_mss_is_honoured(void)
+{
+    struct script k;
+    memset(&k, 0, sizeof k);
+    k.s = pair_stack(ADDR_C, NULL);
+    k.now = 1000 * MS;
+    k.id = osvrt_tcp_connect(k.s, ADDR_S, PEER_PORT, OUR_PORT, k.now);
+    CHECK_EQ(drain(&k), 1);
+    k.iss = k.out[0].seq;
+    peer_send_mss(&k, PEER_ISN, k.iss + 1, OSVRT_TH_SYN | OSVRT_TH_ACK, 10000, 50);
+    CHECK_EQ(osvrt_tcp_state(k.s, k.id), OSVRT_TCP_ESTABLISHED);
+    drain(&k);
+    CHECK_EQ(osvrt_tcp_send(k.s, k.id, data, 400, k.now), 400);
+    CHECK(drain(&k) >= 8);
+    for (int i = 0; i < k.nout; i++)
+        CHECK(k.out[i].len <= 50);
+    osvrt_tcp_free(k.s);
+}
+
+/* Simultaneous open (RFC 9293 figure 8): our SYN and the peer's cross; we
+ * answer its SYN with a SYN-ACK, and its SYN-ACK (a repeat of its SYN,
+ * with our SYN acknowledged) completes the handshake at once.  It was
+ * refused as left of the window: established only after our SYN-ACK's RTO. */
+static void test_simultaneous_open_establishes_on_the_peers_syn_ack(void)
+{
+    struct script k;
+    memset(&k, 0, sizeof k);
+    k.s = pair_stack(ADDR_C, NULL);
+    k.now = 1000 * MS;
+    k.id = osvrt_tcp_connect(k.s, ADDR_S, PEER_PORT, OUR_PORT, k.now);
+    CHECK_EQ(drain(&k), 1);
+    k.iss = k.out[0].seq;
+    peer_send(&k, PEER_ISN, 0, OSVRT_TH_SYN, 10000);              /* crossed SYNs */
+    CHECK_EQ(osvrt_tcp_state(k.s, k.id), OSVRT_TCP_SYN_RECEIVED);
+    CHECK_EQ(drain(&k), 1);                                          /* our SYN-ACK */
+    CHECK_EQ(k.out[0].flags & (OSVRT_TH_SYN | OSVRT_TH_ACK), OSVRT_TH_SYN | OSVRT_TH_ACK);
+    k.now += MS;
+    peer_send(&k, PEER_ISN, k.iss + 1, OSVRT_TH_SYN | OSVRT_TH_ACK, 10000);
+    CHECK_EQ(osvrt_tcp_state(k.s, k.id), OSVRT_TCP_ESTABLISHED);
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(k.s, k.id, &ci), 0);
+    CHECK_EQ(ci.snd_wnd, 10000);                     /* a SYN's window is not scaled */
+    CHECK_EQ(osvrt_tcp_send(k.s, k.id, data, 100, k.now), 100);
+    drain(&k);
+    CHECK(k.nout >= 1);
+    CHECK_EQ(k.out[k.nout - 1].seq, k.iss + 1);
+    CHECK_EQ(k.out[k.nout - 1].ack, PEER_ISN + 1);
+    osvrt_tcp_free(k.s);
+}
+
 int main(void)
 {
     for (uint32_t i = 0; i < sizeof data; i++)
@@ -209,6 +321,10 @@ int main(void)
     test_window_reopens_from_the_probes_byte();
     test_keepalive_probes_in_fin_wait_2();
     test_syn_ack_between_the_syns_rto_and_output();
+    test_duplicates_after_a_partial_ack_inflate_cwnd();
+    test_a_fin_out_of_order_is_acked_at_once();
+    test_a_small_peer_mss_is_honoured();
+    test_simultaneous_open_establishes_on_the_peers_syn_ack();
     printf("test_tcp_scripted: ok\n");
     return 0;
 }

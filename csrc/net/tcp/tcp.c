@@ -715,8 +715,10 @@ static void take_syn_options(struct osvrt_tcp_stack *s, struct tcb *c, const str
     uint32_t mss = g->mss ? g->mss : DEFAULT_MSS;
     if (mss > s->cfg.mss)
         mss = s->cfg.mss;
-    if (mss < 64)
-        mss = 64;
+    /* The peer's MSS is a limit (RFC 9293 3.7.1), down to Linux's floor of
+     * 48: below that, segments of a few bytes would cost a packet each. */
+    if (mss < 48)
+        mss = 48;
     c->snd_mss = mss;
     if (g->wscale >= 0) {
         c->ws_ok = 1;
@@ -929,8 +931,10 @@ static void ack_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
                 c->rexmit_one = 1;
                 s->stats.fast_retransmits++;
                 want_output(s, c);
-            } else if (c->dupacks > 3 && c->in_recovery) {
-                c->cwnd += c->snd_mss;  /* step 3: inflate per further duplicate */
+            } else if (c->in_recovery) {
+                /* step 3: inflate per further duplicate, also the first ones
+                 * after a partial ACK (which zeroed dupacks, RFC 6582 3.2.5) */
+                c->cwnd += c->snd_mss;
                 want_output(s, c);
             }
         }
@@ -1142,6 +1146,11 @@ static void data_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct os
         } else {
             c->fin_rcvd_ooo = 1;
             c->fin_rcv_seq = seq + len;
+            if (len == 0) {                      /* (text out of order was ACKed above) */
+                c->ack_now = 1;                  /* out of order: a duplicate ACK at once */
+                if (c->acks_owed < 64)
+                    c->acks_owed++;
+            }
         }
     } else if (c->fin_rcvd_ooo && c->fin_rcv_seq == c->rcv_nxt) {
         fin_input(s, c, now);
@@ -1161,6 +1170,26 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
         c->snd_nxt = c->iss;                                 /* its SYN again: resend our SYN-ACK */
         want_output(s, c);
         return 0;
+    }
+    /* Simultaneous open (RFC 9293 figure 8): in SYN_RECEIVED after our own
+     * SYN, the peer's SYN-ACK repeats its SYN (seq = IRS, left of rcv_nxt:
+     * refused below) and ACKs ours.  Taken as the ACK that completes the
+     * handshake, as Linux does; otherwise we would stay until our SYN-ACK's
+     * RTO, the peer (established) having nothing to send. */
+    struct osvrt_tcp_seg synack_as_ack;
+    if (c->state == OSVRT_TCP_SYN_RECEIVED && c->parent == NONE
+        && (f & (OSVRT_TH_SYN | OSVRT_TH_ACK | OSVRT_TH_RST | OSVRT_TH_FIN))
+           == (OSVRT_TH_SYN | OSVRT_TH_ACK)
+        && g->seq == c->irs && osvrt_seq_gt(g->ack, c->snd_una)
+        && osvrt_seq_le(g->ack, c->snd_max)) {
+        synack_as_ack = *g;
+        synack_as_ack.flags &= (uint8_t)~OSVRT_TH_SYN;
+        synack_as_ack.seq = c->irs + 1;      /* its text, if any, follows the SYN */
+        /* A SYN's window is never scaled (RFC 7323 2.2); taken as scaled below:
+         * rounded down, never more room than the peer offered. */
+        synack_as_ack.wnd = (uint16_t)(g->wnd >> c->snd_wscale);
+        g = &synack_as_ack;
+        f = g->flags;
     }
     /* text_drop: the segment's text, FIN and SYN are refused (not in the receive window);
      * its ACK field may still be taken below (ack_only). */
