@@ -67,6 +67,7 @@ class OffloadPool:
         self._closed = False
         self._stopped = False        # stop() has run: a second one returns at once
         self._busy = set()           # pool threads inside a call (under _lock)
+        self._abandon_at_stop = False  # abandon_at_stop(): stop() waits for no call
         self.calls = 0
         self.abandoned = 0           # calls still running when stop()'s time ran out
         # The process's CPUs (its main thread's): a pool thread is started by a
@@ -127,6 +128,13 @@ class OffloadPool:
             kernel.wake(tk, job)           # a no-op if the caller was cancelled
             del tk, job
 
+    def abandon_at_stop(self):
+        """Let stop() (without a timeout) wait for no running call: it
+        abandons them, reporting that at INFO (an asyncio loop's close():
+        asyncio's executor.shutdown(wait=False)).  The pool stays open until
+        then, so green threads' cleanup may still use to_thread."""
+        self._abandon_at_stop = True
+
     def stop(self, timeout=None):
         """Drop queued calls and wait for running ones, all of them together
         for at most `timeout` seconds (None: what time_left() gives, the
@@ -145,7 +153,9 @@ class OffloadPool:
             self._jobs.clear()
             self._ready.notify_all()
             threads = list(self._threads)
-        if timeout is None:
+        if timeout is None and self._abandon_at_stop:
+            timeout = 0.0
+        elif timeout is None:
             timeout = 5.0 if self._time_left is None else self._time_left()
         # One deadline for all of them: joining each for `timeout` in turn
         # would let n busy threads hold stop() n times as long.
@@ -165,8 +175,9 @@ class OffloadPool:
                     stuck.append(th.name)
         self.abandoned = len(stuck)
         if stuck:
-            log.warning("osvrt: %d to_thread call(s) still running at stop, abandoned "
-                        "(their results are dropped): %s", len(stuck), ", ".join(stuck))
+            log.log(logging.INFO if self._abandon_at_stop else logging.WARNING,
+                    "osvrt: %d to_thread call(s) still running at stop, abandoned "
+                    "(their results are dropped): %s", len(stuck), ", ".join(stuck))
         return len(stuck)
 
     def stats(self):

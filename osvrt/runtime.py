@@ -153,14 +153,24 @@ class Runtime:
             if self._state != _NEW:
                 raise RuntimeError(f"this Runtime is {self._state}; a Runtime starts once")
             self._state = _STARTING
+            self._start_ended.clear()     # (set by a start that failed before this one)
         try:
             return self._start()
         except BaseException:
             with self._door:
+                ran = self._state == _STARTING and any(
+                    w.os_thread is not None for w in self._workers)
                 if self._state == _STARTING:
                     # No worker started: the Runtime may be started again.
-                    # One that did is left for stop(), as running.
-                    self._state = _RUNNING if self._workers else _NEW
+                    # Workers that did are stopped below, as a running one's.
+                    self._state = _RUNNING if ran else _NEW
+                    if not ran:
+                        self._workers = ()
+            if ran:
+                try:
+                    self.stop(timeout=5.0)     # a failed start leaves no thread behind
+                except Exception:
+                    log.exception("osvrt: stopping the workers of a failed start")
             raise
         finally:
             self._start_ended.set()
@@ -375,7 +385,7 @@ class Runtime:
         d = self._stop_deadline
         now = time.monotonic()
         join_until = now + (5.0 if d is None else min(5.0, max(d - now, WORKER_EXIT_S)))
-        for w in self._workers:
+        for w in self._running_workers():
             w.os_thread.join(max(0.0, join_until - time.monotonic()))
             if w.os_thread.is_alive():
                 log.critical("osvrt: worker for CPU %d is stuck in green thread %r and "
@@ -384,10 +394,10 @@ class Runtime:
             self._watchdog.stop()
         if self._publisher is not None:
             self._publisher.stop()
-        exited = [w for w in self._workers if not w.os_thread.is_alive()]
+        exited = [w for w in self._running_workers() if not w.os_thread.is_alive()]
         if self._stats_file is not None:
             # the counters carry over to the workers' own memory
-            self._stats_file.close(workers_exited=len(exited) == len(self._workers))
+            self._stats_file.close(workers_exited=len(exited) == len(self._running_workers()))
         if self._trace_path is not None:
             self._write_trace(exited)
         # System threads that never got to run would warn "never awaited" when
@@ -396,6 +406,11 @@ class Runtime:
             _thread.close_unstarted(t)
         self._settle_abandoned()
         self._state = _STOPPED
+
+    def _running_workers(self):
+        """The workers whose OS thread was started (a failed start may have
+        made workers it never started)."""
+        return [w for w in self._workers if w.os_thread is not None]
 
     def _write_trace(self, exited):
         """Take each stopped worker's events and write the trace (a stuck
@@ -424,7 +439,7 @@ class Runtime:
         caller waiting.  The submit() Future of every thread that did not end
         (it ignored its cancel, or never ran) is cancelled; a thread that never
         started (still on a pushlist) is closed and forgotten."""
-        stuck = {w for w in self._workers if w.os_thread.is_alive()}
+        stuck = {w for w in self._running_workers() if w.os_thread.is_alive()}
         for t in list(self._live):
             if t.done():
                 continue

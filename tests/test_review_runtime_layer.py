@@ -239,3 +239,28 @@ def test_a_cancelled_future_is_notified_once_without_a_critical_log(caplog):
         thread.notify_cancelled(fut)
     assert concurrent.futures.wait([fut], timeout=0).done == {fut}
     assert not [r for r in caplog.records if r.levelno >= logging.CRITICAL]
+
+
+def test_a_start_that_fails_half_way_stops_what_it_started():
+    # A worker's OS thread that could not start left the runtime "running"
+    # with that worker's thread None: stop() then raised AttributeError.
+    class HalfStarts(osvrt.Runtime):
+        made = 0
+
+        def _start_worker(self, w, ready):
+            HalfStarts.made += 1
+            if HalfStarts.made == 2:
+                raise RuntimeError("can't start new thread")
+            return super()._start_worker(w, ready)
+
+    before = {t.ident for t in threading.enumerate()}
+    rt = HalfStarts(cpus=[0, 1])
+    with pytest.raises(RuntimeError, match="can't start"):
+        bounded(rt.start)
+    bounded(lambda: rt.stop(timeout=1))          # a no-op now, and no AttributeError
+    left = [t for t in threading.enumerate()
+            if t.ident not in before and t.name.startswith("osvrt-cpu")]
+    for t in left:
+        t.join(5)
+    assert not [t for t in left if t.is_alive()]
+    assert repr(rt).endswith("stopped>")

@@ -69,10 +69,8 @@ static void next_timer(struct script *k)
     osvrt_tcp_on_timer(k->s, k->now);
 }
 
-/* Connect to the peer, which offers window `wnd`; established unless
- * syn_rto (then the SYN's RTO fires before the SYN-ACK comes in). */
-static void script_open(struct script *k, const struct osvrt_tcp_config *base, uint16_t wnd,
-                        int syn_rto)
+/* Our SYN to the peer is out; nothing has come back. */
+static void script_connect(struct script *k, const struct osvrt_tcp_config *base)
 {
     memset(k, 0, sizeof *k);
     k->s = pair_stack(ADDR_C, base);    /* one side of tcp_pair.h's pair: the other is us */
@@ -81,6 +79,14 @@ static void script_open(struct script *k, const struct osvrt_tcp_config *base, u
     CHECK(k->id >= 0);
     CHECK_EQ(drain(k), 1);
     k->iss = k->out[0].seq;
+}
+
+/* Connect to the peer, which offers window `wnd`; established unless
+ * syn_rto (then the SYN's RTO fires before the SYN-ACK comes in). */
+static void script_open(struct script *k, const struct osvrt_tcp_config *base, uint16_t wnd,
+                        int syn_rto)
+{
+    script_connect(k, base);
     if (syn_rto)
         next_timer(k);              /* rewinds snd_nxt to the ISS; output() not run yet */
     peer_send(k, PEER_ISN, k->iss + 1, OSVRT_TH_SYN | OSVRT_TH_ACK, wnd);
@@ -266,12 +272,7 @@ static void test_a_fin_out_of_order_is_acked_at_once(void)
 static void test_a_small_peer_mss_is_honoured(void)
 {
     struct script k;
-    memset(&k, 0, sizeof k);
-    k.s = pair_stack(ADDR_C, NULL);
-    k.now = 1000 * MS;
-    k.id = osvrt_tcp_connect(k.s, ADDR_S, PEER_PORT, OUR_PORT, k.now);
-    CHECK_EQ(drain(&k), 1);
-    k.iss = k.out[0].seq;
+    script_connect(&k, NULL);
     peer_send_mss(&k, PEER_ISN, k.iss + 1, OSVRT_TH_SYN | OSVRT_TH_ACK, 10000, 50);
     CHECK_EQ(osvrt_tcp_state(k.s, k.id), OSVRT_TCP_ESTABLISHED);
     drain(&k);
@@ -289,12 +290,7 @@ static void test_a_small_peer_mss_is_honoured(void)
 static void test_simultaneous_open_establishes_on_the_peers_syn_ack(void)
 {
     struct script k;
-    memset(&k, 0, sizeof k);
-    k.s = pair_stack(ADDR_C, NULL);
-    k.now = 1000 * MS;
-    k.id = osvrt_tcp_connect(k.s, ADDR_S, PEER_PORT, OUR_PORT, k.now);
-    CHECK_EQ(drain(&k), 1);
-    k.iss = k.out[0].seq;
+    script_connect(&k, NULL);
     peer_send(&k, PEER_ISN, 0, OSVRT_TH_SYN, 10000);              /* crossed SYNs */
     CHECK_EQ(osvrt_tcp_state(k.s, k.id), OSVRT_TCP_SYN_RECEIVED);
     CHECK_EQ(drain(&k), 1);                                          /* our SYN-ACK */

@@ -716,11 +716,12 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         w = rt.loop_worker
         w.stop_requested = False          # before the helper can set it
         # close() does not wait for run_in_executor calls (asyncio's
-        # executor.shutdown(wait=False)): they are abandoned now, not joined
-        # for up to the stop's 5 s (shutdown_default_executor waits for them).
+        # executor.shutdown(wait=False)): the stop abandons those still
+        # running instead of joining them for up to its 5 s
+        # (shutdown_default_executor is what waits for them).
         pool = rt.service("offload")
         if pool is not None:
-            pool.stop(timeout=0)
+            pool.abandon_at_stop()
         try:
             helper = _ThreadCall(rt.stop, timeout=5.0)
         except RuntimeError:

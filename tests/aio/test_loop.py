@@ -866,3 +866,24 @@ def test_debug_call_soon_names_the_callers_frame():
 
     with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:
         assert r.run(main()) == __file__
+
+
+def test_green_threads_cleanup_may_use_to_thread_when_the_loop_closes():
+    # close() closed the offload pool before the runtime's stop cancelled the
+    # green threads: their cleanup's to_thread raised "the runtime is stopping".
+    log = []
+
+    async def green():
+        try:
+            await osvrt.sleep(30)
+        finally:
+            log.append(await osvrt.to_thread(lambda: "flushed"))
+
+    async def main():
+        await asyncio.get_running_loop().run_in_executor(None, int)   # the pool exists
+        osvrt.spawn(green)
+        await asyncio.sleep(0.05)
+
+    with asyncio.Runner(loop_factory=osvrt.new_event_loop) as r:
+        r.run(main())
+    assert log == ["flushed"]
