@@ -1,4 +1,5 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
+import threading
 import time
 
 import osvrt
@@ -23,3 +24,22 @@ async def until(pred, timeout=5.0, what="condition"):
 async def queued(t):
     """Wait until green thread t is parked (e.g. queued on a mutex)."""
     await until(lambda: t.state == "waiting", what=f"{t.name} parked")
+
+
+def bounded(fn, timeout=20):
+    """fn() in a daemon thread; its result, or a failure (not a hang) after timeout."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:
+            box["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(timeout)
+    assert not th.is_alive(), f"hung for {timeout} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

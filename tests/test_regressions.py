@@ -9,25 +9,9 @@ import osvrt
 from osvrt import kernel
 from osvrt._core import lib
 from osvrt.cwait import cwait
+from support import bounded
 
 
-def bounded(fn, timeout=20):
-    """fn() in a daemon thread; its result, or a failure (not a hang) after timeout."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:
-            box["error"] = e
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    th.join(timeout)
-    assert not th.is_alive(), f"hung for {timeout} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def test_run_whose_main_is_cancelled_raises_instead_of_hanging():

@@ -10,7 +10,7 @@ import pytest
 
 import osvrt
 import osvrt._engine as E
-from tests.test_regressions import bounded
+from support import bounded
 
 
 def run_child(code, timeout=120):

@@ -11,7 +11,7 @@ import pytest
 
 import osvrt
 from osvrt import balancer
-from tests.test_regressions import bounded
+from support import bounded
 
 
 async def _slow_cleanup():
