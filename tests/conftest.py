@@ -8,7 +8,6 @@ if a single test runs past HANG_GUARD_S (a hang must never stall CI forever).
 """
 import faulthandler
 import os
-import sys
 import threading
 
 import pytest
@@ -25,18 +24,19 @@ _real_stderr_fd = None
 
 def pytest_configure(config):
     # The hang guard must write to the real stderr: pytest's output capture
-    # would swallow the dump when the guard ends the process.
+    # would swallow the dump when the guard ends the process.  The fd that
+    # pytest's fd capture saved is the real one; without fd capture (-s,
+    # --capture=sys) fd 2 still is.  (Suspending and resuming the capture
+    # here instead left pytest's terminal writer on a closed file whenever
+    # collection failed: its report was lost.)
     global _real_stderr_fd
     capman = config.pluginmanager.getplugin("capturemanager")
-    if capman is not None:
-        capman.suspend_global_capture()
+    err = getattr(getattr(capman, "_global_capturing", None), "err", None)
+    saved = getattr(err, "targetfd_save", None)
     try:
-        _real_stderr_fd = os.dup(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):
+        _real_stderr_fd = os.dup(saved if isinstance(saved, int) else 2)
+    except OSError:
         _real_stderr_fd = None
-    finally:
-        if capman is not None:
-            capman.resume_global_capture()
 
 
 @pytest.fixture(autouse=True)
