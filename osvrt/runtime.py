@@ -268,6 +268,9 @@ class Runtime:
         to finish (their cleanup runs), then join every worker."""
         timeout = check_timeout(timeout)
         w = kernel.current_worker()
+        # A start() under way in another OS thread is waited for within this
+        # call's own bound, as a second stop() is (below).
+        start_until = None if timeout is None else time.monotonic() + timeout + WORKER_EXIT_S
         if _fork.forked_from(self) is not None:
             # A forked child's copy: no worker of it runs here, nothing to wait for.
             self._state = _STOPPED
@@ -289,7 +292,7 @@ class Runtime:
                     self._live.watch_empty()   # the last thread to end tells us (_thread_ended)
                     break
             # start() is under way in another OS thread: stop what it starts.
-            self._start_ended.wait()
+            self._wait_for_start(start_until)
         if second:
             # Another stop() is under way: return when it is done, within
             # this call's own bound (timeout, and the workers' exit allowance).
@@ -315,6 +318,26 @@ class Runtime:
         err, self._stop_error = self._stop_error, None
         if err is not None:
             raise err
+
+    def _wait_for_start(self, until):
+        """Wait for the start() under way in another OS thread to return or
+        raise; never silently: past `until` a TimeoutError, and with no bound
+        a warning every STOP_REPORT_S (doubling) that names the wait."""
+        began = time.monotonic()
+        report_every = STOP_REPORT_S
+        report_at = began + report_every
+        while not self._start_ended.wait(
+                STOP_REPORT_S if until is None else max(0.0, min(until, report_at) - time.monotonic())):
+            now = time.monotonic()
+            if until is not None and now >= until:
+                raise TimeoutError(
+                    f"Runtime.stop(): start() of this runtime in another OS thread has not "
+                    f"returned after {now - began:.1f} s (its workers are not all running yet)")
+            if now >= report_at:
+                log.warning("osvrt: stop() has waited %.1f s for start() in another OS thread "
+                            "to return", now - began)
+                report_every *= 2
+                report_at = now + report_every
 
     def stop_time_left(self, unbounded: float = OFFLOAD_STOP_S) -> float:
         """Seconds left of stop()'s timeout (at least 0), for a service whose

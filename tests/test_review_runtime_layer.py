@@ -264,3 +264,30 @@ def test_a_start_that_fails_half_way_stops_what_it_started():
         t.join(5)
     assert not [t for t in left if t.is_alive()]
     assert repr(rt).endswith("stopped>")
+
+
+def test_stop_during_a_start_that_does_not_end_is_bounded_and_named():
+    # stop() while another OS thread's start() was under way waited for that
+    # start without a bound, whatever the stop's timeout.
+    release = threading.Event()
+
+    class SlowStart(osvrt.Runtime):
+        def _start_worker(self, w, ready):
+            release.wait(30)
+            return super()._start_worker(w, ready)
+
+    rt = SlowStart(cpus=[0])
+    starter = threading.Thread(target=rt.start)
+    starter.start()
+    try:
+        for _ in range(200):             # until start() is under way
+            if "starting" in repr(rt):
+                break
+            time.sleep(0.01)
+        with pytest.raises(TimeoutError, match=r"start\(\) of this runtime in another OS thread"):
+            bounded(lambda: rt.stop(timeout=0.1))
+    finally:
+        release.set()
+        starter.join(10)
+    bounded(lambda: rt.stop(timeout=5))   # once start() has returned, stop() stops it
+    assert repr(rt).endswith("stopped>")
