@@ -307,19 +307,22 @@ thread_join(ThreadObject *t, PyObject *args, PyObject *kw)
 PyObject *
 thread_outcome(ThreadObject *t)
 {
+    /* Retrieved after all: the logger must not log at collection.  aux and
+     * aux_future are read together under the lock: two joiners on two
+     * workers may both get here, and a setter (_future, _unretrieved) may
+     * run on any thread. */
+    PyObject *logger = NULL;
+    thread_slots_lock(t);
     if (!t->aux_future) {
-        /* Retrieved after all: it must not log at collection.  Taken under
-         * the lock: two joiners on two workers may both get here. */
-        thread_slots_lock(t);
-        PyObject *logger = t->aux;
+        logger = t->aux;
         t->aux = NULL;
-        thread_slots_unlock(t);
-        if (logger != NULL) {
-            int r = PyObject_SetAttr(logger, str_exc, Py_None);
-            Py_DECREF(logger);
-            if (r < 0)
-                return NULL;
-        }
+    }
+    thread_slots_unlock(t);
+    if (logger != NULL) {
+        int r = PyObject_SetAttr(logger, str_exc, Py_None);
+        Py_DECREF(logger);
+        if (r < 0)
+            return NULL;
     }
     if (t->failed) {
         PyErr_SetObject((PyObject *)Py_TYPE(t->outcome), t->outcome);

@@ -412,7 +412,10 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
     Py_XSETREF(t->outcome, Py_XNewRef(exc != NULL ? exc : result));
     t->failed = exc != NULL;
     int err = 0;
+    /* aux under the lock: its Python setters and getter may run on any thread. */
+    thread_slots_lock(t);
     int settle = t->aux != NULL && t->aux_future;
+    thread_slots_unlock(t);
     if (!settle && exc != NULL && !PyObject_TypeCheck(exc, (PyTypeObject *)Cancelled)) {
         /* Nobody may join it: log at collection unless someone does. */
         PyObject *name = PyObject_GetAttr((PyObject *)t, str_name);
@@ -420,8 +423,12 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         Py_XDECREF(name);
         if (u == NULL)
             err = 1;
-        Py_XSETREF(t->aux, u);
+        thread_slots_lock(t);
+        PyObject *old = t->aux;
+        t->aux = u;
         t->aux_future = 0;
+        thread_slots_unlock(t);
+        Py_XDECREF(old);                  /* after the unlock: a dealloc runs code */
     }
     /* seq_cst: terminated before the joiners are looked at (join's re-check). */
     atomic_store_explicit(&t->state, ST_TERMINATED, memory_order_seq_cst);
