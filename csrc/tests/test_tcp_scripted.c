@@ -6,7 +6,7 @@
  * in FIN_WAIT_2, a SYN-ACK that arrives between the SYN's RTO and output(),
  * duplicates after a partial ACK that did not inflate cwnd, a FIN out of
  * order never ACKed, a small peer MSS raised, a simultaneous open that
- * waited for an RTO. */
+ * waited for an RTO, an RTO after a handshake that gave no RTT sample. */
 #include <stdio.h>
 
 #include "tcp_pair.h"
@@ -309,6 +309,50 @@ static void test_simultaneous_open_establishes_on_the_peers_syn_ack(void)
     osvrt_tcp_free(k.s);
 }
 
+static int64_t rto_of(struct script *k, int32_t id)
+{
+    struct osvrt_tcp_conn_info ci;
+    CHECK_EQ(osvrt_tcp_conn_info(k->s, id, &ci), 0);
+    return ci.rto_ns;
+}
+
+/* RFC 6298 5.7: a handshake whose SYN (ours, or our SYN-ACK) was sent again
+ * gives no RTT sample (Karn), and data must start with an RTO of three
+ * initial ones (3 s), not the backed-off one (2 s) nor the initial 1 s that
+ * already proved too short.  With a sample, the RTO is the sample's. */
+static void test_a_handshake_without_an_rtt_sample_starts_at_three_initial_rtos(void)
+{
+    struct script k;
+    script_open(&k, NULL, 10000, 1);                /* our SYN was sent twice */
+    CHECK_EQ(rto_of(&k, k.id), 3000 * MS);
+    osvrt_tcp_free(k.s);
+    script_open(&k, NULL, 10000, 0);                /* sampled: ~0 ns, rto_min */
+    CHECK_EQ(rto_of(&k, k.id), 200 * MS);
+    osvrt_tcp_free(k.s);
+
+    /* The passive side: its SYN-ACK's RTO fires before the peer's ACK. */
+    memset(&k, 0, sizeof k);
+    k.s = pair_stack(ADDR_C, NULL);
+    k.now = 1000 * MS;
+    int32_t lid = osvrt_tcp_listen(k.s, OUR_PORT, 8);
+    CHECK(lid >= 0);
+    peer_send(&k, PEER_ISN, 0, OSVRT_TH_SYN, 10000);
+    CHECK_EQ(drain(&k), 1);                                          /* SYN-ACK */
+    uint32_t iss = k.out[0].seq;
+    next_timer(&k);
+    CHECK_EQ(drain(&k), 1);                                          /* sent again */
+    CHECK_EQ(k.out[0].seq, iss);
+    k.now += MS;
+    peer_send(&k, PEER_ISN + 1, iss + 1, OSVRT_TH_ACK, 10000);
+    uint32_t raddr;
+    uint16_t rport;
+    int32_t id = osvrt_tcp_accept(k.s, lid, &raddr, &rport);
+    CHECK(id >= 0);
+    CHECK_EQ(osvrt_tcp_state(k.s, id), OSVRT_TCP_ESTABLISHED);
+    CHECK_EQ(rto_of(&k, id), 3000 * MS);
+    osvrt_tcp_free(k.s);
+}
+
 int main(void)
 {
     for (uint32_t i = 0; i < sizeof data; i++)
@@ -321,6 +365,7 @@ int main(void)
     test_a_fin_out_of_order_is_acked_at_once();
     test_a_small_peer_mss_is_honoured();
     test_simultaneous_open_establishes_on_the_peers_syn_ack();
+    test_a_handshake_without_an_rtt_sample_starts_at_three_initial_rtos();
     printf("test_tcp_scripted: ok\n");
     return 0;
 }

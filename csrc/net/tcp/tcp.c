@@ -446,6 +446,15 @@ static void rtt_sample(struct osvrt_tcp_stack *s, struct tcb *c, int64_t r)
     c->rto = clamp_rto(s, c->srtt + 4 * c->rttvar);
 }
 
+/* RFC 6298 5.7: the handshake gave no RTT sample (its SYN or SYN-ACK was
+ * sent again, Karn's rule), so data starts with three initial RTOs (RFC:
+ * 3 s against 1 s), not the backed-off or the 1 s one that fired already. */
+static void rto_after_handshake(struct osvrt_tcp_stack *s, struct tcb *c)
+{
+    if (c->srtt == 0)
+        c->rto = clamp_rto(s, 3 * s->cfg.rto_initial_ns);
+}
+
 /* The retransmission timer runs exactly while sequence space is unacknowledged (5.1-5.3). */
 static void rexmt_restart(struct osvrt_tcp_stack *s, struct tcb *c, int64_t now)
 {
@@ -867,6 +876,7 @@ static int syn_sent_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct
     if (osvrt_seq_lt(c->snd_nxt, c->snd_una))
         c->snd_nxt = c->snd_una;
     c->retries = 0;
+    rto_after_handshake(s, c);
     set_state(s, c, OSVRT_TCP_ESTABLISHED);
     timer_set(s, c, T_REXMT, INT64_MAX);
     if (s->cfg.keepalive_ns)
@@ -1271,7 +1281,8 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
         want_output(s, c);
         return OSVRT_TCP_DROP_BAD_ACK;
     }
-    if (c->state == OSVRT_TCP_SYN_RECEIVED) {
+    int handshake = c->state == OSVRT_TCP_SYN_RECEIVED;
+    if (handshake) {
         if (osvrt_seq_le(g->ack, c->snd_una)) {
             reply_rst(s, g);
             return OSVRT_TCP_DROP_BAD_ACK;
@@ -1293,6 +1304,8 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
         }
     }
     ack_input(s, c, g, now);
+    if (handshake)
+        rto_after_handshake(s, c);     /* after ack_input: it takes the SYN-ACK's sample */
     int fin_acked = c->fin_queued && osvrt_seq_gt(c->snd_una, c->fin_seq);
     switch (c->state) {
     case OSVRT_TCP_FIN_WAIT_1:
