@@ -6,7 +6,8 @@
  * in FIN_WAIT_2, a SYN-ACK that arrives between the SYN's RTO and output(),
  * duplicates after a partial ACK that did not inflate cwnd, a FIN out of
  * order never ACKed, a small peer MSS raised, a simultaneous open that
- * waited for an RTO, an RTO after a handshake that gave no RTT sample. */
+ * waited for an RTO, an RTO after a handshake that gave no RTT sample, an
+ * ACK beyond the SYN-ACK answered with an ACK instead of a RST. */
 #include <stdio.h>
 
 #include "tcp_pair.h"
@@ -353,6 +354,35 @@ static void test_a_handshake_without_an_rtt_sample_starts_at_three_initial_rtos(
     osvrt_tcp_free(k.s);
 }
 
+/* RFC 9293 3.10.7.4: in SYN-RECEIVED an ACK of more than our SYN-ACK is not
+ * acceptable and gets a RST <SEQ=SEG.ACK> (it got an ACK, RFC 5961's answer
+ * in the synchronized states); the half-open connection stays and completes
+ * on the right ACK. */
+static void test_an_ack_beyond_the_syn_ack_is_reset_in_syn_received(void)
+{
+    struct script k;
+    memset(&k, 0, sizeof k);
+    k.s = pair_stack(ADDR_C, NULL);
+    k.now = 1000 * MS;
+    int32_t lid = osvrt_tcp_listen(k.s, OUR_PORT, 8);
+    CHECK(lid >= 0);
+    peer_send(&k, PEER_ISN, 0, OSVRT_TH_SYN, 10000);
+    CHECK_EQ(drain(&k), 1);
+    uint32_t iss = k.out[0].seq;
+    peer_send(&k, PEER_ISN + 1, iss + 100, OSVRT_TH_ACK, 10000);
+    CHECK_EQ(drain(&k), 1);
+    CHECK_EQ(k.out[0].flags & (OSVRT_TH_RST | OSVRT_TH_ACK), OSVRT_TH_RST);
+    CHECK_EQ(k.out[0].seq, iss + 100);
+    uint32_t raddr;
+    uint16_t rport;
+    CHECK(osvrt_tcp_accept(k.s, lid, &raddr, &rport) < 0);          /* not established */
+    peer_send(&k, PEER_ISN + 1, iss + 1, OSVRT_TH_ACK, 10000);
+    int32_t id = osvrt_tcp_accept(k.s, lid, &raddr, &rport);
+    CHECK(id >= 0);
+    CHECK_EQ(osvrt_tcp_state(k.s, id), OSVRT_TCP_ESTABLISHED);
+    osvrt_tcp_free(k.s);
+}
+
 int main(void)
 {
     for (uint32_t i = 0; i < sizeof data; i++)
@@ -366,6 +396,7 @@ int main(void)
     test_a_small_peer_mss_is_honoured();
     test_simultaneous_open_establishes_on_the_peers_syn_ack();
     test_a_handshake_without_an_rtt_sample_starts_at_three_initial_rtos();
+    test_an_ack_beyond_the_syn_ack_is_reset_in_syn_received();
     printf("test_tcp_scripted: ok\n");
     return 0;
 }

@@ -1269,6 +1269,14 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
     }
     if (!(f & OSVRT_TH_ACK))
         return OSVRT_TCP_DROP_BAD_FLAGS;
+    int handshake = c->state == OSVRT_TCP_SYN_RECEIVED;
+    /* RFC 9293 3.10.7.4 "fifth", SYN-RECEIVED: an ACK outside (SND.UNA, SND.NXT]
+     * (ours is the SYN-ACK only) gets a RST <SEQ=SEG.ACK>, and the half-open
+     * connection stays (before 5961's check, which would answer with an ACK). */
+    if (handshake && (osvrt_seq_le(g->ack, c->snd_una) || osvrt_seq_gt(g->ack, c->snd_max))) {
+        reply_rst(s, g);
+        return OSVRT_TCP_DROP_BAD_ACK;
+    }
     /* RFC 5961 5.2: an ACK must lie in [SND.UNA - MAX.SND.WND, SND.MAX]. */
     if (osvrt_seq_gt(g->ack, c->snd_max)) {
         c->ack_now = 1;
@@ -1281,12 +1289,7 @@ static int sync_input(struct osvrt_tcp_stack *s, struct tcb *c, const struct osv
         want_output(s, c);
         return OSVRT_TCP_DROP_BAD_ACK;
     }
-    int handshake = c->state == OSVRT_TCP_SYN_RECEIVED;
     if (handshake) {
-        if (osvrt_seq_le(g->ack, c->snd_una)) {
-            reply_rst(s, g);
-            return OSVRT_TCP_DROP_BAD_ACK;
-        }
         set_state(s, c, OSVRT_TCP_ESTABLISHED);
         c->snd_wnd = (uint32_t)g->wnd << c->snd_wscale;
         c->max_snd_wnd = c->snd_wnd;
