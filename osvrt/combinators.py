@@ -16,7 +16,7 @@ from .checks import check_delay
 from .deadline import timeout as _timeout
 from .runtime import spawn as _spawn
 from .sync import Queue
-from .thread import Thread, wait_ended
+from .thread import Thread, drop_unretrieved, wait_ended
 
 __all__ = ["wait_for", "gather", "as_completed", "shield"]
 
@@ -89,7 +89,8 @@ async def gather(*aws: Any, return_exceptions: bool = False) -> list[Any]:
 
     return_exceptions=False: the first child to fail cancels the others, they
     are waited for (their cleanup runs), and that exception is raised (asyncio
-    leaves the others running; osvrt never leaves a child behind).
+    leaves the others running; osvrt never leaves a child behind); their own
+    failures are dropped, as asyncio.gather drops them.
     return_exceptions=True: every child runs to its end; an exception
     (osvrt.Cancelled of a cancelled child included) takes its place in the
     list.  A cancel (or an osvrt.timeout's expiry) of the caller cancels the
@@ -114,7 +115,14 @@ async def gather(*aws: Any, return_exceptions: bool = False) -> list[Any]:
             for i in where[id(t)]:
                 results[i] = r
     except BaseException:
-        await it.aclose()
+        try:
+            await it.aclose()
+        finally:
+            # What gather raises stands for the whole call: the other
+            # children's failures, waited for above, are not "nobody joined"
+            # (asyncio.gather marks them retrieved the same way).
+            for t in it._spawned:
+                drop_unretrieved(t)
         raise
     return results
 
@@ -138,6 +146,7 @@ class as_completed:
         self._done = Queue()
         self._owned = []             # the green threads we started (cancelled by aclose)
         self._threads = []           # the Thread given for each awaitable, in argument order
+        self._spawned = []           # the green threads running our coroutines
         self._coros = []             # the coroutines we were given (closed by aclose)
         self._left = 0
         self._deadline = None if timeout is None else kernel.monotonic() + timeout
@@ -159,6 +168,7 @@ class as_completed:
                     self._coros.append(aw)
                     self._owned.append(t)
                     self._threads.append(t)
+                    self._spawned.append(t)
                 started += 1
                 self._left += 1
         except BaseException:

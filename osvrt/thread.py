@@ -226,6 +226,15 @@ def exception(t):
     return t._exc
 
 
+def drop_unretrieved(t):
+    """Its owner has dealt with t's outcome: no "nobody joined" log for it
+    (only the logger slot is cleared, never a submit() Future)."""
+    logger = t._unretrieved
+    if logger is not None:
+        logger.exc = None                # first: dropping the logger runs its __del__
+        t._unretrieved = None
+
+
 def wait_done(t, timeout, active, spin):
     """From a foreign OS thread: wait up to timeout for t to end (thread.c)."""
     return t._wait_done(timeout, active, spin)

@@ -291,3 +291,31 @@ def test_stop_during_a_start_that_does_not_end_is_bounded_and_named():
         starter.join(10)
     bounded(lambda: rt.stop(timeout=5))   # once start() has returned, stop() stops it
     assert repr(rt).endswith("stopped>")
+
+
+def test_gather_does_not_report_the_failures_it_waited_for_as_unjoined(caplog):
+    # return_exceptions=False raised the first failure; a second child that
+    # failed too was waited for by gather but logged at collection as "ended
+    # with an exception nobody joined" (asyncio.gather marks it retrieved).
+    import gc
+
+    class Boom(Exception):
+        pass
+
+    async def fails(i):
+        await osvrt.sleep(0)
+        raise Boom(i)
+
+    async def main():
+        raised = []
+        for _ in range(3):
+            try:
+                await osvrt.gather(fails(1), fails(2))
+            except Boom as e:
+                raised.append(e)
+        return len(raised)
+
+    with caplog.at_level(logging.ERROR, logger="osvrt"):
+        assert osvrt.run(main, cpus=2) == 3
+        gc.collect()
+    assert "nobody joined" not in caplog.text, caplog.text
