@@ -222,18 +222,28 @@ static PyObject *
 core_call_soon(LoopCoreObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *context = NULL;
+    PyObject *context = NULL, *callback_kw = NULL;
     if (kwnames != NULL) {
         Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
         for (Py_ssize_t i = 0; i < nkw; i++) {
             PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-            if (!PyUnicode_Check(key) || PyUnicode_CompareWithASCIIString(key, "context") != 0) {
-                PyErr_Format(PyExc_TypeError,
-                             "call_soon() got an unexpected keyword argument %R", key);
+            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "context") == 0)
+                context = args[nargs + i];
+            else if (PyUnicode_Check(key)
+                     && PyUnicode_CompareWithASCIIString(key, "callback") == 0 && nargs == 0)
+                callback_kw = args[nargs + i];     /* call_soon(callback=f), as asyncio's */
+            else {
+                PyErr_Format(PyExc_TypeError, nargs > 0 && PyUnicode_Check(key)
+                             && PyUnicode_CompareWithASCIIString(key, "callback") == 0
+                             ? "call_soon() got multiple values for argument %R"
+                             : "call_soon() got an unexpected keyword argument %R", key);
                 return NULL;
             }
-            context = args[nargs + i];
         }
+    }
+    if (callback_kw != NULL) {
+        args = &callback_kw;
+        nargs = 1;
     }
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "call_soon() missing 1 required positional "
@@ -270,7 +280,7 @@ static PyObject *
 core_create_task(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames)
 {
-    PyObject *name = Py_None, *context = Py_None;
+    PyObject *name = Py_None, *context = Py_None, *coro = nargs == 1 ? args[0] : NULL;
     if (kwnames != NULL) {
         Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
         for (Py_ssize_t i = 0; i < nkw; i++) {
@@ -280,14 +290,19 @@ core_create_task(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs,
             else if (PyUnicode_Check(key)
                      && PyUnicode_CompareWithASCIIString(key, "context") == 0)
                 context = args[nargs + i];
+            else if (PyUnicode_Check(key)
+                     && PyUnicode_CompareWithASCIIString(key, "coro") == 0 && nargs == 0)
+                coro = args[nargs + i];            /* create_task(coro=c), as asyncio's */
             else {
-                PyErr_Format(PyExc_TypeError,
-                             "create_task() got an unexpected keyword argument %R", key);
+                PyErr_Format(PyExc_TypeError, nargs > 0 && PyUnicode_Check(key)
+                             && PyUnicode_CompareWithASCIIString(key, "coro") == 0
+                             ? "create_task() got multiple values for argument %R"
+                             : "create_task() got an unexpected keyword argument %R", key);
                 return NULL;
             }
         }
     }
-    if (nargs != 1) {
+    if (coro == NULL) {
         PyErr_Format(PyExc_TypeError, "create_task() takes 1 positional argument (coro), "
                      "%zd given", nargs);
         return NULL;
@@ -302,7 +317,7 @@ core_create_task(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     /* BaseEventLoop.create_task without a task factory, outside debug mode:
      * Task(coro, loop=self, name=name, context=context). */
-    PyObject *call[4] = {args[0], self->loop, name, context};
+    PyObject *call[4] = {coro, self->loop, name, context};
     return PyObject_Vectorcall(self->task_type, call, 1, self->task_kwnames);
 }
 
@@ -1102,8 +1117,8 @@ static PyGetSetDef core_getset[] = {
 static PyMethodDef core_methods[] = {
     {"call_soon", (PyCFunction)(void (*)(void))core_call_soon,
      METH_FASTCALL | METH_KEYWORDS,
-     "call_soon(callback, *args, context=None) -> Handle: asyncio's call_soon (outside "
-     "debug mode), in C"},
+     "call_soon($self, callback, *args, context=None)\n--\n\n"
+     "asyncio's call_soon (outside debug mode), in C: returns a Handle"},
     {"bind_turn", (PyCFunction)(void (*)(void))core_bind_turn, METH_VARARGS | METH_KEYWORDS,
      "bind_turn(fd_to_key, epfd, tidy_timers, remove_reader, remove_writer, heappop, "
      "timer_type, min_scheduled, clock_resolution): what run_once uses"},
@@ -1113,14 +1128,14 @@ static PyMethodDef core_methods[] = {
      "ready callbacks run"},
     {"create_task", (PyCFunction)(void (*)(void))core_create_task,
      METH_FASTCALL | METH_KEYWORDS,
-     "create_task(coro, *, name=None, context=None) -> Task: asyncio's create_task with no "
-     "task factory, outside debug mode, in C"},
+     "create_task($self, coro, *, name=None, context=None)\n--\n\n"
+     "asyncio's create_task with no task factory, outside debug mode, in C: returns a Task"},
     {"create_future", (PyCFunction)core_create_future, METH_NOARGS,
-     "create_future() -> Future: asyncio's create_future, in C"},
+     "create_future($self)\n--\n\nasyncio's create_future, in C: returns a Future"},
     {"bind_future", (PyCFunction)core_bind_future, METH_O,
      "bind_future(future_type): the Future class create_future makes"},
     {"get_debug", (PyCFunction)core_get_debug_method, METH_NOARGS,
-     "get_debug() -> bool: the loop's debug flag (as set_debug keeps it here)"},
+     "get_debug($self)\n--\n\nthe loop's debug flag (as set_debug keeps it here)"},
     {"bind_task", (PyCFunction)core_bind_task, METH_O,
      "bind_task(task_type): the Task class create_task makes"},
     {"run", (PyCFunction)core_run, METH_O,

@@ -592,7 +592,7 @@ txcore_write(TxCoreObject *self, PyObject *data)
 {
     if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data))
         return PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, "
-                            "not %.100s", Py_TYPE(data)->tp_name);
+                            "not '%.100s'", Py_TYPE(data)->tp_name);
     if (self->eof)
         return PyErr_Format(PyExc_RuntimeError, "Cannot call write() after write_eof()");
     if (self->waiter != NULL)

@@ -103,6 +103,10 @@ class _Handle(events.Handle):
         self._source_traceback = None
 
 
+# Its repr (asyncio's, which prints the class name) and the default
+# exception handler's "handle: <Handle ...>" line read as asyncio's.
+_Handle.__name__ = _Handle.__qualname__ = "Handle"
+
 _new_handle = object.__new__
 _copy_context = contextvars.copy_context
 
@@ -213,9 +217,13 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             raise
         self.set_debug(self._debug)
         # Asked by every Future and Task as it is made: the C core answers
-        # (its debug flag is the loop's, kept by set_debug), and makes Futures.
-        self.get_debug = core.get_debug
-        self.create_future = core.create_future
+        # (its debug flag is the loop's, kept by set_debug), and makes Futures;
+        # a subclass's own method stays in force (an instance attribute would
+        # hide it).
+        if not self._overrides("get_debug"):
+            self.get_debug = core.get_debug
+        if not self._overrides("create_future"):
+            self.create_future = core.create_future
         self._green = None                 # the loop thread (an osvrt Thread) while it runs
         # The running thread is pinned to the loop's CPU for a run when asked
         # (cpu=), or when the loop shares a Runtime with pinned workers.
@@ -235,14 +243,19 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
     def _idle_ticket(self, tk):
         self._core.idle_ticket = tk
 
+    def _overrides(self, name):
+        """A subclass defines `name`: the C core's method must not hide it."""
+        return getattr(type(self), name) is not getattr(OsvrtEventLoop, name)
+
     def set_debug(self, enabled):
         super().set_debug(enabled)
         core = self.__dict__.get("_core")
         if core is None:
             return                         # BaseEventLoop.__init__, before the core exists
         core.debug = self._debug
-        if self._debug:
-            # asyncio's own call_soon (this class's), with its checks
+        if self._debug or self._overrides("call_soon"):
+            # asyncio's own call_soon (this class's, with its checks), or a
+            # subclass's
             self.__dict__.pop("call_soon", None)
         else:
             # The C Future and Task look call_soon up on the instance: this
@@ -255,12 +268,13 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         self._choose_create_task()
 
     def _choose_create_task(self):
-        """create_task is the engine's (aio.c) outside debug mode and with no
-        task factory; asyncio's own otherwise."""
+        """create_task is the engine's (aio.c) outside debug mode, with no
+        task factory and no subclass's own; asyncio's (or the subclass's)
+        otherwise."""
         core = self.__dict__.get("_core")
         if core is None:
             return
-        if self._debug or self._task_factory is not None:
+        if self._debug or self._task_factory is not None or self._overrides("create_task"):
             self.__dict__.pop("create_task", None)
         else:
             self.create_task = core.create_task
@@ -296,7 +310,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
             # was the selector's, transport.py _in_sendfile); asyncio's own
             # resume at the end does nothing for a transport already unpaused.
             if type(transp) is SocketTransport and transp.is_reading():
-                transp.core.set_reading(True)
+                transp.reading_starts()
 
     def _socket_transport(self, fd):
         """The SocketTransport that owns fd now, if any.  asyncio's table is
@@ -313,7 +327,7 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
     def _add_reader(self, fd, callback, *args):
         tx = self._socket_transport(fd)
         if tx is not None and getattr(callback, "__self__", None) is tx:
-            tx.core.set_reading(True)
+            tx.reading_starts()
             return None
         return super()._add_reader(fd, callback, *args)
 
@@ -341,11 +355,15 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
 
     def run_forever(self):
         self._check_closed()
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")    # asyncio's words
         # Before asyncio's own check: a worker's OS thread has osvrt's
         # stand-in running loop (osvrt/asyncio_guard.py), which asyncio would
         # report as "another loop is running".  The loop's own worker has no
         # stand-in: it runs on this thread (_Seat), not in Worker.main.
         if kernel.current_worker() is not None:
+            if isinstance(events._get_running_loop(), OsvrtEventLoop):
+                raise RuntimeError("Cannot run the event loop while another loop is running")
             raise RuntimeError("an osvrt loop's run_forever() runs a worker on its OS thread; "
                                "it cannot be called from an osvrt green thread")
         self._check_running()
@@ -471,6 +489,10 @@ class OsvrtEventLoop(unix_events.SelectorEventLoop):
         # would be one more frame per timer), and one more step.
         if when is None:
             raise TypeError("when cannot be None")
+        if when != when:
+            # asyncio heaps it and the turn never finds it due: the park
+            # would wait its 24 h bound and every later timer with it
+            raise ValueError(f"call_at: when={when!r} is not a time")
         self._check_closed()
         if self._debug:
             self._check_thread()

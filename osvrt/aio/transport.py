@@ -94,6 +94,17 @@ class SocketTransport(_AsyncioSocketTransport):
         self.core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
         super().set_protocol(protocol)
 
+    def reading_starts(self):
+        """Reading starts (after connection_made) or resumes: the protocol's
+        data_received (or get_buffer/buffer_updated) is looked up again, so
+        one that connection_made (or code while reading was paused) set on
+        the instance is the one called.  asyncio looks it up per read; the
+        C path keeps the bound method between these points."""
+        protocol = self._protocol
+        if protocol is not None:
+            self.core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+        self.core.set_reading(True)
+
     # Reading on and off: the TxCore's registration, directly (asyncio's go
     # through the loop's _add_reader/_remove_reader, which the loop routes
     # here too; sendfile takes the transport out of the loop's table first).
@@ -106,7 +117,7 @@ class SocketTransport(_AsyncioSocketTransport):
 
     def _add_reader(self, fd, callback, *args):
         if self.is_reading() and not self._in_sendfile():
-            self.core.set_reading(True)
+            self.reading_starts()
 
     def pause_reading(self):
         if not self.is_reading():
@@ -121,7 +132,7 @@ class SocketTransport(_AsyncioSocketTransport):
             return
         self._paused = False
         if not self._in_sendfile():
-            self.core.set_reading(True)
+            self.reading_starts()
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 
