@@ -310,6 +310,21 @@ static void test_simultaneous_open_establishes_on_the_peers_syn_ack(void)
     osvrt_tcp_free(k.s);
 }
 
+/* We listen; the peer's SYN came and our SYN-ACK (ISN *iss) is out.
+ * Returns the listener's id. */
+static int32_t script_listen(struct script *k, uint32_t *iss)
+{
+    memset(k, 0, sizeof *k);
+    k->s = pair_stack(ADDR_C, NULL);
+    k->now = 1000 * MS;
+    int32_t lid = osvrt_tcp_listen(k->s, OUR_PORT, 8);
+    CHECK(lid >= 0);
+    peer_send(k, PEER_ISN, 0, OSVRT_TH_SYN, 10000);
+    CHECK_EQ(drain(k), 1);                                           /* SYN-ACK */
+    *iss = k->out[0].seq;
+    return lid;
+}
+
 static int64_t rto_of(struct script *k, int32_t id)
 {
     struct osvrt_tcp_conn_info ci;
@@ -332,14 +347,8 @@ static void test_a_handshake_without_an_rtt_sample_starts_at_three_initial_rtos(
     osvrt_tcp_free(k.s);
 
     /* The passive side: its SYN-ACK's RTO fires before the peer's ACK. */
-    memset(&k, 0, sizeof k);
-    k.s = pair_stack(ADDR_C, NULL);
-    k.now = 1000 * MS;
-    int32_t lid = osvrt_tcp_listen(k.s, OUR_PORT, 8);
-    CHECK(lid >= 0);
-    peer_send(&k, PEER_ISN, 0, OSVRT_TH_SYN, 10000);
-    CHECK_EQ(drain(&k), 1);                                          /* SYN-ACK */
-    uint32_t iss = k.out[0].seq;
+    uint32_t iss;
+    int32_t lid = script_listen(&k, &iss);
     next_timer(&k);
     CHECK_EQ(drain(&k), 1);                                          /* sent again */
     CHECK_EQ(k.out[0].seq, iss);
@@ -361,14 +370,8 @@ static void test_a_handshake_without_an_rtt_sample_starts_at_three_initial_rtos(
 static void test_an_ack_beyond_the_syn_ack_is_reset_in_syn_received(void)
 {
     struct script k;
-    memset(&k, 0, sizeof k);
-    k.s = pair_stack(ADDR_C, NULL);
-    k.now = 1000 * MS;
-    int32_t lid = osvrt_tcp_listen(k.s, OUR_PORT, 8);
-    CHECK(lid >= 0);
-    peer_send(&k, PEER_ISN, 0, OSVRT_TH_SYN, 10000);
-    CHECK_EQ(drain(&k), 1);
-    uint32_t iss = k.out[0].seq;
+    uint32_t iss;
+    int32_t lid = script_listen(&k, &iss);
     peer_send(&k, PEER_ISN + 1, iss + 100, OSVRT_TH_ACK, 10000);
     CHECK_EQ(drain(&k), 1);
     CHECK_EQ(k.out[0].flags & (OSVRT_TH_RST | OSVRT_TH_ACK), OSVRT_TH_RST);
