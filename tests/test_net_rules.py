@@ -117,12 +117,16 @@ def test_bad_rules_and_lanes(rt):
     ep = bind_in(rt, lanes=2, rule=odd_even)
 
     async def bad_lane():
-        with pytest.raises(ValueError, match="lane must be"):
-            await ep.recvfrom(lane=2)
-        with pytest.raises(ValueError, match="lane must be"):
-            await ep.recvfrom(lane=-1)
+        for lane in (2, -1, False, 0.0):          # False and 0.0 passed as lane 0
+            with pytest.raises(ValueError, match="lane must be"):
+                await ep.recvfrom(lane=lane)
     rt.submit(bad_lane).result(timeout=T)
     ep.close()
+    # An int outside the address space was taken modulo 2**64: rule=-1 was a
+    # wild pointer called on the first datagram (a segfault).
+    for addr in (-1, 1 << 64, (1 << 64) + 5):
+        with pytest.raises(ValueError, match=str(addr)):
+            bind_in(rt, rule=addr)
 
 
 def test_rule_runs_without_the_gil(rt):

@@ -339,6 +339,28 @@ def test_bind_errors(rt):
         asyncio.run(osvrt.net.udp_bind(("127.0.0.1", 0)))
 
 
+def test_a_bind_that_fails_after_its_flow_was_added_frees_the_port(rt, monkeypatch):
+    # The endpoint's making failed (here: a Lane, by a MemoryError) after
+    # the flow was in the table: nothing removed it, and the port stayed
+    # "already has a flow" for the classifier's life.
+    from osvrt.net.channels import udp as udp_module
+    real = udp_module.Lane
+
+    def failing_lane(*a, **k):
+        raise MemoryError("no lane")
+
+    monkeypatch.setattr(udp_module, "Lane", failing_lane)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        addr = s.getsockname()
+    with pytest.raises(MemoryError):
+        bind_in(rt, addr)
+    monkeypatch.setattr(udp_module, "Lane", real)
+    ep = bind_in(rt, addr)                          # the same port, bound again
+    assert ep.address == addr
+    ep.close()
+
+
 def test_close_frees_port_and_flow(rt):
     ep = bind_in(rt)
     addr = ep.address
@@ -611,6 +633,8 @@ def test_configure(make_rt):
         osvrt.net.configure(rt)
     with pytest.raises(ValueError, match="ring_frames"):
         osvrt.net.configure(make_rt(), ring_frames=0)
+    with pytest.raises(TypeError, match="spin_yield.*'no'"):
+        osvrt.net.configure(make_rt(), spin_yield="no")
     with pytest.raises(OSError, match="no-such-if0"):
         osvrt.net.configure(make_rt(), interface="no-such-if0")
     ep = bind_in(rt)                                # works without polling (spin_us=0)

@@ -96,4 +96,8 @@ def rule_pointer(r):
                         f"function pointer or an address, not {r!r}")
     if not addr:
         raise ValueError(f"rule: {r!r} has a NULL address")
+    if not 0 < addr < 1 << 64:
+        # cffi would take it modulo 2**64: a negative one called through
+        # as a wild pointer on the first datagram
+        raise ValueError(f"rule: {r!r} is not an address (0 < address < 2**64)")
     return ffi.cast("osvrt_rule_fn", addr), r

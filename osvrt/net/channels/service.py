@@ -113,6 +113,8 @@ class Net:
             check_int("cpu", cpu, 0, (os.cpu_count() or 1) - 1)
         if not isinstance(prefilter, bool):
             raise TypeError(f"prefilter must be True or False, not {prefilter!r}")
+        if not isinstance(spin_yield, bool):
+            raise TypeError(f"spin_yield must be True or False, not {spin_yield!r}")
         self.drain = drainer(rt, drain, cpu)             # ValueError for a bad value
         if rt.core is None:
             raise RuntimeError("osvrt.net: the runtime is not started (rt.start() first)")
@@ -133,7 +135,7 @@ class Net:
         cfg.spin_ns = spin_ns
         cfg.cpu = pcpu
         cfg.cpu_mask = mask
-        cfg.spin_yield = bool(spin_yield)
+        cfg.spin_yield = spin_yield
         cfg.prefilter = prefilter
         self.cpu, self.cpu_mask, self.spin_us = pcpu, mask, spin_ns / 1000
         err = ffi.new("int *")
@@ -182,7 +184,14 @@ class Net:
             flow = open_flow(self._cnet)
             if keep is not None:
                 self._keep.append(keep)       # its code outlives any call in flight
-            ep = make_endpoint(flow)
+            try:
+                ep = make_endpoint(flow)
+            except BaseException:
+                # No endpoint will ever remove it: the port would stay taken
+                # ("already has a flow") for the classifier's life.  (A second
+                # remove, by an endpoint's finalizer, finds nothing.)
+                lib.osvrt_net_flow_remove(self._cnet, flow)
+                raise
             self._endpoints.add(ep)
             return ep
 

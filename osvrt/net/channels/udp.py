@@ -188,7 +188,7 @@ class UdpEndpoint:
         Waits (parked, no CPU) while the channel is empty.  One reader at a
         time per lane: others wait for their turn.  OSError EBADF once
         the endpoint is closed."""
-        ln = self._lane0 if lane == 0 else self._lane(lane)
+        ln = self._lane0 if type(lane) is int and lane == 0 else self._lane(lane)  # not False, 0.0
         if self._closed:
             raise _closed()
         try:
