@@ -604,6 +604,22 @@ def test_too_big_for_channel_is_counted(rt):
     server.result(timeout=T)
 
 
+def test_a_datagram_that_finds_the_buffer_short_counts_as_channel_full(rt):
+    # Not too_big (which is larger than the whole buffer), as documented.
+    ep = bind_in(rt, buffer_size=4096)
+    c = client(ep.address)
+    for _ in range(3):                              # nobody reads: the third has no room
+        c.send(b"z" * 1500)
+    wait_until(lambda: sum(ep.stats()["dropped"].values()) + ep.stats()["received"]
+               + rt.stats()["net"]["dropped"]["ring"] >= 3, what="three datagrams counted")
+    st = ep.stats()
+    assert st["dropped"]["too_big"] == 0, st
+    assert st["received"] + st["dropped"]["channel_full"] + rt.stats()["net"]["dropped"]["ring"] == 3
+    assert st["received"] <= 2, st
+    c.close()
+    ep.close()
+
+
 @pytest.mark.parametrize("drain", ["thread", "workers"])
 def test_stop_closes_endpoints_and_joins_classifier(make_rt, drain):
     rt = make_rt()

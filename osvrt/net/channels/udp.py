@@ -74,7 +74,8 @@ async def udp_bind(address, *, capacity=_DEFAULT_CAPACITY, buffer_size=None, lan
     buffer_size: payload bytes a channel holds, 1..2**30 (default
                  default_buffer_size(capacity): 2 KiB x capacity, at least
                  128 KiB and at most 2**30); a datagram larger than the
-                 space left is dropped and counted as too big
+                 whole buffer is dropped and counted as too big, one that
+                 finds too little of it free as channel_full
     lanes, rule: a classifier rule (see osvrt.net.rules) picks one of `lanes`
                  channels for every datagram, or drops it; each lane has its
                  own reader (ep.recvfrom(lane=i))
