@@ -126,7 +126,7 @@ struct osvrt_net_stats {
     uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
              dropped_too_big, dropped_channel_full, dropped_rule, dropped_ring, wakes, bursts,
              sleeps, gso_packets;
-    uint64_t malformed[16];
+    uint64_t malformed[24];
     uint64_t dropped_truncated, copied, spin_hits, link_errors, last_link_errno;
 };
 struct osvrt_flow_stats {

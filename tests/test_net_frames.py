@@ -72,6 +72,12 @@ def test_malformed_frames_dropped_counted_service_continues(rt):
         ("fragment", f(p, dst, frag=0x0003)),                           # offset 24
         ("bad_ip_checksum", f(p, dst, bad_ip_csum=True)),
         ("bad_l4_checksum", f(p, dst, bad_udp_csum=True)),
+        ("bad_ip_options", f(p, dst, ip_options=b"\x44\x00\x00\x00")),     # length 0
+        ("bad_ip_options", f(p, dst, ip_options=b"\x44\x28\x00\x00")),     # past the header
+        ("bad_ip_options", f(p, dst, ip_options=b"\x83\x07\x04" + bytes(5))),  # source route
+        ("bad_source_address", f(p, dst, src=("224.0.0.1", 40000))),
+        ("bad_source_address", f(p, dst, src=("255.255.255.255", 40000))),
+        ("bad_source_address", f(p, dst, src=("0.0.0.0", 40000))),
     ]
     # Noise: random bytes behind an IPv4 EtherType (malformed, whatever the
     # reason) and fully random frames (mostly not IPv4: ignored).
@@ -119,6 +125,26 @@ def test_malformed_frames_dropped_counted_service_continues(rt):
                               for r in after["malformed"])
     st = ep.stats()
     assert st["received"] == 1 and st["queued"] == 0
+    ep.close()
+
+
+def test_another_vlan_s_frames_are_ignored_priority_tags_are_ours(rt):
+    # A tag with a VLAN ID is another VLAN's frame (the kernel gives it to
+    # that VLAN's interface, or drops it); it was delivered.  VLAN ID 0 is
+    # a priority tag: ours.
+    ep = bind_in(rt)
+    dst = ep.address
+
+    def tagged(payload, vlan_id):
+        frame = testing.udp_frame(payload, dst)
+        return frame[:12] + b"\x81\x00" + vlan_id.to_bytes(2, "big") + frame[12:]
+
+    before = rt.stats()["net"]["ignored"]
+    testing.inject([tagged(b"vlan 42", 42), tagged(b"priority", 0)])
+    assert read_n(rt, ep, 1)[0][0] == b"priority"
+    testing.inject([testing.udp_frame(b"after", dst)])
+    assert read_n(rt, ep, 1)[0][0] == b"after"      # nothing of VLAN 42 came in between
+    assert rt.stats()["net"]["ignored"] > before
     ep.close()
 
 

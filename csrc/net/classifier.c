@@ -433,7 +433,11 @@ static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t s
      * this frame's, and it must be taken off even when the frame is ignored
      * (else every later copy is paired with the wrong frame). */
     ssize_t n = status & TP_STATUS_COPY ? take_copy(net) : -1;
-    if (sll->sll_pkttype == PACKET_OUTGOING || sll->sll_pkttype == PACKET_OTHERHOST) {
+    /* The kernel took a VLAN tag off (TP_STATUS_VLAN_VALID): with a VLAN ID
+     * it is another VLAN's frame, as an in-band tag is (packet.c). */
+    int other_vlan = (status & TP_STATUS_VLAN_VALID) && (h->tp_vlan_tci & 0x0fff) != 0;
+    if (other_vlan || sll->sll_pkttype == PACKET_OUTGOING
+        || sll->sll_pkttype == PACKET_OTHERHOST) {
         osvrt_stat_add(&net->frames, 1);
         osvrt_stat_add(&net->ignored, 1);
         return;

@@ -55,7 +55,7 @@
 struct osvrt_rt;
 
 #define OSVRT_NET_MAX_LANES 64
-#define OSVRT_NET_NREASONS 16          /* >= OSVRT_PKT_NVERDICTS */
+#define OSVRT_NET_NREASONS 24          /* >= OSVRT_PKT_NVERDICTS */
 _Static_assert(OSVRT_PKT_NVERDICTS <= OSVRT_NET_NREASONS, "malformed[] too small");
 #define OSVRT_NET_TOUCH_MAX 256        /* channels touched before a mid-burst flush */
 

@@ -20,6 +20,8 @@ static const char *const verdict_names[OSVRT_PKT_NVERDICTS] = {
     [OSVRT_PKT_BAD_TCP_OFF] = "bad_tcp_offset",
     [OSVRT_PKT_BAD_L4_CSUM] = "bad_l4_checksum",
     [OSVRT_PKT_BAD_GSO] = "bad_gso",
+    [OSVRT_PKT_BAD_IP_OPTIONS] = "bad_ip_options",
+    [OSVRT_PKT_BAD_SOURCE] = "bad_source_address",
 };
 
 const char *osvrt_pkt_verdict_name(int verdict)
@@ -73,6 +75,38 @@ static int l4_csum_ok(const uint8_t *ip, const uint8_t *l4, uint32_t l4_len, uin
     return osvrt_csum_fold(s) == 0xffff;
 }
 
+/* IPv4 options (RFC 791 3.1) between byte 20 and the header's end: each a
+ * type byte, then (but for End and No-op) a length of at least 2 that stays
+ * inside the header.  A source route (loose or strict) is refused as the
+ * kernel refuses it by default (accept_source_route = 0).  1 if they pass. */
+static int ip_options_ok(const uint8_t *ip, uint32_t ihl)
+{
+    for (uint32_t i = 20; i < ihl;) {
+        uint8_t type = ip[i];
+        if (type == 0)                       /* End of options: the rest is padding */
+            return 1;
+        if (type == 1) {                     /* No-op */
+            i++;
+            continue;
+        }
+        if (i + 2 > ihl || ip[i + 1] < 2 || ip[i + 1] > ihl - i)
+            return 0;
+        if (type == 0x83 || type == 0x89)    /* LSRR, SSRR */
+            return 0;
+        i += ip[i + 1];
+    }
+    return 1;
+}
+
+/* A source no reply may go to (RFC 1122 3.2.1.3, the kernel's martians):
+ * 0/8, multicast 224/4, 240/4 and the broadcast; 127/8 only towards 127/8
+ * (loopback's own traffic).  1 if it is one. */
+static int bad_source(const uint8_t *ip)
+{
+    uint8_t a = ip[12];
+    return a == 0 || a >= 224 || (a == 127 && ip[16] != 127);
+}
+
 int osvrt_pkt_parse(const uint8_t *f, uint32_t len, uint32_t wire_len, uint32_t flags,
                     const struct osvrt_vnet_hdr *vnet, struct osvrt_pkt *out)
 {
@@ -81,7 +115,9 @@ int osvrt_pkt_parse(const uint8_t *f, uint32_t len, uint32_t wire_len, uint32_t 
         wire_len = len;
     int cut = wire_len > len;          /* the ring frame holds only a prefix */
 
-    /* Ethernet, then up to two VLAN tags (802.1Q, 802.1ad). */
+    /* Ethernet, then up to two VLAN tags (802.1Q, 802.1ad).  A tag with a
+     * VLAN ID is another VLAN's frame (the kernel gives it to that VLAN's
+     * interface, if the host has one); ID 0 is a priority tag: ours. */
     if (len < 14)
         return OSVRT_PKT_TRUNC_ETH;
     uint32_t off = 12;
@@ -89,6 +125,8 @@ int osvrt_pkt_parse(const uint8_t *f, uint32_t len, uint32_t wire_len, uint32_t 
     for (int tags = 0; (type == 0x8100 || type == 0x88a8) && tags < 2; tags++) {
         if (len < off + 4 + 2)
             return OSVRT_PKT_TRUNC_ETH;
+        if (be16(f + off + 2) & 0x0fff)
+            return OSVRT_PKT_IGNORED;
         off += 4;
         type = be16(f + off);
     }
@@ -116,12 +154,16 @@ int osvrt_pkt_parse(const uint8_t *f, uint32_t len, uint32_t wire_len, uint32_t 
         return OSVRT_PKT_PAST_END;
     if (osvrt_csum_fold(osvrt_csum_add(0, ip, ihl)) != 0xffff)
         return OSVRT_PKT_BAD_IP_CSUM;
+    if (ihl > 20 && !ip_options_ok(ip, ihl))
+        return OSVRT_PKT_BAD_IP_OPTIONS;
     uint16_t frag = be16(ip + 6);
     if (frag & 0x3fff)                        /* MF, or a non-zero fragment offset */
         return OSVRT_PKT_FRAGMENT;
     uint8_t proto = ip[9];
     if (proto != 17 && proto != 6)
         return OSVRT_PKT_IGNORED;
+    if (bad_source(ip))
+        return OSVRT_PKT_BAD_SOURCE;
 
     out->saddr = raw32(ip + 12);
     out->daddr = raw32(ip + 16);

@@ -6,7 +6,8 @@
  *
  * A frame is judged once:
  *   OSVRT_PKT_OK        IPv4 UDP or TCP, well formed: classify it
- *   OSVRT_PKT_IGNORED   not ours to judge (ARP, IPv6, ICMP, ...): the kernel's
+ *   OSVRT_PKT_IGNORED   not ours to judge (ARP, IPv6, ICMP, another VLAN's
+ *                       frame, ...): the kernel's
  *   OSVRT_PKT_TOO_BIG   headers fine, but the ring frame cut the packet short
  *                       (the ports are filled in, to charge the flow)
  *   anything else       malformed, one code per reason (osvrt_pkt_verdict_name)
@@ -34,6 +35,8 @@ enum osvrt_pkt_verdict {
     OSVRT_PKT_BAD_TCP_OFF,     /* TCP data offset < 5 words or past the segment */
     OSVRT_PKT_BAD_L4_CSUM,     /* UDP or TCP checksum */
     OSVRT_PKT_BAD_GSO,         /* virtio-net header that does not fit the packet */
+    OSVRT_PKT_BAD_IP_OPTIONS,  /* an IPv4 option past the header, or a source route */
+    OSVRT_PKT_BAD_SOURCE,      /* source 0/8, multicast, 240/4, broadcast, or 127/8 from outside */
     OSVRT_PKT_NVERDICTS
 };
 #define OSVRT_PKT_FIRST_MALFORMED OSVRT_PKT_TRUNC_ETH

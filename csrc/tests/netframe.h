@@ -18,6 +18,7 @@ struct nf_opts {
     uint32_t ip_opts;           /* bytes of IP options (multiple of 4, NOPs) */
     uint32_t pad_to;            /* Ethernet padding up to this frame length */
     int vlan;                   /* tags in front of the IPv4 EtherType (0..2) */
+    uint16_t vlan_id;           /* their VLAN ID (default 0: priority tags) */
     uint16_t frag;              /* the IPv4 flags+fragment-offset field */
     int bad_ip_csum, bad_l4_csum, no_udp_csum;
     int udp_len_delta;          /* added to the UDP length field */
@@ -50,7 +51,7 @@ static inline uint32_t nf_build(uint8_t *buf, uint32_t cap, const struct nf_opts
     uint8_t *p = buf + 12;
     for (int i = 0; i < o->vlan; i++, p += 4) {
         nf_put16(p, i == 0 && o->vlan == 2 ? 0x88a8 : 0x8100);
-        nf_put16(p + 2, 42);
+        nf_put16(p + 2, o->vlan_id);
     }
     nf_put16(p, 0x0800);
     uint8_t *ip = buf + eth;

@@ -76,13 +76,73 @@ static void test_options_padding_vlan(void)
     buf[59] = 0xee;
     CHECK_EQ(parse(n, 0, NULL, &p), OSVRT_PKT_OK);
     CHECK_EQ(p.data_len, 2);
-    /* one and two VLAN tags */
+    /* one and two VLAN tags: priority tags (VLAN ID 0) are ours, a VLAN
+     * ID is another VLAN's frame (its own interface's, if the host has one) */
     for (int v = 1; v <= 2; v++) {
         struct nf_opts ov = {.sport = 1, .dport = 9000, .payload = payload, .len = 3, .vlan = v};
         n = nf_build(buf, sizeof buf, &ov);
         CHECK_EQ(parse(n, 0, NULL, &p), OSVRT_PKT_OK);
         CHECK_EQ(p.l3_off, 14 + 4 * (uint32_t)v);
+        ov.vlan_id = 42;
+        n = nf_build(buf, sizeof buf, &ov);
+        CHECK_EQ(parse(n, 0, NULL, &p), OSVRT_PKT_IGNORED);
     }
+}
+
+/* A UDP frame with IP options `opts` (n bytes, a multiple of 4), its
+ * header checksum right; returns its length. */
+static uint32_t with_options(const uint8_t *opts, uint32_t n)
+{
+    struct nf_opts o = {.sport = 1, .dport = 9000, .payload = payload, .len = 5, .ip_opts = n};
+    uint32_t len = nf_build(buf, sizeof buf, &o);
+    memcpy(buf + 14 + 20, opts, n);
+    buf[14 + 10] = buf[14 + 11] = 0;
+    nf_put16(buf + 14 + 10, (uint16_t)~osvrt_csum_fold(osvrt_csum_add(0, buf + 14, 20 + n)));
+    return len;
+}
+
+/* Options are walked (a review found them unread): each must end inside
+ * the header, and a source route is refused, as the kernel refuses it. */
+static void test_ip_options_are_checked(void)
+{
+    struct osvrt_pkt p;
+    static const uint8_t timestamp[8] = {0x44, 8, 5, 0, 0, 0, 0, 0};
+    static const uint8_t end_then_junk[4] = {0, 0x44, 0, 9};      /* after End: padding */
+    static const uint8_t router_alert[4] = {0x94, 4, 0, 0};
+    CHECK_EQ(parse(with_options(timestamp, 8), 0, NULL, &p), OSVRT_PKT_OK);
+    CHECK_EQ(parse(with_options(end_then_junk, 4), 0, NULL, &p), OSVRT_PKT_OK);
+    CHECK_EQ(parse(with_options(router_alert, 4), 0, NULL, &p), OSVRT_PKT_OK);
+    static const uint8_t len0[4] = {0x44, 0, 0, 0};
+    static const uint8_t len1[4] = {0x44, 1, 0, 0};
+    static const uint8_t past_ihl[4] = {0x44, 40, 0, 0};
+    static const uint8_t type_alone[4] = {1, 1, 1, 0x44};          /* no room for its length */
+    static const uint8_t lsrr[8] = {0x83, 7, 4, 10, 0, 0, 1, 0};
+    static const uint8_t ssrr[8] = {0x89, 7, 4, 10, 0, 0, 1, 0};
+    const uint8_t *bad[] = {len0, len1, past_ihl, type_alone, lsrr, ssrr};
+    const uint32_t n[] = {4, 4, 4, 4, 8, 8};
+    for (unsigned i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK_EQ(parse(with_options(bad[i], n[i]), 0, NULL, &p), OSVRT_PKT_BAD_IP_OPTIONS);
+}
+
+/* Sources no reply may go to are malformed; loopback only between 127/8. */
+static void test_bad_sources(void)
+{
+    struct osvrt_pkt p;
+    /* 0.0.0.1 (0/8; a zero saddr would mean nf_build's default), multicast,
+     * 240/4, the broadcast, and loopback towards 198.18.0.1 */
+    const uint32_t bad[] = {0x00000001, 0xe0000001, 0xefffffff, 0xf0000001, 0xffffffff,
+                            0x7f000001};
+    for (unsigned i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct nf_opts o = {.sport = 1, .dport = 9000, .payload = payload, .len = 3,
+                            .saddr = bad[i], .daddr = 0xc6120001};
+        uint32_t n = nf_build(buf, sizeof buf, &o);
+        CHECK_EQ(parse(n, 0, NULL, &p), OSVRT_PKT_BAD_SOURCE);
+    }
+    struct nf_opts lo = {.sport = 1, .dport = 9000, .payload = payload, .len = 3};
+    CHECK_EQ(parse(nf_build(buf, sizeof buf, &lo), 0, NULL, &p), OSVRT_PKT_OK);  /* 127 -> 127 */
+    struct nf_opts ok = {.sport = 1, .dport = 9000, .payload = payload, .len = 3,
+                         .saddr = 0xc6120002, .daddr = 0xc6120001};
+    CHECK_EQ(parse(nf_build(buf, sizeof buf, &ok), 0, NULL, &p), OSVRT_PKT_OK);
 }
 
 static void test_tcp(void)
@@ -254,6 +314,8 @@ int main(void)
     test_csum();
     test_udp_ok();
     test_options_padding_vlan();
+    test_ip_options_are_checked();
+    test_bad_sources();
     test_tcp();
     test_malformed();
     test_prefixes();
