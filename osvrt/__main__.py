@@ -6,6 +6,7 @@ run(args).  Add a command by adding a line.
 """
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -46,7 +47,27 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of the output went away (`| head -1`): end quietly, with
+        # the status a shell gives a command killed by SIGPIPE.
+        _stdout_to_devnull()
+        return 141
     return rc if isinstance(rc, int) else 0
+
+
+def _stdout_to_devnull():
+    """Point stdout's descriptor at /dev/null, so that the interpreter's last
+    flush of what is still buffered does not fail again (the recipe of the
+    Python docs, signal module, "Note on SIGPIPE")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):   # not a real file (captured): nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

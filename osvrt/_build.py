@@ -90,7 +90,8 @@ CDEF += """
 #define OSVRT_STATS_MAGIC ...
 #define OSVRT_STATS_VERSION ...
 struct osvrt_stats_header { uint64_t magic; uint32_t version; uint32_t ncpu; uint64_t pid;
-                            uint64_t slot_size; ...; };
+                            uint64_t slot_size; uint64_t threads_offset; uint64_t start_time;
+                            uint64_t pid_ns; ...; };
 struct osvrt_worker_stats { ...; };
 extern const size_t osvrt_stats_offsets[12];
 extern const char *const osvrt_stats_names[11];

@@ -4,6 +4,8 @@ a green thread submitted there would never run.  Instead, every runtime that
 was running at the fork is marked, in the child, as inherited: submit() and
 run() raise RuntimeError saying why, and stop() returns at once (there is
 nothing of it to stop in the child).  A new Runtime made in the child works.
+Its workers' counters are moved off the parent's stats file (a shared
+mapping) into their own memory.
 """
 import os
 import weakref
@@ -33,7 +35,17 @@ def _after_fork_in_child():
     for rt in list(_running):
         _inherited[rt] = parent
         _any_inherited = True
+        _unshare_stats(rt)
     _running.clear()
+
+
+def _unshare_stats(rt):
+    """Point rt's workers' counters back at their own memory.  The stats file
+    is a shared mapping, so a worker that goes on running here (fork() from
+    a green thread) would count the child's work in the parent's file."""
+    stats_file = getattr(rt, "_stats_file", None)
+    if stats_file is not None:
+        stats_file.forget_in_child()
 
 
 def forked_from(rt):

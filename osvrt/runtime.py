@@ -19,7 +19,7 @@ from .checks import check_bool, check_number, check_timeout
 from .observe.statsfile import StatsFile
 from .worker import Worker, alloc_handles
 from .observe.introspect import Publisher
-from .observe.stall import StallWatchdog
+from .observe.stall import STALL_THRESHOLD_MAX, STALL_THRESHOLD_MIN, StallWatchdog
 from . import thread as _thread
 from .thread import Cancelled
 
@@ -110,6 +110,12 @@ class Runtime:
         self._stall_threshold = (None if stall_threshold is None else
                                  check_number("stall_threshold", stall_threshold, 0,
                                                allow_equal=False))
+        # The watchdog wakes every threshold/4: below 1 ms it would spin a
+        # CPU, and past a day Event.wait() overflows and kills the watchdog.
+        if self._stall_threshold is not None and not (
+                STALL_THRESHOLD_MIN <= self._stall_threshold <= STALL_THRESHOLD_MAX):
+            raise ValueError(f"stall_threshold must be between {STALL_THRESHOLD_MIN} and "
+                             f"{STALL_THRESHOLD_MAX} seconds (or None), not {stall_threshold!r}")
         self._state = _NEW
         self._workers = ()
         self._worker_cpus = ()     # the workers' host CPUs, in order (least_loaded)
@@ -224,7 +230,9 @@ class Runtime:
         if errors:
             self.stop()
             cpu, err = errors[0]
-            raise OSError(err.errno, f"osvrt: cannot pin a worker to CPU {cpu}: {err.strerror}")
+            if isinstance(err, OSError):
+                raise OSError(err.errno, f"osvrt: cannot pin a worker to CPU {cpu}: {err.strerror}")
+            raise RuntimeError(f"osvrt: the worker for CPU {cpu} could not start: {err!r}") from err
         if self._stall_threshold is not None:
             self._watchdog = StallWatchdog(self._workers, self._stall_threshold)
             self._watchdog.start()

@@ -119,8 +119,17 @@ class Worker(_engine.WorkerBase):
         except OSError as e:
             ready(self, e)
             return
+        try:
+            # asyncio awaits here: a clear TypeError (asyncio_guard.py).  Before
+            # ready(): it imports asyncio, and start() returns once every worker
+            # is ready; a fork() then must not find this thread holding that
+            # import's lock, which the child (without this thread) would never
+            # get back.
+            asyncio_guard.install()
+        except BaseException as e:   # start() waits for ready(): it raises this
+            ready(self, e)
+            return
         ready(self, None)
-        asyncio_guard.install()      # asyncio awaits here: a clear TypeError (asyncio_guard.py)
         try:
             self.run_loop()
         except BaseException as e:   # a bug in the scheduler itself: never silent

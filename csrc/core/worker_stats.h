@@ -15,7 +15,7 @@
 #include "stat.h"
 
 #define OSVRT_STATS_MAGIC   0x5453545256534f00ull   /* "\0OSVRTST" little-endian */
-#define OSVRT_STATS_VERSION 1u
+#define OSVRT_STATS_VERSION 2u   /* 2: the header names its writer (start_time, pid_ns) */
 
 struct osvrt_worker_stats {
     _Atomic uint64_t switches;        /* green threads switched in */
@@ -46,7 +46,9 @@ struct osvrt_stats_header {
     uint64_t pid;
     uint64_t slot_size;               /* sizeof(struct osvrt_worker_stats) */
     _Atomic uint64_t alive;           /* 1 while the runtime runs; 0 after stop() */
-    uint64_t _reserved[3];
+    uint64_t threads_offset;          /* the busiest-threads area (osvrt/observe/statsfile.py) */
+    uint64_t start_time;              /* the writer's start (/proc/<pid>/stat field 22), or 0 */
+    uint64_t pid_ns;                  /* the writer's pid-namespace inode, or 0 */
 };
 
 _Static_assert(sizeof(struct osvrt_stats_header) == 64, "the stats header is 64 bytes");

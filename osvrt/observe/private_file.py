@@ -1,8 +1,8 @@
 """Writing a file at a path that someone else may control (a trace in /tmp).
 
 The file is written to a private temporary file in the same directory
-(tempfile.mkstemp: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600), then renamed
-over the path.  So:
+(tempfile.mkstemp: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, named
+.osvrt-tmp.XXXXXXXX.tmp), then renamed over the path.  So:
 
 * nothing planted at the path is ever opened: a symlink is not followed, a
   FIFO cannot block the writer, a device node is never written to;
@@ -21,6 +21,8 @@ import stat
 import tempfile
 
 from .printable import printable
+
+TMP_PREFIX = ".osvrt-tmp."
 
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -62,8 +64,9 @@ def write(path, what, fill, binary=False):
     path = os.fsdecode(path)
     parent = os.path.dirname(os.path.abspath(path))
     check_target(path, what)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp", text=not binary)
+    # A short fixed prefix, not the file's name: a name near NAME_MAX (255
+    # bytes) that start() accepted would make the temporary name too long.
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=TMP_PREFIX, suffix=".tmp", text=not binary)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             fill(f)

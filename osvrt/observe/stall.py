@@ -31,6 +31,12 @@ from .watcher import Watcher
 
 log = logging.getLogger("osvrt")
 
+# stall_threshold's bounds (Runtime checks them): the watchdog wakes every
+# threshold / 4, so 1 ms is a wake-up every 250 us, and a day is far below
+# threading.TIMEOUT_MAX.
+STALL_THRESHOLD_MIN = 0.001
+STALL_THRESHOLD_MAX = 86400
+
 # futex(2)'s system call number, by machine: a thread in it may be waiting for the GIL.
 _FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98,
           "i386": 240, "i686": 240, "armv7l": 240, "ppc64le": 221, "s390x": 238}.get(
@@ -89,10 +95,15 @@ class StallWatchdog(Watcher):
         super().__init__("osvrt-stall-watchdog")
 
     def _run(self):
-        period = self._threshold / 4
-        while not self._stopped.wait(period):
-            for w in self._workers:
-                self._check(w)
+        try:
+            period = self._threshold / 4
+            while not self._stopped.wait(period):
+                for w in self._workers:
+                    self._check(w)
+        except Exception:
+            # Stall detection is off from here on: say so where the program's
+            # logs go, not only on threading's excepthook.
+            log.exception("osvrt: the stall watchdog failed; stalls are no longer reported")
 
     def _cpu_time(self, w):
         clk = self._clocks.get(w, False)

@@ -10,16 +10,26 @@ Each started Runtime (unless Runtime(stats_file=False)) creates
 directory is tempfile.gettempdir() where /dev/shm is missing), maps it, and
 points every worker's counters at its slot: the engine then updates them in
 place (relaxed stores by the owning worker; csrc/core/worker_stats.h).  stop()
-points them back, marks the file dead and deletes it; a file whose pid is
-gone (a crashed process) is ignored and deleted by `top`.
+points them back, marks the file dead and deletes it.  A file whose writer
+has ended (a crashed process: its pid is gone, or now another process's,
+told by the start time in the header) is ignored and deleted by `top`, and
+by the next StatsFile of a process that got its pid; one written in another
+pid namespace is never deleted.
 
 Layout (native byte order; all fields naturally aligned):
 
   offset 0     struct osvrt_stats_header, 64 bytes (csrc/core/worker_stats.h):
-                 u64 magic 0x5453545256534f00, u32 version 1, u32 ncpu,
+                 u64 magic 0x5453545256534f00, u32 version 2, u32 ncpu,
                  u64 pid, u64 slot_size 128, u64 alive (1 running, 0 stopped),
-                 u64 threads_offset (the offset of the threads area below;
-                 osvrt's use of the first reserved word), u64 reserved[2]
+                 then osvrt's use of the three reserved words:
+                 u64 threads_offset (the offset of the threads area below),
+                 u64 start_time (the writer's start time: field 22 of
+                 /proc/<pid>/stat, clock ticks after boot), u64 pid_ns (the
+                 inode of the writer's /proc/self/ns/pid); each 0 when it
+                 could not be read.  With these `top` tells the writer from
+                 a later process that got its pid, and a file written in
+                 another pid namespace (a container sharing /dev/shm), whose
+                 pid means another process here.
   offset 64    ncpu x struct osvrt_worker_stats, 128 bytes each:
                  u64 switches, wakes_local, wakes_remote, migrations_in,
                  migrations_out, stalls, spawned, idle_ns, runq_len,
@@ -43,6 +53,7 @@ import atexit
 import itertools
 import mmap
 import os
+import stat
 import struct
 import tempfile
 import time
@@ -53,6 +64,8 @@ from . import shared_words
 # The layout is csrc/core/worker_stats.h's: the constants come from there, and
 # the struct formats below are checked against it (check_layout) at import.
 MAGIC = lib.OSVRT_STATS_MAGIC
+# 2 since the header records the writer's start time and pid namespace; a
+# version 1 file has neither: `top` leaves it out.
 VERSION = lib.OSVRT_STATS_VERSION
 HEADER = struct.Struct("=QIIQQQQQQ")       # 64 bytes
 SLOT = struct.Struct("=16Q")               # 128 bytes
@@ -66,7 +79,8 @@ _STATE_CODE = {s: i for i, s in enumerate(STATES)}
 ALIVE_OFFSET = 32                         # offset of header.alive
 THREAD_WORDS = (THREADS_HEAD.size + TOP_THREADS * THREAD.size) // 8   # seq + 73 data words
 SLOT_WORDS = len(SLOT_FIELDS) + 1         # the named fields, then idle_since_ns
-_HEADER_FIELDS = (("magic", 0), ("version", 8), ("ncpu", 12), ("pid", 16), ("slot_size", 24))
+_HEADER_FIELDS = (("magic", 0), ("version", 8), ("ncpu", 12), ("pid", 16), ("slot_size", 24),
+                  ("threads_offset", 40), ("start_time", 48), ("pid_ns", 56))
 
 
 def check_layout(header=HEADER, slot=SLOT, fields=SLOT_FIELDS):
@@ -98,6 +112,26 @@ _counter = itertools.count()
 _open_paths: set[str] = set()                      # this process's live stats files (atexit)
 
 
+def process_start(pid="self"):
+    """Process `pid`'s start time (field 22 of /proc/<pid>/stat: clock ticks
+    after boot), or None when it cannot be read (no such process, no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        # Field 2, the command name, may hold spaces and ')': count after the last ')'.
+        return int(data[data.rindex(b")") + 1:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_namespace():
+    """The inode of this process's pid namespace, or None when it cannot be told."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def stats_dir():
     return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
@@ -120,6 +154,50 @@ def _remove_left_files():
             pass
 
 
+def _create(d):
+    """(path, fd) of a new stats file of this process's in directory d."""
+    while True:
+        path = os.path.join(d, f"osvrt-{os.getpid()}-{next(_counter)}.stats")
+        for _ in range(2):
+            try:
+                return path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                # An earlier process with our pid left it (a crash, a kill -9):
+                # removed when that is certain, else the next name is taken.
+                if not _left_by_an_ended_process(path):
+                    break
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+
+def _left_by_an_ended_process(path):
+    """True when `path` is our own regular stats file that names our pid,
+    our pid namespace and another start time: its writer has ended, as this
+    pid is ours now.  A file that cannot be read, or whose writer cannot be
+    told (another namespace, a word left 0), is not."""
+    ours = (os.getpid(), process_start(), pid_namespace())
+    if None in ours:
+        return False
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            head = os.pread(fd, HEADER.size, 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    if len(head) < HEADER.size:
+        return False
+    magic, version, _, pid, _, _, _, start, ns = HEADER.unpack(head)
+    return (magic == MAGIC and version == VERSION and pid == ours[0] and ns == ours[2]
+            and start not in (0, ours[1]))
+
+
 class StatsFile:
     """The writer's side: made by Runtime.start(), closed by Runtime.stop()."""
 
@@ -128,14 +206,7 @@ class StatsFile:
         shared_words.load_atomics()       # first: a missing package leaves no file behind
         ncpu = len(workers)
         self.threads_off = HEADER.size + ncpu * SLOT.size
-        d = stats_dir()
-        while True:
-            path = os.path.join(d, f"osvrt-{os.getpid()}-{next(_counter)}.stats")
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-                break
-            except FileExistsError:           # a file left by an earlier process with our pid
-                continue
+        path, fd = _create(stats_dir())
         try:
             os.ftruncate(fd, file_size(ncpu))
             # Blocks given now: ftruncate leaves a sparse file, and on a full
@@ -162,7 +233,7 @@ class StatsFile:
             # the engine does not write `cpu`: the copy above overwrote it
             struct.pack_into("=Q", mm, HEADER.size + i * SLOT.size + 10 * 8, w.cpu_id)
         HEADER.pack_into(mm, 0, MAGIC, VERSION, ncpu, os.getpid(), SLOT.size, 0,
-                         self.threads_off, 0, 0)
+                         self.threads_off, process_start() or 0, pid_namespace() or 0)
         # alive = 1 last, with release: a reader that loads it with acquire
         # sees the header and the slots above (shared_words.py).
         alive = shared_words.Words(mm, ALIVE_OFFSET, 1)
@@ -194,6 +265,15 @@ class StatsFile:
                              _STATE_CODE.get(state, 0), runtime, raw)
         THREADS_HEAD.pack_into(area, 0, 0, min(len(rows), TOP_THREADS), time.monotonic(), 0)
         self._threads_lock.write(shared_words.to_words(bytes(area))[1:])   # word 0: the seq
+
+    def forget_in_child(self):
+        """In a child forked while this file was in use: point the workers'
+        counters back at their own memory, so that nothing of the child's is
+        counted in the parent's file.  The mapping stays (a publisher's views
+        may hold it) and the file is the parent's: neither is touched."""
+        for w in self._bound:
+            w.bind_stats(0)
+        self._bound = []
 
     @property
     def closed(self):

@@ -20,7 +20,7 @@ from . import shared_words
 from .printable import printable
 from .statsfile import (ALIVE_OFFSET, HEADER, MAGIC, SLOT, SLOT_FIELDS, SLOT_WORDS, STATES,
                         THREAD, THREAD_WORDS, THREADS_HEAD, TOP_THREADS, VERSION, file_size,
-                        stats_dir)
+                        pid_namespace, process_start, stats_dir)
 from .statsfile import StatsFile  # noqa: F401 (re-exported)
 
 MAX_CPUS = 8192                           # bounds the size of a file `top` accepts
@@ -29,6 +29,8 @@ MAX_CPUS = 8192                           # bounds the size of a file `top` acce
 # ---- the reader's side -------------------------------------------------------
 
 def _pid_alive(pid):
+    if pid <= 0:                          # kill() would test a process group, or every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -43,6 +45,44 @@ def _pid_alive(pid):
 class NotAStatsFile(Exception):
     """A file named like a stats file that `top` does not read; the message
     says why (its type, owner, mode or size, or a bad header)."""
+
+
+class WriterEnded(NotAStatsFile):
+    """A stats file whose writer has provably ended (a crash, a kill -9):
+    find() deletes it when it is this user's."""
+
+
+def _host_cpus():
+    """The most workers a runtime of this host can have: the highest
+    possible CPU id + 1 (os.cpu_count() where that cannot be read)."""
+    n = os.cpu_count() or 1
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            ids = f.read().strip()
+        n = max(n, max(int(part.split("-")[-1]) for part in ids.split(",")) + 1)
+    except (OSError, ValueError):
+        pass
+    return min(n, MAX_CPUS)
+
+
+def _writer_ended(pid, start, ns):
+    """Why the process that wrote a stats file has provably ended, or None
+    when it may still run.  pid: the pid in the file's name; start, ns: the
+    writer's start time and pid namespace from the header (0: unknown).
+    NotAStatsFile for a file from another pid namespace: its pid names
+    another process here, so nothing can be told from this one."""
+    own_ns = pid_namespace()
+    if ns and own_ns and ns != own_ns:
+        raise NotAStatsFile(f"it was written in another pid namespace (inode {ns}; this "
+                            f"one's is {own_ns}), where pid {pid} is not the process of "
+                            "that pid here: it is neither read nor deleted")
+    if not _pid_alive(pid):
+        return f"process {pid} no longer exists"
+    now = process_start(pid)
+    if start and now is not None and now != start:
+        return (f"process {pid} is another process than its writer (the pid was reused: "
+                f"it started at tick {now}, the writer at tick {start})")
+    return None
 
 
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
@@ -69,24 +109,26 @@ def _open_checked(path, file_pid):
     """The stats file at `path` mapped read-only, with its header, after
     checking, before reading anything: it is a regular file (lstat, then
     fstat of what was opened with O_NOFOLLOW | O_NONBLOCK, so a FIFO never
-    blocks and a symlink is never followed), it belongs to the user that
-    process `file_pid` runs as, no other user can write it, and its size is
-    the one its 64-byte header implies (at most MAX_CPUS slots).  Raises
-    NotAStatsFile, or FileNotFoundError when it is gone."""
+    blocks and a symlink is never followed), no other user can write it,
+    its size is the one its 64-byte header implies (at most as many slots
+    as this host has CPUs), its writer may still run (_writer_ended), and
+    it belongs to the user that process `file_pid` runs as.  Raises
+    NotAStatsFile (WriterEnded when its writer has ended), or
+    FileNotFoundError when it is gone."""
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
         raise NotAStatsFile(f"it is {_kind(st.st_mode)}")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as e:                  # another user's 0600 file, or replaced by a symlink
+        raise NotAStatsFile(f"it cannot be opened ({e.strerror}): it belongs to uid "
+                            f"{st.st_uid}, and osvrt top runs as uid {os.geteuid()}") from None
     try:
         fst = os.fstat(fd)
         if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(fst.st_mode):
             raise NotAStatsFile("it was replaced while being opened")
-        owner = _owner_of(file_pid)
-        if owner is None:
-            owner = os.geteuid()
-        if fst.st_uid != owner:
-            raise NotAStatsFile(f"it belongs to uid {fst.st_uid}, but process {file_pid} "
-                                f"runs as uid {owner}")
         if fst.st_mode & 0o022:
             raise NotAStatsFile(f"other users may write it (mode {stat.S_IMODE(fst.st_mode):o})")
         limit = file_size(MAX_CPUS)
@@ -96,15 +138,31 @@ def _open_checked(path, file_pid):
         head = os.pread(fd, HEADER.size, 0)          # the header only, first
         if len(head) < HEADER.size:
             raise NotAStatsFile("it was cut short while being read")
-        magic, version, ncpu, pid, slot_size, _, toff, _, _ = HEADER.unpack(head)
+        magic, version, ncpu, pid, slot_size, _, toff, start, ns = HEADER.unpack(head)
         if magic != MAGIC or version != VERSION or slot_size != SLOT.size:
             raise NotAStatsFile("its header is not an osvrt stats header (version "
                                 f"{VERSION})")
+        if ncpu > _host_cpus():
+            # One slot costs about a millisecond to read: a made-up count
+            # would make every refresh take seconds.
+            raise NotAStatsFile(f"its header claims {ncpu} CPUs; this host has "
+                                f"{_host_cpus()}")
         if not 1 <= ncpu <= MAX_CPUS or toff != HEADER.size + ncpu * SLOT.size:
             raise NotAStatsFile(f"its header is inconsistent (ncpu {ncpu})")
         if fst.st_size != file_size(ncpu):
             raise NotAStatsFile(f"it has {fst.st_size} bytes; {ncpu} CPU(s) make "
                                 f"{file_size(ncpu)}")
+        ended = _writer_ended(file_pid if file_pid > 0 else pid, start, ns)
+        if ended is not None:
+            raise WriterEnded(f"its writer has ended: {ended}")
+        # After the writer's check: a file whose pid now runs as another
+        # user is still recognized as stale, and deleted.
+        owner = _owner_of(file_pid)
+        if owner is None:
+            owner = os.geteuid()
+        if fst.st_uid != owner:
+            raise NotAStatsFile(f"it belongs to uid {fst.st_uid}, but process {file_pid} "
+                                f"runs as uid {owner}")
         mm = mmap.mmap(fd, file_size(ncpu), prot=mmap.PROT_READ)
     finally:
         os.close(fd)
@@ -158,7 +216,8 @@ def _read_threads(mm, toff):
 def read_file(path, file_pid=None):
     """A snapshot of one stats file: dict(path, pid, alive, ncpu, cpus=[dict
     per slot], threads=[dict], t=monotonic time read), or None if it is gone.
-    NotAStatsFile when it is not one `top` may read (see _open_checked);
+    NotAStatsFile when it is not one `top` may read (see _open_checked),
+    WriterEnded when the process that wrote it has ended;
     file_pid: the pid in its name (parsed from path when None)."""
     if file_pid is None:
         m = re.fullmatch(r"osvrt-(\d+)-(\d+)\.stats", os.path.basename(path))
@@ -189,9 +248,9 @@ def read_file(path, file_pid=None):
 
 
 def _remove_stale(path):
-    """Delete the file of a process that no longer exists: only a regular
-    file of this user's (never what another user planted, never a FIFO or
-    a device)."""
+    """Delete the file of a writer that has ended: only a regular file of
+    this user's (never what another user planted, never a FIFO or a
+    device)."""
     try:
         st = os.lstat(path)
         if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
@@ -202,10 +261,12 @@ def _remove_stale(path):
 
 def find(pid=None, clean=True, problems=None):
     """Stats files of running osvrt programs (of `pid` if given), as
-    read_file() snapshots; files of processes that no longer exist are
-    deleted when clean is true (a crash or a kill -9 leaves them).  A file
-    that `top` does not read (NotAStatsFile) is left out; with `problems`
-    (a dict), problems[path] = the reason."""
+    read_file() snapshots; files whose writer has provably ended (its pid
+    is gone, or is another process's: the header's start time) are deleted
+    when clean is true (a crash or a kill -9 leaves them).  A file that
+    `top` does not read (NotAStatsFile: one from another pid namespace
+    too) is left out; with `problems` (a dict), problems[path] = the
+    reason."""
     found = []
     dirs = {stats_dir(), tempfile.gettempdir()}
     for d in sorted(dirs):
@@ -215,12 +276,12 @@ def find(pid=None, clean=True, problems=None):
             if not m:
                 continue
             file_pid = int(m.group(1))
-            if not _pid_alive(file_pid):
+            try:
+                snap = read_file(path, file_pid)
+            except WriterEnded:
                 if clean:
                     _remove_stale(path)
                 continue
-            try:
-                snap = read_file(path, file_pid)
             except NotAStatsFile as e:
                 if problems is not None:
                     problems[path] = str(e)
@@ -356,7 +417,11 @@ def _choose(pid, problems):
         print(f"  {p}  {printable(cmd[:100])}")
     if not sys.stdin.isatty():
         raise ValueError("several osvrt programs run: give a PID")
-    answer = input("PID: ").strip()
+    try:
+        answer = input("PID: ").strip()
+    except EOFError:                      # Ctrl-D at the prompt
+        print()
+        raise ValueError(f"no PID given (end of input); give one of {pids}") from None
     if not answer.isdigit() or int(answer) not in pids:
         raise ValueError(f"{answer!r} is not one of {pids}")
     return int(answer)
