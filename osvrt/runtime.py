@@ -276,9 +276,11 @@ class Runtime:
         to finish (their cleanup runs), then join every worker."""
         timeout = check_timeout(timeout)
         w = kernel.current_worker()
-        # A start() under way in another OS thread is waited for within this
-        # call's own bound, as a second stop() is (below).
-        start_until = None if timeout is None else time.monotonic() + timeout + WORKER_EXIT_S
+        # One deadline for the whole call: a start() under way in another OS
+        # thread is waited for within it (and the workers' exit allowance),
+        # as a second stop() is (below), and the cancels get what is left.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        start_until = None if deadline is None else deadline + WORKER_EXIT_S
         if _fork.forked_from(self) is not None:
             # A forked child's copy: no worker of it runs here, nothing to wait for.
             self._state = _STOPPED
@@ -304,14 +306,14 @@ class Runtime:
         if second:
             # Another stop() is under way: return when it is done, within
             # this call's own bound (timeout, and the workers' exit allowance).
-            if not self._stopped.wait(None if timeout is None else timeout + WORKER_EXIT_S):
+            if not self._stopped.wait(None if start_until is None
+                                      else max(0.0, start_until - time.monotonic())):
                 live = [t for t in list(self._live) if not t.done()]
                 raise TimeoutError(
                     f"Runtime.stop(timeout={timeout}): another stop() of this runtime is "
                     f"under way and did not end in time; it waits for "
                     f"{_waiting_line(live) if live else 'its services and workers to stop'}")
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
         self._stop_deadline = deadline
         if self._trace_path is not None:
             self._note_names()             # named threads that the cancel below will end

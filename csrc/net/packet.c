@@ -99,12 +99,15 @@ static int ip_options_ok(const uint8_t *ip, uint32_t ihl)
 }
 
 /* A source no reply may go to (RFC 1122 3.2.1.3, the kernel's martians):
- * 0/8, multicast 224/4, 240/4 and the broadcast; 127/8 only towards 127/8
- * (loopback's own traffic).  1 if it is one. */
+ * 0/8 (but towards the broadcast: a DHCP client's discover, which the
+ * kernel takes too), multicast 224/4, 240/4 and the broadcast; 127/8 only
+ * towards 127/8 (loopback's own traffic).  1 if it is one. */
 static int bad_source(const uint8_t *ip)
 {
     uint8_t a = ip[12];
-    return a == 0 || a >= 224 || (a == 127 && ip[16] != 127);
+    if (a == 0)
+        return raw32(ip + 16) != 0xffffffffu;
+    return a >= 224 || (a == 127 && ip[16] != 127);
 }
 
 int osvrt_pkt_parse(const uint8_t *f, uint32_t len, uint32_t wire_len, uint32_t flags,

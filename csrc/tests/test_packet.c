@@ -138,6 +138,10 @@ static void test_bad_sources(void)
         uint32_t n = nf_build(buf, sizeof buf, &o);
         CHECK_EQ(parse(n, 0, NULL, &p), OSVRT_PKT_BAD_SOURCE);
     }
+    /* 0/8 towards the broadcast: a DHCP discover, taken as the kernel takes it */
+    struct nf_opts dhcp = {.sport = 68, .dport = 67, .payload = payload, .len = 3,
+                           .saddr = 0x00000001, .daddr = 0xffffffff};
+    CHECK_EQ(parse(nf_build(buf, sizeof buf, &dhcp), 0, NULL, &p), OSVRT_PKT_OK);
     struct nf_opts lo = {.sport = 1, .dport = 9000, .payload = payload, .len = 3};
     CHECK_EQ(parse(nf_build(buf, sizeof buf, &lo), 0, NULL, &p), OSVRT_PKT_OK);  /* 127 -> 127 */
     struct nf_opts ok = {.sport = 1, .dport = 9000, .payload = payload, .len = 3,

@@ -302,6 +302,7 @@ static void test_simultaneous_open_establishes_on_the_peers_syn_ack(void)
     struct osvrt_tcp_conn_info ci;
     CHECK_EQ(osvrt_tcp_conn_info(k.s, k.id, &ci), 0);
     CHECK_EQ(ci.snd_wnd, 10000);                     /* a SYN's window is not scaled */
+    CHECK_EQ(ci.rto_ns, 1000 * MS);      /* no timer fired: RFC 6298 2.1's, not 5.7's 3 s */
     CHECK_EQ(osvrt_tcp_send(k.s, k.id, data, 100, k.now), 100);
     drain(&k);
     CHECK(k.nout >= 1);

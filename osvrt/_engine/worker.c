@@ -423,12 +423,19 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         Py_XDECREF(name);
         if (u == NULL)
             err = 1;
+        /* Checked again: the logger was made outside the lock (it runs
+         * Python), and a Future set meanwhile takes the report instead. */
+        PyObject *old = NULL;
         thread_slots_lock(t);
-        PyObject *old = t->aux;
-        t->aux = u;
-        t->aux_future = 0;
+        if (t->aux == NULL || !t->aux_future) {
+            old = t->aux;
+            t->aux = u;
+            t->aux_future = 0;
+            u = NULL;
+        }
         thread_slots_unlock(t);
         Py_XDECREF(old);                  /* after the unlock: a dealloc runs code */
+        Py_XDECREF(u);
     }
     /* seq_cst: terminated before the joiners are looked at (join's re-check). */
     atomic_store_explicit(&t->state, ST_TERMINATED, memory_order_seq_cst);

@@ -102,7 +102,12 @@ class SocketTransport(_AsyncioSocketTransport):
         C path keeps the bound method between these points."""
         protocol = self._protocol
         if protocol is not None:
-            self.core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+            try:
+                self.core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+            except Exception as exc:
+                # (no data_received any more): asyncio fails the first read so
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                return
         self.core.set_reading(True)
 
     # Reading on and off: the TxCore's registration, directly (asyncio's go

@@ -158,14 +158,14 @@ def _create(d):
     """(path, fd) of a new stats file of this process's in directory d."""
     while True:
         path = os.path.join(d, f"osvrt-{os.getpid()}-{next(_counter)}.stats")
-        for _ in range(2):
-            try:
-                return path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                # An earlier process with our pid left it (a crash, a kill -9):
-                # removed when that is certain, else the next name is taken.
-                if not _left_by_an_ended_process(path):
-                    break
+        try:
+            return path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # An earlier process with our pid left it (a crash, a kill -9):
+            # removed when that is certain, and the next name is taken all
+            # the same (a `top` that judged the old file may be about to
+            # delete whatever is at its path).
+            if _left_by_an_ended_process(path):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:

@@ -49,7 +49,12 @@ class NotAStatsFile(Exception):
 
 class WriterEnded(NotAStatsFile):
     """A stats file whose writer has provably ended (a crash, a kill -9):
-    find() deletes it when it is this user's."""
+    find() deletes it when it is this user's and still the file judged
+    (ident: its (st_dev, st_ino))."""
+
+    def __init__(self, message, ident):
+        super().__init__(message)
+        self.ident = ident
 
 
 def _host_cpus():
@@ -139,6 +144,11 @@ def _open_checked(path, file_pid):
         if len(head) < HEADER.size:
             raise NotAStatsFile("it was cut short while being read")
         magic, version, ncpu, pid, slot_size, _, toff, start, ns = HEADER.unpack(head)
+        if magic == MAGIC and version == 1 and file_pid > 0 and not _pid_alive(file_pid):
+            # An earlier osvrt's file (no start time in it), its pid gone:
+            # stale by the rule of its own version.
+            raise WriterEnded(f"its writer has ended: process {file_pid} no longer exists",
+                              (fst.st_dev, fst.st_ino))
         if magic != MAGIC or version != VERSION or slot_size != SLOT.size:
             raise NotAStatsFile("its header is not an osvrt stats header (version "
                                 f"{VERSION})")
@@ -154,7 +164,7 @@ def _open_checked(path, file_pid):
                                 f"{file_size(ncpu)}")
         ended = _writer_ended(file_pid if file_pid > 0 else pid, start, ns)
         if ended is not None:
-            raise WriterEnded(f"its writer has ended: {ended}")
+            raise WriterEnded(f"its writer has ended: {ended}", (fst.st_dev, fst.st_ino))
         # After the writer's check: a file whose pid now runs as another
         # user is still recognized as stale, and deleted.
         owner = _owner_of(file_pid)
@@ -247,13 +257,15 @@ def read_file(path, file_pid=None):
             "threads": threads, "t": t}
 
 
-def _remove_stale(path):
+def _remove_stale(path, ident):
     """Delete the file of a writer that has ended: only a regular file of
     this user's (never what another user planted, never a FIFO or a
-    device)."""
+    device), and only the file that was judged (ident: (st_dev, st_ino)),
+    not one made at its path since."""
     try:
         st = os.lstat(path)
-        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+        if (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+                and (st.st_dev, st.st_ino) == ident):
             os.unlink(path)
     except OSError:
         pass
@@ -278,9 +290,9 @@ def find(pid=None, clean=True, problems=None):
             file_pid = int(m.group(1))
             try:
                 snap = read_file(path, file_pid)
-            except WriterEnded:
+            except WriterEnded as e:
                 if clean:
-                    _remove_stale(path)
+                    _remove_stale(path, e.ident)
                 continue
             except NotAStatsFile as e:
                 if problems is not None:

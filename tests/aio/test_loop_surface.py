@@ -184,6 +184,8 @@ def test_a_data_received_set_on_the_instance_is_heard(kind):
                     if len(heard) >= n:
                         break
                     await asyncio.sleep(0.005)
+                else:
+                    pytest.fail(f"{data!r} not heard in 2 s: {heard}")
                 if n == 1:
                     tr.pause_reading()
                     proto.data_received = lambda d: heard.append(("second", d))

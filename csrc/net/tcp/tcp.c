@@ -106,8 +106,9 @@ struct tcb {
     /* congestion control (RFC 5681, 6582) */
     uint32_t cwnd, ssthresh, recover, dupacks, ca_acked;
     uint8_t in_recovery;
-    /* RTT and RTO (RFC 6298); Karn: a sample only from a segment sent once */
-    uint8_t rtt_active, retries, keep_sent;
+    /* RTT and RTO (RFC 6298); Karn: a sample only from a segment sent once;
+     * syn_timed_out: the SYN's (or SYN-ACK's) RTO fired (5.7) */
+    uint8_t rtt_active, retries, keep_sent, syn_timed_out;
     uint32_t rtt_seq;
     int64_t rtt_start, srtt, rttvar, rto;
     /* timers: absolute deadlines, INT64_MAX when off; deadline = their min */
@@ -446,12 +447,14 @@ static void rtt_sample(struct osvrt_tcp_stack *s, struct tcb *c, int64_t r)
     c->rto = clamp_rto(s, c->srtt + 4 * c->rttvar);
 }
 
-/* RFC 6298 5.7: the handshake gave no RTT sample (its SYN or SYN-ACK was
- * sent again, Karn's rule), so data starts with three initial RTOs (RFC:
- * 3 s against 1 s), not the backed-off or the 1 s one that fired already. */
+/* RFC 6298 5.7: the SYN's (or SYN-ACK's) timer fired and the handshake gave
+ * no RTT sample (Karn), so data starts with three initial RTOs (RFC: 3 s
+ * against 1 s), not the backed-off one nor the 1 s that already proved too
+ * short.  A simultaneous open resends its SYN with no timer fired: 2.1's
+ * initial RTO stands there. */
 static void rto_after_handshake(struct osvrt_tcp_stack *s, struct tcb *c)
 {
-    if (c->srtt == 0)
+    if (c->srtt == 0 && c->syn_timed_out)
         c->rto = clamp_rto(s, 3 * s->cfg.rto_initial_ns);
 }
 
@@ -1541,8 +1544,10 @@ static void rexmt_fire(struct osvrt_tcp_stack *s, struct tcb *c)
     }
     c->rtt_active = 0;                  /* Karn */
     c->snd_nxt = c->snd_una;            /* go back N */
-    if (c->state == OSVRT_TCP_SYN_SENT || c->state == OSVRT_TCP_SYN_RECEIVED)
+    if (c->state == OSVRT_TCP_SYN_SENT || c->state == OSVRT_TCP_SYN_RECEIVED) {
         c->snd_nxt = c->iss;
+        c->syn_timed_out = 1;
+    }
     c->t[T_REXMT] = INT64_MAX;
     want_output(s, c);
 }
