@@ -10,6 +10,7 @@ protocol instance in connection_made was never called."""
 import asyncio
 import inspect
 import socket
+import sys
 
 import pytest
 
@@ -91,11 +92,17 @@ def test_run_forever_inside_a_running_loop_says_what_asyncio_says(kind):
     loop, other = LOOPS[kind](), LOOPS[kind]()
 
     async def main():
+        # asyncio 3.13.0's own loop runs the other loop instead of refusing:
+        # it then stops at once.
+        other.call_soon(other.stop)
         errors = []
         for fn in (loop.run_forever, other.run_forever):
-            with pytest.raises(RuntimeError) as e:
+            try:
                 fn()
-            errors.append(str(e.value))
+            except RuntimeError as e:
+                errors.append(str(e))
+            else:
+                errors.append(None)
         return errors
 
     try:
@@ -103,7 +110,8 @@ def test_run_forever_inside_a_running_loop_says_what_asyncio_says(kind):
     finally:
         other.close()
     assert same == "This event loop is already running"
-    assert another == "Cannot run the event loop while another loop is running"
+    if kind == "osvrt" or sys.version_info < (3, 13):
+        assert another == "Cannot run the event loop while another loop is running"
 
 
 @pytest.mark.parametrize("kind", LOOPS)
