@@ -471,7 +471,8 @@ class Runtime:
         """After the workers' loops: no green thread left behind may leave a
         caller waiting.  The submit() Future of every thread that did not end
         (it ignored its cancel, or never ran) is cancelled; a thread that never
-        started (still on a pushlist) is closed and forgotten."""
+        started (still on a pushlist) is closed and forgotten, and the others
+        are handed back to the cyclic GC."""
         stuck = {w for w in self._running_workers() if w.os_thread.is_alive()}
         for t in list(self._live):
             if t.done():
@@ -479,8 +480,15 @@ class Runtime:
             fut = _thread.submit_future(t)
             if fut is not None and fut.cancel():
                 _thread.notify_cancelled(fut)         # wakes concurrent.futures.wait()
-            if t.worker not in stuck and _thread.close_unstarted(t):
+            if t.worker in stuck:
+                continue
+            if _thread.close_unstarted(t):
                 self._live.discard(t)
+            else:
+                # Live threads are hidden from the cyclic GC (thread.c); this
+                # one may never end, and a runtime dropped with it must still
+                # be collectable through it.
+                self._live.expose_to_gc(t)
 
     def __enter__(self):
         if self._state == _NEW:

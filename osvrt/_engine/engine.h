@@ -323,6 +323,8 @@ PyObject *take_raised(void);
 void put_raised(PyObject *exc);
 ThreadObject *ticket_claim(TicketObject *tk);        /* new ref or NULL */
 ThreadObject *thread_claim_open(ThreadObject *t);   /* new ref or NULL */
+void thread_gc_hide(ThreadObject *t);
+void thread_gc_expose(ThreadObject *t);
 int wake_ticket(TicketObject *tk, PyObject *value);  /* 1 woke, 0 stale, -1 error */
 int schedule(ThreadObject *t, PyObject *value);      /* steals nothing */
 PyObject *thread_outcome(ThreadObject *t);

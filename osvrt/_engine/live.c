@@ -90,6 +90,7 @@ live_discard(PyObject *set, ThreadObject *t)
         }
     }
     live_unlock(s);
+    thread_gc_expose(t);          /* no longer reachable through the set */
     Py_DECREF(t);
     return 1;
 }
@@ -177,6 +178,19 @@ live_discard_method(LiveSetObject *s, PyObject *o)
     Py_RETURN_NONE;
 }
 
+/* Runtime._settle_abandoned: a thread left in the set after stop (it ignored
+ * its cancel) is scanned again, so a runtime dropped with it, usually in a
+ * reference cycle through the thread's worker, is still collected.  Only for
+ * a thread no worker can run any more (finish exposes a thread too). */
+static PyObject *
+live_expose_to_gc_method(LiveSetObject *s, PyObject *o)
+{
+    if (!check_thread(o))
+        return NULL;
+    thread_gc_expose((ThreadObject *)o);
+    Py_RETURN_NONE;
+}
+
 static Py_ssize_t
 live_length(LiveSetObject *s)
 {
@@ -214,6 +228,7 @@ live_clear(LiveSetObject *s)
     live_unlock(s);
     for (Py_ssize_t i = 0; i < n; i++) {
         items[i]->live_index = -1;
+        thread_gc_expose(items[i]);
         Py_DECREF(items[i]);
     }
     PyMem_Free(items);
@@ -252,6 +267,9 @@ live_watched(PyObject *set)
 static PyMethodDef live_methods[] = {
     {"add", (PyCFunction)live_add_method, METH_O, NULL},
     {"discard", (PyCFunction)live_discard_method, METH_O, NULL},
+    {"expose_to_gc", (PyCFunction)live_expose_to_gc_method, METH_O,
+     "Let the cyclic GC scan this live thread again (hidden while live, see\n"
+     "thread.c); only for a thread that no worker can run any more."},
     {"watch_empty", (PyCFunction)live_watch_empty_method, METH_NOARGS,
      "From now on, the worker that ends the last live thread calls the runtime's\n"
      "_thread_ended hook (Runtime.stop waits for that)."},

@@ -305,9 +305,12 @@ thread_create(PyObject *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *n
      * renormalization more when the target takes the thread in). */
     t->rn = target->renorm;
     t->live_index = -1;
-    if (!system && live_add(target->live, t) < 0) {
-        Py_DECREF(t);
-        return NULL;
+    if (!system) {
+        if (live_add(target->live, t) < 0) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        thread_gc_hide(t);
     }
     return t;
 }

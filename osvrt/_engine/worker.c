@@ -406,6 +406,7 @@ flush_done_wakes(WorkerObject *w)
 static int
 finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
 {
+    thread_gc_expose(t);       /* before the outcome and the coroutine's release */
     /* The outcome and the logger of an unretrieved exception first: whoever
      * sees the end (done()'s acquire of `state`, a foreign waiter's of
      * `done_word`) reads them.  exc wins: a thread that raised has no result. */

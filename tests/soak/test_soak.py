@@ -45,8 +45,12 @@ def _fds():
 
 
 def _green_threads():
+    """Thread objects alive: the ended ones the collector sees, and the live
+    ones, which it does not (they are hidden while in a runtime's live set)."""
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, osvrt.Thread))
+    objs = gc.get_objects()
+    return (sum(1 for o in objs if isinstance(o, osvrt.Thread))
+            + sum(len(o._live) for o in objs if isinstance(o, osvrt.Runtime)))
 
 
 def _settled_green_threads(floor, wait_s=5.0):

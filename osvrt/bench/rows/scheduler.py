@@ -146,5 +146,7 @@ def pushlist(cpus, s):
                   lambda ctx: peers.c_queue("pushlist", 2, nq)),
         [Contender("c_mutex", "a FIFO under a pthread mutex (C)",
                    lambda ctx: peers.c_queue("mutex", 2, nq))],
-        targets=[Target("c_mutex", "<=", 0.2, ">= 5x a mutex queue")],
+        # The 2-CPU target of the benchmarks' table; its ">= 5x" is for 8+
+        # producers on 16 CPUs, which this row (2 producers) does not run.
+        targets=[Target("c_mutex", "<=", 0.5, ">= 2x a mutex queue on 2 CPUs")],
         weight=2, sizes={"producers": 2, "items_per_producer": nq})

@@ -1,0 +1,125 @@
+"""Live green threads are hidden from the cyclic GC (thread.c, thread_gc_hide):
+the runtime's LiveSet holds each one until it ends, so no collection could
+free it, and scanning it (with its coroutine and context) in every young and
+full collection cost about 40% of a spawn + join.  These tests pin both
+halves: nothing of a live thread is scanned, and everything is handed back to
+the collector, tracked, whenever a thread leaves the set, so cycles through
+ended or abandoned threads are still collected and CPython's own deallocators
+(which expect a tracked coroutine and context) never see a hidden one."""
+import contextvars
+import gc
+import weakref
+
+import osvrt
+
+from support import RESULT_TIMEOUT
+
+_var = contextvars.ContextVar("gc_live_threads")
+
+
+def run(main, *args, cpus=1):
+    rt = osvrt.Runtime(cpus=cpus, balance=False, stall_threshold=None).start()
+    try:
+        return rt.submit(main, *args).result(timeout=RESULT_TIMEOUT)
+    finally:
+        rt.stop(timeout=5)
+
+
+class Box:
+    """A GC-tracked object to hang cycles on and watch with a weakref."""
+
+
+def test_a_parked_thread_its_coroutine_and_context_are_not_scanned():
+    async def parked(e):
+        await e.wait()
+
+    async def main():
+        e = osvrt.Event()
+        ts = [osvrt.spawn(parked, e) for _ in range(100)]
+        await osvrt.sleep(0.001)
+        hidden = [not gc.is_tracked(t) and not gc.is_tracked(t.coro) for t in ts]
+        ids = {id(t) for t in ts} | {id(t.coro) for t in ts}
+        scanned = sum(id(o) in ids for o in gc.get_objects())
+        e.set()
+        for t in ts:
+            await t.join()
+        return all(hidden), scanned, all(gc.is_tracked(t) for t in ts)
+
+    hidden, scanned, tracked_after = run(main)
+    assert hidden and scanned == 0
+    assert tracked_after                   # an ended thread is the collector's again
+
+
+def test_a_cycle_through_an_ended_thread_is_collected():
+    """The outcome, the coroutine's frame and the context all point back at
+    the thread: once it ends and the program lets go, a collection frees it."""
+    refs = []
+
+    async def child(box):
+        box.me = osvrt.current()           # frame -> box -> thread
+        _var.set(box)                      # context -> box -> thread
+        return box                         # outcome -> box -> thread
+
+    async def main():
+        for _ in range(50):
+            box = Box()
+            t = osvrt.spawn(child, box)
+            refs.append((weakref.ref(t), weakref.ref(box)))
+            await t.join()
+        return True
+
+    assert run(main)
+    gc.collect()
+    assert sum(a() is not None or b() is not None for a, b in refs) == 0
+
+
+def test_a_coroutine_kept_by_the_program_outlives_its_thread_safely():
+    """CPython's coroutine dealloc untracks without a check: it must find the
+    coroutine tracked again even when the thread is long gone."""
+    kept = []
+
+    async def child():
+        return 1
+
+    async def main():
+        for _ in range(50):
+            t = osvrt.spawn(child)
+            kept.append((t.coro, weakref.ref(t)))
+            await t.join()
+        return True
+
+    assert run(main)
+    gc.collect()
+    assert all(gc.is_tracked(c) and w() is None for c, w in kept)
+    kept.clear()                           # the coroutines' deallocs run here
+    gc.collect()
+
+
+def test_threads_abandoned_at_stop_are_collected_with_their_runtime():
+    """A thread that ignores its cancel outlives stop() in the LiveSet; when
+    the runtime goes, the set hands it back to the collector, and the cycle it
+    sits in is freed."""
+    refs = []
+
+    async def stubborn(box):
+        box.me = osvrt.current()
+        while True:
+            try:
+                await osvrt.sleep(3600)
+            except osvrt.Cancelled:
+                continue                   # ignores every cancel
+
+    async def main():
+        box = Box()
+        refs.append(weakref.ref(osvrt.spawn(stubborn, box)))
+        refs.append(weakref.ref(box))
+        await osvrt.sleep(0.01)
+
+    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None).start()
+    rt.submit(main).result(timeout=RESULT_TIMEOUT)
+    rt.stop(timeout=0.2)
+    refs.append(weakref.ref(rt))
+    del rt
+    for _ in range(3):
+        gc.collect()
+    assert [r() is None for r in refs] == [True, True, True]
