@@ -304,15 +304,7 @@ class Runtime:
             # start() is under way in another OS thread: stop what it starts.
             self._wait_for_start(start_until)
         if second:
-            # Another stop() is under way: return when it is done, within
-            # this call's own bound (timeout, and the workers' exit allowance).
-            if not self._stopped.wait(None if start_until is None
-                                      else max(0.0, start_until - time.monotonic())):
-                live = [t for t in list(self._live) if not t.done()]
-                raise TimeoutError(
-                    f"Runtime.stop(timeout={timeout}): another stop() of this runtime is "
-                    f"under way and did not end in time; it waits for "
-                    f"{_waiting_line(live) if live else 'its services and workers to stop'}")
+            self._wait_for_other_stop(timeout, start_until)
             return
         self._stop_deadline = deadline
         if self._trace_path is not None:
@@ -328,6 +320,33 @@ class Runtime:
         err, self._stop_error = self._stop_error, None
         if err is not None:
             raise err
+
+    def _other_stop_waits_for(self):
+        live = [t for t in list(self._live) if not t.done()]
+        return _waiting_line(live) if live else "its services and workers to stop"
+
+    def _wait_for_other_stop(self, timeout, until):
+        """Another stop() is under way: return when it is done, within this
+        call's own bound (timeout, and the workers' exit allowance); with no
+        bound, a warning every STOP_REPORT_S (doubling) names what it waits
+        for, as the other stop() does."""
+        began = time.monotonic()
+        report_every = STOP_REPORT_S
+        report_at = began + report_every
+        while not self._stopped.wait(
+                STOP_REPORT_S if until is None else max(0.0, min(until, report_at) - time.monotonic())):
+            now = time.monotonic()
+            if until is not None and now >= until:
+                raise TimeoutError(
+                    f"Runtime.stop(timeout={timeout}): another stop() of this runtime is "
+                    f"under way and did not end in time; it waits for "
+                    f"{self._other_stop_waits_for()}")
+            if now >= report_at:
+                log.warning("osvrt: stop() has waited %.1f s for another stop() of this "
+                            "runtime, which waits for %s", now - began,
+                            self._other_stop_waits_for())
+                report_every *= 2
+                report_at = now + report_every
 
     def _wait_for_start(self, until):
         """Wait for the start() under way in another OS thread to return or

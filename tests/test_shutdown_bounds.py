@@ -239,3 +239,62 @@ def test_the_offload_pool_is_given_the_runtimes_clock():
         assert pool._time_left == rt.stop_time_left
     finally:
         rt.stop(timeout=1)
+
+
+def test_a_second_stop_without_a_timeout_names_what_it_waits_for(monkeypatch, caplog):
+    """The second stop() waited on the first one's end without a word: it now
+    says, every STOP_REPORT_S, that it waits for the other stop() and for what."""
+    monkeypatch.setattr(osvrt.runtime, "STOP_REPORT_S", 0.2)
+    release = threading.Event()
+
+    async def stubborn():
+        while not release.is_set():
+            try:
+                await osvrt.sleep(0.02)
+            except osvrt.Cancelled:
+                pass                     # ignores its cancel until released
+
+    rt = osvrt.Runtime(cpus=1).start()
+    rt.submit(stubborn, name="stubborn-two")
+    time.sleep(0.1)
+    first = threading.Thread(target=rt.stop, daemon=True)
+    second = threading.Thread(target=rt.stop, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="osvrt"):
+        first.start()
+        time.sleep(0.1)                  # the first stop() waits for `stubborn`
+        second.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "for another stop()" not in caplog.text:
+            time.sleep(0.05)
+        release.set()
+        first.join(20)
+        second.join(20)
+    assert not first.is_alive() and not second.is_alive()
+    line = next(r.getMessage() for r in caplog.records if "for another stop()" in r.getMessage())
+    assert "stubborn-two" in line
+
+
+def test_a_watcher_that_does_not_end_is_named_and_left(caplog):
+    """Runtime.stop() joined the watchdog's and the publisher's threads without
+    a bound; a stuck one is now left (a daemon) after EXIT_S, with its name and
+    where it is stuck."""
+    from osvrt.observe import watcher
+    stuck = threading.Event()
+
+    class Stuck(watcher.Watcher):
+        def _run(self):
+            stuck.wait(30)               # ignores _stopped: a call that does not return
+
+    w = Stuck("osvrt-test-stuck-watcher")
+    w.start()
+    ended = []
+    stopper = threading.Thread(target=lambda: ended.append(w.stop(timeout=0.2)), daemon=True)
+    try:
+        with caplog.at_level(logging.ERROR, logger="osvrt"):
+            stopper.start()
+            stopper.join(20)
+        assert ended == [False]
+        assert "osvrt-test-stuck-watcher" in caplog.text and "_run (" in caplog.text
+    finally:
+        stuck.set()
+    assert w.stop() is True
