@@ -218,29 +218,52 @@ new_handle(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
     return h;
 }
 
+/* The keyword arguments of call_soon and create_task, by asyncio's names:
+ * names[k] is stored through slots[k]; `first` names the positional
+ * parameter, which may come by keyword (call_soon(callback=f)) only when no
+ * positional argument was given.  -1 with asyncio's TypeError otherwise. */
+static int
+parse_keywords(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+               const char *first, PyObject **first_slot, const char *const *names,
+               PyObject ***slots)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        if (!PyUnicode_Check(key))
+            goto unexpected;
+        if (PyUnicode_CompareWithASCIIString(key, first) == 0) {
+            if (nargs > 0) {
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument %R",
+                             fn, key);
+                return -1;
+            }
+            *first_slot = value;
+            continue;
+        }
+        for (int k = 0; names[k] != NULL; k++) {
+            if (PyUnicode_CompareWithASCIIString(key, names[k]) == 0) {
+                *slots[k] = value;
+                goto next;
+            }
+        }
+    unexpected:
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fn, key);
+        return -1;
+    next:;
+    }
+    return 0;
+}
+
 static PyObject *
 core_call_soon(LoopCoreObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *context = NULL, *callback_kw = NULL;
-    if (kwnames != NULL) {
-        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nkw; i++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "context") == 0)
-                context = args[nargs + i];
-            else if (PyUnicode_Check(key)
-                     && PyUnicode_CompareWithASCIIString(key, "callback") == 0 && nargs == 0)
-                callback_kw = args[nargs + i];     /* call_soon(callback=f), as asyncio's */
-            else {
-                PyErr_Format(PyExc_TypeError, nargs > 0 && PyUnicode_Check(key)
-                             && PyUnicode_CompareWithASCIIString(key, "callback") == 0
-                             ? "call_soon() got multiple values for argument %R"
-                             : "call_soon() got an unexpected keyword argument %R", key);
-                return NULL;
-            }
-        }
-    }
+    static const char *const names[] = {"context", NULL};
+    PyObject **slots[] = {&context};
+    if (kwnames != NULL && parse_keywords("call_soon", args, nargs, kwnames, "callback",
+                                          &callback_kw, names, slots) < 0)
+        return NULL;
     if (callback_kw != NULL) {
         args = &callback_kw;
         nargs = 1;
@@ -281,27 +304,11 @@ core_create_task(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames)
 {
     PyObject *name = Py_None, *context = Py_None, *coro = nargs == 1 ? args[0] : NULL;
-    if (kwnames != NULL) {
-        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nkw; i++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "name") == 0)
-                name = args[nargs + i];
-            else if (PyUnicode_Check(key)
-                     && PyUnicode_CompareWithASCIIString(key, "context") == 0)
-                context = args[nargs + i];
-            else if (PyUnicode_Check(key)
-                     && PyUnicode_CompareWithASCIIString(key, "coro") == 0 && nargs == 0)
-                coro = args[nargs + i];            /* create_task(coro=c), as asyncio's */
-            else {
-                PyErr_Format(PyExc_TypeError, nargs > 0 && PyUnicode_Check(key)
-                             && PyUnicode_CompareWithASCIIString(key, "coro") == 0
-                             ? "create_task() got multiple values for argument %R"
-                             : "create_task() got an unexpected keyword argument %R", key);
-                return NULL;
-            }
-        }
-    }
+    static const char *const names[] = {"name", "context", NULL};
+    PyObject **slots[] = {&name, &context};
+    if (kwnames != NULL && parse_keywords("create_task", args, nargs, kwnames, "coro", &coro,
+                                          names, slots) < 0)
+        return NULL;
     if (coro == NULL) {
         PyErr_Format(PyExc_TypeError, "create_task() takes 1 positional argument (coro), "
                      "%zd given", nargs);
