@@ -440,8 +440,9 @@ class Runtime:
         for w in self._running_workers():
             w.os_thread.join(max(0.0, join_until - time.monotonic()))
             if w.os_thread.is_alive():
-                log.critical("osvrt: worker for CPU %d is stuck in green thread %r and "
-                             "could not be stopped", w.cpu_id, w.current)
+                # repr() now: a record must not keep the thread (and its frames) alive
+                log.critical("osvrt: worker for CPU %d is stuck in green thread %s and "
+                             "could not be stopped", w.cpu_id, repr(w.current))
         if self._watchdog is not None:
             self._watchdog.stop()
         if self._publisher is not None:
@@ -490,8 +491,7 @@ class Runtime:
         """After the workers' loops: no green thread left behind may leave a
         caller waiting.  The submit() Future of every thread that did not end
         (it ignored its cancel, or never ran) is cancelled; a thread that never
-        started (still on a pushlist) is closed and forgotten, and the others
-        are handed back to the cyclic GC."""
+        started (still on a pushlist) is closed and forgotten."""
         stuck = {w for w in self._running_workers() if w.os_thread.is_alive()}
         for t in list(self._live):
             if t.done():
@@ -499,15 +499,10 @@ class Runtime:
             fut = _thread.submit_future(t)
             if fut is not None and fut.cancel():
                 _thread.notify_cancelled(fut)         # wakes concurrent.futures.wait()
-            if t.worker in stuck:
-                continue
-            if _thread.close_unstarted(t):
+            # (The workers handed the others back to the cyclic GC as their
+            # loops ended: Worker._expose_left_threads.)
+            if t.worker not in stuck and _thread.close_unstarted(t):
                 self._live.discard(t)
-            else:
-                # Live threads are hidden from the cyclic GC (thread.c); this
-                # one may never end, and a runtime dropped with it must still
-                # be collectable through it.
-                self._live.expose_to_gc(t)
 
     def __enter__(self):
         if self._state == _NEW:

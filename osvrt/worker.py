@@ -137,6 +137,20 @@ class Worker(_engine.WorkerBase):
             self._on_crash(self, e)
         finally:
             self.release_handles()
+            self._expose_left_threads()
+
+    def _expose_left_threads(self):
+        """Threads of this CPU still live when its loop ends (they ignored their
+        cancel at stop, or the loop crashed) may never end: the cyclic GC sees
+        them again (live threads are hidden from it, thread.c), so a runtime
+        dropped with them is still collected.  Done here, on the worker's own
+        OS thread once nothing can run them, so that no other OS thread
+        exposes a thread its owner may still end (a stuck worker does this
+        when it gets unstuck)."""
+        live = self.rt._live
+        for t in list(live):
+            if t.worker is self:
+                live.expose_to_gc(t)
 
     def _before_idle(self):
         """(hook) About to idle: free ended threads' C records once a few have

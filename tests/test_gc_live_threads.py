@@ -8,6 +8,7 @@ ended or abandoned threads are still collected and CPython's own deallocators
 (which expect a tracked coroutine and context) never see a hidden one."""
 import contextvars
 import gc
+import threading
 import weakref
 
 import osvrt
@@ -115,7 +116,7 @@ def test_threads_abandoned_at_stop_are_collected_with_their_runtime():
         refs.append(weakref.ref(box))
         await osvrt.sleep(0.01)
 
-    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None).start()
+    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None, stats_file=False).start()
     rt.submit(main).result(timeout=RESULT_TIMEOUT)
     rt.stop(timeout=0.2)
     refs.append(weakref.ref(rt))
@@ -123,3 +124,62 @@ def test_threads_abandoned_at_stop_are_collected_with_their_runtime():
     for _ in range(3):
         gc.collect()
     assert [r() is None for r in refs] == [True, True, True]
+
+
+def test_a_thread_left_on_a_worker_stuck_at_stop_is_collected_with_its_runtime():
+    """stop() cannot touch the threads of a worker stuck in a blocking call;
+    that worker hands them back to the collector itself when its loop ends."""
+    import time
+    release = threading.Event()
+
+    async def stuck(box):
+        box.me = osvrt.current()
+        await osvrt.sleep(0.05)
+        release.wait(20)                 # blocks the worker's OS thread across stop()
+        while True:
+            try:
+                await osvrt.sleep(3600)
+            except osvrt.Cancelled:
+                pass
+
+    async def main(box):
+        osvrt.spawn(stuck, box)
+
+    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None, stats_file=False).start()
+    box = Box()
+    rt.submit(main, box).result(timeout=RESULT_TIMEOUT)
+    time.sleep(0.2)
+    rt.stop(timeout=0.1)                 # the worker is stuck: logged, left
+    workers = list(rt.workers)
+    release.set()
+    for w in workers:
+        w.os_thread.join(20)
+    assert not any(w.os_thread.is_alive() for w in workers)
+    refs = [weakref.ref(rt), weakref.ref(box), weakref.ref(box.me)]
+    del rt, box, workers, w
+    for _ in range(3):
+        gc.collect()
+    assert [r() is None for r in refs] == [True, True, True]
+
+
+def test_a_live_threads_coroutine_and_context_cannot_be_replaced():
+    """A store would drop a hidden coroutine or context (CPython's deallocs
+    of both crash on an untracked object)."""
+    async def parked(e):
+        await e.wait()
+
+    async def main():
+        e = osvrt.Event()
+        t = osvrt.spawn(parked, e)
+        await osvrt.sleep(0.001)
+        refused = []
+        for attr in ("_coro", "_ctx"):
+            try:
+                setattr(t, attr, None)
+            except AttributeError:
+                refused.append(attr)
+        e.set()
+        await t.join()
+        return refused
+
+    assert run(main) == ["_coro", "_ctx"]

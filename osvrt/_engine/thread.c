@@ -562,8 +562,11 @@ _Static_assert(sizeof(ThreadObject) <= 160, "ThreadObject outgrew pymalloc's 176
 #define OFF(f) offsetof(ThreadObject, f)
 static PyMemberDef thread_members[] = {
     {"id", T_ULONGLONG, OFF(id), READONLY, NULL},
-    {"_coro", T_OBJECT, OFF(coro), 0, NULL},
-    {"_ctx", T_OBJECT, OFF(ctx), 0, NULL},
+    /* Read-only: a live thread's coroutine and context are hidden from the
+     * cyclic GC (thread_gc_hide), and a store that dropped one would free an
+     * untracked object, which CPython's deallocs do not survive. */
+    {"_coro", T_OBJECT, OFF(coro), READONLY, NULL},
+    {"_ctx", T_OBJECT, OFF(ctx), READONLY, NULL},
     {"_name", T_OBJECT, OFF(name), 0, NULL},
     {"_value", T_OBJECT, OFF(value), 0, NULL},
     {"_joiners", T_OBJECT, OFF(joiners), READONLY, NULL},   /* tests: a racy peek */

@@ -49,8 +49,10 @@ def _green_threads():
     ones, which it does not (they are hidden while in a runtime's live set)."""
     gc.collect()
     objs = gc.get_objects()
-    return (sum(1 for o in objs if isinstance(o, osvrt.Thread))
-            + sum(len(o._live) for o in objs if isinstance(o, osvrt.Runtime)))
+    seen = {id(o) for o in objs if isinstance(o, osvrt.Thread)}
+    for rt in (o for o in objs if isinstance(o, osvrt.Runtime)):
+        seen.update(id(t) for t in rt._live)     # an abandoned one is in both
+    return len(seen)
 
 
 def _settled_green_threads(floor, wait_s=5.0):
