@@ -158,7 +158,7 @@ def sockperf_round(ns, host, port, seconds, msg_size=64):
     out = subprocess.run(["ip", "netns", "exec", ns, "sockperf", "ping-pong", "--tcp", "-i", host,
                           "-p", str(port), "-t", str(max(1, round(seconds))), "-m", str(msg_size),
                           "--full-rtt"], capture_output=True, text=True,
-                         timeout=seconds + 60)
+                         timeout=seconds + 60, check=True)
     text = out.stdout + out.stderr
 
     def pct(p):
