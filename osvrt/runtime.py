@@ -327,46 +327,23 @@ class Runtime:
 
     def _wait_for_other_stop(self, timeout, until):
         """Another stop() is under way: return when it is done, within this
-        call's own bound (timeout, and the workers' exit allowance); with no
-        bound, a warning every STOP_REPORT_S (doubling) names what it waits
-        for, as the other stop() does."""
-        began = time.monotonic()
-        report_every = STOP_REPORT_S
-        report_at = began + report_every
-        while not self._stopped.wait(
-                STOP_REPORT_S if until is None else max(0.0, min(until, report_at) - time.monotonic())):
-            now = time.monotonic()
-            if until is not None and now >= until:
-                raise TimeoutError(
-                    f"Runtime.stop(timeout={timeout}): another stop() of this runtime is "
-                    f"under way and did not end in time; it waits for "
-                    f"{self._other_stop_waits_for()}")
-            if now >= report_at:
-                log.warning("osvrt: stop() has waited %.1f s for another stop() of this "
-                            "runtime, which waits for %s", now - began,
-                            self._other_stop_waits_for())
-                report_every *= 2
-                report_at = now + report_every
+        call's own bound (timeout, and the workers' exit allowance)."""
+        def too_long(waited):
+            return TimeoutError(
+                f"Runtime.stop(timeout={timeout}): another stop() of this runtime is under "
+                f"way and did not end in time; it waits for {self._other_stop_waits_for()}")
+        _wait_named(self._stopped, until, too_long,
+                    lambda: "another stop() of this runtime, which waits for "
+                            + self._other_stop_waits_for())
 
     def _wait_for_start(self, until):
-        """Wait for the start() under way in another OS thread to return or
-        raise; never silently: past `until` a TimeoutError, and with no bound
-        a warning every STOP_REPORT_S (doubling) that names the wait."""
-        began = time.monotonic()
-        report_every = STOP_REPORT_S
-        report_at = began + report_every
-        while not self._start_ended.wait(
-                STOP_REPORT_S if until is None else max(0.0, min(until, report_at) - time.monotonic())):
-            now = time.monotonic()
-            if until is not None and now >= until:
-                raise TimeoutError(
-                    f"Runtime.stop(): start() of this runtime in another OS thread has not "
-                    f"returned after {now - began:.1f} s (its workers are not all running yet)")
-            if now >= report_at:
-                log.warning("osvrt: stop() has waited %.1f s for start() in another OS thread "
-                            "to return", now - began)
-                report_every *= 2
-                report_at = now + report_every
+        """Wait for the start() under way in another OS thread to return or raise."""
+        def too_long(waited):
+            return TimeoutError(
+                f"Runtime.stop(): start() of this runtime in another OS thread has not "
+                f"returned after {waited:.1f} s (its workers are not all running yet)")
+        _wait_named(self._start_ended, until, too_long,
+                    lambda: "start() in another OS thread to return")
 
     def stop_time_left(self, unbounded: float = OFFLOAD_STOP_S) -> float:
         """Seconds left of stop()'s timeout (at least 0), for a service whose
@@ -440,7 +417,7 @@ class Runtime:
         for w in self._running_workers():
             w.os_thread.join(max(0.0, join_until - time.monotonic()))
             if w.os_thread.is_alive():
-                # repr() now: a record must not keep the thread (and its frames) alive
+                # repr(): a log record must not keep the thread (and its frames) alive
                 log.critical("osvrt: worker for CPU %d is stuck in green thread %s and "
                              "could not be stopped", w.cpu_id, repr(w.current))
         if self._watchdog is not None:
@@ -491,7 +468,8 @@ class Runtime:
         """After the workers' loops: no green thread left behind may leave a
         caller waiting.  The submit() Future of every thread that did not end
         (it ignored its cancel, or never ran) is cancelled; a thread that never
-        started (still on a pushlist) is closed and forgotten."""
+        started (still on a pushlist) is closed and forgotten, and the others
+        are handed back to the cyclic GC (live threads are hidden from it)."""
         stuck = {w for w in self._running_workers() if w.os_thread.is_alive()}
         for t in list(self._live):
             if t.done():
@@ -499,10 +477,15 @@ class Runtime:
             fut = _thread.submit_future(t)
             if fut is not None and fut.cancel():
                 _thread.notify_cancelled(fut)         # wakes concurrent.futures.wait()
-            # (The workers handed the others back to the cyclic GC as their
-            # loops ended: Worker._expose_left_threads.)
-            if t.worker not in stuck and _thread.close_unstarted(t):
+            if t.worker in stuck:
+                continue                  # it exposes its own threads when it ends
+            if _thread.close_unstarted(t):
                 self._live.discard(t)
+            else:
+                # Its worker exposed its threads as its loop ended, but not one
+                # moved to it after that (a move out of a worker still running):
+                # the worker is joined, so no OS thread can end t meanwhile.
+                self._live.expose_to_gc(t)
 
     def __enter__(self):
         if self._state == _NEW:
@@ -779,6 +762,24 @@ def _keywords_error(door, own, kwargs):
     return TypeError(f"{door}() got an unexpected keyword argument {k!r}: {door} takes only "
                      f"{own} (besides fn and its positional arguments); to pass keyword "
                      f"arguments to the function, {door} functools.partial(fn, {k}=...)")
+
+
+def _wait_named(event, until, too_long, what):
+    """Wait for `event`, never silently: at `until` (monotonic; None: no
+    bound) raise too_long(seconds waited), and every STOP_REPORT_S (doubling)
+    before that a warning that says what stop() waits for (what())."""
+    began = time.monotonic()
+    report_every = STOP_REPORT_S
+    report_at = began + report_every
+    while not event.wait(STOP_REPORT_S if until is None
+                         else max(0.0, min(until, report_at) - time.monotonic())):
+        now = time.monotonic()
+        if until is not None and now >= until:
+            raise too_long(now - began)
+        if now >= report_at:
+            log.warning("osvrt: stop() has waited %.1f s for %s", now - began, what())
+            report_every *= 2
+            report_at = now + report_every
 
 
 def _waiting_line(threads, shown=10):

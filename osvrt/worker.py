@@ -48,6 +48,7 @@ class Worker(_engine.WorkerBase):
         self.cpu_id = cpu_id         # the host CPU it is pinned to
         self._crt = crt
         self._by_handle = by_handle
+        self._live = live
         self.min_move_runtime = min_move_runtime   # the balancer's bar (s): balancer.movable
         self._on_crash = on_crash
         # index: position in rt.cpus and in the C runtime (the engine's field)
@@ -146,11 +147,11 @@ class Worker(_engine.WorkerBase):
         dropped with them is still collected.  Done here, on the worker's own
         OS thread once nothing can run them, so that no other OS thread
         exposes a thread its owner may still end (a stuck worker does this
-        when it gets unstuck)."""
-        live = self.rt._live
-        for t in list(live):
+        when it gets unstuck).  A thread moved here after this pass (a move
+        out of a worker still running) is exposed by Runtime._settle_abandoned."""
+        for t in list(self._live):
             if t.worker is self:
-                live.expose_to_gc(t)
+                self._live.expose_to_gc(t)
 
     def _before_idle(self):
         """(hook) About to idle: free ended threads' C records once a few have

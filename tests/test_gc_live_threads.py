@@ -183,3 +183,76 @@ def test_a_live_threads_coroutine_and_context_cannot_be_replaced():
         return refused
 
     assert run(main) == ["_coro", "_ctx"]
+
+
+def test_a_thread_moved_to_a_worker_after_its_loop_ended_is_collected():
+    """A worker exposes its live threads as its loop ends; one moved to it
+    after that (by a worker still running, as the balancer would) is exposed
+    by stop() once every worker is joined."""
+    import time
+    from osvrt import kernel
+    refs = []
+
+    async def stubborn(box):
+        box.me = osvrt.current()
+        while True:
+            try:
+                await osvrt.sleep(3600)
+            except osvrt.Cancelled:
+                pass
+
+    async def mover(x, there):
+        while True:
+            try:
+                await osvrt.sleep(3600)
+            except osvrt.Cancelled:
+                time.sleep(0.3)              # CPU 1's loop ends meanwhile
+                kernel.current_worker().move_out(x, there)
+
+    async def main():
+        box = Box()
+        x = osvrt.spawn(stubborn, box, cpu=0)
+        osvrt.spawn(mover, x, osvrt.current().worker.rt.worker_for(1), cpu=0)
+        refs.extend([weakref.ref(x), weakref.ref(box)])
+        await osvrt.sleep(0.05)
+
+    rt = osvrt.Runtime(cpus=2, balance=False, stall_threshold=None, stats_file=False).start()
+    rt.submit(main, cpu=0).result(timeout=RESULT_TIMEOUT)
+    rt.stop(timeout=0.2)
+    assert refs[0]().worker.cpu_id == rt.cpus[1]      # it did move after CPU 1 ended
+    refs.append(weakref.ref(rt))
+    del rt
+    for _ in range(3):
+        gc.collect()
+    assert [r() is None for r in refs] == [True, True, True]
+
+
+def test_one_coroutine_cannot_run_in_two_live_threads():
+    async def parked(e):
+        await e.wait()
+
+    async def main():
+        e = osvrt.Event()
+        c = parked(e)
+        t = osvrt.spawn(lambda: c)
+        try:
+            osvrt.spawn(lambda: c)
+        except RuntimeError as err:
+            refused = str(err)
+        else:
+            refused = None
+        other = parked(e)
+        try:
+            type(t).__init__(t, other, None, None, 1, t.worker, False, 1.0)
+        except RuntimeError as err:
+            reinit = str(err)
+        else:
+            reinit = None
+        other.close()
+        e.set()
+        await t.join()
+        return refused, reinit
+
+    refused, reinit = run(main)
+    assert refused is not None and "another live green thread already runs" in refused
+    assert reinit is not None and "live green thread" in reinit

@@ -178,10 +178,12 @@ live_discard_method(LiveSetObject *s, PyObject *o)
     Py_RETURN_NONE;
 }
 
-/* Runtime._settle_abandoned: a thread left in the set after stop (it ignored
- * its cancel) is scanned again, so a runtime dropped with it, usually in a
- * reference cycle through the thread's worker, is still collected.  Only for
- * a thread no worker can run any more (finish exposes a thread too). */
+/* Worker._expose_left_threads (as a worker's loop ends) and
+ * Runtime._settle_abandoned (after the workers are joined): a thread left in
+ * the set (it ignored its cancel, or its loop crashed) is scanned again, so a
+ * runtime dropped with it, usually in a reference cycle through the thread's
+ * worker, is still collected.  Only for a thread no worker can run any more
+ * (finish exposes a thread too). */
 static PyObject *
 live_expose_to_gc_method(LiveSetObject *s, PyObject *o)
 {

@@ -283,6 +283,15 @@ thread_create(PyObject *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *n
         Py_DECREF(coro);
         return NULL;
     }
+    if (!PyObject_GC_IsTracked(coro)) {
+        /* CPython tracks every new coroutine: this one is hidden, so a live
+         * green thread runs it.  Two threads on one coroutine would both
+         * expose it as they end (a double track is fatal). */
+        PyErr_Format(PyExc_RuntimeError, "%R returned a coroutine that another live green "
+                     "thread already runs: each green thread needs a new one", fn);
+        Py_DECREF(coro);
+        return NULL;
+    }
     PyTypeObject *cls = (PyTypeObject *)ThreadClass;
     ThreadObject *t = (ThreadObject *)cls->tp_alloc(cls, 0);
     if (t == NULL) {
@@ -306,11 +315,14 @@ thread_create(PyObject *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *n
     t->rn = target->renorm;
     t->live_index = -1;
     if (!system) {
+        /* Hidden before the set publishes it: from then on, a worker ending
+         * its loop may expose it (Worker._expose_left_threads); on failure
+         * the dealloc tracks the coroutine and the context again. */
+        thread_gc_hide(t);
         if (live_add(target->live, t) < 0) {
             Py_DECREF(t);
             return NULL;
         }
-        thread_gc_hide(t);
     }
     return t;
 }

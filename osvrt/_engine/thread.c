@@ -49,6 +49,11 @@ thread_init(ThreadObject *t, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_TypeError, "Thread needs a Worker, not %R", worker);
         return -1;
     }
+    if (t->live_index >= 0) {
+        /* its coroutine may be hidden from the GC, and a worker may run it */
+        PyErr_Format(PyExc_RuntimeError, "Thread.__init__ on a live green thread (%R)", t);
+        return -1;
+    }
     thread_gc_expose(t);
     Py_XSETREF(t->coro, Py_NewRef(coro));
     Py_XSETREF(t->ctx, Py_NewRef(ctx));
@@ -101,9 +106,9 @@ thread_dealloc(ThreadObject *t)
      * subclass itself after calling this. */
     PyTypeObject *tp = Py_TYPE(t);
     PyObject_GC_UnTrack(t);
-    /* The LiveSet exposes a thread before it lets go (thread_gc_expose), so
-     * this never finds them hidden; but CPython's deallocs of a coroutine and
-     * a context untrack without a check, so a hidden one would crash there. */
+    /* The LiveSet exposes a thread before it lets go (thread_gc_expose), but
+     * a spawn whose live_add failed drops a hidden one here; CPython's
+     * deallocs of a coroutine and a context untrack without a check. */
     if (t->coro != NULL && !PyObject_GC_IsTracked(t->coro))
         PyObject_GC_Track(t->coro);
     if (t->ctx != NULL && !PyObject_GC_IsTracked(t->ctx))
@@ -138,7 +143,8 @@ thread_gc_hide(ThreadObject *t)
 void
 thread_gc_expose(ThreadObject *t)
 {
-    /* Whether t is tracked is the state (no flag: the object is full), and
+    /* Whether t is tracked is the state (no flag: there is no room for one
+     * within pymalloc's 176-byte class, see the size assert), and
      * the coroutine and the context are hidden exactly while t is.  Only one
      * OS thread can be here for t: its owner in finish, or whoever holds the
      * last reference or the LiveSet at teardown, when no worker can run t. */

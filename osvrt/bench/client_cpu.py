@@ -43,6 +43,15 @@ def _process_cpu_s(pid):
         return None
 
 
+def require_success(done, tool):
+    """A real client that failed is an error, not a row from its partial
+    output: RuntimeError with its exit status and the tail of what it said."""
+    if done.returncode != 0:
+        said = (done.stderr or "") + (done.stdout or "")
+        raise RuntimeError(f"{tool} exited with status {done.returncode}: {said[-500:]!r}")
+    return done
+
+
 def run_client(cmd, server_pid=None, *, timeout, check=False):
     """Run the client cmd to its end, as subprocess.run(cmd,
     capture_output=True, text=True, timeout=timeout, check=check) would, and

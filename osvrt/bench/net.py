@@ -295,9 +295,9 @@ def sockperf_round(addr, seconds=1.0, cpu=None, msg_size=14):
     cmd = _taskset(cpu) + [path, "ping-pong", "-i", addr[0], "-p", str(addr[1]),
                            "-t", str(max(1, round(seconds))) if seconds >= 1 else "1",
                            "-m", str(msg_size)]
-    # check: a client that failed is an error, not a row from its partial output
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
-                         check=True).stdout
+    from .client_cpu import require_success
+    out = require_success(subprocess.run(cmd, capture_output=True, text=True,
+                                         timeout=seconds + 30), "sockperf").stdout
     pct = {float(a): float(b) for a, b in re.findall(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", out)}
     avg = re.search(r"avg-latency=([\d.]+)", out)
     obs = re.search(r"Total (\d+) observations", out)
@@ -321,8 +321,9 @@ def dnsperf_round(addr, seconds=1.0, cpu=None, outstanding=100):
     try:
         cmd = _taskset(cpu) + [path, "-s", addr[0], "-p", str(addr[1]), "-d", qfile,
                                "-l", str(seconds), "-q", str(outstanding), "-t", "1"]
-        from .client_cpu import run_client
-        done, shares = run_client(cmd, timeout=seconds + 30, check=True)
+        from .client_cpu import require_success, run_client
+        done, shares = run_client(cmd, timeout=seconds + 30)
+        require_success(done, "dnsperf")
         out = done.stdout
     finally:
         os.unlink(qfile)

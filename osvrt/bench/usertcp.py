@@ -155,10 +155,11 @@ def serve_kernel(host, port):
 
 def sockperf_round(ns, host, port, seconds, msg_size=64):
     """sockperf ping-pong --tcp: {"p50_us", "p99_us", "avg_us"}."""
-    out = subprocess.run(["ip", "netns", "exec", ns, "sockperf", "ping-pong", "--tcp", "-i", host,
-                          "-p", str(port), "-t", str(max(1, round(seconds))), "-m", str(msg_size),
-                          "--full-rtt"], capture_output=True, text=True,
-                         timeout=seconds + 60, check=True)
+    from .client_cpu import require_success
+    out = require_success(subprocess.run(
+        ["ip", "netns", "exec", ns, "sockperf", "ping-pong", "--tcp", "-i", host,
+         "-p", str(port), "-t", str(max(1, round(seconds))), "-m", str(msg_size), "--full-rtt"],
+        capture_output=True, text=True, timeout=seconds + 60), "sockperf")
     text = out.stdout + out.stderr
 
     def pct(p):

@@ -28,7 +28,8 @@ class Watcher:
         self._thread.start()
 
     def stop(self, timeout=None):
-        """End the thread; True once it has.  It is waited for `timeout` seconds
+        """End the thread; True once it has (or when called from the thread
+        itself, which ends once this returns).  It is waited for `timeout` seconds
         (EXIT_S by default), never without a bound: a thread stuck past that is
         left running (a daemon, so it does not hold the process) and named in
         an error on the `osvrt` logger with where it is stuck, and stop()
