@@ -256,3 +256,74 @@ def test_one_coroutine_cannot_run_in_two_live_threads():
     refused, reinit = run(main)
     assert refused is not None and "another live green thread already runs" in refused
     assert reinit is not None and "live green thread" in reinit
+
+
+def test_collections_racing_spawns_ends_moves_and_cancels_leave_nothing_behind():
+    """Stress: two workers with the balancer on spawn, end, move and cancel
+    threads (some in cycles through their outcome) while an OS thread runs
+    full collections back to back.  Every thread ends, the process survives
+    (a hidden object freed would crash it; ASan+UBSan in CI), and every
+    thread is collected afterwards."""
+    import time
+    stop_gc = threading.Event()
+    collections = [0]
+
+    def collector():
+        while not stop_gc.is_set():
+            gc.collect()
+            collections[0] += 1
+
+    async def leaf(i, box):
+        box.me = osvrt.current()
+        _var.set(box)
+        if i % 3 == 0:
+            await osvrt.sleep(0.0005)
+        elif i % 3 == 1:
+            await osvrt.yield_now()
+        if i % 7 == 0:
+            raise ValueError(i)
+        return box
+
+    async def parked():
+        await osvrt.sleep(3600)
+
+    async def wave(n, refs):
+        ts, sleepers = [], []
+        for i in range(n):
+            box = Box()
+            ts.append(osvrt.spawn(leaf, i, box))
+            if i % 16 == 0:
+                sleepers.append(osvrt.spawn(parked))
+            refs.append(weakref.ref(box))
+        for t in ts[::5] + sleepers:
+            t.cancel()
+        for t in ts + sleepers:
+            try:
+                await t.join()
+            except (ValueError, osvrt.Cancelled):
+                pass
+        return len(ts) + len(sleepers)
+
+    async def main(refs):
+        deadline = time.monotonic() + 1.5
+        done = 0
+        while time.monotonic() < deadline:
+            done += await wave(200, refs)
+        return done
+
+    refs = []
+    gc_thread = threading.Thread(target=collector, daemon=True)
+    rt = osvrt.Runtime(cpus=2, stall_threshold=None, stats_file=False).start()
+    gc_thread.start()
+    try:
+        done = rt.submit(main, refs).result(timeout=RESULT_TIMEOUT)
+    finally:
+        stop_gc.set()
+        gc_thread.join(30)
+        rt.stop(timeout=5)
+    assert done > 0 and collections[0] > 0
+    assert len(rt.live_threads()) == 0
+    del rt
+    for _ in range(3):
+        gc.collect()
+    assert sum(r() is not None for r in refs) == 0

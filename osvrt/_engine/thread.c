@@ -146,8 +146,11 @@ thread_gc_expose(ThreadObject *t)
     /* Whether t is tracked is the state (no flag: there is no room for one
      * within pymalloc's 176-byte class, see the size assert), and
      * the coroutine and the context are hidden exactly while t is.  Only one
-     * OS thread can be here for t: its owner in finish, or whoever holds the
-     * last reference or the LiveSet at teardown, when no worker can run t. */
+     * OS thread can be here for t, and nothing else touches these objects'
+     * GC state meanwhile: its owner (finish, or its worker as its loop ends),
+     * stop() once every worker is joined, or whoever drops the LiveSet or the
+     * last reference.  The spawner's untracks happen-before all of them (the
+     * LiveSet's lock and the run queue's push publish t). */
     if (PyObject_GC_IsTracked((PyObject *)t))
         return;
     if (t->coro != NULL && !PyObject_GC_IsTracked(t->coro))

@@ -11,6 +11,7 @@ median over rounds; a ratio is the median of the per-round ratios
 osvrt/peer.  Nothing here is specific to the workloads (see cli.py).
 """
 import contextlib
+import gc
 import statistics
 import time
 
@@ -145,6 +146,13 @@ def run_measure(m, *, rounds=5, warmup=1, min_rounds=3, deadline=None, progress=
                 for c in order:
                     cell = res["contenders"][c.name]
                     if cell["error"] is None:
+                        # Untimed: each round starts from a collected heap, so
+                        # it pays only for the collections its own allocations
+                        # trigger, not for the garbage and survivors the
+                        # contender before it left (asyncio's 5,000 tasks a
+                        # round made the next contender's round pay a full
+                        # collection of the bench's whole heap).
+                        gc.collect()
                         try:
                             v, details = c.figure(ctx)
                         except Exception as e:
