@@ -728,14 +728,22 @@ def _function_name(fn):
     return name if isinstance(name, str) and name else None
 
 
-def _wait_main(t, fut, guard, stop_timeout, rt):
+def _wait_main(t, guard, stop_timeout, rt):
     """run()'s wait for main.  Once SIGTERM has cancelled main, a main that
     swallows its Cancelled is named on the log (after STOP_REPORT_S, then at
     doubling intervals), and with stop_timeout it is abandoned after that
     many seconds: run() goes on to stop the runtime.  A worker's crash (on
-    any CPU: main may wait for a thread that was on it) ends the wait."""
+    any CPU: main may wait for a thread that was on it) ends the wait.
+
+    It waits for main's end in C (thread.c, _wait_done), not on the Future:
+    Ctrl-C raises KeyboardInterrupt in this thread between bytecodes, and in
+    concurrent.futures.wait it could land while this thread held the
+    Future's condition lock (taken in Python code); the worker settling the
+    Future then blocked on that lock for good, a worker "stuck" at stop (1
+    Ctrl-C in 10 here).  Between two C waits this thread holds no lock that
+    another thread needs."""
     cancelled_at = report_every = report_at = None
-    while not concurrent.futures.wait([fut], timeout=0.1).done:
+    while not _thread.wait_done(t, 0.1, False, False):
         if rt._crashed is not None:
             return
         if guard is None or not guard.signalled:
@@ -862,11 +870,11 @@ def run(main: Callable[..., Awaitable[_T]], *args: Any, cpus: Any = None,
     guard = TermGuard.install() if handle_signals else None
     try:
         try:
-            t, fut = rt._submit(main, args, None, _function_name(main))
+            t, _ = rt._submit(main, args, None, _function_name(main))
             if guard is not None:
                 guard.watch(t)
             try:
-                _wait_main(t, fut, guard, stop_timeout, rt)
+                _wait_main(t, guard, stop_timeout, rt)
             except KeyboardInterrupt:
                 t.cancel()
                 raise
