@@ -16,6 +16,7 @@ from . import readiness
 from ._core import ffi, lib
 from ._setup import set_up_engine
 from .checks import check_bool, check_number, check_timeout
+from .interrupt_safe import InterruptSafeEvent
 from .observe.statsfile import StatsFile
 from .worker import Worker, alloc_handles
 from .observe.introspect import Publisher
@@ -130,9 +131,11 @@ class Runtime:
         # to mark the runtime stopping: a submit either gets in before stop()
         # looks at the live threads, or is refused at once (RuntimeError).
         self._door = threading.Lock()
-        self._stopped = threading.Event()  # set when stop() has finished
-        self._start_ended = threading.Event()  # set when start() has returned or raised
-        self._all_done = threading.Event()
+        # Events whose set() never blocks (interrupt_safe.py: a Ctrl-C in the
+        # thread that sets or waits must not leave a lock another thread needs).
+        self._stopped = InterruptSafeEvent()      # set when stop() has finished
+        self._start_ended = InterruptSafeEvent()  # set when start() has returned or raised
+        self._all_done = InterruptSafeEvent()     # set by a worker: stop() may go on
         self._crt = None
         self._watchdog = None
         self._crashed = None

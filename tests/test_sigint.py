@@ -64,3 +64,92 @@ def test_ctrl_c_never_leaves_a_worker_stuck_on_mains_future(tmp_path):
         if p.returncode != 3 or "workers left: []" not in out:
             bad.append((i, p.returncode, out[-200:], err[-300:]))
     assert bad == []
+
+
+# Ctrl-C inside Runtime.stop(), delivered deterministically: a trace function
+# in the main thread raises KeyboardInterrupt at the first point where the
+# interrupt could leave a lock held (the return of a Python-level __enter__ in
+# threading.py called by an Event's wait, or the interrupt-safe event's wait
+# right after it took its lock), as a signal landing between those bytecodes
+# would.
+STOP_CHILD = textwrap.dedent("""
+    import sys, threading, time, osvrt
+    from osvrt import interrupt_safe
+    rt = osvrt.Runtime(cpus=1, stats_file=False)
+    rt.start()
+    released = []
+
+    async def stubborn():                 # outlives stop()'s first wait and its cancel
+        while not released:
+            try:
+                await osvrt.sleep(0.02)
+            except osvrt.Cancelled:
+                pass
+
+    class SlowService:                    # holds stop()'s finally a while: the thread
+        def stop(self):                   # ends, and its worker sets stop()'s event
+            time.sleep(0.5)
+
+        def stats(self):
+            return {}
+
+    rt.attach_service("slow", SlowService())
+    fut = rt.submit(stubborn)
+    fired = []
+    safe_wait = interrupt_safe.InterruptSafeEvent.wait.__code__
+
+    def interrupt(frame, event, arg):
+        took = frame.f_code is safe_wait and event == "line" and "self.set()" in (
+            open(frame.f_code.co_filename).readlines()[frame.f_lineno - 1])
+        entered = (event == "return" and frame.f_code is not safe_wait
+                   and frame.f_back.f_code.co_name == "wait")      # Event.wait's `with`
+        if not fired and (took or entered):
+            fired.append(frame.f_code.co_qualname)
+            released.append(1)
+            raise KeyboardInterrupt
+        return interrupt
+
+    def tracer(frame, event, arg):
+        code = frame.f_code
+        if code is safe_wait or (code.co_name == "__enter__"
+                                 and code.co_filename == threading.__file__):
+            return interrupt
+        return None
+
+    threading.Timer(0.3, released.append, (1,)).start()
+    sys.settrace(tracer)
+    try:
+        rt.stop(timeout=10)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    print("interrupted in", fired, flush=True)
+    until = time.monotonic() + 5
+    while not fut.done() and time.monotonic() < until:
+        time.sleep(0.01)
+    print("thread ended:", fut.done(), flush=True)
+    rt.stop(timeout=5)
+    left = [t.name for t in threading.enumerate() if t.name.startswith("osvrt-cpu")]
+    print("workers left:", left, flush=True)
+""")
+
+
+def test_ctrl_c_inside_stop_never_leaves_a_lock_a_worker_needs(tmp_path):
+    """stop() waited on a threading.Event that the worker ending the last
+    thread sets: a Ctrl-C landing just after the Event's condition lock was
+    taken (Condition.__enter__ is Python code) left it held, the worker's
+    set() blocked for good, and the next stop() deadlocked on the same lock.
+    The events stop() waits on are interrupt-safe now; this interrupts at
+    the worst point of their wait too."""
+    p = subprocess.Popen([sys.executable, "-c", STOP_CHILD], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError(f"the child hung after the Ctrl-C in stop(): {out!r} {err[-800:]!r}")
+    assert p.returncode == 0, (out, err)
+    assert "interrupted in ['InterruptSafeEvent.wait']" in out, out
+    assert "thread ended: True" in out and "workers left: []" in out, (out, err)

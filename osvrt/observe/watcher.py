@@ -6,6 +6,8 @@ import sys
 import threading
 import traceback
 
+from ..interrupt_safe import InterruptSafeEvent
+
 log = logging.getLogger("osvrt")
 
 # How long stop() waits for the thread: its loop ends within one period
@@ -18,7 +20,7 @@ class Watcher:
     so that stop() ends it within one period."""
 
     def __init__(self, name):
-        self._stopped = threading.Event()
+        self._stopped = InterruptSafeEvent()    # stop() may run in a thread Ctrl-C hits
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self):
