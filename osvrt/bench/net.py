@@ -24,7 +24,9 @@ _STOP = b"osvrt-net-bench-stop"
 
 def rr(addr, n, *, payload=64, window=1, cpu=-1, timeout_ms=200):
     """n request/response exchanges with the echo server at addr, `window`
-    requests in flight, from the C client (pinned to cpu unless -1).
+    requests in flight (at most 1,024: one sendmmsg refills it, and every
+    reply that is there is read before the next poll), from the C client
+    (pinned to cpu unless -1); payload 16-65,000 bytes.
     Returns a dict: ns (mean round trip), p50_ns, p99_ns, per_s
     (transactions per second), done, lost, and what bounds the rate
     (osvrt/bench/client_cpu.py): client_cpu_s and client_cpu_share (the
@@ -35,6 +37,10 @@ def rr(addr, n, *, payload=64, window=1, cpu=-1, timeout_ms=200):
     also holds the client's set-up and its sort of the round trips, client
     work while the server idles (not measured apart; small beside n round
     trips)."""
+    for name, value, low, high in (("payload", payload, 16, 65000), ("window", window, 1, 1024),
+                                   ("n", n, 1, 2 ** 63)):
+        if not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"rr({name}={value!r}): a whole number from {low} to {high}")
     res = ffi.new("struct osvrt_rr_result *")
     # The client runs in this thread (cffi drops the GIL for the call).
     wall0, client0, process0 = time.monotonic(), time.thread_time(), time.process_time()

@@ -1,0 +1,44 @@
+"""The benchmarks' C UDP client (osvrt.bench.net.rr, csrc/bench/net_bench.c):
+every request is answered and counted once, with a window refilled by one
+sendmmsg and replies drained before each poll; bad sizes are refused by name."""
+import pytest
+
+from osvrt.bench import net
+
+
+@pytest.fixture
+def echo():
+    srv = net.ThreadEchoServer()
+    yield srv
+    srv.close()
+
+
+@pytest.mark.parametrize("window", [1, 16, 64])   # more would overflow the echo socket's buffer
+def test_every_request_is_answered_once(echo, window):
+    r = net.rr(echo.addr, 3000, window=window)
+    assert (r["done"], r["lost"]) == (3000, 0)
+    assert 0 < r["p50_ns"] <= r["p99_ns"] and r["per_s"] > 0
+
+
+def test_a_window_larger_than_the_requests_sends_only_the_requests(echo):
+    r = net.rr(echo.addr, 5, window=16)
+    assert (r["done"], r["lost"]) == (5, 0)
+
+
+def test_replies_that_never_come_are_counted_lost_then_the_run_gives_up():
+    # a bound socket that never answers: every window times out
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
+        mute.bind(("127.0.0.1", 0))
+        with pytest.raises(OSError, match="timed out"):
+            net.rr(mute.getsockname(), 100, window=16, timeout_ms=20)
+
+
+@pytest.mark.parametrize("kw, name", [(dict(window=0), "window=0"),
+                                      (dict(window=1025), "window=1025"),
+                                      (dict(payload=15), "payload=15"),
+                                      (dict(payload=65001), "payload=65001"),
+                                      (dict(window=2.5), "window=2.5")])
+def test_bad_sizes_are_refused_by_name(kw, name):
+    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+        net.rr(("127.0.0.1", 9), 10, **kw)
