@@ -513,6 +513,8 @@ int engine_get_bytes(PyObject *data, Py_buffer *b);
 /* live.c */
 int live_add(PyObject *set, ThreadObject *t);
 int live_discard(PyObject *set, ThreadObject *t);
+/* the same for a caller that has exposed t to the GC already (finish) */
+int live_discard_exposed(PyObject *set, ThreadObject *t);
 Py_ssize_t live_len(PyObject *set);
 int live_watched(PyObject *set);          /* watch_empty was called */
 

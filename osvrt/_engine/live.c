@@ -68,10 +68,11 @@ live_add(PyObject *set, ThreadObject *t)
     return 0;
 }
 
-int
-live_discard(PyObject *set, ThreadObject *t)
+/* Take t out of the set; 1 if it was in (the set's reference is the
+ * caller's now), 0 if not. */
+static int
+live_take(LiveSetObject *s, ThreadObject *t)
 {
-    LiveSetObject *s = (LiveSetObject *)set;
     live_lock(s);
     Py_ssize_t i = t->live_index;      /* < 2**31 threads live at once */
     if (i < 0 || i >= s->n || s->items[i] != t) {
@@ -90,7 +91,24 @@ live_discard(PyObject *set, ThreadObject *t)
         }
     }
     live_unlock(s);
+    return 1;
+}
+
+int
+live_discard(PyObject *set, ThreadObject *t)
+{
+    if (!live_take((LiveSetObject *)set, t))
+        return 0;
     thread_gc_expose(t);          /* no longer reachable through the set */
+    Py_DECREF(t);
+    return 1;
+}
+
+int
+live_discard_exposed(PyObject *set, ThreadObject *t)
+{
+    if (!live_take((LiveSetObject *)set, t))
+        return 0;
     Py_DECREF(t);
     return 1;
 }

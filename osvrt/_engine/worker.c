@@ -475,7 +475,7 @@ finish(WorkerObject *w, ThreadObject *t, PyObject *result, PyObject *exc)
         err |= r == NULL;
         Py_XDECREF(r);
     }
-    live_discard(w->live, t);
+    live_discard_exposed(w->live, t);     /* exposed at the top of finish */
     if (live_len(w->live) == 0 && live_watched(w->live)) {
         PyObject *r = worker_hook(w, HK_THREAD_ENDED, (PyObject *)t);
         err |= r == NULL;
