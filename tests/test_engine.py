@@ -11,15 +11,7 @@ import pytest
 import osvrt
 from osvrt import _engine
 
-from support import RESULT_TIMEOUT
-
-
-def run(main, *args, cpus=1):
-    rt = osvrt.Runtime(cpus=cpus, balance=False, stall_threshold=None).start()
-    try:
-        return rt.submit(main, *args).result(timeout=RESULT_TIMEOUT)
-    finally:
-        rt.stop(timeout=5)
+from support import RESULT_TIMEOUT, run_once as run
 
 
 async def _workout():

@@ -13,21 +13,23 @@ import weakref
 
 import osvrt
 
-from support import RESULT_TIMEOUT
+from support import RESULT_TIMEOUT, run_once as run
 
 _var = contextvars.ContextVar("gc_live_threads")
 
 
-def run(main, *args, cpus=1):
-    rt = osvrt.Runtime(cpus=cpus, balance=False, stall_threshold=None).start()
-    try:
-        return rt.submit(main, *args).result(timeout=RESULT_TIMEOUT)
-    finally:
-        rt.stop(timeout=5)
-
-
 class Box:
     """A GC-tracked object to hang cycles on and watch with a weakref."""
+
+
+async def stubborn(box):
+    """Sits in a cycle through box, and ignores every cancel: it outlives stop()."""
+    box.me = osvrt.current()
+    while True:
+        try:
+            await osvrt.sleep(3600)
+        except osvrt.Cancelled:
+            pass
 
 
 def test_a_parked_thread_its_coroutine_and_context_are_not_scanned():
@@ -101,14 +103,6 @@ def test_threads_abandoned_at_stop_are_collected_with_their_runtime():
     the runtime goes, the set hands it back to the collector, and the cycle it
     sits in is freed."""
     refs = []
-
-    async def stubborn(box):
-        box.me = osvrt.current()
-        while True:
-            try:
-                await osvrt.sleep(3600)
-            except osvrt.Cancelled:
-                continue                   # ignores every cancel
 
     async def main():
         box = Box()
@@ -192,14 +186,6 @@ def test_a_thread_moved_to_a_worker_after_its_loop_ended_is_collected():
     import time
     from osvrt import kernel
     refs = []
-
-    async def stubborn(box):
-        box.me = osvrt.current()
-        while True:
-            try:
-                await osvrt.sleep(3600)
-            except osvrt.Cancelled:
-                pass
 
     async def mover(x, there):
         while True:

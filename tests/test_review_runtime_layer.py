@@ -11,7 +11,7 @@ import pytest
 
 import osvrt
 from osvrt import balancer
-from support import bounded
+from support import bounded, stop_under_way
 
 
 async def _slow_cleanup():
@@ -100,30 +100,11 @@ def test_a_timeout_expiring_in_condition_reacquire_stays_a_timeout():
 
 
 def test_a_second_stop_keeps_its_own_timeout(caplog):
-    release = threading.Event()
-
-    async def stubborn():
-        while not release.is_set():
-            try:
-                await osvrt.sleep(0.02)
-            except osvrt.Cancelled:
-                pass                     # ignores its cancel until released
-
-    rt = osvrt.Runtime(cpus=[0]).start()
-    rt.submit(stubborn)
-    time.sleep(0.1)
-    first = threading.Thread(target=rt.stop, daemon=True)
-    first.start()
-    time.sleep(0.1)                      # the first stop() waits for `stubborn`
-    try:
+    with stop_under_way(cpus=[0]) as rt:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError, match="another stop"):
             bounded(lambda: rt.stop(timeout=0.3))
         assert time.monotonic() - t0 < 3
-    finally:
-        release.set()
-        first.join(20)
-    assert not first.is_alive()
 
 
 def test_osvrt_run_raises_a_worker_crash_instead_of_returning_none(monkeypatch, caplog):

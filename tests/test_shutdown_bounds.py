@@ -18,6 +18,7 @@ import pytest
 import osvrt
 import osvrt.runtime
 from osvrt.offload import default_pool_size
+from support import stop_under_way
 
 
 @pytest.mark.perf_bound
@@ -245,31 +246,15 @@ def test_a_second_stop_without_a_timeout_names_what_it_waits_for(monkeypatch, ca
     """The second stop() waited on the first one's end without a word: it now
     says, every STOP_REPORT_S, that it waits for the other stop() and for what."""
     monkeypatch.setattr(osvrt.runtime, "STOP_REPORT_S", 0.2)
-    release = threading.Event()
-
-    async def stubborn():
-        while not release.is_set():
-            try:
-                await osvrt.sleep(0.02)
-            except osvrt.Cancelled:
-                pass                     # ignores its cancel until released
-
-    rt = osvrt.Runtime(cpus=1).start()
-    rt.submit(stubborn, name="stubborn-two")
-    time.sleep(0.1)
-    first = threading.Thread(target=rt.stop, daemon=True)
-    second = threading.Thread(target=rt.stop, daemon=True)
     with caplog.at_level(logging.WARNING, logger="osvrt"):
-        first.start()
-        time.sleep(0.1)                  # the first stop() waits for `stubborn`
-        second.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and "for another stop()" not in caplog.text:
-            time.sleep(0.05)
-        release.set()
-        first.join(20)
+        with stop_under_way(name="stubborn-two") as rt:
+            second = threading.Thread(target=rt.stop, daemon=True)
+            second.start()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and "for another stop()" not in caplog.text:
+                time.sleep(0.05)
         second.join(20)
-    assert not first.is_alive() and not second.is_alive()
+    assert not second.is_alive()
     line = next(r.getMessage() for r in caplog.records if "for another stop()" in r.getMessage())
     assert "stubborn-two" in line
 
