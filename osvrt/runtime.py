@@ -91,6 +91,13 @@ class Runtime:
         # `python -m osvrt top` (osvrt/observe/statsfile.py)
         self._stats_file_on = check_bool("stats_file", stats_file)
         self._stats_file = None
+        # Workers whose loop has ended for good (_worker_loop_ended), and
+        # whether stop() left the stats file mapped for one that had not: both
+        # under the lock, so exactly one of stop() and the last loop's end
+        # unmaps it.
+        self._loops_lock = threading.Lock()
+        self._loops_ended = set()
+        self._stats_left_mapped = False
         self._publisher = None
         self._stop_error = None
         self._pin = check_bool("pin", pin)
@@ -199,7 +206,8 @@ class Runtime:
         self._crt = ffi.gc(crt, lib.osvrt_rt_free)
         workers = tuple(Worker(self, i, c, self._crt, self._spin_ns, by_handle=self._by_handle,
                                live=self._live, min_move_runtime=self._min_move_runtime,
-                               on_crash=self._worker_crashed)
+                               on_crash=self._worker_crashed,
+                               on_loop_end=self._worker_loop_ended)
                         for i, c in enumerate(self._cpus))
         # Before any worker's loop runs: the trace buffers and the stats
         # binding belong to the workers' own threads once they do.
@@ -429,8 +437,13 @@ class Runtime:
             self._publisher.stop()
         exited = [w for w in self._running_workers() if not w.os_thread.is_alive()]
         if self._stats_file is not None:
-            # the counters carry over to the workers' own memory
-            self._stats_file.close(workers_exited=len(exited) == len(self._running_workers()))
+            # The counters carry over to the workers' own memory.  A stuck
+            # worker may still write into the file's mapping: it stays mapped
+            # until the last such worker's loop ends (_worker_loop_ended).
+            with self._loops_lock:
+                all_ended = self._all_loops_ended()
+                self._stats_left_mapped = not all_ended
+            self._stats_file.close(workers_exited=all_ended)
         if self._trace_path is not None:
             self._write_trace(exited)
         # System threads that never got to run would warn "never awaited" when
@@ -694,6 +707,29 @@ class Runtime:
         self._live.discard(t)
         if self._stopping and not self._live:
             self._all_done.set()
+
+    def _worker_loop_ended(self, worker):
+        """(hook) worker's loop has ended for good (on its own OS thread): it
+        writes no counter any more.  The last one to end after stop() left
+        the stats file mapped for a stuck worker unmaps it; it used to stay
+        mapped, and its atomics views complained as the runtime was
+        collected."""
+        with self._loops_lock:
+            self._loops_ended.add(worker)
+            finish = self._stats_left_mapped and self._all_loops_ended()
+            if finish:
+                self._stats_left_mapped = False
+        if finish:
+            self._stats_file.close()
+
+    def _all_loops_ended(self):
+        """(under _loops_lock) No worker's loop runs or will run again: each
+        has said so (_worker_loop_ended), or its OS thread (or an asyncio
+        loop's seat) is no longer alive.  A worker counts itself before its
+        thread ends, so one of two stuck workers ending at once always sees
+        the other's mark."""
+        return all(w in self._loops_ended or not w.os_thread.is_alive()
+                   for w in self._running_workers())
 
     def _worker_crashed(self, worker, exc):
         """A bug in the scheduler itself: never leave anyone waiting silently.

@@ -40,10 +40,12 @@ def alloc_handles(crt, cpu_index, n):
 
 class Worker(_engine.WorkerBase):
     def __init__(self, rt, index, cpu_id, crt, spin_ns, *, by_handle, live, min_move_runtime,
-                 on_crash):
+                 on_crash, on_loop_end):
         """The runtime hands a worker what it shares with it: by_handle (C
         handle -> Thread), live (the LiveSet), min_move_runtime (the
-        balancer's bar, seconds) and on_crash(worker, exc)."""
+        balancer's bar, seconds), on_crash(worker, exc) and
+        on_loop_end(worker), called on the worker's OS thread once its loop
+        has ended for good."""
         self.rt = rt
         self.cpu_id = cpu_id         # the host CPU it is pinned to
         self._crt = crt
@@ -51,6 +53,7 @@ class Worker(_engine.WorkerBase):
         self._live = live
         self.min_move_runtime = min_move_runtime   # the balancer's bar (s): balancer.movable
         self._on_crash = on_crash
+        self._on_loop_end = on_loop_end
         # index: position in rt.cpus and in the C runtime (the engine's field)
         self._bind(rt, by_handle, live, int(ffi.cast("uintptr_t", crt)), index, spin_ns)
         # For other workers' balancing decisions (a hint; a plain read, no
@@ -139,6 +142,12 @@ class Worker(_engine.WorkerBase):
         finally:
             self.release_handles()
             self._expose_left_threads()
+            self.loop_ended()
+
+    def loop_ended(self):
+        """This worker's loop has ended for good (called on the OS thread
+        that ran it: Worker.main, or an asyncio loop's seat)."""
+        self._on_loop_end(self)
 
     def _expose_left_threads(self):
         """Threads of this CPU still live when its loop ends (they ignored their

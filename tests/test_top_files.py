@@ -452,3 +452,65 @@ def test_a_full_dev_shm_costs_the_stats_file_not_the_program():
     assert out.returncode == 0, (out.returncode, out.stderr[-800:])
     assert out.stdout.strip() == "ran"
     assert "no stats file" in out.stderr
+
+
+def test_a_stuck_workers_stats_file_is_unmapped_when_its_loop_ends():
+    """stop() leaves the stats file mapped while a worker is stuck (it may
+    still write its counters there).  It stayed mapped for good, and the
+    runtime's collection then reported each of its open atomics views
+    ("Exception ignored ... Cannot call 'release' while context is open");
+    the stuck worker's loop end now finishes the close."""
+    import gc
+    import weakref
+    release = threading.Event()
+
+    async def stuck():
+        await osvrt.sleep(0.05)
+        release.wait(20)                 # blocks the worker's OS thread across stop()
+        for _ in range(50):              # then the worker counts on for a while
+            await osvrt.sleep(0.001)
+
+    async def main():
+        osvrt.spawn(stuck)
+
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None).start()
+        sf = rt._stats_file
+        assert sf is not None
+        rt.submit(main).result(timeout=20)
+        time.sleep(0.2)
+        with pytest.MonkeyPatch.context() as mp:   # its critical "stuck" line is expected
+            mp.setattr(logging.getLogger("osvrt"), "disabled", True)
+            rt.stop(timeout=0.1)
+        assert not sf.closed             # the stuck worker may still write there
+        workers = list(rt.workers)
+        release.set()
+        for w in workers:
+            w.os_thread.join(20)
+        assert sf.closed                 # unmapped as the last loop ended
+        ref = weakref.ref(rt)
+        del rt, sf, workers, w
+        for _ in range(3):
+            gc.collect()
+        assert ref() is None
+    finally:
+        sys.unraisablehook = hook
+    assert [repr(u.exc_value) for u in unraisable] == []
+
+
+def test_an_asyncio_loops_stats_file_is_unmapped_at_close():
+    """The loop's worker runs on the loop's own thread (a seat, not a thread
+    of its own): its loop end counts as much as a worker thread's exit, and
+    close() unmaps the file (a first version of the stuck-worker change
+    left every osvrt loop's file mapped)."""
+    import asyncio
+    for debug in (False, True):
+        loop = osvrt.new_event_loop()
+        loop.set_debug(debug)
+        loop.run_until_complete(asyncio.sleep(0))
+        sf = loop._rt._stats_file
+        assert sf is not None and not sf.closed
+        loop.close()
+        assert sf.closed, f"debug={debug}"

@@ -148,6 +148,10 @@ class _Seat:
         try:
             self.w.run_loop()
         finally:
+            if self.w.rt.stopping:
+                # the run that Runtime.stop() ended: this worker's loop has
+                # ended for good (Worker.main says so for a worker thread)
+                self.w.loop_ended()
             self._left.set()
 
 

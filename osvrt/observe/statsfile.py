@@ -283,7 +283,8 @@ class StatsFile:
     def close(self, workers_exited=True):
         """Unbind the workers (only once their loops have ended), mark the
         file dead, delete it, and unmap (kept mapped when a worker is stuck:
-        it may still write into it)."""
+        it may still write into it; the runtime calls close() again once the
+        last stuck worker's loop has ended)."""
         mm = self._mm
         if mm is None:
             return
