@@ -440,10 +440,12 @@ class Runtime:
             # The counters carry over to the workers' own memory.  A stuck
             # worker may still write into the file's mapping: it stays mapped
             # until the last such worker's loop ends (_worker_loop_ended).
+            # Under the lock, as the last loop end's close is: the two never
+            # overlap, and whichever comes second finds the file closed.
             with self._loops_lock:
                 all_ended = self._all_loops_ended()
                 self._stats_left_mapped = not all_ended
-            self._stats_file.close(workers_exited=all_ended)
+                self._stats_file.close(workers_exited=all_ended)
         if self._trace_path is not None:
             self._write_trace(exited)
         # System threads that never got to run would warn "never awaited" when
@@ -716,11 +718,9 @@ class Runtime:
         collected."""
         with self._loops_lock:
             self._loops_ended.add(worker)
-            finish = self._stats_left_mapped and self._all_loops_ended()
-            if finish:
+            if self._stats_left_mapped and self._all_loops_ended():
                 self._stats_left_mapped = False
-        if finish:
-            self._stats_file.close()
+                self._stats_file.close()
 
     def _all_loops_ended(self):
         """(under _loops_lock) No worker's loop runs or will run again: each

@@ -140,9 +140,11 @@ class Worker(_engine.WorkerBase):
             log.critical("osvrt worker for CPU %d crashed", self.cpu_id, exc_info=True)
             self._on_crash(self, e)
         finally:
-            self.release_handles()
-            self._expose_left_threads()
-            self.loop_ended()
+            try:
+                self.release_handles()
+                self._expose_left_threads()
+            finally:
+                self.loop_ended()
 
     def loop_ended(self):
         """This worker's loop has ended for good (called on the OS thread

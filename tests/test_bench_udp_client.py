@@ -38,7 +38,22 @@ def test_replies_that_never_come_are_counted_lost_then_the_run_gives_up():
                                       (dict(window=1025), "window=1025"),
                                       (dict(payload=15), "payload=15"),
                                       (dict(payload=65001), "payload=65001"),
-                                      (dict(window=2.5), "window=2.5")])
+                                      (dict(window=2.5), "window=2.5"),
+                                      (dict(window=True), "window=True"),
+                                      (dict(timeout_ms=0), "timeout_ms=0"),
+                                      (dict(n=2 ** 61 + 1), "n=2305843009213693953")])
 def test_bad_sizes_are_refused_by_name(kw, name):
+    n = kw.pop("n", 10)       # 2**61 + 1 round trips: an 8-byte rtt array that wraps in C
     with pytest.raises(ValueError, match=name.replace(".", r"\.")):
-        net.rr(("127.0.0.1", 9), 10, **kw)
+        net.rr(("127.0.0.1", 9), n, **kw)
+
+
+def test_the_c_client_refuses_what_the_python_checks_refuse():
+    """The C side checks too (a C caller, or a check loosened by mistake):
+    EINVAL, before it allocates anything."""
+    import errno
+    from osvrt.bench._peers import ffi, lib
+    res = ffi.new("struct osvrt_rr_result *")
+    for n, window, timeout_ms in ((2 ** 61 + 1, 16, 200), (10, 1025, 200), (10, 16, 0)):
+        assert lib.osvrt_net_bench_rr(b"127.0.0.1", 9, n, 64, window, -1, timeout_ms,
+                                      res) == -errno.EINVAL

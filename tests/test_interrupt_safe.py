@@ -32,14 +32,25 @@ def test_a_set_from_another_thread_ends_a_wait():
     assert ev.wait(10) is True
 
 
-def test_set_never_blocks_even_when_a_waiter_was_left_holding_the_lock():
-    """A Ctrl-C that lands in wait() between its take and its give-back
-    leaves the lock taken: that reads as clear, and set() still returns at
-    once, from any number of threads at the same time."""
+def test_set_never_blocks_and_an_interrupted_wait_keeps_the_state():
+    """A Ctrl-C that lands in wait() right after it took the gate still gives
+    it back (a finally), so the event stays set for every later wait; and
+    set() returns at once from any number of threads at the same time."""
     ev = InterruptSafeEvent()
-    ev.set()
-    ev._clear.acquire()                      # the interrupted wait's state
-    assert not ev.is_set()
+
+    def interrupted_wait():
+        gate_acquire = ev._gate.acquire
+        try:
+            ev._gate = _Interrupting(gate_acquire, ev._gate)
+            ev.wait(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            ev._gate = ev._gate.real
+
+    threading.Timer(0.05, ev.set).start()
+    interrupted_wait()
+    assert ev.is_set() and ev.wait(0) and ev.wait(0.01)
     done = []
     threads = [threading.Thread(target=lambda: (ev.set(), done.append(1))) for _ in range(8)]
     for th in threads:
@@ -47,6 +58,55 @@ def test_set_never_blocks_even_when_a_waiter_was_left_holding_the_lock():
     for th in threads:
         th.join(5)
     assert len(done) == 8 and ev.is_set()
+
+
+class _Interrupting:
+    """The gate, but its acquire raises KeyboardInterrupt right after taking
+    the lock: a signal landing just after the C call returned."""
+
+    def __init__(self, acquire, real):
+        self._acquire, self.real = acquire, real
+
+    def acquire(self, *args):
+        if self._acquire(*args):
+            raise KeyboardInterrupt
+        return False
+
+    def release(self):
+        self.real.release()
+
+
+def test_a_set_that_lost_its_release_is_still_seen_within_a_slice(monkeypatch):
+    """Ctrl-C between set()'s flag and its release (in a thread that sets):
+    the gate stays shut, and a wait with no timeout still returns, on its
+    next slice."""
+    import osvrt.interrupt_safe as mod
+    monkeypatch.setattr(mod, "GATE_SLICE_S", 0.05)
+    ev = InterruptSafeEvent()
+    threading.Timer(0.05, lambda: setattr(ev, "_flag", True)).start()   # no release
+    t0 = time.monotonic()
+    assert ev.wait() is True
+    assert time.monotonic() - t0 < 5
+
+
+def test_negative_and_zero_timeouts_poll():
+    ev = InterruptSafeEvent()
+    assert ev.wait(-1) is False and ev.wait(0) is False
+    ev.set()
+    assert ev.wait(-1) is True
+
+
+def test_waiters_in_many_threads_all_wake_on_one_set():
+    ev = InterruptSafeEvent()
+    woke = []
+    threads = [threading.Thread(target=lambda: woke.append(ev.wait(10))) for _ in range(6)]
+    for th in threads:
+        th.start()
+    time.sleep(0.05)
+    ev.set()
+    for th in threads:
+        th.join(10)
+    assert woke == [True] * 6
 
 
 def test_many_setters_and_clearers_race_without_blocking_or_losing_the_last_set():

@@ -96,14 +96,9 @@ STOP_CHILD = textwrap.dedent("""
     rt.attach_service("slow", SlowService())
     fut = rt.submit(stubborn)
     fired = []
-    safe_wait = interrupt_safe.InterruptSafeEvent.wait.__code__
 
-    def interrupt(frame, event, arg):
-        took = frame.f_code is safe_wait and event == "line" and "self.set()" in (
-            open(frame.f_code.co_filename).readlines()[frame.f_lineno - 1])
-        entered = (event == "return" and frame.f_code is not safe_wait
-                   and frame.f_back.f_code.co_name == "wait")      # Event.wait's `with`
-        if not fired and (took or entered):
+    def interrupt(frame, event, arg):     # threading.Event: just after its lock was taken
+        if not fired and event == "return" and frame.f_back.f_code.co_name == "wait":
             fired.append(frame.f_code.co_qualname)
             released.append(1)
             raise KeyboardInterrupt
@@ -111,11 +106,27 @@ STOP_CHILD = textwrap.dedent("""
 
     def tracer(frame, event, arg):
         code = frame.f_code
-        if code is safe_wait or (code.co_name == "__enter__"
-                                 and code.co_filename == threading.__file__):
+        if code.co_name == "__enter__" and code.co_filename == threading.__file__:
             return interrupt
         return None
 
+    class InterruptedGate:                # the interrupt-safe event: just after its
+        def __init__(self, gate):         # wait took the gate, as a signal checked
+            self.gate = gate              # on the C call's return would land
+
+        def acquire(self, *args):
+            took = self.gate.acquire(*args)
+            if took and not fired:
+                fired.append("InterruptSafeEvent.wait")
+                released.append(1)
+                raise KeyboardInterrupt
+            return took
+
+        def release(self):
+            self.gate.release()
+
+    if isinstance(rt._all_done, interrupt_safe.InterruptSafeEvent):
+        rt._all_done._gate = InterruptedGate(rt._all_done._gate)
     threading.Timer(0.3, released.append, (1,)).start()
     sys.settrace(tracer)
     try:

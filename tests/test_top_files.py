@@ -514,3 +514,44 @@ def test_an_asyncio_loops_stats_file_is_unmapped_at_close():
         assert sf is not None and not sf.closed
         loop.close()
         assert sf.closed, f"debug={debug}"
+
+
+def test_stop_and_a_stuck_workers_loop_end_never_close_the_file_at_once(monkeypatch):
+    """stop() left the file mapped and closed its part outside the lock: a
+    stuck worker whose loop ended just then unmapped the file under it, and
+    stop() raised "mmap closed or invalid" with its work half done.  The
+    worker's loop end is made to fall inside stop()'s close here."""
+    from osvrt.observe import shared_words
+    release = threading.Event()
+
+    async def stuck():
+        await osvrt.sleep(0.05)
+        release.wait(20)                 # blocks the worker's OS thread across stop()
+
+    async def main():
+        osvrt.spawn(stuck)
+
+    rt = osvrt.Runtime(cpus=1, balance=False, stall_threshold=None).start()
+    rt.submit(main).result(timeout=20)
+    time.sleep(0.2)
+    real_init = shared_words.Words.__init__
+    armed = [True]
+
+    def words_init(self, buf, offset, n):
+        # stop()'s close, on the main thread, makes a view: the stuck worker
+        # ends its loop now, while that close is under way
+        if armed and threading.current_thread() is threading.main_thread() \
+                and rt._stats_left_mapped:
+            armed.clear()
+            release.set()
+            time.sleep(0.3)
+        real_init(self, buf, offset, n)
+
+    monkeypatch.setattr(shared_words.Words, "__init__", words_init)
+    monkeypatch.setattr(logging.getLogger("osvrt"), "disabled", True)   # "stuck": expected
+    rt.stop(timeout=0.1)
+    assert not armed                     # the worker's end did fall inside stop()'s close
+    assert rt._state == "stopped"
+    for w in rt.workers:
+        w.os_thread.join(20)
+    assert rt._stats_file.closed

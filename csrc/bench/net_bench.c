@@ -112,7 +112,8 @@ int osvrt_net_bench_rr(const char *ip, uint16_t port, uint64_t n, uint32_t paylo
 {
     memset(out, 0, sizeof *out);
     /* window <= 1024: one sendmmsg refills it (the kernel's UIO_MAXIOV) */
-    if (payload < 16 || payload > 65000 || window == 0 || window > 1024 || n == 0)
+    if (payload < 16 || payload > 65000 || window == 0 || window > 1024 || n == 0 ||
+        n > SIZE_MAX / sizeof(int64_t) || timeout_ms < 1)   /* rtt[n] must not wrap */
         return -EINVAL;
     struct pin_save ps;
     int fd = open_pinned(ip, port, cpu, &ps);

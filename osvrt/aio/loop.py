@@ -45,6 +45,7 @@ from asyncio import base_events, constants, events, format_helpers, sslproto, un
 from typing import Any
 
 from .. import _engine, kernel
+from ..interrupt_safe import InterruptSafeEvent
 from ..offload import to_thread
 from ..runtime import Runtime, spawn
 from .offloads import Offloads
@@ -119,7 +120,10 @@ class _Seat:
     def __init__(self, w):
         self.w = w
         self.thread = threading.current_thread()
-        self._left = threading.Event()      # set while no thread runs the worker
+        # Set while no thread runs the worker; set and cleared by the loop's
+        # thread (often the main thread, which Ctrl-C interrupts), waited on
+        # by Runtime.stop() in close()'s helper thread: interrupt-safe.
+        self._left = InterruptSafeEvent()
         self._left.set()
 
     @property
@@ -148,11 +152,13 @@ class _Seat:
         try:
             self.w.run_loop()
         finally:
-            if self.w.rt.stopping:
-                # the run that Runtime.stop() ended: this worker's loop has
-                # ended for good (Worker.main says so for a worker thread)
-                self.w.loop_ended()
-            self._left.set()
+            try:
+                if self.w.rt.stopping:
+                    # the run that Runtime.stop() ended: this worker's loop has
+                    # ended for good (Worker.main says so for a worker thread)
+                    self.w.loop_ended()
+            finally:
+                self._left.set()
 
 
 class _LoopRuntime(Runtime):

@@ -22,6 +22,11 @@ from ._peers import ffi, lib     # the C load generator (csrc/bench/net_bench.c)
 _STOP = b"osvrt-net-bench-stop"
 
 
+# The C client keeps every round trip (8 bytes each) to sort them: 2**32 of
+# them would take 32 GiB already.
+MAX_RR = 2 ** 32
+
+
 def rr(addr, n, *, payload=64, window=1, cpu=-1, timeout_ms=200):
     """n request/response exchanges with the echo server at addr, `window`
     requests in flight (at most 1,024: one sendmmsg refills it, and every
@@ -38,8 +43,8 @@ def rr(addr, n, *, payload=64, window=1, cpu=-1, timeout_ms=200):
     work while the server idles (not measured apart; small beside n round
     trips)."""
     for name, value, low, high in (("payload", payload, 16, 65000), ("window", window, 1, 1024),
-                                   ("n", n, 1, 2 ** 63)):
-        if not isinstance(value, int) or not low <= value <= high:
+                                   ("n", n, 1, MAX_RR), ("timeout_ms", timeout_ms, 1, 3_600_000)):
+        if type(value) is not int or not low <= value <= high:
             raise ValueError(f"rr({name}={value!r}): a whole number from {low} to {high}")
     res = ffi.new("struct osvrt_rr_result *")
     # The client runs in this thread (cffi drops the GIL for the call).

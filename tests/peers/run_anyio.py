@@ -78,26 +78,29 @@ import traceback as _traceback
 
 
 def _let_go(error):
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        _traceback.clear_frames(error.__traceback__)
-        tb = error.__traceback__
+    todo, seen = [error], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        _traceback.clear_frames(e.__traceback__)
+        tb = e.__traceback__
         while tb is not None:
             # 3.11's frame keeps the dict its f_locals made (pytest reads it
             # for __tracebackhide__): read again, it drops the cleared names
             tb.tb_frame.f_locals
             tb = tb.tb_next
-        for inner in getattr(error, "exceptions", ()):
-            _let_go(inner)
-        error = error.__cause__ or error.__context__
+        todo.extend(getattr(e, "exceptions", ()))
+        todo.extend((e.__cause__, e.__context__))
     _gc.collect()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.when in ("setup", "call") and report.failed and call.excinfo is not None:
+    # failed, xfailed or skipped: any error left behind may hold what it made
+    if report.when in ("setup", "call") and call.excinfo is not None:
         item._osvrt_failure = call.excinfo.value
     return report
 
