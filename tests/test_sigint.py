@@ -164,3 +164,60 @@ def test_ctrl_c_inside_stop_never_leaves_a_lock_a_worker_needs(tmp_path):
     assert p.returncode == 0, (out, err)
     assert "interrupted in ['InterruptSafeEvent.wait']" in out, out
     assert "thread ended: True" in out and "workers left: []" in out, (out, err)
+
+
+SEAT_CHILD = textwrap.dedent("""
+    import sys, threading, osvrt
+    from osvrt.aio import loop as L
+    loop = osvrt.new_event_loop()
+
+    async def sleeper():
+        await osvrt.sleep(3600)           # stop() needs the loop's seat to run its cleanup
+
+    async def setup():
+        osvrt.spawn(sleeper)
+
+    loop.run_until_complete(setup())
+    fired = []
+
+    def interrupt(frame, event, arg):     # a threading.Event's set() in the seat's run
+        if (event == "return" and not fired and frame.f_back.f_code.co_name == "set"
+                and frame.f_back.f_back.f_code is L._Seat.run.__code__):
+            fired.append(1)
+            raise KeyboardInterrupt
+        return interrupt
+
+    def tracer(frame, event, arg):
+        code = frame.f_code
+        if code.co_name == "__enter__" and code.co_filename == threading.__file__:
+            return interrupt
+        return None
+
+    sys.settrace(tracer)
+    try:
+        loop.close()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    print("close() ended; interrupted:", bool(fired), flush=True)
+""")
+
+
+def test_ctrl_c_in_an_asyncio_loops_close_never_leaves_its_stop_waiting(tmp_path):
+    """The loop's worker runs in a seat on the loop's thread, which close()
+    runs while a helper thread stops the Runtime and waits for the seat to
+    be left.  That wait was a threading.Event's, set by the loop's thread:
+    a Ctrl-C just after the Event's condition lock was taken left the helper
+    waiting for good, and close() with it.  The seat's event is
+    interrupt-safe now (nothing to interrupt there)."""
+    p = subprocess.Popen([sys.executable, "-c", SEAT_CHILD], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError(f"close() hung after the Ctrl-C: {out!r} {err[-800:]!r}")
+    assert p.returncode == 0, (out, err)
+    assert "close() ended" in out, (out, err)
