@@ -41,6 +41,8 @@ OFFLOAD_STOP_S = 5.0
 # Once stop()'s deadline has passed, the workers still get this long, in all,
 # to leave their loops (a worker that is not stuck leaves in microseconds).
 WORKER_EXIT_S = 0.5
+# How often a wait for another stop() looks at the state that stop() leaves.
+DONE_POLL_S = 0.1
 
 
 def resolve_cpus(cpus):
@@ -326,8 +328,10 @@ class Runtime:
             try:
                 self._stop_workers()
             finally:
-                _fork.stopped(self)
-                self._stopped.set()
+                try:
+                    _fork.stopped(self)
+                finally:
+                    self._stopped.set()
         err, self._stop_error = self._stop_error, None
         if err is not None:
             raise err
@@ -343,9 +347,13 @@ class Runtime:
             return TimeoutError(
                 f"Runtime.stop(timeout={timeout}): another stop() of this runtime is under "
                 f"way and did not end in time; it waits for {self._other_stop_waits_for()}")
+        # Its end is _stopped, or the state it leaves once its work is done:
+        # a Ctrl-C in that stop() between the two (its thread is often the
+        # main thread) must not leave every later stop() waiting.
         _wait_named(self._stopped, until, too_long,
                     lambda: "another stop() of this runtime, which waits for "
-                            + self._other_stop_waits_for())
+                            + self._other_stop_waits_for(),
+                    done=lambda: self._state == _STOPPED)
 
     def _wait_for_start(self, until):
         """Wait for the start() under way in another OS thread to return or raise."""
@@ -811,15 +819,20 @@ def _keywords_error(door, own, kwargs):
                      f"arguments to the function, {door} functools.partial(fn, {k}=...)")
 
 
-def _wait_named(event, until, too_long, what):
-    """Wait for `event`, never silently: at `until` (monotonic; None: no
+def _wait_named(event, until, too_long, what, done=None):
+    """Wait for `event` (or, when given, for done() to be true, looked at
+    every DONE_POLL_S), never silently: at `until` (monotonic; None: no
     bound) raise too_long(seconds waited), and every STOP_REPORT_S (doubling)
     before that a warning that says what stop() waits for (what())."""
     began = time.monotonic()
     report_every = STOP_REPORT_S
     report_at = began + report_every
-    while not event.wait(STOP_REPORT_S if until is None
-                         else max(0.0, min(until, report_at) - time.monotonic())):
+    step = STOP_REPORT_S if done is None else DONE_POLL_S
+    while not event.wait(step if until is None
+                         else max(0.0, min(until, report_at, time.monotonic() + step)
+                                  - time.monotonic())):
+        if done is not None and done():
+            return
         now = time.monotonic()
         if until is not None and now >= until:
             raise too_long(now - began)

@@ -221,3 +221,147 @@ def test_ctrl_c_in_an_asyncio_loops_close_never_leaves_its_stop_waiting(tmp_path
         raise AssertionError(f"close() hung after the Ctrl-C: {out!r} {err[-800:]!r}")
     assert p.returncode == 0, (out, err)
     assert "close() ended" in out, (out, err)
+
+
+LATER_STOPS_CHILD = textwrap.dedent("""
+    import _thread, threading, time, osvrt
+    from osvrt import _fork, interrupt_safe
+
+    # 1. Ctrl-C right after stop()'s own work, before it says it is done.
+    real_stopped = _fork.stopped
+
+    def stopped(rt):
+        real_stopped(rt)
+        _thread.interrupt_main()          # as a SIGINT arriving now would
+
+    _fork.stopped = stopped
+    rt = osvrt.Runtime(cpus=1, stats_file=False, stall_threshold=None).start()
+    try:
+        rt.stop()
+    except KeyboardInterrupt:
+        pass
+    _fork.stopped = real_stopped
+    rt.stop(timeout=2)                    # TimeoutError ("another stop() ...") if stuck
+    print("after an interrupted end: a later stop() returns", flush=True)
+
+    # 2. A second stop() asleep on the first one's end, interrupted just as
+    # it is woken (a lock taken, the signal checked on the C call's return).
+    armed = []
+    real_lock = threading.Lock
+
+    class InterruptedLock:
+        def __init__(self):
+            self.lock = real_lock()
+
+        def acquire(self, blocking=True, timeout=-1):
+            took = self.lock.acquire(blocking, timeout)
+            if (took and blocking and armed
+                    and threading.current_thread() is threading.main_thread()):
+                armed.clear()
+                raise KeyboardInterrupt
+            return took
+
+        def release(self):
+            self.lock.release()
+
+        def locked(self):
+            return self.lock.locked()
+
+    class Threading:
+        Lock = InterruptedLock
+
+    interrupt_safe.threading = Threading  # the runtime's events get such locks
+    rt = osvrt.Runtime(cpus=1, stats_file=False, stall_threshold=None)
+    interrupt_safe.threading = threading
+
+    class Slow:                           # holds the first stop() a while
+        def stop(self):
+            time.sleep(0.5)
+
+        def stats(self):
+            return {}
+
+    rt.attach_service("slow", Slow())
+    rt.start()
+    first = threading.Thread(target=rt.stop)
+    first.start()
+    time.sleep(0.1)
+    armed.append(1)
+    try:
+        rt.stop(timeout=5)
+    except KeyboardInterrupt:
+        pass
+    first.join(10)
+    rt.stop(timeout=2)
+    print("after an interrupted second stop: a third stop() returns", flush=True)
+""")
+
+
+def test_an_interrupted_stop_never_leaves_later_stops_waiting(tmp_path):
+    """A later stop() waits for the first one's end (_stopped).  A Ctrl-C
+    between the first stop()'s work and its set(), or in a second stop()
+    just as that set() woke it, left the event unset (or reading unset) for
+    good, and every later stop() waited for it: a TimeoutError naming
+    "another stop()", or a warning every 5 s with no timeout."""
+    p = subprocess.Popen([sys.executable, "-c", LATER_STOPS_CHILD], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, (out, err[-1500:])
+    assert "a later stop() returns" in out and "a third stop() returns" in out, (out, err)
+
+
+SEAT_GAP_CHILD = textwrap.dedent("""
+    import _thread, logging, time, osvrt
+    logging.getLogger("osvrt").disabled = True      # its 5 s stop is expected here
+    loop = osvrt.new_event_loop()
+
+    async def sleeper():
+        await osvrt.sleep(3600)
+
+    async def setup():
+        osvrt.spawn(sleeper)
+
+    loop.run_until_complete(setup())
+    rt = loop.runtime
+    seat = rt.loop_worker.os_thread
+    stats = rt._stats_file
+
+    class InterruptedAfterClear:          # Ctrl-C just as the seat's clear() returns
+        def __init__(self, ev):
+            self.ev = ev
+
+        def clear(self):
+            self.ev.clear()
+            _thread.interrupt_main()
+
+        def __getattr__(self, name):
+            return getattr(self.ev, name)
+
+    seat._left = InterruptedAfterClear(seat._left)
+    try:
+        loop.close()
+    except KeyboardInterrupt:
+        pass
+    seat._left = seat._left.ev
+    time.sleep(0.5)
+    print("seat alive:", seat.is_alive(), "stats file closed:", stats.closed, flush=True)
+""")
+
+
+def test_ctrl_c_as_the_seat_is_taken_still_ends_the_seat(tmp_path):
+    """The seat cleared its event before its try: a Ctrl-C as clear()
+    returned skipped the finally, so the seat read as alive for good, stop()
+    called the loop's worker stuck, and the stats file stayed mapped."""
+    p = subprocess.Popen([sys.executable, "-c", SEAT_GAP_CHILD], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, (out, err[-1500:])
+    assert "seat alive: False stats file closed: True" in out, (out, err[-1500:])

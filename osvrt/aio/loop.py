@@ -148,8 +148,8 @@ class _Seat:
         """Run the worker's loop on this OS thread until its stop_requested is set
         (by the loop's green thread at its end, or by Runtime.stop)."""
         self.thread = threading.current_thread()
-        self._left.clear()
         try:
+            self._left.clear()              # in the try: a Ctrl-C as it returns still sets it
             self.w.run_loop()
         finally:
             try:

@@ -74,22 +74,33 @@ def anyio_backend(request):
 # such a socket there, and its warning lands on the test that leaked it, which
 # has already failed on every loop.
 import gc as _gc
-import traceback as _traceback
+
+
+_TESTS_DIR = _os.path.dirname(_os.path.abspath(__file__)) + _os.sep
 
 
 def _let_go(error):
+    """Clear the frames of anyio's own test code that error and the errors
+    chained to it passed through.  Only those: the chain also holds frames
+    of anyio's runner and of asyncio, some of them suspended coroutines
+    still at work (the test runner), which clearing would close."""
     todo, seen = [error], set()
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        _traceback.clear_frames(e.__traceback__)
         tb = e.__traceback__
         while tb is not None:
-            # 3.11's frame keeps the dict its f_locals made (pytest reads it
-            # for __tracebackhide__): read again, it drops the cleared names
-            tb.tb_frame.f_locals
+            frame = tb.tb_frame
+            if frame.f_code.co_filename.startswith(_TESTS_DIR):
+                try:
+                    frame.clear()
+                except RuntimeError:     # still running
+                    pass
+                # 3.11's frame keeps the dict its f_locals made (pytest reads
+                # it for __tracebackhide__): read again, it drops the names
+                frame.f_locals
             tb = tb.tb_next
         todo.extend(getattr(e, "exceptions", ()))
         todo.extend((e.__cause__, e.__context__))
