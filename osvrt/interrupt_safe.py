@@ -19,9 +19,11 @@ every wait() sees within GATE_SLICE_S (waits sleep on the gate in slices).
 A set() and a clear() racing each other may wake one waiter for nothing (it
 returns True on a flag that reads clear again), or leave a set flag with the
 gate shut, which a sleeping waiter then sees at the end of its slice; the
-callers here look at their own condition after a wait.  The flag is a plain attribute: the gate's
-release and take order it for a waiter that sleeps; one that finds it set
-without sleeping needs no more (it reads a flag some set() wrote).
+callers here look at their own condition after a wait.
+
+The flag is a plain attribute: the gate's release and take order it for a
+waiter that sleeps; one that finds it set without sleeping needs no more (it
+reads a flag some set() wrote), and a slice bounds any delay in seeing it.
 """
 import threading
 import time
