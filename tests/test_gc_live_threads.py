@@ -22,6 +22,14 @@ class Box:
     """A GC-tracked object to hang cycles on and watch with a weakref."""
 
 
+def collected(refs):
+    """For each weak reference, whether its object is gone after three full
+    collections (a cycle freed in one may release another)."""
+    for _ in range(3):
+        gc.collect()
+    return [r() is None for r in refs]
+
+
 async def stubborn(box):
     """Sits in a cycle through box, and ignores every cancel: it outlives stop()."""
     box.me = osvrt.current()
@@ -115,9 +123,7 @@ def test_threads_abandoned_at_stop_are_collected_with_their_runtime():
     rt.stop(timeout=0.2)
     refs.append(weakref.ref(rt))
     del rt
-    for _ in range(3):
-        gc.collect()
-    assert [r() is None for r in refs] == [True, True, True]
+    assert collected(refs) == [True, True, True]
 
 
 def test_a_thread_left_on_a_worker_stuck_at_stop_is_collected_with_its_runtime():
@@ -151,9 +157,7 @@ def test_a_thread_left_on_a_worker_stuck_at_stop_is_collected_with_its_runtime()
     assert not any(w.os_thread.is_alive() for w in workers)
     refs = [weakref.ref(rt), weakref.ref(box), weakref.ref(box.me)]
     del rt, box, workers, w
-    for _ in range(3):
-        gc.collect()
-    assert [r() is None for r in refs] == [True, True, True]
+    assert collected(refs) == [True, True, True]
 
 
 def test_a_live_threads_coroutine_and_context_cannot_be_replaced():
@@ -208,9 +212,7 @@ def test_a_thread_moved_to_a_worker_after_its_loop_ended_is_collected():
     assert refs[0]().worker.cpu_id == rt.cpus[1]      # it did move after CPU 1 ended
     refs.append(weakref.ref(rt))
     del rt
-    for _ in range(3):
-        gc.collect()
-    assert [r() is None for r in refs] == [True, True, True]
+    assert collected(refs) == [True, True, True]
 
 
 def test_one_coroutine_cannot_run_in_two_live_threads():
@@ -310,6 +312,4 @@ def test_collections_racing_spawns_ends_moves_and_cancels_leave_nothing_behind()
     assert done > 0 and collections[0] > 0
     assert len(rt.live_threads()) == 0
     del rt
-    for _ in range(3):
-        gc.collect()
-    assert sum(r() is not None for r in refs) == 0
+    assert sum(not gone for gone in collected(refs)) == 0

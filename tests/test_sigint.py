@@ -66,14 +66,53 @@ def test_ctrl_c_never_leaves_a_worker_stuck_on_mains_future(tmp_path):
     assert bad == []
 
 
+def run_child(script, tmp_path, timeout):
+    """(exit status, stdout, stderr) of `python -c script`, run in tmp_path (not
+    the repository root, whose osvrt/ source tree would shadow the installed
+    package); a child still running after `timeout` s is killed, and the test
+    fails saying it hung."""
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError(f"the child hung: {out!r} {err[-800:]!r}")
+    return p.returncode, out, err
+
+
+# Child side: a trace function that raises KeyboardInterrupt once, at the
+# return of a threading.py __enter__ whose caller where(frame) accepts (a
+# signal landing just after a Python-level lock was taken); fired records it.
+INTERRUPT_AT_ENTER = textwrap.dedent("""
+    import sys, threading
+    fired = []
+
+    def interrupt_at_enter(where, on_fire=lambda: None):
+        def interrupt(frame, event, arg):
+            if not fired and event == "return" and where(frame.f_back):
+                fired.append(frame.f_code.co_qualname)
+                on_fire()
+                raise KeyboardInterrupt
+            return interrupt
+
+        def tracer(frame, event, arg):
+            code = frame.f_code
+            if code.co_name == "__enter__" and code.co_filename == threading.__file__:
+                return interrupt
+            return None
+        return tracer
+""")
+
 # Ctrl-C inside Runtime.stop(), delivered deterministically: a trace function
 # in the main thread raises KeyboardInterrupt at the first point where the
 # interrupt could leave a lock held (the return of a Python-level __enter__ in
 # threading.py called by an Event's wait, or the interrupt-safe event's wait
 # right after it took its lock), as a signal landing between those bytecodes
 # would.
-STOP_CHILD = textwrap.dedent("""
-    import sys, threading, time, osvrt
+STOP_CHILD = INTERRUPT_AT_ENTER + textwrap.dedent("""
+    import time, osvrt
     from osvrt import interrupt_safe
     rt = osvrt.Runtime(cpus=1, stats_file=False)
     rt.start()
@@ -95,20 +134,9 @@ STOP_CHILD = textwrap.dedent("""
 
     rt.attach_service("slow", SlowService())
     fut = rt.submit(stubborn)
-    fired = []
-
-    def interrupt(frame, event, arg):     # threading.Event: just after its lock was taken
-        if not fired and event == "return" and frame.f_back.f_code.co_name == "wait":
-            fired.append(frame.f_code.co_qualname)
-            released.append(1)
-            raise KeyboardInterrupt
-        return interrupt
-
-    def tracer(frame, event, arg):
-        code = frame.f_code
-        if code.co_name == "__enter__" and code.co_filename == threading.__file__:
-            return interrupt
-        return None
+    # threading.Event: just after its lock was taken in its wait()
+    tracer = interrupt_at_enter(lambda caller: caller.f_code.co_name == "wait",
+                                lambda: released.append(1))
 
     class InterruptedGate:                # the interrupt-safe event: just after its
         def __init__(self, gate):         # wait took the gate, as a signal checked
@@ -153,21 +181,14 @@ def test_ctrl_c_inside_stop_never_leaves_a_lock_a_worker_needs(tmp_path):
     set() blocked for good, and the next stop() deadlocked on the same lock.
     The events stop() waits on are interrupt-safe now; this interrupts at
     the worst point of their wait too."""
-    p = subprocess.Popen([sys.executable, "-c", STOP_CHILD], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        out, err = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        raise AssertionError(f"the child hung after the Ctrl-C in stop(): {out!r} {err[-800:]!r}")
-    assert p.returncode == 0, (out, err)
+    returncode, out, err = run_child(STOP_CHILD, tmp_path, timeout=30)
+    assert returncode == 0, (out, err)
     assert "interrupted in ['InterruptSafeEvent.wait']" in out, out
     assert "thread ended: True" in out and "workers left: []" in out, (out, err)
 
 
-SEAT_CHILD = textwrap.dedent("""
-    import sys, threading, osvrt
+SEAT_CHILD = INTERRUPT_AT_ENTER + textwrap.dedent("""
+    import osvrt
     from osvrt.aio import loop as L
     loop = osvrt.new_event_loop()
 
@@ -178,21 +199,9 @@ SEAT_CHILD = textwrap.dedent("""
         osvrt.spawn(sleeper)
 
     loop.run_until_complete(setup())
-    fired = []
-
-    def interrupt(frame, event, arg):     # a threading.Event's set() in the seat's run
-        if (event == "return" and not fired and frame.f_back.f_code.co_name == "set"
-                and frame.f_back.f_back.f_code is L._Seat.run.__code__):
-            fired.append(1)
-            raise KeyboardInterrupt
-        return interrupt
-
-    def tracer(frame, event, arg):
-        code = frame.f_code
-        if code.co_name == "__enter__" and code.co_filename == threading.__file__:
-            return interrupt
-        return None
-
+    # a threading.Event's set() in the seat's run
+    tracer = interrupt_at_enter(lambda caller: caller.f_code.co_name == "set"
+                                and caller.f_back.f_code is L._Seat.run.__code__)
     sys.settrace(tracer)
     try:
         loop.close()
@@ -211,15 +220,8 @@ def test_ctrl_c_in_an_asyncio_loops_close_never_leaves_its_stop_waiting(tmp_path
     a Ctrl-C just after the Event's condition lock was taken left the helper
     waiting for good, and close() with it.  The seat's event is
     interrupt-safe now (nothing to interrupt there)."""
-    p = subprocess.Popen([sys.executable, "-c", SEAT_CHILD], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        out, err = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        raise AssertionError(f"close() hung after the Ctrl-C: {out!r} {err[-800:]!r}")
-    assert p.returncode == 0, (out, err)
+    returncode, out, err = run_child(SEAT_CHILD, tmp_path, timeout=30)
+    assert returncode == 0, (out, err)
     assert "close() ended" in out, (out, err)
 
 
@@ -303,14 +305,8 @@ def test_an_interrupted_stop_never_leaves_later_stops_waiting(tmp_path):
     just as that set() woke it, left the event unset (or reading unset) for
     good, and every later stop() waited for it: a TimeoutError naming
     "another stop()", or a warning every 5 s with no timeout."""
-    p = subprocess.Popen([sys.executable, "-c", LATER_STOPS_CHILD], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, (out, err[-1500:])
+    returncode, out, err = run_child(LATER_STOPS_CHILD, tmp_path, timeout=60)
+    assert returncode == 0, (out, err[-1500:])
     assert "a later stop() returns" in out and "a third stop() returns" in out, (out, err)
 
 
@@ -356,12 +352,6 @@ def test_ctrl_c_as_the_seat_is_taken_still_ends_the_seat(tmp_path):
     """The seat cleared its event before its try: a Ctrl-C as clear()
     returned skipped the finally, so the seat read as alive for good, stop()
     called the loop's worker stuck, and the stats file stayed mapped."""
-    p = subprocess.Popen([sys.executable, "-c", SEAT_GAP_CHILD], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, (out, err[-1500:])
+    returncode, out, err = run_child(SEAT_GAP_CHILD, tmp_path, timeout=60)
+    assert returncode == 0, (out, err[-1500:])
     assert "seat alive: False stats file closed: True" in out, (out, err[-1500:])

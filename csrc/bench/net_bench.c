@@ -147,6 +147,12 @@ int osvrt_net_bench_rr(const char *ip, uint16_t port, uint64_t n, uint32_t paylo
         }
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int r = poll(&p, 1, timeout_ms);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            err = -errno;             /* never a silent spin on a failing poll */
+            goto out;
+        }
         if (r == 0) {                 /* lost (or the server is gone): give them up */
             lost += inflight;
             inflight = 0;
