@@ -139,6 +139,33 @@ def test_udp_rows_say_why_when_osvrt_net_is_not_available(monkeypatch, tmp_path)
     assert "2 not measured" in text
 
 
+
+def test_real_client_rows_install_a_missing_client(monkeypatch, tmp_path):
+    """The wrk, redis-benchmark and user-stack rows get their client from
+    find_tool (apt-get as root), as the UDP rows do: on a fresh machine the
+    README's main command measures them instead of printing n/a."""
+    import shutil
+
+    from osvrt.bench import net as nb
+    from osvrt.bench import netns
+    from osvrt.bench.rows import streams, usertcp
+    asked = []
+
+    def find_tool(name, package, install=True):
+        asked.append((name, package))
+        return (None, f"{name}: none here (test)") if name == "sockperf" else ("/bin/true", None)
+    monkeypatch.setattr(nb, "find_tool", find_tool)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)    # nothing on PATH
+    monkeypatch.setattr(streams, "EXAMPLES", str(tmp_path))             # an examples/ folder
+    for tool, package in (("wrk", "wrk"), ("redis-benchmark", "redis-tools")):
+        with streams._setup(tool, package)():
+            pass
+    monkeypatch.setattr(netns, "can_make_namespaces", lambda: (True, None))
+    with pytest.raises(Unavailable, match="sockperf: none here"):
+        with usertcp._setup("sockperf")():
+            pass
+    assert asked == [("wrk", "wrk"), ("redis-benchmark", "redis-tools"), ("sockperf", "sockperf")]
+
 def test_command_line_quick_subset(tmp_path):
     j = tmp_path / "q.json"
     p = subprocess.run([sys.executable, "-P", "-m", "osvrt", "bench", "--quick", "--only",

@@ -12,7 +12,6 @@ benchmarks/bench_streams.py runs the same servers and clients.  Run as
 `python -m osvrt.bench.rows.streams NAME KIND PORT`, it is a peer server.
 """
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -212,8 +211,12 @@ def _setup(tool, package):
 
     @contextlib.contextmanager
     def ctx():
-        if shutil.which(tool) is None:
-            raise Unavailable(f"{tool} is not installed (Debian package {package})")
+        # As root, a missing client is installed with apt-get, as the UDP rows
+        # do theirs: the README's main command does all the set-up.
+        from ..net import find_tool    # the C clients' module: loaded when a row runs
+        path, why = find_tool(tool, package)
+        if path is None:
+            raise Unavailable(why)
         if not os.path.isdir(EXAMPLES):
             raise Unavailable("the servers are the checkout's examples/ (not installed)")
         yield None

@@ -6,11 +6,10 @@ are one veth hop from the clients: the stack in its namespace, uvloop in
 another, the clients in a third between them (osvrt/bench/netns.py), all on
 198.18.0.0/15.  The rounds of the two alternate (osvrt.bench.measure).
 
-Needs root (namespaces, the stack's packet socket), sockperf and wrk.
+Needs root (namespaces, the stack's packet socket), sockperf and wrk (as root,
+a missing one is installed with apt-get).
 """
 import contextlib
-
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,8 +72,13 @@ def _setup(tool):
         ok, why = netns.can_make_namespaces()
         if not ok:
             raise Unavailable(why)
-        if tool is not None and shutil.which(tool) is None:
-            raise Unavailable(f"{tool} is not installed")
+        if tool is not None:
+            # As root, a missing client is installed with apt-get (its
+            # Debian package has the tool's name), as the UDP rows do theirs.
+            from ..net import find_tool    # the C clients' module: loaded when a row runs
+            path, why = find_tool(tool, tool)
+            if path is None:
+                raise Unavailable(why)
         try:
             import uvloop  # noqa: F401
         except ImportError:
