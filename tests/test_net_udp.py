@@ -791,3 +791,147 @@ def test_a_reader_whose_channel_never_empties_lets_its_cpu_go(rt):
     c.close()
     ep.close()
     assert seen and seen[0] <= 129, f"the sibling ran only after {seen} datagrams"
+
+
+def fill(ep, c, n):
+    """Send n datagrams b"0".."n-1" and wait until all are queued."""
+    for i in range(n):
+        c.send(b"%d" % i)
+    wait_until(lambda: ep.pending() == n, what="the channel to fill")
+
+
+def test_the_reader_token_is_the_channels_own(rt):
+    """The reader's token lives in the ChanRx (chanrx.c): acquire() takes it
+    once; while it is held, take_fast() takes nothing (the holder is the
+    channel's only consumer) and recvfrom() queues for it; release(), from
+    any OS thread, gives it back and wakes the queued reader, which then
+    gives it back in turn."""
+    ep = bind_in(rt)
+    rx = ep._lanes[0].rx
+    c = client(ep.address)
+    fill(ep, c, 1)
+    assert rx.acquire() is True
+    assert rx.acquire() is False
+    assert rx.take_fast() is None and ep.pending() == 1      # held: nothing taken
+
+    async def read_one():
+        return (await ep.recvfrom())[0]
+    fut = rt.submit(read_one)
+    wait_until(lambda: len(ep._lanes[0].readers) == 1, what="the reader to queue for the token")
+    time.sleep(0.02)
+    assert not fut.done() and ep.pending() == 1
+    rx.release()                                    # off a worker: wakes the reader
+    assert fut.result(timeout=T) == b"0"
+    assert rx.acquire() is True                     # it gave the token back
+    rx.release()
+    c.close()
+    ep.close()
+
+
+def test_the_fast_path_spends_the_budget_but_leaves_its_yield_to_recvfrom(rt):
+    """take_fast() (recvfrom()'s common case in one call) spends one unit of
+    the cooperative I/O budget per datagram, as io_budget() does, and never
+    the last one, whose call must yield before it takes (recvfrom()'s full
+    path): after a resume (a fresh budget of 128) it takes 127 datagrams in
+    order, then answers None with nothing taken, and the next io_budget()
+    is the yield."""
+    from osvrt._engine import io_budget
+    n = 200
+    ep = bind_in(rt, capacity=512)
+    c = client(ep.address)
+    fill(ep, c, n)
+
+    async def fast():
+        rx = ep._lanes[0].rx
+        await osvrt.yield_now()                     # a fresh budget (worker.c)
+        got = []
+        while (d := rx.take_fast()) is not None:
+            got.append(int(d[0]))
+        left = ep.pending()
+        y = io_budget()
+        if y is not None:
+            await y
+        return got, left, y is not None
+    got, left, yielded = rt.submit(fast).result(timeout=T)
+    assert got == list(range(127)) and left == n - 127 and yielded
+    c.close()
+    ep.close()
+
+
+def test_a_cancel_at_the_budgets_yield_loses_no_datagram(rt):
+    """A reader whose channel never empties traps only at the budget's yield,
+    which comes before its take: a cancel asked after k datagrams is raised
+    there, within the budget, and every datagram is either in the reader's
+    hands or still queued, in order."""
+    n = 400
+    ep = bind_in(rt, capacity=512)
+    c = client(ep.address)
+    fill(ep, c, n)
+    taken = []
+
+    async def reader():
+        try:
+            for i in range(n):
+                taken.append(int((await ep.recvfrom())[0]))
+                if i == 10:
+                    osvrt.current().cancel()
+        except osvrt.Cancelled:
+            return "cancelled"
+        return "not cancelled"
+    assert rt.submit(reader).result(timeout=T) == "cancelled"
+    assert 11 <= len(taken) <= 11 + 128 and taken == list(range(len(taken)))
+    assert ep.pending() == n - len(taken)
+
+    async def rest():
+        return [int((await ep.recvfrom())[0]) for _ in range(n - len(taken))]
+    assert rt.submit(rest).result(timeout=T) == list(range(len(taken), n))
+    c.close()
+    ep.close()
+
+
+def test_a_reader_cancelled_while_it_waits_for_data_loses_nothing(rt):
+    """A reader parked on an empty channel (it holds the token) is cancelled:
+    it gives the token back, and the datagrams sent afterwards all reach the
+    next reader, through the fast path, in order."""
+    ep = bind_in(rt)
+
+    async def forever():
+        await ep.recvfrom()
+    rx = ep._lanes[0].rx
+
+    def token_held():
+        if rx.acquire():
+            rx.release()                            # a probe: given back at once
+            return False
+        return True
+    fut = rt.submit(forever)
+    wait_until(token_held, what="the reader to take the token")
+    time.sleep(0.05)                                # let it park
+    fut.cancel()
+    wait_until(fut.done, what="the cancel")
+    c = client(ep.address)
+    fill(ep, c, 20)
+
+    async def read_all():
+        return [int((await ep.recvfrom())[0]) for _ in range(20)]
+    assert rt.submit(read_all).result(timeout=T) == list(range(20))
+    c.close()
+    ep.close()
+
+
+def test_recvfrom_on_a_closed_endpoint_with_datagrams_queued_raises(rt):
+    """close() with datagrams still queued: recvfrom() raises EBADF before its
+    fast path would take one."""
+    ep = bind_in(rt)
+    c = client(ep.address)
+    fill(ep, c, 3)
+    rx = ep._lanes[0].rx
+    ep.close()
+
+    async def read():
+        with pytest.raises(OSError) as e:
+            await ep.recvfrom()
+        return e.value.errno
+    assert rt.submit(read).result(timeout=T) == errno.EBADF
+    assert rx.queued() == 3
+    c.close()

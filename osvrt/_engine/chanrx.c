@@ -4,13 +4,29 @@
  *
  * osvrt/net/channels/lane.py did this with struct and memoryviews: ~3,000
  * interpreted instructions per datagram (benchmarks/udp_instructions.py),
- * the largest per-datagram cost of a UDP echo.  The lane still waits and
- * hands the reader's token around in Python; only the take is here.
+ * the largest per-datagram cost of a UDP echo.  The lane still waits in
+ * Python; the take is here, and so is the reader's token.
+ *
+ * The token (one per channel: `token` below, 1 while free) makes its holder
+ * the channel's only consumer.  acquire() takes it, release() gives it back
+ * and wakes one reader waiting for it (the lane's deque of tickets, bound by
+ * bind_readers()).  The ticket protocol is lane.py's: a reader that finds the
+ * token taken appends its ticket, then re-checks the token; a releaser
+ * stores the token, then looks at the deque: a Dekker pair, a seq_cst fence
+ * on each side (chanrx_acquire, token_release), so no reader parks past a
+ * release.  The token's own exchange and store are acquire and release.
+ *
+ * take_fast() is recvfrom()'s whole common case in one call (issue #18: the
+ * interpreted token handling, budget and take were most of a UDP echo's
+ * instructions): the token, one unit of the worker's I/O budget (sock.c),
+ * the oldest datagram, the token back.  It returns None, having changed
+ * nothing that recvfrom()'s own path would not redo, whenever that path must
+ * run: the token is taken, the budget's yield is due, the channel is empty.
  *
  * Ownership: a ChanRx holds a reference to `owner` (the flow's cffi object),
  * which keeps the channel's memory alive as long as the ChanRx is.  One
- * consumer: the lane's token makes the holder the only caller of take(), so
- * the `tail` word is ours to read relaxed and to publish.
+ * consumer: the token makes the holder the only caller of take(), so the
+ * `tail` word is ours to read relaxed and to publish.
  */
 #include <arpa/inet.h>
 
@@ -32,6 +48,12 @@ typedef struct {
      * read by the reader's re-check (ready()), any OS thread: the Dekker
      * pair with the waiter word, a seq_cst fence on each side. */
     _Atomic uint32_t closed;
+    /* The reader's token: 1 free, 0 held.  Any OS thread (a reader on any
+     * worker): taken with an acquire exchange, given back with a release
+     * store (token_acquire/release), so the holder's plain fields below
+     * (last_key, last_addr) pass from holder to holder. */
+    _Atomic uint32_t token;
+    PyObject *readers;         /* the lane's deque of tickets waiting for the token, or NULL */
 } ChanRxObject;
 
 static PyObject *
@@ -54,6 +76,7 @@ chanrx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->c = (struct osvrt_chan *)(uintptr_t)addr;
     self->owner = Py_NewRef(owner);
+    atomic_init(&self->token, 1);
     return (PyObject *)self;
 }
 
@@ -65,6 +88,7 @@ chanrx_traverse(ChanRxObject *self, visitproc visit, void *arg)
     Py_VISIT(self->owner);
     Py_VISIT(self->addrs);
     Py_VISIT(self->last_addr);
+    Py_VISIT(self->readers);   /* tickets: their threads' frames may hold our lane */
     return 0;
 }
 
@@ -73,6 +97,7 @@ chanrx_clear(ChanRxObject *self)
 {
     self->c = NULL;            /* owner kept it alive: not past this */
     Py_CLEAR(self->last_addr);
+    Py_CLEAR(self->readers);
     Py_CLEAR(self->addrs);
     Py_CLEAR(self->owner);
     return 0;
@@ -129,17 +154,12 @@ source_address(ChanRxObject *self, uint32_t saddr, uint16_t sport)
     return addr;
 }
 
-/* take() -> (data, (ip, port)) of the oldest datagram, its slot given back;
- * None when the channel is empty. */
+/* The datagram at t (osvrt_chan_ready said one is there) as (data, (ip,
+ * port)), its slot given back; NULL with an error set (the datagram is gone
+ * all the same, like a recv that failed). */
 static PyObject *
-chanrx_take(ChanRxObject *self, PyObject *unused)
+take_at(ChanRxObject *self, struct osvrt_chan *c, uint64_t t)
 {
-    struct osvrt_chan *c = chan_of(self);
-    uint64_t t;
-    if (c == NULL)
-        return NULL;
-    if (osvrt_chan_ready(c, &t) == 0)      /* acquire of head: the slot and bytes below it */
-        Py_RETURN_NONE;
     const struct osvrt_chan_slot *s = osvrt_chan_slot_at(c, t);
     PyObject *data = PyBytes_FromStringAndSize((const char *)osvrt_chan_data(c, s), s->len);
     if (data == NULL)
@@ -160,6 +180,164 @@ chanrx_take(ChanRxObject *self, PyObject *unused)
     PyTuple_SET_ITEM(r, 0, data);
     PyTuple_SET_ITEM(r, 1, addr);
     return r;
+}
+
+/* take() -> (data, (ip, port)) of the oldest datagram, its slot given back;
+ * None when the channel is empty. */
+static PyObject *
+chanrx_take(ChanRxObject *self, PyObject *unused)
+{
+    struct osvrt_chan *c = chan_of(self);
+    uint64_t t;
+    if (c == NULL)
+        return NULL;
+    if (osvrt_chan_ready(c, &t) == 0)      /* acquire of head: the slot and bytes below it */
+        Py_RETURN_NONE;
+    return take_at(self, c, t);
+}
+
+/* ---- the reader's token ------------------------------------------------- */
+
+/* 1 if we took the token.  acquire: pairs with token_release's release
+ * store, so the last holder's writes of our plain fields (the address
+ * cache) happen-before ours; the channel's words have their own orders. */
+static inline int
+token_acquire(ChanRxObject *self)
+{
+    return atomic_exchange_explicit(&self->token, 0, memory_order_acquire) != 0;
+}
+
+/* Wake the first waiting reader whose ticket still waits (lane.py's
+ * wake_next): 0, or -1 with an error set. */
+static int
+wake_next(ChanRxObject *self)
+{
+    /* our own reference: a ticket's dealloc may run code that clears us */
+    PyObject *readers = Py_XNewRef(self->readers);
+    int r = 0;
+    while (readers != NULL) {
+        Py_ssize_t n = PyObject_Length(readers);
+        if (n <= 0) {
+            r = (int)n;                    /* -1: an error */
+            break;
+        }
+        /* popleft, not a peek: another releaser (any thread) may empty it first */
+        PyObject *tk = PyObject_CallMethod(readers, "popleft", NULL);
+        if (tk == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_IndexError))
+                PyErr_Clear();
+            else
+                r = -1;
+            break;
+        }
+        if (!Py_IS_TYPE(tk, &Ticket_Type)) {
+            PyErr_Format(PyExc_TypeError, "not an osvrt wait ticket: %R", tk);
+            r = -1;
+        } else {
+            r = wake_ticket((TicketObject *)tk, NULL);
+        }
+        Py_DECREF(tk);
+        if (r != 0) {                      /* woke one (or failed); a stale ticket: the next */
+            r = r < 0 ? -1 : 0;
+            break;
+        }
+    }
+    Py_XDECREF(readers);
+    return r;
+}
+
+/* Give the token back, then wake one reader waiting for it: 0, or -1 with an
+ * error set (the token is back all the same). */
+static int
+token_release(ChanRxObject *self)
+{
+    /* release: see token_acquire.  Then a seq_cst fence before the load of
+     * the deque's length: the releaser's half of the Dekker pair with
+     * chanrx_acquire (a reader appends its ticket, fences, then tries the
+     * token): either it finds the token, or we find its ticket.  The length
+     * is read as the deque reads it (an atomic load, free-threaded build). */
+    atomic_store_explicit(&self->token, 1, memory_order_release);
+    if (self->readers == NULL)
+        return 0;
+    atomic_thread_fence(memory_order_seq_cst);
+    Py_ssize_t n = PyObject_Length(self->readers);
+    if (n == 0)
+        return 0;
+    return n < 0 ? -1 : wake_next(self);
+}
+
+/* take_fast() -> (data, (ip, port)), or None: recvfrom()'s common case
+ * (see the header).  None changes nothing recvfrom()'s own path would not
+ * redo: no budget spent, the token given back, nothing taken. */
+static PyObject *
+chanrx_take_fast(ChanRxObject *self, PyObject *unused)
+{
+    struct osvrt_chan *c = chan_of(self);
+    uint64_t t;
+    if (c == NULL)
+        return NULL;
+    /* The budget (sock.c, as io_budget() spends it): the call that spends
+     * the last unit yields first, in recvfrom()'s path (a cancel thrown
+     * into that yield finds nothing taken).  Off a worker there is none. */
+    WorkerObject *w = tls_worker;          /* owner: the worker's own field */
+    if (w != NULL && w->io_budget <= 1)
+        Py_RETURN_NONE;
+    /* A peek without the token, so an empty channel (every call of a reader
+     * that keeps up) costs no token round: a hint only (tail may be another
+     * holder's stale value); the full path re-checks under the token. */
+    if (osvrt_chan_ready(c, &t) == 0)
+        Py_RETURN_NONE;
+    if (!token_acquire(self))
+        Py_RETURN_NONE;                    /* another reader holds it: wait in turn */
+    if (osvrt_chan_ready(c, &t) == 0) {    /* acquire of head: the slot and bytes below it */
+        if (token_release(self) < 0)
+            return NULL;
+        Py_RETURN_NONE;                    /* empty: recvfrom() waits */
+    }
+    if (w != NULL)
+        w->io_budget--;                    /* > 0 still: checked above */
+    PyObject *r = take_at(self, c, t);
+    if (token_release(self) < 0)
+        Py_CLEAR(r);                       /* as recvfrom's finally: its error wins */
+    return r;
+}
+
+/* acquire() -> bool: take the reader's token; False if someone holds it.
+ * The seq_cst fence first: the waiter's half of the Dekker pair with
+ * token_release (acquire_slow appended its ticket before this call). */
+static PyObject *
+chanrx_acquire(ChanRxObject *self, PyObject *unused)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    return PyBool_FromLong(token_acquire(self));
+}
+
+/* release(): give the token back and wake one reader waiting for it. */
+static PyObject *
+chanrx_release(ChanRxObject *self, PyObject *unused)
+{
+    if (token_release(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* wake_next(): wake one reader waiting for the token (a reader that leaves
+ * its wait woken passes the wake on). */
+static PyObject *
+chanrx_wake_next(ChanRxObject *self, PyObject *unused)
+{
+    if (wake_next(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* bind_readers(deque): the lane's tickets of readers waiting for the token
+ * (appended by lane.py; popped here, from the left, to wake them). */
+static PyObject *
+chanrx_bind_readers(ChanRxObject *self, PyObject *readers)
+{
+    Py_XSETREF(self->readers, Py_NewRef(readers));
+    Py_RETURN_NONE;
 }
 
 /* queued() -> datagrams waiting (head - tail). */
@@ -230,6 +408,18 @@ static PyMethodDef chanrx_methods[] = {
     {"take", (PyCFunction)chanrx_take, METH_NOARGS,
      "take()\n--\n\nThe oldest datagram as (data, (ip, port)), its slot given back to the\n"
      "producer; None if the channel is empty.  The caller is the channel's one consumer."},
+    {"take_fast", (PyCFunction)chanrx_take_fast, METH_NOARGS,
+     "take_fast()\n--\n\nTake the token, spend one unit of the I/O budget, take the oldest\n"
+     "datagram, give the token back: (data, (ip, port)); None, with none of it done,\n"
+     "when the token is held, the budget's yield is due or the channel is empty."},
+    {"acquire", (PyCFunction)chanrx_acquire, METH_NOARGS,
+     "acquire()\n--\n\nTake the reader's token; False if another reader holds it."},
+    {"release", (PyCFunction)chanrx_release, METH_NOARGS,
+     "release()\n--\n\nGive the reader's token back and wake one reader waiting for it."},
+    {"wake_next", (PyCFunction)chanrx_wake_next, METH_NOARGS,
+     "wake_next()\n--\n\nWake one reader waiting for the token (the first live ticket)."},
+    {"bind_readers", (PyCFunction)chanrx_bind_readers, METH_O,
+     "bind_readers(deque)\n--\n\nThe deque of tickets of readers waiting for the token."},
     {"queued", (PyCFunction)chanrx_queued, METH_NOARGS,
      "queued()\n--\n\nDatagrams waiting in the channel."},
     {"ready", (PyCFunction)chanrx_ready, METH_NOARGS,

@@ -14,11 +14,13 @@ Waiting uses the wake protocol (cwait.py): the thread stores its handle in
 the channel's `waiter` word, then cwait() publishes WAITING and re-checks the
 channel; the classifier publishes head, fences, reads `waiter` and wakes.
 One reader at a time per channel: the ring has one consumer, and the waiter
-word names one thread.  Readers take a token (a one-element list: list.pop()
-is atomic), so an uncontended recvfrom costs no lock; a reader that finds
-the token taken publishes a wait ticket, re-checks the token, and parks
-until a releaser (who puts the token back, then wakes one ticket) lets it
-try again: no lost wake-up, in the order of the kernel's principle 4.
+word names one thread.  Readers take a token (the ChanRx's, an atomic word:
+rx.acquire() takes it, rx.release() gives it back), so an uncontended
+recvfrom costs no lock; a reader that finds the token taken publishes a wait
+ticket, re-checks the token, and parks until a releaser (who puts the token
+back, then wakes one ticket) lets it try again: no lost wake-up, in the order
+of the kernel's principle 4.  rx.take_fast() is recvfrom()'s common case
+(token, budget, take, token back) in one call (udp.py).
 """
 import collections
 import time
@@ -45,7 +47,7 @@ _POLL_READS = 16            # looks at the channel between two yields
 class Lane:
     """One channel of a flow, as its consumer sees it."""
 
-    __slots__ = ("flow", "index", "rx", "capacity", "arena_size", "token", "readers",
+    __slots__ = ("flow", "index", "rx", "capacity", "arena_size", "readers",
                  "ready", "closed", "wait_ewma", "polls", "poll_hits")
 
     def __init__(self, flow, index):
@@ -61,8 +63,9 @@ class Lane:
         self.rx = ChanRx(flow, int(ffi.cast("uintptr_t", view.chan)))
         self.capacity = view.capacity
         self.arena_size = view.arena_size
-        self.token = [True]              # the reader's token: pop() to take, append() to give back
-        self.readers = collections.deque()   # tickets of readers waiting for the token
+        # tickets of readers waiting for the token (rx.acquire(): the token)
+        self.readers = collections.deque()
+        self.rx.bind_readers(self.readers)   # rx.release() wakes them
         self.closed = False
         self.wait_ewma = POLL_MAX_S      # seconds: typical wait (starts as "worth a poll")
         self.polls = self.poll_hits = 0
@@ -73,15 +76,11 @@ class Lane:
     async def acquire_slow(self):
         """Wait for the reader's token (someone else holds it)."""
         t = kernel.current()
-        token, readers = self.token, self.readers
+        acquire, readers = self.rx.acquire, self.readers
         while True:
             ticket = t.new_ticket()
             readers.append(ticket)               # publish first ...
-            try:
-                token.pop()                      # ... then re-check
-            except IndexError:
-                pass
-            else:
+            if acquire():                        # ... then re-check
                 if kernel.claim(ticket) is not None:
                     _discard_found(readers, ticket)   # nobody woke us: just withdraw
                 else:
@@ -100,19 +99,11 @@ class Lane:
 
     def release(self):
         """Give the token back and let one waiting reader try again."""
-        self.token.append(True)
-        if self.readers:
-            self.wake_next()
+        self.rx.release()
 
     def wake_next(self):
-        readers = self.readers
-        while readers:
-            try:
-                ticket = readers.popleft()
-            except IndexError:
-                return
-            if kernel.wake(ticket):
-                return
+        """Wake the first reader still waiting for the token."""
+        self.rx.wake_next()
 
     def queued(self):
         return self.rx.queued()
