@@ -935,3 +935,45 @@ def test_recvfrom_on_a_closed_endpoint_with_datagrams_queued_raises(rt):
     assert rt.submit(read).result(timeout=T) == errno.EBADF
     assert rx.queued() == 3
     c.close()
+
+
+def test_the_fast_paths_release_wakes_a_reader_queued_for_the_token(rt):
+    """A reader that queued its ticket while the token was held (as
+    acquire_slow does, then parks) is woken by the next release, also when
+    that release is take_fast()'s own: a take in between must not leave it
+    parked with the token free."""
+    from osvrt import kernel
+    ep = bind_in(rt)
+    ln = ep._lanes[0]
+    c = client(ep.address)
+    fill(ep, c, 2)
+    queued = threading.Event()
+
+    async def queue_and_park():
+        t = kernel.current()
+        ln.readers.append(t.new_ticket())
+        queued.set()
+        await kernel.park()
+        return "woken"
+    fut = rt.submit(queue_and_park)
+    assert queued.wait(T)
+    time.sleep(0.02)
+    assert not fut.done()
+    assert ln.rx.take_fast()[0] == b"0"             # off a worker: no budget; a take
+    assert fut.result(timeout=T) == "woken"
+    assert len(ln.readers) == 0 and ep.pending() == 1
+    c.close()
+    ep.close()
+
+
+def test_a_channel_reader_needs_the_deque_of_its_waiting_readers(rt):
+    """ChanRx takes the lane's deque of waiting tickets at construction (its
+    release wakes them); anything else is refused, by name."""
+    from osvrt._engine import ChanRx
+    ep = bind_in(rt)
+    rx = ep._lanes[0].rx
+    with pytest.raises(TypeError, match=r"readers must be a collections.deque, not \[\]"):
+        ChanRx(ep._flow, 1, [])
+    assert rx.acquire() is True
+    rx.release()
+    ep.close()

@@ -9,8 +9,8 @@
  *
  * The token (one per channel: `token` below, 1 while free) makes its holder
  * the channel's only consumer.  acquire() takes it, release() gives it back
- * and wakes one reader waiting for it (the lane's deque of tickets, bound by
- * bind_readers()).  The ticket protocol is lane.py's: a reader that finds the
+ * and wakes one reader waiting for it (the lane's deque of tickets, given to
+ * the constructor).  The ticket protocol is lane.py's: a reader that finds the
  * token taken appends its ticket, then re-checks the token; a releaser
  * stores the token, then looks at the deque: a Dekker pair, a seq_cst fence
  * on each side (chanrx_acquire, token_release), so no reader parks past a
@@ -29,6 +29,7 @@
  * `tail` word is ours to read relaxed and to publish.
  */
 #include <arpa/inet.h>
+#include <string.h>
 
 #include "engine.h"
 #include "channel.h"
@@ -53,18 +54,35 @@ typedef struct {
      * store (token_acquire/release), so the holder's plain fields below
      * (last_key, last_addr) pass from holder to holder. */
     _Atomic uint32_t token;
-    PyObject *readers;         /* the lane's deque of tickets waiting for the token, or NULL */
+    /* The lane's deque of tickets of readers waiting for the token: set by
+     * the constructor, cleared only by tp_clear (unreachable: no caller left),
+     * so any OS thread reads the pointer plain; the deque's own operations
+     * are what the readers and releasers share. */
+    PyObject *readers;
 } ChanRxObject;
+
+/* The exact type lane.py makes (collections.deque has no C API to test it
+ * by): its popleft and length are single C calls, atomic per object. */
+static int
+is_deque(PyObject *o)
+{
+    return strcmp(Py_TYPE(o)->tp_name, "collections.deque") == 0;
+}
 
 static PyObject *
 chanrx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *owner;
+    PyObject *owner, *readers;
     unsigned long long addr;
-    if (!PyArg_ParseTuple(args, "OK:ChanRx", &owner, &addr))
+    if (!PyArg_ParseTuple(args, "OKO:ChanRx", &owner, &addr, &readers))
         return NULL;
     if (addr == 0) {
         PyErr_SetString(PyExc_ValueError, "ChanRx: the channel address is NULL");
+        return NULL;
+    }
+    if (!is_deque(readers)) {
+        PyErr_Format(PyExc_TypeError, "ChanRx: readers must be a collections.deque, not %R",
+                     readers);
         return NULL;
     }
     ChanRxObject *self = (ChanRxObject *)type->tp_alloc(type, 0);
@@ -76,6 +94,7 @@ chanrx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->c = (struct osvrt_chan *)(uintptr_t)addr;
     self->owner = Py_NewRef(owner);
+    self->readers = Py_NewRef(readers);
     atomic_init(&self->token, 1);
     return (PyObject *)self;
 }
@@ -247,7 +266,11 @@ wake_next(ChanRxObject *self)
 }
 
 /* Give the token back, then wake one reader waiting for it: 0, or -1 with an
- * error set (the token is back all the same). */
+ * error set (the token is back all the same).  An error the caller already
+ * has set (take_fast's failed take) is kept and returned (-1), the wake's
+ * own failure then reported as unraisable: wake_next calls into Python,
+ * which with an error pending would turn its popleft into a SystemError and
+ * drop the popped ticket, a reader never woken. */
 static int
 token_release(ChanRxObject *self)
 {
@@ -258,12 +281,18 @@ token_release(ChanRxObject *self)
      * is read as the deque reads it (an atomic load, free-threaded build). */
     atomic_store_explicit(&self->token, 1, memory_order_release);
     if (self->readers == NULL)
-        return 0;
+        return PyErr_Occurred() ? -1 : 0;
     atomic_thread_fence(memory_order_seq_cst);
-    Py_ssize_t n = PyObject_Length(self->readers);
-    if (n == 0)
-        return 0;
-    return n < 0 ? -1 : wake_next(self);
+    if (PyObject_Length(self->readers) == 0)     /* a deque's length: cannot fail */
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *pending = take_raised();
+    int r = wake_next(self);
+    if (pending == NULL)
+        return r;
+    if (r < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    put_raised(pending);
+    return -1;
 }
 
 /* take_fast() -> (data, (ip, port)), or None: recvfrom()'s common case
@@ -297,8 +326,11 @@ chanrx_take_fast(ChanRxObject *self, PyObject *unused)
     if (w != NULL)
         w->io_budget--;                    /* > 0 still: checked above */
     PyObject *r = take_at(self, c, t);
-    if (token_release(self) < 0)
-        Py_CLEAR(r);                       /* as recvfrom's finally: its error wins */
+    /* The token back and a queued reader woken, whether or not the take
+     * failed (token_release keeps take_at's error).  A datagram taken is
+     * never dropped for a failed wake: that failure is reported, not raised. */
+    if (token_release(self) < 0 && r != NULL)
+        PyErr_WriteUnraisable((PyObject *)self);
     return r;
 }
 
@@ -328,15 +360,6 @@ chanrx_wake_next(ChanRxObject *self, PyObject *unused)
 {
     if (wake_next(self) < 0)
         return NULL;
-    Py_RETURN_NONE;
-}
-
-/* bind_readers(deque): the lane's tickets of readers waiting for the token
- * (appended by lane.py; popped here, from the left, to wake them). */
-static PyObject *
-chanrx_bind_readers(ChanRxObject *self, PyObject *readers)
-{
-    Py_XSETREF(self->readers, Py_NewRef(readers));
     Py_RETURN_NONE;
 }
 
@@ -418,8 +441,6 @@ static PyMethodDef chanrx_methods[] = {
      "release()\n--\n\nGive the reader's token back and wake one reader waiting for it."},
     {"wake_next", (PyCFunction)chanrx_wake_next, METH_NOARGS,
      "wake_next()\n--\n\nWake one reader waiting for the token (the first live ticket)."},
-    {"bind_readers", (PyCFunction)chanrx_bind_readers, METH_O,
-     "bind_readers(deque)\n--\n\nThe deque of tickets of readers waiting for the token."},
     {"queued", (PyCFunction)chanrx_queued, METH_NOARGS,
      "queued()\n--\n\nDatagrams waiting in the channel."},
     {"ready", (PyCFunction)chanrx_ready, METH_NOARGS,
@@ -439,8 +460,9 @@ PyTypeObject ChanRx_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)chanrx_traverse,
     .tp_clear = (inquiry)chanrx_clear,
-    .tp_doc = "ChanRx(owner, address)\n--\n\nThe consumer of the net channel at `address` (a\n"
-              "struct osvrt_chan *, csrc/net/channel.h), kept alive by `owner`.",
+    .tp_doc = "ChanRx(owner, address, readers)\n--\n\nThe consumer of the net channel at `address`\n"
+              "(a struct osvrt_chan *, csrc/net/channel.h), kept alive by `owner`; `readers`\n"
+              "is the deque of tickets of readers waiting for its token.",
     .tp_new = chanrx_new,
     .tp_dealloc = (destructor)chanrx_dealloc,
     .tp_methods = chanrx_methods,

@@ -351,8 +351,11 @@ def main(argv=None):
                 parts.append(f"http request {instructions_http(kind, 2000, cpus[0]):,.0f}")
             print(f"{kind}: instructions per unit: " + ", ".join(parts), flush=True)
         return 0
-    if "http" in rows and shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (the http row needs it)")
+    if "http" in rows:
+        from ..bench.net import find_tool     # as root, apt-get installs a missing wrk
+        path, why = find_tool("wrk", "wrk")
+        if path is None:
+            sys.exit(f"{why} (the http row needs it)")
     t0 = time.monotonic()
     results = run_rows(rows, args.rounds, args.duration, args.handoff_n, args.spawn_n, cpus)
     print(report(results))
@@ -411,8 +414,10 @@ def measure_http(cpus, sizes):
         return {"rps": rps, "p99_ms": p99 * 1e3, **cpu}
 
     def setup():
-        if shutil.which("wrk") is None:
-            raise Unavailable("wrk is not installed")
+        from ..bench.net import find_tool     # as root, apt-get installs a missing wrk
+        path, why = find_tool("wrk", "wrk")
+        if path is None:
+            raise Unavailable(why)
         if len(cpus) < 2:
             raise Unavailable(f"server and wrk on 2 CPUs; running on {list(cpus)}")
         return contextlib.nullcontext()

@@ -59,13 +59,13 @@ class Lane:
                                "the extension and this module disagree (rebuild)")
         self.flow = flow                 # keeps the C memory alive as long as we are
         self.index = index
+        # Tickets of readers waiting for the token (rx.acquire(): the token;
+        # rx.release() wakes them).
+        self.readers = collections.deque()
         # The channel's consumer; it holds `flow`, so the memory outlives it too.
-        self.rx = ChanRx(flow, int(ffi.cast("uintptr_t", view.chan)))
+        self.rx = ChanRx(flow, int(ffi.cast("uintptr_t", view.chan)), self.readers)
         self.capacity = view.capacity
         self.arena_size = view.arena_size
-        # tickets of readers waiting for the token (rx.acquire(): the token)
-        self.readers = collections.deque()
-        self.rx.bind_readers(self.readers)   # rx.release() wakes them
         self.closed = False
         self.wait_ewma = POLL_MAX_S      # seconds: typical wait (starts as "worth a poll")
         self.polls = self.poll_hits = 0
@@ -81,14 +81,14 @@ class Lane:
             ticket = t.new_ticket()
             readers.append(ticket)               # publish first ...
             if acquire():                        # ... then re-check
-                if kernel.claim(ticket) is not None:
-                    _discard_found(readers, ticket)   # nobody woke us: just withdraw
-                else:
-                    try:
+                try:
+                    if kernel.claim(ticket) is not None:
+                        _discard_found(readers, ticket)   # nobody woke us: just withdraw
+                    else:
                         await kernel.park()      # a release woke us meanwhile: absorb it
-                    except BaseException:
-                        self.release()           # we hold the token: never keep it
-                        raise
+                except BaseException:
+                    self.release()               # we hold the token: never keep it
+                    raise
                 return
             try:
                 await kernel.park()
@@ -167,9 +167,13 @@ class Lane:
 
 
 def _discard_found(waiters, entry):
-    """Remove `entry` itself; True if it was still there."""
-    for i, e in enumerate(waiters):
-        if e is entry:
-            del waiters[i]
-            return True
-    return False
+    """Remove `entry` itself; True if it was still there.  One C call
+    (deque.remove; a ticket has no __eq__, so it is found by identity and no
+    Python code runs meanwhile): a releaser's popleft on another OS thread
+    cannot land in the middle, as it could in a loop over the deque, which
+    then raises RuntimeError (deque mutated during iteration)."""
+    try:
+        waiters.remove(entry)
+    except ValueError:
+        return False
+    return True
