@@ -1,0 +1,203 @@
+"""The most requests/s the bench's real clients can drive on this host.
+
+The wrk and redis-benchmark rows of `python -m osvrt bench` (issues #17, #19,
+#20) hold a server to >= 1.25x the requests/s of an asyncio.Protocol server
+on uvloop.  Both clients run one thread, so a fast enough server leaves the
+client as the bound: past it, no server gets more.  This script measures
+that ceiling: the same client, run as the rows run it, against a server
+written in C that runs no Python (nginx with one worker, giving the same
+13-byte body; redis-server), in alternating rounds with the uvloop
+Protocol server and the osvrt example the rows measure.  It prints each
+server's median requests/s, its ratio to uvloop's, and the share of one CPU
+the client used (~1.0 against the C server: that server's rate is the
+ceiling).  If the C server's ratio is under the target, the target cannot be
+met on this host with this client, by any server.
+
+    sudo .venv/bin/python -P benchmarks/client_ceiling.py [--only http,redis,veth]
+        [--rounds 5] [--seconds 3] [--requests 20000]
+
+http:  wrk -t1 -c64 keep-alive on loopback: nginx, uvloop-P, and
+       examples/http_hello.py on osvrt's default placement (the wrk_rps row).
+redis: redis-benchmark -c50 -t set,get,ping on loopback: redis-server,
+       uvloop-P, and examples/resp_server.py (the redis_rps row).
+veth:  wrk one veth hop away, in the user-space TCP rows' namespaces
+       (usertcp_wrk_rps, issue #19): nginx beside the uvloop kernel-socket
+       peer, that peer, and osvrt.net.user_stack.  Needs root (namespaces).
+
+nginx (Debian package nginx) and redis-server (redis-server) are installed
+with apt-get when missing and this runs as root, as the bench installs its
+clients.  nginx's configuration, pid file and logs go to a private temporary
+folder, removed at the end.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from osvrt.bench.net import find_tool
+from osvrt.bench.rows import streams
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    server_tokens off;
+    keepalive_requests 100000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen {host}:{port};
+        location / {{ default_type text/plain; return 200 "Hello, world!"; }}
+    }}
+}}
+"""
+
+
+def write_private(path, text):
+    """Create path (never following a link, never over an existing file), mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def tool(name, package):
+    path, why = find_tool(name, package)
+    if path is None:
+        sys.exit(why)
+    return path
+
+
+def nginx_argv(folder, host, port):
+    """The command line of an nginx serving the examples' response on host:port."""
+    conf = os.path.join(folder, f"nginx-{port}.conf")
+    write_private(conf, NGINX_CONF.format(dir=folder, host=host, port=port))
+    return [tool("nginx", "nginx"), "-p", folder, "-e", os.path.join(folder, "error.log"),
+            "-c", conf]
+
+
+def start_local(name, kind, folder):
+    """(process, port) of server `name` on loopback."""
+    if name == "c_server":
+        port = streams.free_port()
+        if kind == "http":
+            argv = nginx_argv(folder, "127.0.0.1", port)
+        else:
+            argv = [tool("redis-server", "redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--dir", folder, "--daemonize", "no"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            streams.wait_port(port, proc)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        return proc, port
+    return streams.start(name, kind)
+
+
+def one_round(name, kind, folder, seconds, requests):
+    proc, port = start_local(name, kind, folder)
+    try:
+        if kind == "http":
+            return streams.wrk_round(port, seconds, server_pid=proc.pid)
+        return streams.redis_round(port, requests, server_pid=proc.pid)
+    finally:
+        streams.stop(proc)
+
+
+def report(title, results, peer="uvloop_protocol"):
+    base = statistics.median(r["rps"] for r in results[peer])
+    print(title)
+    for name, rounds in results.items():
+        rps = statistics.median(r["rps"] for r in rounds)
+        share = statistics.median(r["client_cpu_share"] for r in rounds)
+        print(f"  {name:16s} {rps:10,.0f} req/s  {rps / base:5.2f}x {peer}  "
+              f"client CPU {share:.2f}  rounds {[round(r['rps']) for r in rounds]}")
+
+
+def loopback(kind, rounds, seconds, requests, folder):
+    names = ("c_server", "uvloop_protocol", "osvrt")
+    results = {n: [] for n in names}
+    for r in range(rounds + 1):              # round 0 warms up, not counted
+        for n in names:
+            out = one_round(n, kind, folder, seconds, requests)
+            if r:
+                results[n].append(out)
+    label = "nginx" if kind == "http" else "redis-server"
+    report(f"{'wrk -t1 -c64' if kind == 'http' else 'redis-benchmark -c50'} on loopback "
+           f"(c_server: {label})", results)
+
+
+def veth(rounds, seconds, folder):
+    from osvrt.bench import usertcp
+    from osvrt.bench.rows.usertcp import PORT, _Servers
+    tool("wrk", "wrk")
+    servers = _Servers()
+    nginx = None
+    try:
+        t = servers.topo
+        nginx_port = PORT + 11
+        nginx = t.popen_in(t.kernel_ns, nginx_argv(folder, t.kernel_ip, nginx_port),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)                      # its listen, in the namespace
+        if nginx.poll() is not None:
+            sys.exit(f"nginx did not start in {t.kernel_ns} (exit {nginx.returncode})")
+        where = {"c_server": (t.kernel_ip, nginx_port, nginx.pid),
+                 "uvloop_kernel": (servers.host("uvloop_kernel"), PORT + 1,
+                                   servers.pid("uvloop_kernel")),
+                 "osvrt": (servers.host("osvrt"), PORT + 1, servers.pid("osvrt"))}
+        results = {n: [] for n in where}
+        for r in range(rounds + 1):
+            for n, (host, port, pid) in where.items():
+                out = usertcp.wrk_round(t.peer_ns, host, port, seconds, server_pid=pid)
+                if r:
+                    results[n].append(out)
+        report("wrk -t1 -c64 one veth hop away (c_server: nginx beside the uvloop kernel-socket "
+               "peer; osvrt: osvrt.net.user_stack)", results, peer="uvloop_kernel")
+    finally:
+        if nginx is not None:
+            nginx.kill()
+            nginx.wait()
+        servers.close()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="http,redis,veth")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=20_000)
+    a = ap.parse_args(argv)
+    parts = a.only.split(",")
+    bad = [p for p in parts if p not in ("http", "redis", "veth")]
+    if bad or a.rounds < 1 or a.seconds < 1 or a.requests < 1000:
+        ap.error(f"--only takes http, redis, veth (not {bad}); --rounds >= 1, --seconds >= 1, "
+                 f"--requests >= 1000")
+    folder = tempfile.mkdtemp(prefix="osvrt-ceiling-")      # mode 0700
+    try:
+        if "http" in parts:
+            tool("wrk", "wrk")
+            loopback("http", a.rounds, a.seconds, a.requests, folder)
+        if "redis" in parts:
+            tool("redis-benchmark", "redis-tools")
+            loopback("redis", a.rounds, a.seconds, a.requests, folder)
+        if "veth" in parts:
+            veth(a.rounds, a.seconds, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
