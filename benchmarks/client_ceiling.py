@@ -8,8 +8,8 @@ that ceiling: the same client, run as the rows run it, against a server
 written in C that runs no Python (nginx with one worker, giving the same
 13-byte body; redis-server), in alternating rounds with the uvloop
 Protocol server and the osvrt example the rows measure.  It prints each
-server's median requests/s, its ratio to uvloop's, and the share of one CPU
-the client used (~1.0 against the C server: that server's rate is the
+server's median requests/s, its ratio to uvloop's, the client's p99 latency,
+and the share of one CPU the client used (~1.0 against the C server: that server's rate is the
 ceiling).  If the C server's ratio is under the target, the target cannot be
 met on this host with this client, by any server.
 
@@ -122,7 +122,8 @@ def report(title, results, peer="uvloop_protocol"):
     for name, rounds in results.items():
         rps = statistics.median(r["rps"] for r in rounds)
         share = statistics.median(r["client_cpu_share"] for r in rounds)
-        print(f"  {name:16s} {rps:10,.0f} req/s  {rps / base:5.2f}x {peer}  "
+        p99 = statistics.median(r["p99_ms"] for r in rounds)
+        print(f"  {name:16s} {rps:10,.0f} req/s  {rps / base:5.2f}x {peer}  p99 {p99:.3f} ms  "
               f"client CPU {share:.2f}  rounds {[round(r['rps']) for r in rounds]}")
 
 
