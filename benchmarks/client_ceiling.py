@@ -10,8 +10,9 @@ written in C that runs no Python (nginx with one worker, giving the same
 Protocol server and the osvrt example the rows measure.  It prints each
 server's median requests/s, its ratio to uvloop's, the client's p99 latency,
 and the share of one CPU the client used (~1.0 against the C server: that server's rate is the
-ceiling).  If the C server's ratio is under the target, the target cannot be
-met on this host with this client, by any server.
+ceiling).  If the C server's ratio is under the target while the client used
+about all of its CPU, the target cannot be met on this host with this
+client, by any server.
 
     sudo .venv/bin/python -P benchmarks/client_ceiling.py [--only http,redis,veth]
         [--rounds 5] [--seconds 3] [--requests 20000]
@@ -30,6 +31,7 @@ clients.  nginx's configuration, pid file and logs go to a private temporary
 folder, removed at the end.
 """
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -78,9 +80,12 @@ def tool(name, package):
     return path
 
 
+_confs = itertools.count()
+
+
 def nginx_argv(folder, host, port):
     """The command line of an nginx serving the examples' response on host:port."""
-    conf = os.path.join(folder, f"nginx-{port}.conf")
+    conf = os.path.join(folder, f"nginx-{next(_confs)}.conf")    # a fresh name: O_EXCL
     write_private(conf, NGINX_CONF.format(dir=folder, host=host, port=port))
     return [tool("nginx", "nginx"), "-p", folder, "-e", os.path.join(folder, "error.log"),
             "-c", conf]
@@ -98,12 +103,25 @@ def start_local(name, kind, folder):
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             streams.wait_port(port, proc)
-        except BaseException:
+        except Exception as e:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{argv[0]} did not start: {e}; {log_tail(folder)}") from None
+        except BaseException:            # Ctrl-C: no server left behind
             proc.kill()
             proc.wait()
             raise
         return proc, port
     return streams.start(name, kind)
+
+
+def log_tail(folder):
+    """The end of nginx's error log, for an error message."""
+    try:
+        with open(os.path.join(folder, "error.log"), errors="replace") as f:
+            return "nginx's error.log: " + f.read()[-600:].strip()
+    except OSError:
+        return "no error.log"
 
 
 def one_round(name, kind, folder, seconds, requests):
@@ -151,9 +169,10 @@ def veth(rounds, seconds, folder):
         nginx_port = PORT + 11
         nginx = t.popen_in(t.kernel_ns, nginx_argv(folder, t.kernel_ip, nginx_port),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)                      # its listen, in the namespace
+        time.sleep(1.0)                      # its listen, in the namespace (no probe from here)
         if nginx.poll() is not None:
-            sys.exit(f"nginx did not start in {t.kernel_ns} (exit {nginx.returncode})")
+            sys.exit(f"nginx did not start in {t.kernel_ns} (exit {nginx.returncode}); "
+                     f"{log_tail(folder)}")
         where = {"c_server": (t.kernel_ip, nginx_port, nginx.pid),
                  "uvloop_kernel": (servers.host("uvloop_kernel"), PORT + 1,
                                    servers.pid("uvloop_kernel")),
@@ -182,9 +201,17 @@ def main(argv=None):
     a = ap.parse_args(argv)
     parts = a.only.split(",")
     bad = [p for p in parts if p not in ("http", "redis", "veth")]
-    if bad or a.rounds < 1 or a.seconds < 1 or a.requests < 1000:
-        ap.error(f"--only takes http, redis, veth (not {bad}); --rounds >= 1, --seconds >= 1, "
-                 f"--requests >= 1000")
+    if bad:
+        ap.error(f"--only {a.only!r}: unknown {bad}; one or more of http, redis, veth")
+    for name, value, least in (("--rounds", a.rounds, 1), ("--seconds", a.seconds, 1),
+                               ("--requests", a.requests, 1000)):
+        if value < least:
+            ap.error(f"{name} must be >= {least}, not {value}")
+    if "veth" in parts:
+        from osvrt.bench import netns
+        ok, why = netns.can_make_namespaces()
+        if not ok:
+            ap.error(f"--only veth: {why}")
     folder = tempfile.mkdtemp(prefix="osvrt-ceiling-")      # mode 0700
     try:
         if "http" in parts:

@@ -29,7 +29,6 @@
  * `tail` word is ours to read relaxed and to publish.
  */
 #include <arpa/inet.h>
-#include <string.h>
 
 #include "engine.h"
 #include "channel.h"
@@ -61,12 +60,22 @@ typedef struct {
     PyObject *readers;
 } ChanRxObject;
 
-/* The exact type lane.py makes (collections.deque has no C API to test it
- * by): its popleft and length are single C calls, atomic per object. */
+/* 1 if o is a collections.deque (the exact type lane.py makes: its popleft
+ * and length are single C calls, atomic per object), 0 if not, -1 with an
+ * error set.  The type has no C API: it is looked up, once per ChanRx. */
 static int
 is_deque(PyObject *o)
 {
-    return strcmp(Py_TYPE(o)->tp_name, "collections.deque") == 0;
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL)
+        return -1;
+    PyObject *deque = PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    if (deque == NULL)
+        return -1;
+    int r = Py_IS_TYPE(o, (PyTypeObject *)deque);
+    Py_DECREF(deque);
+    return r;
 }
 
 static PyObject *
@@ -80,7 +89,10 @@ chanrx_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "ChanRx: the channel address is NULL");
         return NULL;
     }
-    if (!is_deque(readers)) {
+    int deque = is_deque(readers);
+    if (deque < 0)
+        return NULL;
+    if (!deque) {
         PyErr_Format(PyExc_TypeError, "ChanRx: readers must be a collections.deque, not %R",
                      readers);
         return NULL;
@@ -280,13 +292,13 @@ token_release(ChanRxObject *self)
      * token): either it finds the token, or we find its ticket.  The length
      * is read as the deque reads it (an atomic load, free-threaded build). */
     atomic_store_explicit(&self->token, 1, memory_order_release);
-    if (self->readers == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    atomic_thread_fence(memory_order_seq_cst);
-    if (PyObject_Length(self->readers) == 0)     /* a deque's length: cannot fail */
-        return PyErr_Occurred() ? -1 : 0;
-    PyObject *pending = take_raised();
-    int r = wake_next(self);
+    PyObject *pending = take_raised();           /* no C API call with an error set */
+    int r = 0;
+    if (self->readers != NULL) {
+        atomic_thread_fence(memory_order_seq_cst);
+        if (PyObject_Length(self->readers) > 0)  /* a deque's length: cannot fail */
+            r = wake_next(self);
+    }
     if (pending == NULL)
         return r;
     if (r < 0)

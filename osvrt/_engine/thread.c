@@ -1019,6 +1019,8 @@ ticket_repr(TicketObject *tk)
                                 tk->t && !ticket_is_claimed(tk) ? "open" : "closed");
 }
 
+/* No tp_richcompare: tickets compare by identity, as object's do, which
+ * lane.py's _discard_found relies on (deque.remove runs no Python code). */
 PyTypeObject Ticket_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "osvrt._engine.Ticket",

@@ -168,10 +168,12 @@ class Lane:
 
 def _discard_found(waiters, entry):
     """Remove `entry` itself; True if it was still there.  One C call
-    (deque.remove; a ticket has no __eq__, so it is found by identity and no
-    Python code runs meanwhile): a releaser's popleft on another OS thread
-    cannot land in the middle, as it could in a loop over the deque, which
-    then raises RuntimeError (deque mutated during iteration)."""
+    (deque.remove; a ticket compares by identity, thread.c, so no Python code
+    runs inside it) that holds the deque for its whole walk (the GIL here, the
+    deque's own lock on a free-threaded build): a releaser's popleft on
+    another OS thread cannot land in the middle, as it could in a Python loop
+    over the deque, which then raises RuntimeError (deque mutated during
+    iteration)."""
     try:
         waiters.remove(entry)
     except ValueError:
