@@ -29,11 +29,8 @@ Or:      python benchmarks/bench_streams.py [--rounds 5] [--seconds 3] [--cpus 2
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -103,8 +100,8 @@ def _asyncio_server(kind, port, use_uvloop):
         asyncio.run(main())
 
 
-from osvrt.bench.rows.streams import (PROTOCOL_PEERS, protocol_server, redis_round,  # noqa: E402
-                                     wrk_round)
+from osvrt.bench.rows.streams import (PROTOCOL_PEERS, free_port, launch,  # noqa: E402
+                                     protocol_server, redis_round, stop, wrk_round)
 
 
 def _server_cmd(name, kind, port, cpus):
@@ -119,50 +116,15 @@ def _server_cmd(name, kind, port, cpus):
     return [sys.executable, os.path.abspath(__file__), "--serve", name, kind, str(port)]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port, proc, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not come up")
-
-
 def _start(name, kind, cpus):
-    port = _free_port()
+    port = free_port()
     # The server imports the osvrt this process runs (an installed one, or a
     # checkout built in place); never the checkout's sources without their
     # extensions, which would shadow an installed osvrt.
     import osvrt
     here = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(_server_cmd(name, kind, port, cpus), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
-    try:
-        _wait_port(port, proc)
-    except BaseException:
-        proc.kill()
-        raise RuntimeError(f"{name} {kind} server failed: {proc.stderr.read().decode()[-2000:]}")
-    return proc, port
-
-
-def _stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return launch(_server_cmd(name, kind, port, cpus), port, f"{name} {kind} server", env), port
 
 
 def peers(protocol=False):
@@ -196,7 +158,7 @@ def compare(kind, rounds=ROUNDS, seconds=SECONDS, cpus=None, requests=None, prot
                     n = requests or int(20000 * seconds)
                     per[name].append(redis_round(port, n))
             finally:
-                _stop(proc)
+                stop(proc)
     res = {"rounds": rounds}
     for n in names:
         res[f"{n}_rps"] = statistics.median(x["rps"] for x in per[n])

@@ -27,8 +27,9 @@ veth:  wrk one veth hop away, in the user-space TCP rows' namespaces
 
 nginx (Debian package nginx) and redis-server (redis-server) are installed
 with apt-get when missing and this runs as root, as the bench installs its
-clients.  nginx's configuration, pid file and logs go to a private temporary
-folder, removed at the end.
+clients.  nginx's configuration and pid file go to a private temporary
+folder, removed at the end; its errors go to stderr, which a failed start
+reports.
 """
 import argparse
 import itertools
@@ -87,8 +88,7 @@ def nginx_argv(folder, host, port):
     """The command line of an nginx serving the examples' response on host:port."""
     conf = os.path.join(folder, f"nginx-{next(_confs)}.conf")    # a fresh name: O_EXCL
     write_private(conf, NGINX_CONF.format(dir=folder, host=host, port=port))
-    return [tool("nginx", "nginx"), "-p", folder, "-e", os.path.join(folder, "error.log"),
-            "-c", conf]
+    return [tool("nginx", "nginx"), "-p", folder, "-e", "stderr", "-c", conf]
 
 
 def start_local(name, kind, folder):
@@ -100,28 +100,8 @@ def start_local(name, kind, folder):
         else:
             argv = [tool("redis-server", "redis-server"), "--port", str(port), "--bind", "127.0.0.1",
                     "--save", "", "--appendonly", "no", "--dir", folder, "--daemonize", "no"]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            streams.wait_port(port, proc)
-        except Exception as e:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"{argv[0]} did not start: {e}; {log_tail(folder)}") from None
-        except BaseException:            # Ctrl-C: no server left behind
-            proc.kill()
-            proc.wait()
-            raise
-        return proc, port
+        return streams.launch(argv, port, os.path.basename(argv[0])), port
     return streams.start(name, kind)
-
-
-def log_tail(folder):
-    """The end of nginx's error log, for an error message."""
-    try:
-        with open(os.path.join(folder, "error.log"), errors="replace") as f:
-            return "nginx's error.log: " + f.read()[-600:].strip()
-    except OSError:
-        return "no error.log"
 
 
 def one_round(name, kind, folder, seconds, requests):
@@ -164,15 +144,17 @@ def veth(rounds, seconds, folder):
     tool("wrk", "wrk")
     servers = _Servers()
     nginx = None
+    err = tempfile.TemporaryFile()           # nginx's stderr: read if it does not start
     try:
         t = servers.topo
         nginx_port = PORT + 11
         nginx = t.popen_in(t.kernel_ns, nginx_argv(folder, t.kernel_ip, nginx_port),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=err)
         time.sleep(1.0)                      # its listen, in the namespace (no probe from here)
         if nginx.poll() is not None:
-            sys.exit(f"nginx did not start in {t.kernel_ns} (exit {nginx.returncode}); "
-                     f"{log_tail(folder)}")
+            err.seek(0)
+            sys.exit(f"nginx did not start in {t.kernel_ns} (exit {nginx.returncode}): "
+                     f"{err.read()[-600:].decode(errors='replace')}")
         where = {"c_server": (t.kernel_ip, nginx_port, nginx.pid),
                  "uvloop_kernel": (servers.host("uvloop_kernel"), PORT + 1,
                                    servers.pid("uvloop_kernel")),
@@ -189,6 +171,7 @@ def veth(rounds, seconds, folder):
         if nginx is not None:
             nginx.kill()
             nginx.wait()
+        err.close()
         servers.close()
 
 

@@ -876,3 +876,25 @@ def test_instructions_name_a_target_whose_peer_was_not_measured():
     text = instructions.report({"spawn": {"osvrt": 4800.0}, "http": {"osvrt": 11000.0}})
     assert "target osvrt/asyncio <= 0.25: n/a (asyncio not measured" in text
     assert "target osvrt/uvloop-Protocol <= 0.5: n/a (uvloop not measured" in text
+
+
+def test_a_bench_server_that_logs_a_lot_still_starts_and_one_that_fails_says_why():
+    """The wrk and redis rows' servers (and the ceiling script's) start through
+    streams.launch: their stderr goes to a file, so 200 KB of log before the
+    listen (a pipe holds 64 KiB, and nobody reads it during a round) cannot
+    block one; a server that exits names itself and the end of its stderr."""
+    from osvrt.bench.rows import streams
+    port = streams.free_port()
+    chatty = ("import socket, sys, time\n"
+              "sys.stderr.write('x' * 200_000); sys.stderr.flush()\n"
+              f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+              "time.sleep(60)\n")
+    proc = streams.launch([sys.executable, "-c", chatty], port, "chatty server")
+    try:
+        assert proc.poll() is None
+    finally:
+        streams.stop(proc)
+    assert proc.pid not in streams._stderr_files
+    with pytest.raises(RuntimeError, match=r"failing server failed \(server exited with 3\): boom"):
+        streams.launch([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"],
+                       streams.free_port(), "failing server")

@@ -15,7 +15,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from typing import IO
 
 from .. import wrk
 from ..catalog import row
@@ -121,19 +123,38 @@ def start(name, kind, cpus=None):
     import osvrt
     here = os.path.dirname(os.path.dirname(os.path.abspath(osvrt.__file__)))
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(server_cmd(name, kind, port, cpus), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    return launch(server_cmd(name, kind, port, cpus), port, f"{name} {kind} server", env), port
+
+
+# Each server's stderr goes to an unnamed file of its own (closed by stop()),
+# not to a pipe: nobody reads a pipe during a round, and once full (64 KiB of
+# log) it would block the server in the middle of one.
+_stderr_files: dict[int, IO[bytes]] = {}      # pid -> file
+
+
+def launch(argv, port, what, env=None):
+    """The process of argv once it listens on 127.0.0.1:port.  RuntimeError
+    naming `what`, with the end of its stderr, if it exits or does not listen
+    in time; never a server left behind (Ctrl-C included)."""
+    err = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    except BaseException:
+        err.close()
+        raise
     try:
         wait_port(port, proc)
-    except Exception:
+    except BaseException as e:
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"{name} {kind} server failed: {proc.stderr.read().decode()[-2000:]}")
-    except BaseException:            # Ctrl-C: the bench stops, leaving no server behind
-        proc.kill()
-        proc.wait()
+        err.seek(0)
+        tail = err.read()[-2000:].decode(errors="replace")
+        err.close()
+        if isinstance(e, Exception):
+            raise RuntimeError(f"{what} failed ({e}): {tail}") from None
         raise
-    return proc, port
+    _stderr_files[proc.pid] = err
+    return proc
 
 
 def stop(proc):
@@ -143,6 +164,9 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    err = _stderr_files.pop(proc.pid, None)
+    if err is not None:
+        err.close()
 
 
 def wrk_round(port, seconds, connections=CONNECTIONS, threads=1, server_pid=None):
