@@ -143,10 +143,16 @@ STOP_CHILD = INTERRUPT_AT_ENTER + textwrap.dedent("""
             self.gate = gate              # on the C call's return would land
 
         def acquire(self, *args):
-            took = self.gate.acquire(*args)
-            if took and not fired:
+            if fired or not args or not args[0]:
+                return self.gate.acquire(*args)
+            # The first sleeping wait: only now may stubborn end, so its
+            # worker's set() opens the gate while stop() sleeps on it (left
+            # to timing, the end could fall between two waits, where stop()
+            # sees no live thread and never sleeps: 1 run in many under ASan).
+            released.append(1)
+            took = self.gate.acquire(True, 5)
+            if took:
                 fired.append("InterruptSafeEvent.wait")
-                released.append(1)
                 raise KeyboardInterrupt
             return took
 
@@ -155,7 +161,9 @@ STOP_CHILD = INTERRUPT_AT_ENTER + textwrap.dedent("""
 
     if isinstance(rt._all_done, interrupt_safe.InterruptSafeEvent):
         rt._all_done._gate = InterruptedGate(rt._all_done._gate)
-    threading.Timer(0.3, released.append, (1,)).start()
+    fallback = threading.Timer(3, released.append, (1,))    # if nothing fires: no hang
+    fallback.daemon = True
+    fallback.start()
     sys.settrace(tracer)
     try:
         rt.stop(timeout=10)
