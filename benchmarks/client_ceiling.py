@@ -14,13 +14,17 @@ ceiling).  If the C server's ratio is under the target while the client used
 about all of its CPU, the target cannot be met on this host with this
 client, by any server.
 
-    sudo .venv/bin/python -P benchmarks/client_ceiling.py [--only http,redis,veth]
+    sudo .venv/bin/python -P benchmarks/client_ceiling.py [--only http,redis,aio,veth]
         [--rounds 5] [--seconds 3] [--requests 20000]
 
 http:  wrk -t1 -c64 keep-alive on loopback: nginx, uvloop-P, and
        examples/http_hello.py on osvrt's default placement (the wrk_rps row).
 redis: redis-benchmark -c50 -t set,get,ping on loopback: redis-server,
        uvloop-P, and examples/resp_server.py (the redis_rps row).
+aio:   wrk -t1 -c64 as the aio_http row runs it (issue #20): the server
+       process on the first CPU and wrk on the last, each pinned; nginx
+       (pinned the same), the HttpProtocol server on uvloop, and the same
+       server on osvrt.new_event_loop (osvrt.aio.bench).
 veth:  wrk one veth hop away, in the user-space TCP rows' namespaces
        (usertcp_wrk_rps, issue #19): nginx beside the uvloop kernel-socket
        peer, that peer, and osvrt.net.user_stack.  Needs root (namespaces).
@@ -138,6 +142,44 @@ def loopback(kind, rounds, seconds, requests, folder):
            f"(c_server: {label})", results)
 
 
+def aio_round(name, seconds, folder, server_cpu, client_cpu):
+    """One round of the aio_http row's layout against server `name`: nginx
+    ("c_server"), or osvrt.aio.bench's server on loop `name`."""
+    from osvrt.aio import bench as aio
+    from osvrt.bench import wrk
+    from osvrt.bench.client_cpu import run_client
+    if name != "c_server":
+        rps, p99_s, cpu = aio.wrk_round(name, server_cpu, client_cpu, seconds)
+        return {"rps": rps, "p99_ms": p99_s * 1e3, **cpu}
+    port = streams.free_port()
+    proc = streams.launch(["taskset", "-c", str(server_cpu),
+                           *nginx_argv(folder, "127.0.0.1", port)], port, "nginx")
+    try:
+        done, cpu = run_client(["taskset", "-c", str(client_cpu),
+                                *wrk.argv(f"http://127.0.0.1:{port}/", seconds, 64)],
+                               proc.pid, timeout=seconds + 60)
+    finally:
+        streams.stop(proc)
+    r = wrk.read(done, "nginx")
+    return {"rps": r["rps"], "p99_ms": r["p99_ms"], **cpu}
+
+
+def aio_layout(rounds, seconds, folder):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        sys.exit(f"--only aio: the server and wrk on 2 CPUs; this process may run on {cpus}")
+    server_cpu, client_cpu = cpus[0], cpus[-1]
+    names = ("c_server", "uvloop", "osvrt")
+    results = {n: [] for n in names}
+    for r in range(rounds + 1):              # round 0 warms up, not counted
+        for n in names:
+            out = aio_round(n, seconds, folder, server_cpu, client_cpu)
+            if r:
+                results[n].append(out)
+    report(f"wrk -t1 -c64 on CPU {client_cpu}, the server on CPU {server_cpu} (the aio_http "
+           "row; c_server: nginx; osvrt: osvrt.new_event_loop)", results, peer="uvloop")
+
+
 def veth(rounds, seconds, folder):
     from osvrt.bench import usertcp
     from osvrt.bench.rows.usertcp import PORT, _Servers
@@ -177,15 +219,15 @@ def veth(rounds, seconds, folder):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="http,redis,veth")
+    ap.add_argument("--only", default="http,redis,aio,veth")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=20_000)
     a = ap.parse_args(argv)
     parts = a.only.split(",")
-    bad = [p for p in parts if p not in ("http", "redis", "veth")]
+    bad = [p for p in parts if p not in ("http", "redis", "aio", "veth")]
     if bad:
-        ap.error(f"--only {a.only!r}: unknown {bad}; one or more of http, redis, veth")
+        ap.error(f"--only {a.only!r}: unknown {bad}; one or more of http, redis, aio, veth")
     for name, value, least in (("--rounds", a.rounds, 1), ("--seconds", a.seconds, 1),
                                ("--requests", a.requests, 1000)):
         if value < least:
@@ -203,6 +245,9 @@ def main(argv=None):
         if "redis" in parts:
             tool("redis-benchmark", "redis-tools")
             loopback("redis", a.rounds, a.seconds, a.requests, folder)
+        if "aio" in parts:
+            tool("wrk", "wrk")
+            aio_layout(a.rounds, a.seconds, folder)
         if "veth" in parts:
             veth(a.rounds, a.seconds, folder)
     finally:

@@ -65,6 +65,10 @@ typedef struct {
     PyObject *task_kwnames;    /* ("loop", "name", "context") */
     PyObject *future_type;     /* asyncio.Future, made by create_future */
     PyObject *future_kwnames;  /* ("loop",) */
+    PyObject *loop_kwargs;     /* {"loop": loop}: the kwargs of every two-step Future and
+                                  Task made here (two_step_new), or NULL */
+    int future_two_step;       /* future_type is made by two_step_new */
+    int task_two_step;         /* task_type is made by two_step_new */
     Py_ssize_t min_scheduled;  /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
     double clock_resolution;   /* loop._clock_resolution */
     Py_ssize_t off_when, off_scheduled;   /* TimerHandle's _when and _scheduled */
@@ -124,6 +128,9 @@ core_init(LoopCoreObject *self, PyObject *args, PyObject *kw)
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
     Py_XSETREF(self->handle_type, (PyTypeObject *)Py_NewRef(handle_type));
     Py_XSETREF(self->handle_base, (PyTypeObject *)Py_NewRef(handle_base));
+    /* loop_kwargs names the loop it was made with: bind again to use it */
+    Py_CLEAR(self->loop_kwargs);
+    self->future_two_step = self->task_two_step = 0;
     return 0;
 }
 
@@ -150,6 +157,7 @@ core_traverse(LoopCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->task_kwnames);
     Py_VISIT(self->future_type);
     Py_VISIT(self->future_kwnames);
+    Py_VISIT(self->loop_kwargs);
     return txtable_traverse(&self->txt, visit, arg);
 }
 
@@ -176,6 +184,7 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->task_kwnames);
     Py_CLEAR(self->future_type);
     Py_CLEAR(self->future_kwnames);
+    Py_CLEAR(self->loop_kwargs);
     txtable_clear(&self->txt);
     return 0;
 }
@@ -218,6 +227,20 @@ new_handle(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
     return h;
 }
 
+/* key (a str) is the ASCII name: the common case (a compact ASCII str, as
+ * every keyword from C or Python code is) by length and bytes, ~10
+ * instructions where PyUnicode_CompareWithASCIIString took ~80: the C
+ * Future passes context= on every callback it schedules. */
+static inline int
+kw_is(PyObject *key, const char *name)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(key)) {
+        size_t n = (size_t)PyUnicode_GET_LENGTH(key);
+        return strlen(name) == n && memcmp(PyUnicode_1BYTE_DATA(key), name, n) == 0;
+    }
+    return PyUnicode_CompareWithASCIIString(key, name) == 0;
+}
+
 /* The keyword arguments of call_soon and create_task, by asyncio's names:
  * names[k] is stored through slots[k]; `first` names the positional
  * parameter, which may come by keyword (call_soon(callback=f)) only when no
@@ -231,7 +254,7 @@ parse_keywords(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject
         PyObject *key = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
         if (!PyUnicode_Check(key))
             goto unexpected;
-        if (PyUnicode_CompareWithASCIIString(key, first) == 0) {
+        if (kw_is(key, first)) {
             if (nargs > 0) {
                 PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument %R",
                              fn, key);
@@ -241,7 +264,7 @@ parse_keywords(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject
             continue;
         }
         for (int k = 0; names[k] != NULL; k++) {
-            if (PyUnicode_CompareWithASCIIString(key, names[k]) == 0) {
+            if (kw_is(key, names[k])) {
                 *slots[k] = value;
                 goto next;
             }
@@ -297,6 +320,43 @@ core_call_soon(LoopCoreObject *self, PyObject *const *args, size_t nargsf, PyObj
     return h;
 }
 
+/* ---- Futures and Tasks made in two steps -------------------------------- */
+
+/* asyncio's C Future and Task have no vectorcall: calling their type with
+ * keywords makes type_call build a kwargs dict per call (~450 instructions
+ * of a create_future's ~1,500).  Their __new__ is PyType_GenericNew (it
+ * ignores its arguments) and their __init__ only reads the dict, so
+ * type_call's two steps are done here, with one {"loop": loop} dict made at
+ * bind time.  1 if tp qualifies (and the dict exists), 0 if it is to be
+ * called as usual (a Python Future, a class with its own __new__), -1 with
+ * an error set. */
+static int
+can_two_step(LoopCoreObject *self, PyTypeObject *tp)
+{
+    if (tp->tp_new != PyType_GenericNew || tp->tp_init == NULL || self->loop == NULL)
+        return 0;
+    if (self->loop_kwargs == NULL) {
+        PyObject *kw = PyDict_New();
+        if (kw == NULL || PyDict_SetItemString(kw, "loop", self->loop) < 0) {
+            Py_XDECREF(kw);
+            return -1;
+        }
+        self->loop_kwargs = kw;
+    }
+    return 1;
+}
+
+/* tp(*args, loop=self.loop), by tp_new then tp_init, as type_call does for
+ * a type whose tp_new returns its own instances. */
+static PyObject *
+two_step_new(LoopCoreObject *self, PyTypeObject *tp, PyObject *args)
+{
+    PyObject *obj = tp->tp_new(tp, args, NULL);
+    if (obj != NULL && tp->tp_init(obj, args, self->loop_kwargs) < 0)
+        Py_CLEAR(obj);
+    return obj;
+}
+
 /* ---- create_task ------------------------------------------------------- */
 
 static PyObject *
@@ -324,6 +384,12 @@ core_create_task(LoopCoreObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     /* BaseEventLoop.create_task without a task factory, outside debug mode:
      * Task(coro, loop=self, name=name, context=context). */
+    if (self->task_two_step && name == Py_None && context == Py_None) {
+        PyObject *args = PyTuple_Pack(1, coro);
+        PyObject *task = args ? two_step_new(self, (PyTypeObject *)self->task_type, args) : NULL;
+        Py_XDECREF(args);
+        return task;
+    }
     PyObject *call[4] = {coro, self->loop, name, context};
     return PyObject_Vectorcall(self->task_type, call, 1, self->task_kwnames);
 }
@@ -340,21 +406,34 @@ core_bind_task(LoopCoreObject *self, PyObject *task_type)
         return NULL;
     for (Py_ssize_t i = 0; i < 3; i++)
         PyUnicode_InternInPlace(&PyTuple_GET_ITEM(kwnames, i));
+    int two_step = can_two_step(self, (PyTypeObject *)task_type);
+    if (two_step < 0) {
+        Py_DECREF(kwnames);
+        return NULL;
+    }
     Py_XSETREF(self->task_kwnames, kwnames);
     Py_XSETREF(self->task_type, Py_NewRef(task_type));
+    self->task_two_step = two_step;
     Py_RETURN_NONE;
 }
 
 /* ---- create_future, get_debug -------------------------------------------- */
 
 /* BaseEventLoop.create_future: Future(loop=self), with no Python frame
- * (a Future hand-off makes one per hand-off). */
+ * (a Future hand-off makes one per hand-off), in two steps where it can. */
 static PyObject *
 core_create_future(LoopCoreObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->future_type == NULL || self->loop == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "LoopCore.create_future before bind_future");
         return NULL;
+    }
+    if (self->future_two_step) {
+        PyObject *no_args = PyTuple_New(0);      /* the empty-tuple singleton */
+        PyObject *fut = no_args ? two_step_new(self, (PyTypeObject *)self->future_type,
+                                               no_args) : NULL;
+        Py_XDECREF(no_args);
+        return fut;
     }
     PyObject *call[1] = {self->loop};
     return PyObject_Vectorcall(self->future_type, call, 0, self->future_kwnames);
@@ -372,8 +451,14 @@ core_bind_future(LoopCoreObject *self, PyObject *future_type)
     if (kwnames == NULL)
         return NULL;
     PyUnicode_InternInPlace(&PyTuple_GET_ITEM(kwnames, 0));
+    int two_step = can_two_step(self, (PyTypeObject *)future_type);
+    if (two_step < 0) {
+        Py_DECREF(kwnames);
+        return NULL;
+    }
     Py_XSETREF(self->future_kwnames, kwnames);
     Py_XSETREF(self->future_type, Py_NewRef(future_type));
+    self->future_two_step = two_step;
     Py_RETURN_NONE;
 }
 

@@ -238,8 +238,11 @@ def instructions_http(kind, n, cpu=0, timeout=900):
         import tempfile
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "cg.out")
+            # valgrind's own messages (its banner, an unhandled syscall) to a
+            # file, not into the report
             srv = Server(kind, cpu, wrap=("valgrind", "--tool=callgrind",
-                                          f"--callgrind-out-file={out}"))
+                                          f"--callgrind-out-file={out}",
+                                          f"--log-file={os.path.join(d, 'valgrind.log')}"))
             try:
                 http_client(srv.port, k)
             finally:

@@ -285,6 +285,63 @@ def test_create_future_and_get_debug_are_the_c_core_and_follow_set_debug():
     assert isinstance(owner, _engine.LoopCore)
 
 
+def test_futures_and_tasks_made_in_two_steps_belong_to_their_loop():
+    """create_future and create_task (no name, no context) make the C Future
+    and Task by their __new__ and __init__, with one {"loop": loop} dict for
+    all (aio.c, two_step_new): each is the loop's, the dict stays the loop's,
+    no reference leaks, and a Future class with a Python __init__ or a Python
+    __new__ is made correctly too."""
+    import sys
+
+    class Traced(asyncio.Future):             # a Python __init__ over the C one
+        def __init__(self, **kw):
+            self.seen = kw["loop"]
+            kw["loop"] = "changed"             # its own copy: never the core's dict
+            super().__init__(loop=self.seen)
+
+    class OwnNew(asyncio.Future):             # its own __new__: called as usual
+        def __new__(cls, *args, **kw):
+            self = super().__new__(cls)
+            self.made_by_new = kw
+            return self
+
+    async def child():
+        return asyncio.current_task()
+
+    async def make_some(loop):
+        futs = [loop.create_future() for _ in range(1000)]
+        tasks = [loop.create_task(child()) for _ in range(100)]
+        done = [await t for t in tasks]
+        return (all(f.get_loop() is loop and type(f) is asyncio.Future for f in futs)
+                and all(t.get_loop() is loop and d is t for t, d in zip(tasks, done))
+                and all(t.get_name().startswith("Task-") for t in tasks))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        core = loop.loop_core
+        await make_some(loop)                 # warm: what a first round leaves is not a leak
+        gc.collect()
+        refs = sys.getrefcount(loop)
+        mine = await make_some(loop)
+        gc.collect()
+        leaked = sys.getrefcount(loop) - refs
+        core.bind_future(Traced)
+        traced = [loop.create_future() for _ in range(2)]
+        core.bind_future(OwnNew)
+        own = loop.create_future()
+        core.bind_future(asyncio.Future)
+        after = loop.create_future()
+        return (mine, leaked, [(type(f), f.seen is loop, f.get_loop() is loop) for f in traced],
+                (type(own), own.made_by_new.get("loop") is loop, own.get_loop() is loop),
+                after.get_loop() is loop)
+
+    mine, leaked, traced, own, after = run(main)
+    assert mine and leaked <= 0
+    assert traced == [(traced[0][0], True, True)] * 2 and traced[0][0].__name__ == "Traced"
+    assert own[0].__name__ == "OwnNew" and own[1] and own[2]
+    assert after
+
+
 def test_the_park_and_wake_run_no_python_frame():
     """Outside debug mode the loop thread's turns, parks and yields are
     LoopCore.run's, in C: between two callbacks no Python function of the
