@@ -52,6 +52,8 @@ class LoopCore:
     idle_ticket: Ticket | None
     closed: bool
     debug: bool
+    @property
+    def two_step(self) -> tuple[bool, bool]: ...
     def __init__(self, loop: Any, ready: Any, on_error: Any, handle_type: type,
                  handle_base: type) -> None: ...
     def bind_turn(self, fd_to_key: dict[Any, Any], epfd: int, tidy_timers: Any,

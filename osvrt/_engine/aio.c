@@ -121,6 +121,11 @@ core_init(LoopCoreObject *self, PyObject *args, PyObject *kw)
         Py_XDECREF(append);
         return -1;
     }
+    /* First: a dict naming the old loop must never meet the new one.  The
+     * flags go before the clear, whose decref may run code that calls
+     * create_future (the old loop's __del__). */
+    self->future_two_step = self->task_two_step = 0;
+    Py_CLEAR(self->loop_kwargs);
     Py_XSETREF(self->loop, Py_NewRef(loop));
     Py_XSETREF(self->ready, Py_NewRef(ready));
     Py_XSETREF(self->append, append);
@@ -128,9 +133,6 @@ core_init(LoopCoreObject *self, PyObject *args, PyObject *kw)
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
     Py_XSETREF(self->handle_type, (PyTypeObject *)Py_NewRef(handle_type));
     Py_XSETREF(self->handle_base, (PyTypeObject *)Py_NewRef(handle_base));
-    /* loop_kwargs names the loop it was made with: bind again to use it */
-    Py_CLEAR(self->loop_kwargs);
-    self->future_two_step = self->task_two_step = 0;
     return 0;
 }
 
@@ -325,15 +327,27 @@ core_call_soon(LoopCoreObject *self, PyObject *const *args, size_t nargsf, PyObj
 /* asyncio's C Future and Task have no vectorcall: calling their type with
  * keywords makes type_call build a kwargs dict per call (~450 instructions
  * of a create_future's ~1,500).  Their __new__ is PyType_GenericNew (it
- * ignores its arguments) and their __init__ only reads the dict, so
+ * ignores its arguments) and their C __init__ only reads the dict, so
  * type_call's two steps are done here, with one {"loop": loop} dict made at
- * bind time.  1 if tp qualifies (and the dict exists), 0 if it is to be
- * called as usual (a Python Future, a class with its own __new__), -1 with
- * an error set. */
+ * bind time.  Only for exactly that shape: a metaclass __call__, a Python
+ * __new__ or a Python __init__ (which may take other keywords: create_task
+ * passes name= and context= too) gets the class called as usual, as does
+ * asyncio's pure-Python Future.  1 if tp qualifies (and the dict exists),
+ * 0 if not, -1 with an error set. */
 static int
 can_two_step(LoopCoreObject *self, PyTypeObject *tp)
 {
-    if (tp->tp_new != PyType_GenericNew || tp->tp_init == NULL || self->loop == NULL)
+    if (tp->tp_new != PyType_GenericNew || tp->tp_init == NULL || self->loop == NULL
+        || Py_TYPE(tp)->tp_call != PyType_Type.tp_call)
+        return 0;
+    /* Bind time only: __init__ found on the class is a slot wrapper when it
+     * is C's (a Python one is a function). */
+    PyObject *init = PyObject_GetAttrString((PyObject *)tp, "__init__");
+    if (init == NULL)
+        return -1;
+    int c_init = Py_IS_TYPE(init, &PyWrapperDescr_Type);
+    Py_DECREF(init);
+    if (!c_init)
         return 0;
     if (self->loop_kwargs == NULL) {
         PyObject *kw = PyDict_New();
@@ -351,9 +365,12 @@ can_two_step(LoopCoreObject *self, PyTypeObject *tp)
 static PyObject *
 two_step_new(LoopCoreObject *self, PyTypeObject *tp, PyObject *args)
 {
+    /* Held across the init: nothing it runs (get_debug) may free it. */
+    PyObject *kwargs = Py_NewRef(self->loop_kwargs);
     PyObject *obj = tp->tp_new(tp, args, NULL);
-    if (obj != NULL && tp->tp_init(obj, args, self->loop_kwargs) < 0)
+    if (obj != NULL && tp->tp_init(obj, args, kwargs) < 0)
         Py_CLEAR(obj);
+    Py_DECREF(kwargs);
     return obj;
 }
 
@@ -411,6 +428,7 @@ core_bind_task(LoopCoreObject *self, PyObject *task_type)
         Py_DECREF(kwnames);
         return NULL;
     }
+    self->task_two_step = 0;             /* before the swap, whose decref may run code */
     Py_XSETREF(self->task_kwnames, kwnames);
     Py_XSETREF(self->task_type, Py_NewRef(task_type));
     self->task_two_step = two_step;
@@ -456,6 +474,7 @@ core_bind_future(LoopCoreObject *self, PyObject *future_type)
         Py_DECREF(kwnames);
         return NULL;
     }
+    self->future_two_step = 0;           /* before the swap, whose decref may run code */
     Py_XSETREF(self->future_kwnames, kwnames);
     Py_XSETREF(self->future_type, Py_NewRef(future_type));
     self->future_two_step = two_step;
@@ -1196,6 +1215,13 @@ core_set_debug(LoopCoreObject *self, PyObject *v, void *c)
     return 0;
 }
 
+static PyObject *
+core_get_two_step(LoopCoreObject *self, void *c)
+{
+    return Py_BuildValue("(OO)", self->future_two_step ? Py_True : Py_False,
+                         self->task_two_step ? Py_True : Py_False);
+}
+
 static PyGetSetDef core_getset[] = {
     {"debug", (getter)core_get_debug, (setter)core_set_debug,
      "the loop is in debug mode (its own Python turn): run() runs no turn", NULL},
@@ -1203,6 +1229,9 @@ static PyGetSetDef core_getset[] = {
      "the loop thread's osvrt wait while it is parked, else None", NULL},
     {"closed", (getter)core_get_closed, (setter)core_set_closed,
      "set when the loop closes: call_soon then raises RuntimeError", NULL},
+    {"two_step", (getter)core_get_two_step, NULL,
+     "(future, task): create_future and create_task make the bound class by its __new__ "
+     "and C __init__ with one shared {'loop': loop} dict", NULL},
     {NULL},
 };
 

@@ -288,16 +288,18 @@ def test_create_future_and_get_debug_are_the_c_core_and_follow_set_debug():
 def test_futures_and_tasks_made_in_two_steps_belong_to_their_loop():
     """create_future and create_task (no name, no context) make the C Future
     and Task by their __new__ and __init__, with one {"loop": loop} dict for
-    all (aio.c, two_step_new): each is the loop's, the dict stays the loop's,
-    no reference leaks, and a Future class with a Python __init__ or a Python
-    __new__ is made correctly too."""
+    all (aio.c, two_step_new): each is the loop's, the shared dict stays
+    {"loop": loop} with no reference gained, no coroutine or object is kept,
+    and a Future or Task class with a Python __init__ or __new__, or a
+    metaclass __call__, is called as usual, with every keyword."""
     import sys
+    import weakref
 
-    class Traced(asyncio.Future):             # a Python __init__ over the C one
+    class Traced(asyncio.Future):             # a Python __init__: called as usual
         def __init__(self, **kw):
-            self.seen = kw["loop"]
+            self.kw = dict(kw)
             kw["loop"] = "changed"             # its own copy: never the core's dict
-            super().__init__(loop=self.seen)
+            super().__init__(loop=self.kw["loop"])
 
     class OwnNew(asyncio.Future):             # its own __new__: called as usual
         def __new__(cls, *args, **kw):
@@ -305,41 +307,107 @@ def test_futures_and_tasks_made_in_two_steps_belong_to_their_loop():
             self.made_by_new = kw
             return self
 
-    async def child():
-        return asyncio.current_task()
+    calls = []
 
-    async def make_some(loop):
+    class Meta(type):                         # a metaclass __call__: called as usual
+        def __call__(cls, *args, **kw):
+            calls.append(kw)
+            return super().__call__(*args, **kw)
+
+    class MetaFuture(asyncio.Future, metaclass=Meta):
+        pass
+
+    class StrictTask(asyncio.Task):           # needs every keyword create_task passes
+        def __init__(self, coro, *, loop, name, context):
+            super().__init__(coro, loop=loop, name=name, context=context)
+
+    async def child():                        # a name: the task itself would make a cycle
+        return asyncio.current_task().get_name()
+
+    def shared_dict(core, loop):
+        found = [o for o in gc.get_referents(core) if type(o) is dict and o.get("loop") is loop]
+        assert len(found) == 1, found
+        return found[0]
+
+    async def make_some(loop, coros):
         futs = [loop.create_future() for _ in range(1000)]
-        tasks = [loop.create_task(child()) for _ in range(100)]
+        tasks = []
+        for _ in range(100):
+            coro = child()
+            coros.append(weakref.ref(coro))
+            tasks.append(loop.create_task(coro))
         done = [await t for t in tasks]
         return (all(f.get_loop() is loop and type(f) is asyncio.Future for f in futs)
-                and all(t.get_loop() is loop and d is t for t, d in zip(tasks, done))
+                and all(t.get_loop() is loop and d == t.get_name() for t, d in zip(tasks, done))
                 and all(t.get_name().startswith("Task-") for t in tasks))
 
     async def main():
         loop = asyncio.get_running_loop()
         core = loop.loop_core
-        await make_some(loop)                 # warm: what a first round leaves is not a leak
+        fast = core.two_step
+        kw = shared_dict(core, loop)
+        coros = []
+        await make_some(loop, coros)          # warm: what a first round leaves is not a leak
+        await asyncio.sleep(0)                # out of the wake-up (its Handle holds a task)
         gc.collect()
-        refs = sys.getrefcount(loop)
-        mine = await make_some(loop)
+        refs, kw_refs = sys.getrefcount(loop), sys.getrefcount(kw)
+        coros.clear()
+        mine = await make_some(loop, coros)
+        await asyncio.sleep(0)
         gc.collect()
-        leaked = sys.getrefcount(loop) - refs
-        core.bind_future(Traced)
-        traced = [loop.create_future() for _ in range(2)]
-        core.bind_future(OwnNew)
-        own = loop.create_future()
+        leaked = (sys.getrefcount(loop) - refs, sys.getrefcount(kw) - kw_refs,
+                  sum(r() is not None for r in coros))
+        kept = kw == {"loop": loop}
+        made = []
+        for cls in (Traced, OwnNew, MetaFuture):
+            core.bind_future(cls)
+            made.append((core.two_step[0], loop.create_future(), loop.create_future()))
+        core.bind_task(StrictTask)
+        strict_task = loop.create_task(child())
+        strict = (core.two_step[1] or type(strict_task) is not StrictTask, await strict_task)
         core.bind_future(asyncio.Future)
-        after = loop.create_future()
-        return (mine, leaked, [(type(f), f.seen is loop, f.get_loop() is loop) for f in traced],
-                (type(own), own.made_by_new.get("loop") is loop, own.get_loop() is loop),
-                after.get_loop() is loop)
+        core.bind_task(asyncio.Task)
+        return (fast, mine, leaked, kept, made, strict, core.two_step,
+                loop.create_future().get_loop() is loop)
 
-    mine, leaked, traced, own, after = run(main)
-    assert mine and leaked <= 0
-    assert traced == [(traced[0][0], True, True)] * 2 and traced[0][0].__name__ == "Traced"
-    assert own[0].__name__ == "OwnNew" and own[1] and own[2]
-    assert after
+    fast, mine, leaked, kept, made, strict, back, after = run(main)
+    assert fast == (True, True)
+    assert mine and leaked == (0, 0, 0) and kept
+    (t_fast, t1, t2), (o_fast, o1, _), (m_fast, m1, m2) = made
+    assert not (t_fast or o_fast or m_fast)
+    assert t1.kw == t2.kw == {"loop": t1.get_loop()} and t1.get_loop() is t2.get_loop()
+    assert type(o1).__name__ == "OwnNew" and o1.made_by_new == {"loop": o1.get_loop()}
+    assert calls == [{"loop": m1.get_loop()}] * 2 and m2.get_loop() is m1.get_loop()
+    assert strict[0] is False and strict[1].startswith("Task-")
+    assert back == (True, True) and after
+
+
+def test_create_future_before_the_run_and_after_a_second_init_names_the_loop():
+    """A Future made before the loop runs (no running loop to fall back on)
+    is the loop's.  A LoopCore initialised again for another loop drops the
+    dict that named the first (its two-step paths off until bound again):
+    its Futures are the other loop's, before and after binding again."""
+    from asyncio import events
+
+    from osvrt.aio.loop import _Handle
+
+    loop = osvrt.new_event_loop()
+    other = osvrt.new_event_loop()
+    try:
+        assert loop.create_future().get_loop() is loop
+        core = _engine.LoopCore(loop, loop._ready, loop._callback_failed, _Handle, events.Handle)
+        core.bind_future(asyncio.Future)
+        first = (core.two_step, core.create_future().get_loop() is loop)
+        core.__init__(other, other._ready, other._callback_failed, _Handle, events.Handle)
+        second = (core.two_step, core.create_future().get_loop() is other)
+        core.bind_future(asyncio.Future)
+        third = (core.two_step, core.create_future().get_loop() is other)
+    finally:
+        other.close()
+        loop.close()
+    assert first == ((True, False), True)
+    assert second == ((False, False), True)
+    assert third == ((True, False), True)
 
 
 def test_the_park_and_wake_run_no_python_frame():
