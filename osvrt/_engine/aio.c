@@ -186,6 +186,7 @@ core_clear(LoopCoreObject *self)
     Py_CLEAR(self->task_kwnames);
     Py_CLEAR(self->future_type);
     Py_CLEAR(self->future_kwnames);
+    self->future_two_step = self->task_two_step = 0;
     Py_CLEAR(self->loop_kwargs);
     txtable_clear(&self->txt);
     return 0;
