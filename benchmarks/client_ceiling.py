@@ -129,14 +129,21 @@ def report(title, results, peer="uvloop_protocol"):
               f"client CPU {share:.2f}  rounds {[round(r['rps']) for r in rounds]}")
 
 
-def loopback(kind, rounds, seconds, requests, folder):
-    names = ("c_server", "uvloop_protocol", "osvrt")
+def alternate(names, rounds, one):
+    """{name: [one(name) per counted round]}: the servers in turn, round
+    after round; round 0 warms up and is not counted."""
     results = {n: [] for n in names}
-    for r in range(rounds + 1):              # round 0 warms up, not counted
+    for r in range(rounds + 1):
         for n in names:
-            out = one_round(n, kind, folder, seconds, requests)
+            out = one(n)
             if r:
                 results[n].append(out)
+    return results
+
+
+def loopback(kind, rounds, seconds, requests, folder):
+    results = alternate(("c_server", "uvloop_protocol", "osvrt"), rounds,
+                        lambda n: one_round(n, kind, folder, seconds, requests))
     label = "nginx" if kind == "http" else "redis-server"
     report(f"{'wrk -t1 -c64' if kind == 'http' else 'redis-benchmark -c50'} on loopback "
            f"(c_server: {label})", results)
@@ -169,13 +176,8 @@ def aio_layout(rounds, seconds, folder):
     if len(cpus) < 2:
         sys.exit(f"--only aio: the server and wrk on 2 CPUs; this process may run on {cpus}")
     server_cpu, client_cpu = cpus[0], cpus[-1]
-    names = ("c_server", "uvloop", "osvrt")
-    results = {n: [] for n in names}
-    for r in range(rounds + 1):              # round 0 warms up, not counted
-        for n in names:
-            out = aio_round(n, seconds, folder, server_cpu, client_cpu)
-            if r:
-                results[n].append(out)
+    results = alternate(("c_server", "uvloop", "osvrt"), rounds,
+                        lambda n: aio_round(n, seconds, folder, server_cpu, client_cpu))
     report(f"wrk -t1 -c64 on CPU {client_cpu}, the server on CPU {server_cpu} (the aio_http "
            "row; c_server: nginx; osvrt: osvrt.new_event_loop)", results, peer="uvloop")
 
@@ -201,12 +203,8 @@ def veth(rounds, seconds, folder):
                  "uvloop_kernel": (servers.host("uvloop_kernel"), PORT + 1,
                                    servers.pid("uvloop_kernel")),
                  "osvrt": (servers.host("osvrt"), PORT + 1, servers.pid("osvrt"))}
-        results = {n: [] for n in where}
-        for r in range(rounds + 1):
-            for n, (host, port, pid) in where.items():
-                out = usertcp.wrk_round(t.peer_ns, host, port, seconds, server_pid=pid)
-                if r:
-                    results[n].append(out)
+        results = alternate(tuple(where), rounds, lambda n: usertcp.wrk_round(
+            t.peer_ns, where[n][0], where[n][1], seconds, server_pid=where[n][2]))
         report("wrk -t1 -c64 one veth hop away (c_server: nginx beside the uvloop kernel-socket "
                "peer; osvrt: osvrt.net.user_stack)", results, peer="uvloop_kernel")
     finally:
