@@ -270,11 +270,10 @@ static int test_live(void)
     check_in_order(ca, n, 'a');
     check_in_order(cb, n, 'b');
 
-    /* The counters are read once the pollers have stopped: a datagram is in
-     * its channel before the classifier counts it received (classifier.c,
-     * deliver), and a CPU counts a drain's frames only when the drain returns
-     * (cpu.c, rx_use), so read while a poller was inside a drain the CPUs'
-     * sum fell short (1192 of 1200 frames, in a TSan run). */
+    /* The counters are read once the pollers have stopped: a CPU counts a
+     * drain's frames only when the drain returns (cpu.c, rx_use), after the
+     * drain published its datagrams, so read while a poller was still inside
+     * a drain the CPUs' sum fell short (1192 of 1200 frames, in a TSan run). */
     atomic_store(&owner_stop, 1);
     for (int i = 0; i < 3; i++)
         pthread_join(th[i], NULL);
