@@ -121,7 +121,7 @@ typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t sad
 struct osvrt_net_config {
     const char *ifname; uint32_t ring_frames; uint32_t frame_size; uint32_t buckets;
     uint32_t burst; int64_t spin_ns; int32_t cpu; uint32_t prefilter;
-    uint32_t spin_yield; uint64_t cpu_mask;
+    uint32_t spin_yield; uint64_t cpu_mask; uint32_t handover;
 };
 struct osvrt_net_stats {
     uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
@@ -146,6 +146,7 @@ struct osvrt_net_workers_stats { uint64_t contended; uint64_t rehomed; };
 void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *out);
 uint64_t osvrt_rt_rx_frames(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_net_stop(struct osvrt_net *net);
+int osvrt_net_handed_over(struct osvrt_net *net);
 void osvrt_net_release(struct osvrt_net *net);
 void osvrt_net_free(struct osvrt_net *net);
 struct osvrt_flow *osvrt_net_flow_add4(struct osvrt_net *net, uint8_t proto, uint32_t daddr,

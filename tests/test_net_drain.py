@@ -174,3 +174,95 @@ def test_workers_drain_two_flows_two_readers_isolated(make_rt):
     c.close()
     small.close()
     big.close()
+
+
+def _echo_forever(ep):
+    async def echo():
+        while True:
+            try:
+                data, addr = await ep.recvfrom()
+            except OSError:                      # closed: the test is over
+                return
+            await ep.sendto(data, addr)
+    return echo
+
+
+def _seq_pingpong(addr, n, window):
+    """n sequence-numbered requests, `window` in flight, from a plain socket:
+    every reply comes back, in the order sent (a net channel keeps order)."""
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(T)
+    c.connect(addr)
+    try:
+        sent = got = 0
+        while got < n:
+            while sent < n and sent - got < window:
+                c.send(b"%08d" % sent)
+                sent += 1
+            assert c.recv(64) == b"%08d" % got
+            got += 1
+    finally:
+        c.close()
+
+
+def _spare_cpu_runtime(make_rt, **net):
+    """A runtime on CPU 1 whose classifier thread gets CPU 0 (auto: a spare CPU)."""
+    if not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs CPUs 0 and 1")
+    rt = make_rt(cpus=[1])
+    osvrt.net.configure(rt, **net)
+    assert rt.stats()["net"]["drain"] == "thread"
+    return rt
+
+
+def test_auto_thread_hands_the_ring_to_the_workers_under_pipelined_load(make_rt):
+    """drain="auto" with a spare CPU starts the classifier thread there; a
+    client on that CPU with 16 requests in flight keeps it waking and sharing
+    its CPU, so it hands the ring to the worker (classifier.c, hand_over).
+    Nothing is lost or reordered across the hand-over, the worker's drain
+    serves from then on, and stop() undoes both (no thread, no hook left)."""
+    from osvrt.bench.net import rr
+    rt = _spare_cpu_runtime(make_rt)
+    ep = _bind(rt)
+    fut = rt.submit(_echo_forever(ep))
+    # The thread looks back every 64 bursts: a few rounds, in case a loaded
+    # host lets its polling catch some of them at first.
+    for _ in range(20):
+        r = rr(ep.address, 5000, window=16, cpu=0, timeout_ms=2000)
+        assert (r["done"], r["lost"]) == (5000, 0)
+        if rt.stats()["net"]["drain_handed_over"]:
+            break
+    st = rt.stats()["net"]
+    assert st["drain"] == "workers" and st["drain_handed_over"], st["placement"]
+    assert "handed the ring to the workers" in st["placement"]
+    assert "osvrt-net" not in testing.pid_threads()          # the thread has left
+    # From here the worker drains: pipelined and one at a time, in order.
+    frames0 = sum(st["frames_by_worker"])
+    _seq_pingpong(ep.address, 2000, 16)
+    _seq_pingpong(ep.address, 200, 1)
+    st = rt.stats()["net"]
+    assert sum(st["frames_by_worker"]) >= frames0 + 2200
+    assert st["dropped"]["ring"] == 0 and st["dropped"]["channel_full"] == 0
+    ep.close()
+    assert fut.result(timeout=T) is None
+    rt.service("net").stop()
+    assert rt.stats()["net"]["running"] is False
+
+
+@pytest.mark.parametrize("window", [1, 16])
+def test_thread_stays_for_ping_pong_and_when_asked_for(make_rt, window):
+    """One request in flight is one frame a burst: the auto thread keeps the
+    ring (its polling is what makes that fast).  drain="thread" never hands
+    it over, pipelined or not."""
+    from osvrt.bench.net import rr
+    rt = _spare_cpu_runtime(make_rt, **({"drain": "thread"} if window == 16 else {}))
+    ep = _bind(rt)
+    fut = rt.submit(_echo_forever(ep))
+    r = rr(ep.address, 20000 if window == 16 else 3000, window=window, cpu=0, timeout_ms=2000)
+    assert r["lost"] == 0
+    st = rt.stats()["net"]
+    assert st["bursts"] >= 64 * 3                      # the thread looked back several times
+    assert (st["drain"], st["drain_handed_over"]) == ("thread", False)
+    assert "osvrt-net" in testing.pid_threads()
+    ep.close()
+    fut.result(timeout=T)

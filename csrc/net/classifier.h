@@ -64,6 +64,8 @@ _Static_assert(OSVRT_PKT_NVERDICTS <= OSVRT_NET_NREASONS, "malformed[] too small
  * order, sport host order.  Returns the lane (0..nlanes-1), or < 0 to drop. */
 typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t saddr, uint32_t sport);
 
+#define OSVRT_NET_HANDOVER_NOW 2
+
 struct osvrt_net_config {
     const char *ifname;     /* interface to read ("lo"); NULL: no socket */
     uint32_t ring_frames;   /* ring frames (0: 8192) */
@@ -75,6 +77,9 @@ struct osvrt_net_config {
     uint32_t prefilter;     /* 1: kernel-side filter, see below */
     uint32_t spin_yield;    /* 1: sched_yield() between polls (runnable threads of the CPU go first) */
     uint64_t cpu_mask;      /* pin the thread to these CPUs (bit i: CPU i) when cpu < 0; 0: not pinned */
+    uint32_t handover;      /* the thread may hand the ring to the workers: 1 when it stops
+                             * paying (classifier.c, hand_over); OSVRT_NET_HANDOVER_NOW: after
+                             * its first 64 bursts, whatever they were (for tests) */
 };
 
 /* The prefilter (cfg.prefilter = 1): a classic BPF program on the packet
@@ -159,6 +164,10 @@ struct osvrt_net {
     pthread_t thread;
     int started;
     _Atomic int stop;
+    /* 1 once the thread handed the ring to the workers and left its loop
+     * (cfg.handover): set with release after its last touch of the ring and
+     * of `workers`, so whoever reads 1 with acquire may read `workers`. */
+    _Atomic int handed_over;
     /* burst state (producer only) */
     uint64_t burst_seq;
     /* the CPU whose threads this burst woke: -1 none yet, -2 several CPUs */
@@ -182,8 +191,10 @@ struct osvrt_net {
 struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_config *cfg, int *err);
 /* Start the thread (a socket is needed).  0 or an errno value. */
 int osvrt_net_start(struct osvrt_net *net);
-/* Stop and join the thread; idempotent. */
+/* Stop and join the thread, then detach the workers; idempotent. */
 void osvrt_net_stop(struct osvrt_net *net);
+/* 1 once the thread has handed the ring to the workers (acquire). */
+int osvrt_net_handed_over(struct osvrt_net *net);
 /* Stop, then give back the packet socket and its ring (the large part); the
  * flows and the counters stay readable until osvrt_net_free.  Not concurrent
  * with osvrt_net_get_stats (the caller serializes them). */

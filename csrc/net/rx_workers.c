@@ -78,8 +78,15 @@ static void detach_all(struct osvrt_net_workers *w)
 
 int osvrt_net_start_workers(struct osvrt_net *net)
 {
+    if (net->started)
+        return EINVAL;
+    return osvrt_net_attach_workers(net);
+}
+
+int osvrt_net_attach_workers(struct osvrt_net *net)
+{
     int fd = osvrt_net_ring_fd(net);
-    if (fd < 0 || net->started || !net->rt || net->rt->ncpu == 0)
+    if (fd < 0 || !net->rt || net->rt->ncpu == 0)
         return EINVAL;
     if (net->workers)
         return EEXIST;
@@ -95,27 +102,36 @@ int osvrt_net_start_workers(struct osvrt_net *net)
     w->hook.arg = w;
     w->home = 0;
     w->watching = 0;
-    atomic_init(&w->lock, 0);
+    /* Held by us until the socket is in an epoll: a worker that sees the
+     * hook first drains nothing yet, and nobody moves the home meanwhile. */
+    atomic_init(&w->lock, 1);
     atomic_init(&w->contended, 0);
     atomic_init(&w->rehomed, 0);
     if (!(w->attached = calloc(w->ncpu, 1))) {
         free(w);
         return ENOMEM;
     }
-    /* The socket first, in CPU 0's epoll (the home until a burst wakes a
-     * thread elsewhere), then the hook on every CPU. */
+    /* The hook on every CPU, then the socket in CPU 0's epoll (the home until
+     * a burst wakes a thread elsewhere): a worker that the socket wakes finds
+     * the hook (the other way round, a worker woken for frames already in the
+     * ring found none, and its level-triggered epoll woke it again at once). */
+    for (uint32_t i = 0; i < w->ncpu; i++) {
+        osvrt_cpu_rx_attach(&net->rt->cpus[i], &w->hook);
+        w->attached[i] = 1;
+    }
     int e = osvrt_cpu_rx_watch(&net->rt->cpus[0], fd, 1);
     if (e) {
+        detach_all(w);                 /* returns once no worker is inside the hook */
         free(w->attached);
         free(w);
         return e;
     }
     w->watching = 1;
-    for (uint32_t i = 0; i < w->ncpu; i++) {
-        osvrt_cpu_rx_attach(&net->rt->cpus[i], &w->hook);
-        w->attached[i] = 1;
-    }
     net->workers = w;
+    /* release: the producer state we leave (the ring position and burst marks
+     * of a classifier thread that hands over; home, watching) is complete
+     * before the first worker's acquire exchange of the lock (rx_drain). */
+    atomic_store_explicit(&w->lock, 0, memory_order_release);
     return 0;
 }
 
@@ -132,7 +148,9 @@ void osvrt_net_stop_workers(struct osvrt_net *net)
 
 void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *o)
 {
-    struct osvrt_net_workers *w = net->workers;
+    /* While the thread runs, it may be writing `workers` (its hand-over):
+     * read it only once handed_over says it is done. */
+    struct osvrt_net_workers *w = !net->started || osvrt_net_handed_over(net) ? net->workers : NULL;
     /* relaxed: statistics. */
     o->contended = w ? atomic_load_explicit(&w->contended, memory_order_relaxed) : 0;
     o->rehomed = w ? atomic_load_explicit(&w->rehomed, memory_order_relaxed) : 0;

@@ -64,6 +64,9 @@ struct osvrt_net_workers {
  * running; EEXIST: already attached; ENOMEM; an epoll_ctl error: nothing is
  * left attached). */
 int osvrt_net_start_workers(struct osvrt_net *net);
+/* The same, run by the classifier's own thread as it hands the ring over
+ * (classifier.c, net_main): no check that the thread is stopped. */
+int osvrt_net_attach_workers(struct osvrt_net *net);
 /* Detach from every worker; returns once none uses the ring.  Idempotent;
  * osvrt_net_stop calls it. */
 void osvrt_net_stop_workers(struct osvrt_net *net);

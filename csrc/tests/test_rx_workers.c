@@ -216,6 +216,105 @@ static void check_in_order(struct osvrt_chan *c, int n, char tag)
     }
 }
 
+/* Two flows on lo, each with its reserved port, a flow in net and a client. */
+struct pair {
+    int reserve[2], client[2];
+    struct osvrt_flow *flow[2];
+    struct osvrt_chan *chan[2];
+};
+
+static void pair_open(struct osvrt_net *net, struct pair *p)
+{
+    for (int i = 0; i < 2; i++) {
+        uint16_t port;
+        p->reserve[i] = reserve_port(&port);
+        struct osvrt_flow_key k = {.daddr = 0x0100007f, .dport = port, .proto = 17};
+        int err = 0;
+        p->flow[i] = osvrt_net_flow_add(net, &k, 1, 4096, 1 << 20, NULL, &err);
+        CHECK(p->flow[i]);
+        p->chan[i] = osvrt_flow_lane(p->flow[i], 0);
+        p->client[i] = connected_to(port);
+    }
+}
+
+static void pair_close(struct osvrt_net *net, struct pair *p)
+{
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(osvrt_net_flow_remove(net, p->flow[i]), 0);
+        osvrt_flow_put(p->flow[i]);
+        close(p->client[i]);
+        close(p->reserve[i]);
+    }
+}
+
+/* Datagrams from..to-1 of both flows, interleaved, in groups the ring always
+ * holds: each group is in its channels before the next goes. */
+static void send_pairs(struct pair *p, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        for (int f = 0; f < 2; f++) {
+            char m[16];
+            int len = snprintf(m, sizeof m, "%c%04d", "ab"[f], i);
+            CHECK_EQ(send(p->client[f], m, (size_t)len, 0), len);
+        }
+        if (i % 100 == 99 || i == to - 1) {
+            int64_t end = osvrt_now_ns() + 10000000000ll;
+            while ((queued(p->chan[0]) < (uint64_t)i + 1 || queued(p->chan[1]) < (uint64_t)i + 1)
+                   && osvrt_now_ns() < end)
+                usleep(100);
+            CHECK_MSG(queued(p->chan[0]) == (uint64_t)i + 1 && queued(p->chan[1]) == (uint64_t)i + 1,
+                      "after %d: a %llu b %llu", i + 1, (unsigned long long)queued(p->chan[0]),
+                      (unsigned long long)queued(p->chan[1]));
+        }
+    }
+}
+
+static uint64_t frames_by_cpu(void)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < 3; i++)
+        n += atomic_load_explicit(&rt->cpus[i].rx_frames, memory_order_relaxed);
+    return n;
+}
+
+static void pollers_start(pthread_t th[3])
+{
+    atomic_store(&owner_stop, 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, poller, &rt->cpus[i]), 0);
+}
+
+static void pollers_stop(pthread_t th[3])
+{
+    atomic_store(&owner_stop, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+}
+
+/* What n pairs left in the counters: every datagram received, none dropped. */
+static void check_received(struct osvrt_net *net, int n, struct osvrt_net_stats *ns)
+{
+    osvrt_net_get_stats(net, ns);
+    CHECK_EQ(ns->received, 2 * (uint64_t)n);
+    CHECK_EQ(ns->dropped_ring + ns->dropped_channel_full + ns->dropped_no_flow, 0);
+}
+
+/* Stop while the pollers run and datagrams still come: no CPU keeps the
+ * hook, the workers' state is gone, and stop is idempotent. */
+static void stop_under_load(struct osvrt_net *net, struct pair *p)
+{
+    pthread_t th[3];
+    pollers_start(th);
+    for (int i = 0; i < 50; i++)
+        send(p->client[1], "late", 4, 0);
+    osvrt_net_stop(net);
+    CHECK(net->workers == NULL);
+    for (int i = 0; i < 3; i++)
+        CHECK(!osvrt_cpu_has_rx(&rt->cpus[i]));
+    osvrt_net_stop(net);
+    pollers_stop(th);
+}
+
 static int test_live(void)
 {
     struct osvrt_net_config cfg = {.ifname = "lo", .ring_frames = 512, .cpu = -1, .spin_ns = 0,
@@ -227,73 +326,38 @@ static int test_live(void)
         return 0;
     }
     CHECK_MSG(net, "net_new(lo): %s", strerror(err));
-    uint64_t before = 0;                             /* the fake sources' counts */
-    for (int i = 0; i < 3; i++)
-        before += atomic_load_explicit(&rt->cpus[i].rx_frames, memory_order_relaxed);
+    uint64_t before = frames_by_cpu();               /* the fake sources' counts */
     CHECK_EQ(osvrt_net_start_workers(net), 0);
     CHECK_EQ(osvrt_net_start_workers(net), EEXIST);
     CHECK_EQ(osvrt_net_start(net), EEXIST);          /* the workers drain it: no thread */
 
-    uint16_t pa, pb;
-    int ra = reserve_port(&pa), rb = reserve_port(&pb);
-    struct osvrt_flow_key ka = {.daddr = 0x0100007f, .dport = pa, .proto = 17};
-    struct osvrt_flow_key kb = {.daddr = 0x0100007f, .dport = pb, .proto = 17};
-    struct osvrt_flow *fa = osvrt_net_flow_add(net, &ka, 1, 4096, 1 << 20, NULL, &err);
-    struct osvrt_flow *fb = osvrt_net_flow_add(net, &kb, 1, 4096, 1 << 20, NULL, &err);
-    CHECK(fa && fb);
-    struct osvrt_chan *ca = osvrt_flow_lane(fa, 0), *cb = osvrt_flow_lane(fb, 0);
-
-    atomic_store(&owner_stop, 0);
+    struct pair p;
+    pair_open(net, &p);
     pthread_t th[3];
-    for (int i = 0; i < 3; i++)
-        CHECK_EQ(pthread_create(&th[i], NULL, poller, &rt->cpus[i]), 0);
-
-    /* 2 x N datagrams, interleaved, in groups the ring always holds. */
-    int sa = connected_to(pa), sb = connected_to(pb);
+    pollers_start(th);
     const int n = SCALED(2000) + 100;
-    for (int i = 0; i < n; i++) {
-        char m[16];
-        int len = snprintf(m, sizeof m, "a%04d", i);
-        CHECK_EQ(send(sa, m, (size_t)len, 0), len);
-        len = snprintf(m, sizeof m, "b%04d", i);
-        CHECK_EQ(send(sb, m, (size_t)len, 0), len);
-        if (i % 100 == 99 || i == n - 1) {
-            int64_t end = osvrt_now_ns() + 10000000000ll;
-            while ((queued(ca) < (uint64_t)i + 1 || queued(cb) < (uint64_t)i + 1)
-                   && osvrt_now_ns() < end)
-                usleep(100);
-            CHECK_MSG(queued(ca) == (uint64_t)i + 1 && queued(cb) == (uint64_t)i + 1,
-                      "after %d: a %llu b %llu", i + 1, (unsigned long long)queued(ca),
-                      (unsigned long long)queued(cb));
-        }
-    }
-    check_in_order(ca, n, 'a');
-    check_in_order(cb, n, 'b');
+    send_pairs(&p, 0, n);
+    check_in_order(p.chan[0], n, 'a');
+    check_in_order(p.chan[1], n, 'b');
 
     /* The counters are read once the pollers have stopped: a CPU counts a
      * drain's frames only when the drain returns (cpu.c, rx_use), after the
      * drain published its datagrams, so read while a poller was still inside
      * a drain the CPUs' sum fell short (1192 of 1200 frames, in a TSan run). */
-    atomic_store(&owner_stop, 1);
-    for (int i = 0; i < 3; i++)
-        pthread_join(th[i], NULL);
+    pollers_stop(th);
     struct osvrt_net_stats ns;
-    osvrt_net_get_stats(net, &ns);
-    CHECK_EQ(ns.received, 2 * (uint64_t)n);
-    CHECK_EQ(ns.dropped_ring + ns.dropped_channel_full + ns.dropped_no_flow, 0);
-    uint64_t by_cpu = 0 - before;
-    for (int i = 0; i < 3; i++)
-        by_cpu += atomic_load_explicit(&rt->cpus[i].rx_frames, memory_order_relaxed);
-    CHECK_EQ(by_cpu, ns.frames);
+    check_received(net, n, &ns);
+    CHECK_EQ(frames_by_cpu() - before, ns.frames);
 
     /* A thread waiting on CPU 2 is woken there, and the ring's home moves to
      * CPU 2 (it starts on CPU 0). */
+    struct osvrt_chan *ca = p.chan[0];
     uint64_t h, keys[4];
     CHECK_EQ(osvrt_table_alloc(&rt->table, 2, &h, 1), 1);
     CHECK_EQ(osvrt_set_state(rt, h, OSVRT_RUNNING), 1);
     atomic_store(&ca->waiter, h | OSVRT_CHAN_WAITER);
     CHECK_EQ(osvrt_wait_prepare(rt, h, 2), 1);
-    CHECK_EQ(send(sa, "wake", 4, 0), 4);
+    CHECK_EQ(send(p.client[0], "wake", 4, 0), 4);
     /* CPU 0, the home, sleeps until the frame comes and drains it. */
     uint32_t got = 0;
     int64_t end = osvrt_now_ns() + 5000000000ll;
@@ -316,33 +380,60 @@ static int test_live(void)
     osvrt_chan_ready(ca, &t);
     osvrt_chan_release(ca, t + 1);
 
-    /* Stop while the pollers run and datagrams still come. */
-    atomic_store(&owner_stop, 0);
-    for (int i = 0; i < 3; i++)
-        CHECK_EQ(pthread_create(&th[i], NULL, poller, &rt->cpus[i]), 0);
-    for (int i = 0; i < 50; i++)
-        send(sb, "late", 4, 0);
-    osvrt_net_stop(net);
-    CHECK(net->workers == NULL);
-    for (int i = 0; i < 3; i++)
-        CHECK(!osvrt_cpu_has_rx(&rt->cpus[i]));
-    osvrt_net_stop(net);                                /* idempotent */
-    atomic_store(&owner_stop, 1);
-    for (int i = 0; i < 3; i++)
-        pthread_join(th[i], NULL);
-
-    CHECK_EQ(osvrt_net_flow_remove(net, fa), 0);
-    CHECK_EQ(osvrt_net_flow_remove(net, fb), 0);
-    osvrt_flow_put(fa);
-    osvrt_flow_put(fb);
+    stop_under_load(net, &p);
+    pair_close(net, &p);
     osvrt_net_free(net);
-    close(sa);
-    close(sb);
-    close(ra);
-    close(rb);
     uint64_t hs[1] = {h};
     osvrt_table_free(&rt->table, hs, 1);
     return 1;
+}
+
+/* ---- live: the classifier's thread hands the ring to the workers ---- */
+
+/* The thread drains, then (OSVRT_NET_HANDOVER_NOW: after its first 64
+ * bursts, while datagrams keep coming) attaches the workers and leaves; the
+ * three pollers, running all along, take over.  Nothing is lost or reordered
+ * across the hand-over, the CPUs count only frames after it, and stop joins
+ * the thread and detaches the workers it attached. */
+static void test_live_handover(void)
+{
+    struct osvrt_net_config cfg = {.ifname = "lo", .ring_frames = 512, .cpu = -1, .spin_ns = 0,
+                                   .prefilter = 1, .handover = OSVRT_NET_HANDOVER_NOW};
+    int err = 0;
+    struct osvrt_net *net = osvrt_net_new(rt, &cfg, &err);
+    CHECK_MSG(net, "net_new(lo): %s", strerror(err));
+    uint64_t before = frames_by_cpu();
+    struct pair p;
+    pair_open(net, &p);
+    CHECK_EQ(osvrt_net_start(net), 0);
+    CHECK_EQ(osvrt_net_handed_over(net), 0);
+
+    pthread_t th[3];
+    pollers_start(th);
+    int n = SCALED(1000) + 200;
+    send_pairs(&p, 0, n);
+    /* Then one pair at a time, each queued before the next (a burst each at
+     * least), until the thread's first 64 bursts have gone by. */
+    while (!osvrt_net_handed_over(net) && n < 5000) {
+        send_pairs(&p, n, n + 1);
+        n++;
+    }
+    CHECK_EQ(osvrt_net_handed_over(net), 1);
+    send_pairs(&p, n, n + 200);                      /* the workers' alone */
+    n += 200;
+    check_in_order(p.chan[0], n, 'a');
+    check_in_order(p.chan[1], n, 'b');
+    pollers_stop(th);
+    struct osvrt_net_stats ns;
+    check_received(net, n, &ns);
+    uint64_t by_cpu = frames_by_cpu() - before;
+    CHECK(by_cpu >= 400 && by_cpu < ns.frames);     /* after the hand-over only */
+    for (int i = 0; i < 3; i++)
+        CHECK(osvrt_cpu_has_rx(&rt->cpus[i]));
+
+    stop_under_load(net, &p);
+    pair_close(net, &p);
+    osvrt_net_free(net);
 }
 
 int main(void)
@@ -353,6 +444,8 @@ int main(void)
     test_watch_ends_sleep();
     test_foreign_frames_do_not_extend_the_poll();
     int live = test_live();
+    if (live)
+        test_live_handover();
     osvrt_rt_free(rt);
     printf("test_rx_workers: ok%s\n", live ? "" : " (offline part only)");
     return live ? 0 : 77;

@@ -8,8 +8,10 @@ Two placements, each named by what it pins:
   workers drain its ring themselves: no classifier thread), the client
   unpinned; the kernel-socket peer's Python thread unpinned too.
 - "dedicated": the client pinned to the first CPU, the runtime's one worker
-  and the peer's Python thread pinned to the second, the classifier beside
-  the client (on the CPU without a worker, where placement() lets it poll).
+  and the peer's Python thread pinned to the second, the classifier's thread
+  beside the client (on the CPU without a worker, where placement() lets it
+  poll) until pipelined requests make it hand the ring to the worker
+  (drainer(): "auto" does that; the rows record each round's drain).
 
 The bench runs every real-client row in both, so no figure hides which one
 produced it.
@@ -56,8 +58,9 @@ def placement(name: str, cpus: Optional[list] = None) -> Placement:
         c, s = cpus[0], cpus[1]
         # The classifier's CPU given, not left to osvrt.net's rule (every CPU
         # without a worker): on a larger host that is not CPU c.
-        return Placement("dedicated", f"dedicated: client + classifier pinned to CPU {c}, "
-                         f"one worker (echo) and the peer thread pinned to CPU {s}",
+        return Placement("dedicated", f"dedicated: client + classifier thread pinned to CPU {c} "
+                         "(it hands the ring to the worker when pipelined requests share that "
+                         f"CPU with it), one worker (echo) and the peer thread pinned to CPU {s}",
                          c, s, [s], {"cpu": c})
     raise ValueError(f"placement must be one of {PLACEMENTS}, not {name!r}")
 
@@ -81,6 +84,7 @@ def osvrt_echo_round(pl: Placement, client: Callable[[Any], dict], reply=None,
             net = rt.stats()["net"]
             r["ring_dropped"] = net["dropped"]["ring"]
             r["classifier"] = net["placement"]
+            r["drain"] = net["drain"]            # "workers" once an auto thread handed over
             return r
         finally:
             server.close()

@@ -354,8 +354,9 @@ LEGEND = {
 # said once when a UDP row ran
 UDP_NOTE = ("UDP rows: each runs twice. osvrt.run placement: what osvrt.run(main) gives, a "
             "worker on every CPU and nothing pinned (client, echo, classifier, peer thread). "
-            "Dedicated: the client (C, osvrt.bench.net, or sockperf/dnsperf) and the classifier "
-            "on the first CPU, osvrt's one worker and the peer's thread on the second")
+            "Dedicated: the client (C, osvrt.bench.net, or sockperf/dnsperf) and the classifier's "
+            "thread on the first CPU (pipelined requests make it hand the ring to the worker), "
+            "osvrt's one worker and the peer's thread on the second")
 
 
 def _legend(results, sym, width):

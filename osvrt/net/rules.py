@@ -1,5 +1,5 @@
-"""Classifier rules: a C callback that the classifier thread calls for every
-datagram of a flow, without the GIL, to pick the flow's lane (a channel with
+"""Classifier rules: a C callback that the classifier calls for every
+datagram of a flow, without calling into Python, to pick the flow's lane (a channel with
 its own reader) or to drop the datagram.  Written in Python, compiled to
 machine code by numba.cfunc:
 
@@ -17,8 +17,9 @@ machine code by numba.cfunc:
 Signature: int32 rule(uint8* data, uint32 length, uint32 saddr, uint32 sport)
 with data/length the UDP payload, saddr the source IPv4 address in network
 byte order, sport the source port.  Return the lane, 0 <= lane < lanes;
-anything else drops the datagram (dropped["rule"]).  A rule runs on the
-classifier thread for every datagram: it must be short, must not raise
+anything else drops the datagram (dropped["rule"]).  A rule runs wherever
+the ring is drained (the classifier's thread, or a worker in its loop or its
+idle poll: service.drainer) for every datagram: it must be short, must not raise
 (compile with error_model="numpy", the default here), and must not touch
 Python objects.  udp_bind also takes any C function pointer with this
 signature (an int address, or an object with an .address such as a

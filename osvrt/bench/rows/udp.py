@@ -6,7 +6,8 @@ Every row runs in two placements (osvrt/bench/placement.py), each a row of
 its own labelled with what it pinned: the plain key is the placement
 osvrt.run(main) gives (a worker on every CPU, nothing pinned, the client
 unpinned), the key ending in _dedicated the layout with a CPU for the client
-and the classifier."""
+and the classifier's thread (until pipelined requests make it hand the ring
+to the worker)."""
 import contextlib
 
 from .. import peers

@@ -3,8 +3,9 @@ thread, its flows and its statistics.
 
 One per Runtime, made on first use (udp_bind, or configure() beforehand with
 options) and attached to it as the service "net" (Runtime.attach_service):
-its stop() (close every endpoint, then detach the ring from the workers or
-stop and join the classifier thread) runs before the workers are joined, its
+its stop() (close every endpoint, then stop and join the classifier thread,
+if any, and detach the ring from the workers, if they drain it: both, after
+a hand-over) runs before the workers are joined, its
 stats() is rt.stats()["net"].  Who drains the ring: drainer() below.
 The C object itself is freed when this object is collected, never while an
 endpoint (which holds a reference) may still read its flows.
@@ -66,10 +67,14 @@ def drainer(rt, drain=AUTO, cpu=AUTO, allowed=None):
     - "thread": the classifier's own OS thread (placement() says where).
     drain="auto" (the default) picks the thread only where it gets a CPU of
     its own (cpu="auto" with a spare CPU, or cpu=N on a CPU without a worker),
-    where it polls and the workers' idle stays as short as before; with a
-    worker on every CPU (what osvrt.run gives) the workers drain, which
-    removes the classifier thread's wake-up from every request (measured:
-    README, "Two placements")."""
+    where it polls and the workers' idle stays as short as before, and there
+    only while its polling pays: when, over 64 bursts, requests came
+    pipelined, most bursts had to wake it, and another thread kept its CPU
+    busy, it hands the ring to the workers for good (csrc/net/classifier.c,
+    hand_over; Net.drain then says "workers", and the workers' frame counts
+    start from the hand-over).  With a worker on every CPU (what osvrt.run gives) the
+    workers drain, which removes the classifier thread's wake-up from every
+    request (measured: README, "Two placements")."""
     if drain not in (AUTO,) + DRAINS:
         raise ValueError(f"drain must be 'auto', 'workers' or 'thread', not {drain!r}")
     if drain != AUTO:
@@ -115,7 +120,7 @@ class Net:
             raise TypeError(f"prefilter must be True or False, not {prefilter!r}")
         if not isinstance(spin_yield, bool):
             raise TypeError(f"spin_yield must be True or False, not {spin_yield!r}")
-        self.drain = drainer(rt, drain, cpu)             # ValueError for a bad value
+        self._drain = drainer(rt, drain, cpu)            # ValueError for a bad value
         if rt.core is None:
             raise RuntimeError("osvrt.net: the runtime is not started (rt.start() first)")
         self.interface = interface
@@ -137,6 +142,8 @@ class Net:
         cfg.cpu_mask = mask
         cfg.spin_yield = spin_yield
         cfg.prefilter = prefilter
+        # "auto" chose the thread: it may hand the ring over (drainer())
+        cfg.handover = drain == AUTO and self._drain == "thread"
         self.cpu, self.cpu_mask, self.spin_us = pcpu, mask, spin_ns / 1000
         err = ffi.new("int *")
         cnet = lib.osvrt_net_new(rt.core, cfg, err)
@@ -144,7 +151,7 @@ class Net:
             raise _open_error(err[0], interface)
         self._cnet = ffi.gc(cnet, lib.osvrt_net_free)
         self._ncpu = len(rt.cpus)
-        if self.drain == "workers":
+        if self._drain == "workers":
             self.placement = "no thread: every worker drains the ring in its loop and idle"
             self.cpu, self.cpu_mask, self.spin_us = -1, 0, 0
             e = lib.osvrt_net_start_workers(cnet)
@@ -156,6 +163,14 @@ class Net:
             raise OSError(e, f"osvrt.net: cannot {what}: {os.strerror(e)}")
         self._cstats = ffi.new("struct osvrt_net_stats *")
         self._wstats = ffi.new("struct osvrt_net_workers_stats *")
+
+    @property
+    def drain(self):
+        """Who reads the ring now: "workers" or "thread" (drainer(); an
+        "auto" thread may have handed it to the workers since)."""
+        if self._drain == "thread" and lib.osvrt_net_handed_over(self._cnet):
+            return "workers"
+        return self._drain
 
     def __repr__(self):
         return (f"<osvrt.net classifier on {self.interface!r} "
@@ -207,8 +222,9 @@ class Net:
 
     def stop(self):
         """Close every endpoint (their ports and flows), then stop and join
-        the classifier thread and give back its packet socket and ring (16 MiB
-        by default), so a Runtime kept after stop() holds neither.
+        the classifier thread, detach the ring from the workers, and give back
+        the packet socket and ring (16 MiB by default), so a Runtime kept
+        after stop() holds neither.
         Idempotent.  The runtime calls it on stop."""
         with self._lock:
             if self._stopped:
@@ -231,8 +247,10 @@ class Net:
         with self._lock:                      # see stop(): the socket may be going away
             lib.osvrt_net_get_stats(self._cnet, s)
             lib.osvrt_net_workers_get_stats(self._cnet, ws)
+            drain = self.drain
             by_worker = ([lib.osvrt_rt_rx_frames(self._crt, i) for i in range(self._ncpu)]
-                         if self.drain == "workers" else [])
+                         if drain == "workers" else [])
+            handed_over = drain != self._drain
         return {
             "interface": self.interface,
             "running": not self._stopped,
@@ -259,14 +277,18 @@ class Net:
             "spin_hits": s.spin_hits,
             "link_errors": s.link_errors,
             "last_link_errno": s.last_link_errno,
-            "placement": self.placement,
-            "drain": self.drain,
+            "placement": self.placement + ("; handed the ring to the workers (its polling"
+                                           " stopped paying: pipelined requests)"
+                                           if handed_over else ""),
+            "drain": drain,
+            "drain_handed_over": handed_over,
             "frames_by_worker": by_worker,
             "drain_contended": ws.contended,
             "drain_rehomed": ws.rehomed,
-            "cpu": self.cpu if self.cpu >= 0 else
+            # the thread's CPU(s) and polling: none once it handed over
+            "cpu": None if handed_over else self.cpu if self.cpu >= 0 else
             [c for c in range(64) if self.cpu_mask >> c & 1] or None,
-            "spin_us": self.spin_us,
+            "spin_us": 0 if handed_over else self.spin_us,
             "endpoints": [ep.stats() for ep in list(self._endpoints)],
         }
 
