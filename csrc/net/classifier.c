@@ -697,7 +697,7 @@ static void *net_main(void *arg)
     const int handover_now = net->cfg.handover == OSVRT_NET_HANDOVER_NOW;
     uint32_t window_bursts = 0, window_woken = 0, window_frames = 0;   /* the hand-over's */
     int sched_fd = handover ? open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC) : -1;
-    int64_t window_start = osvrt_now_ns(), window_delay = run_delay_ns(sched_fd);
+    int64_t window_start = 0, window_delay = run_delay_ns(sched_fd);
     if (window_delay < 0 && !handover_now) {
         handover = 0;                         /* no run delays to judge by: stay */
         if (sched_fd >= 0)
@@ -734,6 +734,12 @@ static void *net_main(void *arg)
                 idle_since = osvrt_now_ns();
             continue;
         }
+        if (handover && window_bursts == 0) {
+            /* A window is timed from its first burst: idle time before it
+             * (a quiet spell, the thread's start) would dilute its run delay. */
+            window_start = osvrt_now_ns();
+            window_delay = run_delay_ns(sched_fd);
+        }
         uint32_t frames = osvrt_net_ring_burst(net);
         if (handover) {
             window_woken += slept;
@@ -741,15 +747,14 @@ static void *net_main(void *arg)
             if (++window_bursts == HANDOVER_WINDOW) {
                 int64_t now = osvrt_now_ns(), delay = run_delay_ns(sched_fd);
                 int64_t d0 = window_delay, t0 = window_start;
-                window_start = now;
-                window_delay = delay;
                 if (handover_now
                     || (window_frames >= 2 * window_bursts && 2 * window_woken > window_bursts
                         && d0 >= 0 && delay >= 0 && (delay - d0) * HANDOVER_SHARED > now - t0)) {
                     if (hand_over(net))
                         break;
                     handover = 0;             /* the workers could not take it: stay */
-                    close(sched_fd);
+                    if (sched_fd >= 0)
+                        close(sched_fd);
                     sched_fd = -1;
                 }
                 window_bursts = window_woken = window_frames = 0;

@@ -419,6 +419,8 @@ static void test_live_handover(void)
         n++;
     }
     CHECK_EQ(osvrt_net_handed_over(net), 1);
+    CHECK_EQ(osvrt_net_start_workers(net), EINVAL);  /* the thread is still to be joined */
+    CHECK_EQ(osvrt_net_start(net), 0);               /* started: nothing to do */
     send_pairs(&p, n, n + 200);                      /* the workers' alone */
     n += 200;
     check_in_order(p.chan[0], n, 'a');

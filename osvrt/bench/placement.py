@@ -11,7 +11,8 @@ Two placements, each named by what it pins:
   and the peer's Python thread pinned to the second, the classifier's thread
   beside the client (on the CPU without a worker, where placement() lets it
   poll) until pipelined requests make it hand the ring to the worker
-  (drainer(): "auto" does that; the rows record each round's drain).
+  (drainer(): "auto" does that; each round's details say whether it did:
+  drain_handed_over).
 
 The bench runs every real-client row in both, so no figure hides which one
 produced it.
@@ -84,7 +85,9 @@ def osvrt_echo_round(pl: Placement, client: Callable[[Any], dict], reply=None,
             net = rt.stats()["net"]
             r["ring_dropped"] = net["dropped"]["ring"]
             r["classifier"] = net["placement"]
-            r["drain"] = net["drain"]            # "workers" once an auto thread handed over
+            # 1 once an auto classifier thread handed the ring to the workers
+            # (a number: a round's details keep numbers only)
+            r["drain_handed_over"] = int(net["drain_handed_over"])
             return r
         finally:
             server.close()
