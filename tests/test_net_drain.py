@@ -252,13 +252,13 @@ def test_auto_thread_hands_the_ring_to_the_workers_under_pipelined_load(make_rt)
     assert rt.stats()["net"]["running"] is False
 
 
-@pytest.mark.parametrize("window", [1, 16])
-def test_thread_stays_for_ping_pong_and_when_asked_for(make_rt, window):
+@pytest.mark.parametrize("window, drain", [(1, "auto"), (16, "thread")])
+def test_thread_stays_for_ping_pong_and_when_asked_for(make_rt, window, drain):
     """One request in flight is one frame a burst: the auto thread keeps the
     ring (its polling is what makes that fast).  drain="thread" never hands
     it over, pipelined or not."""
     from osvrt.bench.net import rr
-    rt = _spare_cpu_runtime(make_rt, **({"drain": "thread"} if window == 16 else {}))
+    rt = _spare_cpu_runtime(make_rt, drain=drain)
     ep = _bind(rt)
     fut = rt.submit(_echo_forever(ep))
     r = rr(ep.address, 20000 if window == 16 else 3000, window=window, cpu=0, timeout_ms=2000)

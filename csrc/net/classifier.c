@@ -624,9 +624,23 @@ uint32_t osvrt_net_ring_burst(struct osvrt_net *net)
  *   the time (its run delay, from its schedstat).  Measured 0.05-0.5 with a
  *   client on its CPU, 0.003 under a flood from another CPU, which keeps the
  *   thread: a CPU of its own is where it pays most.  A kernel that keeps no
- *   run delays (no CONFIG_SCHED_INFO) keeps the thread too. */
+ *   run delays (no CONFIG_SCHED_INFO) keeps the thread too.
+ * The run delay costs two reads of a /proc file, so it is taken only over a
+ * window that follows a pipelined one: a ping-pong, the traffic the thread
+ * is kept for, pays no system call for the look-back (and a hand-over needs
+ * two pipelined windows in a row). */
 #define HANDOVER_WINDOW 64
 #define HANDOVER_SHARED 20
+
+/* The look-back's state: the classifier thread's alone. */
+struct handover {
+    int on;                  /* cfg.handover asked for it, and it can still happen */
+    int now;                 /* OSVRT_NET_HANDOVER_NOW: at the first window's end */
+    int fd;                  /* this thread's schedstat, or -1 */
+    int timed;               /* the last window was pipelined: time this one */
+    uint32_t bursts, woken, frames;
+    int64_t start, delay;    /* at this window's first burst (delay -1: not read) */
+};
 
 /* Give the ring to the workers (from the thread, which then leaves its loop
  * without touching the ring again).  0 if it could not (it keeps draining). */
@@ -668,6 +682,52 @@ static int64_t run_delay_ns(int fd)
     return end == p ? -1 : (int64_t)d;
 }
 
+static void handover_stop(struct handover *h)
+{
+    h->on = 0;
+    if (h->fd >= 0)
+        close(h->fd);
+    h->fd = -1;
+}
+
+static void handover_init(struct handover *h, const struct osvrt_net_config *cfg)
+{
+    memset(h, 0, sizeof *h);
+    h->fd = -1;
+    if (!cfg->handover)
+        return;
+    h->on = 1;
+    h->now = cfg->handover == OSVRT_NET_HANDOVER_NOW;
+    h->fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (run_delay_ns(h->fd) < 0 && !h->now)
+        handover_stop(h);                     /* no run delays to judge by: stay */
+}
+
+/* Count a burst of `frames`, found after a sleep in poll() (`woken`) or
+ * not; 1 when the window it closes says: hand the ring over now. */
+static int handover_due(struct handover *h, uint32_t frames, int woken)
+{
+    if (h->bursts == 0 && h->timed) {
+        /* Timed from its first burst: idle time before it (a quiet spell,
+         * the thread's start) would dilute its run delay. */
+        h->start = osvrt_now_ns();
+        h->delay = run_delay_ns(h->fd);
+    }
+    h->woken += (uint32_t)woken;
+    h->frames += frames;
+    if (++h->bursts < HANDOVER_WINDOW)
+        return 0;
+    int pipelined = h->frames >= 2 * h->bursts && 2 * h->woken > h->bursts;
+    int shared = 0;
+    if (pipelined && h->timed && h->delay >= 0) {
+        int64_t now = osvrt_now_ns(), d = run_delay_ns(h->fd);
+        shared = d >= 0 && (d - h->delay) * HANDOVER_SHARED > now - h->start;
+    }
+    h->timed = pipelined;
+    h->bursts = h->woken = h->frames = 0;
+    return h->now || shared;
+}
+
 static void *net_main(void *arg)
 {
     struct osvrt_net *net = arg;
@@ -693,17 +753,9 @@ static void *net_main(void *arg)
     int64_t gap = spin, window = spin, last_burst = idle_since;
     int spun = 0;
     uint32_t naps = 0;
-    int handover = net->cfg.handover != 0, slept = 0;
-    const int handover_now = net->cfg.handover == OSVRT_NET_HANDOVER_NOW;
-    uint32_t window_bursts = 0, window_woken = 0, window_frames = 0;   /* the hand-over's */
-    int sched_fd = handover ? open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC) : -1;
-    int64_t window_start = 0, window_delay = run_delay_ns(sched_fd);
-    if (window_delay < 0 && !handover_now) {
-        handover = 0;                         /* no run delays to judge by: stay */
-        if (sched_fd >= 0)
-            close(sched_fd);
-        sched_fd = -1;
-    }
+    int slept = 0;                            /* the next burst needed a wake-up */
+    struct handover ho;
+    handover_init(&ho, &net->cfg);
     struct pollfd fds[2] = {{.fd = net->fd, .events = POLLIN}, {.fd = net->stop_fd, .events = POLLIN}};
     /* relaxed (stop): a hint; the eventfd write wakes poll(), and the join
      * in osvrt_net_stop is what synchronizes. */
@@ -734,31 +786,11 @@ static void *net_main(void *arg)
                 idle_since = osvrt_now_ns();
             continue;
         }
-        if (handover && window_bursts == 0) {
-            /* A window is timed from its first burst: idle time before it
-             * (a quiet spell, the thread's start) would dilute its run delay. */
-            window_start = osvrt_now_ns();
-            window_delay = run_delay_ns(sched_fd);
-        }
         uint32_t frames = osvrt_net_ring_burst(net);
-        if (handover) {
-            window_woken += slept;
-            window_frames += frames;
-            if (++window_bursts == HANDOVER_WINDOW) {
-                int64_t now = osvrt_now_ns(), delay = run_delay_ns(sched_fd);
-                int64_t d0 = window_delay, t0 = window_start;
-                if (handover_now
-                    || (window_frames >= 2 * window_bursts && 2 * window_woken > window_bursts
-                        && d0 >= 0 && delay >= 0 && (delay - d0) * HANDOVER_SHARED > now - t0)) {
-                    if (hand_over(net))
-                        break;
-                    handover = 0;             /* the workers could not take it: stay */
-                    if (sched_fd >= 0)
-                        close(sched_fd);
-                    sched_fd = -1;
-                }
-                window_bursts = window_woken = window_frames = 0;
-            }
+        if (ho.on && handover_due(&ho, frames, slept)) {
+            if (hand_over(net))
+                break;
+            handover_stop(&ho);               /* the workers could not take it: stay */
         }
         slept = 0;
         if (spin) {
@@ -771,8 +803,7 @@ static void *net_main(void *arg)
             spun = 0;
         }
     }
-    if (sched_fd >= 0)
-        close(sched_fd);
+    handover_stop(&ho);
     if (!atomic_load_explicit(&net->handed_over, memory_order_relaxed))   /* our own store */
         refresh_ring_drops(net);          /* after a hand-over, the workers' to fetch */
     return NULL;
