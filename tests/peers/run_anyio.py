@@ -122,6 +122,27 @@ def pytest_runtest_teardown(item, nextitem):
     error = item.__dict__.pop("_osvrt_failure", None)
     if error is not None:
         _let_go(error)
+    _join_stopping_workers()
+
+
+import threading as _threading
+import time as _time
+
+
+def _join_stopping_workers(limit=2.0):
+    """Wait (at most `limit` s in all) for anyio worker threads already told
+    to stop.  anyio stops its worker threads when the run's root task ends,
+    without joining them; one still inside an abandoned call (test_asyncio_
+    cancel_native_task's time.sleep(0.2)) lives on into the tests after it,
+    and TestBlockingPortalProvider::test_single_thread, which compares
+    threading.active_count() before and after, fails whenever that thread
+    ends during it: on whichever loop runs last, depending only on how long
+    the tests in between took.  Joined here, the thread ends in the test
+    that started it."""
+    deadline = _time.monotonic() + limit
+    for t in _threading.enumerate():
+        if t.name == "AnyIO worker thread" and getattr(t, "stopping", False):
+            t.join(max(0.0, deadline - _time.monotonic()))
 
 
 def pytest_collection_modifyitems(config, items):
