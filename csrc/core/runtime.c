@@ -20,6 +20,7 @@ struct osvrt_rt *osvrt_rt_new(uint32_t ncpu)
     }
     rt->ncpu = ncpu;
     atomic_init(&rt->active, ncpu);
+    atomic_init(&rt->refs, 1);
     for (uint32_t i = 0; i < ncpu; i++) {
         if (osvrt_cpu_init(&rt->cpus[i], i) != 0) {
             while (i-- > 0)
@@ -33,9 +34,19 @@ struct osvrt_rt *osvrt_rt_new(uint32_t ncpu)
     return rt;
 }
 
+void osvrt_rt_retain(struct osvrt_rt *rt)
+{
+    /* relaxed: the caller's own reference keeps rt alive across the add. */
+    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+}
+
 void osvrt_rt_free(struct osvrt_rt *rt)
 {
     if (!rt)
+        return;
+    /* acq_rel: every holder's last use happens before the free that the
+     * last release runs (release on each drop, acquire by the freer). */
+    if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (uint32_t i = 0; i < rt->ncpu; i++)
         osvrt_cpu_destroy(&rt->cpus[i]);

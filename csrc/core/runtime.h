@@ -27,11 +27,20 @@
 struct osvrt_rt {
     uint32_t ncpu;
     _Atomic uint32_t active;             /* workers not idle (osvrt_cpu_idle) */
+    /* References: the creator's, plus one per C object that keeps a pointer
+     * to the runtime (a classifier, classifier.h).  Python frees its own in
+     * whatever order the garbage collector finds the objects, so the C
+     * objects cannot rely on Python to outlive them. */
+    _Atomic uint32_t refs;
     struct osvrt_cpu *cpus;              /* ncpu entries, cache-line aligned */
     struct osvrt_thread_table table;
 };
 
+/* A runtime with one reference, the caller's. */
 struct osvrt_rt *osvrt_rt_new(uint32_t ncpu);
+/* Another reference, for an object that keeps `rt` (the caller holds one). */
+void osvrt_rt_retain(struct osvrt_rt *rt);
+/* Drop a reference (NULL: nothing); the last one frees the runtime. */
 void osvrt_rt_free(struct osvrt_rt *rt);
 
 /* The waiter runs on `cpu`: its wake is pushed there.  1 on success; 0 if the

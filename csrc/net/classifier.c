@@ -821,6 +821,8 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
     }
     memset(net, 0, sizeof *net);
     net->rt = rt;
+    if (rt)
+        osvrt_rt_retain(rt);                  /* dropped by osvrt_net_free, after its last use */
     net->cfg = *cfg;
     net->cfg.ifname = NULL;                   /* not kept: the caller owns the string */
     if (!net->cfg.ring_frames)
@@ -857,6 +859,7 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
     return net;
 fail_early:
     pthread_mutex_destroy(&net->filter_lock);
+    osvrt_rt_free(net->rt);
     free(net);
     *err = e;
     return NULL;
@@ -924,6 +927,7 @@ void osvrt_net_free(struct osvrt_net *net)
     free(net->port_refs);
     free(net->big);
     pthread_mutex_destroy(&net->filter_lock);
+    osvrt_rt_free(net->rt);                   /* the stop above was its last use */
     free(net);
 }
 

@@ -138,7 +138,7 @@ struct osvrt_flow {
 };
 
 struct osvrt_net {
-    struct osvrt_rt *rt;
+    struct osvrt_rt *rt;                /* a reference of its own (osvrt_rt_retain), or NULL */
     struct osvrt_flow_table table;
     int reader;                         /* the classifier's flow-table reader slot */
     struct osvrt_net_config cfg;

@@ -128,7 +128,7 @@ class Net:
         self._endpoints = weakref.WeakSet()
         self._keep = []                       # rules' code: alive until the thread is joined
         self._stopped = False
-        self._crt = rt.core                   # the C runtime outlives the thread that wakes on it
+        self._crt = rt.core                   # for stats(); the C classifier holds its own reference
         cfg = ffi.new("struct osvrt_net_config *")
         name = ffi.new("char[]", interface.encode())
         cfg.ifname = name
