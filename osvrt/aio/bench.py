@@ -27,6 +27,7 @@ import sys
 import time
 
 from ..bench import wrk
+from ..bench.ready import START_TIMEOUT_S, wait_readable
 from ..checks import count_argument
 
 LOOPS = ("osvrt", "uvloop", "asyncio")
@@ -139,8 +140,16 @@ class Server:
              str(cpu), str(w), *(["reuse_port"] if port is not None else [])], pass_fds=(w,))
         os.close(w)
         try:
-            if os.read(r, 1) != b"1":
-                raise RuntimeError(f"the {kind} server did not start")
+            what = f"the {kind} server"
+            try:
+                wait_readable(r, time.monotonic() + START_TIMEOUT_S, what, START_TIMEOUT_S)
+                why = None if os.read(r, 1) == b"1" else "it exited"
+            except TimeoutError as e:
+                why = str(e)
+            if why is not None:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError(f"{what} did not start ({why})")
         finally:
             os.close(r)
 

@@ -176,10 +176,8 @@ class Topology:
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.relay = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, env=env)
-        line = self.relay.stdout.readline()     # "ready" once both sockets are bound
-        if line.strip() != "ready":
-            err = self.relay.stderr.read()
-            raise RuntimeError(f"the relay did not start: {line!r} {err}")
+        from .ready import wait_ready
+        wait_ready(self.relay, "the relay")     # "ready" once both sockets are bound
         return self.relay
 
     def relay_counts(self):

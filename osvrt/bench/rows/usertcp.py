@@ -16,6 +16,7 @@ import tempfile
 
 from ..catalog import row
 from ..measure import Contender, Measure, Target, Unavailable
+from ..ready import wait_ready
 
 PORT = 7100
 SIZES_FULL = {"usertcp_seconds": 3}
@@ -44,12 +45,7 @@ class _Servers:
         p = self.topo.popen_in(ns, [sys.executable, "-P", "-m", "osvrt.bench.usertcp", *args],
                                stdout=subprocess.PIPE, stderr=err, text=True)
         self.procs.append(p)
-        line = p.stdout.readline()
-        if line.strip() != "ready":
-            p.kill()
-            err.seek(0)
-            raise RuntimeError(f"the {args[0]} server did not start: "
-                               f"{err.read()[-1500:].decode(errors='replace')}")
+        wait_ready(p, f"the {args[0]} server", stderr=err)
 
     def pid(self, name):
         """The server process of contender `name` (`ip netns exec` execs it)."""
