@@ -99,3 +99,44 @@ def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
         assert r[f"{d}_ratio_ns_min"] <= r[f"{d}_ratio_ns"] <= r[f"{d}_ratio_ns_max"]
     assert len(r["kernel_rounds"]) == 2 and r["warmup"] == 1
     assert r["kernel_ns"] > 0
+
+
+def test_compare_rings_runs_each_ring_size_against_the_kernel_peer(monkeypatch):
+    """--ring-frames: one osvrt contender per packet-ring size; each round's
+    classifier had the ring it names."""
+    from osvrt.bench import peers
+    why = peers.udp_unavailable()
+    if why is not None:
+        pytest.skip(f"osvrt.net not available: {why}")
+    seen = []
+    real = P.osvrt_echo_round
+
+    def spy(pl, client, reply=None, rt_options=None):
+        import osvrt.net.channels.service as service
+        made = []
+        real_net = service.Net.__init__
+
+        def recording(self, rt, **kw):
+            made.append(kw.get("ring_frames"))
+            real_net(self, rt, **kw)
+        monkeypatch.setattr(service.Net, "__init__", recording)
+        try:
+            r = real(pl, client, reply, rt_options)
+        finally:
+            monkeypatch.setattr(service.Net, "__init__", real_net)
+        seen.append((pl.net_options.get("ring_frames"), made))
+        return r
+    monkeypatch.setattr(P, "osvrt_echo_round", spy)
+    r = P.compare_rings(P.placement("run"), "rr", sizes=(512, 64), rounds=1, n=50, window=1)
+    assert seen == [(512, [512]), (64, [64]), (64, [64]), (512, [512])]
+    for f in (512, 64):
+        assert r[f"ring{f}_per_s"] > 0
+        assert r[f"ring{f}_ratio_ns_min"] <= r[f"ring{f}_ratio_ns"] <= r[f"ring{f}_ratio_ns_max"]
+
+
+def test_command_line_takes_one_comparison(capsys):
+    assert P._sizes_argument("8192,1024") == (8192, 1024)
+    with pytest.raises(SystemExit) as e:
+        P.main(["--drains", "--ring-frames", "8192,1024", "run", "rr"])
+    assert e.value.code == 2
+    assert "give one of them" in capsys.readouterr().err

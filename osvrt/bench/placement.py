@@ -153,6 +153,17 @@ def compare_drains(pl: Placement, test: str, drains=("thread", "workers"), round
     return compare_contenders(pl, test, placed, rounds, seconds, n, window, log)
 
 
+def compare_rings(pl: Placement, test: str, sizes=(8192, 1024), rounds: int = 5,
+                  seconds: float = 1.0, n: int = 5000, window: int = 1, log=None) -> dict:
+    """compare() with one osvrt contender per packet-ring size (ring_frames
+    of osvrt.net.configure, named "ring<N>"), alternating with the kernel
+    peer: what the ring's memory costs (README, "The ring's size")."""
+    from dataclasses import replace
+    placed = {f"ring{f}": replace(pl, net_options={**pl.net_options, "ring_frames": f})
+              for f in sizes}
+    return compare_contenders(pl, test, placed, rounds, seconds, n, window, log)
+
+
 TX_MODES = {"batched": True, "direct": False}
 
 
@@ -211,6 +222,11 @@ def compare_contenders(pl: Placement, test: str, placed: dict, rounds: int = 5,
     return out
 
 
+def _sizes_argument(text):
+    """"8192,1024" -> (8192, 1024) for --ring-frames (each a count >= 1)."""
+    return tuple(count_argument(part) for part in text.split(","))
+
+
 def main(argv=None) -> int:
     """python -m osvrt.bench.placement [--rounds N] PLACEMENT TEST...: the
     alternating comparison of compare() for each TEST (sockperf, dnsperf,
@@ -227,12 +243,25 @@ def main(argv=None) -> int:
     ap.add_argument("--tx", action="store_true",
                     help="one osvrt contender per reply path (batched: sendmmsg per worker "
                          "turn; direct: a sendto per datagram), alternating with the kernel peer")
+    ap.add_argument("--ring-frames", type=_sizes_argument, metavar="N,N...",
+                    help="one osvrt contender per packet-ring size (osvrt.net.configure's "
+                         "ring_frames), alternating with the kernel peer")
     a = ap.parse_args(argv)
+    if sum(bool(x) for x in (a.drains, a.tx, a.ring_frames)) > 1:
+        ap.error("--drains, --tx and --ring-frames each compare their own contenders: "
+                 "give one of them")
     pl = placement(a.placement)
     print(pl.label)
     print(f"{a.rounds} rounds after 1 warm-up, the order turned around every round; "
           f"ratios: median [min-max] of the per-round ratios to the kernel peer")
-    contest = compare_drains if a.drains else compare_tx if a.tx else compare
+    contest: Callable[..., dict] = compare
+    if a.drains:
+        contest = compare_drains
+    elif a.tx:
+        contest = compare_tx
+    elif a.ring_frames:
+        def contest(*args, **kw):
+            return compare_rings(*args, sizes=a.ring_frames, **kw)
     for t in a.tests:
         r = contest(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
                     n=a.transactions, window=16 if t == "rr16" else 1)
@@ -242,8 +271,9 @@ def main(argv=None) -> int:
         for k in [k for k in figs if "_ratio_" in k]:
             figs[k] = f"{figs[k]} [{r[k + '_min']:.3f}-{r[k + '_max']:.3f}]"
         first: dict = next((r[f"{name}_rounds"][0] for name in ("osvrt", "thread", "workers",
-                                                             "batched") if r.get(f"{name}_rounds")),
-                     {})
+                                                             "batched",
+                                                             *(f"ring{f}" for f in a.ring_frames or ()))
+                            if r.get(f"{name}_rounds")), {})
         print(t, figs, "| classifier:", first.get("classifier"), flush=True)
     return 0
 
