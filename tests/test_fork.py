@@ -99,3 +99,49 @@ def test_a_runtime_stopped_before_fork_stays_stopped_in_the_child():
     os.close(r)
     os.waitpid(pid, 0)
     assert got == "stopped"
+
+
+async def _in_a_pool_thread(x):
+    return await osvrt.to_thread(lambda: 3 * x)
+
+
+def test_locks_held_by_another_thread_at_fork_are_new_in_the_child():
+    """Another thread of the parent holds the engine set-up's lock and the
+    offload pools' lock while this one forks: that thread does not exist in
+    the child, so a copied lock would stay held for ever there.  The child
+    gets new ones: the engine's set-up (done again, as if the other thread
+    had left it half done) and a new runtime's to_thread both work."""
+    import threading
+    from osvrt import _setup, offload
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _setup._lock, offload._pools_lock:
+            held.set()
+            release.wait(60)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                _setup._done = False
+                msg = f"ran {osvrt.run(_in_a_pool_thread, 7, cpus=1, handle_signals=False)}"
+            except BaseException as e:         # report, never raise out of a forked pytest
+                msg = f"error {e!r}"
+            os.write(w, msg.encode())
+            os._exit(0)
+        os.close(w)
+        ready, _, _ = select.select([r], [], [], 30)
+        got = os.read(r, 4096).decode() if ready else "the child hung"
+        os.close(r)
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        assert got == "ran 21"
+    finally:
+        release.set()
+        holder.join(10)
