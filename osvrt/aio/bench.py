@@ -163,6 +163,14 @@ class Server:
             raise RuntimeError(f"the server did not stop on SIGTERM within {timeout} s")
 
 
+def wrk_missing():
+    """None when wrk can run, else why not (as root, apt-get installs a
+    missing wrk first)."""
+    from ..bench.net import find_tool
+    path, why = find_tool("wrk", "wrk")
+    return None if path is not None else why
+
+
 def wrk_round(kind, server_cpu, client_cpu, duration=5, conns=64):
     """requests/s, p99 (s) of wrk -t1 -c64 against the loop's server, and the
     CPU shares of wrk and the server (osvrt/bench/client_cpu.py)."""
@@ -364,9 +372,8 @@ def main(argv=None):
             print(f"{kind}: instructions per unit: " + ", ".join(parts), flush=True)
         return 0
     if "http" in rows:
-        from ..bench.net import find_tool     # as root, apt-get installs a missing wrk
-        path, why = find_tool("wrk", "wrk")
-        if path is None:
+        why = wrk_missing()
+        if why is not None:
             sys.exit(f"{why} (the http row needs it)")
     t0 = time.monotonic()
     results = run_rows(rows, args.rounds, args.duration, args.handoff_n, args.spawn_n, cpus)
@@ -426,9 +433,8 @@ def measure_http(cpus, sizes):
         return {"rps": rps, "p99_ms": p99 * 1e3, **cpu}
 
     def setup():
-        from ..bench.net import find_tool     # as root, apt-get installs a missing wrk
-        path, why = find_tool("wrk", "wrk")
-        if path is None:
+        why = wrk_missing()
+        if why is not None:
             raise Unavailable(why)
         if len(cpus) < 2:
             raise Unavailable(f"server and wrk on 2 CPUs; running on {list(cpus)}")
