@@ -14,7 +14,7 @@ ceiling).  If the C server's ratio is under the target while the client used
 about all of its CPU, the target cannot be met on this host with this
 client, by any server.
 
-    sudo .venv/bin/python -P benchmarks/client_ceiling.py [--only http,redis,aio,veth]
+    sudo .venv/bin/python -P benchmarks/client_ceiling.py [--only http,redis,aio,veth,udp,dns]
         [--rounds 5] [--seconds 3] [--requests 20000]
 
 http:  wrk -t1 -c64 keep-alive on loopback: nginx, uvloop-P, and
@@ -28,6 +28,17 @@ aio:   wrk -t1 -c64 as the aio_http row runs it (issue #20): the server
 veth:  wrk one veth hop away, in the user-space TCP rows' namespaces
        (usertcp_wrk_rps, issue #19): nginx beside the uvloop kernel-socket
        peer, that peer, and osvrt.net.user_stack.  Needs root (namespaces).
+udp:   the UDP request/response rows (issue #18: udp_rr, one in flight, and
+       udp_tps, 16 in flight, --requests each), with the bench's C client in
+       three layouts: client and server on one CPU; apart (the rows'
+       dedicated layout); unpinned (the osvrt.run placement).  Against a C
+       echo on a kernel socket (osvrt.bench.net.CEchoServer, sleeping in
+       recvmmsg), the rows' peer (a kernel socket served by a Python thread)
+       and osvrt; ratios to that peer.  Where the C echo misses a target in a
+       layout, no server meets it there: the layout, not the server, decides.
+dns:   dnsperf as the dnsperf_qps_dedicated row runs it, against the same C
+       echo polling its socket (recvmmsg/sendmmsg, answering as dns_reply),
+       the Python-thread peer and osvrt.  Needs CAP_NET_RAW (osvrt.net).
 
 nginx (Debian package nginx) and redis-server (redis-server) are installed
 with apt-get when missing and this runs as root, as the bench installs its
@@ -215,17 +226,86 @@ def veth(rounds, seconds, folder):
         servers.close()
 
 
+def _udp_layouts():
+    """The layouts of the UDP floors: (name, osvrt.bench.placement.Placement)."""
+    from dataclasses import replace
+    from osvrt.bench import placement as P
+    dedicated = P.placement("dedicated")
+    c = dedicated.client_cpu
+    same = replace(dedicated, name="same", label=f"client, server and osvrt's one worker on CPU {c}",
+                   server_cpu=c, runtime_cpus=[c], net_options={"drain": "workers"})
+    return [("same CPU", same), ("apart", dedicated), ("unpinned", P.placement("run"))]
+
+
+def udp_server_round(name, pl, client, dns=False):
+    """One round of client(addr) against server `name` placed as pl: "c_echo"
+    (C, no Python: CEchoServer, polling when dns), "python_thread" (the
+    rows' peer: a kernel socket served by a Python thread) or "osvrt"."""
+    from osvrt.bench import net, placement as P
+    if name == "osvrt":
+        return P.osvrt_echo_round(pl, client, net.dns_reply if dns else None)
+    if name == "c_echo":
+        server = net.CEchoServer(cpu=pl.server_cpu, busy=dns, dns=dns)
+    else:
+        server = P.kernel_server(pl, net.dns_reply if dns else None)
+    try:
+        return client(server.addr)
+    finally:
+        server.close()
+
+
+def report_ratios(title, results, key, peer="python_thread"):
+    """Per server: the median figure and the median [min-max] of its
+    per-round ratios to the peer's figure in the same round."""
+    print(title)
+    for name, rounds in results.items():
+        ratios = sorted(r[key] / p[key] for r, p in zip(rounds, results[peer]))
+        print(f"  {name:14s} {statistics.median(r[key] for r in rounds):12,.1f} {key}  "
+              f"{statistics.median(ratios):5.2f}x {peer} [{ratios[0]:.2f}-{ratios[-1]:.2f}]")
+
+
+def udp_floors(rounds, requests):
+    """The UDP request/response rows (udp_rr, udp_tps) in three layouts,
+    against a C echo that runs no Python: where a kernel socket's server,
+    however fast, stands against the rows' Python-thread peer."""
+    from osvrt.bench import placement as P
+    if len(os.sched_getaffinity(0)) < 2:
+        sys.exit("--only udp: the layouts need 2 CPUs")
+    for window, key in ((1, "ns"), (16, "per_s")):
+        for layout, pl in _udp_layouts():
+            client = P.rr_client(pl, requests, window)
+            results = alternate(("c_echo", "python_thread", "osvrt"), rounds,
+                                lambda n: udp_server_round(n, pl, client))
+            report_ratios(f"UDP, {window} in flight, {layout} ({pl.label}); "
+                          f"{'mean round trip' if key == 'ns' else 'transactions/s'}",
+                          results, key)
+
+
+def dns_ceiling(rounds, seconds):
+    """dnsperf in the dedicated layout (the dnsperf_qps_dedicated row) against
+    a C echo polling its socket with recvmmsg/sendmmsg, the Python-thread peer
+    and osvrt."""
+    from osvrt.bench import placement as P
+    tool("dnsperf", "dnsperf")
+    pl = P.placement("dedicated")
+    client, _reply = P.real_client(pl, "dnsperf", seconds)
+    results = alternate(("c_echo", "python_thread", "osvrt"), rounds,
+                        lambda n: udp_server_round(n, pl, client, dns=True))
+    report_ratios(f"dnsperf, {pl.label}", results, "qps")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="http,redis,aio,veth")
+    ap.add_argument("--only", default="http,redis,aio,veth,udp,dns")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=20_000)
     a = ap.parse_args(argv)
     parts = a.only.split(",")
-    bad = [p for p in parts if p not in ("http", "redis", "aio", "veth")]
+    known = ("http", "redis", "aio", "veth", "udp", "dns")
+    bad = [p for p in parts if p not in known]
     if bad:
-        ap.error(f"--only {a.only!r}: unknown {bad}; one or more of http, redis, aio, veth")
+        ap.error(f"--only {a.only!r}: unknown {bad}; one or more of {', '.join(known)}")
     for name, value, least in (("--rounds", a.rounds, 1), ("--seconds", a.seconds, 1),
                                ("--requests", a.requests, 1000)):
         if value < least:
@@ -248,6 +328,10 @@ def main(argv=None):
             aio_layout(a.rounds, a.seconds, folder)
         if "veth" in parts:
             veth(a.rounds, a.seconds, folder)
+        if "udp" in parts:
+            udp_floors(a.rounds, a.requests)
+        if "dns" in parts:
+            dns_ceiling(a.rounds, a.seconds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0

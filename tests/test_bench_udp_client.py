@@ -58,3 +58,33 @@ def test_the_c_client_refuses_what_the_python_checks_refuse():
     for n, window, timeout_ms in ((2 ** 61 + 1, 16, 200), (10, 1025, 200), (10, 16, 0)):
         assert lib.osvrt_net_bench_rr(b"127.0.0.1", 9, n, 64, window, -1, timeout_ms,
                                       res) == -errno.EINVAL
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_c_echo_answers_every_request_and_counts_them(busy):
+    """CEchoServer (the floors of benchmarks/client_ceiling.py): each request
+    answered once, with windows that fill its batches; the stop datagram
+    ends it and is not counted."""
+    srv = net.CEchoServer(busy=busy)
+    try:
+        for window in (1, 16, 64):
+            r = net.rr(srv.addr, 2000, window=window)
+            assert (r["done"], r["lost"]) == (2000, 0)
+    finally:
+        srv.close()
+    assert srv.echoed == 6000
+
+
+def test_the_c_echo_answers_dns_as_dns_reply_does():
+    import socket
+    srv = net.CEchoServer(dns=True)
+    try:
+        query = bytes([0x12, 0x34, 0x01, 0xff]) + bytes(8) + b"\x07example\x03com\x00\x00\x01\x00\x01"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(5)
+            c.sendto(query, srv.addr)
+            assert c.recv(512) == net.dns_reply(query)
+            c.sendto(b"short", srv.addr)           # under a DNS header: echoed as it came
+            assert c.recv(512) == b"short"
+    finally:
+        srv.close()

@@ -337,3 +337,63 @@ out:
     osvrt_net_free(net);
     return result;
 }
+
+int64_t osvrt_net_bench_echo(int fd, int cpu, int busy, int dns, const char *stop,
+                             uint32_t stop_len)
+{
+    enum { BATCH = 64, SIZE = 2048 };
+    struct pin_save ps;
+    if (pin_for_run(cpu, &ps) != 0)
+        return -errno;
+    uint8_t (*buf)[SIZE] = malloc(BATCH * sizeof *buf);
+    if (!buf) {
+        unpin(&ps);
+        return -ENOMEM;
+    }
+    struct sockaddr_in from[BATCH];
+    struct iovec iov[BATCH];
+    struct mmsghdr m[BATCH];
+    int64_t echoed = 0, err = 0;
+    for (int done = 0; !done;) {
+        for (int i = 0; i < BATCH; i++) {
+            iov[i] = (struct iovec){.iov_base = buf[i], .iov_len = SIZE};
+            m[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i],
+                                           .msg_iov = &iov[i], .msg_iovlen = 1};
+        }
+        int k = recvmmsg(fd, m, BATCH, busy ? MSG_DONTWAIT : MSG_WAITFORONE, NULL);
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                continue;
+            err = -errno;
+            break;
+        }
+        int n = 0;
+        for (int i = 0; i < k; i++) {
+            uint32_t len = m[i].msg_len;
+            if (len == stop_len && memcmp(buf[i], stop, stop_len) == 0) {
+                done = 1;
+                break;
+            }
+            if (dns && len >= 12) {
+                buf[i][2] |= 0x80;           /* QR: a response (dns_reply) */
+                buf[i][3] &= 0x70;           /* Z, AD, CD kept; RA and RCODE cleared */
+            }
+            iov[i].iov_len = len;
+            n++;
+        }
+        /* the stop datagram ends the batch: what came before it is answered */
+        for (int sent = 0; sent < n;) {
+            int r = sendmmsg(fd, m + sent, (unsigned)(n - sent), 0);
+            if (r < 0) {
+                if (errno == EINTR || errno == EAGAIN)
+                    continue;
+                break;                       /* a reply that cannot go is a lost one */
+            }
+            sent += r;
+        }
+        echoed += n;
+    }
+    free(buf);
+    unpin(&ps);
+    return err ? err : echoed;
+}

@@ -24,6 +24,8 @@ int osvrt_net_bench_rr(const char *ip, uint16_t port, uint64_t n, uint32_t paylo
 double osvrt_net_bench_blast(const char *ip, uint16_t port, uint64_t n, uint32_t payload,
                              uint32_t gso, int cpu);
 double osvrt_net_bench_classify(uint64_t n, uint32_t payload, uint32_t flows);
+int64_t osvrt_net_bench_echo(int fd, int cpu, int busy, int dns, const char *stop,
+                             uint32_t stop_len);
 """
 
 ffibuilder = FFI()

@@ -97,6 +97,36 @@ class ThreadEchoServer:
         self.sock.close()
 
 
+class CEchoServer:
+    """A kernel UDP socket served by C that runs no Python (csrc/bench/
+    net_bench.c: recvmmsg/sendmmsg in batches, on a thread whose call holds
+    no GIL), pinned to cpu: the floor and ceiling of what any server could
+    do (benchmarks/client_ceiling.py).  busy: poll instead of sleeping in
+    recvmmsg; dns: answer as dns_reply does (for dnsperf)."""
+
+    def __init__(self, cpu=None, ip="127.0.0.1", busy=False, dns=False):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.addr = self.sock.getsockname()
+        self.echoed = None
+        args = (self.sock.fileno(), -1 if cpu is None else cpu, int(busy), int(dns),
+                _STOP, len(_STOP))
+        self._t = threading.Thread(target=self._run, args=args, name="udp-c-echo", daemon=True)
+        self._t.start()
+
+    def _run(self, *args):
+        self.echoed = lib.osvrt_net_bench_echo(*args)   # cffi drops the GIL for the call
+
+    def close(self):
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(_STOP, self.addr)
+        self._t.join(5)
+        if self._t.is_alive():
+            raise RuntimeError("the C echo did not stop")   # its socket stays open: in use
+        self.sock.close()
+        if self.echoed is not None and self.echoed < 0:
+            raise OSError(-self.echoed, f"the C echo failed: {os.strerror(-self.echoed)}")
+
+
 class AsyncioEchoServer:
     """A kernel UDP socket served by an asyncio DatagramProtocol in an event
     loop on its own thread, pinned to cpu (uvloop if loop="uvloop")."""
