@@ -36,9 +36,10 @@ udp:   the UDP request/response rows (issue #18: udp_rr, one in flight, and
        recvmmsg), the rows' peer (a kernel socket served by a Python thread)
        and osvrt; ratios to that peer.  Where the C echo misses a target in a
        layout, no server meets it there: the layout, not the server, decides.
+       Needs CAP_NET_RAW (osvrt.net) and 2 CPUs, as dns does.
 dns:   dnsperf as the dnsperf_qps_dedicated row runs it, against the same C
        echo polling its socket (recvmmsg/sendmmsg, answering as dns_reply),
-       the Python-thread peer and osvrt.  Needs CAP_NET_RAW (osvrt.net).
+       the Python-thread peer and osvrt.
 
 nginx (Debian package nginx) and redis-server (redis-server) are installed
 with apt-get when missing and this runs as root, as the bench installs its
@@ -269,8 +270,6 @@ def udp_floors(rounds, requests):
     against a C echo that runs no Python: where a kernel socket's server,
     however fast, stands against the rows' Python-thread peer."""
     from osvrt.bench import placement as P
-    if len(os.sched_getaffinity(0)) < 2:
-        sys.exit("--only udp: the layouts need 2 CPUs")
     for window, key in ((1, "ns"), (16, "per_s")):
         for layout, pl in _udp_layouts():
             client = P.rr_client(pl, requests, window)
@@ -315,6 +314,14 @@ def main(argv=None):
         ok, why = netns.can_make_namespaces()
         if not ok:
             ap.error(f"--only veth: {why}")
+    for part in ("udp", "dns"):
+        if part in parts:
+            from osvrt.bench.peers import udp_unavailable
+            why = udp_unavailable()              # osvrt's contender is an osvrt.net echo
+            if why is None and len(os.sched_getaffinity(0)) < 2:
+                why = "its layouts need 2 CPUs"
+            if why is not None:
+                ap.error(f"--only {part}: {why}")
     folder = tempfile.mkdtemp(prefix="osvrt-ceiling-")      # mode 0700
     try:
         if "http" in parts:

@@ -37,6 +37,7 @@ import tempfile
 import time
 
 SERVERS = ("workers", "thread", "kernel")
+VALGRIND_START_S = 600     # Python and osvrt starting under callgrind, on a busy host
 _TOTAL = re.compile(r"^summary:\s+(\d+)", re.M)
 
 
@@ -89,6 +90,7 @@ def count(kind, n, window, out_dir):
     """Instructions per transaction of server `kind` with `window` requests
     in flight: (per transaction, path of the 2N profile)."""
     from osvrt.bench.net import rr
+    from osvrt.bench.ready import read_line
     out = os.path.join(out_dir, f"udp-{kind}-w{window}.callgrind")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root, PYTHONHASHSEED="0")
@@ -98,7 +100,9 @@ def count(kind, n, window, out_dir):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(out + ".log", "w"),
         text=True, env=env)
     try:
-        line = server.stdout.readline().split()
+        # bounded: a server that hangs under callgrind must not hang this script
+        line = read_line(server.stdout.fileno(), f"the {kind} server under callgrind",
+                         VALGRIND_START_S).decode().split()
         if not line or line[0] != "ready":
             raise RuntimeError(f"the {kind} server did not start: see {out}.log")
         addr = ("127.0.0.1", int(line[1]))

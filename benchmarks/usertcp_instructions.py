@@ -22,6 +22,8 @@ import time
 
 PORT = 7100
 MSG = 64
+VALGRIND_START_S = 600     # Python and osvrt starting under callgrind, on a busy host
+VALGRIND_ROUNDS_S = 3600   # the measured round trips, the server under callgrind
 
 _CLIENT = r'''
 import socket, sys
@@ -73,6 +75,7 @@ def _control(pid, *args):
 
 def measure(rounds, out_dir):
     from osvrt.bench import netns
+    from osvrt.bench.ready import read_line
     os.makedirs(out_dir, exist_ok=True)  # --out may name a directory not made yet
     out = os.path.join(out_dir, "usertcp.callgrind")
     t = netns.Topology()
@@ -85,17 +88,20 @@ def measure(rounds, out_dir):
         stdout=subprocess.PIPE, stderr=open(out + ".log", "w"), text=True, env=env)
     client = None
     try:
-        if server.stdout.readline().strip() != "ready":
+        # bounded, so that a process that hangs under callgrind cannot hang this script
+        if read_line(server.stdout.fileno(), "the server under callgrind",
+                     VALGRIND_START_S).strip() != b"ready":
             raise RuntimeError(f"the server did not start: see {out}.log")
         client = subprocess.Popen(["ip", "netns", "exec", t.peer_ns, sys.executable, "-c", _CLIENT,
                                    t.stack_ip, str(PORT), str(rounds), str(MSG)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if client.stdout.readline().strip() != "warm":
+        if read_line(client.stdout.fileno(), "the client", VALGRIND_START_S).strip() != b"warm":
             raise RuntimeError("the client did not warm up")
         _control(server.pid, "-i", "on")
         client.stdin.write("\n")
         client.stdin.flush()
-        if client.stdout.readline().strip() != "done":
+        if read_line(client.stdout.fileno(), "the client's round trips",
+                     VALGRIND_ROUNDS_S).strip() != b"done":
             raise RuntimeError("the client did not finish its round trips")
         _control(server.pid, "-i", "off")
         _control(server.pid, "-d")

@@ -8,6 +8,7 @@ Its workers' counters are moved off the parent's stats file (a shared
 mapping) into their own memory.
 """
 import os
+import threading
 import weakref
 
 # Runtimes started in this process and not yet stopped.
@@ -62,6 +63,18 @@ def refusal(rt):
         f"(pid {os.getpid()}) is a child forked from it: its worker threads did not "
         f"survive fork(), so it cannot run green threads here; start a new Runtime "
         f"(or osvrt.run()) in the child")
+
+
+def new_lock_in_child(namespace, name):
+    """In every child forked from this process, give the module whose
+    globals are `namespace` a new threading.Lock called `name`.  fork()
+    copies a lock as it was: held, if another thread of the parent was
+    inside it, and that thread does not exist in the child, so the copy
+    would never be released there."""
+    def renew():
+        namespace[name] = threading.Lock()
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=renew)
 
 
 if hasattr(os, "register_at_fork"):

@@ -5,25 +5,15 @@ side effect on the engine, whatever the import order).
 The engine keeps these in its module state (module.c, io.c): the C core's
 function table (csrc/core/core_api.h), the class of green threads and its
 helpers (thread.py), and the I/O error classes (readiness.py)."""
-import os
 import threading
 
-from . import _engine
+from . import _engine, _fork
 
 _lock = threading.Lock()
+# A child forked while another thread was setting the engine up gets a free
+# lock, and does the half-done set-up again under it.
+_fork.new_lock_in_child(globals(), "_lock")
 _done = False
-
-
-def _new_lock_in_child():
-    # fork() copies the lock as it was: held, if another thread of the parent
-    # was setting the engine up at that moment, and that thread does not
-    # exist here (the set-up it left half done is done again, under this lock).
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def set_up_engine():

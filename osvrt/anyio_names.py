@@ -18,9 +18,12 @@ import importlib.util
 import sys
 import threading
 
+from . import _fork
+
 BACKEND_MODULE = "anyio._backends._osvrt"
 _HTTPCORE_CHOICE = "httpcore._synchronization"
 _lock = threading.Lock()
+_fork.new_lock_in_child(globals(), "_lock")
 _installed = False
 
 

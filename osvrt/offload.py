@@ -23,24 +23,14 @@ import os
 import threading
 import time
 
-from . import kernel
+from . import _fork, kernel
 
 log = logging.getLogger("osvrt")
 
 __all__ = ["to_thread", "default_pool_size"]
 
 _pools_lock = threading.Lock()
-
-
-def _new_pools_lock_in_child():
-    # fork() copies the lock as it was: held, if another thread of the parent
-    # was in pool_of at that moment, and that thread does not exist here.
-    global _pools_lock
-    _pools_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_pools_lock_in_child)
+_fork.new_lock_in_child(globals(), "_pools_lock")
 
 
 def default_pool_size(cpus=None):

@@ -136,6 +136,9 @@ def test_compare_rings_runs_each_ring_size_against_the_kernel_peer(monkeypatch):
 
 def test_command_line_takes_one_comparison(capsys):
     assert P._sizes_argument("8192,1024") == (8192, 1024)
+    with pytest.raises(SystemExit):
+        P.main(["--ring-frames", "8192,4", "run", "rr"])
+    assert "a ring has at least 8 frames, not 4" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         P.main(["--drains", "--ring-frames", "8192,1024", "run", "rr"])
     assert e.value.code == 2

@@ -145,3 +145,49 @@ def test_locks_held_by_another_thread_at_fork_are_new_in_the_child():
     finally:
         release.set()
         holder.join(10)
+
+
+_MODULE_LOCKS = [("osvrt._setup", "_lock"), ("osvrt.offload", "_pools_lock"),
+                 ("osvrt.anyio_names", "_lock"), ("osvrt.net.tcp.stack", "_service_lock"),
+                 ("osvrt.net.channels.service", "_make_lock")]
+
+
+def test_every_module_lock_is_free_in_a_child_forked_while_it_was_held():
+    """Each module-level lock osvrt takes from any thread, held by another
+    thread at the fork, is free in the child (osvrt._fork.new_lock_in_child)."""
+    import importlib
+    import threading
+    locks = [getattr(importlib.import_module(m), n) for m, n in _MODULE_LOCKS]
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        for lk in locks:
+            lk.acquire()
+        held.set()
+        release.wait(60)
+        for lk in locks:
+            lk.release()
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                msg = repr([getattr(importlib.import_module(m), n).locked()
+                            for m, n in _MODULE_LOCKS])
+            except BaseException as e:         # report, never raise out of a forked pytest
+                msg = f"error {e!r}"
+            os.write(w, msg.encode())
+            os._exit(0)
+        os.close(w)
+        ready, _, _ = select.select([r], [], [], 30)
+        got = os.read(r, 4096).decode() if ready else "the child hung"
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert got == repr([False] * len(_MODULE_LOCKS))
+    finally:
+        release.set()
+        holder.join(10)

@@ -341,10 +341,11 @@ out:
 int64_t osvrt_net_bench_echo(int fd, int cpu, int busy, int dns, const char *stop,
                              uint32_t stop_len)
 {
-    enum { BATCH = 64, SIZE = 2048 };
+    enum { BATCH = 64, SIZE = 65536 };        /* any IPv4 UDP payload whole */
     struct pin_save ps;
-    if (pin_for_run(cpu, &ps) != 0)
-        return -errno;
+    int e = pin_for_run(cpu, &ps);            /* an error number, not errno */
+    if (e != 0)
+        return -e;
     uint8_t (*buf)[SIZE] = malloc(BATCH * sizeof *buf);
     if (!buf) {
         unpin(&ps);
@@ -382,7 +383,8 @@ int64_t osvrt_net_bench_echo(int fd, int cpu, int busy, int dns, const char *sto
             n++;
         }
         /* the stop datagram ends the batch: what came before it is answered */
-        for (int sent = 0; sent < n;) {
+        int sent = 0;
+        while (sent < n) {
             int r = sendmmsg(fd, m + sent, (unsigned)(n - sent), 0);
             if (r < 0) {
                 if (errno == EINTR || errno == EAGAIN)
@@ -391,7 +393,7 @@ int64_t osvrt_net_bench_echo(int fd, int cpu, int busy, int dns, const char *sto
             }
             sent += r;
         }
-        echoed += n;
+        echoed += sent;
     }
     free(buf);
     unpin(&ps);

@@ -30,11 +30,12 @@ double osvrt_net_bench_blast(const char *ip, uint16_t port, uint64_t n, uint32_t
 
 /* A C UDP echo on the bound socket `fd`, in the calling thread until a
  * datagram equal to stop[0..stop_len) arrives: recvmmsg/sendmmsg in batches of
- * up to 64, each datagram sent back to its sender as it came, or (dns) with the
- * DNS response bits set as the bench's dns_reply sets them.  busy: poll with
+ * up to 64, each datagram (any size) sent back to its sender as it came, or
+ * (dns) with the DNS response bits set as the bench's dns_reply sets them;
+ * datagrams after the stop in its batch are dropped.  busy: poll with
  * MSG_DONTWAIT instead of sleeping in recvmmsg.  A server that runs no Python,
  * for the floors and ceilings of benchmarks/client_ceiling.py.  The number of
- * datagrams echoed, or a negative errno. */
+ * replies sent, or a negative errno. */
 int64_t osvrt_net_bench_echo(int fd, int cpu, int busy, int dns, const char *stop,
                              uint32_t stop_len);
 

@@ -443,6 +443,24 @@ static void test_live_handover(void)
  * either order): the classifier's own reference keeps the runtime until it
  * has detached.  ASan reports a use after free, LeakSanitizer a runtime the
  * last reference did not free. */
+/* Without a socket too: a classifier holds one reference while it lives, and
+ * one that fails to be made holds none. */
+static void test_classifier_reference(void)
+{
+    uint32_t before = atomic_load(&rt->refs);
+    struct osvrt_net_config cfg = {.cpu = -1};           /* no ifname: no socket */
+    int err = 0;
+    struct osvrt_net *net = osvrt_net_new(rt, &cfg, &err);
+    CHECK_MSG(net, "net_new(no socket): %s", strerror(err));
+    CHECK_EQ(atomic_load(&rt->refs), before + 1);
+    osvrt_net_free(net);
+    CHECK_EQ(atomic_load(&rt->refs), before);
+    cfg.frame_size = 100;                                /* below 256: refused */
+    CHECK(!osvrt_net_new(rt, &cfg, &err));
+    CHECK_EQ(err, EINVAL);
+    CHECK_EQ(atomic_load(&rt->refs), before);
+}
+
 static void test_runtime_released_first(void)
 {
     struct osvrt_rt *own = osvrt_rt_new(2);
@@ -466,6 +484,7 @@ int main(void)
     test_attach_detach_under_polling();
     test_watch_ends_sleep();
     test_foreign_frames_do_not_extend_the_poll();
+    test_classifier_reference();
     int live = test_live();
     if (live) {
         test_live_handover();

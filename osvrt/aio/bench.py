@@ -131,7 +131,7 @@ def free_port():
 class Server:
     """The server in its own process (python -m osvrt.aio.bench serve ...)."""
 
-    def __init__(self, kind, cpu, wrap=(), port=None):
+    def __init__(self, kind, cpu, wrap=(), port=None, start_timeout=START_TIMEOUT_S):
         # port given: a reuse_port server beside others on it (bench_cpus.py)
         self.port = free_port() if port is None else port
         r, w = os.pipe()
@@ -139,10 +139,14 @@ class Server:
             [*wrap, sys.executable, "-P", "-m", "osvrt.aio.bench", "serve", kind, str(self.port),
              str(cpu), str(w), *(["reuse_port"] if port is not None else [])], pass_fds=(w,))
         os.close(w)
+        self._wait_started(r, f"the {kind} server", start_timeout)
+
+    def _wait_started(self, r, what, timeout):
+        """The server writes b"1" on pipe r once it listens: wait for it at
+        most `timeout` s (then kill it), and close r."""
         try:
-            what = f"the {kind} server"
             try:
-                wait_readable(r, time.monotonic() + START_TIMEOUT_S, what, START_TIMEOUT_S)
+                wait_readable(r, time.monotonic() + timeout, what, timeout)
                 why = None if os.read(r, 1) == b"1" else "it exited"
             except TimeoutError as e:
                 why = str(e)
@@ -259,7 +263,8 @@ def instructions_http(kind, n, cpu=0, timeout=900):
             # file, not into the report
             srv = Server(kind, cpu, wrap=("valgrind", "--tool=callgrind",
                                           f"--callgrind-out-file={out}",
-                                          f"--log-file={os.path.join(d, 'valgrind.log')}"))
+                                          f"--log-file={os.path.join(d, 'valgrind.log')}"),
+                         start_timeout=timeout)   # callgrind starts Python slowly
             try:
                 http_client(srv.port, k)
             finally:

@@ -85,11 +85,7 @@ class ThreadsServer(bench.Server):
             [sys.executable, "-P", "-m", "osvrt.aio.bench_cpus", "serve-threads", kind,
              str(self.port), ",".join(map(str, cpus)), str(w)], pass_fds=(w,))
         os.close(w)
-        try:
-            if os.read(r, 1) != b"1":
-                raise RuntimeError(f"the {kind} threads server did not start")
-        finally:
-            os.close(r)
+        self._wait_started(r, f"the {kind} threads server", bench.START_TIMEOUT_S)
 
 
 class Servers:

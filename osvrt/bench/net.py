@@ -118,8 +118,12 @@ class CEchoServer:
         self.echoed = lib.osvrt_net_bench_echo(*args)   # cffi drops the GIL for the call
 
     def close(self):
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(_STOP, self.addr)
-        self._t.join(5)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(50):              # a datagram may be dropped: say it again
+                s.sendto(_STOP, self.addr)
+                self._t.join(0.1)
+                if not self._t.is_alive():
+                    break
         if self._t.is_alive():
             raise RuntimeError("the C echo did not stop")   # its socket stays open: in use
         self.sock.close()

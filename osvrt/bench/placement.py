@@ -19,6 +19,7 @@ produced it.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from dataclasses import dataclass
@@ -223,15 +224,19 @@ def compare_contenders(pl: Placement, test: str, placed: dict, rounds: int = 5,
 
 
 def _sizes_argument(text):
-    """"8192,1024" -> (8192, 1024) for --ring-frames (each a count >= 1)."""
-    return tuple(count_argument(part) for part in text.split(","))
+    """"8192,1024" -> (8192, 1024) for --ring-frames (each a ring size
+    osvrt.net.configure takes: 8 frames or more)."""
+    sizes = tuple(count_argument(part) for part in text.split(","))
+    for f in sizes:
+        if f < 8:
+            raise argparse.ArgumentTypeError(f"a ring has at least 8 frames, not {f}")
+    return sizes
 
 
 def main(argv=None) -> int:
     """python -m osvrt.bench.placement [--rounds N] PLACEMENT TEST...: the
     alternating comparison of compare() for each TEST (sockperf, dnsperf,
     rr: one in flight, rr16: 16 in flight), medians and ratios osvrt/kernel."""
-    import argparse
     ap = argparse.ArgumentParser(prog="python -m osvrt.bench.placement", description=main.__doc__)
     ap.add_argument("placement", choices=PLACEMENTS)
     ap.add_argument("tests", nargs="+", choices=("sockperf", "dnsperf", "rr", "rr16"))

@@ -15,14 +15,19 @@ def wait_readable(fd, deadline, what, timeout):
     """Return once pipe `fd` has something to read (or its writer closed
     it); TimeoutError naming `what` past `deadline` (time.monotonic())."""
     left = deadline - time.monotonic()
-    if left <= 0 or not select.select([fd], [], [], left)[0]:
-        raise TimeoutError(f"{what} said nothing within {timeout:g} s")
+    if left > 0:
+        p = select.poll()                # not select(): it refuses an fd past 1023
+        p.register(fd, select.POLLIN)
+        if p.poll(max(1, int(left * 1000))):
+            return
+    raise TimeoutError(f"{what} said nothing within {timeout:g} s")
 
 
 def read_line(fd, what, timeout=START_TIMEOUT_S):
     """One line (bytes, without its newline) from pipe `fd` within `timeout`
     seconds; b"" if the writer closed the pipe first.  Read a byte at a
-    time, so that nothing after the line is taken from the pipe."""
+    time, so that nothing after the line is taken from the pipe (its owner
+    may go on reading it, through a file object or communicate())."""
     deadline = time.monotonic() + timeout
     line = bytearray()
     while True:

@@ -16,12 +16,14 @@ import os
 import threading
 import weakref
 
+from ... import _fork
 from ..._core import ffi, lib
 from ...checks import check_int
 
 log = logging.getLogger("osvrt")
 
 _make_lock = threading.Lock()     # one classifier per runtime, even when two CPUs race
+_fork.new_lock_in_child(globals(), "_make_lock")
 
 DROP_REASONS = ("malformed", "no_flow", "too_big", "truncated", "channel_full", "rule", "ring")
 

@@ -36,7 +36,7 @@ import weakref
 from collections import deque
 
 from ..._core import ffi, lib
-from ... import _engine, kernel
+from ... import _engine, _fork, kernel
 from ...kernel import sleep
 from ...checks import check_number
 from ...readiness import ClosedResourceError
@@ -928,6 +928,7 @@ class Stacks:
 
 
 _service_lock = threading.Lock()
+_fork.new_lock_in_child(globals(), "_service_lock")
 
 
 def _stacks_of(rt):
