@@ -438,11 +438,6 @@ static void test_live_handover(void)
     osvrt_net_free(net);
 }
 
-/* The runtime's creator lets go of it first, with the ring still attached to
- * its CPUs (Python's garbage collector frees a Runtime and its classifier in
- * either order): the classifier's own reference keeps the runtime until it
- * has detached.  ASan reports a use after free, LeakSanitizer a runtime the
- * last reference did not free. */
 /* Without a socket too: a classifier holds one reference while it lives, and
  * one that fails to be made holds none. */
 static void test_classifier_reference(void)
@@ -461,6 +456,11 @@ static void test_classifier_reference(void)
     CHECK_EQ(atomic_load(&rt->refs), before);
 }
 
+/* The runtime's creator lets go of it first, with the ring still attached to
+ * its CPUs (Python's garbage collector frees a Runtime and its classifier in
+ * either order): the classifier's own reference keeps the runtime until it
+ * has detached.  ASan reports a use after free, LeakSanitizer a runtime the
+ * last reference did not free. */
 static void test_runtime_released_first(void)
 {
     struct osvrt_rt *own = osvrt_rt_new(2);
