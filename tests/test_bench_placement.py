@@ -77,9 +77,9 @@ def test_command_line_refuses_a_count_below_one(capsys, argv, bad):
     assert f"argument {bad}: give a whole number >= 1" in capsys.readouterr().err
 
 
-def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
-    """--drains: one osvrt contender per classifier drain, alternating with
-    the kernel peer; each round's echo ran under the drain it names."""
+def _echo_rounds_seen(monkeypatch):
+    """The Placement of each osvrt echo round the comparison runs, in order
+    (skips the test where osvrt.net cannot run)."""
     from osvrt.bench import peers
     why = peers.udp_unavailable()
     if why is not None:
@@ -88,12 +88,20 @@ def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
     real = P.osvrt_echo_round
 
     def spy(pl, client, reply=None, rt_options=None):
-        seen.append(pl.net_options.get("drain"))
+        seen.append(pl)
         return real(pl, client, reply, rt_options)
     monkeypatch.setattr(P, "osvrt_echo_round", spy)
+    return seen
+
+
+def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
+    """--drains: one osvrt contender per classifier drain, alternating with
+    the kernel peer; each round's echo ran under the drain it names."""
+    seen = _echo_rounds_seen(monkeypatch)
     r = P.compare_drains(P.placement("run"), "rr", rounds=2, n=50, window=1)
     # a warm-up round, then the order (kernel, thread, workers) turned around every round
-    assert seen == ["thread", "workers", "workers", "thread", "thread", "workers"]
+    assert [pl.net_options.get("drain") for pl in seen] == \
+        ["thread", "workers", "workers", "thread", "thread", "workers"]
     for d in ("thread", "workers"):
         assert r[f"{d}_ratio_ns"] > 0 and r[f"{d}_per_s"] > 0
         assert r[f"{d}_ratio_ns_min"] <= r[f"{d}_ratio_ns"] <= r[f"{d}_ratio_ns_max"]
@@ -104,31 +112,18 @@ def test_compare_drains_runs_each_drain_against_the_kernel_peer(monkeypatch):
 def test_compare_rings_runs_each_ring_size_against_the_kernel_peer(monkeypatch):
     """--ring-frames: one osvrt contender per packet-ring size; each round's
     classifier had the ring it names."""
-    from osvrt.bench import peers
-    why = peers.udp_unavailable()
-    if why is not None:
-        pytest.skip(f"osvrt.net not available: {why}")
-    seen = []
-    real = P.osvrt_echo_round
+    import osvrt.net.channels.service as service
+    seen = _echo_rounds_seen(monkeypatch)
+    made = []                                 # the ring of each classifier made
+    real_net = service.Net.__init__
 
-    def spy(pl, client, reply=None, rt_options=None):
-        import osvrt.net.channels.service as service
-        made = []
-        real_net = service.Net.__init__
-
-        def recording(self, rt, **kw):
-            made.append(kw.get("ring_frames"))
-            real_net(self, rt, **kw)
-        monkeypatch.setattr(service.Net, "__init__", recording)
-        try:
-            r = real(pl, client, reply, rt_options)
-        finally:
-            monkeypatch.setattr(service.Net, "__init__", real_net)
-        seen.append((pl.net_options.get("ring_frames"), made))
-        return r
-    monkeypatch.setattr(P, "osvrt_echo_round", spy)
+    def recording(self, rt, **kw):
+        made.append(kw.get("ring_frames"))
+        real_net(self, rt, **kw)
+    monkeypatch.setattr(service.Net, "__init__", recording)
     r = P.compare_rings(P.placement("run"), "rr", sizes=(512, 64), rounds=1, n=50, window=1)
-    assert seen == [(512, [512]), (64, [64]), (64, [64]), (512, [512])]
+    assert [pl.net_options.get("ring_frames") for pl in seen] == [512, 64, 64, 512]
+    assert made == [512, 64, 64, 512]
     for f in (512, 64):
         assert r[f"ring{f}_per_s"] > 0
         assert r[f"ring{f}_ratio_ns_min"] <= r[f"ring{f}_ratio_ns"] <= r[f"ring{f}_ratio_ns_max"]

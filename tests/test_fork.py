@@ -105,59 +105,11 @@ async def _in_a_pool_thread(x):
     return await osvrt.to_thread(lambda: 3 * x)
 
 
-def test_locks_held_by_another_thread_at_fork_are_new_in_the_child():
-    """Another thread of the parent holds the engine set-up's lock and the
-    offload pools' lock while this one forks: that thread does not exist in
-    the child, so a copied lock would stay held for ever there.  The child
-    gets new ones: the engine's set-up (done again, as if the other thread
-    had left it half done) and a new runtime's to_thread both work."""
+def _fork_while_held(locks, child):
+    """Fork while another thread holds `locks`; child() runs in the child
+    and returns a line to report.  Returns that line, or "the child hung"
+    after 30 s (the child is killed)."""
     import threading
-    from osvrt import _setup, offload
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with _setup._lock, offload._pools_lock:
-            held.set()
-            release.wait(60)
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                _setup._done = False
-                msg = f"ran {osvrt.run(_in_a_pool_thread, 7, cpus=1, handle_signals=False)}"
-            except BaseException as e:         # report, never raise out of a forked pytest
-                msg = f"error {e!r}"
-            os.write(w, msg.encode())
-            os._exit(0)
-        os.close(w)
-        ready, _, _ = select.select([r], [], [], 30)
-        got = os.read(r, 4096).decode() if ready else "the child hung"
-        os.close(r)
-        if not ready:
-            os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        assert got == "ran 21"
-    finally:
-        release.set()
-        holder.join(10)
-
-
-_MODULE_LOCKS = [("osvrt._setup", "_lock"), ("osvrt.offload", "_pools_lock"),
-                 ("osvrt.anyio_names", "_lock"), ("osvrt.net.tcp.stack", "_service_lock"),
-                 ("osvrt.net.channels.service", "_make_lock")]
-
-
-def test_every_module_lock_is_free_in_a_child_forked_while_it_was_held():
-    """Each module-level lock osvrt takes from any thread, held by another
-    thread at the fork, is free in the child (osvrt._fork.new_lock_in_child)."""
-    import importlib
-    import threading
-    locks = [getattr(importlib.import_module(m), n) for m, n in _MODULE_LOCKS]
     held, release = threading.Event(), threading.Event()
 
     def hold():
@@ -176,8 +128,7 @@ def test_every_module_lock_is_free_in_a_child_forked_while_it_was_held():
         if pid == 0:
             os.close(r)
             try:
-                msg = repr([getattr(importlib.import_module(m), n).locked()
-                            for m, n in _MODULE_LOCKS])
+                msg = child()
             except BaseException as e:         # report, never raise out of a forked pytest
                 msg = f"error {e!r}"
             os.write(w, msg.encode())
@@ -186,8 +137,41 @@ def test_every_module_lock_is_free_in_a_child_forked_while_it_was_held():
         ready, _, _ = select.select([r], [], [], 30)
         got = os.read(r, 4096).decode() if ready else "the child hung"
         os.close(r)
+        if not ready:
+            os.kill(pid, 9)
         os.waitpid(pid, 0)
-        assert got == repr([False] * len(_MODULE_LOCKS))
+        return got
     finally:
         release.set()
         holder.join(10)
+
+
+def test_locks_held_by_another_thread_at_fork_are_new_in_the_child():
+    """Another thread of the parent holds the engine set-up's lock and the
+    offload pools' lock while this one forks: that thread does not exist in
+    the child, so a copied lock would stay held for ever there.  The child
+    gets new ones: the engine's set-up (done again, as if the other thread
+    had left it half done) and a new runtime's to_thread both work."""
+    from osvrt import _setup, offload
+
+    def child():
+        _setup._done = False
+        return f"ran {osvrt.run(_in_a_pool_thread, 7, cpus=1, handle_signals=False)}"
+    assert _fork_while_held([_setup._lock, offload._pools_lock], child) == "ran 21"
+
+
+_MODULE_LOCKS = [("osvrt._setup", "_lock"), ("osvrt.offload", "_pools_lock"),
+                 ("osvrt.anyio_names", "_lock"), ("osvrt.net.tcp.stack", "_service_lock"),
+                 ("osvrt.net.channels.service", "_make_lock")]
+
+
+def test_every_module_lock_is_free_in_a_child_forked_while_it_was_held():
+    """Each module-level lock osvrt takes from any thread, held by another
+    thread at the fork, is free in the child (osvrt._fork.new_lock_in_child)."""
+    import importlib
+
+    def lock(m, n):
+        return getattr(importlib.import_module(m), n)
+    got = _fork_while_held([lock(m, n) for m, n in _MODULE_LOCKS],
+                           lambda: repr([lock(m, n).locked() for m, n in _MODULE_LOCKS]))
+    assert got == repr([False] * len(_MODULE_LOCKS))

@@ -20,6 +20,7 @@ produced it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -265,8 +266,7 @@ def main(argv=None) -> int:
     elif a.tx:
         contest = compare_tx
     elif a.ring_frames:
-        def contest(*args, **kw):
-            return compare_rings(*args, sizes=a.ring_frames, **kw)
+        contest = functools.partial(compare_rings, sizes=a.ring_frames)
     for t in a.tests:
         r = contest(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
                     n=a.transactions, window=16 if t == "rr16" else 1)
@@ -275,10 +275,9 @@ def main(argv=None) -> int:
                 and k not in ("rounds", "warmup") and not k.endswith(("_min", "_max"))}
         for k in [k for k in figs if "_ratio_" in k]:
             figs[k] = f"{figs[k]} [{r[k + '_min']:.3f}-{r[k + '_max']:.3f}]"
-        first: dict = next((r[f"{name}_rounds"][0] for name in ("osvrt", "thread", "workers",
-                                                             "batched",
-                                                             *(f"ring{f}" for f in a.ring_frames or ()))
-                            if r.get(f"{name}_rounds")), {})
+        # the first osvrt contender's first round (compare_contenders keeps their order)
+        first: dict = next((v[0] for k, v in r.items()
+                            if k.endswith("_rounds") and k != "kernel_rounds" and v), {})
         print(t, figs, "| classifier:", first.get("classifier"), flush=True)
     return 0
 
