@@ -113,6 +113,7 @@ struct osvrt_chan_view {
 CDEF += """
 typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t saddr, uint32_t sport);
 #define OSVRT_NET_MAX_LANES ...
+#define OSVRT_NET_MAX_RINGS ...
 #define OSVRT_NET_NREASONS ...
 #define OSVRT_PKT_NVERDICTS ...
 #define OSVRT_CHAN_MAX_CAPACITY ...
@@ -121,7 +122,7 @@ typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t sad
 struct osvrt_net_config {
     const char *ifname; uint32_t ring_frames; uint32_t frame_size; uint32_t buckets;
     uint32_t burst; int64_t spin_ns; int32_t cpu; uint32_t prefilter;
-    uint32_t spin_yield; uint64_t cpu_mask; uint32_t handover;
+    uint32_t spin_yield; uint64_t cpu_mask; uint32_t handover; uint32_t small_frame_size;
 };
 struct osvrt_net_stats {
     uint64_t frames, packets, received, ignored, dropped_malformed, dropped_no_flow,
@@ -157,6 +158,8 @@ int osvrt_net_flow_remove(struct osvrt_net *net, struct osvrt_flow *f);
 void osvrt_flow_put(struct osvrt_flow *f);
 int osvrt_flow_view(struct osvrt_flow *f, uint32_t lane, struct osvrt_chan_view *out);
 void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *out);
+struct osvrt_net_ring_stats { uint32_t frame_size, frames, max_frame; uint64_t taken; };
+uint32_t osvrt_net_get_ring_stats(struct osvrt_net *net, struct osvrt_net_ring_stats *out);
 void osvrt_flow_get_stats(struct osvrt_flow *f, struct osvrt_flow_stats *out);
 const char *osvrt_pkt_verdict_name(int verdict);
 int osvrt_attach_drop_all(int fd);

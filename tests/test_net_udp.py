@@ -488,7 +488,7 @@ def test_two_readers_share_one_endpoint(rt):
 @pytest.mark.parametrize("drain", ["thread", "workers"])
 def test_burst_of_5000_small_datagrams_no_ring_drops(rt, drain):
     """5,000 small datagrams sent back to back into a flow that reads: the
-    ring (8192 frames of 2 KiB) holds the whole burst even if the classifier
+    small-frame ring (8192 frames of 512 bytes) holds the whole burst even if the classifier
     (its thread, or the workers) does not run meanwhile, so nothing is lost
     at the ring; the channel is large enough here too, so every datagram
     arrives, in order."""
@@ -525,6 +525,101 @@ def test_burst_of_5000_small_datagrams_no_ring_drops(rt, drain):
         assert seqs == sorted(set(seqs)) and len(seqs) + soft >= N
     c.close()
     ep.close()
+
+
+@pytest.mark.parametrize("drain", ["thread", "workers"])
+def test_sizes_on_both_sides_of_the_ring_split_arrive_in_order(rt, drain):
+    """Two rings: frames that fit a 512-byte slot go to the small-frame ring,
+    the rest to the 2 KiB one (a socket filter on the frame's length).
+    Datagrams of sizes on both sides of that limit, sent back to back from
+    one socket, arrive whole, none read through the copy path, in the order
+    sent: the drain takes the two rings' frames in the order they came.
+    With the workers draining, every worker is held in a blocking wait while
+    the datagrams are sent, so both rings fill before the first drain and
+    the merge alone decides the order."""
+    N = 3_000
+    osvrt.net.configure(rt, drain=drain)
+    net0 = rt.stats()["net"]
+    assert [(r["frame_size"], r["frames"]) for r in net0["rings"]] == [(512, 8192), (2048, 8192)]
+    small = net0["rings"][0]["max_frame"] - 14 - 20 - 8     # UDP payload: Ethernet, IPv4, UDP
+    assert small == 394
+    sizes = [16, small, small + 1, 1472, 100, small - 1, small + 2, 700]
+    ep = bind_in(rt, capacity=8192, buffer_size=16 << 20)
+    soft0 = testing.softnet_drops()
+
+    async def reader():
+        got = []
+        while len(got) < N:
+            try:
+                with osvrt.timeout(5):
+                    data, _ = await ep.recvfrom()
+            except TimeoutError:
+                break
+            got.append((int(data[:8]), len(data)))
+        return got
+    fut = rt.submit(reader)
+    release, held = threading.Event(), threading.Semaphore(0)
+    holds = []
+    if drain == "workers":
+        def hold():
+            held.release()
+            release.wait(T)                  # blocks the worker's OS thread: no drain there
+
+        async def hold_worker():
+            hold()
+        holds = [rt.submit(hold_worker, cpu=i) for i in range(len(rt.cpus))]
+        for _ in holds:
+            assert held.acquire(timeout=T), "a worker was never held"
+    c = client(ep.address)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    sent = [sizes[i % len(sizes)] for i in range(N)]
+    try:
+        for i, size in enumerate(sent):
+            c.send(b"%08d" % i + b"." * (size - 8))
+    finally:
+        release.set()
+    for h in holds:
+        h.result(timeout=T)
+    got = fut.result(timeout=T)
+    net = rt.stats()["net"]
+    soft = testing.softnet_drops() - soft0
+    assert net["copied"] == net0["copied"], "a datagram that fits a frame was read whole from the socket"
+    assert net["dropped"]["ring"] == net0["dropped"]["ring"]
+    n_small = sum(s <= small for s in sent)
+    taken = [b["taken"] - a["taken"] for a, b in zip(net0["rings"], net["rings"])]
+    assert taken[0] >= n_small and taken[1] >= N - n_small, taken
+    if soft == 0:               # the kernel dropped none before the tap (softnet backlog)
+        assert got == list(enumerate(sent))
+    else:
+        seqs = [s for s, _ in got]
+        assert seqs == sorted(set(seqs)) and len(seqs) + soft >= N
+        assert all(size == sent[s] for s, size in got)
+    c.close()
+    ep.close()
+
+
+def test_one_ring_when_the_small_frames_are_not_smaller(rt):
+    """small_frame_size at least frame_size: one ring takes every frame (the
+    layout before the split), and datagrams of every size still arrive."""
+    osvrt.net.configure(rt, frame_size=1024, small_frame_size=1024)
+    assert [(r["frame_size"], r["max_frame"]) for r in rt.stats()["net"]["rings"]] == [(1024, 948)]
+    ep = bind_in(rt, buffer_size=1 << 20)
+    server = rt.submit(echo, ep)
+    c = client(ep.address)
+    for size in (10, 500, 906, 907, 1400):
+        msg = bytes(range(256)) * (size // 256) + b"e" * (size % 256)
+        assert request(c, msg) == msg
+    assert rt.stats()["net"]["copied"] == 2          # 907 and 1400: past 948 bytes of frame
+    c.close()
+    ep.close()
+    server.result(timeout=T)
+
+
+@pytest.mark.parametrize("bad", [0, 255, 1 << 30, 512.0, "512", True])
+def test_bad_small_frame_size_is_refused_by_name(rt, bad):
+    with pytest.raises((TypeError, ValueError), match="small_frame_size"):
+        osvrt.net.configure(rt, small_frame_size=bad)
+    assert rt.service("net") is None
 
 
 def test_datagrams_larger_than_a_ring_frame_arrive_whole(rt):

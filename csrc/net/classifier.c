@@ -41,7 +41,16 @@ int osvrt_pin_self(int cpu);   /* pin.c */
  * largest IPv4 packet (64 KiB, also a GSO super-packet's limit) with
  * Ethernet, two VLAN tags and the virtio-net header. */
 #define DEFAULT_FRAME_SIZE 2048
+/* The small-frame ring's slots (packet_ring.h): a DNS query, a game's or a
+ * trading feed's message, a TCP ACK fit (up to 436 bytes of Ethernet frame). */
+#define DEFAULT_SMALL_FRAME_SIZE 512
 #define BIG_SIZE (65536 + 256)
+/* Where the kernel puts an Ethernet frame in a V2 slot with a virtio-net
+ * header (af_packet.c, tpacket_rcv: netoff = TPACKET_ALIGN(hdrlen +
+ * max(maclen, 16)) + vnet_hdr_sz, macoff = netoff - maclen): 76 bytes in for
+ * a 14-byte header; a VLAN tag in the frame starts it 4 bytes sooner.  So a
+ * frame of up to frame_size - MACOFF bytes is never cut. */
+#define MACOFF (TPACKET_ALIGN(TPACKET2_HDRLEN + 16) + VNET_HDR_LEN - ETH_HLEN)
 #define COPY_RCVBUF (8 << 20)
 
 
@@ -292,30 +301,55 @@ int osvrt_attach_drop_all(int fd)
     return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 ? 0 : errno;
 }
 
-static inline struct tpacket2_hdr *frame_at(struct osvrt_net *net, uint32_t i)
+/* Attach to ring i's socket its length gate (with two rings: ring 0 keeps
+ * the frames of up to small_max bytes, ring 1 the longer ones; the kernel
+ * runs the filter on the whole frame, Ethernet header included) followed by
+ * prog[0..n).  0 or an errno value. */
+static int attach_filter(struct osvrt_net *net, uint32_t i, const struct sock_filter *prog, uint32_t n)
 {
-    uint32_t b = i / net->frames_per_block, k = i % net->frames_per_block;
-    return (struct tpacket2_hdr *)(net->ring + (size_t)b * net->block_size + (size_t)k * net->frame_size);
+    struct sock_filter *f = malloc((3 + (size_t)n) * sizeof *f);
+    if (!f)
+        return ENOMEM;
+    uint32_t k = 0;
+    if (net->nrings == 2) {
+        f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0);
+        f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, net->small_max,
+                                              i == 0 ? 0 : 1, i == 0 ? 1 : 0);
+        f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, 0);              /* the other ring's */
+    }
+    memcpy(f + k, prog, n * sizeof *f);
+    struct sock_fprog fp = {.len = (unsigned short)(k + n), .filter = f};
+    int e = setsockopt(net->rings[i].fd, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) == 0 ? 0 : errno;
+    free(f);
+    return e;
 }
 
-/* Build and attach the prefilter (see classifier.h); filter_lock held.
- * 0 or an errno value.  Frames shorter than 24 bytes (no IPv4 protocol
- * byte) fail the filter's loads and are kept out too. */
+/* Build and attach every ring's filter: the length gate, then the prefilter
+ * when there is one (see classifier.h).  filter_lock held, or the rings not
+ * bound yet.  0 or an errno value.  Frames shorter than 24 bytes (no IPv4
+ * protocol byte) fail the prefilter's loads and are kept out too. */
 static int update_filter(struct osvrt_net *net)
 {
-    if (!net->port_refs || net->fd < 0)
+    enum { ACCEPT = 0x40000 };   /* snap length: the whole frame */
+    if (net->nrings == 0)
         return 0;
     uint32_t nports = 0;
-    for (uint32_t p = 0; p < 65536; p++)
-        nports += net->port_refs[p] != 0;
-    if (nports > OSVRT_NET_FILTER_MAX_PORTS) {
-        /* Too many for a linear program: let everything in. */
-        struct sock_filter all = BPF_STMT(BPF_RET | BPF_K, 0x40000);
-        struct sock_fprog prog = {.len = 1, .filter = &all};
+    if (net->port_refs)
+        for (uint32_t p = 0; p < 65536; p++)
+            nports += net->port_refs[p] != 0;
+    int many = nports > OSVRT_NET_FILTER_MAX_PORTS;
+    if (!net->port_refs || many) {
+        /* No prefilter (or too many ports for a linear program): the gate
+         * alone, which one ring does without. */
+        struct sock_filter all = BPF_STMT(BPF_RET | BPF_K, ACCEPT);
+        for (uint32_t i = 0; i < net->nrings; i++) {
+            int e = net->nrings == 1 && !many ? 0 : attach_filter(net, i, &all, 1);
+            if (e)
+                return e;
+        }
         net->filter_ports = nports;
-        return setsockopt(net->fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 ? 0 : errno;
+        return 0;
     }
-    enum { ACCEPT = 0x40000 };   /* snap length: the whole frame */
     struct sock_filter *f = malloc((24 + 2 * (size_t)nports) * sizeof *f);
     if (!f)
         return ENOMEM;
@@ -350,8 +384,9 @@ static int update_filter(struct osvrt_net *net)
         f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, ACCEPT);
     }
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, 0);                  /* not ours */
-    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
-    int e = setsockopt(net->fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 ? 0 : errno;
+    int e = 0;
+    for (uint32_t i = 0; i < net->nrings && !e; i++)
+        e = attach_filter(net, i, f, n);
     free(f);
     if (e == 0)
         net->filter_ports = nports;
@@ -375,15 +410,15 @@ static int filter_port(struct osvrt_net *net, uint16_t port, int delta)
 
 static void refresh_ring_drops(struct osvrt_net *net)
 {
-    if (net->fd < 0)
-        return;
-    struct tpacket_stats st;
-    socklen_t len = sizeof st;
-    /* The kernel resets its counters on every read, so concurrent readers
-     * (this thread, a stats call) each add a disjoint part. */
-    /* relaxed: a statistic (an RMW, as two threads may add). */
-    if (getsockopt(net->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0 && st.tp_drops)
-        atomic_fetch_add_explicit(&net->dropped_ring, st.tp_drops, memory_order_relaxed);
+    for (uint32_t i = 0; i < net->nrings; i++) {
+        struct tpacket_stats st;
+        socklen_t len = sizeof st;
+        /* The kernel resets its counters on every read, so concurrent readers
+         * (this thread, a stats call) each add a disjoint part. */
+        /* relaxed: a statistic (an RMW, as two threads may add). */
+        if (getsockopt(net->rings[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0 && st.tp_drops)
+            atomic_fetch_add_explicit(&net->dropped_ring, st.tp_drops, memory_order_relaxed);
+    }
 }
 
 static void count_link_error(struct osvrt_net *net, int e)
@@ -397,10 +432,12 @@ static void count_link_error(struct osvrt_net *net, int e)
 
 void osvrt_net_take_error(struct osvrt_net *net)
 {
-    int e = 0;
-    socklen_t len = sizeof e;
-    if (net->fd >= 0 && getsockopt(net->fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e)
-        count_link_error(net, e);
+    for (uint32_t i = 0; i < net->nrings; i++) {
+        int e = 0;
+        socklen_t len = sizeof e;
+        if (getsockopt(net->rings[i].fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e)
+            count_link_error(net, e);
+    }
 }
 
 /* The queued copy of a TP_STATUS_COPY frame into net->big: its length (with
@@ -408,10 +445,10 @@ void osvrt_net_take_error(struct osvrt_net *net)
  * error (ENETDOWN after the link went down) is returned by the first recv()
  * instead of data, and cleared by it: read again, or the copy stays queued
  * and is taken for the next big frame's. */
-static ssize_t take_copy(struct osvrt_net *net)
+static ssize_t take_copy(struct osvrt_net *net, const struct osvrt_pkt_ring *r)
 {
     for (int tries = 0; tries < 4; tries++) {
-        ssize_t n = recv(net->fd, net->big, net->big_size, MSG_DONTWAIT | MSG_TRUNC);
+        ssize_t n = recv(r->fd, net->big, net->big_size, MSG_DONTWAIT | MSG_TRUNC);
         if (n >= 0)
             return n;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -424,7 +461,8 @@ static ssize_t take_copy(struct osvrt_net *net)
 
 /* Hand one ring frame to rx_frame (the frame's header is the kernel's: it
  * is checked all the same). */
-static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t status)
+static void ring_frame(struct osvrt_net *net, const struct osvrt_pkt_ring *r, struct tpacket2_hdr *h,
+                       uint32_t status)
 {
     const uint8_t *base = (const uint8_t *)h;
     const struct sockaddr_ll *sll =
@@ -433,7 +471,7 @@ static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t s
      * queued in frame order, one per TP_STATUS_COPY frame, so the next one is
      * this frame's, and it must be taken off even when the frame is ignored
      * (else every later copy is paired with the wrong frame). */
-    ssize_t n = status & TP_STATUS_COPY ? take_copy(net) : -1;
+    ssize_t n = status & TP_STATUS_COPY ? take_copy(net, r) : -1;
     /* The kernel took a VLAN tag off (TP_STATUS_VLAN_VALID): with a VLAN ID
      * it is another VLAN's frame, as an in-band tag is (packet.c). */
     int other_vlan = (status & TP_STATUS_VLAN_VALID) && (h->tp_vlan_tci & 0x0fff) != 0;
@@ -462,8 +500,8 @@ static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t s
         /* No copy after all (or larger than any IPv4 packet): judge the cut frame. */
     }
     uint32_t mac = h->tp_mac, snap = h->tp_snaplen;
-    if (mac < TPACKET2_HDRLEN + VNET_HDR_LEN || mac > net->frame_size
-        || snap > net->frame_size - mac) {
+    if (mac < TPACKET2_HDRLEN + VNET_HDR_LEN || mac > r->frame_size
+        || snap > r->frame_size - mac) {
         osvrt_stat_add(&net->frames, 1);
         osvrt_stat_add(&net->dropped_malformed, 1);
         osvrt_stat_add(&net->malformed[OSVRT_PKT_TRUNC_ETH], 1);
@@ -480,17 +518,17 @@ static void ring_frame(struct osvrt_net *net, struct tpacket2_hdr *h, uint32_t s
     osvrt_net_rx_frame(net, base + mac, snap, h->tp_len, status, &vnet);
 }
 
-static int open_ring(struct osvrt_net *net, const char *ifname)
+/* Socket i with its ring of ring_frames frames of fs bytes (aligned up),
+ * not bound yet.  0 or an errno value. */
+static int open_ring(struct osvrt_net *net, uint32_t i, uint32_t fs)
 {
-    const struct osvrt_net_config *cfg = &net->cfg;
-    unsigned ifindex = if_nametoindex(ifname);
-    if (ifindex == 0)
-        return ENODEV;
-    /* Protocol 0: nothing arrives before the bind below, after the ring is set. */
+    struct osvrt_pkt_ring *r = &net->rings[i];
+    /* Protocol 0: nothing arrives before the bind (open_rings), after the
+     * ring and the filter are set. */
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return errno;
-    net->fd = fd;
+    r->fd = fd;
     int v2 = TPACKET_V2, one = 1;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v2, sizeof v2) != 0
         || setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0
@@ -502,19 +540,15 @@ static int open_ring(struct osvrt_net *net, const char *ifname)
     int rcv = COPY_RCVBUF;
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv) != 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
-    if (!(net->big = malloc(BIG_SIZE)))
-        return ENOMEM;
-    net->big_size = BIG_SIZE;
     /* Geometry: frames never straddle blocks, and a block is 2^k pages (the
      * kernel allocates that much anyway), at least four frames when small. */
-    uint32_t fs = (cfg->frame_size + TPACKET_ALIGNMENT - 1) & ~(uint32_t)(TPACKET_ALIGNMENT - 1);
     uint32_t block = 4096;
     while (block < fs * 4u && block < (4u << 20))
         block <<= 1;
     while (block < fs)
         block <<= 1;
     uint32_t per_block = block / fs;
-    uint32_t blocks = (cfg->ring_frames + per_block - 1) / per_block;
+    uint32_t blocks = (net->cfg.ring_frames + per_block - 1) / per_block;
     struct tpacket_req req = {
         .tp_block_size = block, .tp_block_nr = blocks,
         .tp_frame_size = fs, .tp_frame_nr = blocks * per_block,
@@ -525,25 +559,54 @@ static int open_ring(struct osvrt_net *net, const char *ifname)
     void *ring = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (ring == MAP_FAILED)
         return errno;
-    net->ring = ring;
-    net->ring_bytes = bytes;
-    net->frame_size = fs;
-    net->frame_nr = req.tp_frame_nr;
-    net->block_size = block;
-    net->frames_per_block = per_block;
-    if (cfg->prefilter) {
-        /* Before the bind: nothing foreign is let in even for a moment. */
-        if (!(net->port_refs = calloc(65536, sizeof *net->port_refs)))
-            return ENOMEM;
-        int e = update_filter(net);
+    r->base = ring;
+    r->bytes = bytes;
+    r->frame_size = fs;
+    r->frame_nr = req.tp_frame_nr;
+    r->block_size = block;
+    r->frames_per_block = per_block;
+    return 0;
+}
+
+static uint32_t frame_align(uint32_t n)
+{
+    return (n + TPACKET_ALIGNMENT - 1) & ~(uint32_t)(TPACKET_ALIGNMENT - 1);
+}
+
+/* The rings (one, or the small-frame ring and the other), their filters,
+ * then the binds.  0 or an errno value. */
+static int open_rings(struct osvrt_net *net, const char *ifname)
+{
+    const struct osvrt_net_config *cfg = &net->cfg;
+    unsigned ifindex = if_nametoindex(ifname);
+    if (ifindex == 0)
+        return ENODEV;
+    uint32_t fs = frame_align(cfg->frame_size), small = frame_align(cfg->small_frame_size);
+    int split = small < fs;
+    uint32_t sizes[OSVRT_NET_MAX_RINGS] = {split ? small : fs, fs};
+    net->nrings = split ? 2 : 1;
+    net->small_max = split ? small - MACOFF : 0;
+    for (uint32_t i = 0; i < net->nrings; i++) {
+        int e = open_ring(net, i, sizes[i]);
         if (e)
             return e;
     }
+    if (!(net->big = malloc(BIG_SIZE)))
+        return ENOMEM;
+    net->big_size = BIG_SIZE;
+    /* Before the binds: no frame goes to the wrong ring, and nothing foreign
+     * is let in even for a moment. */
+    if (cfg->prefilter && !(net->port_refs = calloc(65536, sizeof *net->port_refs)))
+        return ENOMEM;
+    int e = update_filter(net);
+    if (e)
+        return e;
     struct sockaddr_ll sll = {
         .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = (int)ifindex,
     };
-    if (bind(fd, (struct sockaddr *)&sll, sizeof sll) != 0)
-        return errno;
+    for (uint32_t i = 0; i < net->nrings; i++)
+        if (bind(net->rings[i].fd, (struct sockaddr *)&sll, sizeof sll) != 0)
+            return errno;
     net->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (net->stop_fd < 0)
         return errno;
@@ -552,52 +615,41 @@ static int open_ring(struct osvrt_net *net, const char *ifname)
 
 /* ---- the thread ---- */
 
-static inline uint32_t frame_status(struct tpacket2_hdr *h)
-{
-    /* acquire: the kernel sets TP_STATUS_USER after writing the frame (it
-     * orders with smp_wmb); the frame's bytes are read after this load. */
-    return __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
-}
-
-static inline void frame_release(struct tpacket2_hdr *h)
-{
-    /* release: our reads of the frame are done before the kernel may
-     * reuse it. */
-    __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-}
-
 int osvrt_net_ring_pending(struct osvrt_net *net)
 {
-    if (!net->ring)
-        return 0;
-    /* relaxed (ring_pos): see classifier.h; the frame's status is acquired. */
-    return (frame_status(frame_at(net, atomic_load_explicit(&net->ring_pos, memory_order_relaxed)))
-            & TP_STATUS_USER) != 0;
+    /* The heads' positions are read relaxed (packet_ring.h, `pos`); their
+     * statuses are acquired. */
+    for (uint32_t i = 0; i < net->nrings; i++)
+        if (osvrt_pkt_frame_status(osvrt_pkt_ring_head(&net->rings[i])) & TP_STATUS_USER)
+            return 1;
+    return 0;
 }
 
-int osvrt_net_ring_fd(struct osvrt_net *net)
+uint32_t osvrt_net_ring_fds(struct osvrt_net *net, int fds[OSVRT_NET_MAX_RINGS])
 {
-    return net->ring ? net->fd : -1;
+    for (uint32_t i = 0; i < net->nrings; i++)
+        fds[i] = net->rings[i].fd;
+    return net->nrings;
 }
 
 uint32_t osvrt_net_ring_burst(struct osvrt_net *net)
 {
-    /* relaxed (ring_pos): only the producer writes it, and the producer
-     * role is handed over with acquire/release (the thread's start/join, or
+    /* Only the producer moves the rings' positions, and the producer role is
+     * handed over with acquire/release (the thread's start/join, or
      * rx_workers.c's drain lock). */
-    uint32_t pos = atomic_load_explicit(&net->ring_pos, memory_order_relaxed);
-    struct tpacket2_hdr *h = frame_at(net, pos);
-    uint32_t st = frame_status(h), n = 0;
-    if (!(st & TP_STATUS_USER))
+    if (net->nrings == 0)
+        return 0;
+    uint32_t st, n = 0;
+    int i = osvrt_pkt_rings_next(net->rings, net->nrings, &st);
+    if (i < 0)
         return 0;
     osvrt_net_rx_begin(net);
-    for (; n < net->cfg.burst && (st & TP_STATUS_USER); n++) {
-        ring_frame(net, h, st);
-        frame_release(h);
-        pos = pos + 1 == net->frame_nr ? 0 : pos + 1;
-        atomic_store_explicit(&net->ring_pos, pos, memory_order_relaxed);
-        h = frame_at(net, pos);
-        st = frame_status(h);
+    for (; n < net->cfg.burst && i >= 0; n++) {
+        struct osvrt_pkt_ring *r = &net->rings[i];
+        ring_frame(net, r, osvrt_pkt_ring_head(r), st);
+        osvrt_pkt_ring_advance(r);
+        osvrt_stat_add(&r->taken, 1);
+        i = osvrt_pkt_rings_next(net->rings, net->nrings, &st);
     }
     osvrt_net_rx_end(net);
     return n;
@@ -728,6 +780,14 @@ static int handover_due(struct handover *h, uint32_t frames, int woken)
     return h->now || shared;
 }
 
+static int polled_error(const struct pollfd *fds, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (fds[i].revents & POLLERR)
+            return 1;
+    return 0;
+}
+
 static void *net_main(void *arg)
 {
     struct osvrt_net *net = arg;
@@ -756,7 +816,12 @@ static void *net_main(void *arg)
     int slept = 0;                            /* the next burst needed a wake-up */
     struct handover ho;
     handover_init(&ho, &net->cfg);
-    struct pollfd fds[2] = {{.fd = net->fd, .events = POLLIN}, {.fd = net->stop_fd, .events = POLLIN}};
+    /* The rings' sockets, then the stop eventfd. */
+    struct pollfd fds[OSVRT_NET_MAX_RINGS + 1];
+    uint32_t nfds = 0;
+    for (; nfds < net->nrings; nfds++)
+        fds[nfds] = (struct pollfd){.fd = net->rings[nfds].fd, .events = POLLIN};
+    fds[nfds++] = (struct pollfd){.fd = net->stop_fd, .events = POLLIN};
     /* relaxed (stop): a hint; the eventfd write wakes poll(), and the join
      * in osvrt_net_stop is what synchronizes. */
     while (!atomic_load_explicit(&net->stop, memory_order_relaxed)) {
@@ -779,7 +844,7 @@ static void *net_main(void *arg)
             osvrt_stat_add(&net->sleeps, 1);
             /* EINTR, or a frame, or stop: look again.  POLLERR stays set until
              * the socket's error is read: read it, or every poll returns at once. */
-            if (poll(fds, 2, -1) > 0 && fds[0].revents & POLLERR)
+            if (poll(fds, nfds, -1) > 0 && polled_error(fds, nfds - 1))
                 osvrt_net_take_error(net);
             slept = 1;
             if (spin)
@@ -829,21 +894,26 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
         net->cfg.ring_frames = DEFAULT_RING_FRAMES;
     if (!net->cfg.frame_size)
         net->cfg.frame_size = DEFAULT_FRAME_SIZE;
+    if (!net->cfg.small_frame_size)
+        net->cfg.small_frame_size = DEFAULT_SMALL_FRAME_SIZE;
     if (!net->cfg.buckets)
         net->cfg.buckets = DEFAULT_BUCKETS;
     if (!net->cfg.burst)
         net->cfg.burst = DEFAULT_BURST;
     if (net->cfg.spin_ns < 0)
         net->cfg.spin_ns = DEFAULT_SPIN_NS;
-    net->fd = -1;
+    for (uint32_t i = 0; i < OSVRT_NET_MAX_RINGS; i++) {
+        net->rings[i].fd = -1;
+        atomic_init(&net->rings[i].pos, 0);
+    }
     net->stop_fd = -1;
     net->burst_seq = 1;
     pthread_mutex_init(&net->filter_lock, NULL);
     atomic_init(&net->stop, 0);
     atomic_init(&net->handed_over, 0);
-    atomic_init(&net->ring_pos, 0);
     int e = 0;
     if (net->cfg.frame_size < 256 || net->cfg.frame_size > (16u << 20)
+        || net->cfg.small_frame_size < 256 || net->cfg.small_frame_size > (16u << 20)
         || net->cfg.ring_frames > (1u << 20)) {
         e = EINVAL;
         goto fail_early;
@@ -851,7 +921,7 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
     if ((e = osvrt_ft_init(&net->table, net->cfg.buckets)) != 0)
         goto fail_early;
     net->reader = osvrt_ft_reader_register(&net->table);
-    if (cfg->ifname && (e = open_ring(net, cfg->ifname)) != 0) {
+    if (cfg->ifname && (e = open_rings(net, cfg->ifname)) != 0) {
         osvrt_net_free(net);
         *err = e;
         return NULL;
@@ -867,7 +937,7 @@ fail_early:
 
 int osvrt_net_start(struct osvrt_net *net)
 {
-    if (net->fd < 0)
+    if (net->nrings == 0)
         return EINVAL;
     if (net->started)
         return 0;                             /* (before `workers`: a hand-over may write it) */
@@ -896,6 +966,22 @@ void osvrt_net_stop(struct osvrt_net *net)
     osvrt_net_stop_workers(net);
 }
 
+/* Unmap and close every ring (the thread joined, the workers detached;
+ * after a failed open_rings, whichever it made). */
+static void close_rings(struct osvrt_net *net)
+{
+    for (uint32_t i = 0; i < OSVRT_NET_MAX_RINGS; i++) {
+        struct osvrt_pkt_ring *r = &net->rings[i];
+        if (r->base)
+            munmap(r->base, r->bytes);
+        r->base = NULL;
+        if (r->fd >= 0)
+            close(r->fd);
+        r->fd = -1;
+    }
+    net->nrings = 0;
+}
+
 void osvrt_net_release(struct osvrt_net *net)
 {
     if (!net)
@@ -904,12 +990,7 @@ void osvrt_net_release(struct osvrt_net *net)
     /* The thread is joined: nothing else reads the ring or the socket, but a
      * stats call may (refresh_ring_drops): the caller serializes the two. */
     refresh_ring_drops(net);
-    if (net->ring)
-        munmap(net->ring, net->ring_bytes);
-    net->ring = NULL;
-    if (net->fd >= 0)
-        close(net->fd);
-    net->fd = -1;
+    close_rings(net);
 }
 
 void osvrt_net_free(struct osvrt_net *net)
@@ -918,10 +999,7 @@ void osvrt_net_free(struct osvrt_net *net)
         return;
     osvrt_net_stop(net);
     osvrt_ft_destroy(&net->table);
-    if (net->ring)
-        munmap(net->ring, net->ring_bytes);
-    if (net->fd >= 0)
-        close(net->fd);
+    close_rings(net);
     if (net->stop_fd >= 0)
         close(net->stop_fd);
     free(net->port_refs);
@@ -929,6 +1007,19 @@ void osvrt_net_free(struct osvrt_net *net)
     pthread_mutex_destroy(&net->filter_lock);
     osvrt_rt_free(net->rt);                   /* the stop above was its last use */
     free(net);
+}
+
+uint32_t osvrt_net_get_ring_stats(struct osvrt_net *net, struct osvrt_net_ring_stats *out)
+{
+    for (uint32_t i = 0; i < net->nrings; i++) {
+        const struct osvrt_pkt_ring *r = &net->rings[i];
+        out[i].frame_size = r->frame_size;
+        out[i].frames = r->frame_nr;
+        out[i].max_frame = i == 0 && net->nrings == 2 ? net->small_max : r->frame_size - MACOFF;
+        /* relaxed: a statistic. */
+        out[i].taken = atomic_load_explicit(&r->taken, memory_order_relaxed);
+    }
+    return net->nrings;
 }
 
 void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *o)

@@ -13,8 +13,13 @@
  * when traffic is sparser than that), yielding its CPU between looks when
  * spin_yield is set, then sleeps in poll() (with an eventfd to stop it).
  *
- * Frames: ring_frames frames of frame_size bytes (default 8192 x 2 KiB: a
- * burst of thousands of MTU-sized datagrams fits).  A packet too big for a
+ * Frames: two rings (packet_ring.h), each of ring_frames frames: one of
+ * small_frame_size-byte slots for the frames that fit one (a socket filter
+ * lets in no longer frame), one of frame_size-byte slots for the rest
+ * (default 8192 x 512 B and 8192 x 2 KiB: a burst of thousands of datagrams
+ * of any size up to the MTU fits).  Small-packet traffic walks 4 MiB of ring
+ * instead of 16, which its throughput feels; the two rings' frames are taken
+ * in arrival order.  small_frame_size >= frame_size: one ring.  A packet too big for a
  * frame (lo's MTU is 64 KiB; a GSO super-packet) is cut by the kernel; with
  * PACKET_COPY_THRESH the kernel also queues the whole packet on the socket
  * and marks the frame TP_STATUS_COPY, and the classifier reads it from there
@@ -51,12 +56,14 @@
 #include "channel.h"
 #include "flow_table.h"
 #include "packet.h"
+#include "packet_ring.h"
 
 struct osvrt_rt;
 
 #define OSVRT_NET_MAX_LANES 64
 #define OSVRT_NET_NREASONS 24          /* >= OSVRT_PKT_NVERDICTS */
 _Static_assert(OSVRT_PKT_NVERDICTS <= OSVRT_NET_NREASONS, "malformed[] too small");
+#define OSVRT_NET_MAX_RINGS 2
 #define OSVRT_NET_TOUCH_MAX 256        /* channels touched before a mid-burst flush */
 
 /* A flow's rule: called per datagram (per TCP segment) by the classifier
@@ -80,6 +87,8 @@ struct osvrt_net_config {
     uint32_t handover;      /* the thread may hand the ring to the workers: 1 when it stops
                              * paying (classifier.c, hand_over); OSVRT_NET_HANDOVER_NOW: after
                              * its first 64 bursts, whatever they were (for tests) */
+    uint32_t small_frame_size;  /* bytes per frame of the small-frame ring (0: 512; at least
+                                 * frame_size: no such ring, one ring for every frame) */
 };
 
 /* The prefilter (cfg.prefilter = 1): a classic BPF program on the packet
@@ -142,17 +151,12 @@ struct osvrt_net {
     struct osvrt_flow_table table;
     int reader;                         /* the classifier's flow-table reader slot */
     struct osvrt_net_config cfg;
-    /* the socket and its ring */
-    int fd, stop_fd;
-    uint8_t *ring;
-    size_t ring_bytes;
-    uint32_t frame_size, frame_nr;
-    /* The next frame to read: written by the producer (the classifier
-     * thread, or the worker holding the drain lock, rx_workers.h), read
-     * without the lock by workers looking for frames (a stale value only
-     * makes a look miss or find a frame the lock holder then reads). */
-    _Atomic uint32_t ring_pos;
-    uint32_t block_size, frames_per_block;  /* frames never straddle blocks */
+    /* the sockets and their rings (packet_ring.h): rings[0] takes the
+     * frames of up to small_max bytes when there are two, rings[1] the rest */
+    struct osvrt_pkt_ring rings[OSVRT_NET_MAX_RINGS];
+    uint32_t nrings;                        /* 0 without a socket */
+    uint32_t small_max;                     /* 0 with one ring */
+    int stop_fd;
     /* the prefilter: flows per destination port (under filter_lock) */
     pthread_mutex_t filter_lock;
     uint32_t *port_refs;                    /* 65536 entries, NULL without a prefilter */
@@ -229,13 +233,24 @@ int osvrt_attach_drop_all(int fd);
 
 /* The ring's frames, read by whoever is the producer (one at a time: the
  * classifier thread, or a worker holding rx_workers.h's drain lock). */
-/* 1 if the next frame is the user's (a look at memory: no syscall). */
+/* 1 if a ring's next frame is the user's (a look at memory: no syscall). */
 int osvrt_net_ring_pending(struct osvrt_net *net);
 /* Handle up to cfg.burst frames in one burst (begin, frames, end: one wake
  * per touched channel).  Returns the frames taken. */
 uint32_t osvrt_net_ring_burst(struct osvrt_net *net);
-/* The packet socket (readable when frames wait), or -1. */
-int osvrt_net_ring_fd(struct osvrt_net *net);
+/* The packet sockets (each readable when its ring has frames) into fds:
+ * how many (0 without a socket, else 1 or OSVRT_NET_MAX_RINGS). */
+uint32_t osvrt_net_ring_fds(struct osvrt_net *net, int fds[OSVRT_NET_MAX_RINGS]);
+
+/* One ring's shape and use, for stats (osvrt_net_get_ring_stats). */
+struct osvrt_net_ring_stats {
+    uint32_t frame_size, frames;
+    uint32_t max_frame;         /* the longest frame (Ethernet header included) it takes uncut */
+    uint64_t taken;             /* frames read from it */
+};
+/* The rings' stats into out (room for OSVRT_NET_MAX_RINGS): how many rings (0 without a socket, or after
+ * osvrt_net_release; the caller serializes the two). */
+uint32_t osvrt_net_get_ring_stats(struct osvrt_net *net, struct osvrt_net_ring_stats *out);
 
 /* Socket-less driving (tests, fuzzing, benchmarks), from one thread at a
  * time and never while the classifier thread runs. */

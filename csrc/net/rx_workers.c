@@ -14,6 +14,22 @@ static int rx_pending(void *arg)
     return osvrt_net_ring_pending(w->net);
 }
 
+/* Put every packet socket into c's epoll (on) or take them out: 0 or an
+ * errno value, and then none of them is in (an add that failed half-way is
+ * undone). */
+static int watch(struct osvrt_net_workers *w, struct osvrt_cpu *c, int on)
+{
+    for (uint32_t i = 0; i < w->nfds; i++) {
+        int e = osvrt_cpu_rx_watch(c, w->fds[i], on);
+        if (e && on) {
+            while (i-- > 0)
+                osvrt_cpu_rx_watch(c, w->fds[i], 0);
+            return e;
+        }
+    }
+    return 0;
+}
+
 /* The burst woke threads of one CPU only, not the home's: move the socket
  * to that CPU's epoll.  Drain lock held. */
 static void follow_readers(struct osvrt_net_workers *w)
@@ -23,10 +39,10 @@ static void follow_readers(struct osvrt_net_workers *w)
         return;
     struct osvrt_cpu *cpus = w->net->rt->cpus;
     /* Add before removing: a frame arriving in between wakes one of them. */
-    if (osvrt_cpu_rx_watch(&cpus[to], w->fd, 1) != 0)
+    if (watch(w, &cpus[to], 1) != 0)
         return;                       /* the old home stays: correct, only slower */
     if (w->watching)
-        osvrt_cpu_rx_watch(&cpus[w->home], w->fd, 0);
+        watch(w, &cpus[w->home], 0);
     w->home = (uint32_t)to;
     w->watching = 1;
     osvrt_stat_add(&w->rehomed, 1);
@@ -72,7 +88,7 @@ static void detach_all(struct osvrt_net_workers *w)
         w->attached[i] = 0;
     }
     if (w->watching)
-        osvrt_cpu_rx_watch(&cpus[w->home], w->fd, 0);
+        watch(w, &cpus[w->home], 0);
     w->watching = 0;
 }
 
@@ -85,8 +101,9 @@ int osvrt_net_start_workers(struct osvrt_net *net)
 
 int osvrt_net_attach_workers(struct osvrt_net *net)
 {
-    int fd = osvrt_net_ring_fd(net);
-    if (fd < 0 || !net->rt || net->rt->ncpu == 0)
+    int fds[OSVRT_NET_MAX_RINGS];
+    uint32_t nfds = osvrt_net_ring_fds(net, fds);
+    if (nfds == 0 || !net->rt || net->rt->ncpu == 0)
         return EINVAL;
     if (net->workers)
         return EEXIST;
@@ -94,7 +111,9 @@ int osvrt_net_attach_workers(struct osvrt_net *net)
     if (!w)
         return ENOMEM;
     w->net = net;
-    w->fd = fd;
+    for (uint32_t i = 0; i < nfds; i++)
+        w->fds[i] = fds[i];
+    w->nfds = nfds;
     w->ncpu = net->rt->ncpu;
     w->hook.pending = rx_pending;
     w->hook.drain = rx_drain;
@@ -119,7 +138,7 @@ int osvrt_net_attach_workers(struct osvrt_net *net)
         osvrt_cpu_rx_attach(&net->rt->cpus[i], &w->hook);
         w->attached[i] = 1;
     }
-    int e = osvrt_cpu_rx_watch(&net->rt->cpus[0], fd, 1);
+    int e = watch(w, &net->rt->cpus[0], 1);
     if (e) {
         detach_all(w);                 /* returns once no worker is inside the hook */
         free(w->attached);

@@ -7,8 +7,8 @@
  * struct osvrt_cpu_rx):
  *   - in its loop, once per turn (a look at the next frame's status word);
  *   - in its idle poll, at every look (no syscall: the frame's status);
- *   - the "home" worker also when its epoll_wait reports the packet socket
- *     readable: the socket is in the home worker's epoll only, so a frame
+ *   - the "home" worker also when its epoll_wait reports a packet socket
+ *     readable (one per ring): the sockets are in the home worker's epoll only, so a frame
  *     that comes while every worker sleeps wakes exactly one, the home.
  * The home follows the readers: after a burst that woke threads of one
  * other CPU only, that CPU becomes the home (two epoll_ctl calls, made only
@@ -39,6 +39,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "classifier.h"
 #include "cpu.h"
 
 struct osvrt_net;
@@ -46,13 +47,14 @@ struct osvrt_net;
 struct osvrt_net_workers {
     struct osvrt_net *net;
     struct osvrt_cpu_rx hook;        /* what every CPU calls (cpu.h) */
-    int fd;                          /* the classifier's packet socket */
+    int fds[OSVRT_NET_MAX_RINGS];    /* the classifier's packet sockets */
+    uint32_t nfds;
     uint32_t ncpu;
     uint8_t *attached;               /* per CPU; attach/detach's thread only */
-    /* the CPU whose epoll holds the socket: changed by the drain lock's
+    /* the CPU whose epoll holds the sockets: changed by the drain lock's
      * holder (or by start/stop, while no worker can drain) */
     uint32_t home;
-    int watching;                    /* the socket is in home's epoll */
+    int watching;                    /* the sockets are in home's epoll */
     /* 1 while a worker is the producer (see above). */
     _Alignas(64) _Atomic uint32_t lock;
     _Alignas(64) _Atomic uint64_t contended;   /* drains that found the lock taken */
@@ -73,7 +75,7 @@ void osvrt_net_stop_workers(struct osvrt_net *net);
 
 struct osvrt_net_workers_stats {
     uint64_t contended;              /* looks that found another worker draining */
-    uint64_t rehomed;                /* times the socket moved to another worker's epoll */
+    uint64_t rehomed;                /* times the sockets moved to another worker's epoll */
 };
 void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *out);
 

@@ -107,11 +107,13 @@ class Net:
     """The classifier of a runtime.  Made by net_of() / configure()."""
 
     def __init__(self, rt, *, interface="lo", ring_frames=8192, frame_size=2048, spin_us=50,
-                 cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True, drain=AUTO):
+                 cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True, drain=AUTO,
+                 small_frame_size=512):
         if not isinstance(interface, str) or not interface or len(interface) >= 16:
             raise ValueError(f"interface must be a network interface name, not {interface!r}")
         check_int("ring_frames", ring_frames, 8, 1 << 20)
         check_int("frame_size", frame_size, 256, 16 << 20)
+        check_int("small_frame_size", small_frame_size, 256, 16 << 20)
         check_int("burst", burst, 1, 4096)
         check_int("buckets", buckets, 1, 1 << 24)
         if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)) or not 0 <= spin_us <= 1e6:
@@ -136,6 +138,7 @@ class Net:
         cfg.ifname = name
         cfg.ring_frames = ring_frames
         cfg.frame_size = frame_size
+        cfg.small_frame_size = small_frame_size
         cfg.buckets = buckets
         cfg.burst = burst
         pcpu, mask, spin_ns, self.placement = placement(rt, cpu, spin_us)
@@ -165,6 +168,7 @@ class Net:
             raise OSError(e, f"osvrt.net: cannot {what}: {os.strerror(e)}")
         self._cstats = ffi.new("struct osvrt_net_stats *")
         self._wstats = ffi.new("struct osvrt_net_workers_stats *")
+        self._rstats = ffi.new("struct osvrt_net_ring_stats[]", lib.OSVRT_NET_MAX_RINGS)
 
     @property
     def drain(self):
@@ -249,6 +253,9 @@ class Net:
         with self._lock:                      # see stop(): the socket may be going away
             lib.osvrt_net_get_stats(self._cnet, s)
             lib.osvrt_net_workers_get_stats(self._cnet, ws)
+            rings = [{"frame_size": r.frame_size, "frames": r.frames, "max_frame": r.max_frame,
+                      "taken": r.taken}
+                     for r in self._rstats[0:lib.osvrt_net_get_ring_stats(self._cnet, self._rstats)]]
             drain = self.drain
             by_worker = ([lib.osvrt_rt_rx_frames(self._crt, i) for i in range(self._ncpu)]
                          if drain == "workers" else [])
@@ -276,6 +283,7 @@ class Net:
             "sleeps": s.sleeps,
             "gso_packets": s.gso_packets,
             "copied": s.copied,
+            "rings": rings,
             "spin_hits": s.spin_hits,
             "link_errors": s.link_errors,
             "last_link_errno": s.last_link_errno,
@@ -355,17 +363,23 @@ async def net_for_green_thread():
 
 
 def configure(rt=None, *, interface="lo", ring_frames=8192, frame_size=2048, spin_us=50,
-              cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True, drain=AUTO):
+              cpu=AUTO, burst=64, buckets=1024, prefilter=True, spin_yield=True, drain=AUTO,
+              small_frame_size=512):
     """Start the classifier of `rt` with these options, before its first
     udp_bind (RuntimeError after).  From a green thread, or from any thread
     with rt given.
 
     interface:   the interface to read (default "lo")
-    ring_frames: frames in the AF_PACKET ring (default 8192)
+    ring_frames: frames in each AF_PACKET ring (default 8192)
     frame_size:  bytes per ring frame (default 2048: an MTU-sized datagram;
                  larger ones are read whole from the socket and counted as
                  "copied", or, if the kernel could not queue a copy, dropped
                  as "truncated")
+    small_frame_size: bytes per frame of a second ring that takes the frames
+                 that fit it (default 512: up to 394 bytes of UDP payload),
+                 so small-packet traffic walks a quarter of the memory; the
+                 two rings' frames are read in arrival order.  At least
+                 frame_size: one ring
     spin_us:     the longest window the classifier polls the ring after a
                  burst before it sleeps in poll(); the window adapts to the
                  gaps between recent bursts, and placement may turn it off
@@ -386,4 +400,4 @@ def configure(rt=None, *, interface="lo", ring_frames=8192, frame_size=2048, spi
     """
     return net_of(rt, interface=interface, ring_frames=ring_frames, frame_size=frame_size,
                   spin_us=spin_us, cpu=cpu, burst=burst, buckets=buckets, prefilter=prefilter,
-                  spin_yield=spin_yield, drain=drain)
+                  spin_yield=spin_yield, drain=drain, small_frame_size=small_frame_size)
