@@ -129,11 +129,37 @@ def test_compare_rings_runs_each_ring_size_against_the_kernel_peer(monkeypatch):
         assert r[f"ring{f}_ratio_ns_min"] <= r[f"ring{f}_ratio_ns"] <= r[f"ring{f}_ratio_ns_max"]
 
 
+def test_compare_small_frames_runs_each_slot_size_against_the_kernel_peer(monkeypatch):
+    """--small-frames: one osvrt contender per small_frame_size; each round's
+    classifier had the rings it names (2048: one ring)."""
+    seen = _echo_rounds_seen(monkeypatch)
+    import osvrt.net.channels.service as service
+    rings = []                                # the rings' frame sizes of each classifier made
+    real_stats = service.Net.stats
+
+    def recording(self):
+        s = real_stats(self)
+        rings.append([r["frame_size"] for r in s["rings"]])
+        return s
+    monkeypatch.setattr(service.Net, "stats", recording)
+    r = P.compare_small_frames(P.placement("run"), "rr", sizes=(512, 2048), rounds=1, n=50,
+                               window=1)
+    assert [pl.net_options.get("small_frame_size") for pl in seen] == [512, 2048, 2048, 512]
+    assert [512, 2048] in rings and [2048] in rings
+    for s in (512, 2048):
+        assert r[f"small{s}_per_s"] > 0
+        assert r[f"small{s}_ratio_ns_min"] <= r[f"small{s}_ratio_ns"] <= r[f"small{s}_ratio_ns_max"]
+
+
 def test_command_line_takes_one_comparison(capsys):
     assert P._sizes_argument("8192,1024") == (8192, 1024)
     with pytest.raises(SystemExit):
         P.main(["--ring-frames", "8192,4", "run", "rr"])
     assert "a ring has at least 8 frames, not 4" in capsys.readouterr().err
+    assert P._frame_sizes_argument("512,2048") == (512, 2048)
+    with pytest.raises(SystemExit):
+        P.main(["--small-frames", "512,100", "run", "rr"])
+    assert "a ring frame has at least 256 bytes, not 100" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         P.main(["--drains", "--ring-frames", "8192,1024", "run", "rr"])
     assert e.value.code == 2

@@ -1,10 +1,10 @@
 /* classifier.h - the net classifier: a pthread (no GIL, never calls Python)
- * that reads every frame an interface receives from an AF_PACKET socket's
- * memory-mapped ring, sorts the packets into per-flow net channels
+ * that reads every frame an interface receives from AF_PACKET sockets'
+ * memory-mapped rings, sorts the packets into per-flow net channels
  * (channel.h), and wakes each flow's green thread once per burst through the
  * wake protocol (runtime.h).
  *
- * The socket: TPACKET_V2 ring (per-frame hand-over; V3 hands over blocks on
+ * Each socket: a TPACKET_V2 ring (per-frame hand-over; V3 hands over blocks on
  * a timer that costs milliseconds), PACKET_IGNORE_OUTGOING (lo would
  * otherwise show every packet twice), PACKET_VNET_HDR (a GSO super-packet
  * comes with its segment size, and is split here into the datagrams the
@@ -14,12 +14,13 @@
  * spin_yield is set, then sleeps in poll() (with an eventfd to stop it).
  *
  * Frames: two rings (packet_ring.h), each of ring_frames frames: one of
- * small_frame_size-byte slots for the frames that fit one (a socket filter
- * lets in no longer frame), one of frame_size-byte slots for the rest
- * (default 8192 x 512 B and 8192 x 2 KiB: a burst of thousands of datagrams
- * of any size up to the MTU fits).  Small-packet traffic walks 4 MiB of ring
- * instead of 16, which its throughput feels; the two rings' frames are taken
- * in arrival order.  small_frame_size >= frame_size: one ring.  A packet too big for a
+ * small_frame_size-byte slots for the frames that fit one (its socket's
+ * filter lets in no longer frame), one of frame_size-byte slots for the rest
+ * (its filter lets in no shorter one); by default 8192 x 512 B and 8192 x
+ * 2 KiB: a burst of thousands of datagrams of any size up to the MTU fits.
+ * Small-packet traffic walks 4 MiB of ring instead of 16, which its
+ * throughput feels; the two rings' frames are taken in arrival order.
+ * small_frame_size >= frame_size: one ring.  A packet too big for a
  * frame (lo's MTU is 64 KiB; a GSO super-packet) is cut by the kernel; with
  * PACKET_COPY_THRESH the kernel also queues the whole packet on the socket
  * and marks the frame TP_STATUS_COPY, and the classifier reads it from there
@@ -122,7 +123,7 @@ struct osvrt_net_stats {
     uint64_t dropped_truncated; /* cut by the ring frame, and no whole copy to read */
     uint64_t copied;            /* too big for a frame: read whole from the socket (TP_STATUS_COPY) */
     uint64_t spin_hits;         /* polls that found a frame (a sleep saved) */
-    uint64_t link_errors;       /* errors the packet socket reported (ENETDOWN: the link went down) */
+    uint64_t link_errors;       /* errors the packet sockets reported (ENETDOWN: the link went down) */
     uint64_t last_link_errno;   /* the latest of them */
 };
 
@@ -190,7 +191,7 @@ struct osvrt_net {
 };
 
 /* A classifier for rt (whose threads it wakes).  With cfg->ifname, opens the
- * AF_PACKET socket and maps its ring (needs CAP_NET_RAW: *err = EPERM).
+ * AF_PACKET sockets and maps their rings (needs CAP_NET_RAW: *err = EPERM).
  * NULL with *err set (EPERM, ENODEV: no such interface, EINVAL, ENOMEM...). */
 struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_config *cfg, int *err);
 /* Start the thread (a socket is needed).  0 or an errno value. */
@@ -199,7 +200,7 @@ int osvrt_net_start(struct osvrt_net *net);
 void osvrt_net_stop(struct osvrt_net *net);
 /* 1 once the thread has handed the ring to the workers (acquire). */
 int osvrt_net_handed_over(struct osvrt_net *net);
-/* Stop, then give back the packet socket and its ring (the large part); the
+/* Stop, then give back the packet sockets and their rings (the large part); the
  * flows and the counters stay readable until osvrt_net_free.  Not concurrent
  * with osvrt_net_get_stats (the caller serializes them). */
 void osvrt_net_release(struct osvrt_net *net);
@@ -219,7 +220,7 @@ void osvrt_flow_put(struct osvrt_flow *f);
 struct osvrt_chan *osvrt_flow_lane(struct osvrt_flow *f, uint32_t lane);
 
 void osvrt_net_get_stats(struct osvrt_net *net, struct osvrt_net_stats *out);
-/* The packet socket polled readable with an error (POLLERR/EPOLLERR, e.g.
+/* A packet socket polled readable with an error (POLLERR/EPOLLERR, e.g.
  * ENETDOWN when the link went down): read it, which clears it (else every
  * poll returns at once), and count it.  The producer's thread calls it. */
 void osvrt_net_take_error(struct osvrt_net *net);

@@ -160,9 +160,26 @@ def compare_rings(pl: Placement, test: str, sizes=(8192, 1024), rounds: int = 5,
     """compare() with one osvrt contender per packet-ring size (ring_frames
     of osvrt.net.configure, named "ring<N>"), alternating with the kernel
     peer: what the ring's memory costs (README, "The ring's size")."""
+    return _compare_net_values(pl, test, "ring_frames", "ring", sizes, rounds, seconds, n,
+                               window, log)
+
+
+def compare_small_frames(pl: Placement, test: str, sizes=(512, 2048), rounds: int = 5,
+                         seconds: float = 1.0, n: int = 5000, window: int = 1, log=None) -> dict:
+    """compare() with one osvrt contender per small_frame_size of
+    osvrt.net.configure (named "small<N>"; 2048, the frame_size, or more:
+    one ring for every frame), alternating with the kernel peer: what the
+    small-frame ring gains (README, "The ring's size")."""
+    return _compare_net_values(pl, test, "small_frame_size", "small", sizes, rounds, seconds, n,
+                               window, log)
+
+
+def _compare_net_values(pl, test, option, prefix, values, rounds, seconds, n, window, log):
+    """compare_contenders() with one contender per value of the
+    osvrt.net.configure option, named prefix + value."""
     from dataclasses import replace
-    placed = {f"ring{f}": replace(pl, net_options={**pl.net_options, "ring_frames": f})
-              for f in sizes}
+    placed = {f"{prefix}{v}": replace(pl, net_options={**pl.net_options, option: v})
+              for v in values}
     return compare_contenders(pl, test, placed, rounds, seconds, n, window, log)
 
 
@@ -234,6 +251,16 @@ def _sizes_argument(text):
     return sizes
 
 
+def _frame_sizes_argument(text):
+    """"512,2048" -> (512, 2048) for --small-frames (each a small_frame_size
+    osvrt.net.configure takes: 256 bytes or more)."""
+    sizes = tuple(count_argument(part) for part in text.split(","))
+    for s in sizes:
+        if s < 256:
+            raise argparse.ArgumentTypeError(f"a ring frame has at least 256 bytes, not {s}")
+    return sizes
+
+
 def main(argv=None) -> int:
     """python -m osvrt.bench.placement [--rounds N] PLACEMENT TEST...: the
     alternating comparison of compare() for each TEST (sockperf, dnsperf,
@@ -252,10 +279,14 @@ def main(argv=None) -> int:
     ap.add_argument("--ring-frames", type=_sizes_argument, metavar="N,N...",
                     help="one osvrt contender per packet-ring size (osvrt.net.configure's "
                          "ring_frames), alternating with the kernel peer")
+    ap.add_argument("--small-frames", type=_frame_sizes_argument, metavar="N,N...",
+                    help="one osvrt contender per small-frame ring slot size (osvrt.net."
+                         "configure's small_frame_size; 2048 or more: one ring), alternating "
+                         "with the kernel peer")
     a = ap.parse_args(argv)
-    if sum(bool(x) for x in (a.drains, a.tx, a.ring_frames)) > 1:
-        ap.error("--drains, --tx and --ring-frames each compare their own contenders: "
-                 "give one of them")
+    if sum(bool(x) for x in (a.drains, a.tx, a.ring_frames, a.small_frames)) > 1:
+        ap.error("--drains, --tx, --ring-frames and --small-frames each compare their own "
+                 "contenders: give one of them")
     pl = placement(a.placement)
     print(pl.label)
     print(f"{a.rounds} rounds after 1 warm-up, the order turned around every round; "
@@ -267,6 +298,8 @@ def main(argv=None) -> int:
         contest = compare_tx
     elif a.ring_frames:
         contest = functools.partial(compare_rings, sizes=a.ring_frames)
+    elif a.small_frames:
+        contest = functools.partial(compare_small_frames, sizes=a.small_frames)
     for t in a.tests:
         r = contest(pl, "rr" if t.startswith("rr") else t, rounds=a.rounds,
                     n=a.transactions, window=16 if t == "rr16" else 1)
