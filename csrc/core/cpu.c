@@ -63,7 +63,8 @@ static int keep_fd_events(struct osvrt_cpu *c, struct epoll_event *evs, int n)
             (void)r;
         } else if (evs[i].data.u64 == OSVRT_RX_TAG) {
             rx = 1;
-            rx_err = (evs[i].events & EPOLLERR) != 0;
+            /* |=: one event per packet socket (a ring each), all with the tag */
+            rx_err |= (evs[i].events & EPOLLERR) != 0;
         } else {
             evs[k++] = evs[i];
         }

@@ -402,8 +402,14 @@ static int filter_port(struct osvrt_net *net, uint16_t port, int delta)
     uint32_t before = net->port_refs[port];
     net->port_refs[port] = (uint32_t)((int64_t)before + delta);
     int e = 0;
-    if ((before == 0) != (net->port_refs[port] == 0) && (e = update_filter(net)) != 0)
-        net->port_refs[port] = before;        /* the old filter stays: keep its count */
+    if ((before == 0) != (net->port_refs[port] == 0) && (e = update_filter(net)) != 0) {
+        /* Keep the old count, and put the old program back on a ring that
+         * took the new one before another refused it (if that fails too, a
+         * ring lets in one port more or one less than its count says: more
+         * is only parsed and dropped; the flow of one less is going away). */
+        net->port_refs[port] = before;
+        update_filter(net);
+    }
     pthread_mutex_unlock(&net->filter_lock);
     return e;
 }

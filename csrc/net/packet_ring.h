@@ -9,13 +9,21 @@
  * memory walked per lap (its cache and TLB misses cost dnsperf about a tenth
  * of its rate), while a ring of 512-byte slots for the small ones is 4 MiB.
  *
- * Order across two rings: a flow's packets come in on one CPU, one after the
- * other, and the kernel runs each packet through every packet socket before
- * the next one; each frame is stamped (tp_sec, tp_nsec) when it is written.
- * So the reader takes whichever next frame is older, and a frame seen in one
- * ring is never taken before an older one of the other ring: see
- * osvrt_pkt_rings_next.  The stamps are the realtime clock's; a clock stepped
- * back can reorder the two rings' frames of that moment, nothing else.
+ * Order across two rings: each frame is stamped (tp_sec, tp_nsec) as it is
+ * written, and the reader takes the older of the two rings' next frames.  A
+ * CPU runs each packet through every packet socket before the next, so the
+ * frames of one CPU come out in the order it received them, whichever ring
+ * they are in, as long as no other CPU holds up a ring: a ring's slots are
+ * handed out in one order (under the ring's lock) and stamped in another
+ * (after the copy, out of the lock), so a CPU that took a slot and was then
+ * held up (an interrupt, its vCPU descheduled) longer than another CPU took
+ * to receive a packet can make that CPU's frames of the two rings come out
+ * of order, one overtaking the other.  The frames do not say which CPU wrote
+ * them, and no rule on the stamps alone keeps the order in every such case
+ * (looking past the other ring's head for an older frame fixes some and
+ * breaks others).  One ring (small_frame_size >= frame_size) keeps each
+ * CPU's order exactly.  The stamps are the realtime clock's: a clock stepped
+ * back can reorder the frames of that moment too.
  */
 #ifndef OSVRT_PACKET_RING_H
 #define OSVRT_PACKET_RING_H
@@ -83,9 +91,9 @@ static inline int osvrt_pkt_frame_older(const struct tpacket2_hdr *a, const stru
  * *status its frame's status, or -1 when neither has a frame.
  * Ring 0's head is looked at first.  When only ring 1 has one, ring 0 is
  * looked at again: that look comes after the acquire load that saw ring 1's
- * frame, so it sees any frame the kernel wrote before that one (the kernel's
- * writes of one CPU are ordered), and that older frame goes first.  When
- * ring 0 has one and ring 1 does not, ring 1's look already came after it. */
+ * frame, so it sees any frame the writer of that frame wrote before it (a
+ * CPU's writes are ordered), and that older frame goes first.  When ring 0
+ * has one and ring 1 does not, ring 1's look already came after it. */
 static inline int osvrt_pkt_rings_next(struct osvrt_pkt_ring *rings, uint32_t n, uint32_t *status)
 {
     struct tpacket2_hdr *h0 = osvrt_pkt_ring_head(&rings[0]);

@@ -1,10 +1,14 @@
 /* test_packet_ring.c - packet_ring.h on rings in plain memory, written the
  * way the kernel writes them (frame, then TP_STATUS_USER with release):
  * frame addressing across blocks; which of two rings goes next (empty, one,
- * both: the older stamp; a tie); a merged drain over several laps; and a
+ * both: the older stamp; a tie); a merged drain over several laps; a
  * two-thread stress in which a "kernel" thread writes an ordered sequence
- * into both rings while the reader drains them, checking that the reader
- * never takes a frame before an older one of the other ring. */
+ * into both rings while the reader drains them (every frame in order); and a
+ * stress with several writers ("CPUs") that take slots under a ring lock and
+ * stamp them after, as the kernel does, stalling at random in between:
+ * every frame is taken once, each writer's frames of one ring in order, and
+ * the writers' frames that came out of order across the two rings (see
+ * packet_ring.h) are counted. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -161,8 +165,9 @@ static void *writer(void *arg)
         uint32_t i = (x >> 40) % 3 == 0;
         struct osvrt_pkt_ring *r = &s->r[i];
         struct tpacket2_hdr *h = osvrt_pkt_ring_frame(r, wpos[i]);
-        while (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_KERNEL)
-            ;
+        for (uint32_t spins = 0; __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_KERNEL;)
+            if (++spins % 256 == 0)
+                sched_yield();               /* a host with one CPU, or a loaded one */
         put(r, wpos[i], seq);
         wpos[i] = (wpos[i] + 1) % r->frame_nr;
     }
@@ -178,11 +183,14 @@ static void test_stress(void)
     pthread_t t;
     CHECK(pthread_create(&t, NULL, writer, &s) == 0);
     uint64_t want = 0;
-    while (want < s.n) {
+    for (uint32_t idle = 0; want < s.n;) {
         uint32_t st;
         int i = osvrt_pkt_rings_next(s.r, 2, &st);
-        if (i < 0)
+        if (i < 0) {
+            if (++idle % 256 == 0)
+                sched_yield();
             continue;
+        }
         uint32_t got = osvrt_pkt_ring_head(&s.r[i])->tp_len;
         CHECK_MSG(got == (uint32_t)want, "took %u from ring %d, want %llu", got, i,
                   (unsigned long long)want);
@@ -194,12 +202,147 @@ static void test_stress(void)
     free(s.r[1].base);
 }
 
+/* ---- several writers ---- */
+
+#define WRITERS 3
+
+/* The kernel's side with several CPUs: a slot is taken under the ring's lock
+ * (in slot order; when the reader still has it, the packet is dropped, as
+ * the kernel drops it, and the writer tries again), then stamped and written
+ * out of the lock, each writer one frame at a time. */
+struct writers {
+    struct osvrt_pkt_ring r[2];
+    pthread_mutex_t lock[2];
+    uint32_t head[2];                 /* the next slot to hand out: under lock */
+    _Atomic uint8_t *owned[2];        /* taken, not yet handed over (the kernel's rx_owner_map): under lock */
+    _Atomic uint64_t clock;           /* the stamps: a clock every writer reads */
+    uint64_t n;                       /* frames per writer */
+    uint64_t misses[WRITERS];
+};
+
+struct writer_arg {
+    struct writers *w;
+    uint32_t id;
+};
+
+static void spin(uint32_t n)
+{
+    for (volatile uint32_t i = 0; i < n; i++)
+        ;
+}
+
+static void *several_writer(void *arg)
+{
+    struct writer_arg *a = arg;
+    struct writers *w = a->w;
+    uint64_t x = 0x2545f4914f6cdd1dull * (a->id + 1);
+    for (uint64_t seq = 0; seq < w->n;) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int i = (x >> 33) % 3 == 0;
+        pthread_mutex_lock(&w->lock[i]);
+        uint32_t slot = w->head[i];
+        struct tpacket2_hdr *h = osvrt_pkt_ring_frame(&w->r[i], slot);
+        /* acquire: the reader's reads of a slot it gave back are done */
+        int free_slot = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) == TP_STATUS_KERNEL
+                        && !atomic_load_explicit(&w->owned[i][slot], memory_order_relaxed);
+        if (free_slot) {
+            atomic_store_explicit(&w->owned[i][slot], 1, memory_order_relaxed);
+            w->head[i] = slot + 1 == w->r[i].frame_nr ? 0 : slot + 1;
+        }
+        pthread_mutex_unlock(&w->lock[i]);
+        if (!free_slot) {
+            w->misses[a->id]++;
+            sched_yield();
+            continue;
+        }
+        spin((uint32_t)(x >> 51));            /* the copy before the stamp: 0-8k loops */
+        uint64_t stamp = atomic_fetch_add_explicit(&w->clock, 1, memory_order_relaxed);
+        h->tp_sec = (uint32_t)(stamp / 1000000000u);
+        h->tp_nsec = (uint32_t)(stamp % 1000000000u);
+        h->tp_len = a->id << 24 | (uint32_t)seq;
+        __atomic_store_n(&h->tp_status, TP_STATUS_USER, __ATOMIC_RELEASE);
+        /* after the status, under the lock, as the kernel clears its owner
+         * bit: a writer a lap ahead never takes a slot still being written */
+        pthread_mutex_lock(&w->lock[i]);
+        atomic_store_explicit(&w->owned[i][slot], 0, memory_order_relaxed);
+        pthread_mutex_unlock(&w->lock[i]);
+        seq++;
+    }
+    return NULL;
+}
+
+static void test_several_writers(void)
+{
+    struct writers w;
+    memset(&w, 0, sizeof w);
+    uint32_t frames[2] = {48, 12};
+    for (int i = 0; i < 2; i++) {
+        ring_init(&w.r[i], frames[i]);
+        pthread_mutex_init(&w.lock[i], NULL);
+        w.owned[i] = calloc(frames[i], 1);
+        CHECK(w.owned[i]);
+    }
+    w.n = SCALED(200000);
+    pthread_t t[WRITERS];
+    struct writer_arg args[WRITERS];
+    for (uint32_t i = 0; i < WRITERS; i++) {
+        args[i] = (struct writer_arg){&w, i};
+        CHECK(pthread_create(&t[i], NULL, several_writer, &args[i]) == 0);
+    }
+    /* per writer: the next frame in its own order, and per ring the last taken */
+    uint32_t next[WRITERS] = {0}, last[WRITERS][2];
+    memset(last, 0xff, sizeof last);
+    uint8_t *seen[WRITERS];
+    for (uint32_t i = 0; i < WRITERS; i++)
+        CHECK((seen[i] = calloc(w.n, 1)) != NULL);
+    uint64_t out_of_order = 0;
+    for (uint64_t taken = 0, idle = 0; taken < WRITERS * w.n;) {
+        uint32_t st;
+        int i = osvrt_pkt_rings_next(w.r, 2, &st);
+        if (i < 0) {
+            if (++idle % 256 == 0)
+                sched_yield();
+            continue;
+        }
+        uint32_t v = osvrt_pkt_ring_head(&w.r[i])->tp_len, id = v >> 24, seq = v & 0xffffff;
+        CHECK(id < WRITERS && seq < w.n);
+        CHECK_MSG(!seen[id][seq], "writer %u: frame %u taken twice", id, seq);
+        seen[id][seq] = 1;
+        CHECK_MSG(last[id][i] == UINT32_MAX || seq > last[id][i],
+                  "writer %u: frame %u of ring %d taken after %u of that ring", id, seq, i, last[id][i]);
+        last[id][i] = seq;
+        out_of_order += seq != next[id];
+        next[id] = seq + 1;
+        osvrt_pkt_ring_advance(&w.r[i]);
+        taken++;
+    }
+    uint64_t misses = 0;
+    for (uint32_t i = 0; i < WRITERS; i++) {
+        pthread_join(t[i], NULL);
+        misses += w.misses[i];
+    }
+    /* every frame taken once (the count), each ring's in its writer's order */
+    printf("test_packet_ring: %d writers, %llu frames each, all taken once; %llu taken out of "
+           "their writer's order across the rings (%llu full-slot retries)\n", WRITERS,
+           (unsigned long long)w.n, (unsigned long long)out_of_order, (unsigned long long)misses);
+    for (uint32_t i = 0; i < WRITERS; i++)
+        free(seen[i]);
+    for (int i = 0; i < 2; i++) {
+        free(w.r[i].base);
+        free((void *)w.owned[i]);
+        pthread_mutex_destroy(&w.lock[i]);
+    }
+}
+
 int main(void)
 {
     test_frame_addressing();
     test_next();
     test_merged_drain();
     test_stress();
+    test_several_writers();
     printf("test_packet_ring: ok\n");
     return 0;
 }

@@ -228,9 +228,9 @@ class Net:
 
     def stop(self):
         """Close every endpoint (their ports and flows), then stop and join
-        the classifier thread, detach the ring from the workers, and give back
-        the packet socket and ring (16 MiB by default), so a Runtime kept
-        after stop() holds neither.
+        the classifier thread, detach the rings from the workers, and give
+        back the packet sockets and rings (20 MiB by default), so a Runtime
+        kept after stop() holds none of them.
         Idempotent.  The runtime calls it on stop."""
         with self._lock:
             if self._stopped:
