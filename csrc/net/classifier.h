@@ -249,8 +249,9 @@ struct osvrt_net_ring_stats {
     uint32_t max_frame;         /* the longest frame (Ethernet header included) it takes uncut */
     uint64_t taken;             /* frames read from it */
 };
-/* The rings' stats into out (room for OSVRT_NET_MAX_RINGS): how many rings (0 without a socket, or after
- * osvrt_net_release; the caller serializes the two). */
+/* The rings' stats into out (room for OSVRT_NET_MAX_RINGS): how many rings
+ * (0 without a socket, or after osvrt_net_release; the caller serializes the
+ * two). */
 uint32_t osvrt_net_get_ring_stats(struct osvrt_net *net, struct osvrt_net_ring_stats *out);
 
 /* Socket-less driving (tests, fuzzing, benchmarks), from one thread at a

@@ -8,8 +8,9 @@
  *   - in its loop, once per turn (a look at the next frame's status word);
  *   - in its idle poll, at every look (no syscall: the frame's status);
  *   - the "home" worker also when its epoll_wait reports a packet socket
- *     readable (one per ring): the sockets are in the home worker's epoll only, so a frame
- *     that comes while every worker sleeps wakes exactly one, the home.
+ *     readable (one per ring): the sockets are in the home worker's epoll
+ *     only, so a frame that comes while every worker sleeps wakes exactly
+ *     one, the home.
  * The home follows the readers: after a burst that woke threads of one
  * other CPU only, that CPU becomes the home (two epoll_ctl calls, made only
  * when the home moves), so the next datagram of a flow whose reader sleeps
