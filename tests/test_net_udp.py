@@ -71,6 +71,20 @@ def request(c, msg, timeout=T):
     raise AssertionError(f"no echo of {msg!r} within {timeout} s")
 
 
+async def read_numbered(ep, n, quiet_s):
+    """Up to n datagrams that start with an 8-digit number, until none came
+    for quiet_s seconds: [(number, length)] in the order they arrived."""
+    got = []
+    while len(got) < n:
+        try:
+            with osvrt.timeout(quiet_s):
+                data, _ = await ep.recvfrom()
+        except TimeoutError:
+            break
+        got.append((int(data[:8]), len(data)))
+    return got
+
+
 async def echo(ep, n=None):
     """Echo until n datagrams (or until the endpoint is closed); returns the count."""
     count = 0
@@ -499,22 +513,12 @@ def test_burst_of_5000_small_datagrams_no_ring_drops(rt, drain):
     ring0 = rt.stats()["net"]["dropped"]["ring"]
     soft0 = testing.softnet_drops()
 
-    async def reader():
-        seqs = []
-        while len(seqs) < N:
-            try:
-                with osvrt.timeout(2):
-                    data, _ = await ep.recvfrom()
-            except TimeoutError:
-                break
-            seqs.append(int(data[:8]))
-        return seqs
-    fut = rt.submit(reader)
+    fut = rt.submit(read_numbered, ep, N, 2)
     c = client(ep.address)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     for i in range(N):
         c.send(b"%08d" % i + b"." * 24)
-    seqs = fut.result(timeout=T)
+    seqs = [seq for seq, _ in fut.result(timeout=T)]
     ring = rt.stats()["net"]["dropped"]["ring"] - ring0
     soft = testing.softnet_drops() - soft0
     st = ep.stats()
@@ -549,17 +553,7 @@ def test_sizes_on_both_sides_of_the_ring_split_arrive_in_order(rt, drain):
     ep = bind_in(rt, capacity=8192, buffer_size=16 << 20)
     soft0 = testing.softnet_drops()
 
-    async def reader():
-        got = []
-        while len(got) < N:
-            try:
-                with osvrt.timeout(5):
-                    data, _ = await ep.recvfrom()
-            except TimeoutError:
-                break
-            got.append((int(data[:8]), len(data)))
-        return got
-    fut = rt.submit(reader)
+    fut = rt.submit(read_numbered, ep, N, 5)
     release, held = threading.Event(), threading.Semaphore(0)
     holds = []
     if drain == "workers":

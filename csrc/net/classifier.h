@@ -155,6 +155,8 @@ struct osvrt_net {
     /* the sockets and their rings (packet_ring.h): rings[0] takes the
      * frames of up to small_max bytes when there are two, rings[1] the rest */
     struct osvrt_pkt_ring rings[OSVRT_NET_MAX_RINGS];
+    /* Both set by osvrt_net_new and cleared by close_rings, while no worker
+     * is attached and no thread runs: the workers read them without a lock. */
     uint32_t nrings;                        /* 0 without a socket */
     uint32_t small_max;                     /* 0 with one ring */
     int stop_fd;

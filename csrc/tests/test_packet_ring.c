@@ -11,10 +11,12 @@
  * packet_ring.h) are counted. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "packet_ring.h"
@@ -97,6 +99,24 @@ static void test_next(void)
     CHECK(osvrt_pkt_rings_next(r, 2, &st) == -1);
     free(r[0].base);
     free(r[1].base);
+}
+
+/* The ring (of two) whose frame the reader takes next, waited for while
+ * writer threads fill them (yielding now and then: a host with one CPU, or
+ * a loaded one); no frame for OSVRT_TEST_STALL_S seconds fails, saying so. */
+static int wait_next(struct osvrt_pkt_ring *rings)
+{
+    time_t since = time(NULL);
+    for (uint32_t idle = 1;; idle++) {
+        uint32_t st;
+        int i = osvrt_pkt_rings_next(rings, 2, &st);
+        if (i >= 0)
+            return i;
+        if (idle % 256 == 0) {
+            sched_yield();
+            CHECK_MSG(time(NULL) - since < OSVRT_TEST_STALL_S, "no frame for %d s", OSVRT_TEST_STALL_S);
+        }
+    }
 }
 
 static uint64_t rng = 88172645463325252ull;
@@ -182,15 +202,8 @@ static void test_stress(void)
     s.n = SCALED(2000000);
     pthread_t t;
     CHECK(pthread_create(&t, NULL, writer, &s) == 0);
-    uint64_t want = 0;
-    for (uint32_t idle = 0; want < s.n;) {
-        uint32_t st;
-        int i = osvrt_pkt_rings_next(s.r, 2, &st);
-        if (i < 0) {
-            if (++idle % 256 == 0)
-                sched_yield();
-            continue;
-        }
+    for (uint64_t want = 0; want < s.n;) {
+        int i = wait_next(s.r);
         uint32_t got = osvrt_pkt_ring_head(&s.r[i])->tp_len;
         CHECK_MSG(got == (uint32_t)want, "took %u from ring %d, want %llu", got, i,
                   (unsigned long long)want);
@@ -298,14 +311,8 @@ static void test_several_writers(void)
     for (uint32_t i = 0; i < WRITERS; i++)
         CHECK((seen[i] = calloc(w.n, 1)) != NULL);
     uint64_t out_of_order = 0;
-    for (uint64_t taken = 0, idle = 0; taken < WRITERS * w.n;) {
-        uint32_t st;
-        int i = osvrt_pkt_rings_next(w.r, 2, &st);
-        if (i < 0) {
-            if (++idle % 256 == 0)
-                sched_yield();
-            continue;
-        }
+    for (uint64_t taken = 0; taken < WRITERS * w.n;) {
+        int i = wait_next(w.r);
         uint32_t v = osvrt_pkt_ring_head(&w.r[i])->tp_len, id = v >> 24, seq = v & 0xffffff;
         CHECK(id < WRITERS && seq < w.n);
         CHECK_MSG(!seen[id][seq], "writer %u: frame %u taken twice", id, seq);

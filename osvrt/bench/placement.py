@@ -241,24 +241,21 @@ def compare_contenders(pl: Placement, test: str, placed: dict, rounds: int = 5,
     return out
 
 
-def _sizes_argument(text):
+def _sizes_argument(text, least=8, what="a ring has at least {} frames"):
     """"8192,1024" -> (8192, 1024) for --ring-frames (each a ring size
-    osvrt.net.configure takes: 8 frames or more)."""
+    osvrt.net.configure takes: 8 frames or more); with least and what, the
+    same for another list of sizes."""
     sizes = tuple(count_argument(part) for part in text.split(","))
-    for f in sizes:
-        if f < 8:
-            raise argparse.ArgumentTypeError(f"a ring has at least 8 frames, not {f}")
+    for s in sizes:
+        if s < least:
+            raise argparse.ArgumentTypeError(f"{what.format(least)}, not {s}")
     return sizes
 
 
 def _frame_sizes_argument(text):
     """"512,2048" -> (512, 2048) for --small-frames (each a small_frame_size
     osvrt.net.configure takes: 256 bytes or more)."""
-    sizes = tuple(count_argument(part) for part in text.split(","))
-    for s in sizes:
-        if s < 256:
-            raise argparse.ArgumentTypeError(f"a ring frame has at least 256 bytes, not {s}")
-    return sizes
+    return _sizes_argument(text, 256, "a ring frame has at least {} bytes")
 
 
 def main(argv=None) -> int:
