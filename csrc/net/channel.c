@@ -20,7 +20,16 @@ struct osvrt_chan *osvrt_chan_new(uint32_t capacity, uint32_t arena_size)
         errno = ENOMEM;
         return NULL;
     }
-    memset(mem, 0, head + slots);     /* the arena needs no zeroing: only written bytes are read */
+    memset(mem, 0, head + slots);
+    /* The arena needs no zeroing (only written bytes are read), but its pages
+     * are faulted in now, here in the binding thread, and not one by one by
+     * the producer during the arena's first lap, where each fault stalls a
+     * burst of every flow (the drain lock held): with the 128 faults of a
+     * default 512 KiB arena, a new flow's first 10,000 datagrams (16 in
+     * flight) went 5-10% slower.  Capped, so that a large arena asked for
+     * but little used does not cost its whole size at once. */
+    size_t arena = total - head - slots;
+    memset(mem + head + slots, 0, arena < OSVRT_CHAN_PREFAULT ? arena : OSVRT_CHAN_PREFAULT);
     struct osvrt_chan *c = (struct osvrt_chan *)mem;
     atomic_init(&c->tail, 0);
     atomic_init(&c->waiter, 0);

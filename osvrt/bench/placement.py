@@ -98,10 +98,21 @@ def osvrt_echo_round(pl: Placement, client: Callable[[Any], dict], reply=None,
         rt.stop(timeout=5)
 
 
-def rr_client(pl: Placement, n: int, window: int, warm: int = 200) -> Callable[[Any], dict]:
-    """The C request/response client (osvrt.bench.net.rr) placed as pl."""
+def rr_client(pl: Placement, n: int, window: int, warm: Optional[int] = None) -> Callable[[Any], dict]:
+    """The C request/response client (osvrt.bench.net.rr) placed as pl:
+    `warm` transactions (default: n, at least 200), then the n it measures."""
     from .net import rr
     cpu = -1 if pl.client_cpu is None else pl.client_cpu
+    # As many unmeasured transactions as measured ones, for either server:
+    # a round starts a fresh server, and its first 10-30 ms are not its
+    # steady state.  An unpinned client often starts on the server's CPU
+    # (both servers: the kernel moves it away within that time), and an
+    # osvrt server's classifier thread hands the ring to its worker only
+    # after two windows of pipelined bursts.  Measured in the osvrt.run
+    # placement, 16 in flight, bursts of 2,000 from a fresh server: the
+    # first ran at 156-351k/s (osvrt) and 183-286k/s (kernel), the later
+    # ones at 340-400k/s and 270-300k/s.
+    warm = max(n, 200) if warm is None else warm
 
     def run(addr):
         if warm:
