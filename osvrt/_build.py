@@ -143,7 +143,7 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
 int osvrt_net_start(struct osvrt_net *net);
 int osvrt_net_start_workers(struct osvrt_net *net);
 void osvrt_net_stop_workers(struct osvrt_net *net);
-struct osvrt_net_workers_stats { uint64_t contended; uint64_t rehomed; };
+struct osvrt_net_workers_stats { uint64_t contended; uint64_t rehomed; uint64_t handovers; uint64_t handbacks; };
 void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *out);
 uint64_t osvrt_rt_rx_frames(struct osvrt_rt *rt, uint32_t cpu);
 void osvrt_net_stop(struct osvrt_net *net);

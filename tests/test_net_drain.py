@@ -217,39 +217,68 @@ def _spare_cpu_runtime(make_rt, **net):
     return rt
 
 
-def test_auto_thread_hands_the_ring_to_the_workers_under_pipelined_load(make_rt):
+def _hand_over(rt, addr, handovers):
+    """Pipelined requests (the C client, 16 in flight) from the thread's CPU
+    until the thread has handed the ring over `handovers` times in all."""
+    from osvrt.bench.net import rr
+    # The thread looks back every 64 bursts: a few rounds, in case a loaded
+    # host lets its polling catch some of them at first.
+    for _ in range(20):
+        r = rr(addr, 5000, window=16, cpu=0, timeout_ms=2000)
+        assert (r["done"], r["lost"]) == (5000, 0)
+        if rt.stats()["net"]["drain_handovers"] >= handovers:
+            break
+    st = rt.stats()["net"]
+    assert st["drain_handovers"] == handovers, st["placement"]
+    assert st["drain"] == "workers" and st["drain_handed_over"], st["placement"]
+    return st
+
+
+def test_auto_thread_hands_the_ring_over_under_pipelined_load_and_takes_it_back(make_rt):
     """drain="auto" with a spare CPU starts the classifier thread there; a
     client on that CPU with 16 requests in flight keeps it waking and sharing
     its CPU, so it hands the ring to the worker (classifier.c, hand_over).
-    Nothing is lost or reordered across the hand-over, the worker's drain
-    serves from then on, and stop() undoes both (no thread, no hook left)."""
+    The worker keeps it while requests stay pipelined, and gives it back
+    once they come one at a time (rx_workers.h, the hand-back), which the
+    thread's polling serves fastest; pipelined again, it goes over again.
+    Nothing is lost or reordered across either change, and stop() undoes
+    both (no thread, no hook left)."""
     from osvrt.bench.net import rr
     rt = _spare_cpu_runtime(make_rt)
     ep = _bind(rt)
     fut = rt.submit(_echo_forever(ep))
-    # The thread looks back every 64 bursts: a few rounds, in case a loaded
-    # host lets its polling catch some of them at first.
-    for _ in range(20):
-        r = rr(ep.address, 5000, window=16, cpu=0, timeout_ms=2000)
-        assert (r["done"], r["lost"]) == (5000, 0)
-        if rt.stats()["net"]["drain_handed_over"]:
-            break
-    st = rt.stats()["net"]
-    assert st["drain"] == "workers" and st["drain_handed_over"], st["placement"]
+    st = _hand_over(rt, ep.address, 1)
     assert "handed the ring to the workers" in st["placement"]
-    # The thread has left (it stores handed_over just before it returns).
-    _wait_for(lambda: "osvrt-net" not in testing.pid_threads(), "the classifier thread to leave")
-    # From here the worker drains: pipelined and one at a time, in order.
+    # The thread waits for the ring, asleep (it is not gone).
+    assert "osvrt-net" in testing.pid_threads()
+    # Still pipelined: the worker keeps it (no back and forth).
     frames0 = sum(st["frames_by_worker"])
-    _seq_pingpong(ep.address, 2000, 16)
-    _seq_pingpong(ep.address, 200, 1)
+    r = rr(ep.address, 20000, window=16, cpu=0, timeout_ms=2000)
+    assert (r["done"], r["lost"]) == (20000, 0)
     st = rt.stats()["net"]
-    assert sum(st["frames_by_worker"]) >= frames0 + 2200
+    assert (st["drain"], st["drain_handovers"], st["drain_handbacks"]) == ("workers", 1, 0)
+    assert sum(st["frames_by_worker"]) >= frames0 + 20000
+    # One at a time: back to the thread within a window of 64 bursts, every
+    # reply in order across the change.
+    _seq_pingpong(ep.address, 300, 1)
+    _wait_for(lambda: rt.stats()["net"]["drain_handbacks"] == 1, "the hand-back")
+    st = rt.stats()["net"]
+    assert (st["drain"], st["drain_handed_over"]) == ("thread", False), st["placement"]
+    assert "took the ring back" in st["placement"]
+    assert st["frames_by_worker"] == []      # counted only while the workers drain
+    _seq_pingpong(ep.address, 300, 8)        # the thread's, in order
+    st = rt.stats()["net"]
+    assert (st["drain"], st["drain_handovers"], st["drain_handbacks"]) == ("thread", 1, 1)
+    # Pipelined again: over again, on the same workers.
+    _hand_over(rt, ep.address, 2)
+    _seq_pingpong(ep.address, 500, 16)
+    st = rt.stats()["net"]
     assert st["dropped"]["ring"] == 0 and st["dropped"]["channel_full"] == 0
     ep.close()
     assert fut.result(timeout=T) is None
     rt.service("net").stop()
     assert rt.stats()["net"]["running"] is False
+    assert "osvrt-net" not in testing.pid_threads()
 
 
 @pytest.mark.parametrize("window, drain", [(1, "auto"), (16, "thread")])

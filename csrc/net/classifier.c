@@ -673,7 +673,8 @@ uint32_t osvrt_net_ring_burst(struct osvrt_net *net)
  * against the thread's 0.68-0.71x, while one in flight stayed well ahead of
  * the kernel either way (0.30 of its round trip against the thread's 0.16).
  * So every HANDOVER_WINDOW bursts the thread looks back, and hands the ring
- * to the workers for good (and leaves) if all three held:
+ * to the workers (and sleeps until they give it back: rx_workers.h, the
+ * hand-back) if all three held:
  * - pipelined: two frames a burst or more.  One frame a burst is a
  *   ping-pong, or sparse traffic (a client's set-up: sockperf sends a few
  *   requests apart before it measures); both keep the thread;
@@ -693,25 +694,28 @@ uint32_t osvrt_net_ring_burst(struct osvrt_net *net)
 /* The look-back's state: the classifier thread's alone. */
 struct handover {
     int on;                  /* cfg.handover asked for it, and it can still happen */
-    int now;                 /* OSVRT_NET_HANDOVER_NOW: at the first window's end */
+    int now;                 /* OSVRT_NET_HANDOVER_NOW/_CYCLE: at the first window's end */
     int fd;                  /* this thread's schedstat, or -1 */
     int timed;               /* the last window was pipelined: time this one */
     uint32_t bursts, woken, frames;
     int64_t start, delay;    /* at this window's first burst (delay -1: not read) */
 };
 
-/* Give the ring to the workers (from the thread, which then leaves its loop
- * without touching the ring again).  0 if it could not (it keeps draining). */
+/* Give the ring to the workers (from the thread, which then touches the
+ * ring no more until it takes it back).  0 if it could not (it keeps
+ * draining). */
 static int hand_over(struct osvrt_net *net)
 {
-    refresh_ring_drops(net);                  /* ours to fetch, this last time */
+    refresh_ring_drops(net);                  /* ours to fetch, until we take the ring back */
     /* The attach holds the workers' drain lock until it has published the
      * hook and the socket, and its release store of the lock hands the ring
      * position and the burst state we leave to the first worker that takes
      * it: the producer role moves as at a join, or between two workers. */
     if (osvrt_net_attach_workers(net) != 0)
         return 0;
-    /* release: `workers` is written; see osvrt_net_handed_over. */
+    /* release (both): `workers` is written; see osvrt_net_handovers and
+     * osvrt_net_handed_over. */
+    atomic_fetch_add_explicit(&net->handovers, 1, memory_order_release);
     atomic_store_explicit(&net->handed_over, 1, memory_order_release);
     return 1;
 }
@@ -720,6 +724,55 @@ int osvrt_net_handed_over(struct osvrt_net *net)
 {
     /* acquire: pairs with hand_over's release store. */
     return atomic_load_explicit(&net->handed_over, memory_order_acquire);
+}
+
+uint64_t osvrt_net_handovers(struct osvrt_net *net)
+{
+    /* acquire: pairs with hand_over's release increment. */
+    return atomic_load_explicit(&net->handovers, memory_order_acquire);
+}
+
+void osvrt_net_ask_back(struct osvrt_net *net)
+{
+    /* relaxed: the flag carries no data (the detach hands the producer state
+     * back, rx_workers.c); the eventfd write is what wakes the thread. */
+    if (atomic_exchange_explicit(&net->give_back, 1, memory_order_relaxed))
+        return;
+    uint64_t one = 1;
+    while (write(net->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+/* Read away the eventfd's count (stop and the hand-back share it): the flags
+ * say which it was, and a count left would make every poll() return. */
+static void clear_wakeup(struct osvrt_net *net)
+{
+    uint64_t v;
+    while (read(net->stop_fd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+}
+
+/* After a hand-over: sleep until the workers ask for the ring back, then
+ * take it (1), or until stop (0).  The hand-over's opposite: a spell of
+ * pipelined requests must not leave the ping-pong that follows it on the
+ * workers for good, where its round trip is twice the thread's. */
+static int wait_to_take_back(struct osvrt_net *net)
+{
+    struct pollfd pfd = {.fd = net->stop_fd, .events = POLLIN};
+    /* relaxed (stop, give_back): each is stored before the eventfd write
+     * that wakes us, and we read them after reading that count. */
+    while (!atomic_load_explicit(&net->stop, memory_order_relaxed)) {
+        if (atomic_exchange_explicit(&net->give_back, 0, memory_order_relaxed)) {
+            osvrt_net_detach_workers(net);    /* the producer state is ours again */
+            /* release: pairs with osvrt_net_handed_over's acquire */
+            atomic_store_explicit(&net->handed_over, 0, memory_order_release);
+            osvrt_stat_add(&net->handbacks, 1);
+            return 1;
+        }
+        poll(&pfd, 1, -1);
+        clear_wakeup(net);
+    }
+    return 0;
 }
 
 /* The run delay of the thread whose schedstat fd is (ns runnable but not
@@ -748,6 +801,13 @@ static void handover_stop(struct handover *h)
     h->fd = -1;
 }
 
+/* A fresh look-back, after the thread took the ring back. */
+static void handover_restart(struct handover *h)
+{
+    h->timed = 0;
+    h->bursts = h->woken = h->frames = 0;
+}
+
 static void handover_init(struct handover *h, const struct osvrt_net_config *cfg)
 {
     memset(h, 0, sizeof *h);
@@ -755,7 +815,7 @@ static void handover_init(struct handover *h, const struct osvrt_net_config *cfg
     if (!cfg->handover)
         return;
     h->on = 1;
-    h->now = cfg->handover == OSVRT_NET_HANDOVER_NOW;
+    h->now = cfg->handover == OSVRT_NET_HANDOVER_NOW || cfg->handover == OSVRT_NET_HANDOVER_CYCLE;
     h->fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
     if (run_delay_ns(h->fd) < 0 && !h->now)
         handover_stop(h);                     /* no run delays to judge by: stay */
@@ -849,9 +909,15 @@ static void *net_main(void *arg)
                 refresh_ring_drops(net);
             osvrt_stat_add(&net->sleeps, 1);
             /* EINTR, or a frame, or stop: look again.  POLLERR stays set until
-             * the socket's error is read: read it, or every poll returns at once. */
-            if (poll(fds, nfds, -1) > 0 && polled_error(fds, nfds - 1))
-                osvrt_net_take_error(net);
+             * the socket's error is read: read it, or every poll returns at once.
+             * The eventfd readable and no stop: a hand-back's wake-up that came
+             * after we took the ring back; read it, for the same reason. */
+            if (poll(fds, nfds, -1) > 0) {
+                if (polled_error(fds, nfds - 1))
+                    osvrt_net_take_error(net);
+                if (fds[nfds - 1].revents & POLLIN)
+                    clear_wakeup(net);
+            }
             slept = 1;
             if (spin)
                 idle_since = osvrt_now_ns();
@@ -859,8 +925,16 @@ static void *net_main(void *arg)
         }
         uint32_t frames = osvrt_net_ring_burst(net);
         if (ho.on && handover_due(&ho, frames, slept)) {
-            if (hand_over(net))
-                break;
+            if (hand_over(net)) {
+                if (!wait_to_take_back(net))
+                    break;                    /* stop */
+                /* Ours again: start over as at the thread's start. */
+                handover_restart(&ho);
+                slept = spun = 0;
+                gap = window = spin;
+                last_burst = idle_since = spin ? osvrt_now_ns() : 0;
+                continue;
+            }
             handover_stop(&ho);               /* the workers could not take it: stay */
         }
         slept = 0;
@@ -917,6 +991,9 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
     pthread_mutex_init(&net->filter_lock, NULL);
     atomic_init(&net->stop, 0);
     atomic_init(&net->handed_over, 0);
+    atomic_init(&net->give_back, 0);
+    atomic_init(&net->handovers, 0);
+    atomic_init(&net->handbacks, 0);
     int e = 0;
     if (net->cfg.frame_size < 256 || net->cfg.frame_size > (16u << 20)
         || net->cfg.small_frame_size < 256 || net->cfg.small_frame_size > (16u << 20)

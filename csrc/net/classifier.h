@@ -73,6 +73,7 @@ _Static_assert(OSVRT_PKT_NVERDICTS <= OSVRT_NET_NREASONS, "malformed[] too small
 typedef int32_t (*osvrt_rule_fn)(const uint8_t *data, uint32_t len, uint32_t saddr, uint32_t sport);
 
 #define OSVRT_NET_HANDOVER_NOW 2
+#define OSVRT_NET_HANDOVER_CYCLE 3
 
 struct osvrt_net_config {
     const char *ifname;     /* interface to read ("lo"); NULL: no socket */
@@ -87,7 +88,9 @@ struct osvrt_net_config {
     uint64_t cpu_mask;      /* pin the thread to these CPUs (bit i: CPU i) when cpu < 0; 0: not pinned */
     uint32_t handover;      /* the thread may hand the ring to the workers: 1 when it stops
                              * paying (classifier.c, hand_over); OSVRT_NET_HANDOVER_NOW: after
-                             * its first 64 bursts, whatever they were (for tests) */
+                             * its first 64 bursts, whatever they were, for good (for tests);
+                             * OSVRT_NET_HANDOVER_CYCLE: the same, and the workers give it
+                             * back after each 64 bursts of theirs (for tests) */
     uint32_t small_frame_size;  /* bytes per frame of the small-frame ring (0: 512; at least
                                  * frame_size: no such ring, one ring for every frame) */
 };
@@ -171,10 +174,17 @@ struct osvrt_net {
     pthread_t thread;
     int started;
     _Atomic int stop;
-    /* 1 once the thread handed the ring to the workers and left its loop
-     * (cfg.handover): set with release after its last touch of the ring and
-     * of `workers`, so whoever reads 1 with acquire may read `workers`. */
+    /* 1 while the workers drain the ring for the thread (cfg.handover): set
+     * with release after its last touch of the ring and of `workers`, so
+     * whoever reads 1 with acquire may read `workers`; 0 again (release)
+     * once the thread took the ring back. */
     _Atomic int handed_over;
+    /* 1: the workers asked the thread to take the ring back (rx_workers.h);
+     * set by the drain lock's holder, cleared by the thread */
+    _Atomic int give_back;
+    /* hand-overs and hand-backs so far: the thread is their only writer;
+     * handovers is incremented with release after `workers` is written */
+    _Atomic uint64_t handovers, handbacks;
     /* burst state (producer only) */
     uint64_t burst_seq;
     /* the CPU whose threads this burst woke: -1 none yet, -2 several CPUs */
@@ -200,8 +210,13 @@ struct osvrt_net *osvrt_net_new(struct osvrt_rt *rt, const struct osvrt_net_conf
 int osvrt_net_start(struct osvrt_net *net);
 /* Stop and join the thread, then detach the workers; idempotent. */
 void osvrt_net_stop(struct osvrt_net *net);
-/* 1 once the thread has handed the ring to the workers (acquire). */
+/* 1 while the workers drain the ring for the thread (acquire). */
 int osvrt_net_handed_over(struct osvrt_net *net);
+/* Hand-overs so far (acquire: `workers` is readable when > 0). */
+uint64_t osvrt_net_handovers(struct osvrt_net *net);
+/* The workers ask the thread to take the ring back (the drain lock held);
+ * the first ask wakes it, until it has taken the ring back. */
+void osvrt_net_ask_back(struct osvrt_net *net);
 /* Stop, then give back the packet sockets and their rings (the large part); the
  * flows and the counters stay readable until osvrt_net_free.  Not concurrent
  * with osvrt_net_get_stats (the caller serializes them). */

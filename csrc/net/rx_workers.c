@@ -48,6 +48,24 @@ static void follow_readers(struct osvrt_net_workers *w)
     osvrt_stat_add(&w->rehomed, 1);
 }
 
+/* The hand-back's look-back (rx_workers.h), after a burst of n frames.
+ * Drain lock held.  Asks once per hand-over: the thread's detach ends it. */
+static void look_back(struct osvrt_net_workers *w, uint32_t n)
+{
+    w->window_frames += n;
+    if (++w->window_bursts < OSVRT_NET_HANDBACK_WINDOW)
+        return;
+    /* Under 5/4 of a frame a burst, not the hand-over's "2 or more": a
+     * margin, so that traffic near the line does not send the ring to and
+     * fro (each way costs a window of the slower drain). */
+    if (4 * (uint64_t)w->window_frames < 5 * (uint64_t)w->window_bursts
+        || w->net->cfg.handover == OSVRT_NET_HANDOVER_CYCLE) {
+        w->hand_back = 0;
+        osvrt_net_ask_back(w->net);
+    }
+    w->window_bursts = w->window_frames = 0;
+}
+
 /* No lock: reading the socket's error is one syscall, safe beside a drain. */
 static void rx_error(void *arg)
 {
@@ -69,8 +87,11 @@ static uint32_t rx_drain(void *arg, uint32_t cpu)
         return 0;
     }
     uint32_t n = osvrt_net_ring_burst(w->net);
-    if (n)
+    if (n) {
         follow_readers(w);
+        if (w->hand_back)
+            look_back(w, n);
+    }
     /* release: our producer state is complete before the next holder's acquire. */
     atomic_store_explicit(&w->lock, 0, memory_order_release);
     return n;
@@ -92,24 +113,11 @@ static void detach_all(struct osvrt_net_workers *w)
     w->watching = 0;
 }
 
-int osvrt_net_start_workers(struct osvrt_net *net)
+static struct osvrt_net_workers *workers_new(struct osvrt_net *net, const int *fds, uint32_t nfds)
 {
-    if (net->started)
-        return EINVAL;
-    return osvrt_net_attach_workers(net);
-}
-
-int osvrt_net_attach_workers(struct osvrt_net *net)
-{
-    int fds[OSVRT_NET_MAX_RINGS];
-    uint32_t nfds = osvrt_net_ring_fds(net, fds);
-    if (nfds == 0 || !net->rt || net->rt->ncpu == 0)
-        return EINVAL;
-    if (net->workers)
-        return EEXIST;
     struct osvrt_net_workers *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
     if (!w)
-        return ENOMEM;
+        return NULL;
     w->net = net;
     for (uint32_t i = 0; i < nfds; i++)
         w->fds[i] = fds[i];
@@ -119,17 +127,41 @@ int osvrt_net_attach_workers(struct osvrt_net *net)
     w->hook.drain = rx_drain;
     w->hook.error = rx_error;
     w->hook.arg = w;
-    w->home = 0;
     w->watching = 0;
-    /* Held by us until the socket is in an epoll: a worker that sees the
-     * hook first drains nothing yet, and nobody moves the home meanwhile. */
-    atomic_init(&w->lock, 1);
+    w->live = 0;
+    atomic_init(&w->lock, 0);
     atomic_init(&w->contended, 0);
     atomic_init(&w->rehomed, 0);
     if (!(w->attached = calloc(w->ncpu, 1))) {
         free(w);
-        return ENOMEM;
+        return NULL;
     }
+    return w;
+}
+
+/* Attach: hand_back says whether the workers ask the thread to take the
+ * ring back (a hand-over's attach) or not (drain="workers": no thread). */
+static int attach(struct osvrt_net *net, int hand_back)
+{
+    int fds[OSVRT_NET_MAX_RINGS];
+    uint32_t nfds = osvrt_net_ring_fds(net, fds);
+    if (nfds == 0 || !net->rt || net->rt->ncpu == 0)
+        return EINVAL;
+    struct osvrt_net_workers *w = net->workers;
+    if (w && w->live)
+        return EEXIST;
+    int made = !w;
+    if (made && !(w = workers_new(net, fds, nfds)))
+        return ENOMEM;
+    /* No worker reads w now (none attached; a detach returned only once none
+     * was inside the hook), so these are plain writes, published below. */
+    w->home = 0;
+    w->hand_back = hand_back;
+    w->window_bursts = w->window_frames = 0;
+    /* relaxed: no worker can see w yet.  Held by us until the socket is in
+     * an epoll: a worker that sees the hook first drains nothing yet, and
+     * nobody moves the home meanwhile. */
+    atomic_store_explicit(&w->lock, 1, memory_order_relaxed);
     /* The hook on every CPU, then the socket in CPU 0's epoll (the home until
      * a burst wakes a thread elsewhere): a worker that the socket wakes finds
      * the hook (the other way round, a worker woken for frames already in the
@@ -141,12 +173,17 @@ int osvrt_net_attach_workers(struct osvrt_net *net)
     int e = watch(w, &net->rt->cpus[0], 1);
     if (e) {
         detach_all(w);                 /* returns once no worker is inside the hook */
-        free(w->attached);
-        free(w);
+        atomic_store_explicit(&w->lock, 0, memory_order_relaxed);   /* nobody else sees it */
+        if (made) {
+            free(w->attached);
+            free(w);
+        }
         return e;
     }
     w->watching = 1;
-    net->workers = w;
+    w->live = 1;
+    if (made)
+        net->workers = w;    /* only then: stats read it, unlocked, once published */
     /* release: the producer state we leave (the ring position and burst marks
      * of a classifier thread that hands over; home, watching) is complete
      * before the first worker's acquire exchange of the lock (rx_drain). */
@@ -154,12 +191,40 @@ int osvrt_net_attach_workers(struct osvrt_net *net)
     return 0;
 }
 
+int osvrt_net_start_workers(struct osvrt_net *net)
+{
+    if (net->started)
+        return EINVAL;
+    return attach(net, 0);
+}
+
+int osvrt_net_attach_workers(struct osvrt_net *net)
+{
+    /* OSVRT_NET_HANDOVER_NOW (tests) hands over for good, so that what a
+     * test sends next is the workers' whatever its shape. */
+    return attach(net, net->cfg.handover != OSVRT_NET_HANDOVER_NOW);
+}
+
+void osvrt_net_detach_workers(struct osvrt_net *net)
+{
+    struct osvrt_net_workers *w = net->workers;
+    if (!w || !w->live)
+        return;
+    /* Each CPU's detach waits until its worker is out of the hook, and its
+     * seq_cst load of rx_inuse reads the release store that worker made on
+     * the way out (cpu.c, rx_use): whatever a worker wrote as the producer,
+     * under the drain lock, is the caller's to read from here on. */
+    detach_all(w);
+    w->live = 0;
+}
+
 void osvrt_net_stop_workers(struct osvrt_net *net)
 {
     struct osvrt_net_workers *w = net->workers;
     if (!w)
         return;
-    detach_all(w);      /* returns once no worker is inside the hook */
+    if (w->live)
+        detach_all(w);  /* returns once no worker is inside the hook */
     net->workers = NULL;
     free(w->attached);
     free(w);
@@ -167,10 +232,14 @@ void osvrt_net_stop_workers(struct osvrt_net *net)
 
 void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *o)
 {
-    /* While the thread runs, it may be writing `workers` (its hand-over):
-     * read it only once handed_over says it is done. */
-    struct osvrt_net_workers *w = !net->started || osvrt_net_handed_over(net) ? net->workers : NULL;
+    /* While the thread runs, it may be writing `workers` (its first
+     * hand-over): read it only once a hand-over is counted; from then on it
+     * stays until the thread is joined (a hand-back keeps it). */
+    uint64_t handovers = osvrt_net_handovers(net);
+    struct osvrt_net_workers *w = !net->started || handovers ? net->workers : NULL;
     /* relaxed: statistics. */
     o->contended = w ? atomic_load_explicit(&w->contended, memory_order_relaxed) : 0;
     o->rehomed = w ? atomic_load_explicit(&w->rehomed, memory_order_relaxed) : 0;
+    o->handovers = handovers;
+    o->handbacks = atomic_load_explicit(&net->handbacks, memory_order_relaxed);
 }

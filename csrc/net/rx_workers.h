@@ -33,6 +33,15 @@
  * finds it taken goes on with its own work: the holder takes the frames, and
  * what it leaves stays readable for the next look.  A burst is at most
  * cfg.burst frames, so the lock is never held for long.
+ *
+ * The hand-back.  When the classifier's thread handed the ring over (its
+ * polling stopped paying: pipelined requests on a CPU it shares), it waits,
+ * and the workers watch for the traffic it is kept for: every
+ * OSVRT_NET_HANDBACK_WINDOW bursts the drain lock's holder looks back, and if
+ * the bursts averaged under 5/4 of a frame (one request at a time, or sparse
+ * traffic), it asks the thread to take the ring back (classifier.c,
+ * take_back).  Without it, one pipelined spell left a ping-pong that came
+ * after it on the workers for good, at twice the thread's round trip.
  */
 #ifndef OSVRT_RX_WORKERS_H
 #define OSVRT_RX_WORKERS_H
@@ -56,11 +65,18 @@ struct osvrt_net_workers {
      * holder (or by start/stop, while no worker can drain) */
     uint32_t home;
     int watching;                    /* the sockets are in home's epoll */
+    int live;                        /* attached (start/attach to detach/stop) */
+    /* the thread waits to take the ring back (attached by its hand-over) */
+    int hand_back;
+    /* the hand-back's look-back: the drain lock's holder's alone */
+    uint32_t window_bursts, window_frames;
     /* 1 while a worker is the producer (see above). */
     _Alignas(64) _Atomic uint32_t lock;
     _Alignas(64) _Atomic uint64_t contended;   /* drains that found the lock taken */
     _Atomic uint64_t rehomed;                  /* written by the lock holder */
 };
+
+#define OSVRT_NET_HANDBACK_WINDOW 64
 
 /* Attach the classifier's ring to every worker of net->rt (instead of
  * starting its thread).  0 or an errno (EINVAL: no socket, or the thread is
@@ -68,15 +84,23 @@ struct osvrt_net_workers {
  * left attached). */
 int osvrt_net_start_workers(struct osvrt_net *net);
 /* The same, run by the classifier's own thread as it hands the ring over
- * (classifier.c, net_main): no check that the thread is stopped. */
+ * (classifier.c, net_main): no check that the thread is stopped; the
+ * workers then ask for it back (above).  A second hand-over reuses the
+ * `workers` of the first. */
 int osvrt_net_attach_workers(struct osvrt_net *net);
-/* Detach from every worker; returns once none uses the ring.  Idempotent;
- * osvrt_net_stop calls it. */
+/* The thread takes the ring back: detach from every worker, and return once
+ * none uses the ring; `workers` stays (stats read it), for the next
+ * hand-over or osvrt_net_stop_workers. */
+void osvrt_net_detach_workers(struct osvrt_net *net);
+/* Detach from every worker and free `workers`; returns once none uses the
+ * ring.  Idempotent; osvrt_net_stop calls it. */
 void osvrt_net_stop_workers(struct osvrt_net *net);
 
 struct osvrt_net_workers_stats {
     uint64_t contended;              /* looks that found another worker draining */
     uint64_t rehomed;                /* times the sockets moved to another worker's epoll */
+    uint64_t handovers;              /* times the classifier's thread handed the ring over */
+    uint64_t handbacks;              /* times it took the ring back (ping-pong traffic) */
 };
 void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers_stats *out);
 

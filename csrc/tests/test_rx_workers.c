@@ -12,7 +12,8 @@
  * reaches its channel once and in order (one producer at a time), the frames
  * the CPUs took add up to the classifier's, a thread waiting on another CPU
  * is woken there and the ring's home follows it, and stop detaches while the
- * pollers still run. */
+ * pollers still run; the classifier's thread hands the ring to the workers
+ * and takes it back, many times, with nothing lost or reordered. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -390,8 +391,21 @@ static int test_live(void)
 
 /* ---- live: the classifier's thread hands the ring to the workers ---- */
 
+/* After n pairs: 200 more, then every pair of both flows in its channel in
+ * order, the pollers stopped, and the counters right. */
+static void finish_pairs(struct osvrt_net *net, struct pair *p, pthread_t th[3], int n,
+                         struct osvrt_net_stats *ns)
+{
+    send_pairs(p, n, n + 200);
+    n += 200;
+    check_in_order(p->chan[0], n, 'a');
+    check_in_order(p->chan[1], n, 'b');
+    pollers_stop(th);
+    check_received(net, n, ns);
+}
+
 /* The thread drains, then (OSVRT_NET_HANDOVER_NOW: after its first 64
- * bursts, while datagrams keep coming) attaches the workers and leaves; the
+ * bursts, while datagrams keep coming, and for good) attaches the workers; the
  * three pollers, running all along, take over.  Nothing is lost or reordered
  * across the hand-over, the CPUs count only frames after it, and stop joins
  * the thread and detaches the workers it attached. */
@@ -421,18 +435,52 @@ static void test_live_handover(void)
     CHECK_EQ(osvrt_net_handed_over(net), 1);
     CHECK_EQ(osvrt_net_start_workers(net), EINVAL);  /* the thread is still to be joined */
     CHECK_EQ(osvrt_net_start(net), 0);               /* started: nothing to do */
-    send_pairs(&p, n, n + 200);                      /* the workers' alone */
-    n += 200;
-    check_in_order(p.chan[0], n, 'a');
-    check_in_order(p.chan[1], n, 'b');
-    pollers_stop(th);
     struct osvrt_net_stats ns;
-    check_received(net, n, &ns);
+    finish_pairs(net, &p, th, n, &ns);               /* the last 200: the workers' alone */
     uint64_t by_cpu = frames_by_cpu() - before;
     CHECK(by_cpu >= 400 && by_cpu < ns.frames);     /* after the hand-over only */
     for (int i = 0; i < 3; i++)
         CHECK(osvrt_cpu_has_rx(&rt->cpus[i]));
 
+    stop_under_load(net, &p);
+    pair_close(net, &p);
+    osvrt_net_free(net);
+}
+
+/* The ring goes to the workers and back again and again (the hand-back,
+ * rx_workers.h; OSVRT_NET_HANDOVER_CYCLE: each side gives it up after 64
+ * bursts) while datagrams arrive one pair at a time: nothing is lost or
+ * reordered across any change,
+ * the same `workers` serve every hand-over, and stop comes while the ring
+ * is on either side. */
+static void test_live_handover_cycles(void)
+{
+    struct osvrt_net_config cfg = {.ifname = "lo", .ring_frames = 512, .cpu = -1, .spin_ns = 0,
+                                   .prefilter = 1, .handover = OSVRT_NET_HANDOVER_CYCLE};
+    int err = 0;
+    struct osvrt_net *net = osvrt_net_new(rt, &cfg, &err);
+    CHECK_MSG(net, "net_new(lo): %s", strerror(err));
+    struct pair p;
+    pair_open(net, &p);
+    CHECK_EQ(osvrt_net_start(net), 0);
+    pthread_t th[3];
+    pollers_start(th);
+    struct osvrt_net_workers_stats ws;
+    struct osvrt_net_workers *first = NULL;
+    int n = 0;
+    do {
+        send_pairs(&p, n, n + 1);             /* a burst each, at least */
+        n++;
+        osvrt_net_workers_get_stats(net, &ws);
+        if (ws.handovers && !first)
+            first = net->workers;             /* published (handovers' acquire) */
+    } while (ws.handbacks < 4 && n < 4000);
+    CHECK_MSG(ws.handbacks >= 4 && ws.handovers >= ws.handbacks,
+              "after %d pairs: %llu hand-overs, %llu hand-backs", n,
+              (unsigned long long)ws.handovers, (unsigned long long)ws.handbacks);
+    CHECK(net->workers == first);
+    struct osvrt_net_stats ns;
+    finish_pairs(net, &p, th, n, &ns);        /* the last 200: whoever has the ring now */
     stop_under_load(net, &p);
     pair_close(net, &p);
     osvrt_net_free(net);
@@ -488,6 +536,7 @@ int main(void)
     int live = test_live();
     if (live) {
         test_live_handover();
+        test_live_handover_cycles();
         test_runtime_released_first();
     }
     osvrt_rt_free(rt);

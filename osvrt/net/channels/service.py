@@ -72,9 +72,12 @@ def drainer(rt, drain=AUTO, cpu=AUTO, allowed=None):
     where it polls and the workers' idle stays as short as before, and there
     only while its polling pays: when, over 64 bursts, requests came
     pipelined, most bursts had to wake it, and another thread kept its CPU
-    busy, it hands the ring to the workers for good (csrc/net/classifier.c,
+    busy, it hands the ring to the workers (csrc/net/classifier.c,
     hand_over; Net.drain then says "workers", and the workers' frame counts
-    start from the hand-over).  With a worker on every CPU (what osvrt.run gives) the
+    start from the hand-over), and the workers give it back once 64 bursts
+    average under 5/4 of a frame: requests one at a time again, which the
+    thread's polling serves fastest (csrc/net/rx_workers.h, the hand-back).
+    With a worker on every CPU (what osvrt.run gives) the
     workers drain, which removes the classifier thread's wake-up from every
     request (measured: README, "Two placements")."""
     if drain not in (AUTO,) + DRAINS:
@@ -173,7 +176,8 @@ class Net:
     @property
     def drain(self):
         """Who reads the ring now: "workers" or "thread" (drainer(); an
-        "auto" thread may have handed it to the workers since)."""
+        "auto" thread hands it to the workers under pipelined requests, and
+        takes it back when they come one at a time again)."""
         if self._drain == "thread" and lib.osvrt_net_handed_over(self._cnet):
             return "workers"
         return self._drain
@@ -287,11 +291,11 @@ class Net:
             "spin_hits": s.spin_hits,
             "link_errors": s.link_errors,
             "last_link_errno": s.last_link_errno,
-            "placement": self.placement + ("; handed the ring to the workers (its polling"
-                                           " stopped paying: pipelined requests)"
-                                           if handed_over else ""),
+            "placement": self.placement + _drain_story(handed_over, ws.handbacks),
             "drain": drain,
             "drain_handed_over": handed_over,
+            "drain_handovers": ws.handovers,
+            "drain_handbacks": ws.handbacks,
             "frames_by_worker": by_worker,
             "drain_contended": ws.contended,
             "drain_rehomed": ws.rehomed,
@@ -301,6 +305,16 @@ class Net:
             "spin_us": 0 if handed_over else self.spin_us,
             "endpoints": [ep.stats() for ep in list(self._endpoints)],
         }
+
+
+def _drain_story(handed_over, handbacks):
+    """What the auto thread did with the ring, for stats()["placement"]."""
+    if handed_over:
+        return "; handed the ring to the workers (its polling stopped paying: pipelined requests)"
+    if handbacks:
+        return (f"; took the ring back from the workers {handbacks} time(s) (requests came one "
+                "at a time again)")
+    return ""
 
 
 def _runtime_of(rt):
