@@ -90,6 +90,7 @@ def osvrt_echo_round(pl: Placement, client: Callable[[Any], dict], reply=None,
             # 1 once an auto classifier thread handed the ring to the workers
             # (a number: a round's details keep numbers only)
             r["drain_handed_over"] = int(net["drain_handed_over"])
+            r["drain_handbacks"] = net["drain_handbacks"]
             return r
         finally:
             server.close()
