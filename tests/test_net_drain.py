@@ -266,12 +266,14 @@ def test_auto_thread_hands_the_ring_over_under_pipelined_load_and_takes_it_back(
     assert (st["drain"], st["drain_handed_over"]) == ("thread", False), st["placement"]
     assert "took the ring back" in st["placement"]
     assert st["frames_by_worker"] == []      # counted only while the workers drain
-    _seq_pingpong(ep.address, 300, 8)        # the thread's, in order
+    # One at a time, the thread's (pipelined from this unpinned process, the
+    # requests might meet the hand-over's terms on the thread's CPU).
+    _seq_pingpong(ep.address, 300, 1)
     st = rt.stats()["net"]
     assert (st["drain"], st["drain_handovers"], st["drain_handbacks"]) == ("thread", 1, 1)
-    # Pipelined again: over again, on the same workers.
+    # Pipelined again: over again (the C test checks it is the same `workers`).
     _hand_over(rt, ep.address, 2)
-    _seq_pingpong(ep.address, 500, 16)
+    _seq_pingpong(ep.address, 500, 16)       # in order, whoever drains
     st = rt.stats()["net"]
     assert st["dropped"]["ring"] == 0 and st["dropped"]["channel_full"] == 0
     ep.close()

@@ -26,8 +26,9 @@ struct osvrt_chan *osvrt_chan_new(uint32_t capacity, uint32_t arena_size)
      * the producer during the arena's first lap, where each fault stalls a
      * burst of every flow (the drain lock held): with the 128 faults of a
      * default 512 KiB arena, a new flow's first 10,000 datagrams (16 in
-     * flight) went 5-10% slower.  Capped, so that a large arena asked for
-     * but little used does not cost its whole size at once. */
+     * flight) went 5-10% slower.  Capped at 1 MiB (twice the default), so
+     * that an endpoint given a large buffer but little traffic, or many of
+     * them, commit no more than that each at once. */
     size_t arena = total - head - slots;
     memset(mem + head + slots, 0, arena < OSVRT_CHAN_PREFAULT ? arena : OSVRT_CHAN_PREFAULT);
     struct osvrt_chan *c = (struct osvrt_chan *)mem;

@@ -40,7 +40,7 @@
 #define OSVRT_CHAN_MAX_CAPACITY (1u << 20)
 #define OSVRT_CHAN_MAX_ARENA    (1u << 30)
 /* Arena bytes osvrt_chan_new faults in (channel.c says why). */
-#define OSVRT_CHAN_PREFAULT     (16u << 20)
+#define OSVRT_CHAN_PREFAULT     (1u << 20)
 
 /* One packet.  32 bytes; Python unpacks it with struct format "<QIIIHHII". */
 struct osvrt_chan_slot {

@@ -713,16 +713,17 @@ static int hand_over(struct osvrt_net *net)
      * it: the producer role moves as at a join, or between two workers. */
     if (osvrt_net_attach_workers(net) != 0)
         return 0;
-    /* release (both): `workers` is written; see osvrt_net_handovers and
-     * osvrt_net_handed_over. */
-    atomic_fetch_add_explicit(&net->handovers, 1, memory_order_release);
+    /* release (both): `workers` is written; see osvrt_net_handed_over and
+     * osvrt_net_handovers.  The flag first: a reader that sees the new count
+     * (acquire) sees the flag it goes with, or a later one. */
     atomic_store_explicit(&net->handed_over, 1, memory_order_release);
+    atomic_fetch_add_explicit(&net->handovers, 1, memory_order_release);
     return 1;
 }
 
 int osvrt_net_handed_over(struct osvrt_net *net)
 {
-    /* acquire: pairs with hand_over's release store. */
+    /* acquire: pairs with the release stores of hand_over and wait_to_take_back. */
     return atomic_load_explicit(&net->handed_over, memory_order_acquire);
 }
 
@@ -734,9 +735,10 @@ uint64_t osvrt_net_handovers(struct osvrt_net *net)
 
 void osvrt_net_ask_back(struct osvrt_net *net)
 {
-    /* relaxed: the flag carries no data (the detach hands the producer state
-     * back, rx_workers.c); the eventfd write is what wakes the thread. */
-    if (atomic_exchange_explicit(&net->give_back, 1, memory_order_relaxed))
+    /* release: pairs with the thread's acquire exchange, so the request
+     * orders in C11 terms too, not only through the eventfd (the flag carries
+     * no data: the detach hands the producer state back, rx_workers.c). */
+    if (atomic_exchange_explicit(&net->give_back, 1, memory_order_release))
         return;
     uint64_t one = 1;
     while (write(net->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
@@ -759,14 +761,17 @@ static void clear_wakeup(struct osvrt_net *net)
 static int wait_to_take_back(struct osvrt_net *net)
 {
     struct pollfd pfd = {.fd = net->stop_fd, .events = POLLIN};
-    /* relaxed (stop, give_back): each is stored before the eventfd write
-     * that wakes us, and we read them after reading that count. */
+    /* relaxed (stop): stored before the eventfd write that wakes us, read
+     * after we read that count (as in net_main). */
     while (!atomic_load_explicit(&net->stop, memory_order_relaxed)) {
-        if (atomic_exchange_explicit(&net->give_back, 0, memory_order_relaxed)) {
+        /* acquire: pairs with osvrt_net_ask_back's release exchange. */
+        if (atomic_exchange_explicit(&net->give_back, 0, memory_order_acquire)) {
             osvrt_net_detach_workers(net);    /* the producer state is ours again */
-            /* release: pairs with osvrt_net_handed_over's acquire */
+            /* release (both): pair with the acquire loads of
+             * osvrt_net_handed_over and osvrt_net_workers_get_stats; the
+             * flag first, as in hand_over. */
             atomic_store_explicit(&net->handed_over, 0, memory_order_release);
-            osvrt_stat_add(&net->handbacks, 1);
+            atomic_fetch_add_explicit(&net->handbacks, 1, memory_order_release);
             return 1;
         }
         poll(&pfd, 1, -1);
@@ -1026,6 +1031,10 @@ int osvrt_net_start(struct osvrt_net *net)
         return 0;                             /* (before `workers`: a hand-over may write it) */
     if (net->workers)
         return EEXIST;                        /* the workers drain the ring */
+    /* A start after a stop: no thread runs, no worker is attached. */
+    atomic_store_explicit(&net->stop, 0, memory_order_relaxed);      /* published by the create */
+    atomic_store_explicit(&net->handed_over, 0, memory_order_relaxed);
+    atomic_store_explicit(&net->give_back, 0, memory_order_relaxed);
     int e = pthread_create(&net->thread, NULL, net_main, net);
     if (e == 0) {
         net->started = 1;

@@ -167,23 +167,25 @@ struct osvrt_net {
     pthread_mutex_t filter_lock;
     uint32_t *port_refs;                    /* 65536 entries, NULL without a prefilter */
     uint32_t filter_ports;                  /* ports in the filter now */
-    /* the workers that drain the ring instead of the thread (rx_workers.h);
-     * set and cleared by the thread that starts and stops the classifier */
+    /* the workers that drain the ring instead of the thread (rx_workers.h):
+     * set by osvrt_net_start_workers, or by the classifier's thread at its
+     * first hand-over (kept until it is joined); freed by osvrt_net_stop */
     struct osvrt_net_workers *workers;
     /* the thread */
     pthread_t thread;
     int started;
     _Atomic int stop;
     /* 1 while the workers drain the ring for the thread (cfg.handover): set
-     * with release after its last touch of the ring and of `workers`, so
-     * whoever reads 1 with acquire may read `workers`; 0 again (release)
-     * once the thread took the ring back. */
+     * with release after the thread's last touch of the ring and of `workers`
+     * before the hand-over, so whoever reads 1 with acquire may read
+     * `workers`; 0 again (release) once the thread took the ring back. */
     _Atomic int handed_over;
     /* 1: the workers asked the thread to take the ring back (rx_workers.h);
      * set by the drain lock's holder, cleared by the thread */
     _Atomic int give_back;
-    /* hand-overs and hand-backs so far: the thread is their only writer;
-     * handovers is incremented with release after `workers` is written */
+    /* hand-overs and hand-backs so far: the thread is their only writer,
+     * with release increments, each after the handed_over store it counts
+     * (and handovers after `workers` is written) */
     _Atomic uint64_t handovers, handbacks;
     /* burst state (producer only) */
     uint64_t burst_seq;

@@ -241,5 +241,7 @@ void osvrt_net_workers_get_stats(struct osvrt_net *net, struct osvrt_net_workers
     o->contended = w ? atomic_load_explicit(&w->contended, memory_order_relaxed) : 0;
     o->rehomed = w ? atomic_load_explicit(&w->rehomed, memory_order_relaxed) : 0;
     o->handovers = handovers;
-    o->handbacks = atomic_load_explicit(&net->handbacks, memory_order_relaxed);
+    /* acquire: pairs with wait_to_take_back's release increment (a reader
+     * that sees a hand-back sees the flag it cleared, or a later value). */
+    o->handbacks = atomic_load_explicit(&net->handbacks, memory_order_acquire);
 }

@@ -40,7 +40,7 @@
  * OSVRT_NET_HANDBACK_WINDOW bursts the drain lock's holder looks back, and if
  * the bursts averaged under 5/4 of a frame (one request at a time, or sparse
  * traffic), it asks the thread to take the ring back (classifier.c,
- * take_back).  Without it, one pipelined spell left a ping-pong that came
+ * wait_to_take_back).  Without it, one pipelined spell left a ping-pong that came
  * after it on the workers for good, at twice the thread's round trip.
  */
 #ifndef OSVRT_RX_WORKERS_H
@@ -62,7 +62,7 @@ struct osvrt_net_workers {
     uint32_t ncpu;
     uint8_t *attached;               /* per CPU; attach/detach's thread only */
     /* the CPU whose epoll holds the sockets: changed by the drain lock's
-     * holder (or by start/stop, while no worker can drain) */
+     * holder (or by an attach or detach, while no worker can drain) */
     uint32_t home;
     int watching;                    /* the sockets are in home's epoll */
     int live;                        /* attached (start/attach to detach/stop) */
@@ -93,7 +93,9 @@ int osvrt_net_attach_workers(struct osvrt_net *net);
  * hand-over or osvrt_net_stop_workers. */
 void osvrt_net_detach_workers(struct osvrt_net *net);
 /* Detach from every worker and free `workers`; returns once none uses the
- * ring.  Idempotent; osvrt_net_stop calls it. */
+ * ring.  Idempotent; osvrt_net_stop calls it.  Never while the classifier's
+ * thread runs (it may be using `workers`, asleep after a hand-over): only
+ * before its start or after its join. */
 void osvrt_net_stop_workers(struct osvrt_net *net);
 
 struct osvrt_net_workers_stats {

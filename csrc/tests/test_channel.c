@@ -108,20 +108,23 @@ static size_t resident_pages(const uint8_t *p, size_t n)
     return in;
 }
 
-/* A new channel's arena is in memory before the first push (up to
- * OSVRT_CHAN_PREFAULT bytes), so the producer takes no page fault on its
- * first lap.  Run first: a 4 MiB block of a fresh process is a fresh mmap,
- * whose pages come in only when written. */
+/* A new channel's first OSVRT_CHAN_PREFAULT arena bytes are in memory before
+ * the first push, so the producer takes no page fault on that part's first
+ * lap, and no more than that is (a large buffer costs its size only as
+ * traffic reaches it).  Run first: a block of 4 MiB or more in a fresh
+ * process is a fresh mmap, whose pages come in only when written. */
 static void test_arena_prefaulted(void)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    struct osvrt_chan *c = osvrt_chan_new(256, 4u << 20);
+    struct osvrt_chan *c = osvrt_chan_new(256, 4 * OSVRT_CHAN_PREFAULT);
     CHECK(c != NULL);
     /* whole pages inside the arena: its first and last may share a page with
      * the slots or with malloc's bookkeeping */
     uintptr_t lo = ((uintptr_t)c->arena + page - 1) & ~(page - 1);
+    uintptr_t cap = ((uintptr_t)c->arena + OSVRT_CHAN_PREFAULT) & ~(page - 1);
     uintptr_t hi = ((uintptr_t)c->arena + c->arena_size) & ~(page - 1);
-    CHECK_EQ(resident_pages((const uint8_t *)lo, hi - lo), (hi - lo) / page);
+    CHECK_EQ(resident_pages((const uint8_t *)lo, cap - lo), (cap - lo) / page);
+    CHECK_EQ(resident_pages((const uint8_t *)cap + page, hi - cap - page), 0);
     osvrt_chan_free(c);
 }
 

@@ -11,8 +11,9 @@ Two placements, each named by what it pins:
   and the peer's Python thread pinned to the second, the classifier's thread
   beside the client (on the CPU without a worker, where placement() lets it
   poll) until pipelined requests make it hand the ring to the worker
-  (drainer(): "auto" does that; each round's details say whether it did:
-  drain_handed_over).
+  (drainer(): "auto" does that, and takes the ring back when requests come
+  one at a time again; each round's details count both, drain_handovers and
+  drain_handbacks, and say who had the ring at the end, drain_handed_over).
 
 The bench runs every real-client row in both, so no figure hides which one
 produced it.
@@ -87,9 +88,11 @@ def osvrt_echo_round(pl: Placement, client: Callable[[Any], dict], reply=None,
             net = rt.stats()["net"]
             r["ring_dropped"] = net["dropped"]["ring"]
             r["classifier"] = net["placement"]
-            # 1 once an auto classifier thread handed the ring to the workers
-            # (a number: a round's details keep numbers only)
+            # An auto classifier thread's hand-overs and hand-backs in the
+            # round, and 1 if the workers had the ring at its end (numbers:
+            # a round's details keep numbers only)
             r["drain_handed_over"] = int(net["drain_handed_over"])
+            r["drain_handovers"] = net["drain_handovers"]
             r["drain_handbacks"] = net["drain_handbacks"]
             return r
         finally:
