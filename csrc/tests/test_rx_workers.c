@@ -391,6 +391,17 @@ static int test_live(void)
 
 /* ---- live: the classifier's thread hands the ring to the workers ---- */
 
+/* A classifier on lo whose thread hands the ring over as `handover` says. */
+static struct osvrt_net *handover_net(uint32_t handover)
+{
+    struct osvrt_net_config cfg = {.ifname = "lo", .ring_frames = 512, .cpu = -1, .spin_ns = 0,
+                                   .prefilter = 1, .handover = handover};
+    int err = 0;
+    struct osvrt_net *net = osvrt_net_new(rt, &cfg, &err);
+    CHECK_MSG(net, "net_new(lo): %s", strerror(err));
+    return net;
+}
+
 /* After n pairs: 200 more, then every pair of both flows in its channel in
  * order, the pollers stopped, and the counters right. */
 static void finish_pairs(struct osvrt_net *net, struct pair *p, pthread_t th[3], int n,
@@ -411,11 +422,7 @@ static void finish_pairs(struct osvrt_net *net, struct pair *p, pthread_t th[3],
  * the thread and detaches the workers it attached. */
 static void test_live_handover(void)
 {
-    struct osvrt_net_config cfg = {.ifname = "lo", .ring_frames = 512, .cpu = -1, .spin_ns = 0,
-                                   .prefilter = 1, .handover = OSVRT_NET_HANDOVER_NOW};
-    int err = 0;
-    struct osvrt_net *net = osvrt_net_new(rt, &cfg, &err);
-    CHECK_MSG(net, "net_new(lo): %s", strerror(err));
+    struct osvrt_net *net = handover_net(OSVRT_NET_HANDOVER_NOW);
     uint64_t before = frames_by_cpu();
     struct pair p;
     pair_open(net, &p);
@@ -450,16 +457,11 @@ static void test_live_handover(void)
 /* The ring goes to the workers and back again and again (the hand-back,
  * rx_workers.h; OSVRT_NET_HANDOVER_CYCLE: each side gives it up after 64
  * bursts) while datagrams arrive one pair at a time: nothing is lost or
- * reordered across any change,
- * the same `workers` serve every hand-over, and stop comes while the ring
- * is on either side. */
+ * reordered across any change, the same `workers` serve every hand-over,
+ * and stop comes while the ring is on either side. */
 static void test_live_handover_cycles(void)
 {
-    struct osvrt_net_config cfg = {.ifname = "lo", .ring_frames = 512, .cpu = -1, .spin_ns = 0,
-                                   .prefilter = 1, .handover = OSVRT_NET_HANDOVER_CYCLE};
-    int err = 0;
-    struct osvrt_net *net = osvrt_net_new(rt, &cfg, &err);
-    CHECK_MSG(net, "net_new(lo): %s", strerror(err));
+    struct osvrt_net *net = handover_net(OSVRT_NET_HANDOVER_CYCLE);
     struct pair p;
     pair_open(net, &p);
     CHECK_EQ(osvrt_net_start(net), 0);
