@@ -20,17 +20,17 @@ struct osvrt_chan *osvrt_chan_new(uint32_t capacity, uint32_t arena_size)
         errno = ENOMEM;
         return NULL;
     }
-    memset(mem, 0, head + slots);
-    /* The arena needs no zeroing (only written bytes are read), but its pages
-     * are faulted in now, here in the binding thread, and not one by one by
-     * the producer during the arena's first lap, where each fault stalls a
-     * burst of every flow (the drain lock held): with the 128 faults of a
-     * default 512 KiB arena, a new flow's first 10,000 datagrams (16 in
-     * flight) went 5-10% slower.  Capped at 1 MiB (twice the default), so
-     * that an endpoint given a large buffer but little traffic, or many of
-     * them, commit no more than that each at once. */
+    /* The header and slots zeroed; the arena needs no zeroing (only written
+     * bytes are read), but its first pages are faulted in now, here in the
+     * binding thread, and not one by one by the producer during the arena's
+     * first lap, where each fault stalls the burst of every flow (a burst of
+     * the classifier's thread, or of a worker holding the drain lock): with
+     * the 128 faults of a default 512 KiB arena, a new flow's first 10,000
+     * datagrams (16 in flight) went 5-10% slower.  Capped at 1 MiB (twice the
+     * default), so that an endpoint given a large buffer but little traffic,
+     * or many of them, commit no more than that each at once. */
     size_t arena = total - head - slots;
-    memset(mem + head + slots, 0, arena < OSVRT_CHAN_PREFAULT ? arena : OSVRT_CHAN_PREFAULT);
+    memset(mem, 0, head + slots + (arena < OSVRT_CHAN_PREFAULT ? arena : OSVRT_CHAN_PREFAULT));
     struct osvrt_chan *c = (struct osvrt_chan *)mem;
     atomic_init(&c->tail, 0);
     atomic_init(&c->waiter, 0);

@@ -574,11 +574,6 @@ static int open_ring(struct osvrt_net *net, uint32_t i, uint32_t fs)
     return 0;
 }
 
-static uint32_t frame_align(uint32_t n)
-{
-    return (n + TPACKET_ALIGNMENT - 1) & ~(uint32_t)(TPACKET_ALIGNMENT - 1);
-}
-
 /* The rings (one, or the small-frame ring and the other), their filters,
  * then the binds.  0 or an errno value. */
 static int open_rings(struct osvrt_net *net, const char *ifname)
@@ -587,7 +582,7 @@ static int open_rings(struct osvrt_net *net, const char *ifname)
     unsigned ifindex = if_nametoindex(ifname);
     if (ifindex == 0)
         return ENODEV;
-    uint32_t fs = frame_align(cfg->frame_size), small = frame_align(cfg->small_frame_size);
+    uint32_t fs = TPACKET_ALIGN(cfg->frame_size), small = TPACKET_ALIGN(cfg->small_frame_size);
     int split = small < fs;
     uint32_t sizes[OSVRT_NET_MAX_RINGS] = {split ? small : fs, fs};
     net->nrings = split ? 2 : 1;
@@ -652,8 +647,9 @@ uint32_t osvrt_net_ring_burst(struct osvrt_net *net)
     osvrt_net_rx_begin(net);
     for (; n < net->cfg.burst && i >= 0; n++) {
         struct osvrt_pkt_ring *r = &net->rings[i];
-        ring_frame(net, r, osvrt_pkt_ring_head(r), st);
-        osvrt_pkt_ring_advance(r);
+        struct tpacket2_hdr *h = osvrt_pkt_ring_head(r);
+        ring_frame(net, r, h, st);
+        osvrt_pkt_ring_pass(r, h);
         osvrt_stat_add(&r->taken, 1);
         i = osvrt_pkt_rings_next(net->rings, net->nrings, &st);
     }
@@ -733,6 +729,15 @@ uint64_t osvrt_net_handovers(struct osvrt_net *net)
     return atomic_load_explicit(&net->handovers, memory_order_acquire);
 }
 
+/* Wake the thread from its poll() (stop and the hand-back share the
+ * eventfd; their flags, stored before this, say which). */
+static void wake_thread(struct osvrt_net *net)
+{
+    uint64_t one = 1;
+    while (write(net->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
 void osvrt_net_ask_back(struct osvrt_net *net)
 {
     /* release: pairs with the thread's acquire exchange, so the request
@@ -740,9 +745,7 @@ void osvrt_net_ask_back(struct osvrt_net *net)
      * no data: the detach hands the producer state back, rx_workers.c). */
     if (atomic_exchange_explicit(&net->give_back, 1, memory_order_release))
         return;
-    uint64_t one = 1;
-    while (write(net->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
-        ;
+    wake_thread(net);
 }
 
 /* Read away the eventfd's count (stop and the hand-back share it): the flags
@@ -760,6 +763,8 @@ static void clear_wakeup(struct osvrt_net *net)
  * workers for good, where its round trip is twice the thread's. */
 static int wait_to_take_back(struct osvrt_net *net)
 {
+    /* No ask is lost: give_back is set before the eventfd write, the count
+     * stays until read, and the flag is looked at before every poll(). */
     struct pollfd pfd = {.fd = net->stop_fd, .events = POLLIN};
     /* relaxed (stop): stored before the eventfd write that wakes us, read
      * after we read that count (as in net_main). */
@@ -804,13 +809,6 @@ static void handover_stop(struct handover *h)
     if (h->fd >= 0)
         close(h->fd);
     h->fd = -1;
-}
-
-/* A fresh look-back, after the thread took the ring back. */
-static void handover_restart(struct handover *h)
-{
-    h->timed = 0;
-    h->bursts = h->woken = h->frames = 0;
 }
 
 static void handover_init(struct handover *h, const struct osvrt_net_config *cfg)
@@ -933,8 +931,9 @@ static void *net_main(void *arg)
             if (hand_over(net)) {
                 if (!wait_to_take_back(net))
                     break;                    /* stop */
-                /* Ours again: start over as at the thread's start. */
-                handover_restart(&ho);
+                /* Ours again: start over as at the thread's start (the
+                 * window's counts were cleared by handover_due). */
+                ho.timed = 0;
                 slept = spun = 0;
                 gap = window = spin;
                 last_burst = idle_since = spin ? osvrt_now_ns() : 0;
@@ -1049,9 +1048,7 @@ void osvrt_net_stop(struct osvrt_net *net)
      * join makes what it wrote (`workers`) ours to undo. */
     if (net->started) {
         atomic_store_explicit(&net->stop, 1, memory_order_relaxed);   /* see net_main */
-        uint64_t one = 1;
-        while (write(net->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
+        wake_thread(net);
         pthread_join(net->thread, NULL);
         net->started = 0;
     }

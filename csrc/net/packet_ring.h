@@ -73,13 +73,20 @@ static inline struct tpacket2_hdr *osvrt_pkt_ring_head(struct osvrt_pkt_ring *r)
     return osvrt_pkt_ring_frame(r, atomic_load_explicit(&r->pos, memory_order_relaxed));
 }
 
-/* Hand the head frame back and step past it (the producer only; relaxed:
- * the producer role moves with acquire/release, see `pos`). */
-static inline void osvrt_pkt_ring_advance(struct osvrt_pkt_ring *r)
+/* Hand back h, the head frame (osvrt_pkt_ring_head's, passed in so the
+ * burst loop finds its address once), and step past it (the producer only;
+ * relaxed: the producer role moves with acquire/release, see `pos`). */
+static inline void osvrt_pkt_ring_pass(struct osvrt_pkt_ring *r, struct tpacket2_hdr *h)
 {
     uint32_t pos = atomic_load_explicit(&r->pos, memory_order_relaxed);
-    osvrt_pkt_frame_release(osvrt_pkt_ring_frame(r, pos));
+    osvrt_pkt_frame_release(h);
     atomic_store_explicit(&r->pos, pos + 1 == r->frame_nr ? 0 : pos + 1, memory_order_relaxed);
+}
+
+/* Hand the head frame back and step past it. */
+static inline void osvrt_pkt_ring_advance(struct osvrt_pkt_ring *r)
+{
+    osvrt_pkt_ring_pass(r, osvrt_pkt_ring_head(r));
 }
 
 static inline int osvrt_pkt_frame_older(const struct tpacket2_hdr *a, const struct tpacket2_hdr *b)

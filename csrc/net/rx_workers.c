@@ -30,7 +30,7 @@ static int watch(struct osvrt_net_workers *w, struct osvrt_cpu *c, int on)
     return 0;
 }
 
-/* The burst woke threads of one CPU only, not the home's: move the socket
+/* The burst woke threads of one CPU only, not the home's: move the sockets
  * to that CPU's epoll.  Drain lock held. */
 static void follow_readers(struct osvrt_net_workers *w)
 {
@@ -66,7 +66,7 @@ static void look_back(struct osvrt_net_workers *w, uint32_t n)
     w->window_bursts = w->window_frames = 0;
 }
 
-/* No lock: reading the socket's error is one syscall, safe beside a drain. */
+/* No lock: reading a socket's error is a syscall per ring, safe beside a drain. */
 static void rx_error(void *arg)
 {
     struct osvrt_net_workers *w = arg;
@@ -98,7 +98,7 @@ static uint32_t rx_drain(void *arg, uint32_t cpu)
 }
 
 /* Unpublish from every CPU (each returns once its owner is out of the
- * hook), then take the socket out of the home's epoll: no worker can drain
+ * hook), then take the sockets out of the home's epoll: no worker can drain
  * any more, so nothing moves the home meanwhile. */
 static void detach_all(struct osvrt_net_workers *w)
 {
@@ -128,7 +128,6 @@ static struct osvrt_net_workers *workers_new(struct osvrt_net *net, const int *f
     w->hook.error = rx_error;
     w->hook.arg = w;
     w->watching = 0;
-    w->live = 0;
     atomic_init(&w->lock, 0);
     atomic_init(&w->contended, 0);
     atomic_init(&w->rehomed, 0);
@@ -148,8 +147,8 @@ static int attach(struct osvrt_net *net, int hand_back)
     if (nfds == 0 || !net->rt || net->rt->ncpu == 0)
         return EINVAL;
     struct osvrt_net_workers *w = net->workers;
-    if (w && w->live)
-        return EEXIST;
+    if (w && w->watching)
+        return EEXIST;                 /* attached (watching: from attach to detach) */
     int made = !w;
     if (made && !(w = workers_new(net, fds, nfds)))
         return ENOMEM;
@@ -158,12 +157,12 @@ static int attach(struct osvrt_net *net, int hand_back)
     w->home = 0;
     w->hand_back = hand_back;
     w->window_bursts = w->window_frames = 0;
-    /* relaxed: no worker can see w yet.  Held by us until the socket is in
+    /* relaxed: no worker can see w yet.  Held by us until the sockets are in
      * an epoll: a worker that sees the hook first drains nothing yet, and
      * nobody moves the home meanwhile. */
     atomic_store_explicit(&w->lock, 1, memory_order_relaxed);
-    /* The hook on every CPU, then the socket in CPU 0's epoll (the home until
-     * a burst wakes a thread elsewhere): a worker that the socket wakes finds
+    /* The hook on every CPU, then the sockets in CPU 0's epoll (the home until
+     * a burst wakes a thread elsewhere): a worker that a socket wakes finds
      * the hook (the other way round, a worker woken for frames already in the
      * ring found none, and its level-triggered epoll woke it again at once). */
     for (uint32_t i = 0; i < w->ncpu; i++) {
@@ -181,7 +180,6 @@ static int attach(struct osvrt_net *net, int hand_back)
         return e;
     }
     w->watching = 1;
-    w->live = 1;
     if (made)
         net->workers = w;    /* only then: stats read it, unlocked, once published */
     /* release: the producer state we leave (the ring position and burst marks
@@ -208,14 +206,13 @@ int osvrt_net_attach_workers(struct osvrt_net *net)
 void osvrt_net_detach_workers(struct osvrt_net *net)
 {
     struct osvrt_net_workers *w = net->workers;
-    if (!w || !w->live)
+    if (!w || !w->watching)
         return;
     /* Each CPU's detach waits until its worker is out of the hook, and its
      * seq_cst load of rx_inuse reads the release store that worker made on
      * the way out (cpu.c, rx_use): whatever a worker wrote as the producer,
      * under the drain lock, is the caller's to read from here on. */
     detach_all(w);
-    w->live = 0;
 }
 
 void osvrt_net_stop_workers(struct osvrt_net *net)
@@ -223,8 +220,7 @@ void osvrt_net_stop_workers(struct osvrt_net *net)
     struct osvrt_net_workers *w = net->workers;
     if (!w)
         return;
-    if (w->live)
-        detach_all(w);  /* returns once no worker is inside the hook */
+    detach_all(w);      /* returns once no worker is inside the hook; idempotent */
     net->workers = NULL;
     free(w->attached);
     free(w);

@@ -5,15 +5,16 @@
  * it.  osvrt's equivalent for a runtime with a worker on every CPU (what
  * osvrt.run gives): every worker drains the classifier's ring itself (cpu.h,
  * struct osvrt_cpu_rx):
- *   - in its loop, once per turn (a look at the next frame's status word);
+ *   - in its loop, once per turn (a look at the status word of each ring's
+ *     next frame);
  *   - in its idle poll, at every look (no syscall: the frame's status);
  *   - the "home" worker also when its epoll_wait reports a packet socket
  *     readable (one per ring): the sockets are in the home worker's epoll
  *     only, so a frame that comes while every worker sleeps wakes exactly
  *     one, the home.
  * The home follows the readers: after a burst that woke threads of one
- * other CPU only, that CPU becomes the home (two epoll_ctl calls, made only
- * when the home moves), so the next datagram of a flow whose reader sleeps
+ * other CPU only, that CPU becomes the home (two epoll_ctl calls per ring,
+ * made only when the home moves), so the next datagram of a flow whose reader sleeps
  * on that CPU wakes that very worker, and its green thread is woken there
  * with no second wake-up.  (EPOLLEXCLUSIVE on every worker's epoll instead
  * wakes the first sleeper registered, whatever CPU the reader is on: two
@@ -64,8 +65,11 @@ struct osvrt_net_workers {
     /* the CPU whose epoll holds the sockets: changed by the drain lock's
      * holder (or by an attach or detach, while no worker can drain) */
     uint32_t home;
-    int watching;                    /* the sockets are in home's epoll */
-    int live;                        /* attached (start/attach to detach/stop) */
+    /* the sockets are in home's epoll: from an attach to the detach.  This,
+     * home (outside a drain) and hand_back are written by the thread that
+     * attaches and detaches (the classifier's, or the starter); the stopper
+     * reads them only after osvrt_net_stop has joined that thread. */
+    int watching;
     /* the thread waits to take the ring back (attached by its hand-over) */
     int hand_back;
     /* the hand-back's look-back: the drain lock's holder's alone */

@@ -457,8 +457,8 @@ static void test_live_handover(void)
 /* The ring goes to the workers and back again and again (the hand-back,
  * rx_workers.h; OSVRT_NET_HANDOVER_CYCLE: each side gives it up after 64
  * bursts) while datagrams arrive one pair at a time: nothing is lost or
- * reordered across any change, the same `workers` serve every hand-over,
- * and stop comes while the ring is on either side. */
+ * reordered across any change, `workers` stays published (stats read it
+ * unlocked), and stop comes on whichever side the ring is then. */
 static void test_live_handover_cycles(void)
 {
     struct osvrt_net *net = handover_net(OSVRT_NET_HANDOVER_CYCLE);

@@ -108,14 +108,15 @@ def rr_client(pl: Placement, n: int, window: int, warm: Optional[int] = None) ->
     from .net import rr
     cpu = -1 if pl.client_cpu is None else pl.client_cpu
     # As many unmeasured transactions as measured ones, for either server:
-    # a round starts a fresh server, and its first 10-30 ms are not its
+    # a round starts a fresh server, and its first 10-60 ms are not its
     # steady state.  An unpinned client often starts on the server's CPU
     # (both servers: the kernel moves it away within that time), and an
     # osvrt server's classifier thread hands the ring to its worker only
     # after two windows of pipelined bursts.  Measured in the osvrt.run
-    # placement, 16 in flight, bursts of 2,000 from a fresh server: the
-    # first ran at 156-351k/s (osvrt) and 183-286k/s (kernel), the later
-    # ones at 340-400k/s and 270-300k/s.
+    # placement, 16 in flight, bursts of 2,000 from 5 fresh servers of each
+    # kind: the first burst shared the client's CPU in 4 (osvrt, 156-221k/s)
+    # and 3 (kernel, 183-236k/s); later bursts ran at 290-416k/s and
+    # 261-300k/s (README, "where the kernel puts the client at the start").
     warm = max(n, 200) if warm is None else warm
 
     def run(addr):
